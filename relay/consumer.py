@@ -1,0 +1,99 @@
+"""Consumer: one viewer's (or the recorder's) copy of a Producer's encoded frames.
+
+A Consumer is a ``MediaStreamTrack`` whose ``recv()`` yields ``av.Packet``: aiortc's sender then
+packetizes it without encoding. Its queue is bounded. A video Consumer only ever starts at a
+keyframe, and never drops a single delta frame (aiortc numbers forwarded frames consecutively, so
+a viewer could not see the gap and would decode garbage): on overflow it flushes, waits for the
+next keyframe and asks for one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+logger = logging.getLogger(__name__)
+
+VIDEO_QUEUE_FRAMES = 60
+AUDIO_QUEUE_FRAMES = 50
+
+
+class Consumer(MediaStreamTrack):
+    def __init__(
+        self,
+        kind: str,
+        request_keyframe: Callable[[], None],
+        on_stop: Callable[[Consumer], None],
+        label: str,
+    ) -> None:
+        super().__init__()
+        self.kind = kind
+        self.label = label
+        self._request_keyframe = request_keyframe
+        self._on_stop = on_stop
+        size = VIDEO_QUEUE_FRAMES if kind == "video" else AUDIO_QUEUE_FRAMES
+        self._queue: asyncio.Queue[av.Packet | None] = asyncio.Queue(maxsize=size)
+        self._synced = kind != "video"
+        self.frames_forwarded = 0
+        self.frames_dropped = 0
+
+    @property
+    def synced(self) -> bool:
+        return self._synced
+
+    def push(self, packet: av.Packet, keyframe: bool) -> None:
+        """Called by the Producer on the event loop for every frame; never blocks."""
+        if self.readyState != "live":
+            return
+        if self._queue.full():
+            self._overflow()
+        if not self._synced:
+            if not keyframe:
+                self.frames_dropped += 1
+                self._request_keyframe()
+                return
+            self._synced = True
+        self._queue.put_nowait(packet)
+        self.frames_forwarded += 1
+
+    def desync(self) -> None:
+        """The source lost data: hold everything until the next keyframe."""
+        if self.kind == "video":
+            self._synced = False
+
+    def request_keyframe(self) -> None:
+        """A viewer's PLI/FIR arrives here (see ``relay.forwarding.on_keyframe_request``)."""
+        self._request_keyframe()
+
+    def _overflow(self) -> None:
+        if self.kind == "video":
+            dropped = self._queue.qsize()
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self._synced = False
+            self.frames_dropped += dropped
+            logger.warning("Consumer(%s) fell behind: dropped %d frames", self.label, dropped)
+            self._request_keyframe()
+        else:
+            self._queue.get_nowait()
+            self.frames_dropped += 1
+
+    async def recv(self) -> av.Packet:  # type: ignore[override]
+        if self.readyState != "live":
+            raise MediaStreamError
+        packet = await self._queue.get()
+        if packet is None:
+            raise MediaStreamError
+        return packet
+
+    def stop(self) -> None:
+        if self.readyState == "live":
+            super().stop()
+            self._on_stop(self)
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self._queue.put_nowait(None)  # wake a pending recv()

@@ -1,0 +1,46 @@
+"""Relay errors. Each carries the HTTP status the edge answers with, so ``relay/`` stays free of
+``signaling/`` while WHIP/WHEP still get the RFC 9725 status codes.
+
+    RelayError
+    ├── SdpInvalid          400  offer is not parseable SDP or breaks WHIP rules
+    ├── MediaUnsupported    406  no usable codec / unsupported track layout
+    ├── FeedBusy            409  another identity already publishes this feed
+    ├── RouterFull          503  viewer limit reached (Retry-After)
+    └── RouterClosed        404  consultation's media router is gone
+"""
+
+from __future__ import annotations
+
+
+class RelayError(Exception):
+    status = 500
+    code = "relay-error"
+
+    def __init__(self, reason: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.headers = headers or {}
+
+
+class SdpInvalid(RelayError):
+    status = 400
+    code = "bad-sdp"
+
+
+class MediaUnsupported(RelayError):
+    status = 406
+    code = "unsupported-media"
+
+
+class FeedBusy(RelayError):
+    status = 409
+    code = "feed-busy"
+
+
+class RouterFull(RelayError):
+    status = 503
+    code = "full"
+
+
+class RouterClosed(RelayError):
+    status = 404
+    code = "closed"

@@ -1,0 +1,100 @@
+"""Feed: a published source of a consultation — ``endoscope`` (clinic video + audio) or
+``talkback`` (the surgeon's microphone). It owns one Producer per kind, knows its current
+publisher, and says whether it is live: media stopping for ``timeout_s`` means offline, even when
+the publisher vanished without a goodbye (aiortc itself notices that only after ~35 s)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from enum import StrEnum
+
+from .codecs import AUDIO_CODEC
+from .peer import Peer
+from .producer import Producer
+
+logger = logging.getLogger(__name__)
+
+WATCHDOG_INTERVAL_S = 0.5
+
+
+class FeedName(StrEnum):
+    ENDOSCOPE = "endoscope"
+    TALKBACK = "talkback"
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return ("video", "audio") if self is FeedName.ENDOSCOPE else ("audio",)
+
+
+class FeedState(StrEnum):
+    LIVE = "live"
+    OFFLINE = "offline"
+
+
+class Feed:
+    def __init__(
+        self,
+        name: FeedName,
+        video_codec: str,
+        timeout_s: float,
+        on_state: Callable[[Feed], None],
+        label: str,
+    ) -> None:
+        self.name = name
+        self.label = f"{label} feed:{name}"
+        self.producers = {
+            kind: Producer(kind, video_codec if kind == "video" else AUDIO_CODEC, self.label)
+            for kind in name.kinds
+        }
+        self.publisher: Peer | None = None
+        self.state = FeedState.OFFLINE
+        self._timeout_s = timeout_s
+        self._on_state = on_state
+        self._watchdog: asyncio.Task[None] | None = None
+
+    @property
+    def identity(self) -> str | None:
+        return self.publisher.identity if self.publisher else None
+
+    def set_publisher(self, peer: Peer) -> None:
+        self.publisher = peer
+        if self._watchdog is None:
+            self._watchdog = asyncio.ensure_future(self._watch())
+
+    def publisher_gone(self, peer: Peer) -> None:
+        if self.publisher is not peer:
+            return  # an older, replaced connection
+        self.publisher = None
+        for producer in self.producers.values():
+            producer.detach()
+        self._set_state(FeedState.OFFLINE)
+
+    def _last_media_at(self) -> float | None:
+        times = [p.last_frame_at for p in self.producers.values() if p.last_frame_at is not None]
+        return max(times) if times else None
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCHDOG_INTERVAL_S)
+            last = self._last_media_at()
+            fresh = last is not None and time.monotonic() - last < self._timeout_s
+            self._set_state(FeedState.LIVE if self.publisher and fresh else FeedState.OFFLINE)
+
+    def _set_state(self, state: FeedState) -> None:
+        if state is not self.state:
+            self.state = state
+            logger.info("Feed(%s) %s", self.label, state)
+            self._on_state(self)
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"state": str(self.state), "identity": self.identity}
+
+    def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        for producer in self.producers.values():
+            producer.close()

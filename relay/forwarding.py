@@ -1,0 +1,178 @@
+"""Everything EndoLink does to aiortc's internals, in one place (written against aiortc 1.16.0).
+
+aiortc is an endpoint, not an SFU: every receiver decodes and every sender encodes. To forward the
+clinic's encoded stream untouched we hook three private seams, each covered by tests:
+
+* ``RTCRtpReceiver.__jitter_buffer`` is replaced by a buffer that hands out each encoded frame as
+  soon as its last packet (RTP marker bit) arrives, instead of waiting for the next frame's first
+  packet (one frame interval, ~33 ms at 30 fps). Complete frames go to a callback; nothing is ever
+  put on the receiver's decoder queue, so its decoder thread stays idle and no frame is decoded.
+* ``RTCRtpReceiver._send_rtcp_pli`` asks the publisher for a keyframe.
+* ``RTCRtpSender._send_keyframe`` is where aiortc handles a viewer's PLI/FIR; on the pre-encoded
+  (``av.Packet``) path it is silently ignored, so we redirect it to the relay.
+
+``aioice.ice.get_host_addresses`` is also wrapped so the relay can gather candidates on configured
+addresses only (loopback included: aioice skips 127.0.0.1, which a loopback-only host needs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+
+import aioice.ice
+import aiortc
+from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rtcrtpreceiver import TimestampMapper
+from aiortc.rtp import RtpPacket
+from aiortc.utils import uint16_add
+
+logger = logging.getLogger(__name__)
+
+AIORTC_VERSION = "1.16.0"
+if aiortc.__version__ != AIORTC_VERSION:  # pragma: no cover - guarded by the pin in pyproject
+    raise ImportError(
+        f"relay.forwarding hooks aiortc {AIORTC_VERSION} internals; found {aiortc.__version__}"
+    )
+
+FrameCallback = Callable[[bytes, int], None]
+"""``(encoded_frame, timestamp)``: timestamp in the codec clock, rebased to 0 at the first frame."""
+
+
+class MarkerJitterBuffer(JitterBuffer):
+    """Video jitter buffer that releases a frame on its marker bit and reports every frame.
+
+    Order, loss and overflow handling are aiortc's (``add`` is inherited); only frame release
+    changes. Because the release happens inside ``add``, all frames completed by one packet (a
+    retransmission filling a gap releases the frames queued behind it) are delivered at once.
+    """
+
+    def __init__(
+        self, capacity: int, on_frame: FrameCallback, on_discontinuity: Callable[[], None]
+    ) -> None:
+        super().__init__(capacity=capacity, is_video=True)
+        self._on_frame = on_frame
+        self._on_discontinuity = on_discontinuity
+        self._timestamps = TimestampMapper()
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        pli_flag, _ = super().add(packet)
+        if pli_flag:
+            # aiortc dropped packets (overflow or reset): what follows may reference lost data.
+            self._on_discontinuity()
+        return pli_flag, None
+
+    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        while (frame := self._next_complete_frame()) is not None:
+            self._on_frame(frame.data, self._timestamps.map(frame.timestamp))
+        return None
+
+    def _next_complete_frame(self) -> JitterFrame | None:
+        packets: list[RtpPacket] = []
+        timestamp: int | None = None
+        for count in range(self.capacity):
+            packet = self._packets[(self._origin + count) % self._capacity]
+            if packet is None:
+                return None
+            if timestamp is None:
+                timestamp = packet.timestamp
+            elif packet.timestamp != timestamp:
+                # The previous frame ended without a marker bit (lost marker or a sender that
+                # does not set it): fall back to aiortc's rule, the next timestamp ends a frame.
+                self.remove(count)
+                return _joined(packets, timestamp)
+            packets.append(packet)
+            if packet.marker:
+                self.remove(count + 1)
+                return _joined(packets, timestamp)
+        return None
+
+
+class AudioPassthroughBuffer(JitterBuffer):
+    """Audio: every RTP packet is one Opus frame; forward it at once, drop late duplicates.
+
+    aiortc's audio buffer prefetches 4 packets (80 ms); a forwarding relay needs none, the
+    viewer's own jitter buffer absorbs network jitter.
+    """
+
+    def __init__(self, on_frame: FrameCallback) -> None:
+        super().__init__(capacity=16)
+        self._on_frame = on_frame
+        self._timestamps = TimestampMapper()
+        self._last_seq: int | None = None
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        seq = packet.sequence_number
+        if self._last_seq is not None and uint16_add(seq, -self._last_seq) >= 0x8000:
+            return False, None  # older than what was already forwarded
+        if seq == self._last_seq:
+            return False, None
+        self._last_seq = seq
+        self._on_frame(packet._data, self._timestamps.map(packet.timestamp))  # type: ignore[attr-defined]
+        return False, None
+
+
+def _joined(packets: list[RtpPacket], timestamp: int) -> JitterFrame:
+    return JitterFrame(data=b"".join(p._data for p in packets), timestamp=timestamp)  # type: ignore[attr-defined]
+
+
+def tap_receiver(
+    receiver: RTCRtpReceiver,
+    kind: str,
+    on_frame: FrameCallback,
+    on_discontinuity: Callable[[], None],
+) -> None:
+    """Make ``receiver`` hand out encoded frames instead of decoding them.
+
+    Must run before the receiver starts (i.e. before the peer connection connects), which is the
+    case right after ``setRemoteDescription``.
+    """
+    if kind == "video":
+        buffer: JitterBuffer = MarkerJitterBuffer(512, on_frame, on_discontinuity)
+    else:
+        buffer = AudioPassthroughBuffer(on_frame)
+    receiver._RTCRtpReceiver__jitter_buffer = buffer  # type: ignore[attr-defined]
+
+
+def media_ssrc(receiver: RTCRtpReceiver) -> int | None:
+    """The publisher's media SSRC (never its RTX SSRC, which a publisher ignores PLIs for)."""
+    rtx_ssrcs = set(receiver._RTCRtpReceiver__rtx_ssrc)  # type: ignore[attr-defined]
+    for source in receiver.getSynchronizationSources():
+        if source.source not in rtx_ssrcs:
+            return source.source
+    return None
+
+
+def send_pli(receiver: RTCRtpReceiver) -> bool:
+    """Ask the publisher behind ``receiver`` for a keyframe. False if it has sent nothing yet."""
+    ssrc = media_ssrc(receiver)
+    if ssrc is None:
+        return False
+    asyncio.ensure_future(receiver._send_rtcp_pli(ssrc))
+    return True
+
+
+def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> None:
+    """Route a viewer's PLI/FIR (received by ``sender``) to ``callback``."""
+    sender._send_keyframe = callback  # type: ignore[method-assign]
+
+
+def use_host_addresses(addresses: Iterable[str]) -> None:
+    """Gather ICE host candidates on ``addresses`` only; empty = every interface plus loopback.
+
+    aioice reads this process-wide, so it is set once, by the Relay that owns the process.
+    """
+    wanted = tuple(addresses)
+
+    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        if wanted:
+            return [a for a in wanted if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+        found = _aioice_host_addresses(use_ipv4=use_ipv4, use_ipv6=use_ipv6)
+        return found + (["127.0.0.1"] if use_ipv4 else [])
+
+    aioice.ice.get_host_addresses = get_host_addresses
+
+
+_aioice_host_addresses = aioice.ice.get_host_addresses

@@ -1,0 +1,116 @@
+"""Peer: one WHIP or WHEP session — an RTCPeerConnection plus the resource a client PATCHes or
+DELETEs. It closes itself when ICE/DTLS fail and tells its owner exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+from collections.abc import Callable
+from enum import StrEnum
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.sdp import candidate_from_sdp
+
+from .errors import SdpInvalid
+
+logger = logging.getLogger(__name__)
+
+
+class PeerRole(StrEnum):
+    PUBLISHER = "publisher"
+    VIEWER = "viewer"
+
+
+class IceRestartUnsupported(Exception):
+    """aiortc cannot restart ICE; WHIP answers 422 and the client makes a new session."""
+
+
+class Peer:
+    def __init__(
+        self,
+        role: PeerRole,
+        feed: str,
+        identity: str,
+        configuration: RTCConfiguration,
+        label: str,
+    ) -> None:
+        self.id = secrets.token_urlsafe(12)
+        self.etag = f'"{secrets.token_hex(8)}"'
+        self.role = role
+        self.feed = feed
+        self.identity = identity
+        self.label = f"{label} {role}:{self.id[:6]}"
+        self.pc = RTCPeerConnection(configuration)
+        self.answer_sdp = ""
+        self._on_closed: list[Callable[[Peer], None]] = []
+        self._closing: asyncio.Task[None] | None = None
+        self.pc.on("connectionstatechange", self._on_state)
+
+    def on_closed(self, callback: Callable[[Peer], None]) -> None:
+        self._on_closed.append(callback)
+
+    @property
+    def state(self) -> str:
+        return self.pc.connectionState
+
+    async def answer(self, announced_address: str | None) -> str:
+        """Create and apply the answer (aiortc gathers every candidate first: no server trickle)."""
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        sdp = self.pc.localDescription.sdp
+        return rewrite_host_candidates(sdp, announced_address) if announced_address else sdp
+
+    async def set_offer(self, offer: str) -> None:
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        except (ValueError, AssertionError) as exc:
+            raise SdpInvalid(f"offer rejected: {exc}") from exc
+
+    async def add_candidates(self, sdpfrag: str) -> int:
+        """Trickled candidates (RFC 8840 sdpfrag). Returns how many were added."""
+        remote = self.pc.remoteDescription
+        ufrag = re.search(r"^a=ice-ufrag:(\S+)", sdpfrag, re.M)
+        if remote is not None and ufrag and f"a=ice-ufrag:{ufrag.group(1)}" not in remote.sdp:
+            raise IceRestartUnsupported("ICE restart is not supported; start a new session")
+        mid = re.search(r"^a=mid:(\S+)", sdpfrag, re.M)
+        added = 0
+        for line in re.findall(r"^a=candidate:(.+?)\s*$", sdpfrag, re.M):
+            try:
+                candidate = candidate_from_sdp(line)
+            except (ValueError, IndexError) as exc:
+                raise SdpInvalid(f"malformed candidate line: {exc}") from exc
+            candidate.sdpMid = mid.group(1) if mid else None
+            candidate.sdpMLineIndex = 0 if mid is None else None
+            await self.pc.addIceCandidate(candidate)
+            added += 1
+        return added
+
+    def _on_state(self) -> None:
+        logger.info("Peer(%s) connection %s", self.label, self.pc.connectionState)
+        if self.pc.connectionState in ("failed", "closed"):
+            self.close_soon()
+
+    def close_soon(self) -> None:
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+
+    async def close(self) -> None:
+        self.close_soon()
+        assert self._closing is not None
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
+        try:
+            await self.pc.close()
+        finally:
+            callbacks, self._on_closed = self._on_closed, []
+            for callback in callbacks:
+                callback(self)
+
+
+def rewrite_host_candidates(sdp: str, address: str) -> str:
+    """Advertise ``address`` (a 1:1 NAT's public IP) in place of the host candidates' IP."""
+    pattern = re.compile(r"^(a=candidate:\S+ \d+ \S+ \d+ )(\S+)( \d+ typ host)", re.M)
+    sdp = pattern.sub(lambda m: f"{m.group(1)}{address}{m.group(3)}", sdp)
+    return re.sub(r"^c=IN IP4 \S+", f"c=IN IP4 {address}", sdp, flags=re.M)

@@ -1,0 +1,126 @@
+"""Producer: one kind of media (video or audio) of a Feed, fanned out as encoded frames.
+
+A Producer outlives the publisher's peer connection: when the clinic reconnects, the new
+connection is attached to the same Producer, timestamps continue where they stopped, and viewers'
+senders keep running (they just wait for the new stream's keyframe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from fractions import Fraction
+
+import av
+
+from .codecs import clock_rate, is_keyframe, vp8_dimensions
+from .consumer import Consumer
+
+logger = logging.getLogger(__name__)
+
+KEYFRAME_REQUEST_INTERVAL_S = 0.5
+"""At most two keyframe requests per second reach the publisher, however many viewers ask."""
+
+
+class Producer:
+    def __init__(self, kind: str, codec: str, label: str) -> None:
+        self.kind = kind
+        self.codec = codec
+        self.label = label
+        self.time_base = Fraction(1, clock_rate(kind))
+        self.consumers: set[Consumer] = set()
+        self.frames = 0
+        self.bytes = 0
+        self.keyframes = 0
+        self.last_frame_at: float | None = None
+        self.dimensions: tuple[int, int] | None = None
+        self._send_pli: Callable[[], bool] | None = None
+        self._pts_offset = 0
+        self._last_pts: int | None = None
+        self._last_request_at = 0.0
+        self._deferred_request: asyncio.TimerHandle | None = None
+
+    # -- source side -------------------------------------------------------------------------
+
+    def attach(self, send_pli: Callable[[], bool]) -> None:
+        """A (new) publisher connection feeds this Producer from now on."""
+        self._send_pli = send_pli
+        # The new connection's timestamps restart at 0: continue after the last forwarded frame
+        # so viewers see time move forward across a reconnect.
+        if self._last_pts is not None:
+            self._pts_offset = self._last_pts + int(clock_rate(self.kind) / 30)
+        for consumer in self.consumers:
+            consumer.desync()
+
+    def detach(self) -> None:
+        self._send_pli = None
+
+    def on_frame(self, data: bytes, timestamp: int) -> None:
+        """An encoded frame from the publisher (called on the event loop by the receiver tap)."""
+        keyframe = is_keyframe(self.codec, data)
+        pts = timestamp + self._pts_offset
+        self._last_pts = pts
+        self.frames += 1
+        self.bytes += len(data)
+        self.last_frame_at = time.monotonic()
+        if keyframe and self.kind == "video":
+            self.keyframes += 1
+            if self.codec == "VP8":
+                self.dimensions = vp8_dimensions(data) or self.dimensions
+        if not self.consumers:
+            return
+        packet = av.Packet(data)
+        packet.pts = pts
+        packet.dts = pts
+        packet.time_base = self.time_base
+        for consumer in tuple(self.consumers):
+            consumer.push(packet, keyframe)
+
+    def on_discontinuity(self) -> None:
+        """The receiver dropped data: every viewer waits for the next keyframe (requested)."""
+        for consumer in self.consumers:
+            consumer.desync()
+        self.request_keyframe()
+
+    # -- viewer side -------------------------------------------------------------------------
+
+    def subscribe(self, label: str) -> Consumer:
+        consumer = Consumer(self.kind, self.request_keyframe, self._unsubscribe, label)
+        self.consumers.add(consumer)
+        if self.kind == "video":
+            self.request_keyframe()
+        return consumer
+
+    def _unsubscribe(self, consumer: Consumer) -> None:
+        self.consumers.discard(consumer)
+
+    def request_keyframe(self) -> None:
+        """Rate-limited and coalesced: a request inside the window is deferred to its end, never
+        dropped (a viewer joining 200 ms after another still needs its keyframe)."""
+        if self.kind != "video" or self._deferred_request is not None:
+            return
+        wait = self._last_request_at + KEYFRAME_REQUEST_INTERVAL_S - time.monotonic()
+        if wait <= 0:
+            self._send_keyframe_request()
+        else:
+            loop = asyncio.get_running_loop()
+            self._deferred_request = loop.call_later(wait, self._send_deferred)
+
+    def _send_deferred(self) -> None:
+        self._deferred_request = None
+        self._send_keyframe_request()
+
+    def _send_keyframe_request(self) -> None:
+        if self._send_pli is not None and self._send_pli():
+            self._last_request_at = time.monotonic()
+            logger.debug("Producer(%s) keyframe requested", self.label)
+
+    def close(self) -> None:
+        if self._deferred_request is not None:
+            self._deferred_request.cancel()
+            self._deferred_request = None
+        self._send_pli = None
+        for consumer in tuple(self.consumers):
+            consumer.stop()

@@ -1,0 +1,190 @@
+"""Router: the media side of one Consultation (mediasoup's word).
+
+It owns the consultation's Feeds and every Peer (publisher or viewer). Publishing attaches a
+peer's receivers to the Feed's Producers through the forwarding tap; playing subscribes a
+Consumer per track and hands it to the viewer's sender. Nothing is decoded or encoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCRtpTransceiver
+
+from . import forwarding
+from .codecs import preferences
+from .consumer import Consumer
+from .errors import FeedBusy, MediaUnsupported, RouterClosed, RouterFull
+from .feed import Feed, FeedName
+from .peer import Peer, PeerRole
+from .sdp import offered_codecs, parse_offer
+
+logger = logging.getLogger(__name__)
+
+
+class Router:
+    def __init__(
+        self,
+        consultation: str,
+        video_codec: str,
+        configuration: RTCConfiguration,
+        announced_address: str | None,
+        max_viewers: int,
+        publisher_timeout_s: float,
+        on_feed_state: Callable[[Feed], None],
+    ) -> None:
+        self.consultation = consultation
+        self.video_codec = video_codec
+        self.label = f"consultation:{consultation}"
+        self._configuration = configuration
+        self._announced_address = announced_address
+        self._max_viewers = max_viewers
+        self.feeds = {
+            name: Feed(name, video_codec, publisher_timeout_s, on_feed_state, self.label)
+            for name in FeedName
+        }
+        self.peers: dict[str, Peer] = {}
+        self.closed = False
+
+    # -- publishing --------------------------------------------------------------------------
+
+    async def publish(self, feed_name: FeedName, identity: str, offer: str) -> Peer:
+        """WHIP: attach a publisher's tracks to ``feed_name``. The same identity reconnecting
+        replaces its previous connection; anyone else gets 409 while the feed has a publisher."""
+        self._ensure_open()
+        feed = self.feeds[feed_name]
+        description = parse_offer(offer, sending=True)
+        kinds = {m.kind for m in description.media}
+        if "video" in kinds and "video" not in feed_name.kinds:
+            raise MediaUnsupported(f"the {feed_name} feed carries audio only")
+        if feed_name.kinds[0] not in kinds:
+            raise MediaUnsupported(f"the {feed_name} feed needs a {feed_name.kinds[0]} track")
+        self._ensure_codecs(description, kinds)
+        previous = feed.publisher
+        if previous is not None and previous.identity != identity:
+            raise FeedBusy(f"the {feed_name} feed already has a publisher")
+
+        peer = Peer(PeerRole.PUBLISHER, feed_name, identity, self._configuration, self.label)
+        try:
+            await peer.set_offer(offer)
+            for transceiver in peer.pc.getTransceivers():
+                self._prepare_publisher_transceiver(transceiver, feed)
+            answer = await peer.answer(self._announced_address)
+        except BaseException:
+            await peer.close()
+            raise
+        if previous is not None:
+            logger.info("Router(%s) %s publisher replaced by a new connection", self.label, feed_name)
+            await self.close_peer(previous.id)
+        self._adopt(peer, answer)
+        feed.set_publisher(peer)
+        peer.on_closed(feed.publisher_gone)
+        for producer in feed.producers.values():
+            producer.attach(self._pli_sender(peer, producer.kind))
+        return peer
+
+    def _prepare_publisher_transceiver(self, transceiver: RTCRtpTransceiver, feed: Feed) -> None:
+        producer = feed.producers[transceiver.kind]
+        transceiver.setCodecPreferences(preferences(transceiver.kind, producer.codec))
+        forwarding.tap_receiver(
+            transceiver.receiver, transceiver.kind, producer.on_frame, producer.on_discontinuity
+        )
+
+    @staticmethod
+    def _pli_sender(peer: Peer, kind: str) -> Callable[[], bool]:
+        receivers = [t.receiver for t in peer.pc.getTransceivers() if t.kind == kind]
+        return lambda: bool(receivers) and forwarding.send_pli(receivers[0])
+
+    # -- playing -----------------------------------------------------------------------------
+
+    async def subscribe(self, feed_name: FeedName, identity: str, offer: str) -> Peer:
+        """WHEP: a viewer receives the feed's tracks, before or after the publisher goes live."""
+        self._ensure_open()
+        feed = self.feeds[feed_name]
+        description = parse_offer(offer, sending=False)
+        kinds = {m.kind for m in description.media} & set(feed_name.kinds)
+        if not kinds:
+            raise MediaUnsupported(f"the {feed_name} feed has {' and '.join(feed_name.kinds)} only")
+        self._ensure_codecs(description, kinds)
+        if self.viewer_count() >= self._max_viewers:
+            raise RouterFull(
+                f"this consultation already has {self._max_viewers} viewers",
+                headers={"Retry-After": "10"},
+            )
+
+        peer = Peer(PeerRole.VIEWER, feed_name, identity, self._configuration, self.label)
+        consumers: list[Consumer] = []
+        try:
+            await peer.set_offer(offer)
+            for transceiver in peer.pc.getTransceivers():
+                if transceiver.kind in kinds:
+                    consumers.append(self._prepare_viewer_transceiver(transceiver, feed, peer))
+            answer = await peer.answer(self._announced_address)
+        except BaseException:
+            for consumer in consumers:
+                consumer.stop()
+            await peer.close()
+            raise
+        peer.on_closed(lambda _: [c.stop() for c in consumers])
+        self._adopt(peer, answer)
+        return peer
+
+    def _prepare_viewer_transceiver(
+        self, transceiver: RTCRtpTransceiver, feed: Feed, peer: Peer
+    ) -> Consumer:
+        producer = feed.producers[transceiver.kind]
+        consumer = producer.subscribe(peer.label)
+        transceiver.setCodecPreferences(preferences(transceiver.kind, producer.codec))
+        sender = peer.pc.addTrack(consumer)
+        forwarding.on_keyframe_request(sender, consumer.request_keyframe)
+        return consumer
+
+    def tap(self, feed_name: FeedName, kind: str, label: str) -> Consumer:
+        """A Consumer with no peer connection: the recorder's seam. ``stop()`` it when done."""
+        self._ensure_open()
+        return self.feeds[feed_name].producers[kind].subscribe(f"{self.label} tap:{label}")
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    def _adopt(self, peer: Peer, answer: str) -> None:
+        peer.answer_sdp = answer
+        self.peers[peer.id] = peer
+        peer.on_closed(lambda p: self.peers.pop(p.id, None))
+        logger.info("Router(%s) %s %s session %s", self.label, peer.role, peer.feed, peer.id[:6])
+
+    def _ensure_codecs(self, description: Any, kinds: set[str]) -> None:
+        for kind in kinds:
+            codec = self.video_codec if kind == "video" else "OPUS"
+            if codec not in offered_codecs(description, kind):
+                raise MediaUnsupported(
+                    f"this consultation uses {codec} for {kind}; the offer does not include it"
+                )
+
+    def _ensure_open(self) -> None:
+        if self.closed:
+            raise RouterClosed(f"consultation {self.consultation} is closed")
+
+    def peer(self, session_id: str) -> Peer | None:
+        return self.peers.get(session_id)
+
+    async def close_peer(self, session_id: str) -> bool:
+        peer = self.peers.get(session_id)
+        if peer is None:
+            return False
+        await peer.close()
+        return True
+
+    def viewer_count(self) -> int:
+        return sum(1 for p in self.peers.values() if p.role is PeerRole.VIEWER)
+
+    def feed_states(self) -> dict[str, dict[str, str | None]]:
+        return {str(name): feed.to_json() for name, feed in self.feeds.items()}
+
+    async def close(self) -> None:
+        self.closed = True
+        await asyncio.gather(*(peer.close() for peer in list(self.peers.values())))
+        for feed in self.feeds.values():
+            feed.close()

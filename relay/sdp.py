@@ -1,0 +1,54 @@
+"""Offer checks done before aiortc sees an SDP, so a hostile or broken offer gets a precise
+WHIP/WHEP error (400 / 406) instead of an exception deep inside the peer connection."""
+
+from __future__ import annotations
+
+from aiortc.sdp import SessionDescription
+
+from .errors import MediaUnsupported, SdpInvalid
+
+SENDING = ("sendonly", "sendrecv")
+RECEIVING = ("recvonly", "sendrecv")
+
+
+def parse_offer(sdp: str, sending: bool) -> SessionDescription:
+    """Parse and vet an offer. ``sending``: the client publishes (WHIP) rather than plays (WHEP)."""
+    if not sdp.lstrip().startswith("v=0"):
+        raise SdpInvalid("body is not an SDP offer (must start with v=0)")
+    try:
+        description = SessionDescription.parse(sdp)
+    except Exception as exc:  # aiortc's parser raises assorted errors on garbage
+        raise SdpInvalid(f"SDP could not be parsed: {exc.__class__.__name__}") from exc
+    if not description.media:
+        raise SdpInvalid("SDP offer has no media sections")
+    kinds = [m.kind for m in description.media]
+    for kind in set(kinds):
+        if kind not in ("audio", "video"):
+            raise MediaUnsupported(f"media kind {kind!r} is not supported (audio and video only)")
+        if kinds.count(kind) > 1:
+            raise MediaUnsupported(f"at most one {kind} track per session (got {kinds.count(kind)})")
+    wanted = SENDING if sending else RECEIVING
+    for media in description.media:
+        if media.direction not in wanted:
+            verb = "publish" if sending else "play"
+            raise SdpInvalid(
+                f"{media.kind} direction {media.direction or 'unset'!r} cannot {verb}: "
+                f"use {' or '.join(wanted)}"
+            )
+        ice = media.ice
+        if ice is None or not ice.usernameFragment or not ice.password:
+            raise SdpInvalid(f"{media.kind} section lacks ICE credentials (ice-ufrag/ice-pwd)")
+        if not media.dtls or not media.dtls.fingerprints:
+            raise SdpInvalid(f"{media.kind} section lacks a DTLS fingerprint")
+        if not media.rtcp_mux:
+            raise SdpInvalid(f"{media.kind} section must use rtcp-mux")
+    return description
+
+
+def offered_codecs(description: SessionDescription, kind: str) -> set[str]:
+    return {
+        codec.mimeType.split("/", 1)[1].upper()
+        for media in description.media
+        if media.kind == kind
+        for codec in media.rtp.codecs
+    }

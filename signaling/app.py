@@ -1,0 +1,76 @@
+"""The one application factory: wires the relay (media) to the signalling edge."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+from aiortc import RTCIceServer
+
+from relay import FeedEvent, Relay, RelayConfig
+
+from . import api, pages, websocket, whip
+from .errors import error_middleware
+from .grants import TokenIssuer
+from .hub import Hub
+from .keys import HUB, RELAY, SETTINGS, STORE, TOKENS
+from .secret import load_or_create_secret
+from .settings import Settings
+from .store import ConsultationStore
+
+logger = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+
+def create_app(settings: Settings) -> web.Application:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = web.Application(
+        client_max_size=settings.max_sdp_bytes, middlewares=[error_middleware]
+    )
+    app[SETTINGS] = settings
+    app[TOKENS] = TokenIssuer(settings.secret or load_or_create_secret(settings.data_dir))
+    app[STORE] = ConsultationStore(settings.data_dir / "endolink.sqlite3")
+    app[HUB] = Hub()
+    app[RELAY] = Relay(
+        RelayConfig(
+            ice_servers=tuple(
+                RTCIceServer(s.url, s.username, s.credential) for s in settings.ice_servers
+            ),
+            host_addresses=settings.ice_host_addresses,
+            announced_address=settings.announced_address,
+            max_viewers=settings.max_viewers,
+            publisher_timeout_s=settings.publisher_timeout_s,
+        )
+    )
+    app.cleanup_ctx.append(_media_ctx)
+    app.on_shutdown.append(_close_websockets)
+
+    api.add_routes(app)
+    whip.add_routes(app)
+    websocket.add_routes(app)
+    pages.add_routes(app, WEB_DIR)
+    return app
+
+
+async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Feed events go to the WebSocket hub; on shutdown every peer connection is closed."""
+    hub = app[HUB]
+
+    def on_feed_event(event: FeedEvent) -> None:
+        hub.broadcast(
+            event.consultation,
+            {"type": "feed", "feed": event.feed, "state": event.state, "identity": event.identity},
+        )
+
+    relay = app[RELAY]
+    relay.on_feed_event = on_feed_event
+    yield
+    await relay.close()
+    await app[STORE].close()
+
+
+async def _close_websockets(app: web.Application) -> None:
+    await app[HUB].close_all(code=1001, reason="server shutting down")

@@ -1,0 +1,70 @@
+"""One error shape for the whole HTTP edge: ``{"error": code, "reason": sentence}``.
+
+Handlers raise ``ApiError`` (or let ``TokenInvalid`` / ``Forbidden`` / relay errors escape); the
+middleware turns them into the right status, logs them without tokens or patient data, and keeps
+every other consultation running.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from relay.errors import RelayError
+
+from .grants import Forbidden, TokenInvalid
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    """An error with its HTTP status and a machine-readable code."""
+
+    def __init__(self, status: int, code: str, reason: str, headers: dict[str, str] | None = None):
+        super().__init__(reason)
+        self.status = status
+        self.code = code
+        self.reason = reason
+        self.headers = headers or {}
+
+
+def json_error(
+    status: int, code: str, reason: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response({"error": code, "reason": reason}, status=status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _logged(request, json_error(exc.status, exc.code, exc.reason, exc.headers))
+    except TokenInvalid as exc:
+        headers = {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{exc}"'}
+        return _logged(request, json_error(401, "unauthorized", str(exc), headers))
+    except Forbidden as exc:
+        return _logged(request, json_error(403, "forbidden", str(exc)))
+    except RelayError as exc:
+        return _logged(request, json_error(exc.status, exc.code, str(exc), exc.headers))
+    except web.HTTPRequestEntityTooLarge:
+        return _logged(request, json_error(413, "too-large", "request body too large"))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+        return _logged(request, json_error(exc.status, _code_for(exc.status), exc.reason, headers))
+
+
+def _code_for(status: int) -> str:
+    return {404: "not-found", 405: "method-not-allowed"}.get(status, "http-error")
+
+
+def _logged(request: web.Request, response: web.Response) -> web.Response:
+    # request.path never holds a token (tokens travel in headers or URL fragments).
+    logger.info("%s %s -> %d %s", request.method, request.path, response.status, response.text)
+    return response

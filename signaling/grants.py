@@ -1,0 +1,150 @@
+"""Grants and tokens: who may do what in which consultation.
+
+A Token is a signed, expiring JWT (HS256) carrying one Grant. Handlers never read claims: they ask
+the Grant (``grant.ensure_publish(cid)``...), which raises ``Forbidden`` with a readable reason.
+``TokenInvalid`` maps to HTTP 401 / WebSocket close 4401, ``Forbidden`` to 403 / 4403.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+import jwt
+
+ISSUER = "endolink"
+ALGORITHM = "HS256"
+ANY_CONSULTATION = "*"
+
+
+class Role(StrEnum):
+    CLINIC = "clinic"
+    SURGEON = "surgeon"
+    OBSERVER = "observer"
+    ADMIN = "admin"
+
+
+class TokenInvalid(Exception):
+    """The token is missing, malformed, badly signed or expired (HTTP 401)."""
+
+
+class Forbidden(Exception):
+    """The token is valid but its Grant does not allow the action (HTTP 403)."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Rights carried by one token. ``consultation`` is ``*`` only for admins."""
+
+    identity: str
+    consultation: str
+    role: Role
+    may_publish: bool
+    may_annotate: bool
+    may_replay: bool
+    expires_at: int
+    name: str = ""
+
+    @classmethod
+    def for_role(
+        cls, role: Role, consultation: str, identity: str, ttl_s: int, name: str = ""
+    ) -> Grant:
+        """Default rights of a role: clinic publishes the endoscope, surgeon publishes talk-back
+        and annotates, observer only watches, admin manages everything."""
+        return cls(
+            identity=identity,
+            consultation=consultation,
+            role=role,
+            may_publish=role in (Role.CLINIC, Role.SURGEON),
+            may_annotate=role in (Role.SURGEON, Role.CLINIC),
+            may_replay=role in (Role.SURGEON, Role.ADMIN),
+            expires_at=int(time.time()) + ttl_s,
+            name=name,
+        )
+
+    def covers(self, consultation: str) -> bool:
+        return self.consultation in (consultation, ANY_CONSULTATION)
+
+    def ensure_member(self, consultation: str) -> None:
+        if not self.covers(consultation):
+            raise Forbidden("token is for another consultation")
+
+    def ensure_publish(self, consultation: str) -> None:
+        self.ensure_member(consultation)
+        if not self.may_publish or self.role is Role.ADMIN:
+            raise Forbidden(f"role {self.role} may not publish")
+
+    def ensure_annotate(self, consultation: str) -> None:
+        self.ensure_member(consultation)
+        if not self.may_annotate:
+            raise Forbidden(f"role {self.role} may not annotate")
+
+    def ensure_replay(self, consultation: str) -> None:
+        self.ensure_member(consultation)
+        if not (self.may_replay or self.role is Role.ADMIN):
+            raise Forbidden(f"role {self.role} may not replay recordings")
+
+    def ensure_admin(self) -> None:
+        if self.role is not Role.ADMIN:
+            raise Forbidden("admin token required")
+
+
+class TokenIssuer:
+    """Signs and verifies tokens with one shared secret."""
+
+    def __init__(self, secret: str) -> None:
+        if len(secret) < 32:
+            raise ValueError("token secret must be at least 32 characters")
+        self._secret = secret
+
+    def issue(self, grant: Grant) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": ISSUER,
+            "sub": grant.identity,
+            "name": grant.name,
+            "cid": grant.consultation,
+            "role": str(grant.role),
+            "pub": grant.may_publish,
+            "ann": grant.may_annotate,
+            "rep": grant.may_replay,
+            "iat": now,
+            "nbf": now - 5,
+            "exp": grant.expires_at,
+            "jti": secrets.token_urlsafe(8),
+        }
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    def verify(self, token: str) -> Grant:
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                issuer=ISSUER,
+                options={"require": ["exp", "iat", "sub", "cid", "role"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise TokenInvalid("token expired") from exc
+        except jwt.PyJWTError as exc:
+            raise TokenInvalid(f"token rejected: {exc}") from exc
+        try:
+            return Grant(
+                identity=str(claims["sub"]),
+                consultation=str(claims["cid"]),
+                role=Role(claims["role"]),
+                may_publish=bool(claims.get("pub", False)),
+                may_annotate=bool(claims.get("ann", False)),
+                may_replay=bool(claims.get("rep", False)),
+                expires_at=int(claims["exp"]),
+                name=str(claims.get("name", "")),
+            )
+        except (ValueError, TypeError) as exc:
+            raise TokenInvalid(f"token claims malformed: {exc}") from exc
+
+
+def new_identity(role: Role) -> str:
+    """A random participant id: no names or patient data end up in tokens or logs."""
+    return f"{role}-{secrets.token_hex(4)}"

@@ -1,0 +1,22 @@
+"""Typed keys for state shared through the aiohttp application and requests.
+
+Modules listed here must not import this one (handlers do), which keeps the graph acyclic.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from relay import Relay
+
+from .grants import Grant, TokenIssuer
+from .hub import Hub
+from .settings import Settings
+from .store import ConsultationStore
+
+SETTINGS = web.AppKey("settings", Settings)
+TOKENS = web.AppKey("tokens", TokenIssuer)
+STORE = web.AppKey("store", ConsultationStore)
+RELAY = web.AppKey("relay", Relay)
+HUB = web.AppKey("hub", Hub)
+GRANT = web.RequestKey("grant", Grant)

@@ -1,0 +1,134 @@
+"""Server settings: one dataclass, every field documented, defaults that need no external service.
+
+Settings are read from ``ENDOLINK_*`` environment variables and overridden by command-line flags;
+``SETTINGS`` is the catalogue the README's configuration table is checked against.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class IceServer:
+    """One STUN/TURN server handed to browsers (``Link: rel="ice-server"``) and to the relay."""
+
+    url: str
+    username: str | None = None
+    credential: str | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("data")
+    "Where the SQLite database, the signing secret and recordings live."
+    host: str = "127.0.0.1"
+    "Interface the HTTP server binds to."
+    port: int = 8080
+    "TCP port of the HTTP server."
+    tls: bool = False
+    "Serve HTTPS with the certificate in ``cert_file``/``key_file`` (made by ``endolink certs``)."
+    cert_file: Path | None = None
+    "TLS certificate (PEM); defaults to ``<certs_dir>/server.pem``."
+    key_file: Path | None = None
+    "TLS private key (PEM); defaults to ``<certs_dir>/server-key.pem``."
+    public_url: str | None = None
+    "Base URL printed in invite links (e.g. https://endolink.example.org); default from host/port."
+    secret: str | None = None
+    "JWT signing secret; if unset, one is generated once into ``<data_dir>/secret.key``."
+    ice_servers: tuple[IceServer, ...] = ()
+    "STUN/TURN servers (``ENDOLINK_ICE_SERVERS``: space-separated ``turn:user:pass@host:port`` or URLs)."
+    ice_host_addresses: tuple[str, ...] = ()
+    "Local addresses the relay gathers ICE host candidates on; empty = every interface plus loopback."
+    announced_address: str | None = None
+    "Address advertised in ICE candidates instead of the local one (server behind a 1:1 NAT)."
+    video_codec: str = "VP8"
+    "Video codec of new consultations: VP8 or H264 (constrained baseline, best for Safari)."
+    max_viewers: int = 50
+    "Viewers per consultation before WHEP answers 503."
+    max_sdp_bytes: int = 64 * 1024
+    "Largest accepted SDP offer or JSON body."
+    token_ttl_s: int = 6 * 3600
+    "Default lifetime of invite tokens, seconds."
+    publisher_timeout_s: float = 3.0
+    "Seconds without media before a publisher is shown offline."
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    "Free-form settings for tests and later features; not read from the environment."
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.data_dir / "certs"
+
+    @property
+    def cert_path(self) -> Path:
+        return self.cert_file or self.certs_dir / "server.pem"
+
+    @property
+    def key_path(self) -> Path:
+        return self.key_file or self.certs_dir / "server-key.pem"
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        scheme = "https" if self.tls else "http"
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``ENDOLINK_<FIELD>`` variables, then apply non-None overrides."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"ENDOLINK_{f.name.upper()}")
+            if raw is None or f.name == "extra":
+                continue
+            values[f.name] = _parse(f.name, raw)
+        return cls(**values).with_overrides(**overrides)
+
+
+def _parse(name: str, raw: str) -> Any:
+    if name in ("data_dir", "cert_file", "key_file"):
+        return Path(raw)
+    if name in ("port", "max_viewers", "max_sdp_bytes", "token_ttl_s"):
+        return int(raw)
+    if name == "publisher_timeout_s":
+        return float(raw)
+    if name == "tls":
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if name == "ice_servers":
+        return tuple(parse_ice_server(item) for item in raw.split())
+    if name == "ice_host_addresses":
+        return tuple(raw.split())
+    if name == "video_codec":
+        return normalise_codec(raw)
+    return raw
+
+
+def parse_ice_server(spec: str) -> IceServer:
+    """``turn:user:pass@host:3478?transport=tcp`` → IceServer(url, username, credential)."""
+    scheme, _, rest = spec.partition(":")
+    if "@" in rest:
+        userinfo, _, hostpart = rest.rpartition("@")
+        username, _, credential = userinfo.partition(":")
+        return IceServer(f"{scheme}:{hostpart}", username or None, credential or None)
+    return IceServer(spec)
+
+
+def normalise_codec(name: str) -> str:
+    upper = name.strip().upper().replace(".", "")
+    if upper not in ("VP8", "H264"):
+        raise ValueError(f"unsupported video codec {name!r}: use VP8 or H264")
+    return upper
+
+
+SETTINGS: tuple[tuple[str, str], ...] = tuple(
+    (f"ENDOLINK_{f.name.upper()}", f.name) for f in fields(Settings) if f.name != "extra"
+)

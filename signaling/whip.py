@@ -1,0 +1,180 @@
+"""WHIP (RFC 9725) publish and WHEP play endpoints.
+
+    POST   /whip/{cid}                       offer → 201 answer + Location + ETag + Link ice-server
+    POST   /whep/{cid}?feed=endoscope|talkback
+    PATCH  /whip|whep/{cid}/sessions/{sid}   trickle-ice-sdpfrag → 204 (ICE restart → 422)
+    DELETE /whip|whep/{cid}/sessions/{sid}   → 200
+    OPTIONS on all of them                   CORS preflight, Accept-Post
+
+Who publishes what follows from the token: a clinic publishes the endoscope feed (only once the
+patient's consent is on record), a surgeon publishes talk-back audio. Anyone in the consultation
+may play; a clinic plays talk-back by default.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from relay import FeedName, IceRestartUnsupported, Peer, PeerRole, Router
+
+from .auth import authenticate
+from .errors import ApiError
+from .grants import Grant, Role
+from .keys import RELAY, SETTINGS, STORE
+from .settings import IceServer
+from .store import Consultation
+
+logger = logging.getLogger(__name__)
+
+SDP = "application/sdp"
+SDPFRAG = "application/trickle-ice-sdpfrag"
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "Location, ETag, Link, Accept-Post, Accept-Patch",
+}
+
+
+def add_routes(app: web.Application) -> None:
+    for kind in ("whip", "whep"):
+        app.router.add_route("OPTIONS", f"/{kind}/{{cid}}", preflight)
+        app.router.add_route("OPTIONS", f"/{kind}/{{cid}}/sessions/{{sid}}", preflight)
+        app.router.add_patch(f"/{kind}/{{cid}}/sessions/{{sid}}", patch_session)
+        app.router.add_delete(f"/{kind}/{{cid}}/sessions/{{sid}}", delete_session)
+    app.router.add_post("/whip/{cid}", publish)
+    app.router.add_post("/whep/{cid}", play)
+
+
+async def preflight(request: web.Request) -> web.Response:
+    return web.Response(
+        status=204,
+        headers={
+            **CORS,
+            "Access-Control-Allow-Methods": "POST, PATCH, DELETE, OPTIONS",
+            "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
+            "Access-Control-Max-Age": "600",
+            "Accept-Post": SDP,
+            "Accept-Patch": SDPFRAG,
+        },
+    )
+
+
+async def publish(request: web.Request) -> web.Response:
+    grant, consultation, offer = await _accept_offer(request)
+    grant.ensure_publish(consultation.id)
+    if grant.role is Role.CLINIC:
+        feed = FeedName.ENDOSCOPE
+        if consultation.consent is None:
+            raise ApiError(
+                403,
+                "consent-required",
+                "patient consent for this remote consultation is not recorded yet",
+            )
+    else:
+        feed = FeedName.TALKBACK
+    peer = await _router(request, consultation).publish(feed, grant.identity, offer)
+    return _created(request, "whip", consultation, peer)
+
+
+async def play(request: web.Request) -> web.Response:
+    grant, consultation, offer = await _accept_offer(request)
+    default = FeedName.TALKBACK if grant.role is Role.CLINIC else FeedName.ENDOSCOPE
+    try:
+        feed = FeedName(request.query.get("feed", default))
+    except ValueError:
+        raise ApiError(400, "bad-feed", "feed must be 'endoscope' or 'talkback'") from None
+    peer = await _router(request, consultation).subscribe(feed, grant.identity, offer)
+    return _created(request, "whep", consultation, peer)
+
+
+async def patch_session(request: web.Request) -> web.Response:
+    grant, router, peer = await _session(request)
+    if request.content_type != SDPFRAG:
+        raise ApiError(415, "unsupported-media-type", f"PATCH needs Content-Type: {SDPFRAG}")
+    if_match = request.headers.get("If-Match")
+    if if_match is None:
+        raise ApiError(428, "precondition-required", "PATCH needs an If-Match header")
+    if if_match not in ("*", peer.etag):
+        raise ApiError(412, "precondition-failed", "If-Match does not match the session ETag")
+    body = await _read_body(request)
+    try:
+        await peer.add_candidates(body)
+    except IceRestartUnsupported as exc:
+        raise ApiError(422, "ice-restart-unsupported", str(exc)) from exc
+    return web.Response(status=204, headers=CORS)
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    grant, router, peer = await _session(request)
+    await router.close_peer(peer.id)
+    logger.info("WHIP/WHEP session %s deleted [consultation:%s]", peer.id[:6], router.consultation)
+    return web.Response(status=200, headers=CORS)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+async def _accept_offer(request: web.Request) -> tuple[Grant, Consultation, str]:
+    grant = authenticate(request)
+    consultation = await _consultation(request, grant)
+    if request.content_type != SDP:
+        raise ApiError(415, "unsupported-media-type", f"send the offer as Content-Type: {SDP}")
+    return grant, consultation, await _read_body(request)
+
+
+async def _consultation(request: web.Request, grant: Grant) -> Consultation:
+    cid = request.match_info["cid"]
+    grant.ensure_member(cid)
+    consultation = await request.app[STORE].get(cid)
+    if consultation is None:
+        raise ApiError(404, "unknown-consultation", "no such consultation")
+    return consultation
+
+
+async def _read_body(request: web.Request) -> str:
+    limit = request.app[SETTINGS].max_sdp_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "too-large", f"body larger than {limit} bytes")
+    raw = await request.read()
+    if len(raw) > limit:
+        raise ApiError(413, "too-large", f"body larger than {limit} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "bad-sdp", "body is not UTF-8 text") from None
+
+
+def _router(request: web.Request, consultation: Consultation) -> Router:
+    return request.app[RELAY].router(consultation.id, consultation.video_codec)
+
+
+async def _session(request: web.Request) -> tuple[Grant, Router, Peer]:
+    grant = authenticate(request)
+    consultation = await _consultation(request, grant)
+    router = request.app[RELAY].find(consultation.id)
+    peer = router.peer(request.match_info["sid"]) if router else None
+    expected = PeerRole.PUBLISHER if request.path.startswith("/whip/") else PeerRole.VIEWER
+    if router is None or peer is None or peer.role is not expected:
+        raise ApiError(404, "unknown-session", "no such session")
+    if peer.identity != grant.identity and grant.role is not Role.ADMIN:
+        raise ApiError(403, "forbidden", "this session belongs to another participant")
+    return grant, router, peer
+
+
+def _created(request: web.Request, kind: str, consultation: Consultation, peer: Peer) -> web.Response:
+    location = f"/{kind}/{consultation.id}/sessions/{peer.id}"
+    headers = {**CORS, "Location": location, "ETag": peer.etag, "Accept-Patch": SDPFRAG}
+    response = web.Response(status=201, text=peer.answer_sdp, content_type=SDP, headers=headers)
+    for server in request.app[SETTINGS].ice_servers:
+        response.headers.add("Link", ice_server_link(server))
+    return response
+
+
+def ice_server_link(server: IceServer) -> str:
+    """RFC 9725 §4.6: ``<turn:host>; rel="ice-server"; username=…; credential=…``."""
+    link = f'<{server.url}>; rel="ice-server"'
+    if server.username is not None:
+        link += f'; username="{server.username}"; credential="{server.credential or ""}"'
+        link += '; credential-type="password"'
+    return link

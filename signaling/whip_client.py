@@ -1,0 +1,146 @@
+"""WHIP/WHEP client for aiortc peers: ``endolink publish`` and the tests use it.
+
+It speaks only the standard exchange (POST offer → 201 answer + Location, DELETE to end), so it
+works against any WHIP/WHEP server, not just ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from urllib.parse import urljoin
+
+import aiohttp
+import av
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaPlayer
+from aiortc.mediastreams import MediaStreamTrack
+
+from .testpattern import TestPatternTrack
+
+logger = logging.getLogger(__name__)
+
+
+class WhipError(Exception):
+    """The server refused the offer; ``status`` and the server's readable ``reason``."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"HTTP {status}: {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class WhipClient:
+    def __init__(self, endpoint: str, token: str) -> None:
+        self.endpoint = endpoint
+        self.token = token
+        self.location: str | None = None
+        self.etag: str | None = None
+
+    async def connect(self, pc: RTCPeerConnection) -> None:
+        """Send ``pc``'s offer (all candidates included) and apply the answer."""
+        await pc.setLocalDescription(await pc.createOffer())
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                self.endpoint,
+                data=pc.localDescription.sdp,
+                headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/sdp"},
+            ) as response:
+                body = await response.text()
+                if response.status != 201:
+                    raise WhipError(response.status, _reason(body))
+                self.location = urljoin(self.endpoint, response.headers["Location"])
+                self.etag = response.headers.get("ETag")
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
+
+    async def close(self) -> None:
+        """End the session on the server (DELETE). Safe to call twice."""
+        location, self.location = self.location, None
+        if location is None:
+            return
+        async with aiohttp.ClientSession() as http:
+            async with http.delete(
+                location, headers={"Authorization": f"Bearer {self.token}"}
+            ) as response:
+                if response.status not in (200, 204, 404):
+                    logger.warning("DELETE %s answered %d", location, response.status)
+
+
+def _reason(body: str) -> str:
+    try:
+        return str(json.loads(body).get("reason", body))
+    except (ValueError, AttributeError):
+        return body[:200]
+
+
+class _KeyframeHintReset(MediaStreamTrack):
+    """Decoded file/device frames arrive tagged as keyframes; aiortc's VP8 encoder would honour
+    that and send every frame as a keyframe (2–3× the bitrate). Clear the tag."""
+
+    kind = "video"
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self._source = source
+
+    async def recv(self) -> av.VideoFrame:
+        frame = await self._source.recv()
+        frame.pict_type = av.video.frame.PictureType.NONE
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self._source.stop()
+
+
+def open_source(source: str, loop: bool = False) -> tuple[MediaStreamTrack | None, MediaStreamTrack | None]:
+    """(video, audio) tracks for a file, a V4L2 device, an RTSP URL or ``testpattern``."""
+    if source == "testpattern":
+        return TestPatternTrack(), None
+    if source.startswith("/dev/video"):
+        player = MediaPlayer(
+            source, format="v4l2", options={"video_size": "1280x720", "framerate": "30"}
+        )
+    elif source.startswith(("rtsp://", "rtsps://")):
+        player = MediaPlayer(source, options={"rtsp_transport": "tcp", "fflags": "nobuffer"})
+    else:
+        player = MediaPlayer(source, loop=loop)
+    video = _KeyframeHintReset(player.video) if player.video else None
+    return video, player.audio
+
+
+async def publish_source(url: str, token: str, source: str, *, loop: bool = False) -> None:
+    """Publish ``source`` to a WHIP endpoint until interrupted or the source ends."""
+    video, audio = open_source(source, loop)
+    if video is None:
+        raise WhipError(0, f"{source} has no video stream")
+    # No public STUN by default: aiortc would otherwise wait for Google's STUN server.
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    for track in (video, audio):
+        if track is not None:
+            pc.addTransceiver(track, direction="sendonly")
+    client = WhipClient(url, token)
+    done = asyncio.Event()
+
+    @pc.on("connectionstatechange")
+    def on_state() -> None:
+        print(f"connection: {pc.connectionState}", flush=True)
+        if pc.connectionState in ("failed", "closed"):
+            done.set()
+
+    @video.on("ended")
+    def on_ended() -> None:
+        done.set()
+
+    running = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        running.add_signal_handler(sig, done.set)
+    try:
+        await client.connect(pc)
+        print(f"publishing {source} to {url} (Ctrl-C to stop)", flush=True)
+        await done.wait()
+    finally:
+        await client.close()
+        await pc.close()

@@ -1,0 +1,141 @@
+"""aiortc peers that talk to the server exactly like a browser would: WHIP to publish, WHEP to
+play. Used by the integration tests (one process, real peer connections over loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import math
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import av
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc.mediastreams import AUDIO_PTIME, MediaStreamError, MediaStreamTrack
+
+from signaling.testpattern import TestPatternTrack, read_stamp, stamp_age_ms
+from signaling.whip_client import WhipClient
+
+SAMPLE_RATE = 48000
+
+
+class ToneTrack(MediaStreamTrack):
+    """A 20 ms-framed sine tone: audio whose arrival can be checked by its energy."""
+
+    kind = "audio"
+
+    def __init__(self, hz: float = 440.0) -> None:
+        super().__init__()
+        self._hz = hz
+        self._samples = 0
+        self._start: float | None = None
+
+    async def recv(self) -> av.AudioFrame:
+        n = int(AUDIO_PTIME * SAMPLE_RATE)
+        if self._start is None:
+            self._start = time.monotonic()
+        delay = self._start + self._samples / SAMPLE_RATE - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        t = (np.arange(n) + self._samples) / SAMPLE_RATE
+        pcm = (np.sin(2 * math.pi * self._hz * t) * 8000).astype(np.int16).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = self._samples
+        frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
+        self._samples += n
+        return frame
+
+
+@dataclass
+class Received:
+    """What a viewer decoded: stamps of video frames and audio energy."""
+
+    counters: list[int] = field(default_factory=list)
+    ages_ms: list[int] = field(default_factory=list)
+    sizes: set[tuple[int, int]] = field(default_factory=set)
+    first_video_at: float | None = None
+    audio_frames: int = 0
+    audio_peak: int = 0
+    video_event: asyncio.Event = field(default_factory=asyncio.Event)
+    audio_event: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def new_pc() -> RTCPeerConnection:
+    return RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+
+@contextlib.asynccontextmanager
+async def publisher(
+    endpoint: str, token: str, video: bool = True, audio: bool = True
+) -> AsyncIterator[tuple[RTCPeerConnection, WhipClient]]:
+    pc = new_pc()
+    if video:
+        pc.addTransceiver(TestPatternTrack(), direction="sendonly")
+    if audio:
+        pc.addTransceiver(ToneTrack(), direction="sendonly")
+    client = WhipClient(endpoint, token)
+    try:
+        await client.connect(pc)
+        yield pc, client
+    finally:
+        await client.close()
+        await pc.close()
+
+
+@contextlib.asynccontextmanager
+async def viewer(
+    endpoint: str, token: str, kinds: tuple[str, ...] = ("video", "audio")
+) -> AsyncIterator[tuple[RTCPeerConnection, WhipClient, Received]]:
+    pc = new_pc()
+    received = Received()
+    tasks: list[asyncio.Task[None]] = []
+
+    @pc.on("track")
+    def on_track(track: MediaStreamTrack) -> None:
+        tasks.append(asyncio.ensure_future(_consume(track, received)))
+
+    for kind in kinds:
+        pc.addTransceiver(kind, direction="recvonly")
+    client = WhipClient(endpoint, token)
+    try:
+        await client.connect(pc)
+        yield pc, client, received
+    finally:
+        await client.close()
+        await pc.close()
+        for task in tasks:
+            task.cancel()
+
+
+async def _consume(track: MediaStreamTrack, received: Received) -> None:
+    with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
+        while True:
+            frame = await track.recv()
+            if isinstance(frame, av.VideoFrame):
+                counter, wall_ms = read_stamp(frame)
+                received.counters.append(counter)
+                received.ages_ms.append(stamp_age_ms(wall_ms))
+                received.sizes.add((frame.width, frame.height))
+                if received.first_video_at is None:
+                    received.first_video_at = time.monotonic()
+                received.video_event.set()
+            else:
+                received.audio_frames += 1
+                received.audio_peak = max(
+                    received.audio_peak, int(np.abs(frame.to_ndarray()).max())
+                )
+                received.audio_event.set()
+
+
+async def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until true or ``timeout`` seconds pass (bounded, never sleeps blindly)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(interval)
+    return bool(predicate())

@@ -1,0 +1,95 @@
+"""The aiortc hooks: frames leave the jitter buffer on their marker bit, nothing is decoded."""
+
+from __future__ import annotations
+
+from aiortc.rtp import RtpPacket
+
+from relay.forwarding import AudioPassthroughBuffer, MarkerJitterBuffer
+
+
+def rtp(seq: int, ts: int, marker: bool, data: bytes = b"x") -> RtpPacket:
+    packet = RtpPacket(sequence_number=seq, timestamp=ts, marker=int(marker))
+    packet._data = data  # type: ignore[attr-defined]
+    return packet
+
+
+class Frames:
+    def __init__(self) -> None:
+        self.frames: list[tuple[bytes, int]] = []
+        self.discontinuities = 0
+
+    def on_frame(self, data: bytes, ts: int) -> None:
+        self.frames.append((data, ts))
+
+    def on_discontinuity(self) -> None:
+        self.discontinuities += 1
+
+
+def buffer(sink: Frames) -> MarkerJitterBuffer:
+    return MarkerJitterBuffer(64, sink.on_frame, sink.on_discontinuity)
+
+
+def test_frame_is_released_on_its_marker_bit_without_waiting_for_the_next_frame() -> None:
+    sink = Frames()
+    jb = buffer(sink)
+    jb.add(rtp(100, 9000, False, b"a"))
+    assert sink.frames == []
+    jb.add(rtp(101, 9000, True, b"b"))
+    assert sink.frames == [(b"ab", 0)]
+
+
+def test_timestamps_are_rebased_to_zero_at_the_first_frame() -> None:
+    sink = Frames()
+    jb = buffer(sink)
+    jb.add(rtp(1, 90000, True))
+    jb.add(rtp(2, 93000, True))
+    assert [ts for _, ts in sink.frames] == [0, 3000]
+
+
+def test_retransmission_filling_a_gap_releases_every_frame_waiting_behind_it() -> None:
+    sink = Frames()
+    jb = buffer(sink)
+    jb.add(rtp(10, 0, True, b"f0"))
+    # 11 lost; frames 2 and 3 complete behind the gap
+    jb.add(rtp(12, 3000, True, b"f1b"))
+    jb.add(rtp(13, 6000, True, b"f2"))
+    assert len(sink.frames) == 1
+    jb.add(rtp(11, 3000, False, b"f1a"))  # the retransmission
+    assert [d for d, _ in sink.frames] == [b"f0", b"f1af1b", b"f2"]
+
+
+def test_frame_without_marker_bit_is_released_when_the_next_timestamp_starts() -> None:
+    sink = Frames()
+    jb = buffer(sink)
+    jb.add(rtp(1, 0, False, b"a"))
+    jb.add(rtp(2, 3000, False, b"b"))
+    assert sink.frames == [(b"a", 0)]
+
+
+def test_late_packet_of_an_already_released_frame_is_ignored() -> None:
+    sink = Frames()
+    jb = buffer(sink)
+    jb.add(rtp(1, 0, True))
+    jb.add(rtp(2, 3000, True))
+    jb.add(rtp(1, 0, True))
+    assert len(sink.frames) == 2
+
+
+def test_overflow_reports_a_discontinuity_so_viewers_wait_for_a_keyframe() -> None:
+    sink = Frames()
+    jb = buffer(sink)
+    jb.add(rtp(0, 0, True))
+    # packet 1 never arrives; the buffer overflows
+    for seq in range(2, 2 + 70):
+        jb.add(rtp(seq, seq * 3000, False))
+    assert sink.discontinuities >= 1
+
+
+def test_audio_packets_pass_straight_through_and_stale_ones_are_dropped() -> None:
+    sink = Frames()
+    ab = AudioPassthroughBuffer(sink.on_frame)
+    ab.add(rtp(5, 960, True, b"a"))
+    ab.add(rtp(7, 2880, False, b"c"))
+    ab.add(rtp(6, 1920, False, b"b"))  # late: its slot already passed
+    ab.add(rtp(7, 2880, False, b"c"))  # duplicate
+    assert sink.frames == [(b"a", 0), (b"c", 1920)]

@@ -1,0 +1,93 @@
+"""Producer → Consumer fan-out: keyframe gating, bounded queues, keyframe-request rate limit."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiortc.mediastreams import MediaStreamError
+
+from relay.consumer import VIDEO_QUEUE_FRAMES
+from relay.producer import KEYFRAME_REQUEST_INTERVAL_S, Producer
+from tests.relay.test_codecs import VP8_DELTA, VP8_KEY
+
+
+class Publisher:
+    """Counts keyframe requests that reach the (fake) publisher's RTCP."""
+
+    def __init__(self) -> None:
+        self.plis = 0
+
+    def send_pli(self) -> bool:
+        self.plis += 1
+        return True
+
+
+def video_producer() -> tuple[Producer, Publisher]:
+    producer = Producer("video", "VP8", "test")
+    publisher = Publisher()
+    producer.attach(publisher.send_pli)
+    return producer, publisher
+
+
+async def test_a_new_viewer_starts_at_a_keyframe_and_its_join_requests_one() -> None:
+    producer, publisher = video_producer()
+    consumer = producer.subscribe("viewer")
+    assert publisher.plis == 1
+    producer.on_frame(VP8_DELTA, 0)
+    producer.on_frame(VP8_KEY, 3000)
+    producer.on_frame(VP8_DELTA, 6000)
+    first = await consumer.recv()
+    second = await consumer.recv()
+    assert (first.pts, second.pts) == (3000, 6000)
+    assert bytes(first) == VP8_KEY
+
+
+async def test_keyframe_requests_are_limited_to_two_per_second_but_never_lost() -> None:
+    producer, publisher = video_producer()
+    producer.subscribe("a")
+    for _ in range(20):
+        producer.request_keyframe()
+    assert publisher.plis == 1
+    await asyncio.sleep(KEYFRAME_REQUEST_INTERVAL_S + 0.1)
+    assert publisher.plis == 2  # the coalesced, deferred request went out
+
+
+async def test_a_slow_viewer_is_flushed_to_the_next_keyframe_and_others_are_untouched() -> None:
+    producer, _ = video_producer()
+    slow = producer.subscribe("slow")
+    fast = producer.subscribe("fast")
+    producer.on_frame(VP8_KEY, 0)
+    received_fast = 0
+    for i in range(1, VIDEO_QUEUE_FRAMES + 5):
+        producer.on_frame(VP8_DELTA, i * 3000)
+        await fast.recv()
+        received_fast += 1
+    await fast.recv()  # the initial keyframe was queued first; drain it too
+    assert received_fast == VIDEO_QUEUE_FRAMES + 4
+    assert not slow.synced and slow.frames_dropped > 0
+    producer.on_frame(VP8_DELTA, 10**6)
+    producer.on_frame(VP8_KEY, 10**6 + 3000)
+    assert (await slow.recv()).pts == 10**6 + 3000
+
+
+async def test_timestamps_continue_across_a_publisher_reconnect() -> None:
+    producer, _ = video_producer()
+    consumer = producer.subscribe("viewer")
+    producer.on_frame(VP8_KEY, 0)
+    producer.on_frame(VP8_DELTA, 3000)
+    producer.attach(Publisher().send_pli)  # the clinic reconnected: its timestamps restart at 0
+    producer.on_frame(VP8_KEY, 0)
+    pts = [(await consumer.recv()).pts for _ in range(3)]
+    assert pts[0] < pts[1] < pts[2]
+
+
+async def test_stopped_consumer_is_unsubscribed_and_its_recv_ends() -> None:
+    producer, _ = video_producer()
+    consumer = producer.subscribe("viewer")
+    waiter = asyncio.ensure_future(consumer.recv())
+    await asyncio.sleep(0)
+    consumer.stop()
+    with pytest.raises(MediaStreamError):
+        await waiter
+    assert consumer not in producer.consumers

@@ -11,9 +11,10 @@ from collections.abc import Callable
 from enum import StrEnum
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.exceptions import OperationError
 from aiortc.sdp import candidate_from_sdp
 
-from .errors import SdpInvalid
+from .errors import MediaUnsupported, SdpInvalid
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ class Peer:
     async def set_offer(self, offer: str) -> None:
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        except OperationError as exc:
+            raise MediaUnsupported(f"no common codec: {exc}") from exc
         except (ValueError, AssertionError) as exc:
             raise SdpInvalid(f"offer rejected: {exc}") from exc
 

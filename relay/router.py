@@ -69,15 +69,20 @@ class Router:
 
         peer = Peer(PeerRole.PUBLISHER, feed_name, identity, self._configuration, self.label)
         try:
-            await peer.set_offer(offer)
-            for transceiver in peer.pc.getTransceivers():
+            # Transceivers exist before the offer is applied: aiortc negotiates codecs while
+            # applying it, so the codec preferences must already be in place.
+            for media in description.media:
+                transceiver = peer.pc.addTransceiver(media.kind, direction="recvonly")
                 self._prepare_publisher_transceiver(transceiver, feed)
+            await peer.set_offer(offer)
             answer = await peer.answer(self._announced_address)
         except BaseException:
             await peer.close()
             raise
         if previous is not None:
-            logger.info("Router(%s) %s publisher replaced by a new connection", self.label, feed_name)
+            logger.info(
+                "Router(%s) %s publisher replaced by a new connection", self.label, feed_name
+            )
             await self.close_peer(previous.id)
         self._adopt(peer, answer)
         feed.set_publisher(peer)
@@ -118,10 +123,10 @@ class Router:
         peer = Peer(PeerRole.VIEWER, feed_name, identity, self._configuration, self.label)
         consumers: list[Consumer] = []
         try:
+            for media in description.media:
+                if media.kind in kinds:
+                    consumers.append(self._prepare_viewer_transceiver(media.kind, feed, peer))
             await peer.set_offer(offer)
-            for transceiver in peer.pc.getTransceivers():
-                if transceiver.kind in kinds:
-                    consumers.append(self._prepare_viewer_transceiver(transceiver, feed, peer))
             answer = await peer.answer(self._announced_address)
         except BaseException:
             for consumer in consumers:
@@ -132,14 +137,12 @@ class Router:
         self._adopt(peer, answer)
         return peer
 
-    def _prepare_viewer_transceiver(
-        self, transceiver: RTCRtpTransceiver, feed: Feed, peer: Peer
-    ) -> Consumer:
-        producer = feed.producers[transceiver.kind]
+    def _prepare_viewer_transceiver(self, kind: str, feed: Feed, peer: Peer) -> Consumer:
+        producer = feed.producers[kind]
         consumer = producer.subscribe(peer.label)
-        transceiver.setCodecPreferences(preferences(transceiver.kind, producer.codec))
-        sender = peer.pc.addTrack(consumer)
-        forwarding.on_keyframe_request(sender, consumer.request_keyframe)
+        transceiver = peer.pc.addTransceiver(consumer, direction="sendonly")
+        transceiver.setCodecPreferences(preferences(kind, producer.codec))
+        forwarding.on_keyframe_request(transceiver.sender, consumer.request_keyframe)
         return consumer
 
     def tap(self, feed_name: FeedName, kind: str, label: str) -> Consumer:

@@ -26,7 +26,9 @@ def parse_offer(sdp: str, sending: bool) -> SessionDescription:
         if kind not in ("audio", "video"):
             raise MediaUnsupported(f"media kind {kind!r} is not supported (audio and video only)")
         if kinds.count(kind) > 1:
-            raise MediaUnsupported(f"at most one {kind} track per session (got {kinds.count(kind)})")
+            raise MediaUnsupported(
+                f"at most one {kind} track per session (got {kinds.count(kind)})"
+            )
     wanted = SENDING if sending else RECEIVING
     for media in description.media:
         if media.direction not in wanted:

@@ -27,9 +27,7 @@ WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 def create_app(settings: Settings) -> web.Application:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = web.Application(
-        client_max_size=settings.max_sdp_bytes, middlewares=[error_middleware]
-    )
+    app = web.Application(client_max_size=settings.max_sdp_bytes, middlewares=[error_middleware])
     app[SETTINGS] = settings
     app[TOKENS] = TokenIssuer(settings.secret or load_or_create_secret(settings.data_dir))
     app[STORE] = ConsultationStore(settings.data_dir / "endolink.sqlite3")

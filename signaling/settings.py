@@ -40,9 +40,9 @@ class Settings:
     secret: str | None = None
     "JWT signing secret; if unset, one is generated once into ``<data_dir>/secret.key``."
     ice_servers: tuple[IceServer, ...] = ()
-    "STUN/TURN servers (``ENDOLINK_ICE_SERVERS``: space-separated ``turn:user:pass@host:port`` or URLs)."
+    "STUN/TURN servers: space-separated ``turn:user:pass@host:port`` or plain URLs."
     ice_host_addresses: tuple[str, ...] = ()
-    "Local addresses the relay gathers ICE host candidates on; empty = every interface plus loopback."
+    "Local addresses for the relay's ICE host candidates; empty = all interfaces plus loopback."
     announced_address: str | None = None
     "Address advertised in ICE candidates instead of the local one (server behind a 1:1 NAT)."
     video_codec: str = "VP8"

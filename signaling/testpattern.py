@@ -63,8 +63,9 @@ class TestPatternTrack(MediaStreamTrack):
         u = self._u[dy // 2 : dy // 2 + h // 2, dx // 2 : dx // 2 + w // 2]
         v = self._v[dy // 2 : dy // 2 + h // 2, dx // 2 : dx // 2 + w // 2]
         stamp(y, counter, wall_ms)
-        frame = av.VideoFrame.from_ndarray(np.concatenate([y, u, v], axis=None).reshape(-1, w),
-                                           format="yuv420p")
+        frame = av.VideoFrame.from_ndarray(
+            np.concatenate([y, u, v], axis=None).reshape(-1, w), format="yuv420p"
+        )
         frame.pict_type = av.video.frame.PictureType.NONE
         return frame
 

@@ -162,7 +162,9 @@ async def _session(request: web.Request) -> tuple[Grant, Router, Peer]:
     return grant, router, peer
 
 
-def _created(request: web.Request, kind: str, consultation: Consultation, peer: Peer) -> web.Response:
+def _created(
+    request: web.Request, kind: str, consultation: Consultation, peer: Peer
+) -> web.Response:
     location = f"/{kind}/{consultation.id}/sessions/{peer.id}"
     headers = {**CORS, "Location": location, "ETag": peer.etag, "Accept-Patch": SDPFRAG}
     response = web.Response(status=201, text=peer.answer_sdp, content_type=SDP, headers=headers)

@@ -46,7 +46,10 @@ class WhipClient:
             async with http.post(
                 self.endpoint,
                 data=pc.localDescription.sdp,
-                headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/sdp"},
+                headers={
+                    "Authorization": f"Bearer {self.token}",
+                    "Content-Type": "application/sdp",
+                },
             ) as response:
                 body = await response.text()
                 if response.status != 201:
@@ -95,7 +98,9 @@ class _KeyframeHintReset(MediaStreamTrack):
         self._source.stop()
 
 
-def open_source(source: str, loop: bool = False) -> tuple[MediaStreamTrack | None, MediaStreamTrack | None]:
+def open_source(
+    source: str, loop: bool = False
+) -> tuple[MediaStreamTrack | None, MediaStreamTrack | None]:
     """(video, audio) tracks for a file, a V4L2 device, an RTSP URL or ``testpattern``."""
     if source == "testpattern":
         return TestPatternTrack(), None

@@ -7,6 +7,7 @@ import time
 
 from aiohttp.test_utils import TestClient
 
+from signaling.keys import STORE
 from signaling.store import Consultation
 from tests.conftest import MakeToken
 from tests.peers import publisher, viewer, wait_until
@@ -37,3 +38,70 @@ async def test_two_viewers_receive_every_frame_in_order_at_full_rate(
             assert received.sizes == {(1280, 720)}
             assert received.audio_frames > 100 and received.audio_peak > 1000
 
+
+async def test_surgeon_talk_back_reaches_the_clinic(
+    client: TestClient, consultation: Consultation, make_token: MakeToken
+) -> None:
+    cid = consultation.id
+    async with (
+        publisher(url(client, f"/whip/{cid}"), make_token("surgeon", cid), video=False),
+        viewer(url(client, f"/whep/{cid}"), make_token("clinic", cid), kinds=("audio",)) as (
+            _,
+            _,
+            clinic,
+        ),
+    ):
+        assert await wait_until(lambda: clinic.audio_frames > 50, timeout=10)
+        assert clinic.audio_peak > 1000  # the tone, not silence
+
+
+async def test_a_late_viewers_keyframe_request_reaches_the_clinic_and_it_sees_a_picture(
+    client: TestClient, consultation: Consultation, make_token: MakeToken
+) -> None:
+    cid = consultation.id
+    async with publisher(url(client, f"/whip/{cid}"), make_token("clinic", cid)) as (pc, _):
+        sender = pc.getTransceivers()[0].sender
+        requests: list[float] = []
+        original = sender._send_keyframe
+
+        def counting_send_keyframe() -> None:
+            requests.append(time.monotonic())
+            original()
+
+        sender._send_keyframe = counting_send_keyframe  # type: ignore[method-assign]
+        await wait_until(lambda: False, timeout=2.5)  # the stream is well past its first keyframe
+        joined = time.monotonic()
+        async with viewer(url(client, f"/whep/{cid}"), make_token("surgeon", cid)) as (_, _, late):
+            assert await wait_until(lambda: late.counters, timeout=5)
+            assert late.counters[0] > 30
+            assert any(t >= joined for t in requests), "the viewer's keyframe request was lost"
+
+
+async def test_viewers_keep_their_session_when_the_clinic_reconnects(
+    client: TestClient, consultation: Consultation, make_token: MakeToken
+) -> None:
+    cid = consultation.id
+    token = make_token("clinic", cid)
+    async with viewer(url(client, f"/whep/{cid}"), make_token("surgeon", cid)) as (_, _, seen):
+        async with publisher(url(client, f"/whip/{cid}"), token):
+            assert await wait_until(lambda: len(seen.counters) > 10, timeout=10)
+        before = len(seen.counters)
+        async with publisher(url(client, f"/whip/{cid}"), token):
+            assert await wait_until(lambda: len(seen.counters) > before + 10, timeout=10)
+        # the second clinic stream restarts its counter at 0: the viewer really sees the new stream
+        assert min(seen.counters[before:]) < 5
+
+
+async def test_h264_consultation_is_forwarded_without_transcoding(
+    client: TestClient, make_token: MakeToken
+) -> None:
+    consultation = await client.app[STORE].create(
+        "h264", "H264", consent_by="Dr. A", recorded_by="t"
+    )
+    cid = consultation.id
+    async with (
+        publisher(url(client, f"/whip/{cid}"), make_token("clinic", cid)),
+        viewer(url(client, f"/whep/{cid}"), make_token("surgeon", cid)) as (pc, _, seen),
+    ):
+        assert await wait_until(lambda: len(seen.counters) > 30, timeout=10)
+        assert "H264" in pc.remoteDescription.sdp and "VP8" not in pc.remoteDescription.sdp

@@ -1,0 +1,75 @@
+"""Sessions end cleanly: a vanished clinic goes offline, and join/leave cycles leak nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+import time
+
+from aiohttp.test_utils import TestClient
+from aiortc import RTCPeerConnection
+
+from signaling.keys import RELAY
+from signaling.store import Consultation
+from tests.conftest import MakeToken, bearer
+from tests.peers import publisher, viewer, wait_until
+from tests.relay.test_forwarding_flow import url
+
+
+async def next_feed_event(ws, state: str, timeout: float = 10) -> dict:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        message = await ws.receive_json(timeout=deadline - time.monotonic())
+        if message.get("type") == "feed" and message.get("state") == state:
+            return message
+    raise AssertionError(f"no feed {state} event")
+
+
+async def test_a_clinic_that_vanishes_without_goodbye_is_shown_offline_within_seconds(
+    client: TestClient, consultation: Consultation, make_token: MakeToken
+) -> None:
+    cid = consultation.id
+    ws = await client.ws_connect(f"/ws/{cid}", headers=bearer(make_token("surgeon", cid)))
+    async with publisher(url(client, f"/whip/{cid}"), make_token("clinic", cid)) as (pc, _):
+        live = await next_feed_event(ws, "live")
+        assert live["feed"] == "endoscope"
+        # The clinic's network dies: media stops, no DELETE, no DTLS close.
+        for transceiver in pc.getTransceivers():
+            transceiver.sender.replaceTrack(None)
+        stopped = time.monotonic()
+        offline = await next_feed_event(ws, "offline")
+        assert offline["feed"] == "endoscope"
+        assert time.monotonic() - stopped < 5
+    await ws.close()
+
+
+def media_threads() -> int:
+    """Threads other than the default executor's pool (bounded by design, grows lazily)."""
+    return sum(1 for t in threading.enumerate() if not t.name.startswith("asyncio_"))
+
+
+async def test_hundred_viewer_join_leave_cycles_release_every_peer_task_and_thread(
+    client: TestClient, consultation: Consultation, make_token: MakeToken
+) -> None:
+    cid = consultation.id
+    endpoint = url(client, f"/whep/{cid}")
+    token = make_token("surgeon", cid)
+    async with publisher(url(client, f"/whip/{cid}"), make_token("clinic", cid)):
+        async with viewer(endpoint, token) as (_, _, seen):  # warm up: first frames flow
+            assert await wait_until(lambda: seen.counters, timeout=10)
+        await asyncio.sleep(0.5)
+        threads, tasks = media_threads(), len(asyncio.all_tasks())
+        for _ in range(100):
+            async with viewer(endpoint, token, kinds=("video",)) as (pc, _, _):
+                assert await wait_until(lambda pc=pc: pc.connectionState == "connected", 10)
+        del pc  # the test's own reference to the last viewer connection
+        router = client.app[RELAY].find(cid)
+        assert router is not None
+        assert await wait_until(lambda: router.viewer_count() == 0, timeout=5)
+        assert all(not p.consumers for f in router.feeds.values() for p in f.producers.values())
+        assert await wait_until(lambda: media_threads() <= threads, timeout=5), media_threads()
+        assert await wait_until(lambda: len(asyncio.all_tasks()) <= tasks + 2, timeout=5)
+        gc.collect()
+        alive = [o for o in gc.get_objects() if isinstance(o, RTCPeerConnection)]
+        assert len(alive) <= 2  # the clinic's and the server's publisher connection

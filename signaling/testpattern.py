@@ -30,6 +30,7 @@ class TestPatternTrack(MediaStreamTrack):
     """``recv()`` paces frames at ``fps`` in real time; each frame is a fresh ``VideoFrame``."""
 
     kind = "video"
+    __test__ = False  # not a pytest test class, despite the name
 
     def __init__(self, width: int = 1280, height: int = 720, fps: int = 30) -> None:
         super().__init__()

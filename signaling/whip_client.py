@@ -147,5 +147,7 @@ async def publish_source(url: str, token: str, source: str, *, loop: bool = Fals
         print(f"publishing {source} to {url} (Ctrl-C to stop)", flush=True)
         await done.wait()
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            running.remove_signal_handler(sig)
         await client.close()
         await pc.close()

@@ -1,0 +1,17 @@
+"""Peer helpers that do not need a connection."""
+
+from __future__ import annotations
+
+from relay.peer import rewrite_host_candidates
+
+
+def test_announced_address_replaces_host_candidates_and_connection_line() -> None:
+    sdp = (
+        "c=IN IP4 10.0.0.5\r\n"
+        "a=candidate:1 1 udp 2130706431 10.0.0.5 50123 typ host\r\n"
+        "a=candidate:2 1 udp 1694498815 198.51.100.7 50123 typ srflx raddr 10.0.0.5 rport 5\r\n"
+    )
+    rewritten = rewrite_host_candidates(sdp, "203.0.113.9")
+    assert "a=candidate:1 1 udp 2130706431 203.0.113.9 50123 typ host" in rewritten
+    assert "198.51.100.7 50123 typ srflx" in rewritten
+    assert "c=IN IP4 203.0.113.9" in rewritten

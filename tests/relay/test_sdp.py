@@ -1,0 +1,60 @@
+"""Offer vetting: any text either parses into a usable offer or raises a RelayError (400/406)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from relay.errors import MediaUnsupported, RelayError, SdpInvalid
+from relay.sdp import parse_offer
+
+MINIMAL = (
+    "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
+    "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\n"
+    "a=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n"
+    "a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:"
+    "88:99:AA:BB:CC:DD:EE:FF\r\na=setup:actpass\r\n"
+)
+
+
+def test_a_minimal_browser_like_offer_is_accepted() -> None:
+    assert [m.kind for m in parse_offer(MINIMAL, sending=True).media] == ["video"]
+
+
+def test_data_channels_are_refused_with_406() -> None:
+    offer = MINIMAL.replace("m=video 9 UDP/TLS/RTP/SAVPF 96", "m=application 9 UDP/DTLS/SCTP 5000")
+    try:
+        parse_offer(offer, sending=True)
+    except MediaUnsupported as exc:
+        assert "application" in str(exc)
+    else:
+        raise AssertionError("expected 406")
+
+
+def test_two_video_tracks_are_refused_with_406() -> None:
+    media = MINIMAL[MINIMAL.index("m=video") :].replace("a=mid:0", "a=mid:1")
+    try:
+        parse_offer(MINIMAL + media, sending=True)
+    except MediaUnsupported as exc:
+        assert "at most one video" in str(exc)
+    else:
+        raise AssertionError("expected 406")
+
+
+def test_missing_rtcp_mux_is_400() -> None:
+    try:
+        parse_offer(MINIMAL.replace("a=rtcp-mux\r\n", ""), sending=True)
+    except SdpInvalid as exc:
+        assert "rtcp-mux" in str(exc)
+    else:
+        raise AssertionError("expected 400")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=400))
+def test_arbitrary_text_never_escapes_as_anything_but_a_relay_error(text: str) -> None:
+    for body in (text, "v=0\r\n" + text, MINIMAL + text):
+        try:
+            parse_offer(body, sending=True)
+        except RelayError:
+            pass

@@ -1,0 +1,76 @@
+"""``endolink publish``'s engine: a file or the test pattern published over WHIP, seen by a viewer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from fractions import Fraction
+from pathlib import Path
+
+import av
+from aiohttp.test_utils import TestClient
+
+from signaling.store import Consultation
+from signaling.testpattern import TestPatternTrack
+from signaling.whip_client import WhipError, publish_source
+from tests.conftest import MakeToken
+from tests.peers import viewer, wait_until
+from tests.relay.test_forwarding_flow import url
+
+
+def stamped_file(path: Path, frames: int) -> Path:
+    """A VP8/WebM file whose frames carry the test pattern's counter stamp."""
+    pattern = TestPatternTrack(640, 360)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libvpx", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
+        stream.bit_rate = 1_500_000
+        for i in range(frames):
+            frame = pattern.frame(i, 0)
+            frame.pts, frame.time_base = i, Fraction(1, 30)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+async def test_a_video_file_is_published_and_every_frame_reaches_the_viewer_in_order(
+    client: TestClient, consultation: Consultation, make_token: MakeToken, tmp_path: Path
+) -> None:
+    cid = consultation.id
+    source = stamped_file(tmp_path / "scope.webm", frames=60)
+    async with viewer(url(client, f"/whep/{cid}"), make_token("surgeon", cid)) as (_, _, seen):
+        publishing = asyncio.ensure_future(
+            publish_source(url(client, f"/whip/{cid}"), make_token("clinic", cid), str(source))
+        )
+        await asyncio.wait_for(publishing, timeout=20)  # returns when the file ends
+        assert await wait_until(lambda: seen.counters and seen.counters[-1] >= 50, timeout=5)
+    assert seen.counters == sorted(seen.counters)
+    assert seen.sizes == {(640, 360)}
+
+
+async def test_the_test_pattern_can_be_published_without_a_camera(
+    client: TestClient, consultation: Consultation, make_token: MakeToken
+) -> None:
+    cid = consultation.id
+    publishing = asyncio.ensure_future(
+        publish_source(url(client, f"/whip/{cid}"), make_token("clinic", cid), "testpattern")
+    )
+    try:
+        async with viewer(url(client, f"/whep/{cid}"), make_token("surgeon", cid)) as (_, _, seen):
+            assert await wait_until(lambda: len(seen.counters) > 15, timeout=10)
+    finally:
+        publishing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await publishing
+
+
+async def test_a_refused_publish_raises_the_servers_reason(
+    client: TestClient, consultation_without_consent: Consultation, make_token: MakeToken
+) -> None:
+    cid = consultation_without_consent.id
+    try:
+        await publish_source(url(client, f"/whip/{cid}"), make_token("clinic", cid), "testpattern")
+    except WhipError as exc:
+        assert exc.status == 403 and "consent" in exc.reason
+    else:
+        raise AssertionError("publishing without consent must fail")

@@ -13,12 +13,11 @@ from relay import FeedEvent, Relay, RelayConfig
 
 from . import api, pages, websocket, whip
 from .errors import error_middleware
-from .grants import TokenIssuer
 from .hub import Hub
 from .keys import HUB, RELAY, SETTINGS, STORE, TOKENS
-from .secret import load_or_create_secret
+from .secret import token_issuer
 from .settings import Settings
-from .store import ConsultationStore
+from .store import DB_FILENAME, ConsultationStore
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +28,8 @@ def create_app(settings: Settings) -> web.Application:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = web.Application(client_max_size=settings.max_sdp_bytes, middlewares=[error_middleware])
     app[SETTINGS] = settings
-    app[TOKENS] = TokenIssuer(settings.secret or load_or_create_secret(settings.data_dir))
-    app[STORE] = ConsultationStore(settings.data_dir / "endolink.sqlite3")
+    app[TOKENS] = token_issuer(settings)
+    app[STORE] = ConsultationStore(settings.data_dir / DB_FILENAME)
     app[HUB] = Hub()
     app[RELAY] = Relay(
         RelayConfig(

@@ -29,4 +29,3 @@ def test_codec_preferences_pin_the_codec_and_keep_its_rtx() -> None:
     names = [c.mimeType for c in preferences("video", "H264")]
     assert names[-1] == "video/rtx" and set(names[:-1]) == {"video/H264"}
     assert [c.mimeType for c in preferences("audio", "opus")] == ["audio/opus"]
-

@@ -1,4 +1,4 @@
-"""``endolink publish``'s engine: a file or the test pattern published over WHIP, seen by a viewer."""
+"""`endolink publish`'s engine: a file or the test pattern published over WHIP."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""EndoLink's web edge: HTTP API, WHIP/WHEP, WebSocket room events, auth and the CLI."""

@@ -1,0 +1,5 @@
+"""``python -m signaling`` runs the ``endolink`` command."""
+
+from .cli import main
+
+raise SystemExit(main())

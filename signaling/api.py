@@ -1,0 +1,187 @@
+"""REST routes ``/api/...`` (docs/architecture.md, "HTTP API").
+
+Handlers authenticate first, check the Grant against the consultation in the URL before looking
+it up (a token for another consultation learns nothing about which ids exist), then validate the
+JSON body. Every failure is an ``ApiError`` / ``TokenInvalid`` / ``Forbidden`` that the error
+middleware turns into ``{"error", "reason"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from .auth import authenticate
+from .errors import ApiError
+from .grants import Forbidden, Role
+from .invites import INVITE_ROLES, issue_invite, with_links
+from .keys import HUB, SETTINGS, STORE, TOKENS
+from .store import DEFAULT_TITLE, Consultation, ConsultationStore, UnknownConsultation
+
+logger = logging.getLogger(__name__)
+
+MIN_INVITE_TTL_S = 60
+MAX_INVITE_TTL_S = 7 * 24 * 3600
+
+T = TypeVar("T")
+_TYPE_NAMES: dict[type, str] = {str: "a string", int: "an integer"}
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/consultations", create_consultation)
+    app.router.add_get("/api/consultations/{cid}", get_consultation)
+    app.router.add_post("/api/consultations/{cid}/consent", record_consent)
+    app.router.add_post("/api/consultations/{cid}/invites", create_invite)
+    app.router.add_get("/api/session", get_session)
+
+
+async def create_consultation(request: web.Request) -> web.Response:
+    grant = authenticate(request)
+    grant.ensure_admin()
+    body = await _json_body(request, {"title", "consent_by", "video_codec"})
+    settings = request.app[SETTINGS]
+    with _invalid_input():
+        consultation = await request.app[STORE].create(
+            title=_optional(body, "title", str) or DEFAULT_TITLE,
+            video_codec=_optional(body, "video_codec", str) or settings.video_codec,
+            consent_by=_optional(body, "consent_by", str),
+            recorded_by=grant.identity,
+        )
+    return web.json_response(with_links(settings, request.app[TOKENS], consultation), status=201)
+
+
+async def get_consultation(request: web.Request) -> web.Response:
+    cid = request.match_info["cid"]
+    authenticate(request).ensure_member(cid)
+    consultation = await _consultation(request.app[STORE], cid)
+    return web.json_response(consultation.to_json())
+
+
+async def record_consent(request: web.Request) -> web.Response:
+    cid = request.match_info["cid"]
+    grant = authenticate(request)
+    grant.ensure_member(cid)
+    if grant.role not in (Role.CLINIC, Role.ADMIN):
+        raise Forbidden(f"role {grant.role} may not record consent")
+    body = await _json_body(request, {"confirmed_by", "method"})
+    confirmed_by = _required(body, "confirmed_by", str)
+    method = _required(body, "method", str)
+    with _invalid_input():
+        try:
+            consent = await request.app[STORE].record_consent(
+                cid, confirmed_by, method, recorded_by=grant.identity
+            )
+        except UnknownConsultation as exc:
+            raise _not_found() from exc
+    request.app[HUB].broadcast(cid, {"type": "consent", "consent": consent.to_json()})
+    return web.json_response(consent.to_json(), status=201)
+
+
+async def create_invite(request: web.Request) -> web.Response:
+    cid = request.match_info["cid"]
+    grant = authenticate(request)
+    grant.ensure_admin()
+    grant.ensure_member(cid)
+    body = await _json_body(request, {"role", "ttl_s"})
+    role_name = _required(body, "role", str)
+    if role_name not in INVITE_ROLES:
+        raise _bad_request(f"role must be one of {', '.join(INVITE_ROLES)}")
+    ttl_s = _optional(body, "ttl_s", int)
+    if ttl_s is not None and not MIN_INVITE_TTL_S <= ttl_s <= MAX_INVITE_TTL_S:
+        raise _bad_request(
+            f"ttl_s must be between {MIN_INVITE_TTL_S} and {MAX_INVITE_TTL_S} seconds"
+        )
+    await _consultation(request.app[STORE], cid)
+    invite = issue_invite(request.app[SETTINGS], request.app[TOKENS], cid, Role(role_name), ttl_s)
+    return web.json_response(invite.to_json(), status=201)
+
+
+async def get_session(request: web.Request) -> web.Response:
+    """What the page needs to start: who the token says you are, and how to reach the relay."""
+    grant = authenticate(request)
+    ice_servers = []
+    for server in request.app[SETTINGS].ice_servers:
+        entry: dict[str, Any] = {"urls": [server.url]}
+        if server.username is not None:
+            entry["username"] = server.username
+        if server.credential is not None:
+            entry["credential"] = server.credential
+        ice_servers.append(entry)
+    return web.json_response(
+        {
+            "identity": grant.identity,
+            "name": grant.name,
+            "role": str(grant.role),
+            "consultation": grant.consultation,
+            "may_publish": grant.may_publish,
+            "may_annotate": grant.may_annotate,
+            "may_replay": grant.may_replay,
+            "expires_at": grant.expires_at,
+            "ice_servers": ice_servers,
+        }
+    )
+
+
+async def _consultation(store: ConsultationStore, cid: str) -> Consultation:
+    consultation = await store.get(cid)
+    if consultation is None:
+        raise _not_found()
+    return consultation
+
+
+async def _json_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
+    """The body as a JSON object (an empty body counts as ``{}``); unknown keys are refused so
+    a misspelt field fails loudly instead of being silently ignored."""
+    raw = await request.read()  # raises 413 past client_max_size
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise _bad_request("request body is not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise _bad_request("request body must be a JSON object")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise _bad_request(f"unknown field(s): {', '.join(unknown)}")
+    return body
+
+
+def _optional(body: dict[str, Any], key: str, kind: type[T]) -> T | None:
+    """``body[key]`` if it has the right JSON type; ``null`` counts as absent."""
+    value = body.get(key)
+    if value is None:
+        return None
+    # bool is an int subclass in Python, but true is no number of seconds.
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise _bad_request(f"{key} must be {_TYPE_NAMES[kind]}")
+    return value
+
+
+def _required(body: dict[str, Any], key: str, kind: type[T]) -> T:
+    value = _optional(body, key, kind)
+    if value is None:
+        raise _bad_request(f"{key} is required")
+    return value
+
+
+@contextmanager
+def _invalid_input() -> Iterator[None]:
+    """The store rejects bad values (empty name, unknown codec...) with ValueError: a 400."""
+    try:
+        yield
+    except ValueError as exc:
+        raise _bad_request(str(exc)) from exc
+
+
+def _bad_request(reason: str) -> ApiError:
+    return ApiError(400, "bad-request", reason)
+
+
+def _not_found() -> ApiError:
+    return ApiError(404, "not-found", "unknown consultation")

@@ -1,0 +1,297 @@
+"""The ``endolink`` command: run the server, create consultations, issue tokens and certificates,
+publish a file or camera.
+
+Exit codes: 0 success, 2 usage error, 1 runtime error (one readable line on stderr, no traceback).
+Tokens are printed to stdout only, never logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import re
+import socket
+import sqlite3
+import ssl
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp import ClientError, web
+
+from .grants import ANY_CONSULTATION, Role
+from .invites import issue_token, with_links
+from .secret import token_issuer
+from .settings import Settings
+from .store import DB_FILENAME, DEFAULT_TITLE, Consultation, ConsultationStore
+from .tls import make_certificates, ssl_context
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+CLI_IDENTITY = "cli"
+DEMO_TITLE = "Demo consultation"
+DEMO_CONSENT = "demo (paper form on file)"
+_DURATION = re.compile(r"(\d+)([smhd]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class CliError(Exception):
+    """An expected failure: reported as one line, exit code ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        code: int = args.handler(args)
+    except CliError as exc:
+        print(f"endolink: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except (OSError, ValueError, sqlite3.Error) as exc:
+        print(f"endolink: error: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+def parse_duration(text: str) -> int:
+    """``3600``, ``90s``, ``30m``, ``6h`` or ``7d`` → seconds."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if not match or int(match[1]) == 0:
+        raise argparse.ArgumentTypeError(
+            f"invalid duration {text!r}: use seconds or a number with s, m, h or d (e.g. 6h)"
+        )
+    return int(match[1]) * _UNIT_SECONDS[match[2]]
+
+
+def default_hostnames(host: str | None = None) -> list[str]:
+    """Names a local browser may use to reach this machine, plus the bind address if specific."""
+    names = ["localhost", "127.0.0.1", "::1", socket.gethostname()]
+    if host and host not in ("0.0.0.0", "::"):
+        names.append(host)
+    return list(dict.fromkeys(names))
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--data-dir",
+        type=Path,
+        help="database, secret and certificates (default: $ENDOLINK_DATA_DIR, else ./data)",
+    )
+    parser = argparse.ArgumentParser(prog="endolink", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", parents=[common], help="run the server")
+    serve.add_argument("--host", help="interface to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="TCP port (default 8080)")
+    serve.add_argument(
+        "--tls", action="store_true", help="serve HTTPS (certificates are made if missing)"
+    )
+    serve.add_argument(
+        "--demo", action="store_true", help="create a demo consultation and print its links"
+    )
+    serve.set_defaults(handler=_serve)
+
+    consult = commands.add_parser("consult", help="manage consultations")
+    consult_commands = consult.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = consult_commands.add_parser(
+        "create", parents=[common], help="create a consultation and print its invite links"
+    )
+    create.add_argument("--title", default=DEFAULT_TITLE)
+    create.add_argument("--consent-by", help="who confirmed consent on paper beforehand")
+    create.add_argument("--codec", choices=("VP8", "H264"), help="video codec (default VP8)")
+    create.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    create.set_defaults(handler=_consult_create)
+
+    token = commands.add_parser("token", parents=[common], help="print a token (JWT)")
+    token.add_argument("--consultation", help="consultation id (admins: omit or * for all)")
+    token.add_argument("--role", required=True, choices=[str(r) for r in Role])
+    token.add_argument("--ttl", type=parse_duration, help="lifetime: 3600, 30m, 6h (default 6h)")
+    token.add_argument("--name", default="", help="display name carried by the token")
+    token.set_defaults(handler=_token)
+
+    certs = commands.add_parser("certs", parents=[common], help="make a local CA and server cert")
+    certs.add_argument(
+        "--hostname",
+        action="append",
+        help="name or IP the server is reached by (repeatable; default: this machine's names)",
+    )
+    certs.set_defaults(handler=_certs)
+
+    publish = commands.add_parser(
+        "publish", parents=[common], help="publish a video file or device over WHIP"
+    )
+    publish.add_argument("--url", required=True, help="WHIP endpoint, e.g. .../whip/CID")
+    publish.add_argument(
+        "--token",
+        default=os.environ.get("ENDOLINK_TOKEN"),
+        help="clinic token (default $ENDOLINK_TOKEN: keeps it out of `ps` and shell history)",
+    )
+    publish.add_argument("--loop", action="store_true", help="restart the file at its end")
+    publish.add_argument("source", help="media file, or a device such as /dev/video0")
+    publish.set_defaults(handler=_publish)
+    return parser
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    return Settings.from_env(data_dir=args.data_dir, **overrides)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    # Imported here: the media stack is slow to import and other commands do not need it.
+    from .app import create_app
+    from .keys import STORE, TOKENS
+
+    settings = _settings(args, host=args.host, port=args.port, tls=True if args.tls else None)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    tls_context = _server_tls(settings) if settings.tls else None
+    app = create_app(settings)
+    if args.demo:
+
+        async def create_demo(app: web.Application) -> None:
+            consultation = await app[STORE].create(
+                title=DEMO_TITLE,
+                video_codec=settings.video_codec,
+                consent_by=DEMO_CONSENT,
+                recorded_by=CLI_IDENTITY,
+            )
+            _print_consultation(with_links(settings, app[TOKENS], consultation))
+
+        app.on_startup.append(create_demo)
+
+    def listening(_: str) -> None:
+        # run_app calls this once the sockets are bound: only then is the URL worth printing.
+        print(f"EndoLink server: {settings.base_url}  (Ctrl+C to stop)", flush=True)
+
+    web.run_app(
+        app, host=settings.host, port=settings.port, ssl_context=tls_context, print=listening
+    )
+    return 0
+
+
+def _server_tls(settings: Settings) -> ssl.SSLContext:
+    """The server's TLS context; the first ``--tls`` run makes the certificates itself."""
+    explicit = settings.cert_file is not None or settings.key_file is not None
+    if not explicit and not settings.cert_path.exists():
+        ca_cert, _, _ = make_certificates(settings.certs_dir, default_hostnames(settings.host))
+        print(f"Made TLS certificates; trust this CA on every device: {ca_cert}", flush=True)
+    return ssl_context(settings.cert_path, settings.key_path)
+
+
+def _consult_create(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    tokens = token_issuer(settings)
+
+    async def create(store: ConsultationStore) -> Consultation:
+        return await store.create(
+            title=args.title,
+            video_codec=args.codec or settings.video_codec,
+            consent_by=args.consent_by,
+            recorded_by=CLI_IDENTITY,
+        )
+
+    answer = with_links(settings, tokens, _with_store(settings, create))
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    else:
+        _print_consultation(answer)
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    role = Role(args.role)
+    cid = args.consultation or ANY_CONSULTATION
+    if cid == ANY_CONSULTATION and role is not Role.ADMIN:
+        raise CliError(f"--consultation is required for role {role}", exit_code=2)
+    settings = _settings(args)
+    if cid != ANY_CONSULTATION:
+        if not (settings.data_dir / DB_FILENAME).exists():
+            raise CliError(f"unknown consultation {cid!r}: no database in {settings.data_dir}")
+        _with_store(settings, lambda store: _existing(store, cid))
+    ttl_s = args.ttl or settings.token_ttl_s
+    token, _ = issue_token(token_issuer(settings), role, cid, ttl_s, name=args.name)
+    print(token)
+    return 0
+
+
+def _certs(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    ca_cert, server_cert, server_key = make_certificates(
+        settings.certs_dir, args.hostname or default_hostnames()
+    )
+    print(f"CA certificate:     {ca_cert}")
+    print(f"server certificate: {server_cert}")
+    print(f"server key:         {server_key}")
+    print(
+        f"\nTrust {ca_cert} once on every device that opens EndoLink:\n"
+        f"  Debian/Ubuntu: sudo cp {ca_cert} /usr/local/share/ca-certificates/endolink.crt"
+        " && sudo update-ca-certificates\n"
+        "  macOS:         sudo security add-trusted-cert -d -r trustRoot"
+        f" -k /Library/Keychains/System.keychain {ca_cert}\n"
+        f"  Windows:       certutil -addstore -f ROOT {ca_cert.name}\n"
+        "  Firefox:       Settings > Privacy & Security > Certificates > View Certificates >"
+        " Authorities > Import\n"
+        f"  Android/iOS:   copy {ca_cert.name} to the device, install it as a CA certificate\n"
+        f"Then run: endolink serve --tls --data-dir {settings.data_dir}"
+    )
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    # Imported here: the media stack is slow to import and other commands do not need it.
+    from .whip_client import WhipError, publish_source
+
+    if not args.token:
+        raise CliError("publish needs --token or $ENDOLINK_TOKEN (a clinic token)")
+    try:
+        asyncio.run(publish_source(args.url, args.token, args.source, loop=args.loop))
+    except (WhipError, ClientError) as exc:
+        raise CliError(f"publishing failed: {exc}") from exc
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _with_store(settings: Settings, work: Callable[[ConsultationStore], Awaitable[T]]) -> T:
+    async def run() -> T:
+        store = ConsultationStore(settings.data_dir / DB_FILENAME)
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+async def _existing(store: ConsultationStore, cid: str) -> Consultation:
+    consultation = await store.get(cid)
+    if consultation is None:
+        raise CliError(f"unknown consultation {cid!r} in {store.path}")
+    return consultation
+
+
+def _print_consultation(answer: dict[str, Any]) -> None:
+    consent = answer["consent"]
+    print(f"Consultation {answer['id']}: {answer['title']} ({answer['video_codec']})")
+    print(f"  consent: {'recorded (' + consent['method'] + ')' if consent else 'not recorded'}")
+    width = max(len(role) for role in answer["links"]) + 1
+    for role, link in answer["links"].items():
+        print(f"  {role + ':':<{width}} {link}")
+    sys.stdout.flush()

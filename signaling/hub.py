@@ -1,0 +1,231 @@
+"""The WebSocket hub: who is connected to which consultation, and fan-out of server messages.
+
+``Hub.broadcast`` is synchronous so anything on the loop (relay feed events, REST handlers) can call
+it without awaiting a socket. Each participant has a bounded outbox drained by its own writer task:
+a slow or vanished browser fills only its own outbox and is then dropped, it never delays the
+others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from .grants import Role
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+OUTBOX_SIZE = 256
+"Messages queued for one participant before it is dropped as too slow."
+CLOSE_TIMEOUT_S = 2.0
+"A close handshake the peer does not complete in time ends with the TCP connection cut."
+MESSAGES_PER_S = 20.0
+MESSAGE_BURST = 40.0
+
+CLOSE_REPLACED = 4409
+CLOSE_TOO_SLOW = 1008
+
+
+def utc_timestamp() -> str:
+    """ISO 8601 with milliseconds: orders chat lines, matches the store's UTC timestamps."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(eq=False)
+class Participant:
+    """One authenticated WebSocket of a consultation; compared by identity of the object, so a
+    replaced connection of the same person is never mistaken for its successor."""
+
+    identity: str
+    name: str
+    role: Role
+    ws: web.WebSocketResponse
+    joined_at: str = field(default_factory=utc_timestamp)
+    allowance: float = MESSAGE_BURST
+    "Token bucket of the client's own messages: refills at MESSAGES_PER_S, holds MESSAGE_BURST."
+    last_message_at: float = field(default_factory=time.monotonic)
+    outbox: asyncio.Queue[str] = field(
+        default_factory=lambda: asyncio.Queue(OUTBOX_SIZE), repr=False
+    )
+    writer: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def allow_message(self, now: float | None = None) -> bool:
+        """Take one token from the bucket; False means the client floods."""
+        now = time.monotonic() if now is None else now
+        elapsed = max(0.0, now - self.last_message_at)
+        self.last_message_at = now
+        self.allowance = min(MESSAGE_BURST, self.allowance + elapsed * MESSAGES_PER_S)
+        if self.allowance < 1.0:
+            return False
+        self.allowance -= 1.0
+        return True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "identity": self.identity,
+            "name": self.name,
+            "role": str(self.role),
+            "joined_at": self.joined_at,
+        }
+
+
+async def close_socket(ws: web.WebSocketResponse, code: int, reason: str, timeout: float) -> None:
+    """Close with a code the browser can read; a peer that does not answer the close handshake
+    (or does not read at all) gets its TCP connection cut after ``timeout``."""
+    message = reason.encode()[:123].decode(errors="ignore").encode()  # RFC 6455 limit
+    with contextlib.suppress(TimeoutError, ConnectionError):
+        await asyncio.wait_for(ws.close(code=code, message=message), timeout)
+
+
+class Hub:
+    """Participants per consultation id; one instance per app, no module-level state."""
+
+    def __init__(self, close_timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        self._rooms: dict[str, dict[str, Participant]] = {}
+        self._sockets: set[web.WebSocketResponse] = set()
+        self._closing: set[asyncio.Task[None]] = set()
+        self.close_timeout_s = close_timeout_s
+
+    def track(self, ws: web.WebSocketResponse) -> None:
+        """Remember a socket from its upgrade on, so shutdown also closes unauthenticated ones."""
+        self._sockets.add(ws)
+
+    def untrack(self, ws: web.WebSocketResponse) -> None:
+        self._sockets.discard(ws)
+
+    def join(self, cid: str, participant: Participant) -> None:
+        """Add a participant and announce it to the others. A second connection of the same
+        identity replaces the first one, which is closed with 4409.
+
+        The joiner gets no ``presence``: the caller queues its ``welcome`` with ``send`` right
+        after (both are synchronous, so no other message can come first)."""
+        old = self._rooms.get(cid, {}).get(participant.identity)
+        if old is not None:
+            logger.info(
+                "Hub [consultation:%s] %s reconnected, replacing the older connection",
+                cid,
+                participant.identity,
+            )
+            self._drop(cid, old, CLOSE_REPLACED, "replaced by a newer connection", announce=False)
+        room = self._rooms.setdefault(cid, {})  # after the drop, which may delete an empty room
+        room[participant.identity] = participant
+        participant.writer = asyncio.get_running_loop().create_task(
+            self._write(cid, participant), name=f"ws-writer {cid} {participant.identity}"
+        )
+        logger.info(
+            "Hub [consultation:%s] %s joined as %s (%d connected)",
+            cid,
+            participant.identity,
+            participant.role,
+            len(room),
+        )
+        self._announce(cid, exclude=participant)
+
+    def leave(self, cid: str, participant: Participant) -> None:
+        """Remove a participant (no-op if it was already replaced or dropped) and announce it.
+        The caller closes the socket."""
+        if not self._remove(cid, participant):
+            return
+        logger.info("Hub [consultation:%s] %s left", cid, participant.identity)
+        self._announce(cid)
+
+    def participants(self, cid: str) -> list[dict[str, Any]]:
+        """Who is connected, oldest first; never tokens."""
+        room = self._rooms.get(cid, {})
+        return [p.to_json() for p in sorted(room.values(), key=lambda p: p.joined_at)]
+
+    def broadcast(
+        self, cid: str, message: dict[str, Any], exclude: Participant | None = None
+    ) -> None:
+        """Queue ``message`` (stamped ``v: 1``) for everyone in ``cid`` but ``exclude``; never
+        blocks, never raises because of one participant."""
+        data = _encode(message)
+        for participant in list(self._rooms.get(cid, {}).values()):
+            if participant is not exclude:
+                self._enqueue(cid, participant, data)
+
+    def send(self, cid: str, participant: Participant, message: dict[str, Any]) -> None:
+        """Queue ``message`` for one participant, in order with the broadcasts it receives."""
+        self._enqueue(cid, participant, _encode(message))
+
+    async def close_all(self, code: int, reason: str) -> None:
+        """Close every socket, joined or still authenticating (app shutdown)."""
+        sockets = set(self._sockets)
+        for cid, room in list(self._rooms.items()):
+            for participant in list(room.values()):
+                self._remove(cid, participant)
+                sockets.add(participant.ws)
+        logger.info("Hub closing %d sockets: %s", len(sockets), reason)
+        await asyncio.gather(
+            *(close_socket(ws, code, reason, self.close_timeout_s) for ws in sockets),
+            *self._closing,
+        )
+
+    def _enqueue(self, cid: str, participant: Participant, data: str) -> None:
+        try:
+            participant.outbox.put_nowait(data)
+        except asyncio.QueueFull:
+            logger.info(
+                "Hub [consultation:%s] %s is too slow (%d messages queued), dropping it",
+                cid,
+                participant.identity,
+                participant.outbox.qsize(),
+            )
+            self._drop(cid, participant, CLOSE_TOO_SLOW, "too slow: messages piled up")
+
+    async def _write(self, cid: str, participant: Participant) -> None:
+        """The only task that sends on this participant's socket, so messages keep their order."""
+        try:
+            while True:
+                data = await participant.outbox.get()
+                await participant.ws.send_str(data)
+        except ConnectionError:
+            logger.info("Hub [consultation:%s] %s connection lost", cid, participant.identity)
+        except Exception:
+            logger.exception("Hub [consultation:%s] %s send failed", cid, participant.identity)
+        self._drop(cid, participant, 1011, "server could not send")
+
+    def _drop(
+        self, cid: str, participant: Participant, code: int, reason: str, announce: bool = True
+    ) -> None:
+        """Remove a participant the server gives up on and close its socket in the background;
+        its handler then sees the socket closed and leaves (a no-op by then)."""
+        if not self._remove(cid, participant):
+            return
+        task = asyncio.get_running_loop().create_task(
+            close_socket(participant.ws, code, reason, self.close_timeout_s)
+        )
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+        if announce:
+            self._announce(cid)
+
+    def _remove(self, cid: str, participant: Participant) -> bool:
+        room = self._rooms.get(cid)
+        if room is None or room.get(participant.identity) is not participant:
+            return False
+        del room[participant.identity]
+        if not room:
+            del self._rooms[cid]
+        if participant.writer is not None and participant.writer is not asyncio.current_task():
+            participant.writer.cancel()
+        return True
+
+    def _announce(self, cid: str, exclude: Participant | None = None) -> None:
+        self.broadcast(
+            cid, {"type": "presence", "participants": self.participants(cid)}, exclude=exclude
+        )
+
+
+def _encode(message: dict[str, Any]) -> str:
+    # ensure_ascii (the default) keeps lone surrogates from ever failing the UTF-8 encode in send.
+    return json.dumps({**message, "v": PROTOCOL_VERSION}, separators=(",", ":"))

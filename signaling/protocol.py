@@ -1,0 +1,159 @@
+"""Client → server messages of WebSocket protocol v1: parsing and validation, nothing else.
+
+``parse_client_message`` turns one text frame into a typed message or raises ``ProtocolError``;
+it never raises anything else, whatever the input (a property test holds it to that). Reasons
+never quote the client's values, so they are safe to log. Unknown keys are dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from relay import FeedName
+
+MALFORMED = "malformed"
+"Not JSON, not an object, or no string ``type``: the socket is closed with 4400."
+UNKNOWN_TYPE = "unknown-type"
+"A ``type`` this server does not know: answered with an ``error``, the socket stays open."
+INVALID = "invalid-message"
+"A known ``type`` with bad fields: answered with an ``error``, the socket stays open."
+
+MAX_CHAT_LENGTH = 2000
+MAX_TOKEN_LENGTH = 8192
+STAT_LIMITS: dict[str, float] = {
+    "fps": 1000.0,
+    "width": 16384.0,
+    "height": 16384.0,
+    "bitrate_kbps": 1_000_000.0,
+    "rtt_ms": 600_000.0,
+    "loss_pct": 100.0,
+}
+"Upper bound of each numeric stat; every one is optional, finite and non-negative."
+STAT_DIRECTIONS = ("send", "recv")
+
+
+class ProtocolError(Exception):
+    """A rejected client message; ``code`` is one of MALFORMED, UNKNOWN_TYPE, INVALID."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+    @property
+    def fatal(self) -> bool:
+        """Malformed frames end the connection; the client is not speaking the protocol."""
+        return self.code == MALFORMED
+
+
+@dataclass(frozen=True)
+class AuthMessage:
+    token: str
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    text: str
+
+
+@dataclass(frozen=True)
+class StatsMessage:
+    stats: dict[str, float | str]
+    "Only known keys: the numbers in STAT_LIMITS that were given, ``direction``, ``feed``."
+
+
+@dataclass(frozen=True)
+class PingMessage:
+    pass
+
+
+ClientMessage = AuthMessage | ChatMessage | StatsMessage | PingMessage
+
+
+def parse_client_message(raw: str) -> ClientMessage:
+    data = _load_json(raw)
+    if not isinstance(data, dict):
+        raise ProtocolError(MALFORMED, "message must be a JSON object")
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError(MALFORMED, "message must have a string 'type'")
+    parser = _PARSERS.get(kind)
+    if parser is None:
+        known = ", ".join(sorted(_PARSERS))
+        raise ProtocolError(UNKNOWN_TYPE, f"unknown message type; known types: {known}")
+    return parser(data)
+
+
+def _load_json(raw: str) -> Any:
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(MALFORMED, f"not JSON: {exc.msg} at character {exc.pos}") from None
+    except (ValueError, RecursionError):
+        # NaN/Infinity, integers beyond Python's digit limit, nesting deeper than the stack.
+        raise ProtocolError(MALFORMED, "not JSON: unsupported number or nesting") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _auth(data: dict[str, Any]) -> AuthMessage:
+    token = data.get("token")
+    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
+        raise ProtocolError(INVALID, "auth needs a 'token' string")
+    return AuthMessage(token)
+
+
+def _chat(data: dict[str, Any]) -> ChatMessage:
+    text = data.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise ProtocolError(INVALID, "chat needs a non-empty 'text' string")
+    if len(text) > MAX_CHAT_LENGTH:
+        raise ProtocolError(INVALID, f"chat text must be at most {MAX_CHAT_LENGTH} characters")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise ProtocolError(INVALID, "chat text is not valid Unicode") from None
+    return ChatMessage(text)
+
+
+def _stats(data: dict[str, Any]) -> StatsMessage:
+    given = data.get("stats")
+    if not isinstance(given, dict):
+        raise ProtocolError(INVALID, "stats needs a 'stats' object")
+    stats: dict[str, float | str] = {}
+    for key, limit in STAT_LIMITS.items():
+        value = given.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ProtocolError(INVALID, f"stats.{key} must be a number")
+        if not 0 <= value <= limit:  # also false for NaN and infinities (1e999 parses as inf)
+            raise ProtocolError(INVALID, f"stats.{key} must be between 0 and {limit:g}")
+        stats[key] = value
+    direction = given.get("direction")
+    if direction not in STAT_DIRECTIONS:
+        raise ProtocolError(INVALID, "stats.direction must be 'send' or 'recv'")
+    stats["direction"] = direction
+    feed = given.get("feed")
+    if feed is not None:
+        if feed not in tuple(FeedName):
+            raise ProtocolError(INVALID, "stats.feed must be 'endoscope' or 'talkback'")
+        stats["feed"] = str(feed)
+    return StatsMessage(stats)
+
+
+def _ping(data: dict[str, Any]) -> PingMessage:
+    return PingMessage()
+
+
+_PARSERS: dict[str, Callable[[dict[str, Any]], ClientMessage]] = {
+    "auth": _auth,
+    "chat": _chat,
+    "stats": _stats,
+    "ping": _ping,
+}

@@ -1,0 +1,49 @@
+"""The token signing secret: generated once per data dir, so a fresh install is secure by default
+and tokens stay valid across restarts and between the server and the CLI."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import tempfile
+from pathlib import Path
+
+from .grants import TokenIssuer
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+SECRET_FILENAME = "secret.key"
+SECRET_BYTES = 36  # 48 url-safe characters
+
+
+def load_or_create_secret(data_dir: Path) -> str:
+    """Read ``<data_dir>/secret.key``, creating it (mode 0600) if absent.
+
+    The secret is written to a private temporary file and hard-linked into place: the link either
+    creates the complete file or fails because another process won the race, so no reader ever
+    sees a partial secret and nobody overwrites one already handed out.
+    """
+    path = data_dir / SECRET_FILENAME
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".secret-")  # mode 0600
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as f:
+                f.write(secrets.token_urlsafe(SECRET_BYTES))
+            os.link(tmp, path)
+            logger.info("generated a new token signing secret in %s", path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+    secret = path.read_text(encoding="ascii").strip()
+    if len(secret) < 32:
+        raise ValueError(f"{path} holds no usable secret: delete it to generate a new one")
+    return secret
+
+
+def token_issuer(settings: Settings) -> TokenIssuer:
+    """The issuer for these settings: the configured secret, else the data dir's own."""
+    return TokenIssuer(settings.secret or load_or_create_secret(settings.data_dir))

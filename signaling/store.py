@@ -1,0 +1,281 @@
+"""Consultations and their consent records, kept in one SQLite file in the data dir.
+
+SQLite calls block, so every query runs in a worker thread (``asyncio.to_thread``) on one shared
+connection guarded by a lock: the event loop that forwards media never waits on the disk.
+Consent is append-only: each confirmation is a new row (the audit trail), the latest one counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .settings import normalise_codec
+
+logger = logging.getLogger(__name__)
+
+DB_FILENAME = "endolink.sqlite3"
+DEFAULT_TITLE = "Consultation"
+MAX_TEXT_LENGTH = 200
+CONSENT_METHODS = ("page", "paper")
+
+_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{6,32}")
+
+# MIGRATIONS[n] upgrades a database at schema version n to n + 1 (PRAGMA user_version).
+# Append new steps (recordings come next); never edit a released one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE consultations (
+        id          TEXT PRIMARY KEY,
+        title       TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        video_codec TEXT NOT NULL CHECK (video_codec IN ('VP8', 'H264'))
+    );
+    CREATE TABLE consents (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        consultation_id TEXT NOT NULL REFERENCES consultations (id),
+        confirmed_by    TEXT NOT NULL,
+        confirmed_at    TEXT NOT NULL,
+        method          TEXT NOT NULL CHECK (method IN ('page', 'paper')),
+        recorded_by     TEXT NOT NULL
+    );
+    CREATE INDEX consents_by_consultation ON consents (consultation_id, seq);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# Each consultation with its latest consent (NULL columns when none was recorded yet).
+_SELECT_CONSULTATIONS = """
+    SELECT c.id, c.title, c.created_at, c.video_codec,
+           k.confirmed_by, k.confirmed_at, k.method, k.recorded_by
+    FROM consultations AS c
+    LEFT JOIN consents AS k
+      ON k.seq = (SELECT MAX(seq) FROM consents WHERE consultation_id = c.id)
+"""
+
+T = TypeVar("T")
+
+
+class UnknownConsultation(LookupError):
+    """No consultation has this id."""
+
+
+def valid_consultation_id(cid: str) -> bool:
+    """Ids come from URLs: check their shape before they reach SQL, logs or file names."""
+    return isinstance(cid, str) and _ID_PATTERN.fullmatch(cid) is not None
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Consent:
+    """Who confirmed the patient's consent, when, how, and which participant recorded it."""
+
+    confirmed_by: str
+    confirmed_at: str
+    method: str
+    recorded_by: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Consultation:
+    id: str
+    title: str
+    created_at: str
+    video_codec: str
+    consent: Consent | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "created_at": self.created_at,
+            "video_codec": self.video_codec,
+            "consent": self.consent.to_json() if self.consent else None,
+        }
+
+
+def _text(value: str, what: str, *, allow_empty: bool = False) -> str:
+    """Free text as stored: stripped, bounded, and non-empty unless a default applies."""
+    text = value.strip()
+    if not text and not allow_empty:
+        raise ValueError(f"{what} must not be empty")
+    if len(text) > MAX_TEXT_LENGTH:
+        raise ValueError(f"{what} must be at most {MAX_TEXT_LENGTH} characters")
+    return text
+
+
+class ConsultationStore:
+    """The persistent catalogue of consultations; safe to share by every handler of one app."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False)
+        try:
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"database schema version {version} is newer than this EndoLink "
+                f"({SCHEMA_VERSION}): upgrade EndoLink"
+            )
+        for step in range(version, SCHEMA_VERSION):
+            # executescript commits first, so the step and its version bump form one transaction.
+            self._db.executescript(
+                f"BEGIN; {MIGRATIONS[step]}; PRAGMA user_version = {step + 1}; COMMIT;"
+            )
+            logger.info("database migrated to schema version %d", step + 1)
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def locked() -> T:
+            with self._lock:
+                return fn(self._db)
+
+        return await asyncio.to_thread(locked)
+
+    async def create(
+        self,
+        title: str,
+        video_codec: str,
+        consent_by: str | None = None,
+        recorded_by: str | None = None,
+    ) -> Consultation:
+        """A new consultation; ``consent_by`` records a paper consent obtained beforehand."""
+        c = Consultation(
+            id=secrets.token_urlsafe(8),
+            title=_text(title, "title", allow_empty=True) or DEFAULT_TITLE,
+            created_at=utc_now(),
+            video_codec=normalise_codec(video_codec),
+            consent=None,
+        )
+        consent = None
+        if consent_by is not None:
+            consent = _new_consent(consent_by, "paper", recorded_by or "unknown")
+
+        def insert(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute(
+                    "INSERT INTO consultations (id, title, created_at, video_codec)"
+                    " VALUES (?, ?, ?, ?)",
+                    (c.id, c.title, c.created_at, c.video_codec),
+                )
+                if consent:
+                    _insert_consent(db, c.id, consent)
+
+        await self._run(insert)
+        logger.info("consultation %s created (%s)", c.id, c.video_codec)
+        return replace(c, consent=consent)
+
+    async def get(self, cid: str) -> Consultation | None:
+        if not valid_consultation_id(cid):
+            return None
+
+        def select(db: sqlite3.Connection) -> Consultation | None:
+            row = db.execute(f"{_SELECT_CONSULTATIONS} WHERE c.id = ?", (cid,)).fetchone()
+            return _consultation(row) if row else None
+
+        return await self._run(select)
+
+    async def record_consent(
+        self, cid: str, confirmed_by: str, method: str, recorded_by: str
+    ) -> Consent:
+        """Append a consent record; it supersedes earlier ones, which stay for the audit trail."""
+        consent = _new_consent(confirmed_by, method, recorded_by)
+        if not valid_consultation_id(cid):
+            raise UnknownConsultation(cid)
+
+        def insert(db: sqlite3.Connection) -> None:
+            with db:
+                if db.execute("SELECT 1 FROM consultations WHERE id = ?", (cid,)).fetchone():
+                    _insert_consent(db, cid, consent)
+                    return
+            raise UnknownConsultation(cid)
+
+        await self._run(insert)
+        logger.info("consent recorded for consultation %s (%s)", cid, method)
+        return consent
+
+    async def consent_history(self, cid: str) -> list[Consent]:
+        """Every consent record of a consultation, oldest first (the audit trail)."""
+
+        def select(db: sqlite3.Connection) -> list[Consent]:
+            rows = db.execute(
+                "SELECT confirmed_by, confirmed_at, method, recorded_by FROM consents"
+                " WHERE consultation_id = ? ORDER BY seq",
+                (cid,),
+            ).fetchall()
+            return [Consent(*row) for row in rows]
+
+        return await self._run(select)
+
+    async def close(self) -> None:
+        """Idempotent: the app's cleanup and a CLI command may both call it."""
+
+        def close(db: sqlite3.Connection) -> None:
+            db.close()
+
+        await self._run(close)
+
+    # Defined last: for type checkers, a method named ``list`` shadows the builtin in the
+    # annotations that follow it in the class body.
+    async def list(self) -> list[Consultation]:
+        """Every consultation, oldest first."""
+
+        def select(db: sqlite3.Connection) -> list[Consultation]:
+            rows = db.execute(f"{_SELECT_CONSULTATIONS} ORDER BY c.rowid").fetchall()
+            return [_consultation(row) for row in rows]
+
+        return await self._run(select)
+
+
+def _new_consent(confirmed_by: str, method: str, recorded_by: str) -> Consent:
+    if method not in CONSENT_METHODS:
+        raise ValueError(f"consent method must be one of {', '.join(CONSENT_METHODS)}")
+    return Consent(
+        confirmed_by=_text(confirmed_by, "confirmed_by"),
+        confirmed_at=utc_now(),
+        method=method,
+        recorded_by=recorded_by,
+    )
+
+
+def _insert_consent(db: sqlite3.Connection, cid: str, consent: Consent) -> None:
+    db.execute(
+        "INSERT INTO consents (consultation_id, confirmed_by, confirmed_at, method, recorded_by)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (cid, consent.confirmed_by, consent.confirmed_at, consent.method, consent.recorded_by),
+    )
+
+
+def _consultation(row: tuple[Any, ...]) -> Consultation:
+    cid, title, created_at, video_codec, *consent = row
+    return Consultation(
+        id=cid,
+        title=title,
+        created_at=created_at,
+        video_codec=video_codec,
+        consent=Consent(*consent) if consent[0] is not None else None,
+    )

@@ -1,0 +1,170 @@
+"""A local certificate authority and a server certificate signed by it.
+
+Browsers only grant camera and microphone access on secure origins, so a clinic reaching the
+server by LAN address needs HTTPS. Trusting one local CA on each device (instead of clicking
+through a self-signed warning) keeps certificate errors meaningful; the CA is kept and reused
+when the server certificate is renewed, so devices trust it once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import ssl
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+logger = logging.getLogger(__name__)
+
+CA_CERT = "ca.pem"
+CA_KEY = "ca-key.pem"
+SERVER_CERT = "server.pem"
+SERVER_KEY = "server-key.pem"
+CA_VALIDITY = timedelta(days=3650)
+# Browsers reject server certificates valid for longer than 825 days.
+SERVER_VALIDITY = timedelta(days=825)
+# Tolerates devices whose clock runs a little behind.
+BACKDATE = timedelta(hours=1)
+
+
+def make_certificates(certs_dir: Path, hostnames: list[str]) -> tuple[Path, Path, Path]:
+    """Create (or reuse) the CA and issue a new server certificate for ``hostnames``.
+
+    Returns ``(ca.pem, server.pem, server-key.pem)``. Entries that parse as IP addresses become
+    IP subject alternative names, the others DNS names.
+    """
+    names = list(dict.fromkeys(h.strip() for h in hostnames if h.strip()))
+    if not names:
+        raise ValueError("at least one hostname is needed for the server certificate")
+    certs_dir.mkdir(parents=True, exist_ok=True)
+    ca_cert, ca_key = _load_or_create_ca(certs_dir, names[0])
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + SERVER_VALIDITY)
+        .add_extension(x509.SubjectAlternativeName([_general_name(n) for n in names]), False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(cert_sign=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    server_cert, server_key = certs_dir / SERVER_CERT, certs_dir / SERVER_KEY
+    _write(server_key, _key_pem(key), private=True)
+    _write(server_cert, cert.public_bytes(serialization.Encoding.PEM), private=False)
+    logger.info("server certificate for %s written to %s", ", ".join(names), server_cert)
+    return certs_dir / CA_CERT, server_cert, server_key
+
+
+def ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """Server-side TLS (1.2 or newer) with the given certificate and key."""
+    for path in (cert, key):
+        if not path.is_file():
+            raise FileNotFoundError(f"TLS file {path} not found: run `endolink certs` first")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def _load_or_create_ca(
+    certs_dir: Path, hostname: str
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    cert_path, key_path = certs_dir / CA_CERT, certs_dir / CA_KEY
+    if cert_path.exists() or key_path.exists():
+        if not (cert_path.exists() and key_path.exists()):
+            raise FileNotFoundError(
+                f"{cert_path} and {key_path} must both exist: restore the missing one, "
+                "or remove both to create a new CA (every device must then trust it again)"
+            )
+        ca_cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        ca_key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{key_path} is not an EndoLink CA key (expected EC)")
+        return ca_cert, ca_key
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "EndoLink"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"EndoLink local CA ({hostname})"),
+        ]
+    )
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + CA_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(cert_sign=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .sign(key, hashes.SHA256())
+    )
+    _write(key_path, _key_pem(key), private=True)
+    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), private=False)
+    logger.info("new local CA written to %s", cert_path)
+    return cert, key
+
+
+def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=not cert_sign,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _general_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _write(path: Path, data: bytes, *, private: bool) -> None:
+    """Replace ``path`` atomically; private keys are never readable by others, even briefly."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        if not private:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

@@ -1,0 +1,381 @@
+"""The ``endolink`` command, run in-process (and ``serve`` as a real process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+
+from signaling.cli import main, parse_duration
+from signaling.grants import ANY_CONSULTATION, Grant, Role, TokenIssuer
+from signaling.secret import load_or_create_secret
+from signaling.settings import SETTINGS
+from signaling.store import valid_consultation_id
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LINK = re.compile(r"^(https?://[^/]+)/(clinic|surgeon)#token=([\w.-]+)$")
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENDOLINK_* variables of the developer's shell must not change what these tests see."""
+    for variable, _ in SETTINGS:
+        monkeypatch.delenv(variable, raising=False)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def link_parts(link: str) -> tuple[str, str, str]:
+    """An invite link's base URL, page and token."""
+    match = LINK.fullmatch(link)
+    assert match, link
+    return match[1], match[2], match[3]
+
+
+def verify(data_dir: Path, token: str) -> Grant:
+    return TokenIssuer(load_or_create_secret(data_dir)).verify(token)
+
+
+def create_consultation(capsys: pytest.CaptureFixture[str], data_dir: Path) -> dict[str, Any]:
+    code, out, _ = run(capsys, "consult", "create", "--json", "--data-dir", str(data_dir))
+    assert code == 0
+    return json.loads(out)
+
+
+def test_consult_create_json_answers_like_the_api(
+    capsys: pytest.CaptureFixture[str], data_dir: Path
+) -> None:
+    code, out, err = run(
+        capsys,
+        "consult",
+        "create",
+        "--json",
+        "--title",
+        "Knee",
+        "--consent-by",
+        "Dr. Bat",
+        "--codec",
+        "H264",
+        "--data-dir",
+        str(data_dir),
+    )
+    assert (code, err) == (0, "")
+    answer = json.loads(out)
+    assert valid_consultation_id(answer["id"])
+    assert (answer["title"], answer["video_codec"]) == ("Knee", "H264")
+    assert answer["consent"]["confirmed_by"] == "Dr. Bat"
+    assert answer["consent"]["method"] == "paper"
+    assert set(answer["links"]) == {"clinic", "surgeon", "observer"}
+    for role, link in answer["links"].items():
+        base, page, token = link_parts(link)
+        assert base == "http://127.0.0.1:8080"
+        assert page == ("clinic" if role == "clinic" else "surgeon")
+        grant = verify(data_dir, token)
+        assert (grant.role, grant.consultation) == (Role(role), answer["id"])
+
+
+def test_consult_create_prints_readable_links(
+    capsys: pytest.CaptureFixture[str], data_dir: Path
+) -> None:
+    code, out, _ = run(capsys, "consult", "create", "--data-dir", str(data_dir))
+    assert code == 0
+    assert "consent: not recorded" in out
+    links = re.findall(r"^  (clinic|surgeon|observer): +(\S+)$", out, re.MULTILINE)
+    assert [role for role, _ in links] == ["clinic", "surgeon", "observer"]
+    for _, link in links:
+        link_parts(link)
+
+
+def test_the_data_dir_defaults_to_the_environment_variable(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ENDOLINK_DATA_DIR", str(data_dir))
+    code, out, _ = run(capsys, "consult", "create", "--json")
+    assert code == 0
+    assert (data_dir / "endolink.sqlite3").exists()
+    _, _, token = link_parts(json.loads(out)["links"]["clinic"])
+    assert verify(data_dir, token).role is Role.CLINIC
+
+
+def test_token_prints_only_a_token_with_the_requested_rights(
+    capsys: pytest.CaptureFixture[str], data_dir: Path
+) -> None:
+    cid = create_consultation(capsys, data_dir)["id"]
+    code, out, err = run(
+        capsys,
+        "token",
+        "--consultation",
+        cid,
+        "--role",
+        "surgeon",
+        "--ttl",
+        "30m",
+        "--name",
+        "Dr. Who",
+        "--data-dir",
+        str(data_dir),
+    )
+    assert (code, err) == (0, "")
+    assert out.count("\n") == 1
+    grant = verify(data_dir, out.strip())
+    assert (grant.role, grant.consultation, grant.name) == (Role.SURGEON, cid, "Dr. Who")
+    assert abs(grant.expires_at - (time.time() + 1800)) < 5
+
+
+@pytest.mark.parametrize("consultation", [[], ["--consultation", "*"]])
+def test_an_admin_token_without_consultation_covers_all(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, consultation: list[str]
+) -> None:
+    code, out, _ = run(
+        capsys, "token", "--role", "admin", *consultation, "--data-dir", str(data_dir)
+    )
+    assert code == 0
+    grant = verify(data_dir, out.strip())
+    assert (grant.role, grant.consultation) == (Role.ADMIN, ANY_CONSULTATION)
+
+
+def test_a_participant_token_needs_a_consultation(
+    capsys: pytest.CaptureFixture[str], data_dir: Path
+) -> None:
+    code, out, err = run(capsys, "token", "--role", "clinic", "--data-dir", str(data_dir))
+    assert (code, out) == (2, "")
+    assert "--consultation is required" in err
+
+
+@pytest.mark.parametrize("with_database", [True, False])
+def test_a_token_for_an_unknown_consultation_is_a_one_line_error(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, with_database: bool
+) -> None:
+    if with_database:
+        create_consultation(capsys, data_dir)
+    code, out, err = run(
+        capsys,
+        "token",
+        "--consultation",
+        "nosuch123",
+        "--role",
+        "clinic",
+        "--data-dir",
+        str(data_dir),
+    )
+    assert (code, out) == (1, "")
+    assert err.startswith("endolink: error: unknown consultation 'nosuch123'")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["token", "--role", "king"],
+        ["token", "--role", "admin", "--ttl", "soon"],
+        ["consult", "create", "--codec", "AV1"],
+        [],
+    ],
+)
+def test_usage_errors_exit_with_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (2, "")
+    assert "usage:" in err
+
+
+def test_help_exits_with_0(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    assert "serve" in out and "publish" in out
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("3600", 3600), ("90s", 90), ("30m", 1800), ("6h", 21600), ("7D", 604800)]
+)
+def test_durations_accept_seconds_and_units(text: str, seconds: int) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_a_corrupt_environment_setting_is_a_one_line_error(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ENDOLINK_VIDEO_CODEC", "AV1")
+    code, _, err = run(capsys, "consult", "create", "--data-dir", str(data_dir))
+    assert code == 1
+    assert err.startswith("endolink: error: unsupported video codec")
+
+
+def test_certs_makes_a_ca_and_a_server_certificate_for_the_given_names(
+    capsys: pytest.CaptureFixture[str], data_dir: Path
+) -> None:
+    code, out, _ = run(
+        capsys,
+        "certs",
+        "--hostname",
+        "cart.local",
+        "--hostname",
+        "10.0.0.7",
+        "--data-dir",
+        str(data_dir),
+    )
+    assert code == 0
+    certs = data_dir / "certs"
+    assert f"CA certificate:     {certs / 'ca.pem'}" in out
+    assert "update-ca-certificates" in out
+    server = x509.load_pem_x509_certificate((certs / "server.pem").read_bytes())
+    sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["cart.local"]
+    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["10.0.0.7"]
+
+
+def test_certs_defaults_to_this_machines_names(
+    capsys: pytest.CaptureFixture[str], data_dir: Path
+) -> None:
+    assert run(capsys, "certs", "--data-dir", str(data_dir))[0] == 0
+    server = x509.load_pem_x509_certificate((data_dir / "certs" / "server.pem").read_bytes())
+    sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    names = sans.get_values_for_type(x509.DNSName)
+    assert "localhost" in names and socket.gethostname() in names
+    assert "127.0.0.1" in [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]
+
+
+def test_publishing_a_missing_file_is_a_one_line_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = run(
+        capsys,
+        "publish",
+        "--url",
+        "http://127.0.0.1:9/whip/abcdef1",
+        "--token",
+        "x",
+        str(tmp_path / "missing.mp4"),
+    )
+    assert code == 1
+    assert err.startswith("endolink: error:") and err.count("\n") == 1
+
+
+def test_a_refused_publish_is_a_one_line_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from signaling import whip_client
+
+    async def refused(url: str, token: str, source: str, *, loop: bool = False) -> None:
+        raise whip_client.WhipError(403, "token is for another consultation")
+
+    monkeypatch.setattr(whip_client, "publish_source", refused)
+    code, _, err = run(capsys, "publish", "--url", "http://x/whip/abcdef1", "--token", "t", "a.mp4")
+    assert code == 1
+    assert (
+        err == "endolink: error: publishing failed: HTTP 403: token is for another consultation\n"
+    )
+
+
+# --- serve, as a real process ---------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_lines(proc: subprocess.Popen[str], into: queue.Queue[str | None]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        into.put(line.rstrip("\n"))
+    into.put(None)  # the process ended
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., list[str]]]:
+    """serve(*args) starts ``endolink serve``; returns its stdout lines up to the server URL."""
+    running: list[tuple[subprocess.Popen[str], threading.Thread]] = []
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENDOLINK_")}
+    env["PYTHONPATH"] = str(REPO_ROOT)  # the checkout under test, however it is installed
+    log_path = tmp_path / "serve.log"
+
+    def start(*args: str) -> list[str]:
+        command = [sys.executable, "-m", "signaling", "serve", "--port", str(free_port())]
+        command += ["--data-dir", str(tmp_path / "data"), *args]
+        with log_path.open("w") as log:
+            proc = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=log, text=True, env=env, cwd=tmp_path
+            )
+        lines: queue.Queue[str | None] = queue.Queue()
+        reader = threading.Thread(target=read_lines, args=(proc, lines), daemon=True)
+        reader.start()
+        running.append((proc, reader))
+        seen: list[str] = []
+        deadline = time.monotonic() + 60
+        while not seen or not seen[-1].startswith("EndoLink server:"):
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                line = None
+            if line is None:
+                pytest.fail(f"server did not start: {seen}\n{log_path.read_text()}")
+            seen.append(line)
+        return seen
+
+    yield start
+    for proc, reader in running:
+        proc.terminate()
+        code = proc.wait(20)
+        reader.join(5)
+        proc.stdout.close()  # type: ignore[union-attr]
+        assert code == 0, log_path.read_text()
+
+
+def get_json(url: str, token: str | None = None, context: ssl.SSLContext | None = None) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), context=context) as r:
+        return json.load(r)
+
+
+def test_serve_demo_prints_links_that_work(serve: Callable[..., list[str]]) -> None:
+    output = serve("--demo")
+    base = output[-1].split()[2]
+    links = dict(re.findall(r"^  (clinic|surgeon|observer): +(\S+)$", "\n".join(output), re.M))
+    assert set(links) == {"clinic", "surgeon", "observer"}
+    tokens = {role: link_parts(link)[2] for role, link in links.items()}
+    session = get_json(f"{base}/api/session", tokens["clinic"])
+    assert session["role"] == "clinic"
+    consultation = get_json(
+        f"{base}/api/consultations/{session['consultation']}", tokens["surgeon"]
+    )
+    assert consultation["title"] == "Demo consultation"
+    assert consultation["consent"]["confirmed_by"] == "demo (paper form on file)"
+
+
+def test_serve_tls_makes_certificates_on_first_run(
+    serve: Callable[..., list[str]], tmp_path: Path
+) -> None:
+    output = serve("--tls")
+    ca_path = tmp_path / "data" / "certs" / "ca.pem"
+    assert any(str(ca_path) in line for line in output)
+    base = output[-1].split()[2]
+    assert base.startswith("https://127.0.0.1:")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        get_json(f"{base}/api/session", context=ssl.create_default_context(cafile=ca_path))
+    refused.value.close()
+    assert refused.value.code == 401

@@ -1,0 +1,212 @@
+"""Hub unit tests with fake sockets: fan-out, isolation of slow or dead sockets, replacement."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+import pytest
+from aiohttp import web
+
+from signaling.grants import Role
+from signaling.hub import (
+    CLOSE_REPLACED,
+    CLOSE_TOO_SLOW,
+    MESSAGE_BURST,
+    MESSAGES_PER_S,
+    OUTBOX_SIZE,
+    Hub,
+    Participant,
+)
+
+CID = "consult-1"
+
+
+class FakeSocket:
+    """Records what the hub sends; ``stuck`` never finishes a send (a client that stopped
+    reading), ``dead`` fails every send (a vanished client)."""
+
+    def __init__(self, stuck: bool = False, dead: bool = False, hang_on_close: bool = False):
+        self.sent: list[dict[str, Any]] = []
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self._stuck = stuck
+        self._dead = dead
+        self._hang_on_close = hang_on_close
+
+    async def send_str(self, data: str) -> None:
+        if self._dead:
+            raise ConnectionResetError("Cannot write to closing transport")
+        if self._stuck:
+            await asyncio.Event().wait()
+        self.sent.append(json.loads(data))
+
+    async def close(self, *, code: int, message: bytes) -> bool:
+        self.close_code, self.close_reason = code, message.decode()
+        if self._hang_on_close:
+            await asyncio.Event().wait()
+        return True
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [m for m in self.sent if m["type"] == kind]
+
+
+def member(identity: str, ws: FakeSocket, role: Role = Role.SURGEON) -> Participant:
+    return Participant(identity, f"Name of {identity}", role, cast(web.WebSocketResponse, ws))
+
+
+async def until(condition: Callable[[], bool], timeout: float = 2.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+async def test_broadcast_reaches_everyone_in_order_with_version() -> None:
+    hub = Hub()
+    sockets = [FakeSocket() for _ in range(3)]
+    for i, ws in enumerate(sockets):
+        hub.join(CID, member(f"p{i}", ws))
+    for n in range(5):
+        hub.broadcast(CID, {"type": "chat", "n": n})
+    for ws in sockets:
+        await until(lambda ws=ws: len(ws.of_type("chat")) == 5)
+        assert [m["n"] for m in ws.of_type("chat")] == [0, 1, 2, 3, 4]
+        assert all(m["v"] == 1 for m in ws.sent)
+
+
+async def test_broadcast_excludes_sender_and_other_consultations() -> None:
+    hub = Hub()
+    a, b, elsewhere = FakeSocket(), FakeSocket(), FakeSocket()
+    sender = member("a", a)
+    hub.join(CID, sender)
+    hub.join(CID, member("b", b))
+    hub.join("consult-2", member("c", elsewhere))
+    hub.broadcast(CID, {"type": "stats"}, exclude=sender)
+    hub.broadcast("nobody-here", {"type": "chat"})
+    await until(lambda: len(b.of_type("stats")) == 1)
+    await asyncio.sleep(0.02)
+    assert a.of_type("stats") == []
+    assert elsewhere.of_type("stats") == [] and elsewhere.of_type("chat") == []
+
+
+async def test_join_announces_to_others_and_send_comes_first_for_joiner() -> None:
+    hub = Hub()
+    first, second = FakeSocket(), FakeSocket()
+    hub.join(CID, member("first", first, Role.CLINIC))
+    joiner = member("second", second)
+    hub.join(CID, joiner)
+    hub.send(CID, joiner, {"type": "welcome"})
+    await until(lambda: bool(first.sent) and bool(second.sent))
+    assert [m["type"] for m in second.sent] == ["welcome"]
+    presence = first.of_type("presence")[-1]
+    assert [p["identity"] for p in presence["participants"]] == ["first", "second"]
+    assert set(presence["participants"][0]) == {"identity", "name", "role", "joined_at"}
+    assert presence["participants"][0]["role"] == "clinic"
+
+
+async def test_leave_announces_and_is_idempotent() -> None:
+    hub = Hub()
+    stay, go = FakeSocket(), FakeSocket()
+    hub.join(CID, member("stay", stay))
+    leaver = member("go", go)
+    hub.join(CID, leaver)
+    hub.leave(CID, leaver)
+    hub.leave(CID, leaver)
+    await until(lambda: len(stay.of_type("presence")) == 2)
+    await asyncio.sleep(0.02)
+    assert len(stay.of_type("presence")) == 2
+    assert [p["identity"] for p in stay.of_type("presence")[-1]["participants"]] == ["stay"]
+    assert [p["identity"] for p in hub.participants(CID)] == ["stay"]
+
+
+async def test_slow_consumer_is_dropped_without_delaying_others() -> None:
+    hub = Hub(close_timeout_s=0.05)
+    fast, slow = FakeSocket(), FakeSocket(stuck=True, hang_on_close=True)
+    hub.join(CID, member("fast", fast))
+    hub.join(CID, member("slow", slow))
+    started = time.monotonic()
+    for n in range(OUTBOX_SIZE + 10):
+        hub.broadcast(CID, {"type": "chat", "n": n})
+        await asyncio.sleep(0)  # events arrive one by one: the fast writer keeps up
+    assert time.monotonic() - started < 1.0  # broadcast never waits for the stuck socket
+    await until(lambda: len(fast.of_type("chat")) == OUTBOX_SIZE + 10)
+    assert slow.close_code == CLOSE_TOO_SLOW
+    assert "too slow" in slow.close_reason
+    assert [p["identity"] for p in hub.participants(CID)] == ["fast"]
+    await until(lambda: fast.of_type("presence")[-1]["participants"][0]["identity"] == "fast")
+    await hub.close_all(1001, "bye")  # the hanging close of the slow socket is cut, not awaited
+
+
+async def test_dead_socket_is_dropped_and_others_keep_receiving() -> None:
+    hub = Hub()
+    alive, dead = FakeSocket(), FakeSocket(dead=True)
+    hub.join(CID, member("alive", alive))
+    hub.join(CID, member("dead", dead))
+    hub.broadcast(CID, {"type": "chat", "n": 1})
+    await until(lambda: [p["identity"] for p in hub.participants(CID)] == ["alive"])
+    hub.broadcast(CID, {"type": "chat", "n": 2})
+    await until(lambda: len(alive.of_type("chat")) == 2)
+    assert dead.close_code is not None
+
+
+async def test_second_connection_of_same_identity_replaces_first() -> None:
+    hub = Hub()
+    other, old_ws, new_ws = FakeSocket(), FakeSocket(), FakeSocket()
+    hub.join(CID, member("other", other))
+    old = member("surgeon-1", old_ws)
+    hub.join(CID, old)
+    new = member("surgeon-1", new_ws)
+    hub.join(CID, new)
+    await until(lambda: old_ws.close_code is not None)
+    assert old_ws.close_code == CLOSE_REPLACED
+    assert old_ws.close_reason == "replaced by a newer connection"
+    assert [p["identity"] for p in hub.participants(CID)] == ["other", "surgeon-1"]
+    hub.leave(CID, old)  # the old handler's cleanup must not remove the new connection
+    assert len(hub.participants(CID)) == 2
+    hub.broadcast(CID, {"type": "chat"})
+    await until(lambda: len(new_ws.of_type("chat")) == 1)
+    assert old_ws.of_type("chat") == []
+
+
+async def test_replacing_the_only_participant_keeps_the_new_one() -> None:
+    hub = Hub()
+    old_ws, new_ws = FakeSocket(), FakeSocket()
+    hub.join(CID, member("clinic-1", old_ws))
+    hub.join(CID, member("clinic-1", new_ws))
+    assert [p["identity"] for p in hub.participants(CID)] == ["clinic-1"]
+    hub.broadcast(CID, {"type": "chat"})
+    await until(lambda: len(new_ws.of_type("chat")) == 1)
+
+
+async def test_close_all_closes_joined_and_tracked_sockets() -> None:
+    hub = Hub()
+    joined, pending = FakeSocket(), FakeSocket()
+    hub.join(CID, member("joined", joined))
+    hub.track(cast(web.WebSocketResponse, pending))
+    await hub.close_all(1001, "server shutting down")
+    assert joined.close_code == pending.close_code == 1001
+    assert pending.close_reason == "server shutting down"
+    assert hub.participants(CID) == []
+
+
+def test_token_bucket_allows_burst_then_refills() -> None:
+    p = member("p", FakeSocket())
+    p.last_message_at = now = 1000.0
+    assert all(p.allow_message(now) for _ in range(int(MESSAGE_BURST)))
+    assert not p.allow_message(now)
+    later = now + 0.5  # refills 0.5 s worth of tokens
+    assert all(p.allow_message(later) for _ in range(int(0.5 * MESSAGES_PER_S)))
+    assert not p.allow_message(later)
+
+
+@pytest.mark.parametrize("reason_length", [10, 500])
+async def test_close_reason_fits_a_close_frame(reason_length: int) -> None:
+    hub = Hub()
+    ws = FakeSocket()
+    hub.track(cast(web.WebSocketResponse, ws))
+    await hub.close_all(4400, "é" * reason_length)
+    assert len(ws.close_reason.encode()) <= 123

@@ -9,7 +9,7 @@ from .errors import (
     RouterFull,
     SdpInvalid,
 )
-from .feed import Feed, FeedName, FeedState
+from .feed import Feed, FeedName, FeedState, RelayMode
 from .peer import IceRestartUnsupported, Peer, PeerRole
 from .producer import Producer
 from .relay import FeedEvent, Relay, RelayConfig
@@ -30,6 +30,7 @@ __all__ = [
     "Relay",
     "RelayConfig",
     "RelayError",
+    "RelayMode",
     "Router",
     "RouterClosed",
     "RouterFull",

@@ -14,6 +14,7 @@ from enum import StrEnum
 from .codecs import AUDIO_CODEC
 from .peer import Peer
 from .producer import Producer
+from .transcoding import TranscodingSource
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,13 @@ class FeedName(StrEnum):
     @property
     def kinds(self) -> tuple[str, ...]:
         return ("video", "audio") if self is FeedName.ENDOSCOPE else ("audio",)
+
+
+class RelayMode(StrEnum):
+    FORWARD = "forward"
+    "Encoded frames pass through untouched (the product)."
+    TRANSCODE = "transcode"
+    "aiortc's MediaRelay, one encoder per viewer: the benchmark baseline only."
 
 
 class FeedState(StrEnum):
@@ -50,6 +58,7 @@ class Feed:
             for kind in name.kinds
         }
         self.publisher: Peer | None = None
+        self.transcoding = TranscodingSource()
         self.state = FeedState.OFFLINE
         self._timeout_s = timeout_s
         self._on_state = on_state
@@ -70,6 +79,7 @@ class Feed:
         self.publisher = None
         for producer in self.producers.values():
             producer.detach()
+        self.transcoding.close()
         self._set_state(FeedState.OFFLINE)
 
     def _last_media_at(self) -> float | None:
@@ -96,5 +106,6 @@ class Feed:
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
+        self.transcoding.close()
         for producer in self.producers.values():
             producer.close()

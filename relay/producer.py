@@ -64,7 +64,7 @@ class Producer:
         self._last_pts = pts
         self.frames += 1
         self.bytes += len(data)
-        self.last_frame_at = time.monotonic()
+        self.mark_alive()
         if keyframe and self.kind == "video":
             self.keyframes += 1
             if self.codec == "VP8":
@@ -77,6 +77,10 @@ class Producer:
         packet.time_base = self.time_base
         for consumer in tuple(self.consumers):
             consumer.push(packet, keyframe)
+
+    def mark_alive(self) -> None:
+        """Media arrived by another path (transcode mode): keeps the feed's liveness right."""
+        self.last_frame_at = time.monotonic()
 
     def on_discontinuity(self) -> None:
         """The receiver dropped data: every viewer waits for the next keyframe (requested)."""

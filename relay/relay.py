@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from aiortc import RTCConfiguration, RTCIceServer
 
 from . import forwarding
-from .feed import Feed
+from .feed import Feed, RelayMode
 from .router import Router
 
 logger = logging.getLogger(__name__)
@@ -26,6 +26,8 @@ class RelayConfig:
     "Public address written into answers instead of the host candidates' (1:1 NAT)."
     max_viewers: int = 50
     publisher_timeout_s: float = 3.0
+    mode: RelayMode = RelayMode.FORWARD
+    "``transcode`` runs the naive per-viewer-encoding relay, for benchmarks only."
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Relay:
                 self.config.max_viewers,
                 self.config.publisher_timeout_s,
                 lambda feed: self._feed_changed(consultation, feed),
+                self.config.mode,
             )
             self.routers[consultation] = router
         return router

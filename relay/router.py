@@ -13,12 +13,13 @@ from collections.abc import Callable
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCRtpTransceiver
+from aiortc.mediastreams import MediaStreamTrack
 
 from . import forwarding
 from .codecs import preferences
 from .consumer import Consumer
 from .errors import FeedBusy, MediaUnsupported, RouterClosed, RouterFull
-from .feed import Feed, FeedName
+from .feed import Feed, FeedName, RelayMode
 from .peer import Peer, PeerRole
 from .sdp import offered_codecs, parse_offer
 
@@ -35,8 +36,10 @@ class Router:
         max_viewers: int,
         publisher_timeout_s: float,
         on_feed_state: Callable[[Feed], None],
+        mode: RelayMode = RelayMode.FORWARD,
     ) -> None:
         self.consultation = consultation
+        self.mode = mode
         self.video_codec = video_codec
         self.label = f"consultation:{consultation}"
         self._configuration = configuration
@@ -89,14 +92,17 @@ class Router:
         peer.on_closed(feed.publisher_gone)
         for producer in feed.producers.values():
             producer.attach(self._pli_sender(peer, producer.kind))
+        if self.mode is RelayMode.TRANSCODE:
+            feed.transcoding.attach(peer, lambda kind: feed.producers[kind].mark_alive())
         return peer
 
     def _prepare_publisher_transceiver(self, transceiver: RTCRtpTransceiver, feed: Feed) -> None:
         producer = feed.producers[transceiver.kind]
         transceiver.setCodecPreferences(preferences(transceiver.kind, producer.codec))
-        forwarding.tap_receiver(
-            transceiver.receiver, transceiver.kind, producer.on_frame, producer.on_discontinuity
-        )
+        if self.mode is RelayMode.FORWARD:
+            forwarding.tap_receiver(
+                transceiver.receiver, transceiver.kind, producer.on_frame, producer.on_discontinuity
+            )
 
     @staticmethod
     def _pli_sender(peer: Peer, kind: str) -> Callable[[], bool]:
@@ -121,7 +127,7 @@ class Router:
             )
 
         peer = Peer(PeerRole.VIEWER, feed_name, identity, self._configuration, self.label)
-        consumers: list[Consumer] = []
+        consumers: list[MediaStreamTrack] = []
         try:
             for media in description.media:
                 if media.kind in kinds:
@@ -137,8 +143,14 @@ class Router:
         self._adopt(peer, answer)
         return peer
 
-    def _prepare_viewer_transceiver(self, kind: str, feed: Feed, peer: Peer) -> Consumer:
+    def _prepare_viewer_transceiver(self, kind: str, feed: Feed, peer: Peer) -> MediaStreamTrack:
         producer = feed.producers[kind]
+        if self.mode is RelayMode.TRANSCODE:
+            track = feed.transcoding.viewer_track(kind)
+            peer.pc.addTransceiver(track, direction="sendonly").setCodecPreferences(
+                preferences(kind, producer.codec)
+            )
+            return track
         consumer = producer.subscribe(peer.label)
         transceiver = peer.pc.addTransceiver(consumer, direction="sendonly")
         transceiver.setCodecPreferences(preferences(kind, producer.codec))

@@ -9,7 +9,7 @@ from pathlib import Path
 from aiohttp import web
 from aiortc import RTCIceServer
 
-from relay import FeedEvent, Relay, RelayConfig
+from relay import FeedEvent, Relay, RelayConfig, RelayMode
 
 from . import api, pages, websocket, whip
 from .errors import error_middleware
@@ -40,6 +40,7 @@ def create_app(settings: Settings) -> web.Application:
             announced_address=settings.announced_address,
             max_viewers=settings.max_viewers,
             publisher_timeout_s=settings.publisher_timeout_s,
+            mode=RelayMode(settings.relay_mode),
         )
     )
     app.cleanup_ctx.append(_media_ctx)

@@ -55,6 +55,8 @@ class Settings:
     "Default lifetime of invite tokens, seconds."
     publisher_timeout_s: float = 3.0
     "Seconds without media before a publisher is shown offline."
+    relay_mode: str = "forward"
+    "``forward`` (the product) or ``transcode`` (aiortc's per-viewer re-encoding; benchmarks only)."
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     "Free-form settings for tests and later features; not read from the environment."
 
@@ -109,6 +111,10 @@ def _parse(name: str, raw: str) -> Any:
         return tuple(raw.split())
     if name == "video_codec":
         return normalise_codec(raw)
+    if name == "relay_mode":
+        if raw not in ("forward", "transcode"):
+            raise ValueError(f"ENDOLINK_RELAY_MODE must be forward or transcode, not {raw!r}")
+        return raw
     return raw
 
 

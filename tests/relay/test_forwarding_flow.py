@@ -7,7 +7,11 @@ import time
 
 from aiohttp.test_utils import TestClient
 
-from signaling.keys import STORE
+from relay import FeedName
+from signaling.app import create_app
+from signaling.grants import Grant, Role
+from signaling.keys import RELAY, STORE, TOKENS
+from signaling.settings import Settings
 from signaling.store import Consultation
 from tests.conftest import MakeToken
 from tests.peers import publisher, viewer, wait_until
@@ -105,3 +109,22 @@ async def test_h264_consultation_is_forwarded_without_transcoding(
     ):
         assert await wait_until(lambda: len(seen.counters) > 30, timeout=10)
         assert "H264" in pc.remoteDescription.sdp and "VP8" not in pc.remoteDescription.sdp
+
+
+async def test_the_naive_transcoding_baseline_still_delivers_the_stream(
+    aiohttp_client, settings: Settings, make_token: MakeToken
+) -> None:
+    client = await aiohttp_client(create_app(settings.with_overrides(relay_mode="transcode")))
+    consultation = await client.app[STORE].create(
+        "naive", "VP8", consent_by="Dr. A", recorded_by="t"
+    )
+    cid = consultation.id
+    token = client.app[TOKENS].issue(Grant.for_role(Role.CLINIC, cid, "clinic-1", 60))
+    viewer_token = client.app[TOKENS].issue(Grant.for_role(Role.SURGEON, cid, "surgeon-1", 60))
+    async with publisher(url(client, f"/whip/{cid}"), token):
+        assert await wait_until(
+            lambda: client.app[RELAY].find(cid).feeds[FeedName.ENDOSCOPE].state == "live", 10
+        )
+        async with viewer(url(client, f"/whep/{cid}"), viewer_token) as (_, _, seen):
+            assert await wait_until(lambda: len(seen.counters) > 15, timeout=10)
+            assert seen.counters == sorted(seen.counters)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
 
 import aioice.ice
@@ -56,8 +57,10 @@ class MarkerJitterBuffer(JitterBuffer):
         self._on_frame = on_frame
         self._on_discontinuity = on_discontinuity
         self._timestamps = TimestampMapper()
+        self.ssrc: int | None = None
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        self.ssrc = packet.ssrc
         pli_flag, _ = super().add(packet)
         if pli_flag:
             # aiortc dropped packets (overflow or reset): what follows may reference lost data.
@@ -68,6 +71,38 @@ class MarkerJitterBuffer(JitterBuffer):
         while (frame := self._next_complete_frame()) is not None:
             self._on_frame(frame.data, self._timestamps.map(frame.timestamp))
         return None
+
+    def origin(self) -> int | None:
+        return self._origin
+
+    def skip_past(self, sequence_number: int) -> None:
+        """Give up on a lost packet: drop the frame that contained it, resume with what follows.
+
+        Later frames may reference the lost data, so viewers are told to wait for a keyframe
+        (``on_discontinuity``), which the relay then requests from the publisher.
+        """
+        if self._origin is None:
+            return
+        offset = uint16_add(sequence_number, -self._origin)
+        if offset >= self.capacity:
+            return  # already behind the buffer
+        # The damaged frame is the one the gap belongs to: the timestamp of the packet before
+        # the gap, or else of the first one after it. Drop it whole, keep the frames after it.
+        before = self._packets[(self._origin + offset - 1) % self._capacity] if offset else None
+        damaged = before.timestamp if before is not None else None
+        drop = offset + 1
+        for count in range(offset + 1, self.capacity):
+            packet = self._packets[(self._origin + count) % self._capacity]
+            if packet is None:
+                continue
+            if damaged is None:
+                damaged = packet.timestamp
+            if packet.timestamp != damaged:
+                break
+            drop = count + 1
+        self.remove(drop)
+        self._on_discontinuity()
+        self._remove_frame(sequence_number)
 
     def _next_complete_frame(self) -> JitterFrame | None:
         packets: list[RtpPacket] = []
@@ -118,22 +153,110 @@ def _joined(packets: list[RtpPacket], timestamp: int) -> JitterFrame:
     return JitterFrame(data=b"".join(p._data for p in packets), timestamp=timestamp)  # type: ignore[attr-defined]
 
 
+class LossRecovery:
+    """Repairs what aiortc's receiver leaves broken after a loss.
+
+    aiortc NACKs a lost packet once; if the retransmission is lost too, the jitter buffer waits
+    for 512 packets (seconds of frozen video). Here every missing packet is NACKed again every
+    ``renack_interval_s``, and a packet still missing after ``give_up_s`` is skipped: its frame is
+    dropped and a keyframe requested, so a loss costs at most about give_up + one RTT of freeze.
+    """
+
+    TICK_S = 0.02
+
+    def __init__(
+        self,
+        receiver: RTCRtpReceiver,
+        buffer: MarkerJitterBuffer,
+        renack_interval_s: float = 0.05,
+        give_up_s: float = 0.25,
+    ) -> None:
+        self._receiver = receiver
+        self._buffer = buffer
+        self._nack = receiver._RTCRtpReceiver__nack_generator  # type: ignore[attr-defined]
+        self._renack_interval_s = renack_interval_s
+        self._give_up_s = give_up_s
+        self._missing_since: dict[int, float] = {}
+        self._nacked_at: dict[int, float] = {}
+        self.renacks = 0
+        self.skipped = 0
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.TICK_S)
+            await self.tick(time.monotonic())
+
+    async def tick(self, now: float) -> None:
+        missing: set[int] = self._nack.missing
+        for seq in list(self._missing_since):
+            if seq not in missing:
+                del self._missing_since[seq]
+                self._nacked_at.pop(seq, None)
+        if not missing:
+            return
+        for seq in missing:
+            # aiortc sent the first NACK when it noticed the gap
+            self._missing_since.setdefault(seq, now)
+            self._nacked_at.setdefault(seq, now)
+        origin = self._buffer.origin()
+        oldest = min(missing, key=lambda seq: uint16_add(seq, -(origin or 0)))
+        if now - self._missing_since[oldest] >= self._give_up_s:
+            self._give_up(oldest)
+            return
+        due = sorted(s for s in missing if now - self._nacked_at[s] >= self._renack_interval_s)
+        if due and self._buffer.ssrc is not None:
+            for seq in due:
+                self._nacked_at[seq] = now
+            self.renacks += len(due)
+            await self._receiver._send_rtcp_nack(self._buffer.ssrc, due)
+
+    def _give_up(self, seq: int) -> None:
+        self.skipped += 1
+        logger.info("LossRecovery: packet %d unrecoverable, skipping to the next keyframe", seq)
+        self._buffer.skip_past(seq)
+        origin = self._buffer.origin()
+        if origin is None:
+            return
+        # forget every loss the buffer has now moved past
+        for stale in [s for s in self._nack.missing if uint16_add(origin, -s) < 0x8000]:
+            self._nack.missing.discard(stale)
+
+    def close(self) -> None:
+        self._task.cancel()
+
+
+class ReceiverTap:
+    """The hooks installed on one publisher receiver; ``close()`` when the peer goes away."""
+
+    def __init__(self, buffer: JitterBuffer, recovery: LossRecovery | None) -> None:
+        self.buffer = buffer
+        self.recovery = recovery
+
+    def close(self) -> None:
+        if self.recovery is not None:
+            self.recovery.close()
+
+
 def tap_receiver(
     receiver: RTCRtpReceiver,
     kind: str,
     on_frame: FrameCallback,
     on_discontinuity: Callable[[], None],
-) -> None:
+) -> ReceiverTap:
     """Make ``receiver`` hand out encoded frames instead of decoding them.
 
     Must run before the receiver starts (i.e. before the peer connection connects), which is the
     case right after ``setRemoteDescription``.
     """
+    recovery = None
     if kind == "video":
         buffer: JitterBuffer = MarkerJitterBuffer(512, on_frame, on_discontinuity)
+        recovery = LossRecovery(receiver, buffer)  # type: ignore[arg-type]
     else:
         buffer = AudioPassthroughBuffer(on_frame)
     receiver._RTCRtpReceiver__jitter_buffer = buffer  # type: ignore[attr-defined]
+    return ReceiverTap(buffer, recovery)
 
 
 def media_ssrc(receiver: RTCRtpReceiver) -> int | None:

@@ -71,12 +71,14 @@ class Router:
             raise FeedBusy(f"the {feed_name} feed already has a publisher")
 
         peer = Peer(PeerRole.PUBLISHER, feed_name, identity, self._configuration, self.label)
+        taps: list[forwarding.ReceiverTap] = []
+        peer.on_closed(lambda _: [tap.close() for tap in taps])
         try:
             # Transceivers exist before the offer is applied: aiortc negotiates codecs while
             # applying it, so the codec preferences must already be in place.
             for media in description.media:
                 transceiver = peer.pc.addTransceiver(media.kind, direction="recvonly")
-                self._prepare_publisher_transceiver(transceiver, feed)
+                taps.extend(self._prepare_publisher_transceiver(transceiver, feed))
             await peer.set_offer(offer)
             answer = await peer.answer(self._announced_address)
         except BaseException:
@@ -96,13 +98,18 @@ class Router:
             feed.transcoding.attach(peer, lambda kind: feed.producers[kind].mark_alive())
         return peer
 
-    def _prepare_publisher_transceiver(self, transceiver: RTCRtpTransceiver, feed: Feed) -> None:
+    def _prepare_publisher_transceiver(
+        self, transceiver: RTCRtpTransceiver, feed: Feed
+    ) -> list[forwarding.ReceiverTap]:
         producer = feed.producers[transceiver.kind]
         transceiver.setCodecPreferences(preferences(transceiver.kind, producer.codec))
-        if self.mode is RelayMode.FORWARD:
+        if self.mode is RelayMode.TRANSCODE:
+            return []
+        return [
             forwarding.tap_receiver(
                 transceiver.receiver, transceiver.kind, producer.on_frame, producer.on_discontinuity
             )
+        ]
 
     @staticmethod
     def _pli_sender(peer: Peer, kind: str) -> Callable[[], bool]:

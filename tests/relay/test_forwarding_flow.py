@@ -128,3 +128,38 @@ async def test_the_naive_transcoding_baseline_still_delivers_the_stream(
         async with viewer(url(client, f"/whep/{cid}"), viewer_token) as (_, _, seen):
             assert await wait_until(lambda: len(seen.counters) > 15, timeout=10)
             assert seen.counters == sorted(seen.counters)
+
+
+async def test_video_recovers_from_a_packet_whose_retransmissions_are_lost_too(
+    client: TestClient, consultation: Consultation, make_token: MakeToken
+) -> None:
+    """Stock aiortc freezes until 512 packets later; the relay skips the gap, asks for a keyframe
+    and viewers continue with intact frames."""
+    cid = consultation.id
+    async with (
+        publisher(url(client, f"/whip/{cid}"), make_token("clinic", cid)) as (pc, _),
+        viewer(url(client, f"/whep/{cid}"), make_token("surgeon", cid)) as (_, _, seen),
+    ):
+        assert await wait_until(lambda: len(seen.counters) > 20, timeout=10)
+        sender = pc.getTransceivers()[0].sender
+        transport = sender.transport
+        original_send = transport._send_rtp
+        state = {"target": None, "dropped": 0}
+
+        async def lossy_send(data: bytes) -> None:
+            seq, ssrc = int.from_bytes(data[2:4], "big"), int.from_bytes(data[8:12], "big")
+            if ssrc == sender._ssrc and state["target"] is None and not data[1] & 0x80:
+                state["target"] = seq  # lose a packet in the middle of a frame...
+            if (ssrc == sender._ssrc and seq == state["target"]) or ssrc == sender._rtx_ssrc:
+                state["dropped"] += 1  # ...and every retransmission of it
+                return
+            await original_send(data)
+
+        transport._send_rtp = lossy_send
+        producer = client.app[RELAY].find(cid).feeds[FeedName.ENDOSCOPE].producers["video"]
+        before = len(seen.counters)
+        assert await wait_until(lambda: producer.discontinuities >= 1, timeout=10)
+        transport._send_rtp = original_send
+        assert await wait_until(lambda: len(seen.counters) > before + 30, timeout=10)
+        resumed = seen.counters[before:]
+        assert resumed == sorted(resumed), "a damaged frame reached the viewer"

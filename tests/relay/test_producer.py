@@ -71,15 +71,19 @@ async def test_a_slow_viewer_is_flushed_to_the_next_keyframe_and_others_are_unto
     assert (await slow.recv()).pts == 10**6 + 3000
 
 
-async def test_timestamps_continue_across_a_publisher_reconnect() -> None:
+async def test_timestamps_follow_wall_clock_time_across_a_publisher_reconnect() -> None:
     producer, _ = video_producer()
     consumer = producer.subscribe("viewer")
     producer.on_frame(VP8_KEY, 0)
     producer.on_frame(VP8_DELTA, 3000)
     producer.attach(Publisher().send_pli)  # the clinic reconnected: its timestamps restart at 0
+    await asyncio.sleep(0.3)
     producer.on_frame(VP8_KEY, 0)
-    pts = [(await consumer.recv()).pts for _ in range(3)]
-    assert pts[0] < pts[1] < pts[2]
+    producer.on_frame(VP8_DELTA, 3000)
+    pts = [(await consumer.recv()).pts for _ in range(4)]
+    assert pts[0] < pts[1] < pts[2] < pts[3]
+    assert pts[2] - pts[1] >= 0.3 * 90_000  # the 0.3 s pause, not one frame interval
+    assert pts[3] - pts[2] == 3000
 
 
 async def test_stopped_consumer_is_unsubscribed_and_its_recv_ends() -> None:

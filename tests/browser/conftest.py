@@ -1,0 +1,132 @@
+"""Real-browser fixtures: the whole app on a real TCP port and Debian chromium driven by Playwright.
+
+Pages are served from http://127.0.0.1:<port>, a secure context, so camera, microphone and WebRTC
+work without TLS. Chromium uses its fake camera/microphone and accepts the permission prompts.
+No browser is downloaded: the tests skip (with the reason) when /usr/bin/chromium is missing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from signaling.app import create_app
+from signaling.grants import Grant, Role, new_identity
+from signaling.keys import STORE, TOKENS
+from signaling.settings import Settings
+from signaling.store import Consultation
+
+playwright_api = pytest.importorskip(
+    "playwright.async_api", reason="the playwright package is not installed"
+)
+
+CHROMIUM = Path(os.environ.get("ENDOLINK_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--allow-loopback-in-peer-connection",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+    # Two pages share one browser: keep the one not in front rendering at full rate.
+    "--disable-background-timer-throttling",
+    "--disable-backgrounding-occluded-windows",
+    "--disable-renderer-backgrounding",
+]
+
+
+@dataclass
+class LiveServer:
+    """The app on 127.0.0.1:<port>, with helpers to make consultations and invite tokens."""
+
+    base_url: str
+    app: web.Application
+
+    def token(self, role: Role | str, consultation: str, ttl_s: int = 600, **overrides) -> str:
+        role = Role(role)
+        grant = Grant.for_role(role, consultation, new_identity(role), ttl_s)
+        if overrides:
+            grant = Grant(**{**grant.__dict__, **overrides})
+        return self.app[TOKENS].issue(grant)
+
+    async def consultation(self, *, consent: bool, title: str = "Browser test") -> Consultation:
+        if consent:
+            return await self.app[STORE].create(
+                title=title, video_codec="VP8", consent_by="Dr. Paper", recorded_by="admin-test"
+            )
+        return await self.app[STORE].create(title=title, video_codec="VP8", consent_by=None)
+
+    def url(self, page: str, token: str | None = None) -> str:
+        return f"{self.base_url}/{page}" + (f"#token={token}" if token else "")
+
+
+@pytest.fixture
+async def live_server(settings: Settings) -> AsyncIterator[LiveServer]:
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield LiveServer(base_url=f"http://{host}:{port}", app=app)
+    finally:
+        await runner.cleanup()
+
+
+@dataclass
+class Browser:
+    """One chromium (fresh profile) and the console/page errors of every page it opened."""
+
+    context: object
+    console: list[str] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
+
+    async def open(self, url: str, name: str):
+        page = await self.context.new_page()
+        page.on("console", lambda msg: self.console.append(f"[{name}] {msg.type}: {msg.text}"))
+        page.on("pageerror", lambda exc: self.page_errors.append(f"[{name}] {exc}"))
+        page.on("response", lambda r: self._log_failed(name, r))
+        await page.goto(url)
+        return page
+
+    def _log_failed(self, name: str, response) -> None:
+        if response.status >= 400:
+            path = response.url.split("#")[0]
+            self.console.append(f"[{name}] HTTP {response.status} {response.request.method} {path}")
+
+
+@pytest.fixture
+async def browser(live_server: LiveServer, tmp_path: Path) -> AsyncIterator[Browser]:
+    """Depends on live_server so it is closed first (pages end their sessions while the server
+    still runs)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package (CI does)")
+    async with playwright_api.async_playwright() as pw:
+        context = await pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 800},
+        )
+        context.set_default_timeout(10_000)
+        harness = Browser(context)
+        try:
+            yield harness
+        finally:
+            await context.close()
+            # Shown by pytest only when the test failed (captured output).
+            print("\n--- browser console ---\n" + "\n".join(harness.console))
+    if harness.page_errors:
+        pytest.fail("uncaught errors in the pages:\n" + "\n".join(harness.page_errors))

@@ -1,0 +1,170 @@
+// Session bootstrap shared by the clinic and surgeon pages.
+//
+// The invite link carries the token in the URL fragment (#token=…), which browsers never send to
+// the server nor put in a Referer. We move it to sessionStorage (one key per page, so a clinic
+// tab and a surgeon tab in one browser do not overwrite each other) and strip it from the
+// address bar, then ask the server who we are: GET /api/session.
+
+const STORAGE_PREFIX = "endolink.token.";
+
+/** A failure the page shows as it is: `title` and `detail` are readable sentences. */
+export class SessionError extends Error {
+  constructor(kind, title, detail, extra = {}) {
+    super(`${title} ${detail}`);
+    this.name = "SessionError";
+    this.kind = kind; // "missing" | "expired" | "invalid" | "forbidden" | "wrong-page" | "network" | "server"
+    this.title = title;
+    this.detail = detail;
+    Object.assign(this, extra);
+  }
+}
+
+/** Moves `#token=…` into sessionStorage, strips the fragment, returns the stored token or null. */
+export function takeToken(pageKey) {
+  const key = STORAGE_PREFIX + pageKey;
+  const fragment = location.hash.startsWith("#") ? location.hash.slice(1) : location.hash;
+  if (fragment) {
+    const token = new URLSearchParams(fragment).get("token");
+    if (token) {
+      try {
+        sessionStorage.setItem(key, token.trim());
+      } catch {
+        // Storage disabled (private mode quirks): keep it in memory for this page view only.
+        memoryTokens.set(key, token.trim());
+      }
+    }
+    // Strip the fragment even if it held no token: it must not linger in history.
+    history.replaceState(history.state, "", location.pathname + location.search);
+  }
+  let stored = memoryTokens.get(key) ?? null;
+  try {
+    stored = sessionStorage.getItem(key) ?? stored;
+  } catch {
+    /* storage unavailable: memory copy only */
+  }
+  return stored || null;
+}
+
+const memoryTokens = new Map();
+
+/** Forgets the token of a page (e.g. after the server said it expired). */
+export function forgetToken(pageKey) {
+  memoryTokens.delete(STORAGE_PREFIX + pageKey);
+  try {
+    sessionStorage.removeItem(STORAGE_PREFIX + pageKey);
+  } catch {
+    /* ignore */
+  }
+}
+
+/** Reads a JSON error body {error, reason}; never throws. */
+export async function readError(response) {
+  let code = `http-${response.status}`;
+  let reason = response.statusText || `HTTP ${response.status}`;
+  try {
+    const text = await response.text();
+    if (text) {
+      try {
+        const body = JSON.parse(text);
+        if (body && typeof body === "object") {
+          code = body.error || code;
+          reason = body.reason || reason;
+        }
+      } catch {
+        reason = text.slice(0, 300);
+      }
+    }
+  } catch {
+    /* body unreadable */
+  }
+  return { status: response.status, code, reason };
+}
+
+/**
+ * Loads the session of this page.
+ * @param {string} pageKey  "clinic" | "surgeon"
+ * @param {string[]} roles  roles this page serves
+ * @returns {Promise<{token: string, session: object}>}
+ */
+export async function loadSession(pageKey, roles) {
+  const token = takeToken(pageKey);
+  if (!token) {
+    throw new SessionError(
+      "missing",
+      "No access link.",
+      "This page needs the personal invite link you received (it ends in “#token=…”). " +
+        "Open that link again, or ask the consultation coordinator for a new one " +
+        "(endolink consult invite).",
+    );
+  }
+  let response;
+  try {
+    response = await fetch("/api/session", {
+      headers: { Authorization: `Bearer ${token}`, Accept: "application/json" },
+      cache: "no-store",
+      credentials: "omit",
+    });
+  } catch {
+    throw new SessionError(
+      "network",
+      "Server unreachable.",
+      "Check the network connection and reload the page.",
+    );
+  }
+  if (response.status === 401) {
+    const err = await readError(response);
+    forgetToken(pageKey);
+    const expired = /expired/i.test(err.reason);
+    throw new SessionError(
+      expired ? "expired" : "invalid",
+      expired ? "This link has expired." : "This link is not valid.",
+      `Ask the consultation coordinator for a new invite link. (Server: ${err.reason})`,
+    );
+  }
+  if (response.status === 403) {
+    const err = await readError(response);
+    throw new SessionError(
+      "forbidden",
+      "Access denied.",
+      `This link does not give access to this page. (Server: ${err.reason})`,
+    );
+  }
+  if (!response.ok) {
+    const err = await readError(response);
+    throw new SessionError(
+      "server",
+      "The server could not open the session.",
+      `${err.reason} (HTTP ${err.status}). Reload the page to try again.`,
+    );
+  }
+  const session = await response.json();
+  if (roles && !roles.includes(session.role)) {
+    const target = session.role === "clinic" ? "clinic" : "surgeon";
+    throw new SessionError(
+      "wrong-page",
+      "This link is for another page.",
+      session.role === "admin"
+        ? "Administrator tokens manage consultations from the command line; open a clinic, surgeon or observer invite link here."
+        : `Your link is a ${session.role} link: open it on the ${target} page.`,
+      { redirect: session.role === "admin" ? null : `/${target}#token=${encodeURIComponent(token)}` },
+    );
+  }
+  return { token, session };
+}
+
+/** ICE servers from /api/session → RTCConfiguration.iceServers. */
+export function iceServersFrom(session) {
+  const list = Array.isArray(session?.ice_servers) ? session.ice_servers : [];
+  return list
+    .map((s) => {
+      if (typeof s === "string") return { urls: s };
+      if (!s || typeof s !== "object") return null;
+      const urls = s.urls ?? s.url;
+      if (!urls) return null;
+      const server = { urls };
+      if (s.username) server.username = s.username;
+      if (s.credential) server.credential = s.credential;
+      return server;
+    })
+    .filter(Boolean);
+}

@@ -1,0 +1,239 @@
+// Media statistics: once a second pc.getStats() → {fps, width, height, bitrate_kbps, rtt_ms,
+// loss_pct, direction} for the main video (inbound on viewers, outbound on the publisher).
+
+export const STAT_FIELDS = [
+  ["fps", "fps", (v) => fmt(v, 0)],
+  ["resolution", "resolution", null],
+  ["bitrate_kbps", "bitrate", (v) => (v == null ? "–" : `${fmt(v, 0)} kbit/s`)],
+  ["rtt_ms", "round trip", (v) => (v == null ? "–" : `${fmt(v, 0)} ms`)],
+  ["loss_pct", "loss", (v) => (v == null ? "–" : `${fmt(v, 1)} %`)],
+];
+
+function fmt(value, digits) {
+  if (value == null || Number.isNaN(value)) return "–";
+  return Number(value).toFixed(digits);
+}
+
+export class StatsMonitor {
+  /**
+   * @param {RTCPeerConnection} pc
+   * @param {{direction: "inbound"|"outbound", kind?: "video"|"audio", intervalMs?: number,
+   *          onStats: (stats: object) => void}} options
+   */
+  constructor(pc, { direction, kind = "video", intervalMs = 1000, onStats }) {
+    this.pc = pc;
+    this.direction = direction;
+    this.kind = kind;
+    this.intervalMs = intervalMs;
+    this.onStats = onStats;
+    this.previous = null;
+    this.timer = null;
+    this.latest = null;
+  }
+
+  start() {
+    this.stop();
+    this.timer = setInterval(() => this.sample().catch(() => {}), this.intervalMs);
+    return this;
+  }
+
+  stop() {
+    clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  async sample() {
+    if (this.pc.connectionState === "closed") return null;
+    const report = await this.pc.getStats();
+    const stats = summarise(report, this.direction, this.kind, this.previous);
+    if (!stats) return null;
+    this.previous = stats._raw;
+    delete stats._raw;
+    this.latest = stats;
+    this.onStats?.(stats);
+    return stats;
+  }
+}
+
+/** Reduces an RTCStatsReport to the contract's stats object (plus `_raw` counters for deltas). */
+export function summarise(report, direction, kind, previous) {
+  const rtpType = direction === "inbound" ? "inbound-rtp" : "outbound-rtp";
+  let rtp = null;
+  let remote = null;
+  let pair = null;
+  let selectedPairId = null;
+  const byId = new Map();
+  report.forEach((s) => {
+    byId.set(s.id, s);
+    if (s.type === rtpType && (s.kind ?? s.mediaType) === kind) {
+      // Several encodings (simulcast) or stale streams: take the one that moved the most bytes.
+      const bytes = direction === "inbound" ? s.bytesReceived : s.bytesSent;
+      const best = rtp ? (direction === "inbound" ? rtp.bytesReceived : rtp.bytesSent) : -1;
+      if ((bytes ?? 0) > best) rtp = s;
+    }
+    if (s.type === "transport" && s.selectedCandidatePairId) selectedPairId = s.selectedCandidatePairId;
+  });
+  if (!rtp) return null;
+  if (selectedPairId) pair = byId.get(selectedPairId) ?? null;
+  if (!pair) {
+    report.forEach((s) => {
+      if (s.type === "candidate-pair" && s.state === "succeeded" && (s.nominated || !pair)) pair = s;
+    });
+  }
+  if (direction === "outbound" && rtp.remoteId) remote = byId.get(rtp.remoteId) ?? null;
+  if (direction === "outbound" && !remote) {
+    report.forEach((s) => {
+      if (s.type === "remote-inbound-rtp" && s.ssrc === rtp.ssrc) remote = s;
+    });
+  }
+
+  const now = rtp.timestamp;
+  const bytes = direction === "inbound" ? rtp.bytesReceived ?? 0 : rtp.bytesSent ?? 0;
+  const frames = direction === "inbound" ? rtp.framesDecoded : rtp.framesEncoded;
+  const raw = {
+    id: rtp.id,
+    timestamp: now,
+    bytes,
+    frames,
+    packetsReceived: rtp.packetsReceived ?? 0,
+    packetsLost: rtp.packetsLost ?? 0,
+  };
+  const prev = previous && previous.id === rtp.id ? previous : null;
+  const dt = prev ? (now - prev.timestamp) / 1000 : 0;
+
+  let bitrate = null;
+  if (prev && dt > 0) bitrate = Math.max(0, ((bytes - prev.bytes) * 8) / dt / 1000);
+
+  let fps = rtp.framesPerSecond ?? null;
+  if (fps == null && prev && dt > 0 && frames != null && prev.frames != null) {
+    fps = Math.max(0, (frames - prev.frames) / dt);
+  }
+  if (kind === "audio") fps = null;
+
+  let loss = null;
+  if (direction === "inbound") {
+    if (prev) {
+      const received = raw.packetsReceived - prev.packetsReceived;
+      const lost = Math.max(0, raw.packetsLost - prev.packetsLost);
+      loss = received + lost > 0 ? (100 * lost) / (received + lost) : 0;
+    }
+  } else if (remote && remote.fractionLost != null) {
+    loss = 100 * remote.fractionLost;
+  }
+
+  let rtt = null;
+  if (pair && pair.currentRoundTripTime != null) rtt = pair.currentRoundTripTime * 1000;
+  else if (remote && remote.roundTripTime != null) rtt = remote.roundTripTime * 1000;
+
+  return {
+    fps: fps == null ? null : round(fps, 1),
+    width: rtp.frameWidth ?? null,
+    height: rtp.frameHeight ?? null,
+    bitrate_kbps: bitrate == null ? null : round(bitrate, 0),
+    rtt_ms: rtt == null ? null : round(rtt, 0),
+    loss_pct: loss == null ? null : round(loss, 2),
+    direction,
+    // Extra, for the test suite and the page only (not sent): audio packet counters.
+    ...(kind === "audio" ? { packets_received: raw.packetsReceived } : {}),
+    _raw: raw,
+  };
+}
+
+function round(value, digits) {
+  const f = 10 ** digits;
+  return Math.round(value * f) / f;
+}
+
+/** Renders one stats object into a <dl> (created if needed) inside `container`. */
+export function renderStats(container, stats, { label } = {}) {
+  let dl = container.querySelector("dl");
+  if (!dl) {
+    dl = document.createElement("dl");
+    dl.className = "stats-grid";
+    for (const [key, name] of STAT_FIELDS) {
+      const dt = document.createElement("dt");
+      dt.textContent = name;
+      const dd = document.createElement("dd");
+      dd.dataset.stat = key;
+      dd.textContent = "–";
+      dl.append(dt, dd);
+    }
+    if (label) {
+      const caption = document.createElement("p");
+      caption.className = "stats-caption";
+      caption.textContent = label;
+      container.append(caption);
+    }
+    container.append(dl);
+  }
+  for (const [key, , format] of STAT_FIELDS) {
+    const dd = dl.querySelector(`[data-stat="${key}"]`);
+    if (key === "resolution") {
+      dd.textContent = stats && stats.width && stats.height ? `${stats.width}×${stats.height}` : "–";
+    } else {
+      dd.textContent = stats ? format(stats[key]) : "–";
+      dd.dataset.value = stats && stats[key] != null ? String(stats[key]) : "";
+    }
+  }
+}
+
+/** Stats the other participants sent (`stats` room events), one block per sender. */
+export class RemoteStatsBoard {
+  constructor(container, describe, staleMs = 3000) {
+    this.container = container;
+    this.describe = describe; // (identity, role) → label
+    this.blocks = new Map();
+    // A sender that stopped (stream stopped, page closed) must not leave numbers that look live.
+    setInterval(() => {
+      const now = Date.now();
+      for (const [from, block] of this.blocks) {
+        if (now - Number(block.dataset.updated || 0) > staleMs) {
+          block.remove();
+          this.blocks.delete(from);
+        }
+      }
+    }, 1000);
+  }
+
+  update(msg) {
+    if (!msg || !msg.from || !msg.stats || typeof msg.stats !== "object") return;
+    let block = this.blocks.get(msg.from);
+    if (!block) {
+      block = document.createElement("div");
+      block.className = "remote-stats";
+      block.dataset.from = msg.from;
+      this.container.append(block);
+      this.blocks.set(msg.from, block);
+    }
+    const direction = ["outbound", "send"].includes(msg.stats.direction) ? "sends" : "receives";
+    renderStats(block, msg.stats, { label: `${this.describe(msg.from, msg.role)} ${direction}` });
+    const caption = block.querySelector(".stats-caption");
+    if (caption) caption.textContent = `${this.describe(msg.from, msg.role)} ${direction}`;
+    block.dataset.updated = String(Date.now());
+  }
+
+  /** Drops blocks of participants who left. */
+  retain(identities) {
+    for (const [from, block] of this.blocks) {
+      if (!identities.has(from)) {
+        block.remove();
+        this.blocks.delete(from);
+      }
+    }
+  }
+}
+
+/**
+ * The room's stats payload: the numbers that are known (the server refuses null, negative or
+ * non-finite values) and direction "send" / "recv", plus the feed they describe.
+ */
+export function wireStats(stats, feed = null) {
+  const out = {};
+  for (const key of ["fps", "width", "height", "bitrate_kbps", "rtt_ms", "loss_pct"]) {
+    const value = stats[key];
+    if (typeof value === "number" && Number.isFinite(value) && value >= 0) out[key] = value;
+  }
+  out.direction = stats.direction === "outbound" || stats.direction === "send" ? "send" : "recv";
+  if (feed) out.feed = feed;
+  return out;
+}

@@ -1,0 +1,206 @@
+// Small DOM helpers shared by the pages. Everything user- or server-provided goes through
+// textContent (never innerHTML), so chat text or names cannot inject markup.
+
+import { normaliseParticipant } from "./room.js";
+
+export const $ = (selector, root = document) => root.querySelector(selector);
+
+const ROLE_LABELS = { clinic: "Clinic", surgeon: "Surgeon", observer: "Observer", admin: "Admin" };
+
+export function roleLabel(role) {
+  return ROLE_LABELS[role] || role || "Participant";
+}
+
+/** Sets a status chip's text and tone ("ok" | "warn" | "bad" | "idle" | "live"). */
+export function setChip(el, text, tone = "idle") {
+  if (!el) return;
+  el.textContent = text;
+  el.dataset.tone = tone;
+}
+
+/** Tone of an RTCPeerConnection.connectionState. */
+export function connectionTone(state) {
+  return (
+    { connected: "ok", connecting: "warn", new: "idle", disconnected: "warn", failed: "bad", closed: "idle" }[
+      state
+    ] || "idle"
+  );
+}
+
+/** The page-wide notice line (aria-live). Keyed, so one source can clear its own message. */
+export class Notices {
+  constructor(container) {
+    this.container = container;
+    this.items = new Map();
+  }
+
+  show(key, text, level = "info") {
+    let item = this.items.get(key);
+    if (!item) {
+      item = document.createElement("p");
+      item.className = "notice";
+      item.dataset.key = key;
+      this.container.append(item);
+      this.items.set(key, item);
+    }
+    item.dataset.level = level;
+    item.textContent = text;
+    item.setAttribute("role", level === "error" ? "alert" : "status");
+  }
+
+  clear(key) {
+    const item = this.items.get(key);
+    if (item) {
+      item.remove();
+      this.items.delete(key);
+    }
+  }
+}
+
+/** Replaces the page with a readable, final error (missing/expired link, wrong page…). */
+export function showFatal(error) {
+  const panel = $("#fatal");
+  const app = $("#app");
+  if (app) app.hidden = true;
+  const chips = $("#chips");
+  if (chips) chips.hidden = true;
+  panel.hidden = false;
+  $("#fatal-title", panel).textContent = error.title || "Something went wrong.";
+  $("#fatal-detail", panel).textContent = error.detail || error.message || String(error);
+  const link = $("#fatal-link", panel);
+  if (error.redirect) {
+    link.href = error.redirect;
+    link.textContent = "Open the right page";
+    link.hidden = false;
+  } else {
+    link.hidden = true;
+  }
+  document.title = `EndoLink – ${error.title || "error"}`;
+  panel.focus?.();
+}
+
+/** Renders the presence list; returns the normalised participants. */
+export function renderPresence(list, participants, you) {
+  const people = (participants || []).map(normaliseParticipant).filter(Boolean);
+  list.replaceChildren();
+  for (const p of people) {
+    const li = document.createElement("li");
+    li.dataset.role = p.role;
+    li.dataset.identity = p.identity;
+    const badge = document.createElement("span");
+    badge.className = "role-badge";
+    badge.textContent = roleLabel(p.role);
+    const name = document.createElement("span");
+    name.className = "who";
+    name.textContent = p.name || p.identity;
+    li.append(badge, name);
+    if (you && p.identity === you) {
+      const me = document.createElement("span");
+      me.className = "me";
+      me.textContent = "(you)";
+      li.append(me);
+    }
+    list.append(li);
+  }
+  if (!people.length) {
+    const li = document.createElement("li");
+    li.className = "empty";
+    li.textContent = "Nobody connected yet.";
+    list.append(li);
+  }
+  return people;
+}
+
+/** Chat: a log plus a form. Messages come from `chat` room events. */
+export class ChatPanel {
+  constructor({ form, input, log, room, describe }) {
+    this.form = form;
+    this.input = input;
+    this.log = log;
+    this.room = room;
+    this.describe = describe;
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const text = input.value.trim();
+      if (!text) return;
+      if (text.length > 2000) {
+        this.system("Message too long (2000 characters at most).");
+        return;
+      }
+      if (this.room.chat(text)) {
+        input.value = "";
+      } else {
+        this.system("Not sent: the room connection is down, it reconnects automatically.");
+      }
+    });
+    room.addEventListener("chat", (event) => this.add(event.detail));
+  }
+
+  add(msg) {
+    const li = document.createElement("li");
+    const meta = document.createElement("span");
+    meta.className = "chat-meta";
+    const when = msg.ts ? new Date(typeof msg.ts === "number" && msg.ts < 1e12 ? msg.ts * 1000 : msg.ts) : new Date();
+    const time = Number.isNaN(when.getTime()) ? "" : when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    const mine = this.room.you && msg.from === this.room.you;
+    meta.textContent = `${time} ${mine ? "You" : msg.name || this.describe(msg.from)}`;
+    const text = document.createElement("span");
+    text.className = "chat-text";
+    text.textContent = String(msg.text ?? "");
+    li.append(meta, text);
+    if (mine) li.className = "mine";
+    this.log.append(li);
+    this.log.scrollTop = this.log.scrollHeight;
+  }
+
+  system(text) {
+    const li = document.createElement("li");
+    li.className = "system";
+    li.textContent = text;
+    this.log.append(li);
+    this.log.scrollTop = this.log.scrollHeight;
+  }
+}
+
+/** "clinic-1a2b3c4d" → "Clinic"; with a participants list, uses names when known. */
+export function describer(getParticipants) {
+  return (identity, role) => {
+    const p = (getParticipants() || []).map(normaliseParticipant).find((x) => x && x.identity === identity);
+    if (p && p.name) return p.name;
+    const r = role || p?.role || String(identity || "").split("-")[0];
+    return roleLabel(r);
+  };
+}
+
+/** Room connection state → chip. */
+export function bindRoomChip(room, chip, notices) {
+  room.addEventListener("state", (event) => {
+    const { state, delayMs, reason } = event.detail;
+    if (state === "open") {
+      setChip(chip, "room: connected", "ok");
+      notices.clear("room");
+    } else if (state === "connecting") {
+      setChip(chip, "room: connecting", "warn");
+    } else if (state === "reconnecting") {
+      setChip(chip, "room: reconnecting", "warn");
+      notices.show(
+        "room",
+        `Room connection lost (${reason || "network"}); retrying in ${Math.ceil((delayMs || 0) / 1000)} s. Video keeps running.`,
+        "warn",
+      );
+    } else {
+      setChip(chip, "room: closed", "idle");
+    }
+  });
+  room.addEventListener("error", (event) => {
+    const { code, reason } = event.detail || {};
+    notices.show("room-error", `Server: ${reason || code || "error"}`, "error");
+    setTimeout(() => notices.clear("room-error"), 10000);
+  });
+}
+
+export function formatTime(iso) {
+  if (!iso) return "";
+  const d = new Date(typeof iso === "number" ? iso * 1000 : iso);
+  return Number.isNaN(d.getTime()) ? String(iso) : d.toLocaleString();
+}

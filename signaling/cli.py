@@ -173,6 +173,13 @@ def _serve(args: argparse.Namespace) -> int:
                 recorded_by=CLI_IDENTITY,
             )
             _print_consultation(with_links(settings, app[TOKENS], consultation))
+            print(
+                "  no camera? publish the built-in test pattern as the clinic:\n"
+                f"    ENDOLINK_TOKEN=$(endolink token --data-dir {settings.data_dir} "
+                f"--consultation {consultation.id} --role clinic) \\\n"
+                f"    endolink publish --url {settings.base_url}/whip/{consultation.id} testpattern",
+                flush=True,
+            )
 
         app.on_startup.append(create_demo)
 

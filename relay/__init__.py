@@ -1,5 +1,6 @@
 """EndoLink media plane: a forwarding relay (SFU) built on aiortc. Never imports ``signaling``."""
 
+from .annotations import Annotation, AnnotationBoard, AnnotationError, Freeze, Mark, Tool
 from .consumer import Consumer
 from .errors import (
     FeedBusy,
@@ -13,16 +14,22 @@ from .feed import Feed, FeedName, FeedState, RelayMode
 from .peer import IceRestartUnsupported, Peer, PeerRole
 from .producer import Producer
 from .relay import FeedEvent, Relay, RelayConfig
+from .rendition import Rendition
 from .router import Router
 
 __all__ = [
+    "Annotation",
+    "AnnotationBoard",
+    "AnnotationError",
     "Consumer",
     "Feed",
     "FeedBusy",
     "FeedEvent",
     "FeedName",
     "FeedState",
+    "Freeze",
     "IceRestartUnsupported",
+    "Mark",
     "MediaUnsupported",
     "Peer",
     "PeerRole",
@@ -31,8 +38,10 @@ __all__ = [
     "RelayConfig",
     "RelayError",
     "RelayMode",
+    "Rendition",
     "Router",
     "RouterClosed",
     "RouterFull",
     "SdpInvalid",
+    "Tool",
 ]

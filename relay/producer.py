@@ -44,6 +44,11 @@ class Producer:
         self._last_request_at = 0.0
         self._deferred_request: asyncio.TimerHandle | None = None
 
+    @property
+    def last_pts(self) -> int | None:
+        """pts of the latest frame, on the continuous relay clock: where the stream is now."""
+        return self._last_pts
+
     # -- source side -------------------------------------------------------------------------
 
     def attach(self, send_pli: Callable[[], bool]) -> None:

@@ -2,7 +2,10 @@
 
 It owns the consultation's Feeds and every Peer (publisher or viewer). Publishing attaches a
 peer's receivers to the Feed's Producers through the forwarding tap; playing subscribes a
-Consumer per track and hands it to the viewer's sender. Nothing is decoded or encoded.
+Consumer per track and hands it to the viewer's sender. Nothing is decoded or encoded — except
+by the annotated Rendition, which runs only while someone watches it.
+
+It also owns the consultation's AnnotationBoard (the current marks and freeze state).
 """
 
 from __future__ import annotations
@@ -16,12 +19,15 @@ from aiortc import RTCConfiguration, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamTrack
 
 from . import forwarding
+from .annotations import AnnotationBoard
 from .codecs import preferences
 from .consumer import Consumer
 from .errors import FeedBusy, MediaUnsupported, RouterClosed, RouterFull
 from .feed import Feed, FeedName, RelayMode
 from .peer import Peer, PeerRole
-from .sdp import offered_codecs, parse_offer
+from .producer import Producer
+from .rendition import Rendition
+from .sdp import offered_codecs, parse_offer, with_bitrate_hints
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +41,7 @@ class Router:
         announced_address: str | None,
         max_viewers: int,
         publisher_timeout_s: float,
+        publisher_kbps: tuple[int, int, int],
         on_feed_state: Callable[[Feed], None],
         mode: RelayMode = RelayMode.FORWARD,
     ) -> None:
@@ -45,12 +52,16 @@ class Router:
         self._configuration = configuration
         self._announced_address = announced_address
         self._max_viewers = max_viewers
+        self._publisher_kbps = publisher_kbps
         self.feeds = {
             name: Feed(name, video_codec, publisher_timeout_s, on_feed_state, self.label)
             for name in FeedName
         }
         self.peers: dict[str, Peer] = {}
+        self.board = AnnotationBoard()
         self.closed = False
+        self._rendition: Rendition | None = None
+        self._stopping: set[asyncio.Task[None]] = set()
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -80,7 +91,9 @@ class Router:
                 transceiver = peer.pc.addTransceiver(media.kind, direction="recvonly")
                 taps.extend(self._prepare_publisher_transceiver(transceiver, feed))
             await peer.set_offer(offer)
-            answer = await peer.answer(self._announced_address)
+            answer = with_bitrate_hints(
+                await peer.answer(self._announced_address), *self._publisher_kbps
+            )
         except BaseException:
             await peer.close()
             raise
@@ -118,9 +131,16 @@ class Router:
 
     # -- playing -----------------------------------------------------------------------------
 
-    async def subscribe(self, feed_name: FeedName, identity: str, offer: str) -> Peer:
-        """WHEP: a viewer receives the feed's tracks, before or after the publisher goes live."""
+    async def subscribe(
+        self, feed_name: FeedName, identity: str, offer: str, annotated: bool = False
+    ) -> Peer:
+        """WHEP: a viewer receives the feed's tracks, before or after the publisher goes live.
+        ``annotated``: the endoscope video comes from the burn-in Rendition (audio stays raw)."""
         self._ensure_open()
+        if annotated and (
+            feed_name is not FeedName.ENDOSCOPE or self.mode is not RelayMode.FORWARD
+        ):
+            raise MediaUnsupported("only the forwarded endoscope feed has an annotated rendition")
         feed = self.feeds[feed_name]
         description = parse_offer(offer, sending=False)
         kinds = {m.kind for m in description.media} & set(feed_name.kinds)
@@ -138,20 +158,27 @@ class Router:
         try:
             for media in description.media:
                 if media.kind in kinds:
-                    consumers.append(self._prepare_viewer_transceiver(media.kind, feed, peer))
+                    consumers.append(
+                        self._prepare_viewer_transceiver(media.kind, feed, peer, annotated)
+                    )
             await peer.set_offer(offer)
             answer = await peer.answer(self._announced_address)
         except BaseException:
             for consumer in consumers:
                 consumer.stop()
+            self._release_rendition()
             await peer.close()
             raise
         peer.on_closed(lambda _: [c.stop() for c in consumers])
+        if annotated:
+            peer.on_closed(lambda _: self._release_rendition())
         self._adopt(peer, answer)
         return peer
 
-    def _prepare_viewer_transceiver(self, kind: str, feed: Feed, peer: Peer) -> MediaStreamTrack:
-        producer = feed.producers[kind]
+    def _prepare_viewer_transceiver(
+        self, kind: str, feed: Feed, peer: Peer, annotated: bool
+    ) -> MediaStreamTrack:
+        producer = self._annotated() if annotated and kind == "video" else feed.producers[kind]
         if self.mode is RelayMode.TRANSCODE:
             track = feed.transcoding.viewer_track(kind)
             peer.pc.addTransceiver(track, direction="sendonly").setCodecPreferences(
@@ -163,6 +190,27 @@ class Router:
         transceiver.setCodecPreferences(preferences(kind, producer.codec))
         forwarding.on_keyframe_request(transceiver.sender, consumer.request_keyframe)
         return consumer
+
+    def _annotated(self) -> Producer:
+        """The burn-in Rendition's Producer, started by its first viewer."""
+        if self._rendition is None:
+            source = self.feeds[FeedName.ENDOSCOPE].producers["video"]
+            self._rendition = Rendition(source, self.board, self.label)
+        return self._rendition.producer
+
+    def _release_rendition(self) -> None:
+        """Stop the Rendition once its last viewer is gone (its thread is joined off the loop)."""
+        rendition = self._rendition
+        if rendition is None or rendition.producer.consumers:
+            return
+        self._rendition = None
+        task = asyncio.ensure_future(rendition.stop())
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+
+    def media_pts(self) -> int | None:
+        """Where the endoscope video is: pts (90 kHz relay clock) of its latest forwarded frame."""
+        return self.feeds[FeedName.ENDOSCOPE].producers["video"].last_pts
 
     def tap(self, feed_name: FeedName, kind: str, label: str) -> Consumer:
         """A Consumer with no peer connection: the recorder's seam. ``stop()`` it when done."""
@@ -208,5 +256,8 @@ class Router:
     async def close(self) -> None:
         self.closed = True
         await asyncio.gather(*(peer.close() for peer in list(self.peers.values())))
+        if self._rendition is not None:
+            await self._rendition.stop()
+        await asyncio.gather(*self._stopping)
         for feed in self.feeds.values():
             feed.close()

@@ -54,3 +54,33 @@ def offered_codecs(description: SessionDescription, kind: str) -> set[str]:
         if media.kind == kind
         for codec in media.rtp.codecs
     }
+
+
+def with_bitrate_hints(answer: str, start_kbps: int, min_kbps: int, max_kbps: int) -> str:
+    """Add Chrome's ``x-google-{start,min,max}-bitrate`` to the video codecs of an answer.
+
+    Chrome starts a new video stream at ~300 kbit/s and ramps by the receiver's estimate;
+    aiortc's REMB estimator is slow (≈30 s to 1 Mbit/s measured), and with
+    ``maintain-resolution`` the clinic's 720p drops to 6–10 fps meanwhile. Starting near the
+    target with a floor gives the surgeon diagnostic detail from the first seconds; congestion
+    still pushes the rate down to the floor. Browsers that do not know the hints ignore them.
+    """
+    hints = (
+        f"x-google-start-bitrate={start_kbps};x-google-min-bitrate={min_kbps};"
+        f"x-google-max-bitrate={max_kbps}"
+    )
+    lines = answer.split("\r\n")
+    out: list[str] = []
+    in_video = False
+    fmtp = {line.split()[0][len("a=fmtp:") :] for line in lines if line.startswith("a=fmtp:")}
+    for line in lines:
+        if line.startswith("m="):
+            in_video = line.startswith("m=video")
+        if in_video and line.startswith("a=fmtp:") and "apt=" not in line:
+            line = f"{line};{hints}"
+        out.append(line)
+        if in_video and line.startswith("a=rtpmap:"):
+            pt, encoding = line[len("a=rtpmap:") :].split()[:2]
+            if pt not in fmtp and not encoding.lower().startswith("rtx/"):
+                out.append(f"a=fmtp:{pt} {hints}")
+    return "\r\n".join(out)

@@ -177,7 +177,8 @@ def _serve(args: argparse.Namespace) -> int:
                 "  no camera? publish the built-in test pattern as the clinic:\n"
                 f"    ENDOLINK_TOKEN=$(endolink token --data-dir {settings.data_dir} "
                 f"--consultation {consultation.id} --role clinic) \\\n"
-                f"    endolink publish --url {settings.base_url}/whip/{consultation.id} testpattern",
+                f"    endolink publish --url {settings.base_url}/whip/{consultation.id} "
+                "testpattern",
                 flush=True,
             )
 

@@ -55,6 +55,8 @@ class Settings:
     "Default lifetime of invite tokens, seconds."
     publisher_timeout_s: float = 3.0
     "Seconds without media before a publisher is shown offline."
+    publisher_kbps: tuple[int, int, int] = (2000, 600, 4000)
+    "Start, floor and ceiling bitrate (kbit/s) suggested to browser publishers of the endoscope."
     relay_mode: str = "forward"
     "``forward`` (the product) or ``transcode`` (aiortc's per-viewer re-encoding; benchmarks only)."
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -107,6 +109,13 @@ def _parse(name: str, raw: str) -> Any:
         return raw.strip().lower() in ("1", "true", "yes", "on")
     if name == "ice_servers":
         return tuple(parse_ice_server(item) for item in raw.split())
+    if name == "publisher_kbps":
+        start, floor, ceiling = (int(part) for part in raw.split(","))
+        if not 0 < floor <= start <= ceiling:
+            raise ValueError(
+                "ENDOLINK_PUBLISHER_KBPS must be START,FLOOR,CEILING with FLOOR<=START<=CEILING"
+            )
+        return (start, floor, ceiling)
     if name == "ice_host_addresses":
         return tuple(raw.split())
     if name == "video_codec":

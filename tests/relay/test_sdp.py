@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.errors import MediaUnsupported, RelayError, SdpInvalid
-from relay.sdp import parse_offer
+from relay.sdp import parse_offer, with_bitrate_hints
 
 MINIMAL = (
     "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
@@ -59,3 +59,17 @@ def test_arbitrary_text_never_escapes_as_anything_but_a_relay_error(text: str) -
             parse_offer(body, sending=True)
         except RelayError:
             pass
+
+
+def test_bitrate_hints_go_on_every_video_codec_but_not_on_rtx_or_audio() -> None:
+    answer = (
+        "v=0\r\nm=audio 9 X 111\r\na=rtpmap:111 opus/48000/2\r\n"
+        "m=video 9 X 97 98 99\r\na=rtpmap:97 VP8/90000\r\na=rtpmap:98 rtx/90000\r\n"
+        "a=fmtp:98 apt=97\r\na=rtpmap:99 H264/90000\r\na=fmtp:99 packetization-mode=1\r\n"
+    )
+    hinted = with_bitrate_hints(answer, 2000, 600, 4000).split("\r\n")
+    hints = "x-google-start-bitrate=2000;x-google-min-bitrate=600;x-google-max-bitrate=4000"
+    assert f"a=fmtp:97 {hints}" in hinted
+    assert f"a=fmtp:99 packetization-mode=1;{hints}" in hinted
+    assert "a=fmtp:98 apt=97" in hinted
+    assert not any("x-google" in line and "111" in line for line in hinted)

@@ -1,0 +1,242 @@
+"""Rendition: the endoscope video with the current annotations burned in (``?annotated=1``).
+
+One pipeline per consultation, for players that cannot draw overlays (OBS, a monitor at the
+clinic, the recorder's annotated export): a Consumer of the endoscope Producer → ONE worker
+thread that decodes every packet (later frames reference earlier ones), draws the board's visible
+marks, encodes once → a second Producer whose Consumers are the annotated viewers. So fan-out,
+keyframe gating and keyframe requests are the forwarding path's; a viewer's keyframe request
+makes the encoder's next frame a keyframe.
+
+The raw forwarded stream never waits for this: the worker has its own bounded Consumer and a
+bounded hand-off. A frame with a newer one already waiting is decoded but neither drawn nor
+encoded (stale: showing it would only add delay); if the worker cannot even decode at the source
+rate, the hand-off is flushed and decoding restarts at the next (requested) keyframe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from fractions import Fraction
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError
+
+from .annotations import AnnotationBoard
+from .codecs import VIDEO_CLOCK_RATE, is_keyframe
+from .overlay import draw_yuv420
+from .producer import Producer
+
+logger = logging.getLogger(__name__)
+
+INBOX_FRAMES = 30
+"Packets handed to the worker and not yet decoded (1 s at 30 fps) before it is resynced."
+KEYFRAME_INTERVAL_FRAMES = 60
+"A keyframe every ~2 s at 30 fps, besides the ones viewers ask for."
+FRAME_RATE = 30
+BITRATE_720P = 2_000_000
+MIN_BITRATE = 300_000
+MAX_BITRATE = 6_000_000
+VP8_SPEED = "8"
+"libvpx ``cpu-used`` in realtime mode: higher is faster and coarser."
+JOIN_TIMEOUT_S = 5.0
+TIME_BASE = Fraction(1, VIDEO_CLOCK_RATE)
+DECODERS = {"VP8": "vp8", "H264": "h264"}
+
+
+class Rendition:
+    """Started on construction (by the first annotated viewer), ``stop()`` after the last."""
+
+    def __init__(self, source: Producer, board: AnnotationBoard, label: str) -> None:
+        self.label = f"{label} annotated"
+        self.codec = source.codec
+        self.producer = Producer("video", source.codec, self.label)
+        self.producer.attach(self._request_keyframe)
+        self.frames_decoded = 0
+        self.frames_encoded = 0
+        self.frames_skipped = 0
+        self.resyncs = 0
+        self.cpu_s = 0.0
+        "CPU time of the worker thread: decoding, drawing and encoding."
+        self._board = board
+        self._stopped = False
+        self._loop = asyncio.get_running_loop()
+        self._inbox: queue.Queue[av.Packet | None] = queue.Queue(INBOX_FRAMES)
+        self._keyframe_wanted = threading.Event()
+        self._source = source.subscribe(f"{self.label} source")
+        self._thread = threading.Thread(target=self._work, name=f"burn-in {label}", daemon=True)
+        self._thread.start()
+        self._pump = asyncio.ensure_future(self._hand_over())
+        logger.info("Rendition(%s) started (%s)", self.label, self.codec)
+
+    async def stop(self) -> None:
+        """Stop the pipeline and join its thread (off the loop)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._source.stop()
+        self._pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._pump
+        _drain(self._inbox)
+        self._inbox.put_nowait(None)
+        await asyncio.to_thread(self._thread.join, JOIN_TIMEOUT_S)
+        if self._thread.is_alive():
+            logger.warning("Rendition(%s) worker did not stop in time", self.label)
+        self.producer.close()
+        logger.info(
+            "Rendition(%s) stopped: %d decoded, %d encoded, %d stale skipped, %.1f s CPU",
+            self.label,
+            self.frames_decoded,
+            self.frames_encoded,
+            self.frames_skipped,
+            self.cpu_s,
+        )
+
+    # -- event loop side -----------------------------------------------------------------------
+
+    async def _hand_over(self) -> None:
+        waiting_for_keyframe = False
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                packet = await self._source.recv()
+                if waiting_for_keyframe:
+                    if not is_keyframe(self.codec, bytes(packet)):
+                        continue
+                    waiting_for_keyframe = False
+                try:
+                    self._inbox.put_nowait(packet)
+                except queue.Full:
+                    # The worker cannot even decode at the source rate: skip to a keyframe.
+                    _drain(self._inbox)
+                    self.resyncs += 1
+                    waiting_for_keyframe = True
+                    self._source.request_keyframe()
+                    logger.warning("Rendition(%s) fell behind: resyncing", self.label)
+
+    def _request_keyframe(self) -> bool:
+        """The annotated Producer's keyframe requests (viewers joining, PLI/FIR) land here."""
+        self._keyframe_wanted.set()
+        return True
+
+    def _emit(self, data: bytes, pts: int) -> None:
+        if not self._stopped:
+            self.producer.on_frame(data, pts)
+
+    # -- worker thread -------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        decoder = av.CodecContext.create(DECODERS[self.codec], "r")
+        encoder: av.VideoCodecContext | None = None
+        frozen: av.VideoFrame | None = None
+        last_pts = -1
+        while (packet := self._inbox.get()) is not None:
+            started = time.thread_time()
+            try:
+                frames = decoder.decode(packet)
+            except av.FFmpegError as exc:
+                logger.info("Rendition(%s) undecodable frame: %s", self.label, exc)
+                self._loop.call_soon_threadsafe(self._source.request_keyframe)
+                frames = []
+            self.frames_decoded += len(frames)
+            for frame in frames:
+                if not self._inbox.empty():
+                    self.frames_skipped += 1
+                    continue
+                if self._board.freeze is None:
+                    frozen = None
+                elif frozen is None:
+                    frozen = frame  # everyone stays on this picture until the surgeon resumes
+                picture = self._burn_in(frame if frozen is None else frozen)
+                if encoder is None or (encoder.width, encoder.height) != (
+                    picture.width,
+                    picture.height,
+                ):
+                    encoder = new_encoder(self.codec, picture.width, picture.height)
+                last_pts = max(last_pts + 1, frame.pts if frame.pts is not None else 0)
+                self._encode(encoder, picture, last_pts)
+            self.cpu_s += time.thread_time() - started
+
+    def _burn_in(self, frame: av.VideoFrame) -> av.VideoFrame:
+        """A copy of ``frame`` with the visible marks drawn in; ``frame`` itself if there are
+        none (a decoded frame's buffer may be the decoder's reference picture: never draw on
+        it)."""
+        if frame.format.name != "yuv420p":
+            frame = frame.reformat(format="yuv420p")
+        marks = self._board.visible(time.time())
+        if not marks:
+            return frame
+        picture = av.VideoFrame(frame.width, frame.height, "yuv420p")
+        planes = [plane_array(p) for p in picture.planes]
+        for target, plane in zip(planes, frame.planes, strict=True):
+            np.copyto(target, plane_array(plane))
+        draw_yuv420(planes, marks)
+        return picture
+
+    def _encode(self, encoder: av.VideoCodecContext, picture: av.VideoFrame, pts: int) -> None:
+        picture.pts = pts
+        picture.time_base = TIME_BASE
+        # Encoders honour the input's picture type, and decoded keyframes arrive tagged I: reset
+        # it, or every source keyframe (and with some sources every frame) becomes a keyframe.
+        wanted = self._keyframe_wanted.is_set()
+        self._keyframe_wanted.clear()
+        picture.pict_type = (
+            av.video.frame.PictureType.I if wanted else av.video.frame.PictureType.NONE
+        )
+        for packet in encoder.encode(picture):
+            self.frames_encoded += 1
+            self._loop.call_soon_threadsafe(self._emit, bytes(packet), pts)
+
+
+def new_encoder(codec: str, width: int, height: int) -> av.VideoCodecContext:
+    """A realtime encoder for the consultation's codec: libvpx VP8 or libx264 constrained
+    baseline, ~2 Mbit/s at 720p (scaled by pixel count), one frame in, one packet out."""
+    bitrate = int(BITRATE_720P * width * height / (1280 * 720))
+    bitrate = max(MIN_BITRATE, min(MAX_BITRATE, bitrate))
+    encoder = av.CodecContext.create("libvpx" if codec == "VP8" else "libx264", "w")
+    assert isinstance(encoder, av.VideoCodecContext)
+    encoder.width = width
+    encoder.height = height
+    encoder.pix_fmt = "yuv420p"
+    encoder.time_base = TIME_BASE
+    encoder.framerate = Fraction(FRAME_RATE, 1)
+    encoder.bit_rate = bitrate
+    encoder.gop_size = KEYFRAME_INTERVAL_FRAMES
+    encoder.thread_count = 1  # the worker is one core's worth of work at most, on purpose
+    if codec == "VP8":
+        encoder.qmin = 2
+        encoder.qmax = 56
+        encoder.options = {
+            "deadline": "realtime",
+            "cpu-used": VP8_SPEED,
+            "lag-in-frames": "0",
+            # minrate = maxrate = bit_rate: CBR with a 1 s buffer, as aiortc's own VP8 encoder.
+            "bufsize": str(bitrate),
+            "minrate": str(bitrate),
+            "maxrate": str(bitrate),
+            "undershoot-pct": "100",
+            "overshoot-pct": "15",
+            "static-thresh": "1",
+        }
+    else:
+        encoder.profile = "Constrained Baseline"
+        encoder.options = {"preset": "ultrafast", "tune": "zerolatency"}
+    return encoder
+
+
+def plane_array(plane: av.video.plane.VideoPlane) -> np.ndarray:
+    """A ``(height, width)`` view of a picture plane (its rows may be padded); writable when the
+    frame's buffer is."""
+    rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+    return rows[:, : plane.width]
+
+
+def _drain(inbox: queue.Queue[av.Packet | None]) -> None:
+    with contextlib.suppress(queue.Empty):
+        while True:
+            inbox.get_nowait()

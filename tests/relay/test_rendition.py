@@ -1,0 +1,179 @@
+"""The burn-in pipeline on its own: encoded test-pattern frames in, encoded annotated frames out,
+decoded again to look at the pixels. Real codecs (libvpx, libx264), no peer connections."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import av
+import numpy as np
+import pytest
+
+from relay.annotations import Annotation, AnnotationBoard, Freeze
+from relay.codecs import is_keyframe
+from relay.consumer import Consumer
+from relay.producer import Producer
+from relay.rendition import DECODERS, Rendition, new_encoder
+from signaling.testpattern import TestPatternTrack, read_stamp
+
+WIDTH, HEIGHT = 640, 360
+GREEN = "#00ff00"
+BOX = {
+    "id": "box",
+    "tool": "rect",
+    "color": GREEN,
+    "width": 0.02,
+    "points": [[0.4, 0.4], [0.6, 0.6]],
+}
+
+
+class Clinic:
+    """Encodes stamped test-pattern frames like a publisher and feeds them to a Producer."""
+
+    def __init__(self, codec: str) -> None:
+        self.producer = Producer("video", codec, "test")
+        self.plis = 0
+        self.producer.attach(self._pli)
+        self._pattern = TestPatternTrack(WIDTH, HEIGHT)
+        self._encoder = new_encoder(codec, WIDTH, HEIGHT)
+        self.counter = 0
+
+    def _pli(self) -> bool:
+        self.plis += 1
+        return True
+
+    async def send(self, frames: int) -> None:
+        for _ in range(frames):
+            frame = self._pattern.frame(self.counter, int(time.time() * 1000))
+            frame.pts = self.counter * 3000
+            for packet in self._encoder.encode(frame):
+                self.producer.on_frame(bytes(packet), self.counter * 3000)
+            self.counter += 1
+            await asyncio.sleep(1 / 30)
+
+
+class Player:
+    """Decodes what an annotated viewer's Consumer hands out."""
+
+    def __init__(self, consumer: Consumer, codec: str) -> None:
+        self.consumer = consumer
+        self.codec = codec
+        self.pictures: list[np.ndarray] = []
+        self.keyframes: list[int] = []
+        self._decoder = av.CodecContext.create(DECODERS[codec], "r")
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            packet = await self.consumer.recv()
+            if is_keyframe(self.codec, bytes(packet)):
+                self.keyframes.append(len(self.pictures))
+            for frame in self._decoder.decode(packet):
+                self.pictures.append(frame.to_ndarray(format="bgr24"))
+
+    def close(self) -> None:
+        self.consumer.stop()
+        self._task.cancel()
+
+
+def green_at(picture: np.ndarray, x: float, y: float) -> bool:
+    b, g, r = (int(c) for c in picture[int(y * HEIGHT), int(x * WIDTH)])
+    return g > 180 and r < 90 and b < 90
+
+
+def stamp_of(picture: np.ndarray) -> int:
+    return read_stamp(av.VideoFrame.from_ndarray(picture, format="bgr24"))[0]
+
+
+@pytest.mark.parametrize("codec", ["VP8", "H264"])
+async def test_the_rendition_burns_the_visible_marks_into_every_frame(codec: str) -> None:
+    clinic, board = Clinic(codec), AnnotationBoard()
+    board.add(Annotation.from_json(BOX, "surgeon-1", time.time(), None))
+    rendition = Rendition(clinic.producer, board, "test")
+    player = Player(rendition.producer.subscribe("viewer"), codec)
+    try:
+        await clinic.send(30)
+        await asyncio.sleep(0.2)
+        assert len(player.pictures) >= 20
+        assert player.keyframes[0] == 0, "the viewer starts at a keyframe"
+        for picture in player.pictures:
+            assert green_at(picture, 0.4, 0.5) and green_at(picture, 0.5, 0.6)  # box edges
+            assert not green_at(picture, 0.5, 0.5)  # its inside is the endoscope picture
+        stamps = [stamp_of(p) for p in player.pictures]
+        assert stamps == sorted(stamps) and stamps[-1] >= 25  # the live picture, in order
+    finally:
+        player.close()
+        await rendition.stop()
+
+
+async def test_marks_appear_and_disappear_with_the_board() -> None:
+    clinic, board = Clinic("VP8"), AnnotationBoard()
+    rendition = Rendition(clinic.producer, board, "test")
+    player = Player(rendition.producer.subscribe("viewer"), "VP8")
+    try:
+        await clinic.send(10)
+        before = len(player.pictures)
+        board.add(Annotation.from_json(BOX, "surgeon-1", time.time(), None))
+        await clinic.send(10)
+        board.clear()
+        await clinic.send(10)
+        await asyncio.sleep(0.2)
+        marked = [green_at(p, 0.4, 0.5) for p in player.pictures]
+        assert before >= 5 and not any(marked[:before])
+        assert any(marked[before:])
+        assert not any(marked[-5:])
+    finally:
+        player.close()
+        await rendition.stop()
+
+
+async def test_a_viewers_keyframe_request_makes_the_next_encoded_frame_a_keyframe() -> None:
+    clinic, board = Clinic("VP8"), AnnotationBoard()
+    rendition = Rendition(clinic.producer, board, "test")
+    player = Player(rendition.producer.subscribe("viewer"), "VP8")
+    try:
+        await clinic.send(10)
+        assert player.keyframes == [0]  # the source's keyframes are not copied: one per GOP
+        player.consumer.request_keyframe()
+        await clinic.send(5)
+        assert len(player.keyframes) == 2 and player.keyframes[1] >= 9
+    finally:
+        player.close()
+        await rendition.stop()
+
+
+async def test_a_frozen_board_repeats_one_picture_until_resumed() -> None:
+    clinic, board = Clinic("VP8"), AnnotationBoard()
+    rendition = Rendition(clinic.producer, board, "test")
+    player = Player(rendition.producer.subscribe("viewer"), "VP8")
+    try:
+        await clinic.send(5)
+        board.set_freeze(Freeze("surgeon-1", time.time(), None))
+        frozen_from = len(player.pictures) + 1
+        await clinic.send(10)
+        await asyncio.sleep(0.1)
+        stamps = [stamp_of(p) for p in player.pictures]
+        assert len(set(stamps[frozen_from:])) == 1
+        board.set_freeze(None)
+        await clinic.send(5)
+        await asyncio.sleep(0.1)
+        assert stamp_of(player.pictures[-1]) > stamps[-1]
+    finally:
+        player.close()
+        await rendition.stop()
+
+
+async def test_stop_joins_the_worker_and_leaves_the_source_untouched() -> None:
+    clinic, board = Clinic("VP8"), AnnotationBoard()
+    raw = clinic.producer.subscribe("raw viewer")
+    rendition = Rendition(clinic.producer, board, "test")
+    assert any(t.name.startswith("burn-in") for t in threading.enumerate())
+    await clinic.send(5)
+    await rendition.stop()
+    assert not any(t.name.startswith("burn-in") for t in threading.enumerate())
+    assert clinic.producer.consumers == {raw}
+    assert rendition.frames_decoded == 5
+    await clinic.send(2)
+    assert raw.frames_forwarded == 7 and raw.frames_dropped == 0

@@ -23,25 +23,8 @@ from pathlib import Path
 
 from playwright.async_api import Page, async_playwright
 
+from bench.chromium import CHROMIUM, CHROMIUM_ARGS
 from signaling.testpattern import TestPatternTrack
-
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-    "--disable-background-timer-throttling",
-    "--disable-backgrounding-occluded-windows",
-    "--disable-renderer-backgrounding",
-]
 
 STATS_JS = """async ([getter, type]) => {
   const pc = window.endolink && window.endolink[getter];
@@ -115,9 +98,9 @@ async def run(seconds: int, port: int) -> list[dict]:
         links = created["links"]
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(
-                executable_path=CHROMIUM,
+                executable_path=str(CHROMIUM),
                 headless=True,
-                args=[*FLAGS, f"--use-file-for-fake-video-capture={y4m}"],
+                args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={y4m}"],
             )
             try:
                 clinic = await browser.new_page()

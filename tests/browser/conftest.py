@@ -7,7 +7,6 @@ No browser is downloaded: the tests skip (with the reason) when /usr/bin/chromiu
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from bench.chromium import CHROMIUM, CHROMIUM_ARGS
 from signaling.app import create_app
 from signaling.grants import Grant, Role, new_identity
 from signaling.keys import STORE, TOKENS
@@ -24,25 +24,6 @@ from signaling.store import Consultation
 playwright_api = pytest.importorskip(
     "playwright.async_api", reason="the playwright package is not installed"
 )
-
-CHROMIUM = Path(os.environ.get("ENDOLINK_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-    # Two pages share one browser: keep the one not in front rendering at full rate.
-    "--disable-background-timer-throttling",
-    "--disable-backgrounding-occluded-windows",
-    "--disable-renderer-backgrounding",
-]
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""EndoLink benchmarks (``python -m bench.fanout``): see docs/benchmarks.md."""

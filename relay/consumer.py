@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import NamedTuple
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -20,6 +21,15 @@ logger = logging.getLogger(__name__)
 
 VIDEO_QUEUE_FRAMES = 60
 AUDIO_QUEUE_FRAMES = 50
+
+
+class ForwardedFrame(NamedTuple):
+    """One encoded frame as fanned out: packetized once by the Producer for every viewer."""
+
+    packet: av.Packet
+    payloads: list[bytes]
+    timestamp: int
+    keyframe: bool
 
 
 class Consumer(MediaStreamTrack):
@@ -36,7 +46,8 @@ class Consumer(MediaStreamTrack):
         self._request_keyframe = request_keyframe
         self._on_stop = on_stop
         size = VIDEO_QUEUE_FRAMES if kind == "video" else AUDIO_QUEUE_FRAMES
-        self._queue: asyncio.Queue[av.Packet | None] = asyncio.Queue(maxsize=size)
+        self._queue: asyncio.Queue[ForwardedFrame | None] = asyncio.Queue(maxsize=size)
+        self.current: ForwardedFrame | None = None
         self._synced = kind != "video"
         self.frames_forwarded = 0
         self.frames_dropped = 0
@@ -45,19 +56,19 @@ class Consumer(MediaStreamTrack):
     def synced(self) -> bool:
         return self._synced
 
-    def push(self, packet: av.Packet, keyframe: bool) -> None:
+    def push(self, frame: ForwardedFrame) -> None:
         """Called by the Producer on the event loop for every frame; never blocks."""
         if self.readyState != "live":
             return
         if self._queue.full():
             self._overflow()
         if not self._synced:
-            if not keyframe:
+            if not frame.keyframe:
                 self.frames_dropped += 1
                 self._request_keyframe()
                 return
             self._synced = True
-        self._queue.put_nowait(packet)
+        self._queue.put_nowait(frame)
         self.frames_forwarded += 1
 
     def desync(self) -> None:
@@ -83,12 +94,14 @@ class Consumer(MediaStreamTrack):
             self.frames_dropped += 1
 
     async def recv(self) -> av.Packet:  # type: ignore[override]
+        """The next encoded frame. ``current`` keeps its packetization for the sender."""
         if self.readyState != "live":
             raise MediaStreamError
-        packet = await self._queue.get()
-        if packet is None:
+        frame = await self._queue.get()
+        if frame is None:
             raise MediaStreamError
-        return packet
+        self.current = frame
+        return frame.packet
 
     def stop(self) -> None:
         if self.readyState == "live":

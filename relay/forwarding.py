@@ -25,10 +25,18 @@ from collections.abc import Callable, Iterable
 import aioice.ice
 import aiortc
 from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc.codecs.base import Encoder
+from aiortc.codecs.h264 import H264Encoder
+from aiortc.codecs.opus import OpusEncoder
+from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcrtpreceiver import TimestampMapper
 from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_add
+from av.frame import Frame
+from av.packet import Packet
+
+from .consumer import Consumer
 
 logger = logging.getLogger(__name__)
 
@@ -275,6 +283,37 @@ def send_pli(receiver: RTCRtpReceiver) -> bool:
         return False
     asyncio.ensure_future(receiver._send_rtcp_pli(ssrc))
     return True
+
+
+def packetizer(codec: str) -> Encoder:
+    """aiortc's RTP packetizer for ``codec`` (its ``pack`` side; nothing is encoded)."""
+    return {"VP8": Vp8Encoder, "H264": H264Encoder}.get(codec, OpusEncoder)()
+
+
+class SharedPacketization(Encoder):
+    """Stands in for a viewer sender's encoder: hands back the payloads the Producer made once
+    for all viewers, instead of every sender packetizing the same frame again.
+
+    aiortc's sender calls ``track.recv()`` and then, with no await in between, ``pack()`` on
+    what it received, so the Consumer's ``current`` frame is exactly the one being sent.
+    """
+
+    def __init__(self, consumer: Consumer, codec: str) -> None:
+        self._consumer = consumer
+        self._fallback = packetizer(codec)
+
+    def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        raise TypeError("a forwarding sender never encodes")
+
+    def pack(self, packet: Packet) -> tuple[list[bytes], int]:
+        current = self._consumer.current
+        if current is not None and current.packet is packet:
+            return current.payloads, current.timestamp
+        return self._fallback.pack(packet)
+
+
+def share_packetization(sender: RTCRtpSender, consumer: Consumer, codec: str) -> None:
+    sender._RTCRtpSender__encoder = SharedPacketization(consumer, codec)  # type: ignore[attr-defined]
 
 
 def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> None:

@@ -16,7 +16,8 @@ from fractions import Fraction
 import av
 
 from .codecs import clock_rate, is_keyframe, vp8_dimensions
-from .consumer import Consumer
+from .consumer import Consumer, ForwardedFrame
+from .forwarding import packetizer
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class Producer:
         self._rebase = False
         self._last_request_at = 0.0
         self._deferred_request: asyncio.TimerHandle | None = None
+        self._packetizer = packetizer(codec)
 
     @property
     def last_pts(self) -> int | None:
@@ -81,8 +83,10 @@ class Producer:
         packet.pts = pts
         packet.dts = pts
         packet.time_base = self.time_base
+        payloads, rtp_timestamp = self._packetizer.pack(packet)
+        frame = ForwardedFrame(packet, payloads, rtp_timestamp, keyframe)
         for consumer in tuple(self.consumers):
-            consumer.push(packet, keyframe)
+            consumer.push(frame)
 
     def _rebase_after_gap(self, timestamp: int) -> None:
         """A new publisher connection restarts its timestamps at 0. Viewers keep their session,

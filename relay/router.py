@@ -189,6 +189,7 @@ class Router:
         transceiver = peer.pc.addTransceiver(consumer, direction="sendonly")
         transceiver.setCodecPreferences(preferences(kind, producer.codec))
         forwarding.on_keyframe_request(transceiver.sender, consumer.request_keyframe)
+        forwarding.share_packetization(transceiver.sender, consumer, producer.codec)
         return consumer
 
     def _annotated(self) -> Producer:

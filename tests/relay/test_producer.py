@@ -8,6 +8,7 @@ import pytest
 from aiortc.mediastreams import MediaStreamError
 
 from relay.consumer import VIDEO_QUEUE_FRAMES
+from relay.forwarding import SharedPacketization
 from relay.producer import KEYFRAME_REQUEST_INTERVAL_S, Producer
 from tests.relay.test_codecs import VP8_DELTA, VP8_KEY
 
@@ -95,3 +96,23 @@ async def test_stopped_consumer_is_unsubscribed_and_its_recv_ends() -> None:
     with pytest.raises(MediaStreamError):
         await waiter
     assert consumer not in producer.consumers
+
+
+async def test_a_frame_is_packetized_once_however_many_viewers_receive_it() -> None:
+    producer, _ = video_producer()
+    consumers = [producer.subscribe(f"v{i}") for i in range(3)]
+    calls = 0
+    pack = producer._packetizer.pack
+
+    def counting_pack(packet):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        return pack(packet)
+
+    producer._packetizer.pack = counting_pack  # type: ignore[method-assign]
+    producer.on_frame(VP8_KEY, 0)
+    assert calls == 1
+    senders = [SharedPacketization(c, "VP8") for c in consumers]
+    payloads = [s.pack(await c.recv()) for s, c in zip(senders, consumers, strict=True)]
+    assert all(p[0] is payloads[0][0] for p in payloads)  # the same payloads, not copies
+    assert calls == 1

@@ -97,14 +97,16 @@ class Router:
         except BaseException:
             await peer.close()
             raise
+        # The feed names its new publisher first, so closing the replaced connection does not
+        # flash "offline" to the viewers of a clinic that merely reloaded its page.
+        feed.set_publisher(peer)
+        peer.on_closed(feed.publisher_gone)
         if previous is not None:
             logger.info(
                 "Router(%s) %s publisher replaced by a new connection", self.label, feed_name
             )
             await self.close_peer(previous.id)
         self._adopt(peer, answer)
-        feed.set_publisher(peer)
-        peer.on_closed(feed.publisher_gone)
         for producer in feed.producers.values():
             producer.attach(self._pli_sender(peer, producer.kind))
         if self.mode is RelayMode.TRANSCODE:

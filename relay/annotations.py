@@ -14,7 +14,6 @@ to send back.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -255,11 +254,11 @@ def coordinate(value: Any, what: str) -> float:
 
 
 def _number(value: Any, low: float, high: float, what: str) -> float:
-    # bool is an int subclass, but true is no width. Comparisons are exact for huge ints, and
-    # false for NaN; isfinite says so explicitly.
+    # bool is an int subclass, but true is no width. The range test also refuses NaN (every
+    # comparison is false), the infinities, and huge ints (compared exactly, never converted).
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise AnnotationError(f"{what} must be a number")
-    if not (math.isfinite(value) and low <= value <= high):
+    if not low <= value <= high:
         raise AnnotationError(f"{what} must be between {low:g} and {high:g}")
     return float(value)
 

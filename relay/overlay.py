@@ -31,7 +31,10 @@ ARROW_HEAD_WIDTHS = 4.0
 ARROW_HEAD_MIN = 0.02
 TEXT_HEIGHT_WIDTHS = 6.0
 FONT = cv2.FONT_HERSHEY_SIMPLEX
-_FONT_CAP_HEIGHT = cv2.getTextSize("H", FONT, 1.0, 1)[0][1]
+FONT_CAP_HEIGHT = 20.0
+"Pixels per unit of font scale of Hershey capitals (measured; getTextSize counts more)."
+AA_EXTRA_PX = 1.4
+"OpenCV draws an anti-aliased line of thickness t about 2·ceil(t/2) + 1.4 px wide (measured)."
 
 Color = int | tuple[int, int, int]
 
@@ -70,37 +73,46 @@ def _draw_plane(
     for annotation in annotations:
         mark = annotation.mark
         color = color_of(mark.color)
-        thickness = max(1, round(mark.width * h))
+        width_px = mark.width * h
+        thickness = _thickness(width_px)
         # Pixel centres sit at +0.5: normalised x = 0 is the frame's left edge, as on a canvas.
-        points = np.round((np.asarray(mark.points, np.float64) * (w, h) - 0.5) * SCALE).astype(
-            np.int32
-        )
+        scaled = (np.asarray(mark.points, np.float64) * (w, h) - 0.5) * SCALE
+        points = np.round(scaled).astype(np.int32)
         if mark.tool is Tool.PEN:
-            _pen(plane, points, color, thickness)
+            _pen(plane, points, color, thickness, width_px)
         elif mark.tool is Tool.ARROW:
-            _arrow(plane, points, color, thickness, h)
+            head_px = max(ARROW_HEAD_WIDTHS * width_px, ARROW_HEAD_MIN * h)
+            _arrow(plane, points, color, thickness, head_px)
         elif mark.tool is Tool.CIRCLE:
             _ellipse(plane, points, color, thickness)
         elif mark.tool is Tool.RECT:
-            a, b = (tuple(int(c) for c in p) for p in points)
-            cv2.rectangle(plane, a, b, color, thickness, cv2.LINE_AA, SHIFT)
+            corner, opposite = (tuple(int(c) for c in p) for p in points)
+            cv2.rectangle(plane, corner, opposite, color, thickness, cv2.LINE_AA, SHIFT)
         else:
-            _text(plane, points[0], mark.text or "", color, thickness, mark.width * h)
+            _text(plane, points[0], mark.text or "", color, thickness, width_px)
 
 
-def _pen(plane: np.ndarray, points: np.ndarray, color: Color, thickness: int) -> None:
+def _thickness(width_px: float) -> int:
+    """The OpenCV thickness whose anti-aliased line comes closest to ``width_px``."""
+    return max(1, 2 * round((width_px - AA_EXTRA_PX) / 2))
+
+
+def _pen(
+    plane: np.ndarray, points: np.ndarray, color: Color, thickness: int, width_px: float
+) -> None:
     if len(points) == 1:  # a tap: a dot as wide as the line
         x, y = (int(c) for c in points[0])
-        radius = max(1, thickness * SCALE // 2)
+        radius = max(SCALE // 2, round(width_px * SCALE / 2))
         cv2.circle(plane, (x, y), radius, color, -1, cv2.LINE_AA, SHIFT)
     else:
         cv2.polylines(plane, [points], False, color, thickness, cv2.LINE_AA, SHIFT)
 
 
-def _arrow(plane: np.ndarray, points: np.ndarray, color: Color, thickness: int, h: int) -> None:
+def _arrow(
+    plane: np.ndarray, points: np.ndarray, color: Color, thickness: int, head_px: float
+) -> None:
     tail, head = (tuple(int(c) for c in p) for p in points)
     length = float(np.hypot(*(points[1] - points[0]))) / SCALE
-    head_px = max(ARROW_HEAD_WIDTHS * thickness, ARROW_HEAD_MIN * h)
     tip = min(0.5, head_px / length) if length else 0.0
     cv2.arrowedLine(plane, tail, head, color, thickness, cv2.LINE_AA, SHIFT, tip)
 
@@ -112,9 +124,9 @@ def _ellipse(plane: np.ndarray, points: np.ndarray, color: Color, thickness: int
 
 
 def _text(
-    plane: np.ndarray, anchor: np.ndarray, text: str, color: Color, thickness: int, width: float
+    plane: np.ndarray, anchor: np.ndarray, text: str, color: Color, thickness: int, width_px: float
 ) -> None:
     ascii_text = text.encode("ascii", "replace").decode()
-    scale = TEXT_HEIGHT_WIDTHS * width / _FONT_CAP_HEIGHT
+    scale = TEXT_HEIGHT_WIDTHS * width_px / FONT_CAP_HEIGHT
     origin = (int(anchor[0]) >> SHIFT, int(anchor[1]) >> SHIFT)  # putText has no sub-pixel shift
     cv2.putText(plane, ascii_text, origin, FONT, scale, color, thickness, cv2.LINE_AA)

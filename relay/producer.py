@@ -38,6 +38,10 @@ class Producer:
         self.discontinuities = 0
         self.last_frame_at: float | None = None
         self.dimensions: tuple[int, int] | None = None
+        self.clock_origin: float | None = None
+        """``time.monotonic()`` at which a frame with pts 0 would have arrived: maps the relay clock
+        to arrival time (the recorder aligns tracks with it). The least ``arrival - pts`` seen
+        since the publisher connection began, so a late first packet does not skew it."""
         self._send_pli: Callable[[], bool] | None = None
         self._pts_offset = 0
         self._last_pts: int | None = None
@@ -57,6 +61,7 @@ class Producer:
         """A (new) publisher connection feeds this Producer from now on."""
         self._send_pli = send_pli
         self._rebase = self._last_pts is not None
+        self.clock_origin = None
         for consumer in self.consumers:
             consumer.desync()
 
@@ -73,6 +78,9 @@ class Producer:
         self.frames += 1
         self.bytes += len(data)
         self.mark_alive()
+        origin = time.monotonic() - pts / self.time_base.denominator
+        if self.clock_origin is None or origin < self.clock_origin:
+            self.clock_origin = origin
         if keyframe and self.kind == "video":
             self.keyframes += 1
             if self.codec == "VP8":

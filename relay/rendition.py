@@ -21,13 +21,14 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from fractions import Fraction
 
 import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError
 
-from .annotations import AnnotationBoard
+from .annotations import Annotation, AnnotationBoard
 from .codecs import VIDEO_CLOCK_RATE, is_keyframe
 from .overlay import draw_yuv420
 from .producer import Producer
@@ -68,6 +69,10 @@ class Rendition:
         self._loop = asyncio.get_running_loop()
         self._inbox: queue.Queue[av.Packet | None] = queue.Queue(INBOX_FRAMES)
         self._keyframe_wanted = threading.Event()
+        # Touched by the worker thread only:
+        self._encoder: av.VideoCodecContext | None = None
+        self._frozen: av.VideoFrame | None = None
+        self._pts = -1
         self._source = source.subscribe(f"{self.label} source")
         self._thread = threading.Thread(target=self._work, name=f"burn-in {label}", daemon=True)
         self._thread.start()
@@ -131,54 +136,46 @@ class Rendition:
     # -- worker thread -------------------------------------------------------------------------
 
     def _work(self) -> None:
+        """Every packet is decoded (later frames reference it); only fresh frames are drawn on
+        and encoded: a frame with a newer one already waiting is stale."""
         decoder = av.CodecContext.create(DECODERS[self.codec], "r")
-        encoder: av.VideoCodecContext | None = None
-        frozen: av.VideoFrame | None = None
-        last_pts = -1
         while (packet := self._inbox.get()) is not None:
             started = time.thread_time()
             try:
-                frames = decoder.decode(packet)
-            except av.FFmpegError as exc:
-                logger.info("Rendition(%s) undecodable frame: %s", self.label, exc)
-                self._loop.call_soon_threadsafe(self._source.request_keyframe)
-                frames = []
-            self.frames_decoded += len(frames)
-            for frame in frames:
-                if not self._inbox.empty():
-                    self.frames_skipped += 1
-                    continue
-                if self._board.freeze is None:
-                    frozen = None
-                elif frozen is None:
-                    frozen = frame  # everyone stays on this picture until the surgeon resumes
-                picture = self._burn_in(frame if frozen is None else frozen)
-                if encoder is None or (encoder.width, encoder.height) != (
-                    picture.width,
-                    picture.height,
-                ):
-                    encoder = new_encoder(self.codec, picture.width, picture.height)
-                last_pts = max(last_pts + 1, frame.pts if frame.pts is not None else 0)
-                self._encode(encoder, picture, last_pts)
+                for frame in self._decode(decoder, packet):
+                    if self._inbox.empty():
+                        self._show(frame)
+                    else:
+                        self.frames_skipped += 1
+            except Exception:  # one bad frame must not end the rendition
+                logger.exception("Rendition(%s) frame failed", self.label)
+                self._encoder = None
             self.cpu_s += time.thread_time() - started
 
-    def _burn_in(self, frame: av.VideoFrame) -> av.VideoFrame:
-        """A copy of ``frame`` with the visible marks drawn in; ``frame`` itself if there are
-        none (a decoded frame's buffer may be the decoder's reference picture: never draw on
-        it)."""
-        if frame.format.name != "yuv420p":
-            frame = frame.reformat(format="yuv420p")
-        marks = self._board.visible(time.time())
-        if not marks:
-            return frame
-        picture = av.VideoFrame(frame.width, frame.height, "yuv420p")
-        planes = [plane_array(p) for p in picture.planes]
-        for target, plane in zip(planes, frame.planes, strict=True):
-            np.copyto(target, plane_array(plane))
-        draw_yuv420(planes, marks)
-        return picture
+    def _decode(self, decoder: av.CodecContext, packet: av.Packet) -> list[av.VideoFrame]:
+        try:
+            frames = decoder.decode(packet)
+        except av.FFmpegError as exc:
+            logger.info("Rendition(%s) undecodable frame: %s", self.label, exc)
+            self._loop.call_soon_threadsafe(self._source.request_keyframe)
+            return []
+        self.frames_decoded += len(frames)
+        return [f for f in frames if isinstance(f, av.VideoFrame)]
 
-    def _encode(self, encoder: av.VideoCodecContext, picture: av.VideoFrame, pts: int) -> None:
+    def _show(self, frame: av.VideoFrame) -> None:
+        if self._board.freeze is None:
+            self._frozen = None
+        elif self._frozen is None:
+            self._frozen = frame  # everyone stays on this picture until the surgeon resumes
+        shown = frame if self._frozen is None else self._frozen
+        picture = burned_in(shown, self._board.visible(time.time()))
+        self._pts = max(self._pts + 1, frame.pts or 0)  # encoders need increasing pts
+        self._encode(picture, self._pts)
+
+    def _encode(self, picture: av.VideoFrame, pts: int) -> None:
+        size = (picture.width, picture.height)
+        if self._encoder is None or (self._encoder.width, self._encoder.height) != size:
+            self._encoder = new_encoder(self.codec, *size)  # its first frame is a keyframe
         picture.pts = pts
         picture.time_base = TIME_BASE
         # Encoders honour the input's picture type, and decoded keyframes arrive tagged I: reset
@@ -188,9 +185,24 @@ class Rendition:
         picture.pict_type = (
             av.video.frame.PictureType.I if wanted else av.video.frame.PictureType.NONE
         )
-        for packet in encoder.encode(picture):
+        for packet in self._encoder.encode(picture):
             self.frames_encoded += 1
             self._loop.call_soon_threadsafe(self._emit, bytes(packet), pts)
+
+
+def burned_in(frame: av.VideoFrame, marks: Sequence[Annotation]) -> av.VideoFrame:
+    """A yuv420p copy of ``frame`` with ``marks`` drawn in; ``frame`` itself if there are none
+    (a decoded frame's buffer may be the decoder's reference picture: never draw on it)."""
+    if frame.format.name != "yuv420p":
+        frame = frame.reformat(format="yuv420p")
+    if not marks:
+        return frame
+    picture = av.VideoFrame(frame.width, frame.height, "yuv420p")
+    planes = [plane_array(p) for p in picture.planes]
+    for target, plane in zip(planes, frame.planes, strict=True):
+        np.copyto(target, plane_array(plane))
+    draw_yuv420(planes, marks)
+    return picture
 
 
 def new_encoder(codec: str, width: int, height: int) -> av.VideoCodecContext:

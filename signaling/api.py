@@ -20,7 +20,7 @@ from .auth import authenticate
 from .errors import ApiError
 from .grants import Forbidden, Role
 from .invites import INVITE_ROLES, issue_invite, with_links
-from .keys import HUB, SETTINGS, STORE, TOKENS
+from .keys import HUB, RECORDINGS, SETTINGS, STORE, TOKENS
 from .store import DEFAULT_TITLE, Consultation, ConsultationStore, UnknownConsultation
 
 logger = logging.getLogger(__name__)
@@ -37,6 +37,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/consultations/{cid}", get_consultation)
     app.router.add_post("/api/consultations/{cid}/consent", record_consent)
     app.router.add_post("/api/consultations/{cid}/invites", create_invite)
+    app.router.add_get("/api/consultations/{cid}/recording", get_recording)
+    app.router.add_post("/api/consultations/{cid}/recording", set_recording)
     app.router.add_get("/api/session", get_session)
 
 
@@ -58,7 +60,7 @@ async def create_consultation(request: web.Request) -> web.Response:
 async def get_consultation(request: web.Request) -> web.Response:
     cid = request.match_info["cid"]
     authenticate(request).ensure_member(cid)
-    consultation = await _consultation(request.app[STORE], cid)
+    consultation = await find_consultation(request.app[STORE], cid)
     return web.json_response(consultation.to_json())
 
 
@@ -96,9 +98,42 @@ async def create_invite(request: web.Request) -> web.Response:
         raise _bad_request(
             f"ttl_s must be between {MIN_INVITE_TTL_S} and {MAX_INVITE_TTL_S} seconds"
         )
-    await _consultation(request.app[STORE], cid)
+    await find_consultation(request.app[STORE], cid)
     invite = issue_invite(request.app[SETTINGS], request.app[TOKENS], cid, Role(role_name), ttl_s)
     return web.json_response(invite.to_json(), status=201)
+
+
+async def get_recording(request: web.Request) -> web.Response:
+    """The consultation's recording switch and what is being recorded now."""
+    cid = request.match_info["cid"]
+    authenticate(request).ensure_member(cid)
+    enabled = await request.app[STORE].recording_enabled(cid)
+    if enabled is None:
+        raise _not_found()
+    return web.json_response(_recording_json(request, cid, enabled))
+
+
+async def set_recording(request: web.Request) -> web.Response:
+    """Switch recording on or off (clinic or admin); off stops a running recording at once."""
+    cid = request.match_info["cid"]
+    grant = authenticate(request)
+    grant.ensure_member(cid)
+    if grant.role not in (Role.CLINIC, Role.ADMIN):
+        raise Forbidden(f"role {grant.role} may not switch recording")
+    enabled = (await _json_body(request, {"enabled"})).get("enabled")
+    if not isinstance(enabled, bool):
+        raise _bad_request("enabled must be true or false")
+    try:
+        await request.app[STORE].set_recording_enabled(cid, enabled)
+    except UnknownConsultation as exc:
+        raise _not_found() from exc
+    await request.app[RECORDINGS].set_enabled(cid, enabled)
+    return web.json_response(_recording_json(request, cid, enabled))
+
+
+def _recording_json(request: web.Request, cid: str, enabled: bool) -> dict[str, Any]:
+    state = request.app[RECORDINGS].state(cid)
+    return {"enabled": enabled, **{k: v for k, v in state.items() if k != "type"}}
 
 
 async def get_session(request: web.Request) -> web.Response:
@@ -127,7 +162,8 @@ async def get_session(request: web.Request) -> web.Response:
     )
 
 
-async def _consultation(store: ConsultationStore, cid: str) -> Consultation:
+async def find_consultation(store: ConsultationStore, cid: str) -> Consultation:
+    """The consultation, or a 404 (after the caller checked the grant: see the module doc)."""
     consultation = await store.get(cid)
     if consultation is None:
         raise _not_found()

@@ -9,12 +9,16 @@ from pathlib import Path
 from aiohttp import web
 from aiortc import RTCIceServer
 
+from recorder.annotation_log import AnnotationLogs
+from recorder.index import RecordingIndex
+from recorder.recorder import ConsultationInfo, RecorderConfig
+from recorder.recordings import RecordingEvent, Recordings
 from relay import FeedEvent, Relay, RelayConfig, RelayMode
 
-from . import api, pages, websocket, whip
+from . import api, pages, replay, snapshots, websocket, whip
 from .errors import error_middleware
 from .hub import Hub
-from .keys import HUB, RELAY, SETTINGS, STORE, TOKENS
+from .keys import ANNOTATION_LOGS, HUB, RECORDINGS, RELAY, SETTINGS, STORE, TOKENS
 from .secret import token_issuer
 from .settings import Settings
 from .store import DB_FILENAME, ConsultationStore
@@ -31,6 +35,7 @@ def create_app(settings: Settings) -> web.Application:
     app[TOKENS] = token_issuer(settings)
     app[STORE] = ConsultationStore(settings.data_dir / DB_FILENAME)
     app[HUB] = Hub()
+    app[ANNOTATION_LOGS] = AnnotationLogs(settings.data_dir)
     app[RELAY] = Relay(
         RelayConfig(
             ice_servers=tuple(
@@ -44,10 +49,13 @@ def create_app(settings: Settings) -> web.Application:
             mode=RelayMode(settings.relay_mode),
         )
     )
+    app[RECORDINGS] = _recordings(settings, app[STORE], app[HUB], app[RELAY])
     app.cleanup_ctx.append(_media_ctx)
     app.on_shutdown.append(_close_websockets)
 
     api.add_routes(app)
+    snapshots.add_routes(app)
+    replay.add_routes(app)
     whip.add_routes(app)
     websocket.add_routes(app)
     pages.add_routes(app, WEB_DIR)
@@ -55,20 +63,53 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Feed events go to the WebSocket hub; on shutdown every peer connection is closed."""
+    """Feed events go to the WebSocket hub; on shutdown every peer connection is closed and
+    every annotation log written out. Recordings follow the feeds: recovered at start-up, ended
+    cleanly before the relay closes."""
     hub = app[HUB]
+    recordings = app[RECORDINGS]
 
     def on_feed_event(event: FeedEvent) -> None:
         hub.broadcast(
             event.consultation,
             {"type": "feed", "feed": event.feed, "state": event.state, "identity": event.identity},
         )
+        recordings.on_feed_event(event)
+
+    def on_recording_event(event: RecordingEvent) -> None:
+        hub.broadcast(event.consultation, event.to_message())
 
     relay = app[RELAY]
     relay.on_feed_event = on_feed_event
+    recordings.on_event = on_recording_event
+    await recordings.start()
     yield
+    await recordings.close()
     await relay.close()
+    await recordings.index.close()
+    await app[ANNOTATION_LOGS].close()
     await app[STORE].close()
+
+
+def _recordings(settings: Settings, store: ConsultationStore, hub: Hub, relay: Relay) -> Recordings:
+    async def consultation(cid: str) -> ConsultationInfo | None:
+        found = await store.get(cid)
+        enabled = await store.recording_enabled(cid)
+        if found is None or enabled is None:
+            return None
+        consent = found.consent.to_json() if found.consent else None
+        return ConsultationInfo(found.id, found.title, found.video_codec, enabled, consent)
+
+    return Recordings(
+        settings.data_dir,
+        RecordingIndex(settings.data_dir / DB_FILENAME),
+        RecorderConfig(
+            offline_s=settings.recording_offline_s, min_free_mb=settings.recording_min_free_mb
+        ),
+        consultation,
+        relay.find,
+        hub.participants,
+    )
 
 
 async def _close_websockets(app: web.Application) -> None:

@@ -1,5 +1,5 @@
 """The ``endolink`` command: run the server, create consultations, issue tokens and certificates,
-publish a file or camera.
+publish a file or camera, list and verify recordings.
 
 Exit codes: 0 success, 2 usage error, 1 runtime error (one readable line on stderr, no traceback).
 Tokens are printed to stdout only, never logged.
@@ -143,6 +143,21 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--loop", action="store_true", help="restart the file at its end")
     publish.add_argument("source", help="media file, or a device such as /dev/video0")
     publish.set_defaults(handler=_publish)
+
+    recordings = commands.add_parser("recordings", help="list and verify recordings")
+    recording_commands = recordings.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = recording_commands.add_parser("list", parents=[common], help="list recordings")
+    listing.add_argument("--consultation", help="only this consultation's recordings")
+    listing.add_argument("--json", action="store_true", help="print the index rows as JSON")
+    listing.set_defaults(handler=_recordings_list)
+    verify = recording_commands.add_parser(
+        "verify",
+        parents=[common],
+        help="re-hash recording files: OK, MODIFIED, TRUNCATED or MISSING (exit 1 on any failure)",
+    )
+    verify.add_argument("recording", nargs="?", help="recording id (default: every recording)")
+    verify.add_argument("--json", action="store_true", help="print the results as JSON")
+    verify.set_defaults(handler=_recordings_verify)
     return parser
 
 
@@ -275,6 +290,72 @@ def _publish(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _recordings_list(args: argparse.Namespace) -> int:
+    rows = _with_index(_settings(args), lambda index: index.list(args.consultation))
+    if args.json:
+        print(json.dumps([row.to_json() for row in rows], indent=2))
+        return 0
+    if not rows:
+        print("no recordings")
+    for row in rows:
+        reason = f" ({row.stop_reason})" if row.stop_reason else ""
+        print(
+            f"{row.id}  consultation {row.consultation_id}  {row.status}{reason}  {row.started_at}"
+            f"  {row.duration_s:.1f} s  {len(row.segments)} segment(s)"
+            f"  {row.bytes / 1e6:.1f} MB"
+        )
+    return 0
+
+
+def _recordings_verify(args: argparse.Namespace) -> int:
+    # Imported here: PyAV is slow to import and other commands do not need it.
+    from recorder.manifest import valid_recording_id
+    from recorder.verify import format_check, verify_recording
+
+    if args.recording is not None and not valid_recording_id(args.recording):
+        raise CliError(f"not a recording id: {args.recording!r}", exit_code=2)
+    settings = _settings(args)
+
+    async def verify(index: Any) -> list[Any]:
+        if args.recording is None:
+            rows = await index.list()
+        else:
+            row = await index.get(args.recording)
+            if row is None:
+                raise CliError(f"unknown recording {args.recording!r}")
+            rows = [row]
+        return [await asyncio.to_thread(verify_recording, settings.data_dir, r) for r in rows]
+
+    checks = _with_index(settings, verify)
+    failed = [check for check in checks if not check.ok]
+    if args.json:
+        print(json.dumps([check.to_json() for check in checks], indent=2))
+    else:
+        for check in checks:
+            print("\n".join(format_check(check)))
+        print(f"{len(checks) - len(failed)} of {len(checks)} recording(s) verified OK")
+    return 1 if failed else 0
+
+
+def _with_index(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``work(RecordingIndex)`` on the data dir's database (migrated first if older)."""
+    from recorder.index import RecordingIndex
+
+    path = settings.data_dir / DB_FILENAME
+    if not path.exists():
+        raise CliError(f"no database in {settings.data_dir}")
+
+    async def run() -> T:
+        await ConsultationStore(path).close()  # brings an older database up to date
+        index = RecordingIndex(path)
+        try:
+            return await work(index)
+        finally:
+            await index.close()
+
+    return asyncio.run(run())
 
 
 def _with_store(settings: Settings, work: Callable[[ConsultationStore], Awaitable[T]]) -> T:

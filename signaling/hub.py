@@ -30,6 +30,9 @@ CLOSE_TIMEOUT_S = 2.0
 "A close handshake the peer does not complete in time ends with the TCP connection cut."
 MESSAGES_PER_S = 20.0
 MESSAGE_BURST = 40.0
+ANNOTATION_OPS_PER_S = 30.0
+"Annotation ops (a pen stroke streams as updates) have their own bucket, one second deep."
+POINTER_MOVES_PER_S = 60.0
 
 CLOSE_REPLACED = 4409
 CLOSE_TOO_SLOW = 1008
@@ -38,6 +41,30 @@ CLOSE_TOO_SLOW = 1008
 def utc_timestamp() -> str:
     """ISO 8601 with milliseconds: orders chat lines, matches the store's UTC timestamps."""
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class TokenBucket:
+    """``rate`` events per second with bursts of ``burst``: refills continuously."""
+
+    rate: float
+    burst: float
+    allowance: float = field(init=False)
+    last_at: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.allowance = self.burst
+
+    def take(self, now: float | None = None) -> bool:
+        """Take one token; False when the bucket is empty."""
+        now = time.monotonic() if now is None else now
+        elapsed = max(0.0, now - self.last_at)
+        self.last_at = now
+        self.allowance = min(self.burst, self.allowance + elapsed * self.rate)
+        if self.allowance < 1.0:
+            return False
+        self.allowance -= 1.0
+        return True
 
 
 @dataclass(eq=False)
@@ -50,24 +77,25 @@ class Participant:
     role: Role
     ws: web.WebSocketResponse
     joined_at: str = field(default_factory=utc_timestamp)
-    allowance: float = MESSAGE_BURST
-    "Token bucket of the client's own messages: refills at MESSAGES_PER_S, holds MESSAGE_BURST."
-    last_message_at: float = field(default_factory=time.monotonic)
+    messages: TokenBucket = field(
+        default_factory=lambda: TokenBucket(MESSAGES_PER_S, MESSAGE_BURST), repr=False
+    )
+    "The client's own messages (annotation ops and pointer moves within their own limits aside)."
+    annotation_ops: TokenBucket = field(
+        default_factory=lambda: TokenBucket(ANNOTATION_OPS_PER_S, ANNOTATION_OPS_PER_S),
+        repr=False,
+    )
+    pointer_moves: TokenBucket = field(
+        default_factory=lambda: TokenBucket(POINTER_MOVES_PER_S, POINTER_MOVES_PER_S), repr=False
+    )
     outbox: asyncio.Queue[str] = field(
         default_factory=lambda: asyncio.Queue(OUTBOX_SIZE), repr=False
     )
     writer: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def allow_message(self, now: float | None = None) -> bool:
-        """Take one token from the bucket; False means the client floods."""
-        now = time.monotonic() if now is None else now
-        elapsed = max(0.0, now - self.last_message_at)
-        self.last_message_at = now
-        self.allowance = min(MESSAGE_BURST, self.allowance + elapsed * MESSAGES_PER_S)
-        if self.allowance < 1.0:
-            return False
-        self.allowance -= 1.0
-        return True
+        """Take one token from the message bucket; False means the client floods."""
+        return self.messages.take(now)
 
     def to_json(self) -> dict[str, Any]:
         return {

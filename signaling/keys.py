@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from recorder.annotation_log import AnnotationLogs
+from recorder.recordings import Recordings
 from relay import Relay
 
 from .grants import Grant, TokenIssuer
@@ -19,4 +21,6 @@ TOKENS = web.AppKey("tokens", TokenIssuer)
 STORE = web.AppKey("store", ConsultationStore)
 RELAY = web.AppKey("relay", Relay)
 HUB = web.AppKey("hub", Hub)
+ANNOTATION_LOGS = web.AppKey("annotation_logs", AnnotationLogs)
+RECORDINGS = web.AppKey("recordings", Recordings)
 GRANT = web.RequestKey("grant", Grant)

@@ -17,6 +17,7 @@ PAGES: dict[str, str] = {
     "/": "index.html",
     "/clinic": "clinic.html",
     "/surgeon": "surgeon.html",
+    "/replay": "replay.html",
 }
 
 # A Host header we are willing to echo into the CSP (ws:/wss: sources for browsers whose

@@ -8,11 +8,14 @@ never quote the client's values, so they are safe to log. Unknown keys are dropp
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
-from relay import FeedName
+from relay import AnnotationError, FeedName, Mark
+from relay.annotations import MARK_ID, coordinate
 
 MALFORMED = "malformed"
 "Not JSON, not an object, or no string ``type``: the socket is closed with 4400."
@@ -20,6 +23,10 @@ UNKNOWN_TYPE = "unknown-type"
 "A ``type`` this server does not know: answered with an ``error``, the socket stays open."
 INVALID = "invalid-message"
 "A known ``type`` with bad fields: answered with an ``error``, the socket stays open."
+FORBIDDEN = "forbidden"
+"The sender's grant does not allow this message (an observer drawing, a clinic clearing)."
+RATE_LIMITED = "rate-limited"
+"Over the annotation or pointer rate: the message is dropped, the socket stays open."
 
 MAX_CHAT_LENGTH = 2000
 MAX_TOKEN_LENGTH = 8192
@@ -33,6 +40,8 @@ STAT_LIMITS: dict[str, float] = {
 }
 "Upper bound of each numeric stat; every one is optional, finite and non-negative."
 STAT_DIRECTIONS = ("send", "recv")
+SNAPSHOT_ID = re.compile(r"[A-Za-z0-9_-]{16}")
+"Snapshot ids are made by the server (``signaling.snapshots``); this is their shape."
 
 
 class ProtocolError(Exception):
@@ -70,7 +79,46 @@ class PingMessage:
     pass
 
 
-ClientMessage = AuthMessage | ChatMessage | StatsMessage | PingMessage
+class AnnotationOp(StrEnum):
+    ADD = "add"
+    UPDATE = "update"
+    REMOVE = "remove"
+    UNDO = "undo"
+    CLEAR = "clear"
+
+
+@dataclass(frozen=True)
+class AnnotationMessage:
+    op: AnnotationOp
+    mark: Mark | None = None
+    "The validated drawing, for ``add`` and ``update``."
+    id: str | None = None
+    "The sender's mark to ``remove``."
+
+
+@dataclass(frozen=True)
+class PointerMessage:
+    x: float | None
+    y: float | None
+    "Both None: the pointer is hidden."
+
+
+@dataclass(frozen=True)
+class FreezeMessage:
+    frozen: bool
+    snapshot_id: str | None = None
+    "A stored snapshot of the frozen frame (only with ``frozen``)."
+
+
+ClientMessage = (
+    AuthMessage
+    | ChatMessage
+    | StatsMessage
+    | PingMessage
+    | AnnotationMessage
+    | PointerMessage
+    | FreezeMessage
+)
 
 
 def parse_client_message(raw: str) -> ClientMessage:
@@ -151,9 +199,52 @@ def _ping(data: dict[str, Any]) -> PingMessage:
     return PingMessage()
 
 
+def _annotation(data: dict[str, Any]) -> AnnotationMessage:
+    op = data.get("op")
+    if op not in tuple(AnnotationOp):
+        raise ProtocolError(INVALID, f"annotation.op must be one of {', '.join(AnnotationOp)}")
+    op = AnnotationOp(op)
+    if op in (AnnotationOp.ADD, AnnotationOp.UPDATE):
+        try:
+            return AnnotationMessage(op, mark=Mark.from_json(data.get("annotation")))
+        except AnnotationError as exc:
+            raise ProtocolError(INVALID, str(exc)) from None
+    if op is AnnotationOp.REMOVE:
+        mark_id = data.get("id")
+        if not isinstance(mark_id, str) or not MARK_ID.fullmatch(mark_id):
+            raise ProtocolError(INVALID, "annotation remove needs the mark's 'id'")
+        return AnnotationMessage(op, id=mark_id)
+    return AnnotationMessage(op)
+
+
+def _pointer(data: dict[str, Any]) -> PointerMessage:
+    x, y = data.get("x"), data.get("y")
+    if x is None and y is None:
+        return PointerMessage(None, None)
+    try:
+        return PointerMessage(coordinate(x, "pointer"), coordinate(y, "pointer"))
+    except AnnotationError as exc:
+        raise ProtocolError(INVALID, str(exc)) from None
+
+
+def _freeze(data: dict[str, Any]) -> FreezeMessage:
+    frozen = data.get("frozen")
+    if not isinstance(frozen, bool):
+        raise ProtocolError(INVALID, "freeze needs a boolean 'frozen'")
+    snapshot_id = data.get("snapshot_id")
+    if snapshot_id is None:
+        return FreezeMessage(frozen)
+    if not frozen or not isinstance(snapshot_id, str) or not SNAPSHOT_ID.fullmatch(snapshot_id):
+        raise ProtocolError(INVALID, "freeze.snapshot_id must be a snapshot id, with frozen: true")
+    return FreezeMessage(frozen, snapshot_id)
+
+
 _PARSERS: dict[str, Callable[[dict[str, Any]], ClientMessage]] = {
     "auth": _auth,
     "chat": _chat,
     "stats": _stats,
     "ping": _ping,
+    "annotation": _annotation,
+    "pointer": _pointer,
+    "freeze": _freeze,
 }

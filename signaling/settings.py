@@ -59,6 +59,10 @@ class Settings:
     "Start, floor and ceiling bitrate (kbit/s) suggested to browser publishers of the endoscope."
     relay_mode: str = "forward"
     "``forward`` (the product) or ``transcode`` (aiortc's per-viewer re-encoding; benchmarks only)."
+    recording_offline_s: float = 60.0
+    "Seconds the endoscope feed may stay offline and still continue the same recording."
+    recording_min_free_mb: int = 500
+    "Free disk space (MiB) below which recording stops, with an alert to participants."
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     "Free-form settings for tests and later features; not read from the environment."
 
@@ -101,9 +105,9 @@ class Settings:
 def _parse(name: str, raw: str) -> Any:
     if name in ("data_dir", "cert_file", "key_file"):
         return Path(raw)
-    if name in ("port", "max_viewers", "max_sdp_bytes", "token_ttl_s"):
+    if name in ("port", "max_viewers", "max_sdp_bytes", "token_ttl_s", "recording_min_free_mb"):
         return int(raw)
-    if name == "publisher_timeout_s":
+    if name in ("publisher_timeout_s", "recording_offline_s"):
         return float(raw)
     if name == "tls":
         return raw.strip().lower() in ("1", "true", "yes", "on")

@@ -31,7 +31,7 @@ CONSENT_METHODS = ("page", "paper")
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{6,32}")
 
 # MIGRATIONS[n] upgrades a database at schema version n to n + 1 (PRAGMA user_version).
-# Append new steps (recordings come next); never edit a released one.
+# Append new steps; never edit a released one.
 MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE consultations (
@@ -49,6 +49,62 @@ MIGRATIONS: tuple[str, ...] = (
         recorded_by     TEXT NOT NULL
     );
     CREATE INDEX consents_by_consultation ON consents (consultation_id, seq);
+    """,
+    # 2: recording switch, recordings and their segments (read and written by recorder/index.py;
+    # docs/recording.md describes every column).
+    """
+    ALTER TABLE consultations
+        ADD COLUMN recording_enabled INTEGER NOT NULL DEFAULT 1 CHECK (recording_enabled IN (0, 1));
+    CREATE TABLE recordings (
+        id              TEXT PRIMARY KEY,
+        consultation_id TEXT NOT NULL REFERENCES consultations (id),
+        status          TEXT NOT NULL CHECK (status IN ('recording', 'complete', 'interrupted')),
+        stop_reason     TEXT,
+        started_at      TEXT NOT NULL,
+        ended_at        TEXT,
+        video_codec     TEXT NOT NULL CHECK (video_codec IN ('VP8', 'H264')),
+        container       TEXT NOT NULL CHECK (container IN ('webm', 'mp4')),
+        duration_s      REAL NOT NULL DEFAULT 0,
+        bytes           INTEGER NOT NULL DEFAULT 0,
+        chain_head      TEXT
+    );
+    CREATE INDEX recordings_by_consultation ON recordings (consultation_id, started_at);
+    CREATE INDEX recordings_by_status ON recordings (status);
+    CREATE TABLE segments (
+        recording_id    TEXT NOT NULL REFERENCES recordings (id),
+        seq             INTEGER NOT NULL CHECK (seq >= 1),
+        file            TEXT NOT NULL,
+        status          TEXT NOT NULL CHECK (status IN ('open', 'closed', 'interrupted')),
+        started_at      TEXT NOT NULL,
+        ended_at        TEXT,
+        offset_s        REAL NOT NULL DEFAULT 0,
+        duration_s      REAL NOT NULL DEFAULT 0,
+        frames          INTEGER NOT NULL DEFAULT 0,
+        bytes           INTEGER NOT NULL DEFAULT 0,
+        dropped         INTEGER NOT NULL DEFAULT 0,
+        sha256          TEXT,
+        chain           TEXT,
+        repaired_file   TEXT,
+        repaired_sha256 TEXT,
+        PRIMARY KEY (recording_id, seq)
+    );
+    """,
+    # 3: the consultation audit trail: every replay, download and export of a recording
+    # (written and read by signaling/audit.py; rows are never updated or deleted).
+    """
+    CREATE TABLE audit (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        consultation_id TEXT NOT NULL REFERENCES consultations (id),
+        at              TEXT NOT NULL,
+        identity        TEXT NOT NULL,
+        name            TEXT NOT NULL DEFAULT '',
+        role            TEXT NOT NULL,
+        action          TEXT NOT NULL
+            CHECK (action IN ('replay', 'download', 'export', 'export-download')),
+        recording_id    TEXT REFERENCES recordings (id),
+        detail          TEXT
+    );
+    CREATE INDEX audit_by_consultation ON audit (consultation_id, seq);
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -230,6 +286,34 @@ class ConsultationStore:
             return [Consent(*row) for row in rows]
 
         return await self._run(select)
+
+    async def recording_enabled(self, cid: str) -> bool | None:
+        """The consultation's recording switch (on unless turned off); None if unknown."""
+        if not valid_consultation_id(cid):
+            return None
+
+        def select(db: sqlite3.Connection) -> bool | None:
+            row = db.execute(
+                "SELECT recording_enabled FROM consultations WHERE id = ?", (cid,)
+            ).fetchone()
+            return bool(row[0]) if row else None
+
+        return await self._run(select)
+
+    async def set_recording_enabled(self, cid: str, enabled: bool) -> None:
+        if not valid_consultation_id(cid):
+            raise UnknownConsultation(cid)
+
+        def update(db: sqlite3.Connection) -> int:
+            with db:
+                return db.execute(
+                    "UPDATE consultations SET recording_enabled = ? WHERE id = ?",
+                    (int(enabled), cid),
+                ).rowcount
+
+        if not await self._run(update):
+            raise UnknownConsultation(cid)
+        logger.info("recording %s for consultation %s", "enabled" if enabled else "disabled", cid)
 
     async def close(self) -> None:
         """Idempotent: the app's cleanup and a CLI command may both call it."""

@@ -3,33 +3,58 @@
 Every failure upgrades first and then closes with a 44xx code: browsers cannot read the HTTP status
 of a refused handshake, but they do get the close code and reason. Messages are parsed by
 ``protocol`` and handled by one small function per type; all sending goes through the hub.
+
+Annotation ops and pointer moves have their own rate limits (a pen stroke streams as updates):
+over them a message is refused with ``rate-limited``, and each refusal also counts against the
+general allowance, so a client that keeps flooding is still closed with 4429. Accepted annotation
+ops change the Router's AnnotationBoard (what the burned-in rendition draws), go to everyone and
+are appended to the consultation's annotation log.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 
-from relay import FeedName, FeedState
+from recorder.annotation_log import AnnotationLog
+from relay import Annotation, AnnotationBoard, AnnotationError, Freeze, Router
+from relay.annotations import iso_time
 
 from .auth import authenticate
-from .grants import Forbidden, Grant, TokenInvalid
-from .hub import Hub, Participant, close_socket, utc_timestamp
-from .keys import HUB, RELAY, SETTINGS, STORE, TOKENS
+from .grants import Forbidden, Grant, Role, TokenInvalid
+from .hub import (
+    ANNOTATION_OPS_PER_S,
+    POINTER_MOVES_PER_S,
+    Hub,
+    Participant,
+    TokenBucket,
+    close_socket,
+    utc_timestamp,
+)
+from .keys import ANNOTATION_LOGS, HUB, RELAY, SETTINGS, STORE, TOKENS
 from .protocol import (
+    FORBIDDEN,
     INVALID,
+    RATE_LIMITED,
+    AnnotationMessage,
+    AnnotationOp,
     AuthMessage,
     ChatMessage,
     ClientMessage,
+    FreezeMessage,
     PingMessage,
+    PointerMessage,
     ProtocolError,
     StatsMessage,
     parse_client_message,
 )
+from .snapshots import snapshot_exists, snapshot_url
 from .store import Consultation, valid_consultation_id
 
 logger = logging.getLogger(__name__)
@@ -73,9 +98,25 @@ class Session:
     hub: Hub
     cid: str
     participant: Participant
+    grant: Grant
+    router: Router
+    "The consultation's media side; owns the AnnotationBoard."
+    log: AnnotationLog
+    data_dir: Path
 
     def reply(self, message: dict[str, Any]) -> None:
         self.hub.send(self.cid, self.participant, message)
+
+    def refuse(self, code: str, reason: str) -> None:
+        """An ``error`` to this sender only (reasons never quote the client's values)."""
+        logger.info(
+            "WebSocket [consultation:%s] %s message refused (%s): %s",
+            self.cid,
+            self.participant.identity,
+            code,
+            reason,
+        )
+        self.reply({"type": "error", "code": code, "reason": reason})
 
 
 def add_routes(app: web.Application) -> None:
@@ -94,10 +135,13 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     try:
         grant = await _authenticate(request, ws)
         consultation = await _admit(request, grant, cid)
+        router = request.app[RELAY].router(cid, consultation.video_codec)
         participant = Participant(grant.identity, grant.name, grant.role, ws)
         hub.join(cid, participant)
-        hub.send(cid, participant, _welcome(request, cid, grant, consultation))
-        await _serve(Session(hub, cid, participant), label)
+        hub.send(cid, participant, _welcome(request, grant, consultation, router))
+        log = request.app[ANNOTATION_LOGS].get(cid)
+        data_dir = request.app[SETTINGS].data_dir
+        await _serve(Session(hub, cid, participant, grant, router, log, data_dir))
     except Rejected as exc:
         logger.info(
             "WebSocket [consultation:%s] closing %s with %d: %s",
@@ -159,15 +203,8 @@ async def _admit(request: web.Request, grant: Grant, cid: str) -> Consultation:
 
 
 def _welcome(
-    request: web.Request, cid: str, grant: Grant, consultation: Consultation
+    request: web.Request, grant: Grant, consultation: Consultation, router: Router
 ) -> dict[str, Any]:
-    router = request.app[RELAY].find(cid)
-    if router is not None:
-        feeds: dict[str, dict[str, str | None]] = router.feed_states()
-    else:
-        feeds = {
-            str(name): {"state": str(FeedState.OFFLINE), "identity": None} for name in FeedName
-        }
     return {
         "type": "welcome",
         "you": {
@@ -177,33 +214,46 @@ def _welcome(
             "may_publish": grant.may_publish,
             "may_annotate": grant.may_annotate,
         },
-        "participants": request.app[HUB].participants(cid),
-        "feeds": feeds,
+        "participants": request.app[HUB].participants(consultation.id),
+        "feeds": router.feed_states(),
         "consent": consultation.consent.to_json() if consultation.consent else None,
+        "annotations": [a.to_json() for a in router.board.visible(time.time())],
+        "freeze": _freeze_state(consultation.id, router.board),
     }
 
 
-async def _serve(session: Session, label: str) -> None:
+def _freeze_state(cid: str, board: AnnotationBoard) -> dict[str, Any]:
+    freeze = board.freeze
+    if freeze is None:
+        return {"frozen": False, "snapshot": None, "by": None}
+    snapshot = None
+    if freeze.snapshot_id is not None:
+        snapshot = {"id": freeze.snapshot_id, "url": snapshot_url(cid, freeze.snapshot_id)}
+    return {"frozen": True, "snapshot": snapshot, "by": freeze.by}
+
+
+async def _serve(session: Session) -> None:
     """Read until the client leaves; malformed frames and floods end the connection."""
     participant = session.participant
     while True:
         text = await _next_text(participant.ws)
-        if not participant.allow_message():
-            raise Rejected(CLOSE_FLOOD, "message flood")
         try:
             message = parse_client_message(text)
         except ProtocolError as exc:
+            if not participant.allow_message():
+                raise Rejected(CLOSE_FLOOD, "message flood") from None
             if exc.fatal:
                 raise Rejected(CLOSE_MALFORMED, exc.reason) from None
-            logger.info(
-                "WebSocket [consultation:%s] %s message rejected: %s",
-                label,
-                participant.identity,
-                exc.reason,
-            )
-            session.reply({"type": "error", "code": exc.code, "reason": exc.reason})
+            session.refuse(exc.code, exc.reason)
             continue
-        _HANDLERS[type(message)](session, message)
+        own_limit = _OWN_LIMITS.get(type(message))
+        if own_limit is None or not own_limit(participant).take():
+            if not participant.allow_message():
+                raise Rejected(CLOSE_FLOOD, "message flood")
+            if own_limit is not None:
+                session.refuse(RATE_LIMITED, _RATE_REASONS[type(message)])
+                continue
+        await _HANDLERS[type(message)](session, message)
 
 
 async def _next_text(ws: web.WebSocketResponse, timeout: float | None = None) -> str:
@@ -221,7 +271,7 @@ def _who(participant: Participant | None) -> str:
     return participant.identity if participant else "unauthenticated client"
 
 
-def _on_chat(session: Session, message: ChatMessage) -> None:
+async def _on_chat(session: Session, message: ChatMessage) -> None:
     p = session.participant
     session.hub.broadcast(
         session.cid,
@@ -236,7 +286,7 @@ def _on_chat(session: Session, message: ChatMessage) -> None:
     )
 
 
-def _on_stats(session: Session, message: StatsMessage) -> None:
+async def _on_stats(session: Session, message: StatsMessage) -> None:
     p = session.participant
     session.hub.broadcast(
         session.cid,
@@ -245,17 +295,118 @@ def _on_stats(session: Session, message: StatsMessage) -> None:
     )
 
 
-def _on_ping(session: Session, message: PingMessage) -> None:
+async def _on_ping(session: Session, message: PingMessage) -> None:
     session.reply({"type": "pong"})
 
 
-def _on_auth(session: Session, message: AuthMessage) -> None:
+async def _on_auth(session: Session, message: AuthMessage) -> None:
     session.reply({"type": "error", "code": INVALID, "reason": "already authenticated"})
 
 
-_HANDLERS: dict[type[ClientMessage], Callable[[Session, Any], None]] = {
+async def _on_annotation(session: Session, message: AnnotationMessage) -> None:
+    """Apply one op to the board, then tell everyone (the sender too, so every page draws what
+    the server accepted) and append it to the timeline."""
+    if not _may_draw(session, lead_only=message.op is AnnotationOp.CLEAR):
+        return
+    author, now, media_pts = session.participant.identity, time.time(), session.router.media_pts()
+    try:
+        op, change = _apply(session.router.board, message, author, now, media_pts)
+    except AnnotationError as exc:
+        session.refuse(INVALID, str(exc))
+        return
+    accepted = {"op": str(op), **change, "by": author}
+    session.hub.broadcast(session.cid, {"type": "annotation", **accepted})
+    session.log.append({"ts": iso_time(now), **accepted, "media_pts": media_pts})
+
+
+def _apply(
+    board: AnnotationBoard,
+    message: AnnotationMessage,
+    author: str,
+    now: float,
+    media_pts: int | None,
+) -> tuple[AnnotationOp, dict[str, Any]]:
+    """The op as announced and what changed. Undo is announced as the ``remove`` of the mark it
+    took away, so pages and the replay only know add/update/remove/clear."""
+    if message.op is AnnotationOp.ADD:
+        assert message.mark is not None
+        added = board.add(Annotation(message.mark, author, now, now, media_pts))
+        return message.op, {"annotation": added.to_json()}
+    if message.op is AnnotationOp.UPDATE:
+        assert message.mark is not None
+        return message.op, {"annotation": board.update(message.mark, author, now).to_json()}
+    if message.op is AnnotationOp.REMOVE:
+        assert message.id is not None
+        return message.op, {"id": board.remove(message.id, author).mark.id}
+    if message.op is AnnotationOp.UNDO:
+        removed = board.undo(author, now)
+        if removed is None:
+            raise AnnotationError("you have no mark to undo")
+        return AnnotationOp.REMOVE, {"id": removed.mark.id}
+    board.clear()
+    return message.op, {}
+
+
+async def _on_pointer(session: Session, message: PointerMessage) -> None:
+    """Fire-and-forget: to everyone else, never stored."""
+    if _may_draw(session, lead_only=False):
+        pointer = {"type": "pointer", "from": session.participant.identity}
+        session.hub.broadcast(
+            session.cid, {**pointer, "x": message.x, "y": message.y}, exclude=session.participant
+        )
+
+
+async def _on_freeze(session: Session, message: FreezeMessage) -> None:
+    if not _may_draw(session, lead_only=True):
+        return
+    snapshot_id = message.snapshot_id
+    if snapshot_id is not None and not await snapshot_exists(
+        session.data_dir, session.cid, snapshot_id
+    ):
+        session.refuse(INVALID, "freeze.snapshot_id names no snapshot of this consultation")
+        return
+    board, by, now = session.router.board, session.participant.identity, time.time()
+    board.set_freeze(Freeze(by, now, snapshot_id) if message.frozen else None)
+    state = _freeze_state(session.cid, board)
+    session.hub.broadcast(session.cid, {"type": "freeze", **state, "by": by})
+    session.log.append(
+        {
+            "ts": iso_time(now),
+            "op": "freeze" if message.frozen else "resume",
+            "by": by,
+            "snapshot_id": snapshot_id,
+            "media_pts": session.router.media_pts(),
+        }
+    )
+
+
+def _may_draw(session: Session, lead_only: bool) -> bool:
+    """Drawing and pointing need ``may_annotate``; clear and freeze also the surgeon's (or an
+    admin's) role. A refusal is answered with ``forbidden``."""
+    grant = session.grant
+    if not grant.may_annotate:
+        session.refuse(FORBIDDEN, f"role {grant.role} may not annotate")
+        return False
+    if lead_only and grant.role not in (Role.SURGEON, Role.ADMIN):
+        session.refuse(FORBIDDEN, "only the surgeon may clear all marks or freeze the picture")
+        return False
+    return True
+
+
+_HANDLERS: dict[type[ClientMessage], Callable[[Session, Any], Awaitable[None]]] = {
     ChatMessage: _on_chat,
     StatsMessage: _on_stats,
     PingMessage: _on_ping,
     AuthMessage: _on_auth,
+    AnnotationMessage: _on_annotation,
+    PointerMessage: _on_pointer,
+    FreezeMessage: _on_freeze,
+}
+_OWN_LIMITS: dict[type[ClientMessage], Callable[[Participant], TokenBucket]] = {
+    AnnotationMessage: lambda p: p.annotation_ops,
+    PointerMessage: lambda p: p.pointer_moves,
+}
+_RATE_REASONS: dict[type[ClientMessage], str] = {
+    AnnotationMessage: f"at most {ANNOTATION_OPS_PER_S:g} annotation messages per second",
+    PointerMessage: f"at most {POINTER_MOVES_PER_S:g} pointer messages per second",
 }

@@ -1,7 +1,7 @@
 """WHIP (RFC 9725) publish and WHEP play endpoints.
 
     POST   /whip/{cid}                       offer → 201 answer + Location + ETag + Link ice-server
-    POST   /whep/{cid}?feed=endoscope|talkback
+    POST   /whep/{cid}?feed=endoscope|talkback   (?annotated=1: the endoscope with marks burned in)
     PATCH  /whip|whep/{cid}/sessions/{sid}   trickle-ice-sdpfrag → 204 (ICE restart → 422)
     DELETE /whip|whep/{cid}/sessions/{sid}   → 200
     OPTIONS on all of them                   CORS preflight, Accept-Post
@@ -84,7 +84,13 @@ async def play(request: web.Request) -> web.Response:
         feed = FeedName(request.query.get("feed", default))
     except ValueError:
         raise ApiError(400, "bad-feed", "feed must be 'endoscope' or 'talkback'") from None
-    peer = await _router(request, consultation).subscribe(feed, grant.identity, offer)
+    annotated = request.query.get("annotated", "0")
+    if annotated not in ("0", "1"):
+        raise ApiError(400, "bad-request", "annotated must be 0 or 1")
+    if annotated == "1" and feed is not FeedName.ENDOSCOPE:
+        raise ApiError(400, "bad-feed", "only the endoscope feed has an annotated rendition")
+    router = _router(request, consultation)
+    peer = await router.subscribe(feed, grant.identity, offer, annotated=annotated == "1")
     return _created(request, "whep", consultation, peer)
 
 

@@ -8,7 +8,7 @@ import contextlib
 import fractions
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import av
@@ -62,6 +62,8 @@ class Received:
     audio_peak: int = 0
     video_event: asyncio.Event = field(default_factory=asyncio.Event)
     audio_event: asyncio.Event = field(default_factory=asyncio.Event)
+    on_video: list[Callable[[av.VideoFrame], None]] = field(default_factory=list)
+    "Called with every decoded video frame, for tests that look at the pixels."
 
 
 def new_pc() -> RTCPeerConnection:
@@ -123,6 +125,8 @@ async def _consume(track: MediaStreamTrack, received: Received) -> None:
                 if received.first_video_at is None:
                     received.first_video_at = time.monotonic()
                 received.video_event.set()
+                for hook in received.on_video:
+                    hook(frame)
             else:
                 received.audio_frames += 1
                 received.audio_peak = max(

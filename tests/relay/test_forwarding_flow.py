@@ -63,6 +63,8 @@ async def test_a_late_viewers_keyframe_request_reaches_the_clinic_and_it_sees_a_
     client: TestClient, consultation: Consultation, make_token: MakeToken
 ) -> None:
     cid = consultation.id
+    # the recorder asks for a keyframe every 2 s, which would hide whether the viewer's ask worked
+    await client.app[STORE].set_recording_enabled(cid, False)
     async with publisher(url(client, f"/whip/{cid}"), make_token("clinic", cid)) as (pc, _):
         sender = pc.getTransceivers()[0].sender
         requests: list[float] = []

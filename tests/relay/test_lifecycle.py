@@ -10,7 +10,7 @@ import time
 from aiohttp.test_utils import TestClient
 from aiortc import RTCPeerConnection
 
-from signaling.keys import RELAY
+from signaling.keys import RELAY, STORE
 from signaling.store import Consultation
 from tests.conftest import MakeToken, bearer
 from tests.peers import publisher, viewer, wait_until
@@ -53,6 +53,7 @@ async def test_hundred_viewer_join_leave_cycles_release_every_peer_task_and_thre
     client: TestClient, consultation: Consultation, make_token: MakeToken
 ) -> None:
     cid = consultation.id
+    await client.app[STORE].set_recording_enabled(cid, False)  # viewers only: no recorder taps
     endpoint = url(client, f"/whep/{cid}")
     token = make_token("surgeon", cid)
     async with publisher(url(client, f"/whip/{cid}"), make_token("clinic", cid)):

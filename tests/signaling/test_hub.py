@@ -195,7 +195,7 @@ async def test_close_all_closes_joined_and_tracked_sockets() -> None:
 
 def test_token_bucket_allows_burst_then_refills() -> None:
     p = member("p", FakeSocket())
-    p.last_message_at = now = 1000.0
+    p.messages.last_at = now = 1000.0
     assert all(p.allow_message(now) for _ in range(int(MESSAGE_BURST)))
     assert not p.allow_message(now)
     later = now + 0.5  # refills 0.5 s worth of tokens

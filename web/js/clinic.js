@@ -1,7 +1,11 @@
 // Clinic page: camera/endoscope preview, patient consent, WHIP publishing of the endoscope feed,
-// the surgeon's talk-back audio (WHEP feed=talkback), stats, presence and chat.
+// the surgeon's talk-back audio (WHEP feed=talkback), the surgeon's marks over the preview
+// (annotations.js; the clinic may draw and point too when its grant allows), stats, presence
+// and chat.
 
+import { AnnotationLayer } from "./annotations.js";
 import { FeedPlayer, Publisher, preferCodec } from "./media.js";
+import { bindRecordingIndicator } from "./recording.js";
 import { Room } from "./room.js";
 import { iceServersFrom, loadSession, readError } from "./session.js";
 import { RemoteStatsBoard, renderStats, wireStats } from "./stats.js";
@@ -64,6 +68,7 @@ const state = {
   publisher: null,
   talkback: null,
   room: null,
+  annotations: null,
   participants: [],
   streaming: false, // the user pressed Start and did not press Stop
   openingCamera: false,
@@ -80,6 +85,9 @@ window.endolink = Object.freeze({
   },
   get role() {
     return state.session?.role ?? null;
+  },
+  get annotations() {
+    return state.annotations?.debug ?? null;
   },
 });
 
@@ -190,6 +198,18 @@ function setupRoom() {
     setChip(els.roomChip, "room: refused", "bad");
   });
   new ChatPanel({ form: $("#chat-form"), input: $("#chat-input"), log: $("#chat-log"), room, describe });
+  state.annotations = new AnnotationLayer({
+    page: "clinic",
+    frame: $("#video-frame"),
+    video: els.preview,
+    room,
+    session: state.session,
+    token: state.token,
+    notices,
+    toolbarHost: $("#annotation-tools"),
+    describe,
+  });
+  bindRecordingIndicator(room, $("#recording-chip"), { cid: state.cid, token: state.token });
   room.connect();
 }
 

@@ -1,7 +1,10 @@
 // Surgeon / observer page: WHEP playback of the clinic's endoscope feed, the surgeon's talk-back
-// microphone (WHIP, audio only), stats, presence and chat.
+// microphone (WHIP, audio only), live annotation over the video (annotations.js: tools, freeze
+// frame, snapshots; observers only see the marks), stats, presence and chat.
 
+import { AnnotationLayer } from "./annotations.js";
 import { FeedPlayer, Publisher } from "./media.js";
+import { bindRecordingIndicator } from "./recording.js";
 import { Room } from "./room.js";
 import { iceServersFrom, loadSession, readError } from "./session.js";
 import { RemoteStatsBoard, renderStats, wireStats } from "./stats.js";
@@ -52,6 +55,7 @@ const state = {
   cid: null,
   room: null,
   player: null,
+  annotations: null,
   talk: null, // Publisher while talking
   micStream: null,
   participants: [],
@@ -75,6 +79,9 @@ window.endolink = Object.freeze({
   },
   get framesRendered() {
     return state.frames;
+  },
+  get annotations() {
+    return state.annotations?.debug ?? null;
   },
 });
 
@@ -164,6 +171,19 @@ function setupRoom() {
     setChip(els.roomChip, "room: refused", "bad");
   });
   new ChatPanel({ form: $("#chat-form"), input: $("#chat-input"), log: $("#chat-log"), room, describe });
+  state.annotations = new AnnotationLayer({
+    page: "surgeon",
+    frame: els.frame,
+    video: els.video,
+    room,
+    session: state.session,
+    token: state.token,
+    notices,
+    toolbarHost: $("#annotation-tools"),
+    galleryHost: $('[data-testid="snapshots"]'),
+    describe,
+  });
+  bindRecordingIndicator(room, $("#recording-chip"), { cid: state.cid, token: state.token });
   room.connect();
 }
 
@@ -204,7 +224,8 @@ function setupVideo() {
   });
   els.fullscreen.addEventListener("click", () => {
     if (document.fullscreenElement) document.exitFullscreen();
-    else els.frame.requestFullscreen?.().catch(() => {});
+    // The stage (video and drawing tools), so the surgeon can still switch tools.
+    else (els.frame.closest(".stage") || els.frame).requestFullscreen?.().catch(() => {});
   });
 }
 

@@ -1,0 +1,217 @@
+"""Helpers shared by the benchmark's processes (harness, publisher, load generator).
+
+Every process speaks a tiny line protocol with the harness: it reads commands (one per line) on
+stdin and writes one JSON object per line on stdout; logs go to stderr. A child whose stdin closes
+(harness gone) exits by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
+
+import av
+import numpy as np
+
+LOOPBACK = "127.0.0.1"
+STAMP_ROWS = 32
+"""Rows left out of picture comparisons: the 20-row stamp and the macroblock row it spills into."""
+FREEZE_MS = 200.0
+LONG_FREEZE_MS = 500.0
+CLOCK_MASK = (1 << 40) - 1
+
+
+# -- process plumbing --------------------------------------------------------------------------
+
+
+def emit(obj: dict[str, Any]) -> None:
+    """One JSON line on stdout for the harness."""
+    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+async def stdin_lines() -> AsyncIterator[str]:
+    """Commands from the harness; ends when stdin closes."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while True:
+        line = await reader.readline()
+        if not line:
+            return
+        text = line.decode().strip()
+        if text:
+            yield text
+
+
+def loopback_only() -> None:
+    """Gather ICE candidates on 127.0.0.1 only (aioice skips loopback by default)."""
+    from relay.forwarding import use_host_addresses
+
+    use_host_addresses((LOOPBACK,))
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_sample(pid: int) -> dict[str, float] | None:
+    """CPU seconds (user+system, all threads), RSS in MB and thread count of ``pid``."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        with open(f"/proc/{pid}/status") as f:
+            status = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
+    rss = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+    threads = re.search(r"^Threads:\s+(\d+)", status, re.M)
+    return {
+        "t": time.time(),
+        "cpu_s": cpu,
+        "rss_mb": int(rss.group(1)) / 1024 if rss else math.nan,
+        "threads": int(threads.group(1)) if threads else 0,
+    }
+
+
+def cpu_percent(before: dict[str, float] | None, after: dict[str, float] | None) -> float | None:
+    """% of one core used between two ``proc_sample``s."""
+    if not before or not after or after["t"] <= before["t"]:
+        return None
+    return 100.0 * (after["cpu_s"] - before["cpu_s"]) / (after["t"] - before["t"])
+
+
+# -- media -------------------------------------------------------------------------------------
+
+
+def frame_hash(data: bytes) -> int:
+    """64-bit hash of one encoded frame (as the depayloader hands it out)."""
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+def annexb(nals: Iterable[bytes]) -> bytes:
+    """H.264 NAL units with 4-byte start codes: the form aiortc's depayloader produces, so the
+    publisher's encoder output and a viewer's received frame hash alike."""
+    return b"".join(b"\x00\x00\x00\x01" + nal for nal in nals)
+
+
+def luma(frame: av.VideoFrame) -> np.ndarray:
+    """The Y plane of a decoded frame as a (height, width) uint8 array view (no conversion)."""
+    plane = frame.planes[0]
+    rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+    return rows[: frame.height, : frame.width]
+
+
+def read_stamp_luma(y: np.ndarray) -> tuple[int, int]:
+    """``signaling.testpattern.read_stamp`` on a luma plane (same layout, no colour conversion)."""
+    width = y.shape[1]
+    block = width / 64
+    row = int(block / 2)
+    xs = ((np.arange(64) + 0.5) * block).astype(int)
+    bits = y[row, xs] > 128
+    value = int.from_bytes(np.packbits(bits, bitorder="little").tobytes(), "little")
+    return value & ((1 << 24) - 1), value >> 24
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean SSIM of two luma planes (Wang et al. 2004: 11×11 Gaussian window, σ 1.5)."""
+    import cv2
+
+    x = a.astype(np.float32)
+    y = b.astype(np.float32)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+
+    def blur(img: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(img, (11, 11), 1.5)
+
+    mx, my = blur(x), blur(y)
+    sxx = blur(x * x) - mx * mx
+    syy = blur(y * y) - my * my
+    sxy = blur(x * y) - mx * my
+    num = (2 * mx * my + c1) * (2 * sxy + c2)
+    den = (mx * mx + my * my + c1) * (sxx + syy + c2)
+    return float((num / den).mean())
+
+
+# -- statistics --------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], pct: float) -> float | None:
+    if not len(values):
+        return None
+    return float(np.percentile(np.asarray(values, dtype=np.float64), pct))
+
+
+def gaps_ms(times: Sequence[float], start: float, end: float) -> list[float]:
+    """Gaps between consecutive frame times inside [start, end], the window edges included (a
+    stream that stopped before ``end`` shows one long final gap)."""
+    inside = [t for t in times if start <= t <= end]
+    edges = [start, *inside, end]
+    return [(b - a) * 1000.0 for a, b in zip(edges, edges[1:], strict=False)]
+
+
+def window_count(times: Sequence[float], start: float, end: float) -> int:
+    return sum(1 for t in times if start <= t <= end)
+
+
+# -- SDP ---------------------------------------------------------------------------------------
+
+_CANDIDATE = re.compile(r"^(a=candidate:\S+ \d+ udp \d+ )(\S+) (\d+)( typ host.*)$", re.M | re.I)
+
+
+def host_candidates(sdp: str) -> list[tuple[str, int]]:
+    return [(m.group(2), int(m.group(3))) for m in _CANDIDATE.finditer(sdp)]
+
+
+def rewrite_candidate_port(sdp: str, old: tuple[str, int], new: tuple[str, int]) -> str:
+    """Point the host candidate ``old`` (address, port) at ``new`` instead."""
+
+    def sub(m: re.Match[str]) -> str:
+        if (m.group(2), int(m.group(3))) == old:
+            return f"{m.group(1)}{new[0]} {new[1]}{m.group(4)}"
+        return m.group(0)
+
+    return _CANDIDATE.sub(sub, sdp)
+
+
+async def post_sdp(
+    url: str, token: str | None, offer: str, timeout_s: float = 20.0
+) -> tuple[str, str | None]:
+    """WHIP/WHEP POST: offer → (answer, absolute Location)."""
+    from urllib.parse import urljoin
+
+    import aiohttp
+
+    headers = {"Content-Type": "application/sdp"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as http:
+        async with http.post(url, data=offer, headers=headers) as response:
+            body = await response.text()
+            if response.status != 201:
+                raise RuntimeError(f"POST {url}: HTTP {response.status}: {body[:200]}")
+            location = response.headers.get("Location")
+            return body, urljoin(url, location) if location else None
+
+
+async def delete_session(location: str | None, token: str | None, timeout_s: float = 5.0) -> None:
+    if not location:
+        return
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as http:
+            async with http.delete(location, headers=headers):
+                pass
+    except (TimeoutError, aiohttp.ClientError):
+        pass

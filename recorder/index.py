@@ -1,0 +1,200 @@
+"""The recordings index: the ``recordings`` and ``segments`` tables of the server's SQLite file.
+
+The schema belongs to ``signaling/store.py`` (migration 2; the store migrates when it opens the
+file), this module only reads and writes rows, on its own connection so ``recorder`` never
+imports ``signaling``. Every save writes a recording and all its segments in one transaction,
+mirroring the manifest, so the index is never half-updated. Queries run in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .manifest import Manifest, Segment
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+BUSY_TIMEOUT_MS = 5000
+
+_RECORDING_COLUMNS = (
+    "id, consultation_id, status, stop_reason, started_at, ended_at, video_codec, container,"
+    " duration_s, bytes, chain_head"
+)
+_SEGMENT_COLUMNS = (
+    "seq, file, status, started_at, ended_at, offset_s, duration_s, frames, bytes, dropped,"
+    " sha256, chain, repaired_file, repaired_sha256"
+)
+
+
+@dataclass(frozen=True)
+class SegmentRow:
+    seq: int
+    file: str
+    status: str
+    started_at: str
+    ended_at: str | None
+    offset_s: float
+    duration_s: float
+    frames: int
+    bytes: int
+    dropped: int
+    sha256: str | None
+    chain: str | None
+    repaired_file: str | None
+    repaired_sha256: str | None
+
+    @classmethod
+    def of(cls, segment: Segment) -> SegmentRow:
+        return cls(
+            seq=segment.seq,
+            file=segment.file,
+            status=str(segment.status),
+            started_at=segment.started_at,
+            ended_at=segment.ended_at,
+            offset_s=segment.offset_s,
+            duration_s=segment.duration_s,
+            frames=segment.frames,
+            bytes=segment.bytes,
+            dropped=sum(segment.dropped.values()),
+            sha256=segment.sha256,
+            chain=segment.chain,
+            repaired_file=segment.repaired.file if segment.repaired else None,
+            repaired_sha256=segment.repaired.sha256 if segment.repaired else None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RecordingRow:
+    id: str
+    consultation_id: str
+    status: str
+    stop_reason: str | None
+    started_at: str
+    ended_at: str | None
+    video_codec: str
+    container: str
+    duration_s: float
+    bytes: int
+    chain_head: str | None
+    segments: tuple[SegmentRow, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["segments"] = [s.to_json() for s in self.segments]
+        return data
+
+
+class RecordingIndex:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            self._db.execute("PRAGMA foreign_keys = ON")
+            tables = {
+                row[0]
+                for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+            if not {"recordings", "segments"} <= tables:
+                raise RuntimeError(
+                    f"{path} has no recordings tables: open it with the server's store first"
+                )
+        except BaseException:
+            self._db.close()
+            raise
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def locked() -> T:
+            with self._lock:
+                return fn(self._db)
+
+        return await asyncio.to_thread(locked)
+
+    async def save(self, manifest: Manifest) -> None:
+        """Insert or update the recording and all its segments, in one transaction."""
+        recording = (
+            manifest.recording_id,
+            manifest.consultation["id"],
+            str(manifest.status),
+            manifest.stop_reason,
+            manifest.started_at,
+            manifest.ended_at,
+            manifest.video_codec,
+            manifest.container,
+            manifest.duration_s,
+            sum(s.bytes for s in manifest.segments),
+            manifest.chain_head,
+        )
+        segments = [SegmentRow.of(s) for s in manifest.segments]
+
+        def upsert(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute(
+                    f"INSERT INTO recordings ({_RECORDING_COLUMNS})"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
+                    " started_at = excluded.started_at,"
+                    " stop_reason = excluded.stop_reason, ended_at = excluded.ended_at,"
+                    " duration_s = excluded.duration_s, bytes = excluded.bytes,"
+                    " chain_head = excluded.chain_head",
+                    recording,
+                )
+                for row in segments:
+                    db.execute(
+                        f"INSERT OR REPLACE INTO segments (recording_id, {_SEGMENT_COLUMNS})"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (manifest.recording_id, *asdict(row).values()),
+                    )
+
+        await self._run(upsert)
+
+    async def get(self, recording_id: str) -> RecordingRow | None:
+        def select(db: sqlite3.Connection) -> RecordingRow | None:
+            rows = _recordings(db, "WHERE id = ?", (recording_id,))
+            return rows[0] if rows else None
+
+        return await self._run(select)
+
+    async def unfinished(self) -> list[RecordingRow]:
+        """Recordings still marked ``recording``: at start-up, the ones a crash left behind."""
+        return await self._run(lambda db: _recordings(db, "WHERE status = 'recording'", ()))
+
+    async def close(self) -> None:
+        def close(db: sqlite3.Connection) -> None:
+            db.close()
+
+        await self._run(close)
+
+    # Defined last: a method named ``list`` shadows the builtin in later annotations.
+    async def list(self, consultation: str | None = None) -> list[RecordingRow]:
+        """Recordings, oldest first; only ``consultation``'s if given."""
+        if consultation is None:
+            return await self._run(lambda db: _recordings(db, "", ()))
+        return await self._run(
+            lambda db: _recordings(db, "WHERE consultation_id = ?", (consultation,))
+        )
+
+
+def _recordings(db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> list[RecordingRow]:
+    rows = db.execute(
+        f"SELECT {_RECORDING_COLUMNS} FROM recordings {where} ORDER BY started_at, id", args
+    ).fetchall()
+    result = []
+    for row in rows:
+        segments = db.execute(
+            f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE recording_id = ? ORDER BY seq",
+            (row[0],),
+        ).fetchall()
+        result.append(RecordingRow(*row, segments=tuple(SegmentRow(*s) for s in segments)))
+    return result

@@ -1,0 +1,281 @@
+"""Recordings: the server's recording manager — when to record, and what participants are told.
+
+It reacts to the relay's feed events. The endoscope feed going live starts a Recording (if the
+consultation's switch is on and the disk has room) or, within ``offline_s`` of it going offline,
+continues the current one with a new segment; the feed staying offline longer ends it. Server
+shutdown ends every recording cleanly; start-up closes the ones a crash left open (recovery).
+Free space is checked every second: below ``min_free_mb`` recording stops cleanly.
+
+Every change is announced through ``on_event`` (the app broadcasts it to the consultation's
+WebSocket): ``recording`` (a segment is being written), ``paused`` (the feed is offline, the
+recording waits for it), ``stopped`` (ended cleanly; ``reason``), ``interrupted`` (the disk failed).
+Work for one consultation runs strictly in order (one lock each); feed events never wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from relay import FeedEvent, FeedName, FeedState, Router, RouterClosed
+
+from .index import RecordingIndex
+from .manifest import RecordingStatus, StopReason, recordings_root
+from .recorder import ConsultationInfo, Recorder, RecorderConfig
+from .recovery import recover_recording
+
+logger = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+
+
+def disk_free_bytes(path: Path) -> int:
+    """Free space for the recordings (a seam for tests)."""
+    return shutil.disk_usage(path).free
+
+
+class RecordingState(StrEnum):
+    RECORDING = "recording"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True)
+class RecordingEvent:
+    consultation: str
+    state: RecordingState
+    recording_id: str | None
+    reason: str | None = None
+    segment: int | None = None
+
+    def to_message(self) -> dict[str, Any]:
+        """The WebSocket message (docs/architecture.md, ``recording``)."""
+        return {
+            "type": "recording",
+            "state": str(self.state),
+            "recording_id": self.recording_id,
+            "reason": self.reason,
+            "segment": self.segment,
+        }
+
+
+class Recordings:
+    def __init__(
+        self,
+        data_dir: Path,
+        index: RecordingIndex,
+        config: RecorderConfig,
+        consultation: Callable[[str], Awaitable[ConsultationInfo | None]],
+        router: Callable[[str], Router | None],
+        participants: Callable[[str], list[dict[str, Any]]] = lambda cid: [],
+    ) -> None:
+        self.data_dir = data_dir
+        self.root = recordings_root(data_dir)
+        self.index = index
+        self.config = config
+        self.on_event: Callable[[RecordingEvent], None] = lambda event: None
+        self._consultation = consultation
+        self._router = router
+        self._participants = participants
+        self._active: dict[str, Recorder] = {}
+        self._states: dict[str, RecordingEvent] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._expiry: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._watch: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover what a crash left open, then watch the disk."""
+        # Patient video: readable by the server's user only.
+        await asyncio.to_thread(self.root.mkdir, mode=0o700, parents=True, exist_ok=True)
+        for row in await self.index.unfinished():
+            try:
+                manifest = await asyncio.to_thread(
+                    recover_recording, self.data_dir, row, self.config.repair
+                )
+            except Exception:
+                logger.exception("recovery of recording %s failed", row.id)
+                continue
+            await self.index.save(manifest)
+        self._watch = asyncio.ensure_future(self._watch_disk())
+
+    async def close(self) -> None:
+        """Server shutdown: every recording ends cleanly (files finished, hashed, indexed)."""
+        self._closed = True
+        for handle in self._expiry.values():
+            handle.cancel()
+        self._expiry.clear()
+        if self._watch is not None:
+            self._watch.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for cid in list(self._active):
+            await self._locked(cid, self._stop(cid, StopReason.SHUTDOWN))
+
+    # -- what the app calls ------------------------------------------------------------------
+
+    def on_feed_event(self, event: FeedEvent) -> None:
+        """From ``Relay.on_feed_event``: never blocks, the work is queued per consultation."""
+        if self._closed or event.feed != FeedName.ENDOSCOPE:
+            return
+        if event.state == FeedState.LIVE:
+            self._spawn(event.consultation, self._feed_live(event.consultation, event.identity))
+        else:
+            self._spawn(event.consultation, self._feed_offline(event.consultation))
+
+    async def set_enabled(self, cid: str, enabled: bool) -> None:
+        """The consultation's switch changed (already stored): stop now, or start if live."""
+        if self._closed:
+            return
+        if enabled:
+            router = self._router(cid)
+            feed = router.feeds[FeedName.ENDOSCOPE] if router else None
+            if feed is not None and feed.state is FeedState.LIVE:
+                await self._locked(cid, self._feed_live(cid, feed.identity))
+        else:
+            await self._locked(cid, self._stop(cid, StopReason.DISABLED))
+
+    def state(self, cid: str) -> dict[str, Any]:
+        """The latest ``recording`` message of a consultation (for pages that join later)."""
+        event = self._states.get(cid) or RecordingEvent(cid, RecordingState.STOPPED, None)
+        return event.to_message()
+
+    def active(self, cid: str) -> Recorder | None:
+        return self._active.get(cid)
+
+    # -- reactions ---------------------------------------------------------------------------
+
+    async def _feed_live(self, cid: str, publisher: str | None) -> None:
+        router = self._router(cid)
+        if router is None or router.feeds[FeedName.ENDOSCOPE].state is not FeedState.LIVE:
+            return  # offline again before we got here
+        recorder = self._active.get(cid)
+        if recorder is None:
+            recorder = await self._new_recorder(cid)
+            if recorder is None:
+                return
+        expiry = self._expiry.pop(cid, None)
+        if expiry is not None:
+            expiry.cancel()
+        if recorder.segment_open:
+            await recorder.end_segment()  # the publisher was replaced without an offline event
+        try:
+            segment = await recorder.start_segment(router, publisher)
+        except RouterClosed:
+            await self._stop(cid, StopReason.SHUTDOWN)
+            return
+        recorder.note_participants(self._participants(cid))
+        self._announce(cid, RecordingState.RECORDING, recorder.id, segment=segment.seq)
+
+    async def _new_recorder(self, cid: str) -> Recorder | None:
+        info = await self._consultation(cid)
+        if info is None or not info.recording_enabled:
+            logger.info("consultation %s is live, recording is switched off", cid)
+            return None
+        if await self._low_disk():
+            logger.warning("consultation %s is live but the disk is nearly full: no recording", cid)
+            self._announce(cid, RecordingState.STOPPED, None, reason=str(StopReason.LOW_DISK))
+            return None
+        recorder = Recorder(info, self.data_dir, self.index, self.config, self._write_failed)
+        await recorder.open()
+        self._active[cid] = recorder
+        return recorder
+
+    async def _feed_offline(self, cid: str) -> None:
+        recorder = self._active.get(cid)
+        if recorder is None or not recorder.segment_open:
+            return
+        await recorder.end_segment()
+        self._announce(cid, RecordingState.PAUSED, recorder.id)
+        loop = asyncio.get_running_loop()
+        self._expiry[cid] = loop.call_later(
+            self.config.offline_s,
+            lambda: self._spawn(cid, self._expire(cid, recorder)),
+        )
+
+    async def _expire(self, cid: str, recorder: Recorder) -> None:
+        self._expiry.pop(cid, None)
+        if self._active.get(cid) is recorder and not recorder.segment_open:
+            await self._stop(cid, StopReason.FEED_OFFLINE)
+
+    async def _stop(
+        self, cid: str, reason: StopReason, status: RecordingStatus = RecordingStatus.COMPLETE
+    ) -> None:
+        recorder = self._active.pop(cid, None)
+        expiry = self._expiry.pop(cid, None)
+        if expiry is not None:
+            expiry.cancel()
+        if recorder is None:
+            return
+        recorder.note_participants(self._participants(cid))
+        await recorder.finish(str(reason), status)
+        state = (
+            RecordingState.INTERRUPTED
+            if recorder.manifest.status is RecordingStatus.INTERRUPTED
+            else RecordingState.STOPPED
+        )
+        self._announce(cid, state, recorder.id, reason=str(reason))
+
+    def _write_failed(self, recorder: Recorder, message: str) -> None:
+        """A writer thread hit a disk error: end this recording as interrupted."""
+        if self._active.get(recorder.consultation) is recorder:
+            cid = recorder.consultation
+            self._spawn(cid, self._stop(cid, StopReason.WRITE_ERROR, RecordingStatus.INTERRUPTED))
+
+    async def _watch_disk(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.disk_check_interval_s)
+            if not self._active:
+                continue
+            for cid, recorder in list(self._active.items()):
+                recorder.note_participants(self._participants(cid))
+            if await self._low_disk():
+                for cid in list(self._active):
+                    logger.warning("free disk space below the floor: recording of %s stops", cid)
+                    self._spawn(cid, self._stop(cid, StopReason.LOW_DISK))
+
+    async def _low_disk(self) -> bool:
+        try:
+            free = await asyncio.to_thread(disk_free_bytes, self.root)
+        except OSError:
+            return True
+        return free < self.config.min_free_mb * MIB
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _announce(
+        self,
+        cid: str,
+        state: RecordingState,
+        recording_id: str | None,
+        reason: str | None = None,
+        segment: int | None = None,
+    ) -> None:
+        event = RecordingEvent(cid, state, recording_id, reason, segment)
+        self._states[cid] = event
+        try:
+            self.on_event(event)
+        except Exception:
+            logger.exception("recording event handler failed")
+
+    def _spawn(self, cid: str, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(self._locked(cid, work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _locked(self, cid: str, work: Coroutine[Any, Any, None]) -> None:
+        lock = self._locks.setdefault(cid, asyncio.Lock())
+        async with lock:
+            try:
+                await work
+            except Exception:
+                logger.exception("recording work for consultation %s failed", cid)

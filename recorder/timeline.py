@@ -1,0 +1,331 @@
+"""The annotation timeline of one Recording: which marks were visible when, on its own clock.
+
+Input: the consultation's annotation log (``recorder/annotation_log.py``: add/update/remove/clear,
+freeze/resume, each with the server time ``ts`` and the relay's ``media_pts``) and the recording's
+manifest. Output: a ``Timeline`` of mark *tracks* (every state a mark went through, and when it
+went away) and freeze spans, all in **recording seconds**: 0 is the first video frame of segment 1;
+segment ``n`` plays from ``segments[n].offset_s`` (file time = recording time - offset_s).
+
+Clock: an op whose ``media_pts`` falls inside a segment's video (``video_pts_start`` ..
+``video_pts_end``) is placed exactly on the frame the relay was forwarding when it arrived:
+``offset_s + (media_pts - video_pts_start) / 90000`` — what the participants saw it on. Otherwise
+(no video yet, a gap between segments, a recording still open whose manifest does not know its
+pts yet) the server wall clock places it: ``ts - started_at``. Times of one mark never go back.
+
+A mark is visible from its ``add`` until its ``remove``, a ``clear``, or ``fade_s`` after its last
+update (what ``AnnotationBoard`` does live). Marks still visible when the recording starts are
+included (their first times are negative). Pen strokes stream as ``update``s that each carry every
+point so far; to keep the answer small, each track stores a few full *shapes* and its versions as
+``[t, shape index, point count]`` (a version draws the first ``point count`` points of its shape).
+
+Pure functions, no I/O: the replay API (JSON for the page) and the annotated export (drawing with
+``relay/overlay.py``) both use it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from relay.annotations import Annotation, AnnotationError, Mark
+
+from .manifest import Manifest, parse_timestamp
+
+PTS_RATE = 90_000
+PTS_SLACK_S = 1.0
+"An op's media_pts may lie this far past a segment's last frame and still belong to it."
+FADE_OUT_S = 1.0
+"Pages fade a fading mark out over its last second (at most half its fade time)."
+
+_SHAPE_KEYS = ("tool", "color", "width", "text", "fade_s")
+
+
+@dataclass
+class MarkTrack:
+    """One mark (author + id) from its add to its end."""
+
+    author: str
+    id: str
+    shapes: list[dict[str, Any]] = field(default_factory=list)
+    versions: list[tuple[float, int, int]] = field(default_factory=list)
+    "(recording time, shape index, point count), in time order."
+    end_t: float | None = None
+    end: str | None = None
+    "Why it went away: ``remove`` (or undo), ``clear``, ``fade``; None = still visible at the end."
+    _raw: list[tuple[float, dict[str, Any]]] = field(default_factory=list, repr=False)
+    _marks: dict[tuple[int, int], Annotation] = field(default_factory=dict, repr=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.author}/{self.id}"
+
+    @property
+    def start_t(self) -> float:
+        return self.versions[0][0] if self.versions else self._raw[0][0]
+
+    @property
+    def fade_s(self) -> float | None:
+        return self.shapes[-1].get("fade_s") if self.shapes else None
+
+    def visible_at(self, t: float) -> bool:
+        return self.start_t <= t and (self.end_t is None or t < self.end_t)
+
+    def version_at(self, t: float) -> tuple[float, int, int] | None:
+        """The state shown at ``t`` (None before the add or after the end)."""
+        if not self.visible_at(t):
+            return None
+        i = bisect.bisect_right([v[0] for v in self.versions], t) - 1
+        return self.versions[max(i, 0)]
+
+    def alpha_at(self, t: float) -> float:
+        """Opacity a page gives the mark at ``t``: 1, fading to 0 in its last second if it fades."""
+        if self.end != "fade" or self.end_t is None or not self.visible_at(t):
+            return 1.0 if self.visible_at(t) else 0.0
+        span = min(FADE_OUT_S, (self.fade_s or 2 * FADE_OUT_S) / 2)
+        return max(0.0, min(1.0, (self.end_t - t) / span))
+
+    def annotation_at(self, t: float) -> Annotation | None:
+        """The mark as it looked at ``t``, as a relay ``Annotation`` for ``relay/overlay.py``."""
+        version = self.version_at(t)
+        if version is None:
+            return None
+        _, shape, count = version
+        cached = self._marks.get((shape, count))
+        if cached is None:
+            data = dict(self.shapes[shape])
+            data["points"] = data["points"][:count]
+            cached = Annotation(Mark.from_json(data), self.author, 0.0, 0.0, None)
+            self._marks[(shape, count)] = cached
+        return cached
+
+    def to_json(self) -> dict[str, Any]:
+        last = self.shapes[-1] if self.shapes else {}
+        return {
+            "key": self.key,
+            "id": self.id,
+            "author": self.author,
+            "tool": last.get("tool"),
+            "color": last.get("color"),
+            "start_t": _round(self.start_t),
+            "end_t": _round(self.end_t),
+            "end": self.end,
+            "fade_s": self.fade_s,
+            "shapes": self.shapes,
+            "versions": [[_round(t), shape, count] for t, shape, count in self.versions],
+        }
+
+    def _compact(self) -> None:
+        """Raw (t, annotation) versions → shapes + [t, shape, count] (see the module doc)."""
+        shapes: list[dict[str, Any]] = []
+        versions: list[tuple[float, int, int]] = []
+        for t, data in reversed(self._raw):
+            points = data["points"]
+            current = shapes[-1] if shapes else None
+            if (
+                current is None
+                or any(current.get(k) != data.get(k) for k in _SHAPE_KEYS)
+                or current["points"][: len(points)] != points
+            ):
+                shapes.append(data)
+            versions.append((t, len(shapes) - 1, len(points)))
+        count = len(shapes)
+        self.shapes = list(reversed(shapes))
+        self.versions = [(t, count - 1 - shape, n) for t, shape, n in reversed(versions)]
+        self._raw = []
+
+
+@dataclass
+class FreezeSpan:
+    """The surgeon froze everyone's picture (on a stored snapshot, if ``snapshot_id``)."""
+
+    start_t: float
+    by: str | None
+    snapshot_id: str | None
+    end_t: float | None = None
+
+    def covers(self, t: float) -> bool:
+        return self.start_t <= t and (self.end_t is None or t < self.end_t)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "start_t": _round(self.start_t),
+            "end_t": _round(self.end_t),
+            "by": self.by,
+            "snapshot_id": self.snapshot_id,
+        }
+
+
+@dataclass
+class Timeline:
+    marks: list[MarkTrack]
+    freezes: list[FreezeSpan]
+
+    def visible(self, t: float, authors: set[str] | None = None) -> list[Annotation]:
+        """Marks to draw at recording time ``t``, oldest first (the burn-in's rule: a faded mark
+        is gone at once)."""
+        shown = []
+        for track in self.marks:
+            if authors is not None and track.author not in authors:
+                continue
+            annotation = track.annotation_at(t)
+            if annotation is not None:
+                shown.append(annotation)
+        return shown
+
+    def freeze_at(self, t: float) -> FreezeSpan | None:
+        for span in self.freezes:
+            if span.covers(t):
+                return span
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "marks": [m.to_json() for m in self.marks],
+            "freezes": [f.to_json() for f in self.freezes],
+        }
+
+
+class RecordingClock:
+    """Server time / relay pts → recording seconds (see the module doc)."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.started = parse_timestamp(manifest.started_at)
+        self._segments = [
+            (s.offset_s, s.video_pts_start, s.video_pts_end)
+            for s in manifest.segments
+            if s.video_pts_start is not None and s.video_pts_end is not None
+        ]
+        ends = [s.offset_s + s.duration_s for s in manifest.segments]
+        self.span_s = max(ends, default=0.0)
+        "Recording time of the last frame (0 while nothing is closed yet)."
+
+    def wall(self, iso: str) -> float | None:
+        try:
+            return parse_timestamp(iso) - self.started
+        except (TypeError, ValueError):
+            return None
+
+    def of_entry(self, entry: Mapping[str, Any]) -> float | None:
+        ts = entry.get("ts")
+        wall = self.wall(ts) if isinstance(ts, str) else None
+        pts = entry.get("media_pts")
+        if isinstance(pts, int) and not isinstance(pts, bool):
+            for offset, first, last in self._segments:
+                if first <= pts <= last + PTS_SLACK_S * PTS_RATE:
+                    t = offset + (pts - first) / PTS_RATE
+                    # No video was flowing (the relay's clock stands still at the last frame):
+                    # during a gap the op stays at the end of the segment before it, after the
+                    # recording's end it is placed by the wall clock (and so falls outside).
+                    if wall is not None and wall > self.span_s + PTS_SLACK_S and wall - t > 2.0:
+                        return wall
+                    return t
+        return wall
+
+
+def build_timeline(
+    entries: Iterable[Mapping[str, Any]], manifest: Manifest, open_ended: bool | None = None
+) -> Timeline:
+    """The timeline of ``manifest``'s recording from its consultation's annotation log entries
+    (in log order). Only marks and freezes that overlap the recording are kept; ``open_ended``
+    (default: the recording is still running) keeps everything after its start."""
+    clock = RecordingClock(manifest)
+    if open_ended is None:
+        open_ended = str(manifest.status) == "recording"
+    live: dict[tuple[str, str], MarkTrack] = {}
+    tracks: list[MarkTrack] = []
+    freezes: list[FreezeSpan] = []
+    frozen: FreezeSpan | None = None
+    last_t = -math.inf
+
+    def close(track: MarkTrack, t: float, why: str) -> None:
+        fade_end = _fade_end(track)
+        if fade_end is not None and fade_end <= t:
+            track.end_t, track.end = fade_end, "fade"
+        else:
+            track.end_t, track.end = t, why
+        live.pop((track.author, track.id), None)
+
+    for entry in entries:
+        t = clock.of_entry(entry)
+        if t is None:
+            continue
+        t = max(t, last_t)  # the log is in arrival order: never let a clock switch reorder it
+        last_t = t
+        op, by = entry.get("op"), entry.get("by")
+        for track in list(live.values()):
+            fade_end = _fade_end(track)
+            if fade_end is not None and fade_end <= t:
+                close(track, fade_end, "fade")
+        if op in ("add", "update"):
+            data = _annotation(entry.get("annotation"))
+            if data is None:
+                continue
+            key = (data["author"], data["id"])
+            track = live.get(key)
+            if track is not None and op == "add":
+                close(track, t, "remove")  # same id again after a loss: a new mark
+                track = None
+            if track is None:
+                track = MarkTrack(author=data["author"], id=data["id"])
+                live[key] = track
+                tracks.append(track)
+            track._raw.append((t, data))
+        elif op == "remove" and isinstance(by, str) and isinstance(entry.get("id"), str):
+            track = live.get((by, entry["id"]))
+            if track is not None:
+                close(track, t, "remove")
+        elif op == "clear":
+            for track in list(live.values()):
+                close(track, t, "clear")
+        elif op == "freeze":
+            if frozen is not None:
+                frozen.end_t = t
+            snapshot = entry.get("snapshot_id")
+            frozen = FreezeSpan(
+                t,
+                by if isinstance(by, str) else None,
+                snapshot if isinstance(snapshot, str) else None,
+            )
+            freezes.append(frozen)
+        elif op == "resume" and frozen is not None:
+            frozen.end_t, frozen = t, None
+
+    for track in list(live.values()):
+        end = _fade_end(track)
+        if end is not None:
+            track.end_t, track.end = end, "fade"
+    upper = math.inf if open_ended else clock.span_s
+
+    def overlaps(start: float, end: float | None) -> bool:
+        return start <= upper and (end is None or end > 0)
+
+    kept = [t for t in tracks if overlaps(t.start_t, t.end_t)]
+    for track in kept:
+        track._compact()
+    return Timeline(kept, [f for f in freezes if overlaps(f.start_t, f.end_t)])
+
+
+def _fade_end(track: MarkTrack) -> float | None:
+    t, data = track._raw[-1] if track._raw else (None, None)
+    if t is None or data is None or data.get("fade_s") is None:
+        return None
+    return t + float(data["fade_s"])
+
+
+def _annotation(data: Any) -> dict[str, Any] | None:
+    """A logged annotation, checked like a client's mark (the log is ours, but a damaged or
+    hand-edited line must not break a replay): the mark's JSON plus its author."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("author"), str):
+        return None
+    try:
+        mark = Mark.from_json(data)
+    except AnnotationError:
+        return None
+    return {**mark.to_json(), "author": data["author"]}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)

@@ -1,0 +1,111 @@
+"""Media tokens: short-lived, recording-scoped capabilities for ``<video src>``.
+
+A ``<video>`` element cannot send an ``Authorization`` header, and the browser's Range requests
+(every seek) must reach the server straight from the media element for seeking to work. So the
+replay page asks ``GET /api/recordings/{id}/media-token`` (Bearer, checked like any replay) and
+puts the answer in the media URL as ``?t=``. The token:
+
+* is signed with a key *derived* from the server secret (HMAC-SHA256 of it with a fixed label),
+  and carries ``aud: endolink-media``: it is never accepted as a Bearer token, and a Bearer token
+  is never accepted as a media token;
+* names one recording (``rid``) and is refused on any other recording's media;
+* lives ``MEDIA_TOKEN_TTL_S`` (5 minutes) at most: a copied URL soon stops working;
+* is accepted as ``?t=`` on the media routes only (``GET /api/recordings/{id}/media/{segment}``
+  and its ``/talkback``), and the access log redacts it (``install_access_log_redaction``) — the
+  error middleware logs paths without queries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import time
+from dataclasses import dataclass
+
+import jwt
+
+from .grants import Grant, Role, TokenInvalid
+
+MEDIA_TOKEN_TTL_S = 300
+AUDIENCE = "endolink-media"
+ISSUER = "endolink"
+_KEY_LABEL = b"endolink media token v1"
+_ALGORITHM = "HS256"
+MEDIA_QUERY = "t"
+
+
+@dataclass(frozen=True)
+class MediaGrant:
+    """Who may fetch which recording's media, until when."""
+
+    recording_id: str
+    identity: str
+    role: Role
+    expires_at: int
+
+
+class MediaTokens:
+    def __init__(self, secret: str, ttl_s: int = MEDIA_TOKEN_TTL_S) -> None:
+        self._key = hmac.new(secret.encode(), _KEY_LABEL, hashlib.sha256).hexdigest()
+        self.ttl_s = min(ttl_s, MEDIA_TOKEN_TTL_S)
+
+    def issue(self, grant: Grant, recording_id: str) -> tuple[str, int]:
+        """(token, expiry as Unix seconds): never past the Bearer token's own expiry."""
+        now = int(time.time())
+        expires = min(now + self.ttl_s, grant.expires_at)
+        claims = {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": grant.identity,
+            "role": str(grant.role),
+            "rid": recording_id,
+            "iat": now,
+            "exp": expires,
+        }
+        return jwt.encode(claims, self._key, algorithm=_ALGORITHM), expires
+
+    def verify(self, token: str) -> MediaGrant:
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[_ALGORITHM],
+                audience=AUDIENCE,
+                issuer=ISSUER,
+                options={"require": ["exp", "iat", "sub", "rid", "role"]},
+            )
+            return MediaGrant(
+                str(claims["rid"]), str(claims["sub"]), Role(claims["role"]), int(claims["exp"])
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise TokenInvalid("media token expired: ask for a new one") from exc
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            raise TokenInvalid("media token rejected") from exc
+
+
+_TOKEN_IN_QUERY = re.compile(r"([?&]t=)[^&\s\"]*")
+
+
+class _RedactMediaTokens(logging.Filter):
+    """Blanks ``t=<token>`` in aiohttp access log lines (the request line holds the query)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True
+        if "t=" in message:
+            record.msg, record.args = _TOKEN_IN_QUERY.sub(r"\1<redacted>", message), None
+        return True
+
+
+_FILTER = _RedactMediaTokens()
+
+
+def install_access_log_redaction() -> None:
+    """Idempotent: every app made in this process shares the one filter."""
+    access = logging.getLogger("aiohttp.access")
+    if _FILTER not in access.filters:
+        access.addFilter(_FILTER)

@@ -1,0 +1,186 @@
+"""The server process is killed (SIGKILL) in the middle of a recorded session: the file on disk
+plays up to about a second before the kill, and the next start marks the recording interrupted,
+hashes what is there, adds a repaired copy and leaves index, manifest and files consistent."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from recorder.index import RecordingIndex
+from recorder.integrity import chain_genesis, chain_next, sha256_file
+from recorder.manifest import MANIFEST, Manifest
+from signaling.grants import Grant, Role
+from signaling.secret import token_issuer
+from signaling.settings import Settings
+from signaling.store import DB_FILENAME, ConsultationStore
+
+from .media import decode, ffprobe, publishing
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+KILL_AFTER_S = 4.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """``endolink serve`` in a subprocess on a port of our choosing."""
+
+    def __init__(self, data_dir: Path, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ENDOLINK_")}
+        env["PYTHONPATH"] = str(REPO_ROOT)
+        env["ENDOLINK_ICE_HOST_ADDRESSES"] = "127.0.0.1"
+        command = [sys.executable, "-m", "signaling", "serve", "--port", str(self.port)]
+        with log.open("a") as err:
+            self.proc = subprocess.Popen(
+                [*command, "--data-dir", str(data_dir)],
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                env=env,
+            )
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.05, deadline - time.monotonic()))
+            except queue.Empty:
+                line = None
+            if line is None:
+                raise AssertionError("the server did not start")
+            if line.startswith("EndoLink server:"):
+                return
+
+    def kill(self) -> None:
+        """SIGKILL by pid (idempotent)."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self._reader.join(5)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._reader.join(5)
+        return self.proc.returncode
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[list[Server]]:
+    started: list[Server] = []
+    yield started
+    for server in started:
+        with contextlib.suppress(Exception):
+            server.kill()
+
+
+async def test_a_server_killed_mid_session_leaves_a_playable_file_and_an_interrupted_recording(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    data = tmp_path / "data"
+    log = tmp_path / "server.log"
+    store = ConsultationStore(data / DB_FILENAME)
+    consultation = await store.create("crash", "VP8", consent_by="Dr. A", recorded_by="t")
+    await store.close()
+    cid = consultation.id
+    issuer = token_issuer(Settings(data_dir=data))
+    clinic = issuer.issue(Grant.for_role(Role.CLINIC, cid, "clinic-1", 600))
+
+    server = Server(data, log)
+    servers.append(server)
+    await asyncio.to_thread(server.wait_ready)
+    async with publishing(f"{server.url}/whip/{cid}", clinic):
+        deadline = time.monotonic() + 15
+        files: list[Path] = []
+        while not files and time.monotonic() < deadline:
+            files = [f for f in data.glob("recordings/*/segment-001.webm") if f.stat().st_size]
+            await asyncio.sleep(0.05)
+        assert files, log.read_text()
+        await asyncio.sleep(KILL_AFTER_S)
+        killed_at = time.time()
+        server.kill()
+    segment = files[0]
+    directory = segment.parent
+
+    # the file as the dead server left it: plays and decodes, in order, up to ~1 s before the kill
+    size_after_kill, sha_after_kill = segment.stat().st_size, sha256_file(segment)[0]
+    decoded = decode(segment)
+    assert decoded.errors == 0
+    assert decoded.counters == sorted(decoded.counters) and len(decoded.counters) >= 80
+    assert decoded.duration_s >= 3.0, f"only {decoded.duration_s:.2f} s survived"
+    loss = killed_at - decoded.stamps_s[-1]
+    print(f"kill -9 after {KILL_AFTER_S} s: {decoded.duration_s:.2f} s playable, lost {loss:.2f} s")
+    assert loss <= 1.2
+
+    restarted = Server(data, log)
+    servers.append(restarted)
+    await asyncio.to_thread(restarted.wait_ready)
+
+    # recovery: interrupted, the original untouched and hashed as it was, a repaired copy
+    assert segment.stat().st_size == size_after_kill
+    index = RecordingIndex(data / DB_FILENAME)
+    try:
+        (row,) = await index.list(cid)
+    finally:
+        await index.close()
+    assert (row.status, row.stop_reason) == ("interrupted", "crash")
+    (indexed,) = row.segments
+    assert indexed.status == "interrupted"
+    assert (indexed.sha256, indexed.bytes) == (sha_after_kill, size_after_kill)
+    assert indexed.chain == chain_next(chain_genesis(row.id), sha_after_kill)
+    assert row.chain_head == indexed.chain
+    assert abs(indexed.duration_s - decoded.duration_s) < 0.2
+    manifest = Manifest.from_json(json.loads((directory / MANIFEST).read_text()))
+    assert manifest.status == "interrupted"
+    assert manifest.segments[0].sha256 == sha_after_kill
+    assert manifest.segments[0].repaired is not None
+    repaired = directory / manifest.segments[0].repaired.file
+    assert repaired.name == indexed.repaired_file
+    assert sha256_file(repaired)[0] == indexed.repaired_sha256
+    probe = ffprobe(repaired)  # a finalized file: it has a duration
+    assert abs(float(probe["format"]["duration"]) - decoded.duration_s) < 0.2
+    assert not list(directory.glob("*.tmp"))
+
+    command = [sys.executable, "-m", "signaling", "recordings", "verify", row.id]
+    verify = subprocess.run(
+        [*command, "--data-dir", str(data)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert restarted.stop() == 0, log.read_text()

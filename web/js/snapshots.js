@@ -1,0 +1,199 @@
+// Snapshots of a consultation: PNG upload, authorised download (Bearer token, never a cookie or a
+// URL token: images are fetched and shown through blob: URLs) and the gallery panel.
+//
+//   POST /api/consultations/{cid}/snapshots            image/png → 201 {id, url, by, created_at}
+//   GET  /api/consultations/{cid}/snapshots            → {"snapshots": [...]}, oldest first
+//   GET  /api/consultations/{cid}/snapshots/{id}.png   → the image
+//
+// New snapshots arrive live as `snapshot` room messages (the uploader's own included).
+
+import { readError } from "./session.js";
+
+const THUMB_CONCURRENCY = 2;
+
+function authHeaders(token, extra = {}) {
+  return { Authorization: `Bearer ${token}`, ...extra };
+}
+
+/** Uploads a PNG blob; resolves to the server's snapshot JSON, rejects with a readable Error. */
+export async function uploadSnapshot(cid, token, blob) {
+  let response;
+  try {
+    response = await fetch(`/api/consultations/${encodeURIComponent(cid)}/snapshots`, {
+      method: "POST",
+      headers: authHeaders(token, { "Content-Type": "image/png", Accept: "application/json" }),
+      body: blob,
+      cache: "no-store",
+      credentials: "omit",
+    });
+  } catch {
+    throw new Error("the server could not be reached");
+  }
+  if (response.status !== 201 && response.status !== 200) {
+    const err = await readError(response);
+    throw new Error(`${err.reason} (HTTP ${err.status})`);
+  }
+  const body = await response.json();
+  if (!body || typeof body.id !== "string") throw new Error("the server's answer had no snapshot id");
+  return body;
+}
+
+/** Fetches a snapshot image with the Bearer token; resolves to a Blob. */
+export async function fetchSnapshotBlob(url, token) {
+  let response;
+  try {
+    response = await fetch(url, { headers: authHeaders(token), credentials: "omit" });
+  } catch {
+    throw new Error("the server could not be reached");
+  }
+  if (!response.ok) {
+    const err = await readError(response);
+    throw new Error(`${err.reason} (HTTP ${err.status})`);
+  }
+  return response.blob();
+}
+
+function fileName(snapshot) {
+  const when = String(snapshot.created_at || "").replace(/[:]/g, "-").replace(/\..*$/, "");
+  return `endolink-snapshot-${when || snapshot.id}.png`;
+}
+
+function timeLabel(iso) {
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? "" : d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+}
+
+/** The "Snapshots" panel: one entry per stored snapshot, newest first, previews loaded lazily. */
+export class SnapshotGallery {
+  constructor({ host, cid, token, describe, notices }) {
+    this.cid = cid;
+    this.token = token;
+    this.describe = describe || ((id) => id);
+    this.notices = notices;
+    this.items = new Map(); // id → {li, img, link, url, blob, snapshot, frozen}
+    this.frozenIds = new Set();
+    this.loading = 0;
+    this.waiting = [];
+    this.list = host.querySelector("[data-snapshot-list]") || host;
+    this.empty = host.querySelector("[data-snapshot-empty]");
+    this.observer = new IntersectionObserver((entries) => {
+      for (const e of entries) if (e.isIntersecting) this._want(e.target.dataset.id);
+    });
+  }
+
+  async load() {
+    let response;
+    try {
+      response = await fetch(`/api/consultations/${encodeURIComponent(this.cid)}/snapshots`, {
+        headers: authHeaders(this.token, { Accept: "application/json" }),
+        cache: "no-store",
+        credentials: "omit",
+      });
+    } catch {
+      this.notices?.show("snapshots", "Could not list the snapshots (network).", "warn");
+      return;
+    }
+    if (!response.ok) {
+      const err = await readError(response);
+      this.notices?.show("snapshots", `Could not list the snapshots: ${err.reason}`, "warn");
+      return;
+    }
+    const body = await response.json().catch(() => null);
+    const list = Array.isArray(body) ? body : Array.isArray(body?.snapshots) ? body.snapshots : [];
+    for (const s of list) this.add(s);
+  }
+
+  /** Adds (or completes) an entry; returns {href, download} once a local blob is known. */
+  add(snapshot, blob = null, { frozen = false } = {}) {
+    if (!snapshot || typeof snapshot.id !== "string") return null;
+    if (frozen) this.frozenIds.add(snapshot.id);
+    let item = this.items.get(snapshot.id);
+    if (!item) item = this._create(snapshot);
+    if (blob && !item.url) this._setBlob(item, blob);
+    this._caption(item);
+    return item.url ? { href: item.url, download: item.link.download } : null;
+  }
+
+  /** A snapshot that is the raw frozen frame (marks are drawn live on top of it, not into it). */
+  markFrozen(id) {
+    this.frozenIds.add(id);
+    const item = this.items.get(id);
+    if (item) this._caption(item);
+  }
+
+  _create(snapshot) {
+    const li = document.createElement("li");
+    li.dataset.id = snapshot.id;
+    li.setAttribute("data-testid", "snapshot-item");
+    const img = document.createElement("img");
+    img.alt = "";
+    img.className = "snapshot-thumb";
+    const meta = document.createElement("span");
+    meta.className = "snapshot-meta";
+    const link = document.createElement("a");
+    link.textContent = "Download";
+    link.download = fileName(snapshot);
+    link.href = "#";
+    link.setAttribute("data-testid", "snapshot-download");
+    link.className = "snapshot-download";
+    const item = { li, img, meta, link, url: null, blob: null, snapshot, pending: null };
+    link.addEventListener("click", async (event) => {
+      if (item.url) return; // a real blob: link, the browser downloads it
+      event.preventDefault();
+      if (await this._fetch(item)) link.click();
+    });
+    li.append(img, meta, link);
+    // Newest first.
+    this.list.prepend(li);
+    if (this.empty) this.empty.hidden = true;
+    this.items.set(snapshot.id, item);
+    this.observer.observe(li);
+    return item;
+  }
+
+  _caption(item) {
+    const s = item.snapshot;
+    const kind = this.frozenIds.has(s.id) ? "Frozen frame" : "Snapshot";
+    const by = s.by ? ` · ${this.describe(s.by)}` : "";
+    item.meta.textContent = `${kind} ${timeLabel(s.created_at)}${by}`;
+    item.img.alt = `${kind} taken at ${timeLabel(s.created_at) || "unknown time"}`;
+  }
+
+  _setBlob(item, blob) {
+    item.blob = blob;
+    item.url = URL.createObjectURL(blob);
+    item.link.href = item.url;
+    item.img.src = item.url;
+    this.observer.unobserve(item.li);
+  }
+
+  _want(id) {
+    const item = this.items.get(id);
+    if (!item || item.url || item.pending) return;
+    this._fetch(item);
+  }
+
+  /** Loads an entry's image (at most THUMB_CONCURRENCY at a time); true when it is there. */
+  async _fetch(item) {
+    if (item.url) return true;
+    if (item.pending) return item.pending;
+    item.pending = (async () => {
+      while (this.loading >= THUMB_CONCURRENCY) await new Promise((r) => this.waiting.push(r));
+      this.loading += 1;
+      try {
+        const url = item.snapshot.url || `/api/consultations/${encodeURIComponent(this.cid)}/snapshots/${item.snapshot.id}.png`;
+        const blob = await fetchSnapshotBlob(url, this.token);
+        if (!item.url) this._setBlob(item, blob);
+        return true;
+      } catch (err) {
+        item.meta.textContent += ` (not loaded: ${err.message})`;
+        return false;
+      } finally {
+        this.loading -= 1;
+        this.waiting.shift()?.();
+        item.pending = null;
+      }
+    })();
+    return item.pending;
+  }
+}

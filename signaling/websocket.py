@@ -13,9 +13,10 @@ are appended to the consultation's annotation log.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,7 +142,9 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
         hub.send(cid, participant, _welcome(request, grant, consultation, router))
         log = request.app[ANNOTATION_LOGS].get(cid)
         data_dir = request.app[SETTINGS].data_dir
-        await _serve(Session(hub, cid, participant, grant, router, log, data_dir))
+        await _until_expiry(
+            grant, _serve(Session(hub, cid, participant, grant, router, log, data_dir))
+        )
     except Rejected as exc:
         logger.info(
             "WebSocket [consultation:%s] closing %s with %d: %s",
@@ -230,6 +233,15 @@ def _freeze_state(cid: str, board: AnnotationBoard) -> dict[str, Any]:
     if freeze.snapshot_id is not None:
         snapshot = {"id": freeze.snapshot_id, "url": snapshot_url(cid, freeze.snapshot_id)}
     return {"frozen": True, "snapshot": snapshot, "by": freeze.by}
+
+
+async def _until_expiry(grant: Grant, serving: Coroutine[Any, Any, None]) -> None:
+    """A socket lives no longer than its token: an invite that expires mid-session ends it."""
+    try:
+        async with asyncio.timeout(max(0.0, grant.expires_at - time.time())):
+            await serving
+    except TimeoutError:
+        raise Rejected(CLOSE_UNAUTHORIZED, "token expired: open your invite link again") from None
 
 
 async def _serve(session: Session) -> None:

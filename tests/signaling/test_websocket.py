@@ -236,6 +236,14 @@ async def test_expired_token(
     assert await closed_with(ws) == (4401, "token expired")
 
 
+async def test_a_token_that_expires_mid_session_ends_the_socket_with_4401(
+    client: TestClient, make_token: MakeToken, consultation: Consultation
+) -> None:
+    ws, _ = await join(client, consultation.id, make_token("surgeon", consultation.id, ttl_s=2))
+    code, reason = await closed_with(ws)
+    assert code == 4401 and "expired" in reason
+
+
 async def test_token_for_another_consultation(
     client: TestClient, make_token: MakeToken, consultation: Consultation
 ) -> None:

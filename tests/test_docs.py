@@ -1,4 +1,4 @@
-"""The README is the contract with a newcomer: every setting documented, CI runs its test command."""
+"""The README is the contract with a newcomer: settings documented, CI runs its test command."""
 
 from __future__ import annotations
 

@@ -54,8 +54,10 @@ class MarkerJitterBuffer(JitterBuffer):
     """Video jitter buffer that releases a frame on its marker bit and reports every frame.
 
     Order, loss and overflow handling are aiortc's (``add`` is inherited); only frame release
-    changes. Because the release happens inside ``add``, all frames completed by one packet (a
-    retransmission filling a gap releases the frames queued behind it) are delivered at once.
+    changes: all frames completed by one packet (a retransmission filling a gap releases the
+    frames queued behind it) are delivered at once, and only *after* aiortc has said whether it
+    dropped packets — viewers must be told to wait for a keyframe before the frames that follow
+    a drop reach them, or they decode damaged pictures.
     """
 
     def __init__(
@@ -65,20 +67,32 @@ class MarkerJitterBuffer(JitterBuffer):
         self._on_frame = on_frame
         self._on_discontinuity = on_discontinuity
         self._timestamps = TimestampMapper()
+        self._holding = False
         self.ssrc: int | None = None
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         self.ssrc = packet.ssrc
-        pli_flag, _ = super().add(packet)
-        if pli_flag:
+        self._holding = True  # aiortc's add() ends by releasing frames: not yet
+        try:
+            dropped, _ = super().add(packet)
+        finally:
+            self._holding = False
+        if dropped:
             # aiortc dropped packets (overflow or reset): what follows may reference lost data.
+            # The keyframe request goes through the Producer's rate limit (on_discontinuity),
+            # so aiortc is told not to send its own PLI.
             self._on_discontinuity()
-        return pli_flag, None
+        self._release()
+        return False, None
 
     def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        if not self._holding:
+            self._release()
+        return None
+
+    def _release(self) -> None:
         while (frame := self._next_complete_frame()) is not None:
             self._on_frame(frame.data, self._timestamps.map(frame.timestamp))
-        return None
 
     def origin(self) -> int | None:
         return self._origin
@@ -110,7 +124,7 @@ class MarkerJitterBuffer(JitterBuffer):
             drop = count + 1
         self.remove(drop)
         self._on_discontinuity()
-        self._remove_frame(sequence_number)
+        self._release()
 
     def _next_complete_frame(self) -> JitterFrame | None:
         packets: list[RtpPacket] = []
@@ -226,8 +240,9 @@ class LossRecovery:
         origin = self._buffer.origin()
         if origin is None:
             return
-        # forget every loss the buffer has now moved past
-        for stale in [s for s in self._nack.missing if uint16_add(origin, -s) < 0x8000]:
+        # forget every loss the buffer has now moved past (strictly before the new origin: a
+        # missing origin is still a loss to repair)
+        for stale in [s for s in self._nack.missing if 0 < uint16_add(origin, -s) < 0x8000]:
             self._nack.missing.discard(stale)
 
     def close(self) -> None:

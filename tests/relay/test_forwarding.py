@@ -76,14 +76,33 @@ def test_late_packet_of_an_already_released_frame_is_ignored() -> None:
     assert len(sink.frames) == 2
 
 
-def test_overflow_reports_a_discontinuity_so_viewers_wait_for_a_keyframe() -> None:
-    sink = Frames()
+class OrderedSink(Frames):
+    """Records frames and discontinuities in one sequence, to check which came first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[str] = []
+
+    def on_frame(self, data: bytes, ts: int) -> None:
+        super().on_frame(data, ts)
+        self.events.append("frame")
+
+    def on_discontinuity(self) -> None:
+        super().on_discontinuity()
+        self.events.append("discontinuity")
+
+
+def test_overflow_reports_the_discontinuity_before_releasing_the_frames_after_the_gap() -> None:
+    sink = OrderedSink()
     jb = buffer(sink)
     jb.add(rtp(0, 0, True))
-    # packet 1 never arrives; the buffer overflows
+    # packet 1 never arrives; complete frames pile up behind it until the buffer overflows
     for seq in range(2, 2 + 70):
-        jb.add(rtp(seq, seq * 3000, False))
-    assert sink.discontinuities >= 1
+        pli, _ = jb.add(rtp(seq, seq * 3000, True))
+        assert not pli  # keyframe requests go through the Producer's rate limit instead
+    assert sink.discontinuities == 1
+    assert sink.events[:2] == ["frame", "discontinuity"]  # frame 0, then the drop, then more
+    assert len(sink.frames) > 2
 
 
 def test_audio_packets_pass_straight_through_and_stale_ones_are_dropped() -> None:
@@ -147,3 +166,21 @@ async def test_an_unrecoverable_packet_is_skipped_and_viewers_resync_at_a_keyfra
     assert recovery.skipped == 1 and sink.discontinuities == 1
     assert [d for d, _ in sink.frames] == [b"f0", b"f2", b"f3"]  # the damaged frame 1 is gone
     assert not fake._RTCRtpReceiver__nack_generator.missing
+
+
+async def test_a_loss_right_after_a_skipped_frame_is_still_repaired() -> None:
+    sink, fake = Frames(), FakeReceiver()
+    jb = buffer(sink)
+    recovery = LossRecovery(fake, jb, renack_interval_s=0.05, give_up_s=0.25)  # type: ignore[arg-type]
+    recovery.close()
+    received(fake, jb, rtp(1, 0, False, b"a"))
+    received(fake, jb, rtp(3, 0, True, b"c"))  # 2 lost: frame 0 is damaged
+    received(fake, jb, rtp(5, 3000, True, b"e"))  # 4 lost: the new origin after the skip
+    await recovery.tick(10.0)
+    await recovery.tick(10.3)  # gives up on 2: frame 0 dropped, origin moves to 4
+    assert jb.origin() == 4
+    assert 4 in fake._RTCRtpReceiver__nack_generator.missing
+    await recovery.tick(10.36)  # 4 has been missing as long: given up too, not forgotten
+    assert recovery.skipped == 2
+    received(fake, jb, rtp(6, 6000, True, b"f"))
+    assert [d for d, _ in sink.frames] == [b"f"]  # no stall behind the forgotten packet

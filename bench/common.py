@@ -122,8 +122,9 @@ def read_stamp_luma(y: np.ndarray) -> tuple[int, int]:
     return value & ((1 << 24) - 1), value >> 24
 
 
-def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean SSIM of two luma planes (Wang et al. 2004: 11×11 Gaussian window, σ 1.5)."""
+def ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Mean SSIM of two luma planes (Wang et al. 2004: 11×11 Gaussian window, σ 1.5); with
+    ``mask`` (bool, same shape), the mean over the pixels where it is True only."""
     import cv2
 
     x = a.astype(np.float32)
@@ -139,7 +140,8 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     sxy = blur(x * y) - mx * my
     num = (2 * mx * my + c1) * (2 * sxy + c2)
     den = (mx * mx + my * my + c1) * (sxx + syy + c2)
-    return float((num / den).mean())
+    index = num / den
+    return float(index[mask].mean() if mask is not None else index.mean())
 
 
 # -- statistics --------------------------------------------------------------------------------

@@ -386,13 +386,15 @@ async def run_scenario(
 
         profiler = None
         await asyncio.sleep(cfg.warmup)
-        if cfg.profile == "py-spy" and sc.mode == "forward" and shutil.which("py-spy"):
+        pyspy = shutil.which("py-spy") or str(Path(PYTHON).parent / "py-spy")
+        if cfg.profile == "py-spy" and sc.mode == "forward" and Path(pyspy).exists():
             profiler = await procs.start(
                 "py-spy",
                 pinned(
                     cfg.client_cpu,
                     [
-                        "py-spy", "record", "--pid", str(server.pid), "--rate", "200",
+                        pyspy, "record", "--pid", str(server.pid), "--rate", "200",
+                        "--nonblocking",
                         "--duration", str(int(cfg.seconds)), "--format", "raw",
                         "-o", str(logs / "server.pyspy.txt"),
                     ],
@@ -538,6 +540,7 @@ def summarise(
         "ssim_direct_min": _round(min(ssim_direct), 4) if ssim_direct else None,
         "ssim_direct_mean": _round(statistics.fmean(ssim_direct), 4) if ssim_direct else None,
         "discontinuities": sum(v["discontinuities"] for v in served),
+        "not_shown_until_keyframe": sum(v["not_shown_until_keyframe"] for v in served),
         "sink_packets_per_s": {
             "n": len(sink_pps),
             "min": _round(min(sink_pps)) if sink_pps else None,
@@ -698,34 +701,34 @@ def _first_number(value: Any) -> float | None:
 
 
 def table(results: list[dict[str, Any]], modes: list[str]) -> str:
-    """Markdown: one row per metric, forward and transcode side by side for each viewer count."""
+    """Markdown: one row per metric, forward and transcode side by side for each viewer count
+    (with their ratio); a mode not run at some count (``--transcode-max-viewers``) is left out."""
     base = [r for r in results if r["loss_pct"] is None]
     counts = sorted({r["viewers"] for r in base})
     by_key = {(r["mode"], r["viewers"]): r for r in base}
+    columns: list[tuple[int, list[str]]] = [
+        (n, [m for m in modes if (m, n) in by_key]) for n in counts
+    ]
     header = ["metric"]
-    for n in counts:
-        for mode in modes:
-            header.append(f"{_short(mode)} N={n}")
-        if len(modes) == 2:
+    for n, present in columns:
+        header += [f"{_short(m)} N={n}" for m in present]
+        if len(present) == 2:
             header.append(f"tx/fwd N={n}")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, get, ratio in ROWS:
         row = [label]
-        for n in counts:
+        for n, present in columns:
             values = []
-            for mode in modes:
-                r = by_key.get((mode, n))
-                if r is None:
-                    row.append("not run")
-                    values.append(None)
-                elif "error" in r and "latency_ms" not in r:
+            for mode in present:
+                r = by_key[(mode, n)]
+                if "error" in r and "latency_ms" not in r:
                     row.append("error")
                     values.append(None)
                 else:
                     value = get(r)
                     row.append(_cell(value))
                     values.append(_first_number(value))
-            if len(modes) == 2:
+            if len(present) == 2:
                 a, b = values
                 row.append(f"×{b / a:.1f}" if ratio and a and b is not None and a > 0 else "")
         lines.append("| " + " | ".join(row) + " |")
@@ -840,6 +843,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.viewers = "1,2" if "--viewers" not in (argv or sys.argv) else args.viewers
         args.seconds, args.warmup, args.joins, args.probes = 4.0, 1.5, 1, 1
+    if args.profile == "py-spy" and not (
+        shutil.which("py-spy") or (Path(PYTHON).parent / "py-spy").exists()
+    ):
+        p.error("--profile py-spy needs py-spy (pip install py-spy) or use --profile cprofile")
     args.viewer_counts = [int(v) for v in args.viewers.split(",") if v.strip()]
     args.mode_list = [m.strip() for m in args.modes.split(",") if m.strip()]
     args.loss_list = [float(v) for v in args.loss.split(",") if v.strip()]

@@ -106,6 +106,7 @@ class Viewer:
         self.tap: Any = None
         self.receiver: Any = None
         self.last_pli = 0.0
+        self.since_keyframe = 0
         self.samples: dict[int, np.ndarray] = {}
         self.sunk = 0
         self.sunk_marks: list[int] = []
@@ -120,20 +121,22 @@ class Viewer:
             self.arrivals.append(time.time())
             self._start_sinking()
             return
-        now = time.time()
-        self.arrivals.append(now)
+        # Like a browser: after a loss, show nothing until a keyframe (the receiver asked for
+        # one): frames in between may reference lost data, or be the tail of a frame whose head
+        # was given up. They are counted apart and excluded from fps and bit-exactness.
+        keyframe = is_keyframe(self.codec, data)
+        if not self.synced:
+            if not keyframe:
+                self.skipped += 1
+                return
+            self.synced = True
+        self.since_keyframe = 0 if keyframe else self.since_keyframe + 1
+        self.arrivals.append(time.time())
         self.hashes.append(frame_hash(data))
         if self.decoder is not None:
             self._decode(data)
 
     def _decode(self, data: bytes) -> None:
-        # Like a browser: after a gap, decode nothing until a keyframe (the receiver asked for
-        # one); decoding deltas whose references were lost shows garbage.
-        if not self.synced:
-            if not is_keyframe(self.codec, data):
-                self.skipped += 1
-                return
-            self.synced = True
         try:
             frames = self.decoder.decode(av.Packet(data))
         except av.error.FFmpegError:
@@ -147,6 +150,13 @@ class Viewer:
             age_ms = ((int(now_ms) - wall_ms) & CLOCK_MASK) + now_ms % 1
             if age_ms > MAX_PLAUSIBLE_AGE_MS:  # not a stamp this run drew: a damaged picture
                 self.stamp_errors += 1
+                if self.stamp_errors <= 3:
+                    logger.warning(
+                        "%s: implausible stamp (counter %d, age %.0f ms) in frame %d of %d bytes,"
+                        " %d frames after the last keyframe, %d discontinuities so far",
+                        self.name, counter, age_ms, len(self.arrivals), len(data),
+                        self.since_keyframe, self.discontinuities,
+                    )  # fmt: skip
                 continue
             self.shown.append(now)
             self.latency_ms.append(age_ms)
@@ -327,6 +337,7 @@ class LoadGen:
                 "longest_gap_ms": max(gaps) if gaps else None,
                 "bit_exact": matched,
                 "discontinuities": viewer.discontinuities,
+                "not_shown_until_keyframe": viewer.skipped,
                 "first_frame_ms": (
                     (viewer.first_frame_at - viewer.answer_at) * 1000
                     if viewer.first_frame_at and viewer.answer_at

@@ -29,6 +29,7 @@ STAGES: list[tuple[str, re.Pattern[str]]] = [
     ("ICE/STUN (aioice)", re.compile(r"\(aioice/")),
     ("HTTP/signalling (aiohttp)", re.compile(r"\(aiohttp/")),
 ]  # fmt: skip
+IDLE_LEAVES = ("Condition.wait", "Thread._wait_for_tstate_lock", "_worker (futures/thread.py")
 LEAF_STAGES: list[tuple[str, re.Pattern[str]]] = [
     ("event loop itself (self time of select, _run_once, Handle._run)",
      re.compile(r"^(EpollSelector\.select|BaseEventLoop\._run_once|Handle\._run) ")),
@@ -49,13 +50,17 @@ def summarise(path: Path, top: int = 25) -> str:
         if not frames:
             continue
         leaf = frames[-1]
-        if leaf.startswith(("Condition.wait", "Thread._wait_for_tstate_lock", "select ")):
+        if leaf.startswith(IDLE_LEAVES):
             idle += n  # py-spy samples idle threads too (decoder threads, executor)
             continue
+        # what runs inside one event-loop callback: the frames below the last Handle._run
+        # (everything above it — run_app, run_forever — is an ancestor of every sample)
+        runs = [i for i, f in enumerate(frames) if f.startswith("Handle._run ")]
+        task = frames[runs[-1] + 1 :] if runs else frames
         total += n
         self_time[re.sub(r":\d+\)$", ")", leaf)] += n
         for stage, pattern in STAGES:
-            if any(pattern.search(f) for f in frames):
+            if any(pattern.search(f) for f in task):
                 stage_time[stage] += n
         for stage, pattern in LEAF_STAGES:
             if pattern.search(leaf):

@@ -3,7 +3,8 @@
 A real server process (``python -m signaling serve``), one Debian Chromium with two pages, each
 in its own window (a browser context; a tab behind another draws at ~1 frame/s): the clinic
 (streaming its fake camera, so the overlay sits on a real preview) and the surgeon (watching it).
-On the surgeon page a script dispatches N pointer events at a steady rate onto the annotation
+On the surgeon page a script dispatches N pointer events at a steady rate (one per animation
+frame, as Chrome dispatches real pointer events, or from a timer with --rate) onto the annotation
 canvas — a pen stroke (pointerdown + moves + pointerup), then the laser pointer
 (moves) — stamping each with ``performance.timeOrigin + performance.now()`` just before dispatch.
 The pages' annotation layer reports, with the same clock:
@@ -17,6 +18,8 @@ a newer event: updates are coalesced at 30/s, pointer moves at 60/s). Reported p
 * input → visible on clinic (rAF render): the number the issue's target is about (p95 ≤ 50 ms);
 * input → applied on clinic (no render step): the same path without the rAF wait, a baseline;
 * input → the surgeon's own echo from the server (sender → server → sender);
+* input → sent by the surgeon page: the wait imposed by the page's rate limiter (30 annotation
+  messages/s, the server's limit; 60 pointer messages/s), a stroke's updates being coalesced;
 * a bare WebSocket ping → pong round trip from a page (an observer's own connection): the floor.
 
 Both pages run in one browser on one machine, so their clocks (``timeOrigin + now``) are common;
@@ -24,7 +27,7 @@ the offset between the two pages' clocks is measured and printed. "Visible" is t
 that painted the canvas; the compositor shows that frame at the next vsync (≤ 16.7 ms later at
 60 Hz), which a headless browser cannot measure.
 
-    python -m bench.stroke_latency [--events 300] [--rate 60] [--runs 3] [--json out.json]
+    python -m bench.stroke_latency [--events 300] [--rate 0] [--runs 3] [--json out.json]
 """
 
 from __future__ import annotations
@@ -48,9 +51,10 @@ from bench.common import percentile
 
 RECORD_JS = """() => {
   const canvas = document.querySelector('[data-testid="annotation-canvas"]');
-  const rec = {applied: [], rendered: []};
+  const rec = {applied: [], rendered: [], sent: []};
   window.__bench = rec;
   canvas.addEventListener("endolink:applied", (e) => rec.applied.push(e.detail));
+  canvas.addEventListener("endolink:sent", (e) => rec.sent.push(e.detail));
   canvas.addEventListener("endolink:rendered", (e) => {
     const d = e.detail;
     rec.rendered.push({at: d.at, marks: d.marks.map((m) => m.points),
@@ -58,13 +62,16 @@ RECORD_JS = """() => {
   });
 }"""
 
-RESET_JS = "() => { window.__bench.applied = []; window.__bench.rendered = []; }"
+RESET_JS = (
+    "() => { window.__bench.applied = []; window.__bench.rendered = []; window.__bench.sent = []; }"
+)
 TAKE_JS = "() => window.__bench"
 
-# Dispatches n pointer events at `rate` per second along a zigzag across the picture; each is
-# stamped (timeOrigin + now) right before dispatch. Consecutive positions are ≥ 1 CSS px apart,
-# so every pen event adds one point to the stroke: event i ⇔ the stroke's (i + 1)-th point.
-DRIVE_JS = """({n, rate, tool}) => new Promise((resolve, reject) => {
+# Dispatches n pointer events (one per frame, or `rate` per second) along a zigzag across the
+# picture; each is stamped (timeOrigin + now) right before dispatch. Consecutive positions are
+# ≥ 1 CSS px apart, so every pen event adds one point to the stroke: event i ⇔ the stroke's
+# (i + 1)-th point.
+DRIVE_JS = """({n, rate, tool, pacing}) => new Promise((resolve, reject) => {
   const canvas = document.querySelector('[data-testid="annotation-canvas"]');
   const pic = window.endolink.annotations.picture;
   if (!pic) { reject(new Error("no picture")); return; }
@@ -86,16 +93,25 @@ DRIVE_JS = """({n, rate, tool}) => new Promise((resolve, reject) => {
     if (record) stamps.push(at);
   };
   let i = 0;
-  if (tool === "pen") fire("pointerdown", i++);
-  const timer = setInterval(() => {
+  let timer = null;
+  const step = () => {
     if (i >= n) {
       clearInterval(timer);
       if (tool === "pen") fire("pointerup", n - 1, false);
       resolve(stamps);
-      return;
+      return false;
     }
     fire("pointermove", i++);
-  }, 1000 / rate);
+    return true;
+  };
+  if (tool === "pen") fire("pointerdown", i++);
+  if (pacing === "raf") {
+    // Like Chrome's own pointer events, which are dispatched once per frame.
+    const frame = () => { if (step()) requestAnimationFrame(frame); };
+    requestAnimationFrame(frame);
+  } else {
+    timer = setInterval(step, 1000 / rate);
+  }
 })"""
 
 # A bare WebSocket round trip from the page: its own connection (an observer token), auth,
@@ -228,7 +244,10 @@ async def run_path(
 ) -> dict[str, tuple[list[float], int]]:
     await clinic.evaluate(RESET_JS)
     await surgeon.evaluate(RESET_JS)
-    stamps = await surgeon.evaluate(DRIVE_JS, {"n": n, "rate": rate, "tool": tool})
+    pacing = "raf" if rate <= 0 else "timer"
+    stamps = await surgeon.evaluate(
+        DRIVE_JS, {"n": n, "rate": rate, "tool": tool, "pacing": pacing}
+    )
     await asyncio.sleep(1.5)  # let the last messages arrive and render
     c = await clinic.evaluate(TAKE_JS)
     s = await surgeon.evaluate(TAKE_JS)
@@ -236,6 +255,7 @@ async def run_path(
     for rec in (c, s):  # what a previous run left behind (a fading pointer) is not this run's
         rec["rendered"] = [r for r in rec["rendered"] if r["at"] >= start]
         rec["applied"] = [a for a in rec["applied"] if a["at"] >= start]
+        rec["sent"] = [a for a in rec["sent"] if a["at"] >= start]
     if tool == "pen":
         applied = [
             (a["at"], (a["points"] or 0) - 1)
@@ -247,11 +267,17 @@ async def run_path(
             for a in s["applied"]
             if a["type"] == "annotation" and a["op"] in ("add", "update")
         ]
+        sent = [
+            (a["at"], (a["points"] or 0) - 1)
+            for a in s["sent"]
+            if a["type"] == "annotation" and a["op"] in ("add", "update")
+        ]
         visible = progress_pen(c["rendered"])
         out = {
             "visible on clinic (rAF)": latencies(stamps, visible),
             "applied on clinic (no render)": latencies(stamps, applied),
             "surgeon's own echo": latencies(stamps, echo),
+            "sent by surgeon page (30/s limit)": latencies(stamps, sent),
         }
     else:
         applied = [
@@ -259,9 +285,15 @@ async def run_path(
             for a in c["applied"]
             if a["type"] == "pointer" and a["x"] is not None
         ]
+        sent = [
+            (a["at"], pointer_index(a["x"], n))
+            for a in s["sent"]
+            if a["type"] == "pointer" and a["x"] is not None
+        ]
         out = {
             "visible on clinic (rAF)": latencies(stamps, progress_pointer(c["rendered"], n)),
             "applied on clinic (no render)": latencies(stamps, applied),
+            "sent by surgeon page (60/s limit)": latencies(stamps, sent),
         }
     gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
     out["_input_interval"] = (gaps, 0)
@@ -393,8 +425,10 @@ def fmt(value: float | None) -> str:
 
 def report(results: dict) -> None:
     offset, uncertainty = results["clock_offset_ms"]
+    rate = results["rate"]
+    pacing = "one per animation frame" if rate <= 0 else f"at {rate:g}/s (timer)"
     print(
-        f"\n{results['runs']} runs × {results['events']} events at {results['rate']:g}/s; "
+        f"\n{results['runs']} runs × {results['events']} events {pacing}; "
         f"clinic clock − surgeon clock = {offset:+.2f} ms (± {uncertainty:.2f}); "
         f"requestAnimationFrame per s: clinic {results['raf_per_s']['clinic']}, "
         f"surgeon {results['raf_per_s']['surgeon']}; load average (1 min) "
@@ -417,7 +451,13 @@ def report(results: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=300, help="pointer events per run")
-    parser.add_argument("--rate", type=float, default=60.0, help="events per second")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0,
+        help="events per second from a timer; 0 (default): one per animation frame, as "
+        "Chrome dispatches pointer events (60/s here)",
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--port", type=int, default=0, help="server port (0: any free port)")
     parser.add_argument("--json", type=Path, help="also write the results here")

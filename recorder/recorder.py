@@ -100,11 +100,16 @@ class LiveSegment:
         config: RecorderConfig,
         label: str,
         on_write_error: Callable[[str], None],
+        on_new_connection: Callable[[], None] = lambda: None,
     ) -> None:
         self.entry = entry
         self._codec = codec
         self._config = config
         self._label = f"{label} segment {entry.seq}"
+        self._feed = router.feeds[FeedName.ENDOSCOPE]
+        self._publisher = self._feed.publisher
+        self._on_new_connection = on_new_connection
+        self._handed_over = False
         self._producers: dict[Track, Producer] = {
             track: router.feeds[feed].producers[kind] for track, (feed, kind) in _TAPS.items()
         }
@@ -161,7 +166,7 @@ class LiveSegment:
 
     def _on_packet(self, track: Track, packet: av.Packet) -> None:
         pts = packet.pts
-        if pts is None:
+        if pts is None or self._handed_over or self._new_connection():
             return
         if self._video_pts_start is None:
             if track is not Track.VIDEO:
@@ -218,6 +223,21 @@ class LiveSegment:
                 self._label,
                 self.writer.backlog,
             )
+
+    def _new_connection(self) -> bool:
+        """The clinic reconnected without the feed going offline (a reloaded page replaces its
+        own connection): this segment ends here, the manager starts the next one. The frames
+        in between are not written; the next segment starts at the new connection's keyframe."""
+        publisher = self._feed.publisher
+        if publisher is None or publisher is self._publisher:
+            return False
+        if self._publisher is None:
+            self._publisher = publisher
+            return False
+        self._handed_over = True
+        logger.info("Recorder(%s) the clinic reconnected: next segment", self._label)
+        self._on_new_connection()
+        return True
 
     def _audio_offset(self, track: Track) -> int | None:
         """``file_pts - relay_pts`` for an audio track: where its frames sit on the video's
@@ -311,6 +331,7 @@ class Recorder:
         index: RecordingIndex,
         config: RecorderConfig,
         on_write_error: Callable[[Recorder, str], None],
+        on_new_connection: Callable[[Recorder], None] = lambda recorder: None,
     ) -> None:
         self.id = new_recording_id()
         self.consultation = info.id
@@ -319,10 +340,12 @@ class Recorder:
         self._index = index
         self._config = config
         self._on_write_error = on_write_error
+        self._on_new_connection = on_new_connection
         self._container = CONTAINERS[info.video_codec]
         self._wall_offset = time.time() - time.monotonic()
         self._chain = chain_genesis(self.id)
         self._live: LiveSegment | None = None
+        self._ending = False
         self._seen: set[str] = set()
         self.manifest = Manifest(
             recording_id=self.id,
@@ -373,6 +396,7 @@ class Recorder:
             self._config,
             self.label,
             lambda message: self._on_write_error(self, message),
+            lambda: self._on_new_connection(self),
         )
         self.manifest.segments.append(entry)
         try:
@@ -387,10 +411,19 @@ class Recorder:
         return entry
 
     async def end_segment(self) -> Segment | None:
-        """Close the open segment (the feed went offline): finish the file, hash, chain."""
-        live, self._live = self._live, None
-        if live is None:
+        """Close the open segment (the feed went offline): finish the file, hash, chain.
+        ``segment_open`` stays true until manifest and index say the segment is closed."""
+        live = self._live
+        if live is None or self._ending:
             return None
+        self._ending = True
+        try:
+            return await self._end(live)
+        finally:
+            self._live = None
+            self._ending = False
+
+    async def _end(self, live: LiveSegment) -> Segment:
         entry = await live.stop(self._wall_offset)
         if entry.sha256 is not None:
             self._chain = chain_next(self._chain, entry.sha256)

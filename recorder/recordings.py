@@ -185,16 +185,30 @@ class Recordings:
             logger.warning("consultation %s is live but the disk is nearly full: no recording", cid)
             self._announce(cid, RecordingState.STOPPED, None, reason=str(StopReason.LOW_DISK))
             return None
-        recorder = Recorder(info, self.data_dir, self.index, self.config, self._write_failed)
+        recorder = Recorder(
+            info,
+            self.data_dir,
+            self.index,
+            self.config,
+            self._write_failed,
+            self._new_connection,
+        )
         await recorder.open()
         self._active[cid] = recorder
         return recorder
 
     async def _feed_offline(self, cid: str) -> None:
         recorder = self._active.get(cid)
-        if recorder is None or not recorder.segment_open:
+        if recorder is None:
             return
-        await recorder.end_segment()
+        if recorder.segment_open:
+            await recorder.end_segment()
+        self._pause(cid, recorder)
+
+    def _pause(self, cid: str, recorder: Recorder) -> None:
+        """No segment open: wait ``offline_s`` for the feed to come back."""
+        if cid in self._expiry:
+            return
         self._announce(cid, RecordingState.PAUSED, recorder.id)
         loop = asyncio.get_running_loop()
         self._expiry[cid] = loop.call_later(
@@ -230,6 +244,22 @@ class Recordings:
         if self._active.get(recorder.consultation) is recorder:
             cid = recorder.consultation
             self._spawn(cid, self._stop(cid, StopReason.WRITE_ERROR, RecordingStatus.INTERRUPTED))
+
+    def _new_connection(self, recorder: Recorder) -> None:
+        """The clinic replaced its connection while the feed stayed live: next segment."""
+        if self._active.get(recorder.consultation) is recorder:
+            self._spawn(recorder.consultation, self._next_segment(recorder))
+
+    async def _next_segment(self, recorder: Recorder) -> None:
+        cid = recorder.consultation
+        if self._active.get(cid) is not recorder or not recorder.segment_open:
+            return
+        await recorder.end_segment()
+        router = self._router(cid)
+        publisher = router.feeds[FeedName.ENDOSCOPE].identity if router else None
+        await self._feed_live(cid, publisher)
+        if not recorder.segment_open and self._active.get(cid) is recorder:
+            self._pause(cid, recorder)  # the new connection is already gone too
 
     async def _watch_disk(self) -> None:
         while True:

@@ -114,6 +114,9 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--consent-by", help="who confirmed consent on paper beforehand")
     create.add_argument("--codec", choices=("VP8", "H264"), help="video codec (default VP8)")
     create.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    create.add_argument(
+        "--no-recording", action="store_true", help="switch recording off for this consultation"
+    )
     create.set_defaults(handler=_consult_create)
 
     token = commands.add_parser("token", parents=[common], help="print a token (JWT)")
@@ -223,12 +226,15 @@ def _consult_create(args: argparse.Namespace) -> int:
     tokens = token_issuer(settings)
 
     async def create(store: ConsultationStore) -> Consultation:
-        return await store.create(
+        consultation = await store.create(
             title=args.title,
             video_codec=args.codec or settings.video_codec,
             consent_by=args.consent_by,
             recorded_by=CLI_IDENTITY,
         )
+        if args.no_recording:
+            await store.set_recording_enabled(consultation.id, False)
+        return consultation
 
     answer = with_links(settings, tokens, _with_store(settings, create))
     if args.json:

@@ -62,13 +62,8 @@ async def test_a_clinic_that_drops_and_returns_continues_one_recording_with_a_ma
     async with publishing(url(client, f"/whip/{cid}"), clinic):
         assert await wait_until(lambda: recorder.segment_seq == 2, timeout=10)
         await asyncio.sleep(1.5)
-    assert await wait_until(
-        lambda: (
-            len(on_disk(recordings, cid).segments) == 2
-            and on_disk(recordings, cid).segments[1].status is SegmentStatus.CLOSED
-        ),
-        timeout=10,
-    )
+    # segment_open stays true until manifest and index both say the segment is closed
+    assert await wait_until(lambda: not recorder.segment_open, timeout=10)
 
     assert recordings.active(cid) is recorder, "the return started a new recording"
     manifest = on_disk(recordings, cid)
@@ -93,6 +88,39 @@ async def test_a_clinic_that_drops_and_returns_continues_one_recording_with_a_ma
         (1, "closed", first.sha256),
         (2, "closed", second.sha256),
     ]
+
+
+async def test_a_reloaded_clinic_page_that_replaces_its_connection_starts_the_next_segment(
+    client: TestClient, consultation, make_token: MakeToken
+) -> None:
+    """The same identity connecting again replaces the old connection without the feed going
+    offline; the recording still gets one segment per publisher connection."""
+    cid = consultation.id
+    recordings: Recordings = client.app[RECORDINGS]
+    clinic = make_token("clinic", cid)
+    async with publishing(url(client, f"/whip/{cid}"), clinic):
+        assert await wait_until(
+            lambda: (r := recordings.active(cid)) is not None and r.segment_open, timeout=10
+        )
+        recorder = recordings.active(cid)
+        assert recorder is not None
+        await asyncio.sleep(1.5)
+        async with publishing(url(client, f"/whip/{cid}"), clinic):  # the reload
+            assert await wait_until(lambda: recorder.segment_seq == 2, timeout=10)
+            await asyncio.sleep(1.5)
+    # segment_open stays true until manifest and index both say the segment is closed
+    assert await wait_until(lambda: not recorder.segment_open, timeout=10)
+    assert recordings.active(cid) is recorder
+    manifest = on_disk(recordings, cid)
+    first, second = manifest.segments
+    (gap,) = manifest.to_json()["gaps"]
+    assert gap["duration_s"] < 2.0, gap
+    for segment in (first, second):
+        decoded = decode(recorder.directory / segment.file)
+        assert decoded.errors == 0 and len(decoded.counters) >= 15
+        assert decoded.counters == sorted(decoded.counters)
+    # the second file holds the new connection's stream: its test pattern restarted at 0
+    assert decode(recorder.directory / second.file).counters[0] < 60
 
 
 async def test_a_feed_offline_longer_than_the_setting_ends_the_recording_and_the_room_is_told(

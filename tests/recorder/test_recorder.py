@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from recorder.manifest import MANIFEST, Manifest, SegmentStatus, parse_timestamp
 from recorder.recordings import Recordings
-from recorder.writer import Track
+from recorder.writer import SegmentWriter, Track
 from relay import FeedName
 from signaling.keys import RECORDINGS, RELAY, STORE
 from tests.conftest import MakeToken
@@ -189,3 +189,40 @@ async def test_a_consultation_with_recording_switched_off_records_nothing(
         await asyncio.sleep(1.0)  # room for a recording that should not start
         assert recordings.active(cid) is None
     assert await recordings.index.list(cid) == []
+
+
+async def test_a_writer_that_falls_behind_drops_to_the_next_keyframe_and_says_so(
+    client: TestClient, consultation, make_token: MakeToken, monkeypatch
+) -> None:
+    """The writer thread's queue is full for a moment (a slow disk): frames are dropped instead
+    of blocking the loop, video resumes at a keyframe (no broken frame in the file), and the
+    manifest counts it."""
+    cid = consultation.id
+    recordings: Recordings = client.app[RECORDINGS]
+    submit = SegmentWriter.submit
+    full = {"until": 0.0}
+
+    def sometimes_full(self: SegmentWriter, *args) -> bool:  # type: ignore[no-untyped-def]
+        return False if time.monotonic() < full["until"] else submit(self, *args)
+
+    monkeypatch.setattr(SegmentWriter, "submit", sometimes_full)
+    async with publishing(url(client, f"/whip/{cid}"), make_token("clinic", cid)):
+        assert await wait_until(
+            lambda: (r := recordings.active(cid)) is not None and r.segment_open, timeout=10
+        )
+        recorder = recordings.active(cid)
+        assert recorder is not None
+        await asyncio.sleep(1.0)
+        full["until"] = time.monotonic() + 0.5
+        await asyncio.sleep(3.0)
+    assert await wait_until(lambda: not recorder.segment_open, timeout=10)
+    manifest = Manifest.from_json(json.loads((recorder.directory / MANIFEST).read_text()))
+    (segment,) = manifest.segments
+    assert manifest.writer_overflows == 1
+    assert segment.dropped["video"] >= 10 and segment.dropped["audio"] >= 20
+    decoded = decode(recorder.directory / segment.file)
+    assert decoded.errors == 0
+    jumps = [
+        b - a for a, b in zip(decoded.counters, decoded.counters[1:], strict=False) if b - a > 1
+    ]
+    assert len(jumps) == 1 and jumps[0] >= 10, jumps

@@ -129,6 +129,17 @@ async def test_an_untouched_recording_verifies_ok_and_plays(
     out = capsys.readouterr().out
     assert "segment-002.webm" in out and "1 of 1 recording(s) verified OK" in out
 
+    listing = ["recordings", "list", "--data-dir", str(data)]
+    assert await asyncio.to_thread(main, [*listing, "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["id"], row["status"], len(row["segments"])) == (
+        manifest.recording_id,
+        "complete",
+        2,
+    )
+    assert await asyncio.to_thread(main, listing) == 0
+    assert manifest.recording_id in capsys.readouterr().out
+
 
 async def test_one_flipped_byte_is_reported_as_modified(
     recorded: tuple[Path, Manifest], capsys: pytest.CaptureFixture[str]
@@ -187,3 +198,17 @@ async def test_verify_refuses_malformed_and_unknown_ids(
     assert await cli(data, "20250101T000000Z-AAAAAAAA") == 1
     err = capsys.readouterr().err
     assert "not a recording id" in err and "unknown recording" in err
+
+
+async def test_a_consultation_created_with_no_recording_has_its_switch_off(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    command = ["consult", "create", "--consent-by", "Dr. A", "--no-recording", "--json"]
+    assert await asyncio.to_thread(main, [*command, "--data-dir", str(data)]) == 0
+    cid = json.loads(capsys.readouterr().out)["id"]
+    store = ConsultationStore(data / DB_FILENAME)
+    try:
+        assert await store.recording_enabled(cid) is False
+    finally:
+        await store.close()

@@ -55,6 +55,7 @@ export const FADES = [
 const ANNOTATION_OPS_PER_S = 30; // server limit (docs/architecture.md)
 const ANNOTATION_BURST = 6;
 const SEND_AT_TOKENS = 0.5; // see Sender
+const SEND_GRACE_MS = 4; // see Sender
 const POINTER_PER_S = 60;
 const POINTER_BURST = 3;
 const MAX_POINTS = 2000; // per mark; a longer stroke continues as a new mark
@@ -218,10 +219,12 @@ function pointerAlpha(p, now) {
 /**
  * Token bucket sender: ordered, on average never above `rate`/s (bursts of `burst`); consecutive
  * updates of a mark coalesce into the newest. A message goes out as soon as half a token is
- * there (the bucket may dip to -0.5): at 60 input events/s and 30 messages/s every other event
- * is sent the moment it happens, instead of at a timer between events, which would hold each
- * event up to a full period (33 ms). The long-run rate is unchanged and the overshoot (half a
- * message) is far inside the server's one-second bucket.
+ * there (the bucket may dip to -0.5; the overshoot of half a message is far inside the server's
+ * one-second bucket, the long-run rate is unchanged). What has to wait is sent by a timer set a
+ * few ms *after* the token is due: at 60 input events/s (pointer events come once per frame)
+ * and 30 messages/s the next event then arrives first and goes out at once with the newest
+ * state, so events wait 0 or one frame (16.7 ms); a timer firing just before that event would
+ * send the older state and hold the new event a full period (33 ms).
  */
 export class Sender {
   constructor(send, rate, burst) {
@@ -259,7 +262,7 @@ export class Sender {
       this.send(message);
     }
     if (this.queue.length) {
-      const wait = Math.max(1, ((SEND_AT_TOKENS - this.tokens) / this.rate) * 1000);
+      const wait = Math.max(1, ((SEND_AT_TOKENS - this.tokens) / this.rate) * 1000) + SEND_GRACE_MS;
       this.timer = setTimeout(() => this.drain(), wait);
     }
   }
@@ -370,7 +373,7 @@ export class AnnotationLayer {
 
     this.ops = new Sender((m) => this._send(m), ANNOTATION_OPS_PER_S, ANNOTATION_BURST);
     // Pointer moves are fire-and-forget: a move lost while the room reconnects is not worth a notice.
-    this.pointerOut = new Sender((m) => this.room.send(m), POINTER_PER_S, POINTER_BURST);
+    this.pointerOut = new Sender((m) => this.room.send(m) && this._traceSent(m), POINTER_PER_S, POINTER_BURST);
 
     this._buildOverlay();
     if (this.canDraw && o.toolbarHost) this._buildToolbar(o.toolbarHost);
@@ -705,6 +708,22 @@ export class AnnotationLayer {
     );
   }
 
+  /** For the latency benchmark: when a message left this page (ids and counts only). */
+  _traceSent(message) {
+    this.canvas.dispatchEvent(
+      new CustomEvent("endolink:sent", {
+        detail: {
+          at: performance.timeOrigin + performance.now(),
+          type: message.type,
+          op: message.op ?? null,
+          points: message.annotation?.points?.length ?? null,
+          x: message.type === "pointer" ? message.x : null,
+        },
+      }),
+    );
+    return true;
+  }
+
   // ------------------------------------------------------------------ own marks
 
   _nextId() {
@@ -713,7 +732,10 @@ export class AnnotationLayer {
   }
 
   _send(message) {
-    if (this.room.send(message)) return true;
+    if (this.room.send(message)) {
+      this._traceSent(message);
+      return true;
+    }
     // Room down: drafts are resent from `welcome` after the reconnect; say so once.
     this.notices?.show("annotation-send", "Room connection down: your marks are shared when it is back.", "warn");
     this._offline = true;

@@ -1,0 +1,483 @@
+"""Endurance benchmarks: memory soak, viewer churn, annotated-rendition fidelity.
+
+    python -m bench.endurance soak     [--minutes 10] [--viewers 50] [--every 10]
+    python -m bench.endurance churn    [--cycles 500] [--parallel 5]
+    python -m bench.endurance fidelity [--seconds 20] [--marks 5]
+    (all: [--codec VP8] [--bitrate 1500000] [--rt 10] [--json out.json] [--keep])
+
+Each run starts its own server (``endolink serve`` on 127.0.0.1, forward mode, pinned to
+``--server-cpu``) and publisher (``bench.publisher``, stamped 720p30) with the fan-out harness's
+process handling (``bench.fanout.Processes``: every child stopped by pid at the end).
+
+* **soak**: 2 decoding probes + 10 light viewers + sinks (``bench.loadgen``, as in the fan-out
+  run) for ``--minutes``; every ``--every`` s the server's RSS and threads (``/proc``) and its
+  asyncio task count. Result: RSS at minute 1 vs at the end, growth %.
+* **churn**: ``--cycles`` WHEP viewers, ``--parallel`` at a time, each POST → first frame →
+  DELETE (viewers of ``bench.loadgen`` run in this process); server threads, tasks and RSS
+  before (after 10 warm-up cycles) and after.
+* **fidelity**: one probe viewer of ``POST /whep/{cid}?annotated=1`` decodes the re-encoded
+  rendition; SSIM of its luma (stamp rows excluded) against the source frame regenerated from
+  the stamped counter, first with no marks, then with ``--marks`` marks drawn through the
+  consultation WebSocket (SSIM over the whole picture and outside the marks' bounding boxes).
+
+Task counts: the server is started through ``python -m bench.endurance _serve FILE serve …``,
+which runs ``python -m signaling`` unchanged in-process with one daemon thread that writes
+``len(asyncio.tasks._all_tasks)`` (live tasks) to FILE every 2 s. Nothing in the server changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import runpy
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from . import fanout
+from .common import LOOPBACK, STAMP_ROWS, loopback_only, percentile, proc_sample, ssim
+from .fanout import (
+    PYTHON,
+    Child,
+    Consultation,
+    Processes,
+    free_port,
+    machine,
+    make_consultation,
+    pinned,
+    wait_port,
+)
+
+TASKS_EVERY_S = 2.0
+
+
+# -- the server, with a task counter beside it -------------------------------------------------
+
+
+def serve_with_task_counter(out: str, argv: list[str]) -> None:
+    """``python -m signaling ARGV`` in this process; a daemon thread records the live task count."""
+
+    def count() -> None:
+        from asyncio import tasks
+
+        while True:
+            with contextlib.suppress(RuntimeError):  # set changed size during iteration
+                live = sum(1 for t in list(tasks._all_tasks) if not t.done())  # type: ignore[attr-defined]
+                tmp = f"{out}.tmp"
+                Path(tmp).write_text(f"{time.time()} {live}\n")
+                os.replace(tmp, out)
+            time.sleep(TASKS_EVERY_S)
+
+    threading.Thread(target=count, name="bench task counter", daemon=True).start()
+    sys.argv = ["signaling", *argv]
+    runpy.run_module("signaling", run_name="__main__", alter_sys=True)
+
+
+def read_tasks(path: Path) -> int | None:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int(path.read_text().split()[1])
+    return None
+
+
+def server_sample(server: Child, tasks_file: Path) -> dict[str, Any]:
+    s = proc_sample(server.pid) or {}
+    return {
+        "t": s.get("t", time.time()),
+        "rss_mb": round(s.get("rss_mb", float("nan")), 1),
+        "threads": s.get("threads"),
+        "tasks": read_tasks(tasks_file),
+        "cpu_s": s.get("cpu_s"),
+    }
+
+
+async def start_stack(
+    cfg: argparse.Namespace, procs: Processes, work: Path, consult: Consultation, viewers: int
+) -> tuple[Child, Child, str, str, Path]:
+    """Server + publisher; returns (server, publisher, base URL, publisher control URL, tasks)."""
+    port = free_port()
+    base = f"http://{LOOPBACK}:{port}"
+    tasks_file = procs.logs / "server.tasks"
+    env = {
+        "ENDOLINK_ICE_HOST_ADDRESSES": LOOPBACK,
+        "ENDOLINK_RELAY_MODE": "forward",
+        "ENDOLINK_MAX_VIEWERS": str(viewers + 10),
+        "ENDOLINK_HOST": LOOPBACK,
+        "PYTHONUNBUFFERED": "1",
+    }
+    serve = [PYTHON, "-m", "bench.endurance", "_serve", str(tasks_file), "serve"]
+    serve += ["--data-dir", str(work / "data"), "--port", str(port)]
+    server = await procs.start("server", pinned(cfg.server_cpu, serve), env, stdout=False)
+    pub = [PYTHON, "-m", "bench.publisher", "--whip", f"{base}/whip/{consult.id}"]
+    pub += ["--token", consult.clinic, "--codec", cfg.codec, "--bitrate", str(cfg.bitrate)]
+    publisher = await procs.start("publisher", pinned(cfg.publisher_cpu, pub, boost=5))
+    await wait_port(port, server, 30)
+    ready = await publisher.read_event(60)
+    return server, publisher, base, ready["control"], tasks_file
+
+
+# -- soak --------------------------------------------------------------------------------------
+
+
+async def soak(cfg: argparse.Namespace, procs: Processes, work: Path, consult: Consultation) -> dict:
+    server, publisher, base, control, tasks_file = await start_stack(
+        cfg, procs, work, consult, cfg.viewers
+    )
+    probes, live = 2, min(10, cfg.viewers - 2)
+    sinks = cfg.viewers - probes - live
+    loadgens = []
+    for name, extra in (
+        ("loadgen0", ["--probes", str(probes), "--light", str(live)]),
+        ("loadgen-sinks", ["--sinks", str(sinks)]),
+    ):
+        if name == "loadgen-sinks" and not sinks:
+            continue
+        args = [PYTHON, "-m", "bench.loadgen", "--whep", f"{base}/whep/{consult.id}"]
+        args += ["--token", consult.viewer, "--publisher", control, "--codec", cfg.codec]
+        args += ["--name", name, "--ready-timeout", str(30 + cfg.viewers * 0.3), *extra]
+        loadgens.append(await procs.start(name, pinned(cfg.client_cpu, args)))
+    readies = [await lg.read_event(90 + cfg.viewers) for lg in loadgens]
+    connected = sum(r["receiving"] for r in readies)
+    print(f"  {connected}/{cfg.viewers} viewers receiving; soaking {cfg.minutes:g} min", flush=True)
+    t_start = time.time()
+    samples = [{**server_sample(server, tasks_file), "elapsed_s": 0.0}]
+    end = t_start + cfg.minutes * 60
+    while time.time() < end - 0.5:
+        await asyncio.sleep(min(cfg.every, max(0.0, end - time.time())))
+        sample = {**server_sample(server, tasks_file), "elapsed_s": round(time.time() - t_start, 1)}
+        samples.append(sample)
+        print(
+            f"  t={sample['elapsed_s']:6.0f} s  RSS {sample['rss_mb']} MB  threads "
+            f"{sample['threads']}  tasks {sample['tasks']}",
+            flush=True,
+        )
+    # viewer health over the last minute (fps of probes and light viewers)
+    t1 = time.time()
+    loadgens[0].send(f"report {t1 - 60} {t1}")
+    report = await loadgens[0].read_event(180)
+    fps = [v["fps"] for v in report["viewers"]]
+    at_1min = min(samples, key=lambda s: abs(s["elapsed_s"] - 60))
+    last = samples[-1]
+    cpu = (last["cpu_s"] - samples[0]["cpu_s"]) / (last["t"] - samples[0]["t"]) * 100
+    return {
+        "viewers": cfg.viewers,
+        "connected": connected,
+        "probes": probes,
+        "light": live,
+        "sinks": sinks,
+        "minutes": round((last["t"] - t_start) / 60, 2),
+        "rss_mb_at_1min": at_1min["rss_mb"],
+        "rss_mb_at_end": last["rss_mb"],
+        "rss_growth_pct": round(100 * (last["rss_mb"] / at_1min["rss_mb"] - 1), 2),
+        "rss_mb_max": max(s["rss_mb"] for s in samples),
+        "threads_min_max": [min(s["threads"] for s in samples), max(s["threads"] for s in samples)],
+        "tasks_min_max": _min_max([s["tasks"] for s in samples]),
+        "server_cpu_pct": round(cpu, 1),
+        "fps_last_minute_min_median": [round(min(fps), 1), round(float(percentile(fps, 50)), 1)]
+        if fps
+        else None,
+        "samples": samples,
+    }
+
+
+def _min_max(values: list[int | None]) -> list[int] | None:
+    known = [v for v in values if v is not None]
+    return [min(known), max(known)] if known else None
+
+
+# -- churn -------------------------------------------------------------------------------------
+
+
+def in_process_loadgen(cfg: argparse.Namespace, whep: str, token: str, control: str) -> Any:
+    """A ``bench.loadgen.LoadGen`` in this process (for its ``connect``/``close_viewer``)."""
+    from .loadgen import LoadGen
+
+    loopback_only()
+    return LoadGen(
+        argparse.Namespace(
+            whep=whep, token=token, publisher=control, codec=cfg.codec, name="endurance",
+            width=1280, height=720, probes=0, light=0, sinks=0, direct=False,
+        )
+    )  # fmt: skip
+
+
+async def churn(
+    cfg: argparse.Namespace, procs: Processes, work: Path, consult: Consultation
+) -> dict:
+    from .loadgen import Viewer
+
+    server, _, base, control, tasks_file = await start_stack(
+        cfg, procs, work, consult, cfg.parallel * 2
+    )
+    gen = in_process_loadgen(cfg, f"{base}/whep/{consult.id}", consult.viewer, control)
+    first_frame_ms: list[float] = []
+    failures: list[str] = []
+    done = 0
+
+    async def cycle(n: int) -> None:
+        nonlocal done
+        viewer = Viewer(f"churn{n}", "light", cfg.codec)
+        try:
+            await asyncio.wait_for(gen.connect(viewer), 20)
+            deadline = time.monotonic() + 10
+            while not viewer.arrivals and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            if viewer.arrivals and viewer.answer_at:
+                first_frame_ms.append((viewer.arrivals[0] - viewer.answer_at) * 1000)
+            else:
+                failures.append(f"cycle {n}: no frame within 10 s")
+        except Exception as exc:
+            failures.append(f"cycle {n}: {type(exc).__name__}: {exc}")
+        finally:
+            await asyncio.wait_for(gen.close_viewer(viewer), 30)
+            done += 1
+
+    async def run(first: int, count: int) -> None:
+        queue = iter(range(first, first + count))
+
+        async def worker() -> None:
+            for n in queue:
+                await cycle(n)
+
+        await asyncio.gather(*(worker() for _ in range(cfg.parallel)))
+
+    start = server_sample(server, tasks_file)
+    warm = 10
+    await run(0, warm)
+    await asyncio.sleep(3.0)  # let the server finish closing the warm-up viewers
+    before = server_sample(server, tasks_file)
+    t0 = time.monotonic()
+    await run(warm, cfg.cycles)
+    elapsed = time.monotonic() - t0
+    for _ in range(20):  # settle: closes finish, the task counter refreshes (bounded)
+        await asyncio.sleep(0.5)
+    after = server_sample(server, tasks_file)
+    print(f"  {done} cycles in {elapsed:.0f} s, {len(failures)} failed", flush=True)
+    return {
+        "cycles": cfg.cycles,
+        "warmup_cycles": warm,
+        "parallel": cfg.parallel,
+        "elapsed_s": round(elapsed, 1),
+        "failures": len(failures),
+        "failure_examples": failures[:5],
+        "first_frame_ms_p50_p95_max": [
+            round(float(percentile(first_frame_ms, 50) or 0), 1),
+            round(float(percentile(first_frame_ms, 95) or 0), 1),
+            round(max(first_frame_ms, default=0.0), 1),
+        ],
+        "server_at_start": start,
+        "server_before": before,
+        "server_after": after,
+        "thread_growth": (after["threads"] or 0) - (before["threads"] or 0),
+        "task_growth": (after["tasks"] or 0) - (before["tasks"] or 0)
+        if after["tasks"] is not None and before["tasks"] is not None
+        else None,
+        "rss_growth_mb": round(after["rss_mb"] - before["rss_mb"], 1),
+    }
+
+
+# -- fidelity ----------------------------------------------------------------------------------
+
+MARKS = [  # (tool, points, width): spread over the picture, away from the stamp rows
+    ("rect", [[0.10, 0.15], [0.30, 0.35]], 0.006),
+    ("circle", [[0.60, 0.20], [0.80, 0.45]], 0.006),
+    ("arrow", [[0.15, 0.80], [0.35, 0.60]], 0.008),
+    ("pen", [[0.50, 0.60], [0.55, 0.70], [0.62, 0.66], [0.70, 0.78]], 0.006),
+    ("rect", [[0.78, 0.70], [0.92, 0.90]], 0.004),
+]
+
+
+def marks_mask(marks: list[tuple[str, list[list[float]], float]], width: int, height: int) -> Any:
+    """True outside every mark's bounding box, padded by the line width, the arrow head and the
+    SSIM window (stamp rows cut off like the pictures)."""
+    import numpy as np
+
+    mask = np.ones((height, width), bool)
+    for _, points, line in marks:
+        xs = [p[0] * width for p in points]
+        ys = [p[1] * height for p in points]
+        pad = int(line * height * 5 + 0.02 * height + 8)
+        x0, x1 = max(0, int(min(xs)) - pad), min(width, int(max(xs)) + pad + 1)
+        y0, y1 = max(0, int(min(ys)) - pad), min(height, int(max(ys)) + pad + 1)
+        mask[y0:y1, x0:x1] = False
+    return mask[STAMP_ROWS:]
+
+
+async def draw_marks(base: str, consult: Consultation, count: int) -> list[Any]:
+    """Add ``count`` marks through the consultation WebSocket (Bearer auth); returns them."""
+    import aiohttp
+
+    marks = MARKS[:count]
+    url = f"{base.replace('http', 'ws', 1)}/ws/{consult.id}"
+    headers = {"Authorization": f"Bearer {consult.viewer}"}
+    timeout = aiohttp.ClientTimeout(total=20)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        async with http.ws_connect(url, headers=headers) as ws:
+            for i, (tool, points, line) in enumerate(marks):
+                mark = {"id": f"bench{i}", "tool": tool, "color": "#00ff00", "width": line}
+                mark["points"] = points
+                await ws.send_json({"type": "annotation", "op": "add", "annotation": mark})
+                await asyncio.sleep(0.1)
+            accepted = 0
+            deadline = time.monotonic() + 5
+            while accepted < len(marks) and time.monotonic() < deadline:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    msg = await ws.receive_json(timeout=max(0.1, deadline - time.monotonic()))
+                    if msg.get("type") == "annotation":
+                        accepted += 1
+                    elif msg.get("type") == "error":
+                        raise RuntimeError(f"annotation refused: {msg}")
+            if accepted < len(marks):
+                raise RuntimeError(f"only {accepted}/{len(marks)} marks acknowledged")
+    return marks
+
+
+async def fidelity(
+    cfg: argparse.Namespace, procs: Processes, work: Path, consult: Consultation
+) -> dict:
+    from signaling.testpattern import TestPatternTrack
+
+    from . import loadgen
+    from .common import luma
+
+    loadgen.SSIM_EVERY = 15  # two reference frames per second (module setting, this process)
+    loadgen.MAX_SSIM_SAMPLES = 1000
+    _, _, base, control, _ = await start_stack(cfg, procs, work, consult, 4)
+    whep = f"{base}/whep/{consult.id}?annotated=1"
+    gen = in_process_loadgen(cfg, whep, consult.viewer, control)
+    probe = loadgen.Viewer("annotated-probe", "probe", cfg.codec)
+    pattern = TestPatternTrack(1280, 720)
+    result: dict[str, Any] = {"seconds_per_phase": cfg.seconds}
+    try:
+        await asyncio.wait_for(gen.connect(probe), 30)
+        deadline = time.monotonic() + 15
+        while not probe.samples and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(2.0)  # past the first keyframe's ramp-up
+        phases: list[tuple[str, Any]] = [("no marks", None)]
+        if cfg.marks:
+            phases.append((f"{cfg.marks} marks", None))
+        for label, _ in phases:
+            mask = None
+            if label != "no marks":
+                marks = await draw_marks(base, consult, cfg.marks)
+                mask = marks_mask(marks, 1280, 720)
+                await asyncio.sleep(1.0)  # marks reach the rendition's next frames
+                result["mask_excluded_pct"] = round(100 * (1 - float(mask.mean())), 1)
+            probe.samples.clear()
+            await asyncio.sleep(cfg.seconds)
+            full, outside = [], []
+            for counter, y in sorted(probe.samples.items()):
+                source = luma(pattern.frame(counter, 0))[STAMP_ROWS:]
+                full.append(ssim(y[STAMP_ROWS:], source))
+                if mask is not None:
+                    outside.append(ssim(y[STAMP_ROWS:], source, mask))
+            entry = {"frames": len(full), **_stats("ssim", full)}
+            if mask is not None:
+                entry.update(_stats("ssim_outside_marks", outside))
+            result[label] = entry
+            print(f"  {label}: {entry}", flush=True)
+        result["probe"] = {
+            "frames_received": len(probe.arrivals),
+            "decoded": len(probe.shown),
+            "decode_errors": probe.decode_errors,
+            "stamp_errors": probe.stamp_errors,
+            "latency_ms_p50": round(float(percentile(probe.latency_ms, 50) or 0), 1),
+        }
+    finally:
+        await gen.close_viewer(probe)
+    return result
+
+
+def _stats(name: str, values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {f"{name}_mean": None, f"{name}_min": None}
+    return {
+        f"{name}_mean": round(sum(values) / len(values), 4),
+        f"{name}_min": round(min(values), 4),
+    }
+
+
+# -- main --------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.endurance", description=__doc__.split("\n")[0])
+    p.add_argument("test", choices=("soak", "churn", "fidelity"))
+    p.add_argument("--codec", default="VP8", choices=("VP8", "H264"))
+    p.add_argument("--bitrate", type=int, default=1_500_000, help="publisher bitrate (pinned)")
+    p.add_argument("--minutes", type=float, default=10.0, help="soak: duration")
+    p.add_argument("--viewers", type=int, default=50, help="soak: viewers (2 probes, 10 light)")
+    p.add_argument("--every", type=float, default=10.0, help="soak: seconds between samples")
+    p.add_argument("--cycles", type=int, default=500, help="churn: join/leave cycles")
+    p.add_argument("--parallel", type=int, default=5, help="churn: cycles at a time")
+    p.add_argument("--seconds", type=float, default=20.0, help="fidelity: seconds per phase")
+    p.add_argument("--marks", type=int, default=5, choices=range(len(MARKS) + 1))
+    p.add_argument("--rt", type=int, default=0, help="SCHED_FIFO priority (root), as fanout")
+    p.add_argument("--server-cpu", default="0")
+    p.add_argument("--client-cpu", default="1")
+    p.add_argument("--publisher-cpu", default="1")
+    p.add_argument("--json", type=Path)
+    p.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
+    args = p.parse_args(argv)
+    for name in ("server_cpu", "client_cpu", "publisher_cpu"):
+        if getattr(args, name).lower() == "none":
+            setattr(args, name, None)
+    return args
+
+
+async def amain(cfg: argparse.Namespace) -> int:
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    info = machine()
+    work = Path(tempfile.mkdtemp(prefix=f"endolink-{cfg.test}-"))
+    logs = work / "logs"
+    logs.mkdir(parents=True)
+    procs = Processes(logs)
+    result: dict[str, Any] = {"test": cfg.test}
+    status = 0
+    try:
+        consult = make_consultation(work / "data", cfg.codec)
+        run = {"soak": soak, "churn": churn, "fidelity": fidelity}[cfg.test]
+        result.update(await run(cfg, procs, work, consult))
+    except Exception as exc:
+        status = 1
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        print(f"ERROR {result['error']} (logs: {logs})", flush=True)
+    finally:
+        await procs.close()
+        shown = {k: v for k, v in result.items() if k != "samples"}
+        print(json.dumps(shown, indent=1, default=str))
+        if cfg.json:
+            payload = {"machine": info, "config": vars(cfg), "result": result}
+            cfg.json.write_text(json.dumps(payload, indent=1, default=str))
+        if cfg.keep or status:
+            print(f"work dir kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["_serve"]:
+        serve_with_task_counter(argv[1], argv[2:])
+        return 0
+    cfg = parse_args(argv)
+    fanout.RT_PRIORITY = cfg.rt
+    try:
+        return asyncio.run(amain(cfg))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -38,7 +38,7 @@ from .hub import (
     close_socket,
     utc_timestamp,
 )
-from .keys import ANNOTATION_LOGS, HUB, RELAY, SETTINGS, STORE, TOKENS
+from .keys import ANNOTATION_LOGS, HUB, RECORDINGS, RELAY, SETTINGS, STORE, TOKENS
 from .protocol import (
     FORBIDDEN,
     INVALID,
@@ -222,6 +222,7 @@ def _welcome(
         "consent": consultation.consent.to_json() if consultation.consent else None,
         "annotations": [a.to_json() for a in router.board.visible(time.time())],
         "freeze": _freeze_state(consultation.id, router.board),
+        "recording": request.app[RECORDINGS].state(consultation.id),
     }
 
 

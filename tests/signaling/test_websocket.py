@@ -74,6 +74,8 @@ async def test_welcome(
     }
     assert welcome["consent"] == consultation.consent.to_json()
     assert welcome["consent"]["confirmed_by"] == "Dr. Bat"
+    assert welcome["recording"]["type"] == "recording"
+    assert welcome["recording"]["state"] == "stopped"  # nothing is live yet
     await ws.close()
 
 

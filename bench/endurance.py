@@ -21,8 +21,9 @@ process handling (``bench.fanout.Processes``: every child stopped by pid at the 
   consultation WebSocket (SSIM over the whole picture and outside the marks' bounding boxes).
 
 Task counts: the server is started through ``python -m bench.endurance _serve FILE serve …``,
-which runs ``python -m signaling`` unchanged in-process with one daemon thread that writes
-``len(asyncio.tasks._all_tasks)`` (live tasks) to FILE every 2 s. Nothing in the server changes.
+which runs ``python -m signaling`` unchanged in-process with one daemon thread that writes the
+live task count (``asyncio.tasks._all_tasks``) and Python thread names to FILE every 2 s.
+Nothing in the server changes; the counter thread adds 1 to the server's /proc thread count.
 """
 
 from __future__ import annotations
@@ -71,8 +72,11 @@ def serve_with_task_counter(out: str, argv: list[str]) -> None:
         while True:
             with contextlib.suppress(RuntimeError):  # set changed size during iteration
                 live = sum(1 for t in list(tasks._all_tasks) if not t.done())  # type: ignore[attr-defined]
+                names = sorted(t.name for t in threading.enumerate())
                 tmp = f"{out}.tmp"
-                Path(tmp).write_text(f"{time.time()} {live}\n")
+                Path(tmp).write_text(
+                    json.dumps({"t": time.time(), "tasks": live, "threads": names})
+                )
                 os.replace(tmp, out)
             time.sleep(TASKS_EVERY_S)
 
@@ -81,10 +85,24 @@ def serve_with_task_counter(out: str, argv: list[str]) -> None:
     runpy.run_module("signaling", run_name="__main__", alter_sys=True)
 
 
+def read_counter(path: Path) -> dict[str, Any]:
+    """The task counter's last line: {"t", "tasks", "threads": Python thread names}."""
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads(path.read_text())
+    return {}
+
+
 def read_tasks(path: Path) -> int | None:
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        return int(path.read_text().split()[1])
-    return None
+    return read_counter(path).get("tasks")
+
+
+def thread_names(tasks_file: Path) -> dict[str, int]:
+    """Python thread names of the server (digits dropped) → count."""
+    names: dict[str, int] = {}
+    for name in read_counter(tasks_file).get("threads", []):
+        key = "".join(c for c in name if not c.isdigit())
+        names[key] = names.get(key, 0) + 1
+    return dict(sorted(names.items()))
 
 
 def server_sample(server: Child, tasks_file: Path) -> dict[str, Any]:
@@ -126,7 +144,9 @@ async def start_stack(
 # -- soak --------------------------------------------------------------------------------------
 
 
-async def soak(cfg: argparse.Namespace, procs: Processes, work: Path, consult: Consultation) -> dict:
+async def soak(
+    cfg: argparse.Namespace, procs: Processes, work: Path, consult: Consultation
+) -> dict:
     server, publisher, base, control, tasks_file = await start_stack(
         cfg, procs, work, consult, cfg.viewers
     )
@@ -248,17 +268,30 @@ async def churn(
 
         await asyncio.gather(*(worker() for _ in range(cfg.parallel)))
 
+    series: list[dict[str, Any]] = []
+
+    async def sample_every(seconds: float) -> None:
+        while True:
+            series.append({**server_sample(server, tasks_file), "cycles_done": done})
+            await asyncio.sleep(seconds)
+
     start = server_sample(server, tasks_file)
-    warm = 10
+    warm = cfg.warmup_cycles
     await run(0, warm)
     await asyncio.sleep(3.0)  # let the server finish closing the warm-up viewers
     before = server_sample(server, tasks_file)
+    before["thread_names"] = thread_names(tasks_file)
+    sampler = asyncio.ensure_future(sample_every(2.0))
     t0 = time.monotonic()
-    await run(warm, cfg.cycles)
+    try:
+        await run(warm, cfg.cycles)
+    finally:
+        sampler.cancel()
     elapsed = time.monotonic() - t0
     for _ in range(20):  # settle: closes finish, the task counter refreshes (bounded)
         await asyncio.sleep(0.5)
     after = server_sample(server, tasks_file)
+    after["thread_names"] = thread_names(tasks_file)
     print(f"  {done} cycles in {elapsed:.0f} s, {len(failures)} failed", flush=True)
     return {
         "cycles": cfg.cycles,
@@ -280,6 +313,12 @@ async def churn(
         if after["tasks"] is not None and before["tasks"] is not None
         else None,
         "rss_growth_mb": round(after["rss_mb"] - before["rss_mb"], 1),
+        "during": {
+            "threads_max": max((s["threads"] or 0 for s in series), default=None),
+            "tasks_max": max((s["tasks"] or 0 for s in series), default=None),
+            "rss_mb_max": max((s["rss_mb"] for s in series), default=None),
+        },
+        "samples": series,
     }
 
 
@@ -347,8 +386,9 @@ async def fidelity(
     from . import loadgen
     from .common import luma
 
-    loadgen.SSIM_EVERY = 15  # two reference frames per second (module setting, this process)
-    loadgen.MAX_SSIM_SAMPLES = 1000
+    # keep every 5th frame's luma (the rendition may skip stale frames: counters are a subset)
+    loadgen.SSIM_EVERY = 5  # module settings, this process only
+    loadgen.MAX_SSIM_SAMPLES = 150
     _, _, base, control, _ = await start_stack(cfg, procs, work, consult, 4)
     whep = f"{base}/whep/{consult.id}?annotated=1"
     gen = in_process_loadgen(cfg, whep, consult.viewer, control)
@@ -383,7 +423,8 @@ async def fidelity(
             if mask is not None:
                 entry.update(_stats("ssim_outside_marks", outside))
             result[label] = entry
-            print(f"  {label}: {entry}", flush=True)
+            shown = {k: v for k, v in entry.items() if not k.endswith("per_frame")}
+            print(f"  {label}: {shown}", flush=True)
         result["probe"] = {
             "frames_received": len(probe.arrivals),
             "decoded": len(probe.shown),
@@ -402,6 +443,9 @@ def _stats(name: str, values: list[float]) -> dict[str, Any]:
     return {
         f"{name}_mean": round(sum(values) / len(values), 4),
         f"{name}_min": round(min(values), 4),
+        f"{name}_p5": round(float(percentile(values, 5) or 0), 4),
+        f"{name}_below_0.95": sum(1 for v in values if v < 0.95),
+        f"{name}_per_frame": [round(v, 4) for v in values],
     }
 
 
@@ -409,7 +453,9 @@ def _stats(name: str, values: list[float]) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.endurance", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench.endurance", description=__doc__.split("\n")[0]
+    )
     p.add_argument("test", choices=("soak", "churn", "fidelity"))
     p.add_argument("--codec", default="VP8", choices=("VP8", "H264"))
     p.add_argument("--bitrate", type=int, default=1_500_000, help="publisher bitrate (pinned)")
@@ -418,6 +464,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--every", type=float, default=10.0, help="soak: seconds between samples")
     p.add_argument("--cycles", type=int, default=500, help="churn: join/leave cycles")
     p.add_argument("--parallel", type=int, default=5, help="churn: cycles at a time")
+    p.add_argument("--warmup-cycles", type=int, default=10, help="churn: before 'before'")
     p.add_argument("--seconds", type=float, default=20.0, help="fidelity: seconds per phase")
     p.add_argument("--marks", type=int, default=5, choices=range(len(MARKS) + 1))
     p.add_argument("--rt", type=int, default=0, help="SCHED_FIFO priority (root), as fanout")

@@ -54,8 +54,6 @@ export const FADES = [
 
 const ANNOTATION_OPS_PER_S = 30; // server limit (docs/architecture.md)
 const ANNOTATION_BURST = 6;
-const SEND_AT_TOKENS = 0.5; // see Sender
-const SEND_GRACE_MS = 4; // see Sender
 const POINTER_PER_S = 60;
 const POINTER_BURST = 3;
 const MAX_POINTS = 2000; // per mark; a longer stroke continues as a new mark
@@ -217,14 +215,9 @@ function pointerAlpha(p, now) {
 // ------------------------------------------------------------------------------------ sending
 
 /**
- * Token bucket sender: ordered, on average never above `rate`/s (bursts of `burst`); consecutive
- * updates of a mark coalesce into the newest. A message goes out as soon as half a token is
- * there (the bucket may dip to -0.5; the overshoot of half a message is far inside the server's
- * one-second bucket, the long-run rate is unchanged). What has to wait is sent by a timer set a
- * few ms *after* the token is due: at 60 input events/s (pointer events come once per frame)
- * and 30 messages/s the next event then arrives first and goes out at once with the newest
- * state, so events wait 0 or one frame (16.7 ms); a timer firing just before that event would
- * send the older state and hold the new event a full period (33 ms).
+ * Token bucket sender: ordered, never above `rate`/s (bursts of `burst`); consecutive updates of
+ * a mark coalesce into the newest state, so a stroke drawn faster than the limit streams its
+ * newest points at the limit's pace (bench/stroke_latency.py measures what that costs).
  */
 export class Sender {
   constructor(send, rate, burst) {
@@ -256,13 +249,13 @@ export class Sender {
     const now = performance.now();
     this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) / 1000) * this.rate);
     this.last = now;
-    while (this.queue.length && this.tokens >= SEND_AT_TOKENS) {
+    while (this.queue.length && this.tokens >= 1) {
       const { message } = this.queue.shift();
       this.tokens -= 1;
       this.send(message);
     }
     if (this.queue.length) {
-      const wait = Math.max(1, ((SEND_AT_TOKENS - this.tokens) / this.rate) * 1000) + SEND_GRACE_MS;
+      const wait = Math.max(1, ((1 - this.tokens) / this.rate) * 1000);
       this.timer = setTimeout(() => this.drain(), wait);
     }
   }

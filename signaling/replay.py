@@ -61,8 +61,7 @@ from .grants import Forbidden, Grant, Role, TokenInvalid
 from .keys import RECORDINGS, SETTINGS, STORE
 from .media_tokens import MEDIA_QUERY, MediaTokens, install_access_log_redaction
 from .secret import load_or_create_secret
-from .snapshots import _load_all as load_snapshots
-from .snapshots import snapshot_dir
+from .snapshots import load_snapshots, snapshot_dir
 from .store import DB_FILENAME
 
 logger = logging.getLogger(__name__)

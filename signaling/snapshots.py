@@ -106,7 +106,7 @@ async def list_snapshots(request: web.Request) -> web.Response:
     authenticate(request).ensure_member(cid)
     await find_consultation(request.app[STORE], cid)
     directory = snapshot_dir(request.app[SETTINGS].data_dir, cid)
-    snapshots = await asyncio.to_thread(_load_all, directory)
+    snapshots = await asyncio.to_thread(load_snapshots, directory)
     return web.json_response({"snapshots": [s.to_json(cid) for s in snapshots]})
 
 
@@ -159,7 +159,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
     partial.replace(path)
 
 
-def _load_all(directory: Path) -> list[Snapshot]:
+def load_snapshots(directory: Path) -> list[Snapshot]:
     snapshots = []
     for path in directory.glob("*.json"):
         try:

@@ -191,11 +191,15 @@ def _serve(args: argparse.Namespace) -> int:
                 recorded_by=CLI_IDENTITY,
             )
             _print_consultation(with_links(settings, app[TOKENS], consultation))
+            # The script beside this interpreter (e.g. .venv/bin/endolink), which may not be
+            # on PATH in a fresh checkout.
+            script = Path(sys.executable).parent / "endolink"
+            command = str(script) if script.exists() else "endolink"
             print(
                 "  no camera? publish the built-in test pattern as the clinic:\n"
-                f"    ENDOLINK_TOKEN=$(endolink token --data-dir {settings.data_dir} "
+                f"    ENDOLINK_TOKEN=$({command} token --data-dir {settings.data_dir} "
                 f"--consultation {consultation.id} --role clinic) \\\n"
-                f"    endolink publish --url {settings.base_url}/whip/{consultation.id} "
+                f"    {command} publish --url {settings.base_url}/whip/{consultation.id} "
                 "testpattern",
                 flush=True,
             )

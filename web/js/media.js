@@ -114,6 +114,13 @@ class Session extends EventTarget {
     if (pc) pc.close();
   }
 
+  /** Connects now and keeps reconnecting until stop(); connect() is each subclass's own. */
+  start() {
+    this.wanted = true;
+    this.attempt = 0;
+    return this.connect();
+  }
+
   /** Ends the session for good (until start() is called again). */
   async stop() {
     this.wanted = false;
@@ -158,12 +165,6 @@ export class Publisher extends Session {
     this.transceivers = {};
     this.monitor = null;
     this.statsOptions = options.stats || null;
-  }
-
-  start() {
-    this.wanted = true;
-    this.attempt = 0;
-    return this.connect();
   }
 
   async connect() {
@@ -239,12 +240,6 @@ export class FeedPlayer extends Session {
     this.playedEarlierPublisher = false;
     this._pollTimer = null;
     this.monitor = null;
-  }
-
-  start() {
-    this.wanted = true;
-    this.attempt = 0;
-    return this.connect();
   }
 
   async connect() {

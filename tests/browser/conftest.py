@@ -2,7 +2,7 @@
 
 Pages are served from http://127.0.0.1:<port>, a secure context, so camera, microphone and WebRTC
 work without TLS. Chromium uses its fake camera/microphone and accepts the permission prompts.
-No browser is downloaded: the tests skip (with the reason) when /usr/bin/chromium is missing.
+No browser is downloaded: scripts/test installs Debian's chromium; without it these tests fail.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from aiohttp import web
 
 from bench.chromium import CHROMIUM, CHROMIUM_ARGS
 from signaling.app import create_app
-from signaling.grants import Grant, Role, new_identity
+from signaling.auth.grants import Grant, Role, new_identity
+from signaling.db.store import Consultation
 from signaling.keys import STORE, TOKENS
 from signaling.settings import Settings
-from signaling.store import Consultation
 
 playwright_api = pytest.importorskip(
     "playwright.async_api", reason="the playwright package is not installed"
@@ -108,7 +108,7 @@ async def browser(live_server: LiveServer, tmp_path: Path) -> AsyncIterator[Brow
     """Depends on live_server so it is closed first (pages end their sessions while the server
     still runs)."""
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package (CI does)")
+        pytest.fail(f"{CHROMIUM} is missing: ./scripts/test installs Debian's chromium package")
     async with playwright_api.async_playwright() as pw:
         context = await pw.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"),

@@ -24,7 +24,7 @@ from pathlib import Path
 from playwright.async_api import Page, async_playwright
 
 from bench.chromium import CHROMIUM, CHROMIUM_ARGS
-from signaling.testpattern import TestPatternTrack
+from client.testpattern import TestPatternTrack
 
 STATS_JS = """async ([getter, type]) => {
   const pc = window.endolink && window.endolink[getter];

@@ -381,7 +381,7 @@ async def draw_marks(base: str, consult: Consultation, count: int) -> list[Any]:
 async def fidelity(
     cfg: argparse.Namespace, procs: Processes, work: Path, consult: Consultation
 ) -> dict:
-    from signaling.testpattern import TestPatternTrack
+    from client.testpattern import TestPatternTrack
 
     from . import loadgen
     from .common import luma

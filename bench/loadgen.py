@@ -29,9 +29,9 @@ import av
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
+from client.testpattern import TestPatternTrack
 from relay.codecs import is_keyframe, preferences
 from relay.forwarding import send_pli, tap_receiver
-from signaling.testpattern import TestPatternTrack
 
 from .common import (
     CLOCK_MASK,

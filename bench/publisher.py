@@ -28,8 +28,8 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from client.testpattern import TestPatternTrack
 from relay.codecs import is_keyframe, preferences
-from signaling.testpattern import TestPatternTrack
 
 from .common import (
     LOOPBACK,

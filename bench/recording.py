@@ -36,16 +36,16 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 
+from client.testpattern import TestPatternTrack, read_stamp
+from client.whip import WhipClient
 from recorder.index import RecordingIndex
 from recorder.manifest import SegmentStatus
 from recorder.recorder import ConsultationInfo, Recorder, RecorderConfig
 from relay import FeedName, Router
-from signaling.grants import Grant, Role
-from signaling.secret import token_issuer
+from signaling.auth.grants import Grant, Role
+from signaling.auth.secret import token_issuer
+from signaling.db.store import DB_FILENAME, ConsultationStore
 from signaling.settings import Settings
-from signaling.store import DB_FILENAME, ConsultationStore
-from signaling.testpattern import TestPatternTrack, read_stamp
-from signaling.whip_client import WhipClient
 
 WIDTH, HEIGHT, FPS = 1280, 720, 30
 SOURCE_SECONDS = 10

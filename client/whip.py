@@ -18,7 +18,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamTrack
 
-from .testpattern import TestPatternTrack
+from client.testpattern import TestPatternTrack
 
 logger = logging.getLogger(__name__)
 

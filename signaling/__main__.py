@@ -1,5 +1,5 @@
 """``python -m signaling`` runs the ``endolink`` command."""
 
-from .cli import main
+from signaling.cli import main
 
 raise SystemExit(main())

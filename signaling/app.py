@@ -14,14 +14,15 @@ from recorder.index import RecordingIndex
 from recorder.recorder import ConsultationInfo, RecorderConfig
 from recorder.recordings import RecordingEvent, Recordings
 from relay import FeedEvent, Relay, RelayConfig, RelayMode
-
-from . import api, pages, replay, snapshots, websocket, whip
-from .errors import error_middleware
-from .hub import Hub
-from .keys import ANNOTATION_LOGS, HUB, RECORDINGS, RELAY, SETTINGS, STORE, TOKENS
-from .secret import token_issuer
-from .settings import Settings
-from .store import DB_FILENAME, ConsultationStore
+from signaling.auth.secret import token_issuer
+from signaling.db.store import DB_FILENAME, ConsultationStore
+from signaling.http import api, pages, snapshots, whip
+from signaling.http.errors import error_middleware
+from signaling.keys import ANNOTATION_LOGS, HUB, RECORDINGS, RELAY, SETTINGS, STORE, TOKENS
+from signaling.replay import routes as replay
+from signaling.settings import Settings
+from signaling.ws import handler as websocket
+from signaling.ws.hub import Hub
 
 logger = logging.getLogger(__name__)
 

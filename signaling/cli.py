@@ -23,12 +23,12 @@ from typing import Any, TypeVar
 
 from aiohttp import ClientError, web
 
-from .grants import ANY_CONSULTATION, Role
-from .invites import issue_token, with_links
-from .secret import token_issuer
-from .settings import Settings
-from .store import DB_FILENAME, DEFAULT_TITLE, Consultation, ConsultationStore
-from .tls import make_certificates, ssl_context
+from signaling.auth.grants import ANY_CONSULTATION, Role
+from signaling.auth.invites import issue_token, with_links
+from signaling.auth.secret import token_issuer
+from signaling.db.store import DB_FILENAME, DEFAULT_TITLE, Consultation, ConsultationStore
+from signaling.settings import Settings
+from signaling.tls import make_certificates, ssl_context
 
 logger = logging.getLogger(__name__)
 
@@ -170,8 +170,8 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
 
 def _serve(args: argparse.Namespace) -> int:
     # Imported here: the media stack is slow to import and other commands do not need it.
-    from .app import create_app
-    from .keys import STORE, TOKENS
+    from signaling.app import create_app
+    from signaling.keys import STORE, TOKENS
 
     settings = _settings(args, host=args.host, port=args.port, tls=True if args.tls else None)
     logging.basicConfig(
@@ -289,7 +289,7 @@ def _certs(args: argparse.Namespace) -> int:
 
 def _publish(args: argparse.Namespace) -> int:
     # Imported here: the media stack is slow to import and other commands do not need it.
-    from .whip_client import WhipError, publish_source
+    from client.whip import WhipError, publish_source
 
     if not args.token:
         raise CliError("publish needs --token or $ENDOLINK_TOKEN (a clinic token)")

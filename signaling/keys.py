@@ -10,11 +10,10 @@ from aiohttp import web
 from recorder.annotation_log import AnnotationLogs
 from recorder.recordings import Recordings
 from relay import Relay
-
-from .grants import Grant, TokenIssuer
-from .hub import Hub
-from .settings import Settings
-from .store import ConsultationStore
+from signaling.auth.grants import Grant, TokenIssuer
+from signaling.db.store import ConsultationStore
+from signaling.settings import Settings
+from signaling.ws.hub import Hub
 
 SETTINGS = web.AppKey("settings", Settings)
 TOKENS = web.AppKey("tokens", TokenIssuer)

@@ -9,10 +9,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from signaling.app import create_app
-from signaling.grants import Grant, Role, TokenIssuer, new_identity
+from signaling.auth.grants import Grant, Role, TokenIssuer, new_identity
+from signaling.db.store import Consultation
 from signaling.keys import STORE, TOKENS
 from signaling.settings import Settings
-from signaling.store import Consultation
 
 TEST_SECRET = "test-secret-" + "x" * 40
 

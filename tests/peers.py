@@ -16,8 +16,8 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import AUDIO_PTIME, MediaStreamError, MediaStreamTrack
 
-from signaling.testpattern import TestPatternTrack, read_stamp, stamp_age_ms
-from signaling.whip_client import WhipClient
+from client.testpattern import TestPatternTrack, read_stamp, stamp_age_ms
+from client.whip import WhipClient
 
 SAMPLE_RATE = 48000
 

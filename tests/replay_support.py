@@ -19,6 +19,7 @@ from typing import Any
 import av
 import numpy as np
 
+from client.testpattern import TestPatternTrack
 from recorder.annotation_log import FILENAME as ANNOTATION_LOG
 from recorder.index import RecordingIndex
 from recorder.integrity import chain_genesis, chain_next
@@ -35,7 +36,6 @@ from recorder.manifest import (
 )
 from recorder.storage import consultation_dir
 from recorder.writer import SegmentWriter, Track
-from signaling.testpattern import TestPatternTrack
 
 VIDEO_PTS_START = 900_000
 FPS = 30

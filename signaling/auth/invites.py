@@ -10,9 +10,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from .grants import Grant, Role, TokenIssuer, new_identity
-from .settings import Settings
-from .store import Consultation
+from signaling.auth.grants import Grant, Role, TokenIssuer, new_identity
+from signaling.db.store import Consultation
+from signaling.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import jwt
 
-from .grants import Grant, Role, TokenInvalid
+from signaling.auth.grants import Grant, Role, TokenInvalid
 
 MEDIA_TOKEN_TTL_S = 300
 AUDIENCE = "endolink-media"

@@ -10,8 +10,8 @@ import logging
 
 from aiohttp import hdrs, web
 
-from .grants import Grant, TokenInvalid
-from .keys import GRANT, TOKENS
+from signaling.auth.grants import Grant, TokenInvalid
+from signaling.keys import GRANT, TOKENS
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import secrets
 import tempfile
 from pathlib import Path
 
-from .grants import TokenIssuer
-from .settings import Settings
+from signaling.auth.grants import TokenIssuer
+from signaling.settings import Settings
 
 logger = logging.getLogger(__name__)
 

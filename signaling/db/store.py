@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .settings import normalise_codec
+from signaling.settings import normalise_codec
 
 logger = logging.getLogger(__name__)
 

@@ -16,12 +16,12 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from .auth import authenticate
-from .errors import ApiError
-from .grants import Forbidden, Role
-from .invites import INVITE_ROLES, issue_invite, with_links
-from .keys import HUB, RECORDINGS, SETTINGS, STORE, TOKENS
-from .store import DEFAULT_TITLE, Consultation, ConsultationStore, UnknownConsultation
+from signaling.auth.grants import Forbidden, Role
+from signaling.auth.invites import INVITE_ROLES, issue_invite, with_links
+from signaling.auth.request import authenticate
+from signaling.db.store import DEFAULT_TITLE, Consultation, ConsultationStore, UnknownConsultation
+from signaling.http.errors import ApiError
+from signaling.keys import HUB, RECORDINGS, SETTINGS, STORE, TOKENS
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from relay.errors import RelayError
-
-from .grants import Forbidden, TokenInvalid
+from signaling.auth.grants import Forbidden, TokenInvalid
 
 logger = logging.getLogger(__name__)
 

@@ -24,13 +24,12 @@ from typing import Any
 from aiohttp import web
 
 from recorder.storage import consultation_dir
-
-from .api import find_consultation
-from .auth import authenticate
-from .errors import ApiError
-from .hub import utc_timestamp
-from .keys import HUB, SETTINGS, STORE
-from .protocol import SNAPSHOT_ID
+from signaling.auth.request import authenticate
+from signaling.http.api import find_consultation
+from signaling.http.errors import ApiError
+from signaling.keys import HUB, SETTINGS, STORE
+from signaling.ws.hub import utc_timestamp
+from signaling.ws.protocol import SNAPSHOT_ID
 
 logger = logging.getLogger(__name__)
 

@@ -18,13 +18,12 @@ import logging
 from aiohttp import web
 
 from relay import FeedName, IceRestartUnsupported, Peer, PeerRole, Router
-
-from .auth import authenticate
-from .errors import ApiError
-from .grants import Grant, Role
-from .keys import RELAY, SETTINGS, STORE
-from .settings import IceServer
-from .store import Consultation
+from signaling.auth.grants import Grant, Role
+from signaling.auth.request import authenticate
+from signaling.db.store import Consultation
+from signaling.http.errors import ApiError
+from signaling.keys import RELAY, SETTINGS, STORE
+from signaling.settings import IceServer
 
 logger = logging.getLogger(__name__)
 

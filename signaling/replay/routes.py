@@ -52,17 +52,16 @@ from recorder.storage import consultation_dir
 from recorder.thumbnail import THUMBNAIL, extract_talkback, make_thumbnail, talkback_filename
 from recorder.timeline import RecordingClock, Timeline, build_timeline
 from recorder.verify import RecordingCheck, verify_recording
-
-from .api import find_consultation
-from .audit import AuditAction, AuditTrail
-from .auth import authenticate
-from .errors import ApiError
-from .grants import Forbidden, Grant, Role, TokenInvalid
-from .keys import RECORDINGS, SETTINGS, STORE
-from .media_tokens import MEDIA_QUERY, MediaTokens, install_access_log_redaction
-from .secret import load_or_create_secret
-from .snapshots import load_snapshots, snapshot_dir
-from .store import DB_FILENAME
+from signaling.auth.grants import Forbidden, Grant, Role, TokenInvalid
+from signaling.auth.media_tokens import MEDIA_QUERY, MediaTokens, install_access_log_redaction
+from signaling.auth.request import authenticate
+from signaling.auth.secret import load_or_create_secret
+from signaling.db.audit import AuditAction, AuditTrail
+from signaling.db.store import DB_FILENAME
+from signaling.http.api import find_consultation
+from signaling.http.errors import ApiError
+from signaling.http.snapshots import load_snapshots, snapshot_dir
+from signaling.keys import RECORDINGS, SETTINGS, STORE
 
 logger = logging.getLogger(__name__)
 

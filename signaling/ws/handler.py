@@ -26,10 +26,12 @@ from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 from recorder.annotation_log import AnnotationLog
 from relay import Annotation, AnnotationBoard, AnnotationError, Freeze, Router
 from relay.annotations import iso_time
-
-from .auth import authenticate
-from .grants import Forbidden, Grant, Role, TokenInvalid
-from .hub import (
+from signaling.auth.grants import Forbidden, Grant, Role, TokenInvalid
+from signaling.auth.request import authenticate
+from signaling.db.store import Consultation, valid_consultation_id
+from signaling.http.snapshots import snapshot_exists, snapshot_url
+from signaling.keys import ANNOTATION_LOGS, HUB, RECORDINGS, RELAY, SETTINGS, STORE, TOKENS
+from signaling.ws.hub import (
     ANNOTATION_OPS_PER_S,
     POINTER_MOVES_PER_S,
     Hub,
@@ -38,8 +40,7 @@ from .hub import (
     close_socket,
     utc_timestamp,
 )
-from .keys import ANNOTATION_LOGS, HUB, RECORDINGS, RELAY, SETTINGS, STORE, TOKENS
-from .protocol import (
+from signaling.ws.protocol import (
     FORBIDDEN,
     INVALID,
     RATE_LIMITED,
@@ -55,8 +56,6 @@ from .protocol import (
     StatsMessage,
     parse_client_message,
 )
-from .snapshots import snapshot_exists, snapshot_url
-from .store import Consultation, valid_consultation_id
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .grants import Role
+from signaling.auth.grants import Role
 
 logger = logging.getLogger(__name__)
 

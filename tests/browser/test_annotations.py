@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from signaling.grants import Role
+from signaling.auth.grants import Role
 
 from .conftest import Browser, LiveServer, playwright_api
 from .test_pages import VIDEO_HAS_FRAMES, start_clinic_stream

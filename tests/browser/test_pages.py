@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from signaling.grants import Role
+from signaling.auth.grants import Role
 
 from .conftest import Browser, LiveServer, playwright_api
 

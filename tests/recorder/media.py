@@ -32,8 +32,8 @@ import numpy as np
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import AUDIO_PTIME, MediaStreamTrack
 
-from signaling.testpattern import TestPatternTrack, read_stamp
-from signaling.whip_client import WhipClient
+from client.testpattern import TestPatternTrack, read_stamp
+from client.whip import WhipClient
 from tests.peers import new_pc
 
 FFPROBE = "/usr/bin/ffprobe"

@@ -15,7 +15,7 @@ from recorder.integrity import chain_genesis, chain_next
 from recorder.manifest import MANIFEST, Manifest, SegmentStatus
 from recorder.recordings import Recordings
 from signaling.app import create_app
-from signaling.grants import Grant, Role
+from signaling.auth.grants import Grant, Role
 from signaling.keys import RECORDINGS, STORE, TOKENS
 from signaling.settings import Settings
 from tests.conftest import MakeToken, bearer

@@ -23,10 +23,10 @@ import pytest
 from recorder.index import RecordingIndex
 from recorder.integrity import chain_genesis, chain_next, sha256_file
 from recorder.manifest import MANIFEST, Manifest
-from signaling.grants import Grant, Role
-from signaling.secret import token_issuer
+from signaling.auth.grants import Grant, Role
+from signaling.auth.secret import token_issuer
+from signaling.db.store import DB_FILENAME, ConsultationStore
 from signaling.settings import Settings
-from signaling.store import DB_FILENAME, ConsultationStore
 
 from .media import decode, ffprobe, publishing
 

@@ -15,7 +15,7 @@ from recorder.annotation_log import read_annotation_log
 from recorder.export import ExportJob, ExportJobs, ExportSource, JobState, export_annotated
 from recorder.index import RecordingIndex
 from recorder.timeline import build_timeline
-from signaling.store import DB_FILENAME, ConsultationStore
+from signaling.db.store import DB_FILENAME, ConsultationStore
 from tests.peers import wait_until
 from tests.replay_support import GREEN, Made, at, make_recording, stroke, write_log
 

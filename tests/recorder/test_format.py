@@ -13,6 +13,7 @@ import av
 import numpy as np
 import pytest
 
+from client.testpattern import TestPatternTrack
 from recorder.bitstream import video_dimensions
 from recorder.index import RecordingIndex
 from recorder.integrity import chain_genesis, chain_next, chain_of, sha256_file
@@ -32,8 +33,7 @@ from recorder.manifest import (
 from recorder.recovery import probe_segment, recover_recording
 from recorder.verify import verify_recording
 from recorder.writer import SegmentWriter, Track
-from signaling.store import DB_FILENAME, ConsultationStore
-from signaling.testpattern import TestPatternTrack
+from signaling.db.store import DB_FILENAME, ConsultationStore
 
 from .media import decode, encoded_opus, encoded_vp8, ffprobe
 

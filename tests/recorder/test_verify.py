@@ -27,7 +27,7 @@ from recorder.manifest import (
 from recorder.verify import Verdict, verify_recording
 from recorder.writer import SegmentWriter, Track
 from signaling.cli import main
-from signaling.store import DB_FILENAME, ConsultationStore
+from signaling.db.store import DB_FILENAME, ConsultationStore
 
 from .media import decode, encoded_opus, encoded_vp8
 

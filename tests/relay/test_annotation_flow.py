@@ -15,8 +15,8 @@ from aiohttp.test_utils import TestClient
 
 from relay.overlay import yuv
 from relay.rendition import plane_array
+from signaling.db.store import Consultation
 from signaling.keys import RELAY
-from signaling.store import Consultation
 from tests.conftest import MakeToken, bearer
 from tests.peers import publisher, viewer, wait_until
 from tests.relay.test_forwarding_flow import url

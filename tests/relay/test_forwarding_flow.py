@@ -9,10 +9,10 @@ from aiohttp.test_utils import TestClient
 
 from relay import FeedName
 from signaling.app import create_app
-from signaling.grants import Grant, Role
+from signaling.auth.grants import Grant, Role
+from signaling.db.store import Consultation
 from signaling.keys import RELAY, STORE, TOKENS
 from signaling.settings import Settings
-from signaling.store import Consultation
 from tests.conftest import MakeToken
 from tests.peers import publisher, viewer, wait_until
 

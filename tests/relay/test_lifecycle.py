@@ -10,8 +10,8 @@ import time
 from aiohttp.test_utils import TestClient
 from aiortc import RTCPeerConnection
 
+from signaling.db.store import Consultation
 from signaling.keys import RELAY, STORE
-from signaling.store import Consultation
 from tests.conftest import MakeToken, bearer
 from tests.peers import publisher, viewer, wait_until
 from tests.relay.test_forwarding_flow import url

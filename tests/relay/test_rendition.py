@@ -11,12 +11,12 @@ import av
 import numpy as np
 import pytest
 
+from client.testpattern import TestPatternTrack, read_stamp
 from relay.annotations import Annotation, AnnotationBoard, Freeze
 from relay.codecs import is_keyframe
 from relay.consumer import Consumer
 from relay.producer import Producer
 from relay.rendition import DECODERS, Rendition, new_encoder
-from signaling.testpattern import TestPatternTrack, read_stamp
 
 WIDTH, HEIGHT = 640, 360
 GREEN = "#00ff00"

@@ -10,10 +10,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from signaling.app import create_app
-from signaling.grants import ANY_CONSULTATION, Grant, Role, TokenIssuer
+from signaling.auth.grants import ANY_CONSULTATION, Grant, Role, TokenIssuer
+from signaling.db.store import MAX_TEXT_LENGTH, Consultation
 from signaling.keys import HUB
 from signaling.settings import IceServer, Settings
-from signaling.store import MAX_TEXT_LENGTH, Consultation
 from tests.conftest import MakeToken, bearer
 
 OTHER_CID = "someoneElse1"

@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 from cryptography import x509
 
+from signaling.auth.grants import ANY_CONSULTATION, Grant, Role, TokenIssuer
+from signaling.auth.secret import load_or_create_secret
 from signaling.cli import main, parse_duration
-from signaling.grants import ANY_CONSULTATION, Grant, Role, TokenIssuer
-from signaling.secret import load_or_create_secret
+from signaling.db.store import valid_consultation_id
 from signaling.settings import SETTINGS
-from signaling.store import valid_consultation_id
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LINK = re.compile(r"^(https?://[^/]+)/(clinic|surgeon)#token=([\w.-]+)$")
@@ -277,7 +277,7 @@ def test_publishing_a_missing_file_is_a_one_line_error(
 def test_a_refused_publish_is_a_one_line_error(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from signaling import whip_client
+    from client import whip as whip_client
 
     async def refused(url: str, token: str, source: str, *, loop: bool = False) -> None:
         raise whip_client.WhipError(403, "token is for another consultation")

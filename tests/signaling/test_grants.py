@@ -9,7 +9,7 @@ import time
 import jwt
 import pytest
 
-from signaling.grants import (
+from signaling.auth.grants import (
     ALGORITHM,
     ANY_CONSULTATION,
     ISSUER,

@@ -11,8 +11,8 @@ from typing import Any, cast
 import pytest
 from aiohttp import web
 
-from signaling.grants import Role
-from signaling.hub import (
+from signaling.auth.grants import Role
+from signaling.ws.hub import (
     CLOSE_REPLACED,
     CLOSE_TOO_SLOW,
     MESSAGE_BURST,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from signaling.protocol import (
+from signaling.ws.protocol import (
     INVALID,
     MALFORMED,
     MAX_CHAT_LENGTH,

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relay import Mark
-from signaling.protocol import (
+from signaling.ws.protocol import (
     INVALID,
     AnnotationMessage,
     AnnotationOp,

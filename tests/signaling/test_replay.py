@@ -22,10 +22,11 @@ from recorder.annotation_log import read_annotation_log
 from recorder.index import RecordingIndex
 from recorder.manifest import recording_dir
 from recorder.storage import consultation_dir
-from signaling import media_tokens, replay
+from signaling.auth import media_tokens
+from signaling.db.store import Consultation
+from signaling.http.snapshots import Snapshot, _store, snapshot_dir
 from signaling.keys import RECORDINGS, SETTINGS, STORE
-from signaling.snapshots import Snapshot, _store, snapshot_dir
-from signaling.store import Consultation
+from signaling.replay import routes as replay
 from tests.conftest import MakeToken, bearer
 from tests.peers import wait_until
 from tests.replay_support import Made, at, make_recording, stroke, write_log

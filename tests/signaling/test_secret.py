@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from signaling.grants import Grant, Role, TokenIssuer
-from signaling.secret import SECRET_FILENAME, load_or_create_secret, token_issuer
+from signaling.auth.grants import Grant, Role, TokenIssuer
+from signaling.auth.secret import SECRET_FILENAME, load_or_create_secret, token_issuer
 from signaling.settings import Settings
 
 

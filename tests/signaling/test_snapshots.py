@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
 
-from signaling.snapshots import MAX_SNAPSHOT_BYTES
-from signaling.store import Consultation
+from signaling.db.store import Consultation
+from signaling.http.snapshots import MAX_SNAPSHOT_BYTES
 from tests.conftest import MakeToken, bearer
 from tests.signaling.test_websocket import join, next_of
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from signaling.store import (
+from signaling.db.store import (
     DEFAULT_TITLE,
     MAX_TEXT_LENGTH,
     SCHEMA_VERSION,

@@ -13,10 +13,10 @@ from aiohttp import ClientWebSocketResponse, WSMsgType
 from aiohttp.test_utils import TestClient
 
 from relay import FeedEvent
-from signaling.hub import CLOSE_REPLACED
+from signaling.db.store import Consultation
 from signaling.keys import HUB, RELAY, STORE
 from signaling.settings import Settings
-from signaling.store import Consultation
+from signaling.ws.hub import CLOSE_REPLACED
 from tests.conftest import MakeToken, bearer
 
 AUTH_TIMEOUT_S = 0.3

@@ -13,8 +13,8 @@ from aiohttp.test_utils import TestClient
 
 from recorder.annotation_log import read_annotation_log
 from relay.annotations import MAX_POINTS
+from signaling.db.store import Consultation
 from signaling.keys import RELAY, SETTINGS
-from signaling.store import Consultation
 from tests.conftest import MakeToken, bearer
 from tests.peers import wait_until
 from tests.signaling.test_snapshots import PNG_BYTES

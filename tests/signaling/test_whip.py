@@ -9,10 +9,10 @@ from aiohttp.test_utils import TestClient
 
 from relay.codecs import preferences
 from signaling.app import create_app
-from signaling.grants import Grant, Role
+from signaling.auth.grants import Grant, Role
+from signaling.db.store import Consultation
 from signaling.keys import RELAY, STORE, TOKENS
 from signaling.settings import IceServer, Settings
-from signaling.store import Consultation
 from tests.conftest import MakeToken, bearer
 from tests.peers import new_pc
 

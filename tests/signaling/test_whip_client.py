@@ -10,9 +10,9 @@ from pathlib import Path
 import av
 from aiohttp.test_utils import TestClient
 
-from signaling.store import Consultation
-from signaling.testpattern import TestPatternTrack
-from signaling.whip_client import WhipError, publish_source
+from client.testpattern import TestPatternTrack
+from client.whip import WhipError, publish_source
+from signaling.db.store import Consultation
 from tests.conftest import MakeToken
 from tests.peers import viewer, wait_until
 from tests.relay.test_forwarding_flow import url

@@ -1,0 +1,1 @@
+"""The edge's own tables: consultations, consent, the recording switch, the audit trail."""

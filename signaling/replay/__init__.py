@@ -1,0 +1,1 @@
+"""Replay routes: recordings listed, played, downloaded and exported for those granted replay."""

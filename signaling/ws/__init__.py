@@ -1,0 +1,2 @@
+"""The realtime side of a consultation: the WebSocket handler, the hub of connected participants
+and the typed message protocol."""

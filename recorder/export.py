@@ -38,10 +38,10 @@ from typing import Any
 import av
 import numpy as np
 
+from persistence.times import utc_now_iso
 from relay.overlay import draw_yuv420
 from relay.rendition import plane_array
 
-from .manifest import utc_timestamp
 from .timeline import FreezeSpan, Timeline
 
 logger = logging.getLogger(__name__)
@@ -381,7 +381,7 @@ class ExportJobs:
             id=secrets.token_urlsafe(9),
             recording_id=recording_id,
             requested_by=requested_by,
-            created_at=utc_timestamp(),
+            created_at=utc_now_iso(),
             directory=exports_dir(recording_directory),
         )
         self._jobs[job.id] = job
@@ -413,7 +413,7 @@ class ExportJobs:
 
             result = export_annotated(sources, timeline, job.file, progress, job._cancel.is_set)
             job.bytes, job.duration_s = result.bytes, result.duration_s
-            job.finished_at = utc_timestamp()
+            job.finished_at = utc_now_iso()
             job.save(state=JobState.DONE, progress=100.0)
             job.progress, job.state = 100.0, JobState.DONE
             logger.info(
@@ -430,7 +430,7 @@ class ExportJobs:
             logger.exception("Export %s of recording %s failed", job.id, job.recording_id)
             job.state, job.error = JobState.FAILED, f"{type(exc).__name__}: {exc}"
         if job.state is JobState.FAILED:
-            job.finished_at = utc_timestamp()
+            job.finished_at = utc_now_iso()
             with contextlib.suppress(OSError):
                 job.save()
 

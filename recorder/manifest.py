@@ -22,6 +22,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from persistence.times import parse_utc_iso
+
 from .integrity import chain_genesis
 from .writer import Track
 
@@ -62,16 +64,6 @@ class StopReason(StrEnum):
     "The disk refused a write (the recording is ``interrupted``)."
     CRASH = "crash"
     "The server died; found and closed by recovery (the recording is ``interrupted``)."
-
-
-def utc_timestamp(at: float | None = None) -> str:
-    """ISO 8601 UTC with milliseconds (the WebSocket protocol's format)."""
-    moment = datetime.now(UTC) if at is None else datetime.fromtimestamp(at, UTC)
-    return moment.isoformat(timespec="milliseconds")
-
-
-def parse_timestamp(text: str) -> float:
-    return datetime.fromisoformat(text).timestamp()
 
 
 def new_recording_id(at: float | None = None) -> str:
@@ -200,7 +192,7 @@ class Manifest:
         for before, after in zip(self.segments, self.segments[1:], strict=False):
             if before.ended_at is None:
                 continue
-            start, end = parse_timestamp(before.ended_at), parse_timestamp(after.started_at)
+            start, end = parse_utc_iso(before.ended_at), parse_utc_iso(after.started_at)
             gaps.append(
                 {
                     "after_segment": before.seq,

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import av
 
+from persistence.times import parse_utc_iso, utc_iso
+
 from .index import RecordingRow
 from .integrity import chain_genesis, chain_next, sha256_file
 from .manifest import (
@@ -29,11 +31,9 @@ from .manifest import (
     Segment,
     SegmentStatus,
     StopReason,
-    parse_timestamp,
     read_manifest,
     recording_dir,
     repaired_filename,
-    utc_timestamp,
     write_manifest,
 )
 from .writer import CONTAINERS, Track
@@ -136,7 +136,7 @@ def _recover_segment(directory: Path, segment: Segment, container: str, repair: 
     segment.sha256, segment.bytes = sha256_file(path)
     probe = probe_segment(path)
     segment.duration_s = round(probe.duration_s, 3)
-    segment.ended_at = utc_timestamp(parse_timestamp(segment.started_at) + segment.duration_s)
+    segment.ended_at = utc_iso(parse_utc_iso(segment.started_at) + segment.duration_s)
     segment.frames = probe.packets[Track.VIDEO]
     segment.audio_packets = {t.label: probe.packets[t] for t in (Track.AUDIO, Track.TALKBACK)}
     if probe.dimensions:

@@ -23,12 +23,12 @@ from typing import Any
 
 from aiohttp import web
 
+from persistence.times import utc_now_iso
 from recorder.storage import consultation_dir
 from signaling.auth.request import authenticate
 from signaling.http.api import find_consultation
 from signaling.http.errors import ApiError
 from signaling.keys import HUB, SETTINGS, STORE
-from signaling.ws.hub import utc_timestamp
 from signaling.ws.protocol import SNAPSHOT_ID
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ async def upload_snapshot(request: web.Request) -> web.Response:
     data = await _read_limited(request, MAX_SNAPSHOT_BYTES)
     if not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
         raise ApiError(400, "bad-image", "body is not a PNG image")
-    snapshot = Snapshot(secrets.token_urlsafe(12), grant.identity, utc_timestamp())
+    snapshot = Snapshot(secrets.token_urlsafe(12), grant.identity, utc_now_iso())
     directory = snapshot_dir(request.app[SETTINGS].data_dir, cid)
     try:
         await asyncio.to_thread(_store, directory, snapshot, data)

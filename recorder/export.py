@@ -38,6 +38,7 @@ from typing import Any
 import av
 import numpy as np
 
+from persistence.files import Sync, move_into_place, write_json_atomic
 from persistence.times import utc_now_iso
 from relay.overlay import draw_yuv420
 from relay.rendition import plane_array
@@ -241,7 +242,7 @@ def export_annotated(
             partial.unlink()
         raise
     out.close()
-    os.replace(partial, output)
+    move_into_place(partial, output, sync=Sync.NONE)
     result.bytes = output.stat().st_size
     on_progress(1.0)
     return result
@@ -309,11 +310,8 @@ class ExportJob:
         (a finished job is saved first and only then shown finished, so a client that saw it
         done finds it done on disk too)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        target = self.directory / f"{self.id}.json"
-        temporary = target.with_suffix(".json.tmp")
         data = {**self.to_json(), **{k: str(v) if k == "state" else v for k, v in changes.items()}}
-        temporary.write_text(json.dumps(data), encoding="utf-8")
-        os.replace(temporary, target)
+        write_json_atomic(self.directory / f"{self.id}.json", data, sync=Sync.NONE)
 
     @classmethod
     def load(cls, directory: Path, job_id: str) -> ExportJob | None:

@@ -11,9 +11,7 @@ ever becomes part of a path.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import secrets
 from dataclasses import asdict, dataclass, field, fields
@@ -22,6 +20,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from persistence.files import write_json_atomic
 from persistence.times import parse_utc_iso
 
 from .integrity import chain_genesis
@@ -278,20 +277,7 @@ class Manifest:
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:
     """Atomically replace ``manifest.json`` (blocking: run it in a thread)."""
-    data = json.dumps(manifest.to_json(), indent=2, ensure_ascii=False).encode()
-    target = directory / MANIFEST
-    temporary = directory / (MANIFEST + ".tmp")
-    with temporary.open("wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, target)
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    write_json_atomic(directory / MANIFEST, manifest.to_json(), indent=2, ensure_ascii=False)
 
 
 def read_manifest(directory: Path) -> Manifest | None:

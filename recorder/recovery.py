@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
 
+from persistence.files import Sync, move_into_place
 from persistence.times import parse_utc_iso, utc_iso
 
 from .index import RecordingRow
@@ -228,6 +228,4 @@ def remux(source: Path, target: Path, container_format: str) -> None:
                 out.mux(packet)
         finally:
             out.close()
-    with temporary.open("rb") as file:
-        os.fsync(file.fileno())
-    os.replace(temporary, target)
+    move_into_place(temporary, target, sync=Sync.FILE)

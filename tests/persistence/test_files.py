@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -46,15 +47,31 @@ def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
 
 
+def write_new(target: Path, sync: Sync) -> None:
+    write_bytes_atomic(target, b"new", sync=sync)
+
+
+def move_new(target: Path, sync: Sync) -> None:
+    """As an export or a remux does: a library writes the file, then it is moved into place."""
+    partial = target.with_name(target.name + ".partial")
+    partial.write_bytes(b"new")
+    move_into_place(partial, target, sync=sync)
+
+
+@pytest.mark.parametrize("write", [write_new, move_new])
 @pytest.mark.parametrize(
     ("sync", "flushed"), [(Sync.FULL, ["file", "dir"]), (Sync.FILE, ["file"]), (Sync.NONE, [])]
 )
 def test_a_write_replaces_the_file_and_flushes_what_was_asked(
-    tmp_path: Path, fsyncs: list[str], sync: Sync, flushed: list[str]
+    tmp_path: Path,
+    fsyncs: list[str],
+    write: Callable[[Path, Sync], None],
+    sync: Sync,
+    flushed: list[str],
 ) -> None:
     target = tmp_path / "a.bin"
     target.write_bytes(b"old")
-    write_bytes_atomic(target, b"new", sync=sync)
+    write(target, sync)
     assert target.read_bytes() == b"new"
     assert fsyncs == flushed
     assert leftovers(tmp_path) == ["a.bin"]
@@ -149,21 +166,6 @@ def test_without_overwrite_the_first_writer_wins(tmp_path: Path) -> None:
     assert target.read_bytes() == b"first"
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert leftovers(tmp_path) == ["secret.key"]
-
-
-@pytest.mark.parametrize(
-    ("sync", "flushed"), [(Sync.FULL, ["file", "dir"]), (Sync.FILE, ["file"]), (Sync.NONE, [])]
-)
-def test_a_file_made_elsewhere_is_moved_into_place(
-    tmp_path: Path, fsyncs: list[str], sync: Sync, flushed: list[str]
-) -> None:
-    partial = tmp_path / "export.mp4.partial"
-    partial.write_bytes(b"mp4")
-    (tmp_path / "export.mp4").write_bytes(b"old")
-    move_into_place(partial, tmp_path / "export.mp4", sync=sync)
-    assert (tmp_path / "export.mp4").read_bytes() == b"mp4"
-    assert leftovers(tmp_path) == ["export.mp4"]
-    assert fsyncs == flushed
 
 
 def test_fsync_dir_is_best_effort(tmp_path: Path, fsyncs: list[str]) -> None:

@@ -374,11 +374,17 @@ async def test_close_is_idempotent_and_waits_for_the_query_in_progress(tmp_path:
         await db.run(lambda c: c.execute("SELECT 1"))
 
 
-def test_every_owner_declares_its_legacy_steps() -> None:
-    """The old list's steps 1..3 map to exactly one owner step each (2 to two owners)."""
-    legacy = sorted(
-        v
-        for schema in (CONSULTATIONS_SCHEMA, RECORDINGS_SCHEMA, AUDIT_SCHEMA)
-        for v in schema.legacy
-    )
-    assert legacy == [1, 2, 2, 3]
+def test_the_released_steps_are_the_old_lists_own_sql_unchanged() -> None:
+    """OLD_MIGRATIONS is kept frozen on purpose: each owner's step that claims an old
+    ``user_version`` must run the very SQL that version ran, or adopted files would differ."""
+
+    def words(sql: str) -> str:
+        return " ".join(sql.replace(";", " ; ").split())
+
+    claimed: dict[int, list[str]] = {}
+    for schema in (CONSULTATIONS_SCHEMA, RECORDINGS_SCHEMA, AUDIT_SCHEMA):
+        for step, user_version in zip(schema.steps, schema.legacy, strict=False):
+            claimed.setdefault(user_version, []).append(words(step))
+    assert {v: " ".join(steps) for v, steps in claimed.items()} == {
+        v + 1: words(sql) for v, sql in enumerate(OLD_MIGRATIONS)
+    }

@@ -38,10 +38,11 @@ from typing import Any
 import av
 import numpy as np
 
+from persistence.files import Sync, move_into_place, write_json_atomic
+from persistence.times import utc_now_iso
 from relay.overlay import draw_yuv420
 from relay.rendition import plane_array
 
-from .manifest import utc_timestamp
 from .timeline import FreezeSpan, Timeline
 
 logger = logging.getLogger(__name__)
@@ -241,7 +242,7 @@ def export_annotated(
             partial.unlink()
         raise
     out.close()
-    os.replace(partial, output)
+    move_into_place(partial, output, sync=Sync.NONE)
     result.bytes = output.stat().st_size
     on_progress(1.0)
     return result
@@ -309,11 +310,8 @@ class ExportJob:
         (a finished job is saved first and only then shown finished, so a client that saw it
         done finds it done on disk too)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        target = self.directory / f"{self.id}.json"
-        temporary = target.with_suffix(".json.tmp")
         data = {**self.to_json(), **{k: str(v) if k == "state" else v for k, v in changes.items()}}
-        temporary.write_text(json.dumps(data), encoding="utf-8")
-        os.replace(temporary, target)
+        write_json_atomic(self.directory / f"{self.id}.json", data, sync=Sync.NONE)
 
     @classmethod
     def load(cls, directory: Path, job_id: str) -> ExportJob | None:
@@ -381,7 +379,7 @@ class ExportJobs:
             id=secrets.token_urlsafe(9),
             recording_id=recording_id,
             requested_by=requested_by,
-            created_at=utc_timestamp(),
+            created_at=utc_now_iso(),
             directory=exports_dir(recording_directory),
         )
         self._jobs[job.id] = job
@@ -413,7 +411,7 @@ class ExportJobs:
 
             result = export_annotated(sources, timeline, job.file, progress, job._cancel.is_set)
             job.bytes, job.duration_s = result.bytes, result.duration_s
-            job.finished_at = utc_timestamp()
+            job.finished_at = utc_now_iso()
             job.save(state=JobState.DONE, progress=100.0)
             job.progress, job.state = 100.0, JobState.DONE
             logger.info(
@@ -430,7 +428,7 @@ class ExportJobs:
             logger.exception("Export %s of recording %s failed", job.id, job.recording_id)
             job.state, job.error = JobState.FAILED, f"{type(exc).__name__}: {exc}"
         if job.state is JobState.FAILED:
-            job.finished_at = utc_timestamp()
+            job.finished_at = utc_now_iso()
             with contextlib.suppress(OSError):
                 job.save()
 

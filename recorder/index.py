@@ -1,28 +1,65 @@
 """The recordings index: the ``recordings`` and ``segments`` tables of the server's SQLite file.
 
-The schema belongs to ``signaling/store.py`` (migration 2; the store migrates when it opens the
-file), this module only reads and writes rows, on its own connection so ``recorder`` never
-imports ``signaling``. Every save writes a recording and all its segments in one transaction,
-mirroring the manifest, so the index is never half-updated. Queries run in a worker thread.
+This module owns those tables (``SCHEMA``, migrated when it opens the file) and reads and writes
+them on its own connection, so ``recorder`` never imports ``signaling``. Every save writes a
+recording and all its segments in one transaction, mirroring the manifest, so the index is never
+half-updated. Queries run in a worker thread.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
-import threading
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
+
+from persistence.sqlite import Database, Migrations
 
 from .manifest import Manifest, Segment
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-BUSY_TIMEOUT_MS = 5000
+# Recordings and their segments (docs/recording.md describes every column). Step 1 was part of
+# user_version 2 of the old single list in signaling/db/store.py.
+_STEPS: tuple[str, ...] = (
+    """
+    CREATE TABLE recordings (
+        id              TEXT PRIMARY KEY,
+        consultation_id TEXT NOT NULL REFERENCES consultations (id),
+        status          TEXT NOT NULL CHECK (status IN ('recording', 'complete', 'interrupted')),
+        stop_reason     TEXT,
+        started_at      TEXT NOT NULL,
+        ended_at        TEXT,
+        video_codec     TEXT NOT NULL CHECK (video_codec IN ('VP8', 'H264')),
+        container       TEXT NOT NULL CHECK (container IN ('webm', 'mp4')),
+        duration_s      REAL NOT NULL DEFAULT 0,
+        bytes           INTEGER NOT NULL DEFAULT 0,
+        chain_head      TEXT
+    );
+    CREATE INDEX recordings_by_consultation ON recordings (consultation_id, started_at);
+    CREATE INDEX recordings_by_status ON recordings (status);
+    CREATE TABLE segments (
+        recording_id    TEXT NOT NULL REFERENCES recordings (id),
+        seq             INTEGER NOT NULL CHECK (seq >= 1),
+        file            TEXT NOT NULL,
+        status          TEXT NOT NULL CHECK (status IN ('open', 'closed', 'interrupted')),
+        started_at      TEXT NOT NULL,
+        ended_at        TEXT,
+        offset_s        REAL NOT NULL DEFAULT 0,
+        duration_s      REAL NOT NULL DEFAULT 0,
+        frames          INTEGER NOT NULL DEFAULT 0,
+        bytes           INTEGER NOT NULL DEFAULT 0,
+        dropped         INTEGER NOT NULL DEFAULT 0,
+        sha256          TEXT,
+        chain           TEXT,
+        repaired_file   TEXT,
+        repaired_sha256 TEXT,
+        PRIMARY KEY (recording_id, seq)
+    );
+    """,
+)
+SCHEMA = Migrations("recordings", _STEPS, legacy=(2,))
 
 _RECORDING_COLUMNS = (
     "id, consultation_id, status, stop_reason, started_at, ended_at, video_codec, container,"
@@ -98,28 +135,7 @@ class RecordingRow:
 class RecordingIndex:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
-        try:
-            self._db.execute("PRAGMA foreign_keys = ON")
-            tables = {
-                row[0]
-                for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            }
-            if not {"recordings", "segments"} <= tables:
-                raise RuntimeError(
-                    f"{path} has no recordings tables: open it with the server's store first"
-                )
-        except BaseException:
-            self._db.close()
-            raise
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def locked() -> T:
-            with self._lock:
-                return fn(self._db)
-
-        return await asyncio.to_thread(locked)
+        self._db = Database(path, SCHEMA)
 
     async def save(self, manifest: Manifest) -> None:
         """Insert or update the recording and all its segments, in one transaction."""
@@ -157,31 +173,28 @@ class RecordingIndex:
                         (manifest.recording_id, *asdict(row).values()),
                     )
 
-        await self._run(upsert)
+        await self._db.run(upsert)
 
     async def get(self, recording_id: str) -> RecordingRow | None:
         def select(db: sqlite3.Connection) -> RecordingRow | None:
             rows = _recordings(db, "WHERE id = ?", (recording_id,))
             return rows[0] if rows else None
 
-        return await self._run(select)
+        return await self._db.run(select)
 
     async def unfinished(self) -> list[RecordingRow]:
         """Recordings still marked ``recording``: at start-up, the ones a crash left behind."""
-        return await self._run(lambda db: _recordings(db, "WHERE status = 'recording'", ()))
+        return await self._db.run(lambda db: _recordings(db, "WHERE status = 'recording'", ()))
 
     async def close(self) -> None:
-        def close(db: sqlite3.Connection) -> None:
-            db.close()
-
-        await self._run(close)
+        await self._db.close()
 
     # Defined last: a method named ``list`` shadows the builtin in later annotations.
     async def list(self, consultation: str | None = None) -> list[RecordingRow]:
         """Recordings, oldest first; only ``consultation``'s if given."""
         if consultation is None:
-            return await self._run(lambda db: _recordings(db, "", ()))
-        return await self._run(
+            return await self._db.run(lambda db: _recordings(db, "", ()))
+        return await self._db.run(
             lambda db: _recordings(db, "WHERE consultation_id = ?", (consultation,))
         )
 

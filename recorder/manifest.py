@@ -11,9 +11,7 @@ ever becomes part of a path.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import secrets
 from dataclasses import asdict, dataclass, field, fields
@@ -21,6 +19,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from persistence.files import write_json_atomic
+from persistence.times import parse_utc_iso
 
 from .integrity import chain_genesis
 from .writer import Track
@@ -62,16 +63,6 @@ class StopReason(StrEnum):
     "The disk refused a write (the recording is ``interrupted``)."
     CRASH = "crash"
     "The server died; found and closed by recovery (the recording is ``interrupted``)."
-
-
-def utc_timestamp(at: float | None = None) -> str:
-    """ISO 8601 UTC with milliseconds (the WebSocket protocol's format)."""
-    moment = datetime.now(UTC) if at is None else datetime.fromtimestamp(at, UTC)
-    return moment.isoformat(timespec="milliseconds")
-
-
-def parse_timestamp(text: str) -> float:
-    return datetime.fromisoformat(text).timestamp()
 
 
 def new_recording_id(at: float | None = None) -> str:
@@ -200,7 +191,7 @@ class Manifest:
         for before, after in zip(self.segments, self.segments[1:], strict=False):
             if before.ended_at is None:
                 continue
-            start, end = parse_timestamp(before.ended_at), parse_timestamp(after.started_at)
+            start, end = parse_utc_iso(before.ended_at), parse_utc_iso(after.started_at)
             gaps.append(
                 {
                     "after_segment": before.seq,
@@ -286,20 +277,7 @@ class Manifest:
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:
     """Atomically replace ``manifest.json`` (blocking: run it in a thread)."""
-    data = json.dumps(manifest.to_json(), indent=2, ensure_ascii=False).encode()
-    target = directory / MANIFEST
-    temporary = directory / (MANIFEST + ".tmp")
-    with temporary.open("wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, target)
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    write_json_atomic(directory / MANIFEST, manifest.to_json(), indent=2, ensure_ascii=False)
 
 
 def read_manifest(directory: Path) -> Manifest | None:

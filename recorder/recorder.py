@@ -28,6 +28,7 @@ from typing import Any
 import av
 from aiortc.mediastreams import MediaStreamError
 
+from persistence.times import parse_utc_iso, utc_iso, utc_now_iso
 from relay import Consumer, FeedName, Producer, Router
 from relay.codecs import is_keyframe
 
@@ -40,10 +41,8 @@ from .manifest import (
     Segment,
     SegmentStatus,
     new_recording_id,
-    parse_timestamp,
     recording_dir,
     segment_filename,
-    utc_timestamp,
     write_manifest,
 )
 from .writer import CONTAINERS, QUEUE_FRAMES, SegmentWriter, Track, WriterResult
@@ -295,10 +294,10 @@ class LiveSegment:
         entry = self.entry
         started = self._started_at()
         if started is not None:
-            entry.started_at = utc_timestamp(started + wall_offset)
+            entry.started_at = utc_iso(started + wall_offset)
         duration = round(result.duration_s(), 3)
         entry.duration_s = duration
-        entry.ended_at = utc_timestamp(parse_timestamp(entry.started_at) + duration)
+        entry.ended_at = utc_iso(parse_utc_iso(entry.started_at) + duration)
         if self._last_video_pts is not None:
             entry.video_pts_end = self._last_video_pts
         if result.dimensions:
@@ -351,7 +350,7 @@ class Recorder:
             recording_id=self.id,
             consultation={"id": info.id, "title": info.title},
             status=RecordingStatus.RECORDING,
-            started_at=utc_timestamp(),
+            started_at=utc_now_iso(),
             container=self._container.format,
             mime_type=self._container.mime_type,
             video_codec=info.video_codec,
@@ -385,7 +384,7 @@ class Recorder:
             seq=seq,
             file=segment_filename(seq, self._container.extension),
             status=SegmentStatus.OPEN,
-            started_at=utc_timestamp(),
+            started_at=utc_now_iso(),
             publisher=publisher,
         )
         live = LiveSegment(
@@ -431,7 +430,7 @@ class Recorder:
         if entry.seq == 1:
             self.manifest.started_at = entry.started_at
         entry.offset_s = round(
-            max(0.0, parse_timestamp(entry.started_at) - parse_timestamp(self.manifest.started_at)),
+            max(0.0, parse_utc_iso(entry.started_at) - parse_utc_iso(self.manifest.started_at)),
             3,
         )
         self.manifest.writer_overflows += live.overflows
@@ -457,7 +456,7 @@ class Recorder:
         ends = [s.ended_at for s in self.manifest.segments if s.ended_at]
         self.manifest.status = status
         self.manifest.stop_reason = reason
-        self.manifest.ended_at = ends[-1] if ends else utc_timestamp()
+        self.manifest.ended_at = ends[-1] if ends else utc_now_iso()
         await self._persist()
         logger.info("Recorder(%s) %s (%s)", self.label, status, reason)
 
@@ -473,7 +472,7 @@ class Recorder:
                     "identity": identity,
                     "name": person.get("name", ""),
                     "role": person.get("role"),
-                    "first_seen": utc_timestamp(),
+                    "first_seen": utc_now_iso(),
                 }
             )
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
+
+from persistence.files import Sync, move_into_place
+from persistence.times import parse_utc_iso, utc_iso
 
 from .index import RecordingRow
 from .integrity import chain_genesis, chain_next, sha256_file
@@ -29,11 +31,9 @@ from .manifest import (
     Segment,
     SegmentStatus,
     StopReason,
-    parse_timestamp,
     read_manifest,
     recording_dir,
     repaired_filename,
-    utc_timestamp,
     write_manifest,
 )
 from .writer import CONTAINERS, Track
@@ -136,7 +136,7 @@ def _recover_segment(directory: Path, segment: Segment, container: str, repair: 
     segment.sha256, segment.bytes = sha256_file(path)
     probe = probe_segment(path)
     segment.duration_s = round(probe.duration_s, 3)
-    segment.ended_at = utc_timestamp(parse_timestamp(segment.started_at) + segment.duration_s)
+    segment.ended_at = utc_iso(parse_utc_iso(segment.started_at) + segment.duration_s)
     segment.frames = probe.packets[Track.VIDEO]
     segment.audio_packets = {t.label: probe.packets[t] for t in (Track.AUDIO, Track.TALKBACK)}
     if probe.dimensions:
@@ -228,6 +228,4 @@ def remux(source: Path, target: Path, container_format: str) -> None:
                 out.mux(packet)
         finally:
             out.close()
-    with temporary.open("rb") as file:
-        os.fsync(file.fileno())
-    os.replace(temporary, target)
+    move_into_place(temporary, target, sync=Sync.FILE)

@@ -4,11 +4,12 @@ keyframe, scaled down, as a JPEG) and each segment's talk-back track as an audio
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 import av
 import cv2
+
+from persistence.files import Sync, move_into_place, write_bytes_atomic
 
 THUMBNAIL = "thumbnail.jpg"
 WIDTH = 320
@@ -28,9 +29,7 @@ def make_thumbnail(sources: list[Path], target: Path) -> bool:
         ok, encoded = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, QUALITY])
         if not ok:
             continue
-        partial = target.with_name(target.name + ".partial")
-        partial.write_bytes(encoded.tobytes())
-        os.replace(partial, target)
+        write_bytes_atomic(target, encoded.tobytes(), suffix=".partial", sync=Sync.NONE)
         return True
     return False
 
@@ -80,7 +79,7 @@ def extract_talkback(source: Path, target: Path) -> bool:
                     output.mux(packet)
                     packets += 1
         if packets:
-            os.replace(partial, target)
+            move_into_place(partial, target, sync=Sync.NONE)
         return packets > 0
     finally:
         with contextlib.suppress(OSError):

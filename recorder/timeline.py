@@ -30,9 +30,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from persistence.times import parse_utc_iso
 from relay.annotations import Annotation, AnnotationError, Mark
 
-from .manifest import Manifest, parse_timestamp
+from .manifest import Manifest
 
 PTS_RATE = 90_000
 PTS_SLACK_S = 1.0
@@ -192,7 +193,7 @@ class RecordingClock:
     """Server time / relay pts → recording seconds (see the module doc)."""
 
     def __init__(self, manifest: Manifest) -> None:
-        self.started = parse_timestamp(manifest.started_at)
+        self.started = parse_utc_iso(manifest.started_at)
         self._segments = [
             (s.offset_s, s.video_pts_start, s.video_pts_end)
             for s in manifest.segments
@@ -204,7 +205,7 @@ class RecordingClock:
 
     def wall(self, iso: str) -> float | None:
         try:
-            return parse_timestamp(iso) - self.started
+            return parse_utc_iso(iso) - self.started
         except (TypeError, ValueError):
             return None
 

@@ -30,6 +30,8 @@ from pathlib import Path
 import av
 from av.stream import Disposition
 
+from persistence.files import fsync_dir
+
 from .bitstream import video_dimensions
 from .integrity import sha256_file
 
@@ -308,7 +310,7 @@ class SegmentWriter:
                 with contextlib.suppress(OSError):
                     os.fsync(self._sync_fd)
                 os.close(self._sync_fd)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
             result.cpu_s = time.thread_time() - started
             if self.path.exists():
                 result.sha256, result.bytes = sha256_file(self.path)
@@ -316,13 +318,3 @@ class SegmentWriter:
             self._fail(exc)
         finally:
             self._done.set_result(result)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a new or renamed directory entry durable."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -17,9 +17,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+
+from persistence.times import utc_iso
 
 MARK_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 COLOR = re.compile(r"#[0-9a-fA-F]{6}")
@@ -145,8 +146,8 @@ class Annotation:
         return {
             **self.mark.to_json(),
             "author": self.author,
-            "created_at": iso_time(self.created_at),
-            "updated_at": iso_time(self.updated_at),
+            "created_at": utc_iso(self.created_at),
+            "updated_at": utc_iso(self.updated_at),
             "media_pts": self.media_pts,
         }
 
@@ -241,11 +242,6 @@ class AnnotationBoard:
     def _publish(self) -> None:
         self._snapshot = tuple(self._marks.values())
         self.version += 1
-
-
-def iso_time(ts: float) -> str:
-    """ISO 8601 UTC with milliseconds, the protocol's timestamp format."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
 
 
 def coordinate(value: Any, what: str) -> float:

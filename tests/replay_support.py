@@ -20,6 +20,7 @@ import av
 import numpy as np
 
 from client.testpattern import TestPatternTrack
+from persistence.times import utc_iso
 from recorder.annotation_log import FILENAME as ANNOTATION_LOG
 from recorder.index import RecordingIndex
 from recorder.integrity import chain_genesis, chain_next
@@ -31,7 +32,6 @@ from recorder.manifest import (
     new_recording_id,
     recording_dir,
     segment_filename,
-    utc_timestamp,
     write_manifest,
 )
 from recorder.storage import consultation_dir
@@ -127,7 +127,7 @@ async def make_recording(
         recording_id=rid,
         consultation={"id": cid, "title": title},
         status=RecordingStatus.COMPLETE,
-        started_at=utc_timestamp(started),
+        started_at=utc_iso(started),
         container="webm",
         mime_type="video/webm",
         video_codec="VP8",
@@ -152,8 +152,8 @@ async def make_recording(
                 seq=seq,
                 file=name,
                 status=SegmentStatus.CLOSED,
-                started_at=utc_timestamp(started + offset),
-                ended_at=utc_timestamp(started + offset + duration),
+                started_at=utc_iso(started + offset),
+                ended_at=utc_iso(started + offset + duration),
                 offset_s=round(offset, 3),
                 duration_s=duration,
                 publisher="clinic-test",
@@ -188,7 +188,7 @@ def at(made: Made, t: float, **entry: Any) -> dict[str, Any]:
         if s.offset_s <= t or s is made.manifest.segments[0]
     )
     pts = segment.video_pts_start + round((t - segment.offset_s) * 90_000)
-    return {"ts": utc_timestamp(made.started + t), **entry, "media_pts": pts}
+    return {"ts": utc_iso(made.started + t), **entry, "media_pts": pts}
 
 
 def stroke(

@@ -4,11 +4,10 @@ and tokens stay valid across restarts and between the server and the CLI."""
 from __future__ import annotations
 
 import logging
-import os
 import secrets
-import tempfile
 from pathlib import Path
 
+from persistence.files import Sync, write_bytes_atomic
 from signaling.auth.grants import TokenIssuer
 from signaling.settings import Settings
 
@@ -28,16 +27,12 @@ def load_or_create_secret(data_dir: Path) -> str:
     path = data_dir / SECRET_FILENAME
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".secret-")  # mode 0600
+        fresh = secrets.token_urlsafe(SECRET_BYTES).encode("ascii")
         try:
-            with os.fdopen(fd, "w", encoding="ascii") as f:
-                f.write(secrets.token_urlsafe(SECRET_BYTES))
-            os.link(tmp, path)
+            write_bytes_atomic(path, fresh, mode=0o600, overwrite=False, sync=Sync.NONE)
             logger.info("generated a new token signing secret in %s", path)
         except FileExistsError:
             pass
-        finally:
-            os.unlink(tmp)
     secret = path.read_text(encoding="ascii").strip()
     if len(secret) < 32:
         raise ValueError(f"{path} holds no usable secret: delete it to generate a new one")

@@ -1,25 +1,40 @@
 """The consultation audit trail: who replayed, downloaded or exported which recording, and when.
 
-One append-only table (``audit``, migration 3 in ``signaling/store.py``), written and read on
-its own connection to the server's SQLite file (the store migrates the schema when it opens the
-file, before this is made). Rows are never updated or deleted by the server. Queries run in a
-worker thread; a failed audit write fails the request that caused it (no silent replay).
+One append-only table (``audit``, declared and migrated here), written and read on its own
+connection to the server's SQLite file. Rows are never updated or deleted by the server. Queries
+run in a worker thread; a failed audit write fails the request that caused it (no silent replay).
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-import threading
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
-BUSY_TIMEOUT_S = 5.0
+from persistence.sqlite import Database, Migrations
+from persistence.times import utc_now_iso
+
+# Step 1 was user_version 3 of the old single list in signaling/db/store.py.
+_STEPS: tuple[str, ...] = (
+    """
+    CREATE TABLE audit (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        consultation_id TEXT NOT NULL REFERENCES consultations (id),
+        at              TEXT NOT NULL,
+        identity        TEXT NOT NULL,
+        name            TEXT NOT NULL DEFAULT '',
+        role            TEXT NOT NULL,
+        action          TEXT NOT NULL
+            CHECK (action IN ('replay', 'download', 'export', 'export-download')),
+        recording_id    TEXT REFERENCES recordings (id),
+        detail          TEXT
+    );
+    CREATE INDEX audit_by_consultation ON audit (consultation_id, seq);
+    """,
+)
+SCHEMA = Migrations("audit", _STEPS, legacy=(3,))
 
 
 class AuditAction(StrEnum):
@@ -54,24 +69,7 @@ _COLUMNS = "consultation_id, at, identity, name, role, action, recording_id, det
 
 class AuditTrail:
     def __init__(self, path: Path) -> None:
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
-        try:
-            self._db.execute("PRAGMA foreign_keys = ON")
-            if not self._db.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit'"
-            ).fetchone():
-                raise RuntimeError(f"{path} has no audit table: open it with the server's store")
-        except BaseException:
-            self._db.close()
-            raise
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def locked() -> T:
-            with self._lock:
-                return fn(self._db)
-
-        return await asyncio.to_thread(locked)
+        self._db = Database(path, SCHEMA)
 
     async def record(
         self,
@@ -85,7 +83,7 @@ class AuditTrail:
     ) -> None:
         row = (
             consultation_id,
-            datetime.now(UTC).isoformat(timespec="milliseconds"),
+            utc_now_iso(),
             identity,
             name,
             role,
@@ -98,7 +96,7 @@ class AuditTrail:
             with db:
                 db.execute(f"INSERT INTO audit ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
 
-        await self._run(insert)
+        await self._db.run(insert)
 
     async def trail(self, consultation_id: str) -> list[AuditEntry]:
         """Every row of a consultation, oldest first."""
@@ -110,10 +108,7 @@ class AuditTrail:
             ).fetchall()
             return [AuditEntry(*row) for row in rows]
 
-        return await self._run(select)
+        return await self._db.run(select)
 
     async def close(self) -> None:
-        def close(db: sqlite3.Connection) -> None:
-            db.close()
-
-        await self._run(close)
+        await self._db.close()

@@ -1,24 +1,22 @@
 """Consultations and their consent records, kept in one SQLite file in the data dir.
 
-SQLite calls block, so every query runs in a worker thread (``asyncio.to_thread``) on one shared
-connection guarded by a lock: the event loop that forwards media never waits on the disk.
-Consent is append-only: each confirmation is a new row (the audit trail), the latest one counts.
+Queries run in a worker thread (``persistence.sqlite.Database``): the event loop that forwards
+media never waits on the disk. Consent is append-only: each confirmation is a new row (the audit
+trail), the latest one counts.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import secrets
 import sqlite3
-import threading
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from persistence.sqlite import Database, Migrations
+from persistence.times import utc_now_iso
 from signaling.settings import normalise_codec
 
 logger = logging.getLogger(__name__)
@@ -30,9 +28,9 @@ CONSENT_METHODS = ("page", "paper")
 
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{6,32}")
 
-# MIGRATIONS[n] upgrades a database at schema version n to n + 1 (PRAGMA user_version).
-# Append new steps; never edit a released one.
-MIGRATIONS: tuple[str, ...] = (
+# The consultations' tables. Steps 1 and 2 were user_version 1 and 2 of the old single list for
+# the whole file (whose step 2 also created the recordings tables: recorder/index.py's now).
+_STEPS: tuple[str, ...] = (
     """
     CREATE TABLE consultations (
         id          TEXT PRIMARY KEY,
@@ -50,64 +48,13 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX consents_by_consultation ON consents (consultation_id, seq);
     """,
-    # 2: recording switch, recordings and their segments (read and written by recorder/index.py;
-    # docs/recording.md describes every column).
+    # 2: the recording switch.
     """
     ALTER TABLE consultations
         ADD COLUMN recording_enabled INTEGER NOT NULL DEFAULT 1 CHECK (recording_enabled IN (0, 1));
-    CREATE TABLE recordings (
-        id              TEXT PRIMARY KEY,
-        consultation_id TEXT NOT NULL REFERENCES consultations (id),
-        status          TEXT NOT NULL CHECK (status IN ('recording', 'complete', 'interrupted')),
-        stop_reason     TEXT,
-        started_at      TEXT NOT NULL,
-        ended_at        TEXT,
-        video_codec     TEXT NOT NULL CHECK (video_codec IN ('VP8', 'H264')),
-        container       TEXT NOT NULL CHECK (container IN ('webm', 'mp4')),
-        duration_s      REAL NOT NULL DEFAULT 0,
-        bytes           INTEGER NOT NULL DEFAULT 0,
-        chain_head      TEXT
-    );
-    CREATE INDEX recordings_by_consultation ON recordings (consultation_id, started_at);
-    CREATE INDEX recordings_by_status ON recordings (status);
-    CREATE TABLE segments (
-        recording_id    TEXT NOT NULL REFERENCES recordings (id),
-        seq             INTEGER NOT NULL CHECK (seq >= 1),
-        file            TEXT NOT NULL,
-        status          TEXT NOT NULL CHECK (status IN ('open', 'closed', 'interrupted')),
-        started_at      TEXT NOT NULL,
-        ended_at        TEXT,
-        offset_s        REAL NOT NULL DEFAULT 0,
-        duration_s      REAL NOT NULL DEFAULT 0,
-        frames          INTEGER NOT NULL DEFAULT 0,
-        bytes           INTEGER NOT NULL DEFAULT 0,
-        dropped         INTEGER NOT NULL DEFAULT 0,
-        sha256          TEXT,
-        chain           TEXT,
-        repaired_file   TEXT,
-        repaired_sha256 TEXT,
-        PRIMARY KEY (recording_id, seq)
-    );
-    """,
-    # 3: the consultation audit trail: every replay, download and export of a recording
-    # (written and read by signaling/audit.py; rows are never updated or deleted).
-    """
-    CREATE TABLE audit (
-        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
-        consultation_id TEXT NOT NULL REFERENCES consultations (id),
-        at              TEXT NOT NULL,
-        identity        TEXT NOT NULL,
-        name            TEXT NOT NULL DEFAULT '',
-        role            TEXT NOT NULL,
-        action          TEXT NOT NULL
-            CHECK (action IN ('replay', 'download', 'export', 'export-download')),
-        recording_id    TEXT REFERENCES recordings (id),
-        detail          TEXT
-    );
-    CREATE INDEX audit_by_consultation ON audit (consultation_id, seq);
     """,
 )
-SCHEMA_VERSION = len(MIGRATIONS)
+SCHEMA = Migrations("consultations", _STEPS, legacy=(1, 2))
 
 # Each consultation with its latest consent (NULL columns when none was recorded yet).
 _SELECT_CONSULTATIONS = """
@@ -118,8 +65,6 @@ _SELECT_CONSULTATIONS = """
       ON k.seq = (SELECT MAX(seq) FROM consents WHERE consultation_id = c.id)
 """
 
-T = TypeVar("T")
-
 
 class UnknownConsultation(LookupError):
     """No consultation has this id."""
@@ -128,10 +73,6 @@ class UnknownConsultation(LookupError):
 def valid_consultation_id(cid: str) -> bool:
     """Ids come from URLs: check their shape before they reach SQL, logs or file names."""
     return isinstance(cid, str) and _ID_PATTERN.fullmatch(cid) is not None
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -179,38 +120,8 @@ class ConsultationStore:
     """The persistent catalogue of consultations; safe to share by every handler of one app."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False)
-        try:
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
-        except BaseException:
-            self._db.close()
-            raise
-
-    def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"database schema version {version} is newer than this EndoLink "
-                f"({SCHEMA_VERSION}): upgrade EndoLink"
-            )
-        for step in range(version, SCHEMA_VERSION):
-            # executescript commits first, so the step and its version bump form one transaction.
-            self._db.executescript(
-                f"BEGIN; {MIGRATIONS[step]}; PRAGMA user_version = {step + 1}; COMMIT;"
-            )
-            logger.info("database migrated to schema version %d", step + 1)
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def locked() -> T:
-            with self._lock:
-                return fn(self._db)
-
-        return await asyncio.to_thread(locked)
+        self._db = Database(path, SCHEMA)
 
     async def create(
         self,
@@ -223,7 +134,7 @@ class ConsultationStore:
         c = Consultation(
             id=secrets.token_urlsafe(8),
             title=_text(title, "title", allow_empty=True) or DEFAULT_TITLE,
-            created_at=utc_now(),
+            created_at=utc_now_iso(timespec="seconds"),
             video_codec=normalise_codec(video_codec),
             consent=None,
         )
@@ -241,7 +152,7 @@ class ConsultationStore:
                 if consent:
                     _insert_consent(db, c.id, consent)
 
-        await self._run(insert)
+        await self._db.run(insert)
         logger.info("consultation %s created (%s)", c.id, c.video_codec)
         return replace(c, consent=consent)
 
@@ -253,7 +164,7 @@ class ConsultationStore:
             row = db.execute(f"{_SELECT_CONSULTATIONS} WHERE c.id = ?", (cid,)).fetchone()
             return _consultation(row) if row else None
 
-        return await self._run(select)
+        return await self._db.run(select)
 
     async def record_consent(
         self, cid: str, confirmed_by: str, method: str, recorded_by: str
@@ -270,7 +181,7 @@ class ConsultationStore:
                     return
             raise UnknownConsultation(cid)
 
-        await self._run(insert)
+        await self._db.run(insert)
         logger.info("consent recorded for consultation %s (%s)", cid, method)
         return consent
 
@@ -285,7 +196,7 @@ class ConsultationStore:
             ).fetchall()
             return [Consent(*row) for row in rows]
 
-        return await self._run(select)
+        return await self._db.run(select)
 
     async def recording_enabled(self, cid: str) -> bool | None:
         """The consultation's recording switch (on unless turned off); None if unknown."""
@@ -298,7 +209,7 @@ class ConsultationStore:
             ).fetchone()
             return bool(row[0]) if row else None
 
-        return await self._run(select)
+        return await self._db.run(select)
 
     async def set_recording_enabled(self, cid: str, enabled: bool) -> None:
         if not valid_consultation_id(cid):
@@ -311,17 +222,13 @@ class ConsultationStore:
                     (int(enabled), cid),
                 ).rowcount
 
-        if not await self._run(update):
+        if not await self._db.run(update):
             raise UnknownConsultation(cid)
         logger.info("recording %s for consultation %s", "enabled" if enabled else "disabled", cid)
 
     async def close(self) -> None:
         """Idempotent: the app's cleanup and a CLI command may both call it."""
-
-        def close(db: sqlite3.Connection) -> None:
-            db.close()
-
-        await self._run(close)
+        await self._db.close()
 
     # Defined last: for type checkers, a method named ``list`` shadows the builtin in the
     # annotations that follow it in the class body.
@@ -332,7 +239,7 @@ class ConsultationStore:
             rows = db.execute(f"{_SELECT_CONSULTATIONS} ORDER BY c.rowid").fetchall()
             return [_consultation(row) for row in rows]
 
-        return await self._run(select)
+        return await self._db.run(select)
 
 
 def _new_consent(confirmed_by: str, method: str, recorded_by: str) -> Consent:
@@ -340,7 +247,7 @@ def _new_consent(confirmed_by: str, method: str, recorded_by: str) -> Consent:
         raise ValueError(f"consent method must be one of {', '.join(CONSENT_METHODS)}")
     return Consent(
         confirmed_by=_text(confirmed_by, "confirmed_by"),
-        confirmed_at=utc_now(),
+        confirmed_at=utc_now_iso(timespec="seconds"),
         method=method,
         recorded_by=recorded_by,
     )

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,12 +22,13 @@ from typing import Any
 
 from aiohttp import web
 
+from persistence.files import Sync, write_bytes_atomic, write_json_atomic
+from persistence.times import utc_now_iso
 from recorder.storage import consultation_dir
 from signaling.auth.request import authenticate
 from signaling.http.api import find_consultation
 from signaling.http.errors import ApiError
 from signaling.keys import HUB, SETTINGS, STORE
-from signaling.ws.hub import utc_timestamp
 from signaling.ws.protocol import SNAPSHOT_ID
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ async def upload_snapshot(request: web.Request) -> web.Response:
     data = await _read_limited(request, MAX_SNAPSHOT_BYTES)
     if not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
         raise ApiError(400, "bad-image", "body is not a PNG image")
-    snapshot = Snapshot(secrets.token_urlsafe(12), grant.identity, utc_timestamp())
+    snapshot = Snapshot(secrets.token_urlsafe(12), grant.identity, utc_now_iso())
     directory = snapshot_dir(request.app[SETTINGS].data_dir, cid)
     try:
         await asyncio.to_thread(_store, directory, snapshot, data)
@@ -145,17 +145,10 @@ def _store(directory: Path, snapshot: Snapshot, data: bytes) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     if sum(1 for _ in directory.glob("*.json")) >= MAX_SNAPSHOTS:
         raise TooManySnapshots
-    _write_atomically(directory / f"{snapshot.id}.png", data)
-    _write_atomically(directory / f"{snapshot.id}.json", json.dumps(asdict(snapshot)).encode())
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    partial = path.with_suffix(path.suffix + ".partial")
-    with partial.open("wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    partial.replace(path)
+    write_bytes_atomic(directory / f"{snapshot.id}.png", data, suffix=".partial", sync=Sync.FILE)
+    write_json_atomic(
+        directory / f"{snapshot.id}.json", asdict(snapshot), suffix=".partial", sync=Sync.FILE
+    )
 
 
 def load_snapshots(directory: Path) -> list[Snapshot]:

@@ -23,9 +23,9 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 
+from persistence.times import utc_iso, utc_now_iso
 from recorder.annotation_log import AnnotationLog
 from relay import Annotation, AnnotationBoard, AnnotationError, Freeze, Router
-from relay.annotations import iso_time
 from signaling.auth.grants import Forbidden, Grant, Role, TokenInvalid
 from signaling.auth.request import authenticate
 from signaling.db.store import Consultation, valid_consultation_id
@@ -38,7 +38,6 @@ from signaling.ws.hub import (
     Participant,
     TokenBucket,
     close_socket,
-    utc_timestamp,
 )
 from signaling.ws.protocol import (
     FORBIDDEN,
@@ -293,7 +292,7 @@ async def _on_chat(session: Session, message: ChatMessage) -> None:
             "name": p.name,
             "role": str(p.role),
             "text": message.text,
-            "ts": utc_timestamp(),
+            "ts": utc_now_iso(),
         },
     )
 
@@ -328,7 +327,7 @@ async def _on_annotation(session: Session, message: AnnotationMessage) -> None:
         return
     accepted = {"op": str(op), **change, "by": author}
     session.hub.broadcast(session.cid, {"type": "annotation", **accepted})
-    session.log.append({"ts": iso_time(now), **accepted, "media_pts": media_pts})
+    session.log.append({"ts": utc_iso(now), **accepted, "media_pts": media_pts})
 
 
 def _apply(
@@ -383,7 +382,7 @@ async def _on_freeze(session: Session, message: FreezeMessage) -> None:
     session.hub.broadcast(session.cid, {"type": "freeze", **state, "by": by})
     session.log.append(
         {
-            "ts": iso_time(now),
+            "ts": utc_iso(now),
             "op": "freeze" if message.frozen else "resume",
             "by": by,
             "snapshot_id": snapshot_id,

@@ -14,11 +14,11 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
+from persistence.times import utc_now_iso
 from signaling.auth.grants import Role
 
 logger = logging.getLogger(__name__)
@@ -36,11 +36,6 @@ POINTER_MOVES_PER_S = 60.0
 
 CLOSE_REPLACED = 4409
 CLOSE_TOO_SLOW = 1008
-
-
-def utc_timestamp() -> str:
-    """ISO 8601 with milliseconds: orders chat lines, matches the store's UTC timestamps."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass
@@ -76,7 +71,7 @@ class Participant:
     name: str
     role: Role
     ws: web.WebSocketResponse
-    joined_at: str = field(default_factory=utc_timestamp)
+    joined_at: str = field(default_factory=utc_now_iso)
     messages: TokenBucket = field(
         default_factory=lambda: TokenBucket(MESSAGES_PER_S, MESSAGE_BURST), repr=False
     )

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from client.testpattern import TestPatternTrack
+from persistence.times import utc_now_iso
 from recorder.bitstream import video_dimensions
 from recorder.index import RecordingIndex
 from recorder.integrity import chain_genesis, chain_next, chain_of, sha256_file
@@ -26,7 +27,6 @@ from recorder.manifest import (
     new_recording_id,
     read_manifest,
     recording_dir,
-    utc_timestamp,
     valid_recording_id,
     write_manifest,
 )
@@ -100,7 +100,7 @@ def test_the_manifest_round_trips_and_a_reader_never_sees_a_half_written_one(
         recording_id=new_recording_id(),
         consultation={"id": "c1", "title": "t"},
         status=RecordingStatus.RECORDING,
-        started_at=utc_timestamp(),
+        started_at=utc_now_iso(),
         container="webm",
         mime_type="video/webm",
         video_codec="VP8",
@@ -154,13 +154,13 @@ async def test_a_cut_fragmented_mp4_is_hashed_as_found_and_repaired_beside_the_o
         recording_id=rid,
         consultation={"id": consultation.id, "title": "crash"},
         status=RecordingStatus.RECORDING,
-        started_at=utc_timestamp(),
+        started_at=utc_now_iso(),
         container="mp4",
         mime_type="video/mp4",
         video_codec="H264",
         keyframe_interval_s=2.0,
         segments=[
-            Segment(seq=1, file=path.name, status=SegmentStatus.OPEN, started_at=utc_timestamp())
+            Segment(seq=1, file=path.name, status=SegmentStatus.OPEN, started_at=utc_now_iso())
         ],
     )
     write_manifest(directory, manifest)

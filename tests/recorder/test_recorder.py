@@ -11,7 +11,8 @@ from pathlib import Path
 
 from aiohttp.test_utils import TestClient
 
-from recorder.manifest import MANIFEST, Manifest, SegmentStatus, parse_timestamp
+from persistence.times import parse_utc_iso
+from recorder.manifest import MANIFEST, Manifest, SegmentStatus
 from recorder.recordings import Recordings
 from recorder.writer import SegmentWriter, Track
 from relay import FeedName
@@ -60,7 +61,7 @@ async def record_session(
         lambda: on_disk().segments[0].status is not SegmentStatus.OPEN, timeout=10
     )
     manifest = on_disk()
-    wall = hung_up - parse_timestamp(manifest.segments[0].started_at)
+    wall = hung_up - parse_utc_iso(manifest.segments[0].started_at)
     print(f"recorded {manifest.segments[0].duration_s:.2f} s in {wall:.2f} s of wall time")
     return manifest, recorder.directory / manifest.segments[0].file, wall
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from persistence.times import utc_now_iso
 from recorder.index import RecordingIndex
 from recorder.integrity import chain_genesis, chain_next
 from recorder.manifest import (
@@ -21,7 +22,6 @@ from recorder.manifest import (
     new_recording_id,
     recording_dir,
     segment_filename,
-    utc_timestamp,
     write_manifest,
 )
 from recorder.verify import Verdict, verify_recording
@@ -41,7 +41,7 @@ async def make_recording(data_dir: Path, index: RecordingIndex, cid: str) -> Man
         recording_id=rid,
         consultation={"id": cid, "title": "verify"},
         status=RecordingStatus.COMPLETE,
-        started_at=utc_timestamp(),
+        started_at=utc_now_iso(),
         container="webm",
         mime_type="video/webm",
         video_codec="VP8",
@@ -69,8 +69,8 @@ async def make_recording(data_dir: Path, index: RecordingIndex, cid: str) -> Man
                 seq=seq,
                 file=name,
                 status=SegmentStatus.CLOSED,
-                started_at=utc_timestamp(),
-                ended_at=utc_timestamp(),
+                started_at=utc_now_iso(),
+                ended_at=utc_now_iso(),
                 duration_s=result.duration_s(),
                 frames=result.packets[Track.VIDEO],
                 bytes=result.bytes,
@@ -78,7 +78,7 @@ async def make_recording(data_dir: Path, index: RecordingIndex, cid: str) -> Man
                 chain=chain,
             )
         )
-    manifest.ended_at = utc_timestamp()
+    manifest.ended_at = utc_now_iso()
     write_manifest(directory, manifest)
     await index.save(manifest)
     return manifest

@@ -76,9 +76,9 @@ async def world(client: TestClient) -> World:
 
 
 def time_iso(ts: float) -> str:
-    from recorder.manifest import utc_timestamp
+    from persistence.times import utc_iso
 
-    return utc_timestamp(ts)
+    return utc_iso(ts)
 
 
 async def get(world: World, path: str, token: str | None = None, **headers: str):  # type: ignore[no-untyped-def]

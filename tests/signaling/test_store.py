@@ -13,7 +13,7 @@ import pytest
 from signaling.db.store import (
     DEFAULT_TITLE,
     MAX_TEXT_LENGTH,
-    SCHEMA_VERSION,
+    SCHEMA,
     ConsultationStore,
     UnknownConsultation,
     valid_consultation_id,
@@ -156,14 +156,18 @@ async def test_to_json_matches_the_contract(store: ConsultationStore) -> None:
 
 async def test_the_schema_version_is_recorded(store: ConsultationStore, db_path: Path) -> None:
     with sqlite3.connect(db_path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        version = "SELECT version FROM schema_versions WHERE owner = 'consultations'"
+        assert db.execute(version).fetchone()[0] == SCHEMA.version
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 async def test_a_database_from_a_newer_version_is_refused(db_path: Path) -> None:
     await ConsultationStore(db_path).close()
     with sqlite3.connect(db_path) as db:
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        db.execute(
+            "UPDATE schema_versions SET version = ? WHERE owner = 'consultations'",
+            (SCHEMA.version + 1,),
+        )
     with pytest.raises(RuntimeError, match="newer"):
         ConsultationStore(db_path)
 

@@ -1,0 +1,4 @@
+"""Storage below both layers: SQLite, atomic files and UTC time stamps, importing nothing above.
+
+``signaling``, ``relay`` and ``recorder`` all build on it, so it never imports any of them.
+"""

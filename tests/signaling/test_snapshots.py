@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
 
 import cv2
@@ -91,7 +92,7 @@ async def test_a_snapshot_over_8_mib_is_refused_with_or_without_a_length(
     cid = consultation.id
     token = make_token("surgeon", cid)
     too_big = PNG_BYTES + b"\x00" * MAX_SNAPSHOT_BYTES
-    response = await upload(client, cid, token, too_big)
+    response = await upload(client, cid, token, io.BytesIO(too_big))  # a length, sent in chunks
     assert response.status == 413 and (await response.json())["error"] == "too-large"
 
     async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: counted while reading

@@ -39,8 +39,9 @@ from aiohttp import hdrs, web
 
 from recorder.annotation_log import FILENAME as ANNOTATION_LOG
 from recorder.annotation_log import read_annotation_log
-from recorder.export import JOB_ID, ExportJob, ExportJobs, ExportSource, JobState, exports_dir
+from recorder.export import ExportSource
 from recorder.index import RecordingRow, SegmentRow
+from recorder.jobs import JOB_ID, ExportJob, ExportJobs, JobState, exports_dir
 from recorder.manifest import (
     MANIFEST,
     Manifest,

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from recorder.annotation_log import read_annotation_log
-from recorder.export import ExportJob, ExportJobs, ExportSource, JobState, export_annotated
+from recorder.export import ExportSource, export_annotated
 from recorder.index import RecordingIndex
+from recorder.jobs import ExportJob, ExportJobs, JobState
 from recorder.timeline import build_timeline
 from signaling.db.store import DB_FILENAME, ConsultationStore
 from tests.peers import wait_until

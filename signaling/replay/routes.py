@@ -49,6 +49,7 @@ from recorder.manifest import (
     recording_dir,
     valid_recording_id,
 )
+from recorder.snapshots import Snapshot, SnapshotStore
 from recorder.storage import consultation_dir
 from recorder.thumbnail import THUMBNAIL, extract_talkback, make_thumbnail, talkback_filename
 from recorder.timeline import RecordingClock, Timeline, build_timeline
@@ -61,7 +62,7 @@ from signaling.db.audit import AuditAction, AuditTrail
 from signaling.db.store import DB_FILENAME
 from signaling.http.api import find_consultation
 from signaling.http.errors import ApiError
-from signaling.http.snapshots import load_snapshots, snapshot_dir
+from signaling.http.snapshots import snapshot_json
 from signaling.keys import RECORDINGS, SETTINGS, STORE
 
 logger = logging.getLogger(__name__)
@@ -248,7 +249,10 @@ async def get_recording(request: web.Request) -> web.Response:
     directory = recording_dir(data_dir, row.id)
     manifest = await asyncio.to_thread(read_manifest, directory)
     check = await _integrity(request, row)
-    timeline, snapshots = await asyncio.to_thread(_timeline_and_snapshots, data_dir, row, manifest)
+    taken = await SnapshotStore(data_dir).list(row.consultation_id)
+    timeline, snapshots = await asyncio.to_thread(
+        _timeline_and_snapshots, data_dir, row, manifest, taken
+    )
     base = f"/api/recordings/{row.id}"
     talkback = (
         {s.seq: s.audio_packets.get("talkback", 0) > 0 for s in manifest.segments}
@@ -291,7 +295,7 @@ async def get_recording(request: web.Request) -> web.Response:
 
 
 def _timeline_and_snapshots(
-    data_dir: Path, row: RecordingRow, manifest: Manifest | None
+    data_dir: Path, row: RecordingRow, manifest: Manifest | None, taken: list[Snapshot]
 ) -> tuple[Timeline | None, list[dict[str, Any]]]:
     """The recording's annotation timeline and its consultation's snapshots taken during it
     (blocking: the log and snapshot files are read here)."""
@@ -303,10 +307,10 @@ def _timeline_and_snapshots(
     clock = RecordingClock(manifest)
     upper = float("inf") if row.status == "recording" else clock.span_s + 1.0
     snapshots = []
-    for snapshot in load_snapshots(snapshot_dir(data_dir, cid)):
+    for snapshot in taken:
         t = clock.wall(snapshot.created_at)
         if t is not None and -1.0 <= t <= upper:
-            snapshots.append({**snapshot.to_json(cid), "t": round(t, 3)})
+            snapshots.append({**snapshot_json(cid, snapshot), "t": round(t, 3)})
     return timeline, snapshots
 
 
@@ -632,7 +636,7 @@ async def start_export(request: web.Request) -> web.Response:
         manifest = read_manifest(directory)
         if manifest is None:
             raise ValueError("the recording's manifest is missing")
-        timeline, _ = _timeline_and_snapshots(data_dir, row, manifest)
+        timeline, _ = _timeline_and_snapshots(data_dir, row, manifest, [])
         assert timeline is not None
         frames = {s.seq: s.frames for s in manifest.segments}
         sources = []

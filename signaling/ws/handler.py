@@ -24,12 +24,13 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 
 from recorder.annotation_log import AnnotationLog
+from recorder.snapshots import SnapshotStore
 from relay import Annotation, AnnotationBoard, AnnotationError, Freeze, Router
 from relay.annotations import iso_time
 from signaling.auth.grants import Forbidden, Grant, Role, TokenInvalid
 from signaling.auth.request import authenticate
 from signaling.db.store import Consultation, valid_consultation_id
-from signaling.http.snapshots import snapshot_exists, snapshot_url
+from signaling.http.snapshots import snapshot_url
 from signaling.keys import ANNOTATION_LOGS, HUB, RECORDINGS, RELAY, SETTINGS, STORE, TOKENS
 from signaling.ws.hub import (
     ANNOTATION_OPS_PER_S,
@@ -372,8 +373,8 @@ async def _on_freeze(session: Session, message: FreezeMessage) -> None:
     if not _may_draw(session, lead_only=True):
         return
     snapshot_id = message.snapshot_id
-    if snapshot_id is not None and not await snapshot_exists(
-        session.data_dir, session.cid, snapshot_id
+    if snapshot_id is not None and not await SnapshotStore(session.data_dir).exists(
+        session.cid, snapshot_id
     ):
         session.refuse(INVALID, "freeze.snapshot_id names no snapshot of this consultation")
         return

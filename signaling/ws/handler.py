@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 
 from recorder.annotation_log import AnnotationLog
+from recorder.log_entry import LogEntry, LogOp
 from recorder.snapshots import SnapshotStore
 from relay import Annotation, AnnotationBoard, AnnotationError, Freeze, Router
 from relay.annotations import iso_time
@@ -329,7 +330,7 @@ async def _on_annotation(session: Session, message: AnnotationMessage) -> None:
         return
     accepted = {"op": str(op), **change, "by": author}
     session.hub.broadcast(session.cid, {"type": "annotation", **accepted})
-    session.log.append({"ts": iso_time(now), **accepted, "media_pts": media_pts})
+    session.log.append(LogEntry(LogOp(op), iso_time(now), media_pts, author, change))
 
 
 def _apply(
@@ -382,15 +383,9 @@ async def _on_freeze(session: Session, message: FreezeMessage) -> None:
     board.set_freeze(Freeze(by, now, snapshot_id) if message.frozen else None)
     state = _freeze_state(session.cid, board)
     session.hub.broadcast(session.cid, {"type": "freeze", **state, "by": by})
-    session.log.append(
-        {
-            "ts": iso_time(now),
-            "op": "freeze" if message.frozen else "resume",
-            "by": by,
-            "snapshot_id": snapshot_id,
-            "media_pts": session.router.media_pts(),
-        }
-    )
+    kind = LogOp.FREEZE if message.frozen else LogOp.RESUME
+    payload = {"snapshot_id": snapshot_id}
+    session.log.append(LogEntry(kind, iso_time(now), session.router.media_pts(), by, payload))
 
 
 def _may_draw(session: Session, lead_only: bool) -> bool:

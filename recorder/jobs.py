@@ -62,6 +62,10 @@ class ExportJob:
     def file(self) -> Path:
         return self.directory / f"{self.id}.mp4"
 
+    @property
+    def done(self) -> bool:
+        return self.state is JobState.DONE
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -171,7 +175,9 @@ class ExportJobs:
             job._cancel.set()
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
-    def _run(self, job: ExportJob, prepare: Callable[[], tuple[list[ExportSource], Timeline]]):
+    def _run(
+        self, job: ExportJob, prepare: Callable[[], tuple[list[ExportSource], Timeline]]
+    ) -> None:
         if job._cancel.is_set():
             return
         started = time.monotonic()

@@ -49,12 +49,10 @@ class LogEntry:
     @classmethod
     def from_json(cls, data: Any) -> LogEntry | None:
         """The entry of one parsed line; None for a line that is no entry at all."""
-        if not isinstance(data, Mapping):
+        op = data.get("op") if isinstance(data, Mapping) else None
+        if op not in tuple(LogOp):
             return None
-        try:
-            kind = LogOp(data.get("op"))
-        except ValueError:
-            return None
+        kind = LogOp(op)
         ts, by, pts = data.get("ts"), data.get("by"), data.get("media_pts")
         return cls(
             kind=kind,

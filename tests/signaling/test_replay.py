@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
 
+from recorder import library
 from recorder.annotation_log import read_annotation_log
 from recorder.index import RecordingIndex
 from recorder.manifest import recording_dir
@@ -26,7 +27,6 @@ from recorder.storage import consultation_dir
 from signaling.auth import media_tokens
 from signaling.db.store import Consultation
 from signaling.keys import RECORDINGS, SETTINGS, STORE
-from signaling.replay import routes as replay
 from tests.conftest import MakeToken, bearer
 from tests.peers import wait_until
 from tests.replay_support import Made, at, make_recording, stroke, write_log
@@ -248,8 +248,8 @@ async def test_malformed_ids_are_refused_before_touching_index_or_disk(
         raise AssertionError("the index or the disk was touched")
 
     monkeypatch.setattr(RecordingIndex, "get", forbidden)
-    monkeypatch.setattr(replay, "read_manifest", forbidden)
-    monkeypatch.setattr(replay, "recording_dir", forbidden)
+    monkeypatch.setattr(library, "read_manifest", forbidden)
+    monkeypatch.setattr(library, "recording_dir", forbidden)
     admin = make_token("admin", "*")
     for suffix in ("", "/media/1", "/thumbnail.jpg", "/download", "/media-token", "/exports/x"):
         response = await get(world, f"/api/recordings/{rid}{suffix}", admin)

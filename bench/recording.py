@@ -38,9 +38,11 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from client.testpattern import TestPatternTrack, read_stamp
 from client.whip import WhipClient
+from recorder.config import RecorderConfig
+from recorder.consultation import ConsultationInfo
 from recorder.index import RecordingIndex
 from recorder.manifest import SegmentStatus
-from recorder.recorder import ConsultationInfo, Recorder, RecorderConfig
+from recorder.recorder import Recorder
 from relay import FeedName, Router
 from signaling.auth.grants import Grant, Role
 from signaling.auth.secret import token_issuer

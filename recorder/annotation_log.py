@@ -1,5 +1,5 @@
-"""The annotation timeline of a consultation: append-only JSON lines, one per accepted op, so the
-replay can show every mark in sync with the recording (``media_pts``).
+"""The annotation timeline of a consultation: append-only JSON lines, one ``LogEntry`` per accepted
+op, so the replay can show every mark in sync with the recording (``media_pts``).
 
 ``AnnotationLog.append`` never blocks the event loop: entries go to a bounded queue, drained by
 one writer task that does the file work in a thread. Each line is flushed as it is written (a
@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from .log_entry import LogEntry
 from .storage import consultation_dir
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ class AnnotationLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.dropped = 0
-        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_ENTRIES)
+        self._queue: asyncio.Queue[LogEntry | None] = asyncio.Queue(QUEUE_ENTRIES)
         self._writer: asyncio.Task[None] | None = None
         self._closed = False
         # Touched only by the writer's thread calls, which run one at a time.
@@ -43,8 +44,8 @@ class AnnotationLog:
         self._dirty = False
         self._synced_at = 0.0
 
-    def append(self, entry: dict[str, Any]) -> None:
-        """Queue one entry (a JSON object); never blocks, never raises for a full disk queue."""
+    def append(self, entry: LogEntry) -> None:
+        """Queue one entry; never blocks, never raises for a full disk queue."""
         if self._closed:
             return
         if self._writer is None:
@@ -78,7 +79,7 @@ class AnnotationLog:
             batch = [entry]
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            lines = [json.dumps(e, separators=(",", ":")) for e in batch if e is not None]
+            lines = [json.dumps(e.to_json(), separators=(",", ":")) for e in batch if e is not None]
             if not await self._in_thread(self._write, lines):
                 self.dropped += len(lines)
             if None in batch:
@@ -147,15 +148,16 @@ class AnnotationLogs:
         await asyncio.gather(*(log.close() for log in logs))
 
 
-def read_annotation_log(path: Path) -> list[dict[str, Any]]:
+def read_annotation_log(path: Path) -> list[LogEntry]:
     """Every entry in order (blocking: call it in a thread). A torn last line — the process died
-    mid-write — is skipped; a missing file is an empty timeline."""
+    mid-write — is skipped, and so is any line that is no entry; a missing file is an empty
+    timeline."""
     with contextlib.suppress(FileNotFoundError), path.open(encoding="utf-8") as file:
         entries = []
         for line in file:
             with contextlib.suppress(ValueError):
-                entry = json.loads(line)
-                if isinstance(entry, dict):
+                entry = LogEntry.from_json(json.loads(line))
+                if entry is not None:
                     entries.append(entry)
         return entries
     return []

@@ -11,26 +11,14 @@ when the surgeon froze it (the live rendition's rule), with the marks drawn duri
 Segments are joined end to end (the time a publisher was away is not reproduced as black video);
 each segment's marks are placed with its own ``offset_s`` on the recording clock.
 
-``ExportJobs`` runs exports one at a time in a worker thread (never on the event loop), at a lower
-CPU priority than the live relay, with progress (0–100 %) readable at any time. The result is
-stored beside the recording: ``<recording>/exports/<job>.mp4`` (written as ``.partial`` and
-renamed when complete) plus ``<job>.json`` (state, who asked, when, size).
+Blocking and CPU-heavy: ``recorder/jobs.py`` runs it in a worker thread.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
-import json
-import logging
-import os
-import re
-import secrets
-import threading
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -38,17 +26,12 @@ from typing import Any
 import av
 import numpy as np
 
-from persistence.files import Sync, move_into_place, write_json_atomic
-from persistence.times import utc_now_iso
+from persistence.files import Sync, move_into_place
 from relay.overlay import draw_yuv420
 from relay.rendition import plane_array
 
 from .timeline import FreezeSpan, Timeline
 
-logger = logging.getLogger(__name__)
-
-EXPORTS_DIR = "exports"
-JOB_ID = re.compile(r"[A-Za-z0-9_-]{12}")
 VIDEO_TIME_BASE = Fraction(1, 90_000)
 AUDIO_RATE = 48_000
 AAC_FRAME = 1024
@@ -56,8 +39,6 @@ AUDIO_SETTLE_S = 2.0
 "Audio older than this behind the newest demuxed packet is final: mixed, encoded, written."
 X264_OPTIONS = {"crf": "20", "preset": "veryfast"}
 ENCODER_THREADS = 2
-NICE = 10
-"Export threads run this much nicer than the server: the live relay keeps its CPU."
 
 
 class ExportCancelled(Exception):
@@ -259,180 +240,3 @@ def _burn_in(frame: av.VideoFrame, width: int, height: int, marks: Sequence[Any]
     if marks:
         draw_yuv420(planes, marks)
     return picture
-
-
-# -- jobs ----------------------------------------------------------------------------------------
-
-
-class JobState(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-
-
-@dataclass
-class ExportJob:
-    id: str
-    recording_id: str
-    requested_by: str
-    created_at: str
-    state: JobState = JobState.QUEUED
-    progress: float = 0.0
-    "0–100 %."
-    finished_at: str | None = None
-    bytes: int | None = None
-    duration_s: float | None = None
-    error: str | None = None
-    directory: Path = field(default=Path("."), repr=False)
-    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
-
-    @property
-    def file(self) -> Path:
-        return self.directory / f"{self.id}.mp4"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "recording_id": self.recording_id,
-            "requested_by": self.requested_by,
-            "created_at": self.created_at,
-            "state": str(self.state),
-            "progress": round(self.progress, 1),
-            "finished_at": self.finished_at,
-            "bytes": self.bytes,
-            "duration_s": self.duration_s,
-            "error": self.error,
-        }
-
-    def save(self, **changes: Any) -> None:
-        """Write ``<job>.json`` atomically (blocking), with ``changes`` applied to the file only
-        (a finished job is saved first and only then shown finished, so a client that saw it
-        done finds it done on disk too)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        data = {**self.to_json(), **{k: str(v) if k == "state" else v for k, v in changes.items()}}
-        write_json_atomic(self.directory / f"{self.id}.json", data, sync=Sync.NONE)
-
-    @classmethod
-    def load(cls, directory: Path, job_id: str) -> ExportJob | None:
-        """A job from its file (blocking); None if there is none. A job found ``queued`` or
-        ``running`` on disk belonged to a server that stopped: it failed."""
-        if not JOB_ID.fullmatch(job_id):
-            return None
-        try:
-            data = json.loads((directory / f"{job_id}.json").read_text(encoding="utf-8"))
-            job = cls(
-                id=data["id"],
-                recording_id=data["recording_id"],
-                requested_by=data["requested_by"],
-                created_at=data["created_at"],
-                state=JobState(data["state"]),
-                progress=float(data.get("progress", 0.0)),
-                finished_at=data.get("finished_at"),
-                bytes=data.get("bytes"),
-                duration_s=data.get("duration_s"),
-                error=data.get("error"),
-                directory=directory,
-            )
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        if job.state in (JobState.QUEUED, JobState.RUNNING):
-            job.state, job.error = JobState.FAILED, "the server stopped during the export"
-        if job.state is JobState.DONE and not job.file.is_file():
-            job.state, job.error = JobState.FAILED, "the exported file is gone"
-        return job
-
-
-def exports_dir(recording_directory: Path) -> Path:
-    return recording_directory / EXPORTS_DIR
-
-
-class ExportJobs:
-    """Background exports, one at a time, in a worker thread."""
-
-    def __init__(self, workers: int = 1) -> None:
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix="export", initializer=_lower_priority
-        )
-        self._jobs: dict[str, ExportJob] = {}
-        self._closed = False
-
-    def start(
-        self,
-        recording_id: str,
-        recording_directory: Path,
-        requested_by: str,
-        prepare: Callable[[], tuple[list[ExportSource], Timeline]],
-    ) -> ExportJob:
-        """Queue an export (returns at once). ``prepare`` runs in the worker and returns the
-        sources and timeline (reading the manifest and the annotation log is file work too). A
-        recording already being exported gets that job back instead of a second one."""
-        if self._closed:
-            raise RuntimeError("the server is stopping")
-        for job in self._jobs.values():
-            if job.recording_id == recording_id and job.state in (
-                JobState.QUEUED,
-                JobState.RUNNING,
-            ):
-                return job
-        job = ExportJob(
-            id=secrets.token_urlsafe(9),
-            recording_id=recording_id,
-            requested_by=requested_by,
-            created_at=utc_now_iso(),
-            directory=exports_dir(recording_directory),
-        )
-        self._jobs[job.id] = job
-        self._pool.submit(self._run, job, prepare)
-        return job
-
-    def get(self, job_id: str) -> ExportJob | None:
-        """A job of this server run (None: look on disk with ``ExportJob.load``)."""
-        return self._jobs.get(job_id)
-
-    def close(self, wait: bool = True) -> None:
-        """Cancel running and queued exports (their partial files are removed)."""
-        self._closed = True
-        for job in self._jobs.values():
-            job._cancel.set()
-        self._pool.shutdown(wait=wait, cancel_futures=True)
-
-    def _run(self, job: ExportJob, prepare: Callable[[], tuple[list[ExportSource], Timeline]]):
-        if job._cancel.is_set():
-            return
-        started = time.monotonic()
-        job.state = JobState.RUNNING
-        try:
-            job.save()
-            sources, timeline = prepare()
-
-            def progress(fraction: float) -> None:
-                job.progress = 100.0 * fraction
-
-            result = export_annotated(sources, timeline, job.file, progress, job._cancel.is_set)
-            job.bytes, job.duration_s = result.bytes, result.duration_s
-            job.finished_at = utc_now_iso()
-            job.save(state=JobState.DONE, progress=100.0)
-            job.progress, job.state = 100.0, JobState.DONE
-            logger.info(
-                "Export %s of recording %s done: %d frames, %.1f s of video in %.1f s",
-                job.id,
-                job.recording_id,
-                result.frames,
-                result.duration_s,
-                time.monotonic() - started,
-            )
-        except ExportCancelled:
-            job.state, job.error = JobState.FAILED, "cancelled: the server is stopping"
-        except Exception as exc:
-            logger.exception("Export %s of recording %s failed", job.id, job.recording_id)
-            job.state, job.error = JobState.FAILED, f"{type(exc).__name__}: {exc}"
-        if job.state is JobState.FAILED:
-            job.finished_at = utc_now_iso()
-            with contextlib.suppress(OSError):
-                job.save()
-
-
-def _lower_priority() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)

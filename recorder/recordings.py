@@ -25,9 +25,11 @@ from typing import Any
 
 from relay import FeedEvent, FeedName, FeedState, Router, RouterClosed
 
+from .config import RecorderConfig
+from .consultation import ConsultationInfo
 from .index import RecordingIndex
 from .manifest import RecordingStatus, StopReason, recordings_root
-from .recorder import ConsultationInfo, Recorder, RecorderConfig
+from .recorder import Recorder
 from .recovery import recover_recording
 
 logger = logging.getLogger(__name__)

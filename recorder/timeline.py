@@ -33,6 +33,7 @@ from typing import Any
 from persistence.times import parse_utc_iso
 from relay.annotations import Annotation, AnnotationError, Mark
 
+from .log_entry import LogEntry, LogOp
 from .manifest import Manifest
 
 PTS_RATE = 90_000
@@ -209,11 +210,10 @@ class RecordingClock:
         except (TypeError, ValueError):
             return None
 
-    def of_entry(self, entry: Mapping[str, Any]) -> float | None:
-        ts = entry.get("ts")
-        wall = self.wall(ts) if isinstance(ts, str) else None
-        pts = entry.get("media_pts")
-        if isinstance(pts, int) and not isinstance(pts, bool):
+    def of_entry(self, entry: LogEntry) -> float | None:
+        wall = self.wall(entry.ts) if entry.ts is not None else None
+        pts = entry.media_pts
+        if pts is not None:
             for offset, first, last in self._segments:
                 if first <= pts <= last + PTS_SLACK_S * PTS_RATE:
                     t = offset + (pts - first) / PTS_RATE
@@ -227,7 +227,7 @@ class RecordingClock:
 
 
 def build_timeline(
-    entries: Iterable[Mapping[str, Any]], manifest: Manifest, open_ended: bool | None = None
+    entries: Iterable[LogEntry], manifest: Manifest, open_ended: bool | None = None
 ) -> Timeline:
     """The timeline of ``manifest``'s recording from its consultation's annotation log entries
     (in log order). Only marks and freezes that overlap the recording are kept; ``open_ended``
@@ -255,18 +255,18 @@ def build_timeline(
             continue
         t = max(t, last_t)  # the log is in arrival order: never let a clock switch reorder it
         last_t = t
-        op, by = entry.get("op"), entry.get("by")
+        op, by = entry.kind, entry.by
         for track in list(live.values()):
             fade_end = _fade_end(track)
             if fade_end is not None and fade_end <= t:
                 close(track, fade_end, "fade")
-        if op in ("add", "update"):
-            data = _annotation(entry.get("annotation"))
+        if op in (LogOp.ADD, LogOp.UPDATE):
+            data = _annotation(entry.payload.get("annotation"))
             if data is None:
                 continue
             key = (data["author"], data["id"])
             track = live.get(key)
-            if track is not None and op == "add":
+            if track is not None and op is LogOp.ADD:
                 close(track, t, "remove")  # same id again after a loss: a new mark
                 track = None
             if track is None:
@@ -274,24 +274,20 @@ def build_timeline(
                 live[key] = track
                 tracks.append(track)
             track._raw.append((t, data))
-        elif op == "remove" and isinstance(by, str) and isinstance(entry.get("id"), str):
-            track = live.get((by, entry["id"]))
+        elif op is LogOp.REMOVE and by is not None and isinstance(entry.payload.get("id"), str):
+            track = live.get((by, entry.payload["id"]))
             if track is not None:
                 close(track, t, "remove")
-        elif op == "clear":
+        elif op is LogOp.CLEAR:
             for track in list(live.values()):
                 close(track, t, "clear")
-        elif op == "freeze":
+        elif op is LogOp.FREEZE:
             if frozen is not None:
                 frozen.end_t = t
-            snapshot = entry.get("snapshot_id")
-            frozen = FreezeSpan(
-                t,
-                by if isinstance(by, str) else None,
-                snapshot if isinstance(snapshot, str) else None,
-            )
+            snapshot = entry.payload.get("snapshot_id")
+            frozen = FreezeSpan(t, by, snapshot if isinstance(snapshot, str) else None)
             freezes.append(frozen)
-        elif op == "resume" and frozen is not None:
+        elif op is LogOp.RESUME and frozen is not None:
             frozen.end_t, frozen = t, None
 
     for track in list(live.values()):

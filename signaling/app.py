@@ -10,8 +10,9 @@ from aiohttp import web
 from aiortc import RTCIceServer
 
 from recorder.annotation_log import AnnotationLogs
+from recorder.config import RecorderConfig
+from recorder.consultation import ConsultationInfo
 from recorder.index import RecordingIndex
-from recorder.recorder import ConsultationInfo, RecorderConfig
 from recorder.recordings import RecordingEvent, Recordings
 from relay import FeedEvent, Relay, RelayConfig, RelayMode
 from signaling.auth.secret import token_issuer

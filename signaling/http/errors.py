@@ -1,8 +1,8 @@
 """One error shape for the whole HTTP edge: ``{"error": code, "reason": sentence}``.
 
-Handlers raise ``ApiError`` (or let ``TokenInvalid`` / ``Forbidden`` / relay errors escape); the
-middleware turns them into the right status, logs them without tokens or patient data, and keeps
-every other consultation running.
+Handlers raise ``ApiError`` (or let ``TokenInvalid`` / ``Forbidden`` / relay errors / the recording
+library's ``Unavailable`` escape); the middleware turns them into the right status, logs them
+without tokens or patient data, and keeps every other consultation running.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from recorder.library import Unavailable
 from relay.errors import RelayError
 from signaling.auth.grants import Forbidden, TokenInvalid
 
@@ -50,6 +51,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _logged(request, json_error(403, "forbidden", str(exc)))
     except RelayError as exc:
         return _logged(request, json_error(exc.status, exc.code, str(exc), exc.headers))
+    except Unavailable as exc:
+        return _logged(request, json_error(404, "not-found", str(exc)))
     except web.HTTPRequestEntityTooLarge:
         return _logged(request, json_error(413, "too-large", "request body too large"))
     except web.HTTPException as exc:

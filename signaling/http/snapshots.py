@@ -4,55 +4,30 @@
     GET  /api/consultations/{cid}/snapshots           → 200 {"snapshots": [...]}, oldest first
     GET  /api/consultations/{cid}/snapshots/{id}.png  → the image
 
-Uploading needs ``may_annotate``; reading needs membership. Files live in
-``<data>/consultations/<cid>/snapshots/`` as ``<id>.png`` plus ``<id>.json`` (who, when); ids are
-made here and file names are only ever built from them, never from request text. The app-wide
-body limit is 64 KiB, so uploads are read with their own limit. Disk work runs in threads.
+Uploading needs ``may_annotate``; reading needs membership. Storage is ``recorder/snapshots.py``
+(snapshots are recorded material); this module only checks who may do what, and the body. The
+app-wide body limit is 64 KiB, so uploads are read with their own limit.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import secrets
-from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from persistence.files import Sync, write_bytes_atomic, write_json_atomic
-from persistence.times import utc_now_iso
-from recorder.storage import consultation_dir
+from recorder.snapshots import SNAPSHOT_ID, Snapshot, SnapshotStore, TooManySnapshots
 from signaling.auth.request import authenticate
 from signaling.http.api import find_consultation
 from signaling.http.errors import ApiError
 from signaling.keys import HUB, SETTINGS, STORE
-from signaling.ws.protocol import SNAPSHOT_ID
 
 logger = logging.getLogger(__name__)
 
 PNG = "image/png"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_SNAPSHOT_BYTES = 8 * 1024 * 1024
-MAX_SNAPSHOTS = 500
-"Per consultation: bounds the disk a consultation can fill (500 × 8 MiB)."
 CHUNK_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    id: str
-    by: str
-    created_at: str
-
-    def to_json(self, cid: str) -> dict[str, Any]:
-        return {**asdict(self), "url": snapshot_url(cid, self.id)}
-
-
-class TooManySnapshots(Exception):
-    pass
 
 
 def add_routes(app: web.Application) -> None:
@@ -67,13 +42,13 @@ def snapshot_url(cid: str, snapshot_id: str) -> str:
     return f"/api/consultations/{cid}/snapshots/{snapshot_id}.png"
 
 
-def snapshot_dir(data_dir: Path, cid: str) -> Path:
-    return consultation_dir(data_dir, cid) / "snapshots"
+def snapshot_json(cid: str, snapshot: Snapshot) -> dict[str, Any]:
+    """A snapshot as pages see it: the stored fields and where to fetch the image."""
+    return {**snapshot.to_json(), "url": snapshot_url(cid, snapshot.id)}
 
 
-async def snapshot_exists(data_dir: Path, cid: str, snapshot_id: str) -> bool:
-    """For ``freeze``: does this (well-formed) id name a stored snapshot?"""
-    return await asyncio.to_thread((snapshot_dir(data_dir, cid) / f"{snapshot_id}.png").is_file)
+def _store(request: web.Request) -> SnapshotStore:
+    return SnapshotStore(request.app[SETTINGS].data_dir)
 
 
 async def upload_snapshot(request: web.Request) -> web.Response:
@@ -86,16 +61,12 @@ async def upload_snapshot(request: web.Request) -> web.Response:
     data = await _read_limited(request, MAX_SNAPSHOT_BYTES)
     if not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
         raise ApiError(400, "bad-image", "body is not a PNG image")
-    snapshot = Snapshot(secrets.token_urlsafe(12), grant.identity, utc_now_iso())
-    directory = snapshot_dir(request.app[SETTINGS].data_dir, cid)
     try:
-        await asyncio.to_thread(_store, directory, snapshot, data)
-    except TooManySnapshots:
-        raise ApiError(
-            409, "too-many-snapshots", f"a consultation keeps at most {MAX_SNAPSHOTS} snapshots"
-        ) from None
+        snapshot = await _store(request).add(cid, grant.identity, data)
+    except TooManySnapshots as exc:
+        raise ApiError(409, "too-many-snapshots", str(exc)) from None
     logger.info("Snapshot %s stored [consultation:%s] (%d bytes)", snapshot.id, cid, len(data))
-    body = snapshot.to_json(cid)
+    body = snapshot_json(cid, snapshot)
     request.app[HUB].broadcast(cid, {"type": "snapshot", "snapshot": body})
     return web.json_response(body, status=201)
 
@@ -104,9 +75,8 @@ async def list_snapshots(request: web.Request) -> web.Response:
     cid = request.match_info["cid"]
     authenticate(request).ensure_member(cid)
     await find_consultation(request.app[STORE], cid)
-    directory = snapshot_dir(request.app[SETTINGS].data_dir, cid)
-    snapshots = await asyncio.to_thread(load_snapshots, directory)
-    return web.json_response({"snapshots": [s.to_json(cid) for s in snapshots]})
+    snapshots = await _store(request).list(cid)
+    return web.json_response({"snapshots": [snapshot_json(cid, s) for s in snapshots]})
 
 
 async def get_snapshot(request: web.Request) -> web.StreamResponse:
@@ -114,11 +84,11 @@ async def get_snapshot(request: web.Request) -> web.StreamResponse:
     authenticate(request).ensure_member(cid)
     await find_consultation(request.app[STORE], cid)
     snapshot_id = request.match_info["sid"]  # matched SNAPSHOT_ID: safe as a file name
-    path = snapshot_dir(request.app[SETTINGS].data_dir, cid) / f"{snapshot_id}.png"
-    if not await asyncio.to_thread(path.is_file):
+    store = _store(request)
+    if not await store.exists(cid, snapshot_id):
         raise ApiError(404, "not-found", "unknown snapshot")
     return web.FileResponse(
-        path,
+        store.path(cid, snapshot_id),
         headers={
             "Content-Type": PNG,
             "X-Content-Type-Options": "nosniff",
@@ -138,24 +108,3 @@ async def _read_limited(request: web.Request, limit: int) -> bytes:
         if len(body) > limit:
             raise too_large
     return bytes(body)
-
-
-def _store(directory: Path, snapshot: Snapshot, data: bytes) -> None:
-    """Image first, then its metadata (which is what lists it), each written atomically."""
-    directory.mkdir(parents=True, exist_ok=True)
-    if sum(1 for _ in directory.glob("*.json")) >= MAX_SNAPSHOTS:
-        raise TooManySnapshots
-    write_bytes_atomic(directory / f"{snapshot.id}.png", data, suffix=".partial", sync=Sync.FILE)
-    write_json_atomic(
-        directory / f"{snapshot.id}.json", asdict(snapshot), suffix=".partial", sync=Sync.FILE
-    )
-
-
-def load_snapshots(directory: Path) -> list[Snapshot]:
-    snapshots = []
-    for path in directory.glob("*.json"):
-        try:
-            snapshots.append(Snapshot(**json.loads(path.read_bytes())))
-        except (OSError, ValueError, TypeError) as exc:
-            logger.warning("Snapshot metadata %s unreadable: %s", path.name, exc)
-    return sorted(snapshots, key=lambda s: s.created_at)

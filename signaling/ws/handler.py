@@ -25,11 +25,13 @@ from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 
 from persistence.times import utc_iso, utc_now_iso
 from recorder.annotation_log import AnnotationLog
+from recorder.log_entry import LogEntry, LogOp
+from recorder.snapshots import SnapshotStore
 from relay import Annotation, AnnotationBoard, AnnotationError, Freeze, Router
 from signaling.auth.grants import Forbidden, Grant, Role, TokenInvalid
 from signaling.auth.request import authenticate
 from signaling.db.store import Consultation, valid_consultation_id
-from signaling.http.snapshots import snapshot_exists, snapshot_url
+from signaling.http.snapshots import snapshot_url
 from signaling.keys import ANNOTATION_LOGS, HUB, RECORDINGS, RELAY, SETTINGS, STORE, TOKENS
 from signaling.ws.hub import (
     ANNOTATION_OPS_PER_S,
@@ -327,7 +329,7 @@ async def _on_annotation(session: Session, message: AnnotationMessage) -> None:
         return
     accepted = {"op": str(op), **change, "by": author}
     session.hub.broadcast(session.cid, {"type": "annotation", **accepted})
-    session.log.append({"ts": utc_iso(now), **accepted, "media_pts": media_pts})
+    session.log.append(LogEntry(LogOp(op), utc_iso(now), media_pts, author, change))
 
 
 def _apply(
@@ -371,8 +373,8 @@ async def _on_freeze(session: Session, message: FreezeMessage) -> None:
     if not _may_draw(session, lead_only=True):
         return
     snapshot_id = message.snapshot_id
-    if snapshot_id is not None and not await snapshot_exists(
-        session.data_dir, session.cid, snapshot_id
+    if snapshot_id is not None and not await SnapshotStore(session.data_dir).exists(
+        session.cid, snapshot_id
     ):
         session.refuse(INVALID, "freeze.snapshot_id names no snapshot of this consultation")
         return
@@ -380,15 +382,9 @@ async def _on_freeze(session: Session, message: FreezeMessage) -> None:
     board.set_freeze(Freeze(by, now, snapshot_id) if message.frozen else None)
     state = _freeze_state(session.cid, board)
     session.hub.broadcast(session.cid, {"type": "freeze", **state, "by": by})
-    session.log.append(
-        {
-            "ts": utc_iso(now),
-            "op": "freeze" if message.frozen else "resume",
-            "by": by,
-            "snapshot_id": snapshot_id,
-            "media_pts": session.router.media_pts(),
-        }
-    )
+    kind = LogOp.FREEZE if message.frozen else LogOp.RESUME
+    payload = {"snapshot_id": snapshot_id}
+    session.log.append(LogEntry(kind, utc_iso(now), session.router.media_pts(), by, payload))
 
 
 def _may_draw(session: Session, lead_only: bool) -> bool:

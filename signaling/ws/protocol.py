@@ -8,12 +8,12 @@ never quote the client's values, so they are safe to log. Unknown keys are dropp
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from recorder.snapshots import SNAPSHOT_ID
 from relay import AnnotationError, FeedName, Mark
 from relay.annotations import MARK_ID, coordinate
 
@@ -40,8 +40,6 @@ STAT_LIMITS: dict[str, float] = {
 }
 "Upper bound of each numeric stat; every one is optional, finite and non-negative."
 STAT_DIRECTIONS = ("send", "recv")
-SNAPSHOT_ID = re.compile(r"[A-Za-z0-9_-]{16}")
-"Snapshot ids are made by the server (``signaling.snapshots``); this is their shape."
 
 
 class ProtocolError(Exception):

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 from recorder.annotation_log import read_annotation_log
-from recorder.export import ExportJob, ExportJobs, ExportSource, JobState, export_annotated
+from recorder.export import ExportSource, export_annotated
 from recorder.index import RecordingIndex
+from recorder.jobs import ExportJob, ExportJobs, JobState
+from recorder.log_entry import LogEntry
 from recorder.timeline import build_timeline
 from signaling.db.store import DB_FILENAME, ConsultationStore
 from tests.peers import wait_until
@@ -236,7 +238,7 @@ def test_a_pen_stroke_streamed_as_updates_is_stored_as_one_shape_with_point_coun
             "annotation": stroke(author="s", mark_id="late"),
         }
     )
-    timeline = build_timeline(entries, manifest)
+    timeline = build_timeline([e for e in map(LogEntry.from_json, entries) if e], manifest)
     (mark,) = timeline.marks  # the add 20 s in lies past the recording's end
     assert len(mark.shapes) == 2 and len(mark.versions) == 21
     assert mark.versions[0] == (1.0, 0, 1) and mark.versions[-2][1:] == (0, 20)

@@ -18,15 +18,15 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
 
+from recorder import library
 from recorder.annotation_log import read_annotation_log
 from recorder.index import RecordingIndex
 from recorder.manifest import recording_dir
+from recorder.snapshots import Snapshot, SnapshotStore
 from recorder.storage import consultation_dir
 from signaling.auth import media_tokens
 from signaling.db.store import Consultation
-from signaling.http.snapshots import Snapshot, _store, snapshot_dir
 from signaling.keys import RECORDINGS, SETTINGS, STORE
-from signaling.replay import routes as replay
 from tests.conftest import MakeToken, bearer
 from tests.peers import wait_until
 from tests.replay_support import Made, at, make_recording, stroke, write_log
@@ -43,6 +43,7 @@ class World:
     "Consultation A's recording: one 2 s segment, a mark from 0.5 s to 1.5 s, a snapshot at 1 s."
     other: Made
     "Consultation B's recording, two segments."
+    snapshot: Snapshot
 
     def url(self, suffix: str = "", rec: Made | None = None) -> str:
         return f"/api/recordings/{(rec or self.rec).id}{suffix}"
@@ -67,18 +68,8 @@ async def world(client: TestClient) -> World:
             at(rec, 1.5, op="remove", by="surgeon-test", id="m1"),
         ],
     )
-    _store(
-        snapshot_dir(data, a.id),
-        Snapshot("S" * 16, "surgeon-test", time_iso(rec.started + 1.0)),
-        PNG,
-    )
-    return World(client, a, b, rec, other)
-
-
-def time_iso(ts: float) -> str:
-    from persistence.times import utc_iso
-
-    return utc_iso(ts)
+    snapshot = await SnapshotStore(data).add(a.id, "surgeon-test", PNG, at=rec.started + 1.0)
+    return World(client, a, b, rec, other, snapshot)
 
 
 async def get(world: World, path: str, token: str | None = None, **headers: str):  # type: ignore[no-untyped-def]
@@ -155,8 +146,9 @@ async def test_the_detail_holds_manifest_integrity_timeline_snapshots_and_media(
     assert mark["author"] == "surgeon-test" and mark["color"] == "#00e676"
     assert mark["shapes"][0]["points"] == [[0.3, 0.5], [0.7, 0.5]]
     (snapshot,) = body["snapshots"]
-    assert snapshot["id"] == "S" * 16 and snapshot["t"] == pytest.approx(1.0, abs=0.01)
-    assert snapshot["url"] == f"/api/consultations/{world.a.id}/snapshots/{'S' * 16}.png"
+    sid = world.snapshot.id
+    assert snapshot["id"] == sid and snapshot["t"] == pytest.approx(1.0, abs=0.01)
+    assert snapshot["url"] == f"/api/consultations/{world.a.id}/snapshots/{sid}.png"
 
     # B's two-segment recording: the gap and each segment's place on the recording clock
     other = await (await get(world, world.url(rec=world.other), make_token("admin", "*"))).json()
@@ -256,8 +248,8 @@ async def test_malformed_ids_are_refused_before_touching_index_or_disk(
         raise AssertionError("the index or the disk was touched")
 
     monkeypatch.setattr(RecordingIndex, "get", forbidden)
-    monkeypatch.setattr(replay, "read_manifest", forbidden)
-    monkeypatch.setattr(replay, "recording_dir", forbidden)
+    monkeypatch.setattr(library, "read_manifest", forbidden)
+    monkeypatch.setattr(library, "recording_dir", forbidden)
     admin = make_token("admin", "*")
     for suffix in ("", "/media/1", "/thumbnail.jpg", "/download", "/media-token", "/exports/x"):
         response = await get(world, f"/api/recordings/{rid}{suffix}", admin)

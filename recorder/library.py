@@ -1,0 +1,286 @@
+"""RecordingLibrary: what the web edge may ask about stored recordings, in one place, so the edge
+never needs the recorder's layout — the index rows, a manifest, which file of a segment plays,
+whether the files are intact, the annotation timeline and snapshots on the recording clock, the
+talk-back track and thumbnail (made once, kept beside the recording), the files to download, and
+the annotated export jobs.
+
+Every file name it opens comes from the index (checked against the recorder's own shapes) or is
+made here, never from request text. Disk, hashing and PyAV work run in worker threads; the event
+loop only waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .annotation_log import FILENAME as ANNOTATION_LOG
+from .annotation_log import read_annotation_log
+from .export import ExportSource
+from .index import RecordingIndex, RecordingRow, SegmentRow
+from .jobs import JOB_ID, ExportJob, ExportJobs, exports_dir
+from .manifest import MANIFEST, Manifest, read_manifest, recording_dir, valid_recording_id
+from .snapshots import Snapshot, SnapshotStore
+from .storage import consultation_dir
+from .thumbnail import THUMBNAIL, extract_talkback, make_thumbnail, talkback_filename
+from .timeline import RecordingClock, Timeline, build_timeline
+from .verify import RecordingCheck, verify_recording
+
+logger = logging.getLogger(__name__)
+
+INTEGRITY_CACHE = 256
+"Recordings whose last verification is kept (re-hashing a long recording takes seconds)."
+_SEGMENT_FILE = re.compile(r"segment-[0-9]{3}(?:\.repaired)?\.(webm|mp4)")
+
+
+class Unavailable(LookupError):
+    """What was asked for does not exist (yet); the message says what, in words for a person."""
+
+
+def playable_file(directory: Path, segment: SegmentRow) -> Path | None:
+    """The file of a segment that plays: the finalized ``.repaired`` copy of an interrupted
+    segment when there is one (it has a duration and a seek index, docs/recording.md), else the
+    original; None when neither is on disk. Blocking."""
+    for name in (segment.repaired_file, segment.file):
+        path = _segment_path(directory, name)
+        if path is not None and path.is_file():
+            return path
+    return None
+
+
+def _segment_path(directory: Path, name: str | None) -> Path | None:
+    """``directory/name`` for a name of the recorder's shape only (the index is trusted, but a
+    damaged row must not become a path elsewhere)."""
+    if name is None or not _SEGMENT_FILE.fullmatch(name):
+        return None
+    return directory / name
+
+
+class RecordingLibrary:
+    """The stored recordings of one data directory, read side (``Recordings`` writes them)."""
+
+    def __init__(self, data_dir: Path, index: RecordingIndex) -> None:
+        self._data_dir = data_dir
+        self._index = index
+        self._snapshots = SnapshotStore(data_dir)
+        self._exports = ExportJobs()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._checks: OrderedDict[str, tuple[Any, RecordingCheck]] = OrderedDict()
+
+    async def close(self) -> None:
+        """Cancel running exports (their partial files are removed)."""
+        await asyncio.to_thread(self._exports.close)
+
+    @staticmethod
+    def valid_id(rid: str) -> bool:
+        """Ids arrive in URLs: check the shape before anything touches the index or the disk."""
+        return valid_recording_id(rid)
+
+    # -- recordings ------------------------------------------------------------------------------
+
+    async def recordings(self, consultation: str | None = None) -> list[RecordingRow]:
+        """Index rows, oldest first; only ``consultation``'s if given."""
+        return await self._index.list(consultation)
+
+    async def recording(self, rid: str) -> RecordingRow:
+        row = await self._index.get(rid)
+        if row is None:
+            raise Unavailable("unknown recording")
+        return row
+
+    async def manifest(self, row: RecordingRow) -> Manifest | None:
+        return await asyncio.to_thread(read_manifest, self._directory(row.id))
+
+    async def manifests(self, rows: Sequence[RecordingRow]) -> list[Manifest | None]:
+        """The manifest of each row (None where it is missing), read in one worker call."""
+        return await asyncio.to_thread(lambda: [read_manifest(self._directory(r.id)) for r in rows])
+
+    async def integrity(self, row: RecordingRow) -> RecordingCheck:
+        """``recorder.verify`` of the recording, re-hashed only when a file changed: the cache key
+        holds each file's size, mtime, ctime and inode (ctime cannot be set back by a user) and
+        the index row, so any write to a file — or to the index — makes the next answer re-check."""
+        key = await asyncio.to_thread(self._signature, row)
+        cached = self._checks.get(row.id)
+        if cached is not None and cached[0] == key:
+            self._checks.move_to_end(row.id)
+            return cached[1]
+        check = await asyncio.to_thread(verify_recording, self._data_dir, row)
+        self._checks[row.id] = (key, check)
+        while len(self._checks) > INTEGRITY_CACHE:
+            self._checks.popitem(last=False)
+        if not check.ok:
+            failed = [f.file for f in check.files if f.verdict.failed]
+            logger.warning("Recording %s fails verification: %s", row.id, ", ".join(failed))
+        return check
+
+    def _signature(self, row: RecordingRow) -> tuple[Any, ...]:
+        directory = self._directory(row.id)
+        names = [MANIFEST] + [s.file for s in row.segments]
+        names += [s.repaired_file for s in row.segments if s.repaired_file]
+        stats: list[tuple[Any, ...]] = []
+        for name in names:
+            try:
+                st = os.stat(directory / name)
+                stats.append((name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+            except OSError:
+                stats.append((name, None))
+        return (row, tuple(stats))
+
+    # -- annotations -----------------------------------------------------------------------------
+
+    async def timeline(self, row: RecordingRow, manifest: Manifest | None) -> Timeline | None:
+        """The marks and freezes of the consultation's annotation log that overlap the recording,
+        on its clock (None without a manifest: there is no clock)."""
+        if manifest is None:
+            return None
+        return await asyncio.to_thread(self._timeline, row, manifest)
+
+    def _timeline(self, row: RecordingRow, manifest: Manifest) -> Timeline:
+        log = consultation_dir(self._data_dir, row.consultation_id) / ANNOTATION_LOG
+        return build_timeline(read_annotation_log(log), manifest)
+
+    async def snapshots(
+        self, row: RecordingRow, manifest: Manifest | None
+    ) -> list[tuple[Snapshot, float]]:
+        """The consultation's snapshots taken during the recording (a second of slack at each
+        end), each with its recording time."""
+        if manifest is None:
+            return []
+        clock = RecordingClock(manifest)
+        upper = math.inf if row.status == "recording" else clock.span_s + 1.0
+        taken = []
+        for snapshot in await self._snapshots.list(row.consultation_id):
+            t = clock.wall(snapshot.created_at)
+            if t is not None and -1.0 <= t <= upper:
+                taken.append((snapshot, round(t, 3)))
+        return taken
+
+    # -- media -----------------------------------------------------------------------------------
+
+    async def segment_file(self, row: RecordingRow, seq: int) -> Path:
+        """The file that plays for segment ``seq`` (see ``playable_file``)."""
+        path = await asyncio.to_thread(playable_file, self._directory(row.id), _segment(row, seq))
+        if path is None:
+            raise Unavailable("this segment has no file (nothing was recorded in it)")
+        return path
+
+    async def talkback_file(self, row: RecordingRow, seq: int) -> Path:
+        """The segment's talk-back track (the surgeon's microphone) as audio-only WebM,
+        stream-copied once from the playable file and kept as ``talkback-NNN.webm``."""
+        segment = _segment(row, seq)
+        if segment.status == "open":
+            raise Unavailable("no talk-back for this segment (yet)")
+        directory = self._directory(row.id)
+
+        def extract(target: Path) -> bool:
+            source = playable_file(directory, segment)
+            return source is not None and extract_talkback(source, target)
+
+        missing = "the surgeon did not speak in this segment"
+        return await self._made_once(row, talkback_filename(seq), extract, missing)
+
+    async def thumbnail(self, row: RecordingRow) -> Path:
+        """A JPEG of the recording's first keyframe, made once and kept as ``thumbnail.jpg``."""
+        directory = self._directory(row.id)
+
+        def make(target: Path) -> bool:
+            sources = [playable_file(directory, s) for s in row.segments]
+            return make_thumbnail([p for p in sources if p is not None], target)
+
+        return await self._made_once(row, THUMBNAIL, make, "the recording has no picture yet")
+
+    async def _made_once(
+        self, row: RecordingRow, name: str, make: Callable[[Path], bool], missing: str
+    ) -> Path:
+        """``name`` beside the recording, made by ``make`` (in a thread) if it is not there yet;
+        one maker per file at a time. ``Unavailable(missing)`` when ``make`` had nothing to
+        make it from."""
+        target = self._directory(row.id) / name
+        async with self._locks.setdefault(f"{row.id}/{name}", asyncio.Lock()):
+            made = await asyncio.to_thread(lambda: target.is_file() or make(target))
+        if not made:
+            raise Unavailable(missing)
+        return target
+
+    # -- download --------------------------------------------------------------------------------
+
+    async def originals(self, row: RecordingRow) -> list[Path]:
+        """Every media file as recorded, in order: each segment's original, then its ``.repaired``
+        copy if recovery made one."""
+
+        def present() -> list[Path]:
+            directory = self._directory(row.id)
+            names = [name for s in row.segments for name in (s.file, s.repaired_file)]
+            paths = [_segment_path(directory, name) for name in names]
+            return [p for p in paths if p is not None and p.is_file()]
+
+        files = await asyncio.to_thread(present)
+        if not files:
+            raise Unavailable("the recording has no media file yet")
+        return files
+
+    def manifest_file(self, row: RecordingRow) -> Path:
+        return self._directory(row.id) / MANIFEST
+
+    # -- annotated export ------------------------------------------------------------------------
+
+    @staticmethod
+    def has_video(row: RecordingRow) -> bool:
+        return any(s.frames or s.status == "open" for s in row.segments)
+
+    def start_export(self, row: RecordingRow, requested_by: str) -> ExportJob:
+        """Queue an annotated export (returns at once; ``RuntimeError`` while stopping). The
+        manifest, the log and the playable files are read in the export worker."""
+        directory = self._directory(row.id)
+
+        def prepare() -> tuple[list[ExportSource], Timeline]:
+            manifest = read_manifest(directory)
+            if manifest is None:
+                raise ValueError("the recording's manifest is missing")
+            frames = {s.seq: s.frames for s in manifest.segments}
+            sources = [
+                ExportSource(path, s.offset_s, frames.get(s.seq, 0))
+                for s in row.segments
+                if (path := playable_file(directory, s)) is not None
+            ]
+            if not sources:
+                raise ValueError("the recording has no media file")
+            return sources, self._timeline(row, manifest)
+
+        return self._exports.start(row.id, directory, requested_by, prepare)
+
+    async def export_job(self, row: RecordingRow, job_id: str) -> ExportJob:
+        """A job of this recording, of this server run or found on disk. ``ValueError`` for a
+        malformed id (checked before it becomes a path)."""
+        if not JOB_ID.fullmatch(job_id):
+            raise ValueError("not an export job id")
+        job = self._exports.get(job_id)
+        if job is None:
+            job = await asyncio.to_thread(
+                ExportJob.load, exports_dir(self._directory(row.id)), job_id
+            )
+        if job is None or job.recording_id != row.id:
+            raise Unavailable("unknown export job")
+        return job
+
+    async def export_file(self, job: ExportJob) -> Path | None:
+        """The finished MP4 of ``job``; None until it is done (or if it is gone)."""
+        done = job.done and await asyncio.to_thread(job.file.is_file)
+        return job.file if done else None
+
+    def _directory(self, rid: str) -> Path:
+        return recording_dir(self._data_dir, rid)
+
+
+def _segment(row: RecordingRow, seq: int) -> SegmentRow:
+    segment = next((s for s in row.segments if s.seq == seq), None)
+    if segment is None:
+        raise Unavailable("unknown segment")
+    return segment

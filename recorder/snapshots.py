@@ -1,0 +1,99 @@
+"""Snapshots: PNG stills of the annotated endoscope picture, kept with the consultation. They are
+recorded material (a freeze names one, the replay shows them on the recording clock), so they are
+stored here, beside the annotation log; the HTTP routes only check who may upload or read.
+
+Files live in ``<data>/consultations/<cid>/snapshots/`` as ``<id>.png`` plus ``<id>.json`` (who,
+when: what lists it). Ids are made here, and a file name is only ever built from a well-formed id.
+Every method does its disk work in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import secrets
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from persistence.files import Sync, write_bytes_atomic, write_json_atomic
+from persistence.times import utc_iso, utc_now_iso
+
+from .storage import consultation_dir
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_ID = re.compile(r"[A-Za-z0-9_-]{16}")
+MAX_SNAPSHOTS = 500
+"Per consultation: bounds the disk a consultation can fill (500 × 8 MiB)."
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    id: str
+    by: str
+    created_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TooManySnapshots(Exception):
+    def __init__(self) -> None:
+        super().__init__(f"a consultation keeps at most {MAX_SNAPSHOTS} snapshots")
+
+
+class SnapshotStore:
+    """The snapshots of every consultation under one data directory."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._data_dir = data_dir
+
+    def directory(self, cid: str) -> Path:
+        return consultation_dir(self._data_dir, cid) / "snapshots"
+
+    def path(self, cid: str, snapshot_id: str) -> Path:
+        """The PNG of a snapshot (it may not exist); a malformed id is a ValueError."""
+        if not SNAPSHOT_ID.fullmatch(snapshot_id):
+            raise ValueError("not a snapshot id")
+        return self.directory(cid) / f"{snapshot_id}.png"
+
+    async def exists(self, cid: str, snapshot_id: str) -> bool:
+        """For ``freeze`` and the image route: does this id name a stored snapshot?"""
+        return await asyncio.to_thread(self.path(cid, snapshot_id).is_file)
+
+    async def add(self, cid: str, by: str, png: bytes, at: float | None = None) -> Snapshot:
+        """Store a new snapshot taken by ``by`` (now, or at Unix time ``at``). Raises
+        ``TooManySnapshots`` when the consultation has ``MAX_SNAPSHOTS`` already."""
+        snapshot = Snapshot(
+            secrets.token_urlsafe(12), by, utc_now_iso() if at is None else utc_iso(at)
+        )
+        await asyncio.to_thread(self._write, cid, snapshot, png)
+        return snapshot
+
+    def _write(self, cid: str, snapshot: Snapshot, png: bytes) -> None:
+        """Image first, then its metadata (which is what lists it), each written atomically."""
+        directory = self.directory(cid)
+        directory.mkdir(parents=True, exist_ok=True)
+        if sum(1 for _ in directory.glob("*.json")) >= MAX_SNAPSHOTS:
+            raise TooManySnapshots
+        write_bytes_atomic(self.path(cid, snapshot.id), png, suffix=".partial", sync=Sync.FILE)
+        write_json_atomic(
+            directory / f"{snapshot.id}.json", asdict(snapshot), suffix=".partial", sync=Sync.FILE
+        )
+
+    def _read(self, cid: str) -> list[Snapshot]:
+        snapshots = []
+        for path in self.directory(cid).glob("*.json"):
+            try:
+                snapshots.append(Snapshot(**json.loads(path.read_bytes())))
+            except (OSError, ValueError, TypeError) as exc:
+                logger.warning("Snapshot metadata %s unreadable: %s", path.name, exc)
+        return sorted(snapshots, key=lambda s: s.created_at)
+
+    # Defined last: a method named ``list`` shadows the builtin in later annotations.
+    async def list(self, cid: str) -> list[Snapshot]:
+        """The consultation's snapshots, oldest first (unreadable metadata is skipped)."""
+        return await asyncio.to_thread(self._read, cid)

@@ -1,0 +1,86 @@
+"""Who may replay what (docs/replay.md): an admin whose token covers the consultation, or a
+member of the recording's consultation whose token carries ``may_replay``; the media routes also
+take a short-lived media token (``?t=``) made for one recording.
+
+Checks run in this order: token (401), id shape (400, before anything touches the index or the
+disk), replay right (403), recording exists (404), consultation matches (403).
+"""
+
+from __future__ import annotations
+
+from aiohttp import hdrs, web
+
+from recorder.index import RecordingRow
+from signaling.auth.grants import Forbidden, Grant, Role, TokenInvalid
+from signaling.auth.media_tokens import MEDIA_QUERY
+from signaling.auth.request import authenticate
+from signaling.db.audit import AuditAction
+from signaling.http.errors import ApiError
+from signaling.replay import audit
+from signaling.replay.state import REPLAY
+
+
+def may_replay_somewhere(grant: Grant) -> None:
+    if grant.role is not Role.ADMIN and not grant.may_replay:
+        raise Forbidden(f"role {grant.role} may not replay recordings")
+
+
+def _valid_id(request: web.Request) -> str:
+    rid = request.match_info["rid"]
+    if not request.app[REPLAY].library.valid_id(rid):
+        raise ApiError(400, "bad-request", "not a recording id")
+    return rid
+
+
+async def authorised(request: web.Request) -> tuple[Grant, RecordingRow]:
+    """The caller's grant and the recording, in the order of the module doc."""
+    grant = authenticate(request)
+    rid = _valid_id(request)
+    may_replay_somewhere(grant)
+    row = await request.app[REPLAY].library.recording(rid)
+    grant.ensure_replay(row.consultation_id)
+    return grant, row
+
+
+async def media_access(request: web.Request) -> RecordingRow:
+    """Bearer (checked like every replay route) or the ``?t=`` media token of this recording."""
+    if hdrs.AUTHORIZATION in request.headers:
+        grant, row = await authorised(request)
+        try:
+            first_bytes = request.http_range.start in (None, 0)
+        except ValueError:  # a malformed Range: FileResponse answers 416
+            first_bytes = False
+        if first_bytes:
+            await audit.record(request, grant, row, AuditAction.REPLAY, f"media {request.path}")
+        return row
+    if MEDIA_QUERY in request.query:
+        media = request.app[REPLAY].tokens.verify(request.query[MEDIA_QUERY])
+        rid = _valid_id(request)
+        if media.recording_id != rid:
+            raise Forbidden("this media token is for another recording")
+        return await request.app[REPLAY].library.recording(rid)
+    raise TokenInvalid("missing bearer token (or media token from .../media-token)")
+
+
+async def get_media_token(request: web.Request) -> web.Response:
+    """A short-lived token for the ``<video>`` element (see signaling/auth/media_tokens.py).
+    Issuing one is what the audit trail records as a replay."""
+    grant, row = await authorised(request)
+    token, expires_at = request.app[REPLAY].tokens.issue(grant, row.id)
+    await audit.record(request, grant, row, AuditAction.REPLAY, "media token")
+    base = f"/api/recordings/{row.id}/media"
+    return web.json_response(
+        {
+            "token": token,
+            "expires_at": expires_at,
+            "media": [
+                {
+                    "segment": s.seq,
+                    "url": f"{base}/{s.seq}?{MEDIA_QUERY}={token}",
+                    "talkback": f"{base}/{s.seq}/talkback?{MEDIA_QUERY}={token}",
+                }
+                for s in row.segments
+            ],
+        },
+        headers={"Cache-Control": "no-store"},
+    )

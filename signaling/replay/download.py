@@ -1,0 +1,134 @@
+"""Download of a recording as it was recorded: the original file of a one-segment recording;
+otherwise a zip (stored, not compressed: media does not compress) of ``manifest.json`` and every
+segment in order, each recovery-made ``.repaired`` copy after its original. The zip is written in
+a thread and streamed in bounded chunks, so a large recording never sits in memory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import shutil
+import threading
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import hdrs, web
+
+from signaling.db.audit import AuditAction
+from signaling.replay import audit
+from signaling.replay.access import authorised
+from signaling.replay.media import MIME_TYPES
+from signaling.replay.state import REPLAY
+
+logger = logging.getLogger(__name__)
+
+ZIP_CHUNK = 1 << 20
+ZIP_CHUNKS_IN_FLIGHT = 8
+
+
+def attachment_headers(content_type: str, filename: str) -> dict[str, str]:
+    """A private download: saved under ``filename``, never cached, never sniffed."""
+    return {
+        hdrs.CONTENT_TYPE: content_type,
+        hdrs.CONTENT_DISPOSITION: f'attachment; filename="{filename}"',
+        hdrs.CACHE_CONTROL: "private, no-store",
+        "X-Content-Type-Options": "nosniff",
+    }
+
+
+async def download(request: web.Request) -> web.StreamResponse:
+    grant, row = await authorised(request)
+    library = request.app[REPLAY].library
+    files = await library.originals(row)
+    await audit.record(request, grant, row, AuditAction.DOWNLOAD, ", ".join(p.name for p in files))
+    if len(files) == 1:
+        mime_type, filename = MIME_TYPES[row.container], f"endolink-{row.id}{files[0].suffix}"
+        return web.FileResponse(files[0], headers=attachment_headers(mime_type, filename))
+    manifest = library.manifest_file(row)
+    entries = [(manifest.name, manifest)] + [(p.name, p) for p in files]
+    return await _stream_zip(request, f"endolink-{row.id}.zip", entries)
+
+
+class _ChunkWriter(io.RawIOBase):
+    """A write-only, unseekable file handing its bytes to the event loop in bounded chunks."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes | None]):
+        self._loop = loop
+        self._queue = queue
+        self._buffer = bytearray()
+        self.room = threading.Semaphore(ZIP_CHUNKS_IN_FLIGHT)
+        self.aborted = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if self.aborted:
+            raise OSError("the client went away")
+        self._buffer += data
+        if len(self._buffer) >= ZIP_CHUNK:
+            self._hand_over()
+        return len(data)
+
+    def _hand_over(self) -> None:
+        if self._buffer:
+            chunk, self._buffer = bytes(self._buffer), bytearray()
+            self.room.acquire()
+            if self.aborted:
+                raise OSError("the client went away")
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, chunk)
+
+    def finish(self) -> None:
+        self._hand_over()
+
+
+async def _stream_zip(
+    request: web.Request, filename: str, entries: list[tuple[str, Path]]
+) -> web.StreamResponse:
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+    writer = _ChunkWriter(loop, queue)
+
+    def produce() -> None:
+        try:
+            with zipfile.ZipFile(writer, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+                for name, path in entries:
+                    info = zipfile.ZipInfo(name, _zip_time(path))
+                    with (
+                        path.open("rb") as source,
+                        archive.open(info, "w", force_zip64=True) as sink,
+                    ):
+                        shutil.copyfileobj(source, sink, ZIP_CHUNK)
+            writer.finish()
+        except OSError as exc:
+            if not writer.aborted:
+                logger.warning("zip of %s failed: %s", filename, exc)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    response = web.StreamResponse(headers=attachment_headers("application/zip", filename))
+    await response.prepare(request)
+    thread = threading.Thread(target=produce, name=f"zip {filename}", daemon=True)
+    thread.start()
+    try:
+        while (chunk := await queue.get()) is not None:
+            await response.write(chunk)
+            writer.room.release()
+    finally:
+        writer.aborted = True
+        for _ in range(ZIP_CHUNKS_IN_FLIGHT + 1):
+            writer.room.release()  # unblock the producer so it sees ``aborted`` and stops
+    await response.write_eof()
+    return response
+
+
+def _zip_time(path: Path) -> tuple[int, int, int, int, int, int]:
+    with contextlib.suppress(OSError):
+        at = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+        if at.year >= 1980:
+            return (at.year, at.month, at.day, at.hour, at.minute, at.second)
+    return (1980, 1, 1, 0, 0, 0)

@@ -1,0 +1,60 @@
+"""Annotated exports over HTTP: start one (202 + its status URL), follow its progress, fetch the
+MP4. The jobs themselves run in the recorder (``recorder/jobs.py``, through the library)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import hdrs, web
+
+from recorder.index import RecordingRow
+from recorder.jobs import ExportJob
+from signaling.db.audit import AuditAction
+from signaling.http.errors import ApiError
+from signaling.replay import audit
+from signaling.replay.access import authorised
+from signaling.replay.download import attachment_headers
+from signaling.replay.state import REPLAY
+
+
+async def start_export(request: web.Request) -> web.Response:
+    grant, row = await authorised(request)
+    library = request.app[REPLAY].library
+    if not library.has_video(row):
+        raise ApiError(409, "nothing-to-export", "the recording has no video")
+    try:
+        job = library.start_export(row, grant.identity)
+    except RuntimeError as exc:
+        raise ApiError(503, "unavailable", str(exc)) from None
+    await audit.record(request, grant, row, AuditAction.EXPORT, f"job {job.id}")
+    body = _job_json(job)
+    return web.json_response({"job": body}, status=202, headers={hdrs.LOCATION: body["status_url"]})
+
+
+async def get_export(request: web.Request) -> web.Response:
+    _, row = await authorised(request)
+    job = await _job(request, row)
+    return web.json_response({"job": _job_json(job)}, headers={"Cache-Control": "no-store"})
+
+
+async def get_export_file(request: web.Request) -> web.StreamResponse:
+    grant, row = await authorised(request)
+    job = await _job(request, row)
+    file = await request.app[REPLAY].library.export_file(job)
+    if file is None:
+        raise ApiError(409, "not-ready", f"the export is {job.state}")
+    await audit.record(request, grant, row, AuditAction.EXPORT_DOWNLOAD, f"job {job.id}")
+    filename = f"endolink-{row.id}-annotated.mp4"
+    return web.FileResponse(file, headers=attachment_headers("video/mp4", filename))
+
+
+async def _job(request: web.Request, row: RecordingRow) -> ExportJob:
+    try:
+        return await request.app[REPLAY].library.export_job(row, request.match_info["job"])
+    except ValueError as exc:
+        raise ApiError(400, "bad-request", str(exc)) from None
+
+
+def _job_json(job: ExportJob) -> dict[str, Any]:
+    base = f"/api/recordings/{job.recording_id}/exports/{job.id}"
+    return {**job.to_json(), "status_url": base, "url": f"{base}/file" if job.done else None}

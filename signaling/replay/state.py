@@ -1,0 +1,22 @@
+"""What every replay route shares, made once per app: the recording library (the recorder's read
+side), the media tokens and the audit trail."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from recorder.library import RecordingLibrary
+from signaling.auth.media_tokens import MediaTokens
+from signaling.db.audit import AuditTrail
+
+
+@dataclass(frozen=True)
+class ReplayState:
+    library: RecordingLibrary
+    tokens: MediaTokens
+    audit: AuditTrail
+
+
+REPLAY = web.AppKey("replay", ReplayState)

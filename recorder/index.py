@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from relay import ConsultationId
+
 from .manifest import Manifest, Segment
 
 logger = logging.getLogger(__name__)
@@ -77,7 +79,7 @@ class SegmentRow:
 @dataclass(frozen=True)
 class RecordingRow:
     id: str
-    consultation_id: str
+    consultation_id: ConsultationId
     status: str
     stop_reason: str | None
     started_at: str
@@ -177,13 +179,11 @@ class RecordingIndex:
         await self._run(close)
 
     # Defined last: a method named ``list`` shadows the builtin in later annotations.
-    async def list(self, consultation: str | None = None) -> list[RecordingRow]:
-        """Recordings, oldest first; only ``consultation``'s if given."""
-        if consultation is None:
+    async def list(self, cid: ConsultationId | None = None) -> list[RecordingRow]:
+        """Recordings, oldest first; only ``cid``'s if given."""
+        if cid is None:
             return await self._run(lambda db: _recordings(db, "", ()))
-        return await self._run(
-            lambda db: _recordings(db, "WHERE consultation_id = ?", (consultation,))
-        )
+        return await self._run(lambda db: _recordings(db, "WHERE consultation_id = ?", (cid,)))
 
 
 def _recordings(db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> list[RecordingRow]:

@@ -28,7 +28,7 @@ from typing import Any
 import av
 from aiortc.mediastreams import MediaStreamError
 
-from relay import Consumer, FeedName, Producer, Router
+from relay import ConsultationId, Consumer, FeedName, Producer, Router
 from relay.codecs import is_keyframe
 
 from .index import RecordingIndex
@@ -74,7 +74,7 @@ class RecorderConfig:
 class ConsultationInfo:
     """What the recorder needs to know about a consultation (provided by the app)."""
 
-    id: str
+    id: ConsultationId
     title: str
     video_codec: str
     recording_enabled: bool

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from aiortc import RTCConfiguration, RTCIceServer
 
 from . import forwarding
-from .feed import Feed, RelayMode
+from .feed import Feed, FeedName, FeedState, RelayMode
+from .ids import ConsultationId
 from .router import Router
 
 logger = logging.getLogger(__name__)
@@ -34,42 +35,42 @@ class RelayConfig:
 
 @dataclass(frozen=True)
 class FeedEvent:
-    consultation: str
-    feed: str
-    state: str
+    cid: ConsultationId
+    feed: FeedName
+    state: FeedState
     identity: str | None
 
 
 class Relay:
     def __init__(self, config: RelayConfig) -> None:
         self.config = config
-        self.routers: dict[str, Router] = {}
+        self.routers: dict[ConsultationId, Router] = {}
         self.on_feed_event: Callable[[FeedEvent], None] = lambda event: None
         forwarding.use_host_addresses(config.host_addresses)
 
-    def router(self, consultation: str, video_codec: str) -> Router:
+    def router(self, cid: ConsultationId, video_codec: str) -> Router:
         """The consultation's Router, created on first use."""
-        router = self.routers.get(consultation)
+        router = self.routers.get(cid)
         if router is None:
             router = Router(
-                consultation,
+                cid,
                 video_codec,
                 RTCConfiguration(iceServers=list(self.config.ice_servers)),
                 self.config.announced_address,
                 self.config.max_viewers,
                 self.config.publisher_timeout_s,
                 self.config.publisher_kbps,
-                lambda feed: self._feed_changed(consultation, feed),
+                lambda feed: self._feed_changed(cid, feed),
                 self.config.mode,
             )
-            self.routers[consultation] = router
+            self.routers[cid] = router
         return router
 
-    def find(self, consultation: str) -> Router | None:
-        return self.routers.get(consultation)
+    def find(self, cid: ConsultationId) -> Router | None:
+        return self.routers.get(cid)
 
-    def _feed_changed(self, consultation: str, feed: Feed) -> None:
-        self.on_feed_event(FeedEvent(consultation, str(feed.name), str(feed.state), feed.identity))
+    def _feed_changed(self, cid: ConsultationId, feed: Feed) -> None:
+        self.on_feed_event(FeedEvent(cid, feed.name, feed.state, feed.identity))
 
     async def close(self) -> None:
         routers, self.routers = list(self.routers.values()), {}

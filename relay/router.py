@@ -24,6 +24,7 @@ from .codecs import preferences
 from .consumer import Consumer
 from .errors import FeedBusy, MediaUnsupported, RouterClosed, RouterFull
 from .feed import Feed, FeedName, RelayMode
+from .ids import ConsultationId
 from .peer import Peer, PeerRole
 from .producer import Producer
 from .rendition import Rendition
@@ -35,7 +36,7 @@ logger = logging.getLogger(__name__)
 class Router:
     def __init__(
         self,
-        consultation: str,
+        cid: ConsultationId,
         video_codec: str,
         configuration: RTCConfiguration,
         announced_address: str | None,
@@ -45,10 +46,10 @@ class Router:
         on_feed_state: Callable[[Feed], None],
         mode: RelayMode = RelayMode.FORWARD,
     ) -> None:
-        self.consultation = consultation
+        self.cid = cid
         self.mode = mode
         self.video_codec = video_codec
-        self.label = f"consultation:{consultation}"
+        self.label = f"consultation:{cid}"
         self._configuration = configuration
         self._announced_address = announced_address
         self._max_viewers = max_viewers
@@ -238,7 +239,7 @@ class Router:
 
     def _ensure_open(self) -> None:
         if self.closed:
-            raise RouterClosed(f"consultation {self.consultation} is closed")
+            raise RouterClosed(f"consultation {self.cid} is closed")
 
     def peer(self, session_id: str) -> Peer | None:
         return self.peers.get(session_id)

@@ -13,7 +13,7 @@ from recorder.annotation_log import AnnotationLogs
 from recorder.index import RecordingIndex
 from recorder.recorder import ConsultationInfo, RecorderConfig
 from recorder.recordings import RecordingEvent, Recordings
-from relay import FeedEvent, Relay, RelayConfig, RelayMode
+from relay import ConsultationId, FeedEvent, Relay, RelayConfig, RelayMode
 from signaling.auth.secret import token_issuer
 from signaling.db.store import DB_FILENAME, ConsultationStore
 from signaling.http import api, pages, snapshots, whip
@@ -72,13 +72,13 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
 
     def on_feed_event(event: FeedEvent) -> None:
         hub.broadcast(
-            event.consultation,
+            event.cid,
             {"type": "feed", "feed": event.feed, "state": event.state, "identity": event.identity},
         )
         recordings.on_feed_event(event)
 
     def on_recording_event(event: RecordingEvent) -> None:
-        hub.broadcast(event.consultation, event.to_message())
+        hub.broadcast(event.cid, event.to_message())
 
     relay = app[RELAY]
     relay.on_feed_event = on_feed_event
@@ -93,7 +93,7 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def _recordings(settings: Settings, store: ConsultationStore, hub: Hub, relay: Relay) -> Recordings:
-    async def consultation(cid: str) -> ConsultationInfo | None:
+    async def consultation(cid: ConsultationId) -> ConsultationInfo | None:
         found = await store.get(cid)
         enabled = await store.recording_enabled(cid)
         if found is None or enabled is None:

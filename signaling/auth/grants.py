@@ -14,9 +14,11 @@ from enum import StrEnum
 
 import jwt
 
+from relay import ConsultationId
+
 ISSUER = "endolink"
 ALGORITHM = "HS256"
-ANY_CONSULTATION = "*"
+ANY_CONSULTATION = ConsultationId("*")
 
 
 class Role(StrEnum):
@@ -36,10 +38,10 @@ class Forbidden(Exception):
 
 @dataclass(frozen=True)
 class Grant:
-    """Rights carried by one token. ``consultation`` is ``*`` only for admins."""
+    """Rights carried by one token. ``cid`` is ``*`` only for admins."""
 
     identity: str
-    consultation: str
+    cid: ConsultationId
     role: Role
     may_publish: bool
     may_annotate: bool
@@ -49,13 +51,13 @@ class Grant:
 
     @classmethod
     def for_role(
-        cls, role: Role, consultation: str, identity: str, ttl_s: int, name: str = ""
+        cls, role: Role, cid: ConsultationId, identity: str, ttl_s: int, name: str = ""
     ) -> Grant:
         """Default rights of a role: clinic publishes the endoscope, surgeon publishes talk-back
         and annotates, observer only watches, admin manages everything."""
         return cls(
             identity=identity,
-            consultation=consultation,
+            cid=cid,
             role=role,
             may_publish=role in (Role.CLINIC, Role.SURGEON),
             may_annotate=role in (Role.SURGEON, Role.CLINIC),
@@ -64,25 +66,25 @@ class Grant:
             name=name,
         )
 
-    def covers(self, consultation: str) -> bool:
-        return self.consultation in (consultation, ANY_CONSULTATION)
+    def covers(self, cid: ConsultationId) -> bool:
+        return self.cid in (cid, ANY_CONSULTATION)
 
-    def ensure_member(self, consultation: str) -> None:
-        if not self.covers(consultation):
+    def ensure_member(self, cid: ConsultationId) -> None:
+        if not self.covers(cid):
             raise Forbidden("token is for another consultation")
 
-    def ensure_publish(self, consultation: str) -> None:
-        self.ensure_member(consultation)
+    def ensure_publish(self, cid: ConsultationId) -> None:
+        self.ensure_member(cid)
         if not self.may_publish or self.role is Role.ADMIN:
             raise Forbidden(f"role {self.role} may not publish")
 
-    def ensure_annotate(self, consultation: str) -> None:
-        self.ensure_member(consultation)
+    def ensure_annotate(self, cid: ConsultationId) -> None:
+        self.ensure_member(cid)
         if not self.may_annotate:
             raise Forbidden(f"role {self.role} may not annotate")
 
-    def ensure_replay(self, consultation: str) -> None:
-        self.ensure_member(consultation)
+    def ensure_replay(self, cid: ConsultationId) -> None:
+        self.ensure_member(cid)
         if not (self.may_replay or self.role is Role.ADMIN):
             raise Forbidden(f"role {self.role} may not replay recordings")
 
@@ -105,7 +107,7 @@ class TokenIssuer:
             "iss": ISSUER,
             "sub": grant.identity,
             "name": grant.name,
-            "cid": grant.consultation,
+            "cid": grant.cid,
             "role": str(grant.role),
             "pub": grant.may_publish,
             "ann": grant.may_annotate,
@@ -133,7 +135,7 @@ class TokenIssuer:
         try:
             return Grant(
                 identity=str(claims["sub"]),
-                consultation=str(claims["cid"]),
+                cid=ConsultationId(str(claims["cid"])),
                 role=Role(claims["role"]),
                 may_publish=bool(claims.get("pub", False)),
                 may_annotate=bool(claims.get("ann", False)),

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from relay import ConsultationId
 from signaling.settings import normalise_codec
 
 logger = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ class Consent:
 
 @dataclass(frozen=True)
 class Consultation:
-    id: str
+    id: ConsultationId
     title: str
     created_at: str
     video_codec: str
@@ -221,7 +222,7 @@ class ConsultationStore:
     ) -> Consultation:
         """A new consultation; ``consent_by`` records a paper consent obtained beforehand."""
         c = Consultation(
-            id=secrets.token_urlsafe(8),
+            id=ConsultationId(secrets.token_urlsafe(8)),
             title=_text(title, "title", allow_empty=True) or DEFAULT_TITLE,
             created_at=utc_now(),
             video_codec=normalise_codec(video_codec),

@@ -16,9 +16,10 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from relay import ConsultationId
 from signaling.auth.grants import Forbidden, Role
 from signaling.auth.invites import INVITE_ROLES, issue_invite, with_links
-from signaling.auth.request import authenticate
+from signaling.auth.request import authenticate, path_cid
 from signaling.db.store import DEFAULT_TITLE, Consultation, ConsultationStore, UnknownConsultation
 from signaling.http.errors import ApiError
 from signaling.keys import HUB, RECORDINGS, SETTINGS, STORE, TOKENS
@@ -58,14 +59,14 @@ async def create_consultation(request: web.Request) -> web.Response:
 
 
 async def get_consultation(request: web.Request) -> web.Response:
-    cid = request.match_info["cid"]
+    cid = path_cid(request)
     authenticate(request).ensure_member(cid)
     consultation = await find_consultation(request.app[STORE], cid)
     return web.json_response(consultation.to_json())
 
 
 async def record_consent(request: web.Request) -> web.Response:
-    cid = request.match_info["cid"]
+    cid = path_cid(request)
     grant = authenticate(request)
     grant.ensure_member(cid)
     if grant.role not in (Role.CLINIC, Role.ADMIN):
@@ -85,7 +86,7 @@ async def record_consent(request: web.Request) -> web.Response:
 
 
 async def create_invite(request: web.Request) -> web.Response:
-    cid = request.match_info["cid"]
+    cid = path_cid(request)
     grant = authenticate(request)
     grant.ensure_admin()
     grant.ensure_member(cid)
@@ -105,7 +106,7 @@ async def create_invite(request: web.Request) -> web.Response:
 
 async def get_recording(request: web.Request) -> web.Response:
     """The consultation's recording switch and what is being recorded now."""
-    cid = request.match_info["cid"]
+    cid = path_cid(request)
     authenticate(request).ensure_member(cid)
     enabled = await request.app[STORE].recording_enabled(cid)
     if enabled is None:
@@ -115,7 +116,7 @@ async def get_recording(request: web.Request) -> web.Response:
 
 async def set_recording(request: web.Request) -> web.Response:
     """Switch recording on or off (clinic or admin); off stops a running recording at once."""
-    cid = request.match_info["cid"]
+    cid = path_cid(request)
     grant = authenticate(request)
     grant.ensure_member(cid)
     if grant.role not in (Role.CLINIC, Role.ADMIN):
@@ -131,7 +132,7 @@ async def set_recording(request: web.Request) -> web.Response:
     return web.json_response(_recording_json(request, cid, enabled))
 
 
-def _recording_json(request: web.Request, cid: str, enabled: bool) -> dict[str, Any]:
+def _recording_json(request: web.Request, cid: ConsultationId, enabled: bool) -> dict[str, Any]:
     state = request.app[RECORDINGS].state(cid)
     return {"enabled": enabled, **{k: v for k, v in state.items() if k != "type"}}
 
@@ -152,7 +153,7 @@ async def get_session(request: web.Request) -> web.Response:
             "identity": grant.identity,
             "name": grant.name,
             "role": str(grant.role),
-            "consultation": grant.consultation,
+            "consultation": grant.cid,
             "may_publish": grant.may_publish,
             "may_annotate": grant.may_annotate,
             "may_replay": grant.may_replay,
@@ -162,7 +163,7 @@ async def get_session(request: web.Request) -> web.Response:
     )
 
 
-async def find_consultation(store: ConsultationStore, cid: str) -> Consultation:
+async def find_consultation(store: ConsultationStore, cid: ConsultationId) -> Consultation:
     """The consultation, or a 404 (after the caller checked the grant: see the module doc)."""
     consultation = await store.get(cid)
     if consultation is None:

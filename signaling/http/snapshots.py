@@ -24,7 +24,8 @@ from typing import Any
 from aiohttp import web
 
 from recorder.storage import consultation_dir
-from signaling.auth.request import authenticate
+from relay import ConsultationId
+from signaling.auth.request import authenticate, path_cid
 from signaling.http.api import find_consultation
 from signaling.http.errors import ApiError
 from signaling.keys import HUB, SETTINGS, STORE
@@ -47,7 +48,7 @@ class Snapshot:
     by: str
     created_at: str
 
-    def to_json(self, cid: str) -> dict[str, Any]:
+    def to_json(self, cid: ConsultationId) -> dict[str, Any]:
         return {**asdict(self), "url": snapshot_url(cid, self.id)}
 
 
@@ -63,21 +64,21 @@ def add_routes(app: web.Application) -> None:
     )
 
 
-def snapshot_url(cid: str, snapshot_id: str) -> str:
+def snapshot_url(cid: ConsultationId, snapshot_id: str) -> str:
     return f"/api/consultations/{cid}/snapshots/{snapshot_id}.png"
 
 
-def snapshot_dir(data_dir: Path, cid: str) -> Path:
+def snapshot_dir(data_dir: Path, cid: ConsultationId) -> Path:
     return consultation_dir(data_dir, cid) / "snapshots"
 
 
-async def snapshot_exists(data_dir: Path, cid: str, snapshot_id: str) -> bool:
+async def snapshot_exists(data_dir: Path, cid: ConsultationId, snapshot_id: str) -> bool:
     """For ``freeze``: does this (well-formed) id name a stored snapshot?"""
     return await asyncio.to_thread((snapshot_dir(data_dir, cid) / f"{snapshot_id}.png").is_file)
 
 
 async def upload_snapshot(request: web.Request) -> web.Response:
-    cid = request.match_info["cid"]
+    cid = path_cid(request)
     grant = authenticate(request)
     grant.ensure_annotate(cid)
     await find_consultation(request.app[STORE], cid)
@@ -101,7 +102,7 @@ async def upload_snapshot(request: web.Request) -> web.Response:
 
 
 async def list_snapshots(request: web.Request) -> web.Response:
-    cid = request.match_info["cid"]
+    cid = path_cid(request)
     authenticate(request).ensure_member(cid)
     await find_consultation(request.app[STORE], cid)
     directory = snapshot_dir(request.app[SETTINGS].data_dir, cid)
@@ -110,7 +111,7 @@ async def list_snapshots(request: web.Request) -> web.Response:
 
 
 async def get_snapshot(request: web.Request) -> web.StreamResponse:
-    cid = request.match_info["cid"]
+    cid = path_cid(request)
     authenticate(request).ensure_member(cid)
     await find_consultation(request.app[STORE], cid)
     snapshot_id = request.match_info["sid"]  # matched SNAPSHOT_ID: safe as a file name

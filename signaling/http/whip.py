@@ -19,7 +19,7 @@ from aiohttp import web
 
 from relay import FeedName, IceRestartUnsupported, Peer, PeerRole, Router
 from signaling.auth.grants import Grant, Role
-from signaling.auth.request import authenticate
+from signaling.auth.request import authenticate, path_cid
 from signaling.db.store import Consultation
 from signaling.http.errors import ApiError
 from signaling.keys import RELAY, SETTINGS, STORE
@@ -113,7 +113,7 @@ async def patch_session(request: web.Request) -> web.Response:
 async def delete_session(request: web.Request) -> web.Response:
     grant, router, peer = await _session(request)
     await router.close_peer(peer.id)
-    logger.info("WHIP/WHEP session %s deleted [consultation:%s]", peer.id[:6], router.consultation)
+    logger.info("WHIP/WHEP session %s deleted [consultation:%s]", peer.id[:6], router.cid)
     return web.Response(status=200, headers=CORS)
 
 
@@ -129,7 +129,7 @@ async def _accept_offer(request: web.Request) -> tuple[Grant, Consultation, str]
 
 
 async def _consultation(request: web.Request, grant: Grant) -> Consultation:
-    cid = request.match_info["cid"]
+    cid = path_cid(request)
     grant.ensure_member(cid)
     consultation = await request.app[STORE].get(cid)
     if consultation is None:

@@ -52,9 +52,10 @@ from recorder.storage import consultation_dir
 from recorder.thumbnail import THUMBNAIL, extract_talkback, make_thumbnail, talkback_filename
 from recorder.timeline import RecordingClock, Timeline, build_timeline
 from recorder.verify import RecordingCheck, verify_recording
-from signaling.auth.grants import Forbidden, Grant, Role, TokenInvalid
+from relay import ConsultationId
+from signaling.auth.grants import ANY_CONSULTATION, Forbidden, Grant, Role, TokenInvalid
 from signaling.auth.media_tokens import MEDIA_QUERY, MediaTokens, install_access_log_redaction
-from signaling.auth.request import authenticate
+from signaling.auth.request import authenticate, path_cid
 from signaling.auth.secret import load_or_create_secret
 from signaling.db.audit import AuditAction, AuditTrail
 from signaling.db.store import DB_FILENAME
@@ -167,14 +168,15 @@ def _directory(request: web.Request, rid: str) -> Path:
 async def list_recordings(request: web.Request) -> web.Response:
     grant = authenticate(request)
     _may_replay_somewhere(grant)
-    consultation = request.query.get("consultation")
+    asked = request.query.get("consultation")
+    cid = None if asked is None else ConsultationId(asked)
     since = _date_bound(request.query.get("since"), "since", end=False)
     until = _date_bound(request.query.get("until"), "until", end=True)
-    if consultation is not None:
-        grant.ensure_replay(consultation)
-    elif not grant.covers("*") or grant.role is not Role.ADMIN:
-        consultation = grant.consultation  # everyone but an all-consultations admin: their own
-    rows = await request.app[RECORDINGS].index.list(consultation)
+    if cid is not None:
+        grant.ensure_replay(cid)
+    elif not grant.covers(ANY_CONSULTATION) or grant.role is not Role.ADMIN:
+        cid = grant.cid  # everyone but an all-consultations admin: their own
+    rows = await request.app[RECORDINGS].index.list(cid)
     rows = [
         row
         for row in rows
@@ -703,7 +705,7 @@ async def get_export_file(request: web.Request) -> web.StreamResponse:
 
 
 async def get_audit(request: web.Request) -> web.Response:
-    cid = request.match_info["cid"]
+    cid = path_cid(request)
     grant = authenticate(request)
     grant.ensure_admin()
     grant.ensure_member(cid)

@@ -24,10 +24,10 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 
 from recorder.annotation_log import AnnotationLog
-from relay import Annotation, AnnotationBoard, AnnotationError, Freeze, Router
+from relay import Annotation, AnnotationBoard, AnnotationError, ConsultationId, Freeze, Router
 from relay.annotations import iso_time
 from signaling.auth.grants import Forbidden, Grant, Role, TokenInvalid
-from signaling.auth.request import authenticate
+from signaling.auth.request import authenticate, path_cid
 from signaling.db.store import Consultation, valid_consultation_id
 from signaling.http.snapshots import snapshot_exists, snapshot_url
 from signaling.keys import ANNOTATION_LOGS, HUB, RECORDINGS, RELAY, SETTINGS, STORE, TOKENS
@@ -96,7 +96,7 @@ class Session:
     """What a message handler needs: where it is and on whose behalf."""
 
     hub: Hub
-    cid: str
+    cid: ConsultationId
     participant: Participant
     grant: Grant
     router: Router
@@ -124,7 +124,7 @@ def add_routes(app: web.Application) -> None:
 
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
-    cid = request.match_info["cid"]
+    cid = path_cid(request)
     label = cid if valid_consultation_id(cid) else "<invalid id>"  # never log raw URL text
     hub = request.app[HUB]
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=MAX_MESSAGE_BYTES)
@@ -193,7 +193,7 @@ async def _auth_message(request: web.Request, ws: web.WebSocketResponse) -> str:
     return message.token
 
 
-async def _admit(request: web.Request, grant: Grant, cid: str) -> Consultation:
+async def _admit(request: web.Request, grant: Grant, cid: ConsultationId) -> Consultation:
     try:
         grant.ensure_member(cid)
     except Forbidden as exc:
@@ -225,7 +225,7 @@ def _welcome(
     }
 
 
-def _freeze_state(cid: str, board: AnnotationBoard) -> dict[str, Any]:
+def _freeze_state(cid: ConsultationId, board: AnnotationBoard) -> dict[str, Any]:
     freeze = board.freeze
     if freeze is None:
         return {"frozen": False, "snapshot": None, "by": None}

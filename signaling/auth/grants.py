@@ -14,7 +14,7 @@ from enum import StrEnum
 
 import jwt
 
-from relay import ConsultationId
+from relay import ConsultationId, FeedName
 
 ISSUER = "endolink"
 ALGORITHM = "HS256"
@@ -38,7 +38,11 @@ class Forbidden(Exception):
 
 @dataclass(frozen=True)
 class Grant:
-    """Rights carried by one token. ``cid`` is ``*`` only for admins."""
+    """Rights carried by one token. ``cid`` is ``*`` only for admins.
+
+    The ``may_*`` flags travel in the token (claims ``pub``, ``ann``, ``rep``); the other rights
+    below follow from the role alone and are never signed, so a token minted before a right
+    existed grants exactly what it granted then. Handlers ask ``ensure_*``, never the role."""
 
     identity: str
     cid: ConsultationId
@@ -66,6 +70,40 @@ class Grant:
             name=name,
         )
 
+    @property
+    def leads(self) -> bool:
+        """May clear every mark and freeze the picture: the surgeon leads the consultation."""
+        return self.role in (Role.SURGEON, Role.ADMIN)
+
+    @property
+    def manages_recording(self) -> bool:
+        """May switch recording and record the patient's consent: the clinic is with the
+        patient."""
+        return self.role in (Role.CLINIC, Role.ADMIN)
+
+    @property
+    def publishes(self) -> FeedName | None:
+        """The feed this token's WHIP publishes: the clinic the endoscope, others talk-back;
+        None when it may not publish (admins never do)."""
+        if not self.may_publish or self.role is Role.ADMIN:
+            return None
+        return FeedName.ENDOSCOPE if self.role is Role.CLINIC else FeedName.TALKBACK
+
+    @property
+    def views(self) -> FeedName:
+        """The feed a WHEP request without ``?feed=`` receives: what the other side publishes."""
+        return FeedName.TALKBACK if self.role is Role.CLINIC else FeedName.ENDOSCOPE
+
+    @property
+    def replays(self) -> bool:
+        """May replay the recordings of the consultations it covers."""
+        return self.may_replay or self.role is Role.ADMIN
+
+    @property
+    def sees_every_consultation(self) -> bool:
+        """An admin token for ``*``: lists span every consultation, not just its own."""
+        return self.role is Role.ADMIN and self.cid == ANY_CONSULTATION
+
     def covers(self, cid: ConsultationId) -> bool:
         return self.cid in (cid, ANY_CONSULTATION)
 
@@ -73,20 +111,46 @@ class Grant:
         if not self.covers(cid):
             raise Forbidden("token is for another consultation")
 
-    def ensure_publish(self, cid: ConsultationId) -> None:
+    def ensure_publish(self, cid: ConsultationId) -> FeedName:
+        """The feed to publish, or ``Forbidden``."""
         self.ensure_member(cid)
-        if not self.may_publish or self.role is Role.ADMIN:
+        if self.publishes is None:
             raise Forbidden(f"role {self.role} may not publish")
+        return self.publishes
 
     def ensure_annotate(self, cid: ConsultationId) -> None:
         self.ensure_member(cid)
         if not self.may_annotate:
             raise Forbidden(f"role {self.role} may not annotate")
 
+    def ensure_lead(self, cid: ConsultationId) -> None:
+        self.ensure_member(cid)
+        if not self.leads:
+            raise Forbidden("only the surgeon may clear all marks or freeze the picture")
+
+    def ensure_record_consent(self, cid: ConsultationId) -> None:
+        self.ensure_member(cid)
+        if not self.manages_recording:
+            raise Forbidden(f"role {self.role} may not record consent")
+
+    def ensure_switch_recording(self, cid: ConsultationId) -> None:
+        self.ensure_member(cid)
+        if not self.manages_recording:
+            raise Forbidden(f"role {self.role} may not switch recording")
+
+    def ensure_replay_somewhere(self) -> None:
+        """Before the recording (and so its consultation) is known."""
+        if not self.replays:
+            raise Forbidden(f"role {self.role} may not replay recordings")
+
     def ensure_replay(self, cid: ConsultationId) -> None:
         self.ensure_member(cid)
-        if not (self.may_replay or self.role is Role.ADMIN):
-            raise Forbidden(f"role {self.role} may not replay recordings")
+        self.ensure_replay_somewhere()
+
+    def ensure_owner(self, identity: str) -> None:
+        """A WHIP/WHEP session is changed or ended by whoever opened it, or an admin."""
+        if identity != self.identity and self.role is not Role.ADMIN:
+            raise Forbidden("this session belongs to another participant")
 
     def ensure_admin(self) -> None:
         if self.role is not Role.ADMIN:

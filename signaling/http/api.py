@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from relay import ConsultationId
-from signaling.auth.grants import Forbidden, Role
+from signaling.auth.grants import Role
 from signaling.auth.invites import INVITE_ROLES, issue_invite, with_links
 from signaling.auth.request import authenticate, path_cid
 from signaling.db.store import DEFAULT_TITLE, Consultation, ConsultationStore, UnknownConsultation
@@ -68,9 +68,7 @@ async def get_consultation(request: web.Request) -> web.Response:
 async def record_consent(request: web.Request) -> web.Response:
     cid = path_cid(request)
     grant = authenticate(request)
-    grant.ensure_member(cid)
-    if grant.role not in (Role.CLINIC, Role.ADMIN):
-        raise Forbidden(f"role {grant.role} may not record consent")
+    grant.ensure_record_consent(cid)
     body = await _json_body(request, {"confirmed_by", "method"})
     confirmed_by = _required(body, "confirmed_by", str)
     method = _required(body, "method", str)
@@ -118,9 +116,7 @@ async def set_recording(request: web.Request) -> web.Response:
     """Switch recording on or off (clinic or admin); off stops a running recording at once."""
     cid = path_cid(request)
     grant = authenticate(request)
-    grant.ensure_member(cid)
-    if grant.role not in (Role.CLINIC, Role.ADMIN):
-        raise Forbidden(f"role {grant.role} may not switch recording")
+    grant.ensure_switch_recording(cid)
     enabled = (await _json_body(request, {"enabled"})).get("enabled")
     if not isinstance(enabled, bool):
         raise _bad_request("enabled must be true or false")

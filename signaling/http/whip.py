@@ -18,7 +18,7 @@ import logging
 from aiohttp import web
 
 from relay import FeedName, IceRestartUnsupported, Peer, PeerRole, Router
-from signaling.auth.grants import Grant, Role
+from signaling.auth.grants import Grant
 from signaling.auth.request import authenticate, path_cid
 from signaling.db.store import Consultation
 from signaling.http.errors import ApiError
@@ -61,26 +61,21 @@ async def preflight(request: web.Request) -> web.Response:
 
 async def publish(request: web.Request) -> web.Response:
     grant, consultation, offer = await _accept_offer(request)
-    grant.ensure_publish(consultation.id)
-    if grant.role is Role.CLINIC:
-        feed = FeedName.ENDOSCOPE
-        if consultation.consent is None:
-            raise ApiError(
-                403,
-                "consent-required",
-                "patient consent for this remote consultation is not recorded yet",
-            )
-    else:
-        feed = FeedName.TALKBACK
+    feed = grant.ensure_publish(consultation.id)
+    if feed is FeedName.ENDOSCOPE and consultation.consent is None:
+        raise ApiError(
+            403,
+            "consent-required",
+            "patient consent for this remote consultation is not recorded yet",
+        )
     peer = await _router(request, consultation).publish(feed, grant.identity, offer)
     return _created(request, "whip", consultation, peer)
 
 
 async def play(request: web.Request) -> web.Response:
     grant, consultation, offer = await _accept_offer(request)
-    default = FeedName.TALKBACK if grant.role is Role.CLINIC else FeedName.ENDOSCOPE
     try:
-        feed = FeedName(request.query.get("feed", default))
+        feed = FeedName(request.query.get("feed", grant.views))
     except ValueError:
         raise ApiError(400, "bad-feed", "feed must be 'endoscope' or 'talkback'") from None
     annotated = request.query.get("annotated", "0")
@@ -162,8 +157,7 @@ async def _session(request: web.Request) -> tuple[Grant, Router, Peer]:
     expected = PeerRole.PUBLISHER if request.path.startswith("/whip/") else PeerRole.VIEWER
     if router is None or peer is None or peer.role is not expected:
         raise ApiError(404, "unknown-session", "no such session")
-    if peer.identity != grant.identity and grant.role is not Role.ADMIN:
-        raise ApiError(403, "forbidden", "this session belongs to another participant")
+    grant.ensure_owner(peer.identity)
     return grant, router, peer
 
 

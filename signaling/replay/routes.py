@@ -53,7 +53,7 @@ from recorder.thumbnail import THUMBNAIL, extract_talkback, make_thumbnail, talk
 from recorder.timeline import RecordingClock, Timeline, build_timeline
 from recorder.verify import RecordingCheck, verify_recording
 from relay import ConsultationId
-from signaling.auth.grants import ANY_CONSULTATION, Forbidden, Grant, Role, TokenInvalid
+from signaling.auth.grants import Forbidden, Grant, TokenInvalid
 from signaling.auth.media_tokens import MEDIA_QUERY, MediaTokens, install_access_log_redaction
 from signaling.auth.request import authenticate, path_cid
 from signaling.auth.secret import load_or_create_secret
@@ -117,11 +117,6 @@ async def _close(app: web.Application) -> None:
 # -- access --------------------------------------------------------------------------------------
 
 
-def _may_replay_somewhere(grant: Grant) -> None:
-    if grant.role is not Role.ADMIN and not grant.may_replay:
-        raise Forbidden(f"role {grant.role} may not replay recordings")
-
-
 def _valid_id(request: web.Request) -> str:
     rid = request.match_info["rid"]
     if not valid_recording_id(rid):
@@ -140,7 +135,7 @@ async def _authorised(request: web.Request) -> tuple[Grant, RecordingRow]:
     """The caller's grant and the recording, in the order of the module doc."""
     grant = authenticate(request)
     rid = _valid_id(request)
-    _may_replay_somewhere(grant)
+    grant.ensure_replay_somewhere()
     row = await _row(request, rid)
     grant.ensure_replay(row.consultation_id)
     return grant, row
@@ -167,14 +162,14 @@ def _directory(request: web.Request, rid: str) -> Path:
 
 async def list_recordings(request: web.Request) -> web.Response:
     grant = authenticate(request)
-    _may_replay_somewhere(grant)
+    grant.ensure_replay_somewhere()
     asked = request.query.get("consultation")
     cid = None if asked is None else ConsultationId(asked)
     since = _date_bound(request.query.get("since"), "since", end=False)
     until = _date_bound(request.query.get("until"), "until", end=True)
     if cid is not None:
         grant.ensure_replay(cid)
-    elif not grant.covers(ANY_CONSULTATION) or grant.role is not Role.ADMIN:
+    elif not grant.sees_every_consultation:
         cid = grant.cid  # everyone but an all-consultations admin: their own
     rows = await request.app[RECORDINGS].index.list(cid)
     rows = [

@@ -26,7 +26,7 @@ from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 from recorder.annotation_log import AnnotationLog
 from relay import Annotation, AnnotationBoard, AnnotationError, ConsultationId, Freeze, Router
 from relay.annotations import iso_time
-from signaling.auth.grants import Forbidden, Grant, Role, TokenInvalid
+from signaling.auth.grants import Forbidden, Grant, TokenInvalid
 from signaling.auth.request import authenticate, path_cid
 from signaling.db.store import Consultation, valid_consultation_id
 from signaling.http.snapshots import snapshot_exists, snapshot_url
@@ -393,14 +393,14 @@ async def _on_freeze(session: Session, message: FreezeMessage) -> None:
 
 
 def _may_draw(session: Session, lead_only: bool) -> bool:
-    """Drawing and pointing need ``may_annotate``; clear and freeze also the surgeon's (or an
-    admin's) role. A refusal is answered with ``forbidden``."""
-    grant = session.grant
-    if not grant.may_annotate:
-        session.refuse(FORBIDDEN, f"role {grant.role} may not annotate")
-        return False
-    if lead_only and grant.role not in (Role.SURGEON, Role.ADMIN):
-        session.refuse(FORBIDDEN, "only the surgeon may clear all marks or freeze the picture")
+    """Drawing and pointing need ``may_annotate``; clear and freeze also need to lead the
+    consultation. A refusal is answered with ``forbidden``."""
+    try:
+        session.grant.ensure_annotate(session.cid)
+        if lead_only:
+            session.grant.ensure_lead(session.cid)
+    except Forbidden as exc:
+        session.refuse(FORBIDDEN, str(exc))
         return False
     return True
 

@@ -55,16 +55,6 @@ class RecordingEvent:
     reason: str | None = None
     segment: int | None = None
 
-    def to_message(self) -> dict[str, Any]:
-        """The WebSocket message (docs/architecture.md, ``recording``)."""
-        return {
-            "type": "recording",
-            "state": str(self.state),
-            "recording_id": self.recording_id,
-            "reason": self.reason,
-            "segment": self.segment,
-        }
-
 
 class Recordings:
     def __init__(
@@ -144,10 +134,9 @@ class Recordings:
         else:
             await self._locked(cid, self._stop(cid, StopReason.DISABLED))
 
-    def state(self, cid: ConsultationId) -> dict[str, Any]:
-        """The latest ``recording`` message of a consultation (for pages that join later)."""
-        event = self._states.get(cid) or RecordingEvent(cid, RecordingState.STOPPED, None)
-        return event.to_message()
+    def state(self, cid: ConsultationId) -> RecordingEvent:
+        """The latest event of a consultation (for pages that join later)."""
+        return self._states.get(cid) or RecordingEvent(cid, RecordingState.STOPPED, None)
 
     def active(self, cid: ConsultationId) -> Recorder | None:
         return self._active.get(cid)

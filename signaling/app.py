@@ -23,6 +23,7 @@ from signaling.replay import routes as replay
 from signaling.settings import Settings
 from signaling.ws import handler as websocket
 from signaling.ws.hub import Hub
+from signaling.ws.messages import FeedUpdate, RecordingUpdate
 
 logger = logging.getLogger(__name__)
 
@@ -71,14 +72,11 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     recordings = app[RECORDINGS]
 
     def on_feed_event(event: FeedEvent) -> None:
-        hub.broadcast(
-            event.cid,
-            {"type": "feed", "feed": event.feed, "state": event.state, "identity": event.identity},
-        )
+        hub.broadcast(event.cid, FeedUpdate.of(event))
         recordings.on_feed_event(event)
 
     def on_recording_event(event: RecordingEvent) -> None:
-        hub.broadcast(event.cid, event.to_message())
+        hub.broadcast(event.cid, RecordingUpdate.of(event))
 
     relay = app[RELAY]
     relay.on_feed_event = on_feed_event

@@ -23,6 +23,7 @@ from signaling.auth.request import authenticate, path_cid
 from signaling.db.store import DEFAULT_TITLE, Consultation, ConsultationStore, UnknownConsultation
 from signaling.http.errors import ApiError
 from signaling.keys import HUB, RECORDINGS, SETTINGS, STORE, TOKENS
+from signaling.ws.messages import ConsentUpdate, RecordingUpdate
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ async def record_consent(request: web.Request) -> web.Response:
             )
         except UnknownConsultation as exc:
             raise _not_found() from exc
-    request.app[HUB].broadcast(cid, {"type": "consent", "consent": consent.to_json()})
+    request.app[HUB].broadcast(cid, ConsentUpdate(consent.to_json()))
     return web.json_response(consent.to_json(), status=201)
 
 
@@ -129,8 +130,8 @@ async def set_recording(request: web.Request) -> web.Response:
 
 
 def _recording_json(request: web.Request, cid: ConsultationId, enabled: bool) -> dict[str, Any]:
-    state = request.app[RECORDINGS].state(cid)
-    return {"enabled": enabled, **{k: v for k, v in state.items() if k != "type"}}
+    state = RecordingUpdate.of(request.app[RECORDINGS].state(cid))
+    return {"enabled": enabled, **state.body()}
 
 
 async def get_session(request: web.Request) -> web.Response:

@@ -30,6 +30,7 @@ from signaling.http.api import find_consultation
 from signaling.http.errors import ApiError
 from signaling.keys import HUB, SETTINGS, STORE
 from signaling.ws.hub import utc_timestamp
+from signaling.ws.messages import SnapshotAdded
 from signaling.ws.protocol import SNAPSHOT_ID
 
 logger = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ async def upload_snapshot(request: web.Request) -> web.Response:
         ) from None
     logger.info("Snapshot %s stored [consultation:%s] (%d bytes)", snapshot.id, cid, len(data))
     body = snapshot.to_json(cid)
-    request.app[HUB].broadcast(cid, {"type": "snapshot", "snapshot": body})
+    request.app[HUB].broadcast(cid, SnapshotAdded(body))
     return web.json_response(body, status=201)
 
 

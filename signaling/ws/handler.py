@@ -40,6 +40,20 @@ from signaling.ws.hub import (
     close_socket,
     utc_timestamp,
 )
+from signaling.ws.messages import (
+    AnnotationUpdate,
+    Chat,
+    ErrorReply,
+    FreezeState,
+    FreezeUpdate,
+    PointerMove,
+    Pong,
+    RecordingUpdate,
+    ServerMessage,
+    Stats,
+    Welcome,
+    You,
+)
 from signaling.ws.protocol import (
     FORBIDDEN,
     INVALID,
@@ -104,7 +118,7 @@ class Session:
     log: AnnotationLog
     data_dir: Path
 
-    def reply(self, message: dict[str, Any]) -> None:
+    def reply(self, message: ServerMessage) -> None:
         self.hub.send(self.cid, self.participant, message)
 
     def refuse(self, code: str, reason: str) -> None:
@@ -116,7 +130,7 @@ class Session:
             code,
             reason,
         )
-        self.reply({"type": "error", "code": code, "reason": reason})
+        self.reply(ErrorReply(code, reason))
 
 
 def add_routes(app: web.Application) -> None:
@@ -206,33 +220,26 @@ async def _admit(request: web.Request, grant: Grant, cid: ConsultationId) -> Con
 
 def _welcome(
     request: web.Request, grant: Grant, consultation: Consultation, router: Router
-) -> dict[str, Any]:
-    return {
-        "type": "welcome",
-        "you": {
-            "identity": grant.identity,
-            "name": grant.name,
-            "role": str(grant.role),
-            "may_publish": grant.may_publish,
-            "may_annotate": grant.may_annotate,
-        },
-        "participants": request.app[HUB].participants(consultation.id),
-        "feeds": router.feed_states(),
-        "consent": consultation.consent.to_json() if consultation.consent else None,
-        "annotations": [a.to_json() for a in router.board.visible(time.time())],
-        "freeze": _freeze_state(consultation.id, router.board),
-        "recording": request.app[RECORDINGS].state(consultation.id),
-    }
+) -> Welcome:
+    return Welcome(
+        You.of(grant),
+        request.app[HUB].participants(consultation.id),
+        router.feed_states(),
+        consultation.consent.to_json() if consultation.consent else None,
+        [a.to_json() for a in router.board.visible(time.time())],
+        _freeze_state(consultation.id, router.board),
+        RecordingUpdate.of(request.app[RECORDINGS].state(consultation.id)),
+    )
 
 
-def _freeze_state(cid: ConsultationId, board: AnnotationBoard) -> dict[str, Any]:
+def _freeze_state(cid: ConsultationId, board: AnnotationBoard) -> FreezeState:
     freeze = board.freeze
     if freeze is None:
-        return {"frozen": False, "snapshot": None, "by": None}
+        return FreezeState(False, None, None)
     snapshot = None
     if freeze.snapshot_id is not None:
         snapshot = {"id": freeze.snapshot_id, "url": snapshot_url(cid, freeze.snapshot_id)}
-    return {"frozen": True, "snapshot": snapshot, "by": freeze.by}
+    return FreezeState(True, snapshot, freeze.by)
 
 
 async def _until_expiry(grant: Grant, serving: Coroutine[Any, Any, None]) -> None:
@@ -286,15 +293,7 @@ def _who(participant: Participant | None) -> str:
 async def _on_chat(session: Session, message: ChatMessage) -> None:
     p = session.participant
     session.hub.broadcast(
-        session.cid,
-        {
-            "type": "chat",
-            "from": p.identity,
-            "name": p.name,
-            "role": str(p.role),
-            "text": message.text,
-            "ts": utc_timestamp(),
-        },
+        session.cid, Chat(p.identity, p.name, p.role, message.text, utc_timestamp())
     )
 
 
@@ -302,17 +301,17 @@ async def _on_stats(session: Session, message: StatsMessage) -> None:
     p = session.participant
     session.hub.broadcast(
         session.cid,
-        {"type": "stats", "from": p.identity, "role": str(p.role), "stats": message.stats},
+        Stats(p.identity, p.role, message.stats),
         exclude=p,
     )
 
 
 async def _on_ping(session: Session, message: PingMessage) -> None:
-    session.reply({"type": "pong"})
+    session.reply(Pong())
 
 
 async def _on_auth(session: Session, message: AuthMessage) -> None:
-    session.reply({"type": "error", "code": INVALID, "reason": "already authenticated"})
+    session.reply(ErrorReply(INVALID, "already authenticated"))
 
 
 async def _on_annotation(session: Session, message: AnnotationMessage) -> None:
@@ -322,13 +321,12 @@ async def _on_annotation(session: Session, message: AnnotationMessage) -> None:
         return
     author, now, media_pts = session.participant.identity, time.time(), session.router.media_pts()
     try:
-        op, change = _apply(session.router.board, message, author, now, media_pts)
+        accepted = _apply(session.router.board, message, author, now, media_pts)
     except AnnotationError as exc:
         session.refuse(INVALID, str(exc))
         return
-    accepted = {"op": str(op), **change, "by": author}
-    session.hub.broadcast(session.cid, {"type": "annotation", **accepted})
-    session.log.append({"ts": iso_time(now), **accepted, "media_pts": media_pts})
+    session.hub.broadcast(session.cid, accepted)
+    session.log.append({"ts": iso_time(now), **accepted.body(), "media_pts": media_pts})
 
 
 def _apply(
@@ -337,35 +335,34 @@ def _apply(
     author: str,
     now: float,
     media_pts: int | None,
-) -> tuple[AnnotationOp, dict[str, Any]]:
-    """The op as announced and what changed. Undo is announced as the ``remove`` of the mark it
-    took away, so pages and the replay only know add/update/remove/clear."""
+) -> AnnotationUpdate:
+    """The op as announced. Undo is announced as the ``remove`` of the mark it took away, so
+    pages and the replay only know add/update/remove/clear."""
     if message.op is AnnotationOp.ADD:
         assert message.mark is not None
         added = board.add(Annotation(message.mark, author, now, now, media_pts))
-        return message.op, {"annotation": added.to_json()}
+        return AnnotationUpdate(message.op, author, annotation=added.to_json())
     if message.op is AnnotationOp.UPDATE:
         assert message.mark is not None
-        return message.op, {"annotation": board.update(message.mark, author, now).to_json()}
+        updated = board.update(message.mark, author, now)
+        return AnnotationUpdate(message.op, author, annotation=updated.to_json())
     if message.op is AnnotationOp.REMOVE:
         assert message.id is not None
-        return message.op, {"id": board.remove(message.id, author).mark.id}
+        return AnnotationUpdate(message.op, author, id=board.remove(message.id, author).mark.id)
     if message.op is AnnotationOp.UNDO:
         removed = board.undo(author, now)
         if removed is None:
             raise AnnotationError("you have no mark to undo")
-        return AnnotationOp.REMOVE, {"id": removed.mark.id}
+        return AnnotationUpdate(AnnotationOp.REMOVE, author, id=removed.mark.id)
     board.clear()
-    return message.op, {}
+    return AnnotationUpdate(message.op, author)
 
 
 async def _on_pointer(session: Session, message: PointerMessage) -> None:
     """Fire-and-forget: to everyone else, never stored."""
     if _may_draw(session, lead_only=False):
-        pointer = {"type": "pointer", "from": session.participant.identity}
-        session.hub.broadcast(
-            session.cid, {**pointer, "x": message.x, "y": message.y}, exclude=session.participant
-        )
+        pointer = PointerMove(session.participant.identity, message.x, message.y)
+        session.hub.broadcast(session.cid, pointer, exclude=session.participant)
 
 
 async def _on_freeze(session: Session, message: FreezeMessage) -> None:
@@ -380,7 +377,7 @@ async def _on_freeze(session: Session, message: FreezeMessage) -> None:
     board, by, now = session.router.board, session.participant.identity, time.time()
     board.set_freeze(Freeze(by, now, snapshot_id) if message.frozen else None)
     state = _freeze_state(session.cid, board)
-    session.hub.broadcast(session.cid, {"type": "freeze", **state, "by": by})
+    session.hub.broadcast(session.cid, FreezeUpdate(state.frozen, state.snapshot, by))
     session.log.append(
         {
             "ts": iso_time(now),

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from relay import ConsultationId
 from signaling.auth.grants import Role
+from signaling.ws.messages import Presence, ServerMessage
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ class Hub:
         return [p.to_json() for p in sorted(connected.values(), key=lambda p: p.joined_at)]
 
     def broadcast(
-        self, cid: ConsultationId, message: dict[str, Any], exclude: Participant | None = None
+        self, cid: ConsultationId, message: ServerMessage, exclude: Participant | None = None
     ) -> None:
         """Queue ``message`` (stamped ``v: 1``) for everyone in ``cid`` but ``exclude``; never
         blocks, never raises because of one participant."""
@@ -182,7 +183,7 @@ class Hub:
             if participant is not exclude:
                 self._enqueue(cid, participant, data)
 
-    def send(self, cid: ConsultationId, participant: Participant, message: dict[str, Any]) -> None:
+    def send(self, cid: ConsultationId, participant: Participant, message: ServerMessage) -> None:
         """Queue ``message`` for one participant, in order with the broadcasts it receives."""
         self._enqueue(cid, participant, _encode(message))
 
@@ -255,11 +256,9 @@ class Hub:
         return True
 
     def _announce(self, cid: ConsultationId, exclude: Participant | None = None) -> None:
-        self.broadcast(
-            cid, {"type": "presence", "participants": self.participants(cid)}, exclude=exclude
-        )
+        self.broadcast(cid, Presence(self.participants(cid)), exclude=exclude)
 
 
-def _encode(message: dict[str, Any]) -> str:
+def _encode(message: ServerMessage) -> str:
     # ensure_ascii (the default) keeps lone surrogates from ever failing the UTF-8 encode in send.
-    return json.dumps({**message, "v": PROTOCOL_VERSION}, separators=(",", ":"))
+    return json.dumps({**message.to_json(), "v": PROTOCOL_VERSION}, separators=(",", ":"))

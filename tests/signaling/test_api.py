@@ -45,7 +45,9 @@ def admin(make_token: MakeToken) -> dict[str, str]:
 @pytest.fixture
 def hub_messages(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict]]:
     sent: list[tuple[str, dict]] = []
-    monkeypatch.setattr(client.app[HUB], "broadcast", lambda cid, msg: sent.append((cid, msg)))
+    monkeypatch.setattr(
+        client.app[HUB], "broadcast", lambda cid, msg: sent.append((cid, msg.to_json()))
+    )
     return sent
 
 

@@ -49,6 +49,7 @@ def create_app(settings: Settings) -> web.Application:
             publisher_timeout_s=settings.publisher_timeout_s,
             publisher_kbps=settings.publisher_kbps,
             mode=RelayMode(settings.relay_mode),
+            router_idle_s=settings.router_idle_s,
         )
     )
     app[RECORDINGS] = _recordings(settings, app[STORE], app[HUB], app[RELAY])
@@ -80,6 +81,7 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
 
     relay = app[RELAY]
     relay.on_feed_event = on_feed_event
+    relay.attended = hub.has_participants
     recordings.on_event = on_recording_event
     await recordings.start()
     yield

@@ -1,4 +1,4 @@
-"""WHIP (RFC 9725) publish and WHEP play endpoints.
+"""WHIP (RFC 9725) publish and WHEP view endpoints.
 
     POST   /whip/{cid}                       offer → 201 answer + Location + ETag + Link ice-server
     POST   /whep/{cid}?feed=endoscope|talkback   (?annotated=1: the endoscope with marks burned in)
@@ -8,7 +8,7 @@
 
 Who publishes what follows from the token: a clinic publishes the endoscope feed (only once the
 patient's consent is on record), a surgeon publishes talk-back audio. Anyone in the consultation
-may play; a clinic plays talk-back by default.
+may view; a clinic views talk-back by default.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def add_routes(app: web.Application) -> None:
         app.router.add_patch(f"/{kind}/{{cid}}/sessions/{{sid}}", patch_session)
         app.router.add_delete(f"/{kind}/{{cid}}/sessions/{{sid}}", delete_session)
     app.router.add_post("/whip/{cid}", publish)
-    app.router.add_post("/whep/{cid}", play)
+    app.router.add_post("/whep/{cid}", view)
 
 
 async def preflight(request: web.Request) -> web.Response:
@@ -72,7 +72,7 @@ async def publish(request: web.Request) -> web.Response:
     return _created(request, "whip", consultation, peer)
 
 
-async def play(request: web.Request) -> web.Response:
+async def view(request: web.Request) -> web.Response:
     grant, consultation, offer = await _accept_offer(request)
     try:
         feed = FeedName(request.query.get("feed", grant.views))
@@ -84,7 +84,7 @@ async def play(request: web.Request) -> web.Response:
     if annotated == "1" and feed is not FeedName.ENDOSCOPE:
         raise ApiError(400, "bad-feed", "only the endoscope feed has an annotated rendition")
     router = _router(request, consultation)
-    peer = await router.subscribe(feed, grant.identity, offer, annotated=annotated == "1")
+    peer = await router.view(feed, grant.identity, offer, annotated=annotated == "1")
     return _created(request, "whep", consultation, peer)
 
 

@@ -8,7 +8,9 @@ Annotation ops and pointer moves have their own rate limits (a pen stroke stream
 over them a message is refused with ``rate-limited``, and each refusal also counts against the
 general allowance, so a client that keeps flooding is still closed with 4429. Accepted annotation
 ops change the Router's AnnotationBoard (what the burned-in rendition draws), go to everyone and
-are appended to the consultation's annotation log.
+are appended to the consultation's annotation log. Joining makes no media state: the Router is
+made by the first mark or freeze (or by media), and ``welcome`` shows an empty board and offline
+feeds while there is none.
 """
 
 from __future__ import annotations
@@ -24,7 +26,15 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 
 from recorder.annotation_log import AnnotationLog
-from relay import Annotation, AnnotationBoard, AnnotationError, ConsultationId, Freeze, Router
+from relay import (
+    Annotation,
+    AnnotationBoard,
+    AnnotationError,
+    ConsultationId,
+    Freeze,
+    Relay,
+    Router,
+)
 from relay.annotations import iso_time
 from signaling.auth.grants import Forbidden, Grant, TokenInvalid
 from signaling.auth.request import authenticate, path_cid
@@ -106,17 +116,21 @@ class ClientGone(Exception):
 
 
 @dataclass(frozen=True)
-class Session:
+class Connection:
     """What a message handler needs: where it is and on whose behalf."""
 
     hub: Hub
     cid: ConsultationId
     participant: Participant
     grant: Grant
-    router: Router
-    "The consultation's media side; owns the AnnotationBoard."
+    relay: Relay
+    video_codec: str
     log: AnnotationLog
     data_dir: Path
+
+    def router(self) -> Router:
+        """The consultation's media side, made on first use: it owns the AnnotationBoard."""
+        return self.relay.router(self.cid, self.video_codec)
 
     def reply(self, message: ServerMessage) -> None:
         self.hub.send(self.cid, self.participant, message)
@@ -149,15 +163,21 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     try:
         grant = await _authenticate(request, ws)
         consultation = await _admit(request, grant, cid)
-        router = request.app[RELAY].router(cid, consultation.video_codec)
         participant = Participant(grant.identity, grant.name, grant.role, ws)
         hub.join(cid, participant)
-        hub.send(cid, participant, _welcome(request, grant, consultation, router))
-        log = request.app[ANNOTATION_LOGS].get(cid)
-        data_dir = request.app[SETTINGS].data_dir
-        await _until_expiry(
-            grant, _serve(Session(hub, cid, participant, grant, router, log, data_dir))
+        hub.send(cid, participant, _welcome(request, grant, consultation))
+        relay, log = request.app[RELAY], request.app[ANNOTATION_LOGS].get(cid)
+        connection = Connection(
+            hub,
+            cid,
+            participant,
+            grant,
+            relay,
+            consultation.video_codec,
+            log,
+            request.app[SETTINGS].data_dir,
         )
+        await _until_expiry(grant, _serve(connection))
     except Rejected as exc:
         logger.info(
             "WebSocket [consultation:%s] closing %s with %d: %s",
@@ -218,16 +238,17 @@ async def _admit(request: web.Request, grant: Grant, cid: ConsultationId) -> Con
     return consultation
 
 
-def _welcome(
-    request: web.Request, grant: Grant, consultation: Consultation, router: Router
-) -> Welcome:
+def _welcome(request: web.Request, grant: Grant, consultation: Consultation) -> Welcome:
+    relay = request.app[RELAY]
+    router = relay.find(consultation.id)
+    board = router.board if router is not None else AnnotationBoard()
     return Welcome(
         You.of(grant),
         request.app[HUB].participants(consultation.id),
-        router.feed_states(),
+        relay.feed_states(consultation.id),
         consultation.consent.to_json() if consultation.consent else None,
-        [a.to_json() for a in router.board.visible(time.time())],
-        _freeze_state(consultation.id, router.board),
+        [a.to_json() for a in board.visible(time.time())],
+        _freeze_state(consultation.id, board),
         RecordingUpdate.of(request.app[RECORDINGS].state(consultation.id)),
     )
 
@@ -243,7 +264,7 @@ def _freeze_state(cid: ConsultationId, board: AnnotationBoard) -> FreezeState:
 
 
 async def _until_expiry(grant: Grant, serving: Coroutine[Any, Any, None]) -> None:
-    """A socket lives no longer than its token: an invite that expires mid-session ends it."""
+    """A socket lives no longer than its token: an invite that expires mid-connection ends it."""
     try:
         async with asyncio.timeout(max(0.0, grant.expires_at - time.time())):
             await serving
@@ -251,9 +272,9 @@ async def _until_expiry(grant: Grant, serving: Coroutine[Any, Any, None]) -> Non
         raise Rejected(CLOSE_UNAUTHORIZED, "token expired: open your invite link again") from None
 
 
-async def _serve(session: Session) -> None:
+async def _serve(connection: Connection) -> None:
     """Read until the client leaves; malformed frames and floods end the connection."""
-    participant = session.participant
+    participant = connection.participant
     while True:
         text = await _next_text(participant.ws)
         try:
@@ -263,16 +284,16 @@ async def _serve(session: Session) -> None:
                 raise Rejected(CLOSE_FLOOD, "message flood") from None
             if exc.fatal:
                 raise Rejected(CLOSE_MALFORMED, exc.reason) from None
-            session.refuse(exc.code, exc.reason)
+            connection.refuse(exc.code, exc.reason)
             continue
         own_limit = _OWN_LIMITS.get(type(message))
         if own_limit is None or not own_limit(participant).take():
             if not participant.allow_message():
                 raise Rejected(CLOSE_FLOOD, "message flood")
             if own_limit is not None:
-                session.refuse(RATE_LIMITED, _RATE_REASONS[type(message)])
+                connection.refuse(RATE_LIMITED, _RATE_REASONS[type(message)])
                 continue
-        await _HANDLERS[type(message)](session, message)
+        await _HANDLERS[type(message)](connection, message)
 
 
 async def _next_text(ws: web.WebSocketResponse, timeout: float | None = None) -> str:
@@ -290,43 +311,44 @@ def _who(participant: Participant | None) -> str:
     return participant.identity if participant else "unauthenticated client"
 
 
-async def _on_chat(session: Session, message: ChatMessage) -> None:
-    p = session.participant
-    session.hub.broadcast(
-        session.cid, Chat(p.identity, p.name, p.role, message.text, utc_timestamp())
+async def _on_chat(connection: Connection, message: ChatMessage) -> None:
+    p = connection.participant
+    connection.hub.broadcast(
+        connection.cid, Chat(p.identity, p.name, p.role, message.text, utc_timestamp())
     )
 
 
-async def _on_stats(session: Session, message: StatsMessage) -> None:
-    p = session.participant
-    session.hub.broadcast(
-        session.cid,
+async def _on_stats(connection: Connection, message: StatsMessage) -> None:
+    p = connection.participant
+    connection.hub.broadcast(
+        connection.cid,
         Stats(p.identity, p.role, message.stats),
         exclude=p,
     )
 
 
-async def _on_ping(session: Session, message: PingMessage) -> None:
-    session.reply(Pong())
+async def _on_ping(connection: Connection, message: PingMessage) -> None:
+    connection.reply(Pong())
 
 
-async def _on_auth(session: Session, message: AuthMessage) -> None:
-    session.reply(ErrorReply(INVALID, "already authenticated"))
+async def _on_auth(connection: Connection, message: AuthMessage) -> None:
+    connection.reply(ErrorReply(INVALID, "already authenticated"))
 
 
-async def _on_annotation(session: Session, message: AnnotationMessage) -> None:
+async def _on_annotation(connection: Connection, message: AnnotationMessage) -> None:
     """Apply one op to the board, then tell everyone (the sender too, so every page draws what
     the server accepted) and append it to the timeline."""
-    if not _may_draw(session, lead_only=message.op is AnnotationOp.CLEAR):
+    if not _may_draw(connection, lead_only=message.op is AnnotationOp.CLEAR):
         return
-    author, now, media_pts = session.participant.identity, time.time(), session.router.media_pts()
+    router = connection.router()
+    author, now, media_pts = connection.participant.identity, time.time(), router.media_pts()
     try:
-        accepted = _apply(session.router.board, message, author, now, media_pts)
+        accepted = _apply(router.board, message, author, now, media_pts)
     except AnnotationError as exc:
-        session.refuse(INVALID, str(exc))
+        connection.refuse(INVALID, str(exc))
         return
-    session.hub.broadcast(session.cid, accepted)
-    session.log.append({"ts": iso_time(now), **accepted.body(), "media_pts": media_pts})
+    connection.hub.broadcast(connection.cid, accepted)
+    connection.log.append({"ts": iso_time(now), **accepted.body(), "media_pts": media_pts})
 
 
 def _apply(
@@ -358,51 +380,52 @@ def _apply(
     return AnnotationUpdate(message.op, author)
 
 
-async def _on_pointer(session: Session, message: PointerMessage) -> None:
+async def _on_pointer(connection: Connection, message: PointerMessage) -> None:
     """Fire-and-forget: to everyone else, never stored."""
-    if _may_draw(session, lead_only=False):
-        pointer = PointerMove(session.participant.identity, message.x, message.y)
-        session.hub.broadcast(session.cid, pointer, exclude=session.participant)
+    if _may_draw(connection, lead_only=False):
+        pointer = PointerMove(connection.participant.identity, message.x, message.y)
+        connection.hub.broadcast(connection.cid, pointer, exclude=connection.participant)
 
 
-async def _on_freeze(session: Session, message: FreezeMessage) -> None:
-    if not _may_draw(session, lead_only=True):
+async def _on_freeze(connection: Connection, message: FreezeMessage) -> None:
+    if not _may_draw(connection, lead_only=True):
         return
     snapshot_id = message.snapshot_id
     if snapshot_id is not None and not await snapshot_exists(
-        session.data_dir, session.cid, snapshot_id
+        connection.data_dir, connection.cid, snapshot_id
     ):
-        session.refuse(INVALID, "freeze.snapshot_id names no snapshot of this consultation")
+        connection.refuse(INVALID, "freeze.snapshot_id names no snapshot of this consultation")
         return
-    board, by, now = session.router.board, session.participant.identity, time.time()
+    router = connection.router()
+    board, by, now = router.board, connection.participant.identity, time.time()
     board.set_freeze(Freeze(by, now, snapshot_id) if message.frozen else None)
-    state = _freeze_state(session.cid, board)
-    session.hub.broadcast(session.cid, FreezeUpdate(state.frozen, state.snapshot, by))
-    session.log.append(
+    state = _freeze_state(connection.cid, board)
+    connection.hub.broadcast(connection.cid, FreezeUpdate(state.frozen, state.snapshot, by))
+    connection.log.append(
         {
             "ts": iso_time(now),
             "op": "freeze" if message.frozen else "resume",
             "by": by,
             "snapshot_id": snapshot_id,
-            "media_pts": session.router.media_pts(),
+            "media_pts": router.media_pts(),
         }
     )
 
 
-def _may_draw(session: Session, lead_only: bool) -> bool:
+def _may_draw(connection: Connection, lead_only: bool) -> bool:
     """Drawing and pointing need ``may_annotate``; clear and freeze also need to lead the
     consultation. A refusal is answered with ``forbidden``."""
     try:
-        session.grant.ensure_annotate(session.cid)
+        connection.grant.ensure_annotate(connection.cid)
         if lead_only:
-            session.grant.ensure_lead(session.cid)
+            connection.grant.ensure_lead(connection.cid)
     except Forbidden as exc:
-        session.refuse(FORBIDDEN, str(exc))
+        connection.refuse(FORBIDDEN, str(exc))
         return False
     return True
 
 
-_HANDLERS: dict[type[ClientMessage], Callable[[Session, Any], Awaitable[None]]] = {
+_HANDLERS: dict[type[ClientMessage], Callable[[Connection, Any], Awaitable[None]]] = {
     ChatMessage: _on_chat,
     StatsMessage: _on_stats,
     PingMessage: _on_ping,

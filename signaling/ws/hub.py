@@ -168,6 +168,9 @@ class Hub:
         logger.info("Hub [consultation:%s] %s left", cid, participant.identity)
         self._announce(cid)
 
+    def has_participants(self, cid: ConsultationId) -> bool:
+        return cid in self._consultations
+
     def participants(self, cid: ConsultationId) -> list[dict[str, Any]]:
         """Who is connected, oldest first; never tokens."""
         connected = self._consultations.get(cid, {})

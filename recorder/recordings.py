@@ -1,7 +1,7 @@
 """Recordings: the server's recording manager — when to record, and what participants are told.
 
 It reacts to the relay's feed events. The endoscope feed going live starts a Recording (if the
-consultation's switch is on and the disk has room) or, within ``offline_s`` of it going offline,
+consultation's switch is on and the disk has space) or, within ``offline_s`` of it going offline,
 continues the current one with a new segment; the feed staying offline longer ends it. Server
 shutdown ends every recording cleanly; start-up closes the ones a crash left open (recovery).
 Free space is checked every second: below ``min_free_mb`` recording stops cleanly.

@@ -41,7 +41,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/consultations/{cid}/invites", create_invite)
     app.router.add_get("/api/consultations/{cid}/recording", get_recording)
     app.router.add_post("/api/consultations/{cid}/recording", set_recording)
-    app.router.add_get("/api/session", get_session)
+    app.router.add_get("/api/session", get_identity)
 
 
 async def create_consultation(request: web.Request) -> web.Response:
@@ -134,7 +134,7 @@ def _recording_json(request: web.Request, cid: ConsultationId, enabled: bool) ->
     return {"enabled": enabled, **state.body()}
 
 
-async def get_session(request: web.Request) -> web.Response:
+async def get_identity(request: web.Request) -> web.Response:
     """What the page needs to start: who the token says you are, and how to reach the relay."""
     grant = authenticate(request)
     ice_servers = []

@@ -3,7 +3,7 @@
 // {state: "recording"|"paused"|"stopped"|"interrupted", recording_id, reason, segment}) and, for
 // a page that joins later, by GET /api/consultations/{cid}/recording (or `welcome.recording`).
 
-import { readError } from "./session.js";
+import { apiFetch } from "./api.js";
 import { setChip } from "./ui.js";
 
 const REASONS = {
@@ -46,14 +46,9 @@ export function bindRecordingIndicator(room, chip, { cid, token }) {
   room.addEventListener("welcome", (event) => {
     if (event.detail?.recording) showRecordingState(chip, event.detail.recording);
   });
-  fetch(`/api/consultations/${encodeURIComponent(cid)}/recording`, {
-    headers: { Authorization: `Bearer ${token}`, Accept: "application/json" },
-    cache: "no-store",
-    credentials: "omit",
-  })
-    .then(async (response) => {
-      if (!response.ok) throw new Error((await readError(response)).reason);
-      const body = await response.json();
+  apiFetch(`/api/consultations/${encodeURIComponent(cid)}/recording`, { token })
+    .then((response) => response.json())
+    .then((body) => {
       // A room message may have arrived meanwhile: it is newer than this answer.
       if (!chip.dataset.state) showRecordingState(chip, body);
     })

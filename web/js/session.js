@@ -1,9 +1,11 @@
-// Session bootstrap shared by the clinic and surgeon pages.
+// The session behind a page's invite link, shared by the clinic, surgeon and replay pages.
 //
 // The invite link carries the token in the URL fragment (#token=…), which browsers never send to
 // the server nor put in a Referer. We move it to sessionStorage (one key per page, so a clinic
 // tab and a surgeon tab in one browser do not overwrite each other) and strip it from the
 // address bar, then ask the server who we are: GET /api/session.
+
+import { apiFetch } from "./api.js";
 
 const STORAGE_PREFIX = "endolink.token.";
 
@@ -57,32 +59,9 @@ export function forgetToken(pageKey) {
   }
 }
 
-/** Reads a JSON error body {error, reason}; never throws. */
-export async function readError(response) {
-  let code = `http-${response.status}`;
-  let reason = response.statusText || `HTTP ${response.status}`;
-  try {
-    const text = await response.text();
-    if (text) {
-      try {
-        const body = JSON.parse(text);
-        if (body && typeof body === "object") {
-          code = body.error || code;
-          reason = body.reason || reason;
-        }
-      } catch {
-        reason = text.slice(0, 300);
-      }
-    }
-  } catch {
-    /* body unreadable */
-  }
-  return { status: response.status, code, reason };
-}
-
 /**
  * Loads the session of this page.
- * @param {string} pageKey  "clinic" | "surgeon"
+ * @param {string} pageKey  "clinic" | "surgeon" | "replay"
  * @param {string[]} roles  roles this page serves
  * @returns {Promise<{token: string, session: object}>}
  */
@@ -99,43 +78,9 @@ export async function loadSession(pageKey, roles) {
   }
   let response;
   try {
-    response = await fetch("/api/session", {
-      headers: { Authorization: `Bearer ${token}`, Accept: "application/json" },
-      cache: "no-store",
-      credentials: "omit",
-    });
-  } catch {
-    throw new SessionError(
-      "network",
-      "Server unreachable.",
-      "Check the network connection and reload the page.",
-    );
-  }
-  if (response.status === 401) {
-    const err = await readError(response);
-    forgetToken(pageKey);
-    const expired = /expired/i.test(err.reason);
-    throw new SessionError(
-      expired ? "expired" : "invalid",
-      expired ? "This link has expired." : "This link is not valid.",
-      `Ask the consultation coordinator for a new invite link. (Server: ${err.reason})`,
-    );
-  }
-  if (response.status === 403) {
-    const err = await readError(response);
-    throw new SessionError(
-      "forbidden",
-      "Access denied.",
-      `This link does not give access to this page. (Server: ${err.reason})`,
-    );
-  }
-  if (!response.ok) {
-    const err = await readError(response);
-    throw new SessionError(
-      "server",
-      "The server could not open the session.",
-      `${err.reason} (HTTP ${err.status}). Reload the page to try again.`,
-    );
+    response = await apiFetch("/api/session", { token });
+  } catch (err) {
+    throw sessionError(err, pageKey);
   }
   const session = await response.json();
   if (roles && !roles.includes(session.role)) {
@@ -150,6 +95,34 @@ export async function loadSession(pageKey, roles) {
     );
   }
   return { token, session };
+}
+
+/** The refusal of GET /api/session (an ApiError) as the page shows it. */
+function sessionError(err, pageKey) {
+  if (err.status === 0) {
+    return new SessionError("network", "Server unreachable.", "Check the network connection and reload the page.");
+  }
+  if (err.status === 401) {
+    forgetToken(pageKey);
+    const expired = /expired/i.test(err.reason);
+    return new SessionError(
+      expired ? "expired" : "invalid",
+      expired ? "This link has expired." : "This link is not valid.",
+      `Ask the consultation coordinator for a new invite link. (Server: ${err.reason})`,
+    );
+  }
+  if (err.status === 403) {
+    return new SessionError(
+      "forbidden",
+      "Access denied.",
+      `This link does not give access to this page. (Server: ${err.reason})`,
+    );
+  }
+  return new SessionError(
+    "server",
+    "The server could not open the session.",
+    `${err.reason} (HTTP ${err.status}). Reload the page to try again.`,
+  );
 }
 
 /** ICE servers from /api/session → RTCConfiguration.iceServers. */

@@ -7,32 +7,18 @@
 //
 // New snapshots arrive live as `snapshot` room messages (the uploader's own included).
 
-import { readError } from "./session.js";
+import { apiFetch } from "./api.js";
 
 const THUMB_CONCURRENCY = 2;
 
-function authHeaders(token, extra = {}) {
-  return { Authorization: `Bearer ${token}`, ...extra };
-}
-
 /** Uploads a PNG blob; resolves to the server's snapshot JSON, rejects with a readable Error. */
 export async function uploadSnapshot(cid, token, blob) {
-  let response;
-  try {
-    response = await fetch(`/api/consultations/${encodeURIComponent(cid)}/snapshots`, {
-      method: "POST",
-      headers: authHeaders(token, { "Content-Type": "image/png", Accept: "application/json" }),
-      body: blob,
-      cache: "no-store",
-      credentials: "omit",
-    });
-  } catch {
-    throw new Error("the server could not be reached");
-  }
-  if (response.status !== 201 && response.status !== 200) {
-    const err = await readError(response);
-    throw new Error(`${err.reason} (HTTP ${err.status})`);
-  }
+  const response = await apiFetch(`/api/consultations/${encodeURIComponent(cid)}/snapshots`, {
+    token,
+    method: "POST",
+    body: blob,
+    headers: { "Content-Type": "image/png" },
+  });
   const body = await response.json();
   if (!body || typeof body.id !== "string") throw new Error("the server's answer had no snapshot id");
   return body;
@@ -40,17 +26,16 @@ export async function uploadSnapshot(cid, token, blob) {
 
 /** Fetches a snapshot image with the Bearer token; resolves to a Blob. */
 export async function fetchSnapshotBlob(url, token) {
-  let response;
-  try {
-    response = await fetch(url, { headers: authHeaders(token), credentials: "omit" });
-  } catch {
-    throw new Error("the server could not be reached");
-  }
-  if (!response.ok) {
-    const err = await readError(response);
-    throw new Error(`${err.reason} (HTTP ${err.status})`);
-  }
+  // Stored snapshots never change: the browser's cache may keep them.
+  const response = await apiFetch(url, { token, headers: { Accept: "*/*" }, cache: "default" });
   return response.blob();
+}
+
+/** A canvas as a PNG blob. */
+export function canvasToPng(canvas) {
+  return new Promise((resolve, reject) => {
+    canvas.toBlob((blob) => (blob ? resolve(blob) : reject(new Error("the picture could not be encoded"))), "image/png");
+  });
 }
 
 function fileName(snapshot) {
@@ -84,18 +69,10 @@ export class SnapshotGallery {
   async load() {
     let response;
     try {
-      response = await fetch(`/api/consultations/${encodeURIComponent(this.cid)}/snapshots`, {
-        headers: authHeaders(this.token, { Accept: "application/json" }),
-        cache: "no-store",
-        credentials: "omit",
-      });
-    } catch {
-      this.notices?.show("snapshots", "Could not list the snapshots (network).", "warn");
-      return;
-    }
-    if (!response.ok) {
-      const err = await readError(response);
-      this.notices?.show("snapshots", `Could not list the snapshots: ${err.reason}`, "warn");
+      response = await apiFetch(`/api/consultations/${encodeURIComponent(this.cid)}/snapshots`, { token: this.token });
+    } catch (err) {
+      const text = err.status ? `Could not list the snapshots: ${err.reason}` : "Could not list the snapshots (network).";
+      this.notices?.show("snapshots", text, "warn");
       return;
     }
     const body = await response.json().catch(() => null);

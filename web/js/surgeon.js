@@ -2,24 +2,11 @@
 // microphone (WHIP, audio only), live annotation over the video (annotations.js: tools, freeze
 // frame, snapshots; observers only see the marks), stats, presence and chat.
 
-import { AnnotationLayer } from "./annotations.js";
+import { endoscopeStats, joinRoom, loadConsultation, showConnectionState } from "./consultation.js";
 import { FeedPlayer, Publisher } from "./media.js";
-import { bindRecordingIndicator } from "./recording.js";
-import { Room } from "./room.js";
-import { iceServersFrom, loadSession, readError } from "./session.js";
-import { RemoteStatsBoard, renderStats, wireStats } from "./stats.js";
-import {
-  $,
-  ChatPanel,
-  Notices,
-  bindRoomChip,
-  connectionTone,
-  describer,
-  renderPresence,
-  roleLabel,
-  setChip,
-  showFatal,
-} from "./ui.js";
+import { startPage } from "./page.js";
+import { iceServersFrom } from "./session.js";
+import { $, Notices, roleLabel, setChip } from "./ui.js";
 
 const STALL_MS = 2500;
 
@@ -30,13 +17,8 @@ const els = {
   overlay: $("#remote-overlay"),
   overlayText: $("#remote-overlay-text"),
   liveBadge: $("#live-badge"),
-  roleChip: $("#role-chip"),
-  roomChip: $("#room-chip"),
   publisherChip: $("#publisher-chip"),
   publisherState: $('[data-testid="publisher-state"]'),
-  mediaChip: $("#media-chip"),
-  connectionState: $('[data-testid="connection-state"]'),
-  title: $('[data-testid="consultation-title"]'),
   talk: $("#talk-toggle"),
   talkMic: $("#talk-mic"),
   talkMicLabel: $("#talk-mic-label"),
@@ -44,9 +26,6 @@ const els = {
   unmute: $("#unmute"),
   fullscreen: $("#fullscreen"),
   observerHint: $("#observer-hint"),
-  stats: $("#stats"),
-  remoteStats: $("#remote-stats"),
-  presence: $("#presence"),
 };
 
 const state = {
@@ -58,7 +37,6 @@ const state = {
   annotations: null,
   talk: null, // Publisher while talking
   micStream: null,
-  participants: [],
   feedLive: false,
   lastFrameAt: 0,
   frames: 0,
@@ -85,73 +63,40 @@ window.endolink = Object.freeze({
   },
 });
 
-main().catch((err) => {
-  showFatal({ title: "The page failed to start.", detail: err?.message || String(err) });
+startPage({
+  key: "surgeon",
+  roles: ["surgeon", "observer"],
+  start: async ({ token, session }) => {
+    state.token = token;
+    state.session = session;
+    state.cid = session.consultation;
+    setChip($("#role-chip"), roleLabel(session.role), "idle");
+    document.body.dataset.role = session.role;
+    loadConsultation(session, token, notices);
+    setupTalk();
+    setupVideo();
+    setupRoom();
+    startPlayer();
+  },
 });
-
-async function main() {
-  let loaded;
-  try {
-    loaded = await loadSession("surgeon", ["surgeon", "observer"]);
-  } catch (err) {
-    $("#loading").hidden = true;
-    showFatal(err);
-    return;
-  }
-  state.token = loaded.token;
-  state.session = loaded.session;
-  state.cid = loaded.session.consultation;
-  $("#loading").hidden = true;
-  $("#app").hidden = false;
-  $("#chips").hidden = false;
-  setChip(els.roleChip, roleLabel(state.session.role), "idle");
-  document.body.dataset.role = state.session.role;
-
-  loadConsultation();
-  setupTalk();
-  setupVideo();
-  setupRoom();
-  startPlayer();
-}
-
-async function loadConsultation() {
-  try {
-    const response = await fetch(`/api/consultations/${encodeURIComponent(state.cid)}`, {
-      headers: { Authorization: `Bearer ${state.token}`, Accept: "application/json" },
-      cache: "no-store",
-      credentials: "omit",
-    });
-    if (!response.ok) {
-      const err = await readError(response);
-      notices.show("consultation", `Could not load the consultation details: ${err.reason}`, "warn");
-      return;
-    }
-    const consultation = await response.json();
-    els.title.textContent = consultation.title || "";
-    if (consultation.title) document.title = `EndoLink – ${roleLabel(state.session.role)} – ${consultation.title}`;
-  } catch {
-    notices.show("consultation", "Could not load the consultation details (network).", "warn");
-  }
-}
 
 // ---------------------------------------------------------------- room
 
 function setupRoom() {
-  const room = new Room(state.cid, state.token);
+  const { room, annotations } = joinRoom({
+    page: "surgeon",
+    session: state.session,
+    token: state.token,
+    notices,
+    video: els.video,
+    galleryHost: $('[data-testid="snapshots"]'),
+  });
   state.room = room;
-  const describe = describer(() => state.participants);
-  bindRoomChip(room, els.roomChip, notices);
-  const board = new RemoteStatsBoard(els.remoteStats, describe);
-
-  room.addEventListener("welcome", (event) => {
-    state.participants = renderPresence(els.presence, event.detail.participants, room.you);
+  state.annotations = annotations;
+  room.addEventListener("welcome", () => {
     const endoscope = room.feeds.endoscope;
     setFeedLive(endoscope?.state === "live");
     if (endoscope?.state === "live") state.player?.feedLive();
-  });
-  room.addEventListener("presence", (event) => {
-    state.participants = renderPresence(els.presence, event.detail.participants, room.you);
-    board.retain(new Set(state.participants.map((p) => p.identity)));
   });
   room.addEventListener("feed", (event) => {
     const { feed, state: feedState } = event.detail;
@@ -163,27 +108,6 @@ function setupRoom() {
       notices.show("talk", "The server reports your talk-back as offline; it reconnects automatically.", "warn");
     }
   });
-  room.addEventListener("stats", (event) => {
-    if (event.detail.from !== room.you) board.update(event.detail);
-  });
-  room.addEventListener("fatal", (event) => {
-    notices.show("room", `Room closed by the server: ${event.detail.reason}. Reload with a valid link.`, "error");
-    setChip(els.roomChip, "room: refused", "bad");
-  });
-  new ChatPanel({ form: $("#chat-form"), input: $("#chat-input"), log: $("#chat-log"), room, describe });
-  state.annotations = new AnnotationLayer({
-    page: "surgeon",
-    frame: els.frame,
-    video: els.video,
-    room,
-    session: state.session,
-    token: state.token,
-    notices,
-    toolbarHost: $("#annotation-tools"),
-    galleryHost: $('[data-testid="snapshots"]'),
-    describe,
-  });
-  bindRecordingIndicator(room, $("#recording-chip"), { cid: state.cid, token: state.token });
   room.connect();
 }
 
@@ -277,12 +201,6 @@ function playerErrorText(player) {
   }.`;
 }
 
-function setConnectionState(text) {
-  els.connectionState.textContent = text;
-  els.connectionState.dataset.state = text;
-  els.mediaChip.dataset.tone = connectionTone(text);
-}
-
 function startPlayer() {
   const player = new FeedPlayer({
     endpoint: `/whep/${encodeURIComponent(state.cid)}?feed=endoscope`,
@@ -293,18 +211,12 @@ function startPlayer() {
       if (els.video.srcObject !== stream) els.video.srcObject = stream;
       playVideo();
     },
-    stats: {
-      kind: "video",
-      onStats: (stats) => {
-        renderStats(els.stats, stats);
-        state.room?.sendStats(wireStats(stats, "endoscope"));
-      },
-    },
+    stats: endoscopeStats(state.room),
   });
   state.player = player;
   player.addEventListener("state", (event) => {
     const { phase, connectionState, error, delayMs, reason } = event.detail;
-    setConnectionState(connectionState);
+    showConnectionState(connectionState);
     if (phase === "connected") {
       notices.clear("player");
     } else if (phase === "retrying") {
@@ -317,7 +229,7 @@ function startPlayer() {
       notices.show("player", "The video connection is unstable; waiting for it to recover…", "warn");
     } else if (phase === "refused" || phase === "expired") {
       notices.show("player", playerErrorText(player), "error");
-      if (error?.status === 403 || phase === "expired") setConnectionState("refused");
+      if (error?.status === 403 || phase === "expired") showConnectionState("refused");
     }
     updateOverlay();
   });

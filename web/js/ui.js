@@ -5,6 +5,19 @@ import { normaliseParticipant } from "./room.js";
 
 export const $ = (selector, root = document) => root.querySelector(selector);
 
+/** A new element: `text` sets its text, `dataset` its data-*, null/false attributes are left out. */
+export function el(tag, attrs = {}, children = []) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value == null || value === false) continue;
+    if (name === "text") node.textContent = value;
+    else if (name === "dataset") Object.assign(node.dataset, value);
+    else node.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
 const ROLE_LABELS = { clinic: "Clinic", surgeon: "Surgeon", observer: "Observer", admin: "Admin" };
 
 export function roleLabel(role) {
@@ -203,4 +216,20 @@ export function formatTime(iso) {
   if (!iso) return "";
   const d = new Date(typeof iso === "number" ? iso * 1000 : iso);
   return Number.isNaN(d.getTime()) ? String(iso) : d.toLocaleString();
+}
+
+/** Seconds as "m:ss" or "h:mm:ss". */
+export function clock(seconds) {
+  const s = Math.max(0, Math.floor(seconds || 0));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const sec = String(s % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${sec}` : `${m}:${sec}`;
+}
+
+/** A duration: tenths of a second under a minute, else a clock. */
+export function duration(seconds) {
+  if (!seconds) return "0 s";
+  if (seconds < 60) return `${seconds.toFixed(1)} s`;
+  return clock(seconds);
 }

@@ -1,0 +1,67 @@
+// Requests to the EndoLink API with the page's Bearer token (never a cookie: credentials are
+// omitted), and the server's error answers as readable errors.
+
+/** A failed API request: `status` (0 when the server could not be reached), `code`, `reason`. */
+export class ApiError extends Error {
+  constructor(status, code, reason) {
+    super(status ? `${reason} (HTTP ${status})` : reason);
+    this.name = "ApiError";
+    this.status = status;
+    this.code = code;
+    this.reason = reason;
+  }
+}
+
+/** Reads a JSON error body {error, reason}; never throws. */
+export async function readError(response) {
+  let code = `http-${response.status}`;
+  let reason = response.statusText || `HTTP ${response.status}`;
+  try {
+    const text = await response.text();
+    if (text) {
+      try {
+        const body = JSON.parse(text);
+        if (body && typeof body === "object") {
+          code = body.error || code;
+          reason = body.reason || reason;
+        }
+      } catch {
+        reason = text.slice(0, 300);
+      }
+    }
+  } catch {
+    /* body unreadable */
+  }
+  return { status: response.status, code, reason };
+}
+
+/**
+ * Fetches an API path with `Authorization: Bearer <token>`; resolves to the Response when its
+ * status is 2xx, rejects with an ApiError otherwise. A Blob `body` is sent as it is (its
+ * Content-Type in `headers`), any other body as JSON.
+ */
+export async function apiFetch(path, { token, method = "GET", body, headers = {}, cache = "no-store" } = {}) {
+  const init = {
+    method,
+    headers: { Authorization: `Bearer ${token}`, Accept: "application/json", ...headers },
+    cache,
+    credentials: "omit",
+  };
+  if (body instanceof Blob) {
+    init.body = body;
+  } else if (body !== undefined) {
+    init.body = JSON.stringify(body);
+    init.headers["Content-Type"] = "application/json";
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch {
+    throw new ApiError(0, "network", "the server could not be reached");
+  }
+  if (!response.ok) {
+    const err = await readError(response);
+    throw new ApiError(err.status, err.code, err.reason);
+  }
+  return response;
+}

@@ -1,0 +1,103 @@
+// What the live pages (clinic and surgeon) share around a consultation: its details, the room
+// with the panels both show (room chip, presence, remote stats, chat, annotations, recording
+// chip) and the media connection state.
+
+import { AnnotationLayer } from "./annotations.js";
+import { apiFetch } from "./api.js";
+import { bindRecordingIndicator } from "./recording.js";
+import { Room } from "./room.js";
+import { SessionError } from "./session.js";
+import { RemoteStatsBoard, renderStats, wireStats } from "./stats.js";
+import { $, ChatPanel, bindRoomChip, connectionTone, describer, renderPresence, roleLabel, setChip } from "./ui.js";
+
+/**
+ * GET /api/consultations/{cid}; shows its title. Resolves to the consultation, or null when it
+ * could not be loaded (a notice says so). With `refusedEndsPage`, a refused link (401/403/404)
+ * rejects with a SessionError for the error panel instead.
+ */
+export async function loadConsultation(session, token, notices, { refusedEndsPage = false } = {}) {
+  let consultation;
+  try {
+    const response = await apiFetch(`/api/consultations/${encodeURIComponent(session.consultation)}`, { token });
+    consultation = await response.json();
+  } catch (err) {
+    if (refusedEndsPage && [401, 403, 404].includes(err.status)) {
+      throw new SessionError(
+        err.status === 401 ? "expired" : "forbidden",
+        err.status === 401 ? "This link has expired." : "This consultation is not available.",
+        `${err.reason}. Ask the consultation coordinator for a new invite link.`,
+      );
+    }
+    const text = err.status ? `Could not load the consultation details: ${err.reason}` : "Could not load the consultation details (network).";
+    notices.show("consultation", text, "warn");
+    return null;
+  }
+  $('[data-testid="consultation-title"]').textContent = consultation.title || "";
+  if (consultation.title) document.title = `EndoLink – ${roleLabel(session.role)} – ${consultation.title}`;
+  return consultation;
+}
+
+/**
+ * The room of a live page with the panels every live page shows. The page adds its own
+ * listeners, then calls `room.connect()`; `onPresence(people)` follows the presence list.
+ *
+ * @returns {{room: Room, annotations: AnnotationLayer}}
+ */
+export function joinRoom({ page, session, token, notices, video, galleryHost = null, onPresence = () => {} }) {
+  const room = new Room(session.consultation, token);
+  let people = [];
+  const describe = describer(() => people);
+  const roomChip = $("#room-chip");
+  bindRoomChip(room, roomChip, notices);
+  const board = new RemoteStatsBoard($("#remote-stats"), describe);
+  const present = (participants) => {
+    people = renderPresence($("#presence"), participants, room.you);
+    onPresence(people);
+  };
+  room.addEventListener("welcome", (event) => present(event.detail.participants));
+  room.addEventListener("presence", (event) => {
+    present(event.detail.participants);
+    board.retain(new Set(people.map((p) => p.identity)));
+  });
+  room.addEventListener("stats", (event) => {
+    if (event.detail.from !== room.you) board.update(event.detail);
+  });
+  room.addEventListener("fatal", (event) => {
+    notices.show("room", `Room closed by the server: ${event.detail.reason}. Reload with a valid link.`, "error");
+    setChip(roomChip, "room: refused", "bad");
+  });
+  new ChatPanel({ form: $("#chat-form"), input: $("#chat-input"), log: $("#chat-log"), room, describe });
+  const annotations = new AnnotationLayer({
+    page,
+    frame: $("#video-frame"),
+    video,
+    room,
+    session,
+    token,
+    notices,
+    toolbarHost: $("#annotation-tools"),
+    galleryHost,
+    describe,
+  });
+  bindRecordingIndicator(room, $("#recording-chip"), { cid: session.consultation, token });
+  return { room, annotations };
+}
+
+/** The `stats` option of the endoscope's Publisher / FeedPlayer: shown here, shared with the room. */
+export function endoscopeStats(room) {
+  return {
+    kind: "video",
+    onStats: (stats) => {
+      renderStats($("#stats"), stats);
+      room.sendStats(wireStats(stats, "endoscope"));
+    },
+  };
+}
+
+/** The media chip: the peer connection's state. */
+export function showConnectionState(text) {
+  const state = $('[data-testid="connection-state"]');
+  state.textContent = text;
+  state.dataset.state = text;
+  $("#media-chip").dataset.tone = connectionTone(text);
+}

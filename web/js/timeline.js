@@ -1,0 +1,141 @@
+// The replay player's timeline: segments, freezes and a marker per mark, snapshot and freeze
+// (click to jump there), the playhead, and the filters of which marks are shown.
+
+import { $, clock } from "./ui.js";
+
+export class Timeline {
+  /**
+   * @param {object} o
+   * @param {import("./player.js").Player} o.player
+   * @param {import("./overlay.js").Overlay} o.overlay
+   * @param {(identity: string) => string} o.describe
+   */
+  constructor({ player, overlay, describe }) {
+    Object.assign(this, { player, overlay, describe });
+    this.track = $("#timeline-track");
+    this.playhead = $("#timeline-playhead");
+    this.time = $("#timeline-time");
+    this.total = $("#timeline-total");
+    this.authors = $("#author-filter");
+    this.showMarks = $("#show-annotations");
+    this._bind();
+  }
+
+  /** Draws the timeline of `detail` (the recording's JSON). */
+  render(detail) {
+    const track = this.track;
+    const describe = this.describe;
+    track.replaceChildren(this.playhead);
+    const total = this.player.totalSpan(detail);
+    const pct = (t) => `${(Math.max(0, Math.min(total, t)) / total) * 100}%`;
+    for (const m of detail.media) {
+      const block = document.createElement("div");
+      block.className = "timeline-segment";
+      block.style.left = pct(m.offset_s);
+      block.style.width = `${(m.duration_s / total) * 100}%`;
+      track.append(block);
+    }
+    const markers = [];
+    for (const mark of detail.timeline.marks) {
+      markers.push({ kind: "annotation", t: Math.max(0, mark.start_t), author: mark.author, label: `${mark.tool} by ${describe(mark.author)}` });
+    }
+    for (const s of detail.snapshots) markers.push({ kind: "snapshot", t: s.t, author: s.by, label: `snapshot by ${describe(s.by)}` });
+    detail.timeline.freezes.forEach((f) => {
+      markers.push({ kind: "freeze", t: Math.max(0, f.start_t), author: f.by, label: `frozen by ${describe(f.by)}` });
+      const bar = document.createElement("div");
+      bar.className = "timeline-freeze";
+      bar.style.left = pct(f.start_t);
+      bar.style.width = `${((Math.min(total, f.end_t ?? total) - Math.max(0, f.start_t)) / total) * 100}%`;
+      track.append(bar);
+    });
+    markers.sort((a, b) => a.t - b.t);
+    for (const m of markers) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "timeline-marker";
+      button.dataset.kind = m.kind;
+      button.dataset.t = m.t.toFixed(3);
+      button.dataset.author = m.author || "";
+      button.setAttribute("data-testid", "timeline-marker");
+      button.title = `${clock(m.t)} ${m.label}`;
+      button.setAttribute("aria-label", `Jump to ${clock(m.t)}: ${m.label}`);
+      button.style.left = pct(m.t);
+      button.addEventListener("click", (event) => {
+        event.stopPropagation();
+        this.player.seek(m.t);
+      });
+      track.append(button);
+    }
+    track.setAttribute("aria-valuemax", total.toFixed(1));
+    this.total.textContent = clock(total);
+    this._renderAuthors(detail);
+    this._updateMarkerVisibility();
+  }
+
+  /** Moves the playhead to recording time `t`. */
+  showTime(t) {
+    const total = this.player.totalSpan();
+    this.playhead.style.left = `${(Math.max(0, Math.min(total, t)) / total) * 100}%`;
+    this.track.setAttribute("aria-valuenow", t.toFixed(1));
+    this.time.textContent = clock(t);
+  }
+
+  _bind() {
+    const player = this.player;
+    this.track.addEventListener("click", (event) => {
+      if (!player.detail) return;
+      const box = this.track.getBoundingClientRect();
+      player.seek(((event.clientX - box.left) / box.width) * player.totalSpan());
+    });
+    this.track.addEventListener("keydown", (event) => {
+      if (!player.detail) return;
+      const step = event.shiftKey ? 10 : 1;
+      if (event.key === "ArrowRight") player.seek(player.time() + step);
+      else if (event.key === "ArrowLeft") player.seek(Math.max(0, player.time() - step));
+      else return;
+      event.preventDefault();
+    });
+    this.showMarks.addEventListener("change", () => {
+      this.overlay.showMarks = this.showMarks.checked;
+      this._updateMarkerVisibility();
+      this.overlay.invalidate();
+    });
+  }
+
+  /** One checkbox per author of marks: hides or shows that author's marks. */
+  _renderAuthors(detail) {
+    const hidden = this.overlay.hiddenAuthors;
+    const authors = [...new Set(detail.timeline.marks.map((m) => m.author))];
+    this.authors.replaceChildren();
+    const legend = document.createElement("legend");
+    legend.textContent = "Marks by";
+    this.authors.append(legend);
+    for (const author of authors) {
+      const label = document.createElement("label");
+      const box = document.createElement("input");
+      box.type = "checkbox";
+      box.checked = true;
+      box.value = author;
+      box.setAttribute("data-testid", "author-toggle");
+      box.addEventListener("change", () => {
+        if (box.checked) hidden.delete(author);
+        else hidden.add(author);
+        this._updateMarkerVisibility();
+        this.overlay.invalidate();
+      });
+      const swatch = document.createElement("span");
+      swatch.className = "swatch";
+      swatch.style.background = detail.timeline.marks.find((m) => m.author === author)?.color || "#fff";
+      label.append(box, swatch, document.createTextNode(this.describe(author)));
+      this.authors.append(label);
+    }
+    this.authors.hidden = authors.length === 0;
+  }
+
+  _updateMarkerVisibility() {
+    const { showMarks, hiddenAuthors } = this.overlay;
+    for (const marker of this.track.querySelectorAll(".timeline-marker[data-kind='annotation']")) {
+      marker.dataset.hidden = String(!showMarks || hiddenAuthors.has(marker.dataset.author));
+    }
+  }
+}

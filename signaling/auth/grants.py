@@ -119,9 +119,7 @@ class Grant:
         return self.publishes
 
     def ensure_annotate(self, cid: ConsultationId) -> None:
-        self.ensure_member(cid)
-        if not self.may_annotate:
-            raise Forbidden(f"role {self.role} may not annotate")
+        self._require(cid, self.may_annotate, "may not annotate")
 
     def ensure_lead(self, cid: ConsultationId) -> None:
         self.ensure_member(cid)
@@ -129,14 +127,10 @@ class Grant:
             raise Forbidden("only the surgeon may clear all marks or freeze the picture")
 
     def ensure_record_consent(self, cid: ConsultationId) -> None:
-        self.ensure_member(cid)
-        if not self.manages_recording:
-            raise Forbidden(f"role {self.role} may not record consent")
+        self._require(cid, self.manages_recording, "may not record consent")
 
     def ensure_switch_recording(self, cid: ConsultationId) -> None:
-        self.ensure_member(cid)
-        if not self.manages_recording:
-            raise Forbidden(f"role {self.role} may not switch recording")
+        self._require(cid, self.manages_recording, "may not switch recording")
 
     def ensure_replay_somewhere(self) -> None:
         """Before the recording (and so its consultation) is known."""
@@ -144,8 +138,12 @@ class Grant:
             raise Forbidden(f"role {self.role} may not replay recordings")
 
     def ensure_replay(self, cid: ConsultationId) -> None:
+        self._require(cid, self.replays, "may not replay recordings")
+
+    def _require(self, cid: ConsultationId, allowed: bool, refusal: str) -> None:
         self.ensure_member(cid)
-        self.ensure_replay_somewhere()
+        if not allowed:
+            raise Forbidden(f"role {self.role} {refusal}")
 
     def ensure_owner(self, identity: str) -> None:
         """A WHIP/WHEP session is changed or ended by whoever opened it, or an admin."""

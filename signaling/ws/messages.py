@@ -179,13 +179,10 @@ class PointerMove(ServerMessage):
 
 
 @dataclass(frozen=True)
-class FreezeUpdate(ServerMessage):
-    """``by`` is who froze or resumed (the FreezeState's ``by`` is who froze)."""
+class FreezeUpdate(FreezeState, ServerMessage):
+    """The freeze state with ``by`` = who froze or resumed (in ``welcome``: who froze)."""
 
     TYPE = "freeze"
-    frozen: bool
-    snapshot: JsonObject | None
-    by: str
 
 
 @dataclass(frozen=True)

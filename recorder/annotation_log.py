@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from relay import ConsultationId
+
 from .log_entry import LogEntry
 from .storage import consultation_dir
 
@@ -137,7 +139,7 @@ class AnnotationLogs:
         self._data_dir = data_dir
         self._logs: dict[str, AnnotationLog] = {}
 
-    def get(self, cid: str) -> AnnotationLog:
+    def get(self, cid: ConsultationId) -> AnnotationLog:
         log = self._logs.get(cid)
         if log is None:
             log = self._logs[cid] = AnnotationLog(consultation_dir(self._data_dir, cid) / FILENAME)

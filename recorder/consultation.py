@@ -6,12 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from relay import ConsultationId
+
 
 @dataclass(frozen=True)
 class ConsultationInfo:
     """What the recorder needs to know about a consultation (provided by the app)."""
 
-    id: str
+    id: ConsultationId
     title: str
     video_codec: str
     recording_enabled: bool

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from persistence.sqlite import Database, Migrations
+from relay import ConsultationId
 
 from .manifest import Manifest, Segment
 
@@ -114,7 +115,7 @@ class SegmentRow:
 @dataclass(frozen=True)
 class RecordingRow:
     id: str
-    consultation_id: str
+    consultation_id: ConsultationId
     status: str
     stop_reason: str | None
     started_at: str
@@ -190,13 +191,11 @@ class RecordingIndex:
         await self._db.close()
 
     # Defined last: a method named ``list`` shadows the builtin in later annotations.
-    async def list(self, consultation: str | None = None) -> list[RecordingRow]:
-        """Recordings, oldest first; only ``consultation``'s if given."""
-        if consultation is None:
+    async def list(self, cid: ConsultationId | None = None) -> list[RecordingRow]:
+        """Recordings, oldest first; only ``cid``'s if given."""
+        if cid is None:
             return await self._db.run(lambda db: _recordings(db, "", ()))
-        return await self._db.run(
-            lambda db: _recordings(db, "WHERE consultation_id = ?", (consultation,))
-        )
+        return await self._db.run(lambda db: _recordings(db, "WHERE consultation_id = ?", (cid,)))
 
 
 def _recordings(db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> list[RecordingRow]:

@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from relay import ConsultationId
+
 from .annotation_log import FILENAME as ANNOTATION_LOG
 from .annotation_log import read_annotation_log
 from .export import ExportSource
@@ -85,9 +87,9 @@ class RecordingLibrary:
 
     # -- recordings ------------------------------------------------------------------------------
 
-    async def recordings(self, consultation: str | None = None) -> list[RecordingRow]:
-        """Index rows, oldest first; only ``consultation``'s if given."""
-        return await self._index.list(consultation)
+    async def recordings(self, cid: ConsultationId | None = None) -> list[RecordingRow]:
+        """Index rows, oldest first; only ``cid``'s if given."""
+        return await self._index.list(cid)
 
     async def recording(self, rid: str) -> RecordingRow:
         row = await self._index.get(rid)

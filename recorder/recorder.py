@@ -181,7 +181,7 @@ class Recorder:
         logger.info("Recorder(%s) %s (%s)", self.label, status, reason)
 
     def note_participants(self, participants: list[dict[str, Any]]) -> None:
-        """Remember everyone seen in the room while recording (identity, name, role)."""
+        """Remember everyone seen in the consultation while recording (identity, name, role)."""
         for person in participants:
             identity = person.get("identity")
             if not isinstance(identity, str) or identity in self._seen:

@@ -1,7 +1,7 @@
 """Recordings: the server's recording manager — when to record, and what participants are told.
 
 It reacts to the relay's feed events. The endoscope feed going live starts a Recording (if the
-consultation's switch is on and the disk has room) or, within ``offline_s`` of it going offline,
+consultation's switch is on and the disk has space) or, within ``offline_s`` of it going offline,
 continues the current one with a new segment; the feed staying offline longer ends it. Server
 shutdown ends every recording cleanly; start-up closes the ones a crash left open (recovery).
 Free space is checked every second: below ``min_free_mb`` recording stops cleanly.
@@ -23,7 +23,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from relay import FeedEvent, FeedName, FeedState, Router, RouterClosed
+from relay import ConsultationId, FeedEvent, FeedName, FeedState, Router, RouterClosed
 
 from .config import RecorderConfig
 from .consultation import ConsultationInfo
@@ -51,21 +51,11 @@ class RecordingState(StrEnum):
 
 @dataclass(frozen=True)
 class RecordingEvent:
-    consultation: str
+    cid: ConsultationId
     state: RecordingState
     recording_id: str | None
     reason: str | None = None
     segment: int | None = None
-
-    def to_message(self) -> dict[str, Any]:
-        """The WebSocket message (docs/architecture.md, ``recording``)."""
-        return {
-            "type": "recording",
-            "state": str(self.state),
-            "recording_id": self.recording_id,
-            "reason": self.reason,
-            "segment": self.segment,
-        }
 
 
 class Recordings:
@@ -74,9 +64,9 @@ class Recordings:
         data_dir: Path,
         index: RecordingIndex,
         config: RecorderConfig,
-        consultation: Callable[[str], Awaitable[ConsultationInfo | None]],
-        router: Callable[[str], Router | None],
-        participants: Callable[[str], list[dict[str, Any]]] = lambda cid: [],
+        consultation: Callable[[ConsultationId], Awaitable[ConsultationInfo | None]],
+        router: Callable[[ConsultationId], Router | None],
+        participants: Callable[[ConsultationId], list[dict[str, Any]]] = lambda cid: [],
     ) -> None:
         self.data_dir = data_dir
         self.root = recordings_root(data_dir)
@@ -86,10 +76,10 @@ class Recordings:
         self._consultation = consultation
         self._router = router
         self._participants = participants
-        self._active: dict[str, Recorder] = {}
-        self._states: dict[str, RecordingEvent] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._expiry: dict[str, asyncio.TimerHandle] = {}
+        self._active: dict[ConsultationId, Recorder] = {}
+        self._states: dict[ConsultationId, RecordingEvent] = {}
+        self._locks: dict[ConsultationId, asyncio.Lock] = {}
+        self._expiry: dict[ConsultationId, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._watch: asyncio.Task[None] | None = None
         self._closed = False
@@ -127,14 +117,14 @@ class Recordings:
 
     def on_feed_event(self, event: FeedEvent) -> None:
         """From ``Relay.on_feed_event``: never blocks, the work is queued per consultation."""
-        if self._closed or event.feed != FeedName.ENDOSCOPE:
+        if self._closed or event.feed is not FeedName.ENDOSCOPE:
             return
-        if event.state == FeedState.LIVE:
-            self._spawn(event.consultation, self._feed_live(event.consultation, event.identity))
+        if event.state is FeedState.LIVE:
+            self._spawn(event.cid, self._feed_live(event.cid, event.identity))
         else:
-            self._spawn(event.consultation, self._feed_offline(event.consultation))
+            self._spawn(event.cid, self._feed_offline(event.cid))
 
-    async def set_enabled(self, cid: str, enabled: bool) -> None:
+    async def set_enabled(self, cid: ConsultationId, enabled: bool) -> None:
         """The consultation's switch changed (already stored): stop now, or start if live."""
         if self._closed:
             return
@@ -146,17 +136,16 @@ class Recordings:
         else:
             await self._locked(cid, self._stop(cid, StopReason.DISABLED))
 
-    def state(self, cid: str) -> dict[str, Any]:
-        """The latest ``recording`` message of a consultation (for pages that join later)."""
-        event = self._states.get(cid) or RecordingEvent(cid, RecordingState.STOPPED, None)
-        return event.to_message()
+    def state(self, cid: ConsultationId) -> RecordingEvent:
+        """The latest event of a consultation (for pages that join later)."""
+        return self._states.get(cid) or RecordingEvent(cid, RecordingState.STOPPED, None)
 
-    def active(self, cid: str) -> Recorder | None:
+    def active(self, cid: ConsultationId) -> Recorder | None:
         return self._active.get(cid)
 
     # -- reactions ---------------------------------------------------------------------------
 
-    async def _feed_live(self, cid: str, publisher: str | None) -> None:
+    async def _feed_live(self, cid: ConsultationId, publisher: str | None) -> None:
         router = self._router(cid)
         if router is None or router.feeds[FeedName.ENDOSCOPE].state is not FeedState.LIVE:
             return  # offline again before we got here
@@ -178,7 +167,7 @@ class Recordings:
         recorder.note_participants(self._participants(cid))
         self._announce(cid, RecordingState.RECORDING, recorder.id, segment=segment.seq)
 
-    async def _new_recorder(self, cid: str) -> Recorder | None:
+    async def _new_recorder(self, cid: ConsultationId) -> Recorder | None:
         info = await self._consultation(cid)
         if info is None or not info.recording_enabled:
             logger.info("consultation %s is live, recording is switched off", cid)
@@ -199,7 +188,7 @@ class Recordings:
         self._active[cid] = recorder
         return recorder
 
-    async def _feed_offline(self, cid: str) -> None:
+    async def _feed_offline(self, cid: ConsultationId) -> None:
         recorder = self._active.get(cid)
         if recorder is None:
             return
@@ -207,7 +196,7 @@ class Recordings:
             await recorder.end_segment()
         self._pause(cid, recorder)
 
-    def _pause(self, cid: str, recorder: Recorder) -> None:
+    def _pause(self, cid: ConsultationId, recorder: Recorder) -> None:
         """No segment open: wait ``offline_s`` for the feed to come back."""
         if cid in self._expiry:
             return
@@ -218,13 +207,16 @@ class Recordings:
             lambda: self._spawn(cid, self._expire(cid, recorder)),
         )
 
-    async def _expire(self, cid: str, recorder: Recorder) -> None:
+    async def _expire(self, cid: ConsultationId, recorder: Recorder) -> None:
         self._expiry.pop(cid, None)
         if self._active.get(cid) is recorder and not recorder.segment_open:
             await self._stop(cid, StopReason.FEED_OFFLINE)
 
     async def _stop(
-        self, cid: str, reason: StopReason, status: RecordingStatus = RecordingStatus.COMPLETE
+        self,
+        cid: ConsultationId,
+        reason: StopReason,
+        status: RecordingStatus = RecordingStatus.COMPLETE,
     ) -> None:
         recorder = self._active.pop(cid, None)
         expiry = self._expiry.pop(cid, None)
@@ -286,7 +278,7 @@ class Recordings:
 
     def _announce(
         self,
-        cid: str,
+        cid: ConsultationId,
         state: RecordingState,
         recording_id: str | None,
         reason: str | None = None,
@@ -299,12 +291,12 @@ class Recordings:
         except Exception:
             logger.exception("recording event handler failed")
 
-    def _spawn(self, cid: str, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, cid: ConsultationId, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(self._locked(cid, work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _locked(self, cid: str, work: Coroutine[Any, Any, None]) -> None:
+    async def _locked(self, cid: ConsultationId, work: Coroutine[Any, Any, None]) -> None:
         lock = self._locks.setdefault(cid, asyncio.Lock())
         async with lock:
             try:

@@ -11,6 +11,7 @@ from .errors import (
     SdpInvalid,
 )
 from .feed import Feed, FeedName, FeedState, RelayMode
+from .ids import ConsultationId
 from .peer import IceRestartUnsupported, Peer, PeerRole
 from .producer import Producer
 from .relay import FeedEvent, Relay, RelayConfig
@@ -21,6 +22,7 @@ __all__ = [
     "Annotation",
     "AnnotationBoard",
     "AnnotationError",
+    "ConsultationId",
     "Consumer",
     "Feed",
     "FeedBusy",

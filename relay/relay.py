@@ -1,16 +1,23 @@
-"""Relay: the media plane of the whole server — one Router per live Consultation."""
+"""Relay: the media plane of the whole server — one Router per Consultation in use.
+
+A Router exists only while someone needs it: it is made by the first publish, view, recorder tap
+or annotation, and closed once it has had no peer (publisher or viewer) and no WebSocket
+participant (``attended``) for ``router_idle_s`` — its feeds' watchdogs, its Rendition and its
+AnnotationBoard go with it (docs/closures.md)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiortc import RTCConfiguration, RTCIceServer
 
 from . import forwarding
-from .feed import Feed, RelayMode
+from .feed import Feed, FeedName, FeedState, RelayMode
+from .ids import ConsultationId
 from .router import Router
 
 logger = logging.getLogger(__name__)
@@ -30,47 +37,83 @@ class RelayConfig:
     "Start, floor and ceiling bitrate suggested to browser publishers (x-google-*-bitrate)."
     mode: RelayMode = RelayMode.FORWARD
     "``transcode`` runs the naive per-viewer-encoding relay, for benchmarks only."
+    router_idle_s: float = 60.0
+    "A Router without peers and WebSocket participants this long is closed and forgotten."
 
 
 @dataclass(frozen=True)
 class FeedEvent:
-    consultation: str
-    feed: str
-    state: str
+    cid: ConsultationId
+    feed: FeedName
+    state: FeedState
     identity: str | None
 
 
 class Relay:
+    """``on_feed_event`` and ``attended`` (does the consultation have WebSocket participants?)
+    are set by the app: relay/ never asks signaling/ itself."""
+
     def __init__(self, config: RelayConfig) -> None:
         self.config = config
-        self.routers: dict[str, Router] = {}
+        self.routers: dict[ConsultationId, Router] = {}
         self.on_feed_event: Callable[[FeedEvent], None] = lambda event: None
+        self.attended: Callable[[ConsultationId], bool] = lambda cid: False
+        self._idle_since: dict[ConsultationId, float] = {}
+        self._reaper: asyncio.Task[None] | None = None
         forwarding.use_host_addresses(config.host_addresses)
 
-    def router(self, consultation: str, video_codec: str) -> Router:
+    def router(self, cid: ConsultationId, video_codec: str) -> Router:
         """The consultation's Router, created on first use."""
-        router = self.routers.get(consultation)
+        router = self.routers.get(cid)
         if router is None:
             router = Router(
-                consultation,
+                cid,
                 video_codec,
                 RTCConfiguration(iceServers=list(self.config.ice_servers)),
                 self.config.announced_address,
                 self.config.max_viewers,
                 self.config.publisher_timeout_s,
                 self.config.publisher_kbps,
-                lambda feed: self._feed_changed(consultation, feed),
+                lambda feed: self._feed_changed(cid, feed),
                 self.config.mode,
             )
-            self.routers[consultation] = router
+            self.routers[cid] = router
+            if self._reaper is None:
+                self._reaper = asyncio.ensure_future(self._reap())
         return router
 
-    def find(self, consultation: str) -> Router | None:
-        return self.routers.get(consultation)
+    def find(self, cid: ConsultationId) -> Router | None:
+        return self.routers.get(cid)
 
-    def _feed_changed(self, consultation: str, feed: Feed) -> None:
-        self.on_feed_event(FeedEvent(consultation, str(feed.name), str(feed.state), feed.identity))
+    def feed_states(self, cid: ConsultationId) -> dict[str, dict[str, str | None]]:
+        """Every feed's state; all offline while the consultation has no Router."""
+        router = self.routers.get(cid)
+        if router is not None:
+            return router.feed_states()
+        return {str(name): {"state": str(FeedState.OFFLINE), "identity": None} for name in FeedName}
+
+    def _feed_changed(self, cid: ConsultationId, feed: Feed) -> None:
+        self.on_feed_event(FeedEvent(cid, feed.name, feed.state, feed.identity))
+
+    async def _reap(self) -> None:
+        """Close Routers idle for ``router_idle_s``; runs while any Router exists."""
+        idle_s = self.config.router_idle_s
+        while self.routers:
+            await asyncio.sleep(min(idle_s / 4, 5.0))
+            now = time.monotonic()
+            for cid, router in list(self.routers.items()):
+                if router.in_use() or self.attended(cid):
+                    self._idle_since.pop(cid, None)
+                elif now - self._idle_since.setdefault(cid, now) >= idle_s:
+                    del self.routers[cid], self._idle_since[cid]
+                    logger.info("Router(%s) idle for %g s: closing", router.label, idle_s)
+                    await router.close()
+        self._reaper = None
 
     async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
         routers, self.routers = list(self.routers.values()), {}
+        self._idle_since.clear()
         await asyncio.gather(*(router.close() for router in routers))

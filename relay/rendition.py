@@ -1,6 +1,6 @@
 """Rendition: the endoscope video with the current annotations burned in (``?annotated=1``).
 
-One pipeline per consultation, for players that cannot draw overlays (OBS, a monitor at the
+One pipeline per consultation, for viewers that cannot draw overlays (OBS, a monitor at the
 clinic, the recorder's annotated export): a Consumer of the endoscope Producer → ONE worker
 thread that decodes every packet (later frames reference earlier ones), draws the board's visible
 marks, encodes once → a second Producer whose Consumers are the annotated viewers. So fan-out,

@@ -1,18 +1,21 @@
 """Router: the media side of one Consultation (mediasoup's word).
 
 It owns the consultation's Feeds and every Peer (publisher or viewer). Publishing attaches a
-peer's receivers to the Feed's Producers through the forwarding tap; playing subscribes a
+peer's receivers to the Feed's Producers through the forwarding tap; viewing subscribes a
 Consumer per track and hands it to the viewer's sender. Nothing is decoded or encoded — except
 by the annotated Rendition, which runs only while someone watches it.
 
-It also owns the consultation's AnnotationBoard (the current marks and freeze state).
+It also owns the consultation's AnnotationBoard (the current marks and freeze state): the Relay
+makes a Router when media or a mark first needs it and closes it when idle, so the board lives as
+long as someone publishes, views or is connected to the consultation's WebSocket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCRtpTransceiver
@@ -24,6 +27,7 @@ from .codecs import preferences
 from .consumer import Consumer
 from .errors import FeedBusy, MediaUnsupported, RouterClosed, RouterFull
 from .feed import Feed, FeedName, RelayMode
+from .ids import ConsultationId
 from .peer import Peer, PeerRole
 from .producer import Producer
 from .rendition import Rendition
@@ -35,7 +39,7 @@ logger = logging.getLogger(__name__)
 class Router:
     def __init__(
         self,
-        consultation: str,
+        cid: ConsultationId,
         video_codec: str,
         configuration: RTCConfiguration,
         announced_address: str | None,
@@ -45,10 +49,10 @@ class Router:
         on_feed_state: Callable[[Feed], None],
         mode: RelayMode = RelayMode.FORWARD,
     ) -> None:
-        self.consultation = consultation
+        self.cid = cid
         self.mode = mode
         self.video_codec = video_codec
-        self.label = f"consultation:{consultation}"
+        self.label = f"consultation:{cid}"
         self._configuration = configuration
         self._announced_address = announced_address
         self._max_viewers = max_viewers
@@ -60,6 +64,8 @@ class Router:
         self.peers: dict[str, Peer] = {}
         self.board = AnnotationBoard()
         self.closed = False
+        self._negotiating = 0
+        "Offers being answered: their peers are not in ``peers`` yet, but the Router is in use."
         self._rendition: Rendition | None = None
         self._stopping: set[asyncio.Task[None]] = set()
 
@@ -68,6 +74,10 @@ class Router:
     async def publish(self, feed_name: FeedName, identity: str, offer: str) -> Peer:
         """WHIP: attach a publisher's tracks to ``feed_name``. The same identity reconnecting
         replaces its previous connection; anyone else gets 409 while the feed has a publisher."""
+        with self._negotiation():
+            return await self._publish(feed_name, identity, offer)
+
+    async def _publish(self, feed_name: FeedName, identity: str, offer: str) -> Peer:
         self._ensure_open()
         feed = self.feeds[feed_name]
         description = parse_offer(offer, sending=True)
@@ -131,13 +141,19 @@ class Router:
         receivers = [t.receiver for t in peer.pc.getTransceivers() if t.kind == kind]
         return lambda: bool(receivers) and forwarding.send_pli(receivers[0])
 
-    # -- playing -----------------------------------------------------------------------------
+    # -- viewing -----------------------------------------------------------------------------
 
-    async def subscribe(
+    async def view(
         self, feed_name: FeedName, identity: str, offer: str, annotated: bool = False
     ) -> Peer:
         """WHEP: a viewer receives the feed's tracks, before or after the publisher goes live.
         ``annotated``: the endoscope video comes from the burn-in Rendition (audio stays raw)."""
+        with self._negotiation():
+            return await self._add_viewer(feed_name, identity, offer, annotated)
+
+    async def _add_viewer(
+        self, feed_name: FeedName, identity: str, offer: str, annotated: bool
+    ) -> Peer:
         self._ensure_open()
         if annotated and (
             feed_name is not FeedName.ENDOSCOPE or self.mode is not RelayMode.FORWARD
@@ -238,7 +254,7 @@ class Router:
 
     def _ensure_open(self) -> None:
         if self.closed:
-            raise RouterClosed(f"consultation {self.consultation} is closed")
+            raise RouterClosed(f"consultation {self.cid} is closed")
 
     def peer(self, session_id: str) -> Peer | None:
         return self.peers.get(session_id)
@@ -249,6 +265,18 @@ class Router:
             return False
         await peer.close()
         return True
+
+    @contextlib.contextmanager
+    def _negotiation(self) -> Iterator[None]:
+        self._negotiating += 1
+        try:
+            yield
+        finally:
+            self._negotiating -= 1
+
+    def in_use(self) -> bool:
+        """Has a peer, or is answering an offer (the Relay's idle test)."""
+        return bool(self.peers) or self._negotiating > 0
 
     def viewer_count(self) -> int:
         return sum(1 for p in self.peers.values() if p.role is PeerRole.VIEWER)

@@ -32,7 +32,7 @@ def parse_offer(sdp: str, sending: bool) -> SessionDescription:
     wanted = SENDING if sending else RECEIVING
     for media in description.media:
         if media.direction not in wanted:
-            verb = "publish" if sending else "play"
+            verb = "publish" if sending else "view"
             raise SdpInvalid(
                 f"{media.kind} direction {media.direction or 'unset'!r} cannot {verb}: "
                 f"use {' or '.join(wanted)}"

@@ -1,1 +1,1 @@
-"""EndoLink's web edge: HTTP API, WHIP/WHEP, WebSocket room events, auth and the CLI."""
+"""EndoLink's web edge: HTTP API, WHIP/WHEP, WebSocket consultation events, auth and the CLI."""

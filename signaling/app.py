@@ -14,7 +14,7 @@ from recorder.config import RecorderConfig
 from recorder.consultation import ConsultationInfo
 from recorder.index import RecordingIndex
 from recorder.recordings import RecordingEvent, Recordings
-from relay import FeedEvent, Relay, RelayConfig, RelayMode
+from relay import ConsultationId, FeedEvent, Relay, RelayConfig, RelayMode
 from signaling.auth.secret import token_issuer
 from signaling.db.store import DB_FILENAME, ConsultationStore
 from signaling.http import api, pages, snapshots, whip
@@ -24,6 +24,7 @@ from signaling.replay import routes as replay
 from signaling.settings import Settings
 from signaling.ws import handler as websocket
 from signaling.ws.hub import Hub
+from signaling.ws.messages import FeedUpdate, RecordingUpdate
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ def create_app(settings: Settings) -> web.Application:
             publisher_timeout_s=settings.publisher_timeout_s,
             publisher_kbps=settings.publisher_kbps,
             mode=RelayMode(settings.relay_mode),
+            router_idle_s=settings.router_idle_s,
         )
     )
     app[RECORDINGS] = _recordings(settings, app[STORE], app[HUB], app[RELAY])
@@ -72,17 +74,15 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     recordings = app[RECORDINGS]
 
     def on_feed_event(event: FeedEvent) -> None:
-        hub.broadcast(
-            event.consultation,
-            {"type": "feed", "feed": event.feed, "state": event.state, "identity": event.identity},
-        )
+        hub.broadcast(event.cid, FeedUpdate.of(event))
         recordings.on_feed_event(event)
 
     def on_recording_event(event: RecordingEvent) -> None:
-        hub.broadcast(event.consultation, event.to_message())
+        hub.broadcast(event.cid, RecordingUpdate.of(event))
 
     relay = app[RELAY]
     relay.on_feed_event = on_feed_event
+    relay.attended = hub.has_participants
     recordings.on_event = on_recording_event
     await recordings.start()
     yield
@@ -94,7 +94,7 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def _recordings(settings: Settings, store: ConsultationStore, hub: Hub, relay: Relay) -> Recordings:
-    async def consultation(cid: str) -> ConsultationInfo | None:
+    async def consultation(cid: ConsultationId) -> ConsultationInfo | None:
         found = await store.get(cid)
         enabled = await store.recording_enabled(cid)
         if found is None or enabled is None:

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from aiohttp import ClientError, web
 
+from relay import ConsultationId
 from signaling.auth.grants import ANY_CONSULTATION, Role
 from signaling.auth.invites import issue_token, with_links
 from signaling.auth.secret import token_issuer
@@ -379,7 +380,7 @@ def _with_store(settings: Settings, work: Callable[[ConsultationStore], Awaitabl
     return asyncio.run(run())
 
 
-async def _existing(store: ConsultationStore, cid: str) -> Consultation:
+async def _existing(store: ConsultationStore, cid: ConsultationId) -> Consultation:
     consultation = await store.get(cid)
     if consultation is None:
         raise CliError(f"unknown consultation {cid!r} in {store.path}")

@@ -59,6 +59,8 @@ class Settings:
     "Start, floor and ceiling bitrate (kbit/s) suggested to browser publishers of the endoscope."
     relay_mode: str = "forward"
     "``forward`` (the product) or ``transcode`` (aiortc's per-viewer re-encoding; benchmarks only)."
+    router_idle_s: float = 60.0
+    "Seconds a consultation's media Router may go without peers or WebSocket participants."
     recording_offline_s: float = 60.0
     "Seconds the endoscope feed may stay offline and still continue the same recording."
     recording_min_free_mb: int = 500
@@ -107,7 +109,7 @@ def _parse(name: str, raw: str) -> Any:
         return Path(raw)
     if name in ("port", "max_viewers", "max_sdp_bytes", "token_ttl_s", "recording_min_free_mb"):
         return int(raw)
-    if name in ("publisher_timeout_s", "recording_offline_s"):
+    if name in ("publisher_timeout_s", "recording_offline_s", "router_idle_s"):
         return float(raw)
     if name == "tls":
         return raw.strip().lower() in ("1", "true", "yes", "on")

@@ -14,9 +14,11 @@ from enum import StrEnum
 
 import jwt
 
+from relay import ConsultationId, FeedName
+
 ISSUER = "endolink"
 ALGORITHM = "HS256"
-ANY_CONSULTATION = "*"
+ANY_CONSULTATION = ConsultationId("*")
 
 
 class Role(StrEnum):
@@ -36,10 +38,14 @@ class Forbidden(Exception):
 
 @dataclass(frozen=True)
 class Grant:
-    """Rights carried by one token. ``consultation`` is ``*`` only for admins."""
+    """Rights carried by one token. ``cid`` is ``*`` only for admins.
+
+    The ``may_*`` flags travel in the token (claims ``pub``, ``ann``, ``rep``); the other rights
+    below follow from the role alone and are never signed, so a token minted before a right
+    existed grants exactly what it granted then. Handlers ask ``ensure_*``, never the role."""
 
     identity: str
-    consultation: str
+    cid: ConsultationId
     role: Role
     may_publish: bool
     may_annotate: bool
@@ -49,13 +55,13 @@ class Grant:
 
     @classmethod
     def for_role(
-        cls, role: Role, consultation: str, identity: str, ttl_s: int, name: str = ""
+        cls, role: Role, cid: ConsultationId, identity: str, ttl_s: int, name: str = ""
     ) -> Grant:
         """Default rights of a role: clinic publishes the endoscope, surgeon publishes talk-back
         and annotates, observer only watches, admin manages everything."""
         return cls(
             identity=identity,
-            consultation=consultation,
+            cid=cid,
             role=role,
             may_publish=role in (Role.CLINIC, Role.SURGEON),
             may_annotate=role in (Role.SURGEON, Role.CLINIC),
@@ -64,27 +70,85 @@ class Grant:
             name=name,
         )
 
-    def covers(self, consultation: str) -> bool:
-        return self.consultation in (consultation, ANY_CONSULTATION)
+    @property
+    def leads(self) -> bool:
+        """May clear every mark and freeze the picture: the surgeon leads the consultation."""
+        return self.role in (Role.SURGEON, Role.ADMIN)
 
-    def ensure_member(self, consultation: str) -> None:
-        if not self.covers(consultation):
+    @property
+    def manages_recording(self) -> bool:
+        """May switch recording and record the patient's consent: the clinic is with the
+        patient."""
+        return self.role in (Role.CLINIC, Role.ADMIN)
+
+    @property
+    def publishes(self) -> FeedName | None:
+        """The feed this token's WHIP publishes: the clinic the endoscope, others talk-back;
+        None when it may not publish (admins never do)."""
+        if not self.may_publish or self.role is Role.ADMIN:
+            return None
+        return FeedName.ENDOSCOPE if self.role is Role.CLINIC else FeedName.TALKBACK
+
+    @property
+    def views(self) -> FeedName:
+        """The feed a WHEP request without ``?feed=`` receives: what the other side publishes."""
+        return FeedName.TALKBACK if self.role is Role.CLINIC else FeedName.ENDOSCOPE
+
+    @property
+    def replays(self) -> bool:
+        """May replay the recordings of the consultations it covers."""
+        return self.may_replay or self.role is Role.ADMIN
+
+    @property
+    def sees_every_consultation(self) -> bool:
+        """An admin token for ``*``: lists span every consultation, not just its own."""
+        return self.role is Role.ADMIN and self.cid == ANY_CONSULTATION
+
+    def covers(self, cid: ConsultationId) -> bool:
+        return self.cid in (cid, ANY_CONSULTATION)
+
+    def ensure_member(self, cid: ConsultationId) -> None:
+        if not self.covers(cid):
             raise Forbidden("token is for another consultation")
 
-    def ensure_publish(self, consultation: str) -> None:
-        self.ensure_member(consultation)
-        if not self.may_publish or self.role is Role.ADMIN:
+    def ensure_publish(self, cid: ConsultationId) -> FeedName:
+        """The feed to publish, or ``Forbidden``."""
+        self.ensure_member(cid)
+        if self.publishes is None:
             raise Forbidden(f"role {self.role} may not publish")
+        return self.publishes
 
-    def ensure_annotate(self, consultation: str) -> None:
-        self.ensure_member(consultation)
-        if not self.may_annotate:
-            raise Forbidden(f"role {self.role} may not annotate")
+    def ensure_annotate(self, cid: ConsultationId) -> None:
+        self._require(cid, self.may_annotate, "may not annotate")
 
-    def ensure_replay(self, consultation: str) -> None:
-        self.ensure_member(consultation)
-        if not (self.may_replay or self.role is Role.ADMIN):
+    def ensure_lead(self, cid: ConsultationId) -> None:
+        self.ensure_member(cid)
+        if not self.leads:
+            raise Forbidden("only the surgeon may clear all marks or freeze the picture")
+
+    def ensure_record_consent(self, cid: ConsultationId) -> None:
+        self._require(cid, self.manages_recording, "may not record consent")
+
+    def ensure_switch_recording(self, cid: ConsultationId) -> None:
+        self._require(cid, self.manages_recording, "may not switch recording")
+
+    def ensure_replay_somewhere(self) -> None:
+        """Before the recording (and so its consultation) is known."""
+        if not self.replays:
             raise Forbidden(f"role {self.role} may not replay recordings")
+
+    def ensure_replay(self, cid: ConsultationId) -> None:
+        self._require(cid, self.replays, "may not replay recordings")
+
+    def _require(self, cid: ConsultationId, allowed: bool, refusal: str) -> None:
+        self.ensure_member(cid)
+        if not allowed:
+            raise Forbidden(f"role {self.role} {refusal}")
+
+    def ensure_owner(self, identity: str) -> None:
+        """A WHIP/WHEP session is changed or ended by whoever opened it, or an admin."""
+        if identity != self.identity and self.role is not Role.ADMIN:
+            raise Forbidden("this session belongs to another participant")
 
     def ensure_admin(self) -> None:
         if self.role is not Role.ADMIN:
@@ -105,7 +169,7 @@ class TokenIssuer:
             "iss": ISSUER,
             "sub": grant.identity,
             "name": grant.name,
-            "cid": grant.consultation,
+            "cid": grant.cid,
             "role": str(grant.role),
             "pub": grant.may_publish,
             "ann": grant.may_annotate,
@@ -133,7 +197,7 @@ class TokenIssuer:
         try:
             return Grant(
                 identity=str(claims["sub"]),
-                consultation=str(claims["cid"]),
+                cid=ConsultationId(str(claims["cid"])),
                 role=Role(claims["role"]),
                 may_publish=bool(claims.get("pub", False)),
                 may_annotate=bool(claims.get("ann", False)),

@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from relay import ConsultationId
 from signaling.auth.grants import Grant, Role, TokenIssuer, new_identity
 from signaling.db.store import Consultation
 from signaling.settings import Settings
@@ -42,7 +43,7 @@ class Invite:
 
 
 def issue_token(
-    tokens: TokenIssuer, role: Role, cid: str, ttl_s: int, name: str = ""
+    tokens: TokenIssuer, role: Role, cid: ConsultationId, ttl_s: int, name: str = ""
 ) -> tuple[str, Grant]:
     """A token with the role's default rights and a fresh random identity."""
     grant = Grant.for_role(role, cid, new_identity(role), ttl_s, name=name)
@@ -50,7 +51,11 @@ def issue_token(
 
 
 def issue_invite(
-    settings: Settings, tokens: TokenIssuer, cid: str, role: Role, ttl_s: int | None = None
+    settings: Settings,
+    tokens: TokenIssuer,
+    cid: ConsultationId,
+    role: Role,
+    ttl_s: int | None = None,
 ) -> Invite:
     """An invite for one of ``INVITE_ROLES`` (admins have no page to be invited to)."""
     token, grant = issue_token(tokens, role, cid, ttl_s or settings.token_ttl_s)
@@ -58,7 +63,7 @@ def issue_invite(
     return Invite(token=token, link=link, role=role, expires_at=grant.expires_at)
 
 
-def invite_links(settings: Settings, tokens: TokenIssuer, cid: str) -> dict[str, str]:
+def invite_links(settings: Settings, tokens: TokenIssuer, cid: ConsultationId) -> dict[str, str]:
     """One link per participant role, keyed ``clinic`` / ``surgeon`` / ``observer``."""
     return {str(role): issue_invite(settings, tokens, cid, role).link for role in INVITE_ROLES}
 

@@ -10,6 +10,7 @@ import logging
 
 from aiohttp import hdrs, web
 
+from relay import ConsultationId
 from signaling.auth.grants import Grant, TokenInvalid
 from signaling.keys import GRANT, TOKENS
 
@@ -42,3 +43,8 @@ def authenticate(request: web.Request) -> Grant:
     grant = request.app[TOKENS].verify(bearer_token(request))
     request[GRANT] = grant
     return grant
+
+
+def path_cid(request: web.Request) -> ConsultationId:
+    """The ``{cid}`` of the request's path; its shape is checked where it is looked up."""
+    return ConsultationId(request.match_info["cid"])

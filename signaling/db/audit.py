@@ -39,7 +39,7 @@ SCHEMA = Migrations("audit", _STEPS, legacy=(3,))
 
 class AuditAction(StrEnum):
     REPLAY = "replay"
-    "A player was given access to the media (a media token, or a Bearer read from byte 0)."
+    "A replay page was given access to the media (a media token, or a Bearer read from byte 0)."
     DOWNLOAD = "download"
     "The original recording files were downloaded."
     EXPORT = "export"

@@ -17,6 +17,7 @@ from typing import Any
 
 from persistence.sqlite import Database, Migrations
 from persistence.times import utc_now_iso
+from relay import ConsultationId
 from signaling.settings import normalise_codec
 
 logger = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class Consent:
 
 @dataclass(frozen=True)
 class Consultation:
-    id: str
+    id: ConsultationId
     title: str
     created_at: str
     video_codec: str
@@ -132,7 +133,7 @@ class ConsultationStore:
     ) -> Consultation:
         """A new consultation; ``consent_by`` records a paper consent obtained beforehand."""
         c = Consultation(
-            id=secrets.token_urlsafe(8),
+            id=ConsultationId(secrets.token_urlsafe(8)),
             title=_text(title, "title", allow_empty=True) or DEFAULT_TITLE,
             created_at=utc_now_iso(timespec="seconds"),
             video_codec=normalise_codec(video_codec),

@@ -16,12 +16,14 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from signaling.auth.grants import Forbidden, Role
+from relay import ConsultationId
+from signaling.auth.grants import Role
 from signaling.auth.invites import INVITE_ROLES, issue_invite, with_links
-from signaling.auth.request import authenticate
+from signaling.auth.request import authenticate, path_cid
 from signaling.db.store import DEFAULT_TITLE, Consultation, ConsultationStore, UnknownConsultation
 from signaling.http.errors import ApiError
 from signaling.keys import HUB, RECORDINGS, SETTINGS, STORE, TOKENS
+from signaling.ws.messages import ConsentUpdate, RecordingUpdate
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/consultations/{cid}/invites", create_invite)
     app.router.add_get("/api/consultations/{cid}/recording", get_recording)
     app.router.add_post("/api/consultations/{cid}/recording", set_recording)
-    app.router.add_get("/api/session", get_session)
+    app.router.add_get("/api/session", get_identity)
 
 
 async def create_consultation(request: web.Request) -> web.Response:
@@ -58,18 +60,16 @@ async def create_consultation(request: web.Request) -> web.Response:
 
 
 async def get_consultation(request: web.Request) -> web.Response:
-    cid = request.match_info["cid"]
+    cid = path_cid(request)
     authenticate(request).ensure_member(cid)
     consultation = await find_consultation(request.app[STORE], cid)
     return web.json_response(consultation.to_json())
 
 
 async def record_consent(request: web.Request) -> web.Response:
-    cid = request.match_info["cid"]
+    cid = path_cid(request)
     grant = authenticate(request)
-    grant.ensure_member(cid)
-    if grant.role not in (Role.CLINIC, Role.ADMIN):
-        raise Forbidden(f"role {grant.role} may not record consent")
+    grant.ensure_record_consent(cid)
     body = await _json_body(request, {"confirmed_by", "method"})
     confirmed_by = _required(body, "confirmed_by", str)
     method = _required(body, "method", str)
@@ -80,12 +80,12 @@ async def record_consent(request: web.Request) -> web.Response:
             )
         except UnknownConsultation as exc:
             raise _not_found() from exc
-    request.app[HUB].broadcast(cid, {"type": "consent", "consent": consent.to_json()})
+    request.app[HUB].broadcast(cid, ConsentUpdate(consent.to_json()))
     return web.json_response(consent.to_json(), status=201)
 
 
 async def create_invite(request: web.Request) -> web.Response:
-    cid = request.match_info["cid"]
+    cid = path_cid(request)
     grant = authenticate(request)
     grant.ensure_admin()
     grant.ensure_member(cid)
@@ -105,7 +105,7 @@ async def create_invite(request: web.Request) -> web.Response:
 
 async def get_recording(request: web.Request) -> web.Response:
     """The consultation's recording switch and what is being recorded now."""
-    cid = request.match_info["cid"]
+    cid = path_cid(request)
     authenticate(request).ensure_member(cid)
     enabled = await request.app[STORE].recording_enabled(cid)
     if enabled is None:
@@ -115,11 +115,9 @@ async def get_recording(request: web.Request) -> web.Response:
 
 async def set_recording(request: web.Request) -> web.Response:
     """Switch recording on or off (clinic or admin); off stops a running recording at once."""
-    cid = request.match_info["cid"]
+    cid = path_cid(request)
     grant = authenticate(request)
-    grant.ensure_member(cid)
-    if grant.role not in (Role.CLINIC, Role.ADMIN):
-        raise Forbidden(f"role {grant.role} may not switch recording")
+    grant.ensure_switch_recording(cid)
     enabled = (await _json_body(request, {"enabled"})).get("enabled")
     if not isinstance(enabled, bool):
         raise _bad_request("enabled must be true or false")
@@ -131,12 +129,12 @@ async def set_recording(request: web.Request) -> web.Response:
     return web.json_response(_recording_json(request, cid, enabled))
 
 
-def _recording_json(request: web.Request, cid: str, enabled: bool) -> dict[str, Any]:
-    state = request.app[RECORDINGS].state(cid)
-    return {"enabled": enabled, **{k: v for k, v in state.items() if k != "type"}}
+def _recording_json(request: web.Request, cid: ConsultationId, enabled: bool) -> dict[str, Any]:
+    state = RecordingUpdate.of(request.app[RECORDINGS].state(cid))
+    return {"enabled": enabled, **state.body()}
 
 
-async def get_session(request: web.Request) -> web.Response:
+async def get_identity(request: web.Request) -> web.Response:
     """What the page needs to start: who the token says you are, and how to reach the relay."""
     grant = authenticate(request)
     ice_servers = []
@@ -152,7 +150,7 @@ async def get_session(request: web.Request) -> web.Response:
             "identity": grant.identity,
             "name": grant.name,
             "role": str(grant.role),
-            "consultation": grant.consultation,
+            "consultation": grant.cid,
             "may_publish": grant.may_publish,
             "may_annotate": grant.may_annotate,
             "may_replay": grant.may_replay,
@@ -162,7 +160,7 @@ async def get_session(request: web.Request) -> web.Response:
     )
 
 
-async def find_consultation(store: ConsultationStore, cid: str) -> Consultation:
+async def find_consultation(store: ConsultationStore, cid: ConsultationId) -> Consultation:
     """The consultation, or a 404 (after the caller checked the grant: see the module doc)."""
     consultation = await store.get(cid)
     if consultation is None:

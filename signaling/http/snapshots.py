@@ -17,10 +17,12 @@ from typing import Any
 from aiohttp import web
 
 from recorder.snapshots import SNAPSHOT_ID, Snapshot, SnapshotStore, TooManySnapshots
-from signaling.auth.request import authenticate
+from relay import ConsultationId
+from signaling.auth.request import authenticate, path_cid
 from signaling.http.api import find_consultation
 from signaling.http.errors import ApiError
 from signaling.keys import HUB, SETTINGS, STORE
+from signaling.ws.messages import SnapshotAdded
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +40,11 @@ def add_routes(app: web.Application) -> None:
     )
 
 
-def snapshot_url(cid: str, snapshot_id: str) -> str:
+def snapshot_url(cid: ConsultationId, snapshot_id: str) -> str:
     return f"/api/consultations/{cid}/snapshots/{snapshot_id}.png"
 
 
-def snapshot_json(cid: str, snapshot: Snapshot) -> dict[str, Any]:
+def snapshot_json(cid: ConsultationId, snapshot: Snapshot) -> dict[str, Any]:
     """A snapshot as pages see it: the stored fields and where to fetch the image."""
     return {**snapshot.to_json(), "url": snapshot_url(cid, snapshot.id)}
 
@@ -52,7 +54,7 @@ def _store(request: web.Request) -> SnapshotStore:
 
 
 async def upload_snapshot(request: web.Request) -> web.Response:
-    cid = request.match_info["cid"]
+    cid = path_cid(request)
     grant = authenticate(request)
     grant.ensure_annotate(cid)
     await find_consultation(request.app[STORE], cid)
@@ -67,12 +69,12 @@ async def upload_snapshot(request: web.Request) -> web.Response:
         raise ApiError(409, "too-many-snapshots", str(exc)) from None
     logger.info("Snapshot %s stored [consultation:%s] (%d bytes)", snapshot.id, cid, len(data))
     body = snapshot_json(cid, snapshot)
-    request.app[HUB].broadcast(cid, {"type": "snapshot", "snapshot": body})
+    request.app[HUB].broadcast(cid, SnapshotAdded(body))
     return web.json_response(body, status=201)
 
 
 async def list_snapshots(request: web.Request) -> web.Response:
-    cid = request.match_info["cid"]
+    cid = path_cid(request)
     authenticate(request).ensure_member(cid)
     await find_consultation(request.app[STORE], cid)
     snapshots = await _store(request).list(cid)
@@ -80,7 +82,7 @@ async def list_snapshots(request: web.Request) -> web.Response:
 
 
 async def get_snapshot(request: web.Request) -> web.StreamResponse:
-    cid = request.match_info["cid"]
+    cid = path_cid(request)
     authenticate(request).ensure_member(cid)
     await find_consultation(request.app[STORE], cid)
     snapshot_id = request.match_info["sid"]  # matched SNAPSHOT_ID: safe as a file name

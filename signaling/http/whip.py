@@ -1,4 +1,4 @@
-"""WHIP (RFC 9725) publish and WHEP play endpoints.
+"""WHIP (RFC 9725) publish and WHEP view endpoints.
 
     POST   /whip/{cid}                       offer → 201 answer + Location + ETag + Link ice-server
     POST   /whep/{cid}?feed=endoscope|talkback   (?annotated=1: the endoscope with marks burned in)
@@ -8,7 +8,7 @@
 
 Who publishes what follows from the token: a clinic publishes the endoscope feed (only once the
 patient's consent is on record), a surgeon publishes talk-back audio. Anyone in the consultation
-may play; a clinic plays talk-back by default.
+may view; a clinic views talk-back by default.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import logging
 from aiohttp import web
 
 from relay import FeedName, IceRestartUnsupported, Peer, PeerRole, Router
-from signaling.auth.grants import Grant, Role
-from signaling.auth.request import authenticate
+from signaling.auth.grants import Grant
+from signaling.auth.request import authenticate, path_cid
 from signaling.db.store import Consultation
 from signaling.http.errors import ApiError
 from signaling.keys import RELAY, SETTINGS, STORE
@@ -42,7 +42,7 @@ def add_routes(app: web.Application) -> None:
         app.router.add_patch(f"/{kind}/{{cid}}/sessions/{{sid}}", patch_session)
         app.router.add_delete(f"/{kind}/{{cid}}/sessions/{{sid}}", delete_session)
     app.router.add_post("/whip/{cid}", publish)
-    app.router.add_post("/whep/{cid}", play)
+    app.router.add_post("/whep/{cid}", view)
 
 
 async def preflight(request: web.Request) -> web.Response:
@@ -61,26 +61,21 @@ async def preflight(request: web.Request) -> web.Response:
 
 async def publish(request: web.Request) -> web.Response:
     grant, consultation, offer = await _accept_offer(request)
-    grant.ensure_publish(consultation.id)
-    if grant.role is Role.CLINIC:
-        feed = FeedName.ENDOSCOPE
-        if consultation.consent is None:
-            raise ApiError(
-                403,
-                "consent-required",
-                "patient consent for this remote consultation is not recorded yet",
-            )
-    else:
-        feed = FeedName.TALKBACK
+    feed = grant.ensure_publish(consultation.id)
+    if feed is FeedName.ENDOSCOPE and consultation.consent is None:
+        raise ApiError(
+            403,
+            "consent-required",
+            "patient consent for this remote consultation is not recorded yet",
+        )
     peer = await _router(request, consultation).publish(feed, grant.identity, offer)
     return _created(request, "whip", consultation, peer)
 
 
-async def play(request: web.Request) -> web.Response:
+async def view(request: web.Request) -> web.Response:
     grant, consultation, offer = await _accept_offer(request)
-    default = FeedName.TALKBACK if grant.role is Role.CLINIC else FeedName.ENDOSCOPE
     try:
-        feed = FeedName(request.query.get("feed", default))
+        feed = FeedName(request.query.get("feed", grant.views))
     except ValueError:
         raise ApiError(400, "bad-feed", "feed must be 'endoscope' or 'talkback'") from None
     annotated = request.query.get("annotated", "0")
@@ -89,7 +84,7 @@ async def play(request: web.Request) -> web.Response:
     if annotated == "1" and feed is not FeedName.ENDOSCOPE:
         raise ApiError(400, "bad-feed", "only the endoscope feed has an annotated rendition")
     router = _router(request, consultation)
-    peer = await router.subscribe(feed, grant.identity, offer, annotated=annotated == "1")
+    peer = await router.view(feed, grant.identity, offer, annotated=annotated == "1")
     return _created(request, "whep", consultation, peer)
 
 
@@ -113,7 +108,7 @@ async def patch_session(request: web.Request) -> web.Response:
 async def delete_session(request: web.Request) -> web.Response:
     grant, router, peer = await _session(request)
     await router.close_peer(peer.id)
-    logger.info("WHIP/WHEP session %s deleted [consultation:%s]", peer.id[:6], router.consultation)
+    logger.info("WHIP/WHEP session %s deleted [consultation:%s]", peer.id[:6], router.cid)
     return web.Response(status=200, headers=CORS)
 
 
@@ -129,7 +124,7 @@ async def _accept_offer(request: web.Request) -> tuple[Grant, Consultation, str]
 
 
 async def _consultation(request: web.Request, grant: Grant) -> Consultation:
-    cid = request.match_info["cid"]
+    cid = path_cid(request)
     grant.ensure_member(cid)
     consultation = await request.app[STORE].get(cid)
     if consultation is None:
@@ -162,8 +157,7 @@ async def _session(request: web.Request) -> tuple[Grant, Router, Peer]:
     expected = PeerRole.PUBLISHER if request.path.startswith("/whip/") else PeerRole.VIEWER
     if router is None or peer is None or peer.role is not expected:
         raise ApiError(404, "unknown-session", "no such session")
-    if peer.identity != grant.identity and grant.role is not Role.ADMIN:
-        raise ApiError(403, "forbidden", "this session belongs to another participant")
+    grant.ensure_owner(peer.identity)
     return grant, router, peer
 
 

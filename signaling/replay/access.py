@@ -11,18 +11,13 @@ from __future__ import annotations
 from aiohttp import hdrs, web
 
 from recorder.index import RecordingRow
-from signaling.auth.grants import Forbidden, Grant, Role, TokenInvalid
+from signaling.auth.grants import Forbidden, Grant, TokenInvalid
 from signaling.auth.media_tokens import MEDIA_QUERY
 from signaling.auth.request import authenticate
 from signaling.db.audit import AuditAction
 from signaling.http.errors import ApiError
 from signaling.replay import audit
 from signaling.replay.state import REPLAY
-
-
-def may_replay_somewhere(grant: Grant) -> None:
-    if grant.role is not Role.ADMIN and not grant.may_replay:
-        raise Forbidden(f"role {grant.role} may not replay recordings")
 
 
 def _valid_id(request: web.Request) -> str:
@@ -36,7 +31,7 @@ async def authorised(request: web.Request) -> tuple[Grant, RecordingRow]:
     """The caller's grant and the recording, in the order of the module doc."""
     grant = authenticate(request)
     rid = _valid_id(request)
-    may_replay_somewhere(grant)
+    grant.ensure_replay_somewhere()
     row = await request.app[REPLAY].library.recording(rid)
     grant.ensure_replay(row.consultation_id)
     return grant, row

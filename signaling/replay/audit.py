@@ -7,7 +7,7 @@ from aiohttp import web
 
 from recorder.index import RecordingRow
 from signaling.auth.grants import Grant
-from signaling.auth.request import authenticate
+from signaling.auth.request import authenticate, path_cid
 from signaling.db.audit import AuditAction
 from signaling.http.api import find_consultation
 from signaling.keys import STORE
@@ -27,7 +27,7 @@ async def record(
 
 
 async def get_audit(request: web.Request) -> web.Response:
-    cid = request.match_info["cid"]
+    cid = path_cid(request)
     grant = authenticate(request)
     grant.ensure_admin()
     grant.ensure_member(cid)

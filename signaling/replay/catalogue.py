@@ -11,27 +11,28 @@ from aiohttp import web
 
 from recorder.index import RecordingRow
 from recorder.manifest import Manifest
-from signaling.auth.grants import Role
+from relay import ConsultationId
 from signaling.auth.request import authenticate
 from signaling.http.errors import ApiError
 from signaling.http.snapshots import snapshot_json
-from signaling.replay.access import authorised, may_replay_somewhere
+from signaling.replay.access import authorised
 from signaling.replay.media import MIME_TYPES
 from signaling.replay.state import REPLAY
 
 
 async def list_recordings(request: web.Request) -> web.Response:
     grant = authenticate(request)
-    may_replay_somewhere(grant)
-    consultation = request.query.get("consultation")
+    grant.ensure_replay_somewhere()
+    asked = request.query.get("consultation")
+    cid = None if asked is None else ConsultationId(asked)
     since = _date_bound(request.query.get("since"), "since", end=False)
     until = _date_bound(request.query.get("until"), "until", end=True)
-    if consultation is not None:
-        grant.ensure_replay(consultation)
-    elif not grant.covers("*") or grant.role is not Role.ADMIN:
-        consultation = grant.consultation  # everyone but an all-consultations admin: their own
+    if cid is not None:
+        grant.ensure_replay(cid)
+    elif not grant.sees_every_consultation:
+        cid = grant.cid  # everyone but an all-consultations admin: their own
     library = request.app[REPLAY].library
-    rows = await library.recordings(consultation)
+    rows = await library.recordings(cid)
     rows = [
         row
         for row in rows

@@ -8,7 +8,9 @@ Annotation ops and pointer moves have their own rate limits (a pen stroke stream
 over them a message is refused with ``rate-limited``, and each refusal also counts against the
 general allowance, so a client that keeps flooding is still closed with 4429. Accepted annotation
 ops change the Router's AnnotationBoard (what the burned-in rendition draws), go to everyone and
-are appended to the consultation's annotation log.
+are appended to the consultation's annotation log. Joining makes no media state: the Router is
+made by the first mark or freeze (or by media), and ``welcome`` shows an empty board and offline
+feeds while there is none.
 """
 
 from __future__ import annotations
@@ -27,9 +29,17 @@ from persistence.times import utc_iso, utc_now_iso
 from recorder.annotation_log import AnnotationLog
 from recorder.log_entry import LogEntry, LogOp
 from recorder.snapshots import SnapshotStore
-from relay import Annotation, AnnotationBoard, AnnotationError, Freeze, Router
-from signaling.auth.grants import Forbidden, Grant, Role, TokenInvalid
-from signaling.auth.request import authenticate
+from relay import (
+    Annotation,
+    AnnotationBoard,
+    AnnotationError,
+    ConsultationId,
+    Freeze,
+    Relay,
+    Router,
+)
+from signaling.auth.grants import Forbidden, Grant, TokenInvalid
+from signaling.auth.request import authenticate, path_cid
 from signaling.db.store import Consultation, valid_consultation_id
 from signaling.http.snapshots import snapshot_url
 from signaling.keys import ANNOTATION_LOGS, HUB, RECORDINGS, RELAY, SETTINGS, STORE, TOKENS
@@ -40,6 +50,20 @@ from signaling.ws.hub import (
     Participant,
     TokenBucket,
     close_socket,
+)
+from signaling.ws.messages import (
+    AnnotationUpdate,
+    Chat,
+    ErrorReply,
+    FreezeState,
+    FreezeUpdate,
+    PointerMove,
+    Pong,
+    RecordingUpdate,
+    ServerMessage,
+    Stats,
+    Welcome,
+    You,
 )
 from signaling.ws.protocol import (
     FORBIDDEN,
@@ -93,19 +117,23 @@ class ClientGone(Exception):
 
 
 @dataclass(frozen=True)
-class Session:
+class Connection:
     """What a message handler needs: where it is and on whose behalf."""
 
     hub: Hub
-    cid: str
+    cid: ConsultationId
     participant: Participant
     grant: Grant
-    router: Router
-    "The consultation's media side; owns the AnnotationBoard."
+    relay: Relay
+    video_codec: str
     log: AnnotationLog
     data_dir: Path
 
-    def reply(self, message: dict[str, Any]) -> None:
+    def router(self) -> Router:
+        """The consultation's media side, made on first use: it owns the AnnotationBoard."""
+        return self.relay.router(self.cid, self.video_codec)
+
+    def reply(self, message: ServerMessage) -> None:
         self.hub.send(self.cid, self.participant, message)
 
     def refuse(self, code: str, reason: str) -> None:
@@ -117,7 +145,7 @@ class Session:
             code,
             reason,
         )
-        self.reply({"type": "error", "code": code, "reason": reason})
+        self.reply(ErrorReply(code, reason))
 
 
 def add_routes(app: web.Application) -> None:
@@ -125,7 +153,7 @@ def add_routes(app: web.Application) -> None:
 
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
-    cid = request.match_info["cid"]
+    cid = path_cid(request)
     label = cid if valid_consultation_id(cid) else "<invalid id>"  # never log raw URL text
     hub = request.app[HUB]
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=MAX_MESSAGE_BYTES)
@@ -136,15 +164,21 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     try:
         grant = await _authenticate(request, ws)
         consultation = await _admit(request, grant, cid)
-        router = request.app[RELAY].router(cid, consultation.video_codec)
         participant = Participant(grant.identity, grant.name, grant.role, ws)
         hub.join(cid, participant)
-        hub.send(cid, participant, _welcome(request, grant, consultation, router))
-        log = request.app[ANNOTATION_LOGS].get(cid)
-        data_dir = request.app[SETTINGS].data_dir
-        await _until_expiry(
-            grant, _serve(Session(hub, cid, participant, grant, router, log, data_dir))
+        hub.send(cid, participant, _welcome(request, grant, consultation))
+        relay, log = request.app[RELAY], request.app[ANNOTATION_LOGS].get(cid)
+        connection = Connection(
+            hub,
+            cid,
+            participant,
+            grant,
+            relay,
+            consultation.video_codec,
+            log,
+            request.app[SETTINGS].data_dir,
         )
+        await _until_expiry(grant, _serve(connection))
     except Rejected as exc:
         logger.info(
             "WebSocket [consultation:%s] closing %s with %d: %s",
@@ -194,7 +228,7 @@ async def _auth_message(request: web.Request, ws: web.WebSocketResponse) -> str:
     return message.token
 
 
-async def _admit(request: web.Request, grant: Grant, cid: str) -> Consultation:
+async def _admit(request: web.Request, grant: Grant, cid: ConsultationId) -> Consultation:
     try:
         grant.ensure_member(cid)
     except Forbidden as exc:
@@ -205,39 +239,33 @@ async def _admit(request: web.Request, grant: Grant, cid: str) -> Consultation:
     return consultation
 
 
-def _welcome(
-    request: web.Request, grant: Grant, consultation: Consultation, router: Router
-) -> dict[str, Any]:
-    return {
-        "type": "welcome",
-        "you": {
-            "identity": grant.identity,
-            "name": grant.name,
-            "role": str(grant.role),
-            "may_publish": grant.may_publish,
-            "may_annotate": grant.may_annotate,
-        },
-        "participants": request.app[HUB].participants(consultation.id),
-        "feeds": router.feed_states(),
-        "consent": consultation.consent.to_json() if consultation.consent else None,
-        "annotations": [a.to_json() for a in router.board.visible(time.time())],
-        "freeze": _freeze_state(consultation.id, router.board),
-        "recording": request.app[RECORDINGS].state(consultation.id),
-    }
+def _welcome(request: web.Request, grant: Grant, consultation: Consultation) -> Welcome:
+    relay = request.app[RELAY]
+    router = relay.find(consultation.id)
+    board = router.board if router is not None else AnnotationBoard()
+    return Welcome(
+        You.of(grant),
+        request.app[HUB].participants(consultation.id),
+        relay.feed_states(consultation.id),
+        consultation.consent.to_json() if consultation.consent else None,
+        [a.to_json() for a in board.visible(time.time())],
+        _freeze_state(consultation.id, board),
+        RecordingUpdate.of(request.app[RECORDINGS].state(consultation.id)),
+    )
 
 
-def _freeze_state(cid: str, board: AnnotationBoard) -> dict[str, Any]:
+def _freeze_state(cid: ConsultationId, board: AnnotationBoard) -> FreezeState:
     freeze = board.freeze
     if freeze is None:
-        return {"frozen": False, "snapshot": None, "by": None}
+        return FreezeState(False, None, None)
     snapshot = None
     if freeze.snapshot_id is not None:
         snapshot = {"id": freeze.snapshot_id, "url": snapshot_url(cid, freeze.snapshot_id)}
-    return {"frozen": True, "snapshot": snapshot, "by": freeze.by}
+    return FreezeState(True, snapshot, freeze.by)
 
 
 async def _until_expiry(grant: Grant, serving: Coroutine[Any, Any, None]) -> None:
-    """A socket lives no longer than its token: an invite that expires mid-session ends it."""
+    """A socket lives no longer than its token: an invite that expires mid-connection ends it."""
     try:
         async with asyncio.timeout(max(0.0, grant.expires_at - time.time())):
             await serving
@@ -245,9 +273,9 @@ async def _until_expiry(grant: Grant, serving: Coroutine[Any, Any, None]) -> Non
         raise Rejected(CLOSE_UNAUTHORIZED, "token expired: open your invite link again") from None
 
 
-async def _serve(session: Session) -> None:
+async def _serve(connection: Connection) -> None:
     """Read until the client leaves; malformed frames and floods end the connection."""
-    participant = session.participant
+    participant = connection.participant
     while True:
         text = await _next_text(participant.ws)
         try:
@@ -257,16 +285,16 @@ async def _serve(session: Session) -> None:
                 raise Rejected(CLOSE_FLOOD, "message flood") from None
             if exc.fatal:
                 raise Rejected(CLOSE_MALFORMED, exc.reason) from None
-            session.refuse(exc.code, exc.reason)
+            connection.refuse(exc.code, exc.reason)
             continue
         own_limit = _OWN_LIMITS.get(type(message))
         if own_limit is None or not own_limit(participant).take():
             if not participant.allow_message():
                 raise Rejected(CLOSE_FLOOD, "message flood")
             if own_limit is not None:
-                session.refuse(RATE_LIMITED, _RATE_REASONS[type(message)])
+                connection.refuse(RATE_LIMITED, _RATE_REASONS[type(message)])
                 continue
-        await _HANDLERS[type(message)](session, message)
+        await _HANDLERS[type(message)](connection, message)
 
 
 async def _next_text(ws: web.WebSocketResponse, timeout: float | None = None) -> str:
@@ -284,52 +312,45 @@ def _who(participant: Participant | None) -> str:
     return participant.identity if participant else "unauthenticated client"
 
 
-async def _on_chat(session: Session, message: ChatMessage) -> None:
-    p = session.participant
-    session.hub.broadcast(
-        session.cid,
-        {
-            "type": "chat",
-            "from": p.identity,
-            "name": p.name,
-            "role": str(p.role),
-            "text": message.text,
-            "ts": utc_now_iso(),
-        },
+async def _on_chat(connection: Connection, message: ChatMessage) -> None:
+    p = connection.participant
+    connection.hub.broadcast(
+        connection.cid, Chat(p.identity, p.name, p.role, message.text, utc_now_iso())
     )
 
 
-async def _on_stats(session: Session, message: StatsMessage) -> None:
-    p = session.participant
-    session.hub.broadcast(
-        session.cid,
-        {"type": "stats", "from": p.identity, "role": str(p.role), "stats": message.stats},
+async def _on_stats(connection: Connection, message: StatsMessage) -> None:
+    p = connection.participant
+    connection.hub.broadcast(
+        connection.cid,
+        Stats(p.identity, p.role, message.stats),
         exclude=p,
     )
 
 
-async def _on_ping(session: Session, message: PingMessage) -> None:
-    session.reply({"type": "pong"})
+async def _on_ping(connection: Connection, message: PingMessage) -> None:
+    connection.reply(Pong())
 
 
-async def _on_auth(session: Session, message: AuthMessage) -> None:
-    session.reply({"type": "error", "code": INVALID, "reason": "already authenticated"})
+async def _on_auth(connection: Connection, message: AuthMessage) -> None:
+    connection.reply(ErrorReply(INVALID, "already authenticated"))
 
 
-async def _on_annotation(session: Session, message: AnnotationMessage) -> None:
+async def _on_annotation(connection: Connection, message: AnnotationMessage) -> None:
     """Apply one op to the board, then tell everyone (the sender too, so every page draws what
     the server accepted) and append it to the timeline."""
-    if not _may_draw(session, lead_only=message.op is AnnotationOp.CLEAR):
+    if not _may_draw(connection, lead_only=message.op is AnnotationOp.CLEAR):
         return
-    author, now, media_pts = session.participant.identity, time.time(), session.router.media_pts()
+    router = connection.router()
+    author, now, media_pts = connection.participant.identity, time.time(), router.media_pts()
     try:
-        op, change = _apply(session.router.board, message, author, now, media_pts)
+        accepted = _apply(router.board, message, author, now, media_pts)
     except AnnotationError as exc:
-        session.refuse(INVALID, str(exc))
+        connection.refuse(INVALID, str(exc))
         return
-    accepted = {"op": str(op), **change, "by": author}
-    session.hub.broadcast(session.cid, {"type": "annotation", **accepted})
-    session.log.append(LogEntry(LogOp(op), utc_iso(now), media_pts, author, change))
+    connection.hub.broadcast(connection.cid, accepted)
+    change = {k: v for k, v in accepted.body().items() if k not in ("op", "by")}
+    connection.log.append(LogEntry(LogOp(accepted.op), utc_iso(now), media_pts, author, change))
 
 
 def _apply(
@@ -338,69 +359,69 @@ def _apply(
     author: str,
     now: float,
     media_pts: int | None,
-) -> tuple[AnnotationOp, dict[str, Any]]:
-    """The op as announced and what changed. Undo is announced as the ``remove`` of the mark it
-    took away, so pages and the replay only know add/update/remove/clear."""
+) -> AnnotationUpdate:
+    """The op as announced. Undo is announced as the ``remove`` of the mark it took away, so
+    pages and the replay only know add/update/remove/clear."""
     if message.op is AnnotationOp.ADD:
         assert message.mark is not None
         added = board.add(Annotation(message.mark, author, now, now, media_pts))
-        return message.op, {"annotation": added.to_json()}
+        return AnnotationUpdate(message.op, author, annotation=added.to_json())
     if message.op is AnnotationOp.UPDATE:
         assert message.mark is not None
-        return message.op, {"annotation": board.update(message.mark, author, now).to_json()}
+        updated = board.update(message.mark, author, now)
+        return AnnotationUpdate(message.op, author, annotation=updated.to_json())
     if message.op is AnnotationOp.REMOVE:
         assert message.id is not None
-        return message.op, {"id": board.remove(message.id, author).mark.id}
+        return AnnotationUpdate(message.op, author, id=board.remove(message.id, author).mark.id)
     if message.op is AnnotationOp.UNDO:
         removed = board.undo(author, now)
         if removed is None:
             raise AnnotationError("you have no mark to undo")
-        return AnnotationOp.REMOVE, {"id": removed.mark.id}
+        return AnnotationUpdate(AnnotationOp.REMOVE, author, id=removed.mark.id)
     board.clear()
-    return message.op, {}
+    return AnnotationUpdate(message.op, author)
 
 
-async def _on_pointer(session: Session, message: PointerMessage) -> None:
+async def _on_pointer(connection: Connection, message: PointerMessage) -> None:
     """Fire-and-forget: to everyone else, never stored."""
-    if _may_draw(session, lead_only=False):
-        pointer = {"type": "pointer", "from": session.participant.identity}
-        session.hub.broadcast(
-            session.cid, {**pointer, "x": message.x, "y": message.y}, exclude=session.participant
-        )
+    if _may_draw(connection, lead_only=False):
+        pointer = PointerMove(connection.participant.identity, message.x, message.y)
+        connection.hub.broadcast(connection.cid, pointer, exclude=connection.participant)
 
 
-async def _on_freeze(session: Session, message: FreezeMessage) -> None:
-    if not _may_draw(session, lead_only=True):
+async def _on_freeze(connection: Connection, message: FreezeMessage) -> None:
+    if not _may_draw(connection, lead_only=True):
         return
     snapshot_id = message.snapshot_id
-    if snapshot_id is not None and not await SnapshotStore(session.data_dir).exists(
-        session.cid, snapshot_id
+    if snapshot_id is not None and not await SnapshotStore(connection.data_dir).exists(
+        connection.cid, snapshot_id
     ):
-        session.refuse(INVALID, "freeze.snapshot_id names no snapshot of this consultation")
+        connection.refuse(INVALID, "freeze.snapshot_id names no snapshot of this consultation")
         return
-    board, by, now = session.router.board, session.participant.identity, time.time()
+    router = connection.router()
+    board, by, now = router.board, connection.participant.identity, time.time()
     board.set_freeze(Freeze(by, now, snapshot_id) if message.frozen else None)
-    state = _freeze_state(session.cid, board)
-    session.hub.broadcast(session.cid, {"type": "freeze", **state, "by": by})
+    state = _freeze_state(connection.cid, board)
+    connection.hub.broadcast(connection.cid, FreezeUpdate(state.frozen, state.snapshot, by))
     kind = LogOp.FREEZE if message.frozen else LogOp.RESUME
     payload = {"snapshot_id": snapshot_id}
-    session.log.append(LogEntry(kind, utc_iso(now), session.router.media_pts(), by, payload))
+    connection.log.append(LogEntry(kind, utc_iso(now), router.media_pts(), by, payload))
 
 
-def _may_draw(session: Session, lead_only: bool) -> bool:
-    """Drawing and pointing need ``may_annotate``; clear and freeze also the surgeon's (or an
-    admin's) role. A refusal is answered with ``forbidden``."""
-    grant = session.grant
-    if not grant.may_annotate:
-        session.refuse(FORBIDDEN, f"role {grant.role} may not annotate")
-        return False
-    if lead_only and grant.role not in (Role.SURGEON, Role.ADMIN):
-        session.refuse(FORBIDDEN, "only the surgeon may clear all marks or freeze the picture")
+def _may_draw(connection: Connection, lead_only: bool) -> bool:
+    """Drawing and pointing need ``may_annotate``; clear and freeze also need to lead the
+    consultation. A refusal is answered with ``forbidden``."""
+    try:
+        connection.grant.ensure_annotate(connection.cid)
+        if lead_only:
+            connection.grant.ensure_lead(connection.cid)
+    except Forbidden as exc:
+        connection.refuse(FORBIDDEN, str(exc))
         return False
     return True
 
 
-_HANDLERS: dict[type[ClientMessage], Callable[[Session, Any], Awaitable[None]]] = {
+_HANDLERS: dict[type[ClientMessage], Callable[[Connection, Any], Awaitable[None]]] = {
     ChatMessage: _on_chat,
     StatsMessage: _on_stats,
     PingMessage: _on_ping,

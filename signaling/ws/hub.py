@@ -19,7 +19,9 @@ from typing import Any
 from aiohttp import web
 
 from persistence.times import utc_now_iso
+from relay import ConsultationId
 from signaling.auth.grants import Role
+from signaling.ws.messages import Presence, ServerMessage
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +115,7 @@ class Hub:
     """Participants per consultation id; one instance per app, no module-level state."""
 
     def __init__(self, close_timeout_s: float = CLOSE_TIMEOUT_S) -> None:
-        self._rooms: dict[str, dict[str, Participant]] = {}
+        self._consultations: dict[ConsultationId, dict[str, Participant]] = {}
         self._sockets: set[web.WebSocketResponse] = set()
         self._closing: set[asyncio.Task[None]] = set()
         self.close_timeout_s = close_timeout_s
@@ -125,13 +127,13 @@ class Hub:
     def untrack(self, ws: web.WebSocketResponse) -> None:
         self._sockets.discard(ws)
 
-    def join(self, cid: str, participant: Participant) -> None:
+    def join(self, cid: ConsultationId, participant: Participant) -> None:
         """Add a participant and announce it to the others. A second connection of the same
         identity replaces the first one, which is closed with 4409.
 
         The joiner gets no ``presence``: the caller queues its ``welcome`` with ``send`` right
         after (both are synchronous, so no other message can come first)."""
-        old = self._rooms.get(cid, {}).get(participant.identity)
+        old = self._consultations.get(cid, {}).get(participant.identity)
         if old is not None:
             logger.info(
                 "Hub [consultation:%s] %s reconnected, replacing the older connection",
@@ -139,8 +141,8 @@ class Hub:
                 participant.identity,
             )
             self._drop(cid, old, CLOSE_REPLACED, "replaced by a newer connection", announce=False)
-        room = self._rooms.setdefault(cid, {})  # after the drop, which may delete an empty room
-        room[participant.identity] = participant
+        connected = self._consultations.setdefault(cid, {})  # the drop may have removed it
+        connected[participant.identity] = participant
         participant.writer = asyncio.get_running_loop().create_task(
             self._write(cid, participant), name=f"ws-writer {cid} {participant.identity}"
         )
@@ -149,11 +151,11 @@ class Hub:
             cid,
             participant.identity,
             participant.role,
-            len(room),
+            len(connected),
         )
         self._announce(cid, exclude=participant)
 
-    def leave(self, cid: str, participant: Participant) -> None:
+    def leave(self, cid: ConsultationId, participant: Participant) -> None:
         """Remove a participant (no-op if it was already replaced or dropped) and announce it.
         The caller closes the socket."""
         if not self._remove(cid, participant):
@@ -161,30 +163,33 @@ class Hub:
         logger.info("Hub [consultation:%s] %s left", cid, participant.identity)
         self._announce(cid)
 
-    def participants(self, cid: str) -> list[dict[str, Any]]:
+    def has_participants(self, cid: ConsultationId) -> bool:
+        return cid in self._consultations
+
+    def participants(self, cid: ConsultationId) -> list[dict[str, Any]]:
         """Who is connected, oldest first; never tokens."""
-        room = self._rooms.get(cid, {})
-        return [p.to_json() for p in sorted(room.values(), key=lambda p: p.joined_at)]
+        connected = self._consultations.get(cid, {})
+        return [p.to_json() for p in sorted(connected.values(), key=lambda p: p.joined_at)]
 
     def broadcast(
-        self, cid: str, message: dict[str, Any], exclude: Participant | None = None
+        self, cid: ConsultationId, message: ServerMessage, exclude: Participant | None = None
     ) -> None:
         """Queue ``message`` (stamped ``v: 1``) for everyone in ``cid`` but ``exclude``; never
         blocks, never raises because of one participant."""
         data = _encode(message)
-        for participant in list(self._rooms.get(cid, {}).values()):
+        for participant in list(self._consultations.get(cid, {}).values()):
             if participant is not exclude:
                 self._enqueue(cid, participant, data)
 
-    def send(self, cid: str, participant: Participant, message: dict[str, Any]) -> None:
+    def send(self, cid: ConsultationId, participant: Participant, message: ServerMessage) -> None:
         """Queue ``message`` for one participant, in order with the broadcasts it receives."""
         self._enqueue(cid, participant, _encode(message))
 
     async def close_all(self, code: int, reason: str) -> None:
         """Close every socket, joined or still authenticating (app shutdown)."""
         sockets = set(self._sockets)
-        for cid, room in list(self._rooms.items()):
-            for participant in list(room.values()):
+        for cid, connected in list(self._consultations.items()):
+            for participant in list(connected.values()):
                 self._remove(cid, participant)
                 sockets.add(participant.ws)
         logger.info("Hub closing %d sockets: %s", len(sockets), reason)
@@ -193,7 +198,7 @@ class Hub:
             *self._closing,
         )
 
-    def _enqueue(self, cid: str, participant: Participant, data: str) -> None:
+    def _enqueue(self, cid: ConsultationId, participant: Participant, data: str) -> None:
         try:
             participant.outbox.put_nowait(data)
         except asyncio.QueueFull:
@@ -205,7 +210,7 @@ class Hub:
             )
             self._drop(cid, participant, CLOSE_TOO_SLOW, "too slow: messages piled up")
 
-    async def _write(self, cid: str, participant: Participant) -> None:
+    async def _write(self, cid: ConsultationId, participant: Participant) -> None:
         """The only task that sends on this participant's socket, so messages keep their order."""
         try:
             while True:
@@ -218,7 +223,12 @@ class Hub:
         self._drop(cid, participant, 1011, "server could not send")
 
     def _drop(
-        self, cid: str, participant: Participant, code: int, reason: str, announce: bool = True
+        self,
+        cid: ConsultationId,
+        participant: Participant,
+        code: int,
+        reason: str,
+        announce: bool = True,
     ) -> None:
         """Remove a participant the server gives up on and close its socket in the background;
         its handler then sees the socket closed and leaves (a no-op by then)."""
@@ -232,23 +242,21 @@ class Hub:
         if announce:
             self._announce(cid)
 
-    def _remove(self, cid: str, participant: Participant) -> bool:
-        room = self._rooms.get(cid)
-        if room is None or room.get(participant.identity) is not participant:
+    def _remove(self, cid: ConsultationId, participant: Participant) -> bool:
+        connected = self._consultations.get(cid)
+        if connected is None or connected.get(participant.identity) is not participant:
             return False
-        del room[participant.identity]
-        if not room:
-            del self._rooms[cid]
+        del connected[participant.identity]
+        if not connected:
+            del self._consultations[cid]
         if participant.writer is not None and participant.writer is not asyncio.current_task():
             participant.writer.cancel()
         return True
 
-    def _announce(self, cid: str, exclude: Participant | None = None) -> None:
-        self.broadcast(
-            cid, {"type": "presence", "participants": self.participants(cid)}, exclude=exclude
-        )
+    def _announce(self, cid: ConsultationId, exclude: Participant | None = None) -> None:
+        self.broadcast(cid, Presence(self.participants(cid)), exclude=exclude)
 
 
-def _encode(message: dict[str, Any]) -> str:
+def _encode(message: ServerMessage) -> str:
     # ensure_ascii (the default) keeps lone surrogates from ever failing the UTF-8 encode in send.
-    return json.dumps({**message, "v": PROTOCOL_VERSION}, separators=(",", ":"))
+    return json.dumps({**message.to_json(), "v": PROTOCOL_VERSION}, separators=(",", ":"))

@@ -57,7 +57,7 @@ async def test_a_clinic_that_drops_and_returns_continues_one_recording_with_a_ma
     assert await wait_until(
         lambda: on_disk(recordings, cid).segments[0].status is SegmentStatus.CLOSED, timeout=10
     )
-    assert await wait_until(lambda: recordings.state(cid)["state"] == "paused", timeout=5)
+    assert await wait_until(lambda: recordings.state(cid).state == "paused", timeout=5)
     await asyncio.sleep(1.0)  # the clinic is away
     async with publishing(url(client, f"/whip/{cid}"), clinic):
         assert await wait_until(lambda: recorder.segment_seq == 2, timeout=10)

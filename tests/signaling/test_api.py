@@ -45,7 +45,9 @@ def admin(make_token: MakeToken) -> dict[str, str]:
 @pytest.fixture
 def hub_messages(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict]]:
     sent: list[tuple[str, dict]] = []
-    monkeypatch.setattr(client.app[HUB], "broadcast", lambda cid, msg: sent.append((cid, msg)))
+    monkeypatch.setattr(
+        client.app[HUB], "broadcast", lambda cid, msg: sent.append((cid, msg.to_json()))
+    )
     return sent
 
 
@@ -135,7 +137,7 @@ async def test_an_admin_creates_a_consultation_with_invite_links(
         prefix = f"{settings.base_url}/{pages[role]}#token="
         assert link.startswith(prefix)
         grant = tokens.verify(link.removeprefix(prefix))
-        assert (grant.role, grant.consultation) == (Role(role), body["id"])
+        assert (grant.role, grant.cid) == (Role(role), body["id"])
         assert abs(grant.expires_at - time.time() - settings.token_ttl_s) < 5
     fetched = await client.get(f"/api/consultations/{body['id']}", headers=admin)
     assert await fetched.json() == {k: v for k, v in body.items() if k != "links"}
@@ -393,7 +395,7 @@ async def test_an_admin_invites_a_participant(
     assert set(invite) == {"token", "link", "role", "expires_at"}
     assert invite["link"] == f"{settings.base_url}/{page}#token={invite['token']}"
     grant = tokens.verify(invite["token"])
-    assert (grant.role, grant.consultation, invite["role"]) == (Role(role), consultation.id, role)
+    assert (grant.role, grant.cid, invite["role"]) == (Role(role), consultation.id, role)
     assert invite["expires_at"] == grant.expires_at
     assert abs(grant.expires_at - time.time() - 120) < 5
 

@@ -95,7 +95,7 @@ def test_consult_create_json_answers_like_the_api(
         assert base == "http://127.0.0.1:8080"
         assert page == ("clinic" if role == "clinic" else "surgeon")
         grant = verify(data_dir, token)
-        assert (grant.role, grant.consultation) == (Role(role), answer["id"])
+        assert (grant.role, grant.cid) == (Role(role), answer["id"])
 
 
 def test_consult_create_prints_readable_links(
@@ -142,7 +142,7 @@ def test_token_prints_only_a_token_with_the_requested_rights(
     assert (code, err) == (0, "")
     assert out.count("\n") == 1
     grant = verify(data_dir, out.strip())
-    assert (grant.role, grant.consultation, grant.name) == (Role.SURGEON, cid, "Dr. Who")
+    assert (grant.role, grant.cid, grant.name) == (Role.SURGEON, cid, "Dr. Who")
     assert abs(grant.expires_at - (time.time() + 1800)) < 5
 
 
@@ -155,7 +155,7 @@ def test_an_admin_token_without_consultation_covers_all(
     )
     assert code == 0
     grant = verify(data_dir, out.strip())
-    assert (grant.role, grant.consultation) == (Role.ADMIN, ANY_CONSULTATION)
+    assert (grant.role, grant.cid) == (Role.ADMIN, ANY_CONSULTATION)
 
 
 def test_a_participant_token_needs_a_consultation(

@@ -9,6 +9,7 @@ import time
 import jwt
 import pytest
 
+from relay import FeedName
 from signaling.auth.grants import (
     ALGORITHM,
     ANY_CONSULTATION,
@@ -152,3 +153,33 @@ def test_admin_of_every_consultation_manages_but_never_publishes() -> None:
 def test_a_grant_gives_no_rights_in_another_consultation(role: Role) -> None:
     with pytest.raises(Forbidden, match="another consultation"):
         grant(role).ensure_member("otherone1")
+
+
+@pytest.mark.parametrize(
+    ("role", "leads", "manages_recording", "publishes", "views"),
+    [
+        (Role.CLINIC, False, True, FeedName.ENDOSCOPE, FeedName.TALKBACK),
+        (Role.SURGEON, True, False, FeedName.TALKBACK, FeedName.ENDOSCOPE),
+        (Role.OBSERVER, False, False, None, FeedName.ENDOSCOPE),
+        (Role.ADMIN, True, True, None, FeedName.ENDOSCOPE),
+    ],
+)
+def test_rights_follow_from_the_role_and_survive_a_token_round_trip(
+    issuer: TokenIssuer,
+    role: Role,
+    leads: bool,
+    manages_recording: bool,
+    publishes: FeedName | None,
+    views: FeedName,
+) -> None:
+    verified = issuer.verify(issuer.issue(grant(role)))
+    rights = (verified.leads, verified.manages_recording, verified.publishes, verified.views)
+    assert rights == (leads, manages_recording, publishes, views)
+
+
+def test_a_session_is_changed_only_by_its_owner_or_an_admin() -> None:
+    clinic = grant(Role.CLINIC)
+    clinic.ensure_owner(clinic.identity)
+    with pytest.raises(Forbidden, match="belongs to another participant"):
+        clinic.ensure_owner("clinic-other")
+    grant(Role.ADMIN).ensure_owner("clinic-other")

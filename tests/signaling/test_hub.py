@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 import pytest
@@ -21,6 +22,7 @@ from signaling.ws.hub import (
     Hub,
     Participant,
 )
+from signaling.ws.messages import JsonObject, ServerMessage
 
 CID = "consult-1"
 
@@ -58,6 +60,20 @@ def member(identity: str, ws: FakeSocket, role: Role = Role.SURGEON) -> Particip
     return Participant(identity, f"Name of {identity}", role, cast(web.WebSocketResponse, ws))
 
 
+@dataclass(frozen=True)
+class AnyMessage(ServerMessage):
+    """Any type with any fields: the hub only queues, stamps and sends what it is given."""
+
+    data: JsonObject
+
+    def to_json(self) -> JsonObject:
+        return self.data
+
+
+def message(kind: str, **fields: object) -> AnyMessage:
+    return AnyMessage({"type": kind, **fields})
+
+
 async def until(condition: Callable[[], bool], timeout: float = 2.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -71,7 +87,7 @@ async def test_broadcast_reaches_everyone_in_order_with_version() -> None:
     for i, ws in enumerate(sockets):
         hub.join(CID, member(f"p{i}", ws))
     for n in range(5):
-        hub.broadcast(CID, {"type": "chat", "n": n})
+        hub.broadcast(CID, message("chat", n=n))
     for ws in sockets:
         await until(lambda ws=ws: len(ws.of_type("chat")) == 5)
         assert [m["n"] for m in ws.of_type("chat")] == [0, 1, 2, 3, 4]
@@ -85,8 +101,8 @@ async def test_broadcast_excludes_sender_and_other_consultations() -> None:
     hub.join(CID, sender)
     hub.join(CID, member("b", b))
     hub.join("consult-2", member("c", elsewhere))
-    hub.broadcast(CID, {"type": "stats"}, exclude=sender)
-    hub.broadcast("nobody-here", {"type": "chat"})
+    hub.broadcast(CID, message("stats"), exclude=sender)
+    hub.broadcast("nobody-here", message("chat"))
     await until(lambda: len(b.of_type("stats")) == 1)
     await asyncio.sleep(0.02)
     assert a.of_type("stats") == []
@@ -99,7 +115,7 @@ async def test_join_announces_to_others_and_send_comes_first_for_joiner() -> Non
     hub.join(CID, member("first", first, Role.CLINIC))
     joiner = member("second", second)
     hub.join(CID, joiner)
-    hub.send(CID, joiner, {"type": "welcome"})
+    hub.send(CID, joiner, message("welcome"))
     await until(lambda: bool(first.sent) and bool(second.sent))
     assert [m["type"] for m in second.sent] == ["welcome"]
     presence = first.of_type("presence")[-1]
@@ -130,7 +146,7 @@ async def test_slow_consumer_is_dropped_without_delaying_others() -> None:
     hub.join(CID, member("slow", slow))
     started = time.monotonic()
     for n in range(OUTBOX_SIZE + 10):
-        hub.broadcast(CID, {"type": "chat", "n": n})
+        hub.broadcast(CID, message("chat", n=n))
         await asyncio.sleep(0)  # events arrive one by one: the fast writer keeps up
     assert time.monotonic() - started < 1.0  # broadcast never waits for the stuck socket
     await until(lambda: len(fast.of_type("chat")) == OUTBOX_SIZE + 10)
@@ -146,9 +162,9 @@ async def test_dead_socket_is_dropped_and_others_keep_receiving() -> None:
     alive, dead = FakeSocket(), FakeSocket(dead=True)
     hub.join(CID, member("alive", alive))
     hub.join(CID, member("dead", dead))
-    hub.broadcast(CID, {"type": "chat", "n": 1})
+    hub.broadcast(CID, message("chat", n=1))
     await until(lambda: [p["identity"] for p in hub.participants(CID)] == ["alive"])
-    hub.broadcast(CID, {"type": "chat", "n": 2})
+    hub.broadcast(CID, message("chat", n=2))
     await until(lambda: len(alive.of_type("chat")) == 2)
     assert dead.close_code is not None
 
@@ -167,7 +183,7 @@ async def test_second_connection_of_same_identity_replaces_first() -> None:
     assert [p["identity"] for p in hub.participants(CID)] == ["other", "surgeon-1"]
     hub.leave(CID, old)  # the old handler's cleanup must not remove the new connection
     assert len(hub.participants(CID)) == 2
-    hub.broadcast(CID, {"type": "chat"})
+    hub.broadcast(CID, message("chat"))
     await until(lambda: len(new_ws.of_type("chat")) == 1)
     assert old_ws.of_type("chat") == []
 
@@ -178,7 +194,7 @@ async def test_replacing_the_only_participant_keeps_the_new_one() -> None:
     hub.join(CID, member("clinic-1", old_ws))
     hub.join(CID, member("clinic-1", new_ws))
     assert [p["identity"] for p in hub.participants(CID)] == ["clinic-1"]
-    hub.broadcast(CID, {"type": "chat"})
+    hub.broadcast(CID, message("chat"))
     await until(lambda: len(new_ws.of_type("chat")) == 1)
 
 

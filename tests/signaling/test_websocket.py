@@ -12,7 +12,7 @@ import pytest
 from aiohttp import ClientWebSocketResponse, WSMsgType
 from aiohttp.test_utils import TestClient
 
-from relay import FeedEvent
+from relay import FeedEvent, FeedName, FeedState
 from signaling.db.store import Consultation
 from signaling.keys import HUB, RELAY, STORE
 from signaling.settings import Settings
@@ -161,7 +161,9 @@ async def test_feed_events_reach_the_consultation(
     client: TestClient, make_token: MakeToken, consultation: Consultation
 ) -> None:
     ws, _ = await join(client, consultation.id, make_token("surgeon", consultation.id))
-    client.app[RELAY].on_feed_event(FeedEvent(consultation.id, "endoscope", "live", "clinic-1"))
+    client.app[RELAY].on_feed_event(
+        FeedEvent(consultation.id, FeedName.ENDOSCOPE, FeedState.LIVE, "clinic-1")
+    )
     feed = await next_of(ws, "feed")
     assert feed == {
         "type": "feed",

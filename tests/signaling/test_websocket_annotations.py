@@ -330,5 +330,5 @@ async def test_a_token_for_another_consultation_cannot_reach_this_one(
     assert await closed_with(intruder) == (4403, "token is for another consultation")
     await surgeon.send_json({"type": "ping"})
     assert [m["type"] for m in await until(surgeon, "pong")] == ["pong"]
-    assert client.app[RELAY].find(cid).board.visible(0) == ()  # type: ignore[union-attr]
+    assert client.app[RELAY].router(cid, consultation.video_codec).board.visible(0) == ()
     await surgeon.close()

@@ -1,0 +1,191 @@
+"""Server → client messages of WebSocket protocol v1, as typed values.
+
+Every place that tells participants something builds one of these instead of a dict literal, so a
+message's fields are written down once; ``to_json()`` gives exactly the object documented in
+docs/architecture.md (the hub stamps ``v``). Foreign JSON (a participant, a consent, an annotation,
+a snapshot) is carried as the dict its owner made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from recorder.recordings import RecordingEvent, RecordingState
+from relay import FeedEvent, FeedName, FeedState
+from signaling.auth.grants import Grant, Role
+
+JsonObject = dict[str, Any]
+
+_WIRE_NAMES: Mapping[str, str] = {"sender": "from"}
+"Field names that are Python keywords on the wire."
+
+
+class Payload:
+    """A dataclass whose fields become one JSON object; nested messages keep their ``type``,
+    nested payloads are embedded as their fields."""
+
+    def body(self) -> JsonObject:
+        return {_WIRE_NAMES.get(name, name): _wire(value) for name, value in vars(self).items()}
+
+
+class ServerMessage(Payload):
+    TYPE: ClassVar[str]
+
+    def to_json(self) -> JsonObject:
+        return {"type": self.TYPE, **self.body()}
+
+
+def _wire(value: object) -> object:
+    if isinstance(value, ServerMessage):
+        return value.to_json()
+    if isinstance(value, Payload):
+        return value.body()
+    if isinstance(value, StrEnum):
+        return str(value)
+    return value
+
+
+@dataclass(frozen=True)
+class You(Payload):
+    """The joiner as its token describes it."""
+
+    identity: str
+    name: str
+    role: Role
+    may_publish: bool
+    may_annotate: bool
+
+    @classmethod
+    def of(cls, grant: Grant) -> You:
+        return cls(grant.identity, grant.name, grant.role, grant.may_publish, grant.may_annotate)
+
+
+@dataclass(frozen=True)
+class FreezeState(Payload):
+    frozen: bool
+    snapshot: JsonObject | None
+    "``{id, url}`` of the stored still, if the surgeon named one."
+    by: str | None
+
+
+@dataclass(frozen=True)
+class RecordingUpdate(ServerMessage):
+    TYPE = "recording"
+    state: RecordingState
+    recording_id: str | None
+    reason: str | None
+    segment: int | None
+
+    @classmethod
+    def of(cls, event: RecordingEvent) -> RecordingUpdate:
+        return cls(event.state, event.recording_id, event.reason, event.segment)
+
+
+@dataclass(frozen=True)
+class Welcome(ServerMessage):
+    TYPE = "welcome"
+    you: You
+    participants: list[JsonObject]
+    feeds: dict[str, JsonObject]
+    consent: JsonObject | None
+    annotations: list[JsonObject]
+    freeze: FreezeState
+    recording: RecordingUpdate
+
+
+@dataclass(frozen=True)
+class Presence(ServerMessage):
+    TYPE = "presence"
+    participants: list[JsonObject]
+
+
+@dataclass(frozen=True)
+class FeedUpdate(ServerMessage):
+    TYPE = "feed"
+    feed: FeedName
+    state: FeedState
+    identity: str | None
+
+    @classmethod
+    def of(cls, event: FeedEvent) -> FeedUpdate:
+        return cls(event.feed, event.state, event.identity)
+
+
+@dataclass(frozen=True)
+class ConsentUpdate(ServerMessage):
+    TYPE = "consent"
+    consent: JsonObject
+
+
+@dataclass(frozen=True)
+class Chat(ServerMessage):
+    TYPE = "chat"
+    sender: str
+    name: str
+    role: Role
+    text: str
+    ts: str
+
+
+@dataclass(frozen=True)
+class Stats(ServerMessage):
+    TYPE = "stats"
+    sender: str
+    role: Role
+    stats: dict[str, float | str]
+
+
+@dataclass(frozen=True)
+class ErrorReply(ServerMessage):
+    TYPE = "error"
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Pong(ServerMessage):
+    TYPE = "pong"
+
+
+@dataclass(frozen=True)
+class AnnotationUpdate(ServerMessage):
+    """An accepted op: ``add``/``update`` carry the ``annotation``, ``remove`` the ``id``,
+    ``clear`` neither (absent, not null)."""
+
+    TYPE = "annotation"
+    op: str
+    by: str
+    annotation: JsonObject | None = None
+    id: str | None = None
+
+    def body(self) -> JsonObject:
+        change: JsonObject = {}
+        if self.annotation is not None:
+            change["annotation"] = self.annotation
+        if self.id is not None:
+            change["id"] = self.id
+        return {"op": self.op, **change, "by": self.by}
+
+
+@dataclass(frozen=True)
+class PointerMove(ServerMessage):
+    TYPE = "pointer"
+    sender: str
+    x: float | None
+    y: float | None
+
+
+@dataclass(frozen=True)
+class FreezeUpdate(FreezeState, ServerMessage):
+    """The freeze state with ``by`` = who froze or resumed (in ``welcome``: who froze)."""
+
+    TYPE = "freeze"
+
+
+@dataclass(frozen=True)
+class SnapshotAdded(ServerMessage):
+    TYPE = "snapshot"
+    snapshot: JsonObject

@@ -116,4 +116,5 @@ def _texture(width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
 def _vignette(width: int, height: int) -> np.ndarray:
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     r = np.hypot((xx - width / 2) / (height / 2), (yy - height / 2) / (height / 2))
-    return np.clip(1.3 - r * 0.9, 0.0, 1.0).astype(np.float32)
+    vignette: np.ndarray = np.clip(1.3 - r * 0.9, 0.0, 1.0).astype(np.float32)
+    return vignette

@@ -90,6 +90,8 @@ class _KeyframeHintReset(MediaStreamTrack):
 
     async def recv(self) -> av.VideoFrame:
         frame = await self._source.recv()
+        if not isinstance(frame, av.VideoFrame):
+            raise TypeError("the source of a video track must give video frames")
         frame.pict_type = av.video.frame.PictureType.NONE
         return frame
 

@@ -181,7 +181,10 @@ def export_annotated(
                     except av.FFmpegError:
                         continue  # a damaged packet (e.g. the torn end of an interrupted file)
                     for frame in frames:
-                        if frame.time is None:
+                        if (
+                            not isinstance(frame, av.VideoFrame | av.AudioFrame)
+                            or frame.time is None
+                        ):
                             continue
                         t_file = float(frame.time)
                         if isinstance(frame, av.AudioFrame):

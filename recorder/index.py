@@ -208,5 +208,6 @@ def _recordings(db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> li
             f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE recording_id = ? ORDER BY seq",
             (row[0],),
         ).fetchall()
-        result.append(RecordingRow(*row, segments=tuple(SegmentRow(*s) for s in segments)))
+        fields = dict(zip(_RECORDING_COLUMNS.split(", "), row, strict=True))
+        result.append(RecordingRow(**fields, segments=tuple(SegmentRow(*s) for s in segments)))
     return result

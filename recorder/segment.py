@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import av
 from aiortc.mediastreams import MediaStreamError
@@ -92,7 +93,7 @@ class LiveSegment:
         self._video_pts_start: int | None = None
         self._offsets: dict[Track, int] = {}
         self._last_file_pts: list[int | None] = [None, None, None]
-        self._early_audio: collections.deque[tuple[Track, av.Packet]] = collections.deque(
+        self._early_audio: collections.deque[tuple[Track, av.Packet[Any]]] = collections.deque(
             maxlen=EARLY_AUDIO_FRAMES
         )
         self._start_s: dict[Track, float] = {}
@@ -124,7 +125,7 @@ class LiveSegment:
             if time.monotonic() - self._last_keyframe_at >= interval * 0.9:
                 video.request_keyframe()
 
-    def _on_packet(self, track: Track, packet: av.Packet) -> None:
+    def _on_packet(self, track: Track, packet: av.Packet[Any]) -> None:
         pts = packet.pts
         if pts is None or self._handed_over or self._new_connection():
             return
@@ -144,7 +145,7 @@ class LiveSegment:
             return
         self._submit(track, packet, pts)
 
-    def _submit(self, track: Track, packet: av.Packet, pts: int) -> None:
+    def _submit(self, track: Track, packet: av.Packet[Any], pts: int) -> None:
         offset = self._offsets[track] if track is Track.VIDEO else self._audio_offset(track)
         if offset is None:
             return

@@ -20,6 +20,7 @@ from typing import Any
 
 from persistence.files import Sync, write_bytes_atomic, write_json_atomic
 from persistence.times import utc_iso, utc_now_iso
+from relay import ConsultationId
 
 from .storage import consultation_dir
 
@@ -51,20 +52,22 @@ class SnapshotStore:
     def __init__(self, data_dir: Path) -> None:
         self._data_dir = data_dir
 
-    def directory(self, cid: str) -> Path:
+    def directory(self, cid: ConsultationId) -> Path:
         return consultation_dir(self._data_dir, cid) / "snapshots"
 
-    def path(self, cid: str, snapshot_id: str) -> Path:
+    def path(self, cid: ConsultationId, snapshot_id: str) -> Path:
         """The PNG of a snapshot (it may not exist); a malformed id is a ValueError."""
         if not SNAPSHOT_ID.fullmatch(snapshot_id):
             raise ValueError("not a snapshot id")
         return self.directory(cid) / f"{snapshot_id}.png"
 
-    async def exists(self, cid: str, snapshot_id: str) -> bool:
+    async def exists(self, cid: ConsultationId, snapshot_id: str) -> bool:
         """For ``freeze`` and the image route: does this id name a stored snapshot?"""
         return await asyncio.to_thread(self.path(cid, snapshot_id).is_file)
 
-    async def add(self, cid: str, by: str, png: bytes, at: float | None = None) -> Snapshot:
+    async def add(
+        self, cid: ConsultationId, by: str, png: bytes, at: float | None = None
+    ) -> Snapshot:
         """Store a new snapshot taken by ``by`` (now, or at Unix time ``at``). Raises
         ``TooManySnapshots`` when the consultation has ``MAX_SNAPSHOTS`` already."""
         snapshot = Snapshot(
@@ -73,7 +76,7 @@ class SnapshotStore:
         await asyncio.to_thread(self._write, cid, snapshot, png)
         return snapshot
 
-    def _write(self, cid: str, snapshot: Snapshot, png: bytes) -> None:
+    def _write(self, cid: ConsultationId, snapshot: Snapshot, png: bytes) -> None:
         """Image first, then its metadata (which is what lists it), each written atomically."""
         directory = self.directory(cid)
         directory.mkdir(parents=True, exist_ok=True)
@@ -84,7 +87,7 @@ class SnapshotStore:
             directory / f"{snapshot.id}.json", asdict(snapshot), suffix=".partial", sync=Sync.FILE
         )
 
-    def _read(self, cid: str) -> list[Snapshot]:
+    def _read(self, cid: ConsultationId) -> list[Snapshot]:
         snapshots = []
         for path in self.directory(cid).glob("*.json"):
             try:
@@ -94,6 +97,6 @@ class SnapshotStore:
         return sorted(snapshots, key=lambda s: s.created_at)
 
     # Defined last: a method named ``list`` shadows the builtin in later annotations.
-    async def list(self, cid: str) -> list[Snapshot]:
+    async def list(self, cid: ConsultationId) -> list[Snapshot]:
         """The consultation's snapshots, oldest first (unreadable metadata is skipped)."""
         return await asyncio.to_thread(self._read, cid)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import av
 import cv2
+import numpy as np
 
 from persistence.files import Sync, move_into_place, write_bytes_atomic
 
@@ -34,16 +35,15 @@ def make_thumbnail(sources: list[Path], target: Path) -> bool:
     return False
 
 
-def _first_keyframe(path: Path):  # -> np.ndarray | None
+def _first_keyframe(path: Path) -> np.ndarray | None:
     with contextlib.suppress(av.FFmpegError, OSError, ValueError, IndexError):
         with av.open(str(path)) as container:
             if not container.streams.video:
                 return None
             stream = container.streams.video[0]
             stream.codec_context.skip_frame = "NONKEY"
-            for packet in container.demux(stream):
-                for frame in packet.decode():
-                    return frame.to_ndarray(format="bgr24")
+            for frame in container.decode(stream):
+                return frame.to_ndarray(format="bgr24")
     return None
 
 

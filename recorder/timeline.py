@@ -265,19 +265,19 @@ def build_timeline(
             if data is None:
                 continue
             key = (data["author"], data["id"])
-            track = live.get(key)
-            if track is not None and op is LogOp.ADD:
-                close(track, t, "remove")  # same id again after a loss: a new mark
-                track = None
-            if track is None:
-                track = MarkTrack(author=data["author"], id=data["id"])
-                live[key] = track
-                tracks.append(track)
-            track._raw.append((t, data))
+            current = live.get(key)
+            if current is not None and op is LogOp.ADD:
+                close(current, t, "remove")  # same id again after a loss: a new mark
+                current = None
+            if current is None:
+                current = MarkTrack(author=data["author"], id=data["id"])
+                live[key] = current
+                tracks.append(current)
+            current._raw.append((t, data))
         elif op is LogOp.REMOVE and by is not None and isinstance(entry.payload.get("id"), str):
-            track = live.get((by, entry.payload["id"]))
-            if track is not None:
-                close(track, t, "remove")
+            removed = live.get((by, entry.payload["id"]))
+            if removed is not None:
+                close(removed, t, "remove")
         elif op is LogOp.CLEAR:
             for track in list(live.values()):
                 close(track, t, "clear")

@@ -128,12 +128,12 @@ class WriterResult:
     def duration_s(self) -> float:
         """Media duration: the latest frame's timestamp plus one frame."""
         ends = []
-        if self.last_pts[Track.VIDEO] is not None:
+        last_video = self.last_pts[Track.VIDEO]
+        if last_video is not None:
             frames = self.packets[Track.VIDEO]
-            first = self.first_pts[Track.VIDEO] or 0
-            span = self.last_pts[Track.VIDEO] - first
+            span = last_video - (self.first_pts[Track.VIDEO] or 0)
             interval = span / (frames - 1) if frames > 1 else 3000
-            ends.append((self.last_pts[Track.VIDEO] + interval) / 90_000)
+            ends.append((last_video + interval) / 90_000)
         for track in (Track.AUDIO, Track.TALKBACK):
             last = self.last_pts[track]
             if last is not None:

@@ -82,10 +82,10 @@ class Mark:
         mark_id = data.get("id")
         if not isinstance(mark_id, str) or not MARK_ID.fullmatch(mark_id):
             raise AnnotationError("annotation.id must be 1-64 characters of A-Z a-z 0-9 _ -")
-        try:
-            tool = Tool(data.get("tool"))
-        except ValueError:
-            raise AnnotationError(f"annotation.tool must be one of {', '.join(Tool)}") from None
+        tool_name = data.get("tool")
+        if tool_name not in tuple(Tool):
+            raise AnnotationError(f"annotation.tool must be one of {', '.join(Tool)}")
+        tool = Tool(str(tool_name))
         color = data.get("color")
         if not isinstance(color, str) or not COLOR.fullmatch(color):
             raise AnnotationError("annotation.color must be #rrggbb")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -26,7 +26,7 @@ AUDIO_QUEUE_FRAMES = 50
 class ForwardedFrame(NamedTuple):
     """One encoded frame as fanned out: packetized once by the Producer for every viewer."""
 
-    packet: av.Packet
+    packet: av.Packet[Any]
     payloads: list[bytes]
     timestamp: int
     keyframe: bool
@@ -93,7 +93,7 @@ class Consumer(MediaStreamTrack):
             self._queue.get_nowait()
             self.frames_dropped += 1
 
-    async def recv(self) -> av.Packet:  # type: ignore[override]
+    async def recv(self) -> av.Packet[Any]:
         """The next encoded frame. ``current`` keeps its packetization for the sender."""
         if self.readyState != "live":
             raise MediaStreamError

@@ -21,6 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import aioice.ice
 import aiortc
@@ -129,8 +130,11 @@ class MarkerJitterBuffer(JitterBuffer):
     def _next_complete_frame(self) -> JitterFrame | None:
         packets: list[RtpPacket] = []
         timestamp: int | None = None
+        origin = self._origin
+        if origin is None:  # nothing buffered yet
+            return None
         for count in range(self.capacity):
-            packet = self._packets[(self._origin + count) % self._capacity]
+            packet = self._packets[(origin + count) % self._capacity]
             if packet is None:
                 return None
             if timestamp is None:
@@ -320,7 +324,7 @@ class SharedPacketization(Encoder):
     def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
         raise TypeError("a forwarding sender never encodes")
 
-    def pack(self, packet: Packet) -> tuple[list[bytes], int]:
+    def pack(self, packet: Packet[Any]) -> tuple[list[bytes], int]:
         current = self._consumer.current
         if current is not None and current.packet is packet:
             return current.payloads, current.timestamp

@@ -47,7 +47,7 @@ def draw_bgr(image: np.ndarray, annotations: Sequence[Annotation]) -> None:
 def draw_yuv420(planes: Sequence[np.ndarray], annotations: Sequence[Annotation]) -> None:
     """Draw onto the Y, U and V planes (2-D arrays, possibly strided views) of a 4:2:0 picture."""
     for index, plane in enumerate(planes):
-        _draw_plane(plane, annotations, lambda color, i=index: yuv(color)[i])
+        _draw_plane(plane, annotations, _yuv_component(index))
 
 
 @lru_cache(maxsize=256)
@@ -57,6 +57,11 @@ def bgr(color: str) -> tuple[int, int, int]:
 
 
 @lru_cache(maxsize=256)
+def _yuv_component(index: int) -> Callable[[str], int]:
+    """The colour of a mark on plane ``index`` (0 Y, 1 U, 2 V)."""
+    return lambda color: yuv(color)[index]
+
+
 def yuv(color: str) -> tuple[int, int, int]:
     """BT.601 limited range, what WebRTC decoders and PyAV assume for yuv420p."""
     b, g, r = (c / 255 for c in bgr(color))

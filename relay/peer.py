@@ -45,11 +45,12 @@ class Peer:
         self.label = f"{label} {role}:{self.id[:6]}"
         self.pc = RTCPeerConnection(configuration)
         self.answer_sdp = ""
-        self._on_closed: list[Callable[[Peer], None]] = []
+        self._on_closed: list[Callable[[Peer], object]] = []
         self._closing: asyncio.Task[None] | None = None
         self.pc.on("connectionstatechange", self._on_state)
 
-    def on_closed(self, callback: Callable[[Peer], None]) -> None:
+    def on_closed(self, callback: Callable[[Peer], object]) -> None:
+        """Call ``callback(peer)`` once the peer is closed (what it returns is ignored)."""
         self._on_closed.append(callback)
 
     @property

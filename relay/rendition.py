@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Sequence
 from fractions import Fraction
+from typing import Any
 
 import av
 import numpy as np
@@ -67,7 +68,7 @@ class Rendition:
         self._board = board
         self._stopped = False
         self._loop = asyncio.get_running_loop()
-        self._inbox: queue.Queue[av.Packet | None] = queue.Queue(INBOX_FRAMES)
+        self._inbox: queue.Queue[av.Packet[Any] | None] = queue.Queue(INBOX_FRAMES)
         self._keyframe_wanted = threading.Event()
         # Touched by the worker thread only:
         self._encoder: av.VideoCodecContext | None = None
@@ -139,6 +140,8 @@ class Rendition:
         """Every packet is decoded (later frames reference it); only fresh frames are drawn on
         and encoded: a frame with a newer one already waiting is stale."""
         decoder = av.CodecContext.create(DECODERS[self.codec], "r")
+        if not isinstance(decoder, av.VideoCodecContext):
+            raise TypeError(f"{DECODERS[self.codec]} is not a video decoder")
         while (packet := self._inbox.get()) is not None:
             started = time.thread_time()
             try:
@@ -152,7 +155,7 @@ class Rendition:
                 self._encoder = None
             self.cpu_s += time.thread_time() - started
 
-    def _decode(self, decoder: av.CodecContext, packet: av.Packet) -> list[av.VideoFrame]:
+    def _decode(self, decoder: av.VideoCodecContext, packet: av.Packet[Any]) -> list[av.VideoFrame]:
         try:
             frames = decoder.decode(packet)
         except av.FFmpegError as exc:
@@ -244,11 +247,12 @@ def new_encoder(codec: str, width: int, height: int) -> av.VideoCodecContext:
 def plane_array(plane: av.video.plane.VideoPlane) -> np.ndarray:
     """A ``(height, width)`` view of a picture plane (its rows may be padded); writable when the
     frame's buffer is."""
-    rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
-    return rows[:, : plane.width]
+    rows = np.frombuffer(memoryview(plane), np.uint8).reshape(plane.height, plane.line_size)
+    view: np.ndarray = rows[:, : plane.width]
+    return view
 
 
-def _drain(inbox: queue.Queue[av.Packet | None]) -> None:
+def _drain(inbox: queue.Queue[av.Packet[Any] | None]) -> None:
     with contextlib.suppress(queue.Empty):
         while True:
             inbox.get_nowait()

@@ -93,7 +93,12 @@ class Router:
 
         peer = Peer(PeerRole.PUBLISHER, feed_name, identity, self._configuration, self.label)
         taps: list[forwarding.ReceiverTap] = []
-        peer.on_closed(lambda _: [tap.close() for tap in taps])
+
+        def close_taps(_: Peer) -> None:
+            for tap in taps:
+                tap.close()
+
+        peer.on_closed(close_taps)
         try:
             # Transceivers exist before the offer is applied: aiortc negotiates codecs while
             # applying it, so the codec preferences must already be in place.
@@ -187,7 +192,12 @@ class Router:
             self._release_rendition()
             await peer.close()
             raise
-        peer.on_closed(lambda _: [c.stop() for c in consumers])
+
+        def stop_consumers(_: Peer) -> None:
+            for consumer in consumers:
+                consumer.stop()
+
+        peer.on_closed(stop_consumers)
         if annotated:
             peer.on_closed(lambda _: self._release_rendition())
         self._adopt(peer, answer)

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 PAGES: dict[str, str] = {
     "/": "index.html",
@@ -77,7 +78,7 @@ def _route_name(filename: str) -> str:
     return "page-" + filename.removesuffix(".html")
 
 
-def _page_handler(path: Path):
+def _page_handler(path: Path) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         if not path.is_file():
             raise web.HTTPNotFound(reason="page not installed")

@@ -160,7 +160,8 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     hub.track(ws)
     participant: Participant | None = None
-    code, reason = WSCloseCode.OK, ""
+    code: int = WSCloseCode.OK
+    reason = ""
     try:
         grant = await _authenticate(request, ws)
         consultation = await _admit(request, grant, cid)
@@ -302,7 +303,8 @@ async def _next_text(ws: web.WebSocketResponse, timeout: float | None = None) ->
     socket is closed."""
     msg = await ws.receive(timeout)
     if msg.type is WSMsgType.TEXT:
-        return msg.data
+        text: str = msg.data
+        return text
     if msg.type is WSMsgType.BINARY:
         raise Rejected(WSCloseCode.UNSUPPORTED_DATA, "binary frames are not accepted")
     raise ClientGone(msg.data if msg.type is WSMsgType.ERROR else None)

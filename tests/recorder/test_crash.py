@@ -86,6 +86,11 @@ class Server:
             os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
         self._reader.join(5)
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -95,6 +100,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.kill()
         self._reader.join(5)
+        self._close_pipe()
         return self.proc.returncode
 
 

@@ -160,7 +160,7 @@ async def run_rendition(
     for annotation in marks(count):
         board.add(annotation)
     rendition = Rendition(source, board, "bench")
-    viewer = rendition.producer.subscribe("bench viewer")
+    viewer = rendition.producer.consume("bench viewer")
     fed_at: dict[int, float] = {}
     latency: list[float] = []
     bytes_out = 0

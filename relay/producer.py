@@ -119,14 +119,14 @@ class Producer:
 
     # -- viewer side -------------------------------------------------------------------------
 
-    def subscribe(self, label: str) -> Consumer:
-        consumer = Consumer(self.kind, self.request_keyframe, self._unsubscribe, label)
+    def consume(self, label: str) -> Consumer:
+        consumer = Consumer(self.kind, self.request_keyframe, self._release, label)
         self.consumers.add(consumer)
         if self.kind == "video":
             self.request_keyframe()
         return consumer
 
-    def _unsubscribe(self, consumer: Consumer) -> None:
+    def _release(self, consumer: Consumer) -> None:
         self.consumers.discard(consumer)
 
     def request_keyframe(self) -> None:

@@ -74,7 +74,7 @@ class Rendition:
         self._encoder: av.VideoCodecContext | None = None
         self._frozen: av.VideoFrame | None = None
         self._pts = -1
-        self._source = source.subscribe(f"{self.label} source")
+        self._source = source.consume(f"{self.label} source")
         self._thread = threading.Thread(target=self._work, name=f"burn-in {label}", daemon=True)
         self._thread.start()
         self._pump = asyncio.ensure_future(self._hand_over())

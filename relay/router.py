@@ -1,7 +1,7 @@
 """Router: the media side of one Consultation (mediasoup's word).
 
 It owns the consultation's Feeds and every Peer (publisher or viewer). Publishing attaches a
-peer's receivers to the Feed's Producers through the forwarding tap; viewing subscribes a
+peer's receivers to the Feed's Producers through the forwarding tap; viewing takes a
 Consumer per track and hands it to the viewer's sender. Nothing is decoded or encoded — except
 by the annotated Rendition, which runs only while someone watches it.
 
@@ -213,7 +213,7 @@ class Router:
                 preferences(kind, producer.codec)
             )
             return track
-        consumer = producer.subscribe(peer.label)
+        consumer = producer.consume(peer.label)
         transceiver = peer.pc.addTransceiver(consumer, direction="sendonly")
         transceiver.setCodecPreferences(preferences(kind, producer.codec))
         forwarding.on_keyframe_request(transceiver.sender, consumer.request_keyframe)
@@ -244,7 +244,7 @@ class Router:
     def tap(self, feed_name: FeedName, kind: str, label: str) -> Consumer:
         """A Consumer with no peer connection: the recorder's seam. ``stop()`` it when done."""
         self._ensure_open()
-        return self.feeds[feed_name].producers[kind].subscribe(f"{self.label} tap:{label}")
+        return self.feeds[feed_name].producers[kind].consume(f"{self.label} tap:{label}")
 
     # -- sessions ----------------------------------------------------------------------------
 

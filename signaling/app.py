@@ -13,14 +13,28 @@ from recorder.annotation_log import AnnotationLogs
 from recorder.config import RecorderConfig
 from recorder.consultation import ConsultationInfo
 from recorder.index import RecordingIndex
+from recorder.library import RecordingLibrary
 from recorder.recordings import RecordingEvent, Recordings
 from relay import ConsultationId, FeedEvent, Relay, RelayConfig, RelayMode
-from signaling.auth.secret import token_issuer
+from signaling.auth.grants import TokenIssuer
+from signaling.auth.media_tokens import MediaTokens, install_access_log_redaction
+from signaling.auth.secret import load_or_create_secret
+from signaling.db.audit import AuditTrail
 from signaling.db.store import DB_FILENAME, ConsultationStore
 from signaling.http import api, pages, snapshots, whip
 from signaling.http.errors import error_middleware
-from signaling.keys import ANNOTATION_LOGS, HUB, RECORDINGS, RELAY, SETTINGS, STORE, TOKENS
+from signaling.keys import (
+    ANNOTATION_LOGS,
+    HUB,
+    RECORDINGS,
+    RELAY,
+    REPLAY,
+    SETTINGS,
+    STORE,
+    TOKENS,
+)
 from signaling.replay import routes as replay
+from signaling.replay.state import ReplayState
 from signaling.settings import Settings
 from signaling.ws import handler as websocket
 from signaling.ws.hub import Hub
@@ -35,7 +49,8 @@ def create_app(settings: Settings) -> web.Application:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = web.Application(client_max_size=settings.max_sdp_bytes, middlewares=[error_middleware])
     app[SETTINGS] = settings
-    app[TOKENS] = token_issuer(settings)
+    secret = settings.secret or load_or_create_secret(settings.data_dir)
+    app[TOKENS] = TokenIssuer(secret)
     app[STORE] = ConsultationStore(settings.data_dir / DB_FILENAME)
     app[HUB] = Hub()
     app[ANNOTATION_LOGS] = AnnotationLogs(settings.data_dir)
@@ -54,6 +69,12 @@ def create_app(settings: Settings) -> web.Application:
         )
     )
     app[RECORDINGS] = _recordings(settings, app[STORE], app[HUB], app[RELAY])
+    app[REPLAY] = ReplayState(
+        RecordingLibrary(settings.data_dir, app[RECORDINGS].index),
+        MediaTokens(secret),
+        AuditTrail(settings.data_dir / DB_FILENAME),
+    )
+    install_access_log_redaction()
     app.cleanup_ctx.append(_media_ctx)
     app.on_shutdown.append(_close_websockets)
 
@@ -86,6 +107,7 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     recordings.on_event = on_recording_event
     await recordings.start()
     yield
+    await app[REPLAY].close()
     await recordings.close()
     await relay.close()
     await recordings.index.close()

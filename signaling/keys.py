@@ -12,6 +12,7 @@ from recorder.recordings import Recordings
 from relay import Relay
 from signaling.auth.grants import Grant, TokenIssuer
 from signaling.db.store import ConsultationStore
+from signaling.replay.state import ReplayState
 from signaling.settings import Settings
 from signaling.ws.hub import Hub
 
@@ -22,4 +23,5 @@ RELAY = web.AppKey("relay", Relay)
 HUB = web.AppKey("hub", Hub)
 ANNOTATION_LOGS = web.AppKey("annotation_logs", AnnotationLogs)
 RECORDINGS = web.AppKey("recordings", Recordings)
+REPLAY = web.AppKey("replay", ReplayState)
 GRANT = web.RequestKey("grant", Grant)

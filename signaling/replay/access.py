@@ -16,8 +16,8 @@ from signaling.auth.media_tokens import MEDIA_QUERY
 from signaling.auth.request import authenticate
 from signaling.db.audit import AuditAction
 from signaling.http.errors import ApiError
+from signaling.keys import REPLAY
 from signaling.replay import audit
-from signaling.replay.state import REPLAY
 
 
 def _valid_id(request: web.Request) -> str:

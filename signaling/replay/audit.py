@@ -10,8 +10,7 @@ from signaling.auth.grants import Grant
 from signaling.auth.request import authenticate, path_cid
 from signaling.db.audit import AuditAction
 from signaling.http.api import find_consultation
-from signaling.keys import STORE
-from signaling.replay.state import REPLAY
+from signaling.keys import REPLAY, STORE
 
 
 async def record(

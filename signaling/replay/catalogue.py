@@ -15,9 +15,9 @@ from relay import ConsultationId
 from signaling.auth.request import authenticate
 from signaling.http.errors import ApiError
 from signaling.http.snapshots import snapshot_json
+from signaling.keys import REPLAY
 from signaling.replay.access import authorised
 from signaling.replay.media import MIME_TYPES
-from signaling.replay.state import REPLAY
 
 
 async def list_recordings(request: web.Request) -> web.Response:

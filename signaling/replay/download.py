@@ -19,10 +19,10 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from signaling.db.audit import AuditAction
+from signaling.keys import REPLAY
 from signaling.replay import audit
 from signaling.replay.access import authorised
 from signaling.replay.media import MIME_TYPES
-from signaling.replay.state import REPLAY
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class _ChunkWriter(io.RawIOBase):
         self._loop = loop
         self._queue = queue
         self._buffer = bytearray()
-        self.room = threading.Semaphore(ZIP_CHUNKS_IN_FLIGHT)
+        self.slots = threading.Semaphore(ZIP_CHUNKS_IN_FLIGHT)
         self.aborted = False
 
     def writable(self) -> bool:
@@ -77,7 +77,7 @@ class _ChunkWriter(io.RawIOBase):
     def _hand_over(self) -> None:
         if self._buffer:
             chunk, self._buffer = bytes(self._buffer), bytearray()
-            self.room.acquire()
+            self.slots.acquire()
             if self.aborted:
                 raise OSError("the client went away")
             self._loop.call_soon_threadsafe(self._queue.put_nowait, chunk)
@@ -117,11 +117,11 @@ async def _stream_zip(
     try:
         while (chunk := await queue.get()) is not None:
             await response.write(chunk)
-            writer.room.release()
+            writer.slots.release()
     finally:
         writer.aborted = True
         for _ in range(ZIP_CHUNKS_IN_FLIGHT + 1):
-            writer.room.release()  # unblock the producer so it sees ``aborted`` and stops
+            writer.slots.release()  # unblock the producer so it sees ``aborted`` and stops
     await response.write_eof()
     return response
 

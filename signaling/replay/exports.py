@@ -11,10 +11,10 @@ from recorder.index import RecordingRow
 from recorder.jobs import ExportJob
 from signaling.db.audit import AuditAction
 from signaling.http.errors import ApiError
+from signaling.keys import REPLAY
 from signaling.replay import audit
 from signaling.replay.access import authorised
 from signaling.replay.download import attachment_headers
-from signaling.replay.state import REPLAY
 
 
 async def start_export(request: web.Request) -> web.Response:

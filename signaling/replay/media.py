@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from aiohttp import hdrs, web
 
+from signaling.keys import REPLAY
 from signaling.replay.access import authorised, media_access
-from signaling.replay.state import REPLAY
 
 MIME_TYPES = {"webm": "video/webm", "mp4": "video/mp4"}
 _MEDIA_HEADERS = {

@@ -20,26 +20,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from recorder.library import RecordingLibrary
-from signaling.auth.media_tokens import MediaTokens, install_access_log_redaction
-from signaling.auth.secret import load_or_create_secret
-from signaling.db.audit import AuditTrail
-from signaling.db.store import DB_FILENAME
-from signaling.keys import RECORDINGS, SETTINGS
 from signaling.replay import access, audit, catalogue, download, exports, media
-from signaling.replay.state import REPLAY, ReplayState
 
 
 def add_routes(app: web.Application) -> None:
-    settings = app[SETTINGS]
-    secret = settings.secret or load_or_create_secret(settings.data_dir)
-    app[REPLAY] = ReplayState(
-        RecordingLibrary(settings.data_dir, app[RECORDINGS].index),
-        MediaTokens(secret),
-        AuditTrail(settings.data_dir / DB_FILENAME),
-    )
-    app.on_cleanup.append(_close)
-    install_access_log_redaction()
+    """The routes only: what they share (``REPLAY``) is made and closed by ``create_app``."""
     segment = "/api/recordings/{rid}/media/{seq:[0-9]{1,4}}"
     app.router.add_get("/api/recordings", catalogue.list_recordings)
     app.router.add_get("/api/recordings/{rid}", catalogue.get_recording)
@@ -52,9 +37,3 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/recordings/{rid}/exports/{job}", exports.get_export)
     app.router.add_get("/api/recordings/{rid}/exports/{job}/file", exports.get_export_file)
     app.router.add_get("/api/consultations/{cid}/audit", audit.get_audit)
-
-
-async def _close(app: web.Application) -> None:
-    state = app[REPLAY]
-    await state.library.close()
-    await state.audit.close()

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiohttp import web
-
 from recorder.library import RecordingLibrary
 from signaling.auth.media_tokens import MediaTokens
 from signaling.db.audit import AuditTrail
@@ -18,5 +16,6 @@ class ReplayState:
     tokens: MediaTokens
     audit: AuditTrail
 
-
-REPLAY = web.AppKey("replay", ReplayState)
+    async def close(self) -> None:
+        await self.library.close()
+        await self.audit.close()

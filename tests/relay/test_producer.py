@@ -33,7 +33,7 @@ def video_producer() -> tuple[Producer, Publisher]:
 
 async def test_a_new_viewer_starts_at_a_keyframe_and_its_join_requests_one() -> None:
     producer, publisher = video_producer()
-    consumer = producer.subscribe("viewer")
+    consumer = producer.consume("viewer")
     assert publisher.plis == 1
     producer.on_frame(VP8_DELTA, 0)
     producer.on_frame(VP8_KEY, 3000)
@@ -46,7 +46,7 @@ async def test_a_new_viewer_starts_at_a_keyframe_and_its_join_requests_one() -> 
 
 async def test_keyframe_requests_are_limited_to_two_per_second_but_never_lost() -> None:
     producer, publisher = video_producer()
-    producer.subscribe("a")
+    producer.consume("a")
     for _ in range(20):
         producer.request_keyframe()
     assert publisher.plis == 1
@@ -56,8 +56,8 @@ async def test_keyframe_requests_are_limited_to_two_per_second_but_never_lost() 
 
 async def test_a_slow_viewer_is_flushed_to_the_next_keyframe_and_others_are_untouched() -> None:
     producer, _ = video_producer()
-    slow = producer.subscribe("slow")
-    fast = producer.subscribe("fast")
+    slow = producer.consume("slow")
+    fast = producer.consume("fast")
     producer.on_frame(VP8_KEY, 0)
     received_fast = 0
     for i in range(1, VIDEO_QUEUE_FRAMES + 5):
@@ -74,7 +74,7 @@ async def test_a_slow_viewer_is_flushed_to_the_next_keyframe_and_others_are_unto
 
 async def test_timestamps_follow_wall_clock_time_across_a_publisher_reconnect() -> None:
     producer, _ = video_producer()
-    consumer = producer.subscribe("viewer")
+    consumer = producer.consume("viewer")
     producer.on_frame(VP8_KEY, 0)
     producer.on_frame(VP8_DELTA, 3000)
     producer.attach(Publisher().send_pli)  # the clinic reconnected: its timestamps restart at 0
@@ -87,9 +87,9 @@ async def test_timestamps_follow_wall_clock_time_across_a_publisher_reconnect() 
     assert pts[3] - pts[2] == 3000
 
 
-async def test_stopped_consumer_is_unsubscribed_and_its_recv_ends() -> None:
+async def test_stopped_consumer_is_released_and_its_recv_ends() -> None:
     producer, _ = video_producer()
-    consumer = producer.subscribe("viewer")
+    consumer = producer.consume("viewer")
     waiter = asyncio.ensure_future(consumer.recv())
     await asyncio.sleep(0)
     consumer.stop()
@@ -100,7 +100,7 @@ async def test_stopped_consumer_is_unsubscribed_and_its_recv_ends() -> None:
 
 async def test_a_frame_is_packetized_once_however_many_viewers_receive_it() -> None:
     producer, _ = video_producer()
-    consumers = [producer.subscribe(f"v{i}") for i in range(3)]
+    consumers = [producer.consume(f"v{i}") for i in range(3)]
     calls = 0
     pack = producer._packetizer.pack
 

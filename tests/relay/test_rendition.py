@@ -92,7 +92,7 @@ async def test_the_rendition_burns_the_visible_marks_into_every_frame(codec: str
     clinic, board = Clinic(codec), AnnotationBoard()
     board.add(Annotation.from_json(BOX, "surgeon-1", time.time(), None))
     rendition = Rendition(clinic.producer, board, "test")
-    player = Player(rendition.producer.subscribe("viewer"), codec)
+    player = Player(rendition.producer.consume("viewer"), codec)
     try:
         await clinic.send(30)
         await asyncio.sleep(0.2)
@@ -111,7 +111,7 @@ async def test_the_rendition_burns_the_visible_marks_into_every_frame(codec: str
 async def test_marks_appear_and_disappear_with_the_board() -> None:
     clinic, board = Clinic("VP8"), AnnotationBoard()
     rendition = Rendition(clinic.producer, board, "test")
-    player = Player(rendition.producer.subscribe("viewer"), "VP8")
+    player = Player(rendition.producer.consume("viewer"), "VP8")
     try:
         await clinic.send(10)
         before = len(player.pictures)
@@ -132,7 +132,7 @@ async def test_marks_appear_and_disappear_with_the_board() -> None:
 async def test_a_viewers_keyframe_request_makes_the_next_encoded_frame_a_keyframe() -> None:
     clinic, board = Clinic("VP8"), AnnotationBoard()
     rendition = Rendition(clinic.producer, board, "test")
-    player = Player(rendition.producer.subscribe("viewer"), "VP8")
+    player = Player(rendition.producer.consume("viewer"), "VP8")
     try:
         await clinic.send(10)
         assert player.keyframes == [0]  # the source's keyframes are not copied: one per GOP
@@ -147,7 +147,7 @@ async def test_a_viewers_keyframe_request_makes_the_next_encoded_frame_a_keyfram
 async def test_a_frozen_board_repeats_one_picture_until_resumed() -> None:
     clinic, board = Clinic("VP8"), AnnotationBoard()
     rendition = Rendition(clinic.producer, board, "test")
-    player = Player(rendition.producer.subscribe("viewer"), "VP8")
+    player = Player(rendition.producer.consume("viewer"), "VP8")
     try:
         await clinic.send(5)
         board.set_freeze(Freeze("surgeon-1", time.time(), None))
@@ -166,7 +166,7 @@ async def test_a_frozen_board_repeats_one_picture_until_resumed() -> None:
 
 async def test_stop_joins_the_worker_and_leaves_the_source_untouched() -> None:
     clinic, board = Clinic("VP8"), AnnotationBoard()
-    raw = clinic.producer.subscribe("raw viewer")
+    raw = clinic.producer.consume("raw viewer")
     rendition = Rendition(clinic.producer, board, "test")
     assert any(t.name.startswith("burn-in") for t in threading.enumerate())
     await clinic.send(5)

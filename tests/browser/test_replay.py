@@ -8,7 +8,9 @@ import time
 
 import pytest
 
+from recorder.recordings import RecordingState
 from signaling.keys import HUB, RECORDINGS, SETTINGS
+from signaling.ws.messages import RecordingUpdate
 from tests.replay_support import at, make_recording, stroke, write_log
 
 from .conftest import Browser, LiveServer, playwright_api
@@ -178,14 +180,17 @@ async def test_the_live_pages_show_the_recording_indicator(
     indicator = page.get_by_test_id("recording-indicator")
     await expect(indicator).to_be_hidden()
     hub = live_server.app[HUB]
-    message = {"type": "recording", "recording_id": "r", "reason": None, "segment": 1}
-    hub.broadcast(cid, {**message, "state": "recording"})
+
+    def recording(state: str, reason: str | None = None) -> RecordingUpdate:
+        return RecordingUpdate(RecordingState(state), "r", reason, 1)
+
+    hub.broadcast(cid, recording("recording"))
     await expect(indicator).to_be_visible()
     await expect(indicator).to_have_text("REC")
     await expect(indicator).to_have_attribute("data-state", "recording")
-    hub.broadcast(cid, {**message, "state": "paused"})
+    hub.broadcast(cid, recording("paused"))
     await expect(indicator).to_have_text("REC paused")
-    hub.broadcast(cid, {**message, "state": "stopped", "reason": "low-disk"})
+    hub.broadcast(cid, recording("stopped", "low-disk"))
     await expect(indicator).to_contain_text("disk full")
-    hub.broadcast(cid, {**message, "state": "stopped", "reason": "feed-offline"})
+    hub.broadcast(cid, recording("stopped", "feed-offline"))
     await expect(indicator).to_be_hidden()

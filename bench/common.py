@@ -112,7 +112,7 @@ def luma(frame: av.VideoFrame) -> np.ndarray:
 
 
 def read_stamp_luma(y: np.ndarray) -> tuple[int, int]:
-    """``signaling.testpattern.read_stamp`` on a luma plane (same layout, no colour conversion)."""
+    """``client.testpattern.read_stamp`` on a luma plane (same layout, no colour conversion)."""
     width = y.shape[1]
     block = width / 64
     row = int(block / 2)

@@ -1,22 +1,62 @@
-"""EndoLink media plane: a forwarding relay (SFU) built on aiortc. Never imports ``signaling``."""
+"""EndoLink media plane: a forwarding relay (SFU) built on aiortc. Never imports ``signaling``.
 
-from .annotations import Annotation, AnnotationBoard, AnnotationError, Freeze, Mark, Tool
-from .consumer import Consumer
-from .errors import (
-    FeedBusy,
-    MediaUnsupported,
-    RelayError,
-    RouterClosed,
-    RouterFull,
-    SdpInvalid,
-)
-from .feed import Feed, FeedName, FeedState, RelayMode
-from .ids import ConsultationId
-from .peer import IceRestartUnsupported, Peer, PeerRole
-from .producer import Producer
-from .relay import FeedEvent, Relay, RelayConfig
-from .rendition import Rendition
-from .router import Router
+The identifiers (``ConsultationId``, ``FeedName``) are imported at once; every other name loads its
+module on first use (PEP 562), so a module that only names a consultation — the grants, the CLI —
+does not pay for importing aiortc and PyAV.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .ids import ConsultationId, FeedName
+
+if TYPE_CHECKING:
+    from .annotations import Annotation, AnnotationBoard, AnnotationError, Freeze, Mark, Tool
+    from .consumer import Consumer
+    from .errors import (
+        FeedBusy,
+        MediaUnsupported,
+        RelayError,
+        RouterClosed,
+        RouterFull,
+        SdpInvalid,
+    )
+    from .feed import Feed, FeedState, RelayMode
+    from .peer import IceRestartUnsupported, Peer, PeerRole
+    from .producer import Producer
+    from .relay import FeedEvent, Relay, RelayConfig
+    from .rendition import Rendition
+    from .router import Router
+
+_MODULE_OF = {
+    **dict.fromkeys(
+        ("Annotation", "AnnotationBoard", "AnnotationError", "Freeze", "Mark", "Tool"),
+        "annotations",
+    ),
+    "Consumer": "consumer",
+    **dict.fromkeys(
+        ("FeedBusy", "MediaUnsupported", "RelayError", "RouterClosed", "RouterFull", "SdpInvalid"),
+        "errors",
+    ),
+    **dict.fromkeys(("Feed", "FeedState", "RelayMode"), "feed"),
+    **dict.fromkeys(("IceRestartUnsupported", "Peer", "PeerRole"), "peer"),
+    "Producer": "producer",
+    **dict.fromkeys(("FeedEvent", "Relay", "RelayConfig"), "relay"),
+    "Rendition": "rendition",
+    "Router": "router",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
 
 __all__ = [
     "Annotation",

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from enum import StrEnum
 
 from .codecs import AUDIO_CODEC
+from .ids import FeedName
 from .peer import Peer
 from .producer import Producer
 from .transcoding import TranscodingSource
@@ -19,15 +20,6 @@ from .transcoding import TranscodingSource
 logger = logging.getLogger(__name__)
 
 WATCHDOG_INTERVAL_S = 0.5
-
-
-class FeedName(StrEnum):
-    ENDOSCOPE = "endoscope"
-    TALKBACK = "talkback"
-
-    @property
-    def kinds(self) -> tuple[str, ...]:
-        return ("video", "audio") if self is FeedName.ENDOSCOPE else ("audio",)
 
 
 class RelayMode(StrEnum):

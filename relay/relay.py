@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from aiortc import RTCConfiguration, RTCIceServer
 
 from . import forwarding
-from .feed import Feed, FeedName, FeedState, RelayMode
-from .ids import ConsultationId
+from .feed import Feed, FeedState, RelayMode
+from .ids import ConsultationId, FeedName
 from .router import Router
 
 logger = logging.getLogger(__name__)

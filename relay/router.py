@@ -26,8 +26,8 @@ from .annotations import AnnotationBoard
 from .codecs import preferences
 from .consumer import Consumer
 from .errors import FeedBusy, MediaUnsupported, RouterClosed, RouterFull
-from .feed import Feed, FeedName, RelayMode
-from .ids import ConsultationId
+from .feed import Feed, RelayMode
+from .ids import ConsultationId, FeedName
 from .peer import Peer, PeerRole
 from .producer import Producer
 from .rendition import Rendition

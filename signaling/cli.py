@@ -19,7 +19,7 @@ import ssl
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import ClientError, web
 
@@ -30,6 +30,9 @@ from signaling.auth.secret import token_issuer
 from signaling.db.store import DB_FILENAME, DEFAULT_TITLE, Consultation, ConsultationStore
 from signaling.settings import Settings
 from signaling.tls import make_certificates, ssl_context
+
+if TYPE_CHECKING:
+    from recorder.index import RecordingIndex
 
 logger = logging.getLogger(__name__)
 
@@ -323,13 +326,13 @@ def _recordings_list(args: argparse.Namespace) -> int:
 def _recordings_verify(args: argparse.Namespace) -> int:
     # Imported here: PyAV is slow to import and other commands do not need it.
     from recorder.manifest import valid_recording_id
-    from recorder.verify import format_check, verify_recording
+    from recorder.verify import RecordingCheck, format_check, verify_recording
 
     if args.recording is not None and not valid_recording_id(args.recording):
         raise CliError(f"not a recording id: {args.recording!r}", exit_code=2)
     settings = _settings(args)
 
-    async def verify(index: Any) -> list[Any]:
+    async def verify(index: RecordingIndex) -> list[RecordingCheck]:
         if args.recording is None:
             rows = await index.list()
         else:
@@ -350,8 +353,9 @@ def _recordings_verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _with_index(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
-    """Run ``work(RecordingIndex)`` on the data dir's database (migrated first if older)."""
+def _with_index(settings: Settings, work: Callable[[RecordingIndex], Awaitable[T]]) -> T:
+    """Run ``work(RecordingIndex)`` on the data dir's database (the index migrates its own
+    tables if the file is older)."""
     from recorder.index import RecordingIndex
 
     path = settings.data_dir / DB_FILENAME
@@ -359,7 +363,6 @@ def _with_index(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
         raise CliError(f"no database in {settings.data_dir}")
 
     async def run() -> T:
-        await ConsultationStore(path).close()  # brings an older database up to date
         index = RecordingIndex(path)
         try:
             return await work(index)

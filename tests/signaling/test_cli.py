@@ -379,3 +379,16 @@ def test_serve_tls_makes_certificates_on_first_run(
         get_json(f"{base}/api/session", context=ssl.create_default_context(cafile=ca_path))
     refused.value.close()
     assert refused.value.code == 401
+
+
+def test_the_cli_starts_without_loading_the_media_stack() -> None:
+    """``endolink token`` or ``consult create`` must not pay for aiortc, PyAV and OpenCV (the
+    grants and the store name consultations through ``relay``'s light identifiers)."""
+    code = (
+        "import signaling.cli, sys; print([m for m in ('aiortc', 'av', 'cv2') if m in sys.modules])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

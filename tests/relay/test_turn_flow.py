@@ -43,7 +43,11 @@ def selected_pair(pc: RTCPeerConnection) -> tuple[str, str]:
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 async def test_relay_only_clinic_and_surgeon_exchange_video_through_coturn(
-    aiohttp_client: Any, settings: Settings, turn: Coturn, transport: str, make_token: MakeToken
+    turn: Coturn,  # first: coturn must outlive the app, whose peers free their allocations
+    aiohttp_client: Any,
+    settings: Settings,
+    transport: str,
+    make_token: MakeToken,
 ) -> None:
     app = create_app(
         settings.with_overrides(turn_urls=turn.urls(transport), turn_secret=turn.secret)

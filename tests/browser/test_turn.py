@@ -27,7 +27,9 @@ async (which) => {
   const stats = await pc.getStats();
   let pair = null;
   stats.forEach((s) => {
-    if (s.type === "transport" && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+    if (s.type === "transport" && s.selectedCandidatePairId) {
+      pair = stats.get(s.selectedCandidatePairId);
+    }
   });
   if (!pair) return null;
   return {

@@ -32,6 +32,12 @@ class Coturn:
     port: int
     secret: str
     log: Path
+    process: subprocess.Popen[bytes]
+
+    def kill(self) -> None:
+        """coturn vanishes (SIGKILL by pid): no allocation is freed, nothing answers."""
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(STOP_TIMEOUT_S)
 
     def urls(self, *transports: str) -> tuple[str, ...]:
         """``turn:127.0.0.1:<port>?transport=…`` for each transport (udp, tcp)."""
@@ -123,6 +129,6 @@ async def coturn(directory: Path, secret: str = "coturn-test-secret") -> AsyncIt
     )
     try:
         await _listening(port, process)
-        yield Coturn(port, secret, directory / "turn.log")
+        yield Coturn(port, secret, directory / "turn.log", process)
     finally:
         _stop(process)

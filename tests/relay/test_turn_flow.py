@@ -23,9 +23,10 @@ from signaling.auth.turn import TurnCredentials
 from signaling.db.store import Consultation
 from signaling.keys import STORE
 from signaling.settings import Settings
-from tests.conftest import MakeToken
+from tests.conftest import MakeToken, bearer
 from tests.coturn import Coturn, coturn
 from tests.peers import publisher, viewer, wait_until
+from tests.signaling.test_whip import offer, post
 
 
 @pytest.fixture
@@ -78,6 +79,25 @@ async def test_relay_only_clinic_and_surgeon_exchange_video_through_coturn(
     # the opaque identities the app minted for, the relay included (it uses TURN too)
     assert ":clinic-" in log and ":surgeon-" in log and ":relay>" in log
     print(f"TURN/{transport}: first frame {first_frame_s * 1000:.0f} ms after the first OPTIONS")
+
+
+async def test_sessions_end_promptly_when_coturn_is_gone(
+    turn: Coturn, aiohttp_client: Any, settings: Settings, make_token: MakeToken
+) -> None:
+    """The relay's own allocation cannot be freed any more (aioice retries for ~63 s): a DELETE
+    and the app's shutdown must not wait for that."""
+    app = create_app(settings.with_overrides(turn_urls=turn.urls("udp"), turn_secret=turn.secret))
+    client: TestClient = await aiohttp_client(app)
+    consultation = await app[STORE].create(title="TURN", video_codec="VP8")
+    token = make_token("surgeon", consultation.id)
+    sdp = await offer(direction="recvonly")
+    response = await post(client, f"/whep/{consultation.id}", token, sdp)
+    assert response.status == 201
+    turn.kill()
+    started = time.monotonic()
+    deleted = await client.delete(response.headers["Location"], headers=bearer(token))
+    assert deleted.status == 200
+    assert time.monotonic() - started < 3.0
 
 
 async def gathered_relay_candidates(turn: Coturn, credentials: TurnCredentials) -> list[str]:

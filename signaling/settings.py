@@ -54,8 +54,8 @@ class Settings:
     "coturn URLs (space-separated ``turn:``/``turns:``) for credentials minted per participant."
     turn_secret: str | None = field(default=None, repr=False)
     "coturn's ``static-auth-secret``; needed with ``turn_urls``. Never logged."
-    turn_ttl_s: int = 6 * 3600
-    "Lifetime (s) of minted TURN credentials; must outlast one media session (docs/deployment.md)."
+    turn_ttl_s: int = 3600
+    "Lifetime (s) of minted TURN credentials for new allocations (signaling/auth/turn.py)."
     ice_host_addresses: tuple[str, ...] = ()
     "Local addresses for the relay's ICE host candidates; empty = all interfaces plus loopback."
     announced_address: str | None = None

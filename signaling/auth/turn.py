@@ -7,11 +7,14 @@ coturn keeps no user list. For each participant the server mints
   (``clinic-1a2b3c4d``), never a name: coturn writes user names into its logs;
 * password ``base64(HMAC-SHA1(secret, username))``.
 
-coturn recomputes the password and refuses a username whose expiry is past (401 on Allocate). It
-checks the expiry on every authenticated request of an allocation — refreshes and permissions
-too — so a credential must outlive one media session; pages and ``endolink publish`` ask for
-fresh ones for every new session (``OPTIONS`` on the WHIP/WHEP endpoint), which keeps the
-lifetime short: ``ENDOLINK_TURN_TTL_S``, 6 h by default.
+coturn recomputes the password and refuses a username whose expiry is past (401 on Allocate).
+It checks the expiry when an allocation is made, not when it is refreshed (measured with coturn
+4.6.1: a refresh 440 s after the expiry succeeded), so a running session outlives its
+credentials. Pages and ``endolink publish`` ask for fresh ones before every new session
+(``OPTIONS`` on the WHIP/WHEP endpoint), and the relay mints its own per peer connection; the
+lifetime only has to cover minting → allocating, clock skew between this server and coturn, and
+a page that falls back to the list it got at load (``GET /api/session``):
+``ENDOLINK_TURN_TTL_S``, 1 h by default. A leaked credential opens no new allocation after that.
 """
 
 from __future__ import annotations

@@ -56,9 +56,12 @@ class WhipClient:
             async with http.options(
                 self.endpoint, headers={"Authorization": f"Bearer {self.token}"}
             ) as response:
-                if response.status >= 400:
+                if response.status in (404, 405, 501):
+                    servers = []  # a WHIP server that does not answer OPTIONS: no ICE servers
+                elif response.status >= 400:
                     raise WhipError(response.status, _reason(await response.text()))
-                servers = parse_ice_server_links(response.headers.getall("Link", []))
+                else:
+                    servers = parse_ice_server_links(response.headers.getall("Link", []))
         if relay_only and not any(_is_turn(server) for server in servers):
             raise WhipError(0, "relay-only needs a TURN server, and the endpoint offers none")
         policy = RTCIceTransportPolicy.RELAY if relay_only else RTCIceTransportPolicy.ALL

@@ -56,9 +56,8 @@ class TurnCredentials:
         return f"TurnCredentials(urls={self._urls!r}, ttl_s={self._ttl_s})"
 
     def mint(self, identity: str) -> tuple[IceServer, ...]:
-        """One IceServer per URL, all with the same fresh username and password."""
-        if ":" in identity:
-            raise ValueError("a TURN identity cannot contain ':' (it ends the expiry)")
+        """One IceServer per URL, all with the same fresh username and password (coturn reads
+        the expiry up to the first ``:``, so the identity may hold more)."""
         username = f"{int(self._clock()) + self._ttl_s}:{identity}"
         password = turn_password(self._secret, username)
         return tuple(IceServer(url, username, password) for url in self._urls)

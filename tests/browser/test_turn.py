@@ -15,9 +15,10 @@ from signaling.auth.grants import Role
 from signaling.settings import Settings
 from tests.coturn import Coturn, coturn
 
-from .conftest import Browser, LiveServer
+from .conftest import Browser, LiveServer, playwright_api
 from .test_pages import assert_video_plays, record_consent, start_clinic_stream
 
+expect = playwright_api.expect
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(60)]
 
 SELECTED_PAIR = """
@@ -73,6 +74,9 @@ async def test_forced_turn_clinic_and_surgeon_pages_stream_through_coturn(
     )
     clinic = await browser.open(clinic_url, "clinic")
     surgeon = await browser.open(surgeon_url, "surgeon", window=True)
+    for page in (clinic, surgeon):
+        notice = page.locator('#notices [data-key="relay"]')
+        await expect(notice).to_contain_text("Network test mode")
     await record_consent(clinic)
     clicked = await start_clinic_stream(clinic)
     metrics = await assert_video_plays(surgeon, "surgeon through TURN", clicked)

@@ -60,8 +60,6 @@ def test_credentials_follow_coturns_use_auth_secret_scheme() -> None:
     digest = hmac.new(SECRET.encode(), b"1700000600:surgeon-1a2b3c4d", hashlib.sha1).digest()
     assert servers[0].credential == base64.b64encode(digest).decode()
     assert turn_password(SECRET, "1700000600:surgeon-1a2b3c4d") == servers[0].credential
-    with pytest.raises(ValueError, match="':'"):
-        minted.mint("a:b")
 
 
 def test_the_secret_is_not_in_reprs(turn_settings: Settings) -> None:

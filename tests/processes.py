@@ -67,6 +67,16 @@ class Process:
             if text in line:
                 return line
 
+    def output(self) -> list[str]:
+        """Every stdout line so far (what ``wait_for`` has not read yet included)."""
+        while True:
+            try:
+                line = self._lines.get_nowait()
+            except queue.Empty:
+                return list(self.lines)
+            if line is not None:
+                self.lines.append(line)
+
     def kill(self) -> None:
         """SIGKILL by pid (idempotent)."""
         if self.proc.poll() is None:

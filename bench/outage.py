@@ -41,7 +41,9 @@ class Recovery:
     "What ``endolink publish`` printed (its plain state lines)."
 
 
-async def newest_counter(url: str, token: str, after: int, limit: float) -> tuple[int, float] | None:
+async def newest_counter(
+    url: str, token: str, after: int, limit: float
+) -> tuple[int, float] | None:
     """A fresh viewer's first stamped frame newer than ``after``: (counter, monotonic time)."""
     async with viewer(url, token, kinds=("video",)) as (_, _, received):
 
@@ -102,8 +104,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as work:
             result = asyncio.run(measure(args.outage, Path(work)))
         results.append(asdict(result))
-        print(f"run {run + 1}: outage {args.outage:g} s → picture back {result.recovered_s} s "
-              "after the server answered", flush=True)
+        print(
+            f"run {run + 1}: outage {args.outage:g} s → picture back {result.recovered_s} s "
+            "after the server answered",
+            flush=True,
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -12,8 +12,8 @@ Then, if its last media is less than ``resumable_s`` (``ENDOLINK_RECORDING_OFFLI
 recording stays ``recording``: the clinic may still come back and continue it with a new segment
 (``Recordings`` waits for the rest of that time). Otherwise it ends here: reason ``crash`` when
 this start found a segment open, else ``feed-offline`` (it was paused, by the feed or a shutdown,
-and nothing came back in time); status ``interrupted`` when any of its segments was cut by a crash. Manifest and
-index are then rewritten to agree.
+and nothing came back in time); status ``interrupted`` when any of its segments was cut by a
+crash. Manifest and index are then rewritten to agree.
 
 Blocking (file reads, PyAV): run in a worker thread.
 """
@@ -97,7 +97,7 @@ def recover_recording(
         if segment.chain is not None:
             chain = segment.chain
     how = "a crash" if crashed else "a pause"
-    if time.time() - last_media_at(directory, manifest) < resumable_s:
+    if resumable_s > 0 and time.time() - last_media_at(directory, manifest) < resumable_s:
         write_manifest(directory, manifest)
         logger.info(
             "recording %s was paused by %s: %d segment(s), %.1f s; it may still continue",

@@ -15,7 +15,9 @@ from typing import Any
 import aiohttp
 
 from recorder.index import RecordingIndex, RecordingRow
-from recorder.manifest import MANIFEST, Manifest
+from recorder.log_entry import LogEntry
+from recorder.manifest import MANIFEST, Manifest, RecordingStatus, Segment, SegmentStatus
+from recorder.timeline import RecordingClock
 from signaling.auth.grants import Grant, Role
 from signaling.auth.secret import token_issuer
 from signaling.db.store import DB_FILENAME, ConsultationStore
@@ -128,3 +130,47 @@ async def test_a_clinic_back_within_the_offline_window_continues_the_recording_a
     decoded = decode(directory / two.file)
     assert decoded.errors == 0 and len(decoded.counters) >= 40
     assert float(ffprobe(directory / two.file)["format"]["duration"]) >= 1.5
+
+
+def test_after_a_restart_an_op_lands_on_the_segment_its_wall_time_agrees_with() -> None:
+    """The relay clock starts again at 0 in the new server process, so both segments hold pts
+    90 000; the server time of the op picks the second one."""
+
+    def segment(seq: int, started_at: str, offset_s: float) -> Segment:
+        return Segment(
+            seq=seq,
+            file=f"segment-00{seq}.webm",
+            status=SegmentStatus.CLOSED,
+            started_at=f"2025-01-01T00:00:{started_at}.000+00:00",
+            ended_at=f"2025-01-01T00:00:{int(started_at) + 10}.000+00:00",
+            offset_s=offset_s,
+            duration_s=10.0,
+            video_pts_start=0,
+            video_pts_end=900_000,
+        )
+
+    manifest = Manifest(
+        recording_id="20250101T000000Z-AAAAAAAA",
+        consultation={"id": "c", "title": "t"},
+        status=RecordingStatus.COMPLETE,
+        started_at="2025-01-01T00:00:00.000+00:00",
+        container="webm",
+        mime_type="video/webm",
+        video_codec="VP8",
+        keyframe_interval_s=1.0,
+        segments=[
+            segment(1, "00", 0.0),
+            segment(2, "15", 15.0),
+        ],
+    )
+    clock = RecordingClock(manifest)
+
+    def place(ts: str) -> float | None:
+        entry = LogEntry.from_json({"ts": ts, "op": "clear", "by": "s", "media_pts": 90_000})
+        assert entry is not None
+        return clock.of_entry(entry)
+
+    assert place("2025-01-01T00:00:01.000+00:00") == 1.0
+    assert place("2025-01-01T00:00:16.100+00:00") == 16.0
+    (gap,) = manifest.gaps()
+    assert (gap["after_segment"], gap["duration_s"]) == (1, 5.0)

@@ -197,7 +197,7 @@ class Recordings:
         try:
             segment = await recorder.start_segment(router, publisher)
         except RouterClosed:
-            await self._stop(cid, StopReason.SHUTDOWN)
+            await self._suspend(cid)  # the server is shutting down
             return
         recorder.note_participants(self._participants(cid))
         self._announce(cid, RecordingState.RECORDING, recorder.id, segment=segment.seq)

@@ -20,12 +20,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from signaling.auth.grants import Grant, Role
-from signaling.auth.secret import token_issuer
-from signaling.db.store import DB_FILENAME, ConsultationStore
-from signaling.settings import Settings
+from signaling.auth.grants import Role
 from tests.peers import viewer, wait_until
-from tests.processes import Process, Server, clean_env, publish_command
+from tests.processes import Process, Server, clean_env, consultation_on_disk, publish_command
 
 FIRST_FRAME_S = 30.0
 RECOVERY_LIMIT_S = 30.0
@@ -58,13 +55,8 @@ async def newest_counter(
 async def measure(outage_s: float, work: Path) -> Recovery:
     """One outage: publish, kill the server, wait ``outage_s``, restart, time the picture."""
     data, log = work / "data", work / "processes.log"
-    store = ConsultationStore(data / DB_FILENAME)
-    consultation = await store.create("outage", "VP8", consent_by="Dr. A", recorded_by="bench")
-    await store.close()
-    cid = consultation.id
-    issuer = token_issuer(Settings(data_dir=data))
-    clinic = issuer.issue(Grant.for_role(Role.CLINIC, cid, "clinic-1", 3600))
-    observer = issuer.issue(Grant.for_role(Role.OBSERVER, cid, "observer-1", 3600))
+    cid, token = await consultation_on_disk(data, "outage")
+    clinic, observer = token(Role.CLINIC), token(Role.OBSERVER)
 
     started: list[Process] = []
     try:

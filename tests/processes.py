@@ -13,10 +13,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+
+from signaling.auth.grants import Grant, Role
+from signaling.auth.secret import token_issuer
+from signaling.db.store import DB_FILENAME, ConsultationStore
+from signaling.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,6 +118,22 @@ class Server(Process):
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         self.wait_for("EndoLink server:", timeout)
+
+
+async def consultation_on_disk(data_dir: Path, title: str) -> tuple[str, Callable[[Role], str]]:
+    """A consultation with consent on file, made in ``data_dir`` before any server runs there,
+    and ``token(role)``: a 1-hour token for that role, as the server will accept it."""
+    store = ConsultationStore(data_dir / DB_FILENAME)
+    try:
+        consultation = await store.create(title, "VP8", consent_by="Dr. A", recorded_by="t")
+    finally:
+        await store.close()
+    issuer = token_issuer(Settings(data_dir=data_dir))
+
+    def token(role: Role) -> str:
+        return issuer.issue(Grant.for_role(role, consultation.id, f"{role}-1", 3600))
+
+    return consultation.id, token
 
 
 def publish_command(url: str, token: str, source: str = "testpattern") -> list[str]:

@@ -14,11 +14,9 @@ from pathlib import Path
 from recorder.index import RecordingIndex
 from recorder.integrity import chain_genesis, chain_next, sha256_file
 from recorder.manifest import MANIFEST, Manifest
-from signaling.auth.grants import Grant, Role
-from signaling.auth.secret import token_issuer
-from signaling.db.store import DB_FILENAME, ConsultationStore
-from signaling.settings import Settings
-from tests.processes import Process, Server, clean_env
+from signaling.auth.grants import Role
+from signaling.db.store import DB_FILENAME
+from tests.processes import Process, Server, clean_env, consultation_on_disk
 
 from .media import decode, ffprobe, publishing
 
@@ -30,12 +28,8 @@ async def test_a_server_killed_mid_session_leaves_a_playable_file_and_an_interru
 ) -> None:
     data = tmp_path / "data"
     log = tmp_path / "server.log"
-    store = ConsultationStore(data / DB_FILENAME)
-    consultation = await store.create("crash", "VP8", consent_by="Dr. A", recorded_by="t")
-    await store.close()
-    cid = consultation.id
-    issuer = token_issuer(Settings(data_dir=data))
-    clinic = issuer.issue(Grant.for_role(Role.CLINIC, cid, "clinic-1", 600))
+    cid, token = await consultation_on_disk(data, "crash")
+    clinic = token(Role.CLINIC)
 
     server = Server(data, log)
     processes.append(server)

@@ -16,14 +16,13 @@ import aiohttp
 
 from recorder.index import RecordingIndex, RecordingRow
 from recorder.log_entry import LogEntry
-from recorder.manifest import MANIFEST, Manifest, RecordingStatus, Segment, SegmentStatus
+from recorder.manifest import MANIFEST, Manifest
 from recorder.timeline import RecordingClock
-from signaling.auth.grants import Grant, Role
-from signaling.auth.secret import token_issuer
-from signaling.db.store import DB_FILENAME, ConsultationStore
-from signaling.settings import Settings
+from signaling.auth.grants import Role
+from signaling.db.store import DB_FILENAME
 from tests.peers import wait_until
-from tests.processes import Process, Server
+from tests.processes import Process, Server, consultation_on_disk
+from tests.replay_support import ten_second_manifest
 
 from .media import decode, ffprobe, publishing
 
@@ -67,13 +66,8 @@ async def test_a_clinic_back_within_the_offline_window_continues_the_recording_a
     tmp_path: Path, processes: list[Process]
 ) -> None:
     data, log = tmp_path / "data", tmp_path / "server.log"
-    store = ConsultationStore(data / DB_FILENAME)
-    consultation = await store.create("restart", "VP8", consent_by="Dr. A", recorded_by="t")
-    await store.close()
-    cid = consultation.id
-    clinic = token_issuer(Settings(data_dir=data)).issue(
-        Grant.for_role(Role.CLINIC, cid, "clinic-1", 600)
-    )
+    cid, token = await consultation_on_disk(data, "restart")
+    clinic = token(Role.CLINIC)
     env = {"ENDOLINK_RECORDING_OFFLINE_S": str(OFFLINE_S)}
 
     async def start(port: int | None = None) -> Server:
@@ -136,33 +130,7 @@ def test_after_a_restart_an_op_lands_on_the_segment_its_wall_time_agrees_with() 
     """The relay clock starts again at 0 in the new server process, so both segments hold pts
     90 000; the server time of the op picks the second one."""
 
-    def segment(seq: int, started_at: str, offset_s: float) -> Segment:
-        return Segment(
-            seq=seq,
-            file=f"segment-00{seq}.webm",
-            status=SegmentStatus.CLOSED,
-            started_at=f"2025-01-01T00:00:{started_at}.000+00:00",
-            ended_at=f"2025-01-01T00:00:{int(started_at) + 10}.000+00:00",
-            offset_s=offset_s,
-            duration_s=10.0,
-            video_pts_start=0,
-            video_pts_end=900_000,
-        )
-
-    manifest = Manifest(
-        recording_id="20250101T000000Z-AAAAAAAA",
-        consultation={"id": "c", "title": "t"},
-        status=RecordingStatus.COMPLETE,
-        started_at="2025-01-01T00:00:00.000+00:00",
-        container="webm",
-        mime_type="video/webm",
-        video_codec="VP8",
-        keyframe_interval_s=1.0,
-        segments=[
-            segment(1, "00", 0.0),
-            segment(2, "15", 15.0),
-        ],
-    )
+    manifest = ten_second_manifest(0, 15)
     clock = RecordingClock(manifest)
 
     def place(ts: str) -> float | None:

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import signal
+import time
 from urllib.parse import urljoin
 
 import aiohttp
@@ -88,21 +89,46 @@ def _reason(body: str) -> str:
         return body[:200]
 
 
-class _KeyframeHintReset(MediaStreamTrack):
-    """Decoded file/device frames arrive tagged as keyframes; aiortc's VP8 encoder would honour
-    that and send every frame as a keyframe (2–3× the bitrate). Clear the tag."""
+class _SourceVideo(MediaStreamTrack):
+    """Video of a file, device or RTSP source, fixed up for sending.
+
+    Decoded frames arrive tagged as keyframes; aiortc's VP8 encoder would honour that and send
+    every frame as a keyframe (2–3× the bitrate): the tag is cleared. And aiortc's MediaPlayer
+    starts a looped file's video pts again at 0 on every pass and, without an audio track, stops
+    pacing it after the first one (frames come as fast as they decode): pts are kept growing
+    and frames are paced to them."""
 
     kind = "video"
 
     def __init__(self, source: MediaStreamTrack) -> None:
         super().__init__()
         self._source = source
+        self._offset = 0
+        self._last: int | None = None
+        self._step = 1
+        self._start: float | None = None
 
     async def recv(self) -> av.VideoFrame:
         frame = await self._source.recv()
         if not isinstance(frame, av.VideoFrame):
             raise TypeError("the source of a video track must give video frames")
         frame.pict_type = av.video.frame.PictureType.NONE
+        if frame.pts is None or frame.time_base is None:
+            return frame
+        pts = frame.pts + self._offset
+        if self._last is not None:
+            if pts <= self._last:  # a looped file started again
+                self._offset += self._last + self._step - pts
+                pts = self._last + self._step
+            else:
+                self._step = pts - self._last
+        self._last = frame.pts = pts
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now - float(pts * frame.time_base)
+        delay = self._start + float(pts * frame.time_base) - now
+        if delay > 0:
+            await asyncio.sleep(delay)
         return frame
 
     def stop(self) -> None:
@@ -124,7 +150,7 @@ def open_source(
         player = MediaPlayer(source, options={"rtsp_transport": "tcp", "fflags": "nobuffer"})
     else:
         player = MediaPlayer(source, loop=loop)
-    video = _KeyframeHintReset(player.video) if player.video else None
+    video = _SourceVideo(player.video) if player.video else None
     return video, player.audio
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -37,8 +36,6 @@ from av.packet import Packet
 
 from client.whip import WhipClient, WhipError
 
-logger = logging.getLogger(__name__)
-
 if TYPE_CHECKING:
     Media = Frame | Packet[Any]
     "What a source track yields: a raw frame, or an encoded packet (files opened without decoding)."
@@ -46,6 +43,7 @@ if TYPE_CHECKING:
 PROBE_S = 1.0
 "Pause between attempts while the server is unreachable (±20 % jitter)."
 SILENCE_S = 3.0
+"Nothing from the server this long (it sends receiver reports about every second): lost."
 CONNECT_S = 10.0
 "An answered offer whose connection is not up by then is given up and retried."
 RETRY_STATUSES = (409, 429, 503)

@@ -4,6 +4,8 @@ credentials the app mints for them, over TURN/UDP and TURN/TCP."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,10 +20,12 @@ from aiortc import (
     RTCPeerConnection,
 )
 
+from client.whip import WhipError, publish_source
+from relay import FeedName
 from signaling.app import create_app
 from signaling.auth.turn import TurnCredentials
 from signaling.db.store import Consultation
-from signaling.keys import STORE
+from signaling.keys import RELAY, STORE
 from signaling.settings import Settings
 from tests.conftest import MakeToken, bearer
 from tests.coturn import Coturn, coturn
@@ -69,7 +73,8 @@ async def test_relay_only_clinic_and_surgeon_exchange_video_through_coturn(
         ),
     ):
         assert await wait_until(lambda: len(received.counters) >= 30, timeout=20)
-        first_frame_s = received.first_video_at - started  # type: ignore[operator]
+        assert received.first_video_at is not None
+        first_frame_s = received.first_video_at - started
         steps = [b - a for a, b in zip(received.counters, received.counters[1:], strict=False)]
         assert all(step >= 1 for step in steps)
         assert selected_pair(sending)[0] == "relay"
@@ -79,6 +84,46 @@ async def test_relay_only_clinic_and_surgeon_exchange_video_through_coturn(
     # the opaque identities the app minted for, the relay included (it uses TURN too)
     assert ":clinic-" in log and ":surgeon-" in log and ":relay>" in log
     print(f"TURN/{transport}: first frame {first_frame_s * 1000:.0f} ms after the first OPTIONS")
+
+
+async def test_endolink_publish_relay_only_takes_turn_from_the_options_links(
+    turn: Coturn, aiohttp_client: Any, settings: Settings, make_token: MakeToken
+) -> None:
+    """``endolink publish --relay-only``: the test pattern through coturn, ICE servers asked
+    with OPTIONS before offering; without a TURN server offered it refuses to start."""
+    app = create_app(settings.with_overrides(turn_urls=turn.urls("tcp"), turn_secret=turn.secret))
+    client: TestClient = await aiohttp_client(app)
+    consultation = await app[STORE].create(
+        title="TURN", video_codec="VP8", consent_by="Dr. A", recorded_by="admin-test"
+    )
+    cid = consultation.id
+    whip = str(client.make_url(f"/whip/{cid}"))
+    publishing = asyncio.ensure_future(
+        publish_source(whip, make_token("clinic", cid), "testpattern", relay_only=True)
+    )
+    try:
+        async with viewer(str(client.make_url(f"/whep/{cid}")), make_token("surgeon", cid)) as (
+            _,
+            _,
+            seen,
+        ):
+            assert await wait_until(lambda: len(seen.counters) > 15, timeout=15)
+        router = app[RELAY].find(cid)
+        assert router is not None and (clinic := router.feeds[FeedName.ENDOSCOPE].publisher)
+        assert selected_pair(clinic.pc)[1] == "relay"  # the relay sees the clinic via coturn
+    finally:
+        publishing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await publishing
+
+    plain: TestClient = await aiohttp_client(create_app(settings))
+    with pytest.raises(WhipError, match="needs a TURN server"):
+        await publish_source(
+            str(plain.make_url(f"/whip/{cid}")),
+            make_token("clinic", cid),
+            "testpattern",
+            relay_only=True,
+        )
 
 
 async def test_sessions_end_promptly_when_coturn_is_gone(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from aiortc import RTCConfiguration, RTCIceServer
@@ -25,8 +25,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RelayConfig:
-    ice_servers: tuple[RTCIceServer, ...] = ()
-    "Handed to every peer connection; empty means host candidates only (never a public STUN)."
+    ice_servers: Callable[[], Sequence[RTCIceServer]] = tuple
+    """Asked for every new peer connection (minted TURN credentials expire, so a Router must not
+    keep one list); empty means host candidates only (never a public STUN)."""
     host_addresses: tuple[str, ...] = ()
     "Local addresses to gather ICE candidates on; empty = every interface plus loopback."
     announced_address: str | None = None
@@ -71,7 +72,7 @@ class Relay:
             router = Router(
                 cid,
                 video_codec,
-                RTCConfiguration(iceServers=list(self.config.ice_servers)),
+                lambda: RTCConfiguration(iceServers=list(self.config.ice_servers())),
                 self.config.announced_address,
                 self.config.max_viewers,
                 self.config.publisher_timeout_s,

@@ -70,16 +70,22 @@ def new_pc() -> RTCPeerConnection:
     return RTCPeerConnection(RTCConfiguration(iceServers=[]))
 
 
+async def configured_pc(client: WhipClient, relay_only: bool) -> RTCPeerConnection:
+    """Relay-only peers take the endpoint's ICE servers (OPTIONS, like ``endolink publish``);
+    the others gather host candidates only, on loopback."""
+    return RTCPeerConnection(await client.configuration(relay_only)) if relay_only else new_pc()
+
+
 @contextlib.asynccontextmanager
 async def publisher(
-    endpoint: str, token: str, video: bool = True, audio: bool = True
+    endpoint: str, token: str, video: bool = True, audio: bool = True, relay_only: bool = False
 ) -> AsyncIterator[tuple[RTCPeerConnection, WhipClient]]:
-    pc = new_pc()
+    client = WhipClient(endpoint, token)
+    pc = await configured_pc(client, relay_only)
     if video:
         pc.addTransceiver(TestPatternTrack(), direction="sendonly")
     if audio:
         pc.addTransceiver(ToneTrack(), direction="sendonly")
-    client = WhipClient(endpoint, token)
     try:
         await client.connect(pc)
         yield pc, client
@@ -90,9 +96,13 @@ async def publisher(
 
 @contextlib.asynccontextmanager
 async def viewer(
-    endpoint: str, token: str, kinds: tuple[str, ...] = ("video", "audio")
+    endpoint: str,
+    token: str,
+    kinds: tuple[str, ...] = ("video", "audio"),
+    relay_only: bool = False,
 ) -> AsyncIterator[tuple[RTCPeerConnection, WhipClient, Received]]:
-    pc = new_pc()
+    client = WhipClient(endpoint, token)
+    pc = await configured_pc(client, relay_only)
     received = Received()
     tasks: list[asyncio.Task[None]] = []
 
@@ -102,7 +112,6 @@ async def viewer(
 
     for kind in kinds:
         pc.addTransceiver(kind, direction="recvonly")
-    client = WhipClient(endpoint, token)
     try:
         await client.connect(pc)
         yield pc, client, received

@@ -8,13 +8,14 @@ import { ConsentPanel } from "./consent.js";
 import { endoscopeStats, joinRoom, loadConsultation, showConnectionState } from "./consultation.js";
 import { FeedPlayer, Publisher, preferCodec } from "./media.js";
 import { startPage } from "./page.js";
-import { iceServersFrom } from "./session.js";
+import { FORCED_RELAY_NOTICE, forceRelay, iceServersFrom } from "./session.js";
 import { renderStats } from "./stats.js";
 import { $, Notices, setChip, showFatal } from "./ui.js";
 
 const MAX_BITRATE = 2_500_000;
 
 const notices = new Notices($("#notices"));
+if (forceRelay()) notices.show("relay", FORCED_RELAY_NOTICE);
 const els = {
   liveBadge: $("#live-badge"),
   start: $("#start-stream"),

@@ -5,6 +5,7 @@
 //     start a new session when the room says the feed went live and no media is arriving;
 //   - 401/403 and other refusals stop retrying and surface the server's reason.
 
+import { forceRelay } from "./session.js";
 import { StatsMonitor } from "./stats.js";
 import { WhipClient, WhipError } from "./whip.js";
 
@@ -54,8 +55,15 @@ class Session extends EventTarget {
     );
   }
 
-  _newPeerConnection() {
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: "max-bundle" });
+  /** A peer connection with fresh TURN credentials (asked per session: they expire); the
+   * page's list from /api/session when the server cannot be asked. */
+  async _newPeerConnection() {
+    const fresh = await new WhipClient(this.endpoint, this.token).fetchIceServers();
+    const pc = new RTCPeerConnection({
+      iceServers: fresh ?? this.iceServers,
+      bundlePolicy: "max-bundle",
+      iceTransportPolicy: forceRelay() ? "relay" : "all",
+    });
     pc.addEventListener("connectionstatechange", () => this._onConnectionState(pc));
     return pc;
   }
@@ -172,9 +180,10 @@ export class Publisher extends Session {
     await this._teardown();
     if (generation !== this.generation) return;
     this.error = null;
-    const pc = this._newPeerConnection();
-    this.pc = pc;
     this._emit("connecting");
+    const pc = await this._newPeerConnection();
+    if (generation !== this.generation) return pc.close();
+    this.pc = pc;
     const transceivers = {};
     for (const kind of this.kinds) {
       const track = this.stream?.getTracks().find((t) => t.kind === kind && t.readyState === "live");
@@ -250,10 +259,11 @@ export class FeedPlayer extends Session {
     this.packets = 0;
     this.playedEarlierPublisher = false;
     this._setReceiving(false);
-    const pc = this._newPeerConnection();
+    this._emit("connecting");
+    const pc = await this._newPeerConnection();
+    if (generation !== this.generation) return pc.close();
     this.pc = pc;
     this.stream = new MediaStream();
-    this._emit("connecting");
     for (const kind of this.kinds) pc.addTransceiver(kind, { direction: "recvonly" });
     pc.addEventListener("track", (event) => {
       if (pc !== this.pc) return;

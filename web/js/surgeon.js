@@ -5,12 +5,13 @@
 import { endoscopeStats, joinRoom, loadConsultation, showConnectionState } from "./consultation.js";
 import { FeedPlayer, Publisher } from "./media.js";
 import { startPage } from "./page.js";
-import { iceServersFrom } from "./session.js";
+import { FORCED_RELAY_NOTICE, forceRelay, iceServersFrom } from "./session.js";
 import { $, Notices, roleLabel, setChip } from "./ui.js";
 
 const STALL_MS = 2500;
 
 const notices = new Notices($("#notices"));
+if (forceRelay()) notices.show("relay", FORCED_RELAY_NOTICE);
 const els = {
   video: $("#remote-video"),
   frame: $("#video-frame"),

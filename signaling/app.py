@@ -19,7 +19,7 @@ from relay import ConsultationId, FeedEvent, Relay, RelayConfig, RelayMode
 from signaling.auth.grants import TokenIssuer
 from signaling.auth.media_tokens import MediaTokens, install_access_log_redaction
 from signaling.auth.secret import load_or_create_secret
-from signaling.auth.turn import RELAY_IDENTITY, IceServers
+from signaling.auth.turn import IceServers
 from signaling.db.audit import AuditTrail
 from signaling.db.store import DB_FILENAME, ConsultationStore
 from signaling.http import api, pages, snapshots, whip
@@ -60,8 +60,7 @@ def create_app(settings: Settings) -> web.Application:
     app[RELAY] = Relay(
         RelayConfig(
             ice_servers=lambda: [
-                RTCIceServer(s.url, s.username, s.credential)
-                for s in ice_servers.for_identity(RELAY_IDENTITY)
+                RTCIceServer(s.url, s.username, s.credential) for s in ice_servers.for_relay()
             ],
             host_addresses=settings.ice_host_addresses,
             announced_address=settings.announced_address,

@@ -56,6 +56,8 @@ class Settings:
     "coturn's ``static-auth-secret``; needed with ``turn_urls``. Never logged."
     turn_ttl_s: int = 3600
     "Lifetime (s) of minted TURN credentials for new allocations (signaling/auth/turn.py)."
+    relay_turn: bool = False
+    "The relay allocates on coturn too (only when it sits behind NAT with no reachable address)."
     ice_host_addresses: tuple[str, ...] = ()
     "Local addresses for the relay's ICE host candidates; empty = all interfaces plus loopback."
     announced_address: str | None = None
@@ -135,7 +137,7 @@ def _parse(name: str, raw: str) -> Any:
         return int(raw)
     if name in ("publisher_timeout_s", "peer_timeout_s", "recording_offline_s", "router_idle_s"):
         return float(raw)
-    if name == "tls":
+    if name in ("tls", "relay_turn"):
         return raw.strip().lower() in ("1", "true", "yes", "on")
     if name == "ice_servers":
         return tuple(parse_ice_server(item) for item in raw.split())

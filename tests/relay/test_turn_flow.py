@@ -46,16 +46,21 @@ def selected_pair(pc: RTCPeerConnection) -> tuple[str, str]:
     return pair.local_candidate.type, pair.remote_candidate.type
 
 
-@pytest.mark.parametrize("transport", ["udp", "tcp"])
+@pytest.mark.parametrize(("transport", "relay_turn"), [("udp", True), ("tcp", False)])
 async def test_relay_only_clinic_and_surgeon_exchange_video_through_coturn(
     turn: Coturn,  # first: coturn must outlive the app, whose peers free their allocations
     aiohttp_client: Any,
     settings: Settings,
     transport: str,
+    relay_turn: bool,
     make_token: MakeToken,
 ) -> None:
+    """With ``ENDOLINK_RELAY_TURN`` the relay allocates on coturn as well (behind NAT); without,
+    coturn relays the clients to the relay's host candidates."""
     app = create_app(
-        settings.with_overrides(turn_urls=turn.urls(transport), turn_secret=turn.secret)
+        settings.with_overrides(
+            turn_urls=turn.urls(transport), turn_secret=turn.secret, relay_turn=relay_turn
+        )
     )
     client: TestClient = await aiohttp_client(app)
     consultation: Consultation = await app[STORE].create(
@@ -81,8 +86,9 @@ async def test_relay_only_clinic_and_surgeon_exchange_video_through_coturn(
         assert selected_pair(receiving)[0] == "relay"
     log = turn.log_text()
     assert log.count("ALLOCATE processed, success") >= 2
-    # the opaque identities the app minted for, the relay included (it uses TURN too)
-    assert ":clinic-" in log and ":surgeon-" in log and ":relay>" in log
+    # the opaque identities the app minted for; the relay's only when it is told to use TURN
+    assert ":clinic-" in log and ":surgeon-" in log
+    assert (":relay>" in log) == relay_turn
     print(f"TURN/{transport}: first frame {first_frame_s * 1000:.0f} ms after the first OPTIONS")
 
 

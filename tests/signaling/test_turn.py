@@ -159,7 +159,9 @@ async def test_whip_and_whep_201_carry_minted_links_and_nothing_logs_the_secret(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    app = create_app(replace(settings, turn_urls=turn.urls("udp"), turn_secret=SECRET))
+    app = create_app(
+        replace(settings, turn_urls=turn.urls("udp"), turn_secret=SECRET, relay_turn=True)
+    )
     client: TestClient = await aiohttp_client(app)
     consultation: Consultation = await app[STORE].create(
         title="t", video_codec="VP8", consent_by="Dr. A", recorded_by="x"

@@ -3,6 +3,7 @@
 // frame, snapshots; observers only see the marks), stats, presence and chat.
 
 import { endoscopeStats, joinRoom, loadConsultation, showConnectionState } from "./consultation.js";
+import { LinkBanner, serverLink } from "./link.js";
 import { FeedPlayer, Publisher } from "./media.js";
 import { startPage } from "./page.js";
 import { iceServersFrom } from "./session.js";
@@ -38,6 +39,8 @@ const state = {
   talk: null, // Publisher while talking
   micStream: null,
   feedLive: false,
+  feedReason: null, // why the endoscope feed is offline: "ended" (Stop) or "lost"; kept across a restart
+  banner: null,
   lastFrameAt: 0,
   frames: 0,
   firstFrameAt: null,
@@ -76,6 +79,7 @@ startPage({
     setupTalk();
     setupVideo();
     setupRoom();
+    state.banner = new LinkBanner(notices, linkCondition);
     startPlayer();
   },
 });
@@ -95,13 +99,14 @@ function setupRoom() {
   state.annotations = annotations;
   room.addEventListener("welcome", () => {
     const endoscope = room.feeds.endoscope;
-    setFeedLive(endoscope?.state === "live");
+    setFeedLive(endoscope?.state === "live", endoscope?.reason);
     if (endoscope?.state === "live") state.player?.feedLive();
   });
+  room.addEventListener("state", () => updateOverlay());
   room.addEventListener("feed", (event) => {
-    const { feed, state: feedState } = event.detail;
+    const { feed, state: feedState, reason } = event.detail;
     if (feed === "endoscope") {
-      setFeedLive(feedState === "live");
+      setFeedLive(feedState === "live", reason);
       if (feedState === "live") state.player?.feedLive();
       else state.player?.feedOffline();
     } else if (feed === "talkback" && feedState === "offline" && state.talk && state.talk.phase === "connected") {
@@ -111,12 +116,41 @@ function setupRoom() {
   room.connect();
 }
 
-function setFeedLive(live) {
+function setFeedLive(live, reason = null) {
   state.feedLive = live;
-  els.publisherState.textContent = live ? "live" : "offline";
-  els.publisherState.dataset.state = live ? "live" : "offline";
-  els.publisherChip.dataset.tone = live ? "live" : "idle";
+  // A fresh server knows no reason: what we knew before it restarted still holds.
+  state.feedReason = live ? null : (reason ?? state.feedReason);
+  showPublisherState(live ? "live" : "offline");
   updateOverlay();
+}
+
+function showPublisherState(text) {
+  els.publisherState.textContent = text;
+  els.publisherState.dataset.state = text;
+  els.publisherChip.dataset.tone = { live: "live", unknown: "warn" }[text] || "idle";
+}
+
+/** Whether the server is out of reach: the room is down after having been open, or probes fail. */
+function serverLost() {
+  return !serverLink.reachable || (state.room?.everOpen && state.room.state !== "open");
+}
+
+/**
+ * The one connection condition the surgeon is told about (LinkBanner), or null: the server out
+ * of reach, the clinic's stream ended on purpose or lost, our own video connection lost.
+ */
+function linkCondition() {
+  if (serverLost()) return { key: "server", text: "Connection to the server lost — reconnecting…", trouble: true };
+  if (receivingFrames() || ["refused", "expired"].includes(state.player?.phase)) return null;
+  if (!state.feedLive) {
+    if (state.feedReason === "ended") return { key: "ended", text: "The clinic ended the stream.", level: "info" };
+    if (state.feedReason === "lost" || state.lastFrameAt > 0) {
+      return { key: "clinic-lost", text: "Clinic's connection lost — reconnecting…", trouble: true };
+    }
+    return null;
+  }
+  if (state.lastFrameAt > 0) return { key: "video", text: "Video connection lost — reconnecting…", trouble: true };
+  return null;
 }
 
 // ---------------------------------------------------------------- video
@@ -160,34 +194,34 @@ function receivingFrames() {
 function updateOverlay() {
   const frames = receivingFrames();
   els.liveBadge.hidden = !frames;
+  state.banner?.update();
   if (frames) {
     els.overlay.hidden = true;
     els.overlay.dataset.reason = "";
     // The room may lag behind the media: frames arriving means the publisher is live.
-    if (!state.feedLive) {
-      els.publisherState.textContent = "live";
-      els.publisherState.dataset.state = "live";
-      els.publisherChip.dataset.tone = "live";
-    }
+    if (!state.feedLive) showPublisherState("live");
     return;
   }
+  const condition = linkCondition();
   let text;
   let reason;
   const phase = state.player?.phase;
   if (phase === "refused" || phase === "expired") {
     reason = "error";
     text = playerErrorText(state.player);
+  } else if (condition) {
+    // The same words as the banner: never two different stories about one interruption.
+    reason = condition.key;
+    text = condition.text;
   } else if (!state.feedLive) {
     reason = "offline";
     text = "Publisher offline – waiting for the clinic to start the endoscope stream.";
-    if (els.publisherState.dataset.state === "live") setFeedLive(false);
-  } else if (state.lastFrameAt > 0) {
-    reason = "stalled";
-    text = "Video interrupted – reconnecting…";
   } else {
     reason = "connecting";
     text = "Publisher live – connecting to the stream…";
   }
+  if (serverLost()) showPublisherState("unknown");
+  else if (!state.feedLive && els.publisherState.dataset.state !== "offline") showPublisherState("offline");
   els.overlay.hidden = false;
   els.overlay.dataset.reason = reason;
   if (els.overlayText.textContent !== text) els.overlayText.textContent = text;
@@ -215,18 +249,11 @@ function startPlayer() {
   });
   state.player = player;
   player.addEventListener("state", (event) => {
-    const { phase, connectionState, error, delayMs, reason } = event.detail;
+    const { phase, connectionState, error } = event.detail;
     showConnectionState(connectionState);
+    // Interruptions are the banner's (linkCondition); refusals get their own notice.
     if (phase === "connected") {
       notices.clear("player");
-    } else if (phase === "retrying") {
-      notices.show(
-        "player",
-        `Video connection lost (${reason || "network"}); reconnecting in ${Math.ceil(delayMs / 1000)} s.`,
-        "warn",
-      );
-    } else if (phase === "unstable") {
-      notices.show("player", "The video connection is unstable; waiting for it to recover…", "warn");
     } else if (phase === "refused" || phase === "expired") {
       notices.show("player", playerErrorText(player), "error");
       if (error?.status === 403 || phase === "expired") showConnectionState("refused");
@@ -332,15 +359,14 @@ async function startTalk() {
   els.talk.classList.add("active");
   talk.addEventListener("state", (event) => {
     if (talk !== state.talk) return;
-    const { phase, connectionState, error, delayMs } = event.detail;
+    const { phase, connectionState, error } = event.detail;
     if (phase === "connected") {
       setChip(els.talkChip, "clinic hears you", "live");
       notices.clear("talk");
     } else if (phase === "connecting" || phase === "negotiated") {
       setChip(els.talkChip, "connecting microphone…", "warn");
-    } else if (phase === "retrying") {
-      setChip(els.talkChip, "reconnecting…", "warn");
-      notices.show("talk", `Talk-back interrupted; reconnecting in ${Math.ceil(delayMs / 1000)} s.`, "warn");
+    } else if (phase === "retrying" || phase === "unstable") {
+      setChip(els.talkChip, "reconnecting – the clinic cannot hear you", "warn");
     } else if (phase === "refused" || phase === "expired") {
       const reason = error?.reason || error?.message || phase;
       notices.show("talk", `Talk-back refused by the server: ${reason}.`, "error");

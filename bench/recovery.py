@@ -79,7 +79,8 @@ async def wait_moving(page: Page, timeout_s: float) -> float:
 
 def create_consultation(data_dir: Path, port: int) -> dict[str, str]:
     """A consultation with consent on record; its invite links (clinic, surgeon, observer)."""
-    answer = json.loads(endolink(data_dir, port, "consult", "create", "--consent-by", "b", "--json"))
+    created = endolink(data_dir, port, "consult", "create", "--consent-by", "b", "--json")
+    answer = json.loads(created)
     return dict(answer["links"])
 
 
@@ -135,7 +136,7 @@ async def run(outages: list[float], runs: int, port: int) -> list[Recovery]:
     results: list[Recovery] = []
     try:
         async with consultation_pages(links) as (clinic, surgeon):
-            print(f"{'outage':>7} {'run':>4} {'clinic told':>12} {'surgeon told':>13} {'moving':>8}")
+            print(f"{'outage':>7} {'run':>4} {'clinic told':>12} {'surgeon told':>13}  moving")
             for down_s in outages:
                 for number in range(1, runs + 1):
                     result = await outage(server, clinic, surgeon, down_s)

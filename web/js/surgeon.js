@@ -80,6 +80,7 @@ startPage({
     setupVideo();
     setupRoom();
     state.banner = new LinkBanner(notices, linkCondition);
+    serverLink.addEventListener("state", () => updateOverlay());
     startPlayer();
   },
 });
@@ -192,7 +193,8 @@ function receivingFrames() {
 }
 
 function updateOverlay() {
-  const frames = receivingFrames();
+  // Frames still trickling in from before the server vanished do not make the feed live.
+  const frames = receivingFrames() && !serverLost();
   els.liveBadge.hidden = !frames;
   state.banner?.update();
   if (frames) {

@@ -7,10 +7,12 @@ its port accepts connections until the surgeon's picture moves again (new frames
 requestVideoFrameCallback). It also measures how long after the kill both pages said so honestly
 (the clinic: the surgeon cannot see it; the surgeon: the server connection is lost).
 
-    python -m bench.recovery [--outages 5 60] [--runs 3] [--port 8098]
+    python -m bench.recovery [--outages 5 60] [--runs 3] [--port 8098] [--baseline REV]
 
-Prints one row per run and, per outage, the median and the maximum. Wall-clock times: run it on
-a quiet machine.
+Prints one row per run and, per outage, the median and the maximum. With ``--baseline`` the same
+runs follow with the server and pages of git revision REV (``git archive`` into a temporary
+directory; only the picture is timed, older pages have no banner to wait for). Wall-clock times:
+run it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from playwright.async_api import Page, async_playwright
 
@@ -93,14 +96,19 @@ async def start_stream(clinic: Page) -> None:
     await start.click()
 
 
-async def outage(server: ServerProcess, clinic: Page, surgeon: Page, down_s: float) -> Recovery:
-    """Kill, stay down ``down_s``, restart; the timings of one outage."""
+async def outage(
+    server: ServerProcess, clinic: Page, surgeon: Page, down_s: float, banners: bool = True
+) -> Recovery:
+    """Kill, stay down ``down_s``, restart; the timings of one outage (``banners``: also how
+    soon each page said so; NaN when not measured)."""
     await wait_moving(surgeon, 15)
     killed = time.monotonic()
     server.kill()
-    clinic_said = wait_for_banner(clinic, CLINIC_LOST_TEXT, 10)
-    surgeon_said = wait_for_banner(surgeon, SURGEON_LOST_TEXT, 10)
-    clinic_at, surgeon_at = await asyncio.gather(clinic_said, surgeon_said)
+    clinic_at = surgeon_at = math.nan
+    if banners:
+        clinic_said = wait_for_banner(clinic, CLINIC_LOST_TEXT, 10)
+        surgeon_said = wait_for_banner(surgeon, SURGEON_LOST_TEXT, 10)
+        clinic_at, surgeon_at = await asyncio.gather(clinic_said, surgeon_said)
     await asyncio.sleep(max(0.0, down_s - (time.monotonic() - killed)))
     server.start()
     answered = await server.wait_accepting()
@@ -126,20 +134,35 @@ async def consultation_pages(links: dict[str, str]) -> AsyncIterator[tuple[Page,
             await browser.close()
 
 
-async def run(outages: list[float], runs: int, port: int) -> list[Recovery]:
+def checkout(revision: str, into: Path) -> Path:
+    """The tree of git ``revision`` of this repository, unpacked into ``into``."""
+    repo = Path(__file__).resolve().parent.parent
+    into.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", revision], check=True, capture_output=True, timeout=60
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True, timeout=60)
+    return into
+
+
+async def run(
+    outages: list[float], runs: int, port: int, label: str, source: Path | None = None
+) -> list[Recovery]:
+    """All runs against one server (this revision's, or the one in ``source``)."""
     work = Path(tempfile.mkdtemp(prefix="endolink-recovery-"))
     data = work / "data"
     links = create_consultation(data, port)
-    server = ServerProcess(data, port, work / "server.log")
+    server = ServerProcess(data, port, work / "server.log", source)
     server.start()
     await server.wait_accepting()
     results: list[Recovery] = []
     try:
         async with consultation_pages(links) as (clinic, surgeon):
+            print(f"\n{label}")
             print(f"{'outage':>7} {'run':>4} {'clinic told':>12} {'surgeon told':>13}  moving")
             for down_s in outages:
                 for number in range(1, runs + 1):
-                    result = await outage(server, clinic, surgeon, down_s)
+                    result = await outage(server, clinic, surgeon, down_s, source is None)
                     results.append(result)
                     print(
                         f"{down_s:>6g}s {number:>4} {result.honest_clinic_s:>11.2f}s "
@@ -154,7 +177,7 @@ async def run(outages: list[float], runs: int, port: int) -> list[Recovery]:
 
 
 def summarise(results: list[Recovery]) -> None:
-    print("\nsurgeon's picture moving again after the server answered (s):")
+    print("surgeon's picture moving again after the server answered (s):")
     for down_s in sorted({r.outage_s for r in results}):
         times = [r.moving_s for r in results if r.outage_s == down_s]
         told = [max(r.honest_clinic_s, r.honest_surgeon_s) for r in results if r.outage_s == down_s]
@@ -164,13 +187,20 @@ def summarise(results: list[Recovery]) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> Any:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--outages", type=float, nargs="+", default=[5.0, 60.0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--port", type=int, default=8098)
+    parser.add_argument("--baseline", metavar="REV", help="also run git revision REV (e.g. main)")
     args = parser.parse_args(argv)
-    return asyncio.run(run(args.outages, args.runs, args.port))
+    asyncio.run(run(args.outages, args.runs, args.port, "this tree"))
+    if args.baseline:
+        with tempfile.TemporaryDirectory(prefix="endolink-baseline-") as tmp:
+            source = checkout(args.baseline, Path(tmp) / "tree")
+            asyncio.run(
+                run(args.outages, args.runs, args.port, f"baseline: {args.baseline}", source)
+            )
 
 
 if __name__ == "__main__":

@@ -39,12 +39,16 @@ def endolink(data_dir: Path, port: int, *args: str) -> str:
 
 
 class ServerProcess:
-    """``endolink serve`` on 127.0.0.1:``port``; its output goes to ``log_path``."""
+    """``endolink serve`` on 127.0.0.1:``port``; its output goes to ``log_path``. With ``source``
+    (a checkout of another revision) that revision's server and pages run instead of this one."""
 
-    def __init__(self, data_dir: Path, port: int, log_path: Path) -> None:
+    def __init__(
+        self, data_dir: Path, port: int, log_path: Path, source: Path | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.port = port
         self.log_path = log_path
+        self.source = source
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -53,10 +57,14 @@ class ServerProcess:
 
     def start(self) -> None:
         env = {**os.environ, "ENDOLINK_ICE_HOST_ADDRESSES": LOOPBACK}
+        if self.source is not None:
+            env["PYTHONPATH"] = str(self.source)
         cmd = [sys.executable, "-m", "signaling", "serve", "--host", LOOPBACK]
         cmd += ["--port", str(self.port), "--data-dir", str(self.data_dir)]
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                cmd, cwd=self.source, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
 
     async def wait_accepting(self, timeout_s: float = 20.0) -> float:
         """Polls the port every 10 ms; returns the monotonic time it first accepted a connection."""

@@ -274,7 +274,7 @@ class Router:
         "ended" rather than "lost"."""
         peer = self.peers.get(session_id)
         if peer is not None and peer.role is PeerRole.PUBLISHER:
-            self.feeds[peer.feed].end(peer)
+            self.feeds[FeedName(peer.feed)].end(peer)
         return await self.close_peer(session_id)
 
     async def close_peer(self, session_id: str) -> bool:

@@ -87,6 +87,9 @@ async def test_pages_say_what_happens_and_come_back_within_seconds_after_a_serve
         surgeon = await browser.open(running.links["surgeon"], "surgeon", window=True)
         await start_stream(clinic)
         await wait_moving(surgeon, 15)
+        talk = surgeon.get_by_test_id("talk-state")
+        await surgeon.get_by_test_id("talk-toggle").click()
+        await expect(talk).to_have_text("clinic hears you", timeout=10_000)
         recording = surgeon.get_by_test_id("recording-indicator")
         await expect(recording).to_have_text("REC", timeout=5_000)
 
@@ -106,6 +109,7 @@ async def test_pages_say_what_happens_and_come_back_within_seconds_after_a_serve
         await expect(surgeon.get_by_test_id("remote-overlay")).to_contain_text(SURGEON_LOST_TEXT)
         for page in (clinic, surgeon):
             assert await page.locator('[data-testid="notices"] .notice').count() == 1
+        await expect(talk).to_contain_text("the clinic cannot hear you")
 
         await asyncio.sleep(max(0.0, DOWN_S - (time.monotonic() - killed)))
         # Probing about once a second: the console gets a bounded trickle, not a flood.
@@ -123,9 +127,13 @@ async def test_pages_say_what_happens_and_come_back_within_seconds_after_a_serve
         await expect(clinic.get_by_test_id("not-sent-badge")).to_be_hidden()
         await expect(recording).not_to_contain_text("unknown")
         await expect(surgeon.get_by_test_id("publisher-state")).to_have_text("live")
+        await expect(talk).to_have_text("clinic hears you", timeout=5_000)
+        await clinic.wait_for_function(TALKBACK_CONNECTED, timeout=5_000)
         for page in (surgeon, clinic):
             await expect(banner(page)).to_have_count(0, timeout=8_000)
 
+
+TALKBACK_CONNECTED = "() => window.endolink.talkbackPc?.connectionState === 'connected'"
 
 CUT_CLINIC_MEDIA = """() => {
   // The clinic's network dies: media stops, no DELETE (a crash, not a Stop).

@@ -314,6 +314,10 @@ function startTalkback() {
     if (event.detail.receiving) setChip(els.talkbackChip, "surgeon voice: on", "live");
     else if (state.room?.feeds.talkback?.state !== "live") setChip(els.talkbackChip, "surgeon voice: off", "idle");
   });
+  serverLink.addEventListener("state", (event) => {
+    if (!event.detail.reachable) setChip(els.talkbackChip, "surgeon voice: reconnecting", "warn");
+    else showTalkbackFeed(state.room?.feeds.talkback?.state === "live");
+  });
   els.talkbackUnmute.addEventListener("click", () => {
     els.talkbackUnmute.hidden = true;
     playTalkback();

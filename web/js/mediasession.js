@@ -18,10 +18,11 @@ function pick(schedule, attempt) {
 }
 
 /** How to go on after a failed request: "network" (wait for the server), "server" (5xx: a
- * short back-off), "slow" (429: told to wait) or "refused" (retrying cannot help). */
+ * short back-off), "slow" (429, or 503 + Retry-After: told to wait) or "refused" (retrying
+ * cannot help). */
 function failureKind(err) {
   if (!(err instanceof WhipError) || err.status === 0) return "network";
-  if (err.status === 429) return "slow";
+  if (err.status === 429 || (err.status >= 500 && err.retryAfterS)) return "slow"; // e.g. 503 viewer limit
   return err.status >= 500 ? "server" : "refused";
 }
 
@@ -42,9 +43,9 @@ export class Session extends EventTarget {
     this._graceTimer = null;
     this.everConnected = false;
     this.replacedByServer = false; // a publisher's new session replaces its old one on the server
-    serverLink.addEventListener("state", (event) => {
+    this._onServerState = (event) => {
       if (event.detail.reachable) this._serverBack(event.detail.outageMs);
-    });
+    };
   }
 
   /** Whether the current session still carries media after the server was unreachable. */
@@ -157,6 +158,7 @@ export class Session extends EventTarget {
   start() {
     this.wanted = true;
     this.attempt = 0;
+    serverLink.addEventListener("state", this._onServerState);
     return this.connect();
   }
 
@@ -164,6 +166,7 @@ export class Session extends EventTarget {
   async stop() {
     this.wanted = false;
     this.generation += 1;
+    serverLink.removeEventListener("state", this._onServerState);
     await this._teardown({ forGood: true });
     this.error = null;
     this._emit("stopped");

@@ -10,6 +10,7 @@ import { iceServersFrom } from "./session.js";
 import { $, Notices, roleLabel, setChip } from "./ui.js";
 
 const STALL_MS = 2500;
+const TALK_LOST = "reconnecting – the clinic cannot hear you";
 
 const notices = new Notices($("#notices"));
 const els = {
@@ -283,6 +284,9 @@ function setupTalk() {
   els.talkChip.hidden = !canTalk;
   els.observerHint.hidden = state.session.role !== "observer";
   if (!canTalk) return; // observers: the control stays hidden (and out of the a11y tree)
+  serverLink.addEventListener("state", (event) => {
+    if (!event.detail.reachable && state.talk) setChip(els.talkChip, TALK_LOST, "warn");
+  });
   els.talk.addEventListener("click", () => (state.talk ? stopTalk() : startTalk()));
   els.talkMic.addEventListener("change", async () => {
     if (!state.talk) return;
@@ -368,7 +372,7 @@ async function startTalk() {
     } else if (phase === "connecting" || phase === "negotiated") {
       setChip(els.talkChip, "connecting microphone…", "warn");
     } else if (phase === "retrying" || phase === "unstable") {
-      setChip(els.talkChip, "reconnecting – the clinic cannot hear you", "warn");
+      setChip(els.talkChip, TALK_LOST, "warn");
     } else if (phase === "refused" || phase === "expired") {
       const reason = error?.reason || error?.message || phase;
       notices.show("talk", `Talk-back refused by the server: ${reason}.`, "error");

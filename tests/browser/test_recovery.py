@@ -23,7 +23,6 @@ from bench.recovery import (
     wait_moving,
 )
 from bench.serverproc import ServerProcess, free_port
-from signaling.auth.grants import Role
 
 from .conftest import Browser, LiveServer, chromium, playwright_api
 
@@ -35,6 +34,7 @@ DOWN_S = 7.0
 HONEST_WITHIN_MS = 3_000
 MOVING_WITHIN_S = 5.0
 PHONE = {"width": 390, "height": 844}
+ROLES = ("clinic", "surgeon")
 
 BANNER_JS = """document.querySelector('[data-testid="notices"] [data-key="link"]')?.textContent"""
 CLINIC_TOLD = f"""() => {{
@@ -144,15 +144,10 @@ CUT_CLINIC_MEDIA = """() => {
 async def test_the_surgeon_tells_a_stopped_stream_from_a_lost_one_at_phone_size(
     live_server: LiveServer, browser: Browser
 ) -> None:
-    consultation = await live_server.consultation(consent=True)
-    clinic = await browser.open(
-        live_server.url("clinic", live_server.token(Role.CLINIC, consultation.id)), "clinic"
-    )
-    surgeon = await browser.open(
-        live_server.url("surgeon", live_server.token(Role.SURGEON, consultation.id)),
-        "surgeon",
-        window=True,
-    )
+    cid = (await live_server.consultation(consent=True)).id
+    link = {role: live_server.url(role, live_server.token(role, cid)) for role in ROLES}
+    clinic = await browser.open(link["clinic"], "clinic")
+    surgeon = await browser.open(link["surgeon"], "surgeon", window=True)
     await surgeon.set_viewport_size(PHONE)
     overlay = surgeon.get_by_test_id("remote-overlay")
 

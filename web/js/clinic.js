@@ -217,8 +217,8 @@ function linkCondition() {
   const serverLost = !serverLink.reachable || (room?.everOpen && room.state !== "open");
   markSending(!state.streaming || reachingSurgeon());
   if (state.streaming && state.publisher && !reachingSurgeon()) {
-    const phase = state.publisher.phase;
-    if (phase === "connecting" && !state.publisher.everConnected) return null; // first start: not trouble yet
+    const { phase, everConnected } = state.publisher;
+    if (!everConnected && ["connecting", "negotiated"].includes(phase)) return null; // starting, not trouble
     const why = serverLost ? " The server cannot be reached." : "";
     return { key: "not-reaching", text: `Reconnecting — the surgeon cannot see your video.${why}`, trouble: true };
   }

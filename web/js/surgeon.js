@@ -1,16 +1,16 @@
 // Surgeon / observer page: WHEP playback of the clinic's endoscope feed, the surgeon's talk-back
-// microphone (WHIP, audio only), live annotation over the video (annotations.js: tools, freeze
+// microphone (talkback.js), live annotation over the video (annotations.js: tools, freeze
 // frame, snapshots; observers only see the marks), stats, presence and chat.
 
 import { endoscopeStats, joinRoom, loadConsultation, showConnectionState } from "./consultation.js";
 import { LinkBanner, serverLink } from "./link.js";
-import { FeedPlayer, Publisher } from "./media.js";
+import { FeedPlayer } from "./media.js";
 import { startPage } from "./page.js";
 import { iceServersFrom } from "./session.js";
+import { currentTalk, setupTalk } from "./talkback.js";
 import { $, Notices, roleLabel, setChip } from "./ui.js";
 
 const STALL_MS = 2500;
-const TALK_LOST = "reconnecting – the clinic cannot hear you";
 
 const notices = new Notices($("#notices"));
 const els = {
@@ -21,13 +21,8 @@ const els = {
   liveBadge: $("#live-badge"),
   publisherChip: $("#publisher-chip"),
   publisherState: $('[data-testid="publisher-state"]'),
-  talk: $("#talk-toggle"),
-  talkMic: $("#talk-mic"),
-  talkMicLabel: $("#talk-mic-label"),
-  talkChip: $("#talk-chip"),
   unmute: $("#unmute"),
   fullscreen: $("#fullscreen"),
-  observerHint: $("#observer-hint"),
 };
 
 const state = {
@@ -37,9 +32,9 @@ const state = {
   room: null,
   player: null,
   annotations: null,
-  talk: null, // Publisher while talking
-  micStream: null,
   feedLive: false,
+  feedLiveAt: 0,
+  interrupted: false, // trouble was shown and the picture has not moved since
   feedReason: null, // why the endoscope feed is offline: "ended" (Stop) or "lost"; kept across a restart
   banner: null,
   lastFrameAt: 0,
@@ -54,7 +49,7 @@ window.endolink = Object.freeze({
     return state.player?.pc ?? null;
   },
   get talkPc() {
-    return state.talk?.pc ?? null;
+    return currentTalk()?.pc ?? null;
   },
   get role() {
     return state.session?.role ?? null;
@@ -77,7 +72,7 @@ startPage({
     setChip($("#role-chip"), roleLabel(session.role), "idle");
     document.body.dataset.role = session.role;
     loadConsultation(session, token, notices);
-    setupTalk();
+    setupTalk({ session, cid: state.cid, token, notices });
     setupVideo();
     setupRoom();
     state.banner = new LinkBanner(notices, linkCondition);
@@ -111,7 +106,7 @@ function setupRoom() {
       setFeedLive(feedState === "live", reason);
       if (feedState === "live") state.player?.feedLive();
       else state.player?.feedOffline();
-    } else if (feed === "talkback" && feedState === "offline" && state.talk && state.talk.phase === "connected") {
+    } else if (feed === "talkback" && feedState === "offline" && currentTalk()?.phase === "connected") {
       notices.show("talk", "The server reports your talk-back as offline; it reconnects automatically.", "warn");
     }
   });
@@ -119,6 +114,7 @@ function setupRoom() {
 }
 
 function setFeedLive(live, reason = null) {
+  if (live && !state.feedLive) state.feedLiveAt = performance.now();
   state.feedLive = live;
   // A fresh server knows no reason: what we knew before it restarted still holds.
   state.feedReason = live ? null : (reason ?? state.feedReason);
@@ -139,9 +135,16 @@ function serverLost() {
 
 /**
  * The one connection condition the surgeon is told about (LinkBanner), or null: the server out
- * of reach, the clinic's stream ended on purpose or lost, our own video connection lost.
+ * of reach, the clinic's stream ended on purpose or lost, our own video connection lost. After
+ * any trouble the picture counts as interrupted until frames arrive again.
  */
 function linkCondition() {
+  const condition = currentCondition();
+  if (condition?.trouble) state.interrupted = true;
+  return condition;
+}
+
+function currentCondition() {
   if (serverLost()) return { key: "server", text: "Connection to the server lost — reconnecting…", trouble: true };
   if (receivingFrames() || ["refused", "expired"].includes(state.player?.phase)) return null;
   if (!state.feedLive) {
@@ -151,7 +154,10 @@ function linkCondition() {
     }
     return null;
   }
-  if (state.lastFrameAt > 0) return { key: "video", text: "Video connection lost — reconnecting…", trouble: true };
+  // Live: frames that stopped during this live period, or not back yet after trouble.
+  if (state.interrupted || state.lastFrameAt > state.feedLiveAt) {
+    return { key: "video", text: "Video connection lost — reconnecting…", trouble: true };
+  }
   return null;
 }
 
@@ -161,6 +167,7 @@ function setupVideo() {
   const onFrame = (now) => {
     state.lastFrameAt = performance.now();
     state.frames += 1;
+    state.interrupted = false;
     if (state.firstFrameAt == null) state.firstFrameAt = state.lastFrameAt;
     updateOverlay();
     els.video.requestVideoFrameCallback(onFrame);
@@ -274,125 +281,4 @@ function playVideo() {
     els.unmute.hidden = false;
     els.video.play().catch(() => {});
   });
-}
-
-// ---------------------------------------------------------------- talk-back
-
-function setupTalk() {
-  const canTalk = state.session.role === "surgeon" && state.session.may_publish === true;
-  els.talk.hidden = !canTalk;
-  els.talkChip.hidden = !canTalk;
-  els.observerHint.hidden = state.session.role !== "observer";
-  if (!canTalk) return; // observers: the control stays hidden (and out of the a11y tree)
-  serverLink.addEventListener("state", (event) => {
-    if (!event.detail.reachable && state.talk) setChip(els.talkChip, TALK_LOST, "warn");
-  });
-  els.talk.addEventListener("click", () => (state.talk ? stopTalk() : startTalk()));
-  els.talkMic.addEventListener("change", async () => {
-    if (!state.talk) return;
-    const stream = await openMic(els.talkMic.value);
-    if (stream) {
-      const old = state.micStream;
-      state.micStream = stream;
-      await state.talk.replaceStream(stream);
-      old?.getTracks().forEach((t) => t.stop());
-    }
-  });
-}
-
-async function openMic(deviceId = null) {
-  try {
-    return await navigator.mediaDevices.getUserMedia({
-      audio: {
-        echoCancellation: true,
-        noiseSuppression: true,
-        autoGainControl: true,
-        ...(deviceId ? { deviceId: { exact: deviceId } } : {}),
-      },
-      video: false,
-    });
-  } catch (err) {
-    const text =
-      err?.name === "NotAllowedError"
-        ? "Microphone access is blocked: allow it for this site (icon in the address bar) to talk to the clinic."
-        : err?.name === "NotFoundError"
-          ? "No microphone found: connect a headset to talk to the clinic."
-          : `The microphone could not be opened (${err?.name || "error"}).`;
-    notices.show("talk", text, "error");
-    setChip(els.talkChip, "microphone unavailable", "bad");
-    return null;
-  }
-}
-
-async function fillMics(current) {
-  let devices = [];
-  try {
-    devices = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "audioinput");
-  } catch {
-    return;
-  }
-  els.talkMic.replaceChildren();
-  devices.forEach((d, i) => {
-    const option = document.createElement("option");
-    option.value = d.deviceId;
-    option.textContent = d.label || `Microphone ${i + 1}`;
-    els.talkMic.append(option);
-  });
-  if (current) els.talkMic.value = current;
-  const show = devices.length > 1;
-  els.talkMic.hidden = !show;
-  els.talkMicLabel.hidden = !show;
-}
-
-async function startTalk() {
-  els.talk.disabled = true;
-  setChip(els.talkChip, "opening microphone…", "warn");
-  const stream = await openMic(els.talkMic.value || null);
-  els.talk.disabled = false;
-  if (!stream) return;
-  state.micStream = stream;
-  fillMics(stream.getAudioTracks()[0]?.getSettings().deviceId);
-  const talk = new Publisher({
-    endpoint: `/whip/${encodeURIComponent(state.cid)}`,
-    token: state.token,
-    iceServers: iceServersFrom(state.session),
-    stream,
-    kinds: ["audio"],
-  });
-  state.talk = talk;
-  els.talk.setAttribute("aria-pressed", "true");
-  els.talk.textContent = "Stop talking";
-  els.talk.classList.add("active");
-  talk.addEventListener("state", (event) => {
-    if (talk !== state.talk) return;
-    const { phase, connectionState, error } = event.detail;
-    if (phase === "connected") {
-      setChip(els.talkChip, "clinic hears you", "live");
-      notices.clear("talk");
-    } else if (phase === "connecting" || phase === "negotiated") {
-      setChip(els.talkChip, "connecting microphone…", "warn");
-    } else if (phase === "retrying" || phase === "unstable") {
-      setChip(els.talkChip, TALK_LOST, "warn");
-    } else if (phase === "refused" || phase === "expired") {
-      const reason = error?.reason || error?.message || phase;
-      notices.show("talk", `Talk-back refused by the server: ${reason}.`, "error");
-      setChip(els.talkChip, "talk-back refused", "bad");
-      stopTalk({ keepChip: true });
-    } else if (connectionState === "failed") {
-      setChip(els.talkChip, "talk-back failed", "bad");
-    }
-  });
-  await talk.start();
-}
-
-async function stopTalk({ keepChip = false } = {}) {
-  const talk = state.talk;
-  state.talk = null;
-  els.talk.setAttribute("aria-pressed", "false");
-  els.talk.textContent = "Talk to the clinic";
-  els.talk.classList.remove("active");
-  if (!keepChip) setChip(els.talkChip, "microphone off", "idle");
-  if (talk) await talk.stop();
-  state.micStream?.getTracks().forEach((t) => t.stop());
-  state.micStream = null;
 }

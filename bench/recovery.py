@@ -165,8 +165,8 @@ async def run(
                     result = await outage(server, clinic, surgeon, down_s, source is None)
                     results.append(result)
                     print(
-                        f"{down_s:>6g}s {number:>4} {result.honest_clinic_s:>11.2f}s "
-                        f"{result.honest_surgeon_s:>12.2f}s {result.moving_s:>7.2f}s",
+                        f"{down_s:>6g}s {number:>4} {seconds(result.honest_clinic_s):>12} "
+                        f"{seconds(result.honest_surgeon_s):>13} {seconds(result.moving_s):>8}",
                         flush=True,
                     )
                     await asyncio.sleep(3.0)  # "Reconnected" shows and goes; the link settles
@@ -176,6 +176,11 @@ async def run(
     return results
 
 
+def seconds(value: float) -> str:
+    """ "1.23s", or "–" for what was not measured."""
+    return "–" if math.isnan(value) else f"{value:.2f}s"
+
+
 def summarise(results: list[Recovery]) -> None:
     print("surgeon's picture moving again after the server answered (s):")
     for down_s in sorted({r.outage_s for r in results}):
@@ -183,7 +188,7 @@ def summarise(results: list[Recovery]) -> None:
         told = [max(r.honest_clinic_s, r.honest_surgeon_s) for r in results if r.outage_s == down_s]
         print(
             f"  outage {down_s:g} s: median {statistics.median(times):.2f}, max {max(times):.2f} "
-            f"(n={len(times)}); both pages told within {max(told):.2f} s of the kill"
+            f"(n={len(times)}); both pages told within {seconds(max(told))} of the kill"
         )
 
 

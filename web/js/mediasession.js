@@ -81,7 +81,8 @@ export class Session extends EventTarget {
   }
 
   _onConnectionState(pc) {
-    if (pc !== this.pc) return;
+    // A connection given up on (a new session is on its way) has nothing more to say.
+    if (pc !== this.pc || this.phase === "retrying") return;
     const state = pc.connectionState;
     clearTimeout(this._graceTimer);
     if (state === "connected") {

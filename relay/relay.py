@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from aiortc import RTCConfiguration, RTCIceServer
 
 from . import forwarding
-from .feed import Feed, FeedState, RelayMode
+from .feed import Feed, FeedState, OfflineReason, RelayMode
 from .ids import ConsultationId, FeedName
 from .router import Router
 
@@ -50,6 +50,7 @@ class FeedEvent:
     feed: FeedName
     state: FeedState
     identity: str | None
+    reason: OfflineReason | None = None
 
 
 class Relay:
@@ -94,10 +95,13 @@ class Relay:
         router = self.routers.get(cid)
         if router is not None:
             return router.feed_states()
-        return {str(name): {"state": str(FeedState.OFFLINE), "identity": None} for name in FeedName}
+        return {
+            str(name): {"state": str(FeedState.OFFLINE), "identity": None, "reason": None}
+            for name in FeedName
+        }
 
     def _feed_changed(self, cid: ConsultationId, feed: Feed) -> None:
-        self.on_feed_event(FeedEvent(cid, feed.name, feed.state, feed.identity))
+        self.on_feed_event(FeedEvent(cid, feed.name, feed.state, feed.identity, feed.reason))
 
     async def _reap(self) -> None:
         """Close Routers idle for ``router_idle_s``; runs while any Router exists."""

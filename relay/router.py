@@ -272,6 +272,14 @@ class Router:
     def peer(self, session_id: str) -> Peer | None:
         return self.peers.get(session_id)
 
+    async def end_session(self, session_id: str) -> bool:
+        """The owner deletes its session (WHIP/WHEP DELETE): a publisher's feed then reads
+        "ended" rather than "lost"."""
+        peer = self.peers.get(session_id)
+        if peer is not None and peer.role is PeerRole.PUBLISHER:
+            self.feeds[FeedName(peer.feed)].end(peer)
+        return await self.close_peer(session_id)
+
     async def close_peer(self, session_id: str) -> bool:
         peer = self.peers.get(session_id)
         if peer is None:

@@ -117,7 +117,7 @@ async def patch_session(request: web.Request) -> web.Response:
 
 async def delete_session(request: web.Request) -> web.Response:
     grant, router, peer = await _session(request)
-    await router.close_peer(peer.id)
+    await router.end_session(peer.id)
     logger.info("WHIP/WHEP session %s deleted [consultation:%s]", peer.id[:6], router.cid)
     return web.Response(status=200, headers=CORS)
 

@@ -69,8 +69,8 @@ async def test_welcome(
     assert set(you) == {"identity", "name", "role", "may_publish", "may_annotate"}
     assert [p["identity"] for p in welcome["participants"]] == [you["identity"]]
     assert welcome["feeds"] == {
-        "endoscope": {"state": "offline", "identity": None},
-        "talkback": {"state": "offline", "identity": None},
+        "endoscope": {"state": "offline", "identity": None, "reason": None},
+        "talkback": {"state": "offline", "identity": None, "reason": None},
     }
     assert welcome["consent"] == consultation.consent.to_json()
     assert welcome["consent"]["confirmed_by"] == "Dr. Bat"
@@ -170,6 +170,7 @@ async def test_feed_events_reach_the_consultation(
         "feed": "endoscope",
         "state": "live",
         "identity": "clinic-1",
+        "reason": None,
         "v": 1,
     }
     await ws.close()

@@ -183,6 +183,12 @@ export class WhipClient {
     return { resource: this.resource, iceServers: this.iceServers };
   }
 
+  /** Lets go of the session without a DELETE: the server replaces or drops it by itself. */
+  forget() {
+    window.removeEventListener("pagehide", this._onPageHide);
+    this.resource = null;
+  }
+
   /**
    * Ends the session on the server (DELETE on the resource). With keepalive the request
    * survives the page being closed (pagehide). Never throws.

@@ -137,6 +137,8 @@ function showSurgeonPresence(people, { reconnecting = false } = {}) {
   const observers = people.filter((p) => p.role === "observer");
   if (reconnecting) {
     setChip(els.surgeonChip, "surgeon: unknown (reconnecting)", "warn");
+  } else if (surgeons.length && surgeons.every((p) => p.reconnecting)) {
+    setChip(els.surgeonChip, "surgeon: reconnecting…", "warn");
   } else if (surgeons.length) {
     setChip(els.surgeonChip, observers.length ? `surgeon: online (+${observers.length} observing)` : "surgeon: online", "ok");
   } else {

@@ -232,5 +232,11 @@ export function normaliseParticipant(p) {
     return { identity: p, name: "", role };
   }
   if (!p || typeof p !== "object") return null;
-  return { identity: String(p.identity ?? p.id ?? ""), name: String(p.name ?? ""), role: String(p.role ?? "") };
+  return {
+    identity: String(p.identity ?? p.id ?? ""),
+    name: String(p.name ?? ""),
+    role: String(p.role ?? ""),
+    // "reconnecting": the server lost this person's connection and holds their place a while.
+    reconnecting: p.state === "reconnecting",
+  };
 }

@@ -95,7 +95,8 @@ export function showFatal(error) {
 
 /**
  * Renders the presence list; returns the normalised participants. While the room reconnects
- * (`reconnecting`) the last known list stays, each person marked as not known to be there.
+ * (`reconnecting`) the last known list stays, each person marked as not known to be there; a
+ * person whose own connection the server lost is marked the same way.
  */
 export function renderPresence(list, participants, you, { reconnecting = false } = {}) {
   const people = (participants || []).map(normaliseParticipant).filter(Boolean);
@@ -117,7 +118,7 @@ export function renderPresence(list, participants, you, { reconnecting = false }
       me.className = "me";
       me.textContent = "(you)";
       li.append(me);
-    } else if (reconnecting) {
+    } else if (reconnecting || p.reconnecting) {
       const status = document.createElement("span");
       status.className = "presence-status";
       status.textContent = "reconnecting…";

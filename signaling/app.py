@@ -26,6 +26,7 @@ from signaling.http import api, pages, snapshots, whip
 from signaling.http.errors import error_middleware
 from signaling.keys import (
     ANNOTATION_LOGS,
+    CHAT_HISTORY,
     HUB,
     ICE_SERVERS,
     RECORDINGS,
@@ -39,6 +40,7 @@ from signaling.replay import routes as replay
 from signaling.replay.state import ReplayState
 from signaling.settings import Settings
 from signaling.ws import handler as websocket
+from signaling.ws.chat import ChatHistory
 from signaling.ws.hub import Hub
 from signaling.ws.messages import FeedUpdate, RecordingUpdate
 
@@ -56,6 +58,7 @@ def create_app(settings: Settings) -> web.Application:
     app[STORE] = ConsultationStore(settings.data_dir / DB_FILENAME)
     app[HUB] = Hub()
     app[ANNOTATION_LOGS] = AnnotationLogs(settings.data_dir)
+    app[CHAT_HISTORY] = ChatHistory(settings.data_dir)
     ice_servers = app[ICE_SERVERS] = IceServers(settings)
     app[RELAY] = Relay(
         RelayConfig(

@@ -137,7 +137,7 @@ async def test_stats_fan_out_excludes_sender(
     assert received["stats"] == {"fps": 30, "width": 1280, "height": 720, "direction": "send"}
     await clinic.send_json({"type": "ping"})
     msg = json.loads((await clinic.receive(timeout=3)).data)
-    while msg["type"] == "presence":
+    while msg["type"] in ("presence", "chat_history"):
         msg = json.loads((await clinic.receive(timeout=3)).data)
     assert msg["type"] == "pong"  # the sender's own stats never came back
     await clinic.close()

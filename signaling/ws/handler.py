@@ -181,10 +181,11 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
         grant = await _authenticate(request, ws)
         consultation = await _admit(request, grant, cid)
         participant = Participant(grant.identity, grant.name, grant.role, ws)
+        chats = request.app[CHAT_HISTORY]
+        history = await chats.recent(cid)  # no await from here to join: no message lost or doubled
         hub.join(cid, participant)
         hub.send(cid, participant, _welcome(request, grant, consultation))
-        chats = request.app[CHAT_HISTORY]
-        hub.send(cid, participant, ChatHistoryMessage(await chats.recent(cid)))
+        hub.send(cid, participant, ChatHistoryMessage(history))
         relay, log = request.app[RELAY], request.app[ANNOTATION_LOGS].get(cid)
         connection = Connection(
             hub,

@@ -4,8 +4,10 @@ WebSockets."""
 
 from __future__ import annotations
 
+import json
 import time
 
+from aiohttp import ClientWebSocketResponse
 from aiohttp.test_utils import TestClient
 
 from recorder.annotation_log import read_annotation_log
@@ -17,36 +19,46 @@ from signaling.ws.chat import HISTORY_LIMIT
 from tests.conftest import MakeToken, bearer
 from tests.peers import wait_until
 from tests.replay_support import make_recording, write_log
-from tests.signaling.test_websocket import join, next_of
+from tests.signaling.test_websocket import connect, join, next_of
+
+
+async def join_with_history(
+    client: TestClient, cid: str, token: str
+) -> tuple[ClientWebSocketResponse, list[dict]]:
+    """Connected; ``chat_history`` is the message right after ``welcome``."""
+    ws = await connect(client, cid, token)
+    assert json.loads((await ws.receive(timeout=3)).data)["type"] == "welcome"
+    history = json.loads((await ws.receive(timeout=3)).data)
+    assert history["type"] == "chat_history"
+    return ws, list(history["messages"])
 
 
 async def history_of(client: TestClient, cid: str, token: str) -> list[dict]:
-    ws, _ = await join(client, cid, token)
-    history = await next_of(ws, "chat_history")
+    ws, history = await join_with_history(client, cid, token)
     await ws.close()
-    return list(history["messages"])
+    return history
 
 
 async def test_a_joiner_gets_the_history_right_after_welcome_oldest_first(
     client: TestClient, make_token: MakeToken, consultation: Consultation
 ) -> None:
     cid = consultation.id
-    surgeon, _ = await join(client, cid, make_token("surgeon", cid, name="Dr. Kim"))
-    first = await next_of(surgeon, "chat_history")
-    assert first["messages"] == []
+    surgeon, first = await join_with_history(
+        client, cid, make_token("surgeon", cid, name="Dr. Kim")
+    )
+    assert first == []
     sent = ["Advance 5 cm", "Biopsy the lesion at 3 o'clock", "Line one\nline two"]
     for text in sent:
         await surgeon.send_json({"type": "chat", "text": text})
         await next_of(surgeon, "chat")
 
-    clinic, welcome = await join(client, cid, make_token("clinic", cid))
-    history = await next_of(clinic, "chat_history")  # the next message after welcome
-    assert [m["text"] for m in history["messages"]] == sent
-    message = history["messages"][0]
+    clinic, history = await join_with_history(client, cid, make_token("clinic", cid))
+    assert [m["text"] for m in history] == sent
+    message = history[0]
     assert set(message) == {"type", "from", "name", "role", "text", "ts"}
     assert message["type"] == "chat" and message["name"] == "Dr. Kim"
     assert message["role"] == "surgeon" and message["from"].startswith("surgeon-")
-    assert [m["ts"] for m in history["messages"]] == sorted(m["ts"] for m in history["messages"])
+    assert [m["ts"] for m in history] == sorted(m["ts"] for m in history)
     await clinic.close()
     await surgeon.close()
 

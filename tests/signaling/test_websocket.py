@@ -34,8 +34,11 @@ async def connect(
 
 
 async def join(client: TestClient, cid: str, token: str) -> tuple[ClientWebSocketResponse, dict]:
+    """Connected, past ``welcome`` and the ``chat_history`` that follows it."""
     ws = await connect(client, cid, token)
-    return ws, await next_of(ws, "welcome")
+    welcome = await next_of(ws, "welcome")
+    await next_of(ws, "chat_history")
+    return ws, welcome
 
 
 async def next_of(ws: ClientWebSocketResponse, kind: str, timeout: float = 3.0) -> dict[str, Any]:
@@ -137,7 +140,7 @@ async def test_stats_fan_out_excludes_sender(
     assert received["stats"] == {"fps": 30, "width": 1280, "height": 720, "direction": "send"}
     await clinic.send_json({"type": "ping"})
     msg = json.loads((await clinic.receive(timeout=3)).data)
-    while msg["type"] in ("presence", "chat_history"):
+    while msg["type"] == "presence":
         msg = json.loads((await clinic.receive(timeout=3)).data)
     assert msg["type"] == "pong"  # the sender's own stats never came back
     await clinic.close()

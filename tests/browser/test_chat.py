@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from signaling.auth.grants import Role
+from signaling.keys import RECORDINGS, SETTINGS
+from tests.replay_support import at, make_recording, write_log
 
 from .conftest import Browser, LiveServer, playwright_api
 
@@ -163,3 +165,33 @@ async def test_the_surgeon_page_shows_the_chat_at_1440x900(
     )
     box = await surgeon.evaluate(LOG_IN_VIEW)
     assert box["top"] >= 0 and box["bottom"] <= box["vh"] and box["height"] >= 200, box
+
+
+async def test_the_replay_page_lists_the_chat_at_its_time_and_a_click_seeks_there(
+    live_server: LiveServer, browser: Browser
+) -> None:
+    app = live_server.app
+    consultation = await live_server.consultation(consent=True, title="Chat replay")
+    cid, data = consultation.id, app[SETTINGS].data_dir
+    made = await make_recording(data, app[RECORDINGS].index, cid, segments=(5.0,))
+    said = {"text": "Biopsy here", "name": "Dr. Kim", "role": "surgeon"}
+    write_log(data, cid, [at(made, 3.0, op="chat", by="surgeon-test", **said)])
+    page = await browser.open(
+        live_server.url("replay", live_server.token("surgeon", cid)), "replay"
+    )
+    await page.get_by_test_id("recording-item").first.get_by_role("button").click()
+
+    line = page.get_by_test_id("replay-chat-log").locator("li")
+    await expect(line).to_have_count(1)
+    await expect(line).to_contain_text("0:03 Dr. Kim")
+    await expect(line).to_contain_text("Biopsy here")
+    marker = page.get_by_test_id("timeline").locator(".timeline-marker[data-kind='chat']")
+    await expect(marker).to_have_count(1)
+    await page.wait_for_function(
+        "() => document.querySelector('[data-testid=\"replay-video\"]').readyState >= 2"
+    )
+    await line.get_by_role("button").click()
+    await page.wait_for_function(
+        "() => { const v = document.querySelector('[data-testid=\"replay-video\"]');"
+        " return !v.seeking && Math.abs(v.currentTime - 3.0) < 0.05; }"
+    )

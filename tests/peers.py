@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 
 import av
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AUDIO_PTIME, MediaStreamError, MediaStreamTrack
 
+from bench.common import post_sdp
+from bench.udpproxy import ImpairmentProxy
 from client.testpattern import TestPatternTrack, read_stamp, stamp_age_ms
 from client.whip import WhipClient
 
@@ -70,16 +72,42 @@ def new_pc() -> RTCPeerConnection:
     return RTCPeerConnection(RTCConfiguration(iceServers=[]))
 
 
+class ImpairedWhipClient(WhipClient):
+    """WHIP/WHEP through a ``bench.udpproxy.ImpairmentProxy``: the offer and the answer have their
+    host candidate pointed at the proxy, so every packet of this peer crosses it."""
+
+    def __init__(self, endpoint: str, token: str, proxy: ImpairmentProxy) -> None:
+        super().__init__(endpoint, token)
+        self.proxy = proxy
+
+    async def connect(self, pc: RTCPeerConnection) -> None:
+        await pc.setLocalDescription(await pc.createOffer())
+        offer = self.proxy.offer(pc.localDescription.sdp)
+        answer, self.location = await post_sdp(self.endpoint, self.token, offer)
+        answer = self.proxy.answer(answer)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+
+
+def whip_client(endpoint: str, token: str, proxy: ImpairmentProxy | None) -> WhipClient:
+    return (
+        WhipClient(endpoint, token) if proxy is None else ImpairedWhipClient(endpoint, token, proxy)
+    )
+
+
 @contextlib.asynccontextmanager
 async def publisher(
-    endpoint: str, token: str, video: bool = True, audio: bool = True
+    endpoint: str,
+    token: str,
+    video: bool = True,
+    audio: bool = True,
+    proxy: ImpairmentProxy | None = None,
 ) -> AsyncIterator[tuple[RTCPeerConnection, WhipClient]]:
     pc = new_pc()
     if video:
         pc.addTransceiver(TestPatternTrack(), direction="sendonly")
     if audio:
         pc.addTransceiver(ToneTrack(), direction="sendonly")
-    client = WhipClient(endpoint, token)
+    client = whip_client(endpoint, token, proxy)
     try:
         await client.connect(pc)
         yield pc, client
@@ -90,7 +118,10 @@ async def publisher(
 
 @contextlib.asynccontextmanager
 async def viewer(
-    endpoint: str, token: str, kinds: tuple[str, ...] = ("video", "audio")
+    endpoint: str,
+    token: str,
+    kinds: tuple[str, ...] = ("video", "audio"),
+    proxy: ImpairmentProxy | None = None,
 ) -> AsyncIterator[tuple[RTCPeerConnection, WhipClient, Received]]:
     pc = new_pc()
     received = Received()
@@ -102,7 +133,7 @@ async def viewer(
 
     for kind in kinds:
         pc.addTransceiver(kind, direction="recvonly")
-    client = WhipClient(endpoint, token)
+    client = whip_client(endpoint, token, proxy)
     try:
         await client.connect(pc)
         yield pc, client, received

@@ -42,6 +42,7 @@ from .common import (
     CLOCK_MASK,
     FREEZE_MS,
     STAMP_ROWS,
+    SteadyRemb,
     delete_session,
     emit,
     frame_hash,
@@ -53,6 +54,8 @@ from .common import (
     read_stamp_luma,
     ssim,
     stdin_lines,
+    stun_protocols,
+    udp_drops,
 )
 from .udpproxy import ImpairmentProxy, add_impairment_args, impairment_from_args
 
@@ -63,29 +66,6 @@ SSIM_EVERY = 30
 MAX_SSIM_SAMPLES = 40
 MAX_PLAUSIBLE_AGE_MS = 60_000
 CONNECT_CONCURRENCY = 6
-
-
-class SteadyRemb:
-    """Stand-in for aiortc's receive-side bandwidth estimator in LIGHT viewers: one REMB per
-    second announcing ``bitrate``, like a browser on a clean link (Chrome rate-limits its REMB).
-
-    aiortc's own estimator costs ~10 % of a light viewer's CPU and, once its process falls
-    behind, sends a REMB on every packet (OVERUSING), flooding the server with RTCP that no
-    browser would send. Probes keep aiortc's estimator.
-    """
-
-    def __init__(self, bitrate: int = 2_000_000, interval_ms: int = 1000) -> None:
-        self.bitrate = bitrate
-        self.interval_ms = interval_ms
-        self.last_ms: int | None = None
-
-    def add(
-        self, arrival_time_ms: int, abs_send_time: int, payload_size: int, ssrc: int
-    ) -> tuple[int, list[int]] | None:
-        if self.last_ms is None or arrival_time_ms - self.last_ms >= self.interval_ms:
-            self.last_ms = arrival_time_ms
-            return self.bitrate, [ssrc]
-        return None
 
 
 class Viewer:
@@ -452,29 +432,6 @@ def _freeze_list(viewer: Viewer, shown: list[int], t0: float, t1: float) -> list
         for (a, ca), (b, cb) in zip(edges, edges[1:], strict=False)
         if (b - a) * 1000.0 > FREEZE_MS
     ]
-
-
-def udp_drops() -> dict[int, int]:
-    """Local UDP port → datagrams the kernel dropped because that socket's buffer was full."""
-    drops: dict[int, int] = {}
-    with open("/proc/net/udp") as f:
-        next(f)
-        for line in f:
-            fields = line.split()
-            port = int(fields[1].split(":")[1], 16)
-            drops[port] = drops.get(port, 0) + int(fields[-1])
-    return drops
-
-
-def stun_protocols(pc: RTCPeerConnection) -> list[Any]:
-    """The aioice datagram protocols under a peer connection's ICE (aioice internals)."""
-    found: list[Any] = []
-    for transceiver in pc.getTransceivers():
-        ice = transceiver.receiver.transport.transport
-        for protocol in ice._connection._protocols:
-            if protocol not in found:
-                found.append(protocol)
-    return found
 
 
 def _ssim_vs_source(viewer: Viewer, pattern: TestPatternTrack) -> list[float]:

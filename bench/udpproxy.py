@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+from collections import deque
 from dataclasses import dataclass, field
 
 from .common import LOOPBACK, host_candidates, rewrite_candidate_port
@@ -150,20 +151,43 @@ class DirectionStats:
 
 
 class _Direction:
-    """One direction's loss model, FIFO delay line and counters."""
+    """One direction's loss model, FIFO delay line and counters.
+
+    The delay line is a queue with one timer for its head (asyncio's timer heap does not keep
+    the order of equal deadlines, so one timer per packet could reorder a jittered burst).
+    """
 
     def __init__(self, impairment: Impairment, seed: int) -> None:
         self.impairment = impairment
         self.model = LossModel(impairment.loss, impairment.burst, seed)
         self._jitter_rng = random.Random(seed + 7919)
         self.stats = DirectionStats()
-        self._last_due = 0.0
+        self._line: deque[tuple[float, bytes, asyncio.DatagramTransport, tuple[str, int]]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
 
-    def due(self, now: float) -> float:
+    def send(self, data: bytes, out: asyncio.DatagramTransport, target: tuple[str, int]) -> None:
+        loop = asyncio.get_running_loop()
         jitter = self.impairment.jitter_s
         delay = self.impairment.delay_s + (self._jitter_rng.uniform(0, jitter) if jitter else 0.0)
-        self._last_due = max(now + delay, self._last_due)
-        return self._last_due
+        due = loop.time() + delay
+        if self._line:
+            due = max(due, self._line[-1][0])  # FIFO: never before the packet ahead
+        self._line.append((due, data, out, target))
+        if self._timer is None:
+            self._timer = loop.call_at(due, self._release)
+
+    def _release(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._line and self._line[0][0] <= loop.time():
+            _, data, out, target = self._line.popleft()
+            if not out.is_closing():  # still in the line when the proxy closed
+                out.sendto(data, target)
+        self._timer = loop.call_at(self._line[0][0], self._release) if self._line else None
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._line.clear()
 
 
 @dataclass
@@ -227,9 +251,8 @@ class ImpairmentProxy:
         direction.stats.count(data)
         if not self.impairment.delay_s and not self.impairment.jitter_s:
             out.sendto(data, target)
-            return
-        loop = asyncio.get_running_loop()
-        loop.call_at(direction.due(loop.time()), _deliver, out, data, target)
+        else:
+            direction.send(data, out, target)
 
     def stats(self) -> dict[str, object]:
         return {
@@ -239,14 +262,11 @@ class ImpairmentProxy:
         }
 
     def close(self) -> None:
+        self._up.close()
+        self._down.close()
         for transport in (self._near, self._far):
             if transport is not None:
                 transport.close()
-
-
-def _deliver(out: asyncio.DatagramTransport, data: bytes, target: tuple[str, int]) -> None:
-    if not out.is_closing():  # packets still in the delay line when the proxy closed
-        out.sendto(data, target)
 
 
 class _Side(asyncio.DatagramProtocol):

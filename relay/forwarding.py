@@ -1,4 +1,6 @@
-"""Everything EndoLink does to aiortc's internals, in one place (written against aiortc 1.16.0).
+"""Everything EndoLink does to aiortc's internals for forwarding (written against aiortc 1.16.0);
+what it does to recover from packet loss (NACK timing, give-up deadline, retransmission history)
+is in ``relay.recovery``.
 
 aiortc is an endpoint, not an SFU: every receiver decodes and every sender encodes. To forward the
 clinic's encoded stream untouched we hook three private seams, each covered by tests:

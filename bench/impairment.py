@@ -42,25 +42,23 @@ from .fanout import PYTHON, Processes, free_port, machine, make_consultation, pi
 CODEC = "VP8"
 
 
-def cause(freeze: list[float], probe: dict[str, Any], keyframe_requests: list[float]) -> str:
+def cause(freeze: list[float], probe: dict[str, Any]) -> str:
     """Why the probe showed nothing for ``freeze`` = [start, ms, counter before, counter after].
 
-    * ``viewer gave up``: the probe's own receiver skipped a packet it could not recover (it then
-      waits for a keyframe: server→viewer hop);
-    * ``server gave up``: the server requested a keyframe from the publisher during the freeze
-      and the probe did not give up: the server skipped a packet (clinic→server hop);
-    * ``late``: no frame was skipped (consecutive counters): retransmissions arrived, late.
-    * ``other``: frames were skipped without either (a damaged frame the decoder rejected).
+    * ``late``: no frame is missing (consecutive counters): every lost packet was retransmitted,
+      and the frames behind it waited (on either hop);
+    * ``viewer gave up``: the probe's own receiver skipped a packet it could not recover and
+      waited for a keyframe (server → viewer hop);
+    * ``server gave up``: frames are missing but the probe gave nothing up: the server skipped
+      them (clinic → server hop) and the probe got the next keyframe.
     """
     start, ms, before, after = freeze
     end = start + ms / 1000
-    if any(start - 1.0 <= t <= end for t in probe["discontinuity_at"]):
-        return "viewer gave up"
-    if any(start - 1.0 <= t <= end for t in keyframe_requests):
-        return "server gave up"
     if before >= 0 and after == before + 1:
         return "late"
-    return "other"
+    if any(start - 1.0 <= t <= end for t in probe["discontinuity_at"]):
+        return "viewer gave up"
+    return "server gave up"
 
 
 async def one_run(
@@ -121,9 +119,12 @@ def summarise(probe: dict[str, Any], pub: dict[str, Any], t0: float, t1: float) 
         "longest_ms": max((f[1] for f in freezes), default=0.0),
         "frozen_ms": sum(f[1] for f in freezes),
         "latency_ms": probe["latency_ms"],
-        "long_causes": [cause(f, probe, requests) for f in long],
-        "all_causes": [cause(f, probe, requests) for f in freezes],
+        "long_causes": [cause(f, probe) for f in long],
+        "all_causes": [cause(f, probe) for f in freezes],
+        "freeze_list": freezes,
+        "discontinuity_at": probe["discontinuity_at"],
         "keyframe_requests": len(requests),
+        "publisher_keyframes": sum(1 for f in pub["frames"] if f[4] and t0 <= f[5] <= t1),
         "viewer_recovery": probe["recovery"],
         "proxy_publisher": pub["proxy"],
         "proxy_viewer": probe["proxy"],

@@ -48,11 +48,18 @@ class Tuning:
     "Time the event loop was blocked does not count towards ``give_up_s``."
     history: int = 128
     "Packets a sender keeps for retransmission, and a receiver keeps NACKing (aiortc: 128)."
+    rearm_keyframe_requests: bool = False
+    "A keyframe arriving lets the next keyframe request go at once (``Producer``)."
 
 
 PROFILES = {
     "tuned": Tuning(
-        renack_interval_s=0.04, give_up_s=0.45, drop_stale=True, discount_lag=True, history=512
+        renack_interval_s=0.04,
+        give_up_s=0.45,
+        drop_stale=True,
+        discount_lag=True,
+        history=512,
+        rearm_keyframe_requests=True,
     ),
     "legacy": Tuning(renack_interval_s=0.05, give_up_s=0.25, drop_stale=False, discount_lag=False),
 }
@@ -67,11 +74,17 @@ PROFILES = {
   128 packets: a keyframe (~50 packets at 720p) plus the frames a stall released in one burst
   exceed that within one RTT, and a packet nobody NACKs any more stalls the buffer until it
   overflows (512 packets, seconds). 512 = the video jitter buffer's capacity.
+* ``rearm_keyframe_requests``: after a give-up the keyframe request must not wait behind the
+  0.5 s request limit when the previous request was already answered.
 
 ``legacy``: the behaviour before issue 15, so ``bench.impairment`` can compare in one run.
 """
 
 _current = PROFILES["tuned"]
+
+
+def current() -> Tuning:
+    return _current
 
 
 def use(profile: str) -> None:

@@ -123,6 +123,7 @@ def new_router(codec: str) -> Router:
         None,
         1,
         3.0,
+        4.0,
         (2000, 600, 4000),
         lambda feed: None,
     )

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import signal
+import time
 from urllib.parse import urljoin
 
 import aiohttp
@@ -23,13 +24,21 @@ from client.testpattern import TestPatternTrack
 logger = logging.getLogger(__name__)
 
 
-class WhipError(Exception):
-    """The server refused the offer; ``status`` and the server's readable ``reason``."""
+VIDEO_BACKLOG = 2
+AUDIO_BACKLOG = 10
+"Frames a source may hold for a session that is late to read them (audio: 200 ms)."
+HTTP_TIMEOUT = aiohttp.ClientTimeout(total=10, connect=3)
 
-    def __init__(self, status: int, reason: str) -> None:
+
+class WhipError(Exception):
+    """The server refused the offer; ``status``, the server's readable ``reason`` and, for a
+    busy answer, how long it asked us to wait (``Retry-After`` in seconds)."""
+
+    def __init__(self, status: int, reason: str, retry_after: float | None = None) -> None:
         super().__init__(f"HTTP {status}: {reason}")
         self.status = status
         self.reason = reason
+        self.retry_after = retry_after
 
 
 class WhipClient:
@@ -42,7 +51,7 @@ class WhipClient:
     async def connect(self, pc: RTCPeerConnection) -> None:
         """Send ``pc``'s offer (all candidates included) and apply the answer."""
         await pc.setLocalDescription(await pc.createOffer())
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http:
             async with http.post(
                 self.endpoint,
                 data=pc.localDescription.sdp,
@@ -53,7 +62,9 @@ class WhipClient:
             ) as response:
                 body = await response.text()
                 if response.status != 201:
-                    raise WhipError(response.status, _reason(body))
+                    retry = response.headers.get("Retry-After", "")
+                    wait = float(retry) if retry.isdigit() else None
+                    raise WhipError(response.status, _reason(body), wait)
                 self.location = urljoin(self.endpoint, response.headers["Location"])
                 self.etag = response.headers.get("ETag")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
@@ -63,7 +74,7 @@ class WhipClient:
         location, self.location = self.location, None
         if location is None:
             return
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http:
             async with http.delete(
                 location, headers={"Authorization": f"Bearer {self.token}"}
             ) as response:
@@ -78,21 +89,46 @@ def _reason(body: str) -> str:
         return body[:200]
 
 
-class _KeyframeHintReset(MediaStreamTrack):
-    """Decoded file/device frames arrive tagged as keyframes; aiortc's VP8 encoder would honour
-    that and send every frame as a keyframe (2–3× the bitrate). Clear the tag."""
+class _SourceVideo(MediaStreamTrack):
+    """Video of a file, device or RTSP source, fixed up for sending.
+
+    Decoded frames arrive tagged as keyframes; aiortc's VP8 encoder would honour that and send
+    every frame as a keyframe (2–3× the bitrate): the tag is cleared. And aiortc's MediaPlayer
+    starts a looped file's video pts again at 0 on every pass and, without an audio track, stops
+    pacing it after the first one (frames come as fast as they decode): pts are kept growing
+    and frames are paced to them."""
 
     kind = "video"
 
     def __init__(self, source: MediaStreamTrack) -> None:
         super().__init__()
         self._source = source
+        self._offset = 0
+        self._last: int | None = None
+        self._step = 1
+        self._start: float | None = None
 
     async def recv(self) -> av.VideoFrame:
         frame = await self._source.recv()
         if not isinstance(frame, av.VideoFrame):
             raise TypeError("the source of a video track must give video frames")
         frame.pict_type = av.video.frame.PictureType.NONE
+        if frame.pts is None or frame.time_base is None:
+            return frame
+        pts = frame.pts + self._offset
+        if self._last is not None:
+            if pts <= self._last:  # a looped file started again
+                self._offset += self._last + self._step - pts
+                pts = self._last + self._step
+            else:
+                self._step = pts - self._last
+        self._last = frame.pts = pts
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now - float(pts * frame.time_base)
+        delay = self._start + float(pts * frame.time_base) - now
+        if delay > 0:
+            await asyncio.sleep(delay)
         return frame
 
     def stop(self) -> None:
@@ -114,42 +150,40 @@ def open_source(
         player = MediaPlayer(source, options={"rtsp_transport": "tcp", "fflags": "nobuffer"})
     else:
         player = MediaPlayer(source, loop=loop)
-    video = _KeyframeHintReset(player.video) if player.video else None
+    video = _SourceVideo(player.video) if player.video else None
     return video, player.audio
 
 
 async def publish_source(url: str, token: str, source: str, *, loop: bool = False) -> None:
-    """Publish ``source`` to a WHIP endpoint until interrupted or the source ends."""
+    """Publish ``source`` to a WHIP endpoint until interrupted or the source ends; a lost
+    connection is followed by a fresh session (client/reconnect.py)."""
+    from client.reconnect import LiveSource, keep_publishing  # it imports this module
+
     video, audio = open_source(source, loop)
     if video is None:
         raise WhipError(0, f"{source} has no video stream")
-    # No public STUN by default: aiortc would otherwise wait for Google's STUN server.
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    for track in (video, audio):
-        if track is not None:
-            pc.addTransceiver(track, direction="sendonly")
-    client = WhipClient(url, token)
-    done = asyncio.Event()
+    sources = [LiveSource(video, VIDEO_BACKLOG)]
+    if audio is not None:
+        sources.append(LiveSource(audio, AUDIO_BACKLOG))
 
-    @pc.on("connectionstatechange")
-    def on_state() -> None:
-        print(f"connection: {pc.connectionState}", flush=True)
-        if pc.connectionState in ("failed", "closed"):
-            done.set()
+    def new_pc() -> RTCPeerConnection:
+        # No public STUN by default: aiortc would otherwise wait for Google's STUN server.
+        return RTCPeerConnection(RTCConfiguration(iceServers=[]))
 
-    @video.on("ended")
-    def on_ended() -> None:
-        done.set()
-
+    stop = asyncio.Event()
     running = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        running.add_signal_handler(sig, done.set)
+        running.add_signal_handler(sig, stop.set)
     try:
-        await client.connect(pc)
-        print(f"publishing {source} to {url} (Ctrl-C to stop)", flush=True)
-        await done.wait()
+        await keep_publishing(
+            sources,
+            new_pc,
+            lambda: WhipClient(url, token),
+            stop,
+            f"publishing {source} to {url} (Ctrl-C to stop)",
+        )
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             running.remove_signal_handler(sig)
-        await client.close()
-        await pc.close()
+        for live in sources:
+            live.close()

@@ -58,7 +58,7 @@ class StopReason(StrEnum):
     LOW_DISK = "low-disk"
     "Free space fell below ``recording_min_free_mb``."
     SHUTDOWN = "shutdown"
-    "The server stopped cleanly."
+    "The server stopped cleanly (older recordings: a clean stop now leaves a recording paused)."
     WRITE_ERROR = "write-error"
     "The disk refused a write (the recording is ``interrupted``)."
     CRASH = "crash"

@@ -51,8 +51,11 @@ class Recorder:
         config: RecorderConfig,
         on_write_error: Callable[[Recorder, str], None],
         on_new_connection: Callable[[Recorder], None] = lambda recorder: None,
+        resumed: Manifest | None = None,
     ) -> None:
-        self.id = new_recording_id()
+        """A new Recording, or — ``resumed`` — one a previous server process left paused
+        (recovery): its segments, hash chain and participants continue."""
+        self.id = resumed.recording_id if resumed else new_recording_id()
         self.consultation = info.id
         self.directory = recording_dir(data_dir, self.id)
         self.label = f"consultation:{info.id} recording:{self.id}"
@@ -62,10 +65,14 @@ class Recorder:
         self._on_new_connection = on_new_connection
         self._container = CONTAINERS[info.video_codec]
         self._wall_offset = time.time() - time.monotonic()
-        self._chain = chain_genesis(self.id)
         self._live: LiveSegment | None = None
         self._ending = False
-        self._seen: set[str] = set()
+        self._seen: set[str] = {p["identity"] for p in resumed.participants} if resumed else set()
+        if resumed is not None:
+            self.manifest = resumed
+            self._chain = resumed.chain_head or chain_genesis(self.id)
+            return
+        self._chain = chain_genesis(self.id)
         self.manifest = Manifest(
             recording_id=self.id,
             consultation={"id": info.id, "title": info.title},

@@ -3,7 +3,10 @@
 It reacts to the relay's feed events. The endoscope feed going live starts a Recording (if the
 consultation's switch is on and the disk has space) or, within ``offline_s`` of it going offline,
 continues the current one with a new segment; the feed staying offline longer ends it. Server
-shutdown ends every recording cleanly; start-up closes the ones a crash left open (recovery).
+shutdown finishes every open segment cleanly but leaves its recording paused; start-up recovers
+what a crash or a shutdown left open and keeps waiting for the feed for the rest of ``offline_s``
+(counted from the last media), so a clinic that comes back after a server restart continues the
+same recording.
 Free space is checked every second: below ``min_free_mb`` recording stops cleanly.
 
 Every change is announced through ``on_event`` (the app broadcasts it to the consultation's
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from enum import StrEnum
@@ -28,9 +32,9 @@ from relay import ConsultationId, FeedEvent, FeedName, FeedState, Router, Router
 from .config import RecorderConfig
 from .consultation import ConsultationInfo
 from .index import RecordingIndex
-from .manifest import RecordingStatus, StopReason, recordings_root
+from .manifest import Manifest, RecordingStatus, StopReason, recordings_root
 from .recorder import Recorder
-from .recovery import recover_recording
+from .recovery import last_media_at, recover_recording
 
 logger = logging.getLogger(__name__)
 
@@ -87,22 +91,47 @@ class Recordings:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Recover what a crash left open, then watch the disk."""
+        """Recover what a crash or a shutdown left open (still resumable ones wait for their
+        feed again), then watch the disk."""
         # Patient video: readable by the server's user only.
         await asyncio.to_thread(self.root.mkdir, mode=0o700, parents=True, exist_ok=True)
-        for row in await self.index.unfinished():
+        for row in sorted(await self.index.unfinished(), key=lambda r: r.started_at):
             try:
                 manifest = await asyncio.to_thread(
-                    recover_recording, self.data_dir, row, self.config.repair
+                    recover_recording, self.data_dir, row, self.config.repair, self.config.offline_s
                 )
             except Exception:
                 logger.exception("recovery of recording %s failed", row.id)
                 continue
             await self.index.save(manifest)
+            if manifest.status is RecordingStatus.RECORDING:
+                await self._resume(manifest)
         self._watch = asyncio.ensure_future(self._watch_disk())
 
+    async def _resume(self, manifest: Manifest) -> None:
+        """A recording the previous server process left paused waits for its feed again."""
+        cid = ConsultationId(manifest.consultation["id"])
+        info = await self._consultation(cid)
+        recorder = Recorder(
+            info or ConsultationInfo(cid, "", manifest.video_codec, False, manifest.consent),
+            self.data_dir,
+            self.index,
+            self.config,
+            self._write_failed,
+            self._new_connection,
+            resumed=manifest,
+        )
+        if info is None or not info.recording_enabled or cid in self._active:
+            await recorder.finish(str(StopReason.DISABLED if info else StopReason.FEED_OFFLINE))
+            return
+        self._active[cid] = recorder
+        last = await asyncio.to_thread(last_media_at, recorder.directory, manifest)
+        silent_s = time.time() - last
+        self._pause(cid, recorder, self.config.offline_s - silent_s)
+
     async def close(self) -> None:
-        """Server shutdown: every recording ends cleanly (files finished, hashed, indexed)."""
+        """Server shutdown: every open segment is finished (file complete, hashed, indexed); its
+        recording stays paused, for the next start to continue or end (``start``)."""
         self._closed = True
         for handle in self._expiry.values():
             handle.cancel()
@@ -111,7 +140,13 @@ class Recordings:
             self._watch.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for cid in list(self._active):
-            await self._locked(cid, self._stop(cid, StopReason.SHUTDOWN))
+            await self._locked(cid, self._suspend(cid))
+
+    async def _suspend(self, cid: ConsultationId) -> None:
+        recorder = self._active.pop(cid, None)
+        if recorder is not None:
+            await recorder.end_segment()
+            logger.info("Recorder(%s) paused by the shutdown", recorder.label)
 
     # -- what the app calls ------------------------------------------------------------------
 
@@ -162,7 +197,7 @@ class Recordings:
         try:
             segment = await recorder.start_segment(router, publisher)
         except RouterClosed:
-            await self._stop(cid, StopReason.SHUTDOWN)
+            await self._suspend(cid)  # the server is shutting down
             return
         recorder.note_participants(self._participants(cid))
         self._announce(cid, RecordingState.RECORDING, recorder.id, segment=segment.seq)
@@ -196,14 +231,14 @@ class Recordings:
             await recorder.end_segment()
         self._pause(cid, recorder)
 
-    def _pause(self, cid: ConsultationId, recorder: Recorder) -> None:
-        """No segment open: wait ``offline_s`` for the feed to come back."""
+    def _pause(self, cid: ConsultationId, recorder: Recorder, wait_s: float | None = None) -> None:
+        """No segment open: wait ``offline_s`` (or ``wait_s``) for the feed to come back."""
         if cid in self._expiry:
             return
         self._announce(cid, RecordingState.PAUSED, recorder.id)
         loop = asyncio.get_running_loop()
         self._expiry[cid] = loop.call_later(
-            self.config.offline_s,
+            self.config.offline_s if wait_s is None else max(0.0, wait_s),
             lambda: self._spawn(cid, self._expire(cid, recorder)),
         )
 

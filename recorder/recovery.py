@@ -1,10 +1,19 @@
-"""After a crash: close what the dead server left open, without losing or altering a byte.
+"""At start-up: take over what the previous server process left open, without losing or altering
+a byte.
 
-At start-up every recording the index still marks ``recording`` is turned ``interrupted``: its
-open segment is hashed exactly as it is on disk (the hash chain covers the original), measured
-(how much media it holds), and — the original kept untouched — stream-copied into a finalized
-``segment-NNN.repaired.<ext>`` whose container has a duration and a seek index (a WebM cut by a
-crash has neither). Manifest and index are then rewritten to agree.
+Every recording the index still marks ``recording`` was left by a crash (a segment still
+``open``) or by a clean shutdown (every segment closed, the recording paused). A segment a crash
+left open is turned ``interrupted``: hashed exactly as it is on disk (the hash chain covers the
+original), measured (how much media it holds), and — the original kept untouched — stream-copied
+into a finalized ``segment-NNN.repaired.<ext>`` whose container has a duration and a seek index (a
+WebM cut by a crash has neither).
+
+Then, if its last media is less than ``resumable_s`` (``ENDOLINK_RECORDING_OFFLINE_S``) old, the
+recording stays ``recording``: the clinic may still come back and continue it with a new segment
+(``Recordings`` waits for the rest of that time). Otherwise it ends here: reason ``crash`` when
+this start found a segment open, else ``feed-offline`` (it was paused, by the feed or a shutdown,
+and nothing came back in time); status ``interrupted`` when any of its segments was cut by a
+crash. Manifest and index are then rewritten to agree.
 
 Blocking (file reads, PyAV): run in a worker thread.
 """
@@ -13,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,8 +65,11 @@ class Probe:
     dimensions: tuple[int, int] | None = None
 
 
-def recover_recording(data_dir: Path, row: RecordingRow, repair: bool = True) -> Manifest:
-    """Close an unfinished recording: returns the manifest it wrote (save it to the index)."""
+def recover_recording(
+    data_dir: Path, row: RecordingRow, repair: bool = True, resumable_s: float = 0.0
+) -> Manifest:
+    """Recover an unfinished recording, closing it unless its last media is younger than
+    ``resumable_s``: returns the manifest it wrote (save it to the index)."""
     directory = recording_dir(data_dir, row.id)
     directory.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
@@ -74,25 +87,55 @@ def recover_recording(data_dir: Path, row: RecordingRow, repair: bool = True) ->
         )
     manifest.segments.sort(key=lambda s: s.seq)
     chain = chain_genesis(manifest.recording_id)
+    crashed = False
     for segment in manifest.segments:
         if segment.status is SegmentStatus.OPEN:
+            crashed = True
             _recover_segment(directory, segment, manifest.container, repair)
             if segment.sha256 is not None:
                 segment.chain = chain_next(chain, segment.sha256)
         if segment.chain is not None:
             chain = segment.chain
-    manifest.status = RecordingStatus.INTERRUPTED
-    manifest.stop_reason = str(StopReason.CRASH)
-    ends = [s.ended_at for s in manifest.segments if s.ended_at]
-    manifest.ended_at = ends[-1] if ends else manifest.started_at
+    how = "a crash" if crashed else "a pause"
+    if resumable_s > 0 and time.time() - last_media_at(directory, manifest) < resumable_s:
+        write_manifest(directory, manifest)
+        logger.info(
+            "recording %s was paused by %s: %d segment(s), %.1f s; it may still continue",
+            manifest.recording_id,
+            how,
+            len(manifest.segments),
+            manifest.duration_s,
+        )
+        return manifest
+    cut = any(s.status is SegmentStatus.INTERRUPTED for s in manifest.segments)
+    manifest.status = RecordingStatus.INTERRUPTED if cut else RecordingStatus.COMPLETE
+    manifest.stop_reason = str(StopReason.CRASH if crashed else StopReason.FEED_OFFLINE)
+    manifest.ended_at = _last_media(manifest)
     write_manifest(directory, manifest)
     logger.info(
-        "recording %s was interrupted by a crash: %d segment(s), %.1f s recovered",
+        "recording %s was ended by %s: %d segment(s), %.1f s recovered",
         manifest.recording_id,
+        how,
         len(manifest.segments),
         manifest.duration_s,
     )
     return manifest
+
+
+def last_media_at(directory: Path, manifest: Manifest) -> float:
+    """Wall-clock time of the recording's last media (its start while it has none). A segment cut
+    by a crash lost its last second or so of media with the process: its file's last write is
+    the better clock then."""
+    written = []
+    for segment in manifest.segments:
+        with contextlib.suppress(OSError):
+            written.append((directory / segment.file).stat().st_mtime)
+    return max([parse_utc_iso(_last_media(manifest)), *written])
+
+
+def _last_media(manifest: Manifest) -> str:
+    ends = [s.ended_at for s in manifest.segments if s.ended_at]
+    return ends[-1] if ends else manifest.started_at
 
 
 def _manifest_from_index(row: RecordingRow) -> Manifest:

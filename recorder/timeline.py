@@ -8,7 +8,9 @@ segment ``n`` plays from ``segments[n].offset_s`` (file time = recording time - 
 
 Clock: an op whose ``media_pts`` falls inside a segment's video (``video_pts_start`` ..
 ``video_pts_end``) is placed exactly on the frame the relay was forwarding when it arrived:
-``offset_s + (media_pts - video_pts_start) / 90000`` — what the participants saw it on. Otherwise
+``offset_s + (media_pts - video_pts_start) / 90000`` — what the participants saw it on (the
+relay clock starts again at 0 after a server restart: of two segments holding the pts, the one
+the wall clock agrees with). Otherwise
 (no video yet, a gap between segments, a recording still open whose manifest does not know its
 pts yet) the server wall clock places it: ``ts - started_at``. Times of one mark never go back.
 
@@ -213,17 +215,24 @@ class RecordingClock:
     def of_entry(self, entry: LogEntry) -> float | None:
         wall = self.wall(entry.ts) if entry.ts is not None else None
         pts = entry.media_pts
-        if pts is not None:
-            for offset, first, last in self._segments:
-                if first <= pts <= last + PTS_SLACK_S * PTS_RATE:
-                    t = offset + (pts - first) / PTS_RATE
-                    # No video was flowing (the relay's clock stands still at the last frame):
-                    # during a gap the op stays at the end of the segment before it, after the
-                    # recording's end it is placed by the wall clock (and so falls outside).
-                    if wall is not None and wall > self.span_s + PTS_SLACK_S and wall - t > 2.0:
-                        return wall
-                    return t
-        return wall
+        if pts is None:
+            return wall
+        places = [
+            offset + (pts - first) / PTS_RATE
+            for offset, first, last in self._segments
+            if first <= pts <= last + PTS_SLACK_S * PTS_RATE
+        ]
+        if not places:
+            return wall
+        # A server restart starts the relay clock again at 0, so segments on both sides of it
+        # may hold the same pts: the wall clock says which one the op was made on.
+        t = places[0] if wall is None else min(places, key=lambda place: abs(place - wall))
+        # No video was flowing (the relay's clock stands still at the last frame): during a gap
+        # the op stays at the end of the segment before it, after the recording's end it is
+        # placed by the wall clock (and so falls outside).
+        if wall is not None and wall > self.span_s + PTS_SLACK_S and wall - t > 2.0:
+            return wall
+        return t
 
 
 def build_timeline(

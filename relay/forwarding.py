@@ -15,6 +15,9 @@ clinic's encoded stream untouched we hook three private seams, each covered by t
 
 ``aioice.ice.get_host_addresses`` is also wrapped so the relay can gather candidates on configured
 addresses only (loopback included: aioice skips 127.0.0.1, which a loopback-only host needs).
+
+Liveness (``relay/liveness.py``) reads two more: the DTLS transport's received-packet counter, and
+aioice's nominated candidate pairs, on which it sends its own STUN binding requests.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import aioice.ice
+import aioice.stun
 import aiortc
-from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc import RTCDtlsTransport, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 from aiortc.codecs.base import Encoder
 from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.opus import OpusEncoder
@@ -288,3 +292,47 @@ def use_host_addresses(addresses: Iterable[str]) -> None:
 
 
 _aioice_host_addresses = aioice.ice.get_host_addresses
+
+
+# -- liveness -------------------------------------------------------------------------------------
+
+
+def _dtls_transports(pc: RTCPeerConnection) -> set[RTCDtlsTransport]:
+    """The DTLS transports under ``pc`` (one when BUNDLE is used, as every browser does)."""
+    transports = {t.receiver.transport for t in pc.getTransceivers() if t.receiver.transport}
+    if pc.sctp is not None:
+        transports.add(pc.sctp.transport)
+    return transports
+
+
+def packets_received(pc: RTCPeerConnection) -> int:
+    """Every datagram the peer sent us past ICE: DTLS, SRTP (media), SRTCP (reports, NACK, PLI,
+    REMB) and SCTP (data channels). Read on a timer, never counted per packet by us."""
+    return sum(
+        dtls._RTCDtlsTransport__rx_packets  # type: ignore[attr-defined]
+        for dtls in _dtls_transports(pc)
+    )
+
+
+async def probe(pc: RTCPeerConnection) -> bool:
+    """One STUN binding request on each nominated candidate pair, no retransmission (what aioice's
+    consent check sends every 5 s). Every ICE agent must answer it, whether or not media flows.
+    True if any pair answered within aioice's 0.5 s transaction timeout."""
+    answered = False
+    for dtls in _dtls_transports(pc):
+        connection: aioice.ice.Connection = dtls.transport._connection
+        if connection.remote_password is None:
+            continue
+        for pair in list(connection._nominated.values()):
+            request = connection.build_request(pair, nominate=False)
+            try:
+                await pair.protocol.request(
+                    request,
+                    pair.remote_addr,
+                    integrity_key=connection.remote_password.encode("utf8"),
+                    retransmissions=0,
+                )
+                answered = True
+            except (aioice.stun.TransactionError, ConnectionError, OSError):
+                continue
+    return answered

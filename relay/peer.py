@@ -1,5 +1,6 @@
 """Peer: one WHIP or WHEP session — an RTCPeerConnection plus the resource a client PATCHes or
-DELETEs. It closes itself when ICE/DTLS fail and tells its owner exactly once."""
+DELETEs. It closes itself when ICE/DTLS fail or the far end falls silent (``watch``), and tells
+its owner exactly once."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from aiortc.exceptions import OperationError
 from aiortc.sdp import candidate_from_sdp
 
 from .errors import MediaUnsupported, SdpInvalid
+from .liveness import Liveness
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +54,12 @@ class Peer:
     def on_closed(self, callback: Callable[[Peer], object]) -> None:
         """Call ``callback(peer)`` once the peer is closed (what it returns is ignored)."""
         self._on_closed.append(callback)
+
+    def watch(self, timeout_s: float) -> None:
+        """Close this session once the far end has been silent for ``timeout_s`` (vanished
+        without a goodbye: killed, unplugged, out of Wi-Fi range), long before aiortc would."""
+        liveness = Liveness(self.pc, timeout_s, lambda _: self.close_soon(), self.label)
+        self.on_closed(lambda _: liveness.stop())
 
     @property
     def state(self) -> str:

@@ -33,6 +33,8 @@ class RelayConfig:
     "Public address written into answers instead of the host candidates' (1:1 NAT)."
     max_viewers: int = 50
     publisher_timeout_s: float = 3.0
+    peer_timeout_s: float = 4.0
+    "A connected peer not heard from this long has vanished: its session is closed."
     publisher_kbps: tuple[int, int, int] = (2000, 600, 4000)
     "Start, floor and ceiling bitrate suggested to browser publishers (x-google-*-bitrate)."
     mode: RelayMode = RelayMode.FORWARD
@@ -73,6 +75,7 @@ class Relay:
                 self.config.announced_address,
                 self.config.max_viewers,
                 self.config.publisher_timeout_s,
+                self.config.peer_timeout_s,
                 self.config.publisher_kbps,
                 lambda feed: self._feed_changed(cid, feed),
                 self.config.mode,

@@ -45,6 +45,7 @@ class Router:
         announced_address: str | None,
         max_viewers: int,
         publisher_timeout_s: float,
+        peer_timeout_s: float,
         publisher_kbps: tuple[int, int, int],
         on_feed_state: Callable[[Feed], None],
         mode: RelayMode = RelayMode.FORWARD,
@@ -56,6 +57,7 @@ class Router:
         self._configuration = configuration
         self._announced_address = announced_address
         self._max_viewers = max_viewers
+        self._peer_timeout_s = peer_timeout_s
         self._publisher_kbps = publisher_kbps
         self.feeds = {
             name: Feed(name, video_codec, publisher_timeout_s, on_feed_state, self.label)
@@ -252,6 +254,7 @@ class Router:
         peer.answer_sdp = answer
         self.peers[peer.id] = peer
         peer.on_closed(lambda p: self.peers.pop(p.id, None))
+        peer.watch(self._peer_timeout_s)
         logger.info("Router(%s) %s %s session %s", self.label, peer.role, peer.feed, peer.id[:6])
 
     def _ensure_codecs(self, description: Any, kinds: set[str]) -> None:

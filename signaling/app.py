@@ -63,6 +63,7 @@ def create_app(settings: Settings) -> web.Application:
             announced_address=settings.announced_address,
             max_viewers=settings.max_viewers,
             publisher_timeout_s=settings.publisher_timeout_s,
+            peer_timeout_s=settings.peer_timeout_s,
             publisher_kbps=settings.publisher_kbps,
             mode=RelayMode(settings.relay_mode),
             router_idle_s=settings.router_idle_s,

@@ -55,6 +55,8 @@ class Settings:
     "Default lifetime of invite tokens, seconds."
     publisher_timeout_s: float = 3.0
     "Seconds without media before a publisher is shown offline."
+    peer_timeout_s: float = 4.0
+    "Seconds a connected publisher or viewer may send nothing (not even STUN) before it is closed."
     publisher_kbps: tuple[int, int, int] = (2000, 600, 4000)
     "Start, floor and ceiling bitrate (kbit/s) suggested to browser publishers of the endoscope."
     relay_mode: str = "forward"
@@ -109,7 +111,7 @@ def _parse(name: str, raw: str) -> Any:
         return Path(raw)
     if name in ("port", "max_viewers", "max_sdp_bytes", "token_ttl_s", "recording_min_free_mb"):
         return int(raw)
-    if name in ("publisher_timeout_s", "recording_offline_s", "router_idle_s"):
+    if name in ("publisher_timeout_s", "peer_timeout_s", "recording_offline_s", "router_idle_s"):
         return float(raw)
     if name == "tls":
         return raw.strip().lower() in ("1", "true", "yes", "on")

@@ -14,6 +14,8 @@ from signaling.db.store import Consultation
 from signaling.keys import STORE, TOKENS
 from signaling.settings import Settings
 
+pytest_plugins = ["tests.processes"]  # the ``processes`` fixture
+
 TEST_SECRET = "test-secret-" + "x" * 40
 
 MakeToken = Callable[..., str]

@@ -220,3 +220,33 @@ def write_log(data_dir: Path, cid: str, entries: list[dict[str, Any]]) -> Path:
         for entry in entries:
             file.write(json.dumps(entry) + "\n")
     return path
+
+
+def ten_second_manifest(*starts_s: int) -> Manifest:
+    """A manifest of 10 s segments starting ``starts_s`` seconds into 2025-01-01, each holding
+    relay pts 0 .. 900 000 (as after a server restart, when the relay clock starts again)."""
+    segments = [
+        Segment(
+            seq=n,
+            file=f"segment-{n:03d}.webm",
+            status=SegmentStatus.CLOSED,
+            started_at=f"2025-01-01T00:00:{start:02d}.000+00:00",
+            ended_at=f"2025-01-01T00:00:{start + 10:02d}.000+00:00",
+            offset_s=float(start - starts_s[0]),
+            duration_s=10.0,
+            video_pts_start=0,
+            video_pts_end=900_000,
+        )
+        for n, start in enumerate(starts_s, 1)
+    ]
+    return Manifest(
+        recording_id="20250101T000000Z-AAAAAAAA",
+        consultation={"id": "c", "title": "t"},
+        status=RecordingStatus.COMPLETE,
+        started_at=segments[0].started_at,
+        container="webm",
+        mime_type="video/webm",
+        video_codec="VP8",
+        keyframe_interval_s=1.0,
+        segments=segments,
+    )

@@ -5,128 +5,34 @@ hashes what is there, adds a repaired copy and leaves index, manifest and files 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import queue
-import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from recorder.index import RecordingIndex
 from recorder.integrity import chain_genesis, chain_next, sha256_file
 from recorder.manifest import MANIFEST, Manifest
-from signaling.auth.grants import Grant, Role
-from signaling.auth.secret import token_issuer
-from signaling.db.store import DB_FILENAME, ConsultationStore
-from signaling.settings import Settings
+from signaling.auth.grants import Role
+from signaling.db.store import DB_FILENAME
+from tests.processes import Process, Server, clean_env, consultation_on_disk
 
 from .media import decode, ffprobe, publishing
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 KILL_AFTER_S = 4.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """``endolink serve`` in a subprocess on a port of our choosing."""
-
-    def __init__(self, data_dir: Path, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ENDOLINK_")}
-        env["PYTHONPATH"] = str(REPO_ROOT)
-        env["ENDOLINK_ICE_HOST_ADDRESSES"] = "127.0.0.1"
-        command = [sys.executable, "-m", "signaling", "serve", "--port", str(self.port)]
-        with log.open("a") as err:
-            self.proc = subprocess.Popen(
-                [*command, "--data-dir", str(data_dir)],
-                stdout=subprocess.PIPE,
-                stderr=err,
-                text=True,
-                env=env,
-            )
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line)
-        self._lines.put(None)
-
-    def wait_ready(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self._lines.get(timeout=max(0.05, deadline - time.monotonic()))
-            except queue.Empty:
-                line = None
-            if line is None:
-                raise AssertionError("the server did not start")
-            if line.startswith("EndoLink server:"):
-                return
-
-    def kill(self) -> None:
-        """SIGKILL by pid (idempotent)."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-        self._reader.join(5)
-        self._close_pipe()
-
-    def _close_pipe(self) -> None:
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._reader.join(5)
-        self._close_pipe()
-        return self.proc.returncode
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[list[Server]]:
-    started: list[Server] = []
-    yield started
-    for server in started:
-        with contextlib.suppress(Exception):
-            server.kill()
-
-
 async def test_a_server_killed_mid_session_leaves_a_playable_file_and_an_interrupted_recording(
-    tmp_path: Path, servers: list[Server]
+    tmp_path: Path, processes: list[Process]
 ) -> None:
     data = tmp_path / "data"
     log = tmp_path / "server.log"
-    store = ConsultationStore(data / DB_FILENAME)
-    consultation = await store.create("crash", "VP8", consent_by="Dr. A", recorded_by="t")
-    await store.close()
-    cid = consultation.id
-    issuer = token_issuer(Settings(data_dir=data))
-    clinic = issuer.issue(Grant.for_role(Role.CLINIC, cid, "clinic-1", 600))
+    cid, token = await consultation_on_disk(data, "crash")
+    clinic = token(Role.CLINIC)
 
     server = Server(data, log)
-    servers.append(server)
+    processes.append(server)
     await asyncio.to_thread(server.wait_ready)
     async with publishing(f"{server.url}/whip/{cid}", clinic):
         deadline = time.monotonic() + 15
@@ -151,8 +57,9 @@ async def test_a_server_killed_mid_session_leaves_a_playable_file_and_an_interru
     print(f"kill -9 after {KILL_AFTER_S} s: {decoded.duration_s:.2f} s playable, lost {loss:.2f} s")
     assert loss <= 1.2
 
-    restarted = Server(data, log)
-    servers.append(restarted)
+    # past the offline window already: recovery ends the recording instead of waiting for the feed
+    restarted = Server(data, log, ENDOLINK_RECORDING_OFFLINE_S="0.5")
+    processes.append(restarted)
     await asyncio.to_thread(restarted.wait_ready)
 
     # recovery: interrupted, the original untouched and hashed as it was, a repaired copy
@@ -186,7 +93,7 @@ async def test_a_server_killed_mid_session_leaves_a_playable_file_and_an_interru
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        env=clean_env(),
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert restarted.stop() == 0, log.read_text()

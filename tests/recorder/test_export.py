@@ -19,7 +19,15 @@ from recorder.log_entry import LogEntry
 from recorder.timeline import build_timeline
 from signaling.db.store import DB_FILENAME, ConsultationStore
 from tests.peers import wait_until
-from tests.replay_support import GREEN, Made, at, make_recording, stroke, write_log
+from tests.replay_support import (
+    GREEN,
+    Made,
+    at,
+    make_recording,
+    stroke,
+    ten_second_manifest,
+    write_log,
+)
 
 from .media import ffprobe
 
@@ -174,29 +182,7 @@ async def test_jobs_run_in_a_worker_report_progress_and_persist(
 
 
 def test_a_pen_stroke_streamed_as_updates_is_stored_as_one_shape_with_point_counts() -> None:
-    from recorder.manifest import Manifest, RecordingStatus, Segment, SegmentStatus
-
-    manifest = Manifest(
-        recording_id="20250101T000000Z-AAAAAAAA",
-        consultation={"id": "c", "title": "t"},
-        status=RecordingStatus.COMPLETE,
-        started_at="2025-01-01T00:00:00.000+00:00",
-        container="webm",
-        mime_type="video/webm",
-        video_codec="VP8",
-        keyframe_interval_s=1.0,
-        segments=[
-            Segment(
-                seq=1,
-                file="segment-001.webm",
-                status=SegmentStatus.CLOSED,
-                started_at="2025-01-01T00:00:00.000+00:00",
-                duration_s=10.0,
-                video_pts_start=0,
-                video_pts_end=900_000,
-            )
-        ],
-    )
+    manifest = ten_second_manifest(0)
     points = [[0.1 + i * 0.01, 0.5] for i in range(20)]
     entries = [
         {

@@ -9,8 +9,6 @@ shared machine belong in ``bench.impairment`` and docs/benchmarks.md.
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -19,11 +17,11 @@ from signaling.db.store import Consultation
 from tests.conftest import MakeToken
 from tests.peers import publisher, viewer, wait_until
 
-IMPAIRED_S = 4.0
 NEW_FRAMES = 20
-"""Frames the viewer must decode after the impairment began (about 0.7 s of video at 30 fps)."""
+"""Frames the viewer must decode once both hops lost and retransmitted packets (0.7 s of video)."""
+WAIT_S = 40.0
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(150)
 
 
 @pytest.mark.parametrize("impairment", ["uniform3", "bursty10"])
@@ -50,20 +48,22 @@ async def test_stamped_frames_keep_arriving_through_loss_on_both_hops(
                 proxy=downlink,
             ) as (_, _, received),
         ):
-            assert await wait_until(lambda: received.counters, timeout=20)
+            assert await wait_until(lambda: received.counters, timeout=30)
             uplink.impair = downlink.impair = True
-            before = len(received.counters)
-            await asyncio.sleep(IMPAIRED_S)
-            # frames kept coming, in order, after the loss began (bounded wait, never a rate)
+            # the impairment really hits both hops, and lost media is retransmitted on both
+            # (bounded waits: how long it takes depends on how busy the machine is)
             assert await wait_until(
-                lambda: len(received.counters) - before >= NEW_FRAMES, timeout=20
+                lambda: uplink.up.retransmissions > 0 and downlink.down.retransmissions > 0,
+                timeout=WAIT_S,
+            ), f"publisher hop {uplink.up}, viewer hop {downlink.down}"
+            before = len(received.counters)
+            # ... and frames keep coming after that, in order, decoded
+            assert await wait_until(
+                lambda: len(received.counters) - before >= NEW_FRAMES, timeout=WAIT_S
             ), f"only {len(received.counters) - before} frames after the loss began"
             new = received.counters[before:]
             assert all(b > a for a, b in zip(new, new[1:], strict=False)), "frames out of order"
-            assert new[-1] > received.counters[before - 1]
-            # the impairment really hit both hops, and lost media was retransmitted on both
-            assert uplink.up.dropped > 0 and downlink.down.dropped > 0
-            assert uplink.up.retransmissions > 0 and downlink.down.retransmissions > 0
+            assert new[0] > received.counters[before - 1]
     finally:
         uplink.close()
         downlink.close()

@@ -24,6 +24,7 @@ from pathlib import Path
 from playwright.async_api import Page, async_playwright
 
 from bench.chromium import CHROMIUM, CHROMIUM_ARGS
+from bench.serverproc import endolink
 from client.testpattern import TestPatternTrack
 
 STATS_JS = """async ([getter, type]) => {
@@ -54,14 +55,6 @@ def write_y4m(path: Path, seconds: int = 4) -> None:
             out.write(b"FRAME\n")
             for plane in frame.planes:
                 out.write(bytes(plane))
-
-
-def endolink(data_dir: Path, port: int, *args: str) -> str:
-    cmd = [sys.executable, "-m", "signaling", *args, "--data-dir", str(data_dir)]
-    env = {**os.environ, "ENDOLINK_PORT": str(port)}  # invite links point at this port
-    return subprocess.run(
-        cmd, check=True, capture_output=True, text=True, timeout=60, env=env
-    ).stdout
 
 
 async def sample(page: Page, getter: str, kind: str, last: dict[str, float]) -> dict | None:

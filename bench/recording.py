@@ -119,7 +119,7 @@ def new_router(codec: str) -> Router:
     return Router(
         "bench",
         codec,
-        RTCConfiguration(iceServers=[]),
+        lambda: RTCConfiguration(iceServers=[]),
         None,
         1,
         3.0,

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -103,7 +103,7 @@ class _SessionTrack(MediaStreamTrack):
 
 async def keep_publishing(
     sources: Sequence[LiveSource],
-    new_pc: Callable[[], RTCPeerConnection],
+    new_pc: Callable[[WhipClient], Awaitable[RTCPeerConnection]],
     new_client: Callable[[], WhipClient],
     stop: asyncio.Event,
     first_words: str,
@@ -113,20 +113,16 @@ async def keep_publishing(
     lost_at: float | None = None
     unreachable = False
     while not _done(stop, sources):
-        client, pc = new_client(), new_pc()
-        for source in sources:
-            pc.addTransceiver(source.track(), direction="sendonly")
+        client = new_client()
         pause = PROBE_S * random.uniform(0.8, 1.2)
         try:
-            await client.connect(pc)
+            pc = await _start(client, new_pc, sources)
         except WhipError as exc:
-            await pc.close()
             if exc.status not in RETRY_STATUSES:
                 raise
             pause = min(exc.retry_after or pause, MAX_RETRY_AFTER_S)
             _say(f"the server is busy ({exc.reason}) — trying again in {pause:.0f} s")
         except (TimeoutError, aiohttp.ClientError, OSError):
-            await pc.close()
             if not unreachable:
                 _say("server unreachable — trying again every second")
                 unreachable = True
@@ -144,6 +140,24 @@ async def keep_publishing(
             pause = 0.0
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), pause)
+
+
+async def _start(
+    client: WhipClient,
+    new_pc: Callable[[WhipClient], Awaitable[RTCPeerConnection]],
+    sources: Sequence[LiveSource],
+) -> RTCPeerConnection:
+    """A new peer connection (its ICE servers asked from the endpoint), offered and answered;
+    closed again when that fails."""
+    pc = await new_pc(client)
+    for source in sources:
+        pc.addTransceiver(source.track(), direction="sendonly")
+    try:
+        await client.connect(pc)
+    except BaseException:
+        await pc.close()
+        raise
+    return pc
 
 
 def _done(stop: asyncio.Event, sources: Sequence[LiveSource]) -> bool:

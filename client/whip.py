@@ -9,13 +9,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import signal
 import time
+from collections.abc import Iterable
 from urllib.parse import urljoin
 
 import aiohttp
 import av
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCIceTransportPolicy,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamTrack
 
@@ -47,6 +55,26 @@ class WhipClient:
         self.token = token
         self.location: str | None = None
         self.etag: str | None = None
+
+    async def configuration(self, relay_only: bool = False) -> RTCConfiguration:
+        """The ICE servers the endpoint offers this token (RFC 9725 §4.6: ``OPTIONS`` →
+        ``Link: rel="ice-server"``), asked before offering: aiortc does not trickle, so they
+        must be in the configuration before it gathers. ``relay_only`` uses TURN candidates
+        only (``iceTransportPolicy`` relay): a test of the TURN path through a firewall."""
+        async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http:
+            async with http.options(
+                self.endpoint, headers={"Authorization": f"Bearer {self.token}"}
+            ) as response:
+                if response.status in (404, 405, 501):
+                    servers = []  # a WHIP server that does not answer OPTIONS: no ICE servers
+                elif response.status >= 400:
+                    raise WhipError(response.status, _reason(await response.text()))
+                else:
+                    servers = parse_ice_server_links(response.headers.getall("Link", []))
+        if relay_only and not any(_is_turn(server) for server in servers):
+            raise WhipError(0, "relay-only needs a TURN server, and the endpoint offers none")
+        policy = RTCIceTransportPolicy.RELAY if relay_only else RTCIceTransportPolicy.ALL
+        return RTCConfiguration(iceServers=servers, iceTransportPolicy=policy)
 
     async def connect(self, pc: RTCPeerConnection) -> None:
         """Send ``pc``'s offer (all candidates included) and apply the answer."""
@@ -87,6 +115,32 @@ def _reason(body: str) -> str:
         return str(json.loads(body).get("reason", body))
     except (ValueError, AttributeError):
         return body[:200]
+
+
+_VALUE = r'(?:"(?:[^"\\]|\\.)*"|[^;,"\s]*)'
+_LINK = re.compile(r"\s*<([^>]*)>((?:\s*;\s*[\w-]+\s*=\s*" + _VALUE + r")*)\s*,?")
+_PARAM = re.compile(r'\s*;\s*([\w-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;,"\s]*))')
+
+
+def parse_ice_server_links(headers: Iterable[str]) -> list[RTCIceServer]:
+    """``Link: <turn:…>; rel="ice-server"; username="…"; credential="…"`` (RFC 8288 quoted
+    strings, several links per header allowed) → RTCIceServer, in order."""
+    servers = []
+    for header in headers:
+        for link in _LINK.finditer(header):
+            params: dict[str, str] = {}
+            for name, quoted, token in _PARAM.findall(link.group(2)):
+                params[name.lower()] = re.sub(r"\\(.)", r"\1", quoted) if quoted else token.strip()
+            if "ice-server" in params.get("rel", "").split():
+                servers.append(
+                    RTCIceServer(link.group(1), params.get("username"), params.get("credential"))
+                )
+    return servers
+
+
+def _is_turn(server: RTCIceServer) -> bool:
+    urls = [server.urls] if isinstance(server.urls, str) else server.urls
+    return any(url.startswith(("turn:", "turns:")) for url in urls)
 
 
 class _SourceVideo(MediaStreamTrack):
@@ -154,9 +208,11 @@ def open_source(
     return video, player.audio
 
 
-async def publish_source(url: str, token: str, source: str, *, loop: bool = False) -> None:
+async def publish_source(
+    url: str, token: str, source: str, *, loop: bool = False, relay_only: bool = False
+) -> None:
     """Publish ``source`` to a WHIP endpoint until interrupted or the source ends; a lost
-    connection is followed by a fresh session (client/reconnect.py)."""
+    connection is followed by a fresh session (client/reconnect.py), with fresh ICE servers."""
     from client.reconnect import LiveSource, keep_publishing  # it imports this module
 
     video, audio = open_source(source, loop)
@@ -166,9 +222,9 @@ async def publish_source(url: str, token: str, source: str, *, loop: bool = Fals
     if audio is not None:
         sources.append(LiveSource(audio, AUDIO_BACKLOG))
 
-    def new_pc() -> RTCPeerConnection:
-        # No public STUN by default: aiortc would otherwise wait for Google's STUN server.
-        return RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    async def new_pc(client: WhipClient) -> RTCPeerConnection:
+        # Only what the endpoint offers (never aiortc's default public STUN server).
+        return RTCPeerConnection(await client.configuration(relay_only))
 
     stop = asyncio.Event()
     running = asyncio.get_running_loop()

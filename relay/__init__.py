@@ -23,7 +23,7 @@ if TYPE_CHECKING:
         RouterFull,
         SdpInvalid,
     )
-    from .feed import Feed, FeedState, RelayMode
+    from .feed import Feed, FeedState, OfflineReason, RelayMode
     from .peer import IceRestartUnsupported, Peer, PeerRole
     from .producer import Producer
     from .relay import FeedEvent, Relay, RelayConfig
@@ -40,7 +40,7 @@ _MODULE_OF = {
         ("FeedBusy", "MediaUnsupported", "RelayError", "RouterClosed", "RouterFull", "SdpInvalid"),
         "errors",
     ),
-    **dict.fromkeys(("Feed", "FeedState", "RelayMode"), "feed"),
+    **dict.fromkeys(("Feed", "FeedState", "OfflineReason", "RelayMode"), "feed"),
     **dict.fromkeys(("IceRestartUnsupported", "Peer", "PeerRole"), "peer"),
     "Producer": "producer",
     **dict.fromkeys(("FeedEvent", "Relay", "RelayConfig"), "relay"),
@@ -73,6 +73,7 @@ __all__ = [
     "IceRestartUnsupported",
     "Mark",
     "MediaUnsupported",
+    "OfflineReason",
     "Peer",
     "PeerRole",
     "Producer",

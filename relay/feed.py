@@ -34,6 +34,15 @@ class FeedState(StrEnum):
     OFFLINE = "offline"
 
 
+class OfflineReason(StrEnum):
+    """Why a feed that had a publisher is offline, so viewers can tell a Stop from a crash."""
+
+    ENDED = "ended"
+    "The publisher ended its session itself (WHIP DELETE: the clinic pressed Stop)."
+    LOST = "lost"
+    "Media stopped arriving or the connection closed without a goodbye: it may come back."
+
+
 class Feed:
     def __init__(
         self,
@@ -52,6 +61,9 @@ class Feed:
         self.publisher: Peer | None = None
         self.transcoding = TranscodingSource()
         self.state = FeedState.OFFLINE
+        self.reason: OfflineReason | None = None
+        "Set while offline after a publisher; None while live or before anyone published."
+        self._ended_by: Peer | None = None
         self._timeout_s = timeout_s
         self._on_state = on_state
         self._watchdog: asyncio.Task[None] | None = None
@@ -65,6 +77,11 @@ class Feed:
         if self._watchdog is None:
             self._watchdog = asyncio.ensure_future(self._watch())
 
+    def end(self, peer: Peer) -> None:
+        """The publisher ends its own session: its closing reads "ended", not "lost"."""
+        if self.publisher is peer:
+            self._ended_by = peer
+
     def publisher_gone(self, peer: Peer) -> None:
         if self.publisher is not peer:
             return  # an older, replaced connection
@@ -72,7 +89,9 @@ class Feed:
         for producer in self.producers.values():
             producer.detach()
         self.transcoding.close()
-        self._set_state(FeedState.OFFLINE)
+        ended = self._ended_by is peer
+        self._ended_by = None
+        self._set_state(FeedState.OFFLINE, OfflineReason.ENDED if ended else OfflineReason.LOST)
 
     def _last_media_at(self) -> float | None:
         times = [p.last_frame_at for p in self.producers.values() if p.last_frame_at is not None]
@@ -83,16 +102,24 @@ class Feed:
             await asyncio.sleep(WATCHDOG_INTERVAL_S)
             last = self._last_media_at()
             fresh = last is not None and time.monotonic() - last < self._timeout_s
-            self._set_state(FeedState.LIVE if self.publisher and fresh else FeedState.OFFLINE)
+            if self.publisher and fresh:
+                self._set_state(FeedState.LIVE, None)
+            elif self.publisher and self.state is FeedState.LIVE:
+                self._set_state(FeedState.OFFLINE, OfflineReason.LOST)
 
-    def _set_state(self, state: FeedState) -> None:
-        if state is not self.state:
+    def _set_state(self, state: FeedState, reason: OfflineReason | None) -> None:
+        if state is not self.state or reason is not self.reason:
             self.state = state
-            logger.info("Feed(%s) %s", self.label, state)
+            self.reason = reason
+            logger.info("Feed(%s) %s%s", self.label, state, f" ({reason})" if reason else "")
             self._on_state(self)
 
     def to_json(self) -> dict[str, str | None]:
-        return {"state": str(self.state), "identity": self.identity}
+        return {
+            "state": str(self.state),
+            "identity": self.identity,
+            "reason": str(self.reason) if self.reason else None,
+        }
 
     def close(self) -> None:
         if self._watchdog is not None:

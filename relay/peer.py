@@ -20,6 +20,11 @@ from .liveness import Liveness
 
 logger = logging.getLogger(__name__)
 
+CLOSE_TIMEOUT_S = 2.0
+"""How long closing may hold up its caller (a DELETE, a Router closing). aioice frees a TURN
+allocation first and, with coturn gone, retries for ~63 s; the close then finishes unawaited."""
+_lingering: set[asyncio.Future[None]] = set()
+
 
 class PeerRole(StrEnum):
     PUBLISHER = "publisher"
@@ -113,12 +118,25 @@ class Peer:
         await asyncio.shield(self._closing)
 
     async def _close(self) -> None:
+        closing = asyncio.ensure_future(self.pc.close())
         try:
-            await self.pc.close()
+            await asyncio.wait_for(asyncio.shield(closing), CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            logger.warning(
+                "Peer(%s) still closing after %g s (TURN server gone?)", self.label, CLOSE_TIMEOUT_S
+            )
+            _lingering.add(closing)
+            closing.add_done_callback(_forget)
         finally:
             callbacks, self._on_closed = self._on_closed, []
             for callback in callbacks:
                 callback(self)
+
+
+def _forget(closing: asyncio.Future[None]) -> None:
+    _lingering.discard(closing)
+    if not closing.cancelled() and closing.exception() is not None:
+        logger.warning("Peer close failed late: %s", closing.exception())
 
 
 def rewrite_host_candidates(sdp: str, address: str) -> str:

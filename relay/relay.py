@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from aiortc import RTCConfiguration, RTCIceServer
 
 from . import forwarding
-from .feed import Feed, FeedState, RelayMode
+from .feed import Feed, FeedState, OfflineReason, RelayMode
 from .ids import ConsultationId, FeedName
 from .router import Router
 
@@ -25,8 +25,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RelayConfig:
-    ice_servers: tuple[RTCIceServer, ...] = ()
-    "Handed to every peer connection; empty means host candidates only (never a public STUN)."
+    ice_servers: Callable[[], Sequence[RTCIceServer]] = tuple
+    """Asked for every new peer connection (minted TURN credentials expire, so a Router must not
+    keep one list); empty means host candidates only (never a public STUN)."""
     host_addresses: tuple[str, ...] = ()
     "Local addresses to gather ICE candidates on; empty = every interface plus loopback."
     announced_address: str | None = None
@@ -49,6 +50,7 @@ class FeedEvent:
     feed: FeedName
     state: FeedState
     identity: str | None
+    reason: OfflineReason | None = None
 
 
 class Relay:
@@ -71,7 +73,7 @@ class Relay:
             router = Router(
                 cid,
                 video_codec,
-                RTCConfiguration(iceServers=list(self.config.ice_servers)),
+                lambda: RTCConfiguration(iceServers=list(self.config.ice_servers())),
                 self.config.announced_address,
                 self.config.max_viewers,
                 self.config.publisher_timeout_s,
@@ -93,10 +95,13 @@ class Relay:
         router = self.routers.get(cid)
         if router is not None:
             return router.feed_states()
-        return {str(name): {"state": str(FeedState.OFFLINE), "identity": None} for name in FeedName}
+        return {
+            str(name): {"state": str(FeedState.OFFLINE), "identity": None, "reason": None}
+            for name in FeedName
+        }
 
     def _feed_changed(self, cid: ConsultationId, feed: Feed) -> None:
-        self.on_feed_event(FeedEvent(cid, feed.name, feed.state, feed.identity))
+        self.on_feed_event(FeedEvent(cid, feed.name, feed.state, feed.identity, feed.reason))
 
     async def _reap(self) -> None:
         """Close Routers idle for ``router_idle_s``; runs while any Router exists."""

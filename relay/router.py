@@ -41,7 +41,7 @@ class Router:
         self,
         cid: ConsultationId,
         video_codec: str,
-        configuration: RTCConfiguration,
+        configuration: Callable[[], RTCConfiguration],
         announced_address: str | None,
         max_viewers: int,
         publisher_timeout_s: float,
@@ -93,7 +93,7 @@ class Router:
         if previous is not None and previous.identity != identity:
             raise FeedBusy(f"the {feed_name} feed already has a publisher")
 
-        peer = Peer(PeerRole.PUBLISHER, feed_name, identity, self._configuration, self.label)
+        peer = Peer(PeerRole.PUBLISHER, feed_name, identity, self._configuration(), self.label)
         taps: list[forwarding.ReceiverTap] = []
 
         def close_taps(_: Peer) -> None:
@@ -178,7 +178,7 @@ class Router:
                 headers={"Retry-After": "10"},
             )
 
-        peer = Peer(PeerRole.VIEWER, feed_name, identity, self._configuration, self.label)
+        peer = Peer(PeerRole.VIEWER, feed_name, identity, self._configuration(), self.label)
         consumers: list[MediaStreamTrack] = []
         try:
             for media in description.media:
@@ -271,6 +271,14 @@ class Router:
 
     def peer(self, session_id: str) -> Peer | None:
         return self.peers.get(session_id)
+
+    async def end_session(self, session_id: str) -> bool:
+        """The owner deletes its session (WHIP/WHEP DELETE): a publisher's feed then reads
+        "ended" rather than "lost"."""
+        peer = self.peers.get(session_id)
+        if peer is not None and peer.role is PeerRole.PUBLISHER:
+            self.feeds[FeedName(peer.feed)].end(peer)
+        return await self.close_peer(session_id)
 
     async def close_peer(self, session_id: str) -> bool:
         peer = self.peers.get(session_id)

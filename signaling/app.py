@@ -19,6 +19,7 @@ from relay import ConsultationId, FeedEvent, Relay, RelayConfig, RelayMode
 from signaling.auth.grants import TokenIssuer
 from signaling.auth.media_tokens import MediaTokens, install_access_log_redaction
 from signaling.auth.secret import load_or_create_secret
+from signaling.auth.turn import IceServers
 from signaling.db.audit import AuditTrail
 from signaling.db.store import DB_FILENAME, ConsultationStore
 from signaling.http import api, pages, snapshots, whip
@@ -26,6 +27,7 @@ from signaling.http.errors import error_middleware
 from signaling.keys import (
     ANNOTATION_LOGS,
     HUB,
+    ICE_SERVERS,
     RECORDINGS,
     RELAY,
     REPLAY,
@@ -54,11 +56,12 @@ def create_app(settings: Settings) -> web.Application:
     app[STORE] = ConsultationStore(settings.data_dir / DB_FILENAME)
     app[HUB] = Hub()
     app[ANNOTATION_LOGS] = AnnotationLogs(settings.data_dir)
+    ice_servers = app[ICE_SERVERS] = IceServers(settings)
     app[RELAY] = Relay(
         RelayConfig(
-            ice_servers=tuple(
-                RTCIceServer(s.url, s.username, s.credential) for s in settings.ice_servers
-            ),
+            ice_servers=lambda: [
+                RTCIceServer(s.url, s.username, s.credential) for s in ice_servers.for_relay()
+            ],
             host_addresses=settings.ice_host_addresses,
             announced_address=settings.announced_address,
             max_viewers=settings.max_viewers,

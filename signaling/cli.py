@@ -148,6 +148,11 @@ def _parser() -> argparse.ArgumentParser:
         help="clinic token (default $ENDOLINK_TOKEN: keeps it out of `ps` and shell history)",
     )
     publish.add_argument("--loop", action="store_true", help="restart the file at its end")
+    publish.add_argument(
+        "--relay-only",
+        action="store_true",
+        help="send through the server's TURN relay only (checks the path through a firewall)",
+    )
     publish.add_argument("source", help="media file, or a device such as /dev/video0")
     publish.set_defaults(handler=_publish)
 
@@ -298,7 +303,11 @@ def _publish(args: argparse.Namespace) -> int:
     if not args.token:
         raise CliError("publish needs --token or $ENDOLINK_TOKEN (a clinic token)")
     try:
-        asyncio.run(publish_source(args.url, args.token, args.source, loop=args.loop))
+        asyncio.run(
+            publish_source(
+                args.url, args.token, args.source, loop=args.loop, relay_only=args.relay_only
+            )
+        )
     except (WhipError, ClientError) as exc:
         raise CliError(f"publishing failed: {exc}") from exc
     except KeyboardInterrupt:

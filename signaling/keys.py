@@ -11,6 +11,7 @@ from recorder.annotation_log import AnnotationLogs
 from recorder.recordings import Recordings
 from relay import Relay
 from signaling.auth.grants import Grant, TokenIssuer
+from signaling.auth.turn import IceServers
 from signaling.db.store import ConsultationStore
 from signaling.replay.state import ReplayState
 from signaling.settings import Settings
@@ -24,4 +25,5 @@ HUB = web.AppKey("hub", Hub)
 ANNOTATION_LOGS = web.AppKey("annotation_logs", AnnotationLogs)
 RECORDINGS = web.AppKey("recordings", Recordings)
 REPLAY = web.AppKey("replay", ReplayState)
+ICE_SERVERS = web.AppKey("ice_servers", IceServers)
 GRANT = web.RequestKey("grant", Grant)

@@ -18,7 +18,16 @@ class IceServer:
 
     url: str
     username: str | None = None
-    credential: str | None = None
+    credential: str | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """As an ``RTCIceServer`` dictionary for the pages (``GET /api/session``)."""
+        entry: dict[str, Any] = {"urls": [self.url]}
+        if self.username is not None:
+            entry["username"] = self.username
+        if self.credential is not None:
+            entry["credential"] = self.credential
+        return entry
 
 
 @dataclass(frozen=True)
@@ -37,10 +46,18 @@ class Settings:
     "TLS private key (PEM); defaults to ``<certs_dir>/server-key.pem``."
     public_url: str | None = None
     "Base URL printed in invite links (e.g. https://endolink.example.org); default from host/port."
-    secret: str | None = None
+    secret: str | None = field(default=None, repr=False)
     "JWT signing secret; if unset, one is generated once into ``<data_dir>/secret.key``."
     ice_servers: tuple[IceServer, ...] = ()
-    "STUN/TURN servers: space-separated ``turn:user:pass@host:port`` or plain URLs."
+    "Static STUN/TURN servers: space-separated ``turn:user:pass@host:port`` or plain URLs."
+    turn_urls: tuple[str, ...] = ()
+    "coturn URLs (space-separated ``turn:``/``turns:``) for credentials minted per participant."
+    turn_secret: str | None = field(default=None, repr=False)
+    "coturn's ``static-auth-secret``; needed with ``turn_urls``. Never logged."
+    turn_ttl_s: int = 3600
+    "Lifetime (s) of minted TURN credentials for new allocations (signaling/auth/turn.py)."
+    relay_turn: bool = False
+    "The relay allocates on coturn too (only when it sits behind NAT with no reachable address)."
     ice_host_addresses: tuple[str, ...] = ()
     "Local addresses for the relay's ICE host candidates; empty = all interfaces plus loopback."
     announced_address: str | None = None
@@ -109,11 +126,18 @@ class Settings:
 def _parse(name: str, raw: str) -> Any:
     if name in ("data_dir", "cert_file", "key_file"):
         return Path(raw)
-    if name in ("port", "max_viewers", "max_sdp_bytes", "token_ttl_s", "recording_min_free_mb"):
+    if name in (
+        "port",
+        "max_viewers",
+        "max_sdp_bytes",
+        "token_ttl_s",
+        "recording_min_free_mb",
+        "turn_ttl_s",
+    ):
         return int(raw)
     if name in ("publisher_timeout_s", "peer_timeout_s", "recording_offline_s", "router_idle_s"):
         return float(raw)
-    if name == "tls":
+    if name in ("tls", "relay_turn"):
         return raw.strip().lower() in ("1", "true", "yes", "on")
     if name == "ice_servers":
         return tuple(parse_ice_server(item) for item in raw.split())
@@ -126,6 +150,8 @@ def _parse(name: str, raw: str) -> Any:
         return (start, floor, ceiling)
     if name == "ice_host_addresses":
         return tuple(raw.split())
+    if name == "turn_urls":
+        return parse_turn_urls(raw)
     if name == "video_codec":
         return normalise_codec(raw)
     if name == "relay_mode":
@@ -143,6 +169,18 @@ def parse_ice_server(spec: str) -> IceServer:
         username, _, credential = userinfo.partition(":")
         return IceServer(f"{scheme}:{hostpart}", username or None, credential or None)
     return IceServer(spec)
+
+
+def parse_turn_urls(raw: str) -> tuple[str, ...]:
+    """Space-separated ``turn:``/``turns:`` URLs without user info (credentials are minted)."""
+    urls = tuple(raw.split())
+    for url in urls:
+        if not url.startswith(("turn:", "turns:")) or "@" in url:
+            raise ValueError(
+                "ENDOLINK_TURN_URLS takes turn:HOST:PORT or turns:HOST:PORT URLs without a user "
+                f"name (got {url.split('@')[-1]!r})"
+            )
+    return urls
 
 
 def normalise_codec(name: str) -> str:

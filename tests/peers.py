@@ -94,20 +94,27 @@ def whip_client(endpoint: str, token: str, proxy: ImpairmentProxy | None) -> Whi
     )
 
 
+async def configured_pc(client: WhipClient, relay_only: bool) -> RTCPeerConnection:
+    """Relay-only peers take the endpoint's ICE servers (OPTIONS, like ``endolink publish``);
+    the others gather host candidates only, on loopback."""
+    return RTCPeerConnection(await client.configuration(relay_only)) if relay_only else new_pc()
+
+
 @contextlib.asynccontextmanager
 async def publisher(
     endpoint: str,
     token: str,
     video: bool = True,
     audio: bool = True,
+    relay_only: bool = False,
     proxy: ImpairmentProxy | None = None,
 ) -> AsyncIterator[tuple[RTCPeerConnection, WhipClient]]:
-    pc = new_pc()
+    client = whip_client(endpoint, token, proxy)
+    pc = await configured_pc(client, relay_only)
     if video:
         pc.addTransceiver(TestPatternTrack(), direction="sendonly")
     if audio:
         pc.addTransceiver(ToneTrack(), direction="sendonly")
-    client = whip_client(endpoint, token, proxy)
     try:
         await client.connect(pc)
         yield pc, client
@@ -121,9 +128,11 @@ async def viewer(
     endpoint: str,
     token: str,
     kinds: tuple[str, ...] = ("video", "audio"),
+    relay_only: bool = False,
     proxy: ImpairmentProxy | None = None,
 ) -> AsyncIterator[tuple[RTCPeerConnection, WhipClient, Received]]:
-    pc = new_pc()
+    client = whip_client(endpoint, token, proxy)
+    pc = await configured_pc(client, relay_only)
     received = Received()
     tasks: list[asyncio.Task[None]] = []
 
@@ -133,7 +142,6 @@ async def viewer(
 
     for kind in kinds:
         pc.addTransceiver(kind, direction="recvonly")
-    client = whip_client(endpoint, token, proxy)
     try:
         await client.connect(pc)
         yield pc, client, received

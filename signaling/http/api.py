@@ -22,7 +22,7 @@ from signaling.auth.invites import INVITE_ROLES, issue_invite, with_links
 from signaling.auth.request import authenticate, path_cid
 from signaling.db.store import DEFAULT_TITLE, Consultation, ConsultationStore, UnknownConsultation
 from signaling.http.errors import ApiError
-from signaling.keys import HUB, RECORDINGS, SETTINGS, STORE, TOKENS
+from signaling.keys import HUB, ICE_SERVERS, RECORDINGS, SETTINGS, STORE, TOKENS
 from signaling.ws.messages import ConsentUpdate, RecordingUpdate
 
 logger = logging.getLogger(__name__)
@@ -137,14 +137,7 @@ def _recording_json(request: web.Request, cid: ConsultationId, enabled: bool) ->
 async def get_identity(request: web.Request) -> web.Response:
     """What the page needs to start: who the token says you are, and how to reach the relay."""
     grant = authenticate(request)
-    ice_servers = []
-    for server in request.app[SETTINGS].ice_servers:
-        entry: dict[str, Any] = {"urls": [server.url]}
-        if server.username is not None:
-            entry["username"] = server.username
-        if server.credential is not None:
-            entry["credential"] = server.credential
-        ice_servers.append(entry)
+    ice_servers = request.app[ICE_SERVERS].for_identity(grant.identity)
     return web.json_response(
         {
             "identity": grant.identity,
@@ -155,7 +148,7 @@ async def get_identity(request: web.Request) -> web.Response:
             "may_annotate": grant.may_annotate,
             "may_replay": grant.may_replay,
             "expires_at": grant.expires_at,
-            "ice_servers": ice_servers,
+            "ice_servers": [server.to_json() for server in ice_servers],
         }
     )
 

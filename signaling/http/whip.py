@@ -4,7 +4,8 @@
     POST   /whep/{cid}?feed=endoscope|talkback   (?annotated=1: the endoscope with marks burned in)
     PATCH  /whip|whep/{cid}/sessions/{sid}   trickle-ice-sdpfrag → 204 (ICE restart → 422)
     DELETE /whip|whep/{cid}/sessions/{sid}   → 200
-    OPTIONS on all of them                   CORS preflight, Accept-Post
+    OPTIONS on all of them                   CORS preflight, Accept-Post; on an endpoint with a
+                                             Bearer token also Link ice-server (RFC 9725 §4.6)
 
 Who publishes what follows from the token: a clinic publishes the endoscope feed (only once the
 patient's consent is on record), a surgeon publishes talk-back audio. Anyone in the consultation
@@ -15,14 +16,14 @@ from __future__ import annotations
 
 import logging
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from relay import FeedName, IceRestartUnsupported, Peer, PeerRole, Router
 from signaling.auth.grants import Grant
 from signaling.auth.request import authenticate, path_cid
 from signaling.db.store import Consultation
 from signaling.http.errors import ApiError
-from signaling.keys import RELAY, SETTINGS, STORE
+from signaling.keys import GRANT, ICE_SERVERS, RELAY, SETTINGS, STORE
 from signaling.settings import IceServer
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,11 @@ def add_routes(app: web.Application) -> None:
 
 
 async def preflight(request: web.Request) -> web.Response:
-    return web.Response(
+    """CORS preflight (never authenticated: browsers send no Authorization header on it), and a
+    client's request for ICE servers before it offers: with a Bearer token for the consultation
+    the answer carries freshly minted TURN credentials (aiortc cannot trickle, so a client needs
+    them before it gathers)."""
+    response = web.Response(
         status=204,
         headers={
             **CORS,
@@ -57,6 +62,11 @@ async def preflight(request: web.Request) -> web.Response:
             "Accept-Patch": SDPFRAG,
         },
     )
+    if hdrs.AUTHORIZATION in request.headers and "sid" not in request.match_info:
+        grant = authenticate(request)
+        grant.ensure_member(path_cid(request))
+        _add_ice_server_links(request, response, grant)
+    return response
 
 
 async def publish(request: web.Request) -> web.Response:
@@ -107,7 +117,7 @@ async def patch_session(request: web.Request) -> web.Response:
 
 async def delete_session(request: web.Request) -> web.Response:
     grant, router, peer = await _session(request)
-    await router.close_peer(peer.id)
+    await router.end_session(peer.id)
     logger.info("WHIP/WHEP session %s deleted [consultation:%s]", peer.id[:6], router.cid)
     return web.Response(status=200, headers=CORS)
 
@@ -167,15 +177,26 @@ def _created(
     location = f"/{kind}/{consultation.id}/sessions/{peer.id}"
     headers = {**CORS, "Location": location, "ETag": peer.etag, "Accept-Patch": SDPFRAG}
     response = web.Response(status=201, text=peer.answer_sdp, content_type=SDP, headers=headers)
-    for server in request.app[SETTINGS].ice_servers:
-        response.headers.add("Link", ice_server_link(server))
+    _add_ice_server_links(request, response, request[GRANT])
     return response
 
 
+def _add_ice_server_links(request: web.Request, response: web.Response, grant: Grant) -> None:
+    for server in request.app[ICE_SERVERS].for_identity(grant.identity):
+        response.headers.add("Link", ice_server_link(server))
+
+
 def ice_server_link(server: IceServer) -> str:
-    """RFC 9725 §4.6: ``<turn:host>; rel="ice-server"; username=…; credential=…``."""
+    """RFC 9725 §4.6: ``<turn:host>; rel="ice-server"; username="…"; credential="…";
+    credential-type="password"``, values as RFC 8288 quoted strings."""
     link = f'<{server.url}>; rel="ice-server"'
     if server.username is not None:
-        link += f'; username="{server.username}"; credential="{server.credential or ""}"'
+        link += f"; username={_quoted(server.username)}"
+        link += f"; credential={_quoted(server.credential or '')}"
         link += '; credential-type="password"'
     return link
+
+
+def _quoted(value: str) -> str:
+    """An RFC 7230 quoted-string (what RFC 8288 link parameters use): escape ``\\`` and ``"``."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

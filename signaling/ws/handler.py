@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiohttp import WSCloseCode, WSMsgType, hdrs, web
+from aiohttp import WebSocketError, WSCloseCode, WSMsgType, hdrs, web
 
 from persistence.times import utc_iso, utc_now_iso
 from recorder.annotation_log import AnnotationLog
@@ -109,11 +109,14 @@ class Rejected(Exception):
 
 class ClientGone(Exception):
     """The socket is closed: by the client, by the hub, or by aiohttp after ``error`` (an
-    oversized frame, already answered with 1009, or unanswered heartbeat pings)."""
+    oversized frame, already answered with 1009, or unanswered heartbeat pings). ``lost``: the
+    connection broke rather than its page closing it (1000, or 1001 when the page is unloaded),
+    so the others see the participant as reconnecting for a while."""
 
-    def __init__(self, error: BaseException | None = None) -> None:
+    def __init__(self, error: BaseException | None = None, lost: bool = False) -> None:
         super().__init__(error)
         self.error = error
+        self.lost = lost
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     participant: Participant | None = None
     code: int = WSCloseCode.OK
     reason = ""
+    lost = True  # unless a close is seen: aiohttp cancels this handler when the TCP link dies
     try:
         grant = await _authenticate(request, ws)
         consultation = await _admit(request, grant, cid)
@@ -188,15 +192,16 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
             exc.code,
             exc.reason,
         )
-        code, reason = exc.code, exc.reason
+        code, reason, lost = exc.code, exc.reason, False
     except ClientGone as exc:
+        lost = exc.lost
         if exc.error is not None:
             logger.info(
                 "WebSocket [consultation:%s] %s dropped: %s", label, _who(participant), exc.error
             )
     finally:
         if participant is not None:
-            hub.leave(cid, participant)
+            hub.leave(cid, participant, lost=lost)
         hub.untrack(ws)
         await close_socket(ws, code, reason, hub.close_timeout_s)
     return ws
@@ -307,7 +312,11 @@ async def _next_text(ws: web.WebSocketResponse, timeout: float | None = None) ->
         return text
     if msg.type is WSMsgType.BINARY:
         raise Rejected(WSCloseCode.UNSUPPORTED_DATA, "binary frames are not accepted")
-    raise ClientGone(msg.data if msg.type is WSMsgType.ERROR else None)
+    if msg.type is WSMsgType.CLOSE:
+        raise ClientGone(lost=msg.data not in (WSCloseCode.OK, WSCloseCode.GOING_AWAY))
+    if msg.type is WSMsgType.ERROR:  # a protocol violation is no lost connection
+        raise ClientGone(msg.data, lost=not isinstance(msg.data, WebSocketError))
+    raise ClientGone(lost=True)  # the TCP connection ended without a close frame
 
 
 def _who(participant: Participant | None) -> str:

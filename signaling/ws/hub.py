@@ -36,6 +36,9 @@ ANNOTATION_OPS_PER_S = 30.0
 "Annotation ops (a pen stroke streams as updates) have their own bucket, one second deep."
 POINTER_MOVES_PER_S = 60.0
 
+RECONNECT_GRACE_S = 15.0
+"How long a participant whose connection broke (its page did not close it) shows as reconnecting."
+
 CLOSE_REPLACED = 4409
 CLOSE_TOO_SLOW = 1008
 
@@ -94,12 +97,13 @@ class Participant:
         """Take one token from the message bucket; False means the client floods."""
         return self.messages.take(now)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, state: str = "connected") -> dict[str, Any]:
         return {
             "identity": self.identity,
             "name": self.name,
             "role": str(self.role),
             "joined_at": self.joined_at,
+            "state": state,
         }
 
 
@@ -114,8 +118,14 @@ async def close_socket(ws: web.WebSocketResponse, code: int, reason: str, timeou
 class Hub:
     """Participants per consultation id; one instance per app, no module-level state."""
 
-    def __init__(self, close_timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+    def __init__(
+        self, close_timeout_s: float = CLOSE_TIMEOUT_S, reconnect_grace_s: float = RECONNECT_GRACE_S
+    ) -> None:
         self._consultations: dict[ConsultationId, dict[str, Participant]] = {}
+        self._reconnecting: dict[ConsultationId, dict[str, tuple[Participant, asyncio.TimerHandle]]]
+        self._reconnecting = {}
+        "Whose connection was lost, until they are back or the grace period ends."
+        self.reconnect_grace_s = reconnect_grace_s
         self._sockets: set[web.WebSocketResponse] = set()
         self._closing: set[asyncio.Task[None]] = set()
         self.close_timeout_s = close_timeout_s
@@ -141,6 +151,7 @@ class Hub:
                 participant.identity,
             )
             self._drop(cid, old, CLOSE_REPLACED, "replaced by a newer connection", announce=False)
+        self._forget(cid, participant.identity)
         connected = self._consultations.setdefault(cid, {})  # the drop may have removed it
         connected[participant.identity] = participant
         participant.writer = asyncio.get_running_loop().create_task(
@@ -155,21 +166,28 @@ class Hub:
         )
         self._announce(cid, exclude=participant)
 
-    def leave(self, cid: ConsultationId, participant: Participant) -> None:
+    def leave(self, cid: ConsultationId, participant: Participant, lost: bool = False) -> None:
         """Remove a participant (no-op if it was already replaced or dropped) and announce it.
-        The caller closes the socket."""
+        A ``lost`` connection (not closed by its page) stays in presence as ``reconnecting`` for
+        ``reconnect_grace_s``, so the others read "reconnecting", not "left", while a phone
+        changes network. The caller closes the socket."""
         if not self._remove(cid, participant):
             return
-        logger.info("Hub [consultation:%s] %s left", cid, participant.identity)
+        if lost:
+            self._hold(cid, participant)
+        else:
+            logger.info("Hub [consultation:%s] %s left", cid, participant.identity)
         self._announce(cid)
 
     def has_participants(self, cid: ConsultationId) -> bool:
-        return cid in self._consultations
+        return cid in self._consultations or cid in self._reconnecting
 
     def participants(self, cid: ConsultationId) -> list[dict[str, Any]]:
-        """Who is connected, oldest first; never tokens."""
-        connected = self._consultations.get(cid, {})
-        return [p.to_json() for p in sorted(connected.values(), key=lambda p: p.joined_at)]
+        """Who is connected or reconnecting, oldest first; never tokens."""
+        connected = [(p, "connected") for p in self._consultations.get(cid, {}).values()]
+        held = [(p, "reconnecting") for p, _ in self._reconnecting.get(cid, {}).values()]
+        ordered = sorted(connected + held, key=lambda entry: entry[0].joined_at)
+        return [p.to_json(state) for p, state in ordered]
 
     def broadcast(
         self, cid: ConsultationId, message: ServerMessage, exclude: Participant | None = None
@@ -188,6 +206,9 @@ class Hub:
     async def close_all(self, code: int, reason: str) -> None:
         """Close every socket, joined or still authenticating (app shutdown)."""
         sockets = set(self._sockets)
+        for cid, held in list(self._reconnecting.items()):
+            for identity in list(held):
+                self._forget(cid, identity)
         for cid, connected in list(self._consultations.items()):
             for participant in list(connected.values()):
                 self._remove(cid, participant)
@@ -217,10 +238,10 @@ class Hub:
                 data = await participant.outbox.get()
                 await participant.ws.send_str(data)
         except ConnectionError:
-            logger.info("Hub [consultation:%s] %s connection lost", cid, participant.identity)
+            self._drop(cid, participant, 1011, "connection lost", lost=True)
         except Exception:
             logger.exception("Hub [consultation:%s] %s send failed", cid, participant.identity)
-        self._drop(cid, participant, 1011, "server could not send")
+            self._drop(cid, participant, 1011, "server could not send")
 
     def _drop(
         self,
@@ -229,11 +250,15 @@ class Hub:
         code: int,
         reason: str,
         announce: bool = True,
+        lost: bool = False,
     ) -> None:
         """Remove a participant the server gives up on and close its socket in the background;
-        its handler then sees the socket closed and leaves (a no-op by then)."""
+        its handler then sees the socket closed and leaves (a no-op by then). A ``lost`` one
+        (its connection broke) is held as reconnecting, as in ``leave``."""
         if not self._remove(cid, participant):
             return
+        if lost:
+            self._hold(cid, participant)
         task = asyncio.get_running_loop().create_task(
             close_socket(participant.ws, code, reason, self.close_timeout_s)
         )
@@ -252,6 +277,29 @@ class Hub:
         if participant.writer is not None and participant.writer is not asyncio.current_task():
             participant.writer.cancel()
         return True
+
+    def _hold(self, cid: ConsultationId, participant: Participant) -> None:
+        logger.info("Hub [consultation:%s] %s connection lost", cid, participant.identity)
+        timer = asyncio.get_running_loop().call_later(
+            self.reconnect_grace_s, self._give_up, cid, participant.identity
+        )
+        self._reconnecting.setdefault(cid, {})[participant.identity] = (participant, timer)
+
+    def _forget(self, cid: ConsultationId, identity: str) -> bool:
+        """Stop holding ``identity`` as reconnecting; whether it was held."""
+        held = self._reconnecting.get(cid, {})
+        entry = held.pop(identity, None)
+        if not held:
+            self._reconnecting.pop(cid, None)
+        if entry is None:
+            return False
+        entry[1].cancel()
+        return True
+
+    def _give_up(self, cid: ConsultationId, identity: str) -> None:
+        if self._forget(cid, identity):
+            logger.info("Hub [consultation:%s] %s did not come back", cid, identity)
+            self._announce(cid)
 
     def _announce(self, cid: ConsultationId, exclude: Participant | None = None) -> None:
         self.broadcast(cid, Presence(self.participants(cid)), exclude=exclude)

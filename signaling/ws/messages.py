@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from recorder.recordings import RecordingEvent, RecordingState
-from relay import FeedEvent, FeedName, FeedState
+from relay import FeedEvent, FeedName, FeedState, OfflineReason
 from signaling.auth.grants import Grant, Role
 
 JsonObject = dict[str, Any]
@@ -108,10 +108,12 @@ class FeedUpdate(ServerMessage):
     feed: FeedName
     state: FeedState
     identity: str | None
+    reason: OfflineReason | None
+    "Why it is offline: ``ended`` (the publisher stopped) or ``lost`` (it may come back)."
 
     @classmethod
     def of(cls, event: FeedEvent) -> FeedUpdate:
-        return cls(event.feed, event.state, event.identity)
+        return cls(event.feed, event.state, event.identity, event.reason)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ No browser is downloaded: scripts/test installs Debian's chromium; without it th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,13 @@ class Browser:
 async def browser(live_server: LiveServer, tmp_path: Path) -> AsyncIterator[Browser]:
     """Depends on live_server so it is closed first (pages end their sessions while the server
     still runs)."""
+    async with chromium(tmp_path) as harness:
+        yield harness
+
+
+@contextlib.asynccontextmanager
+async def chromium(tmp_path: Path) -> AsyncIterator[Browser]:
+    """Debian's chromium with a fresh profile in ``tmp_path``; fails the test on page errors."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: ./scripts/test installs Debian's chromium package")
     async with playwright_api.async_playwright() as pw:

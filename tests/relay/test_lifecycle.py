@@ -40,7 +40,21 @@ async def test_a_clinic_that_vanishes_without_goodbye_is_shown_offline_within_se
         stopped = time.monotonic()
         offline = await next_feed_event(ws, "offline")
         assert offline["feed"] == "endoscope"
+        assert offline["reason"] == "lost"  # a crash, not a Stop: the pages say "reconnecting"
         assert time.monotonic() - stopped < 5
+    await ws.close()
+
+
+async def test_a_clinic_that_deletes_its_session_is_shown_as_ended(
+    client: TestClient, consultation: Consultation, make_token: MakeToken
+) -> None:
+    cid = consultation.id
+    ws = await client.ws_connect(f"/ws/{cid}", headers=bearer(make_token("surgeon", cid)))
+    async with publisher(url(client, f"/whip/{cid}"), make_token("clinic", cid)):
+        await next_feed_event(ws, "live")
+    # Leaving the block DELETEs the WHIP session, as the clinic page's Stop does.
+    offline = await next_feed_event(ws, "offline")
+    assert offline["reason"] == "ended"
     await ws.close()
 
 

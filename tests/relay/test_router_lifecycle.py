@@ -46,8 +46,8 @@ async def test_a_websocket_join_alone_makes_no_router(
     ws = await client.ws_connect(f"/ws/{cid}", headers=bearer(make_token("surgeon", cid)))
     welcome = await ws.receive_json()
     assert welcome["feeds"] == {
-        "endoscope": {"state": "offline", "identity": None},
-        "talkback": {"state": "offline", "identity": None},
+        "endoscope": {"state": "offline", "identity": None, "reason": None},
+        "talkback": {"state": "offline", "identity": None, "reason": None},
     }
     await ws.send_json({"type": "pointer", "x": 0.5, "y": 0.5})
     await ws.send_json({"type": "ping"})

@@ -279,7 +279,9 @@ def test_a_refused_publish_is_a_one_line_error(
 ) -> None:
     from client import whip as whip_client
 
-    async def refused(url: str, token: str, source: str, *, loop: bool = False) -> None:
+    async def refused(
+        url: str, token: str, source: str, *, loop: bool = False, relay_only: bool = False
+    ) -> None:
         raise whip_client.WhipError(403, "token is for another consultation")
 
     monkeypatch.setattr(whip_client, "publish_source", refused)

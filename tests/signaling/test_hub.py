@@ -120,7 +120,8 @@ async def test_join_announces_to_others_and_send_comes_first_for_joiner() -> Non
     assert [m["type"] for m in second.sent] == ["welcome"]
     presence = first.of_type("presence")[-1]
     assert [p["identity"] for p in presence["participants"]] == ["first", "second"]
-    assert set(presence["participants"][0]) == {"identity", "name", "role", "joined_at"}
+    assert set(presence["participants"][0]) == {"identity", "name", "role", "joined_at", "state"}
+    assert presence["participants"][0]["state"] == "connected"
     assert presence["participants"][0]["role"] == "clinic"
 
 
@@ -137,6 +138,42 @@ async def test_leave_announces_and_is_idempotent() -> None:
     assert len(stay.of_type("presence")) == 2
     assert [p["identity"] for p in stay.of_type("presence")[-1]["participants"]] == ["stay"]
     assert [p["identity"] for p in hub.participants(CID)] == ["stay"]
+
+
+async def test_a_lost_connection_shows_as_reconnecting_until_back_or_grace_ends() -> None:
+    hub = Hub(reconnect_grace_s=0.3)
+    stay = FakeSocket()
+    hub.join(CID, member("stay", stay))
+    phone = member("phone", FakeSocket())
+    hub.join(CID, phone)
+    hub.leave(CID, phone, lost=True)
+    assert [(p["identity"], p["state"]) for p in hub.participants(CID)] == [
+        ("stay", "connected"),
+        ("phone", "reconnecting"),
+    ]
+    hub.join(CID, member("phone", FakeSocket()))  # back: connected again, no timer left
+    await asyncio.sleep(0.4)
+    assert [p["state"] for p in hub.participants(CID)] == ["connected", "connected"]
+    again = hub.participants(CID)[1]
+    assert again["identity"] == "phone"
+    phone = member("phone", FakeSocket())
+    hub.join(CID, phone)
+    hub.leave(CID, phone, lost=True)
+    await until(lambda: [p["identity"] for p in hub.participants(CID)] == ["stay"])
+    last = stay.of_type("presence")[-1]["participants"]
+    assert [p["identity"] for p in last] == ["stay"]  # announced when the grace ended
+
+
+async def test_only_the_reconnecting_keep_a_consultation_attended() -> None:
+    hub = Hub(reconnect_grace_s=0.2)
+    alone = member("alone", FakeSocket())
+    hub.join(CID, alone)
+    hub.leave(CID, alone, lost=True)
+    assert hub.has_participants(CID)
+    await until(lambda: not hub.has_participants(CID))
+    hub.join(CID, member("left", FakeSocket()))
+    hub.leave(CID, hub._consultations[CID]["left"])
+    assert not hub.has_participants(CID)
 
 
 async def test_slow_consumer_is_dropped_without_delaying_others() -> None:
@@ -163,7 +200,9 @@ async def test_dead_socket_is_dropped_and_others_keep_receiving() -> None:
     hub.join(CID, member("alive", alive))
     hub.join(CID, member("dead", dead))
     hub.broadcast(CID, message("chat", n=1))
-    await until(lambda: [p["identity"] for p in hub.participants(CID)] == ["alive"])
+    await until(
+        lambda: [p["state"] for p in hub.participants(CID)] == ["connected", "reconnecting"]
+    )
     hub.broadcast(CID, message("chat", n=2))
     await until(lambda: len(alive.of_type("chat")) == 2)
     assert dead.close_code is not None

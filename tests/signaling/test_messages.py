@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from recorder.recordings import RecordingEvent, RecordingState
-from relay import ConsultationId, FeedEvent, FeedName, FeedState
+from relay import ConsultationId, FeedEvent, FeedName, FeedState, OfflineReason
 from signaling.auth.grants import Grant, Role
 from signaling.ws.messages import (
     AnnotationUpdate,
@@ -32,8 +32,11 @@ def test_keyword_fields_and_enums_go_on_the_wire_as_documented() -> None:
     }
     event = FeedEvent(CID, FeedName.ENDOSCOPE, FeedState.LIVE, "clinic-1")
     feed = FeedUpdate.of(event).to_json()
+    assert feed.pop("reason") is None  # live: nothing to explain
     assert feed == {"type": "feed", "feed": "endoscope", "state": "live", "identity": "clinic-1"}
     assert type(feed["state"]) is str
+    ended = FeedEvent(CID, FeedName.ENDOSCOPE, FeedState.OFFLINE, None, OfflineReason.ENDED)
+    assert FeedUpdate.of(ended).to_json()["reason"] == "ended"
     assert Pong().to_json() == {"type": "pong"}
 
 

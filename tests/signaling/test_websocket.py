@@ -69,8 +69,8 @@ async def test_welcome(
     assert set(you) == {"identity", "name", "role", "may_publish", "may_annotate"}
     assert [p["identity"] for p in welcome["participants"]] == [you["identity"]]
     assert welcome["feeds"] == {
-        "endoscope": {"state": "offline", "identity": None},
-        "talkback": {"state": "offline", "identity": None},
+        "endoscope": {"state": "offline", "identity": None, "reason": None},
+        "talkback": {"state": "offline", "identity": None, "reason": None},
     }
     assert welcome["consent"] == consultation.consent.to_json()
     assert welcome["consent"]["confirmed_by"] == "Dr. Bat"
@@ -101,7 +101,7 @@ async def test_presence_on_join_and_leave(
         first["you"]["identity"],
         welcome["you"]["identity"],
     ]
-    assert set(presence["participants"][1]) == {"identity", "name", "role", "joined_at"}
+    assert set(presence["participants"][1]) == {"identity", "name", "role", "joined_at", "state"}
     await surgeon.close()
     presence = await next_of(clinic, "presence")
     assert [p["identity"] for p in presence["participants"]] == [first["you"]["identity"]]
@@ -170,6 +170,7 @@ async def test_feed_events_reach_the_consultation(
         "feed": "endoscope",
         "state": "live",
         "identity": "clinic-1",
+        "reason": None,
         "v": 1,
     }
     await ws.close()
@@ -341,7 +342,7 @@ async def test_shutdown_closes_joined_and_authenticating_sockets(
         assert await closed_with(ws) == (1001, "server shutting down")
 
 
-async def test_vanished_client_leaves_within_seconds(
+async def test_vanished_client_shows_as_reconnecting_within_seconds(
     client: TestClient, make_token: MakeToken, consultation: Consultation
 ) -> None:
     cid = consultation.id
@@ -353,7 +354,8 @@ async def test_vanished_client_leaves_within_seconds(
     assert len((await next_of(stays, "presence"))["participants"]) == 2
     started = asyncio.get_running_loop().time()
     presence = await next_of(stays, "presence", timeout=10)  # the server's pings go unanswered
-    assert [p["role"] for p in presence["participants"]] == ["surgeon"]
+    states = [(p["role"], p["state"]) for p in presence["participants"]]
+    assert states == [("surgeon", "connected"), ("clinic", "reconnecting")]
     assert asyncio.get_running_loop().time() - started < 5.0
     await stays.close()
     await mute.close()

@@ -6,17 +6,20 @@
 import { Camera } from "./camera.js";
 import { ConsentPanel } from "./consent.js";
 import { endoscopeStats, joinRoom, loadConsultation, showConnectionState } from "./consultation.js";
+import { LinkBanner, serverLink } from "./link.js";
 import { FeedPlayer, Publisher, preferCodec } from "./media.js";
 import { startPage } from "./page.js";
-import { iceServersFrom } from "./session.js";
+import { FORCED_RELAY_NOTICE, forceRelay, iceServersFrom } from "./session.js";
 import { renderStats } from "./stats.js";
 import { $, Notices, setChip, showFatal } from "./ui.js";
 
 const MAX_BITRATE = 2_500_000;
 
 const notices = new Notices($("#notices"));
+if (forceRelay()) notices.show("relay", FORCED_RELAY_NOTICE);
 const els = {
   liveBadge: $("#live-badge"),
+  notSentBadge: $("#not-sent-badge"),
   start: $("#start-stream"),
   stop: $("#stop-stream"),
   startHint: $("#start-hint"),
@@ -39,6 +42,7 @@ const state = {
   room: null,
   annotations: null,
   streaming: false, // the user pressed Start and did not press Stop
+  banner: null,
 };
 
 // Read-only handles for diagnostics and the browser tests (no token, no patient data).
@@ -83,6 +87,7 @@ startPage({
     await loadDetails();
     setupRoom();
     setupStreamButtons();
+    state.banner = new LinkBanner(notices, linkCondition);
     startTalkback();
     await state.camera.open();
   },
@@ -127,10 +132,14 @@ function setupRoom() {
   room.connect();
 }
 
-function showSurgeonPresence(people) {
+function showSurgeonPresence(people, { reconnecting = false } = {}) {
   const surgeons = people.filter((p) => p.role === "surgeon");
   const observers = people.filter((p) => p.role === "observer");
-  if (surgeons.length) {
+  if (reconnecting) {
+    setChip(els.surgeonChip, "surgeon: unknown (reconnecting)", "warn");
+  } else if (surgeons.length && surgeons.every((p) => p.reconnecting)) {
+    setChip(els.surgeonChip, "surgeon: reconnecting…", "warn");
+  } else if (surgeons.length) {
     setChip(els.surgeonChip, observers.length ? `surgeon: online (+${observers.length} observing)` : "surgeon: online", "ok");
   } else {
     setChip(els.surgeonChip, "surgeon: offline", "idle");
@@ -194,26 +203,52 @@ async function stopStream() {
   notices.clear("publish");
   renderStats(els.stats, null);
   updateStreamButtons();
+  state.banner.update();
+}
+
+/** Whether the surgeon can see what the clinic sends: streaming, connected, server reachable. */
+function reachingSurgeon() {
+  return state.publisher?.connectionState === "connected" && serverLink.reachable;
+}
+
+/**
+ * The one connection condition the clinic is told about (LinkBanner), or null. While streaming,
+ * any interruption means the surgeon cannot see the scope: that is what the clinic must know.
+ */
+function linkCondition() {
+  const room = state.room;
+  const serverLost = !serverLink.reachable || (room?.everOpen && room.state !== "open");
+  markSending(!state.streaming || reachingSurgeon());
+  if (state.streaming && state.publisher && !reachingSurgeon()) {
+    const { phase, everConnected } = state.publisher;
+    if (!everConnected && ["connecting", "negotiated"].includes(phase)) return null; // starting, not trouble
+    const why = serverLost ? " The server cannot be reached." : "";
+    return { key: "not-reaching", text: `Reconnecting — the surgeon cannot see your video.${why}`, trouble: true };
+  }
+  if (serverLost) return { key: "server", text: "Connection to the server lost — reconnecting…", trouble: true };
+  return null;
+}
+
+/** The preview and the "You send" figures say so when they reach nobody. */
+function markSending(reaching) {
+  els.notSentBadge.hidden = reaching;
+  els.stats.dataset.reaching = reaching ? "true" : "false";
+  const caption = els.stats.querySelector(".stats-caption");
+  if (caption) caption.textContent = reaching ? "You send" : "You send — not reaching anyone while reconnecting";
 }
 
 function onPublisherState(publisher, detail) {
   if (publisher !== state.publisher) return;
-  const { phase, connectionState, error, delayMs } = detail;
+  const { phase, connectionState, error } = detail;
   if (phase === "stopped") return;
   showConnectionState(connectionState);
   els.liveBadge.hidden = connectionState !== "connected";
+  state.banner.update();
+  // Interruptions are the banner's (linkCondition); refusals get their own notice.
   if (phase === "connected") {
     notices.clear("publish");
-  } else if (phase === "connecting") {
+  } else if (phase === "connecting" && !publisher.everConnected) {
     notices.show("publish", "Connecting the stream…", "info");
-  } else if (phase === "unstable") {
-    notices.show("publish", "The connection to the server is unstable; waiting for it to recover…", "warn");
-  } else if (phase === "retrying") {
-    notices.show(
-      "publish",
-      `Stream interrupted (${detail.reason || "connection lost"}); reconnecting in ${Math.ceil(delayMs / 1000)} s.`,
-      "warn",
-    );
   } else if (phase === "refused" || phase === "expired") {
     const reason = error?.reason || error?.message || "refused";
     const text =
@@ -281,6 +316,10 @@ function startTalkback() {
   player.addEventListener("receiving", (event) => {
     if (event.detail.receiving) setChip(els.talkbackChip, "surgeon voice: on", "live");
     else if (state.room?.feeds.talkback?.state !== "live") setChip(els.talkbackChip, "surgeon voice: off", "idle");
+  });
+  serverLink.addEventListener("state", (event) => {
+    if (!event.detail.reachable) setChip(els.talkbackChip, "surgeon voice: reconnecting", "warn");
+    else showTalkbackFeed(state.room?.feeds.talkback?.state === "live");
   });
   els.talkbackUnmute.addEventListener("click", () => {
     els.talkbackUnmute.hidden = true;

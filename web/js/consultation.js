@@ -39,7 +39,8 @@ export async function loadConsultation(session, token, notices, { refusedEndsPag
 
 /**
  * The room of a live page with the panels every live page shows. The page adds its own
- * listeners, then calls `room.connect()`; `onPresence(people)` follows the presence list.
+ * listeners, then calls `room.connect()`; `onPresence(people, {reconnecting})` follows the
+ * presence list (while the room reconnects, who is there is not known).
  *
  * @returns {{room: Room, annotations: AnnotationLayer}}
  */
@@ -50,10 +51,15 @@ export function joinRoom({ page, session, token, notices, video, galleryHost = n
   const roomChip = $("#room-chip");
   bindRoomChip(room, roomChip, notices);
   const board = new RemoteStatsBoard($("#remote-stats"), describe);
-  const present = (participants) => {
-    people = renderPresence($("#presence"), participants, room.you);
-    onPresence(people);
+  let known = [];
+  const present = (participants, reconnecting = false) => {
+    known = participants;
+    people = renderPresence($("#presence"), participants, room.you, { reconnecting });
+    onPresence(people, { reconnecting });
   };
+  room.addEventListener("state", (event) => {
+    if (event.detail.state === "reconnecting") present(known, true);
+  });
   room.addEventListener("welcome", (event) => present(event.detail.participants));
   room.addEventListener("presence", (event) => {
     present(event.detail.participants);

@@ -1,153 +1,20 @@
 // Publisher (WHIP, sendonly) and FeedPlayer (WHEP, recvonly) sessions with the states the pages
 // show and the recovery rules of a live consultation:
-//   - a failed connection is re-established with backoff as long as the user wants it;
+//   - a lost connection is replaced by a fresh session (new RTCPeerConnection, new POST: aiortc
+//     cannot restart ICE) as soon as the server answers again (link.js probes it about every
+//     second), not after a growing back-off; a server that answers but fails gets a short one;
+//   - a publisher's new session replaces its old one on the server (same identity), so it never
+//     DELETEs the old one first (that would tell viewers "the clinic ended the stream");
 //   - WHEP viewers connect at once (the relay accepts viewers before the publisher is live) and
 //     start a new session when the room says the feed went live and no media is arriving;
-//   - 401/403 and other refusals stop retrying and surface the server's reason.
+//   - 401/403/409 stop retrying and surface the server's reason; 429 waits its Retry-After.
 
+import { Session } from "./mediasession.js";
 import { StatsMonitor } from "./stats.js";
-import { WhipClient, WhipError } from "./whip.js";
+import { WhipClient } from "./whip.js";
 
-const RETRY_MS = [1000, 2000, 4000, 8000, 15000];
-const DISCONNECTED_GRACE_MS = 10000;
 const RECEIVING_WINDOW_MS = 2500;
 const LIVE_GRACE_MS = 2000;
-
-function backoff(attempt) {
-  const base = RETRY_MS[Math.min(attempt, RETRY_MS.length - 1)];
-  return Math.round(base * (0.8 + Math.random() * 0.4));
-}
-
-/** Whether retrying can help: network trouble and server-side 5xx yes; refusals no. */
-function retriable(err) {
-  if (!(err instanceof WhipError)) return true;
-  return err.status === 0 || err.status === 429 || err.status >= 500;
-}
-
-class Session extends EventTarget {
-  constructor({ endpoint, token, iceServers }) {
-    super();
-    this.endpoint = endpoint;
-    this.token = token;
-    this.iceServers = iceServers || [];
-    this.pc = null;
-    this.client = null;
-    this.wanted = false;
-    this.generation = 0;
-    this.attempt = 0;
-    this.phase = "idle";
-    this.error = null;
-    this._retryTimer = null;
-    this._graceTimer = null;
-  }
-
-  get connectionState() {
-    return this.pc ? this.pc.connectionState : "new";
-  }
-
-  _emit(phase, extra = {}) {
-    this.phase = phase;
-    this.dispatchEvent(
-      new CustomEvent("state", {
-        detail: { phase, connectionState: this.connectionState, error: this.error, ...extra },
-      }),
-    );
-  }
-
-  _newPeerConnection() {
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: "max-bundle" });
-    pc.addEventListener("connectionstatechange", () => this._onConnectionState(pc));
-    return pc;
-  }
-
-  _onConnectionState(pc) {
-    if (pc !== this.pc) return;
-    const state = pc.connectionState;
-    clearTimeout(this._graceTimer);
-    if (state === "connected") {
-      this.attempt = 0;
-      this.error = null;
-      this._emit("connected");
-    } else if (state === "failed") {
-      this._emit("failed");
-      if (this.wanted) this._retry("the media connection failed");
-    } else if (state === "disconnected") {
-      this._emit("unstable");
-      this._graceTimer = setTimeout(() => {
-        if (pc === this.pc && pc.connectionState === "disconnected" && this.wanted) {
-          this._retry("the media connection was interrupted");
-        }
-      }, DISCONNECTED_GRACE_MS);
-    } else {
-      this._emit(this.phase === "idle" ? "connecting" : this.phase);
-    }
-  }
-
-  _log(text) {
-    // Diagnostics only: endpoint paths and states, never tokens or patient data.
-    console.info(`[endolink] ${new URL(this.endpoint, location.href).pathname}: ${text}`);
-  }
-
-  _retry(reason, delayMs = null) {
-    clearTimeout(this._retryTimer);
-    const delay = delayMs ?? backoff(this.attempt);
-    this.attempt += 1;
-    this._log(`retrying in ${delay} ms (${reason})`);
-    this._emit("retrying", { reason, delayMs: delay });
-    const generation = this.generation;
-    this._retryTimer = setTimeout(() => {
-      if (this.wanted && generation === this.generation) this.connect();
-    }, delay);
-  }
-
-  async _teardown() {
-    clearTimeout(this._retryTimer);
-    clearTimeout(this._graceTimer);
-    const { pc, client } = this;
-    this.pc = null;
-    this.client = null;
-    this.monitor?.stop();
-    this.monitor = null;
-    // DELETE first: closing the connection first lets the relay drop the session by itself,
-    // and the DELETE would then meet a 404.
-    if (client) await client.stop();
-    if (pc) pc.close();
-  }
-
-  /** Connects now and keeps reconnecting until stop(); connect() is each subclass's own. */
-  start() {
-    this.wanted = true;
-    this.attempt = 0;
-    return this.connect();
-  }
-
-  /** Ends the session for good (until start() is called again). */
-  async stop() {
-    this.wanted = false;
-    this.generation += 1;
-    await this._teardown();
-    this.error = null;
-    this._emit("stopped");
-  }
-
-  _handleStartError(err, generation) {
-    if (generation !== this.generation) return;
-    this.error = err;
-    this._log(`request failed: ${err instanceof WhipError ? `HTTP ${err.status} ${err.code}` : err.name}`);
-    const pc = this.pc;
-    this.pc = null;
-    this.client = null;
-    if (pc) pc.close();
-    if (err instanceof WhipError && err.status === 401) {
-      this.wanted = false;
-      this._emit("expired");
-    } else if (this.wanted && retriable(err)) {
-      this._retry(err.message, err.retryAfterS ? err.retryAfterS * 1000 : null);
-    } else {
-      this._emit("refused");
-    }
-  }
-}
 
 /** WHIP publisher: sends the given tracks (sendonly). */
 export class Publisher extends Session {
@@ -165,6 +32,7 @@ export class Publisher extends Session {
     this.transceivers = {};
     this.monitor = null;
     this.statsOptions = options.stats || null;
+    this.replacedByServer = true;
   }
 
   async connect() {
@@ -172,9 +40,10 @@ export class Publisher extends Session {
     await this._teardown();
     if (generation !== this.generation) return;
     this.error = null;
-    const pc = this._newPeerConnection();
-    this.pc = pc;
     this._emit("connecting");
+    const pc = await this._newPeerConnection();
+    if (generation !== this.generation) return pc.close();
+    this.pc = pc;
     const transceivers = {};
     for (const kind of this.kinds) {
       const track = this.stream?.getTracks().find((t) => t.kind === kind && t.readyState === "live");
@@ -250,10 +119,11 @@ export class FeedPlayer extends Session {
     this.packets = 0;
     this.playedEarlierPublisher = false;
     this._setReceiving(false);
-    const pc = this._newPeerConnection();
+    this._emit("connecting");
+    const pc = await this._newPeerConnection();
+    if (generation !== this.generation) return pc.close();
     this.pc = pc;
     this.stream = new MediaStream();
-    this._emit("connecting");
     for (const kind of this.kinds) pc.addTransceiver(kind, { direction: "recvonly" });
     pc.addEventListener("track", (event) => {
       if (pc !== this.pc) return;
@@ -359,10 +229,14 @@ export class FeedPlayer extends Session {
     this.dispatchEvent(new CustomEvent("receiving", { detail: { receiving } }));
   }
 
-  async _teardown() {
+  _survivedOutage() {
+    return this.receiving && performance.now() - this.lastPacketAt < RECEIVING_WINDOW_MS;
+  }
+
+  async _teardown(options) {
     clearInterval(this._pollTimer);
     clearTimeout(this._liveTimer);
-    await super._teardown();
+    await super._teardown(options);
   }
 }
 

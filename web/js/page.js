@@ -2,6 +2,7 @@
 // then the page itself; a refused link or a failure shows the error panel instead of a
 // half-working page.
 
+import { serverLink } from "./link.js";
 import { SessionError, loadSession } from "./session.js";
 import { $, showFatal } from "./ui.js";
 
@@ -19,6 +20,7 @@ export function startPage({ key, roles = null, refuse = () => null, start }) {
 
   async function run() {
     const loaded = await loadSession(key, roles);
+    serverLink.configure(loaded.token);
     $("#loading").hidden = true;
     const refusal = refuse(loaded.session);
     if (refusal) {

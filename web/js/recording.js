@@ -39,10 +39,24 @@ export function showRecordingState(chip, message) {
   }
 }
 
+/**
+ * While the room is down the server cannot tell us: a chip that showed a recording says the state
+ * is unknown instead of a REC that may be false (the `welcome` of the next connection has it).
+ */
+export function showRecordingUnknown(chip) {
+  if (!chip || chip.hidden) return;
+  chip.dataset.state = "unknown";
+  setChip(chip, "Recording status unknown — reconnecting", "warn");
+  chip.title = "The server cannot be reached: whether it still records is not known";
+}
+
 /** Binds `chip` to the room's recording messages and loads the current state once. */
 export function bindRecordingIndicator(room, chip, { cid, token }) {
   if (!chip) return;
   room.addEventListener("recording", (event) => showRecordingState(chip, event.detail));
+  room.addEventListener("state", (event) => {
+    if (event.detail.state === "reconnecting") showRecordingUnknown(chip);
+  });
   room.addEventListener("welcome", (event) => {
     if (event.detail?.recording) showRecordingState(chip, event.detail.recording);
   });

@@ -1,10 +1,17 @@
 // The consultation room: WebSocket /ws/{cid}, protocol v1 (docs/architecture.md).
 //
 // Events (CustomEvent, payload in `detail`):
-//   state    {state: "connecting"|"open"|"reconnecting"|"closed", attempt, delayMs}
+//   state    {state: "connecting"|"open"|"reconnecting"|"closed", attempt, reason}
 //   welcome  presence  feed  consent  chat  stats  error  (and any other server message type,
 //            e.g. annotation / pointer / freeze / snapshot): the server's messages as they are
 //   fatal    {code, reason}  the server refused us for good (token invalid / wrong consultation)
+//
+// A lost connection comes back as soon as the server answers again (link.js probes it about every
+// second while it is down); only the server's "too many connections" (4429) waits longer. A ping
+// that gets no answer in time, or the server becoming unreachable, ends a socket that may be
+// half-open, so a page never keeps trusting a dead room.
+
+import { serverLink } from "./link.js";
 
 const FATAL_CLOSE = {
   4400: "the page sent a malformed message",
@@ -13,8 +20,10 @@ const FATAL_CLOSE = {
   4404: "this consultation does not exist (any more)",
   4409: "this link was opened in another window or tab, which took over",
 };
-const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 15000];
-const PING_INTERVAL_MS = 20000;
+const QUICK_RETRY_MS = [0, 250, 500, 1000, 2000];
+const REFUSED_RETRY_MS = [2000, 4000, 8000, 15000];
+const PING_INTERVAL_MS = 10000;
+const PONG_TIMEOUT_MS = 4000;
 
 export class Room extends EventTarget {
   constructor(consultationId, token) {
@@ -31,6 +40,14 @@ export class Room extends EventTarget {
     this.feeds = {};
     this._retryTimer = null;
     this._pingTimer = null;
+    this._pongTimer = null;
+    this.everOpen = false;
+    serverLink.addEventListener("state", (event) => {
+      // The socket may still look open while leading nowhere: a fresh one once the server answers.
+      if (!event.detail.reachable && this.state === "open" && !this.closedByUs) {
+        this._abandon("the server cannot be reached");
+      }
+    });
   }
 
   get url() {
@@ -53,7 +70,10 @@ export class Room extends EventTarget {
     ws.addEventListener("open", () => {
       ws.send(JSON.stringify({ type: "auth", token: this.token }));
     });
-    ws.addEventListener("message", (event) => this._onMessage(ws, event));
+    ws.addEventListener("message", (event) => {
+      clearTimeout(this._pongTimer);
+      this._onMessage(ws, event);
+    });
     ws.addEventListener("close", (event) => this._onClose(ws, event));
   }
 
@@ -73,12 +93,16 @@ export class Room extends EventTarget {
       this.you = this.youInfo ? this.youInfo.identity ?? null : msg.you ?? null;
       this.participants = Array.isArray(msg.participants) ? msg.participants : [];
       this.feeds = normaliseFeeds(msg.feeds);
+      this.everOpen = true;
       this._setState("open");
       this._startPing();
     } else if (msg.type === "presence") {
       this.participants = Array.isArray(msg.participants) ? msg.participants : [];
     } else if (msg.type === "feed" && msg.feed) {
-      this.feeds = { ...this.feeds, [msg.feed]: { state: msg.state, identity: msg.identity ?? null } };
+      this.feeds = {
+        ...this.feeds,
+        [msg.feed]: { state: msg.state, identity: msg.identity ?? null, reason: msg.reason ?? null },
+      };
     }
     // Every server message type becomes an event of that name (annotation, pointer, freeze…
     // included, for the pages that handle them); "state" and "fatal" are the room's own.
@@ -107,21 +131,42 @@ export class Room extends EventTarget {
     this._scheduleReconnect(event.reason || `connection lost (code ${event.code})`, event.code === 4429);
   }
 
-  _scheduleReconnect(reason, slow = false) {
-    const base = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)] * (slow ? 4 : 1);
-    const delayMs = Math.round(base * (0.8 + Math.random() * 0.4));
-    this.attempt += 1;
-    this._setState("reconnecting", { delayMs, reason });
-    this._retryTimer = setTimeout(() => this.connect(), delayMs);
+  /** Reconnects: when the server answers (at once if it is not known to be down), with a short
+   * back-off while it answers but the socket still fails, a long one when it refused us (4429). */
+  _scheduleReconnect(reason, refused = false) {
+    clearTimeout(this._retryTimer);
+    const attempt = this.attempt++;
+    this._setState("reconnecting", { reason });
+    const later = (base) => {
+      this._retryTimer = setTimeout(() => {
+        if (!this.closedByUs && !this.ws) this.connect();
+      }, Math.round(base * (0.8 + Math.random() * 0.4)));
+    };
+    if (refused) later(REFUSED_RETRY_MS[Math.min(attempt, REFUSED_RETRY_MS.length - 1)]);
+    else serverLink.check().then(() => later(QUICK_RETRY_MS[Math.min(attempt, QUICK_RETRY_MS.length - 1)]));
+  }
+
+  /** Gives up on the current socket (it may be half-open) and reconnects. */
+  _abandon(reason) {
+    const ws = this.ws;
+    this.ws = null;
+    this._stopPing();
+    ws?.close(4000, "reconnecting");
+    this._scheduleReconnect(reason);
   }
 
   _startPing() {
     this._stopPing();
-    this._pingTimer = setInterval(() => this.send({ type: "ping" }), PING_INTERVAL_MS);
+    this._pingTimer = setInterval(() => {
+      if (!this.send({ type: "ping" })) return;
+      clearTimeout(this._pongTimer);
+      this._pongTimer = setTimeout(() => this._abandon("the room connection stopped answering"), PONG_TIMEOUT_MS);
+    }, PING_INTERVAL_MS);
   }
 
   _stopPing() {
     clearInterval(this._pingTimer);
+    clearTimeout(this._pongTimer);
     this._pingTimer = null;
   }
 
@@ -163,14 +208,18 @@ export function normaliseFeeds(feeds) {
   const out = {};
   if (Array.isArray(feeds)) {
     for (const f of feeds) {
-      if (f && typeof f === "object" && f.feed) out[f.feed] = { state: f.state ?? "live", identity: f.identity ?? null };
+      if (f && typeof f === "object" && f.feed) {
+        out[f.feed] = { state: f.state ?? "live", identity: f.identity ?? null, reason: f.reason ?? null };
+      }
       else if (typeof f === "string") out[f] = { state: "live", identity: null };
     }
   } else if (feeds && typeof feeds === "object") {
     for (const [name, value] of Object.entries(feeds)) {
       if (typeof value === "string") out[name] = { state: value, identity: null };
       else if (typeof value === "boolean") out[name] = { state: value ? "live" : "offline", identity: null };
-      else if (value && typeof value === "object") out[name] = { state: value.state ?? "live", identity: value.identity ?? null };
+      else if (value && typeof value === "object") {
+        out[name] = { state: value.state ?? "live", identity: value.identity ?? null, reason: value.reason ?? null };
+      }
     }
   }
   return out;
@@ -183,5 +232,11 @@ export function normaliseParticipant(p) {
     return { identity: p, name: "", role };
   }
   if (!p || typeof p !== "object") return null;
-  return { identity: String(p.identity ?? p.id ?? ""), name: String(p.name ?? ""), role: String(p.role ?? "") };
+  return {
+    identity: String(p.identity ?? p.id ?? ""),
+    name: String(p.name ?? ""),
+    role: String(p.role ?? ""),
+    // "reconnecting": the server lost this person's connection and holds their place a while.
+    reconnecting: p.state === "reconnecting",
+  };
 }

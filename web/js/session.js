@@ -125,6 +125,19 @@ function sessionError(err, pageKey) {
   );
 }
 
+/**
+ * Diagnostic "force TURN": with `?relay=1` in the page address (e.g. `/clinic?relay=1#token=…`)
+ * the page sends and receives video through the TURN relay only (iceTransportPolicy "relay"),
+ * which shows whether a hospital network's path through its firewall works.
+ */
+export function forceRelay() {
+  return new URLSearchParams(location.search).get("relay") === "1";
+}
+
+/** What the pages show while `?relay=1` is on, so nobody forgets the test mode. */
+export const FORCED_RELAY_NOTICE =
+  "Network test mode: video goes through the relay server only (the address has ?relay=1).";
+
 /** ICE servers from /api/session → RTCConfiguration.iceServers. */
 export function iceServersFrom(session) {
   const list = Array.isArray(session?.ice_servers) ? session.ice_servers : [];

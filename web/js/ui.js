@@ -59,6 +59,7 @@ export class Notices {
     item.dataset.level = level;
     item.textContent = text;
     item.setAttribute("role", level === "error" ? "alert" : "status");
+    return item;
   }
 
   clear(key) {
@@ -92,10 +93,15 @@ export function showFatal(error) {
   panel.focus?.();
 }
 
-/** Renders the presence list; returns the normalised participants. */
-export function renderPresence(list, participants, you) {
+/**
+ * Renders the presence list; returns the normalised participants. While the room reconnects
+ * (`reconnecting`) the last known list stays, each person marked as not known to be there; a
+ * person whose own connection the server lost is marked the same way.
+ */
+export function renderPresence(list, participants, you, { reconnecting = false } = {}) {
   const people = (participants || []).map(normaliseParticipant).filter(Boolean);
   list.replaceChildren();
+  list.dataset.reconnecting = reconnecting ? "true" : "false";
   for (const p of people) {
     const li = document.createElement("li");
     li.dataset.role = p.role;
@@ -112,6 +118,11 @@ export function renderPresence(list, participants, you) {
       me.className = "me";
       me.textContent = "(you)";
       li.append(me);
+    } else if (reconnecting || p.reconnecting) {
+      const status = document.createElement("span");
+      status.className = "presence-status";
+      status.textContent = "reconnecting…";
+      li.append(status);
     }
     list.append(li);
   }
@@ -185,10 +196,10 @@ export function describer(getParticipants) {
   };
 }
 
-/** Room connection state → chip. */
+/** Room connection state → chip (the page's LinkBanner says what a lost room means). */
 export function bindRoomChip(room, chip, notices) {
   room.addEventListener("state", (event) => {
-    const { state, delayMs, reason } = event.detail;
+    const { state } = event.detail;
     if (state === "open") {
       setChip(chip, "room: connected", "ok");
       notices.clear("room");
@@ -196,11 +207,6 @@ export function bindRoomChip(room, chip, notices) {
       setChip(chip, "room: connecting", "warn");
     } else if (state === "reconnecting") {
       setChip(chip, "room: reconnecting", "warn");
-      notices.show(
-        "room",
-        `Room connection lost (${reason || "network"}); retrying in ${Math.ceil((delayMs || 0) / 1000)} s. Video keeps running.`,
-        "warn",
-      );
     } else {
       setChip(chip, "room: closed", "idle");
     }

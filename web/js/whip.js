@@ -122,6 +122,25 @@ export class WhipClient {
     this._onPageHide = () => this.stop({ keepalive: true });
   }
 
+  /**
+   * ICE servers for this token, asked before offering (RFC 9725 §4.6: OPTIONS with the Bearer
+   * token → Link: rel="ice-server"): the TURN credentials in them are minted per request, so
+   * every new session gets fresh ones. Resolves to null when the server cannot be asked.
+   */
+  async fetchIceServers() {
+    try {
+      const response = await fetch(this.endpoint, {
+        method: "OPTIONS",
+        headers: { Authorization: `Bearer ${this.token}` },
+        cache: "no-store",
+        credentials: "omit",
+      });
+      return response.ok ? parseIceServerLinks(response.headers.get("Link")) : null;
+    } catch {
+      return null;
+    }
+  }
+
   /** Negotiates `pc` with the endpoint; resolves once the answer is applied. */
   async start(pc) {
     if (this.resource) throw new Error("WHIP/WHEP session already started");
@@ -162,6 +181,12 @@ export class WhipClient {
       throw new WhipError(201, "bad-answer", `the server's SDP answer was rejected: ${err.message}`);
     }
     return { resource: this.resource, iceServers: this.iceServers };
+  }
+
+  /** Lets go of the session without a DELETE: the server replaces or drops it by itself. */
+  forget() {
+    window.removeEventListener("pagehide", this._onPageHide);
+    this.resource = null;
   }
 
   /**

@@ -151,14 +151,11 @@ async def test_overlong_or_control_character_chat_is_refused_and_nothing_else_ch
 async def test_the_replay_lists_the_chat_sent_during_the_recording_at_its_time(
     client: TestClient, make_token: MakeToken, consultation: Consultation
 ) -> None:
-    """Chat sent over the WebSocket while a recording runs (no media: placed by the server
-    clock) comes back in the recording's timeline, on its clock, with the sender's name."""
+    """Chat sent over the WebSocket during a recording (no media: placed by the server clock)
+    comes back in the recording's timeline, on its clock, with the sender's name."""
     cid = consultation.id
     data = client.app[SETTINGS].data_dir
-    started = time.time() - 1.0
-    rec = await make_recording(
-        data, client.app[RECORDINGS].index, cid, segments=(8.0,), started=started
-    )
+    started = time.time() - 1.0  # the recording is written afterwards, started before the chat
     surgeon, _ = await join(client, cid, make_token("surgeon", cid, name="Dr. Kim"))
     sent_at = []
     for text in ("Scope in", "Please repeat"):
@@ -168,6 +165,9 @@ async def test_the_replay_lists_the_chat_sent_during_the_recording_at_its_time(
     await surgeon.close()
     log = consultation_dir(data, cid) / "annotations.jsonl"
     assert await wait_until(lambda: len(read_annotation_log(log, LogOp.CHAT)) == 2, timeout=5)
+    rec = await make_recording(
+        data, client.app[RECORDINGS].index, cid, segments=(4.0,), started=started
+    )
 
     token = make_token("surgeon", cid)
     detail = await (

@@ -19,6 +19,8 @@ PAGES: dict[str, str] = {
     "/clinic": "clinic.html",
     "/surgeon": "surgeon.html",
     "/replay": "replay.html",
+    # A short invite link: the page trades the code for a token (signaling/auth/invites.py).
+    "/j/{code}": "join.html",
 }
 
 # A Host header we are willing to echo into the CSP (ws:/wss: sources for browsers whose

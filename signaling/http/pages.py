@@ -1,7 +1,8 @@
 """The browser pages: landing, clinic and surgeon pages plus their static ES modules and CSS.
 
-There is no build step: ``web/`` is served as it is. Pages carry no secret: the token travels in the
-URL fragment (never sent to the server) and the page's scripts move it to ``sessionStorage``.
+There is no build step: ``web/`` is served as it is. Pages carry no secret: a short link's page
+(``/j/<code>``) trades its code for a token from script, and an older link's token travels in the
+URL fragment (never sent to the server); either way the token ends up in ``sessionStorage``.
 Every page and static file gets security headers; HTML is never cached so a new release (or a
 revoked page) is picked up at once.
 """

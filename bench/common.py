@@ -16,10 +16,13 @@ import re
 import sys
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import av
 import numpy as np
+
+if TYPE_CHECKING:
+    from aiortc import RTCPeerConnection
 
 LOOPBACK = "127.0.0.1"
 STAMP_ROWS = 32
@@ -217,3 +220,52 @@ async def delete_session(location: str | None, token: str | None, timeout_s: flo
                 pass
     except (TimeoutError, aiohttp.ClientError):
         pass
+
+
+# -- viewers (bench.loadgen) -------------------------------------------------------------------
+
+
+class SteadyRemb:
+    """Stand-in for aiortc's receive-side bandwidth estimator in LIGHT viewers: one REMB per
+    second announcing ``bitrate``, like a browser on a clean link (Chrome rate-limits its REMB).
+
+    aiortc's own estimator costs ~10 % of a light viewer's CPU and, once its process falls
+    behind, sends a REMB on every packet (OVERUSING), flooding the server with RTCP that no
+    browser would send. Probes keep aiortc's estimator.
+    """
+
+    def __init__(self, bitrate: int = 2_000_000, interval_ms: int = 1000) -> None:
+        self.bitrate = bitrate
+        self.interval_ms = interval_ms
+        self.last_ms: int | None = None
+
+    def add(
+        self, arrival_time_ms: int, abs_send_time: int, payload_size: int, ssrc: int
+    ) -> tuple[int, list[int]] | None:
+        if self.last_ms is None or arrival_time_ms - self.last_ms >= self.interval_ms:
+            self.last_ms = arrival_time_ms
+            return self.bitrate, [ssrc]
+        return None
+
+
+def udp_drops() -> dict[int, int]:
+    """Local UDP port → datagrams the kernel dropped because that socket's buffer was full."""
+    drops: dict[int, int] = {}
+    with open("/proc/net/udp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            port = int(fields[1].split(":")[1], 16)
+            drops[port] = drops.get(port, 0) + int(fields[-1])
+    return drops
+
+
+def stun_protocols(pc: RTCPeerConnection) -> list[Any]:
+    """The aioice datagram protocols under a peer connection's ICE (aioice internals)."""
+    found: list[Any] = []
+    for transceiver in pc.getTransceivers():
+        ice = transceiver.receiver.transport.transport
+        for protocol in ice._connection._protocols:
+            if protocol not in found:
+                found.append(protocol)
+    return found

@@ -8,6 +8,10 @@
 * The DIRECT probe is a probe whose offer is answered by the publisher itself (no server).
 
     python -m bench.loadgen --whep URL --token T --publisher CONTROL_URL --light 8 --probes 2
+                            [--impairment bursty10 --rtt-ms 150 --seed 1]
+
+With an impairment, every viewer but the direct probe reaches the server through its own
+``bench.udpproxy.ImpairmentProxy`` (seeded ``--seed`` + its index): the server→viewer hop.
 
 stdout: ``{"event": "ready", ...}`` once every viewer has a frame; one JSON line per command.
 stdin commands: ``join N GAP_S`` (late joins, measured and closed again), ``report T0 T1``
@@ -30,12 +34,15 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from client.testpattern import TestPatternTrack
+from relay import recovery
 from relay.codecs import is_keyframe, preferences
 from relay.forwarding import send_pli, tap_receiver
 
 from .common import (
     CLOCK_MASK,
+    FREEZE_MS,
     STAMP_ROWS,
+    SteadyRemb,
     delete_session,
     emit,
     frame_hash,
@@ -47,7 +54,10 @@ from .common import (
     read_stamp_luma,
     ssim,
     stdin_lines,
+    stun_protocols,
+    udp_drops,
 )
+from .udpproxy import ImpairmentProxy, add_impairment_args, impairment_from_args
 
 logger = logging.getLogger("bench.loadgen")
 
@@ -56,29 +66,6 @@ SSIM_EVERY = 30
 MAX_SSIM_SAMPLES = 40
 MAX_PLAUSIBLE_AGE_MS = 60_000
 CONNECT_CONCURRENCY = 6
-
-
-class SteadyRemb:
-    """Stand-in for aiortc's receive-side bandwidth estimator in LIGHT viewers: one REMB per
-    second announcing ``bitrate``, like a browser on a clean link (Chrome rate-limits its REMB).
-
-    aiortc's own estimator costs ~10 % of a light viewer's CPU and, once its process falls
-    behind, sends a REMB on every packet (OVERUSING), flooding the server with RTCP that no
-    browser would send. Probes keep aiortc's estimator.
-    """
-
-    def __init__(self, bitrate: int = 2_000_000, interval_ms: int = 1000) -> None:
-        self.bitrate = bitrate
-        self.interval_ms = interval_ms
-        self.last_ms: int | None = None
-
-    def add(
-        self, arrival_time_ms: int, abs_send_time: int, payload_size: int, ssrc: int
-    ) -> tuple[int, list[int]] | None:
-        if self.last_ms is None or arrival_time_ms - self.last_ms >= self.interval_ms:
-            self.last_ms = arrival_time_ms
-            return self.bitrate, [ssrc]
-        return None
 
 
 class Viewer:
@@ -92,6 +79,7 @@ class Viewer:
         self.arrivals = array("d")
         self.hashes = array("Q")
         self.discontinuities = 0
+        self.discontinuity_at: list[float] = []
         self.answer_at: float | None = None
         self.error: str | None = None
         # probes only
@@ -112,6 +100,7 @@ class Viewer:
         self.sunk_marks: list[int] = []
         self.sinking = False
         self.ports: list[int] = []
+        self.proxy: ImpairmentProxy | None = None
         if kind in ("probe", "direct"):
             self.decoder = av.CodecContext.create("libvpx" if codec == "VP8" else "h264", "r")
             self.decoder.thread_count = 1
@@ -189,6 +178,7 @@ class Viewer:
         """The receiver lost data for good: like a browser, ask for a keyframe (at most every
         0.5 s) and, when decoding, show nothing until it arrives."""
         self.discontinuities += 1
+        self.discontinuity_at.append(time.time())
         self.synced = False
         now = time.monotonic()
         if self.receiver is not None and now - self.last_pli >= 0.5:
@@ -219,14 +209,31 @@ class LoadGen:
         if viewer.kind in ("light", "sink"):
             transceiver.receiver._RTCRtpReceiver__remote_bitrate_estimator = SteadyRemb()  # type: ignore[attr-defined]
         await pc.setLocalDescription(await pc.createOffer())
+        offer = pc.localDescription.sdp
         if viewer.kind == "direct":
             url, token = f"{self.args.publisher}/direct", None
         else:
             url, token = self.args.whep, self.args.token
-        answer, viewer.location = await post_sdp(url, token, pc.localDescription.sdp)
+            impairment = impairment_from_args(self.args)
+            if impairment.active:
+                impairment.seed += len(self.viewers)  # each viewer its own loss pattern
+                viewer.proxy = ImpairmentProxy(impairment)
+                await viewer.proxy.start()
+                offer = viewer.proxy.offer(offer)
+        answer, viewer.location = await post_sdp(url, token, offer)
+        if viewer.proxy is not None:
+            answer = viewer.proxy.answer(answer)
+            self._impair_when_connected(pc, viewer.proxy)
         viewer.token = token
         viewer.answer_at = time.time()
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+
+    @staticmethod
+    def _impair_when_connected(pc: RTCPeerConnection, proxy: ImpairmentProxy) -> None:
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            if pc.connectionState == "connected":
+                proxy.impair = True
 
     async def start(self) -> None:
         a = self.args
@@ -306,6 +313,8 @@ class LoadGen:
         if viewer.pc is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(viewer.pc.close(), 5)
+        if viewer.proxy is not None:
+            viewer.proxy.close()
 
     async def report(self, t0: float, t1: float) -> dict[str, Any]:
         published = await self._published_frames()
@@ -337,6 +346,9 @@ class LoadGen:
                 "longest_gap_ms": max(gaps) if gaps else None,
                 "bit_exact": matched,
                 "discontinuities": viewer.discontinuities,
+                "proxy": viewer.proxy.stats() if viewer.proxy else None,
+                "discontinuity_at": viewer.discontinuity_at,
+                "recovery": _recovery_counts(viewer.tap),
                 "not_shown_until_keyframe": viewer.skipped,
                 "first_frame_ms": (
                     (viewer.first_frame_at - viewer.answer_at) * 1000
@@ -368,6 +380,7 @@ class LoadGen:
                         "freezes": sum(1 for g in display_gaps if g > 200),
                         "freezes_500": sum(1 for g in display_gaps if g > 500),
                         "longest_gap_ms": max(display_gaps) if display_gaps else None,
+                        "freeze_list": _freeze_list(viewer, shown, t0, t1),
                         "stamps_read": len(counters),
                     }
                 )
@@ -403,27 +416,22 @@ class LoadGen:
         await asyncio.gather(*(self.close_viewer(v) for v in self.viewers))
 
 
-def udp_drops() -> dict[int, int]:
-    """Local UDP port → datagrams the kernel dropped because that socket's buffer was full."""
-    drops: dict[int, int] = {}
-    with open("/proc/net/udp") as f:
-        next(f)
-        for line in f:
-            fields = line.split()
-            port = int(fields[1].split(":")[1], 16)
-            drops[port] = drops.get(port, 0) + int(fields[-1])
-    return drops
+def _recovery_counts(tap: Any) -> dict[str, int] | None:
+    recovery = getattr(tap, "recovery", None)
+    if recovery is None:
+        return None
+    return {"renacks": recovery.renacks, "skipped": recovery.skipped}
 
 
-def stun_protocols(pc: RTCPeerConnection) -> list[Any]:
-    """The aioice datagram protocols under a peer connection's ICE (aioice internals)."""
-    found: list[Any] = []
-    for transceiver in pc.getTransceivers():
-        ice = transceiver.receiver.transport.transport
-        for protocol in ice._connection._protocols:
-            if protocol not in found:
-                found.append(protocol)
-    return found
+def _freeze_list(viewer: Viewer, shown: list[int], t0: float, t1: float) -> list[list[float]]:
+    """``[gap start, gap ms, counter before, counter after]`` for every display gap over
+    ``FREEZE_MS`` inside the window: the harness tells from these what caused each freeze."""
+    edges = [(t0, -1), *((viewer.shown[i], viewer.counters[i]) for i in shown), (t1, -1)]
+    return [
+        [a, (b - a) * 1000.0, ca, cb]
+        for (a, ca), (b, cb) in zip(edges, edges[1:], strict=False)
+        if (b - a) * 1000.0 > FREEZE_MS
+    ]
 
 
 def _ssim_vs_source(viewer: Viewer, pattern: TestPatternTrack) -> list[float]:
@@ -444,6 +452,7 @@ def _ssim_vs_other(viewer: Viewer, other: Viewer) -> list[float]:
 
 async def main(args: argparse.Namespace) -> None:
     loopback_only()
+    recovery.use(args.recovery)
     loadgen = LoadGen(args)
     try:
         await loadgen.start()
@@ -477,6 +486,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=720)
     parser.add_argument("--ready-timeout", type=float, default=30.0)
+    add_impairment_args(parser)
+    parser.add_argument("--recovery", choices=recovery.PROFILES, default="tuned")
     return parser.parse_args(argv)
 
 

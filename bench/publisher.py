@@ -3,7 +3,8 @@ own encoder, records every encoded frame it produced (hash, frame counter, stamp
 answers one DIRECT offer (no server in between) carrying the very same encoded frames, so the
 harness can subtract what a direct connection costs from what the relay path costs.
 
-    python -m bench.publisher --whip URL --token T [--codec VP8] [--loss 0.01 --rtt-ms 150]
+    python -m bench.publisher --whip URL --token T [--codec VP8]
+                              [--loss 0.01 --rtt-ms 150 | --impairment bursty10 --rtt-ms 150]
 
 stdout: ``{"event": "ready", "control": URL}`` once frames flow, then one JSON line per command.
 stdin commands: ``report`` (everything recorded so far), ``quit``.
@@ -37,14 +38,12 @@ from .common import (
     delete_session,
     emit,
     frame_hash,
-    host_candidates,
     loopback_only,
     post_sdp,
     proc_sample,
-    rewrite_candidate_port,
     stdin_lines,
 )
-from .udpproxy import ImpairmentProxy
+from .udpproxy import ImpairmentProxy, add_impairment_args, impairment_from_args
 
 logger = logging.getLogger("bench.publisher")
 
@@ -237,19 +236,14 @@ class Publisher:
 
         await self.pc.setLocalDescription(await self.pc.createOffer())
         offer = self.pc.localDescription.sdp
-        if self.args.loss > 0 or self.args.rtt_ms > 0:
-            self.proxy = ImpairmentProxy(
-                loss=self.args.loss, delay_s=self.args.rtt_ms / 2000.0, seed=self.args.seed
-            )
+        impairment = impairment_from_args(self.args)
+        if impairment.active:
+            self.proxy = ImpairmentProxy(impairment)
             await self.proxy.start()
-            mine = host_candidates(offer)[0]
-            self.proxy.publisher = mine
-            offer = rewrite_candidate_port(offer, mine, self.proxy.far_address)
+            offer = self.proxy.offer(offer)
         answer, self.location = await self._post_offer(offer)
         if self.proxy is not None:
-            theirs = host_candidates(answer)[0]
-            self.proxy.server = theirs
-            answer = rewrite_candidate_port(answer, theirs, self.proxy.near_address)
+            answer = self.proxy.answer(answer)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
         await asyncio.wait_for(self.connected.wait(), timeout=20)
         if self.proxy is not None:
@@ -365,9 +359,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--bitrate", type=int, default=1_500_000, help="pin the encoder (0: follow REMB)"
     )
-    parser.add_argument("--loss", type=float, default=0.0, help="0..1, per direction")
-    parser.add_argument("--rtt-ms", type=float, default=0.0)
-    parser.add_argument("--seed", type=int, default=1)
+    add_impairment_args(parser)
     return parser.parse_args(argv)
 
 

@@ -1,4 +1,6 @@
-"""Everything EndoLink does to aiortc's internals, in one place (written against aiortc 1.16.0).
+"""Everything EndoLink does to aiortc's internals for forwarding (written against aiortc 1.16.0);
+what it does to recover from packet loss (NACK timing, give-up deadline, retransmission history)
+is in ``relay.recovery``.
 
 aiortc is an endpoint, not an SFU: every receiver decodes and every sender encodes. To forward the
 clinic's encoded stream untouched we hook three private seams, each covered by tests:
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -42,6 +43,7 @@ from av.frame import Frame
 from av.packet import Packet
 
 from .consumer import Consumer
+from .recovery import LossRecovery, is_stale
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +60,8 @@ FrameCallback = Callable[[bytes, int], None]
 class MarkerJitterBuffer(JitterBuffer):
     """Video jitter buffer that releases a frame on its marker bit and reports every frame.
 
-    Order, loss and overflow handling are aiortc's (``add`` is inherited); only frame release
+    Order, loss and overflow handling are aiortc's (``add`` is inherited), except that a packet
+    the buffer already moved past is dropped (``relay.recovery.is_stale``); frame release
     changes: all frames completed by one packet (a retransmission filling a gap releases the
     frames queued behind it) are delivered at once, and only *after* aiortc has said whether it
     dropped packets — viewers must be told to wait for a keyframe before the frames that follow
@@ -77,6 +80,8 @@ class MarkerJitterBuffer(JitterBuffer):
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         self.ssrc = packet.ssrc
+        if is_stale(self._origin, packet.sequence_number):
+            return False, None
         self._holding = True  # aiortc's add() ends by releasing frames: not yet
         try:
             dropped, _ = super().add(packet)
@@ -181,80 +186,6 @@ class AudioPassthroughBuffer(JitterBuffer):
 
 def _joined(packets: list[RtpPacket], timestamp: int) -> JitterFrame:
     return JitterFrame(data=b"".join(p._data for p in packets), timestamp=timestamp)  # type: ignore[attr-defined]
-
-
-class LossRecovery:
-    """Repairs what aiortc's receiver leaves broken after a loss.
-
-    aiortc NACKs a lost packet once; if the retransmission is lost too, the jitter buffer waits
-    for 512 packets (seconds of frozen video). Here every missing packet is NACKed again every
-    ``renack_interval_s``, and a packet still missing after ``give_up_s`` is skipped: its frame is
-    dropped and a keyframe requested, so a loss costs at most about give_up + one RTT of freeze.
-    """
-
-    TICK_S = 0.02
-
-    def __init__(
-        self,
-        receiver: RTCRtpReceiver,
-        buffer: MarkerJitterBuffer,
-        renack_interval_s: float = 0.05,
-        give_up_s: float = 0.25,
-    ) -> None:
-        self._receiver = receiver
-        self._buffer = buffer
-        self._nack = receiver._RTCRtpReceiver__nack_generator  # type: ignore[attr-defined]
-        self._renack_interval_s = renack_interval_s
-        self._give_up_s = give_up_s
-        self._missing_since: dict[int, float] = {}
-        self._nacked_at: dict[int, float] = {}
-        self.renacks = 0
-        self.skipped = 0
-        self._task = asyncio.ensure_future(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.TICK_S)
-            await self.tick(time.monotonic())
-
-    async def tick(self, now: float) -> None:
-        missing: set[int] = self._nack.missing
-        for seq in list(self._missing_since):
-            if seq not in missing:
-                del self._missing_since[seq]
-                self._nacked_at.pop(seq, None)
-        if not missing:
-            return
-        for seq in missing:
-            # aiortc sent the first NACK when it noticed the gap
-            self._missing_since.setdefault(seq, now)
-            self._nacked_at.setdefault(seq, now)
-        origin = self._buffer.origin()
-        oldest = min(missing, key=lambda seq: uint16_add(seq, -(origin or 0)))
-        if now - self._missing_since[oldest] >= self._give_up_s:
-            self._give_up(oldest)
-            return
-        due = sorted(s for s in missing if now - self._nacked_at[s] >= self._renack_interval_s)
-        if due and self._buffer.ssrc is not None:
-            for seq in due:
-                self._nacked_at[seq] = now
-            self.renacks += len(due)
-            await self._receiver._send_rtcp_nack(self._buffer.ssrc, due)
-
-    def _give_up(self, seq: int) -> None:
-        self.skipped += 1
-        logger.info("LossRecovery: packet %d unrecoverable, skipping to the next keyframe", seq)
-        self._buffer.skip_past(seq)
-        origin = self._buffer.origin()
-        if origin is None:
-            return
-        # forget every loss the buffer has now moved past (strictly before the new origin: a
-        # missing origin is still a loss to repair)
-        for stale in [s for s in self._nack.missing if 0 < uint16_add(origin, -s) < 0x8000]:
-            self._nack.missing.discard(stale)
-
-    def close(self) -> None:
-        self._task.cancel()
 
 
 class ReceiverTap:

@@ -15,6 +15,7 @@ from fractions import Fraction
 
 import av
 
+from . import recovery
 from .codecs import clock_rate, is_keyframe, vp8_dimensions
 from .consumer import Consumer, ForwardedFrame
 from .forwarding import packetizer
@@ -22,7 +23,8 @@ from .forwarding import packetizer
 logger = logging.getLogger(__name__)
 
 KEYFRAME_REQUEST_INTERVAL_S = 0.5
-"""At most two keyframe requests per second reach the publisher, however many viewers ask."""
+"""At most two keyframe requests per keyframe round trip reach the publisher, however many viewers
+ask: a request waits this long after the previous one, unless a keyframe arrived in between."""
 
 
 class Producer:
@@ -83,6 +85,7 @@ class Producer:
             self.clock_origin = origin
         if keyframe and self.kind == "video":
             self.keyframes += 1
+            self._keyframe_arrived()
             if self.codec == "VP8":
                 self.dimensions = vp8_dimensions(data) or self.dimensions
         if not self.consumers:
@@ -140,6 +143,20 @@ class Producer:
         else:
             loop = asyncio.get_running_loop()
             self._deferred_request = loop.call_later(wait, self._send_deferred)
+
+    def _keyframe_arrived(self) -> None:
+        """A keyframe answers every request made before it: the next request may go at once.
+
+        The limit is there against request storms (many viewers asking for the same keyframe),
+        not to space keyframes: without this, a keyframe the relay needs after giving up on a
+        lost packet waited up to 0.5 s behind the request the recorder makes every 2 s.
+        """
+        if not recovery.current().rearm_keyframe_requests:
+            return
+        self._last_request_at = 0.0
+        if self._deferred_request is not None:
+            self._deferred_request.cancel()
+            self._deferred_request = None
 
     def _send_deferred(self) -> None:
         self._deferred_request = None

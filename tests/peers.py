@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 
 import av
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AUDIO_PTIME, MediaStreamError, MediaStreamTrack
 
+from bench.common import post_sdp
+from bench.udpproxy import ImpairmentProxy
 from client.testpattern import TestPatternTrack, read_stamp, stamp_age_ms
 from client.whip import WhipClient
 
@@ -70,6 +72,28 @@ def new_pc() -> RTCPeerConnection:
     return RTCPeerConnection(RTCConfiguration(iceServers=[]))
 
 
+class ImpairedWhipClient(WhipClient):
+    """WHIP/WHEP through a ``bench.udpproxy.ImpairmentProxy``: the offer and the answer have their
+    host candidate pointed at the proxy, so every packet of this peer crosses it."""
+
+    def __init__(self, endpoint: str, token: str, proxy: ImpairmentProxy) -> None:
+        super().__init__(endpoint, token)
+        self.proxy = proxy
+
+    async def connect(self, pc: RTCPeerConnection) -> None:
+        await pc.setLocalDescription(await pc.createOffer())
+        offer = self.proxy.offer(pc.localDescription.sdp)
+        answer, self.location = await post_sdp(self.endpoint, self.token, offer)
+        answer = self.proxy.answer(answer)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+
+
+def whip_client(endpoint: str, token: str, proxy: ImpairmentProxy | None) -> WhipClient:
+    return (
+        WhipClient(endpoint, token) if proxy is None else ImpairedWhipClient(endpoint, token, proxy)
+    )
+
+
 async def configured_pc(client: WhipClient, relay_only: bool) -> RTCPeerConnection:
     """Relay-only peers take the endpoint's ICE servers (OPTIONS, like ``endolink publish``);
     the others gather host candidates only, on loopback."""
@@ -78,9 +102,14 @@ async def configured_pc(client: WhipClient, relay_only: bool) -> RTCPeerConnecti
 
 @contextlib.asynccontextmanager
 async def publisher(
-    endpoint: str, token: str, video: bool = True, audio: bool = True, relay_only: bool = False
+    endpoint: str,
+    token: str,
+    video: bool = True,
+    audio: bool = True,
+    relay_only: bool = False,
+    proxy: ImpairmentProxy | None = None,
 ) -> AsyncIterator[tuple[RTCPeerConnection, WhipClient]]:
-    client = WhipClient(endpoint, token)
+    client = whip_client(endpoint, token, proxy)
     pc = await configured_pc(client, relay_only)
     if video:
         pc.addTransceiver(TestPatternTrack(), direction="sendonly")
@@ -100,8 +129,9 @@ async def viewer(
     token: str,
     kinds: tuple[str, ...] = ("video", "audio"),
     relay_only: bool = False,
+    proxy: ImpairmentProxy | None = None,
 ) -> AsyncIterator[tuple[RTCPeerConnection, WhipClient, Received]]:
-    client = WhipClient(endpoint, token)
+    client = whip_client(endpoint, token, proxy)
     pc = await configured_pc(client, relay_only)
     received = Received()
     tasks: list[asyncio.Task[None]] = []

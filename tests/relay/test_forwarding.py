@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from aiortc.rtcrtpreceiver import NackGenerator
 from aiortc.rtp import RtpPacket
 
-from relay.forwarding import AudioPassthroughBuffer, LossRecovery, MarkerJitterBuffer
+from relay.forwarding import AudioPassthroughBuffer, MarkerJitterBuffer
 
 
 def rtp(seq: int, ts: int, marker: bool, data: bytes = b"x") -> RtpPacket:
@@ -113,74 +112,3 @@ def test_audio_packets_pass_straight_through_and_stale_ones_are_dropped() -> Non
     ab.add(rtp(6, 1920, False, b"b"))  # late: its slot already passed
     ab.add(rtp(7, 2880, False, b"c"))  # duplicate
     assert sink.frames == [(b"a", 0), (b"c", 1920)]
-
-
-class FakeReceiver:
-    """Stands in for RTCRtpReceiver's private NACK state and RTCP output."""
-
-    def __init__(self) -> None:
-        self._RTCRtpReceiver__nack_generator = NackGenerator()
-        self.nacks: list[list[int]] = []
-
-    async def _send_rtcp_nack(self, media_ssrc: int, lost: list[int]) -> None:
-        self.nacks.append(lost)
-
-
-def received(receiver: FakeReceiver, jb: MarkerJitterBuffer, packet: RtpPacket) -> None:
-    """What aiortc's receiver does per packet: NACK bookkeeping, then the jitter buffer."""
-    receiver._RTCRtpReceiver__nack_generator.add(packet)
-    jb.add(packet)
-
-
-async def test_a_lost_packet_is_nacked_again_until_it_arrives() -> None:
-    sink, fake = Frames(), FakeReceiver()
-    jb = buffer(sink)
-    recovery = LossRecovery(fake, jb, renack_interval_s=0.05, give_up_s=10)  # type: ignore[arg-type]
-    recovery.close()  # drive it by hand, deterministically
-    received(fake, jb, rtp(1, 0, True))
-    received(fake, jb, rtp(3, 6000, True))  # 2 lost
-    await recovery.tick(100.0)
-    await recovery.tick(100.03)
-    await recovery.tick(100.06)
-    await recovery.tick(100.12)
-    assert fake.nacks == [[2], [2]]
-    received(fake, jb, rtp(2, 3000, True))
-    await recovery.tick(100.3)
-    assert fake.nacks == [[2], [2]]
-    assert [ts for _, ts in sink.frames] == [0, 3000, 6000]
-
-
-async def test_an_unrecoverable_packet_is_skipped_and_viewers_resync_at_a_keyframe() -> None:
-    sink, fake = Frames(), FakeReceiver()
-    jb = buffer(sink)
-    recovery = LossRecovery(fake, jb, renack_interval_s=0.05, give_up_s=0.25)  # type: ignore[arg-type]
-    recovery.close()
-    received(fake, jb, rtp(1, 0, True, b"f0"))
-    received(fake, jb, rtp(2, 3000, False, b"f1a"))
-    # 3 (end of frame 1) lost for good; frames 2 and 3 arrive complete
-    received(fake, jb, rtp(4, 6000, True, b"f2"))
-    received(fake, jb, rtp(5, 9000, True, b"f3"))
-    await recovery.tick(50.0)
-    assert [d for d, _ in sink.frames] == [b"f0"]
-    await recovery.tick(50.3)
-    assert recovery.skipped == 1 and sink.discontinuities == 1
-    assert [d for d, _ in sink.frames] == [b"f0", b"f2", b"f3"]  # the damaged frame 1 is gone
-    assert not fake._RTCRtpReceiver__nack_generator.missing
-
-
-async def test_a_loss_right_after_a_skipped_frame_is_still_repaired() -> None:
-    sink, fake = Frames(), FakeReceiver()
-    jb = buffer(sink)
-    recovery = LossRecovery(fake, jb, renack_interval_s=0.05, give_up_s=0.25)  # type: ignore[arg-type]
-    recovery.close()
-    received(fake, jb, rtp(1, 0, False, b"a"))
-    received(fake, jb, rtp(3, 0, True, b"c"))  # 2 lost: frame 0 is damaged
-    received(fake, jb, rtp(5, 3000, True, b"e"))  # 4 lost: the new origin after the skip
-    await recovery.tick(10.0)
-    await recovery.tick(10.3)  # gives up on 2: frame 0 dropped, origin moves to 4
-    assert jb.origin() == 4
-    assert 4 in fake._RTCRtpReceiver__nack_generator.missing
-    await recovery.tick(10.36)  # 4 has been missing as long: given up too, not forgotten
-    assert recovery.skipped == 2
-    received(fake, jb, rtp(6, 6000, True, b"f"))
-    assert [d for d, _ in sink.frames] == [b"f"]  # no stall behind the forgotten packet

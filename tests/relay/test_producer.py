@@ -116,3 +116,15 @@ async def test_a_frame_is_packetized_once_however_many_viewers_receive_it() -> N
     payloads = [s.pack(await c.recv()) for s, c in zip(senders, consumers, strict=True)]
     assert all(p[0] is payloads[0][0] for p in payloads)  # the same payloads, not copies
     assert calls == 1
+
+
+async def test_a_keyframe_answers_the_pending_request_and_the_next_one_goes_at_once() -> None:
+    producer, publisher = video_producer()
+    producer.consume("a")  # its join asks for a keyframe
+    producer.request_keyframe()  # deferred behind the limit...
+    producer.on_frame(VP8_KEY, 0)  # ...and answered by this keyframe: not sent
+    await asyncio.sleep(KEYFRAME_REQUEST_INTERVAL_S + 0.1)
+    assert publisher.plis == 1
+    producer.on_frame(VP8_KEY, 3000)
+    producer.request_keyframe()  # e.g. the relay gave up on a lost packet: no wait
+    assert publisher.plis == 2

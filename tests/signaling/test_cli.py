@@ -504,6 +504,24 @@ def test_revoking_an_unknown_link_is_a_one_line_error(
     assert err.startswith("endolink: error: no invite has this link") and err.count("\n") == 1
 
 
+def test_links_ignore_the_address_of_a_server_that_is_gone(
+    capsys: pytest.CaptureFixture[str], data_dir: Path
+) -> None:
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    data_dir.mkdir(parents=True)
+    (data_dir / "server.json").write_text(
+        json.dumps({"url": "http://127.0.0.1:9", "pid": int(gone.stdout)})
+    )
+    answer = create_consultation(capsys, data_dir)
+    assert {link_parts(link)[0] for link in answer["links"].values()} == {"http://127.0.0.1:8080"}
+
+
 def test_printed_links_use_the_public_url(
     capsys: pytest.CaptureFixture[str], data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

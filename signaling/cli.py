@@ -271,9 +271,9 @@ def _consult_create(args: argparse.Namespace) -> int:
         )
         if args.no_recording:
             await store.set_recording_enabled(consultation.id, False)
-        return await with_links(book, running.public_url(settings), consultation, ttl_s)
+        url = running.public_url(settings)
+        return await with_links(book, url, consultation, settings.token_ttl_s)
 
-    ttl_s = settings.token_ttl_s
     answer = _with_invites(settings, create)
     if args.json:
         print(json.dumps(answer, indent=2))
@@ -302,7 +302,7 @@ def _consult_invite(args: argparse.Namespace) -> int:
 
 def _consult_revoke(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    code = args.link.rstrip("/").rpartition("/j/")[2] if "/j/" in args.link else args.link
+    code = args.link.rstrip("/").rpartition("/j/")[2]  # a whole link, or the code alone
 
     async def revoke(store: ConsultationStore, book: InviteBook) -> str:
         invite = await book.find(code)

@@ -1,7 +1,7 @@
 """Invites and their short links, shared by the REST API and the CLI (no aiohttp in here).
 
 An invite link is ``<base URL>/j/<code>``: the page there trades the code for a token
-(``POST /api/join``, signaling/http/join.py), keeps the token in ``sessionStorage`` and the short
+(``POST /api/join``, signaling/http/api.py), keeps the token in ``sessionStorage`` and the short
 link in the address bar. The code is bound to one consultation, role, page and identity, so a
 reload (or a second device) joins as the same participant. Old ``/<page>#token=`` links still
 work: see docs/architecture.md.

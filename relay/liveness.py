@@ -50,17 +50,22 @@ class Liveness:
         self._timeout_s = timeout_s
         self._on_silent = on_silent
         self._label = label
-        self.heard_at = time.monotonic()
-        "When the peer was last heard from (``time.monotonic()``)."
+        self.silent_s = 0.0
+        """How long the peer has not been heard from, counting only time the event loop was
+        responsive: after the loop was blocked (a CPU-starved host), what the peer sent meanwhile
+        is still unread in the socket, and a wall-clock deadline would close live peers."""
         self._packets = 0
         self._tasks = [asyncio.ensure_future(self._watch()), asyncio.ensure_future(self._probe())]
 
     def _heard(self) -> None:
-        self.heard_at = time.monotonic()
+        self.silent_s = 0.0
 
     async def _watch(self) -> None:
+        last = time.monotonic()
         while True:
             await asyncio.sleep(CHECK_S)
+            now = time.monotonic()
+            step, last = min(now - last, 2 * CHECK_S), now
             if self._pc.connectionState != "connected":
                 self._heard()  # silence counts from the connection, not from the offer
                 continue
@@ -68,7 +73,9 @@ class Liveness:
             if packets != self._packets:
                 self._packets = packets
                 self._heard()
-            silent_s = time.monotonic() - self.heard_at
+            else:
+                self.silent_s += step
+            silent_s = self.silent_s
             if silent_s > self._timeout_s:
                 logger.info("Peer(%s) silent for %.1f s: closing", self._label, silent_s)
                 self.stop()

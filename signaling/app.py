@@ -21,14 +21,18 @@ from signaling.auth.media_tokens import MediaTokens, install_access_log_redactio
 from signaling.auth.secret import load_or_create_secret
 from signaling.auth.turn import IceServers
 from signaling.db.audit import AuditTrail
+from signaling.db.invites import InviteBook
 from signaling.db.store import DB_FILENAME, ConsultationStore
 from signaling.http import api, pages, snapshots, whip
 from signaling.http.errors import error_middleware
+from signaling.http.throttle import FailureBudget
 from signaling.keys import (
     ANNOTATION_LOGS,
     CHAT_HISTORY,
+    FAILED_JOINS,
     HUB,
     ICE_SERVERS,
+    INVITES,
     RECORDINGS,
     RELAY,
     REPLAY,
@@ -56,6 +60,8 @@ def create_app(settings: Settings) -> web.Application:
     secret = settings.secret or load_or_create_secret(settings.data_dir)
     app[TOKENS] = TokenIssuer(secret)
     app[STORE] = ConsultationStore(settings.data_dir / DB_FILENAME)
+    app[INVITES] = InviteBook(settings.data_dir / DB_FILENAME)
+    app[FAILED_JOINS] = FailureBudget()
     app[HUB] = Hub()
     app[ANNOTATION_LOGS] = AnnotationLogs(settings.data_dir)
     app[CHAT_HISTORY] = ChatHistory(settings.data_dir)
@@ -119,6 +125,7 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     await relay.close()
     await recordings.index.close()
     await app[ANNOTATION_LOGS].close()
+    await app[INVITES].close()
     await app[STORE].close()
 
 

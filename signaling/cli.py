@@ -1,5 +1,5 @@
-"""The ``endolink`` command: run the server, create consultations, issue tokens and certificates,
-publish a file or camera, list and verify recordings.
+"""The ``endolink`` command: run the server, create consultations and their invite links, issue
+tokens and certificates, publish a file or camera, list and verify recordings.
 
 Exit codes: 0 success, 2 usage error, 1 runtime error (one readable line on stderr, no traceback).
 Tokens are printed to stdout only, never logged.
@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aiohttp import ClientError, web
 
 from relay import ConsultationId
+from signaling import running
 from signaling.auth.grants import ANY_CONSULTATION, Role
-from signaling.auth.invites import issue_token, with_links
+from signaling.auth.invites import INVITE_ROLES, REPLAY_PAGE, issue_invite, issue_token, with_links
 from signaling.auth.secret import token_issuer
+from signaling.db.invites import InviteBook
 from signaling.db.store import DB_FILENAME, DEFAULT_TITLE, Consultation, ConsultationStore
 from signaling.settings import Settings
 from signaling.tls import make_certificates, ssl_context
@@ -122,6 +124,21 @@ def _parser() -> argparse.ArgumentParser:
         "--no-recording", action="store_true", help="switch recording off for this consultation"
     )
     create.set_defaults(handler=_consult_create)
+    invite = consult_commands.add_parser(
+        "invite", parents=[common], help="print one more invite link for a consultation"
+    )
+    invite.add_argument("--consultation", required=True, help="consultation id")
+    invite.add_argument("--role", required=True, choices=[str(r) for r in INVITE_ROLES])
+    invite.add_argument(
+        "--replay", action="store_true", help="a link to the recordings (surgeon links only)"
+    )
+    invite.add_argument("--ttl", type=parse_duration, help="lifetime: 3600, 30m, 6h (default 6h)")
+    invite.set_defaults(handler=_consult_invite)
+    revoke = consult_commands.add_parser(
+        "revoke", parents=[common], help="withdraw an invite link: it stops opening"
+    )
+    revoke.add_argument("link", help="the link (…/j/xxxx-xxxx-xxxx) or its code")
+    revoke.set_defaults(handler=_consult_revoke)
 
     token = commands.add_parser("token", parents=[common], help="print a token (JWT)")
     token.add_argument("--consultation", help="consultation id (admins: omit or * for all)")
@@ -180,7 +197,7 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     # Imported here: the media stack is slow to import and other commands do not need it.
     from signaling.app import create_app
-    from signaling.keys import STORE, TOKENS
+    from signaling.keys import INVITES, STORE
 
     settings = _settings(args, host=args.host, port=args.port, tls=True if args.tls else None)
     logging.basicConfig(
@@ -199,7 +216,11 @@ def _serve(args: argparse.Namespace) -> int:
                 consent_by=DEMO_CONSENT,
                 recorded_by=CLI_IDENTITY,
             )
-            _print_consultation(with_links(settings, app[TOKENS], consultation))
+            _print_consultation(
+                await with_links(
+                    app[INVITES], settings.base_url, consultation, settings.token_ttl_s
+                )
+            )
             # The script beside this interpreter (e.g. .venv/bin/endolink), which may not be
             # on PATH in a fresh checkout.
             script = Path(sys.executable).parent / "endolink"
@@ -217,11 +238,15 @@ def _serve(args: argparse.Namespace) -> int:
 
     def listening(_: str) -> None:
         # run_app calls this once the sockets are bound: only then is the URL worth printing.
+        running.record(settings)
         print(f"EndoLink server: {settings.base_url}  (Ctrl+C to stop)", flush=True)
 
-    web.run_app(
-        app, host=settings.host, port=settings.port, ssl_context=tls_context, print=listening
-    )
+    try:
+        web.run_app(
+            app, host=settings.host, port=settings.port, ssl_context=tls_context, print=listening
+        )
+    finally:
+        running.forget(settings)
     return 0
 
 
@@ -236,9 +261,8 @@ def _server_tls(settings: Settings) -> ssl.SSLContext:
 
 def _consult_create(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    tokens = token_issuer(settings)
 
-    async def create(store: ConsultationStore) -> Consultation:
+    async def create(store: ConsultationStore, book: InviteBook) -> dict[str, Any]:
         consultation = await store.create(
             title=args.title,
             video_codec=args.codec or settings.video_codec,
@@ -247,13 +271,48 @@ def _consult_create(args: argparse.Namespace) -> int:
         )
         if args.no_recording:
             await store.set_recording_enabled(consultation.id, False)
-        return consultation
+        url = running.public_url(settings)
+        return await with_links(book, url, consultation, settings.token_ttl_s)
 
-    answer = with_links(settings, tokens, _with_store(settings, create))
+    answer = _with_invites(settings, create)
     if args.json:
         print(json.dumps(answer, indent=2))
     else:
         _print_consultation(answer)
+    return 0
+
+
+def _consult_invite(args: argparse.Namespace) -> int:
+    role = Role(args.role)
+    if args.replay and role is not Role.SURGEON:
+        raise CliError("--replay links are surgeon links: use --role surgeon", exit_code=2)
+    settings = _settings(args)
+    _require_database(settings, args.consultation)
+
+    async def invite(store: ConsultationStore, book: InviteBook) -> str:
+        await _existing(store, args.consultation)
+        page = REPLAY_PAGE if args.replay else None
+        ttl_s = args.ttl or settings.token_ttl_s
+        url = running.public_url(settings)
+        return (await issue_invite(book, url, args.consultation, role, ttl_s, page)).link
+
+    print(_with_invites(settings, invite), flush=True)
+    return 0
+
+
+def _consult_revoke(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    code = args.link.rstrip("/").rpartition("/j/")[2]  # a whole link, or the code alone
+
+    async def revoke(store: ConsultationStore, book: InviteBook) -> str:
+        invite = await book.find(code)
+        if invite is None:
+            raise CliError("no invite has this link (check that it was copied whole)")
+        await book.revoke(invite.id)
+        cid = invite.consultation_id
+        return f"withdrawn: {invite.role} link ({invite.page} page) of consultation {cid}"
+
+    print(_with_invites(settings, revoke), flush=True)
     return 0
 
 
@@ -264,8 +323,7 @@ def _token(args: argparse.Namespace) -> int:
         raise CliError(f"--consultation is required for role {role}", exit_code=2)
     settings = _settings(args)
     if cid != ANY_CONSULTATION:
-        if not (settings.data_dir / DB_FILENAME).exists():
-            raise CliError(f"unknown consultation {cid!r}: no database in {settings.data_dir}")
+        _require_database(settings, cid)
         _with_store(settings, lambda store: _existing(store, cid))
     ttl_s = args.ttl or settings.token_ttl_s
     token, _ = issue_token(token_issuer(settings), role, cid, ttl_s, name=args.name)
@@ -390,6 +448,24 @@ def _with_store(settings: Settings, work: Callable[[ConsultationStore], Awaitabl
             await store.close()
 
     return asyncio.run(run())
+
+
+def _with_invites(
+    settings: Settings, work: Callable[[ConsultationStore, InviteBook], Awaitable[T]]
+) -> T:
+    async def both(store: ConsultationStore) -> T:
+        book = InviteBook(store.path)
+        try:
+            return await work(store, book)
+        finally:
+            await book.close()
+
+    return _with_store(settings, both)
+
+
+def _require_database(settings: Settings, cid: ConsultationId) -> None:
+    if not (settings.data_dir / DB_FILENAME).exists():
+        raise CliError(f"unknown consultation {cid!r}: no database in {settings.data_dir}")
 
 
 async def _existing(store: ConsultationStore, cid: ConsultationId) -> Consultation:

@@ -12,7 +12,9 @@ from recorder.recordings import Recordings
 from relay import Relay
 from signaling.auth.grants import Grant, TokenIssuer
 from signaling.auth.turn import IceServers
+from signaling.db.invites import InviteBook
 from signaling.db.store import ConsultationStore
+from signaling.http.throttle import FailureBudget
 from signaling.replay.state import ReplayState
 from signaling.settings import Settings
 from signaling.ws.chat import ChatHistory
@@ -28,4 +30,6 @@ CHAT_HISTORY = web.AppKey("chat_history", ChatHistory)
 RECORDINGS = web.AppKey("recordings", Recordings)
 REPLAY = web.AppKey("replay", ReplayState)
 ICE_SERVERS = web.AppKey("ice_servers", IceServers)
+INVITES = web.AppKey("invites", InviteBook)
+FAILED_JOINS = web.AppKey("failed_joins", FailureBudget)
 GRANT = web.RequestKey("grant", Grant)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
 from signaling.app import create_app
-from signaling.auth.grants import Grant, Role, TokenIssuer, new_identity
+from signaling.auth.grants import ANY_CONSULTATION, Grant, Role, TokenIssuer, new_identity
 from signaling.db.store import Consultation
 from signaling.keys import STORE, TOKENS
 from signaling.settings import Settings
@@ -17,6 +18,7 @@ from signaling.settings import Settings
 pytest_plugins = ["tests.processes"]  # the ``processes`` fixture
 
 TEST_SECRET = "test-secret-" + "x" * 40
+OTHER_CID = "someoneElse1"
 
 MakeToken = Callable[..., str]
 
@@ -70,3 +72,24 @@ async def consultation_without_consent(client: TestClient) -> Consultation:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def admin(make_token: MakeToken) -> dict[str, str]:
+    return bearer(make_token("admin", ANY_CONSULTATION))
+
+
+async def error_of(response: Any, status: int) -> str:
+    """Asserts the contract's error shape and returns its code."""
+    assert response.status == status, await response.text()
+    body = await response.json()
+    assert set(body) == {"error", "reason"} and body["reason"]
+    return body["error"]
+
+
+async def join(client: TestClient, link: str) -> dict[str, Any]:
+    """What the page at a short link gets for it (``POST /api/join``): token, page, role."""
+    response = await client.post("/api/join", json={"code": link.rpartition("/j/")[2]})
+    assert response.status == 200, await response.text()
+    answer: dict[str, Any] = await response.json()
+    return answer

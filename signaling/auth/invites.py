@@ -1,19 +1,23 @@
-"""Invite tokens and links, shared by the REST API and the CLI (no aiohttp in here).
+"""Invites and their short links, shared by the REST API and the CLI (no aiohttp in here).
 
-A link carries its token in the URL fragment (``#token=``), which browsers never send to the
-server nor in ``Referer``: see docs/architecture.md.
+An invite link is ``<base URL>/j/<code>``: the page there trades the code for a token
+(``POST /api/join``, signaling/http/api.py), keeps the token in ``sessionStorage`` and the short
+link in the address bar. The code is bound to one consultation, role, page and identity, so a
+reload (or a second device) joins as the same participant. Old ``/<page>#token=`` links still
+work: see docs/architecture.md.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from relay import ConsultationId
 from signaling.auth.grants import Grant, Role, TokenIssuer, new_identity
+from signaling.db.invites import InviteBook, InviteRecord
 from signaling.db.store import Consultation
-from signaling.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -24,20 +28,24 @@ PAGE_FOR_ROLE: dict[Role, str] = {
     Role.OBSERVER: "surgeon",
 }
 INVITE_ROLES: tuple[Role, ...] = tuple(PAGE_FOR_ROLE)
+REPLAY_PAGE = "replay"
+"The surgeon's link to the consultation's recordings (the replay right comes with the role)."
 
 
 @dataclass(frozen=True)
 class Invite:
-    token: str
+    id: str
     link: str
     role: Role
+    page: str
     expires_at: int
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "token": self.token,
+            "id": self.id,
             "link": self.link,
             "role": str(self.role),
+            "page": self.page,
             "expires_at": self.expires_at,
         }
 
@@ -50,26 +58,48 @@ def issue_token(
     return tokens.issue(grant), grant
 
 
-def issue_invite(
-    settings: Settings,
-    tokens: TokenIssuer,
+def token_for(tokens: TokenIssuer, invite: InviteRecord) -> str:
+    """The token a valid invite is exchanged for: always the same participant, and never
+    outliving the invite."""
+    ttl_s = max(1, invite.expires_at - int(time.time()))
+    grant = Grant.for_role(
+        invite.role, invite.consultation_id, invite.identity, ttl_s, name=invite.name
+    )
+    return tokens.issue(grant)
+
+
+async def issue_invite(
+    book: InviteBook,
+    base_url: str,
     cid: ConsultationId,
     role: Role,
-    ttl_s: int | None = None,
+    ttl_s: int,
+    page: str | None = None,
 ) -> Invite:
-    """An invite for one of ``INVITE_ROLES`` (admins have no page to be invited to)."""
-    token, grant = issue_token(tokens, role, cid, ttl_s or settings.token_ttl_s)
-    link = f"{settings.base_url}/{PAGE_FOR_ROLE[role]}#token={token}"
-    return Invite(token=token, link=link, role=role, expires_at=grant.expires_at)
+    """An invite for one of ``INVITE_ROLES`` (admins have no page to be invited to) on its
+    role's page, or on ``page``."""
+    page = page or PAGE_FOR_ROLE[role]
+    record, code = await book.add(cid, role, page, new_identity(role), int(time.time()) + ttl_s)
+    link = f"{base_url.rstrip('/')}/j/{code}"
+    return Invite(record.id, link, role, page, record.expires_at)
 
 
-def invite_links(settings: Settings, tokens: TokenIssuer, cid: ConsultationId) -> dict[str, str]:
-    """One link per participant role, keyed ``clinic`` / ``surgeon`` / ``observer``."""
-    return {str(role): issue_invite(settings, tokens, cid, role).link for role in INVITE_ROLES}
+async def invite_links(
+    book: InviteBook, base_url: str, cid: ConsultationId, ttl_s: int
+) -> dict[str, str]:
+    """One link per participant role (``clinic`` / ``surgeon`` / ``observer``) plus the
+    surgeon's ``replay`` link."""
+    links = {
+        str(role): (await issue_invite(book, base_url, cid, role, ttl_s)).link
+        for role in INVITE_ROLES
+    }
+    replay = await issue_invite(book, base_url, cid, Role.SURGEON, ttl_s, page=REPLAY_PAGE)
+    return {**links, REPLAY_PAGE: replay.link}
 
 
-def with_links(
-    settings: Settings, tokens: TokenIssuer, consultation: Consultation
+async def with_links(
+    book: InviteBook, base_url: str, consultation: Consultation, ttl_s: int
 ) -> dict[str, Any]:
     """Consultation JSON plus invite links: the answer to creating a consultation."""
-    return {**consultation.to_json(), "links": invite_links(settings, tokens, consultation.id)}
+    links = await invite_links(book, base_url, consultation.id, ttl_s)
+    return {**consultation.to_json(), "links": links}

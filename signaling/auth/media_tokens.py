@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import jwt
 
 from signaling.auth.grants import Grant, Role, TokenInvalid
+from signaling.auth.invite_codes import redact_invite_code
 
 MEDIA_TOKEN_TTL_S = 300
 AUDIENCE = "endolink-media"
@@ -89,15 +90,17 @@ _TOKEN_IN_QUERY = re.compile(r"([?&]t=)[^&\s\"]*")
 
 
 class _RedactMediaTokens(logging.Filter):
-    """Blanks ``t=<token>`` in aiohttp access log lines (the request line holds the query)."""
+    """Blanks ``t=<token>`` in aiohttp access log lines (the request line holds the query), and
+    short links' codes (``/j/<code>``) while at it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:
             return True
-        if "t=" in message:
-            record.msg, record.args = _TOKEN_IN_QUERY.sub(r"\1<redacted>", message), None
+        redacted = redact_invite_code(_TOKEN_IN_QUERY.sub(r"\1<redacted>", message))
+        if redacted != message:
+            record.msg, record.args = redacted, None
         return True
 
 

@@ -18,11 +18,21 @@ from aiohttp import web
 
 from relay import ConsultationId
 from signaling.auth.grants import Role
-from signaling.auth.invites import INVITE_ROLES, issue_invite, with_links
+from signaling.auth.invites import INVITE_ROLES, issue_invite, token_for, with_links
 from signaling.auth.request import authenticate, path_cid
+from signaling.db.invites import InviteRecord
 from signaling.db.store import DEFAULT_TITLE, Consultation, ConsultationStore, UnknownConsultation
 from signaling.http.errors import ApiError
-from signaling.keys import HUB, ICE_SERVERS, RECORDINGS, SETTINGS, STORE, TOKENS
+from signaling.keys import (
+    FAILED_JOINS,
+    HUB,
+    ICE_SERVERS,
+    INVITES,
+    RECORDINGS,
+    SETTINGS,
+    STORE,
+    TOKENS,
+)
 from signaling.ws.messages import ConsentUpdate, RecordingUpdate
 
 logger = logging.getLogger(__name__)
@@ -39,6 +49,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/consultations/{cid}", get_consultation)
     app.router.add_post("/api/consultations/{cid}/consent", record_consent)
     app.router.add_post("/api/consultations/{cid}/invites", create_invite)
+    app.router.add_delete("/api/consultations/{cid}/invites/{invite}", revoke_invite)
+    app.router.add_post("/api/join", join)
     app.router.add_get("/api/consultations/{cid}/recording", get_recording)
     app.router.add_post("/api/consultations/{cid}/recording", set_recording)
     app.router.add_get("/api/session", get_identity)
@@ -56,7 +68,10 @@ async def create_consultation(request: web.Request) -> web.Response:
             consent_by=_optional(body, "consent_by", str),
             recorded_by=grant.identity,
         )
-    return web.json_response(with_links(settings, request.app[TOKENS], consultation), status=201)
+    answer = await with_links(
+        request.app[INVITES], settings.base_url, consultation, settings.token_ttl_s
+    )
+    return web.json_response(answer, status=201)
 
 
 async def get_consultation(request: web.Request) -> web.Response:
@@ -99,8 +114,70 @@ async def create_invite(request: web.Request) -> web.Response:
             f"ttl_s must be between {MIN_INVITE_TTL_S} and {MAX_INVITE_TTL_S} seconds"
         )
     await find_consultation(request.app[STORE], cid)
-    invite = issue_invite(request.app[SETTINGS], request.app[TOKENS], cid, Role(role_name), ttl_s)
+    settings = request.app[SETTINGS]
+    invite = await issue_invite(
+        request.app[INVITES], settings.base_url, cid, Role(role_name), ttl_s or settings.token_ttl_s
+    )
     return web.json_response(invite.to_json(), status=201)
+
+
+async def revoke_invite(request: web.Request) -> web.Response:
+    """Withdraw an invite: its short link stops opening (a page already open keeps its token
+    until the invite's expiry)."""
+    cid = path_cid(request)
+    grant = authenticate(request)
+    grant.ensure_admin()
+    grant.ensure_member(cid)
+    book = request.app[INVITES]
+    invite = await book.get(request.match_info["invite"])
+    if invite is None or invite.consultation_id != cid:
+        raise ApiError(404, "not-found", "unknown invite")
+    await book.revoke(invite.id)
+    return web.json_response((await book.get(invite.id) or invite).to_json())
+
+
+async def join(request: web.Request) -> web.Response:
+    """A short link's code → its token and page. Failed lookups are rate-limited per client
+    address; the code is never logged (the error middleware logs only the path)."""
+    budget = request.app[FAILED_JOINS]
+    client = request.remote or "unknown"
+    wait_s = budget.retry_after(client)
+    if wait_s:
+        raise ApiError(
+            429,
+            "too-many-attempts",
+            f"Too many links that did not work were tried from this network. "
+            f"Wait {wait_s} seconds, then open the link again.",
+            {"Retry-After": str(wait_s)},
+        )
+    code = _required(await _json_body(request, {"code"}), "code", str)
+    invite = await request.app[INVITES].find(code)
+    if invite is None or invite.revoked_at is not None or invite.expired():
+        budget.spend(client)
+        raise _join_refusal(invite)
+    return web.json_response(
+        {
+            "token": token_for(request.app[TOKENS], invite),
+            "page": invite.page,
+            "role": str(invite.role),
+            "expires_at": invite.expires_at,
+        }
+    )
+
+
+def _join_refusal(invite: InviteRecord | None) -> ApiError:
+    """Why a short link does not open, in words for the person holding it."""
+    if invite is None:
+        return ApiError(
+            404,
+            "unknown-link",
+            "This link is not known. Check that it was copied whole, "
+            "or ask the consultation coordinator for a new one.",
+        )
+    ask = "Ask the consultation coordinator for a new one."
+    if invite.revoked_at is not None:
+        return ApiError(410, "link-withdrawn", f"This link was withdrawn. {ask}")
+    return ApiError(410, "link-expired", f"This link has expired. {ask}")
 
 
 async def get_recording(request: web.Request) -> web.Response:

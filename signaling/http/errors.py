@@ -15,6 +15,7 @@ from aiohttp import web
 from recorder.library import Unavailable
 from relay.errors import RelayError
 from signaling.auth.grants import Forbidden, TokenInvalid
+from signaling.auth.invite_codes import redact_invite_code
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ def _code_for(status: int) -> str:
 
 
 def _logged(request: web.Request, response: web.Response) -> web.Response:
-    # request.path never holds a token (tokens travel in headers or URL fragments).
-    logger.info("%s %s -> %d %s", request.method, request.path, response.status, response.text)
+    # request.path never holds a token (tokens travel in headers or URL fragments), but a short
+    # link's path holds its code.
+    path = redact_invite_code(request.path)
+    logger.info("%s %s -> %d %s", request.method, path, response.status, response.text)
     return response

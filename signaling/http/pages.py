@@ -1,7 +1,8 @@
 """The browser pages: landing, clinic and surgeon pages plus their static ES modules and CSS.
 
-There is no build step: ``web/`` is served as it is. Pages carry no secret: the token travels in the
-URL fragment (never sent to the server) and the page's scripts move it to ``sessionStorage``.
+There is no build step: ``web/`` is served as it is. Pages carry no secret: a short link's page
+(``/j/<code>``) trades its code for a token from script, and an older link's token travels in the
+URL fragment (never sent to the server); either way the token ends up in ``sessionStorage``.
 Every page and static file gets security headers; HTML is never cached so a new release (or a
 revoked page) is picked up at once.
 """
@@ -19,6 +20,8 @@ PAGES: dict[str, str] = {
     "/clinic": "clinic.html",
     "/surgeon": "surgeon.html",
     "/replay": "replay.html",
+    # A short invite link: the page trades the code for a token (signaling/auth/invites.py).
+    "/j/{code}": "join.html",
 }
 
 # A Host header we are willing to echo into the CSP (ws:/wss: sources for browsers whose

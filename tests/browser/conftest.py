@@ -19,8 +19,9 @@ from aiohttp import web
 from bench.chromium import CHROMIUM, CHROMIUM_ARGS
 from signaling.app import create_app
 from signaling.auth.grants import Grant, Role, new_identity
+from signaling.auth.invites import Invite, issue_invite
 from signaling.db.store import Consultation
-from signaling.keys import STORE, TOKENS
+from signaling.keys import INVITES, STORE, TOKENS
 from signaling.settings import Settings
 
 playwright_api = pytest.importorskip(
@@ -48,6 +49,13 @@ class LiveServer:
                 title=title, video_codec="VP8", consent_by="Dr. Paper", recorded_by="admin-test"
             )
         return await self.app[STORE].create(title=title, video_codec="VP8", consent_by=None)
+
+    async def short_link(
+        self, role: Role | str, consultation: str, ttl_s: int = 600, page: str | None = None
+    ) -> Invite:
+        """A ``/j/<code>`` invite, as ``consult create`` prints them."""
+        book = self.app[INVITES]
+        return await issue_invite(book, self.base_url, consultation, Role(role), ttl_s, page)
 
     def url(self, page: str, token: str | None = None) -> str:
         return f"{self.base_url}/{page}" + (f"#token={token}" if token else "")

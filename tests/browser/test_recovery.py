@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bench.recovery import (
@@ -172,3 +173,33 @@ async def test_the_surgeon_tells_a_stopped_stream_from_a_lost_one_at_phone_size(
 async def assert_within_phone_width(page) -> None:  # type: ignore[no-untyped-def]
     box = await banner(page).bounding_box()
     assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], box
+
+
+async def test_a_participant_whose_connection_broke_shows_as_reconnecting(
+    live_server: LiveServer, browser: Browser
+) -> None:
+    """The surgeon's room connection breaks (the page's own "reconnecting" close, as after a
+    network change): the clinic reads "reconnecting…", not "offline", until it is back."""
+    expect = playwright_api.expect
+    consultation = await live_server.consultation(consent=True)
+    cid = consultation.id
+    clinic = await browser.open(
+        live_server.url("clinic", live_server.token("clinic", cid)), "clinic"
+    )
+    chip = clinic.get_by_test_id("surgeon-presence")
+    await expect(chip).to_have_text("surgeon: offline")
+    surgeon = live_server.token("surgeon", cid)
+    url = f"{live_server.base_url.replace('http', 'ws', 1)}/ws/{cid}"
+    headers = {"Authorization": f"Bearer {surgeon}"}
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(url, headers=headers)
+        await expect(chip).to_have_text("surgeon: online")
+        await ws.close(code=4000, message=b"reconnecting")
+        await expect(chip).to_have_text("surgeon: reconnecting…")
+        row = clinic.locator('#presence li[data-role="surgeon"]')
+        await expect(row).to_contain_text("reconnecting…")
+        ws = await http.ws_connect(url, headers=headers)
+        await expect(chip).to_have_text("surgeon: online")
+        await expect(row).not_to_contain_text("reconnecting")
+        await ws.close()
+        await expect(chip).to_have_text("surgeon: offline")  # closed on purpose: gone at once

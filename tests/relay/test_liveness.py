@@ -104,3 +104,10 @@ async def test_vanished_peers_are_closed_within_seconds_and_idle_ones_are_kept(
         assert len(peers_of(router, PeerRole.PUBLISHER, FeedName.TALKBACK)) == 1
         assert len(peers_of(router, PeerRole.VIEWER, FeedName.TALKBACK)) == 1
         assert quiet_pub.connectionState == quiet_view.connectionState == "connected"
+
+        # a blocked event loop (a CPU-starved host) is no silence of the peers: what they sent
+        # meanwhile is still unread in the sockets
+        time.sleep(client.app[RELAY].config.peer_timeout_s + 1.0)
+        await wait_until(lambda: False, 1.5)
+        assert len(peers_of(router, PeerRole.PUBLISHER, FeedName.TALKBACK)) == 1
+        assert len(peers_of(router, PeerRole.VIEWER, FeedName.TALKBACK)) == 1

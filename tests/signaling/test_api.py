@@ -14,9 +14,7 @@ from signaling.auth.grants import ANY_CONSULTATION, Grant, Role, TokenIssuer
 from signaling.db.store import MAX_TEXT_LENGTH, Consultation
 from signaling.keys import HUB
 from signaling.settings import IceServer, Settings
-from tests.conftest import MakeToken, bearer
-
-OTHER_CID = "someoneElse1"
+from tests.conftest import OTHER_CID, MakeToken, bearer, error_of, join
 
 
 def routes(cid: str) -> list[tuple[str, str, dict[str, Any] | None]]:
@@ -38,25 +36,12 @@ def post_path(kind: str, cid: str) -> str:
 
 
 @pytest.fixture
-def admin(make_token: MakeToken) -> dict[str, str]:
-    return bearer(make_token("admin", ANY_CONSULTATION))
-
-
-@pytest.fixture
 def hub_messages(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict]]:
     sent: list[tuple[str, dict]] = []
     monkeypatch.setattr(
         client.app[HUB], "broadcast", lambda cid, msg: sent.append((cid, msg.to_json()))
     )
     return sent
-
-
-async def error_of(response: Any, status: int) -> str:
-    """Asserts the contract's error shape and returns its code."""
-    assert response.status == status, await response.text()
-    body = await response.json()
-    assert set(body) == {"error", "reason"} and body["reason"]
-    return body["error"]
 
 
 # --- authentication, common to every route ------------------------------------------------
@@ -131,13 +116,19 @@ async def test_an_admin_creates_a_consultation_with_invite_links(
     admin_identity = tokens.verify(admin["Authorization"].split()[1]).identity
     assert body["consent"]["method"] == "paper"
     assert body["consent"]["recorded_by"] == admin_identity
-    pages = {"clinic": "clinic", "surgeon": "surgeon", "observer": "surgeon"}
+    pages = {
+        "clinic": ("clinic", "clinic"),
+        "surgeon": ("surgeon", "surgeon"),
+        "observer": ("observer", "surgeon"),
+        "replay": ("surgeon", "replay"),
+    }
     assert set(body["links"]) == set(pages)
-    for role, link in body["links"].items():
-        prefix = f"{settings.base_url}/{pages[role]}#token="
-        assert link.startswith(prefix)
-        grant = tokens.verify(link.removeprefix(prefix))
-        assert (grant.role, grant.cid) == (Role(role), body["id"])
+    for key, link in body["links"].items():
+        assert link.startswith(f"{settings.base_url}/j/")
+        answer = await join(client, link)
+        grant = tokens.verify(answer["token"])
+        assert (grant.role, answer["page"]) == (Role(pages[key][0]), pages[key][1])
+        assert grant.cid == body["id"]
         assert abs(grant.expires_at - time.time() - settings.token_ttl_s) < 5
     fetched = await client.get(f"/api/consultations/{body['id']}", headers=admin)
     assert await fetched.json() == {k: v for k, v in body.items() if k != "links"}
@@ -370,99 +361,6 @@ async def test_invalid_consent_is_a_400(
     )
     assert await error_of(response, 400) == "bad-request"
     assert hub_messages == []
-
-
-# --- POST /api/consultations/{cid}/invites --------------------------------------------------
-
-
-@pytest.mark.parametrize(("role", "page"), [("clinic", "clinic"), ("observer", "surgeon")])
-async def test_an_admin_invites_a_participant(
-    client: TestClient,
-    admin: dict[str, str],
-    consultation: Consultation,
-    tokens: TokenIssuer,
-    settings: Settings,
-    role: str,
-    page: str,
-) -> None:
-    response = await client.post(
-        f"/api/consultations/{consultation.id}/invites",
-        json={"role": role, "ttl_s": 120},
-        headers=admin,
-    )
-    assert response.status == 201
-    invite = await response.json()
-    assert set(invite) == {"token", "link", "role", "expires_at"}
-    assert invite["link"] == f"{settings.base_url}/{page}#token={invite['token']}"
-    grant = tokens.verify(invite["token"])
-    assert (grant.role, grant.cid, invite["role"]) == (Role(role), consultation.id, role)
-    assert invite["expires_at"] == grant.expires_at
-    assert abs(grant.expires_at - time.time() - 120) < 5
-
-
-async def test_an_invite_without_ttl_lasts_the_default_time(
-    client: TestClient, admin: dict[str, str], consultation: Consultation, settings: Settings
-) -> None:
-    response = await client.post(
-        f"/api/consultations/{consultation.id}/invites", json={"role": "surgeon"}, headers=admin
-    )
-    invite = await response.json()
-    assert abs(invite["expires_at"] - time.time() - settings.token_ttl_s) < 5
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        {},
-        {"role": "admin"},
-        {"role": "janitor"},
-        {"role": 1},
-        {"role": "clinic", "ttl_s": 59},
-        {"role": "clinic", "ttl_s": 7 * 24 * 3600 + 1},
-        {"role": "clinic", "ttl_s": "600"},
-        {"role": "clinic", "ttl_s": 600.5},
-        {"role": "clinic", "ttl_s": True},
-    ],
-)
-async def test_invalid_invites_are_a_400(
-    client: TestClient, admin: dict[str, str], consultation: Consultation, body: dict[str, Any]
-) -> None:
-    response = await client.post(
-        f"/api/consultations/{consultation.id}/invites", json=body, headers=admin
-    )
-    assert await error_of(response, 400) == "bad-request"
-
-
-@pytest.mark.parametrize("role", ["clinic", "surgeon", "observer"])
-async def test_only_admins_invite(
-    client: TestClient, make_token: MakeToken, consultation: Consultation, role: str
-) -> None:
-    response = await client.post(
-        f"/api/consultations/{consultation.id}/invites",
-        json={"role": "observer"},
-        headers=bearer(make_token(role, consultation.id)),
-    )
-    assert await error_of(response, 403) == "forbidden"
-
-
-async def test_an_admin_of_another_consultation_cannot_invite(
-    client: TestClient, make_token: MakeToken, consultation: Consultation
-) -> None:
-    response = await client.post(
-        f"/api/consultations/{consultation.id}/invites",
-        json={"role": "observer"},
-        headers=bearer(make_token("admin", OTHER_CID)),
-    )
-    assert await error_of(response, 403) == "forbidden"
-
-
-async def test_an_invite_to_an_unknown_consultation_is_a_404(
-    client: TestClient, admin: dict[str, str]
-) -> None:
-    response = await client.post(
-        "/api/consultations/unknown1234/invites", json={"role": "observer"}, headers=admin
-    )
-    assert await error_of(response, 404) == "not-found"
 
 
 # --- GET /api/session -----------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -24,11 +25,13 @@ from cryptography import x509
 from signaling.auth.grants import ANY_CONSULTATION, Grant, Role, TokenIssuer
 from signaling.auth.secret import load_or_create_secret
 from signaling.cli import main, parse_duration
-from signaling.db.store import valid_consultation_id
+from signaling.db.invites import InviteBook, InviteRecord
+from signaling.db.store import DB_FILENAME, valid_consultation_id
 from signaling.settings import SETTINGS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-LINK = re.compile(r"^(https?://[^/]+)/(clinic|surgeon)#token=([\w.-]+)$")
+LINK = re.compile(r"^(https?://[^/]+)/j/([0-9a-z]{4}-[0-9a-z]{4}-[0-9a-z]{4})$")
+PAGES = {"clinic": "clinic", "surgeon": "surgeon", "observer": "surgeon", "replay": "replay"}
 
 
 @pytest.fixture(autouse=True)
@@ -49,11 +52,26 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def link_parts(link: str) -> tuple[str, str, str]:
-    """An invite link's base URL, page and token."""
+def link_parts(link: str) -> tuple[str, str]:
+    """A short invite link's base URL and code."""
     match = LINK.fullmatch(link)
     assert match, link
-    return match[1], match[2], match[3]
+    return match[1], match[2]
+
+
+def invite_of(data_dir: Path, link: str) -> InviteRecord:
+    """The invite a printed link opens, as the server would find it."""
+
+    async def find() -> InviteRecord | None:
+        book = InviteBook(data_dir / DB_FILENAME)
+        try:
+            return await book.find(link_parts(link)[1])
+        finally:
+            await book.close()
+
+    invite = asyncio.run(find())
+    assert invite is not None, link
+    return invite
 
 
 def verify(data_dir: Path, token: str) -> Grant:
@@ -89,13 +107,16 @@ def test_consult_create_json_answers_like_the_api(
     assert (answer["title"], answer["video_codec"]) == ("Knee", "H264")
     assert answer["consent"]["confirmed_by"] == "Dr. Bat"
     assert answer["consent"]["method"] == "paper"
-    assert set(answer["links"]) == {"clinic", "surgeon", "observer"}
-    for role, link in answer["links"].items():
-        base, page, token = link_parts(link)
+    assert set(answer["links"]) == set(PAGES)
+    for key, link in answer["links"].items():
+        base, _ = link_parts(link)
         assert base == "http://127.0.0.1:8080"
-        assert page == ("clinic" if role == "clinic" else "surgeon")
-        grant = verify(data_dir, token)
-        assert (grant.role, grant.cid) == (Role(role), answer["id"])
+        invite = invite_of(data_dir, link)
+        assert invite.page == PAGES[key]
+        assert (invite.role, invite.consultation_id) == (
+            Role.SURGEON if key == "replay" else Role(key),
+            answer["id"],
+        )
 
 
 def test_consult_create_prints_readable_links(
@@ -104,8 +125,8 @@ def test_consult_create_prints_readable_links(
     code, out, _ = run(capsys, "consult", "create", "--data-dir", str(data_dir))
     assert code == 0
     assert "consent: not recorded" in out
-    links = re.findall(r"^  (clinic|surgeon|observer): +(\S+)$", out, re.MULTILINE)
-    assert [role for role, _ in links] == ["clinic", "surgeon", "observer"]
+    links = re.findall(r"^  (clinic|surgeon|observer|replay): +(\S+)$", out, re.MULTILINE)
+    assert [role for role, _ in links] == ["clinic", "surgeon", "observer", "replay"]
     for _, link in links:
         link_parts(link)
 
@@ -117,8 +138,7 @@ def test_the_data_dir_defaults_to_the_environment_variable(
     code, out, _ = run(capsys, "consult", "create", "--json")
     assert code == 0
     assert (data_dir / "endolink.sqlite3").exists()
-    _, _, token = link_parts(json.loads(out)["links"]["clinic"])
-    assert verify(data_dir, token).role is Role.CLINIC
+    assert invite_of(data_dir, json.loads(out)["links"]["clinic"]).role is Role.CLINIC
 
 
 def test_token_prints_only_a_token_with_the_requested_rights(
@@ -354,12 +374,31 @@ def get_json(url: str, token: str | None = None, context: ssl.SSLContext | None 
         return json.load(r)
 
 
+def join_link(link: str) -> dict[str, Any]:
+    """What the page at a short link gets from the server it points to."""
+    base, code = link_parts(link)
+    body = json.dumps({"code": code}).encode()
+    request = urllib.request.Request(
+        f"{base}/api/join", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request) as r:
+        answer: dict[str, Any] = json.load(r)
+        return answer
+
+
+def printed_links(output: str) -> dict[str, str]:
+    return dict(re.findall(r"^  (clinic|surgeon|observer|replay): +(\S+)$", output, re.M))
+
+
 def test_serve_demo_prints_links_that_work(serve: Callable[..., list[str]]) -> None:
     output = serve("--demo")
     base = output[-1].split()[2]
-    links = dict(re.findall(r"^  (clinic|surgeon|observer): +(\S+)$", "\n".join(output), re.M))
-    assert set(links) == {"clinic", "surgeon", "observer"}
-    tokens = {role: link_parts(link)[2] for role, link in links.items()}
+    links = printed_links("\n".join(output))
+    assert set(links) == set(PAGES)
+    answers = {key: join_link(link) for key, link in links.items()}
+    assert all(link.startswith(f"{base}/j/") for link in links.values())
+    assert {key: answer["page"] for key, answer in answers.items()} == PAGES
+    tokens = {key: answer["token"] for key, answer in answers.items()}
     session = get_json(f"{base}/api/session", tokens["clinic"])
     assert session["role"] == "clinic"
     consultation = get_json(
@@ -367,6 +406,19 @@ def test_serve_demo_prints_links_that_work(serve: Callable[..., list[str]]) -> N
     )
     assert consultation["title"] == "Demo consultation"
     assert consultation["consent"]["confirmed_by"] == "demo (paper form on file)"
+
+
+def test_consult_create_beside_a_running_server_prints_its_address(
+    serve: Callable[..., list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = serve()[-1].split()[2]
+    assert not base.endswith(":8080")
+    code, out, _ = run(capsys, "consult", "create", "--data-dir", str(tmp_path / "data"))
+    assert code == 0
+    links = printed_links(out)
+    assert set(links) == set(PAGES)
+    assert all(link.startswith(f"{base}/j/") for link in links.values())
+    assert join_link(links["replay"])["page"] == "replay"
 
 
 def test_serve_tls_makes_certificates_on_first_run(
@@ -394,3 +446,87 @@ def test_the_cli_starts_without_loading_the_media_stack() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+# --- consult invite / revoke, and the address printed links use ----------------------------
+
+
+def test_consult_invite_prints_one_short_link_and_revoke_withdraws_it(
+    capsys: pytest.CaptureFixture[str], data_dir: Path
+) -> None:
+    cid = create_consultation(capsys, data_dir)["id"]
+    base = ["--data-dir", str(data_dir)]
+    argv = ["consult", "invite", "--consultation", cid, "--role", "observer", "--ttl", "1h"]
+    code, out, err = run(capsys, *argv, *base)
+    assert (code, err) == (0, "")
+    link = out.strip()
+    invite = invite_of(data_dir, link)
+    assert (invite.role, invite.page, invite.consultation_id) == (Role.OBSERVER, "surgeon", cid)
+    assert abs(invite.expires_at - time.time() - 3600) < 5
+    code, out, _ = run(capsys, "consult", "revoke", link, *base)
+    assert code == 0 and out.startswith("withdrawn: observer link")
+    assert invite_of(data_dir, link).revoked_at is not None
+    code, _, err = run(capsys, "consult", "revoke", link_parts(link)[1].upper(), *base)
+    assert code == 0, err  # by code alone, in any case; revoking twice is harmless
+
+
+@pytest.mark.parametrize(
+    ("argv", "exit_code", "message"),
+    [
+        (["--role", "clinic", "--replay"], 2, "--replay links are surgeon links"),
+        (["--role", "admin"], 2, "invalid choice"),
+        (["--role", "clinic", "--consultation", "nosuch123"], 1, "unknown consultation"),
+    ],
+)
+def test_consult_invite_refuses_bad_input_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+    data_dir: Path,
+    argv: list[str],
+    exit_code: int,
+    message: str,
+) -> None:
+    cid = create_consultation(capsys, data_dir)["id"]
+    if "--consultation" not in argv:
+        argv = [*argv, "--consultation", cid]
+    code, out, err = run(capsys, "consult", "invite", *argv, "--data-dir", str(data_dir))
+    assert (code, out) == (exit_code, "")
+    assert message in err
+
+
+def test_revoking_an_unknown_link_is_a_one_line_error(
+    capsys: pytest.CaptureFixture[str], data_dir: Path
+) -> None:
+    create_consultation(capsys, data_dir)
+    code, out, err = run(
+        capsys, "consult", "revoke", "http://h/j/aaaa-bbbb-cccc", "--data-dir", str(data_dir)
+    )
+    assert (code, out) == (1, "")
+    assert err.startswith("endolink: error: no invite has this link") and err.count("\n") == 1
+
+
+def test_links_ignore_the_address_of_a_server_that_is_gone(
+    capsys: pytest.CaptureFixture[str], data_dir: Path
+) -> None:
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    data_dir.mkdir(parents=True)
+    (data_dir / "server.json").write_text(
+        json.dumps({"url": "http://127.0.0.1:9", "pid": int(gone.stdout)})
+    )
+    answer = create_consultation(capsys, data_dir)
+    assert {link_parts(link)[0] for link in answer["links"].values()} == {"http://127.0.0.1:8080"}
+
+
+def test_printed_links_use_the_public_url(
+    capsys: pytest.CaptureFixture[str], data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ENDOLINK_PUBLIC_URL", "https://endolink.example.org/")
+    answer = create_consultation(capsys, data_dir)
+    assert all(
+        link_parts(link)[0] == "https://endolink.example.org" for link in answer["links"].values()
+    )

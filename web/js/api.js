@@ -36,14 +36,14 @@ export async function readError(response) {
 }
 
 /**
- * Fetches an API path with `Authorization: Bearer <token>`; resolves to the Response when its
+ * Fetches an API path with `Authorization: Bearer <token>` (none without a token); resolves to the Response when its
  * status is 2xx, rejects with an ApiError otherwise. A Blob `body` is sent as it is (its
  * Content-Type in `headers`), any other body as JSON.
  */
 export async function apiFetch(path, { token, method = "GET", body, headers = {}, cache = "no-store" } = {}) {
   const init = {
     method,
-    headers: { Authorization: `Bearer ${token}`, Accept: "application/json", ...headers },
+    headers: { ...(token ? { Authorization: `Bearer ${token}` } : {}), Accept: "application/json", ...headers },
     cache,
     credentials: "omit",
   };

@@ -1,9 +1,12 @@
 // The session behind a page's invite link, shared by the clinic, surgeon and replay pages.
 //
-// The invite link carries the token in the URL fragment (#token=…), which browsers never send to
-// the server nor put in a Referer. We move it to sessionStorage (one key per page, so a clinic
-// tab and a surgeon tab in one browser do not overwrite each other) and strip it from the
-// address bar, then ask the server who we are: GET /api/session.
+// A short invite link (/j/<code>) is traded for a token by join.js, which leaves the token in
+// sessionStorage (one key per page, so a clinic tab and a surgeon tab in one browser do not
+// overwrite each other) and opens the page with `#link=<code>`: the page puts the short link back
+// in the address bar, so a reload or a bookmark opens it again. An older link carries the token
+// itself in the URL fragment (#token=…), which browsers never send to the server nor put in a
+// Referer: it is moved to sessionStorage the same way and stripped from the address bar. Then
+// the page asks the server who we are: GET /api/session.
 
 import { apiFetch } from "./api.js";
 
@@ -21,22 +24,32 @@ export class SessionError extends Error {
   }
 }
 
-/** Moves `#token=…` into sessionStorage, strips the fragment, returns the stored token or null. */
+/** Keeps the token of page `pageKey` for this tab. */
+export function storeToken(pageKey, token) {
+  const key = STORAGE_PREFIX + pageKey;
+  try {
+    sessionStorage.setItem(key, token.trim());
+  } catch {
+    // Storage disabled (private mode quirks): keep it in memory for this page view only.
+    memoryTokens.set(key, token.trim());
+  }
+}
+
+/**
+ * Moves `#token=…` into sessionStorage and strips the fragment (or, after a short link,
+ * `#link=<code>` back to `/j/<code>`); returns the stored token or null.
+ */
 export function takeToken(pageKey) {
   const key = STORAGE_PREFIX + pageKey;
   const fragment = location.hash.startsWith("#") ? location.hash.slice(1) : location.hash;
   if (fragment) {
-    const token = new URLSearchParams(fragment).get("token");
-    if (token) {
-      try {
-        sessionStorage.setItem(key, token.trim());
-      } catch {
-        // Storage disabled (private mode quirks): keep it in memory for this page view only.
-        memoryTokens.set(key, token.trim());
-      }
-    }
-    // Strip the fragment even if it held no token: it must not linger in history.
-    history.replaceState(history.state, "", location.pathname + location.search);
+    const params = new URLSearchParams(fragment);
+    const token = params.get("token");
+    if (token) storeToken(pageKey, token);
+    const code = params.get("link");
+    // The fragment goes even if it held no token: it must not linger in history.
+    const address = code && !token ? `/j/${encodeURIComponent(code)}` : location.pathname;
+    history.replaceState(history.state, "", address + location.search);
   }
   let stored = memoryTokens.get(key) ?? null;
   try {
@@ -71,9 +84,9 @@ export async function loadSession(pageKey, roles) {
     throw new SessionError(
       "missing",
       "No access link.",
-      "This page needs the personal invite link you received (it ends in “#token=…”). " +
-        "Open that link again, or ask the consultation coordinator for a new one " +
-        "(endolink consult invite).",
+      "This page needs the personal invite link you received (it looks like " +
+        `${location.origin}/j/xxxx-xxxx-xxxx). Open that link again, or ask the consultation ` +
+        "coordinator for a new one (they make it with “endolink consult invite”).",
     );
   }
   let response;

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 
 from relay import ConsultationId
 
-from .log_entry import LogEntry
+from .log_entry import LogEntry, LogOp
 from .storage import consultation_dir
 
 logger = logging.getLogger(__name__)
@@ -150,16 +150,20 @@ class AnnotationLogs:
         await asyncio.gather(*(log.close() for log in logs))
 
 
-def read_annotation_log(path: Path) -> list[LogEntry]:
+def read_annotation_log(path: Path, only: LogOp | None = None) -> list[LogEntry]:
     """Every entry in order (blocking: call it in a thread). A torn last line — the process died
     mid-write — is skipped, and so is any line that is no entry; a missing file is an empty
-    timeline."""
+    timeline. ``only``: entries of that op alone (the chat history skips the pen strokes' lines
+    without parsing them: a line without the quoted op name cannot be one)."""
+    marker = f'"{only}"' if only is not None else ""
     with contextlib.suppress(FileNotFoundError), path.open(encoding="utf-8") as file:
         entries = []
         for line in file:
+            if marker not in line:
+                continue
             with contextlib.suppress(ValueError):
                 entry = LogEntry.from_json(json.loads(line))
-                if entry is not None:
+                if entry is not None and (only is None or entry.kind is only):
                     entries.append(entry)
         return entries
     return []

@@ -23,6 +23,8 @@ class LogOp(StrEnum):
     CLEAR = "clear"
     FREEZE = "freeze"
     RESUME = "resume"
+    CHAT = "chat"
+    "A chat message (``text``, the sender's ``name`` and ``role``): the chat history and replay."
 
 
 _PAYLOAD_AFTER_BY = (LogOp.FREEZE, LogOp.RESUME)
@@ -38,7 +40,8 @@ class LogEntry:
     by: str | None
     "Who did it (the author of the mark for add/update/remove)."
     payload: Mapping[str, Any] = field(default_factory=dict)
-    "The op's own fields: ``annotation`` (add/update), ``id`` (remove), ``snapshot_id`` (freeze)."
+    """The op's own fields: ``annotation`` (add/update), ``id`` (remove), ``snapshot_id``
+    (freeze), ``text``/``name``/``role`` (chat)."""
 
     def to_json(self) -> dict[str, Any]:
         head: dict[str, Any] = {"ts": self.ts, "op": str(self.kind)}

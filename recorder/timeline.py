@@ -20,6 +20,9 @@ included (their first times are negative). Pen strokes stream as ``update``s tha
 point so far; to keep the answer small, each track stores a few full *shapes* and its versions as
 ``[t, shape index, point count]`` (a version draws the first ``point count`` points of its shape).
 
+Chat messages in the log are listed at their recording time (``Timeline.chat``), those sent during
+the recording (a second of slack at each end).
+
 Pure functions, no I/O: the replay API (JSON for the page) and the annotated export (drawing with
 ``relay/overlay.py``) both use it.
 """
@@ -41,6 +44,8 @@ from .manifest import Manifest
 PTS_RATE = 90_000
 PTS_SLACK_S = 1.0
 "An op's media_pts may lie this far past a segment's last frame and still belong to it."
+CHAT_SLACK_S = 1.0
+"A chat message this close to the recording's start or end is listed with it."
 FADE_OUT_S = 1.0
 "Pages fade a fading mark out over its last second (at most half its fade time)."
 
@@ -162,10 +167,33 @@ class FreezeSpan:
         }
 
 
+@dataclass(frozen=True)
+class ChatLine:
+    """One chat message at its recording time (the page lists them; a click seeks there)."""
+
+    t: float
+    by: str | None
+    name: str | None
+    role: str | None
+    text: str
+    ts: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "t": _round(self.t),
+            "from": self.by,
+            "name": self.name,
+            "role": self.role,
+            "text": self.text,
+            "ts": self.ts,
+        }
+
+
 @dataclass
 class Timeline:
     marks: list[MarkTrack]
     freezes: list[FreezeSpan]
+    chat: list[ChatLine] = field(default_factory=list)
 
     def visible(self, t: float, authors: set[str] | None = None) -> list[Annotation]:
         """Marks to draw at recording time ``t``, oldest first (the burn-in's rule: a faded mark
@@ -189,6 +217,7 @@ class Timeline:
         return {
             "marks": [m.to_json() for m in self.marks],
             "freezes": [f.to_json() for f in self.freezes],
+            "chat": [c.to_json() for c in self.chat],
         }
 
 
@@ -247,6 +276,7 @@ def build_timeline(
     live: dict[tuple[str, str], MarkTrack] = {}
     tracks: list[MarkTrack] = []
     freezes: list[FreezeSpan] = []
+    chat: list[ChatLine] = []
     frozen: FreezeSpan | None = None
     last_t = -math.inf
 
@@ -298,6 +328,8 @@ def build_timeline(
             freezes.append(frozen)
         elif op is LogOp.RESUME and frozen is not None:
             frozen.end_t, frozen = t, None
+        elif op is LogOp.CHAT and isinstance(entry.payload.get("text"), str):
+            chat.append(_chat_line(t, entry))
 
     for track in list(live.values()):
         end = _fade_end(track)
@@ -311,7 +343,23 @@ def build_timeline(
     kept = [t for t in tracks if overlaps(t.start_t, t.end_t)]
     for track in kept:
         track._compact()
-    return Timeline(kept, [f for f in freezes if overlaps(f.start_t, f.end_t)])
+    return Timeline(
+        kept,
+        [f for f in freezes if overlaps(f.start_t, f.end_t)],
+        [c for c in chat if -CHAT_SLACK_S <= c.t <= upper + CHAT_SLACK_S],
+    )
+
+
+def _chat_line(t: float, entry: LogEntry) -> ChatLine:
+    name, role = entry.payload.get("name"), entry.payload.get("role")
+    return ChatLine(
+        t,
+        entry.by,
+        name if isinstance(name, str) else None,
+        role if isinstance(role, str) else None,
+        entry.payload["text"],
+        entry.ts,
+    )
 
 
 def _fade_end(track: MarkTrack) -> float | None:

@@ -28,6 +28,7 @@ from signaling.http.errors import error_middleware
 from signaling.http.throttle import FailureBudget
 from signaling.keys import (
     ANNOTATION_LOGS,
+    CHAT_HISTORY,
     FAILED_JOINS,
     HUB,
     ICE_SERVERS,
@@ -43,6 +44,7 @@ from signaling.replay import routes as replay
 from signaling.replay.state import ReplayState
 from signaling.settings import Settings
 from signaling.ws import handler as websocket
+from signaling.ws.chat import ChatHistory
 from signaling.ws.hub import Hub
 from signaling.ws.messages import FeedUpdate, RecordingUpdate
 
@@ -62,6 +64,7 @@ def create_app(settings: Settings) -> web.Application:
     app[FAILED_JOINS] = FailureBudget()
     app[HUB] = Hub()
     app[ANNOTATION_LOGS] = AnnotationLogs(settings.data_dir)
+    app[CHAT_HISTORY] = ChatHistory(settings.data_dir)
     ice_servers = app[ICE_SERVERS] = IceServers(settings)
     app[RELAY] = Relay(
         RelayConfig(

@@ -17,6 +17,7 @@ from signaling.db.store import ConsultationStore
 from signaling.http.throttle import FailureBudget
 from signaling.replay.state import ReplayState
 from signaling.settings import Settings
+from signaling.ws.chat import ChatHistory
 from signaling.ws.hub import Hub
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -25,6 +26,7 @@ STORE = web.AppKey("store", ConsultationStore)
 RELAY = web.AppKey("relay", Relay)
 HUB = web.AppKey("hub", Hub)
 ANNOTATION_LOGS = web.AppKey("annotation_logs", AnnotationLogs)
+CHAT_HISTORY = web.AppKey("chat_history", ChatHistory)
 RECORDINGS = web.AppKey("recordings", Recordings)
 REPLAY = web.AppKey("replay", ReplayState)
 ICE_SERVERS = web.AppKey("ice_servers", IceServers)

@@ -135,7 +135,9 @@ async def get_recording(request: web.Request) -> web.Response:
                 for s in row.segments
             ],
             "gaps": manifest.gaps() if manifest else [],
-            "timeline": timeline.to_json() if timeline else {"marks": [], "freezes": []},
+            "timeline": timeline.to_json()
+            if timeline
+            else {"marks": [], "freezes": [], "chat": []},
             "snapshots": snapshots,
             "links": {
                 "media_token": f"{base}/media-token",

@@ -25,7 +25,7 @@ from typing import Any
 
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType, hdrs, web
 
-from persistence.times import utc_iso, utc_now_iso
+from persistence.times import utc_iso
 from recorder.annotation_log import AnnotationLog
 from recorder.log_entry import LogEntry, LogOp
 from recorder.snapshots import SnapshotStore
@@ -42,7 +42,17 @@ from signaling.auth.grants import Forbidden, Grant, TokenInvalid
 from signaling.auth.request import authenticate, path_cid
 from signaling.db.store import Consultation, valid_consultation_id
 from signaling.http.snapshots import snapshot_url
-from signaling.keys import ANNOTATION_LOGS, HUB, RECORDINGS, RELAY, SETTINGS, STORE, TOKENS
+from signaling.keys import (
+    ANNOTATION_LOGS,
+    CHAT_HISTORY,
+    HUB,
+    RECORDINGS,
+    RELAY,
+    SETTINGS,
+    STORE,
+    TOKENS,
+)
+from signaling.ws.chat import ChatHistory
 from signaling.ws.hub import (
     ANNOTATION_OPS_PER_S,
     POINTER_MOVES_PER_S,
@@ -53,7 +63,7 @@ from signaling.ws.hub import (
 )
 from signaling.ws.messages import (
     AnnotationUpdate,
-    Chat,
+    ChatHistoryMessage,
     ErrorReply,
     FreezeState,
     FreezeUpdate,
@@ -130,6 +140,7 @@ class Connection:
     relay: Relay
     video_codec: str
     log: AnnotationLog
+    chats: ChatHistory
     data_dir: Path
 
     def router(self) -> Router:
@@ -170,8 +181,11 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
         grant = await _authenticate(request, ws)
         consultation = await _admit(request, grant, cid)
         participant = Participant(grant.identity, grant.name, grant.role, ws)
+        chats = request.app[CHAT_HISTORY]
+        history = await chats.recent(cid)  # no await from here to join: no message lost or doubled
         hub.join(cid, participant)
         hub.send(cid, participant, _welcome(request, grant, consultation))
+        hub.send(cid, participant, ChatHistoryMessage(history))
         relay, log = request.app[RELAY], request.app[ANNOTATION_LOGS].get(cid)
         connection = Connection(
             hub,
@@ -181,6 +195,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
             relay,
             consultation.video_codec,
             log,
+            chats,
             request.app[SETTINGS].data_dir,
         )
         await _until_expiry(grant, _serve(connection))
@@ -324,10 +339,18 @@ def _who(participant: Participant | None) -> str:
 
 
 async def _on_chat(connection: Connection, message: ChatMessage) -> None:
-    p = connection.participant
-    connection.hub.broadcast(
-        connection.cid, Chat(p.identity, p.name, p.role, message.text, utc_now_iso())
+    """Stored with the consultation (history, replay), then to everyone, the sender too."""
+    p, router = connection.participant, connection.relay.find(connection.cid)
+    chat = await connection.chats.add(
+        connection.cid,
+        p.identity,
+        p.name,
+        p.role,
+        message.text,
+        connection.log,
+        router.media_pts() if router is not None else None,
     )
+    connection.hub.broadcast(connection.cid, chat)
 
 
 async def _on_stats(connection: Connection, message: StatsMessage) -> None:

@@ -39,6 +39,8 @@ class ServerMessage(Payload):
 
 
 def _wire(value: object) -> object:
+    if isinstance(value, list):
+        return [_wire(item) for item in value]
     if isinstance(value, ServerMessage):
         return value.to_json()
     if isinstance(value, Payload):
@@ -130,6 +132,14 @@ class Chat(ServerMessage):
     role: Role
     text: str
     ts: str
+
+
+@dataclass(frozen=True)
+class ChatHistoryMessage(ServerMessage):
+    """The consultation's newest chat messages, oldest first: sent right after ``welcome``."""
+
+    TYPE = "chat_history"
+    messages: list[Chat]
 
 
 @dataclass(frozen=True)

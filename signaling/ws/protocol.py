@@ -8,6 +8,7 @@ never quote the client's values, so they are safe to log. Unknown keys are dropp
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -160,6 +161,8 @@ def _chat(data: dict[str, Any]) -> ChatMessage:
         raise ProtocolError(INVALID, "chat needs a non-empty 'text' string")
     if len(text) > MAX_CHAT_LENGTH:
         raise ProtocolError(INVALID, f"chat text must be at most {MAX_CHAT_LENGTH} characters")
+    if any(unicodedata.category(c) == "Cc" and c not in "\n\t" for c in text):
+        raise ProtocolError(INVALID, "chat text must not contain control characters")
     try:
         text.encode()
     except UnicodeEncodeError:

@@ -34,8 +34,11 @@ async def connect(
 
 
 async def join(client: TestClient, cid: str, token: str) -> tuple[ClientWebSocketResponse, dict]:
+    """Connected, past ``welcome`` and the ``chat_history`` that follows it."""
     ws = await connect(client, cid, token)
-    return ws, await next_of(ws, "welcome")
+    welcome = await next_of(ws, "welcome")
+    await next_of(ws, "chat_history")
+    return ws, welcome
 
 
 async def next_of(ws: ClientWebSocketResponse, kind: str, timeout: float = 3.0) -> dict[str, Any]:

@@ -4,11 +4,12 @@
 
 import { AnnotationLayer } from "./annotations.js";
 import { apiFetch } from "./api.js";
+import { ChatPanel } from "./chat.js";
 import { bindRecordingIndicator } from "./recording.js";
 import { Room } from "./room.js";
 import { SessionError } from "./session.js";
 import { RemoteStatsBoard, renderStats, wireStats } from "./stats.js";
-import { $, ChatPanel, bindRoomChip, connectionTone, describer, renderPresence, roleLabel, setChip } from "./ui.js";
+import { $, bindRoomChip, connectionTone, describer, renderPresence, roleLabel, setChip } from "./ui.js";
 
 /**
  * GET /api/consultations/{cid}; shows its title. Resolves to the consultation, or null when it
@@ -72,7 +73,17 @@ export function joinRoom({ page, session, token, notices, video, galleryHost = n
     notices.show("room", `Room closed by the server: ${event.detail.reason}. Reload with a valid link.`, "error");
     setChip(roomChip, "room: refused", "bad");
   });
-  new ChatPanel({ form: $("#chat-form"), input: $("#chat-input"), log: $("#chat-log"), room, describe });
+  new ChatPanel({
+    panel: $("#chat-panel"),
+    form: $("#chat-form"),
+    input: $("#chat-input"),
+    log: $("#chat-log"),
+    toggle: $("#chat-toggle"),
+    notice: $("#chat-notice"),
+    phrases: $("#chat-phrases"),
+    room,
+    describe,
+  });
   const annotations = new AnnotationLayer({
     page,
     frame: $("#video-frame"),

@@ -1,6 +1,6 @@
 // Replay page: the recordings the token may replay (recordings.js), and a player that draws the
 // marks of the consultation in sync with the video (player.js, overlay.js, timeline.js), with
-// the recording's details, integrity, snapshots and downloads (export.js). docs/replay.md.
+// the recording's details, integrity, snapshots, chat and downloads (export.js). docs/replay.md.
 
 import { apiFetch } from "./api.js";
 import { Export } from "./export.js";
@@ -30,6 +30,8 @@ class ReplayPage {
       integrity: $("#integrity-list"),
       integrityChip: $("#integrity-chip"),
       snapshots: $("#snapshots-panel"),
+      chat: $("#replay-chat"),
+      chatLog: $("#replay-chat-log"),
     };
     const describe = (identity) => this.describe(identity);
     this.list = new RecordingList({ token, notices: this.notices, onOpen: (id) => this.open(id) });
@@ -99,6 +101,7 @@ class ReplayPage {
     this._renderIntegrity(detail.integrity);
     this.timeline.render(detail);
     this._renderSnapshots(detail);
+    this._renderChat(detail);
     await this.player.open(detail);
   }
 
@@ -151,6 +154,23 @@ class ReplayPage {
         "error",
       );
     }
+  }
+
+  /** The chat written during the recording, at its time; a click jumps there. */
+  _renderChat(detail) {
+    const lines = detail.timeline.chat || [];
+    this.els.chatLog.replaceChildren(
+      ...lines.map((c) => {
+        const who = c.name || this.describe(c.from);
+        const button = el("button", { type: "button", class: "chat-seek", title: `At ${clock(c.t)}: click to jump there` }, [
+          el("span", { class: "chat-meta", text: `${clock(Math.max(0, c.t))} ${who}` }),
+          el("span", { class: "chat-text", text: String(c.text ?? "") }),
+        ]);
+        button.addEventListener("click", () => this.player.seek(Math.max(0, c.t)));
+        return el("li", { "data-t": c.t.toFixed(3) }, [button]);
+      }),
+    );
+    this.els.chat.hidden = lines.length === 0;
   }
 
   /** The recording's snapshots; a click jumps to the moment each was taken. */

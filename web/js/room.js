@@ -2,7 +2,7 @@
 //
 // Events (CustomEvent, payload in `detail`):
 //   state    {state: "connecting"|"open"|"reconnecting"|"closed", attempt, reason}
-//   welcome  presence  feed  consent  chat  stats  error  (and any other server message type,
+//   welcome  presence  feed  consent  chat  chat_history  stats  error  (and any other server message type,
 //            e.g. annotation / pointer / freeze / snapshot): the server's messages as they are
 //   fatal    {code, reason}  the server refused us for good (token invalid / wrong consultation)
 //

@@ -1,5 +1,5 @@
-// The replay player's timeline: segments, freezes and a marker per mark, snapshot and freeze
-// (click to jump there), the playhead, and the filters of which marks are shown.
+// The replay player's timeline: segments, freezes and a marker per mark, snapshot, freeze and chat
+// message (click to jump there), the playhead, and the filters of which marks are shown.
 
 import { $, clock } from "./ui.js";
 
@@ -40,6 +40,9 @@ export class Timeline {
       markers.push({ kind: "annotation", t: Math.max(0, mark.start_t), author: mark.author, label: `${mark.tool} by ${describe(mark.author)}` });
     }
     for (const s of detail.snapshots) markers.push({ kind: "snapshot", t: s.t, author: s.by, label: `snapshot by ${describe(s.by)}` });
+    for (const c of detail.timeline.chat || []) {
+      markers.push({ kind: "chat", t: Math.max(0, c.t), author: c.from, label: `message from ${c.name || describe(c.from)}` });
+    }
     detail.timeline.freezes.forEach((f) => {
       markers.push({ kind: "freeze", t: Math.max(0, f.start_t), author: f.by, label: `frozen by ${describe(f.by)}` });
       const bar = document.createElement("div");

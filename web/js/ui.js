@@ -135,57 +135,6 @@ export function renderPresence(list, participants, you, { reconnecting = false }
   return people;
 }
 
-/** Chat: a log plus a form. Messages come from `chat` room events. */
-export class ChatPanel {
-  constructor({ form, input, log, room, describe }) {
-    this.form = form;
-    this.input = input;
-    this.log = log;
-    this.room = room;
-    this.describe = describe;
-    form.addEventListener("submit", (event) => {
-      event.preventDefault();
-      const text = input.value.trim();
-      if (!text) return;
-      if (text.length > 2000) {
-        this.system("Message too long (2000 characters at most).");
-        return;
-      }
-      if (this.room.chat(text)) {
-        input.value = "";
-      } else {
-        this.system("Not sent: the room connection is down, it reconnects automatically.");
-      }
-    });
-    room.addEventListener("chat", (event) => this.add(event.detail));
-  }
-
-  add(msg) {
-    const li = document.createElement("li");
-    const meta = document.createElement("span");
-    meta.className = "chat-meta";
-    const when = msg.ts ? new Date(typeof msg.ts === "number" && msg.ts < 1e12 ? msg.ts * 1000 : msg.ts) : new Date();
-    const time = Number.isNaN(when.getTime()) ? "" : when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-    const mine = this.room.you && msg.from === this.room.you;
-    meta.textContent = `${time} ${mine ? "You" : msg.name || this.describe(msg.from)}`;
-    const text = document.createElement("span");
-    text.className = "chat-text";
-    text.textContent = String(msg.text ?? "");
-    li.append(meta, text);
-    if (mine) li.className = "mine";
-    this.log.append(li);
-    this.log.scrollTop = this.log.scrollHeight;
-  }
-
-  system(text) {
-    const li = document.createElement("li");
-    li.className = "system";
-    li.textContent = text;
-    this.log.append(li);
-    this.log.scrollTop = this.log.scrollHeight;
-  }
-}
-
 /** "clinic-1a2b3c4d" → "Clinic"; with a participants list, uses names when known. */
 export function describer(getParticipants) {
   return (identity, role) => {

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -269,3 +270,10 @@ def stun_protocols(pc: RTCPeerConnection) -> list[Any]:
             if protocol not in found:
                 found.append(protocol)
     return found
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now on the loopback (a server binds it a moment later)."""
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return int(probe.getsockname()[1])

@@ -32,7 +32,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .common import LOOPBACK, cpu_percent, percentile, proc_sample
+from .common import LOOPBACK, cpu_percent, free_port, percentile, proc_sample
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -140,12 +139,6 @@ class Processes:
         for child in self.children:
             if child.name == "server":
                 await child.stop(2.0, signal.SIGINT)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
 
 
 async def wait_port(port: int, child: Child, timeout: float) -> None:

@@ -36,6 +36,7 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 
+from bench.common import free_port
 from client.testpattern import TestPatternTrack, read_stamp
 from client.whip import WhipClient
 from recorder.config import RecorderConfig
@@ -204,12 +205,6 @@ class Tone(MediaStreamTrack):
         frame.time_base = fractions.Fraction(1, 48000)
         self._n += 1
         return frame
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def last_stamp_s(path: Path) -> tuple[float, float]:

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,13 +19,6 @@ from pathlib import Path
 from bench.common import LOOPBACK
 
 STOP_TIMEOUT_S = 10.0
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on now (the server binds it a moment later)."""
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return int(probe.getsockname()[1])
 
 
 def endolink(data_dir: Path, port: int, *args: str) -> str:

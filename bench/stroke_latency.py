@@ -37,7 +37,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,7 +46,7 @@ from pathlib import Path
 from playwright.async_api import Page, async_playwright
 
 from bench.chromium import CHROMIUM, CHROMIUM_ARGS
-from bench.common import percentile
+from bench.common import free_port, percentile
 
 RECORD_JS = """() => {
   const canvas = document.querySelector('[data-testid="annotation-canvas"]');
@@ -168,12 +167,6 @@ RAF_JS = """() => new Promise((resolve) => {
 
 def log(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def endolink(data_dir: Path, *args: str) -> str:

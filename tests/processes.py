@@ -8,7 +8,6 @@ import contextlib
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,18 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from bench.common import free_port
 from signaling.auth.grants import Grant, Role
 from signaling.auth.secret import token_issuer
 from signaling.db.store import DB_FILENAME, ConsultationStore
 from signaling.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def clean_env(**extra: str) -> dict[str, str]:

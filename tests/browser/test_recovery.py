@@ -16,6 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from bench.common import free_port
 from bench.recovery import (
     CLINIC_LOST_TEXT,
     SURGEON_LOST_TEXT,
@@ -23,7 +24,7 @@ from bench.recovery import (
     start_stream,
     wait_moving,
 )
-from bench.serverproc import ServerProcess, free_port
+from bench.serverproc import ServerProcess
 
 from .conftest import Browser, LiveServer, chromium, playwright_api
 

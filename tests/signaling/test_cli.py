@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
+from bench.common import free_port
 from signaling.auth.grants import ANY_CONSULTATION, Grant, Role, TokenIssuer
 from signaling.auth.secret import load_or_create_secret
 from signaling.cli import main, parse_duration
@@ -313,12 +314,6 @@ def test_a_refused_publish_is_a_one_line_error(
 
 
 # --- serve, as a real process ---------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def read_lines(proc: subprocess.Popen[str], into: queue.Queue[str | None]) -> None:

@@ -236,7 +236,7 @@ async def test_codes_that_cannot_exist_are_a_404(client: TestClient, code: str) 
     assert response.status in (404, 413)
 
 
-@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+@pytest.mark.parametrize("method", ("GET", "PUT", "DELETE"))
 async def test_join_takes_only_post(client: TestClient, method: str) -> None:
     response = await client.request(method, "/api/join")
     assert await error_of(response, 405) == "method-not-allowed"

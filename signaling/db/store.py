@@ -71,6 +71,15 @@ class UnknownConsultation(LookupError):
     """No consultation has this id."""
 
 
+def new_consultation_id() -> ConsultationId:
+    """64 random bits, URL-safe, never starting with "-": a command line would read
+    ``--consultation -x…`` as an option (1 id in 64 did)."""
+    while True:
+        cid = secrets.token_urlsafe(8)
+        if not cid.startswith("-"):
+            return ConsultationId(cid)
+
+
 def valid_consultation_id(cid: str) -> bool:
     """Ids come from URLs: check their shape before they reach SQL, logs or file names."""
     return isinstance(cid, str) and _ID_PATTERN.fullmatch(cid) is not None
@@ -133,7 +142,7 @@ class ConsultationStore:
     ) -> Consultation:
         """A new consultation; ``consent_by`` records a paper consent obtained beforehand."""
         c = Consultation(
-            id=ConsultationId(secrets.token_urlsafe(8)),
+            id=new_consultation_id(),
             title=_text(title, "title", allow_empty=True) or DEFAULT_TITLE,
             created_at=utc_now_iso(timespec="seconds"),
             video_codec=normalise_codec(video_codec),

@@ -16,6 +16,7 @@ from signaling.db.store import (
     SCHEMA,
     ConsultationStore,
     UnknownConsultation,
+    new_consultation_id,
     valid_consultation_id,
 )
 
@@ -56,6 +57,12 @@ async def test_ids_are_random_url_safe_and_valid(store: ConsultationStore) -> No
     ids = {(await store.create("t", "VP8")).id for _ in range(20)}
     assert len(ids) == 20
     assert all(valid_consultation_id(cid) for cid in ids)
+
+
+def test_no_id_starts_with_a_dash_a_command_line_would_take_for_an_option() -> None:
+    ids = [new_consultation_id() for _ in range(2000)]  # 1 in 64 did: ~31 expected before
+    assert all(valid_consultation_id(cid) and not cid.startswith("-") for cid in ids)
+    assert len(set(ids)) == len(ids)
 
 
 async def test_a_blank_title_gets_the_default(store: ConsultationStore) -> None:

@@ -18,6 +18,19 @@ const GATEWAY_DOWN = new Set([502, 503, 504]); // a proxy in front answers, the 
 const RECONNECTED_MS = 4000;
 const BANNER_TICK_MS = 500;
 
+/** Once the server answers, how long the n-th retry of a room or media session waits. */
+export const QUICK_RETRY_MS = [0, 250, 500, 1000, 2000];
+
+/** `ms` ± 20 %, so pages that lost the server together do not all come back in one instant. */
+export function jitter(ms) {
+  return Math.round(ms * (0.8 + Math.random() * 0.4));
+}
+
+/** The `attempt`-th delay of `schedule`, its last one from then on. */
+export function pick(schedule, attempt) {
+  return schedule[Math.min(attempt, schedule.length - 1)];
+}
+
 function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }

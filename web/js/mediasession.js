@@ -1,22 +1,13 @@
 // The base of every WHIP/WHEP session of a page (media.js: Publisher, FeedPlayer): one
 // RTCPeerConnection at a time, its states as events, and the recovery rules in media.js's header.
 
-import { serverLink } from "./link.js";
+import { QUICK_RETRY_MS, jitter, pick, serverLink } from "./link.js";
 import { forceRelay } from "./session.js";
 import { WhipClient, WhipError } from "./whip.js";
 
-const QUICK_RETRY_MS = [0, 250, 500, 1000, 2000];
 const REFUSED_RETRY_MS = [5000, 10000, 15000];
 const DISCONNECTED_GRACE_MS = 3000;
 const STALE_AFTER_OUTAGE_MS = 2000;
-
-function jitter(ms) {
-  return Math.round(ms * (0.8 + Math.random() * 0.4));
-}
-
-function pick(schedule, attempt) {
-  return schedule[Math.min(attempt, schedule.length - 1)];
-}
 
 /** How to go on after a failed request: "network" (wait for the server), "server" (5xx: a
  * short back-off), "slow" (429, or 503 + Retry-After: told to wait) or "refused" (retrying

@@ -11,7 +11,7 @@
 // that gets no answer in time, or the server becoming unreachable, ends a socket that may be
 // half-open, so a page never keeps trusting a dead room.
 
-import { serverLink } from "./link.js";
+import { QUICK_RETRY_MS, jitter, pick, serverLink } from "./link.js";
 
 const FATAL_CLOSE = {
   4400: "the page sent a malformed message",
@@ -20,7 +20,6 @@ const FATAL_CLOSE = {
   4404: "this consultation does not exist (any more)",
   4409: "this link was opened in another window or tab, which took over",
 };
-const QUICK_RETRY_MS = [0, 250, 500, 1000, 2000];
 const REFUSED_RETRY_MS = [2000, 4000, 8000, 15000];
 const PING_INTERVAL_MS = 10000;
 const PONG_TIMEOUT_MS = 4000;
@@ -140,10 +139,10 @@ export class Room extends EventTarget {
     const later = (base) => {
       this._retryTimer = setTimeout(() => {
         if (!this.closedByUs && !this.ws) this.connect();
-      }, Math.round(base * (0.8 + Math.random() * 0.4)));
+      }, jitter(base));
     };
-    if (refused) later(REFUSED_RETRY_MS[Math.min(attempt, REFUSED_RETRY_MS.length - 1)]);
-    else serverLink.check().then(() => later(QUICK_RETRY_MS[Math.min(attempt, QUICK_RETRY_MS.length - 1)]));
+    if (refused) later(pick(REFUSED_RETRY_MS, attempt));
+    else serverLink.check().then(() => later(pick(QUICK_RETRY_MS, attempt)));
   }
 
   /** Gives up on the current socket (it may be half-open) and reconnects. */

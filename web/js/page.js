@@ -2,6 +2,7 @@
 // then the page itself; a refused link or a failure shows the error panel instead of a
 // half-working page.
 
+import { loadLanguage, t } from "./i18n.js";
 import { serverLink } from "./link.js";
 import { SessionError, loadSession } from "./session.js";
 import { $, showFatal } from "./ui.js";
@@ -15,10 +16,11 @@ export function startPage({ key, roles = null, refuse = () => null, start }) {
   run().catch((err) => {
     $("#loading").hidden = true;
     // Anything but a refused link is a bug: never fail silently.
-    showFatal(err instanceof SessionError ? err : { title: "The page failed to start.", detail: err?.message || String(err) });
+    showFatal(err instanceof SessionError ? err : { title: t("page.failed"), detail: err?.message || String(err) });
   });
 
   async function run() {
+    await loadLanguage();
     const loaded = await loadSession(key, roles);
     serverLink.configure(loaded.token);
     $("#loading").hidden = true;

@@ -3,12 +3,17 @@
 // laser dots and this page's own, and the freeze state; and how they are drawn, fades included.
 // Protocol: docs/architecture.md, "Annotations (telestration), protocol v1 additions".
 
-import { drawMark, drawPointer, pointerColor } from "./drawing.js";
+import { drawAuthor, drawMark, drawPointer, pointerColor } from "./drawing.js";
 import { toElement } from "./geometry.js";
 
 const FADE_OUT_MS = 1000; // a fading mark's last second, alpha 1 → 0
 export const POINTER_HOLD_MS = 350; // laser dot: fully visible this long after its last move…
 const POINTER_FADE_MS = 700; // …then fades out
+
+/** Who drew a visible mark, as the server named them (an own draft: from its accepted copy). */
+export function authorName(m) {
+  return m.mark.author_name || m.entry?.mark?.author_name || "";
+}
 
 /** Mark ids are unique per author only. */
 export function keyOf(author, id) {
@@ -158,6 +163,7 @@ export class Board {
     ctx.clip(); // marks never spill into the letterbox bars
     for (const m of marks) {
       drawMark(ctx, m.mark, rect, m.alpha);
+      drawAuthor(ctx, m.mark, rect, authorName(m), m.alpha);
       if (m.alpha < 1) animate = true;
       else if (m.entry?.fadeEndsAt != null) wakeAt = Math.min(wakeAt, m.entry.fadeEndsAt - Math.min(FADE_OUT_MS, m.entry.fadeMs / 2));
     }

@@ -7,7 +7,9 @@ import { Camera } from "./camera.js";
 import { ConsentPanel } from "./consent.js";
 import { endoscopeStats, joinRoom, loadConsultation, showConnectionState } from "./consultation.js";
 import { LinkBanner, serverLink } from "./link.js";
+import { t } from "./i18n.js";
 import { FeedPlayer, Publisher, preferCodec } from "./media.js";
+import { connectWithName } from "./names.js";
 import { startPage } from "./page.js";
 import { FORCED_RELAY_NOTICE, forceRelay, iceServersFrom } from "./session.js";
 import { renderStats } from "./stats.js";
@@ -129,7 +131,10 @@ function setupRoom() {
       else state.talkback?.feedOffline();
     }
   });
-  room.connect();
+  room.addEventListener("presence", updateStreamButtons);
+  room.addEventListener("feed", updateStreamButtons);
+  room.addEventListener("welcome", updateStreamButtons);
+  connectWithName(room, state.session);
 }
 
 function showSurgeonPresence(people, { reconnecting = false } = {}) {
@@ -157,12 +162,27 @@ function setupStreamButtons() {
 function updateStreamButtons() {
   const consent = !!state.consent?.recorded;
   const hasVideo = !!state.camera?.hasVideo;
-  els.start.disabled = state.streaming || !consent || !hasVideo;
+  const elsewhere = streamingElsewhere();
+  els.start.disabled = state.streaming || !consent || !hasVideo || elsewhere;
   els.stop.disabled = !state.streaming;
   if (state.streaming) els.startHint.textContent = "";
+  else if (elsewhere) els.startHint.textContent = t("clinic.streamingElsewhere");
   else if (!consent) els.startHint.textContent = "Record patient consent before streaming.";
   else if (!hasVideo) els.startHint.textContent = "Waiting for the camera.";
   else els.startHint.textContent = "Ready to stream.";
+}
+
+/**
+ * Another device on this same link streams the endoscope: only one device can, and starting
+ * here would take the feed over from it. A reloaded page is no other device: its old connection
+ * has left the room by then.
+ */
+function streamingElsewhere() {
+  const room = state.room;
+  if (!room || state.streaming || room.feeds.endoscope?.state !== "live") return false;
+  if (room.feeds.endoscope.identity !== room.you) return false;
+  const me = (room.participants || []).find((p) => p && p.identity === room.you);
+  return (me?.devices ?? 1) > 1;
 }
 
 async function startStream() {

@@ -5,6 +5,7 @@
 import { AnnotationLayer } from "./annotations.js";
 import { apiFetch } from "./api.js";
 import { ChatPanel } from "./chat.js";
+import { t } from "./i18n.js";
 import { bindRecordingIndicator } from "./recording.js";
 import { Room } from "./room.js";
 import { SessionError } from "./session.js";
@@ -70,6 +71,11 @@ export function joinRoom({ page, session, token, notices, video, galleryHost = n
     if (event.detail.from !== room.you) board.update(event.detail);
   });
   room.addEventListener("fatal", (event) => {
+    if (event.detail.code === 4409) {
+      notices.show("room", t("room.tooManyDevices"), "error");
+      setChip(roomChip, t("room.closedHere"), "idle");
+      return;
+    }
     notices.show("room", `Room closed by the server: ${event.detail.reason}. Reload with a valid link.`, "error");
     setChip(roomChip, "room: refused", "bad");
   });

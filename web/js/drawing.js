@@ -173,3 +173,31 @@ function hexToRgba(hex, a) {
   return `rgba(${(v >> 16) & 255}, ${(v >> 8) & 255}, ${v & 255}, ${a})`;
 }
 
+
+const AUTHOR_FONT_PX = 12;
+
+/**
+ * The author's name in a small dark tag beside the mark (above a text label, else just past its
+ * first point), so everyone sees who drew what; nothing for a mark without a name.
+ */
+export function drawAuthor(ctx, mark, rect, name, alpha = 1) {
+  const first = Array.isArray(mark.points) ? mark.points[0] : null;
+  if (!name || !first || alpha <= 0) return;
+  const at = toElement(first[0], first[1], rect);
+  const lw = Math.max(1, mark.width * rect.height);
+  ctx.save();
+  ctx.globalAlpha = Math.min(1, alpha);
+  ctx.font = `${AUTHOR_FONT_PX}px sans-serif`;
+  ctx.textBaseline = "top";
+  ctx.textAlign = "left";
+  const pad = 3;
+  const width = ctx.measureText(name).width + 2 * pad;
+  const height = AUTHOR_FONT_PX + 2 * pad;
+  const x = Math.min(at.x + lw, rect.x + rect.width - width);
+  const y = mark.tool === "text" ? at.y - 6 * lw - height - 2 : Math.min(at.y + lw + 2, rect.y + rect.height - height);
+  ctx.fillStyle = "rgba(0, 0, 0, 0.6)";
+  ctx.fillRect(x, y, width, height);
+  ctx.fillStyle = "#ffffff";
+  ctx.fillText(name, x + pad, y + pad);
+  ctx.restore();
+}

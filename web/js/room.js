@@ -5,6 +5,7 @@
 //   welcome  presence  feed  consent  chat  chat_history  stats  error  (and any other server message type,
 //            e.g. annotation / pointer / freeze / snapshot): the server's messages as they are
 //   fatal    {code, reason}  the server refused us for good (token invalid / wrong consultation)
+//   name-refused {reason}    the name typed on this page cannot be used (close 4422): ask again
 //
 // A lost connection comes back as soon as the server answers again (link.js probes it about every
 // second while it is down); only the server's "too many connections" (4429) waits longer. A ping
@@ -18,8 +19,9 @@ const FATAL_CLOSE = {
   4401: "the access link is invalid or has expired",
   4403: "the access link is for another consultation",
   4404: "this consultation does not exist (any more)",
-  4409: "this link was opened in another window or tab, which took over",
+  4409: "this link is open on more than 4 devices; this one was closed",
 };
+const NAME_REFUSED = 4422;
 const REFUSED_RETRY_MS = [2000, 4000, 8000, 15000];
 const PING_INTERVAL_MS = 10000;
 const PONG_TIMEOUT_MS = 4000;
@@ -29,6 +31,8 @@ export class Room extends EventTarget {
     super();
     this.cid = consultationId;
     this.token = token;
+    // The name typed on this device when the link has none (names.js); sent with `auth`.
+    this.name = null;
     this.ws = null;
     this.state = "closed";
     this.attempt = 0;
@@ -67,7 +71,9 @@ export class Room extends EventTarget {
     }
     this.ws = ws;
     ws.addEventListener("open", () => {
-      ws.send(JSON.stringify({ type: "auth", token: this.token }));
+      const auth = { type: "auth", token: this.token };
+      if (this.name) auth.name = this.name;
+      ws.send(JSON.stringify(auth));
     });
     ws.addEventListener("message", (event) => {
       clearTimeout(this._pongTimer);
@@ -116,6 +122,11 @@ export class Room extends EventTarget {
     this._stopPing();
     if (this.closedByUs) {
       this._setState("closed");
+      return;
+    }
+    if (event.code === NAME_REFUSED) {
+      this._setState("closed");
+      this.dispatchEvent(new CustomEvent("name-refused", { detail: { reason: event.reason } }));
       return;
     }
     if (FATAL_CLOSE[event.code]) {
@@ -235,6 +246,8 @@ export function normaliseParticipant(p) {
     identity: String(p.identity ?? p.id ?? ""),
     name: String(p.name ?? ""),
     role: String(p.role ?? ""),
+    // One person may be here from several devices (a laptop to watch, a tablet to draw).
+    devices: Number.isInteger(p.devices) ? p.devices : 1,
     // "reconnecting": the server lost this person's connection and holds their place a while.
     reconnecting: p.state === "reconnecting",
   };

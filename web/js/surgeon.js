@@ -5,6 +5,7 @@
 import { endoscopeStats, joinRoom, loadConsultation, showConnectionState } from "./consultation.js";
 import { LinkBanner, serverLink } from "./link.js";
 import { FeedPlayer } from "./media.js";
+import { connectWithName } from "./names.js";
 import { startPage } from "./page.js";
 import { FORCED_RELAY_NOTICE, forceRelay, iceServersFrom } from "./session.js";
 import { currentTalk, setupTalk } from "./talkback.js";
@@ -111,7 +112,7 @@ function setupRoom() {
       notices.show("talk", "The server reports your talk-back as offline; it reconnects automatically.", "warn");
     }
   });
-  room.connect();
+  connectWithName(room, state.session);
 }
 
 function setFeedLive(live, reason = null) {

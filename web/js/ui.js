@@ -1,6 +1,7 @@
 // Small DOM helpers shared by the pages. Everything user- or server-provided goes through
 // textContent (never innerHTML), so chat text or names cannot inject markup.
 
+import { formatNumber, t } from "./i18n.js";
 import { normaliseParticipant } from "./room.js";
 
 export const $ = (selector, root = document) => root.querySelector(selector);
@@ -113,6 +114,9 @@ export function renderPresence(list, participants, you, { reconnecting = false }
     name.className = "who";
     name.textContent = p.name || p.identity;
     li.append(badge, name);
+    if (p.devices > 1) {
+      li.append(el("span", { class: "devices", "data-testid": "devices", text: t("presence.devices", { count: formatNumber(p.devices) }) }));
+    }
     if (you && p.identity === you) {
       const me = document.createElement("span");
       me.className = "me";

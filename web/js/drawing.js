@@ -177,8 +177,8 @@ function hexToRgba(hex, a) {
 const AUTHOR_FONT_PX = 12;
 
 /**
- * The author's name in a small dark tag beside the mark (above a text label, else just past its
- * first point), so everyone sees who drew what; nothing for a mark without a name.
+ * The author's name in a small dark tag beside the mark, so everyone sees who drew what;
+ * nothing for a mark without a name.
  */
 export function drawAuthor(ctx, mark, rect, name, alpha = 1) {
   const first = Array.isArray(mark.points) ? mark.points[0] : null;
@@ -193,8 +193,10 @@ export function drawAuthor(ctx, mark, rect, name, alpha = 1) {
   const pad = 3;
   const width = ctx.measureText(name).width + 2 * pad;
   const height = AUTHOR_FONT_PX + 2 * pad;
-  const x = Math.min(at.x + lw, rect.x + rect.width - width);
-  const y = mark.tool === "text" ? at.y - 6 * lw - height - 2 : Math.min(at.y + lw + 2, rect.y + rect.height - height);
+  // Up and to the left of where the mark starts (strokes mostly run on from there), inside the
+  // picture; above a text label's capitals.
+  const x = Math.max(rect.x, mark.tool === "text" ? at.x : at.x - width - lw);
+  const y = Math.max(rect.y, at.y - height - lw - (mark.tool === "text" ? 6 * lw : 0));
   ctx.fillStyle = "rgba(0, 0, 0, 0.6)";
   ctx.fillRect(x, y, width, height);
   ctx.fillStyle = "#ffffff";

@@ -27,7 +27,7 @@ from relay import ConsultationId
 from signaling import running
 from signaling.auth.grants import ANY_CONSULTATION, Role
 from signaling.auth.invites import INVITE_ROLES, REPLAY_PAGE, issue_invite, issue_token, with_links
-from signaling.auth.names import MAX_NAME_LENGTH, InvalidName, display_name
+from signaling.auth.names import MAX_NAME_LENGTH, name_argument
 from signaling.auth.secret import token_issuer
 from signaling.db.invites import InviteBook
 from signaling.db.store import DB_FILENAME, DEFAULT_TITLE, Consultation, ConsultationStore
@@ -83,14 +83,6 @@ def parse_duration(text: str) -> int:
     return int(match[1]) * _UNIT_SECONDS[match[2]]
 
 
-def _display_name(text: str) -> str:
-    """A ``--…-name`` value, trimmed; a usage error saying what is wrong with it."""
-    try:
-        return display_name(text)
-    except InvalidName as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def default_hostnames(host: str | None = None) -> list[str]:
     """Names a local browser may use to reach this machine, plus the bind address if specific."""
     names = ["localhost", "127.0.0.1", "::1", socket.gethostname()]
@@ -133,11 +125,8 @@ def _parser() -> argparse.ArgumentParser:
         "--no-recording", action="store_true", help="switch recording off for this consultation"
     )
     for role in INVITE_ROLES:
-        create.add_argument(
-            f"--{role}-name",
-            type=_display_name,
-            help=f"who the {role} link is for (≤ {MAX_NAME_LENGTH} characters)",
-        )
+        name_help = f"who the {role} link is for (≤ {MAX_NAME_LENGTH} characters)"
+        create.add_argument(f"--{role}-name", type=name_argument, help=name_help)
     create.set_defaults(handler=_consult_create)
     invite = consult_commands.add_parser(
         "invite", parents=[common], help="print one more invite link for a consultation"
@@ -148,9 +137,7 @@ def _parser() -> argparse.ArgumentParser:
         "--replay", action="store_true", help="a link to the recordings (surgeon links only)"
     )
     invite.add_argument("--ttl", type=parse_duration, help="lifetime: 3600, 30m, 6h (default 6h)")
-    invite.add_argument(
-        "--name", type=_display_name, help="who the link is for (default: the page asks)"
-    )
+    invite.add_argument("--name", type=name_argument, help="who the link is for (else asked)")
     invite.set_defaults(handler=_consult_invite)
     revoke = consult_commands.add_parser(
         "revoke", parents=[common], help="withdraw an invite link: it stops opening"
@@ -162,7 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--consultation", help="consultation id (admins: omit or * for all)")
     token.add_argument("--role", required=True, choices=[str(r) for r in Role])
     token.add_argument("--ttl", type=parse_duration, help="lifetime: 3600, 30m, 6h (default 6h)")
-    token.add_argument("--name", type=_display_name, help="display name carried by the token")
+    token.add_argument("--name", type=name_argument, help="display name carried by the token")
     token.set_defaults(handler=_token)
 
     certs = commands.add_parser("certs", parents=[common], help="make a local CA and server cert")
@@ -290,11 +277,7 @@ def _consult_create(args: argparse.Namespace) -> int:
         if args.no_recording:
             await store.set_recording_enabled(consultation.id, False)
         url = running.public_url(settings)
-        names = {
-            role: name
-            for role in INVITE_ROLES
-            if (name := getattr(args, f"{role}_name")) is not None
-        }
+        names = {r: n for r in INVITE_ROLES if (n := getattr(args, f"{r}_name")) is not None}
         return await with_links(book, url, consultation, settings.token_ttl_s, names)
 
     answer = _with_invites(settings, create)
@@ -317,10 +300,8 @@ def _consult_invite(args: argparse.Namespace) -> int:
         page = REPLAY_PAGE if args.replay else None
         ttl_s = args.ttl or settings.token_ttl_s
         url = running.public_url(settings)
-        invite = await issue_invite(
-            book, url, args.consultation, role, ttl_s, page, name=args.name or ""
-        )
-        return invite.link
+        cid, name = args.consultation, args.name or ""
+        return (await issue_invite(book, url, cid, role, ttl_s, page, name)).link
 
     print(_with_invites(settings, invite), flush=True)
     return 0

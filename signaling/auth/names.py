@@ -8,6 +8,7 @@ checks it with ``display_name``, whose reasons never quote the value.
 
 from __future__ import annotations
 
+import argparse
 import unicodedata
 
 MAX_NAME_LENGTH = 64
@@ -32,3 +33,11 @@ def display_name(value: object, what: str = "name") -> str:
     if any(unicodedata.category(c) in _REFUSED_CATEGORIES for c in name):
         raise InvalidName(f"{what} contains control characters (such as a line break or tab)")
     return name
+
+
+def name_argument(text: str) -> str:
+    """``display_name`` for argparse (``--clinic-name``...): a usage error saying what is wrong."""
+    try:
+        return display_name(text)
+    except InvalidName as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

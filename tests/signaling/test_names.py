@@ -69,6 +69,11 @@ async def test_a_new_consultation_names_its_links(
         "/api/session", headers={"Authorization": f"Bearer {surgeon['token']}"}
     )
     assert (await session.json())["name"] == "Dr Kim"
+    replay = await join(client, links["replay"])  # the audit trail names who replayed
+    session = await client.get(
+        "/api/session", headers={"Authorization": f"Bearer {replay['token']}"}
+    )
+    assert (await session.json())["name"] == "Dr Kim"
     observer = await join(client, links["observer"])
     session = await client.get(
         "/api/session", headers={"Authorization": f"Bearer {observer['token']}"}

@@ -89,6 +89,7 @@ async def test_the_whole_check_runs_on_the_clinic_page_and_never_blocks_the_stre
         re.compile(r"^(Ready: everything|Ready, with warnings: Camera\.)")
     )
     await expect(page.get_by_test_id("start-stream")).to_be_enabled()
+    assert await page.evaluate(SIDEWAYS_OVERFLOW) <= 0
     path = shot_dir(tmp_path) / "precall-1440x900-en.png"
     await page.screenshot(path=str(path))
     print(f"screenshot: {path}")
@@ -121,3 +122,27 @@ async def test_the_check_fits_a_phone_in_mongolian(
     path = shot_dir(tmp_path) / "precall-390x844-mn.png"
     await page.get_by_test_id("precall").screenshot(path=str(path))
     print(f"screenshot: {path}")
+
+
+async def test_a_silent_microphone_is_said_plainly_and_is_a_warning_not_a_gate(
+    live_server: LiveServer, browser: Browser
+) -> None:
+    page = await open_clinic(browser, live_server, (1440, 900))
+    # A disabled track sends silence: a muted or dead microphone, as the analyser sees it.
+    await page.evaluate(
+        "() => document.querySelector('#local-preview').srcObject.getAudioTracks()"
+        ".forEach((track) => { track.enabled = false; })"
+    )
+    await page.get_by_test_id("precall-run").click()
+    await expect(page.get_by_test_id("precall-mic")).to_have_text(
+        re.compile(r"^No sound heard for 4 seconds\."), timeout=10_000
+    )
+    await page.get_by_test_id("precall-play").click()
+    await page.get_by_test_id("precall-heard").click()
+    await page.wait_for_function(FINISHED, timeout=30_000)
+    figures = await page.evaluate("() => window.endolink.precall")
+    assert figures["micPeak"] == 0 and figures["result"] == "warn", figures
+    await expect(page.get_by_test_id("precall-result")).to_contain_text(
+        re.compile(r"^Ready, with warnings: (Camera, )?Microphone\. You can start the stream\.")
+    )
+    await expect(page.get_by_test_id("start-stream")).to_be_enabled()

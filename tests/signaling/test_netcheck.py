@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -17,6 +18,12 @@ from tests.conftest import OTHER_CID, MakeToken, bearer, error_of
 
 def url(cid: str, suffix: str = "") -> str:
     return f"/api/consultations/{cid}/netcheck{suffix}"
+
+
+async def download(client: TestClient, make_token: MakeToken, cid: str, query: str) -> Any:
+    """A clinic's download request with ``query`` (``?bytes=N``)."""
+    headers = bearer(make_token("clinic", cid))
+    return await client.get(url(cid, f"/download{query}"), headers=headers)
 
 
 async def test_any_member_gets_the_feed_needs_from_the_publisher_settings(
@@ -39,10 +46,7 @@ async def test_any_member_gets_the_feed_needs_from_the_publisher_settings(
 async def test_download_answers_exactly_the_bytes_asked_for(
     client: TestClient, make_token: MakeToken, consultation: Consultation, size: int
 ) -> None:
-    cid = consultation.id
-    response = await client.get(
-        url(cid, f"/download?bytes={size}"), headers=bearer(make_token("clinic", cid))
-    )
+    response = await download(client, make_token, consultation.id, f"?bytes={size}")
     assert response.status == 200
     assert response.content_type == "application/octet-stream"
     assert response.headers["Cache-Control"] == "no-store"
@@ -95,10 +99,7 @@ async def test_more_than_2_mib_is_refused_with_a_reason(
 async def test_a_download_size_that_is_not_a_whole_number_is_a_400(
     client: TestClient, make_token: MakeToken, consultation: Consultation, query: str
 ) -> None:
-    cid = consultation.id
-    response = await client.get(
-        url(cid, f"/download{query}"), headers=bearer(make_token("clinic", cid))
-    )
+    response = await download(client, make_token, consultation.id, query)
     assert await error_of(response, 400) == "bad-request"
 
 

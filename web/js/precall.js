@@ -86,8 +86,7 @@ export class PrecallCheck {
     this.runs += 1;
     const run = this.runs;
     this.els.run.disabled = true;
-    this.audio ??= new AudioContext();
-    await this.audio.resume().catch(() => {});
+    await this._audioContext()?.resume().catch(() => {});
     this._checkCamera();
     this._set("speaker", "pending", "precall.speaker.ask");
     this._showSpeakerAnswer(false);
@@ -130,8 +129,11 @@ export class PrecallCheck {
 
   /** A short two-note chime on the default output; then the user says whether it was heard. */
   playChime() {
-    this.audio ??= new AudioContext();
-    const ctx = this.audio;
+    const ctx = this._audioContext();
+    if (!ctx) {
+      this._set("speaker", "warn", "precall.speaker.notHeard");
+      return;
+    }
     ctx.resume().catch(() => {});
     const now = ctx.currentTime + 0.05;
     for (const note of CHIME) {
@@ -145,6 +147,12 @@ export class PrecallCheck {
     }
     this._set("speaker", "pending", "precall.speaker.confirm");
     this._showSpeakerAnswer(true);
+  }
+
+  /** The page's one AudioContext (made on a click: autoplay rules), or null without WebAudio. */
+  _audioContext() {
+    if (!this.audio && window.AudioContext) this.audio = new AudioContext();
+    return this.audio;
   }
 
   _answerSpeaker(heard) {

@@ -95,11 +95,11 @@ async def needs(request: web.Request) -> web.Response:
 async def download(request: web.Request) -> web.StreamResponse:
     grant = _member(request)
     raw = request.query.get("bytes", "")
-    if not raw.isdigit() or len(raw) > 9:
+    if not (raw.isascii() and raw.isdigit()):  # "²".isdigit() too, but int() refuses it
         raise ApiError(400, "bad-request", "bytes must be a whole number of bytes")
-    size = int(raw)
-    if size > MAX_BYTES:
+    if len(raw) > 9 or int(raw) > MAX_BYTES:
         raise _too_large("downloads")
+    size = int(raw)
     _spend(request, grant)
     response = web.StreamResponse(
         headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-store"}

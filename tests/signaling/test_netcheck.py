@@ -10,9 +10,13 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from signaling.app import create_app
+from signaling.auth.grants import Grant, Role, new_identity
 from signaling.db.store import Consultation
-from signaling.http.netcheck import BUDGET_BURST, MAX_BYTES, feed_needs
-from signaling.keys import SETTINGS
+from signaling.http.netcheck import BUDGET_BURST, BUDGET_REFILL_S, MAX_BYTES, feed_needs
+from signaling.http.throttle import FailureBudget
+from signaling.keys import NETCHECK_BUDGET, SETTINGS, TOKENS
+from signaling.settings import Settings
 from tests.conftest import OTHER_CID, MakeToken, bearer, error_of
 
 
@@ -126,20 +130,31 @@ async def test_no_token_is_401_and_another_consultation_is_403(
 
 
 async def test_each_identity_has_its_own_budget_and_gets_a_retry_time(
-    client: TestClient, make_token: MakeToken, consultation: Consultation
+    aiohttp_client: Any, settings: Settings
 ) -> None:
-    cid = consultation.id
-    clinic = bearer(make_token("clinic", cid))
+    app = create_app(settings)
+    now = [1000.0]  # the budget's clock: a loaded machine must not refill it mid-test
+    app[NETCHECK_BUDGET] = FailureBudget(BUDGET_BURST, BUDGET_REFILL_S, clock=lambda: now[0])
+    client = await aiohttp_client(app)
+    cid = "netcheck0001"
+
+    def token(role: Role) -> dict[str, str]:
+        return bearer(app[TOKENS].issue(Grant.for_role(role, cid, new_identity(role), 600)))
+
+    clinic = token(Role.CLINIC)
     for _ in range(BUDGET_BURST):
         assert (await client.get(url(cid), headers=clinic)).status == 200
     response = await client.get(url(cid, "/download?bytes=10"), headers=clinic)
     assert await error_of(response, 429) == "too-many-requests"
-    assert int(response.headers["Retry-After"]) >= 1
-    assert "Wait" in (await response.json())["reason"]
+    assert response.headers["Retry-After"] == str(round(BUDGET_REFILL_S))
+    assert "Wait 3 seconds" in (await response.json())["reason"]
     response = await client.post(url(cid, "/upload"), data=b"x", headers=clinic)
     assert response.status == 429
-    # Someone else in the room still measures.
-    assert (await client.get(url(cid), headers=bearer(make_token("surgeon", cid)))).status == 200
+    # Someone else in the room still measures; the clinic again once a token refilled.
+    assert (await client.get(url(cid), headers=token(Role.SURGEON))).status == 200
+    now[0] += BUDGET_REFILL_S
+    assert (await client.get(url(cid), headers=clinic)).status == 200
+    assert (await client.get(url(cid), headers=clinic)).status == 429
 
 
 async def test_refused_requests_do_not_spend_the_budget(

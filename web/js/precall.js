@@ -1,7 +1,9 @@
 // The clinic's pre-call check: camera picture, a live microphone level, a speaker test the user
 // confirms, and the network to the server (netcheck.js), each in plain words, then one result
 // line. Advice, never a gate: the stream can start whatever the check says (the medical staff
-// decide). Every text is kept as a key and its parameters, so a language switch rewrites it.
+// decide). A folded panel at the top of the sidebar (the chat keeps its place): opening it runs
+// the check, "Run the check again" repeats it, starting the stream folds it away. Every text is
+// kept as a key and its parameters, so a language switch rewrites it.
 
 import { formatNumber, t } from "./i18n.js";
 import { measureNetwork } from "./netcheck.js";
@@ -61,9 +63,11 @@ export class PrecallCheck {
     this.els.play.addEventListener("click", () => this.playChime());
     this.els.heard.addEventListener("click", () => this._answerSpeaker(true));
     this.els.notHeard.addEventListener("click", () => this._answerSpeaker(false));
+    // Opening the check (a click: WebAudio may start) runs it the first time.
     this.els.panel.addEventListener("toggle", () => {
       if (!this.els.panel.open) this._stopMeter();
       else if (this.runs) this._startMeter();
+      else this.run();
     });
     document.addEventListener("endolink:language", () => this._render());
     this._render();

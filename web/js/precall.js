@@ -58,7 +58,7 @@ export class PrecallCheck {
     this.micPeak = 0; // highest RMS since the meter started
     this.runs = 0;
     this.audio = null; // AudioContext, made on the first click (autoplay rules)
-    this.meter = null; // {source, analyser, timer, started, track}
+    this.meter = null; // {source, analyser, timer, started, heard}
     this.els.run.addEventListener("click", () => this.run());
     this.els.play.addEventListener("click", () => this.playChime());
     this.els.heard.addEventListener("click", () => this._answerSpeaker(true));
@@ -143,6 +143,7 @@ export class PrecallCheck {
     for (const note of CHIME) {
       const osc = new OscillatorNode(ctx, { type: "sine", frequency: note.hz });
       const gain = new GainNode(ctx, { gain: 0.0001 });
+      gain.gain.setValueAtTime(0.0001, now + note.at); // the ramps start here, not at time 0
       gain.gain.exponentialRampToValueAtTime(0.35, now + note.at + 0.02);
       gain.gain.exponentialRampToValueAtTime(0.0001, now + note.at + note.for);
       osc.connect(gain).connect(ctx.destination);

@@ -3,7 +3,8 @@
 // drawing itself onto a 2-D context.
 //
 // Sizes follow the frame height like the burned-in rendition (relay/overlay.py): line width =
-// width × picture height, arrow head 4 widths (≥ 2 % of the height), text cap height 6 widths.
+// width × picture height, arrow head 4 widths (≥ 2 % of the height), text cap height `size` ×
+// picture height (6 widths for marks without a size).
 
 import { toElement } from "./geometry.js";
 
@@ -31,6 +32,15 @@ export const WIDTHS = [
   { id: "medium", value: 0.008, label: "Medium line" },
   { id: "thick", value: 0.016, label: "Thick line" },
 ];
+
+// Text cap height as a fraction of the picture height (a mark's `size`); labels of marks
+// without one (older logs) are 6 line widths tall.
+export const TEXT_SIZES = [
+  { id: "small", value: 0.03, label: "toolbar.textSmall" },
+  { id: "medium", value: 0.05, label: "toolbar.textMedium" },
+  { id: "large", value: 0.08, label: "toolbar.textLarge" },
+];
+const TEXT_CAP_WIDTHS = 6;
 
 export const FADES = [
   { value: "", label: "Keep until cleared" },
@@ -130,7 +140,7 @@ export function drawMark(ctx, mark, rect, alpha = 1) {
     case "text": {
       const text = String(mark.text ?? "");
       if (!text) break;
-      const capHeight = 6 * lw;
+      const capHeight = typeof mark.size === "number" ? mark.size * rect.height : TEXT_CAP_WIDTHS * lw;
       ctx.font = `${(capHeight / capRatio(ctx)).toFixed(2)}px sans-serif`;
       ctx.textBaseline = "alphabetic";
       ctx.textAlign = "left";

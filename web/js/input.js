@@ -322,7 +322,7 @@ export class Input {
     const anchor = this.textAnchor;
     this.cancelText();
     if (!text) return;
-    const { mark } = this.layer.drafts.start("text", [anchor], { text });
+    const { mark } = this.layer.drafts.start("text", [anchor], { text, size: this.layer.toolbar.textSize });
     this.layer.drafts.finish(mark.id);
     this.layer.toolbar.update();
     this.layer.invalidate();

@@ -50,7 +50,8 @@ export const FADES = [
   { value: "60", label: "Fade after 1 min" },
 ];
 
-const POINTER_COLORS = { surgeon: "#ff1744", clinic: "#00e5ff", observer: "#ffea00", admin: "#ff1744" };
+// A page that sends no colour (older pages): by role, never red (invisible on mucosa).
+const POINTER_COLORS = { surgeon: "#00e676", clinic: "#00e5ff", observer: "#ffea00", admin: "#00e676" };
 
 /** Laser-dot colour of a role (the same on every page). */
 export function pointerColor(role) {
@@ -158,28 +159,30 @@ export function drawMark(ctx, mark, rect, alpha = 1) {
   ctx.restore();
 }
 
-/** Draws a laser-pointer dot. */
+/**
+ * Draws a laser pointer: a ring in the author's colour between dark outlines around a white
+ * core, 3 % of the picture height (≥ 10 px) — it stands out on red mucosa and on white light.
+ */
 export function drawPointer(ctx, x, y, color, rect, alpha) {
   if (alpha <= 0) return;
-  const r = Math.max(5, 0.012 * rect.height);
+  const r = Math.max(10, 0.03 * rect.height);
+  const ring = r * 0.32;
   ctx.save();
   ctx.globalAlpha = alpha;
   ctx.beginPath();
-  ctx.arc(x, y, r * 1.9, 0, Math.PI * 2);
-  ctx.fillStyle = hexToRgba(color, 0.28);
-  ctx.fill();
-  ctx.beginPath();
   ctx.arc(x, y, r, 0, Math.PI * 2);
-  ctx.fillStyle = color;
+  ctx.lineWidth = ring + Math.max(3, r * 0.16);
+  ctx.strokeStyle = "rgba(0, 0, 0, 0.85)";
+  ctx.stroke();
+  ctx.lineWidth = ring;
+  ctx.strokeStyle = color;
+  ctx.stroke();
+  ctx.beginPath();
+  ctx.arc(x, y, r * 0.3, 0, Math.PI * 2);
+  ctx.fillStyle = "#ffffff";
   ctx.fill();
-  ctx.lineWidth = Math.max(1, r * 0.25);
-  ctx.strokeStyle = "rgba(255, 255, 255, 0.9)";
+  ctx.lineWidth = Math.max(2, r * 0.1);
+  ctx.strokeStyle = "rgba(0, 0, 0, 0.85)";
   ctx.stroke();
   ctx.restore();
 }
-
-function hexToRgba(hex, a) {
-  const v = parseInt(hex.slice(1), 16);
-  return `rgba(${(v >> 16) & 255}, ${(v >> 8) & 255}, ${v & 255}, ${a})`;
-}
-

@@ -287,8 +287,10 @@ export class Input {
 
   _movePointer(p) {
     const layer = this.layer;
-    layer.board.localPointer = { x: p.x, y: p.y, at: performance.now(), color: pointerColor(layer.session.role) };
-    this.pointerOut.push({ type: "pointer", x: p.x, y: p.y }, "pointer");
+    // In the author's colour (the toolbar's), like their marks.
+    const color = layer.toolbar.color || pointerColor(layer.session.role);
+    layer.board.localPointer = { x: p.x, y: p.y, at: performance.now(), color };
+    this.pointerOut.push({ type: "pointer", x: p.x, y: p.y, color }, "pointer");
     layer.invalidate();
   }
 

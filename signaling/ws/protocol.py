@@ -38,6 +38,7 @@ STAT_LIMITS: dict[str, float] = {
     "bitrate_kbps": 1_000_000.0,
     "rtt_ms": 600_000.0,
     "loss_pct": 100.0,
+    "jitter_ms": 600_000.0,
 }
 "Upper bound of each numeric stat; every one is optional, finite and non-negative."
 STAT_DIRECTIONS = ("send", "recv")

@@ -39,11 +39,11 @@ VIDEO_SHARE = {
 LAYOUT = """
 (videoId) => {
   const vw = window.innerWidth, vh = window.innerHeight;
-  const box = (el) => { const b = el.getBoundingClientRect();
-    return {left: b.left, top: b.top, right: b.right, bottom: b.bottom, width: b.width, height: b.height}; };
+  const box = (el) => el.getBoundingClientRect().toJSON();
   const inside = (b) => b.width > 0 && b.height > 0 && b.left >= -0.5 && b.top >= -0.5
     && b.right <= vw + 0.5 && b.bottom <= vh + 0.5;
-  const tools = [...document.querySelectorAll('[data-testid="annotation-toolbar"] button, [data-testid="annotation-toolbar"] select')]
+  const bar = '[data-testid="annotation-toolbar"]';
+  const tools = [...document.querySelectorAll(`${bar} button, ${bar} select`)]
     .filter((el) => !el.closest('[hidden]'));
   const outside = tools.filter((el) => !inside(box(el))).map((el) => el.dataset.testid || el.id);
   // The element really on top at the centre of each tool: it can be tapped.
@@ -77,10 +77,21 @@ TAPPABLE = """
 }
 """
 
+SEEKED_TO = """
+(t) => { const v = document.querySelector('[data-testid="replay-video"]');
+         return !v.seeking && Math.abs(v.currentTime - t) < 0.25; }
+"""
+
 DRAWING = ["tool-pen", "tool-arrow", "tool-circle", "tool-rect", "tool-text", "tool-pointer"]
 STYLE = [f"color-{c}" for c in ("green", "yellow", "cyan", "blue", "magenta", "white")] + [
-    "width-thin", "width-medium", "width-thick",
-    "text-size-small", "text-size-medium", "text-size-large", "fade", "undo",
+    "width-thin",
+    "width-medium",
+    "width-thick",
+    "text-size-small",
+    "text-size-medium",
+    "text-size-large",
+    "fade",
+    "undo",
 ]
 EVERY_TOOL = {
     "surgeon": [*DRAWING, *STYLE, "clear", "freeze", "snapshot"],
@@ -91,7 +102,11 @@ EVERY_TOOL = {
 @contextlib.asynccontextmanager
 async def touch_browser(tmp_path: Path) -> AsyncIterator[Browser]:
     """A chromium that is a phone: touch events and the mobile viewport."""
-    phone = {"has_touch": True, "is_mobile": True, "viewport": dict(zip(("width", "height"), PHONE))}
+    phone = {
+        "has_touch": True,
+        "is_mobile": True,
+        "viewport": {"width": PHONE[0], "height": PHONE[1]},
+    }
     async with chromium(tmp_path / "touch", **phone) as harness:
         yield harness
 
@@ -99,7 +114,9 @@ async def touch_browser(tmp_path: Path) -> AsyncIterator[Browser]:
 async def resize(page, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
     """Turns or changes the screen; waits two frames for the layout (media queries, observers)."""
     await page.set_viewport_size({"width": size[0], "height": size[1]})
-    await page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    await page.evaluate(
+        "() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))"
+    )
 
 
 async def open_toolbar(page, touch: bool) -> None:  # type: ignore[no-untyped-def]
@@ -135,20 +152,25 @@ async def check_live_page(page, name: str, video_id: str, size, touch: bool) -> 
         await (chat.tap() if touch else chat.click())
     else:
         assert await page.evaluate(TAPPABLE, "chat-input"), (name, size)
-    return f"{name} {size[0]}x{size[1]}: video {m['video']['width']:.0f}x{m['video']['height']:.0f} ({share:.0%})"
+    box = m["video"]
+    return f"{name} {size[0]}x{size[1]}: video {box['width']:.0f}x{box['height']:.0f} ({share:.0%})"
 
 
 async def live_pages(live_server: LiveServer, browser: Browser) -> dict[str, object]:
     """The clinic streaming and the surgeon watching, each in its own window."""
     consultation = await live_server.consultation(consent=True)
     cid = consultation.id
-    clinic = await browser.open(live_server.url("clinic", live_server.token(Role.CLINIC, cid)), "clinic")
+    clinic = await browser.open(
+        live_server.url("clinic", live_server.token(Role.CLINIC, cid)), "clinic"
+    )
     await start_clinic_stream(clinic)
     surgeon = await browser.open(
         live_server.url("surgeon", live_server.token(Role.SURGEON, cid)), "surgeon", window=True
     )
     await surgeon.wait_for_function(VIDEO_HAS_FRAMES, arg="remote-video", timeout=15_000)
-    await expect(surgeon.get_by_test_id("tools-toggle").or_(surgeon.get_by_test_id("tool-pen")).first).to_be_attached()
+    await expect(
+        surgeon.get_by_test_id("tools-toggle").or_(surgeon.get_by_test_id("tool-pen")).first
+    ).to_be_attached()
     return {"clinic": clinic, "surgeon": surgeon}
 
 
@@ -180,7 +202,9 @@ async def test_live_pages_on_a_desktop(live_server: LiveServer, browser: Browser
         await expect(page.get_by_test_id("tools-toggle")).to_be_hidden()
 
 
-async def test_replay_player_and_list_never_overlap(live_server: LiveServer, tmp_path: Path) -> None:
+async def test_replay_player_and_list_never_overlap(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
     app = live_server.app
     consultation = await live_server.consultation(consent=True, title="Replay on a phone")
     await make_recording(
@@ -206,8 +230,34 @@ async def test_replay_player_and_list_never_overlap(live_server: LiveServer, tmp
             assert video and video["x"] >= 0 and video["x"] + video["width"] <= size[0] + 0.5
             print(f"replay {size[0]}x{size[1]}: list {m['a']} player {m['b']}")
 
+        # One scrubber: the video has no controls of its own; a tap or a drag on the time line
+        # seeks (the 4 s recording: 50 % → 2 s, 75 % → 3 s), the button beside it plays.
+        await resize(page, PHONE)
+        video = page.get_by_test_id("replay-video")
+        assert await video.evaluate("(v) => v.controls") is False
+        track = page.locator("#timeline-track")
+        await track.scroll_into_view_if_needed()
+        box = await track.bounding_box()
+        assert box is not None
+        y = box["y"] + box["height"] / 2
+        await page.touchscreen.tap(box["x"] + box["width"] * 0.5, y)
+        await page.wait_for_function(SEEKED_TO, arg=2.0)
+        await page.mouse.move(box["x"] + box["width"] * 0.5, y)
+        await page.mouse.down()
+        await page.mouse.move(box["x"] + box["width"] * 0.75, y, steps=8)
+        await page.mouse.up()
+        await page.wait_for_function(SEEKED_TO, arg=3.0)
+        await video.evaluate("(v) => { v.muted = true; }")
+        await page.get_by_test_id("play-toggle").tap()
+        await expect(page.get_by_test_id("play-toggle")).to_have_attribute("aria-pressed", "true")
+        await page.wait_for_function(
+            "() => document.querySelector('#replay-video').currentTime > 3.2"
+        )
 
-async def test_landing_and_join_pages_fit_every_size(live_server: LiveServer, tmp_path: Path) -> None:
+
+async def test_landing_and_join_pages_fit_every_size(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
     async with touch_browser(tmp_path) as phone:
         landing = await phone.open(live_server.url(""), "landing")
         join = await phone.open(f"{live_server.base_url}/j/AAAAAAAAAAAAAA", "join")

@@ -62,7 +62,9 @@ async def test_the_laser_is_a_large_outlined_ring_that_stays_while_it_moves(
     # 2.5 s of slow circling, the clinic's canvas read every ~0.25 s.
     for step in range(26):
         angle = step / 26 * 2 * np.pi
-        await surgeon.mouse.move(*s_pic.page_xy(0.5 + 0.2 * np.cos(angle), 0.5 + 0.2 * np.sin(angle)))
+        await surgeon.mouse.move(
+            *s_pic.page_xy(0.5 + 0.2 * np.cos(angle), 0.5 + 0.2 * np.sin(angle))
+        )
         await surgeon.wait_for_timeout(100)
         if step >= 4 and step % 2 == 0:
             samples.append(await clinic.evaluate(CANVAS_PIXELS, list(GREEN)))

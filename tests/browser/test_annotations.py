@@ -228,6 +228,15 @@ async def open_consultation(live_server: LiveServer, browser: Browser):
     return consultation, clinic, surgeon, surgeon_token
 
 
+async def surgeon_with_tool(live_server: LiveServer, browser: Browser, tool: str):
+    """``open_consultation``, both pictures measured and ``tool`` chosen on the surgeon page."""
+    consultation, clinic, surgeon, _ = await open_consultation(live_server, browser)
+    s_pic = await picture(surgeon, "remote-video")
+    c_pic = await picture(clinic, "local-preview")
+    await select_tool(surgeon, tool)
+    return consultation, clinic, surgeon, s_pic, c_pic
+
+
 def close_to(points, expected, tolerance: float) -> bool:
     return len(points) == len(expected) and all(
         abs(a[0] - b[0]) <= tolerance and abs(a[1] - b[1]) <= tolerance
@@ -697,10 +706,7 @@ def pointer_radius(pic: Picture) -> float:
 async def test_laser_pointer_appears_on_the_other_page_and_fades(
     live_server: LiveServer, browser: Browser
 ) -> None:
-    _, clinic, surgeon, _ = await open_consultation(live_server, browser)
-    s_pic = await picture(surgeon, "remote-video")
-    c_pic = await picture(clinic, "local-preview")
-    await select_tool(surgeon, "pointer")
+    _, clinic, surgeon, s_pic, c_pic = await surgeon_with_tool(live_server, browser, "pointer")
     await surgeon.mouse.move(*s_pic.page_xy(0.3, 0.3))
     await surgeon.mouse.move(*s_pic.page_xy(0.6, 0.4), steps=10)
     # A ring in the author's colour (the surgeon's current one) around a white core.

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from signaling.auth.grants import Role
-
 from .conftest import Browser, LiveServer, playwright_api
-from .test_pages import VIDEO_HAS_FRAMES, start_clinic_stream
+from .test_annotations import open_consultation
 
 expect = playwright_api.expect
 
@@ -49,17 +47,7 @@ async def test_link_quality_words_follow_round_trip_loss_jitter_and_frame_rate(
 async def test_the_live_pages_call_a_loopback_link_good(
     live_server: LiveServer, browser: Browser
 ) -> None:
-    consultation = await live_server.consultation(consent=True)
-    clinic = await browser.open(
-        live_server.url("clinic", live_server.token(Role.CLINIC, consultation.id)), "clinic"
-    )
-    await start_clinic_stream(clinic)
-    surgeon = await browser.open(
-        live_server.url("surgeon", live_server.token(Role.SURGEON, consultation.id)),
-        "surgeon",
-        window=True,
-    )
-    await surgeon.wait_for_function(VIDEO_HAS_FRAMES, arg="remote-video", timeout=15_000)
+    _, clinic, surgeon, _ = await open_consultation(live_server, browser)
     # Each page's own link, and the other's as it reports it (beside its numbers).
     for page, block in ((surgeon, "stats"), (clinic, "stats"), (surgeon, "remote-stats")):
         badge = page.get_by_test_id(block).get_by_test_id("link-quality").first

@@ -15,7 +15,7 @@ from signaling.keys import RECORDINGS, SETTINGS
 from tests.replay_support import make_recording
 
 from .conftest import Browser, LiveServer, chromium, playwright_api
-from .test_pages import VIDEO_HAS_FRAMES, start_clinic_stream
+from .test_annotations import open_consultation
 
 expect = playwright_api.expect
 
@@ -158,19 +158,7 @@ async def check_live_page(page, name: str, video_id: str, size, touch: bool) -> 
 
 async def live_pages(live_server: LiveServer, browser: Browser) -> dict[str, object]:
     """The clinic streaming and the surgeon watching, each in its own window."""
-    consultation = await live_server.consultation(consent=True)
-    cid = consultation.id
-    clinic = await browser.open(
-        live_server.url("clinic", live_server.token(Role.CLINIC, cid)), "clinic"
-    )
-    await start_clinic_stream(clinic)
-    surgeon = await browser.open(
-        live_server.url("surgeon", live_server.token(Role.SURGEON, cid)), "surgeon", window=True
-    )
-    await surgeon.wait_for_function(VIDEO_HAS_FRAMES, arg="remote-video", timeout=15_000)
-    await expect(
-        surgeon.get_by_test_id("tools-toggle").or_(surgeon.get_by_test_id("tool-pen")).first
-    ).to_be_attached()
+    _, clinic, surgeon, _ = await open_consultation(live_server, browser)
     return {"clinic": clinic, "surgeon": surgeon}
 
 

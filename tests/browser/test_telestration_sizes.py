@@ -13,14 +13,7 @@ from relay.overlay import draw_bgr
 from signaling.keys import RELAY
 
 from .conftest import Browser, LiveServer
-from .test_annotations import (
-    GREEN,
-    open_consultation,
-    picture,
-    pointer_radius,
-    select_tool,
-    wait_marks,
-)
+from .test_annotations import GREEN, pointer_radius, surgeon_with_tool, wait_marks
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
 
@@ -53,10 +46,7 @@ CANVAS_PIXELS = """
 async def test_the_laser_is_a_large_outlined_ring_that_stays_while_it_moves(
     live_server: LiveServer, browser: Browser
 ) -> None:
-    _, clinic, surgeon, _ = await open_consultation(live_server, browser)
-    s_pic = await picture(surgeon, "remote-video")
-    c_pic = await picture(clinic, "local-preview")
-    await select_tool(surgeon, "pointer")
+    _, clinic, surgeon, s_pic, c_pic = await surgeon_with_tool(live_server, browser, "pointer")
     samples = []
     started = time.monotonic()
     # 2.5 s of slow circling, the clinic's canvas read every ~0.25 s.
@@ -81,11 +71,10 @@ async def test_the_laser_is_a_large_outlined_ring_that_stays_while_it_moves(
 async def test_the_text_size_sets_the_label_height_on_the_page_and_burned_in(
     live_server: LiveServer, browser: Browser
 ) -> None:
-    consultation, clinic, surgeon, _ = await open_consultation(live_server, browser)
-    s_pic = await picture(surgeon, "remote-video")
-    c_pic = await picture(clinic, "local-preview")
+    consultation, clinic, surgeon, s_pic, c_pic = await surgeon_with_tool(
+        live_server, browser, "text"
+    )
     board = live_server.app[RELAY].router(consultation.id, "VP8").board
-    await select_tool(surgeon, "text")
     shares: dict[str, tuple[float, float]] = {}
     for size_id, size in (("small", 0.03), ("large", 0.08)):
         await surgeon.get_by_test_id(f"text-size-{size_id}").click()

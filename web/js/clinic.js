@@ -1,7 +1,7 @@
 // Clinic page: camera/endoscope preview (camera.js), patient consent (consent.js), WHIP
 // publishing of the endoscope feed, the surgeon's talk-back audio (WHEP feed=talkback), the
 // surgeon's marks over the preview (annotations.js; the clinic may draw and point too when its
-// grant allows), stats, presence and chat.
+// grant allows), the pre-call check (precall.js), stats, presence and chat.
 
 import { Camera } from "./camera.js";
 import { ConsentPanel } from "./consent.js";
@@ -9,6 +9,7 @@ import { endoscopeStats, joinRoom, loadConsultation, showConnectionState } from 
 import { LinkBanner, serverLink } from "./link.js";
 import { FeedPlayer, Publisher, preferCodec } from "./media.js";
 import { startPage } from "./page.js";
+import { PrecallCheck } from "./precall.js";
 import { FORCED_RELAY_NOTICE, forceRelay, iceServersFrom } from "./session.js";
 import { renderStats } from "./stats.js";
 import { $, Notices, setChip, showFatal } from "./ui.js";
@@ -37,6 +38,7 @@ const state = {
   consultation: null,
   consent: null, // ConsentPanel
   camera: null,
+  precall: null,
   publisher: null,
   talkback: null,
   room: null,
@@ -60,6 +62,9 @@ window.endolink = Object.freeze({
   get annotations() {
     return state.annotations?.debug ?? null;
   },
+  get precall() {
+    return state.precall?.debug ?? null;
+  },
 });
 
 startPage({
@@ -77,9 +82,11 @@ startPage({
       onChange: updateStreamButtons,
       onConflict: () => loadDetails().catch(showFatal),
     });
+    state.precall = new PrecallCheck({ cid: state.cid, token, stream: () => state.camera?.stream ?? null });
     state.camera = new Camera({
       notices,
       onStream: async (stream) => {
+        state.precall.streamChanged();
         if (state.publisher) await state.publisher.replaceStream(stream);
       },
       onChange: updateStreamButtons,
@@ -170,6 +177,7 @@ async function startStream() {
   if (!state.consent.recorded || !stream || state.publisher) return;
   state.streaming = true;
   updateStreamButtons();
+  state.precall.collapse();
   const codec = state.consultation?.video_codec;
   const publisher = new Publisher({
     endpoint: `/whip/${encodeURIComponent(state.cid)}`,

@@ -179,6 +179,11 @@ async def test_live_pages_on_phones_and_tablets_either_way_round_with_touch(
         await resize(surgeon, PHONE)
         await surgeon.get_by_test_id("tool-arrow").tap()
         await expect(surgeon.get_by_test_id("tool-arrow")).to_have_attribute("aria-pressed", "true")
+        # Its words follow a language switch.
+        await surgeon.evaluate("async () => (await import('/static/js/i18n.js')).setLanguage('ko')")
+        await expect(surgeon.get_by_test_id("tools-toggle")).to_have_text("도구")
+        large = surgeon.get_by_test_id("text-size-large")
+        await expect(large).to_have_attribute("aria-label", "큰 글자")
     print("\n" + "\n".join(lines))
 
 

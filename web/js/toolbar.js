@@ -65,13 +65,13 @@ export class Toolbar {
   _build(host) {
     const layer = this.layer;
     const barId = `annotation-toolbar-${layer.page}`;
-    const toggle = iconButton("tools", t("toolbar.tools"), {
+    const { button: toggle, label: toggleLabel } = iconButton("tools", t("toolbar.tools"), {
       class: "tools-toggle",
       "data-testid": "tools-toggle",
       "aria-expanded": "false",
       "aria-controls": barId,
       title: t("toolbar.toolsTitle"),
-    }).button;
+    });
     toggle.addEventListener("click", () => {
       const open = host.classList.toggle("open");
       toggle.setAttribute("aria-expanded", String(open));
@@ -121,6 +121,16 @@ export class Toolbar {
       },
     );
     this.textSizeButtons = textSizes.buttons;
+    document.addEventListener("endolink:language", () => {
+      toggleLabel.textContent = t("toolbar.tools");
+      toggle.title = t("toolbar.toolsTitle");
+      textSizes.group.setAttribute("aria-label", t("toolbar.textSize"));
+      for (const size of TEXT_SIZES) {
+        const b = this.textSizeButtons.get(size.value);
+        b.setAttribute("aria-label", t(size.label));
+        b.title = t(size.label);
+      }
+    });
 
     const fadeId = `annotation-fade-${layer.page}`;
     const fadeSelect = el("select", { id: fadeId, "data-testid": "fade" });

@@ -144,6 +144,8 @@ async def check_live_page(page, name: str, video_id: str, size, touch: bool) -> 
     assert m["tools"] == EVERY_TOOL[name], (name, size, m["tools"])
     assert m["outside"] == [] and m["covered"] == [], (name, size, m)
     share = assert_video_share(m["video"], size)
+    if size == PHONE_LANDSCAPE:  # turned sideways: the whole picture is brought into view
+        assert abs(m["video"]["top"]) < 1 and abs(m["video"]["bottom"] - size[1]) < 1, m["video"]
     if await page.get_by_test_id("chat-toggle").is_visible():  # chat: a sheet on small screens
         assert await page.evaluate(TAPPABLE, "chat-toggle"), (name, size)
         chat = page.get_by_test_id("chat-toggle")

@@ -9,7 +9,7 @@ import { bindRecordingIndicator } from "./recording.js";
 import { Room } from "./room.js";
 import { SessionError } from "./session.js";
 import { RemoteStatsBoard, renderStats, wireStats } from "./stats.js";
-import { $, bindRoomChip, connectionTone, describer, renderPresence, roleLabel, setChip } from "./ui.js";
+import { $, bindRoomChip, connectionTone, describer, keepInViewOnLandscapePhone, renderPresence, roleLabel, setChip } from "./ui.js";
 
 /**
  * GET /api/consultations/{cid}; shows its title. Resolves to the consultation, or null when it
@@ -97,6 +97,7 @@ export function joinRoom({ page, session, token, notices, video, galleryHost = n
     describe,
   });
   bindRecordingIndicator(room, $("#recording-chip"), { cid: session.consultation, token });
+  keepInViewOnLandscapePhone($("#video-frame"));
   return { room, annotations };
 }
 

@@ -287,8 +287,10 @@ export class Input {
 
   _movePointer(p) {
     const layer = this.layer;
-    layer.board.localPointer = { x: p.x, y: p.y, at: performance.now(), color: pointerColor(layer.session.role) };
-    this.pointerOut.push({ type: "pointer", x: p.x, y: p.y }, "pointer");
+    // In the author's colour (the toolbar's), like their marks.
+    const color = layer.toolbar.color || pointerColor(layer.session.role);
+    layer.board.localPointer = { x: p.x, y: p.y, at: performance.now(), color };
+    this.pointerOut.push({ type: "pointer", x: p.x, y: p.y, color }, "pointer");
     layer.invalidate();
   }
 
@@ -322,7 +324,7 @@ export class Input {
     const anchor = this.textAnchor;
     this.cancelText();
     if (!text) return;
-    const { mark } = this.layer.drafts.start("text", [anchor], { text });
+    const { mark } = this.layer.drafts.start("text", [anchor], { text, size: this.layer.toolbar.textSize });
     this.layer.drafts.finish(mark.id);
     this.layer.toolbar.update();
     this.layer.invalidate();

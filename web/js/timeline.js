@@ -1,7 +1,12 @@
-// The replay player's timeline: segments, freezes and a marker per mark, snapshot, freeze and chat
-// message (click to jump there), the playhead, and the filters of which marks are shown.
+// The replay player's one scrubber: segments, freezes and a marker per mark, snapshot, freeze and
+// chat message (click to jump there), the playhead (drag it, tap anywhere, or arrow keys), the
+// play/pause button beside it, and the filters of which marks are shown. The <video> has no
+// controls of its own: one time line, not two that disagree about segments.
 
+import { t } from "./i18n.js";
 import { $, clock } from "./ui.js";
+
+const DRAG_SEEK_MS = 150; // while dragging, seek at most this often (the playhead follows at once)
 
 export class Timeline {
   /**
@@ -18,7 +23,10 @@ export class Timeline {
     this.total = $("#timeline-total");
     this.authors = $("#author-filter");
     this.showMarks = $("#show-annotations");
+    this.playToggle = $("#play-toggle");
     this._bind();
+    this._bindScrubbing();
+    this._bindPlayback();
   }
 
   /** Draws the timeline of `detail` (the recording's JSON). */
@@ -85,11 +93,6 @@ export class Timeline {
 
   _bind() {
     const player = this.player;
-    this.track.addEventListener("click", (event) => {
-      if (!player.detail) return;
-      const box = this.track.getBoundingClientRect();
-      player.seek(((event.clientX - box.left) / box.width) * player.totalSpan());
-    });
     this.track.addEventListener("keydown", (event) => {
       if (!player.detail) return;
       const step = event.shiftKey ? 10 : 1;
@@ -103,6 +106,66 @@ export class Timeline {
       this._updateMarkerVisibility();
       this.overlay.invalidate();
     });
+  }
+
+  /** Press (mouse, pen or finger) and drag on the track: the playhead follows, the video seeks. */
+  _bindScrubbing() {
+    const { player, track } = this;
+    let drag = null; // {pointerId, t, lastSeek}
+    const timeAt = (event) => {
+      const box = track.getBoundingClientRect();
+      const share = Math.max(0, Math.min(1, (event.clientX - box.left) / box.width));
+      return share * player.totalSpan();
+    };
+    const seek = (now) => {
+      drag.lastSeek = now;
+      player.seek(drag.t);
+    };
+    track.addEventListener("pointerdown", (event) => {
+      if (!player.detail || event.target.closest(".timeline-marker") || (event.pointerType === "mouse" && event.button !== 0)) return;
+      drag = { pointerId: event.pointerId, t: timeAt(event), lastSeek: 0 };
+      track.setPointerCapture?.(event.pointerId);
+      this.showTime(drag.t);
+      seek(performance.now());
+      event.preventDefault();
+    });
+    track.addEventListener("pointermove", (event) => {
+      if (!drag || event.pointerId !== drag.pointerId) return;
+      drag.t = timeAt(event);
+      this.showTime(drag.t);
+      const now = performance.now();
+      if (now - drag.lastSeek >= DRAG_SEEK_MS) seek(now);
+    });
+    const end = (event) => {
+      if (!drag || event.pointerId !== drag.pointerId) return;
+      if (event.type === "pointerup") drag.t = timeAt(event);
+      seek(performance.now());
+      drag = null;
+    };
+    track.addEventListener("pointerup", end);
+    track.addEventListener("pointercancel", end);
+  }
+
+  /** The play/pause button (and a tap on the picture) and its label. */
+  _bindPlayback() {
+    const video = this.player.video;
+    const toggle = () => {
+      if (!this.player.detail) return;
+      if (video.paused || video.ended) video.play().catch(() => {});
+      else video.pause();
+    };
+    const show = () => {
+      const playing = !video.paused && !video.ended;
+      const label = t(playing ? "replay.pause" : "replay.play");
+      this.playToggle.setAttribute("aria-pressed", String(playing));
+      this.playToggle.setAttribute("aria-label", label);
+      this.playToggle.title = label;
+    };
+    this.playToggle.addEventListener("click", toggle);
+    video.addEventListener("click", toggle);
+    for (const event of ["play", "pause", "ended", "emptied"]) video.addEventListener(event, show);
+    document.addEventListener("endolink:language", show);
+    show();
   }
 
   /** One checkbox per author of marks: hides or shows that author's marks. */

@@ -1,8 +1,10 @@
-// The annotation toolbar of a page that may draw: tool, colour, width and fade buttons (and the
-// current choice of each, which new marks take), undo / clear, freeze / snapshot for the lead,
-// and the status line under it.
+// The annotation toolbar of a page that may draw: tool, colour, width, text size and fade
+// buttons (and the current choice of each, which new marks take), undo / clear, freeze /
+// snapshot for the lead, and the status line under it. On small screens it folds behind a
+// Tools button (app.css decides when; the button is hidden elsewhere).
 
-import { COLORS, FADES, TOOLS, WIDTHS } from "./drawing.js";
+import { COLORS, FADES, TEXT_SIZES, TOOLS, WIDTHS } from "./drawing.js";
+import { t } from "./i18n.js";
 import { el } from "./ui.js";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -17,6 +19,7 @@ const ICONS = {
   clear: "M5 7h14M10 7V4h4v3M7 7l1 13h8l1-13",
   freeze: "M8 5v14M16 5v14",
   snapshot: "M4 8h4l2-3h4l2 3h4v11H4zM12 10a3.5 3.5 0 1 0 0.01 0z",
+  tools: "M4 7h10M18 7h2M4 17h2M10 17h10M16 5v4M8 15v4",
 };
 
 function icon(name) {
@@ -34,7 +37,7 @@ function icon(name) {
 /** A labelled button with an icon. */
 function iconButton(name, label, attrs) {
   const b = el("button", { type: "button", ...attrs });
-  const text = el("span", { text: label });
+  const text = el("span", { class: "tool-label", text: label });
   b.append(icon(name), text);
   return { button: b, label: text };
 }
@@ -49,17 +52,32 @@ export class Toolbar {
     this.tool = layer.canDraw && layer.page === "surgeon" ? "pen" : null;
     this.color = layer.page === "surgeon" ? COLORS[0].value : COLORS[1].value;
     this.width = WIDTHS[1].value;
+    this.textSize = TEXT_SIZES[1].value;
     this.fadeS = null;
     this.status = null;
     this.toolButtons = new Map();
     this.colorButtons = new Map();
     this.widthButtons = new Map();
+    this.textSizeButtons = new Map();
     if (layer.canDraw && host) this._build(host);
   }
 
   _build(host) {
     const layer = this.layer;
+    const barId = `annotation-toolbar-${layer.page}`;
+    const { button: toggle, label: toggleLabel } = iconButton("tools", t("toolbar.tools"), {
+      class: "tools-toggle",
+      "data-testid": "tools-toggle",
+      "aria-expanded": "false",
+      "aria-controls": barId,
+      title: t("toolbar.toolsTitle"),
+    });
+    toggle.addEventListener("click", () => {
+      const open = host.classList.toggle("open");
+      toggle.setAttribute("aria-expanded", String(open));
+    });
     const bar = el("div", {
+      id: barId,
       class: "annotation-toolbar",
       role: "toolbar",
       "aria-label": "Annotation tools",
@@ -90,6 +108,29 @@ export class Toolbar {
       sample: true,
     });
     this.widthButtons = widths.buttons;
+    // Text size is its own choice: a label stays readable whatever the line width.
+    const textSizes = this._choices(
+      TEXT_SIZES.map((size) => ({ ...size, label: t(size.label) })),
+      {
+        kind: "text-size",
+        buttonClass: "text-size",
+        group: { class: "tool-group text-sizes", label: t("toolbar.textSize") },
+        current: this.textSize,
+        pick: (value) => this.setTextSize(value),
+        glyph: true,
+      },
+    );
+    this.textSizeButtons = textSizes.buttons;
+    document.addEventListener("endolink:language", () => {
+      toggleLabel.textContent = t("toolbar.tools");
+      toggle.title = t("toolbar.toolsTitle");
+      textSizes.group.setAttribute("aria-label", t("toolbar.textSize"));
+      for (const size of TEXT_SIZES) {
+        const b = this.textSizeButtons.get(size.value);
+        b.setAttribute("aria-label", t(size.label));
+        b.title = t(size.label);
+      }
+    });
 
     const fadeId = `annotation-fade-${layer.page}`;
     const fadeSelect = el("select", { id: fadeId, "data-testid": "fade" });
@@ -111,7 +152,7 @@ export class Toolbar {
       this.clearButton.addEventListener("click", () => layer.clear());
       actions.append(this.clearButton);
     }
-    bar.append(tools, colors.group, widths.group, fade, actions);
+    bar.append(tools, colors.group, widths.group, textSizes.group, fade, actions);
 
     if (layer.isLead) {
       const picture = el("div", { class: "tool-group", role: "group", "aria-label": "Picture" });
@@ -133,12 +174,12 @@ export class Toolbar {
       bar.append(picture);
     }
     this.status = el("p", { class: "hint annotation-status", "data-testid": "annotation-status", "aria-live": "polite" });
-    host.append(bar, this.status);
+    host.append(toggle, bar, this.status);
     this.update();
   }
 
   /** A group of buttons, one per choice (`data-<kind>` its id), the current one pressed. */
-  _choices(items, { kind, buttonClass, group, current, pick, sample = false }) {
+  _choices(items, { kind, buttonClass, group, current, pick, sample = false, glyph = false }) {
     const node = el("div", { class: group.class, role: "group", "aria-label": group.label });
     const buttons = new Map();
     for (const item of items) {
@@ -153,6 +194,8 @@ export class Toolbar {
       });
       // A line of the width itself, drawn by the stylesheet.
       if (sample) b.append(el("span", { class: "width-sample", "aria-hidden": "true" }));
+      // A letter at the size (relative), drawn by the stylesheet.
+      if (glyph) b.append(el("span", { class: "text-size-sample", "aria-hidden": "true", text: "A" }));
       b.addEventListener("click", () => pick(item.value));
       buttons.set(item.value, b);
       node.append(b);
@@ -174,6 +217,11 @@ export class Toolbar {
   setWidth(width) {
     this.width = width;
     for (const [value, b] of this.widthButtons) b.setAttribute("aria-pressed", String(value === width));
+  }
+
+  setTextSize(size) {
+    this.textSize = size;
+    for (const [value, b] of this.textSizeButtons) b.setAttribute("aria-pressed", String(value === size));
   }
 
   /** Enables what can be done now: undo with own marks, clear with any, freeze while idle. */

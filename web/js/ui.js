@@ -188,3 +188,14 @@ export function duration(seconds) {
   if (seconds < 60) return `${seconds.toFixed(1)} s`;
   return clock(seconds);
 }
+
+/** A phone turned sideways: the video fills the screen's height, so bring all of it into view
+ * (the top bar stays a scroll away above it). The query matches app.css's landscape-phone rule. */
+export function keepInViewOnLandscapePhone(frame) {
+  const landscapePhone = matchMedia("(max-height: 500px) and (orientation: landscape)");
+  const follow = () => {
+    if (landscapePhone.matches) frame.scrollIntoView({ block: "start" });
+  };
+  landscapePhone.addEventListener("change", follow);
+  follow();
+}

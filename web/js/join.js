@@ -25,7 +25,8 @@ function joinError(err) {
   if (err.status === 0) return new SessionError("network", msg("error.network"), msg("session.checkNetwork"));
   const known = refusalText(err);
   const title = known.key === "error.other" ? msg("join.failed") : known;
-  const detail = known.key === "error.other" ? known : msg(err.status === 429 ? "join.wait" : "session.askCoordinator");
+  const next = { "too-many-attempts": "join.wait", "unknown-link": "join.copiedWhole" }[err.code] || "session.askCoordinator";
+  const detail = known.key === "error.other" ? known : msg(next);
   return new SessionError(err.status === 429 ? "busy" : "invalid", title, detail);
 }
 

@@ -40,7 +40,7 @@ async function fetchCatalogue(code) {
  * call once before anything is shown. An unknown `?lang=` is reported, not fatal. */
 export async function loadLanguage() {
   const asked = new URLSearchParams(location.search).get("lang");
-  const code = pickLanguage(asked || remembered(), navigator.languages);
+  const code = pickLanguage(asked in LANGUAGES ? asked : remembered(), navigator.languages);
   fallback = await fetchCatalogue(FALLBACK);
   catalogue = code === FALLBACK ? fallback : await fetchCatalogue(code).catch(() => fallback);
   current = catalogue === fallback ? FALLBACK : code;
@@ -138,7 +138,7 @@ export function msg(key, params = {}) {
 /** A parameter's text: nested messages translated, dates and numbers formatted now. */
 function resolve(value) {
   if (value && typeof value === "object") {
-    if ("key" in value) return t(value.key, value.params);
+    if ("key" in value) return render(value.key, value.params);
     if ("date" in value) return formatDateTime(value.date, value.options);
     if ("number" in value) return formatNumber(value.number, value.options);
     if ("list" in value) {
@@ -210,5 +210,16 @@ export function formatNumber(value, options = {}) {
 
 /** A date and/or time in the current language's style (`options` as Intl.DateTimeFormat). */
 export function formatDateTime(value, options = { dateStyle: "medium", timeStyle: "short" }) {
-  return new Intl.DateTimeFormat(current, options).format(value instanceof Date ? value : new Date(value));
+  const date = value instanceof Date ? value : new Date(value);
+  if (Intl.DateTimeFormat.supportedLocalesOf([current]).length) return new Intl.DateTimeFormat(current, options).format(date);
+  // A browser without this language's calendar data would write English month names and AM/PM:
+  // numbers only instead, year first (2026.12.02 08:09), as Mongolian writes dates.
+  const numeric = { year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" };
+  const parts = {};
+  for (const p of new Intl.DateTimeFormat("en", { ...numeric, hourCycle: "h23" }).formatToParts(date)) parts[p.type] = p.value;
+  const day = `${parts.year}.${parts.month}.${parts.day}`;
+  const time = `${parts.hour}:${parts.minute}${options.timeStyle === "medium" || options.second ? `:${parts.second}` : ""}`;
+  if (options.timeStyle && !options.dateStyle) return time;
+  if (options.dateStyle && !options.timeStyle) return day;
+  return `${day} ${time}`;
 }

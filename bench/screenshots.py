@@ -81,7 +81,7 @@ async def live_pages(browser: Browser, links: dict[str, str], size: tuple[int, i
         " && document.querySelector('[data-testid=remote-overlay]').hidden"
     )
     await draw_arrow(surgeon)
-    await clinic.wait_for_timeout(1500)  # the link-quality figures of both sides
+    await clinic.wait_for_timeout(3000)  # the link-quality figures; seconds of recording
     return (clinic_context, clinic), (surgeon_context, surgeon)
 
 
@@ -107,7 +107,7 @@ async def replay_page(browser: Browser, link: str, size: tuple[int, int, bool]):
         "() => document.querySelector('[data-testid=replay-video]').readyState >= 2"
     )
     await page.evaluate(
-        "() => { const v = document.querySelector('[data-testid=replay-video]'); v.currentTime = 1; }"
+        "() => { document.querySelector('[data-testid=replay-video]').currentTime = 1; }"
     )
     await page.wait_for_timeout(500)
     return context, page
@@ -140,22 +140,31 @@ async def run(out: Path, port: int) -> list[Path]:
 async def shoot_size(
     browser: Browser, links: dict[str, str], size: tuple[int, int, bool], out: Path
 ) -> list[Path]:
-    """Every page and language at one size."""
+    """Every page and language at one size: the live pages while streaming, then the replay
+    page with the recording that stream made (complete, so its files verify)."""
     tag = f"{size[0]}x{size[1]}"
     saved = []
     (clinic_context, clinic), (surgeon_context, surgeon) = await live_pages(browser, links, size)
     try:
-        await clinic.wait_for_timeout(4000)  # a few seconds of recording for the replay page
-        replay_context, replay = await replay_page(browser, links["replay"], size)
         for language in LANGUAGES:
-            for name, page in (("clinic", clinic), ("surgeon", surgeon), ("replay", replay)):
+            for name, page in (("clinic", clinic), ("surgeon", surgeon)):
                 await choose(page, language)
                 saved.append(await shoot(page, out, f"{name}-{language}-{tag}"))
-        await replay_context.close()
-    finally:
         await clinic.get_by_test_id("stop-stream").click()
+        await surgeon.wait_for_function(
+            "() => document.querySelector('[data-testid=publisher-state]').dataset.state"
+            " === 'offline'"
+        )
+    finally:
         await clinic_context.close()
         await surgeon_context.close()
+    replay_context, replay = await replay_page(browser, links["replay"], size)
+    try:
+        for language in LANGUAGES:
+            await choose(replay, language)
+            saved.append(await shoot(replay, out, f"replay-{language}-{tag}"))
+    finally:
+        await replay_context.close()
     return saved
 
 
@@ -167,7 +176,8 @@ def main() -> None:
     started = time.monotonic()
     saved = asyncio.run(run(args.out, args.port or free_port()))
     total_kb = sum(p.stat().st_size for p in saved) / 1024
-    print(f"{len(saved)} screenshots in {args.out} ({total_kb:.0f} KiB, {time.monotonic() - started:.0f} s)")
+    took_s = time.monotonic() - started
+    print(f"{len(saved)} screenshots in {args.out} ({total_kb:.0f} KiB, {took_s:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -52,7 +52,8 @@ FILE_NAME = re.compile(r"^[\w-]+\.(json|mp4|webm|mkv|ogg|png|zip):?$")
 # code samples, the browser's own device names, the language picker's option names.
 SEEN_TEXT = """
 () => {
-  const skip = (el) => el.closest("code, pre, .language-picker, #camera-select, #mic-select, #talk-mic");
+  const skip = (el) =>
+    el.closest("code, pre, .language-picker, #camera-select, #mic-select, #talk-mic");
   const seen = (el) => el.checkVisibility({ checkOpacity: true, checkVisibilityCSS: true });
   const out = [];
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);

@@ -108,7 +108,9 @@ async def assert_video_plays(page, label: str, clicked_at: float) -> dict:
     )
     first_frame_s = time.monotonic() - clicked_at
     counted = await count_frames(page, label)
-    await expect(page.get_by_test_id("connection-state")).to_have_attribute("data-state", "connected")
+    await expect(page.get_by_test_id("connection-state")).to_have_attribute(
+        "data-state", "connected"
+    )
     await expect(page.get_by_test_id("publisher-state")).to_have_attribute("data-state", "live")
     await expect(page.get_by_test_id("remote-overlay")).to_be_hidden()
     await page.wait_for_function(STATS_FPS, timeout=5_000)
@@ -136,10 +138,14 @@ async def test_clinic_consents_streams_and_surgeon_watches(
     assert await clinic.evaluate("location.hash") == ""
     assert await clinic.evaluate("sessionStorage.getItem('endolink.token.clinic')") == clinic_token
 
-    await expect(surgeon.get_by_test_id("publisher-state")).to_have_attribute("data-state", "offline")
+    await expect(surgeon.get_by_test_id("publisher-state")).to_have_attribute(
+        "data-state", "offline"
+    )
     await expect(surgeon.get_by_test_id("remote-overlay")).to_contain_text("Waiting for the clinic")
     await expect(clinic.get_by_test_id("start-stream")).to_be_disabled()
-    await expect(clinic.get_by_test_id("surgeon-presence")).to_have_attribute("data-state", "online")
+    await expect(clinic.get_by_test_id("surgeon-presence")).to_have_attribute(
+        "data-state", "online"
+    )
 
     await record_consent(clinic)
     await expect(clinic.get_by_test_id("consent-summary")).to_contain_text("Dr. Test, endoscopist")
@@ -147,7 +153,9 @@ async def test_clinic_consents_streams_and_surgeon_watches(
 
     metrics = await assert_video_plays(surgeon, "surgeon", clicked)
     assert metrics["width"] > 0 and metrics["height"] > 0
-    await expect(clinic.get_by_test_id("connection-state")).to_have_attribute("data-state", "connected")
+    await expect(clinic.get_by_test_id("connection-state")).to_have_attribute(
+        "data-state", "connected"
+    )
     await clinic.wait_for_function(STATS_FPS, timeout=5_000)
     clinic_fps = await clinic.evaluate(STATS_FPS)
     print(f"clinic: sending at {clinic_fps:g} fps")
@@ -173,13 +181,19 @@ async def test_clinic_consents_streams_and_surgeon_watches(
 
     # Stop: the surgeon sees the publisher go offline.
     await clinic.get_by_test_id("stop-stream").click()
-    await expect(clinic.get_by_test_id("connection-state")).to_have_attribute("data-state", "stopped")
-    await expect(surgeon.get_by_test_id("publisher-state")).to_have_attribute("data-state", "offline", timeout=8_000)
+    await expect(clinic.get_by_test_id("connection-state")).to_have_attribute(
+        "data-state", "stopped"
+    )
+    await expect(surgeon.get_by_test_id("publisher-state")).to_have_attribute(
+        "data-state", "offline", timeout=8_000
+    )
     await expect(surgeon.get_by_test_id("remote-overlay")).to_be_visible()
 
     # Start again: the surgeon's page picks the new publisher up without a reload.
     clicked = await start_clinic_stream(clinic)
-    await expect(surgeon.get_by_test_id("publisher-state")).to_have_attribute("data-state", "live", timeout=10_000)
+    await expect(surgeon.get_by_test_id("publisher-state")).to_have_attribute(
+        "data-state", "live", timeout=10_000
+    )
     await expect(surgeon.get_by_test_id("remote-overlay")).to_be_hidden(timeout=10_000)
     back_s = time.monotonic() - clicked
     counted = await count_frames(surgeon, "surgeon after restart")

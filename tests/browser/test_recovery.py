@@ -128,7 +128,9 @@ async def test_pages_say_what_happens_and_come_back_within_seconds_after_a_serve
             await expect(banner(page)).to_have_text("Reconnected.", timeout=5_000)
         await expect(clinic.get_by_test_id("not-sent-badge")).to_be_hidden()
         await expect(recording).not_to_have_attribute("data-state", "unknown")
-        await expect(surgeon.get_by_test_id("publisher-state")).to_have_attribute("data-state", "live")
+        await expect(surgeon.get_by_test_id("publisher-state")).to_have_attribute(
+            "data-state", "live"
+        )
         await expect(talk).to_have_attribute("data-state", "on", timeout=5_000)
         await clinic.wait_for_function(TALKBACK_CONNECTED, timeout=5_000)
         for page in (surgeon, clinic):
@@ -203,4 +205,6 @@ async def test_a_participant_whose_connection_broke_shows_as_reconnecting(
         await expect(chip).to_have_attribute("data-state", "online")
         await expect(row).not_to_contain_text("reconnecting")
         await ws.close()
-        await expect(chip).to_have_attribute("data-state", "offline")  # closed on purpose: gone at once
+        await expect(chip).to_have_attribute(
+            "data-state", "offline"
+        )  # closed on purpose: gone at once

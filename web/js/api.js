@@ -59,14 +59,16 @@ export async function readError(response) {
 /**
  * Fetches an API path with `Authorization: Bearer <token>` (none without a token); resolves to the Response when its
  * status is 2xx, rejects with an ApiError otherwise. A Blob `body` is sent as it is (its
- * Content-Type in `headers`), any other body as JSON.
+ * Content-Type in `headers`), any other body as JSON. An aborted `signal` rejects with the
+ * ApiError of an unreachable server (status 0); the caller knows it aborted.
  */
-export async function apiFetch(path, { token, method = "GET", body, headers = {}, cache = "no-store" } = {}) {
+export async function apiFetch(path, { token, method = "GET", body, headers = {}, cache = "no-store", signal } = {}) {
   const init = {
     method,
     headers: { ...(token ? { Authorization: `Bearer ${token}` } : {}), Accept: "application/json", ...headers },
     cache,
     credentials: "omit",
+    signal,
   };
   if (body instanceof Blob) {
     init.body = body;

@@ -1,7 +1,7 @@
 // Clinic page: camera/endoscope preview (camera.js), patient consent (consent.js), WHIP
 // publishing of the endoscope feed, the surgeon's talk-back audio (WHEP feed=talkback), the
 // surgeon's marks over the preview (annotations.js; the clinic may draw and point too when its
-// grant allows), stats, presence and chat.
+// grant allows), the pre-call check (precall.js), stats, presence and chat.
 
 import { refusalText } from "./api.js";
 import { Camera } from "./camera.js";
@@ -11,6 +11,7 @@ import { LinkBanner, serverLink } from "./link.js";
 import { FeedPlayer, Publisher, preferCodec } from "./media.js";
 import { msg, setText } from "./i18n.js";
 import { startPage } from "./page.js";
+import { PrecallCheck } from "./precall.js";
 import { FORCED_RELAY_NOTICE, forceRelay, iceServersFrom } from "./session.js";
 import { renderStats } from "./stats.js";
 import { $, Notices, setChip, showFatal } from "./ui.js";
@@ -39,6 +40,7 @@ const state = {
   consultation: null,
   consent: null, // ConsentPanel
   camera: null,
+  precall: null,
   publisher: null,
   talkback: null,
   room: null,
@@ -62,6 +64,9 @@ window.endolink = Object.freeze({
   get annotations() {
     return state.annotations?.debug ?? null;
   },
+  get precall() {
+    return state.precall?.debug ?? null;
+  },
 });
 
 startPage({
@@ -79,9 +84,11 @@ startPage({
       onChange: updateStreamButtons,
       onConflict: () => loadDetails().catch(showFatal),
     });
+    state.precall = new PrecallCheck({ cid: state.cid, token, stream: () => state.camera?.stream ?? null });
     state.camera = new Camera({
       notices,
       onStream: async (stream) => {
+        state.precall.streamChanged();
         if (state.publisher) await state.publisher.replaceStream(stream);
       },
       onChange: updateStreamButtons,
@@ -175,6 +182,7 @@ async function startStream() {
   if (!state.consent.recorded || !stream || state.publisher) return;
   state.streaming = true;
   updateStreamButtons();
+  state.precall.collapse();
   const codec = state.consultation?.video_codec;
   const publisher = new Publisher({
     endpoint: `/whip/${encodeURIComponent(state.cid)}`,

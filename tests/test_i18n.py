@@ -81,7 +81,7 @@ def test_translations_are_written_in_their_script(code: str) -> None:
 
 
 # Names and units that stay in Latin letters in every language.
-ALLOWED_LATIN = {"EndoLink", "kbit", "HD", "USB", "https", "Ctrl", "Enter", "Esc", "API"}
+ALLOWED_LATIN = {"EndoLink", "kbit", "Mbit", "HD", "USB", "https", "Ctrl", "Enter", "Esc", "API"}
 
 
 def test_every_key_the_pages_use_exists_and_every_key_is_used() -> None:

@@ -239,3 +239,7 @@ async def test_an_unknown_language_code_is_reported_and_the_page_works(
     await expect(notice).to_contain_text("“<b>zz</b>”")
     await expect(notice).to_contain_text("한국어")
     await expect(page.locator("html")).to_have_attribute("lang", "ko")
+    # Not a language even though every JavaScript object has it.
+    await page.goto(f"{live_server.base_url}/?lang=toString")
+    await expect(page.get_by_test_id("language-notice")).to_contain_text("“toString”")
+    await expect(page.locator("html")).to_have_attribute("lang", "ko")

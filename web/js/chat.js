@@ -9,7 +9,7 @@ import { msg, setAttr, setText, t } from "./i18n.js";
 import { el } from "./ui.js";
 
 /** The clinic's quick phrases (catalogue keys chat.phrase.*). */
-export const QUICK_PHRASES = ["ready", "repeat", "scopeIn", "scopeOut"];
+const QUICK_PHRASES = ["ready", "repeat", "scopeIn", "scopeOut"];
 const MAX_LENGTH = 2000;
 const NOTICE_MS = 6000;
 const NOTICE_CHARS = 120;

@@ -12,12 +12,15 @@ let current = FALLBACK;
 let catalogue = {};
 let fallback = {};
 
+/** Whether `code` is one of ours (own keys only: `?lang=toString` is not a language). */
+const known = (code) => typeof code === "string" && Object.hasOwn(LANGUAGES, code);
+
 /** The language to use: a remembered choice, else the browser's first one we have. */
 export function pickLanguage(remembered, browserLanguages) {
-  if (remembered && remembered in LANGUAGES) return remembered;
+  if (known(remembered)) return remembered;
   for (const tag of browserLanguages || []) {
     const base = String(tag).toLowerCase().split("-")[0];
-    if (base in LANGUAGES) return base;
+    if (known(base)) return base;
   }
   return FALLBACK;
 }
@@ -40,14 +43,14 @@ async function fetchCatalogue(code) {
  * call once before anything is shown. An unknown `?lang=` is reported, not fatal. */
 export async function loadLanguage() {
   const asked = new URLSearchParams(location.search).get("lang");
-  const code = pickLanguage(asked in LANGUAGES ? asked : remembered(), navigator.languages);
+  const code = pickLanguage(known(asked) ? asked : remembered(), navigator.languages);
   fallback = await fetchCatalogue(FALLBACK);
   catalogue = code === FALLBACK ? fallback : await fetchCatalogue(code).catch(() => fallback);
   current = catalogue === fallback ? FALLBACK : code;
   document.documentElement.lang = current;
   translate(document);
   addPicker();
-  if (asked && !(asked in LANGUAGES)) reportUnknown(asked);
+  if (asked && !known(asked)) reportUnknown(asked);
   return current;
 }
 
@@ -95,7 +98,7 @@ export function language() {
 /** Switches language: remembered, the static page re-translated, and `endolink:language` sent
  * so a module that wrote text itself can write it again. */
 export async function setLanguage(code) {
-  if (!(code in LANGUAGES)) throw new Error(`unknown language ${code}`);
+  if (!known(code)) throw new Error(`unknown language ${code}`);
   try {
     localStorage.setItem(STORE_KEY, code);
   } catch {
@@ -179,11 +182,6 @@ export function setAttr(node, attr, text) {
   node.dataset.i18nAttr = pairs.join(";");
   node.dataset.i18nAttrParams = JSON.stringify(params);
   node.setAttribute(attr, render(text.key, text.params));
-}
-
-/** The text of a msg() (or a plain string) in the current language, for places that keep no node. */
-export function textOf(text) {
-  return text && typeof text === "object" ? render(text.key, text.params) : String(text ?? "");
 }
 
 /**

@@ -1,7 +1,7 @@
 // Small DOM helpers shared by the pages. Everything user- or server-provided goes through
 // textContent (never innerHTML), so chat text or names cannot inject markup.
 
-import { formatDateTime, msg, setAttr, setText } from "./i18n.js";
+import { msg, setAttr, setText } from "./i18n.js";
 import { refusalText } from "./api.js";
 import { normaliseParticipant } from "./room.js";
 
@@ -180,12 +180,6 @@ export function when(iso) {
   if (!iso) return "";
   const d = new Date(typeof iso === "number" ? iso * 1000 : iso);
   return Number.isNaN(d.getTime()) ? String(iso) : { date: d.getTime() };
-}
-
-/** A server time as text in the current language (for text not re-written on a switch). */
-export function formatTime(iso) {
-  const time = when(iso);
-  return typeof time === "object" ? formatDateTime(time.date) : time;
 }
 
 /** Seconds as "m:ss" or "h:mm:ss". */

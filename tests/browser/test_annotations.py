@@ -78,7 +78,7 @@ READY = """
 () => {
   const a = window.endolink && window.endolink.annotations;
   const room = document.querySelector('[data-testid="room-state"]');
-  return !!a && !!a.picture && !!room && room.textContent.includes("connected");
+  return !!a && !!a.picture && !!room && room.dataset.state === "connected";
 }
 """
 

@@ -7,47 +7,44 @@
 // picture height (6 widths for marks without a size).
 
 import { toElement } from "./geometry.js";
+import { msg } from "./i18n.js";
 
-export const TOOLS = [
-  { id: "pen", label: "Pen", title: "Freehand pen" },
-  { id: "arrow", label: "Arrow", title: "Arrow: drag from tail to tip" },
-  { id: "circle", label: "Circle", title: "Circle / ellipse: drag across it" },
-  { id: "rect", label: "Box", title: "Rectangle: drag across it" },
-  { id: "text", label: "Text", title: "Text label: click where it starts" },
-  { id: "pointer", label: "Laser", title: "Laser pointer: a dot the others see, not kept" },
-];
+// Labels are catalogue messages (i18n.js msg()), written in the page's language where shown.
+export const TOOLS = ["pen", "arrow", "circle", "rect", "text", "pointer"].map((id) => ({
+  id,
+  label: msg(`tool.${id}`),
+  title: msg(`tool.${id}.title`),
+}));
 
 // High contrast on red/pink mucosa: no reds.
 export const COLORS = [
-  { id: "green", value: "#00e676", label: "Green" },
-  { id: "yellow", value: "#ffea00", label: "Yellow" },
-  { id: "cyan", value: "#00e5ff", label: "Cyan" },
-  { id: "blue", value: "#2979ff", label: "Blue" },
-  { id: "magenta", value: "#ff40ff", label: "Magenta" },
-  { id: "white", value: "#ffffff", label: "White" },
-];
+  { id: "green", value: "#00e676" },
+  { id: "yellow", value: "#ffea00" },
+  { id: "cyan", value: "#00e5ff" },
+  { id: "blue", value: "#2979ff" },
+  { id: "magenta", value: "#ff40ff" },
+  { id: "white", value: "#ffffff" },
+].map((c) => ({ ...c, label: msg(`color.${c.id}`) }));
 
 export const WIDTHS = [
-  { id: "thin", value: 0.004, label: "Thin line" },
-  { id: "medium", value: 0.008, label: "Medium line" },
-  { id: "thick", value: 0.016, label: "Thick line" },
-];
+  { id: "thin", value: 0.004 },
+  { id: "medium", value: 0.008 },
+  { id: "thick", value: 0.016 },
+].map((w) => ({ ...w, label: msg(`width.${w.id}`) }));
 
 // Text cap height as a fraction of the picture height (a mark's `size`); labels of marks
 // without one (older logs) are 6 line widths tall.
 export const TEXT_SIZES = [
-  { id: "small", value: 0.03, label: "toolbar.textSmall" },
-  { id: "medium", value: 0.05, label: "toolbar.textMedium" },
-  { id: "large", value: 0.08, label: "toolbar.textLarge" },
+  { id: "small", value: 0.03, label: msg("toolbar.textSmall") },
+  { id: "medium", value: 0.05, label: msg("toolbar.textMedium") },
+  { id: "large", value: 0.08, label: msg("toolbar.textLarge") },
 ];
 const TEXT_CAP_WIDTHS = 6;
 
 export const FADES = [
-  { value: "", label: "Keep until cleared" },
-  { value: "5", label: "Fade after 5 s" },
-  { value: "10", label: "Fade after 10 s" },
-  { value: "30", label: "Fade after 30 s" },
-  { value: "60", label: "Fade after 1 min" },
+  { value: "", label: msg("fade.keep") },
+  ...[5, 10, 30].map((n) => ({ value: String(n), label: msg("fade.seconds", { n }) })),
+  { value: "60", label: msg("fade.minutes", { n: 1 }) },
 ];
 
 // A page that sends no colour (older pages): by role, never red (invisible on mucosa).

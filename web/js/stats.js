@@ -2,8 +2,6 @@
 // loss_pct, jitter_ms, direction} for the main video (inbound on viewers, outbound on the
 // publisher), and the word a clinician reads beside them: good / fair / poor link.
 
-import { t } from "./i18n.js";
-
 // Where a link stops being good / fair, per measure (the worst one decides). Round trip: added
 // latency past ~100 ms hampers a surgeon's hand–eye work, past 300 ms a conversation; loss:
 // ~1 % costs WebRTC video little, > 5 % freezes it; jitter: past 30 ms the receiver's buffer
@@ -36,17 +34,22 @@ export function linkQuality(stats) {
   return level == null ? null : { level, reason };
 }
 
+import { msg, setText } from "./i18n.js";
+
+// [stats key, label key, value → msg() or text]
 export const STAT_FIELDS = [
-  ["fps", "fps", (v) => fmt(v, 0)],
-  ["resolution", "resolution", null],
-  ["bitrate_kbps", "bitrate", (v) => (v == null ? "–" : `${fmt(v, 0)} kbit/s`)],
-  ["rtt_ms", "round trip", (v) => (v == null ? "–" : `${fmt(v, 0)} ms`)],
-  ["loss_pct", "loss", (v) => (v == null ? "–" : `${fmt(v, 1)} %`)],
+  ["fps", "stats.fps", (v) => fmt(v, 0, "stats.value")],
+  ["resolution", "stats.resolution", null],
+  ["bitrate_kbps", "stats.bitrate", (v) => fmt(v, 0, "stats.kbps")],
+  ["rtt_ms", "stats.rtt", (v) => fmt(v, 0, "stats.ms")],
+  ["loss_pct", "stats.loss", (v) => fmt(v, 1, "stats.percent")],
 ];
 
-function fmt(value, digits) {
+/** A figure with `digits` decimals in the page's language, as the msg() `key` ({n}); "–" when unknown. */
+function fmt(value, digits, key) {
   if (value == null || Number.isNaN(value)) return "–";
-  return Number(value).toFixed(digits);
+  const options = { minimumFractionDigits: digits, maximumFractionDigits: digits };
+  return msg(key, { n: { number: Number(value), options } });
 }
 
 export class StatsMonitor {
@@ -192,7 +195,7 @@ export function renderStats(container, stats, { label } = {}) {
     dl.className = "stats-grid";
     for (const [key, name] of STAT_FIELDS) {
       const dt = document.createElement("dt");
-      dt.textContent = name;
+      setText(dt, msg(name));
       const dd = document.createElement("dd");
       dd.dataset.stat = key;
       dd.textContent = "–";
@@ -201,7 +204,7 @@ export function renderStats(container, stats, { label } = {}) {
     if (label) {
       const caption = document.createElement("p");
       caption.className = "stats-caption";
-      caption.textContent = label;
+      setText(caption, label);
       container.append(caption);
     }
     container.append(dl);
@@ -210,9 +213,9 @@ export function renderStats(container, stats, { label } = {}) {
   for (const [key, , format] of STAT_FIELDS) {
     const dd = dl.querySelector(`[data-stat="${key}"]`);
     if (key === "resolution") {
-      dd.textContent = stats && stats.width && stats.height ? `${stats.width}×${stats.height}` : "–";
+      setText(dd, stats && stats.width && stats.height ? msg("stats.size", { width: stats.width, height: stats.height }) : "–");
     } else {
-      dd.textContent = stats ? format(stats[key]) : "–";
+      setText(dd, stats ? format(stats[key]) : "–");
       dd.dataset.value = stats && stats[key] != null ? String(stats[key]) : "";
     }
   }
@@ -231,7 +234,7 @@ function renderQuality(container, stats, dl) {
   const level = quality ? quality.level : "unknown";
   badge.dataset.quality = level;
   badge.dataset.reason = quality?.reason || "";
-  badge.textContent = t(`stats.quality.${level}`);
+  setText(badge, msg(`stats.quality.${level}`));
 }
 
 /** Stats the other participants sent (`stats` room events), one block per sender. */
@@ -262,10 +265,11 @@ export class RemoteStatsBoard {
       this.container.append(block);
       this.blocks.set(msg.from, block);
     }
-    const direction = ["outbound", "send"].includes(msg.stats.direction) ? "sends" : "receives";
-    renderStats(block, msg.stats, { label: `${this.describe(msg.from, msg.role)} ${direction}` });
+    const sends = ["outbound", "send"].includes(msg.stats.direction);
+    const label = { key: sends ? "stats.sends" : "stats.receives", params: { who: this.describe(msg.from, msg.role) } };
+    renderStats(block, msg.stats, { label });
     const caption = block.querySelector(".stats-caption");
-    if (caption) caption.textContent = `${this.describe(msg.from, msg.role)} ${direction}`;
+    if (caption) setText(caption, label);
     block.dataset.updated = String(Date.now());
   }
 

@@ -3,8 +3,14 @@
 // play/pause button beside it, and the filters of which marks are shown. The <video> has no
 // controls of its own: one time line, not two that disagree about segments.
 
-import { t } from "./i18n.js";
-import { $, clock } from "./ui.js";
+import { hasText, msg, setAttr, setText } from "./i18n.js";
+import { $, clock, el } from "./ui.js";
+
+/** "arrow by Dr Kim" in the page's language (a msg()). */
+function markLabel(tool, who) {
+  const name = hasText(`tool.${tool}`) ? msg(`tool.${tool}`) : msg("timeline.markTool");
+  return msg("timeline.mark", { tool: name, who });
+}
 
 const DRAG_SEEK_MS = 150; // while dragging, seek at most this often (the playhead follows at once)
 
@@ -45,14 +51,14 @@ export class Timeline {
     }
     const markers = [];
     for (const mark of detail.timeline.marks) {
-      markers.push({ kind: "annotation", t: Math.max(0, mark.start_t), author: mark.author, label: `${mark.tool} by ${describe(mark.author)}` });
+      markers.push({ kind: "annotation", t: Math.max(0, mark.start_t), author: mark.author, label: markLabel(mark.tool, describe(mark.author)) });
     }
-    for (const s of detail.snapshots) markers.push({ kind: "snapshot", t: s.t, author: s.by, label: `snapshot by ${describe(s.by)}` });
+    for (const s of detail.snapshots) markers.push({ kind: "snapshot", t: s.t, author: s.by, label: msg("timeline.snapshot", { who: describe(s.by) }) });
     for (const c of detail.timeline.chat || []) {
-      markers.push({ kind: "chat", t: Math.max(0, c.t), author: c.from, label: `message from ${c.name || describe(c.from)}` });
+      markers.push({ kind: "chat", t: Math.max(0, c.t), author: c.from, label: msg("timeline.chat", { who: c.name || describe(c.from) }) });
     }
     detail.timeline.freezes.forEach((f) => {
-      markers.push({ kind: "freeze", t: Math.max(0, f.start_t), author: f.by, label: `frozen by ${describe(f.by)}` });
+      markers.push({ kind: "freeze", t: Math.max(0, f.start_t), author: f.by, label: msg("timeline.freeze", { who: describe(f.by) }) });
       const bar = document.createElement("div");
       bar.className = "timeline-freeze";
       bar.style.left = pct(f.start_t);
@@ -68,8 +74,8 @@ export class Timeline {
       button.dataset.t = m.t.toFixed(3);
       button.dataset.author = m.author || "";
       button.setAttribute("data-testid", "timeline-marker");
-      button.title = `${clock(m.t)} ${m.label}`;
-      button.setAttribute("aria-label", `Jump to ${clock(m.t)}: ${m.label}`);
+      setAttr(button, "title", msg("timeline.title", { time: clock(m.t), what: m.label }));
+      setAttr(button, "aria-label", msg("timeline.jump", { time: clock(m.t), what: m.label }));
       button.style.left = pct(m.t);
       button.addEventListener("click", (event) => {
         event.stopPropagation();
@@ -156,15 +162,14 @@ export class Timeline {
     };
     const show = () => {
       const playing = !video.paused && !video.ended;
-      const label = t(playing ? "replay.pause" : "replay.play");
+      const label = msg(playing ? "replay.pause" : "replay.play");
       this.playToggle.setAttribute("aria-pressed", String(playing));
-      this.playToggle.setAttribute("aria-label", label);
-      this.playToggle.title = label;
+      setAttr(this.playToggle, "aria-label", label);
+      setAttr(this.playToggle, "title", label);
     };
     this.playToggle.addEventListener("click", toggle);
     video.addEventListener("click", toggle);
     for (const event of ["play", "pause", "ended", "emptied"]) video.addEventListener(event, show);
-    document.addEventListener("endolink:language", show);
     show();
   }
 
@@ -174,7 +179,7 @@ export class Timeline {
     const authors = [...new Set(detail.timeline.marks.map((m) => m.author))];
     this.authors.replaceChildren();
     const legend = document.createElement("legend");
-    legend.textContent = "Marks by";
+    setText(legend, msg("timeline.authors"));
     this.authors.append(legend);
     for (const author of authors) {
       const label = document.createElement("label");
@@ -192,7 +197,7 @@ export class Timeline {
       const swatch = document.createElement("span");
       swatch.className = "swatch";
       swatch.style.background = detail.timeline.marks.find((m) => m.author === author)?.color || "#fff";
-      label.append(box, swatch, document.createTextNode(this.describe(author)));
+      label.append(box, swatch, el("span", { text: this.describe(author) }));
       this.authors.append(label);
     }
     this.authors.hidden = authors.length === 0;

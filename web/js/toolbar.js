@@ -4,7 +4,7 @@
 // Tools button (app.css decides when; the button is hidden elsewhere).
 
 import { COLORS, FADES, TEXT_SIZES, TOOLS, WIDTHS } from "./drawing.js";
-import { t } from "./i18n.js";
+import { msg, setAttr, setText } from "./i18n.js";
 import { el } from "./ui.js";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -65,12 +65,12 @@ export class Toolbar {
   _build(host) {
     const layer = this.layer;
     const barId = `annotation-toolbar-${layer.page}`;
-    const { button: toggle, label: toggleLabel } = iconButton("tools", t("toolbar.tools"), {
+    const { button: toggle } = iconButton("tools", msg("toolbar.toggle"), {
       class: "tools-toggle",
       "data-testid": "tools-toggle",
       "aria-expanded": "false",
       "aria-controls": barId,
-      title: t("toolbar.toolsTitle"),
+      title: msg("toolbar.toolsTitle"),
     });
     toggle.addEventListener("click", () => {
       const open = host.classList.toggle("open");
@@ -80,10 +80,10 @@ export class Toolbar {
       id: barId,
       class: "annotation-toolbar",
       role: "toolbar",
-      "aria-label": "Annotation tools",
+      "aria-label": msg("toolbar.label"),
       "data-testid": "annotation-toolbar",
     });
-    const tools = el("div", { class: "tool-group", role: "group", "aria-label": "Drawing tool" });
+    const tools = el("div", { class: "tool-group", role: "group", "aria-label": msg("toolbar.tools") });
     for (const t of TOOLS) {
       const { button } = iconButton(t.id, t.label, { class: "tool", "data-testid": `tool-${t.id}`, "aria-pressed": "false", title: t.title });
       button.addEventListener("click", () => layer.setTool(this.tool === t.id ? null : t.id));
@@ -94,7 +94,7 @@ export class Toolbar {
     const colors = this._choices(COLORS, {
       kind: "color",
       buttonClass: "swatch",
-      group: { class: "tool-group swatches", label: "Colour" },
+      group: { class: "tool-group swatches", label: msg("toolbar.colour") },
       current: this.color,
       pick: (value) => this.setColor(value),
     });
@@ -102,7 +102,7 @@ export class Toolbar {
     const widths = this._choices(WIDTHS, {
       kind: "width",
       buttonClass: "width",
-      group: { class: "tool-group widths", label: "Line width" },
+      group: { class: "tool-group widths", label: msg("toolbar.width") },
       current: this.width,
       pick: (value) => this.setWidth(value),
       sample: true,
@@ -110,27 +110,17 @@ export class Toolbar {
     this.widthButtons = widths.buttons;
     // Text size is its own choice: a label stays readable whatever the line width.
     const textSizes = this._choices(
-      TEXT_SIZES.map((size) => ({ ...size, label: t(size.label) })),
+      TEXT_SIZES,
       {
         kind: "text-size",
         buttonClass: "text-size",
-        group: { class: "tool-group text-sizes", label: t("toolbar.textSize") },
+        group: { class: "tool-group text-sizes", label: msg("toolbar.textSize") },
         current: this.textSize,
         pick: (value) => this.setTextSize(value),
         glyph: true,
       },
     );
     this.textSizeButtons = textSizes.buttons;
-    document.addEventListener("endolink:language", () => {
-      toggleLabel.textContent = t("toolbar.tools");
-      toggle.title = t("toolbar.toolsTitle");
-      textSizes.group.setAttribute("aria-label", t("toolbar.textSize"));
-      for (const size of TEXT_SIZES) {
-        const b = this.textSizeButtons.get(size.value);
-        b.setAttribute("aria-label", t(size.label));
-        b.title = t(size.label);
-      }
-    });
 
     const fadeId = `annotation-fade-${layer.page}`;
     const fadeSelect = el("select", { id: fadeId, "data-testid": "fade" });
@@ -139,35 +129,35 @@ export class Toolbar {
       this.fadeS = fadeSelect.value ? Number(fadeSelect.value) : null;
     });
     const fade = el("div", { class: "tool-group" }, [
-      el("label", { for: fadeId, class: "visually-hidden", text: "New marks" }),
+      el("label", { for: fadeId, class: "visually-hidden", text: msg("toolbar.fade") }),
       fadeSelect,
     ]);
 
-    const actions = el("div", { class: "tool-group", role: "group", "aria-label": "Marks" });
-    this.undoButton = iconButton("undo", "Undo", { "data-testid": "undo", title: "Undo your last mark (Ctrl+Z)" }).button;
+    const actions = el("div", { class: "tool-group", role: "group", "aria-label": msg("toolbar.marks") });
+    this.undoButton = iconButton("undo", msg("toolbar.undo"), { "data-testid": "undo", title: msg("toolbar.undo.title") }).button;
     this.undoButton.addEventListener("click", () => layer.undo());
     actions.append(this.undoButton);
     if (layer.isLead) {
-      this.clearButton = iconButton("clear", "Clear all", { "data-testid": "clear", title: "Remove every mark, for everyone" }).button;
+      this.clearButton = iconButton("clear", msg("toolbar.clear"), { "data-testid": "clear", title: msg("toolbar.clear.title") }).button;
       this.clearButton.addEventListener("click", () => layer.clear());
       actions.append(this.clearButton);
     }
     bar.append(tools, colors.group, widths.group, textSizes.group, fade, actions);
 
     if (layer.isLead) {
-      const picture = el("div", { class: "tool-group", role: "group", "aria-label": "Picture" });
-      const freeze = iconButton("freeze", "Freeze", {
+      const picture = el("div", { class: "tool-group", role: "group", "aria-label": msg("toolbar.picture") });
+      const freeze = iconButton("freeze", msg("toolbar.freeze"), {
         class: "freeze",
         "data-testid": "freeze",
         "aria-pressed": "false",
-        title: "Pause everyone on the current frame",
+        title: msg("toolbar.freeze.title"),
       });
       this.freezeButton = freeze.button;
       this.freezeLabel = freeze.label;
       this.freezeButton.addEventListener("click", () => layer.toggleFreeze());
-      this.snapshotButton = iconButton("snapshot", "Snapshot", {
+      this.snapshotButton = iconButton("snapshot", msg("toolbar.snapshot"), {
         "data-testid": "snapshot",
-        title: "Save the picture with its marks as a PNG",
+        title: msg("toolbar.snapshot.title"),
       }).button;
       this.snapshotButton.addEventListener("click", () => layer.takeSnapshot());
       picture.append(this.freezeButton, this.snapshotButton);
@@ -236,12 +226,14 @@ export class Toolbar {
       const busy = freezeFrame.busy;
       this.freezeButton.setAttribute("aria-pressed", String(frozen));
       this.freezeButton.disabled = busy;
-      this.freezeLabel.textContent = busy ? (frozen ? "Resuming…" : "Freezing…") : frozen ? "Resume live" : "Freeze";
-      this.freezeButton.title = frozen ? "Return everyone to the live picture" : "Pause everyone on the current frame";
+      const label = busy ? (frozen ? "toolbar.resuming" : "toolbar.freezing") : frozen ? "toolbar.resume" : "toolbar.freeze";
+      setText(this.freezeLabel, msg(label));
+      setAttr(this.freezeButton, "title", msg(frozen ? "toolbar.resume.title" : "toolbar.freeze.title"));
     }
   }
 
+  /** The toolbar's status line: a msg() (or "" to clear). */
   say(text) {
-    if (this.status) this.status.textContent = text;
+    if (this.status) setText(this.status, text);
   }
 }

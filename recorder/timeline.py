@@ -51,7 +51,7 @@ FADE_OUT_S = 1.0
 
 MAX_AUTHOR_NAME = 64
 "Names are checked where they enter (signaling/auth/names.py); a longer one in a log is damage."
-_SHAPE_KEYS = ("tool", "color", "width", "text", "fade_s")
+_SHAPE_KEYS = ("tool", "color", "width", "text", "fade_s", "size")
 
 
 @dataclass

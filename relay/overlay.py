@@ -11,8 +11,8 @@ looks the same at 360p and 1080p and matches what the pages draw on their canvas
 * arrow head: 4 line widths long, at least 2 % of the frame height;
 * circle/rect: the ellipse/rectangle inscribed in the two corner points;
 * text: Noto Sans CJK shaped by Raqm (Hangul, Cyrillic, Latin; ``relay/labels.py``), cap height
-  6 line widths, anchored at the left end of its baseline; each label is rendered once per size
-  and blended from a cache on later frames.
+  ``size`` × frame height (6 line widths for a label without a size), anchored at the left end of
+  its baseline; each label is rendered once per size and blended from a cache on later frames.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ SHIFT = 4
 SCALE = 1 << SHIFT
 ARROW_HEAD_WIDTHS = 4.0
 ARROW_HEAD_MIN = 0.02
-TEXT_HEIGHT_WIDTHS = 6.0
 AA_EXTRA_PX = 1.4
 "OpenCV draws an anti-aliased line of thickness t about 2·ceil(t/2) + 1.4 px wide (measured)."
 
@@ -93,7 +92,7 @@ def _draw_plane(
             corner, opposite = (tuple(int(c) for c in p) for p in points)
             cv2.rectangle(plane, corner, opposite, color, thickness, cv2.LINE_AA, SHIFT)
         else:
-            _text(plane, points[0], mark.text or "", color, width_px)
+            _text(plane, points[0], mark.text or "", color, mark.cap_height * h)
 
 
 def _thickness(width_px: float) -> int:
@@ -127,6 +126,6 @@ def _ellipse(plane: np.ndarray, points: np.ndarray, color: Color, thickness: int
     cv2.ellipse(plane, centre, axes, 0, 0, 360, color, thickness, cv2.LINE_AA, SHIFT)
 
 
-def _text(plane: np.ndarray, anchor: np.ndarray, text: str, color: Color, width_px: float) -> None:
-    label = LABELS.label(text, TEXT_HEIGHT_WIDTHS * width_px)
+def _text(plane: np.ndarray, anchor: np.ndarray, text: str, color: Color, cap_px: float) -> None:
+    label = LABELS.label(text, cap_px)
     blend(plane, label, int(anchor[0]) >> SHIFT, int(anchor[1]) >> SHIFT, color)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from relay.annotations import TEXT_HEIGHT_WIDTHS
 from relay.labels import LABELS, Label
-from relay.overlay import TEXT_HEIGHT_WIDTHS
 
 TEXT = "내시경 Дуран"
 ASCII_FALLBACK = TEXT.encode("ascii", "replace").decode()

@@ -2,7 +2,8 @@
 // export with the marks burned in (an MP4 made by a server job, polled until it is ready).
 // Files come with the Bearer token, so they are fetched and saved through blob: URLs.
 
-import { apiFetch } from "./api.js";
+import { apiFetch, refusalText } from "./api.js";
+import { msg, setText } from "./i18n.js";
 import { $ } from "./ui.js";
 
 const EXPORT_POLL_MS = 500;
@@ -38,15 +39,15 @@ export class Export {
     this.detail = detail;
     this.job = null;
     els.progress.hidden = true;
-    els.state.textContent = "";
+    setText(els.state, "");
     els.link.hidden = true;
     els.button.disabled = false;
   }
 
   async _save(url, fallbackName, control) {
-    const original = control.textContent;
+    const original = control.dataset.i18n ? msg(control.dataset.i18n) : control.textContent;
     control.setAttribute("aria-busy", "true");
-    control.textContent = "Downloading…";
+    setText(control, msg("export.downloading"));
     try {
       const response = await apiFetch(url, { token: this.token, headers: { Accept: "*/*" } });
       const name = /filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") || "")?.[1] || fallbackName;
@@ -60,10 +61,10 @@ export class Export {
       a.remove();
       setTimeout(() => URL.revokeObjectURL(href), 60000);
     } catch (err) {
-      this.notices.show("download", `Download failed: ${err.message}`, "error");
+      this.notices.show("download", msg("export.downloadFailed", { why: refusalText(err) }), "error");
     } finally {
       control.removeAttribute("aria-busy");
-      control.textContent = original;
+      setText(control, original);
     }
   }
 
@@ -86,12 +87,12 @@ export class Export {
     els.link.hidden = true;
     els.progress.hidden = false;
     els.progress.value = 0;
-    els.state.textContent = "Starting the export…";
+    setText(els.state, msg("export.starting"));
     let job;
     try {
       job = await this._job(detail.links.exports, "POST");
     } catch (err) {
-      els.state.textContent = `Export refused: ${err.message}`;
+      setText(els.state, msg("export.refused", { why: refusalText(err) }));
       els.button.disabled = false;
       els.progress.hidden = true;
       return;
@@ -102,22 +103,24 @@ export class Export {
       els.progress.value = job.progress || 0;
       els.progress.setAttribute("aria-valuenow", String(job.progress || 0));
       if (job.state === "done") {
-        els.state.textContent = "Export ready.";
+        setText(els.state, msg("export.ready"));
         els.link.hidden = false;
         els.button.disabled = false;
         return;
       }
       if (job.state === "failed") {
-        els.state.textContent = `Export failed: ${job.error || "unknown error"}`;
+        els.state.dataset.detail = job.error || "";
+        setText(els.state, msg("export.failed"));
         els.button.disabled = false;
         return;
       }
-      els.state.textContent = job.state === "queued" ? "Waiting for another export…" : `Exporting… ${Math.round(job.progress || 0)} %`;
+      const percent = { number: (job.progress || 0) / 100, options: { style: "percent" } };
+      setText(els.state, job.state === "queued" ? msg("export.queued") : msg("export.progress", { percent }));
       await new Promise((r) => setTimeout(r, EXPORT_POLL_MS));
       try {
         job = await this._job(job.status_url);
       } catch (err) {
-        els.state.textContent = `Lost track of the export: ${err.message}`;
+        setText(els.state, msg("export.lost", { why: refusalText(err) }));
         els.button.disabled = false;
         return;
       }

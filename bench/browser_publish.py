@@ -24,6 +24,7 @@ from pathlib import Path
 from playwright.async_api import Page, async_playwright
 
 from bench.chromium import CHROMIUM, CHROMIUM_ARGS
+from bench.common import NAMED_LINKS
 from bench.serverproc import endolink
 from client.testpattern import TestPatternTrack
 
@@ -76,7 +77,9 @@ async def run(seconds: int, port: int) -> list[dict]:
     y4m = work / "scope.y4m"
     write_y4m(y4m)
     data = work / "data"
-    created = json.loads(endolink(data, port, "consult", "create", "--consent-by", "b", "--json"))
+    created = json.loads(
+        endolink(data, port, "consult", "create", "--consent-by", "b", "--json", *NAMED_LINKS)
+    )
     env = {**os.environ, "ENDOLINK_ICE_HOST_ADDRESSES": "127.0.0.1"}
     server = subprocess.Popen(
         [sys.executable, "-m", "signaling", "serve", "--port", str(port), "--data-dir", str(data)],

@@ -277,3 +277,12 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind((LOOPBACK, 0))
         return int(probe.getsockname()[1])
+
+
+NAMED_LINKS = (
+    *("--clinic-name", "Clinic"),
+    *("--surgeon-name", "Surgeon"),
+    *("--observer-name", "Observer"),
+)
+"""``consult create`` arguments naming each link after its role: pages opened by a bench (or a
+test) then never stop to ask for a name, and show what they showed before names existed."""

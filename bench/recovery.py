@@ -35,6 +35,7 @@ from pathlib import Path
 from playwright.async_api import Page, async_playwright
 
 from bench.chromium import CHROMIUM, CHROMIUM_ARGS
+from bench.common import NAMED_LINKS
 from bench.serverproc import ServerProcess, endolink
 
 FRAMES_JS = "() => (window.endolink && window.endolink.framesRendered) || 0"
@@ -84,7 +85,9 @@ async def wait_moving(page: Page, timeout_s: float) -> float:
 
 def create_consultation(data_dir: Path, port: int) -> dict[str, str]:
     """A consultation with consent on record; its invite links (clinic, surgeon, observer)."""
-    created = endolink(data_dir, port, "consult", "create", "--consent-by", "b", "--json")
+    created = endolink(
+        data_dir, port, "consult", "create", "--consent-by", "b", "--json", *NAMED_LINKS
+    )
     answer = json.loads(created)
     return dict(answer["links"])
 

@@ -46,7 +46,7 @@ from pathlib import Path
 from playwright.async_api import Page, async_playwright
 
 from bench.chromium import CHROMIUM, CHROMIUM_ARGS
-from bench.common import free_port, percentile
+from bench.common import NAMED_LINKS, free_port, percentile
 
 RECORD_JS = """() => {
   const canvas = document.querySelector('[data-testid="annotation-canvas"]');
@@ -297,7 +297,9 @@ async def run(events: int, rate: float, runs: int, port: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix="endolink-stroke-"))
     data = work / "data"
     port = port or free_port()
-    created = json.loads(endolink(data, "consult", "create", "--consent-by", "bench", "--json"))
+    created = json.loads(
+        endolink(data, "consult", "create", "--consent-by", "bench", "--json", *NAMED_LINKS)
+    )
     cid = created["id"]
     observer = endolink(data, "token", "--consultation", cid, "--role", "observer").strip()
     env = {**os.environ, "ENDOLINK_ICE_HOST_ADDRESSES": "127.0.0.1", "ENDOLINK_PORT": str(port)}

@@ -49,6 +49,8 @@ CHAT_SLACK_S = 1.0
 FADE_OUT_S = 1.0
 "Pages fade a fading mark out over its last second (at most half its fade time)."
 
+MAX_AUTHOR_NAME = 64
+"Names are checked where they enter (signaling/auth/names.py); a longer one in a log is damage."
 _SHAPE_KEYS = ("tool", "color", "width", "text", "fade_s", "size")
 
 
@@ -58,6 +60,8 @@ class MarkTrack:
 
     author: str
     id: str
+    author_name: str = ""
+    "Who drew it, as named at the time (older logs have none)."
     shapes: list[dict[str, Any]] = field(default_factory=list)
     versions: list[tuple[float, int, int]] = field(default_factory=list)
     "(recording time, shape index, point count), in time order."
@@ -116,6 +120,7 @@ class MarkTrack:
             "key": self.key,
             "id": self.id,
             "author": self.author,
+            "author_name": self.author_name,
             "tool": last.get("tool"),
             "color": last.get("color"),
             "start_t": _round(self.start_t),
@@ -309,7 +314,7 @@ def build_timeline(
                 close(current, t, "remove")  # same id again after a loss: a new mark
                 current = None
             if current is None:
-                current = MarkTrack(author=data["author"], id=data["id"])
+                current = MarkTrack(data["author"], data["id"], data["author_name"])
                 live[key] = current
                 tracks.append(current)
             current._raw.append((t, data))
@@ -371,14 +376,18 @@ def _fade_end(track: MarkTrack) -> float | None:
 
 def _annotation(data: Any) -> dict[str, Any] | None:
     """A logged annotation, checked like a client's mark (the log is ours, but a damaged or
-    hand-edited line must not break a replay): the mark's JSON plus its author."""
+    hand-edited line must not break a replay): the mark's JSON plus its author and the author's
+    name (empty when missing or not a name)."""
     if not isinstance(data, Mapping) or not isinstance(data.get("author"), str):
         return None
     try:
         mark = Mark.from_json(data)
     except AnnotationError:
         return None
-    return {**mark.to_json(), "author": data["author"]}
+    name = data.get("author_name")
+    if not isinstance(name, str) or len(name) > MAX_AUTHOR_NAME:
+        name = ""
+    return {**mark.to_json(), "author": data["author"], "author_name": name}
 
 
 def _round(value: float | None) -> float | None:

@@ -148,6 +148,8 @@ class Annotation:
     created_at: float
     updated_at: float
     media_pts: int | None
+    author_name: str = ""
+    "The author's display name when the mark was made (pages show it beside the mark)."
 
     @classmethod
     def from_json(cls, data: Any, author: str, now: float, media_pts: int | None) -> Annotation:
@@ -167,6 +169,7 @@ class Annotation:
         return {
             **self.mark.to_json(),
             "author": self.author,
+            "author_name": self.author_name,
             "created_at": utc_iso(self.created_at),
             "updated_at": utc_iso(self.updated_at),
             "media_pts": self.media_pts,
@@ -211,7 +214,7 @@ class AnnotationBoard:
         self._prune(now)
         old = self._own(author, mark.id)
         self._ensure_room(len(mark.points) - len(old.mark.points))
-        new = Annotation(mark, author, old.created_at, now, old.media_pts)
+        new = Annotation(mark, author, old.created_at, now, old.media_pts, old.author_name)
         self._marks[new.key] = new
         self._publish()
         return new

@@ -10,9 +10,9 @@ looks the same at 360p and 1080p and matches what the pages draw on their canvas
 * line width: ``width`` × frame height;
 * arrow head: 4 line widths long, at least 2 % of the frame height;
 * circle/rect: the ellipse/rectangle inscribed in the two corner points;
-* text: Hershey sans-serif, cap height ``size`` × frame height (6 line widths for a label
-  without a size), strokes a sixth of it, anchored at the left end of its baseline (ASCII only:
-  other characters are drawn as ``?``).
+* text: Noto Sans CJK shaped by Raqm (Hangul, Cyrillic, Latin; ``relay/labels.py``), cap height
+  ``size`` × frame height (6 line widths for a label without a size), anchored at the left end of
+  its baseline; each label is rendered once per size and blended from a cache on later frames.
 """
 
 from __future__ import annotations
@@ -23,16 +23,14 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from .annotations import TEXT_HEIGHT_WIDTHS, Annotation, Tool
+from .annotations import Annotation, Tool
+from .labels import LABELS, blend
 
 SHIFT = 4
 "Fractional bits of the coordinates handed to OpenCV: sub-pixel precise anti-aliased edges."
 SCALE = 1 << SHIFT
 ARROW_HEAD_WIDTHS = 4.0
 ARROW_HEAD_MIN = 0.02
-FONT = cv2.FONT_HERSHEY_SIMPLEX
-FONT_CAP_HEIGHT = 20.0
-"Pixels per unit of font scale of Hershey capitals (measured; getTextSize counts more)."
 AA_EXTRA_PX = 1.4
 "OpenCV draws an anti-aliased line of thickness t about 2·ceil(t/2) + 1.4 px wide (measured)."
 
@@ -94,9 +92,7 @@ def _draw_plane(
             corner, opposite = (tuple(int(c) for c in p) for p in points)
             cv2.rectangle(plane, corner, opposite, color, thickness, cv2.LINE_AA, SHIFT)
         else:
-            cap_px = mark.cap_height * h
-            stroke_px = cap_px / TEXT_HEIGHT_WIDTHS
-            _text(plane, points[0], mark.text or "", color, _thickness(stroke_px), cap_px)
+            _text(plane, points[0], mark.text or "", color, mark.cap_height * h)
 
 
 def _thickness(width_px: float) -> int:
@@ -130,10 +126,6 @@ def _ellipse(plane: np.ndarray, points: np.ndarray, color: Color, thickness: int
     cv2.ellipse(plane, centre, axes, 0, 0, 360, color, thickness, cv2.LINE_AA, SHIFT)
 
 
-def _text(
-    plane: np.ndarray, anchor: np.ndarray, text: str, color: Color, thickness: int, cap_px: float
-) -> None:
-    ascii_text = text.encode("ascii", "replace").decode()
-    scale = cap_px / FONT_CAP_HEIGHT
-    origin = (int(anchor[0]) >> SHIFT, int(anchor[1]) >> SHIFT)  # putText has no sub-pixel shift
-    cv2.putText(plane, ascii_text, origin, FONT, scale, color, thickness, cv2.LINE_AA)
+def _text(plane: np.ndarray, anchor: np.ndarray, text: str, color: Color, cap_px: float) -> None:
+    label = LABELS.label(text, cap_px)
+    blend(plane, label, int(anchor[0]) >> SHIFT, int(anchor[1]) >> SHIFT, color)

@@ -27,6 +27,7 @@ from relay import ConsultationId
 from signaling import running
 from signaling.auth.grants import ANY_CONSULTATION, Role
 from signaling.auth.invites import INVITE_ROLES, REPLAY_PAGE, issue_invite, issue_token, with_links
+from signaling.auth.names import MAX_NAME_LENGTH, name_argument
 from signaling.auth.secret import token_issuer
 from signaling.db.invites import InviteBook
 from signaling.db.store import DB_FILENAME, DEFAULT_TITLE, Consultation, ConsultationStore
@@ -123,6 +124,9 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--no-recording", action="store_true", help="switch recording off for this consultation"
     )
+    for role in INVITE_ROLES:
+        name_help = f"who the {role} link is for (≤ {MAX_NAME_LENGTH} characters)"
+        create.add_argument(f"--{role}-name", type=name_argument, help=name_help)
     create.set_defaults(handler=_consult_create)
     invite = consult_commands.add_parser(
         "invite", parents=[common], help="print one more invite link for a consultation"
@@ -133,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
         "--replay", action="store_true", help="a link to the recordings (surgeon links only)"
     )
     invite.add_argument("--ttl", type=parse_duration, help="lifetime: 3600, 30m, 6h (default 6h)")
+    invite.add_argument("--name", type=name_argument, help="who the link is for (else asked)")
     invite.set_defaults(handler=_consult_invite)
     revoke = consult_commands.add_parser(
         "revoke", parents=[common], help="withdraw an invite link: it stops opening"
@@ -144,7 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--consultation", help="consultation id (admins: omit or * for all)")
     token.add_argument("--role", required=True, choices=[str(r) for r in Role])
     token.add_argument("--ttl", type=parse_duration, help="lifetime: 3600, 30m, 6h (default 6h)")
-    token.add_argument("--name", default="", help="display name carried by the token")
+    token.add_argument("--name", type=name_argument, help="display name carried by the token")
     token.set_defaults(handler=_token)
 
     certs = commands.add_parser("certs", parents=[common], help="make a local CA and server cert")
@@ -272,7 +277,8 @@ def _consult_create(args: argparse.Namespace) -> int:
         if args.no_recording:
             await store.set_recording_enabled(consultation.id, False)
         url = running.public_url(settings)
-        return await with_links(book, url, consultation, settings.token_ttl_s)
+        names = {r: n for r in INVITE_ROLES if (n := getattr(args, f"{r}_name")) is not None}
+        return await with_links(book, url, consultation, settings.token_ttl_s, names)
 
     answer = _with_invites(settings, create)
     if args.json:
@@ -294,7 +300,8 @@ def _consult_invite(args: argparse.Namespace) -> int:
         page = REPLAY_PAGE if args.replay else None
         ttl_s = args.ttl or settings.token_ttl_s
         url = running.public_url(settings)
-        return (await issue_invite(book, url, args.consultation, role, ttl_s, page)).link
+        cid, name = args.consultation, args.name or ""
+        return (await issue_invite(book, url, cid, role, ttl_s, page, name)).link
 
     print(_with_invites(settings, invite), flush=True)
     return 0
@@ -326,7 +333,7 @@ def _token(args: argparse.Namespace) -> int:
         _require_database(settings, cid)
         _with_store(settings, lambda store: _existing(store, cid))
     ttl_s = args.ttl or settings.token_ttl_s
-    token, _ = issue_token(token_issuer(settings), role, cid, ttl_s, name=args.name)
+    token, _ = issue_token(token_issuer(settings), role, cid, ttl_s, name=args.name or "")
     print(token)
     return 0
 

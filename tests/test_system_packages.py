@@ -113,3 +113,11 @@ def test_every_program_the_code_runs_is_installed_by_the_scripts(program: str) -
         f"{where} runs {program} from the Debian package {package!r}, which scripts/ never "
         "installs: a fresh machine would fail. Add it to an apt_install line in scripts/"
     )
+
+
+def test_the_label_font_comes_from_a_package_the_scripts_install() -> None:
+    """The server draws burned-in labels with a Debian font at run time, not only in tests."""
+    from relay.labels import FONT_PATH
+
+    assert owning_package(str(FONT_PATH)) == "fonts-noto-cjk"
+    assert "fonts-noto-cjk" in scripted_packages()

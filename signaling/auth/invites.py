@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,31 +76,48 @@ async def issue_invite(
     role: Role,
     ttl_s: int,
     page: str | None = None,
+    name: str = "",
 ) -> Invite:
     """An invite for one of ``INVITE_ROLES`` (admins have no page to be invited to) on its
-    role's page, or on ``page``."""
+    role's page, or on ``page``. ``name`` (already checked by ``display_name``) is who it is
+    for; without one the page asks its holder."""
     page = page or PAGE_FOR_ROLE[role]
-    record, code = await book.add(cid, role, page, new_identity(role), int(time.time()) + ttl_s)
+    expires_at = int(time.time()) + ttl_s
+    record, code = await book.add(cid, role, page, new_identity(role), expires_at, name)
     link = f"{base_url.rstrip('/')}/j/{code}"
     return Invite(record.id, link, role, page, record.expires_at)
 
 
 async def invite_links(
-    book: InviteBook, base_url: str, cid: ConsultationId, ttl_s: int
+    book: InviteBook,
+    base_url: str,
+    cid: ConsultationId,
+    ttl_s: int,
+    names: Mapping[Role, str] | None = None,
 ) -> dict[str, str]:
     """One link per participant role (``clinic`` / ``surgeon`` / ``observer``) plus the
-    surgeon's ``replay`` link."""
+    surgeon's ``replay`` link; ``names``: who each role's link is for (the replay link is the
+    surgeon's)."""
+    names = names or {}
     links = {
-        str(role): (await issue_invite(book, base_url, cid, role, ttl_s)).link
+        str(role): (
+            await issue_invite(book, base_url, cid, role, ttl_s, name=names.get(role, ""))
+        ).link
         for role in INVITE_ROLES
     }
-    replay = await issue_invite(book, base_url, cid, Role.SURGEON, ttl_s, page=REPLAY_PAGE)
+    replay = await issue_invite(
+        book, base_url, cid, Role.SURGEON, ttl_s, REPLAY_PAGE, names.get(Role.SURGEON, "")
+    )
     return {**links, REPLAY_PAGE: replay.link}
 
 
 async def with_links(
-    book: InviteBook, base_url: str, consultation: Consultation, ttl_s: int
+    book: InviteBook,
+    base_url: str,
+    consultation: Consultation,
+    ttl_s: int,
+    names: Mapping[Role, str] | None = None,
 ) -> dict[str, Any]:
     """Consultation JSON plus invite links: the answer to creating a consultation."""
-    links = await invite_links(book, base_url, consultation.id, ttl_s)
+    links = await invite_links(book, base_url, consultation.id, ttl_s, names)
     return {**consultation.to_json(), "links": links}

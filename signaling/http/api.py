@@ -19,6 +19,7 @@ from aiohttp import web
 from relay import ConsultationId
 from signaling.auth.grants import Role
 from signaling.auth.invites import INVITE_ROLES, issue_invite, token_for, with_links
+from signaling.auth.names import InvalidName, display_name
 from signaling.auth.request import authenticate, path_cid
 from signaling.db.invites import InviteRecord
 from signaling.db.store import DEFAULT_TITLE, Consultation, ConsultationStore, UnknownConsultation
@@ -37,6 +38,12 @@ from signaling.ws.messages import ConsentUpdate, RecordingUpdate
 
 logger = logging.getLogger(__name__)
 
+NAME_FIELDS: dict[str, Role] = {
+    "clinic_name": Role.CLINIC,
+    "surgeon_name": Role.SURGEON,
+    "observer_name": Role.OBSERVER,
+}
+"Who each role's link of a new consultation is for (optional; a page without one asks)."
 MIN_INVITE_TTL_S = 60
 MAX_INVITE_TTL_S = 7 * 24 * 3600
 
@@ -59,7 +66,10 @@ def add_routes(app: web.Application) -> None:
 async def create_consultation(request: web.Request) -> web.Response:
     grant = authenticate(request)
     grant.ensure_admin()
-    body = await _json_body(request, {"title", "consent_by", "video_codec"})
+    body = await _json_body(request, {"title", "consent_by", "video_codec", *NAME_FIELDS})
+    names = {
+        role: _name(body, key) for key, role in NAME_FIELDS.items() if body.get(key) is not None
+    }
     settings = request.app[SETTINGS]
     with _invalid_input():
         consultation = await request.app[STORE].create(
@@ -69,7 +79,7 @@ async def create_consultation(request: web.Request) -> web.Response:
             recorded_by=grant.identity,
         )
     answer = await with_links(
-        request.app[INVITES], settings.base_url, consultation, settings.token_ttl_s
+        request.app[INVITES], settings.base_url, consultation, settings.token_ttl_s, names
     )
     return web.json_response(answer, status=201)
 
@@ -104,10 +114,11 @@ async def create_invite(request: web.Request) -> web.Response:
     grant = authenticate(request)
     grant.ensure_admin()
     grant.ensure_member(cid)
-    body = await _json_body(request, {"role", "ttl_s"})
+    body = await _json_body(request, {"role", "ttl_s", "name"})
     role_name = _required(body, "role", str)
     if role_name not in INVITE_ROLES:
         raise _bad_request(f"role must be one of {', '.join(INVITE_ROLES)}")
+    name = _name(body, "name") if body.get("name") is not None else ""
     ttl_s = _optional(body, "ttl_s", int)
     if ttl_s is not None and not MIN_INVITE_TTL_S <= ttl_s <= MAX_INVITE_TTL_S:
         raise _bad_request(
@@ -116,7 +127,12 @@ async def create_invite(request: web.Request) -> web.Response:
     await find_consultation(request.app[STORE], cid)
     settings = request.app[SETTINGS]
     invite = await issue_invite(
-        request.app[INVITES], settings.base_url, cid, Role(role_name), ttl_s or settings.token_ttl_s
+        request.app[INVITES],
+        settings.base_url,
+        cid,
+        Role(role_name),
+        ttl_s or settings.token_ttl_s,
+        name=name,
     )
     return web.json_response(invite.to_json(), status=201)
 
@@ -265,6 +281,14 @@ def _optional(body: dict[str, Any], key: str, kind: type[T]) -> T | None:
     if not isinstance(value, kind) or isinstance(value, bool):
         raise _bad_request(f"{key} must be {_TYPE_NAMES[kind]}")
     return value
+
+
+def _name(body: dict[str, Any], key: str) -> str:
+    """A display name field, trimmed; 400 saying what is wrong with it (never quoting it)."""
+    try:
+        return display_name(body.get(key), key)
+    except InvalidName as exc:
+        raise _bad_request(str(exc)) from None
 
 
 def _required(body: dict[str, Any], key: str, kind: type[T]) -> T:

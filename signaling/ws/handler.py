@@ -76,6 +76,7 @@ from signaling.ws.messages import (
     You,
 )
 from signaling.ws.protocol import (
+    BAD_NAME,
     FORBIDDEN,
     INVALID,
     RATE_LIMITED,
@@ -105,6 +106,8 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_UNKNOWN_CONSULTATION = 4404
 CLOSE_AUTH_TIMEOUT = 4408
+CLOSE_BAD_NAME = 4422
+"The name sent with ``auth`` cannot be used (empty, too long, control characters)."
 CLOSE_FLOOD = 4429
 
 
@@ -178,13 +181,15 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     reason = ""
     lost = True  # unless a close is seen: aiohttp cancels this handler when the TCP link dies
     try:
-        grant = await _authenticate(request, ws)
+        grant, chosen_name = await _authenticate(request, ws)
         consultation = await _admit(request, grant, cid)
-        participant = Participant(grant.identity, grant.name, grant.role, ws)
+        # A name on the link (the coordinator's) wins over one typed on the page.
+        name = grant.name or chosen_name or ""
+        participant = Participant(grant.identity, name, grant.role, ws)
         chats = request.app[CHAT_HISTORY]
         history = await chats.recent(cid)  # no await from here to join: no message lost or doubled
         hub.join(cid, participant)
-        hub.send(cid, participant, _welcome(request, grant, consultation))
+        hub.send(cid, participant, _welcome(request, grant, consultation, name))
         hub.send(cid, participant, ChatHistoryMessage(history))
         relay, log = request.app[RELAY], request.app[ANNOTATION_LOGS].get(cid)
         connection = Connection(
@@ -222,17 +227,21 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def _authenticate(request: web.Request, ws: web.WebSocketResponse) -> Grant:
-    """Bearer header if sent (clients that can set headers), else the first message (browsers)."""
+async def _authenticate(
+    request: web.Request, ws: web.WebSocketResponse
+) -> tuple[Grant, str | None]:
+    """Bearer header if sent (clients that can set headers), else the first message (browsers,
+    with the name typed on the page, if any)."""
     try:
         if hdrs.AUTHORIZATION in request.headers:
-            return authenticate(request)
-        return request.app[TOKENS].verify(await _auth_message(request, ws))
+            return authenticate(request), None
+        message = await _auth_message(request, ws)
+        return request.app[TOKENS].verify(message.token), message.name
     except TokenInvalid as exc:
         raise Rejected(CLOSE_UNAUTHORIZED, str(exc)) from None
 
 
-async def _auth_message(request: web.Request, ws: web.WebSocketResponse) -> str:
+async def _auth_message(request: web.Request, ws: web.WebSocketResponse) -> AuthMessage:
     timeout = float(request.app[SETTINGS].extra.get("ws_auth_timeout_s", AUTH_TIMEOUT_S))
     try:
         text = await _next_text(ws, timeout)
@@ -243,10 +252,12 @@ async def _auth_message(request: web.Request, ws: web.WebSocketResponse) -> str:
     except ProtocolError as exc:
         if exc.fatal:
             raise Rejected(CLOSE_MALFORMED, exc.reason) from None
+        if exc.code == BAD_NAME:
+            raise Rejected(CLOSE_BAD_NAME, exc.reason) from None
         raise Rejected(CLOSE_UNAUTHORIZED, exc.reason) from None
     if not isinstance(message, AuthMessage):
         raise Rejected(CLOSE_UNAUTHORIZED, "missing token: the first message must be auth")
-    return message.token
+    return message
 
 
 async def _admit(request: web.Request, grant: Grant, cid: ConsultationId) -> Consultation:
@@ -260,12 +271,12 @@ async def _admit(request: web.Request, grant: Grant, cid: ConsultationId) -> Con
     return consultation
 
 
-def _welcome(request: web.Request, grant: Grant, consultation: Consultation) -> Welcome:
+def _welcome(request: web.Request, grant: Grant, consultation: Consultation, name: str) -> Welcome:
     relay = request.app[RELAY]
     router = relay.find(consultation.id)
     board = router.board if router is not None else AnnotationBoard()
     return Welcome(
-        You.of(grant),
+        You.of(grant, name),
         request.app[HUB].participants(consultation.id),
         relay.feed_states(consultation.id),
         consultation.consent.to_json() if consultation.consent else None,
@@ -378,7 +389,7 @@ async def _on_annotation(connection: Connection, message: AnnotationMessage) -> 
     router = connection.router()
     author, now, media_pts = connection.participant.identity, time.time(), router.media_pts()
     try:
-        accepted = _apply(router.board, message, author, now, media_pts)
+        accepted = _apply(router.board, message, connection.participant, now, media_pts)
     except AnnotationError as exc:
         connection.refuse(INVALID, str(exc))
         return
@@ -390,15 +401,17 @@ async def _on_annotation(connection: Connection, message: AnnotationMessage) -> 
 def _apply(
     board: AnnotationBoard,
     message: AnnotationMessage,
-    author: str,
+    participant: Participant,
     now: float,
     media_pts: int | None,
 ) -> AnnotationUpdate:
     """The op as announced. Undo is announced as the ``remove`` of the mark it took away, so
-    pages and the replay only know add/update/remove/clear."""
+    pages and the replay only know add/update/remove/clear. Marks belong to the person (the
+    identity), whichever of their devices drew them."""
+    author = participant.identity
     if message.op is AnnotationOp.ADD:
         assert message.mark is not None
-        added = board.add(Annotation(message.mark, author, now, now, media_pts))
+        added = board.add(Annotation(message.mark, author, now, now, media_pts, participant.name))
         return AnnotationUpdate(message.op, author, annotation=added.to_json())
     if message.op is AnnotationOp.UPDATE:
         assert message.mark is not None

@@ -1,5 +1,10 @@
 """The WebSocket hub: who is connected to which consultation, and fan-out of server messages.
 
+A person (one identity: one invite link) may be connected from several devices at once — a laptop
+to watch, a tablet to draw. Presence lists the person once with a device count; every device gets
+every message; a person is "reconnecting" only when all of their devices are lost. Beyond
+``MAX_DEVICES`` the oldest device is closed.
+
 ``Hub.broadcast`` is synchronous so anything on the loop (relay feed events, REST handlers) can call
 it without awaiting a socket. Each participant has a bounded outbox drained by its own writer task:
 a slow or vanished browser fills only its own outbox and is then dropped, it never delays the
@@ -39,7 +44,12 @@ POINTER_MOVES_PER_S = 60.0
 RECONNECT_GRACE_S = 15.0
 "How long a participant whose connection broke (its page did not close it) shows as reconnecting."
 
+MAX_DEVICES = 4
+"Devices one person may have in a consultation at once; the oldest goes beyond it."
+
 CLOSE_REPLACED = 4409
+"The oldest device of a person who opened the link on more than ``MAX_DEVICES`` devices."
+REPLACED_REASON = f"this link is open on more than {MAX_DEVICES} devices; this one was closed"
 CLOSE_TOO_SLOW = 1008
 
 
@@ -69,8 +79,8 @@ class TokenBucket:
 
 @dataclass(eq=False)
 class Participant:
-    """One authenticated WebSocket of a consultation; compared by identity of the object, so a
-    replaced connection of the same person is never mistaken for its successor."""
+    """One authenticated WebSocket (one device) of a consultation; compared by identity of the
+    object, so two devices of the same person are never mistaken for each other."""
 
     identity: str
     name: str
@@ -97,13 +107,14 @@ class Participant:
         """Take one token from the message bucket; False means the client floods."""
         return self.messages.take(now)
 
-    def to_json(self, state: str = "connected") -> dict[str, Any]:
+    def to_json(self, state: str = "connected", devices: int = 1) -> dict[str, Any]:
         return {
             "identity": self.identity,
             "name": self.name,
             "role": str(self.role),
             "joined_at": self.joined_at,
             "state": state,
+            "devices": devices,
         }
 
 
@@ -121,7 +132,8 @@ class Hub:
     def __init__(
         self, close_timeout_s: float = CLOSE_TIMEOUT_S, reconnect_grace_s: float = RECONNECT_GRACE_S
     ) -> None:
-        self._consultations: dict[ConsultationId, dict[str, Participant]] = {}
+        self._consultations: dict[ConsultationId, dict[str, list[Participant]]] = {}
+        "Each person's connected devices, oldest first."
         self._reconnecting: dict[ConsultationId, dict[str, tuple[Participant, asyncio.TimerHandle]]]
         self._reconnecting = {}
         "Whose connection was lost, until they are back or the grace period ends."
@@ -138,56 +150,70 @@ class Hub:
         self._sockets.discard(ws)
 
     def join(self, cid: ConsultationId, participant: Participant) -> None:
-        """Add a participant and announce it to the others. A second connection of the same
-        identity replaces the first one, which is closed with 4409.
+        """Add a device of a person and announce it to the others. Another device of the same
+        identity stays (a second device is normal); beyond ``MAX_DEVICES`` the oldest one is
+        closed with 4409.
 
         The joiner gets no ``presence``: the caller queues its ``welcome`` with ``send`` right
         after (both are synchronous, so no other message can come first)."""
-        old = self._consultations.get(cid, {}).get(participant.identity)
-        if old is not None:
-            logger.info(
-                "Hub [consultation:%s] %s reconnected, replacing the older connection",
-                cid,
-                participant.identity,
-            )
-            self._drop(cid, old, CLOSE_REPLACED, "replaced by a newer connection", announce=False)
         self._forget(cid, participant.identity)
-        connected = self._consultations.setdefault(cid, {})  # the drop may have removed it
-        connected[participant.identity] = participant
+        connected = self._consultations.setdefault(cid, {})
+        devices = connected.setdefault(participant.identity, [])
+        devices.append(participant)
         participant.writer = asyncio.get_running_loop().create_task(
             self._write(cid, participant), name=f"ws-writer {cid} {participant.identity}"
         )
+        while len(devices) > MAX_DEVICES:
+            logger.info(
+                "Hub [consultation:%s] %s has more than %d devices, closing the oldest",
+                cid,
+                participant.identity,
+                MAX_DEVICES,
+            )
+            self._drop(cid, devices[0], CLOSE_REPLACED, REPLACED_REASON, announce=False)
         logger.info(
-            "Hub [consultation:%s] %s joined as %s (%d connected)",
+            "Hub [consultation:%s] %s joined as %s (device %d; %d people connected)",
             cid,
             participant.identity,
             participant.role,
+            len(devices),
             len(connected),
         )
         self._announce(cid, exclude=participant)
 
+    def devices(self, cid: ConsultationId, identity: str) -> int:
+        """How many devices of ``identity`` are connected."""
+        return len(self._consultations.get(cid, {}).get(identity, ()))
+
     def leave(self, cid: ConsultationId, participant: Participant, lost: bool = False) -> None:
         """Remove a participant (no-op if it was already replaced or dropped) and announce it.
         A ``lost`` connection (not closed by its page) stays in presence as ``reconnecting`` for
-        ``reconnect_grace_s``, so the others read "reconnecting", not "left", while a phone
-        changes network. The caller closes the socket."""
+        ``reconnect_grace_s`` when it was the person's last device, so the others read
+        "reconnecting", not "left", while a phone changes network. The caller closes the
+        socket."""
         if not self._remove(cid, participant):
             return
-        if lost:
-            self._hold(cid, participant)
-        else:
-            logger.info("Hub [consultation:%s] %s left", cid, participant.identity)
+        if not (lost and self._hold(cid, participant)):
+            logger.info("Hub [consultation:%s] %s left (a device)", cid, participant.identity)
         self._announce(cid)
 
     def has_participants(self, cid: ConsultationId) -> bool:
         return cid in self._consultations or cid in self._reconnecting
 
     def participants(self, cid: ConsultationId) -> list[dict[str, Any]]:
-        """Who is connected or reconnecting, oldest first; never tokens."""
-        connected = [(p, "connected") for p in self._consultations.get(cid, {}).values()]
-        held = [(p, "reconnecting") for p, _ in self._reconnecting.get(cid, {}).values()]
-        ordered = sorted(connected + held, key=lambda entry: entry[0].joined_at)
-        return [p.to_json(state) for p, state in ordered]
+        """Who is connected (one entry per person, with their device count) or reconnecting,
+        oldest first; never tokens. A person's name is the newest device's that has one (a page
+        without a name on its link asks on each device)."""
+        people = [
+            {
+                **devices[-1].to_json("connected", len(devices)),
+                "joined_at": devices[0].joined_at,
+                "name": next((d.name for d in reversed(devices) if d.name), ""),
+            }
+            for devices in self._consultations.get(cid, {}).values()
+        ]
+        held = [p.to_json("reconnecting", 0) for p, _ in self._reconnecting.get(cid, {}).values()]
+        return sorted(people + held, key=lambda person: str(person["joined_at"]))
 
     def broadcast(
         self, cid: ConsultationId, message: ServerMessage, exclude: Participant | None = None
@@ -195,7 +221,7 @@ class Hub:
         """Queue ``message`` (stamped ``v: 1``) for everyone in ``cid`` but ``exclude``; never
         blocks, never raises because of one participant."""
         data = _encode(message)
-        for participant in list(self._consultations.get(cid, {}).values()):
+        for participant in self._devices(cid):
             if participant is not exclude:
                 self._enqueue(cid, participant, data)
 
@@ -209,8 +235,8 @@ class Hub:
         for cid, held in list(self._reconnecting.items()):
             for identity in list(held):
                 self._forget(cid, identity)
-        for cid, connected in list(self._consultations.items()):
-            for participant in list(connected.values()):
+        for cid in list(self._consultations):
+            for participant in self._devices(cid):
                 self._remove(cid, participant)
                 sockets.add(participant.ws)
         logger.info("Hub closing %d sockets: %s", len(sockets), reason)
@@ -258,7 +284,7 @@ class Hub:
         if not self._remove(cid, participant):
             return
         if lost:
-            self._hold(cid, participant)
+            self._hold(cid, participant)  # only if it was the person's last device
         task = asyncio.get_running_loop().create_task(
             close_socket(participant.ws, code, reason, self.close_timeout_s)
         )
@@ -267,23 +293,35 @@ class Hub:
         if announce:
             self._announce(cid)
 
+    def _devices(self, cid: ConsultationId) -> list[Participant]:
+        return [p for devices in self._consultations.get(cid, {}).values() for p in devices]
+
     def _remove(self, cid: ConsultationId, participant: Participant) -> bool:
-        connected = self._consultations.get(cid)
-        if connected is None or connected.get(participant.identity) is not participant:
+        connected = self._consultations.get(cid, {})
+        devices = connected.get(participant.identity, [])
+        if not any(d is participant for d in devices):
             return False
-        del connected[participant.identity]
+        devices.remove(participant)  # eq=False: by object identity
+        if not devices:
+            del connected[participant.identity]
         if not connected:
             del self._consultations[cid]
         if participant.writer is not None and participant.writer is not asyncio.current_task():
             participant.writer.cancel()
         return True
 
-    def _hold(self, cid: ConsultationId, participant: Participant) -> None:
+    def _hold(self, cid: ConsultationId, participant: Participant) -> bool:
+        """Hold a person whose device was lost as reconnecting, unless another of their devices
+        is still connected; whether they are held."""
+        if self.devices(cid, participant.identity):
+            logger.info("Hub [consultation:%s] %s lost a device", cid, participant.identity)
+            return False
         logger.info("Hub [consultation:%s] %s connection lost", cid, participant.identity)
         timer = asyncio.get_running_loop().call_later(
             self.reconnect_grace_s, self._give_up, cid, participant.identity
         )
         self._reconnecting.setdefault(cid, {})[participant.identity] = (participant, timer)
+        return True
 
     def _forget(self, cid: ConsultationId, identity: str) -> bool:
         """Stop holding ``identity`` as reconnecting; whether it was held."""

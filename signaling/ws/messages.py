@@ -52,7 +52,7 @@ def _wire(value: object) -> object:
 
 @dataclass(frozen=True)
 class You(Payload):
-    """The joiner as its token describes it."""
+    """The joiner as its token describes it, with the name it joined under."""
 
     identity: str
     name: str
@@ -61,8 +61,8 @@ class You(Payload):
     may_annotate: bool
 
     @classmethod
-    def of(cls, grant: Grant) -> You:
-        return cls(grant.identity, grant.name, grant.role, grant.may_publish, grant.may_annotate)
+    def of(cls, grant: Grant, name: str) -> You:
+        return cls(grant.identity, name, grant.role, grant.may_publish, grant.may_annotate)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Any
 from recorder.snapshots import SNAPSHOT_ID
 from relay import AnnotationError, FeedName, Mark
 from relay.annotations import COLOR, MARK_ID, coordinate
+from signaling.auth.names import InvalidName, display_name
 
 MALFORMED = "malformed"
 "Not JSON, not an object, or no string ``type``: the socket is closed with 4400."
@@ -26,6 +27,8 @@ INVALID = "invalid-message"
 "A known ``type`` with bad fields: answered with an ``error``, the socket stays open."
 FORBIDDEN = "forbidden"
 "The sender's grant does not allow this message (an observer drawing, a clinic clearing)."
+BAD_NAME = "bad-name"
+"The ``auth`` message's ``name`` cannot be used: the socket is closed with 4422 and the reason."
 RATE_LIMITED = "rate-limited"
 "Over the annotation or pointer rate: the message is dropped, the socket stays open."
 
@@ -61,6 +64,8 @@ class ProtocolError(Exception):
 @dataclass(frozen=True)
 class AuthMessage:
     token: str
+    name: str | None = None
+    "The name the person typed on a page whose link has none (checked by ``display_name``)."
 
 
 @dataclass(frozen=True)
@@ -155,7 +160,12 @@ def _auth(data: dict[str, Any]) -> AuthMessage:
     token = data.get("token")
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
         raise ProtocolError(INVALID, "auth needs a 'token' string")
-    return AuthMessage(token)
+    if data.get("name") is None:
+        return AuthMessage(token)
+    try:
+        return AuthMessage(token, display_name(data["name"], "auth.name"))
+    except InvalidName as exc:
+        raise ProtocolError(BAD_NAME, str(exc)) from None
 
 
 def _chat(data: dict[str, Any]) -> ChatMessage:

@@ -37,8 +37,10 @@ class LiveServer:
     app: web.Application
 
     def token(self, role: Role | str, consultation: str, ttl_s: int = 600, **overrides) -> str:
+        """A link's token; named after its role (``Surgeon``), as ``consult create --…-name``
+        makes them, unless ``name=""`` (the page then asks for one)."""
         role = Role(role)
-        grant = Grant.for_role(role, consultation, new_identity(role), ttl_s)
+        grant = Grant.for_role(role, consultation, new_identity(role), ttl_s, name=_named(role))
         if overrides:
             grant = Grant(**{**grant.__dict__, **overrides})
         return self.app[TOKENS].issue(grant)
@@ -51,14 +53,26 @@ class LiveServer:
         return await self.app[STORE].create(title=title, video_codec="VP8", consent_by=None)
 
     async def short_link(
-        self, role: Role | str, consultation: str, ttl_s: int = 600, page: str | None = None
+        self,
+        role: Role | str,
+        consultation: str,
+        ttl_s: int = 600,
+        page: str | None = None,
+        name: str | None = None,
     ) -> Invite:
-        """A ``/j/<code>`` invite, as ``consult create`` prints them."""
+        """A ``/j/<code>`` invite, as ``consult create`` prints them (named as in ``token``)."""
         book = self.app[INVITES]
-        return await issue_invite(book, self.base_url, consultation, Role(role), ttl_s, page)
+        role = Role(role)
+        name = _named(role) if name is None else name
+        return await issue_invite(book, self.base_url, consultation, role, ttl_s, page, name)
 
     def url(self, page: str, token: str | None = None) -> str:
         return f"{self.base_url}/{page}" + (f"#token={token}" if token else "")
+
+
+def _named(role: Role) -> str:
+    """The test participants' names: their role's label, so what pages show stays as before."""
+    return str(role).capitalize()
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from recorder.jobs import ExportJob, ExportJobs, JobState
 from recorder.log_entry import LogEntry
 from recorder.timeline import build_timeline
 from signaling.db.store import DB_FILENAME, ConsultationStore
+from tests import glyphs
 from tests.peers import wait_until
 from tests.replay_support import (
     GREEN,
@@ -233,3 +234,22 @@ def test_a_pen_stroke_streamed_as_updates_is_stored_as_one_shape_with_point_coun
     assert timeline.visible(2.5)[0].mark.color == "#ffffff"
     assert timeline.visible(3.0) == [] and timeline.visible(0.9) == []
     assert GREEN == timeline.visible(1.1)[0].mark.color
+
+
+async def test_the_export_burns_hangul_and_cyrillic_labels_in_as_glyphs(
+    recorded: tuple[Path, Made],
+) -> None:
+    data, made = recorded
+    cid = made.manifest.consultation["id"]
+    label = {**glyphs.text_mark(0.05, 0.6, 0.03, GREEN), "author": "surgeon-test"}
+    log = write_log(data, cid, [at(made, 0.5, op="add", by="surgeon-test", annotation=label)])
+    timeline = build_timeline(read_annotation_log(log), made.manifest)
+    output = data / "label.mp4"
+    segment = ExportSource(made.segment_path(), 0.0, made.manifest.segments[0].frames)
+    await asyncio.to_thread(export_annotated, [segment], timeline, output, lambda _: None)
+    t, rgb = frames_rgb(output)[-1]
+    assert t > 1.0
+    r, g, b = (rgb[..., i].astype(int) for i in range(3))
+    found = glyphs.match((g > 150) & (r < 110), 0.05, 0.6, 0.03)
+    assert found.on_glyphs > 0.7 and found.off_glyphs < 0.25, found
+    assert found.like_text > 0.25 and found.like_text > 2.5 * found.like_fallback, found

@@ -17,6 +17,7 @@ from relay.codecs import is_keyframe
 from relay.consumer import Consumer
 from relay.producer import Producer
 from relay.rendition import DECODERS, Rendition, new_encoder
+from tests import glyphs
 
 WIDTH, HEIGHT = 640, 360
 GREEN = "#00ff00"
@@ -176,3 +177,23 @@ async def test_stop_joins_the_worker_and_leaves_the_source_untouched() -> None:
     assert rendition.frames_decoded == 5
     await clinic.send(2)
     assert raw.frames_forwarded == 7 and raw.frames_dropped == 0
+
+
+async def test_hangul_and_cyrillic_labels_are_burned_in_as_glyphs_not_question_marks() -> None:
+    clinic, board = Clinic("VP8"), AnnotationBoard()
+    mark = glyphs.text_mark(0.1, 0.5, 0.02, GREEN)
+    board.add(Annotation.from_json(mark, "surgeon-1", time.time(), None))
+    rendition = Rendition(clinic.producer, board, "test")
+    player = Player(rendition.producer.consume("viewer"), "VP8")
+    try:
+        await clinic.send(15)
+        await asyncio.sleep(0.2)
+        assert len(player.pictures) >= 5
+        picture = player.pictures[-1]
+        b, g, r = (picture[..., i].astype(int) for i in range(3))
+        found = glyphs.match((g > 150) & (r < 110) & (b < 110), 0.1, 0.5, 0.02)
+        assert found.on_glyphs > 0.7 and found.off_glyphs < 0.25, found
+        assert found.like_text > 0.25 and found.like_text > 2.5 * found.like_fallback, found
+    finally:
+        player.close()
+        await rendition.stop()

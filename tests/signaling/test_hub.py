@@ -16,9 +16,11 @@ from signaling.auth.grants import Role
 from signaling.ws.hub import (
     CLOSE_REPLACED,
     CLOSE_TOO_SLOW,
+    MAX_DEVICES,
     MESSAGE_BURST,
     MESSAGES_PER_S,
     OUTBOX_SIZE,
+    REPLACED_REASON,
     Hub,
     Participant,
 )
@@ -120,7 +122,8 @@ async def test_join_announces_to_others_and_send_comes_first_for_joiner() -> Non
     assert [m["type"] for m in second.sent] == ["welcome"]
     presence = first.of_type("presence")[-1]
     assert [p["identity"] for p in presence["participants"]] == ["first", "second"]
-    assert set(presence["participants"][0]) == {"identity", "name", "role", "joined_at", "state"}
+    keys = {"identity", "name", "role", "joined_at", "state", "devices"}
+    assert set(presence["participants"][0]) == keys
     assert presence["participants"][0]["state"] == "connected"
     assert presence["participants"][0]["role"] == "clinic"
 
@@ -151,17 +154,18 @@ async def test_a_lost_connection_shows_as_reconnecting_until_back_or_grace_ends(
         ("stay", "connected"),
         ("phone", "reconnecting"),
     ]
-    hub.join(CID, member("phone", FakeSocket()))  # back: connected again, no timer left
+    phone = member("phone", FakeSocket())
+    hub.join(CID, phone)  # back: connected again, no timer left
     await asyncio.sleep(0.4)
     assert [p["state"] for p in hub.participants(CID)] == ["connected", "connected"]
     again = hub.participants(CID)[1]
     assert again["identity"] == "phone"
-    phone = member("phone", FakeSocket())
-    hub.join(CID, phone)
     hub.leave(CID, phone, lost=True)
     await until(lambda: [p["identity"] for p in hub.participants(CID)] == ["stay"])
-    last = stay.of_type("presence")[-1]["participants"]
-    assert [p["identity"] for p in last] == ["stay"]  # announced when the grace ended
+    # announced when the grace ended
+    await until(
+        lambda: [p["identity"] for p in stay.of_type("presence")[-1]["participants"]] == ["stay"]
+    )
 
 
 async def test_only_the_reconnecting_keep_a_consultation_attended() -> None:
@@ -172,7 +176,7 @@ async def test_only_the_reconnecting_keep_a_consultation_attended() -> None:
     assert hub.has_participants(CID)
     await until(lambda: not hub.has_participants(CID))
     hub.join(CID, member("left", FakeSocket()))
-    hub.leave(CID, hub._consultations[CID]["left"])
+    hub.leave(CID, hub._consultations[CID]["left"][0])
     assert not hub.has_participants(CID)
 
 
@@ -208,33 +212,49 @@ async def test_dead_socket_is_dropped_and_others_keep_receiving() -> None:
     assert dead.close_code is not None
 
 
-async def test_second_connection_of_same_identity_replaces_first() -> None:
+async def test_a_second_device_of_the_same_person_stays_and_both_get_every_message() -> None:
     hub = Hub()
-    other, old_ws, new_ws = FakeSocket(), FakeSocket(), FakeSocket()
+    other, laptop_ws, tablet_ws = FakeSocket(), FakeSocket(), FakeSocket()
     hub.join(CID, member("other", other))
-    old = member("surgeon-1", old_ws)
-    hub.join(CID, old)
-    new = member("surgeon-1", new_ws)
-    hub.join(CID, new)
-    await until(lambda: old_ws.close_code is not None)
-    assert old_ws.close_code == CLOSE_REPLACED
-    assert old_ws.close_reason == "replaced by a newer connection"
-    assert [p["identity"] for p in hub.participants(CID)] == ["other", "surgeon-1"]
-    hub.leave(CID, old)  # the old handler's cleanup must not remove the new connection
-    assert len(hub.participants(CID)) == 2
+    laptop = member("surgeon-1", laptop_ws)
+    hub.join(CID, laptop)
+    tablet = member("surgeon-1", tablet_ws)
+    hub.join(CID, tablet)
+    people = hub.participants(CID)
+    assert [(p["identity"], p["devices"]) for p in people] == [("other", 1), ("surgeon-1", 2)]
+    assert hub.devices(CID, "surgeon-1") == 2
     hub.broadcast(CID, message("chat"))
-    await until(lambda: len(new_ws.of_type("chat")) == 1)
-    assert old_ws.of_type("chat") == []
+    await until(lambda: len(laptop_ws.of_type("chat")) == 1 and len(tablet_ws.of_type("chat")) == 1)
+    assert laptop_ws.close_code is None and tablet_ws.close_code is None
+    hub.leave(CID, laptop, lost=True)  # one device lost: the person is still connected
+    assert [(p["state"], p["devices"]) for p in hub.participants(CID)][1] == ("connected", 1)
+    await until(lambda: other.of_type("presence")[-1]["participants"][1]["devices"] == 1)
 
 
-async def test_replacing_the_only_participant_keeps_the_new_one() -> None:
+async def test_beyond_the_device_cap_the_oldest_device_is_closed_with_a_plain_reason() -> None:
     hub = Hub()
-    old_ws, new_ws = FakeSocket(), FakeSocket()
-    hub.join(CID, member("clinic-1", old_ws))
-    hub.join(CID, member("clinic-1", new_ws))
-    assert [p["identity"] for p in hub.participants(CID)] == ["clinic-1"]
-    hub.broadcast(CID, message("chat"))
-    await until(lambda: len(new_ws.of_type("chat")) == 1)
+    sockets = [FakeSocket() for _ in range(MAX_DEVICES + 1)]
+    for ws in sockets:
+        hub.join(CID, member("clinic-1", ws))
+    await until(lambda: sockets[0].close_code is not None)
+    assert sockets[0].close_code == CLOSE_REPLACED
+    assert sockets[0].close_reason == REPLACED_REASON
+    assert [p["devices"] for p in hub.participants(CID)] == [MAX_DEVICES]
+    assert all(ws.close_code is None for ws in sockets[1:])
+
+
+async def test_a_person_is_reconnecting_only_when_every_device_is_lost() -> None:
+    hub = Hub(reconnect_grace_s=0.2)
+    watcher = FakeSocket()
+    hub.join(CID, member("watcher", watcher))
+    laptop, tablet = member("surgeon-1", FakeSocket()), member("surgeon-1", FakeSocket())
+    hub.join(CID, laptop)
+    hub.join(CID, tablet)
+    hub.leave(CID, laptop, lost=True)
+    assert [p["state"] for p in hub.participants(CID)] == ["connected", "connected"]
+    hub.leave(CID, tablet, lost=True)
+    assert [p["state"] for p in hub.participants(CID)] == ["connected", "reconnecting"]
+    await until(lambda: len(hub.participants(CID)) == 1)
 
 
 async def test_close_all_closes_joined_and_tracked_sockets() -> None:

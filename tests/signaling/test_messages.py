@@ -60,7 +60,9 @@ def test_an_annotation_update_carries_only_what_its_op_changed() -> None:
 def test_welcome_nests_the_recording_message_and_plain_freeze_state() -> None:
     grant = Grant.for_role(Role.CLINIC, CID, "clinic-1", 60, name="Ward 3")
     recording = RecordingUpdate.of(RecordingEvent(CID, RecordingState.STOPPED, None))
-    welcome = Welcome(You.of(grant), [], {}, None, [], FreezeState(False, None, None), recording)
+    welcome = Welcome(
+        You.of(grant, grant.name), [], {}, None, [], FreezeState(False, None, None), recording
+    )
     assert welcome.to_json() == {
         "type": "welcome",
         "you": {

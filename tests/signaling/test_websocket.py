@@ -16,7 +16,6 @@ from relay import FeedEvent, FeedName, FeedState
 from signaling.db.store import Consultation
 from signaling.keys import HUB, RELAY, STORE
 from signaling.settings import Settings
-from signaling.ws.hub import CLOSE_REPLACED
 from tests.conftest import MakeToken, bearer
 
 AUTH_TIMEOUT_S = 0.3
@@ -104,7 +103,14 @@ async def test_presence_on_join_and_leave(
         first["you"]["identity"],
         welcome["you"]["identity"],
     ]
-    assert set(presence["participants"][1]) == {"identity", "name", "role", "joined_at", "state"}
+    assert set(presence["participants"][1]) == {
+        "identity",
+        "name",
+        "role",
+        "joined_at",
+        "state",
+        "devices",
+    }
     await surgeon.close()
     presence = await next_of(clinic, "presence")
     assert [p["identity"] for p in presence["participants"]] == [first["you"]["identity"]]
@@ -193,18 +199,21 @@ async def test_unknown_type_answers_error_and_keeps_socket(
     await ws.close()
 
 
-async def test_same_identity_replaces_older_connection(
+async def test_the_same_link_on_two_devices_keeps_both_as_one_person(
     client: TestClient, make_token: MakeToken, consultation: Consultation
 ) -> None:
     token = make_token("surgeon", consultation.id)
-    old, _ = await join(client, consultation.id, token)
-    new, welcome = await join(client, consultation.id, token)
-    assert await closed_with(old) == (CLOSE_REPLACED, "replaced by a newer connection")
-    assert len(welcome["participants"]) == 1
-    await new.send_json({"type": "ping"})
-    await next_of(new, "pong")
+    laptop, _ = await join(client, consultation.id, token)
+    tablet, welcome = await join(client, consultation.id, token)
+    assert [(p["role"], p["devices"]) for p in welcome["participants"]] == [("surgeon", 2)]
+    assert (await next_of(laptop, "presence"))["participants"][0]["devices"] == 2
+    await tablet.send_json({"type": "chat", "text": "from the tablet"})
+    assert (await next_of(laptop, "chat"))["text"] == "from the tablet"
+    await laptop.send_json({"type": "ping"})
+    await next_of(laptop, "pong")
+    await tablet.close()
+    assert (await next_of(laptop, "presence"))["participants"][0]["devices"] == 1
     assert len(client.app[HUB].participants(consultation.id)) == 1
-    await new.close()
 
 
 async def test_auth_timeout(client: TestClient, consultation: Consultation) -> None:

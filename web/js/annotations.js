@@ -13,7 +13,7 @@
 // This module is the composition the pages use: one AnnotationLayer per page, its parts share it.
 
 import { ApiError, failure, refusalText } from "./api.js";
-import { Board } from "./board.js";
+import { Board, authorName } from "./board.js";
 import { Drafts } from "./drafts.js";
 import { drawMark } from "./drawing.js";
 import { FreezeFrame } from "./freeze.js";
@@ -335,7 +335,12 @@ export class AnnotationLayer {
       new CustomEvent("endolink:rendered", {
         detail: {
           at: performance.timeOrigin + performance.now(),
-          marks: marks.map((m) => ({ id: m.mark.id, author: m.mark.author ?? this.room.you, points: m.mark.points.length })),
+          marks: marks.map((m) => ({
+            id: m.mark.id,
+            author: m.mark.author ?? this.room.you,
+            author_name: authorName(m),
+            points: m.mark.points.length,
+          })),
           pointers: [...this.board.pointers.entries()].map(([from, p]) => ({ from, x: p.x, y: p.y })),
         },
       }),

@@ -3,7 +3,7 @@
 // laser dots and this page's own, and the freeze state; and how they are drawn, fades included.
 // Protocol: docs/architecture.md, "Annotations (telestration), protocol v1 additions".
 
-import { drawMark, drawPointer, pointerColor } from "./drawing.js";
+import { drawAuthor, drawMark, drawPointer, pointerColor } from "./drawing.js";
 import { toElement } from "./geometry.js";
 
 const FADE_OUT_MS = 1000; // a fading mark's last second, alpha 1 → 0
@@ -12,6 +12,11 @@ const FADE_OUT_MS = 1000; // a fading mark's last second, alpha 1 → 0
 export const POINTER_HOLD_MS = 1500;
 const POINTER_FADE_MS = 400;
 const HEX_COLOR = /^#[0-9a-f]{6}$/i;
+
+/** Who drew a visible mark, as the server named them (an own draft: from its accepted copy). */
+export function authorName(m) {
+  return m.mark.author_name || m.entry?.mark?.author_name || "";
+}
 
 /** Mark ids are unique per author only. */
 export function keyOf(author, id) {
@@ -162,6 +167,7 @@ export class Board {
     ctx.clip(); // marks never spill into the letterbox bars
     for (const m of marks) {
       drawMark(ctx, m.mark, rect, m.alpha);
+      drawAuthor(ctx, m.mark, rect, authorName(m), m.alpha);
       if (m.alpha < 1) animate = true;
       else if (m.entry?.fadeEndsAt != null) wakeAt = Math.min(wakeAt, m.entry.fadeEndsAt - Math.min(FADE_OUT_MS, m.entry.fadeMs / 2));
     }

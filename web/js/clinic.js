@@ -10,6 +10,7 @@ import { endoscopeStats, joinRoom, loadConsultation, showConnectionState } from 
 import { LinkBanner, serverLink } from "./link.js";
 import { FeedPlayer, Publisher, preferCodec } from "./media.js";
 import { msg, setText } from "./i18n.js";
+import { connectWithName } from "./names.js";
 import { startPage } from "./page.js";
 import { PrecallCheck } from "./precall.js";
 import { FORCED_RELAY_NOTICE, forceRelay, iceServersFrom } from "./session.js";
@@ -138,7 +139,10 @@ function setupRoom() {
       else state.talkback?.feedOffline();
     }
   });
-  room.connect();
+  room.addEventListener("presence", updateStreamButtons);
+  room.addEventListener("feed", updateStreamButtons);
+  room.addEventListener("welcome", updateStreamButtons);
+  connectWithName(room, state.session);
 }
 
 function showSurgeonPresence(people, { reconnecting = false } = {}) {
@@ -169,12 +173,27 @@ function setupStreamButtons() {
 function updateStreamButtons() {
   const consent = !!state.consent?.recorded;
   const hasVideo = !!state.camera?.hasVideo;
-  els.start.disabled = state.streaming || !consent || !hasVideo;
+  const elsewhere = streamingElsewhere();
+  els.start.disabled = state.streaming || !consent || !hasVideo || elsewhere;
   els.stop.disabled = !state.streaming;
   if (state.streaming) setText(els.startHint, "");
+  else if (elsewhere) setText(els.startHint, msg("clinic.streamingElsewhere"));
   else if (!consent) setText(els.startHint, msg("clinic.hint.consent"));
   else if (!hasVideo) setText(els.startHint, msg("clinic.hint.camera"));
   else setText(els.startHint, msg("clinic.hint.ready"));
+}
+
+/**
+ * Another device on this same link streams the endoscope: only one device can, and starting
+ * here would take the feed over from it. A reloaded page is no other device: its old connection
+ * has left the room by then.
+ */
+function streamingElsewhere() {
+  const room = state.room;
+  if (!room || state.streaming || room.feeds.endoscope?.state !== "live") return false;
+  if (room.feeds.endoscope.identity !== room.you) return false;
+  const me = (room.participants || []).find((p) => p && p.identity === room.you);
+  return (me?.devices ?? 1) > 1;
 }
 
 async function startStream() {

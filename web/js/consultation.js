@@ -72,6 +72,11 @@ export function joinRoom({ page, session, token, notices, video, galleryHost = n
     if (event.detail.from !== room.you) board.update(event.detail);
   });
   room.addEventListener("fatal", (event) => {
+    if (event.detail.code === 4409) {
+      notices.show("room", msg("room.tooManyDevices"), "error");
+      setChip(roomChip, msg("room.closedHere"), "idle", "closed");
+      return;
+    }
     notices.show("room", msg("room.fatal", { why: roomRefusal(event.detail) }), "error");
     setChip(roomChip, msg("room.refused"), "bad", "refused");
   });

@@ -183,3 +183,34 @@ export function drawPointer(ctx, x, y, color, rect, alpha) {
   ctx.stroke();
   ctx.restore();
 }
+
+const AUTHOR_FONT_PX = 12;
+
+/**
+ * The author's name in a small dark tag beside the mark, so everyone sees who drew what;
+ * nothing for a mark without a name.
+ */
+export function drawAuthor(ctx, mark, rect, name, alpha = 1) {
+  const first = Array.isArray(mark.points) ? mark.points[0] : null;
+  if (!name || !first || alpha <= 0) return;
+  const at = toElement(first[0], first[1], rect);
+  const lw = Math.max(1, mark.width * rect.height);
+  ctx.save();
+  ctx.globalAlpha = Math.min(1, alpha);
+  ctx.font = `${AUTHOR_FONT_PX}px sans-serif`;
+  ctx.textBaseline = "top";
+  ctx.textAlign = "left";
+  const pad = 3;
+  const width = ctx.measureText(name).width + 2 * pad;
+  const height = AUTHOR_FONT_PX + 2 * pad;
+  // Up and to the left of where the mark starts (strokes mostly run on from there), inside the
+  // picture; above a text label's capitals.
+  const x = Math.max(rect.x, mark.tool === "text" ? at.x : at.x - width - lw);
+  const cap = mark.tool === "text" ? (mark.size ?? 6 * mark.width) * rect.height : 0;
+  const y = Math.max(rect.y, at.y - height - lw - cap);
+  ctx.fillStyle = "rgba(0, 0, 0, 0.6)";
+  ctx.fillRect(x, y, width, height);
+  ctx.fillStyle = "#ffffff";
+  ctx.fillText(name, x + pad, y + pad);
+  ctx.restore();
+}

@@ -10,7 +10,7 @@
 //     frame at the freeze) with the marks drawn on it, while the sound goes on: the picture
 //     pauses as it did live.
 
-import { drawMark } from "./drawing.js";
+import { drawAuthor, drawMark } from "./drawing.js";
 import { backingSize, pictureRect } from "./geometry.js";
 import { msg, setText } from "./i18n.js";
 import { once } from "./player.js";
@@ -145,7 +145,8 @@ export class Overlay {
         const at = markAt(mark, t);
         if (!at || at.alpha <= 0) continue;
         drawMark(ctx, at.mark, shownRect, at.alpha);
-        drawn.push({ key: mark.key, alpha: at.alpha });
+        drawAuthor(ctx, at.mark, shownRect, mark.author_name, at.alpha);
+        drawn.push({ key: mark.key, alpha: at.alpha, author_name: mark.author_name || "" });
       }
       ctx.restore();
     }

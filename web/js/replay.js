@@ -78,9 +78,15 @@ class ReplayPage {
     if (wanted && this.list.has(wanted)) await this.open(wanted);
   }
 
+  /** A participant's name: as the recording, its marks or its chat name them, else the role. */
   describe(identity) {
     const p = (this.detail?.recording.participants || []).find((x) => x.identity === identity);
     if (p?.name) return p.name;
+    const timeline = this.detail?.timeline;
+    const named =
+      (timeline?.marks || []).find((m) => m.author === identity && m.author_name)?.author_name ||
+      (timeline?.chat || []).find((c) => c.from === identity && c.name)?.name;
+    if (named) return named;
     return roleLabel(p?.role || String(identity || "").split("-")[0]);
   }
 

@@ -5,6 +5,7 @@
 //   welcome  presence  feed  consent  chat  chat_history  stats  error  (and any other server message type,
 //            e.g. annotation / pointer / freeze / snapshot): the server's messages as they are
 //   fatal    {code, reason}  the server refused us for good (token invalid / wrong consultation)
+//   name-refused {reason}    the name typed on this page cannot be used (close 4422): ask again
 //
 // A lost connection comes back as soon as the server answers again (link.js probes it about every
 // second while it is down); only the server's "too many connections" (4429) waits longer. A ping
@@ -15,6 +16,7 @@ import { QUICK_RETRY_MS, jitter, pick, serverLink } from "./link.js";
 
 // Close codes that end the room for good; the pages say why (catalogue keys room.close.<code>).
 const FATAL_CLOSE = new Set([4400, 4401, 4403, 4404, 4409]);
+const NAME_REFUSED = 4422;
 const REFUSED_RETRY_MS = [2000, 4000, 8000, 15000];
 const PING_INTERVAL_MS = 10000;
 const PONG_TIMEOUT_MS = 4000;
@@ -24,6 +26,8 @@ export class Room extends EventTarget {
     super();
     this.cid = consultationId;
     this.token = token;
+    // The name typed on this device when the link has none (names.js); sent with `auth`.
+    this.name = null;
     this.ws = null;
     this.state = "closed";
     this.attempt = 0;
@@ -62,7 +66,9 @@ export class Room extends EventTarget {
     }
     this.ws = ws;
     ws.addEventListener("open", () => {
-      ws.send(JSON.stringify({ type: "auth", token: this.token }));
+      const auth = { type: "auth", token: this.token };
+      if (this.name) auth.name = this.name;
+      ws.send(JSON.stringify(auth));
     });
     ws.addEventListener("message", (event) => {
       clearTimeout(this._pongTimer);
@@ -111,6 +117,11 @@ export class Room extends EventTarget {
     this._stopPing();
     if (this.closedByUs) {
       this._setState("closed");
+      return;
+    }
+    if (event.code === NAME_REFUSED) {
+      this._setState("closed");
+      this.dispatchEvent(new CustomEvent("name-refused", { detail: { reason: event.reason } }));
       return;
     }
     if (FATAL_CLOSE.has(event.code)) {
@@ -230,6 +241,8 @@ export function normaliseParticipant(p) {
     identity: String(p.identity ?? p.id ?? ""),
     name: String(p.name ?? ""),
     role: String(p.role ?? ""),
+    // One person may be here from several devices (a laptop to watch, a tablet to draw).
+    devices: Number.isInteger(p.devices) ? p.devices : 1,
     // "reconnecting": the server lost this person's connection and holds their place a while.
     reconnecting: p.state === "reconnecting",
   };

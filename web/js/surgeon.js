@@ -7,6 +7,7 @@ import { endoscopeStats, joinRoom, loadConsultation, showConnectionState } from 
 import { LinkBanner, serverLink } from "./link.js";
 import { FeedPlayer } from "./media.js";
 import { msg, setText } from "./i18n.js";
+import { connectWithName } from "./names.js";
 import { startPage } from "./page.js";
 import { FORCED_RELAY_NOTICE, forceRelay, iceServersFrom } from "./session.js";
 import { currentTalk, setupTalk } from "./talkback.js";
@@ -114,7 +115,7 @@ function setupRoom() {
       notices.show("talk", msg("surgeon.talkOffline"), "warn");
     }
   });
-  room.connect();
+  connectWithName(room, state.session);
 }
 
 function setFeedLive(live, reason = null) {

@@ -121,6 +121,11 @@ export function renderPresence(list, participants, you, { reconnecting = false }
     name.className = "who";
     name.textContent = p.name || p.identity;
     li.append(badge, name);
+    if (p.devices > 1) {
+      const devices = el("span", { class: "devices", "data-testid": "devices" });
+      setText(devices, msg("presence.devices", { count: { number: p.devices } }));
+      li.append(devices);
+    }
     if (you && p.identity === you) {
       const me = document.createElement("span");
       me.className = "me";

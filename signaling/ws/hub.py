@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +130,9 @@ class Hub:
         self._sockets: set[web.WebSocketResponse] = set()
         self._closing: set[asyncio.Task[None]] = set()
         self.close_timeout_s = close_timeout_s
+        self.on_gone: Callable[[ConsultationId, str], None] = lambda cid, identity: None
+        """Someone is no longer in the consultation: left, dropped, or not back within the
+        reconnect grace (never for a replaced connection, nor at shutdown)."""
 
     def track(self, ws: web.WebSocketResponse) -> None:
         """Remember a socket from its upgrade on, so shutdown also closes unauthenticated ones."""
@@ -177,6 +181,7 @@ class Hub:
             self._hold(cid, participant)
         else:
             logger.info("Hub [consultation:%s] %s left", cid, participant.identity)
+            self.on_gone(cid, participant.identity)
         self._announce(cid)
 
     def has_participants(self, cid: ConsultationId) -> bool:
@@ -259,6 +264,8 @@ class Hub:
             return
         if lost:
             self._hold(cid, participant)
+        elif announce:  # not replaced by a newer connection of the same identity
+            self.on_gone(cid, participant.identity)
         task = asyncio.get_running_loop().create_task(
             close_socket(participant.ws, code, reason, self.close_timeout_s)
         )
@@ -299,6 +306,7 @@ class Hub:
     def _give_up(self, cid: ConsultationId, identity: str) -> None:
         if self._forget(cid, identity):
             logger.info("Hub [consultation:%s] %s did not come back", cid, identity)
+            self.on_gone(cid, identity)
             self._announce(cid)
 
     def _announce(self, cid: ConsultationId, exclude: Participant | None = None) -> None:

@@ -19,6 +19,7 @@ import { FreezeFrame } from "./freeze.js";
 import { backingSize, intrinsicSize, pictureRect } from "./geometry.js";
 import { Input } from "./input.js";
 import { SnapshotGallery, canvasToPng, uploadSnapshot } from "./snapshots.js";
+import { t } from "./i18n.js";
 import { Toolbar } from "./toolbar.js";
 import { el } from "./ui.js";
 
@@ -119,6 +120,12 @@ export class AnnotationLayer {
     this.toolbar.say("All marks cleared.");
   }
 
+  /** The surgeon puts the previous stream session's marks back on the picture. */
+  restoreMarks() {
+    if (!this.isLead || this.board.archived === 0) return;
+    if (this.room.send({ type: "annotation", op: "restore" })) this.toolbar.say(t("marks.restoring"));
+  }
+
   toggleFreeze() {
     return this.freezeFrame.toggle();
   }
@@ -177,6 +184,8 @@ export class AnnotationLayer {
     room.addEventListener("pointer", (e) => this._onPointer(e.detail));
     room.addEventListener("freeze", (e) => {
       this._applyFreeze(e.detail);
+      const reason = e.detail?.reason;
+      if (reason === "left" || reason === "new-stream") this.notices?.show("freeze", t(`freeze.released_${reason.replace("-", "_")}`), "info");
       this._trace("freeze", e.detail);
     });
     room.addEventListener("snapshot", (e) => this.gallery?.add(e.detail.snapshot));
@@ -195,7 +204,7 @@ export class AnnotationLayer {
       this.canDraw = false; // the room knows better than the session we loaded
       this._applyTool(null);
     }
-    this.board.load(msg.annotations);
+    this.board.load(msg.annotations, msg.archived);
     this.drafts.resend(); // a reconnect: what the server does not hold of ours
     this._applyFreeze(msg.freeze && typeof msg.freeze === "object" ? msg.freeze : { frozen: false });
   }
@@ -208,8 +217,10 @@ export class AnnotationLayer {
       // Our stroke in progress went with everyone's marks.
       this.drafts.dropAll();
       this.input.abandonMark();
-      if (msg.by !== this.room.you) this.toolbar.say("The surgeon cleared all marks.");
+      if (own.archived) this.toolbar.say(t("marks.archived", { count: own.archived }));
+      else if (msg.by !== this.room.you) this.toolbar.say("The surgeon cleared all marks.");
     }
+    if (own.restored != null) this.toolbar.say(t("marks.restored", { count: own.restored }));
     this.toolbar.update();
     this.invalidate();
     this._trace("annotation", msg);

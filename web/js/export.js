@@ -1,8 +1,10 @@
 // The replay page's downloads: the original recording (one file, or a zip of its parts) and the
 // export with the marks burned in (an MP4 made by a server job, polled until it is ready).
-// Files come with the Bearer token, so they are fetched and saved through blob: URLs.
+// Files come with the Bearer token, so they are fetched and saved through blob: URLs. A running
+// export shows its progress and the time left, and can be cancelled (DELETE on its status URL).
 
 import { apiFetch } from "./api.js";
+import { formatNumber, t } from "./i18n.js";
 import { $ } from "./ui.js";
 
 const EXPORT_POLL_MS = 500;
@@ -21,11 +23,13 @@ export class Export {
       download: $("#download"),
       button: $("#export"),
       progress: $("#export-progress"),
+      cancel: $("#export-cancel"),
       state: $("#export-state"),
       link: $("#export-link"),
     };
     this.els.download.addEventListener("click", () => this._downloadOriginal());
     this.els.button.addEventListener("click", () => this._start());
+    this.els.cancel.addEventListener("click", () => this._cancel());
     this.els.link.addEventListener("click", (event) => {
       event.preventDefault();
       if (this.job?.url) this._save(this.job.url, `endolink-${this.detail.recording.id}-annotated.mp4`, this.els.link);
@@ -40,6 +44,7 @@ export class Export {
     els.progress.hidden = true;
     els.state.textContent = "";
     els.link.hidden = true;
+    els.cancel.hidden = true;
     els.button.disabled = false;
   }
 
@@ -86,41 +91,81 @@ export class Export {
     els.link.hidden = true;
     els.progress.hidden = false;
     els.progress.value = 0;
-    els.state.textContent = "Starting the export…";
+    els.state.textContent = t("export.starting");
     let job;
     try {
       job = await this._job(detail.links.exports, "POST");
     } catch (err) {
-      els.state.textContent = `Export refused: ${err.message}`;
+      els.state.textContent = t("export.refused", { reason: err.message });
       els.button.disabled = false;
       els.progress.hidden = true;
       return;
     }
-    // Polls while this recording stays open.
-    while (this.detail?.recording.id === detail.recording.id) {
-      this.job = job;
-      els.progress.value = job.progress || 0;
-      els.progress.setAttribute("aria-valuenow", String(job.progress || 0));
-      if (job.state === "done") {
-        els.state.textContent = "Export ready.";
-        els.link.hidden = false;
-        els.button.disabled = false;
-        return;
-      }
-      if (job.state === "failed") {
-        els.state.textContent = `Export failed: ${job.error || "unknown error"}`;
-        els.button.disabled = false;
-        return;
-      }
-      els.state.textContent = job.state === "queued" ? "Waiting for another export…" : `Exporting… ${Math.round(job.progress || 0)} %`;
+    els.cancel.hidden = false;
+    els.cancel.disabled = false;
+    // Polls while this recording stays open and the job runs.
+    while (this.detail?.recording.id === detail.recording.id && !this._show(job)) {
       await new Promise((r) => setTimeout(r, EXPORT_POLL_MS));
+      if (this.job?.state === "cancelled") return; // the cancel's answer was shown
       try {
         job = await this._job(job.status_url);
       } catch (err) {
-        els.state.textContent = `Lost track of the export: ${err.message}`;
+        els.state.textContent = t("export.lost", { reason: err.message });
         els.button.disabled = false;
+        els.cancel.hidden = true;
         return;
       }
     }
   }
+
+  /** Shows `job`; true once it has ended (done, failed or cancelled). */
+  _show(job) {
+    const els = this.els;
+    this.job = job;
+    const percent = Math.round(job.progress || 0);
+    els.progress.value = job.progress || 0;
+    els.progress.setAttribute("aria-valuenow", String(job.progress || 0));
+    const ended = ["done", "failed", "cancelled"].includes(job.state);
+    if (ended) {
+      els.button.disabled = false;
+      els.cancel.hidden = true;
+    }
+    if (job.state === "done") {
+      els.state.textContent = t("export.ready");
+      els.link.hidden = false;
+    } else if (job.state === "failed") {
+      els.state.textContent = t("export.failed", { reason: job.error || "" });
+    } else if (job.state === "cancelled") {
+      els.progress.hidden = true;
+      els.state.textContent = t("export.cancelled");
+    } else if (job.state === "queued") {
+      els.state.textContent = t("export.queued");
+    } else if (job.eta_s == null) {
+      els.state.textContent = t("export.progress", { percent: formatNumber(percent) });
+    } else {
+      els.state.textContent = t("export.eta", { percent: formatNumber(percent), time: timeLeft(job.eta_s) });
+    }
+    return ended;
+  }
+
+  async _cancel() {
+    const els = this.els;
+    if (!this.job) return;
+    els.cancel.disabled = true;
+    els.state.textContent = t("export.cancelling");
+    try {
+      this._show(await this._job(this.job.status_url, "DELETE"));
+    } catch (err) {
+      els.cancel.disabled = false;
+      els.state.textContent = t("export.cancel_failed", { reason: err.message });
+    }
+  }
+}
+
+/** "about 2 minutes" / "about 40 seconds", in the page's language. */
+function timeLeft(seconds) {
+  const minutes = Math.ceil(seconds / 60);
+  if (seconds >= 60) return formatNumber(minutes, { style: "unit", unit: "minute", unitDisplay: "long" });
+  const rounded = Math.max(1, Math.ceil(seconds / 5) * 5);
+  return formatNumber(rounded, { style: "unit", unit: "second", unitDisplay: "long" });
 }

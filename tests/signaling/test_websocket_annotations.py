@@ -187,6 +187,7 @@ async def test_freeze_with_a_stored_snapshot_and_resume(
         "frozen": False,
         "snapshot": None,
         "by": surgeon_id,
+        "reason": None,
         "v": 1,
     }
     await surgeon.close()

@@ -8,7 +8,7 @@ Each export runs in its own process (``resource`` CPU time of that process); the
 time, CPU time, × real time (recording seconds per wall second), file size and the mean luma SSIM
 of 30 exported frames against the source frames they came from (marks masked out).
 
-    python -m bench.export [--baseline REV] [--presets superfast veryfast ultrafast] [--keep DIR]
+    python -m bench.export [--baseline REV] [--presets veryfast superfast] [--keep DIR]
 
 ``--baseline main`` also exports with git revision REV's ``recorder/export.py`` (unpacked from
 git), in the same run, on the same recording. The ≥ 2× real-time requirement is asserted here
@@ -49,6 +49,7 @@ from relay.codecs import is_keyframe
 SECONDS = 120
 STARTED = 1_700_000_000.0
 REQUIRED_SPEED = 2.0
+AFTER = "this tree (after): CRF 20 ultrafast + deblock + CABAC"
 
 RUNNER = """
 import json, resource, sys, time
@@ -181,7 +182,7 @@ def quality(source: Path, exported: Path, samples: int = 30) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", metavar="REV", help="also export with git revision REV")
-    parser.add_argument("--presets", nargs="*", default=["veryfast", "ultrafast"])
+    parser.add_argument("--presets", nargs="*", default=["veryfast", "superfast"])
     parser.add_argument("--keep", type=Path, help="work in DIR and keep the files")
     args = parser.parse_args(argv)
     work = args.keep or Path(tempfile.mkdtemp(prefix="endolink-export-"))
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     runs: list[tuple[str, Path, dict[str, object]]] = []
     if args.baseline:
         runs.append((f"{args.baseline} (before)", checkout(args.baseline, work / "base"), {}))
-    runs.append(("this tree (after), CRF 20 superfast", here, {}))
+    runs.append((AFTER, here, {}))
     for preset in args.presets:
         options = {"x264": {"crf": "20", "preset": preset}}
         runs.append((f"this tree, CRF 20 {preset}", here, options))
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
         print(rows[-1], flush=True)
     header = ("export", "wall s", "CPU s", "× real time", "Mbit/s", "SSIM")
     print_table(f"Export of a {SECONDS} s {WIDTH}x{HEIGHT} recording", header, rows)
-    if speeds["this tree (after), CRF 20 superfast"] < REQUIRED_SPEED:
+    if speeds[AFTER] < REQUIRED_SPEED:
         print(f"FAIL: slower than {REQUIRED_SPEED:g}× real time")
         sys.exit(1)
 

@@ -9,8 +9,9 @@ every later frame is composited with it: OpenCV's anti-aliased drawing blends ea
 black drawing and ``P = (white − black) / 255``. Compositing touches only the marks' bounding box
 with saturating 8-bit OpenCV arithmetic (well under a millisecond).
 
-A set of marks seen for the first time (a pen stroke grows every update) is drawn straight into the
-frame, as before: building the layer costs two drawings and pays off only from the second frame.
+The first frames of a set of marks (``DRAW_FIRST``) are drawn straight into the frame, as before:
+while a pen stroke streams, the set changes every frame or two, and building a layer costs two
+drawings — it pays off only for marks that stay.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ import numpy as np
 from relay.annotations import Annotation
 from relay.overlay import draw_yuv420
 from relay.rendition import plane_array
+
+DRAW_FIRST = 2
+"Frames of a new set of marks drawn directly before its layer is built."
 
 
 @dataclass(frozen=True)
@@ -44,13 +48,12 @@ def _layer(shape: tuple[int, int], marks: Sequence[Annotation], index: int) -> _
         draw_yuv420(blank, marks)  # each plane is drawn at its own size; the others are dummies
         planes[background] = blank[index]
     black, white = planes[0], planes[255]
-    touched = np.nonzero((black != 0) | (white != 255))
-    if touched[0].size == 0:
-        return _Layer(None, black, black)
-    rows = slice(int(touched[0].min()), int(touched[0].max()) + 1)
-    cols = slice(int(touched[1].min()), int(touched[1].max()) + 1)
-    keep = cv2.subtract(white[rows, cols], black[rows, cols])
-    return _Layer((rows, cols), keep, np.ascontiguousarray(black[rows, cols]))
+    keep = cv2.subtract(white, black)  # 255 where the marks leave the pixel as it is
+    x, y, w, h = cv2.boundingRect(cv2.bitwise_not(keep))
+    if w == 0 or h == 0:
+        return _Layer(None, keep, black)
+    box = (slice(y, y + h), slice(x, x + w))
+    return _Layer(box, np.ascontiguousarray(keep[box]), np.ascontiguousarray(black[box]))
 
 
 class BurnIn:
@@ -83,7 +86,7 @@ class BurnIn:
         for target, plane in zip(planes, picture.planes, strict=True):
             np.copyto(target, plane_array(plane))
         self._remember(key)
-        if self._seen < 2:
+        if self._seen <= DRAW_FIRST:
             draw_yuv420(planes, key)
             self.drawn += 1
             return out

@@ -39,8 +39,8 @@ from bench.serverproc import ServerProcess, endolink
 
 FRAMES_JS = "() => (window.endolink && window.endolink.framesRendered) || 0"
 BANNER = '[data-testid="notices"] [data-key="link"]'
-CLINIC_LOST_TEXT = "the surgeon cannot see your video"
-SURGEON_LOST_TEXT = "Connection to the server lost"
+CLINIC_LOST_TEXT = "surgeon cannot see your video"
+SURGEON_LOST_TEXT = "Connection lost"
 MOVING_FRAMES = 3
 "New frames rendered that count as a moving picture (not one late frame of the old stream)."
 POLL_S = 0.02

@@ -346,7 +346,7 @@ async def run(events: int, rate: float, runs: int, port: int) -> dict:
                 )
                 await surgeon.wait_for_function(
                     "() => document.querySelector('[data-testid=room-state]')"
-                    ".textContent.includes('connected')",
+                    ".dataset.state === 'connected'",
                     timeout=10_000,
                 )
                 log("surgeon sees the video")

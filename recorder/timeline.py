@@ -51,7 +51,7 @@ CHAT_SLACK_S = 1.0
 FADE_OUT_S = 1.0
 "Pages fade a fading mark out over its last second (at most half its fade time)."
 
-_SHAPE_KEYS = ("tool", "color", "width", "text", "fade_s")
+_SHAPE_KEYS = ("tool", "color", "width", "text", "fade_s", "size")
 
 
 @dataclass

@@ -29,6 +29,11 @@ MAX_WIDTH = 0.05
 "Line width as a fraction of the frame height."
 MAX_POINTS = 2000
 MAX_TEXT_LENGTH = 200
+MIN_TEXT_SIZE = 0.01
+MAX_TEXT_SIZE = 0.2
+"Text cap height as a fraction of the frame height."
+TEXT_HEIGHT_WIDTHS = 6.0
+"Cap height of a label without a ``size`` (marks from before it existed): 6 line widths."
 MIN_FADE_S = 0.5
 MAX_FADE_S = 600.0
 MAX_MARKS = 500
@@ -73,6 +78,14 @@ class Mark:
     text: str | None = None
     fade_s: float | None = None
     "Seconds after its last update until the mark disappears; None = until cleared."
+    size: float | None = None
+    "Text only: cap height as a fraction of the frame height; None = 6 line widths."
+
+    @property
+    def cap_height(self) -> float:
+        """A label's cap height (fraction of the frame height): its own size, or older logs'
+        6 line widths, so every log replays as it was drawn."""
+        return self.size if self.size is not None else TEXT_HEIGHT_WIDTHS * self.width
 
     @classmethod
     def from_json(cls, data: Any) -> Mark:
@@ -93,6 +106,11 @@ class Mark:
         fade_s = data.get("fade_s")
         if fade_s is not None:
             fade_s = _number(fade_s, MIN_FADE_S, MAX_FADE_S, "annotation.fade_s")
+        size = data.get("size")
+        if size is not None:
+            if tool is not Tool.TEXT:
+                raise AnnotationError("annotation.size is for the text tool only")
+            size = _number(size, MIN_TEXT_SIZE, MAX_TEXT_SIZE, "annotation.size")
         return cls(
             id=mark_id,
             tool=tool,
@@ -101,6 +119,7 @@ class Mark:
             points=_points(data.get("points"), tool),
             text=_text(data.get("text"), tool),
             fade_s=fade_s,
+            size=size,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -114,6 +133,8 @@ class Mark:
         }
         if self.text is not None:
             data["text"] = self.text
+        if self.size is not None:
+            data["size"] = self.size
         return data
 
 

@@ -10,8 +10,9 @@ looks the same at 360p and 1080p and matches what the pages draw on their canvas
 * line width: ``width`` × frame height;
 * arrow head: 4 line widths long, at least 2 % of the frame height;
 * circle/rect: the ellipse/rectangle inscribed in the two corner points;
-* text: Hershey sans-serif, cap height 6 line widths, anchored at the left end of its baseline
-  (ASCII only: other characters are drawn as ``?``).
+* text: Hershey sans-serif, cap height ``size`` × frame height (6 line widths for a label
+  without a size), strokes a sixth of it, anchored at the left end of its baseline (ASCII only:
+  other characters are drawn as ``?``).
 """
 
 from __future__ import annotations
@@ -22,14 +23,13 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from .annotations import Annotation, Tool
+from .annotations import TEXT_HEIGHT_WIDTHS, Annotation, Tool
 
 SHIFT = 4
 "Fractional bits of the coordinates handed to OpenCV: sub-pixel precise anti-aliased edges."
 SCALE = 1 << SHIFT
 ARROW_HEAD_WIDTHS = 4.0
 ARROW_HEAD_MIN = 0.02
-TEXT_HEIGHT_WIDTHS = 6.0
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 FONT_CAP_HEIGHT = 20.0
 "Pixels per unit of font scale of Hershey capitals (measured; getTextSize counts more)."
@@ -94,7 +94,9 @@ def _draw_plane(
             corner, opposite = (tuple(int(c) for c in p) for p in points)
             cv2.rectangle(plane, corner, opposite, color, thickness, cv2.LINE_AA, SHIFT)
         else:
-            _text(plane, points[0], mark.text or "", color, thickness, width_px)
+            cap_px = mark.cap_height * h
+            stroke_px = cap_px / TEXT_HEIGHT_WIDTHS
+            _text(plane, points[0], mark.text or "", color, _thickness(stroke_px), cap_px)
 
 
 def _thickness(width_px: float) -> int:
@@ -129,9 +131,9 @@ def _ellipse(plane: np.ndarray, points: np.ndarray, color: Color, thickness: int
 
 
 def _text(
-    plane: np.ndarray, anchor: np.ndarray, text: str, color: Color, thickness: int, width_px: float
+    plane: np.ndarray, anchor: np.ndarray, text: str, color: Color, thickness: int, cap_px: float
 ) -> None:
     ascii_text = text.encode("ascii", "replace").decode()
-    scale = TEXT_HEIGHT_WIDTHS * width_px / FONT_CAP_HEIGHT
+    scale = cap_px / FONT_CAP_HEIGHT
     origin = (int(anchor[0]) >> SHIFT, int(anchor[1]) >> SHIFT)  # putText has no sub-pixel shift
     cv2.putText(plane, ascii_text, origin, FONT, scale, color, thickness, cv2.LINE_AA)

@@ -23,7 +23,7 @@ from signaling.auth.turn import IceServers
 from signaling.db.audit import AuditTrail
 from signaling.db.invites import InviteBook
 from signaling.db.store import DB_FILENAME, ConsultationStore
-from signaling.http import api, pages, snapshots, whip
+from signaling.http import api, netcheck, pages, snapshots, whip
 from signaling.http.errors import error_middleware
 from signaling.http.throttle import FailureBudget
 from signaling.keys import (
@@ -33,6 +33,7 @@ from signaling.keys import (
     HUB,
     ICE_SERVERS,
     INVITES,
+    NETCHECK_BUDGET,
     RECORDINGS,
     RELAY,
     REPLAY,
@@ -63,6 +64,7 @@ def create_app(settings: Settings) -> web.Application:
     app[STORE] = ConsultationStore(settings.data_dir / DB_FILENAME)
     app[INVITES] = InviteBook(settings.data_dir / DB_FILENAME)
     app[FAILED_JOINS] = FailureBudget()
+    app[NETCHECK_BUDGET] = FailureBudget(netcheck.BUDGET_BURST, netcheck.BUDGET_REFILL_S)
     app[HUB] = Hub(reconnect_grace_s=settings.reconnect_grace_s)
     app[ANNOTATION_LOGS] = AnnotationLogs(settings.data_dir)
     app[CHAT_HISTORY] = ChatHistory(settings.data_dir)
@@ -95,6 +97,7 @@ def create_app(settings: Settings) -> web.Application:
 
     api.add_routes(app)
     snapshots.add_routes(app)
+    netcheck.add_routes(app)
     replay.add_routes(app)
     whip.add_routes(app)
     websocket.add_routes(app)

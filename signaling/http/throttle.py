@@ -1,4 +1,5 @@
-"""A token bucket per client address for failed short-link lookups (``POST /api/join``).
+"""A token bucket per client: failed short-link lookups per address (``POST /api/join``), and
+the network check's requests per identity (``signaling/http/netcheck.py``).
 
 Sixty bits of code are out of reach of guessing anyway; the bucket keeps a scanner from even
 trying, and from filling the log. Memory is bounded: past ``max_clients`` addresses the least
@@ -22,7 +23,8 @@ class _Bucket:
 
 
 class FailureBudget:
-    """``burst`` failures at once per client, then one more every ``refill_s`` seconds."""
+    """``burst`` spends (failures, requests) at once per client, then one more every
+    ``refill_s`` seconds."""
 
     def __init__(
         self,
@@ -45,7 +47,7 @@ class FailureBudget:
         return max(1, math.ceil((1 - bucket.tokens) * self.refill_s))
 
     def spend(self, client: str) -> None:
-        """Count one failed lookup."""
+        """Count one failed lookup (or one network-check request)."""
         bucket = self._refilled(client) or _Bucket(float(self.burst), self._clock())
         bucket.tokens = max(0.0, bucket.tokens - 1)
         self._buckets[client] = bucket

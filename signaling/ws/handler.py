@@ -426,7 +426,7 @@ def _apply(
 async def _on_pointer(connection: Connection, message: PointerMessage) -> None:
     """Fire-and-forget: to everyone else, never stored."""
     if _may_draw(connection, lead_only=False):
-        pointer = PointerMove(connection.participant.identity, message.x, message.y)
+        pointer = PointerMove(connection.participant.identity, message.x, message.y, message.color)
         connection.hub.broadcast(connection.cid, pointer, exclude=connection.participant)
 
 

@@ -192,6 +192,7 @@ class PointerMove(ServerMessage):
     sender: str
     x: float | None
     y: float | None
+    color: str | None = None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 from recorder.snapshots import SNAPSHOT_ID
 from relay import AnnotationError, FeedName, Mark
-from relay.annotations import MARK_ID, coordinate
+from relay.annotations import COLOR, MARK_ID, coordinate
 
 MALFORMED = "malformed"
 "Not JSON, not an object, or no string ``type``: the socket is closed with 4400."
@@ -38,6 +38,7 @@ STAT_LIMITS: dict[str, float] = {
     "bitrate_kbps": 1_000_000.0,
     "rtt_ms": 600_000.0,
     "loss_pct": 100.0,
+    "jitter_ms": 600_000.0,
 }
 "Upper bound of each numeric stat; every one is optional, finite and non-negative."
 STAT_DIRECTIONS = ("send", "recv")
@@ -102,6 +103,8 @@ class PointerMessage:
     x: float | None
     y: float | None
     "Both None: the pointer is hidden."
+    color: str | None = None
+    "``#rrggbb`` (lower case): the author's colour; None: the page picks one by role."
 
 
 @dataclass(frozen=True)
@@ -221,11 +224,14 @@ def _annotation(data: dict[str, Any]) -> AnnotationMessage:
 
 
 def _pointer(data: dict[str, Any]) -> PointerMessage:
-    x, y = data.get("x"), data.get("y")
+    x, y, color = data.get("x"), data.get("y"), data.get("color")
+    if color is not None and not (isinstance(color, str) and COLOR.fullmatch(color)):
+        raise ProtocolError(INVALID, "pointer.color must be #rrggbb")
+    color = color.lower() if color else None
     if x is None and y is None:
-        return PointerMessage(None, None)
+        return PointerMessage(None, None, color)
     try:
-        return PointerMessage(coordinate(x, "pointer"), coordinate(y, "pointer"))
+        return PointerMessage(coordinate(x, "pointer"), coordinate(y, "pointer"), color)
     except AnnotationError as exc:
         raise ProtocolError(INVALID, str(exc)) from None
 

@@ -121,8 +121,9 @@ async def browser(live_server: LiveServer, tmp_path: Path) -> AsyncIterator[Brow
 
 
 @contextlib.asynccontextmanager
-async def chromium(tmp_path: Path) -> AsyncIterator[Browser]:
-    """Debian's chromium with a fresh profile in ``tmp_path``; fails the test on page errors."""
+async def chromium(tmp_path: Path, **device: object) -> AsyncIterator[Browser]:
+    """Debian's chromium with a fresh profile in ``tmp_path``; fails the test on page errors.
+    ``device``: context options such as ``viewport``, ``has_touch``, ``is_mobile`` (a phone)."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: ./scripts/test installs Debian's chromium package")
     async with playwright_api.async_playwright() as pw:
@@ -131,7 +132,7 @@ async def chromium(tmp_path: Path) -> AsyncIterator[Browser]:
             executable_path=str(CHROMIUM),
             headless=True,
             args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 800},
+            **{"viewport": {"width": 1280, "height": 800}, **device},
         )
         context.set_default_timeout(10_000)
         harness = Browser(context)

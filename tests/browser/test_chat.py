@@ -58,7 +58,7 @@ async def open_page(browser: Browser, live_server: LiveServer, role: Role, cid: 
     page = await browser.open("about:blank", name, window=True)
     await page.set_viewport_size({"width": size[0], "height": size[1]})
     await page.goto(live_server.url(str(role), live_server.token(role, cid)))
-    await expect(page.get_by_test_id("room-state")).to_have_text("room: connected")
+    await expect(page.get_by_test_id("room-state")).to_have_attribute("data-state", "connected")
     return page
 
 

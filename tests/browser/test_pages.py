@@ -108,8 +108,10 @@ async def assert_video_plays(page, label: str, clicked_at: float) -> dict:
     )
     first_frame_s = time.monotonic() - clicked_at
     counted = await count_frames(page, label)
-    await expect(page.get_by_test_id("connection-state")).to_have_text("connected")
-    await expect(page.get_by_test_id("publisher-state")).to_have_text("live")
+    await expect(page.get_by_test_id("connection-state")).to_have_attribute(
+        "data-state", "connected"
+    )
+    await expect(page.get_by_test_id("publisher-state")).to_have_attribute("data-state", "live")
     await expect(page.get_by_test_id("remote-overlay")).to_be_hidden()
     await page.wait_for_function(STATS_FPS, timeout=5_000)
     fps = await page.evaluate(STATS_FPS)
@@ -136,10 +138,14 @@ async def test_clinic_consents_streams_and_surgeon_watches(
     assert await clinic.evaluate("location.hash") == ""
     assert await clinic.evaluate("sessionStorage.getItem('endolink.token.clinic')") == clinic_token
 
-    await expect(surgeon.get_by_test_id("publisher-state")).to_have_text("offline")
-    await expect(surgeon.get_by_test_id("remote-overlay")).to_contain_text("Publisher offline")
+    await expect(surgeon.get_by_test_id("publisher-state")).to_have_attribute(
+        "data-state", "offline"
+    )
+    await expect(surgeon.get_by_test_id("remote-overlay")).to_contain_text("Waiting for the clinic")
     await expect(clinic.get_by_test_id("start-stream")).to_be_disabled()
-    await expect(clinic.get_by_test_id("surgeon-presence")).to_have_text("surgeon: online")
+    await expect(clinic.get_by_test_id("surgeon-presence")).to_have_attribute(
+        "data-state", "online"
+    )
 
     await record_consent(clinic)
     await expect(clinic.get_by_test_id("consent-summary")).to_contain_text("Dr. Test, endoscopist")
@@ -147,7 +153,9 @@ async def test_clinic_consents_streams_and_surgeon_watches(
 
     metrics = await assert_video_plays(surgeon, "surgeon", clicked)
     assert metrics["width"] > 0 and metrics["height"] > 0
-    await expect(clinic.get_by_test_id("connection-state")).to_have_text("connected")
+    await expect(clinic.get_by_test_id("connection-state")).to_have_attribute(
+        "data-state", "connected"
+    )
     await clinic.wait_for_function(STATS_FPS, timeout=5_000)
     clinic_fps = await clinic.evaluate(STATS_FPS)
     print(f"clinic: sending at {clinic_fps:g} fps")
@@ -173,13 +181,19 @@ async def test_clinic_consents_streams_and_surgeon_watches(
 
     # Stop: the surgeon sees the publisher go offline.
     await clinic.get_by_test_id("stop-stream").click()
-    await expect(clinic.get_by_test_id("connection-state")).to_have_text("stopped")
-    await expect(surgeon.get_by_test_id("publisher-state")).to_have_text("offline", timeout=8_000)
+    await expect(clinic.get_by_test_id("connection-state")).to_have_attribute(
+        "data-state", "stopped"
+    )
+    await expect(surgeon.get_by_test_id("publisher-state")).to_have_attribute(
+        "data-state", "offline", timeout=8_000
+    )
     await expect(surgeon.get_by_test_id("remote-overlay")).to_be_visible()
 
     # Start again: the surgeon's page picks the new publisher up without a reload.
     clicked = await start_clinic_stream(clinic)
-    await expect(surgeon.get_by_test_id("publisher-state")).to_have_text("live", timeout=10_000)
+    await expect(surgeon.get_by_test_id("publisher-state")).to_have_attribute(
+        "data-state", "live", timeout=10_000
+    )
     await expect(surgeon.get_by_test_id("remote-overlay")).to_be_hidden(timeout=10_000)
     back_s = time.monotonic() - clicked
     counted = await count_frames(surgeon, "surgeon after restart")
@@ -253,14 +267,14 @@ async def test_clinic_hears_surgeon_talk_back(live_server: LiveServer, browser: 
         live_server.url("surgeon", live_server.token(Role.SURGEON, consultation.id)), "surgeon"
     )
     await assert_video_plays(surgeon, "surgeon", clicked)
-    await expect(clinic.get_by_test_id("talkback-state")).to_have_text("surgeon voice: off")
+    await expect(clinic.get_by_test_id("talkback-state")).to_have_attribute("data-state", "off")
 
     talk = surgeon.get_by_test_id("talk-toggle")
     await expect(talk).to_be_visible()
     talk_at = time.monotonic()
     await talk.click()
     await expect(talk).to_have_attribute("aria-pressed", "true")
-    await expect(surgeon.get_by_test_id("talk-state")).to_have_text("clinic hears you")
+    await expect(surgeon.get_by_test_id("talk-state")).to_have_attribute("data-state", "on")
 
     # The clinic's <audio> plays a live MediaStream whose audio track receives packets.
     await clinic.wait_for_function(
@@ -275,11 +289,11 @@ async def test_clinic_hears_surgeon_talk_back(live_server: LiveServer, browser: 
     heard_s = time.monotonic() - talk_at
     later = await wait_for_audio_packets(clinic, more_than=first + 25, timeout_ms=5_000)
     print(f"\ntalk-back: first audio packets {heard_s:.2f} s after Talk; {first} -> {later}")
-    await expect(clinic.get_by_test_id("talkback-state")).to_have_text("surgeon voice: on")
+    await expect(clinic.get_by_test_id("talkback-state")).to_have_attribute("data-state", "on")
 
     # Talk off: the clinic sees it.
     await talk.click()
     await expect(talk).to_have_attribute("aria-pressed", "false")
-    await expect(clinic.get_by_test_id("talkback-state")).to_have_text(
-        "surgeon voice: off", timeout=8_000
+    await expect(clinic.get_by_test_id("talkback-state")).to_have_attribute(
+        "data-state", "off", timeout=8_000
     )

@@ -117,7 +117,7 @@ async def test_the_replay_page_lists_plays_seeks_and_draws_marks_in_sync(
     video = await page.evaluate(VIDEO_STATE)
     assert abs(video["duration"] - 5.0) < 0.3 and video["width"] == 320
     assert "/media/1?t=" in video["src"]
-    await expect(page.get_by_test_id("integrity")).to_have_text("files verified")
+    await expect(page.get_by_test_id("integrity")).to_have_attribute("data-state", "ok")
 
     # it plays (muted autoplay is allowed by the test browser's policy)
     await page.evaluate(
@@ -176,7 +176,7 @@ async def test_the_live_pages_show_the_recording_indicator(
     consultation = await live_server.consultation(consent=True)
     cid = consultation.id
     page = await browser.open(live_server.url("surgeon", live_server.token("surgeon", cid)), "s")
-    await expect(page.get_by_test_id("room-state")).to_contain_text("connected")
+    await expect(page.get_by_test_id("room-state")).to_have_attribute("data-state", "connected")
     indicator = page.get_by_test_id("recording-indicator")
     await expect(indicator).to_be_hidden()
     hub = live_server.app[HUB]
@@ -186,11 +186,10 @@ async def test_the_live_pages_show_the_recording_indicator(
 
     hub.broadcast(cid, recording("recording"))
     await expect(indicator).to_be_visible()
-    await expect(indicator).to_have_text("REC")
     await expect(indicator).to_have_attribute("data-state", "recording")
     hub.broadcast(cid, recording("paused"))
-    await expect(indicator).to_have_text("REC paused")
+    await expect(indicator).to_have_attribute("data-state", "paused")
     hub.broadcast(cid, recording("stopped", "low-disk"))
-    await expect(indicator).to_contain_text("disk full")
+    await expect(indicator).to_contain_text("disk is full")
     hub.broadcast(cid, recording("stopped", "feed-offline"))
     await expect(indicator).to_be_hidden()

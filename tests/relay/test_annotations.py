@@ -81,6 +81,12 @@ def test_every_tool_accepts_its_point_count(tool: str, points: list[Any], text: 
     assert Mark.from_json(mark(tool=tool, points=points, text=text)).tool == tool
 
 
+def test_a_label_keeps_its_text_size_through_json() -> None:
+    label = Mark.from_json(mark(tool="text", points=[[0.5, 0.5]], text="polyp", size=0.08))
+    assert label.size == 0.08 and label.cap_height == 0.08
+    assert Mark.from_json(label.to_json()) == label
+
+
 @pytest.mark.parametrize(
     "data",
     [
@@ -129,6 +135,11 @@ def test_every_tool_accepts_its_point_count(tool: str, points: list[Any], text: 
         mark(tool="text", points=[[0.5, 0.5]], text="lone \ud800"),
         mark(tool="text", points=[[0.5, 0.5], [0.6, 0.6]], text="two anchors"),
         mark(text="text on a pen stroke"),
+        mark(size=0.05),
+        mark(tool="text", points=[[0.5, 0.5]], text="x", size=0.005),
+        mark(tool="text", points=[[0.5, 0.5]], text="x", size=0.3),
+        mark(tool="text", points=[[0.5, 0.5]], text="x", size="0.05"),
+        mark(tool="text", points=[[0.5, 0.5]], text="x", size=math.nan),
         mark(fade_s=0.1),
         mark(fade_s=601),
         mark(fade_s="5"),

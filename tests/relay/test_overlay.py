@@ -103,6 +103,26 @@ def test_text_sits_on_its_anchor_and_grows_with_the_width() -> None:
     assert large.sum() > 2 * small.sum()
 
 
+def cap_px(mask: np.ndarray) -> int:
+    rows = np.nonzero(mask.any(axis=1))[0]
+    return int(rows.max() - rows.min())
+
+
+def test_a_text_size_sets_the_cap_height_whatever_the_line_width() -> None:
+    for size in (0.03, 0.08):
+        thin = drawn(make("text", [[0.1, 0.5]], width=0.002, text="HELLO", size=size))
+        thick = drawn(make("text", [[0.1, 0.5]], width=0.02, text="HELLO", size=size))
+        assert cap_px(thin) == pytest.approx(size * H, abs=2)
+        assert (thin == thick).all()  # the line width plays no part in a sized label
+
+
+def test_a_label_from_an_older_log_keeps_its_size_of_six_line_widths() -> None:
+    old = make("text", [[0.1, 0.5]], width=0.008, text="HELLO")
+    assert old.mark.size is None and "size" not in old.mark.to_json()
+    same = make("text", [[0.1, 0.5]], width=0.008, text="HELLO", size=6 * 0.008)
+    assert (drawn(old) == drawn(same)).all()
+
+
 def test_non_ascii_text_is_drawn_as_question_marks() -> None:
     assert drawn(make("text", [[0.1, 0.5]], text="é")).any()
 

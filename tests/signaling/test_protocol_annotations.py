@@ -52,6 +52,11 @@ def test_a_pointer_moves_or_hides_with_nulls() -> None:
     assert parse({"type": "pointer"}) == PointerMessage(None, None)
 
 
+def test_a_pointer_may_carry_its_authors_colour() -> None:
+    moved = parse({"type": "pointer", "x": 0.5, "y": 0.5, "color": "#00E676"})
+    assert moved == PointerMessage(0.5, 0.5, "#00e676")
+
+
 def test_freeze_may_name_a_snapshot_and_resume_may_not() -> None:
     assert parse({"type": "freeze", "frozen": True, "snapshot_id": SNAPSHOT}) == FreezeMessage(
         True, SNAPSHOT
@@ -79,6 +84,8 @@ def test_freeze_may_name_a_snapshot_and_resume_may_not() -> None:
         {"type": "pointer", "x": -0.1, "y": 0.5},
         {"type": "pointer", "x": 0.5, "y": True},
         {"type": "pointer", "x": [0.5], "y": 0.5},
+        {"type": "pointer", "x": 0.5, "y": 0.5, "color": "red"},
+        {"type": "pointer", "x": 0.5, "y": 0.5, "color": 0xFF0000},
         {"type": "freeze"},
         {"type": "freeze", "frozen": "yes"},
         {"type": "freeze", "frozen": 1},

@@ -12,19 +12,25 @@
 //
 // This module is the composition the pages use: one AnnotationLayer per page, its parts share it.
 
+import { ApiError, failure, refusalText } from "./api.js";
 import { Board } from "./board.js";
 import { Drafts } from "./drafts.js";
 import { drawMark } from "./drawing.js";
 import { FreezeFrame } from "./freeze.js";
 import { backingSize, intrinsicSize, pictureRect } from "./geometry.js";
+import { msg, t } from "./i18n.js";
 import { Input } from "./input.js";
 import { SnapshotGallery, canvasToPng, uploadSnapshot } from "./snapshots.js";
-import { t } from "./i18n.js";
 import { Toolbar } from "./toolbar.js";
 import { el } from "./ui.js";
 
 // The browser tests load the rate limiter from here.
 export { Sender } from "./input.js";
+
+const CLEARED_BY_OTHER = msg("annotations.clearedBySurgeon");
+// `_onAnnotation` names its message `msg`: these build the texts it shows.
+const archivedText = (count) => msg("marks.archived", { count });
+const restoredText = (count) => msg("marks.restored", { count });
 
 /**
  * The annotation overlay of one page.
@@ -65,7 +71,7 @@ export class AnnotationLayer {
       class: "annotation-canvas",
       "data-testid": "annotation-canvas",
       role: "img",
-      "aria-label": "Annotations drawn on the endoscope picture",
+      "aria-label": msg("annotations.canvas"),
     });
     this.ctx = this.canvas.getContext("2d");
     if (o.galleryHost) {
@@ -111,19 +117,19 @@ export class AnnotationLayer {
   undo() {
     this.input.cancelText();
     this.drafts.undo();
-    this.toolbar.say("Undo sent.");
+    this.toolbar.say(msg("annotations.undone"));
   }
 
   clear() {
     if (!this.isLead) return;
     this.drafts.clear();
-    this.toolbar.say("All marks cleared.");
+    this.toolbar.say(msg("annotations.cleared"));
   }
 
   /** The surgeon puts the previous stream session's marks back on the picture. */
   restoreMarks() {
     if (!this.isLead || this.board.archived === 0) return;
-    if (this.room.send({ type: "annotation", op: "restore" })) this.toolbar.say(t("marks.restoring"));
+    if (this.room.send({ type: "annotation", op: "restore" })) this.toolbar.say(msg("marks.restoring"));
   }
 
   toggleFreeze() {
@@ -134,7 +140,7 @@ export class AnnotationLayer {
   async composeSnapshot() {
     const source = this.freezeFrame.shown() ? this.freezeFrame.canvas : this.video;
     const size = intrinsicSize(source);
-    if (!size) throw new Error("no picture yet");
+    if (!size) throw failure(msg("input.noPicture"));
     const canvas = document.createElement("canvas");
     canvas.width = size.width;
     canvas.height = size.height;
@@ -150,7 +156,7 @@ export class AnnotationLayer {
     const { toolbar } = this;
     this.snapshotBusy = true;
     toolbar.snapshotButton.disabled = true;
-    toolbar.say("Saving snapshot…");
+    toolbar.say(msg("snapshot.saving"));
     try {
       const blob = await this.composeSnapshot();
       const snapshot = await uploadSnapshot(this.cid, this.token, blob);
@@ -161,14 +167,14 @@ export class AnnotationLayer {
           href: link?.href || URL.createObjectURL(blob),
           download: link?.download || "endolink-snapshot.png",
           "data-testid": "snapshot-link",
-          text: "Download it",
+          text: msg("snapshot.download"),
         });
-        toolbar.status.append("Snapshot saved with the consultation. ", a);
+        toolbar.status.append(el("span", { text: msg("snapshot.saved") }), " ", a);
       }
       this.notices?.clear("snapshot");
     } catch (err) {
       toolbar.say("");
-      this.notices?.show("snapshot", `Snapshot not saved: ${err.message}.`, "error");
+      this.notices?.show("snapshot", msg("snapshot.failed", { why: refusalText(err) }), "error");
     } finally {
       this.snapshotBusy = false;
       toolbar.snapshotButton.disabled = false;
@@ -195,7 +201,7 @@ export class AnnotationLayer {
     });
     room.addEventListener("error", (e) => {
       const { code, reason } = e.detail || {};
-      if (["invalid-message", "forbidden", "rate-limited"].includes(code)) this.lastServerError = reason || code;
+      if (["invalid-message", "forbidden", "rate-limited"].includes(code)) this.lastServerError = new ApiError(400, code, reason || code);
     });
   }
 
@@ -217,10 +223,10 @@ export class AnnotationLayer {
       // Our stroke in progress went with everyone's marks.
       this.drafts.dropAll();
       this.input.abandonMark();
-      if (own.archived) this.toolbar.say(t("marks.archived", { count: own.archived }));
-      else if (msg.by !== this.room.you) this.toolbar.say("The surgeon cleared all marks.");
+      if (own.archived) this.toolbar.say(archivedText(own.archived));
+      else if (msg.by !== this.room.you) this.toolbar.say(CLEARED_BY_OTHER);
     }
-    if (own.restored != null) this.toolbar.say(t("marks.restored", { count: own.restored }));
+    if (own.restored != null) this.toolbar.say(restoredText(own.restored));
     this.toolbar.update();
     this.invalidate();
     this._trace("annotation", msg);

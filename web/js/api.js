@@ -1,6 +1,8 @@
 // Requests to the EndoLink API with the page's Bearer token (never a cookie: credentials are
 // omitted), and the server's error answers as readable errors.
 
+import { hasText, msg } from "./i18n.js";
+
 /** A failed API request: `status` (0 when the server could not be reached), `code`, `reason`. */
 export class ApiError extends Error {
   constructor(status, code, reason) {
@@ -10,6 +12,25 @@ export class ApiError extends Error {
     this.code = code;
     this.reason = reason;
   }
+}
+
+/**
+ * A refusal in the page's words (a msg()): the catalogue's sentence for the server's error
+ * code, else a general one carrying the server's own reason as a detail.
+ */
+export function refusalText(err) {
+  if (err?.text) return err.text; // an error this page raised, with its own sentence (failure())
+  if (err?.status === 0) return msg("error.network");
+  if (!err?.status) return msg("error.other", { reason: err?.message || String(err ?? "") });
+  let code = err.code;
+  if (code === "unauthorized") code = /expired/i.test(err.reason || "") ? "link-expired" : "link-invalid";
+  if (hasText(`error.${code}`)) return msg(`error.${code}`);
+  return msg("error.other", { reason: err.reason || err.message || code || "" });
+}
+
+/** An Error carrying the sentence (a msg()) the page shows for it; `detail` stays for the console. */
+export function failure(text, detail = text.key) {
+  return Object.assign(new Error(detail), { text });
 }
 
 /** Reads a JSON error body {error, reason}; never throws. */
@@ -38,14 +59,16 @@ export async function readError(response) {
 /**
  * Fetches an API path with `Authorization: Bearer <token>` (none without a token); resolves to the Response when its
  * status is 2xx, rejects with an ApiError otherwise. A Blob `body` is sent as it is (its
- * Content-Type in `headers`), any other body as JSON.
+ * Content-Type in `headers`), any other body as JSON. An aborted `signal` rejects with the
+ * ApiError of an unreachable server (status 0); the caller knows it aborted.
  */
-export async function apiFetch(path, { token, method = "GET", body, headers = {}, cache = "no-store" } = {}) {
+export async function apiFetch(path, { token, method = "GET", body, headers = {}, cache = "no-store", signal } = {}) {
   const init = {
     method,
     headers: { ...(token ? { Authorization: `Bearer ${token}` } : {}), Accept: "application/json", ...headers },
     cache,
     credentials: "omit",
+    signal,
   };
   if (body instanceof Blob) {
     init.body = body;

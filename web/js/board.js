@@ -7,8 +7,11 @@ import { drawMark, drawPointer, pointerColor } from "./drawing.js";
 import { toElement } from "./geometry.js";
 
 const FADE_OUT_MS = 1000; // a fading mark's last second, alpha 1 → 0
-export const POINTER_HOLD_MS = 350; // laser dot: fully visible this long after its last move…
-const POINTER_FADE_MS = 700; // …then fades out
+// Laser dot: fully visible as long as it moves and 1.5 s after its last move (a surgeon pausing
+// to talk keeps pointing), then fades out.
+export const POINTER_HOLD_MS = 1500;
+const POINTER_FADE_MS = 400;
+const HEX_COLOR = /^#[0-9a-f]{6}$/i;
 
 /** Mark ids are unique per author only. */
 export function keyOf(author, id) {
@@ -107,7 +110,8 @@ export class Board {
       // Hidden: fade out from now rather than vanish.
       if (p) p.at = Math.min(p.at, now - POINTER_HOLD_MS);
     } else {
-      this.pointers.set(msg.from, { x: msg.x, y: msg.y, at: now, color: this._pointerColor(msg.from) });
+      const color = HEX_COLOR.test(msg.color ?? "") ? msg.color : this._pointerColor(msg.from);
+      this.pointers.set(msg.from, { x: msg.x, y: msg.y, at: now, color });
     }
   }
 

@@ -1,6 +1,7 @@
 // The clinic's camera: the endoscope / camera stream shown in the preview, the camera and
 // microphone pickers, and readable explanations when the browser or the device refuses.
 
+import { msg, setText } from "./i18n.js";
 import { $ } from "./ui.js";
 
 const VIDEO_CONSTRAINTS = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } };
@@ -10,20 +11,20 @@ function describeMediaError(err) {
   switch (err?.name) {
     case "NotAllowedError":
     case "PermissionDeniedError":
-      return "Camera access is blocked. Allow camera and microphone for this site (icon in the address bar), then press “Try camera again”.";
+      return msg("camera.blocked");
     case "NotFoundError":
     case "DevicesNotFoundError":
-      return "No camera found. Connect the endoscope (capture card or USB scope), then press “Try camera again”.";
+      return msg("camera.none");
     case "NotReadableError":
     case "TrackStartError":
-      return "The camera could not be started: it may be in use by another application. Close it, then press “Try camera again”.";
+      return msg("camera.busy");
     case "OverconstrainedError":
-      return "The selected camera is not available any more. Pick another one.";
+      return msg("camera.gone");
     case "SecurityError":
     case "TypeError":
-      return "Camera access needs a secure connection (https) and a supported browser.";
+      return msg("camera.insecure");
     default:
-      return `The camera could not be opened (${err?.name || "error"}: ${err?.message || ""}).`;
+      return msg("camera.failed", { detail: err?.name || "" });
   }
 }
 
@@ -50,13 +51,13 @@ function fillSelect(select, devices, currentId, fallbackLabel, allowNone = false
   devices.forEach((d, i) => {
     const option = document.createElement("option");
     option.value = d.deviceId;
-    option.textContent = d.label || `${fallbackLabel} ${i + 1}`;
+    setText(option, d.label || msg(fallbackLabel, { n: i + 1 }));
     select.append(option);
   });
   if (allowNone) {
     const none = document.createElement("option");
     none.value = "none";
-    none.textContent = "No microphone";
+    setText(none, msg("devices.noMic"));
     select.append(none);
   }
   if (currentId && devices.some((d) => d.deviceId === currentId)) select.value = currentId;
@@ -100,7 +101,7 @@ export class Camera {
     if (this.opening) return;
     this.opening = true;
     this.els.retry.hidden = true;
-    this._showOverlay("Opening the camera…");
+    this._showOverlay(msg("camera.opening"));
     let result;
     try {
       try {
@@ -123,7 +124,7 @@ export class Camera {
     this.opening = false;
     this.notices.clear("camera");
     if (result.audioFailed) {
-      this.notices.show("mic", `Microphone unavailable (${result.audioFailed.name}): the stream will carry video only.`, "warn");
+      this.notices.show("mic", msg("camera.micUnavailable"), "warn");
     } else {
       this.notices.clear("mic");
     }
@@ -152,26 +153,27 @@ export class Camera {
 
   _onVideoEnded(event) {
     if (event.target !== this.stream?.getVideoTracks()[0]) return;
-    this._fail("The camera stopped (unplugged or taken by another application). Reconnect it, then press “Try camera again”.");
+    this._fail(msg("camera.stopped"));
   }
 
   _showOverlay(text) {
     this.els.overlay.hidden = false;
-    this.els.overlayText.textContent = text;
+    setText(this.els.overlayText, text);
   }
 
   _describeCapture(track) {
     const info = this.els.info;
     if (!track) {
-      info.textContent = "";
+      setText(info, "");
       return;
     }
     const s = track.getSettings();
-    const parts = [];
-    if (s.width && s.height) parts.push(`${s.width}×${s.height}`);
-    if (s.frameRate) parts.push(`${Math.round(s.frameRate)} fps`);
-    info.textContent = parts.length ? `Capturing ${parts.join(" @ ")}` : "";
-    if (s.width && s.width < 1280) info.textContent += " (below 720p: check the capture card's output setting).";
+    if (!s.width || !s.height) {
+      setText(info, "");
+      return;
+    }
+    const size = { width: s.width, height: s.height, fps: { number: Math.round(s.frameRate || 0) } };
+    setText(info, msg(s.width < 1280 ? "camera.capturingLow" : "camera.capturing", size));
   }
 
   async _refreshDevices() {
@@ -183,7 +185,7 @@ export class Camera {
     }
     const currentVideo = this.stream?.getVideoTracks()[0]?.getSettings().deviceId;
     const currentAudio = this.stream?.getAudioTracks()[0]?.getSettings().deviceId;
-    fillSelect(this.els.camera, devices.filter((d) => d.kind === "videoinput"), currentVideo, "Camera");
-    fillSelect(this.els.mic, devices.filter((d) => d.kind === "audioinput"), currentAudio, "Microphone", true);
+    fillSelect(this.els.camera, devices.filter((d) => d.kind === "videoinput"), currentVideo, "devices.cameraN");
+    fillSelect(this.els.mic, devices.filter((d) => d.kind === "audioinput"), currentAudio, "devices.micN", true);
   }
 }

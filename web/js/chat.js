@@ -2,22 +2,14 @@
 // `chat` messages), an unread count while the log is out of view, a short notice over the video
 // for someone else's message, and on phones a Chat button that opens the panel.
 //
-// Every visible string of the chat is in CHAT_TEXT (one place, for the translations to come).
-// Text and names go through textContent only.
+// Every visible string comes from the catalogues (chat.* keys); a quick phrase is sent in the
+// sender's language. Text and names go through textContent only.
 
+import { msg, setAttr, setText, t } from "./i18n.js";
 import { el } from "./ui.js";
 
-export const CHAT_TEXT = {
-  you: "You",
-  tooLong: (max) => `Message too long (${max} characters at most).`,
-  notSent: "Not sent: the room connection is down, it reconnects automatically.",
-  refused: "Message not sent: it is too long or contains characters that cannot be sent.",
-  open: "Chat",
-  close: "Close chat",
-  unread: (n) => `${n} unread`,
-  quickPhrases: ["Ready", "Please repeat", "Scope in", "Scope out"],
-  quickLabel: "Quick messages",
-};
+/** The clinic's quick phrases (catalogue keys chat.phrase.*). */
+const QUICK_PHRASES = ["ready", "repeat", "scopeIn", "scopeOut"];
 const MAX_LENGTH = 2000;
 const NOTICE_MS = 6000;
 const NOTICE_CHARS = 120;
@@ -46,7 +38,7 @@ export class ChatPanel {
     room.addEventListener("chat_history", (event) => this.replace(event.detail.messages));
     room.addEventListener("chat", (event) => this.receive(event.detail));
     room.addEventListener("error", (event) => {
-      if (event.detail.code === "invalid-message" && /chat/.test(event.detail.reason || "")) this.system(CHAT_TEXT.refused);
+      if (event.detail.code === "invalid-message" && /chat/.test(event.detail.reason || "")) this.system(msg("chat.refused"));
     });
     new IntersectionObserver(
       ([entry]) => {
@@ -62,11 +54,11 @@ export class ChatPanel {
   send(text) {
     if (!text) return false;
     if (text.length > MAX_LENGTH) {
-      this.system(CHAT_TEXT.tooLong(MAX_LENGTH));
+      this.system(msg("chat.tooLong", { max: { number: MAX_LENGTH } }));
       return false;
     }
     if (this.room.chat(text)) return true;
-    this.system(CHAT_TEXT.notSent);
+    this.system(msg("chat.notSent"));
     return false;
   }
 
@@ -78,7 +70,7 @@ export class ChatPanel {
   setOpen(open) {
     this.panel.classList.toggle("open", open);
     this.toggle.setAttribute("aria-expanded", String(open));
-    this.toggle.setAttribute("aria-label", open ? CHAT_TEXT.close : CHAT_TEXT.open);
+    setAttr(this.toggle, "aria-label", msg(open ? "chat.close" : "chat.open"));
     if (open) this.log.scrollTop = this.log.scrollHeight;
   }
 
@@ -105,10 +97,10 @@ export class ChatPanel {
 
   add(msg) {
     const when = new Date(msg.ts);
-    const time = Number.isNaN(when.getTime()) ? "" : when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    const time = Number.isNaN(when.getTime()) ? "" : { date: when.getTime(), options: { timeStyle: "short" } };
     const mine = this._mine(msg);
     const li = el("li", { class: mine ? "mine" : null }, [
-      el("span", { class: "chat-meta", text: `${time} ${mine ? CHAT_TEXT.you : this._who(msg)}` }),
+      el("span", { class: "chat-meta", text: { key: "chat.meta", params: { time, who: mine ? { key: "chat.you" } : this._who(msg) } } }),
       el("span", { class: "chat-text", text: String(msg.text ?? "") }),
     ]);
     this.log.append(li);
@@ -131,7 +123,7 @@ export class ChatPanel {
   _notify(msg) {
     const text = String(msg.text ?? "");
     const short = text.length > NOTICE_CHARS ? `${text.slice(0, NOTICE_CHARS - 1)}…` : text;
-    this.notice.replaceChildren(el("strong", { text: `${this._who(msg)}: ` }), document.createTextNode(short));
+    this.notice.replaceChildren(el("strong", { text: { key: "chat.from", params: { who: this._who(msg) } } }), " ", short);
     this.notice.hidden = false;
     clearTimeout(this.noticeTimer);
     this.noticeTimer = setTimeout(() => (this.notice.hidden = true), NOTICE_MS);
@@ -145,17 +137,17 @@ export class ChatPanel {
   }
 
   _renderUnread() {
-    this.badge.textContent = this.unread ? String(this.unread) : "";
+    setText(this.badge, this.unread ? msg("chat.count", { n: { number: this.unread } }) : "");
     this.badge.hidden = !this.unread;
-    this.badge.setAttribute("aria-label", CHAT_TEXT.unread(this.unread));
+    setAttr(this.badge, "aria-label", msg("chat.unread", { n: { number: this.unread } }));
     this.toggle.classList.toggle("has-unread", this.unread > 0);
   }
 
   _phrases(host) {
-    host.setAttribute("aria-label", CHAT_TEXT.quickLabel);
-    for (const phrase of CHAT_TEXT.quickPhrases) {
-      const button = el("button", { type: "button", class: "quick-phrase", text: phrase });
-      button.addEventListener("click", () => this.send(phrase));
+    setAttr(host, "aria-label", msg("chat.quickLabel"));
+    for (const phrase of QUICK_PHRASES) {
+      const button = el("button", { type: "button", class: "quick-phrase", text: msg(`chat.phrase.${phrase}`) });
+      button.addEventListener("click", () => this.send(t(`chat.phrase.${phrase}`)));
       host.append(button);
     }
   }

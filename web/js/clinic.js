@@ -1,14 +1,17 @@
 // Clinic page: camera/endoscope preview (camera.js), patient consent (consent.js), WHIP
 // publishing of the endoscope feed, the surgeon's talk-back audio (WHEP feed=talkback), the
 // surgeon's marks over the preview (annotations.js; the clinic may draw and point too when its
-// grant allows), stats, presence and chat.
+// grant allows), the pre-call check (precall.js), stats, presence and chat.
 
+import { refusalText } from "./api.js";
 import { Camera } from "./camera.js";
 import { ConsentPanel } from "./consent.js";
 import { endoscopeStats, joinRoom, loadConsultation, showConnectionState } from "./consultation.js";
 import { LinkBanner, serverLink } from "./link.js";
 import { FeedPlayer, Publisher, preferCodec } from "./media.js";
+import { msg, setText } from "./i18n.js";
 import { startPage } from "./page.js";
+import { PrecallCheck } from "./precall.js";
 import { FORCED_RELAY_NOTICE, forceRelay, iceServersFrom } from "./session.js";
 import { renderStats } from "./stats.js";
 import { $, Notices, setChip, showFatal } from "./ui.js";
@@ -37,6 +40,7 @@ const state = {
   consultation: null,
   consent: null, // ConsentPanel
   camera: null,
+  precall: null,
   publisher: null,
   talkback: null,
   room: null,
@@ -60,6 +64,9 @@ window.endolink = Object.freeze({
   get annotations() {
     return state.annotations?.debug ?? null;
   },
+  get precall() {
+    return state.precall?.debug ?? null;
+  },
 });
 
 startPage({
@@ -77,9 +84,11 @@ startPage({
       onChange: updateStreamButtons,
       onConflict: () => loadDetails().catch(showFatal),
     });
+    state.precall = new PrecallCheck({ cid: state.cid, token, stream: () => state.camera?.stream ?? null });
     state.camera = new Camera({
       notices,
       onStream: async (stream) => {
+        state.precall.streamChanged();
         if (state.publisher) await state.publisher.replaceStream(stream);
       },
       onChange: updateStreamButtons,
@@ -136,13 +145,16 @@ function showSurgeonPresence(people, { reconnecting = false } = {}) {
   const surgeons = people.filter((p) => p.role === "surgeon");
   const observers = people.filter((p) => p.role === "observer");
   if (reconnecting) {
-    setChip(els.surgeonChip, "surgeon: unknown (reconnecting)", "warn");
+    setChip(els.surgeonChip, msg("clinic.surgeon.unknown"), "warn", "unknown");
   } else if (surgeons.length && surgeons.every((p) => p.reconnecting)) {
-    setChip(els.surgeonChip, "surgeon: reconnecting…", "warn");
+    setChip(els.surgeonChip, msg("clinic.surgeon.reconnecting"), "warn", "reconnecting");
   } else if (surgeons.length) {
-    setChip(els.surgeonChip, observers.length ? `surgeon: online (+${observers.length} observing)` : "surgeon: online", "ok");
+    const online = observers.length
+      ? msg("clinic.surgeon.onlineObservers", { n: { number: observers.length } })
+      : msg("clinic.surgeon.online");
+    setChip(els.surgeonChip, online, "ok", "online");
   } else {
-    setChip(els.surgeonChip, "surgeon: offline", "idle");
+    setChip(els.surgeonChip, msg("clinic.surgeon.offline"), "idle", "offline");
   }
 }
 
@@ -151,7 +163,7 @@ function showSurgeonPresence(people, { reconnecting = false } = {}) {
 function setupStreamButtons() {
   els.start.addEventListener("click", startStream);
   els.stop.addEventListener("click", stopStream);
-  showConnectionState("not started");
+  showConnectionState("clinic", "new");
 }
 
 function updateStreamButtons() {
@@ -159,10 +171,10 @@ function updateStreamButtons() {
   const hasVideo = !!state.camera?.hasVideo;
   els.start.disabled = state.streaming || !consent || !hasVideo;
   els.stop.disabled = !state.streaming;
-  if (state.streaming) els.startHint.textContent = "";
-  else if (!consent) els.startHint.textContent = "Record patient consent before streaming.";
-  else if (!hasVideo) els.startHint.textContent = "Waiting for the camera.";
-  else els.startHint.textContent = "Ready to stream.";
+  if (state.streaming) setText(els.startHint, "");
+  else if (!consent) setText(els.startHint, msg("clinic.hint.consent"));
+  else if (!hasVideo) setText(els.startHint, msg("clinic.hint.camera"));
+  else setText(els.startHint, msg("clinic.hint.ready"));
 }
 
 async function startStream() {
@@ -170,6 +182,7 @@ async function startStream() {
   if (!state.consent.recorded || !stream || state.publisher) return;
   state.streaming = true;
   updateStreamButtons();
+  state.precall.collapse();
   const codec = state.consultation?.video_codec;
   const publisher = new Publisher({
     endpoint: `/whip/${encodeURIComponent(state.cid)}`,
@@ -198,7 +211,7 @@ async function stopStream() {
   state.publisher = null;
   if (publisher) await publisher.stop();
   keepScreenAwake(false);
-  showConnectionState("stopped");
+  showConnectionState("clinic", "stopped");
   els.liveBadge.hidden = true;
   notices.clear("publish");
   renderStats(els.stats, null);
@@ -222,10 +235,10 @@ function linkCondition() {
   if (state.streaming && state.publisher && !reachingSurgeon()) {
     const { phase, everConnected } = state.publisher;
     if (!everConnected && ["connecting", "negotiated"].includes(phase)) return null; // starting, not trouble
-    const why = serverLost ? " The server cannot be reached." : "";
-    return { key: "not-reaching", text: `Reconnecting — the surgeon cannot see your video.${why}`, trouble: true };
+    const text = msg(serverLost ? "clinic.notReachingServer" : "clinic.notReaching");
+    return { key: "not-reaching", text, trouble: true };
   }
-  if (serverLost) return { key: "server", text: "Connection to the server lost — reconnecting…", trouble: true };
+  if (serverLost) return { key: "server", text: msg("link.serverLost"), trouble: true };
   return null;
 }
 
@@ -234,36 +247,32 @@ function markSending(reaching) {
   els.notSentBadge.hidden = reaching;
   els.stats.dataset.reaching = reaching ? "true" : "false";
   const caption = els.stats.querySelector(".stats-caption");
-  if (caption) caption.textContent = reaching ? "You send" : "You send — not reaching anyone while reconnecting";
+  if (caption) setText(caption, msg(reaching ? "stats.youSend" : "stats.youSendLost"));
 }
 
 function onPublisherState(publisher, detail) {
   if (publisher !== state.publisher) return;
   const { phase, connectionState, error } = detail;
   if (phase === "stopped") return;
-  showConnectionState(connectionState);
+  showConnectionState("clinic", connectionState);
   els.liveBadge.hidden = connectionState !== "connected";
   state.banner.update();
   // Interruptions are the banner's (linkCondition); refusals get their own notice.
   if (phase === "connected") {
     notices.clear("publish");
   } else if (phase === "connecting" && !publisher.everConnected) {
-    notices.show("publish", "Connecting the stream…", "info");
+    notices.show("publish", msg("clinic.connecting"), "info");
   } else if (phase === "refused" || phase === "expired") {
-    const reason = error?.reason || error?.message || "refused";
-    const text =
-      phase === "expired"
-        ? "The server refused the stream: this link has expired. Ask for a new invite link."
-        : error?.status === 403 && /consent/i.test(reason)
-          ? `The server refused the stream: ${reason}. Record patient consent first.`
-          : `The server refused the stream: ${reason}${error?.status ? ` (HTTP ${error.status})` : ""}.`;
-    notices.show("publish", text, "error");
-    showConnectionState(connectionState === "new" ? "refused" : connectionState);
+    const reason = error?.reason || error?.message || "";
+    const consentMissing = error?.code === "consent-required" || (error?.status === 403 && /consent/i.test(reason));
+    const why = phase === "expired" ? msg("error.link-expired") : consentMissing ? msg("error.consent-required") : refusalText(error);
+    notices.show("publish", msg("clinic.refused", { why }), "error");
+    showConnectionState("clinic", connectionState === "new" ? "refused" : connectionState);
     state.streaming = false;
     state.publisher = null;
     keepScreenAwake(false);
     publisher.stop();
-    if (error?.status === 403 && /consent/i.test(reason)) state.consent.show(null);
+    if (consentMissing) state.consent.show(null);
     updateStreamButtons();
   }
 }
@@ -284,7 +293,7 @@ async function tuneVideoSender(sender) {
     try {
       await sender.setParameters(retry);
     } catch {
-      notices.show("tune", "The browser refused the video bitrate settings; streaming with its defaults.", "warn");
+      notices.show("tune", msg("clinic.tuneRefused"), "warn");
     }
     return false;
   }
@@ -307,18 +316,18 @@ function startTalkback() {
   player.addEventListener("state", (event) => {
     const { phase, error } = event.detail;
     if (phase === "refused" || phase === "expired") {
-      setChip(els.talkbackChip, "surgeon voice: unavailable", "bad");
-      notices.show("talkback", `Surgeon audio unavailable: ${error?.reason || error?.message || phase}.`, "warn");
+      setChip(els.talkbackChip, msg("clinic.voice.unavailable"), "bad", "unavailable");
+      notices.show("talkback", msg("clinic.voiceRefused", { why: refusalText(error) }), "warn");
     } else if (phase === "connected") {
       notices.clear("talkback");
     }
   });
   player.addEventListener("receiving", (event) => {
-    if (event.detail.receiving) setChip(els.talkbackChip, "surgeon voice: on", "live");
-    else if (state.room?.feeds.talkback?.state !== "live") setChip(els.talkbackChip, "surgeon voice: off", "idle");
+    if (event.detail.receiving) showTalkbackFeed(true);
+    else if (state.room?.feeds.talkback?.state !== "live") showTalkbackFeed(false);
   });
   serverLink.addEventListener("state", (event) => {
-    if (!event.detail.reachable) setChip(els.talkbackChip, "surgeon voice: reconnecting", "warn");
+    if (!event.detail.reachable) setChip(els.talkbackChip, msg("clinic.voice.reconnecting"), "warn", "reconnecting");
     else showTalkbackFeed(state.room?.feeds.talkback?.state === "live");
   });
   els.talkbackUnmute.addEventListener("click", () => {
@@ -341,7 +350,7 @@ function playTalkback() {
 }
 
 function showTalkbackFeed(live) {
-  setChip(els.talkbackChip, live ? "surgeon voice: on" : "surgeon voice: off", live ? "live" : "idle");
+  setChip(els.talkbackChip, msg(live ? "clinic.voice.on" : "clinic.voice.off"), live ? "live" : "idle", live ? "on" : "off");
 }
 
 // ---------------------------------------------------------------- misc
@@ -384,7 +393,7 @@ function warnBeforeExpiry(expiresAt) {
   const warn = () =>
     notices.show(
       "expiry",
-      `This link expires at ${new Date(expiresAt * 1000).toLocaleTimeString()}: the stream keeps running, but reconnecting will need a new link.`,
+      msg("clinic.expiry", { time: { date: expiresAt * 1000, options: { timeStyle: "short" } } }),
       "warn",
     );
   if (warnIn <= 0) warn();

@@ -1,8 +1,14 @@
 // The clinic's patient-consent panel: what the server holds (who confirmed, when, how) or the
 // form that records it. Streaming waits for it (the server refuses the stream without it).
 
-import { apiFetch } from "./api.js";
-import { $, formatTime } from "./ui.js";
+import { apiFetch, refusalText } from "./api.js";
+import { msg, setText } from "./i18n.js";
+import { $, when } from "./ui.js";
+
+/** How the consent was taken, in plain words (a msg()). */
+export function consentMethod(method) {
+  return msg(["paper", "page"].includes(method) ? `consent.method.${method}` : "consent.method.other");
+}
 
 export class ConsentPanel {
   /**
@@ -45,10 +51,9 @@ export class ConsentPanel {
       els.form.hidden = true;
       els.recorded.hidden = false;
       const c = this.consent;
-      const method = c.method === "paper" ? "paper form" : c.method === "page" ? "on this page" : c.method || "";
-      els.summary.textContent = `Confirmed by ${c.confirmed_by || "—"}${
-        c.confirmed_at ? ` on ${formatTime(c.confirmed_at)}` : ""
-      }${method ? ` (${method})` : ""}.`;
+      const method = consentMethod(c.method);
+      const by = c.confirmed_by || "—";
+      setText(els.summary, c.confirmed_at ? msg("consent.summary", { by, when: when(c.confirmed_at), method }) : msg("consent.summaryNoTime", { by, method }));
     } else {
       els.recorded.hidden = true;
       els.form.hidden = false;
@@ -75,12 +80,11 @@ export class ConsentPanel {
       });
       const body = await response.json().catch(() => null);
       this.show(body?.consent ?? body ?? { confirmed_by: confirmedBy, method: "page" });
-      this.notices.show("consent", "Patient consent recorded.", "info");
+      this.notices.show("consent", msg("consent.done"), "info");
       setTimeout(() => this.notices.clear("consent"), 5000);
     } catch (err) {
       conflict = err.status === 409;
-      if (err.status && !conflict) this._error(`Consent was not recorded: ${err.reason} (HTTP ${err.status}).`);
-      else if (!err.status) this._error("Consent was not recorded: the server could not be reached. Try again.");
+      if (!conflict) this._error(msg("consent.failed", { why: refusalText(err) }));
     } finally {
       this._validate();
     }
@@ -89,7 +93,7 @@ export class ConsentPanel {
   }
 
   _error(text) {
-    this.els.error.textContent = text;
+    setText(this.els.error, text);
     this.els.error.hidden = false;
   }
 }

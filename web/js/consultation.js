@@ -3,13 +3,14 @@
 // chip) and the media connection state.
 
 import { AnnotationLayer } from "./annotations.js";
-import { apiFetch } from "./api.js";
+import { apiFetch, refusalText } from "./api.js";
 import { ChatPanel } from "./chat.js";
+import { hasText, msg, setText } from "./i18n.js";
 import { bindRecordingIndicator } from "./recording.js";
 import { Room } from "./room.js";
 import { SessionError } from "./session.js";
 import { RemoteStatsBoard, renderStats, wireStats } from "./stats.js";
-import { $, bindRoomChip, connectionTone, describer, renderPresence, roleLabel, setChip } from "./ui.js";
+import { $, bindRoomChip, connectionTone, describer, keepInViewOnLandscapePhone, renderPresence, roleLabel, setChip } from "./ui.js";
 
 /**
  * GET /api/consultations/{cid}; shows its title. Resolves to the consultation, or null when it
@@ -25,16 +26,17 @@ export async function loadConsultation(session, token, notices, { refusedEndsPag
     if (refusedEndsPage && [401, 403, 404].includes(err.status)) {
       throw new SessionError(
         err.status === 401 ? "expired" : "forbidden",
-        err.status === 401 ? "This link has expired." : "This consultation is not available.",
-        `${err.reason}. Ask the consultation coordinator for a new invite link.`,
+        msg(err.status === 401 ? "error.link-expired" : "session.unavailable"),
+        msg("session.askCoordinator"),
       );
     }
-    const text = err.status ? `Could not load the consultation details: ${err.reason}` : "Could not load the consultation details (network).";
-    notices.show("consultation", text, "warn");
+    notices.show("consultation", msg("consultation.notLoaded", { why: refusalText(err) }), "warn");
     return null;
   }
   $('[data-testid="consultation-title"]').textContent = consultation.title || "";
-  if (consultation.title) document.title = `EndoLink – ${roleLabel(session.role)} – ${consultation.title}`;
+  if (consultation.title) {
+    setText(document.querySelector("title"), msg("title.consultation", { role: roleLabel(session.role), title: consultation.title }));
+  }
   return consultation;
 }
 
@@ -70,8 +72,8 @@ export function joinRoom({ page, session, token, notices, video, galleryHost = n
     if (event.detail.from !== room.you) board.update(event.detail);
   });
   room.addEventListener("fatal", (event) => {
-    notices.show("room", `Room closed by the server: ${event.detail.reason}. Reload with a valid link.`, "error");
-    setChip(roomChip, "room: refused", "bad");
+    notices.show("room", msg("room.fatal", { why: roomRefusal(event.detail) }), "error");
+    setChip(roomChip, msg("room.refused"), "bad", "refused");
   });
   new ChatPanel({
     panel: $("#chat-panel"),
@@ -97,6 +99,7 @@ export function joinRoom({ page, session, token, notices, video, galleryHost = n
     describe,
   });
   bindRecordingIndicator(room, $("#recording-chip"), { cid: session.consultation, token });
+  keepInViewOnLandscapePhone($("#video-frame"));
   return { room, annotations };
 }
 
@@ -112,9 +115,17 @@ export function endoscopeStats(room) {
 }
 
 /** The media chip: the peer connection's state. */
-export function showConnectionState(text) {
-  const state = $('[data-testid="connection-state"]');
-  state.textContent = text;
-  state.dataset.state = text;
-  $("#media-chip").dataset.tone = connectionTone(text);
+/** The media chip: `state` (an RTCPeerConnection state, "stopped" or "refused") in plain words for
+ * the `page` ("clinic" | "surgeon"); `data-state` keeps the state itself. */
+export function showConnectionState(page, state, tone = connectionTone(state)) {
+  const node = $('[data-testid="connection-state"]');
+  setText(node, msg(`media.${page}.${state}`));
+  node.dataset.state = state;
+  $("#media-chip").dataset.tone = tone;
+}
+
+/** Why the server closed the room (a WebSocket close code), in the page's words. */
+function roomRefusal({ code, reason }) {
+  const key = `room.close.${code}`;
+  return hasText(key) ? msg(key) : msg("error.other", { reason: reason || code || "" });
 }

@@ -4,7 +4,9 @@
 // reported — never dropped silently. Outgoing ops go through a token bucket at the server's
 // limit (docs/architecture.md).
 
+import { refusalText } from "./api.js";
 import { keyOf } from "./board.js";
+import { msg } from "./i18n.js";
 import { Sender } from "./input.js";
 
 const ANNOTATION_OPS_PER_S = 30; // server limit (docs/architecture.md)
@@ -109,7 +111,7 @@ export class Drafts {
       return true;
     }
     // Room down: drafts are resent from `welcome` after the reconnect; say so once.
-    layer.notices?.show("annotation-send", "Room connection down: your marks are shared when it is back.", "warn");
+    layer.notices?.show("annotation-send", msg("annotations.roomDown"), "warn");
     this.offline = true;
     return false;
   }
@@ -137,8 +139,8 @@ export class Drafts {
     }
     if (d.retries >= ACK_RETRIES) {
       this.drop(id);
-      const why = layer.lastServerError ? ` (server: ${layer.lastServerError})` : "";
-      layer.notices?.show("annotation", `A mark could not be shared and was removed${why}.`, "error");
+      const why = layer.lastServerError;
+      layer.notices?.show("annotation", why ? msg("annotations.notSharedWhy", { why: refusalText(why) }) : msg("annotations.notShared"), "error");
       setTimeout(() => layer.notices?.clear("annotation"), 10000);
       layer.invalidate();
       layer.toolbar.update();

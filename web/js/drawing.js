@@ -3,44 +3,52 @@
 // drawing itself onto a 2-D context.
 //
 // Sizes follow the frame height like the burned-in rendition (relay/overlay.py): line width =
-// width × picture height, arrow head 4 widths (≥ 2 % of the height), text cap height 6 widths.
+// width × picture height, arrow head 4 widths (≥ 2 % of the height), text cap height `size` ×
+// picture height (6 widths for marks without a size).
 
 import { toElement } from "./geometry.js";
+import { msg } from "./i18n.js";
 
-export const TOOLS = [
-  { id: "pen", label: "Pen", title: "Freehand pen" },
-  { id: "arrow", label: "Arrow", title: "Arrow: drag from tail to tip" },
-  { id: "circle", label: "Circle", title: "Circle / ellipse: drag across it" },
-  { id: "rect", label: "Box", title: "Rectangle: drag across it" },
-  { id: "text", label: "Text", title: "Text label: click where it starts" },
-  { id: "pointer", label: "Laser", title: "Laser pointer: a dot the others see, not kept" },
-];
+// Labels are catalogue messages (i18n.js msg()), written in the page's language where shown.
+export const TOOLS = ["pen", "arrow", "circle", "rect", "text", "pointer"].map((id) => ({
+  id,
+  label: msg(`tool.${id}`),
+  title: msg(`tool.${id}.title`),
+}));
 
 // High contrast on red/pink mucosa: no reds.
 export const COLORS = [
-  { id: "green", value: "#00e676", label: "Green" },
-  { id: "yellow", value: "#ffea00", label: "Yellow" },
-  { id: "cyan", value: "#00e5ff", label: "Cyan" },
-  { id: "blue", value: "#2979ff", label: "Blue" },
-  { id: "magenta", value: "#ff40ff", label: "Magenta" },
-  { id: "white", value: "#ffffff", label: "White" },
-];
+  { id: "green", value: "#00e676" },
+  { id: "yellow", value: "#ffea00" },
+  { id: "cyan", value: "#00e5ff" },
+  { id: "blue", value: "#2979ff" },
+  { id: "magenta", value: "#ff40ff" },
+  { id: "white", value: "#ffffff" },
+].map((c) => ({ ...c, label: msg(`color.${c.id}`) }));
 
 export const WIDTHS = [
-  { id: "thin", value: 0.004, label: "Thin line" },
-  { id: "medium", value: 0.008, label: "Medium line" },
-  { id: "thick", value: 0.016, label: "Thick line" },
+  { id: "thin", value: 0.004 },
+  { id: "medium", value: 0.008 },
+  { id: "thick", value: 0.016 },
+].map((w) => ({ ...w, label: msg(`width.${w.id}`) }));
+
+// Text cap height as a fraction of the picture height (a mark's `size`); labels of marks
+// without one (older logs) are 6 line widths tall.
+export const TEXT_SIZES = [
+  { id: "small", value: 0.03, label: msg("toolbar.textSmall") },
+  { id: "medium", value: 0.05, label: msg("toolbar.textMedium") },
+  { id: "large", value: 0.08, label: msg("toolbar.textLarge") },
 ];
+const TEXT_CAP_WIDTHS = 6;
 
 export const FADES = [
-  { value: "", label: "Keep until cleared" },
-  { value: "5", label: "Fade after 5 s" },
-  { value: "10", label: "Fade after 10 s" },
-  { value: "30", label: "Fade after 30 s" },
-  { value: "60", label: "Fade after 1 min" },
+  { value: "", label: msg("fade.keep") },
+  ...[5, 10, 30].map((n) => ({ value: String(n), label: msg("fade.seconds", { n }) })),
+  { value: "60", label: msg("fade.minutes", { n: 1 }) },
 ];
 
-const POINTER_COLORS = { surgeon: "#ff1744", clinic: "#00e5ff", observer: "#ffea00", admin: "#ff1744" };
+// A page that sends no colour (older pages): by role, never red (invisible on mucosa).
+const POINTER_COLORS = { surgeon: "#00e676", clinic: "#00e5ff", observer: "#ffea00", admin: "#00e676" };
 
 /** Laser-dot colour of a role (the same on every page). */
 export function pointerColor(role) {
@@ -130,7 +138,7 @@ export function drawMark(ctx, mark, rect, alpha = 1) {
     case "text": {
       const text = String(mark.text ?? "");
       if (!text) break;
-      const capHeight = 6 * lw;
+      const capHeight = typeof mark.size === "number" ? mark.size * rect.height : TEXT_CAP_WIDTHS * lw;
       ctx.font = `${(capHeight / capRatio(ctx)).toFixed(2)}px sans-serif`;
       ctx.textBaseline = "alphabetic";
       ctx.textAlign = "left";
@@ -148,28 +156,30 @@ export function drawMark(ctx, mark, rect, alpha = 1) {
   ctx.restore();
 }
 
-/** Draws a laser-pointer dot. */
+/**
+ * Draws a laser pointer: a ring in the author's colour between dark outlines around a white
+ * core, 3 % of the picture height (≥ 10 px) — it stands out on red mucosa and on white light.
+ */
 export function drawPointer(ctx, x, y, color, rect, alpha) {
   if (alpha <= 0) return;
-  const r = Math.max(5, 0.012 * rect.height);
+  const r = Math.max(10, 0.03 * rect.height);
+  const ring = r * 0.32;
   ctx.save();
   ctx.globalAlpha = alpha;
   ctx.beginPath();
-  ctx.arc(x, y, r * 1.9, 0, Math.PI * 2);
-  ctx.fillStyle = hexToRgba(color, 0.28);
-  ctx.fill();
-  ctx.beginPath();
   ctx.arc(x, y, r, 0, Math.PI * 2);
-  ctx.fillStyle = color;
+  ctx.lineWidth = ring + Math.max(3, r * 0.16);
+  ctx.strokeStyle = "rgba(0, 0, 0, 0.85)";
+  ctx.stroke();
+  ctx.lineWidth = ring;
+  ctx.strokeStyle = color;
+  ctx.stroke();
+  ctx.beginPath();
+  ctx.arc(x, y, r * 0.3, 0, Math.PI * 2);
+  ctx.fillStyle = "#ffffff";
   ctx.fill();
-  ctx.lineWidth = Math.max(1, r * 0.25);
-  ctx.strokeStyle = "rgba(255, 255, 255, 0.9)";
+  ctx.lineWidth = Math.max(2, r * 0.1);
+  ctx.strokeStyle = "rgba(0, 0, 0, 0.85)";
   ctx.stroke();
   ctx.restore();
 }
-
-function hexToRgba(hex, a) {
-  const v = parseInt(hex.slice(1), 16);
-  return `rgba(${(v >> 16) & 255}, ${(v >> 8) & 255}, ${v & 255}, ${a})`;
-}
-

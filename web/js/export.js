@@ -3,8 +3,8 @@
 // Files come with the Bearer token, so they are fetched and saved through blob: URLs. A running
 // export shows its progress and the time left, and can be cancelled (DELETE on its status URL).
 
-import { apiFetch } from "./api.js";
-import { formatNumber, t } from "./i18n.js";
+import { apiFetch, refusalText } from "./api.js";
+import { msg, setText } from "./i18n.js";
 import { $ } from "./ui.js";
 
 const EXPORT_POLL_MS = 500;
@@ -42,16 +42,16 @@ export class Export {
     this.detail = detail;
     this.job = null;
     els.progress.hidden = true;
-    els.state.textContent = "";
+    setText(els.state, "");
     els.link.hidden = true;
     els.cancel.hidden = true;
     els.button.disabled = false;
   }
 
   async _save(url, fallbackName, control) {
-    const original = control.textContent;
+    const original = control.dataset.i18n ? msg(control.dataset.i18n) : control.textContent;
     control.setAttribute("aria-busy", "true");
-    control.textContent = "Downloading…";
+    setText(control, msg("export.downloading"));
     try {
       const response = await apiFetch(url, { token: this.token, headers: { Accept: "*/*" } });
       const name = /filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") || "")?.[1] || fallbackName;
@@ -65,10 +65,10 @@ export class Export {
       a.remove();
       setTimeout(() => URL.revokeObjectURL(href), 60000);
     } catch (err) {
-      this.notices.show("download", `Download failed: ${err.message}`, "error");
+      this.notices.show("download", msg("export.downloadFailed", { why: refusalText(err) }), "error");
     } finally {
       control.removeAttribute("aria-busy");
-      control.textContent = original;
+      setText(control, original);
     }
   }
 
@@ -91,12 +91,12 @@ export class Export {
     els.link.hidden = true;
     els.progress.hidden = false;
     els.progress.value = 0;
-    els.state.textContent = t("export.starting");
+    setText(els.state, msg("export.starting"));
     let job;
     try {
       job = await this._job(detail.links.exports, "POST");
     } catch (err) {
-      els.state.textContent = t("export.refused", { reason: err.message });
+      setText(els.state, msg("export.refused", { why: refusalText(err) }));
       els.button.disabled = false;
       els.progress.hidden = true;
       return;
@@ -110,7 +110,7 @@ export class Export {
       try {
         job = await this._job(job.status_url);
       } catch (err) {
-        els.state.textContent = t("export.lost", { reason: err.message });
+        setText(els.state, msg("export.lost", { why: refusalText(err) }));
         els.button.disabled = false;
         els.cancel.hidden = true;
         return;
@@ -122,7 +122,6 @@ export class Export {
   _show(job) {
     const els = this.els;
     this.job = job;
-    const percent = Math.round(job.progress || 0);
     els.progress.value = job.progress || 0;
     els.progress.setAttribute("aria-valuenow", String(job.progress || 0));
     const ended = ["done", "failed", "cancelled"].includes(job.state);
@@ -130,20 +129,22 @@ export class Export {
       els.button.disabled = false;
       els.cancel.hidden = true;
     }
+    const percent = { number: (job.progress || 0) / 100, options: { style: "percent" } };
     if (job.state === "done") {
-      els.state.textContent = t("export.ready");
+      setText(els.state, msg("export.ready"));
       els.link.hidden = false;
     } else if (job.state === "failed") {
-      els.state.textContent = t("export.failed", { reason: job.error || "" });
+      els.state.dataset.detail = job.error || "";
+      setText(els.state, msg("export.failed"));
     } else if (job.state === "cancelled") {
       els.progress.hidden = true;
-      els.state.textContent = t("export.cancelled");
+      setText(els.state, msg("export.cancelled"));
     } else if (job.state === "queued") {
-      els.state.textContent = t("export.queued");
+      setText(els.state, msg("export.queued"));
     } else if (job.eta_s == null) {
-      els.state.textContent = t("export.progress", { percent: formatNumber(percent) });
+      setText(els.state, msg("export.progress", { percent }));
     } else {
-      els.state.textContent = t("export.eta", { percent: formatNumber(percent), time: timeLeft(job.eta_s) });
+      setText(els.state, msg("export.eta", { percent, time: timeLeft(job.eta_s) }));
     }
     return ended;
   }
@@ -152,20 +153,19 @@ export class Export {
     const els = this.els;
     if (!this.job) return;
     els.cancel.disabled = true;
-    els.state.textContent = t("export.cancelling");
+    setText(els.state, msg("export.cancelling"));
     try {
       this._show(await this._job(this.job.status_url, "DELETE"));
     } catch (err) {
       els.cancel.disabled = false;
-      els.state.textContent = t("export.cancel_failed", { reason: err.message });
+      setText(els.state, msg("export.cancel_failed", { why: refusalText(err) }));
     }
   }
 }
 
-/** "about 2 minutes" / "about 40 seconds", in the page's language. */
+/** "2 minutes" / "40 seconds" (rounded up to 5 s), formatted in the page's language. */
 function timeLeft(seconds) {
-  const minutes = Math.ceil(seconds / 60);
-  if (seconds >= 60) return formatNumber(minutes, { style: "unit", unit: "minute", unitDisplay: "long" });
-  const rounded = Math.max(1, Math.ceil(seconds / 5) * 5);
-  return formatNumber(rounded, { style: "unit", unit: "second", unitDisplay: "long" });
+  if (seconds >= 60) return { number: Math.ceil(seconds / 60), options: { style: "unit", unit: "minute", unitDisplay: "long" } };
+  const rounded = Math.max(5, Math.ceil(seconds / 5) * 5);
+  return { number: rounded, options: { style: "unit", unit: "second", unitDisplay: "long" } };
 }

@@ -2,7 +2,9 @@
 // still (the surgeon's stored snapshot) under the marks, with a badge saying so. The lead's
 // page freezes (upload the frame, then tell the room) and resumes.
 
+import { failure, refusalText } from "./api.js";
 import { intrinsicSize } from "./geometry.js";
+import { msg, setText } from "./i18n.js";
 import { canvasToPng, fetchSnapshotBlob, uploadSnapshot } from "./snapshots.js";
 import { el } from "./ui.js";
 
@@ -18,7 +20,7 @@ export class FreezeFrame {
       class: "frozen-frame",
       "data-testid": "frozen-frame",
       role: "img",
-      "aria-label": "Frozen frame of the endoscope picture",
+      "aria-label": msg("freeze.canvas"),
       hidden: true,
     });
     this.badge = el("span", { class: "video-badge frozen-badge", "data-testid": "frozen-badge", hidden: true });
@@ -51,7 +53,7 @@ export class FreezeFrame {
     }
     layer.frame.classList.add("frozen");
     this.badge.hidden = false;
-    this.who = freeze.by && freeze.by === layer.room.you ? "(by you)" : "(by the surgeon)";
+    this.who = msg(freeze.by && freeze.by === layer.room.you ? "freeze.byYou" : "freeze.bySurgeon");
     if (snapshot && this.still.source === "snapshot" && this.still.id === snapshot.id) {
       this._badge("shown");
     } else {
@@ -65,16 +67,9 @@ export class FreezeFrame {
   }
 
   _badge(state) {
-    const who = this.who || "";
-    const text = {
-      pending: "FREEZING…",
-      loading: `FROZEN ${who}`,
-      shown: `FROZEN ${who}`,
-      own: `FROZEN ${who}, own picture`,
-      "no-image": `FROZEN ${who}, no picture`,
-    }[state];
+    const key = { pending: "freeze.badge.pending", own: "freeze.badge.own", "no-image": "freeze.badge.noImage" }[state];
     this.badge.hidden = false;
-    this.badge.textContent = text;
+    setText(this.badge, msg(key || "freeze.badge.frozen", { who: this.who || "" }));
     this.badge.dataset.state = state;
   }
 
@@ -93,9 +88,9 @@ export class FreezeFrame {
       bitmap = await createImageBitmap(source);
     } catch (err) {
       if (load !== this.load || !layer.board.freeze.frozen) return;
-      const fallback = this.still.source === "none" ? "the marks stay on the live picture" : "this page shows its own still instead";
-      this._badge(this.still.source === "none" ? "no-image" : "own");
-      layer.notices?.show("freeze-image", `The surgeon's frozen frame could not be loaded (${err.message}): ${fallback}.`, "warn");
+      const live = this.still.source === "none";
+      this._badge(live ? "no-image" : "own");
+      layer.notices?.show("freeze-image", msg(live ? "freeze.notLoadedLive" : "freeze.notLoadedOwn"), "warn");
       return;
     }
     if (load !== this.load || !layer.board.freeze.frozen) {
@@ -148,15 +143,15 @@ export class FreezeFrame {
     layer.toolbar.update();
     try {
       if (layer.board.freeze.frozen) {
-        if (!layer.room.send({ type: "freeze", frozen: false })) throw new Error("the room connection is down");
+        if (!layer.room.send({ type: "freeze", frozen: false })) throw failure(msg("freeze.roomDown"));
         await this._confirmed(null);
-        layer.toolbar.say("Back to the live picture.");
+        layer.toolbar.say(msg("freeze.resumed"));
       } else {
         await this._freezeNow();
       }
       layer.notices?.clear("freeze");
     } catch (err) {
-      layer.notices?.show("freeze", `Freeze failed: ${err.message}.`, "error");
+      layer.notices?.show("freeze", msg("freeze.failed", { why: refusalText(err) }), "error");
       layer.toolbar.say("");
     } finally {
       this.busy = false;
@@ -167,31 +162,31 @@ export class FreezeFrame {
   async _freezeNow() {
     const layer = this.layer;
     const size = intrinsicSize(layer.video);
-    if (!size) throw new Error("no picture to freeze yet");
+    if (!size) throw failure(msg("freeze.noPicture"));
     const capture = document.createElement("canvas");
     capture.width = size.width;
     capture.height = size.height;
     capture.getContext("2d").drawImage(layer.video, 0, 0, size.width, size.height);
     // This page stops on the frame the surgeon clicked at once; the others when the server
     // confirms. A failure goes back to the live picture (toggle reports it).
-    this.who = "(by you)";
+    this.who = msg("freeze.byYou");
     this._show(capture, "pending", null);
     this._badge("pending");
-    layer.toolbar.say("Freezing: saving the frame…");
+    layer.toolbar.say(msg("freeze.saving"));
     try {
       const blob = await canvasToPng(capture);
       const snapshot = await uploadSnapshot(layer.cid, layer.token, blob);
       this.localStills.set(snapshot.id, capture);
       layer.gallery?.add(snapshot, blob, { frozen: true });
       if (!layer.room.send({ type: "freeze", frozen: true, snapshot_id: snapshot.id })) {
-        throw new Error("the room connection is down");
+        throw failure(msg("freeze.roomDown"));
       }
       await this._confirmed(snapshot.id);
     } catch (err) {
       this._unshowPending();
       throw err;
     }
-    layer.toolbar.say("Picture frozen for everyone. Press “Resume live” to go back.");
+    layer.toolbar.say(msg("freeze.done"));
   }
 
   /** Resolves when the room confirms the freeze of snapshot `id` (null: the resume). */
@@ -200,7 +195,7 @@ export class FreezeFrame {
       const timer = setTimeout(() => {
         this.wait = null;
         const why = this.layer.lastServerError;
-        reject(new Error(why ? `server: ${why}` : "the server did not confirm"));
+        reject(why || failure(msg("freeze.notConfirmed")));
       }, FREEZE_CONFIRM_MS);
       this.wait = {
         id,

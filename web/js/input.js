@@ -5,6 +5,7 @@
 import { POINTER_HOLD_MS } from "./board.js";
 import { pointerColor } from "./drawing.js";
 import { toFrame } from "./geometry.js";
+import { msg } from "./i18n.js";
 import { el } from "./ui.js";
 
 const POINTER_PER_S = 60;
@@ -76,8 +77,8 @@ export class Input {
       type: "text",
       maxlength: MAX_TEXT,
       autocomplete: "off",
-      "aria-label": "Label text (Enter to place, Escape to cancel)",
-      placeholder: "Label, Enter to place",
+      "aria-label": msg("input.label"),
+      placeholder: msg("input.placeholder"),
       hidden: true,
     });
     this._bind();
@@ -144,7 +145,7 @@ export class Input {
     const layout = layer.layout();
     const p = this._map(e, layout);
     if (!p) {
-      layer.toolbar.say("No picture yet: marks can be drawn once the video shows.");
+      layer.toolbar.say(msg("input.noPicture"));
       return;
     }
     if (!p.inside) return; // started in a letterbox bar: ignored (geometry.js)
@@ -287,8 +288,10 @@ export class Input {
 
   _movePointer(p) {
     const layer = this.layer;
-    layer.board.localPointer = { x: p.x, y: p.y, at: performance.now(), color: pointerColor(layer.session.role) };
-    this.pointerOut.push({ type: "pointer", x: p.x, y: p.y }, "pointer");
+    // In the author's colour (the toolbar's), like their marks.
+    const color = layer.toolbar.color || pointerColor(layer.session.role);
+    layer.board.localPointer = { x: p.x, y: p.y, at: performance.now(), color };
+    this.pointerOut.push({ type: "pointer", x: p.x, y: p.y, color }, "pointer");
     layer.invalidate();
   }
 
@@ -322,7 +325,7 @@ export class Input {
     const anchor = this.textAnchor;
     this.cancelText();
     if (!text) return;
-    const { mark } = this.layer.drafts.start("text", [anchor], { text });
+    const { mark } = this.layer.drafts.start("text", [anchor], { text, size: this.layer.toolbar.textSize });
     this.layer.drafts.finish(mark.id);
     this.layer.toolbar.update();
     this.layer.invalidate();

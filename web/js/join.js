@@ -3,19 +3,13 @@
 // back in the address bar (session.js), so a reload or a bookmark opens it again. The token never
 // appears in the address bar.
 
-import { apiFetch } from "./api.js";
+import { apiFetch, refusalText } from "./api.js";
+import { loadLanguage, msg } from "./i18n.js";
 import { SessionError, storeToken } from "./session.js";
 import { $, showFatal } from "./ui.js";
 
-/** Titles for the server's refusals; the detail is the server's own sentence. */
-const REFUSALS = {
-  "unknown-link": "This link is not known.",
-  "link-expired": "This link has expired.",
-  "link-withdrawn": "This link was withdrawn.",
-  "too-many-attempts": "Too many attempts.",
-};
-
 async function join() {
+  await loadLanguage();
   const code = decodeURIComponent(location.pathname.slice("/j/".length));
   let answer;
   try {
@@ -28,14 +22,15 @@ async function join() {
 }
 
 function joinError(err) {
-  if (err.status === 0) {
-    return new SessionError("network", "Server unreachable.", "Check the network connection and reload the page.");
-  }
-  const title = REFUSALS[err.code] ?? "This link could not be opened.";
-  return new SessionError(err.status === 429 ? "busy" : "invalid", title, err.reason);
+  if (err.status === 0) return new SessionError("network", msg("error.network"), msg("session.checkNetwork"));
+  const known = refusalText(err);
+  const title = known.key === "error.other" ? msg("join.failed") : known;
+  const next = { "too-many-attempts": "join.wait", "unknown-link": "join.copiedWhole" }[err.code] || "session.askCoordinator";
+  const detail = known.key === "error.other" ? known : msg(next);
+  return new SessionError(err.status === 429 ? "busy" : "invalid", title, detail);
 }
 
 join().catch((err) => {
   $("#loading").hidden = true;
-  showFatal(err instanceof SessionError ? err : { title: "The page failed to start.", detail: err?.message || String(err) });
+  showFatal(err instanceof SessionError ? err : { title: msg("page.failed"), detail: err?.message || String(err) });
 });

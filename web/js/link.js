@@ -11,6 +11,8 @@
 // names the one condition that applies now (or none), the banner shows exactly that one, and a
 // short "Reconnected" when trouble is over.
 
+import { msg } from "./i18n.js";
+
 const PROBE_INTERVAL_MS = 1000;
 const PROBE_JITTER = 0.25;
 const PROBE_TIMEOUT_MS = 2500;
@@ -134,7 +136,7 @@ export class LinkBanner {
     const condition = this.decide();
     if (condition) {
       clearTimeout(this._reconnectedTimer);
-      if (condition.key !== this.current?.key || condition.text !== this.current?.text) {
+      if (condition.key !== this.current?.key || JSON.stringify(condition.text) !== JSON.stringify(this.current?.text)) {
         this._show(condition.key, condition.text, condition.level || "warn");
       }
       this.hadTrouble ||= !!condition.trouble;
@@ -145,7 +147,7 @@ export class LinkBanner {
     this.current = null;
     if (this.hadTrouble) {
       this.hadTrouble = false;
-      this._show("reconnected", "Reconnected.", "ok");
+      this._show("reconnected", msg("link.reconnected"), "ok");
       this._reconnectedTimer = setTimeout(() => this.notices.clear("link"), RECONNECTED_MS);
     } else {
       this.notices.clear("link");

@@ -12,6 +12,7 @@
 
 import { drawMark } from "./drawing.js";
 import { backingSize, pictureRect } from "./geometry.js";
+import { msg, setText } from "./i18n.js";
 import { once } from "./player.js";
 import { fetchSnapshotBlob } from "./snapshots.js";
 import { $ } from "./ui.js";
@@ -171,7 +172,7 @@ export class Overlay {
     const freeze = this.player.detail.timeline.freezes[index];
     this.frame.classList.add("frozen");
     this.frozenBadge.hidden = false;
-    this.frozenBadge.textContent = `FROZEN by ${this.describe(freeze.by)}`;
+    setText(this.frozenBadge, msg("replay.frozenBy", { who: this.describe(freeze.by) }));
     this.frozenBadge.dataset.state = "loading";
     this._stillFor(index).then((url) => {
       if (this.frozenShown !== index) return;

@@ -11,7 +11,8 @@
 //     surgeon's talk-back track is served as its own audio-only file and played in an <audio>
 //     element kept at the video's time (re-synced when it drifts more than 150 ms).
 
-import { apiFetch } from "./api.js";
+import { apiFetch, failure, refusalText } from "./api.js";
+import { msg, setText } from "./i18n.js";
 import { $, clock } from "./ui.js";
 
 const TOKEN_RENEW_MARGIN_S = 60; // renew the media token this long before it expires
@@ -22,7 +23,7 @@ export function once(target, event, timeoutMs) {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       target.removeEventListener(event, done);
-      reject(new Error(`no ${event} within ${timeoutMs / 1000} s`));
+      reject(failure(msg("player.timeout"), `no ${event} within ${timeoutMs / 1000} s`));
     }, timeoutMs);
     const done = () => {
       clearTimeout(timer);
@@ -62,7 +63,7 @@ export class Player {
     try {
       await this._renewToken();
     } catch (err) {
-      this.notices.show("media", `The recording cannot be played: ${err.message}`, "error");
+      this.notices.show("media", msg("player.cannotPlay", { why: refusalText(err) }), "error");
       return;
     }
     await this._loadSegment(0, 0);
@@ -119,7 +120,7 @@ export class Player {
     this.detail.media.forEach((m, i) => {
       const option = document.createElement("option");
       option.value = String(i);
-      option.textContent = `Part ${m.segment} (${clock(m.offset_s)}–${clock(m.offset_s + m.duration_s)})`;
+      setText(option, msg("player.part", { n: m.segment, from: clock(m.offset_s), to: clock(m.offset_s + m.duration_s) }));
       select.append(option);
     });
     select.hidden = this.detail.media.length < 2;
@@ -144,7 +145,7 @@ export class Player {
           // A paused or idle player would reconnect with the old URL: point it at the new one now.
           if (this.video.paused) this._reloadSource();
         })
-        .catch((err) => this.notices.show("media", `Could not renew access to the video: ${err.message}`, "warn"));
+        .catch((err) => this.notices.show("media", msg("player.renewFailed", { why: refusalText(err) }), "warn"));
     }, inMs);
   }
 
@@ -164,7 +165,7 @@ export class Player {
     try {
       await ready;
     } catch (err) {
-      this.notices.show("media", `The video did not load: ${err.message}`, "error");
+      this.notices.show("media", msg("player.notLoaded", { why: refusalText(err) }), "error");
       return;
     }
     if (fileTime > 0) await this._seekFile(fileTime);
@@ -206,7 +207,7 @@ export class Player {
         await this._reloadSource();
         this.notices.clear("media");
       } catch (err) {
-        this.notices.show("media", `The video stopped: ${err.message}`, "error");
+        this.notices.show("media", msg("player.stopped", { why: refusalText(err) }), "error");
       } finally {
         setTimeout(() => (this.recovering = false), 3000);
       }

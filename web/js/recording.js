@@ -4,15 +4,13 @@
 // a page that joins later, by GET /api/consultations/{cid}/recording (or `welcome.recording`).
 
 import { apiFetch } from "./api.js";
+import { hasText, msg, setAttr } from "./i18n.js";
 import { setChip } from "./ui.js";
 
-const REASONS = {
-  "low-disk": "disk full",
-  disabled: "switched off",
-  "write-error": "disk error",
-  "feed-offline": "stream ended",
-  shutdown: "server stopped",
-};
+/** Why a recording stopped, in plain words (catalogue keys replay.stop.<reason>). */
+function reasonText(reason) {
+  return msg(hasText(`replay.stop.${reason}`) ? `replay.stop.${reason}` : "recording.reason.other");
+}
 
 /** Shows `message` (a `recording` message or the REST answer) on `chip`. */
 export function showRecordingState(chip, message) {
@@ -21,20 +19,20 @@ export function showRecordingState(chip, message) {
   chip.dataset.state = state;
   chip.dataset.recordingId = message.recording_id || "";
   if (state === "recording") {
-    setChip(chip, "REC", "live");
-    chip.title = "This session is being recorded";
+    setChip(chip, msg("recording.on"), "live");
+    setAttr(chip, "title", msg("recording.onTitle"));
     chip.hidden = false;
   } else if (state === "paused") {
-    setChip(chip, "REC paused", "warn");
-    chip.title = "Recording waits for the endoscope stream to come back";
+    setChip(chip, msg("recording.paused"), "warn");
+    setAttr(chip, "title", msg("recording.pausedTitle"));
     chip.hidden = false;
   } else if (state === "interrupted" || (state === "stopped" && (reason === "low-disk" || reason === "write-error"))) {
-    setChip(chip, `recording stopped: ${REASONS[reason] || reason || "error"}`, "bad");
-    chip.title = "The recording stopped; what was recorded so far is kept";
+    setChip(chip, msg("recording.failed", { why: reasonText(reason) }), "bad");
+    setAttr(chip, "title", msg("recording.failedTitle"));
     chip.hidden = false;
   } else {
-    setChip(chip, "not recording", "idle");
-    chip.title = reason ? `Recording ended (${REASONS[reason] || reason})` : "Nothing is being recorded";
+    setChip(chip, msg("recording.off"), "idle");
+    setAttr(chip, "title", reason ? msg("recording.endedTitle", { why: reasonText(reason) }) : msg("recording.offTitle"));
     chip.hidden = true;
   }
 }
@@ -46,8 +44,8 @@ export function showRecordingState(chip, message) {
 export function showRecordingUnknown(chip) {
   if (!chip || chip.hidden) return;
   chip.dataset.state = "unknown";
-  setChip(chip, "Recording status unknown — reconnecting", "warn");
-  chip.title = "The server cannot be reached: whether it still records is not known";
+  setChip(chip, msg("recording.unknown"), "warn");
+  setAttr(chip, "title", msg("recording.unknownTitle"));
 }
 
 /** Binds `chip` to the room's recording messages and loads the current state once. */

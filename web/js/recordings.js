@@ -1,21 +1,22 @@
 // The replay page's list of recordings the token may replay (GET /api/recordings, filtered by
 // consultation and dates), each with its first picture, people and status.
 
-import { apiFetch } from "./api.js";
+import { apiFetch, refusalText } from "./api.js";
+import { msg, setAttr } from "./i18n.js";
 import { fetchSnapshotBlob } from "./snapshots.js";
-import { $, duration, el, formatTime, roleLabel } from "./ui.js";
+import { $, duration, el, roleLabel, when } from "./ui.js";
 
 function statusText(rec) {
   const parts = [];
-  if (rec.status === "recording") parts.push("recording now");
-  else if (rec.status === "interrupted") parts.push("interrupted");
-  if (rec.segments > 1) parts.push(`${rec.segments} parts`);
-  return parts.join(" · ");
+  if (rec.status === "recording") parts.push(msg("recordings.now"));
+  else if (rec.status === "interrupted") parts.push(msg("recordings.interrupted"));
+  if (rec.segments > 1) parts.push(msg("recordings.parts", { n: { number: rec.segments } }));
+  return parts.length ? msg("common.text", { text: { list: parts, sep: " · " } }) : "";
 }
 
 function participantsText(list) {
   const people = (list || []).map((p) => p.name || roleLabel(p.role));
-  return people.length ? people.join(", ") : "";
+  return people.length ? msg("common.text", { text: { list: people } }) : "";
 }
 
 export class RecordingList {
@@ -58,7 +59,7 @@ export class RecordingList {
       const search = query.toString();
       body = await (await apiFetch(`/api/recordings${search ? `?${search}` : ""}`, { token: this.token })).json();
     } catch (err) {
-      this.notices.show("list", `Could not list the recordings: ${err.message}`, "error");
+      this.notices.show("list", msg("recordings.notListed", { why: refusalText(err) }), "error");
       return;
     }
     this.notices.clear("list");
@@ -81,8 +82,8 @@ export class RecordingList {
     const status = el("span", { class: "rec-meta rec-status", "data-status": rec.status, text: statusText(rec) });
     button.append(
       img,
-      el("span", { class: "rec-title", text: rec.consultation?.title || rec.consultation?.id || "Consultation" }),
-      el("span", { class: "rec-meta", text: `${formatTime(rec.started_at)} · ${duration(rec.duration_s)}` }),
+      el("span", { class: "rec-title", text: rec.consultation?.title || rec.consultation?.id || msg("recordings.untitled") }),
+      el("span", { class: "rec-meta", text: msg("recordings.meta", { when: when(rec.started_at), duration: duration(rec.duration_s) }) }),
       el("span", { class: "rec-people", text: participantsText(rec.participants) }),
       status,
     );
@@ -96,9 +97,9 @@ export class RecordingList {
     try {
       const blob = await fetchSnapshotBlob(rec.thumbnail, this.token);
       img.src = URL.createObjectURL(blob);
-      img.alt = `First picture of the recording of ${formatTime(rec.started_at)}`;
+      setAttr(img, "alt", msg("recordings.thumb", { when: when(rec.started_at) }));
     } catch {
-      img.alt = "No picture";
+      setAttr(img, "alt", msg("recordings.noThumb"));
     }
   }
 }

@@ -2,15 +2,24 @@
 // marks of the consultation in sync with the video (player.js, overlay.js, timeline.js), with
 // the recording's details, integrity, snapshots, chat and downloads (export.js). docs/replay.md.
 
-import { apiFetch } from "./api.js";
+import { apiFetch, refusalText } from "./api.js";
+import { consentMethod } from "./consent.js";
 import { Export } from "./export.js";
+import { hasText, msg, setAttr, setText } from "./i18n.js";
 import { Overlay } from "./overlay.js";
 import { startPage } from "./page.js";
 import { Player } from "./player.js";
 import { RecordingList } from "./recordings.js";
 import { SnapshotGallery } from "./snapshots.js";
 import { Timeline } from "./timeline.js";
-import { $, Notices, clock, duration, el, formatTime, roleLabel, setChip } from "./ui.js";
+import { $, Notices, clock, duration, el, roleLabel, setChip, when } from "./ui.js";
+
+/** A recording's status (and why it stopped) in plain words. */
+function statusText(rec) {
+  const status = msg(`replay.status.${rec.status}`);
+  const why = `replay.stop.${rec.stop_reason}`;
+  return hasText(why) ? msg("replay.statusWhy", { status, why: msg(why) }) : status;
+}
 
 /** The replay page of one session: the list, and the recording open in the player. */
 class ReplayPage {
@@ -80,7 +89,7 @@ class ReplayPage {
     try {
       detail = await (await apiFetch(`/api/recordings/${encodeURIComponent(id)}`, { token: this.token })).json();
     } catch (err) {
-      this.notices.show("recording", `Could not open the recording: ${err.message}`, "error");
+      this.notices.show("recording", msg("replay.notOpened", { why: refusalText(err) }), "error");
       return;
     }
     this.notices.clear("recording");
@@ -94,9 +103,11 @@ class ReplayPage {
     els.hint.hidden = true;
     els.player.hidden = false;
     const rec = detail.recording;
-    els.title.textContent = rec.consultation?.title || "Recording";
-    els.meta.textContent = `${formatTime(rec.started_at)} · ${duration(rec.duration_s)}${rec.status === "interrupted" ? " · interrupted" : ""}`;
-    document.title = `EndoLink – Replay – ${els.title.textContent}`;
+    const title = rec.consultation?.title || msg("replay.untitled");
+    setText(els.title, title);
+    const meta = { when: when(rec.started_at), duration: duration(rec.duration_s) };
+    setText(els.meta, msg(rec.status === "interrupted" ? "replay.metaInterrupted" : "recordings.meta", meta));
+    setText(document.querySelector("title"), msg("title.replayOf", { title }));
     this._renderDetails(detail);
     this._renderIntegrity(detail.integrity);
     this.timeline.render(detail);
@@ -109,17 +120,22 @@ class ReplayPage {
     const els = this.els;
     const rec = detail.recording;
     const manifest = detail.manifest || {};
+    const video = manifest.video || {};
+    const consent = manifest.consent;
     const rows = [
-      ["Started", formatTime(rec.started_at)],
-      ["Ended", rec.ended_at ? formatTime(rec.ended_at) : "—"],
-      ["Duration", duration(rec.duration_s)],
-      ["Status", rec.stop_reason ? `${rec.status} (${rec.stop_reason})` : rec.status],
-      ["Video", [manifest.video?.codec, manifest.video?.width && `${manifest.video.width}×${manifest.video.height}`].filter(Boolean).join(" ")],
-      ["Consent", manifest.consent ? `${manifest.consent.confirmed_by} (${manifest.consent.method})` : "—"],
+      ["started", when(rec.started_at)],
+      ["ended", rec.ended_at ? when(rec.ended_at) : "—"],
+      ["duration", duration(rec.duration_s)],
+      ["status", statusText(rec)],
+      ["video", video.width ? msg("replay.videoSize", { codec: video.codec || "", width: video.width, height: video.height }) : video.codec],
+      ["consent", consent ? msg("replay.consent", { by: consent.confirmed_by, method: consentMethod(consent.method) }) : "—"],
     ];
-    if (detail.gaps?.length) rows.push(["Gaps", detail.gaps.map((g) => `${g.duration_s.toFixed(1)} s`).join(", ")]);
+    if (detail.gaps?.length) rows.push(["gaps", { list: detail.gaps.map((g) => duration(g.duration_s)) }]);
     els.detailsList.replaceChildren();
-    for (const [name, value] of rows) els.detailsList.append(el("dt", { text: name }), el("dd", { text: value || "—" }));
+    for (const [name, value] of rows) {
+      const text = value && typeof value === "object" && !("key" in value) ? msg("common.text", { text: value }) : value;
+      els.detailsList.append(el("dt", { text: msg(`replay.detail.${name}`) }), el("dd", { text: text || "—" }));
+    }
     els.participants.replaceChildren();
     for (const p of rec.participants || []) {
       const li = el("li", { "data-role": p.role || "" }, [
@@ -138,21 +154,18 @@ class ReplayPage {
       const li = el("li", {
         "data-verdict": file.verdict,
         "data-failed": String(["MODIFIED", "TRUNCATED", "MISSING"].includes(file.verdict)),
-        text: `${file.file}: ${file.verdict}${file.detail ? ` (${file.detail})` : ""}`,
+        "data-detail": file.detail || null,
+        text: msg("integrity.file", { file: file.file, verdict: msg(`integrity.verdict.${file.verdict}`) }),
       });
       els.integrity.append(li);
     }
     els.integrityChip.hidden = false;
     if (integrity?.ok) {
-      setChip(els.integrityChip, "files verified", "ok");
+      setChip(els.integrityChip, msg("integrity.ok"), "ok", "ok");
       this.notices.clear("integrity");
     } else {
-      setChip(els.integrityChip, "files altered!", "bad");
-      this.notices.show(
-        "integrity",
-        "This recording's files do not match the hashes taken when it was made: they were changed or damaged afterwards. See Integrity.",
-        "error",
-      );
+      setChip(els.integrityChip, msg("integrity.altered"), "bad", "altered");
+      this.notices.show("integrity", msg("integrity.notice"), "error");
     }
   }
 
@@ -162,8 +175,8 @@ class ReplayPage {
     this.els.chatLog.replaceChildren(
       ...lines.map((c) => {
         const who = c.name || this.describe(c.from);
-        const button = el("button", { type: "button", class: "chat-seek", title: `At ${clock(c.t)}: click to jump there` }, [
-          el("span", { class: "chat-meta", text: `${clock(Math.max(0, c.t))} ${who}` }),
+        const button = el("button", { type: "button", class: "chat-seek", title: msg("replay.jump", { time: clock(c.t) }) }, [
+          el("span", { class: "chat-meta", text: msg("chat.meta", { time: clock(Math.max(0, c.t)), who }) }),
           el("span", { class: "chat-text", text: String(c.text ?? "") }),
         ]);
         button.addEventListener("click", () => this.player.seek(Math.max(0, c.t)));
@@ -190,7 +203,7 @@ class ReplayPage {
       gallery.add(s, null, { frozen: frozenIds.has(s.id) });
       const item = gallery.items.get(s.id);
       if (item) {
-        item.li.title = `At ${clock(s.t)}: click to jump there`;
+        setAttr(item.li, "title", msg("replay.jump", { time: clock(s.t) }));
         item.img.addEventListener("click", () => this.player.seek(s.t));
         item.meta.addEventListener("click", () => this.player.seek(s.t));
       }
@@ -214,8 +227,8 @@ startPage({
   refuse: (session) =>
     session.role !== "admin" && !session.may_replay
       ? {
-          title: "Replay is not part of this link.",
-          detail: `A ${roleLabel(session.role).toLowerCase()} link does not allow watching recordings. Ask the consultation coordinator for a link with the replay right.`,
+          title: msg("replay.refused"),
+          detail: msg("replay.refusedDetail", { role: roleLabel(session.role) }),
         }
       : null,
   start: (loaded) => {

@@ -13,13 +13,8 @@
 
 import { QUICK_RETRY_MS, jitter, pick, serverLink } from "./link.js";
 
-const FATAL_CLOSE = {
-  4400: "the page sent a malformed message",
-  4401: "the access link is invalid or has expired",
-  4403: "the access link is for another consultation",
-  4404: "this consultation does not exist (any more)",
-  4409: "this link was opened in another window or tab, which took over",
-};
+// Close codes that end the room for good; the pages say why (catalogue keys room.close.<code>).
+const FATAL_CLOSE = new Set([4400, 4401, 4403, 4404, 4409]);
 const REFUSED_RETRY_MS = [2000, 4000, 8000, 15000];
 const PING_INTERVAL_MS = 10000;
 const PONG_TIMEOUT_MS = 4000;
@@ -118,11 +113,11 @@ export class Room extends EventTarget {
       this._setState("closed");
       return;
     }
-    if (FATAL_CLOSE[event.code]) {
+    if (FATAL_CLOSE.has(event.code)) {
       this._setState("closed");
       this.dispatchEvent(
         new CustomEvent("fatal", {
-          detail: { code: event.code, reason: event.reason || FATAL_CLOSE[event.code] },
+          detail: { code: event.code, reason: event.reason },
         }),
       );
       return;

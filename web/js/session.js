@@ -8,14 +8,16 @@
 // Referer: it is moved to sessionStorage the same way and stripped from the address bar. Then
 // the page asks the server who we are: GET /api/session.
 
-import { apiFetch } from "./api.js";
+import { apiFetch, refusalText } from "./api.js";
+import { msg } from "./i18n.js";
+import { roleLabel } from "./ui.js";
 
 const STORAGE_PREFIX = "endolink.token.";
 
 /** A failure the page shows as it is: `title` and `detail` are readable sentences. */
 export class SessionError extends Error {
   constructor(kind, title, detail, extra = {}) {
-    super(`${title} ${detail}`);
+    super(`${title?.key ?? title} ${detail?.key ?? detail}`); // title, detail: msg()s (i18n.js)
     this.name = "SessionError";
     this.kind = kind; // "missing" | "expired" | "invalid" | "forbidden" | "wrong-page" | "network" | "server"
     this.title = title;
@@ -81,13 +83,7 @@ export function forgetToken(pageKey) {
 export async function loadSession(pageKey, roles) {
   const token = takeToken(pageKey);
   if (!token) {
-    throw new SessionError(
-      "missing",
-      "No access link.",
-      "This page needs the personal invite link you received (it looks like " +
-        `${location.origin}/j/xxxx-xxxx-xxxx). Open that link again, or ask the consultation ` +
-        "coordinator for a new one (they make it with “endolink consult invite”).",
-    );
+    throw new SessionError("missing", msg("session.noLink"), msg("session.noLinkDetail", { example: `${location.origin}/j/…` }));
   }
   let response;
   try {
@@ -100,10 +96,8 @@ export async function loadSession(pageKey, roles) {
     const target = session.role === "clinic" ? "clinic" : "surgeon";
     throw new SessionError(
       "wrong-page",
-      "This link is for another page.",
-      session.role === "admin"
-        ? "Administrator tokens manage consultations from the command line; open a clinic, surgeon or observer invite link here."
-        : `Your link is a ${session.role} link: open it on the ${target} page.`,
+      msg("session.wrongPage"),
+      session.role === "admin" ? msg("session.adminHere") : msg("session.otherPage", { role: roleLabel(session.role) }),
       { redirect: session.role === "admin" ? null : `/${target}#token=${encodeURIComponent(token)}` },
     );
   }
@@ -113,29 +107,17 @@ export async function loadSession(pageKey, roles) {
 /** The refusal of GET /api/session (an ApiError) as the page shows it. */
 function sessionError(err, pageKey) {
   if (err.status === 0) {
-    return new SessionError("network", "Server unreachable.", "Check the network connection and reload the page.");
+    return new SessionError("network", msg("error.network"), msg("session.checkNetwork"));
   }
   if (err.status === 401) {
     forgetToken(pageKey);
     const expired = /expired/i.test(err.reason);
-    return new SessionError(
-      expired ? "expired" : "invalid",
-      expired ? "This link has expired." : "This link is not valid.",
-      `Ask the consultation coordinator for a new invite link. (Server: ${err.reason})`,
-    );
+    return new SessionError(expired ? "expired" : "invalid", refusalText(err), msg("session.askCoordinator"));
   }
   if (err.status === 403) {
-    return new SessionError(
-      "forbidden",
-      "Access denied.",
-      `This link does not give access to this page. (Server: ${err.reason})`,
-    );
+    return new SessionError("forbidden", msg("session.denied"), msg("session.deniedDetail"));
   }
-  return new SessionError(
-    "server",
-    "The server could not open the session.",
-    `${err.reason} (HTTP ${err.status}). Reload the page to try again.`,
-  );
+  return new SessionError("server", msg("session.serverFailed"), msg("session.reload", { why: refusalText(err) }));
 }
 
 /**
@@ -148,8 +130,7 @@ export function forceRelay() {
 }
 
 /** What the pages show while `?relay=1` is on, so nobody forgets the test mode. */
-export const FORCED_RELAY_NOTICE =
-  "Network test mode: video goes through the relay server only (the address has ?relay=1).";
+export const FORCED_RELAY_NOTICE = msg("session.forcedRelay");
 
 /** ICE servers from /api/session → RTCConfiguration.iceServers. */
 export function iceServersFrom(session) {

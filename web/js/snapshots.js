@@ -7,7 +7,9 @@
 //
 // New snapshots arrive live as `snapshot` room messages (the uploader's own included).
 
-import { apiFetch } from "./api.js";
+import { apiFetch, failure, refusalText } from "./api.js";
+import { msg, setAttr, setText } from "./i18n.js";
+import { el } from "./ui.js";
 
 const THUMB_CONCURRENCY = 2;
 
@@ -20,7 +22,7 @@ export async function uploadSnapshot(cid, token, blob) {
     headers: { "Content-Type": "image/png" },
   });
   const body = await response.json();
-  if (!body || typeof body.id !== "string") throw new Error("the server's answer had no snapshot id");
+  if (!body || typeof body.id !== "string") throw failure(msg("snapshots.badAnswer"));
   return body;
 }
 
@@ -34,7 +36,7 @@ export async function fetchSnapshotBlob(url, token) {
 /** A canvas as a PNG blob. */
 export function canvasToPng(canvas) {
   return new Promise((resolve, reject) => {
-    canvas.toBlob((blob) => (blob ? resolve(blob) : reject(new Error("the picture could not be encoded"))), "image/png");
+    canvas.toBlob((blob) => (blob ? resolve(blob) : reject(failure(msg("snapshots.notEncoded")))), "image/png");
   });
 }
 
@@ -43,9 +45,10 @@ function fileName(snapshot) {
   return `endolink-snapshot-${when || snapshot.id}.png`;
 }
 
+/** A snapshot's time as a msg() parameter (formatted in the page's language when shown). */
 function timeLabel(iso) {
   const d = new Date(iso);
-  return Number.isNaN(d.getTime()) ? "" : d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  return Number.isNaN(d.getTime()) ? "" : { date: d.getTime(), options: { timeStyle: "medium" } };
 }
 
 /** The "Snapshots" panel: one entry per stored snapshot, newest first, previews loaded lazily. */
@@ -71,8 +74,7 @@ export class SnapshotGallery {
     try {
       response = await apiFetch(`/api/consultations/${encodeURIComponent(this.cid)}/snapshots`, { token: this.token });
     } catch (err) {
-      const text = err.status ? `Could not list the snapshots: ${err.reason}` : "Could not list the snapshots (network).";
-      this.notices?.show("snapshots", text, "warn");
+      this.notices?.show("snapshots", msg("snapshots.notListed", { why: refusalText(err) }), "warn");
       return;
     }
     const body = await response.json().catch(() => null);
@@ -108,7 +110,7 @@ export class SnapshotGallery {
     const meta = document.createElement("span");
     meta.className = "snapshot-meta";
     const link = document.createElement("a");
-    link.textContent = "Download";
+    setText(link, msg("snapshots.download"));
     link.download = fileName(snapshot);
     link.href = "#";
     link.setAttribute("data-testid", "snapshot-download");
@@ -130,10 +132,10 @@ export class SnapshotGallery {
 
   _caption(item) {
     const s = item.snapshot;
-    const kind = this.frozenIds.has(s.id) ? "Frozen frame" : "Snapshot";
-    const by = s.by ? ` · ${this.describe(s.by)}` : "";
-    item.meta.textContent = `${kind} ${timeLabel(s.created_at)}${by}`;
-    item.img.alt = `${kind} taken at ${timeLabel(s.created_at) || "unknown time"}`;
+    const kind = msg(this.frozenIds.has(s.id) ? "snapshots.frozen" : "snapshots.snapshot");
+    const time = timeLabel(s.created_at);
+    setText(item.meta, s.by ? msg("snapshots.metaBy", { kind, time, who: this.describe(s.by) }) : msg("snapshots.meta", { kind, time }));
+    setAttr(item.img, "alt", msg("snapshots.alt", { kind, time }));
   }
 
   _setBlob(item, blob) {
@@ -163,7 +165,7 @@ export class SnapshotGallery {
         if (!item.url) this._setBlob(item, blob);
         return true;
       } catch (err) {
-        item.meta.textContent += ` (not loaded: ${err.message})`;
+        item.meta.append(" ", el("span", { class: "snapshot-error", text: msg("snapshots.notLoaded") }));
         return false;
       } finally {
         this.loading -= 1;

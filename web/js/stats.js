@@ -1,17 +1,55 @@
 // Media statistics: once a second pc.getStats() → {fps, width, height, bitrate_kbps, rtt_ms,
-// loss_pct, direction} for the main video (inbound on viewers, outbound on the publisher).
+// loss_pct, jitter_ms, direction} for the main video (inbound on viewers, outbound on the
+// publisher), and the word a clinician reads beside them: good / fair / poor link.
 
+// Where a link stops being good / fair, per measure (the worst one decides). Round trip: added
+// latency past ~100 ms hampers a surgeon's hand–eye work, past 300 ms a conversation; loss:
+// ~1 % costs WebRTC video little, > 5 % freezes it; jitter: past 30 ms the receiver's buffer
+// (and so the delay) grows; frame rate: under 20 motion judders, under 10 it is a slideshow.
+export const QUALITY_LIMITS = {
+  rtt_ms: { good: 150, fair: 300 },
+  loss_pct: { good: 1, fair: 5 },
+  jitter_ms: { good: 30, fair: 60 },
+  fps: { good: 20, fair: 10, higherIsBetter: true },
+};
+const QUALITY_ORDER = ["good", "fair", "poor"];
+
+/**
+ * "good" | "fair" | "poor" from the measures that are known (the worst decides), with the one
+ * that decided (`reason`); null when nothing is known yet.
+ */
+export function linkQuality(stats) {
+  let level = null;
+  let reason = null;
+  for (const [key, limit] of Object.entries(QUALITY_LIMITS)) {
+    const value = stats ? stats[key] : null;
+    if (typeof value !== "number" || !Number.isFinite(value)) continue;
+    const better = limit.higherIsBetter ? (a, b) => a >= b : (a, b) => a <= b;
+    const here = better(value, limit.good) ? "good" : better(value, limit.fair) ? "fair" : "poor";
+    if (level == null || QUALITY_ORDER.indexOf(here) > QUALITY_ORDER.indexOf(level)) {
+      level = here;
+      reason = here === "good" ? null : key;
+    }
+  }
+  return level == null ? null : { level, reason };
+}
+
+import { msg, setText } from "./i18n.js";
+
+// [stats key, label key, value → msg() or text]
 export const STAT_FIELDS = [
-  ["fps", "fps", (v) => fmt(v, 0)],
-  ["resolution", "resolution", null],
-  ["bitrate_kbps", "bitrate", (v) => (v == null ? "–" : `${fmt(v, 0)} kbit/s`)],
-  ["rtt_ms", "round trip", (v) => (v == null ? "–" : `${fmt(v, 0)} ms`)],
-  ["loss_pct", "loss", (v) => (v == null ? "–" : `${fmt(v, 1)} %`)],
+  ["fps", "stats.fps", (v) => fmt(v, 0, "stats.value")],
+  ["resolution", "stats.resolution", null],
+  ["bitrate_kbps", "stats.bitrate", (v) => fmt(v, 0, "stats.kbps")],
+  ["rtt_ms", "stats.rtt", (v) => fmt(v, 0, "stats.ms")],
+  ["loss_pct", "stats.loss", (v) => fmt(v, 1, "stats.percent")],
 ];
 
-function fmt(value, digits) {
+/** A figure with `digits` decimals in the page's language, as the msg() `key` ({n}); "–" when unknown. */
+function fmt(value, digits, key) {
   if (value == null || Number.isNaN(value)) return "–";
-  return Number(value).toFixed(digits);
+  const options = { minimumFractionDigits: digits, maximumFractionDigits: digits };
+  return msg(key, { n: { number: Number(value), options } });
 }
 
 export class StatsMonitor {
@@ -121,6 +159,10 @@ export function summarise(report, direction, kind, previous) {
     loss = 100 * remote.fractionLost;
   }
 
+  // Inbound: our receiver's jitter; outbound: the jitter the far end reports receiving ours.
+  const jitterS = direction === "inbound" ? rtp.jitter : remote?.jitter;
+  const jitter = typeof jitterS === "number" ? jitterS * 1000 : null;
+
   let rtt = null;
   if (pair && pair.currentRoundTripTime != null) rtt = pair.currentRoundTripTime * 1000;
   else if (remote && remote.roundTripTime != null) rtt = remote.roundTripTime * 1000;
@@ -132,6 +174,7 @@ export function summarise(report, direction, kind, previous) {
     bitrate_kbps: bitrate == null ? null : round(bitrate, 0),
     rtt_ms: rtt == null ? null : round(rtt, 0),
     loss_pct: loss == null ? null : round(loss, 2),
+    jitter_ms: jitter == null ? null : round(jitter, 1),
     direction,
     // Extra, for the test suite and the page only (not sent): audio packet counters.
     ...(kind === "audio" ? { packets_received: raw.packetsReceived } : {}),
@@ -152,7 +195,7 @@ export function renderStats(container, stats, { label } = {}) {
     dl.className = "stats-grid";
     for (const [key, name] of STAT_FIELDS) {
       const dt = document.createElement("dt");
-      dt.textContent = name;
+      setText(dt, msg(name));
       const dd = document.createElement("dd");
       dd.dataset.stat = key;
       dd.textContent = "–";
@@ -161,20 +204,37 @@ export function renderStats(container, stats, { label } = {}) {
     if (label) {
       const caption = document.createElement("p");
       caption.className = "stats-caption";
-      caption.textContent = label;
+      setText(caption, label);
       container.append(caption);
     }
     container.append(dl);
   }
+  renderQuality(container, stats, dl);
   for (const [key, , format] of STAT_FIELDS) {
     const dd = dl.querySelector(`[data-stat="${key}"]`);
     if (key === "resolution") {
-      dd.textContent = stats && stats.width && stats.height ? `${stats.width}×${stats.height}` : "–";
+      setText(dd, stats && stats.width && stats.height ? msg("stats.size", { width: stats.width, height: stats.height }) : "–");
     } else {
-      dd.textContent = stats ? format(stats[key]) : "–";
+      setText(dd, stats ? format(stats[key]) : "–");
       dd.dataset.value = stats && stats[key] != null ? String(stats[key]) : "";
     }
   }
+}
+
+/** The good / fair / poor word (with its colour) above the numbers of one participant. */
+function renderQuality(container, stats, dl) {
+  let badge = container.querySelector(".link-quality");
+  if (!badge) {
+    badge = document.createElement("p");
+    badge.className = "link-quality";
+    badge.setAttribute("data-testid", "link-quality");
+    container.insertBefore(badge, dl);
+  }
+  const quality = linkQuality(stats);
+  const level = quality ? quality.level : "unknown";
+  badge.dataset.quality = level;
+  badge.dataset.reason = quality?.reason || "";
+  setText(badge, msg(`stats.quality.${level}`));
 }
 
 /** Stats the other participants sent (`stats` room events), one block per sender. */
@@ -205,10 +265,11 @@ export class RemoteStatsBoard {
       this.container.append(block);
       this.blocks.set(msg.from, block);
     }
-    const direction = ["outbound", "send"].includes(msg.stats.direction) ? "sends" : "receives";
-    renderStats(block, msg.stats, { label: `${this.describe(msg.from, msg.role)} ${direction}` });
+    const sends = ["outbound", "send"].includes(msg.stats.direction);
+    const label = { key: sends ? "stats.sends" : "stats.receives", params: { who: this.describe(msg.from, msg.role) } };
+    renderStats(block, msg.stats, { label });
     const caption = block.querySelector(".stats-caption");
-    if (caption) caption.textContent = `${this.describe(msg.from, msg.role)} ${direction}`;
+    if (caption) setText(caption, label);
     block.dataset.updated = String(Date.now());
   }
 
@@ -229,7 +290,7 @@ export class RemoteStatsBoard {
  */
 export function wireStats(stats, feed = null) {
   const out = {};
-  for (const key of ["fps", "width", "height", "bitrate_kbps", "rtt_ms", "loss_pct"]) {
+  for (const key of ["fps", "width", "height", "bitrate_kbps", "rtt_ms", "loss_pct", "jitter_ms"]) {
     const value = stats[key];
     if (typeof value === "number" && Number.isFinite(value) && value >= 0) out[key] = value;
   }

@@ -2,9 +2,11 @@
 // microphone (talkback.js), live annotation over the video (annotations.js: tools, freeze
 // frame, snapshots; observers only see the marks), stats, presence and chat.
 
+import { refusalText } from "./api.js";
 import { endoscopeStats, joinRoom, loadConsultation, showConnectionState } from "./consultation.js";
 import { LinkBanner, serverLink } from "./link.js";
 import { FeedPlayer } from "./media.js";
+import { msg, setText } from "./i18n.js";
 import { startPage } from "./page.js";
 import { FORCED_RELAY_NOTICE, forceRelay, iceServersFrom } from "./session.js";
 import { currentTalk, setupTalk } from "./talkback.js";
@@ -41,6 +43,7 @@ const state = {
   lastFrameAt: 0,
   frames: 0,
   firstFrameAt: null,
+  videoState: "new", // the video connection's state, or "refused"
 };
 
 // Read-only handles for diagnostics and the browser tests (no token, no patient data).
@@ -108,7 +111,7 @@ function setupRoom() {
       if (feedState === "live") state.player?.feedLive();
       else state.player?.feedOffline();
     } else if (feed === "talkback" && feedState === "offline" && currentTalk()?.phase === "connected") {
-      notices.show("talk", "The server reports your talk-back as offline; it reconnects automatically.", "warn");
+      notices.show("talk", msg("surgeon.talkOffline"), "warn");
     }
   });
   room.connect();
@@ -123,10 +126,19 @@ function setFeedLive(live, reason = null) {
   updateOverlay();
 }
 
-function showPublisherState(text) {
-  els.publisherState.textContent = text;
-  els.publisherState.dataset.state = text;
-  els.publisherChip.dataset.tone = { live: "live", unknown: "warn" }[text] || "idle";
+/** The clinic's stream chip: `feedState` "live" | "offline" | "unknown" (kept in data-state). */
+function showPublisherState(feedState) {
+  setText(els.publisherState, msg(`surgeon.feed.${feedState}`));
+  els.publisherState.dataset.state = feedState;
+  els.publisherChip.dataset.tone = { live: "live", unknown: "warn" }[feedState] || "idle";
+}
+
+/** The picture chip: the video connection's state, "live" only while frames arrive. */
+function showVideoState() {
+  const connection = state.videoState;
+  const frames = connection === "connected" && receivingFrames();
+  showConnectionState("surgeon", connection, frames ? "live" : undefined);
+  if (frames) setText($('[data-testid="connection-state"]'), msg("media.surgeon.live"));
 }
 
 /** Whether the server is out of reach: the room is down after having been open, or probes fail. */
@@ -146,18 +158,18 @@ function linkCondition() {
 }
 
 function currentCondition() {
-  if (serverLost()) return { key: "server", text: "Connection to the server lost — reconnecting…", trouble: true };
+  if (serverLost()) return { key: "server", text: msg("link.serverLost"), trouble: true };
   if (receivingFrames() || ["refused", "expired"].includes(state.player?.phase)) return null;
   if (!state.feedLive) {
-    if (state.feedReason === "ended") return { key: "ended", text: "The clinic ended the stream.", level: "info" };
+    if (state.feedReason === "ended") return { key: "ended", text: msg("surgeon.ended"), level: "info" };
     if (state.feedReason === "lost" || state.lastFrameAt > 0) {
-      return { key: "clinic-lost", text: "Clinic's connection lost — reconnecting…", trouble: true };
+      return { key: "clinic-lost", text: msg("surgeon.clinicLost"), trouble: true };
     }
     return null;
   }
   // Live: frames that stopped during this live period, or not back yet after trouble.
   if (state.interrupted || state.lastFrameAt > state.feedLiveAt) {
-    return { key: "video", text: "Video connection lost — reconnecting…", trouble: true };
+    return { key: "video", text: msg("surgeon.videoLost"), trouble: true };
   }
   return null;
 }
@@ -205,6 +217,7 @@ function updateOverlay() {
   // Frames still trickling in from before the server vanished do not make the feed live.
   const frames = receivingFrames() && !serverLost();
   els.liveBadge.hidden = !frames;
+  showVideoState();
   state.banner?.update();
   if (frames) {
     els.overlay.hidden = true;
@@ -226,24 +239,23 @@ function updateOverlay() {
     text = condition.text;
   } else if (!state.feedLive) {
     reason = "offline";
-    text = "Publisher offline – waiting for the clinic to start the endoscope stream.";
+    text = msg("surgeon.waiting");
   } else {
     reason = "connecting";
-    text = "Publisher live – connecting to the stream…";
+    text = msg("surgeon.connecting");
   }
   if (serverLost()) showPublisherState("unknown");
   else if (!state.feedLive && els.publisherState.dataset.state !== "offline") showPublisherState("offline");
   els.overlay.hidden = false;
   els.overlay.dataset.reason = reason;
-  if (els.overlayText.textContent !== text) els.overlayText.textContent = text;
+  if (els.overlayText.dataset.i18nParams !== JSON.stringify(text.params) || els.overlayText.dataset.i18n !== text.key) {
+    setText(els.overlayText, text);
+  }
 }
 
 function playerErrorText(player) {
-  const err = player?.error;
-  if (player?.phase === "expired") return "This link has expired: ask the consultation coordinator for a new one.";
-  return `The server refused the video: ${err?.reason || err?.message || "unknown reason"}${
-    err?.status ? ` (HTTP ${err.status})` : ""
-  }.`;
+  if (player?.phase === "expired") return msg("surgeon.linkExpired");
+  return msg("surgeon.videoRefused", { why: refusalText(player?.error) });
 }
 
 function startPlayer() {
@@ -261,13 +273,17 @@ function startPlayer() {
   state.player = player;
   player.addEventListener("state", (event) => {
     const { phase, connectionState, error } = event.detail;
-    showConnectionState(connectionState);
+    state.videoState = connectionState;
+    showVideoState();
     // Interruptions are the banner's (linkCondition); refusals get their own notice.
     if (phase === "connected") {
       notices.clear("player");
     } else if (phase === "refused" || phase === "expired") {
       notices.show("player", playerErrorText(player), "error");
-      if (error?.status === 403 || phase === "expired") showConnectionState("refused");
+      if (error?.status === 403 || phase === "expired") {
+        state.videoState = "refused";
+        showVideoState();
+      }
     }
     updateOverlay();
   });

@@ -1,12 +1,14 @@
 // The surgeon's talk-back: the microphone published to the clinic over WHIP (audio only), its
 // device choice and the chip that says whether the clinic hears the surgeon.
 
+import { refusalText } from "./api.js";
+import { msg, setText } from "./i18n.js";
 import { serverLink } from "./link.js";
 import { Publisher } from "./media.js";
 import { iceServersFrom } from "./session.js";
 import { $, setChip } from "./ui.js";
 
-const TALK_LOST = "reconnecting – the clinic cannot hear you";
+const TALK_LOST = msg("talk.lost");
 
 const els = {
   talk: $("#talk-toggle"),
@@ -34,7 +36,7 @@ export function setupTalk({ session, cid, token, notices: pageNotices }) {
   els.observerHint.hidden = talkState.session.role !== "observer";
   if (!canTalk) return; // observers: the control stays hidden (and out of the a11y tree)
   serverLink.addEventListener("state", (event) => {
-    if (!event.detail.reachable && talkState.talk) setChip(els.talkChip, TALK_LOST, "warn");
+    if (!event.detail.reachable && talkState.talk) setChip(els.talkChip, TALK_LOST, "warn", "reconnecting");
   });
   els.talk.addEventListener("click", () => (talkState.talk ? stopTalk() : startTalk()));
   els.talkMic.addEventListener("change", async () => {
@@ -61,14 +63,9 @@ async function openMic(deviceId = null) {
       video: false,
     });
   } catch (err) {
-    const text =
-      err?.name === "NotAllowedError"
-        ? "Microphone access is blocked: allow it for this site (icon in the address bar) to talk to the clinic."
-        : err?.name === "NotFoundError"
-          ? "No microphone found: connect a headset to talk to the clinic."
-          : `The microphone could not be opened (${err?.name || "error"}).`;
-    notices.show("talk", text, "error");
-    setChip(els.talkChip, "microphone unavailable", "bad");
+    const key = { NotAllowedError: "talk.micBlocked", NotFoundError: "talk.noMic" }[err?.name] || "talk.micFailed";
+    notices.show("talk", msg(key, { detail: err?.name || "" }), "error");
+    setChip(els.talkChip, msg("talk.micUnavailable"), "bad", "unavailable");
     return null;
   }
 }
@@ -84,7 +81,7 @@ async function fillMics(current) {
   devices.forEach((d, i) => {
     const option = document.createElement("option");
     option.value = d.deviceId;
-    option.textContent = d.label || `Microphone ${i + 1}`;
+    setText(option, d.label || msg("devices.micN", { n: i + 1 }));
     els.talkMic.append(option);
   });
   if (current) els.talkMic.value = current;
@@ -95,7 +92,7 @@ async function fillMics(current) {
 
 async function startTalk() {
   els.talk.disabled = true;
-  setChip(els.talkChip, "opening microphone…", "warn");
+  setChip(els.talkChip, msg("talk.opening"), "warn", "opening");
   const stream = await openMic(els.talkMic.value || null);
   els.talk.disabled = false;
   if (!stream) return;
@@ -110,25 +107,24 @@ async function startTalk() {
   });
   talkState.talk = talk;
   els.talk.setAttribute("aria-pressed", "true");
-  els.talk.textContent = "Stop talking";
+  setText(els.talk, msg("talk.stop"));
   els.talk.classList.add("active");
   talk.addEventListener("state", (event) => {
     if (talk !== talkState.talk) return;
     const { phase, connectionState, error } = event.detail;
     if (phase === "connected") {
-      setChip(els.talkChip, "clinic hears you", "live");
+      setChip(els.talkChip, msg("talk.on"), "live", "on");
       notices.clear("talk");
     } else if (phase === "connecting" || phase === "negotiated") {
-      setChip(els.talkChip, "connecting microphone…", "warn");
+      setChip(els.talkChip, msg("talk.connecting"), "warn", "connecting");
     } else if (phase === "retrying" || phase === "unstable") {
-      setChip(els.talkChip, TALK_LOST, "warn");
+      setChip(els.talkChip, TALK_LOST, "warn", "reconnecting");
     } else if (phase === "refused" || phase === "expired") {
-      const reason = error?.reason || error?.message || phase;
-      notices.show("talk", `Talk-back refused by the server: ${reason}.`, "error");
-      setChip(els.talkChip, "talk-back refused", "bad");
+      notices.show("talk", msg("talk.refusedNotice", { why: refusalText(error) }), "error");
+      setChip(els.talkChip, msg("talk.refused"), "bad", "refused");
       stopTalk({ keepChip: true });
     } else if (connectionState === "failed") {
-      setChip(els.talkChip, "talk-back failed", "bad");
+      setChip(els.talkChip, msg("talk.failed"), "bad", "failed");
     }
   });
   await talk.start();
@@ -138,9 +134,9 @@ async function stopTalk({ keepChip = false } = {}) {
   const talk = talkState.talk;
   talkState.talk = null;
   els.talk.setAttribute("aria-pressed", "false");
-  els.talk.textContent = "Talk to the clinic";
+  setText(els.talk, msg("talk.start"));
   els.talk.classList.remove("active");
-  if (!keepChip) setChip(els.talkChip, "microphone off", "idle");
+  if (!keepChip) setChip(els.talkChip, msg("talk.off"), "idle", "off");
   if (talk) await talk.stop();
   talkState.micStream?.getTracks().forEach((t) => t.stop());
   talkState.micStream = null;

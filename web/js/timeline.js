@@ -1,7 +1,18 @@
-// The replay player's timeline: segments, freezes and a marker per mark, snapshot, freeze and chat
-// message (click to jump there), the playhead, and the filters of which marks are shown.
+// The replay player's one scrubber: segments, freezes and a marker per mark, snapshot, freeze and
+// chat message (click to jump there), the playhead (drag it, tap anywhere, or arrow keys), the
+// play/pause button beside it, and the filters of which marks are shown. The <video> has no
+// controls of its own: one time line, not two that disagree about segments.
 
-import { $, clock } from "./ui.js";
+import { hasText, msg, setAttr, setText } from "./i18n.js";
+import { $, clock, el } from "./ui.js";
+
+/** "arrow by Dr Kim" in the page's language (a msg()). */
+function markLabel(tool, who) {
+  const name = hasText(`tool.${tool}`) ? msg(`tool.${tool}`) : msg("timeline.markTool");
+  return msg("timeline.mark", { tool: name, who });
+}
+
+const DRAG_SEEK_MS = 150; // while dragging, seek at most this often (the playhead follows at once)
 
 export class Timeline {
   /**
@@ -18,7 +29,10 @@ export class Timeline {
     this.total = $("#timeline-total");
     this.authors = $("#author-filter");
     this.showMarks = $("#show-annotations");
+    this.playToggle = $("#play-toggle");
     this._bind();
+    this._bindScrubbing();
+    this._bindPlayback();
   }
 
   /** Draws the timeline of `detail` (the recording's JSON). */
@@ -37,14 +51,14 @@ export class Timeline {
     }
     const markers = [];
     for (const mark of detail.timeline.marks) {
-      markers.push({ kind: "annotation", t: Math.max(0, mark.start_t), author: mark.author, label: `${mark.tool} by ${describe(mark.author)}` });
+      markers.push({ kind: "annotation", t: Math.max(0, mark.start_t), author: mark.author, label: markLabel(mark.tool, describe(mark.author)) });
     }
-    for (const s of detail.snapshots) markers.push({ kind: "snapshot", t: s.t, author: s.by, label: `snapshot by ${describe(s.by)}` });
+    for (const s of detail.snapshots) markers.push({ kind: "snapshot", t: s.t, author: s.by, label: msg("timeline.snapshot", { who: describe(s.by) }) });
     for (const c of detail.timeline.chat || []) {
-      markers.push({ kind: "chat", t: Math.max(0, c.t), author: c.from, label: `message from ${c.name || describe(c.from)}` });
+      markers.push({ kind: "chat", t: Math.max(0, c.t), author: c.from, label: msg("timeline.chat", { who: c.name || describe(c.from) }) });
     }
     detail.timeline.freezes.forEach((f) => {
-      markers.push({ kind: "freeze", t: Math.max(0, f.start_t), author: f.by, label: `frozen by ${describe(f.by)}` });
+      markers.push({ kind: "freeze", t: Math.max(0, f.start_t), author: f.by, label: msg("timeline.freeze", { who: describe(f.by) }) });
       const bar = document.createElement("div");
       bar.className = "timeline-freeze";
       bar.style.left = pct(f.start_t);
@@ -60,8 +74,8 @@ export class Timeline {
       button.dataset.t = m.t.toFixed(3);
       button.dataset.author = m.author || "";
       button.setAttribute("data-testid", "timeline-marker");
-      button.title = `${clock(m.t)} ${m.label}`;
-      button.setAttribute("aria-label", `Jump to ${clock(m.t)}: ${m.label}`);
+      setAttr(button, "title", msg("timeline.title", { time: clock(m.t), what: m.label }));
+      setAttr(button, "aria-label", msg("timeline.jump", { time: clock(m.t), what: m.label }));
       button.style.left = pct(m.t);
       button.addEventListener("click", (event) => {
         event.stopPropagation();
@@ -85,11 +99,6 @@ export class Timeline {
 
   _bind() {
     const player = this.player;
-    this.track.addEventListener("click", (event) => {
-      if (!player.detail) return;
-      const box = this.track.getBoundingClientRect();
-      player.seek(((event.clientX - box.left) / box.width) * player.totalSpan());
-    });
     this.track.addEventListener("keydown", (event) => {
       if (!player.detail) return;
       const step = event.shiftKey ? 10 : 1;
@@ -105,13 +114,72 @@ export class Timeline {
     });
   }
 
+  /** Press (mouse, pen or finger) and drag on the track: the playhead follows, the video seeks. */
+  _bindScrubbing() {
+    const { player, track } = this;
+    let drag = null; // {pointerId, t, lastSeek}
+    const timeAt = (event) => {
+      const box = track.getBoundingClientRect();
+      const share = Math.max(0, Math.min(1, (event.clientX - box.left) / box.width));
+      return share * player.totalSpan();
+    };
+    const seek = (now) => {
+      drag.lastSeek = now;
+      player.seek(drag.t);
+    };
+    track.addEventListener("pointerdown", (event) => {
+      if (!player.detail || event.target.closest(".timeline-marker") || (event.pointerType === "mouse" && event.button !== 0)) return;
+      drag = { pointerId: event.pointerId, t: timeAt(event), lastSeek: 0 };
+      track.setPointerCapture?.(event.pointerId);
+      this.showTime(drag.t);
+      seek(performance.now());
+      event.preventDefault();
+    });
+    track.addEventListener("pointermove", (event) => {
+      if (!drag || event.pointerId !== drag.pointerId) return;
+      drag.t = timeAt(event);
+      this.showTime(drag.t);
+      const now = performance.now();
+      if (now - drag.lastSeek >= DRAG_SEEK_MS) seek(now);
+    });
+    const end = (event) => {
+      if (!drag || event.pointerId !== drag.pointerId) return;
+      if (event.type === "pointerup") drag.t = timeAt(event);
+      seek(performance.now());
+      drag = null;
+    };
+    track.addEventListener("pointerup", end);
+    track.addEventListener("pointercancel", end);
+  }
+
+  /** The play/pause button (and a tap on the picture) and its label. */
+  _bindPlayback() {
+    const video = this.player.video;
+    const toggle = () => {
+      if (!this.player.detail) return;
+      if (video.paused || video.ended) video.play().catch(() => {});
+      else video.pause();
+    };
+    const show = () => {
+      const playing = !video.paused && !video.ended;
+      const label = msg(playing ? "replay.pause" : "replay.play");
+      this.playToggle.setAttribute("aria-pressed", String(playing));
+      setAttr(this.playToggle, "aria-label", label);
+      setAttr(this.playToggle, "title", label);
+    };
+    this.playToggle.addEventListener("click", toggle);
+    video.addEventListener("click", toggle);
+    for (const event of ["play", "pause", "ended", "emptied"]) video.addEventListener(event, show);
+    show();
+  }
+
   /** One checkbox per author of marks: hides or shows that author's marks. */
   _renderAuthors(detail) {
     const hidden = this.overlay.hiddenAuthors;
     const authors = [...new Set(detail.timeline.marks.map((m) => m.author))];
     this.authors.replaceChildren();
     const legend = document.createElement("legend");
-    legend.textContent = "Marks by";
+    setText(legend, msg("timeline.authors"));
     this.authors.append(legend);
     for (const author of authors) {
       const label = document.createElement("label");
@@ -129,7 +197,7 @@ export class Timeline {
       const swatch = document.createElement("span");
       swatch.className = "swatch";
       swatch.style.background = detail.timeline.marks.find((m) => m.author === author)?.color || "#fff";
-      label.append(box, swatch, document.createTextNode(this.describe(author)));
+      label.append(box, swatch, el("span", { text: this.describe(author) }));
       this.authors.append(label);
     }
     this.authors.hidden = authors.length === 0;

@@ -1,9 +1,10 @@
-// The annotation toolbar of a page that may draw: tool, colour, width and fade buttons (and the
-// current choice of each, which new marks take), undo / clear, freeze / snapshot for the lead,
-// and the status line under it.
+// The annotation toolbar of a page that may draw: tool, colour, width, text size and fade
+// buttons (and the current choice of each, which new marks take), undo / clear, freeze /
+// snapshot for the lead, and the status line under it. On small screens it folds behind a
+// Tools button (app.css decides when; the button is hidden elsewhere).
 
-import { COLORS, FADES, TOOLS, WIDTHS } from "./drawing.js";
-import { t } from "./i18n.js";
+import { COLORS, FADES, TEXT_SIZES, TOOLS, WIDTHS } from "./drawing.js";
+import { msg, setAttr, setText } from "./i18n.js";
 import { el } from "./ui.js";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -19,6 +20,7 @@ const ICONS = {
   restore: "M4 12a8 8 0 1 0 3-6.2M4 4v5h5",
   freeze: "M8 5v14M16 5v14",
   snapshot: "M4 8h4l2-3h4l2 3h4v11H4zM12 10a3.5 3.5 0 1 0 0.01 0z",
+  tools: "M4 7h10M18 7h2M4 17h2M10 17h10M16 5v4M8 15v4",
 };
 
 function icon(name) {
@@ -36,7 +38,7 @@ function icon(name) {
 /** A labelled button with an icon. */
 function iconButton(name, label, attrs) {
   const b = el("button", { type: "button", ...attrs });
-  const text = el("span", { text: label });
+  const text = el("span", { class: "tool-label", text: label });
   b.append(icon(name), text);
   return { button: b, label: text };
 }
@@ -51,23 +53,38 @@ export class Toolbar {
     this.tool = layer.canDraw && layer.page === "surgeon" ? "pen" : null;
     this.color = layer.page === "surgeon" ? COLORS[0].value : COLORS[1].value;
     this.width = WIDTHS[1].value;
+    this.textSize = TEXT_SIZES[1].value;
     this.fadeS = null;
     this.status = null;
     this.toolButtons = new Map();
     this.colorButtons = new Map();
     this.widthButtons = new Map();
+    this.textSizeButtons = new Map();
     if (layer.canDraw && host) this._build(host);
   }
 
   _build(host) {
     const layer = this.layer;
+    const barId = `annotation-toolbar-${layer.page}`;
+    const { button: toggle } = iconButton("tools", msg("toolbar.toggle"), {
+      class: "tools-toggle",
+      "data-testid": "tools-toggle",
+      "aria-expanded": "false",
+      "aria-controls": barId,
+      title: msg("toolbar.toolsTitle"),
+    });
+    toggle.addEventListener("click", () => {
+      const open = host.classList.toggle("open");
+      toggle.setAttribute("aria-expanded", String(open));
+    });
     const bar = el("div", {
+      id: barId,
       class: "annotation-toolbar",
       role: "toolbar",
-      "aria-label": "Annotation tools",
+      "aria-label": msg("toolbar.label"),
       "data-testid": "annotation-toolbar",
     });
-    const tools = el("div", { class: "tool-group", role: "group", "aria-label": "Drawing tool" });
+    const tools = el("div", { class: "tool-group", role: "group", "aria-label": msg("toolbar.tools") });
     for (const t of TOOLS) {
       const { button } = iconButton(t.id, t.label, { class: "tool", "data-testid": `tool-${t.id}`, "aria-pressed": "false", title: t.title });
       button.addEventListener("click", () => layer.setTool(this.tool === t.id ? null : t.id));
@@ -78,7 +95,7 @@ export class Toolbar {
     const colors = this._choices(COLORS, {
       kind: "color",
       buttonClass: "swatch",
-      group: { class: "tool-group swatches", label: "Colour" },
+      group: { class: "tool-group swatches", label: msg("toolbar.colour") },
       current: this.color,
       pick: (value) => this.setColor(value),
     });
@@ -86,12 +103,25 @@ export class Toolbar {
     const widths = this._choices(WIDTHS, {
       kind: "width",
       buttonClass: "width",
-      group: { class: "tool-group widths", label: "Line width" },
+      group: { class: "tool-group widths", label: msg("toolbar.width") },
       current: this.width,
       pick: (value) => this.setWidth(value),
       sample: true,
     });
     this.widthButtons = widths.buttons;
+    // Text size is its own choice: a label stays readable whatever the line width.
+    const textSizes = this._choices(
+      TEXT_SIZES,
+      {
+        kind: "text-size",
+        buttonClass: "text-size",
+        group: { class: "tool-group text-sizes", label: msg("toolbar.textSize") },
+        current: this.textSize,
+        pick: (value) => this.setTextSize(value),
+        glyph: true,
+      },
+    );
+    this.textSizeButtons = textSizes.buttons;
 
     const fadeId = `annotation-fade-${layer.page}`;
     const fadeSelect = el("select", { id: fadeId, "data-testid": "fade" });
@@ -100,54 +130,54 @@ export class Toolbar {
       this.fadeS = fadeSelect.value ? Number(fadeSelect.value) : null;
     });
     const fade = el("div", { class: "tool-group" }, [
-      el("label", { for: fadeId, class: "visually-hidden", text: "New marks" }),
+      el("label", { for: fadeId, class: "visually-hidden", text: msg("toolbar.fade") }),
       fadeSelect,
     ]);
 
-    const actions = el("div", { class: "tool-group", role: "group", "aria-label": "Marks" });
-    this.undoButton = iconButton("undo", "Undo", { "data-testid": "undo", title: "Undo your last mark (Ctrl+Z)" }).button;
+    const actions = el("div", { class: "tool-group", role: "group", "aria-label": msg("toolbar.marks") });
+    this.undoButton = iconButton("undo", msg("toolbar.undo"), { "data-testid": "undo", title: msg("toolbar.undo.title") }).button;
     this.undoButton.addEventListener("click", () => layer.undo());
     actions.append(this.undoButton);
     if (layer.isLead) {
-      this.clearButton = iconButton("clear", "Clear all", { "data-testid": "clear", title: "Remove every mark, for everyone" }).button;
+      this.clearButton = iconButton("clear", msg("toolbar.clear"), { "data-testid": "clear", title: msg("toolbar.clear.title") }).button;
       this.clearButton.addEventListener("click", () => layer.clear());
-      const restore = iconButton("restore", t("marks.restore"), {
+      const restore = iconButton("restore", msg("marks.restore"), {
         "data-testid": "restore-marks",
-        title: t("marks.restore_title"),
+        title: msg("marks.restore_title"),
         hidden: "",
       });
       this.restoreButton = restore.button;
       this.restoreButton.addEventListener("click", () => layer.restoreMarks());
       actions.append(this.clearButton, this.restoreButton);
     }
-    bar.append(tools, colors.group, widths.group, fade, actions);
+    bar.append(tools, colors.group, widths.group, textSizes.group, fade, actions);
 
     if (layer.isLead) {
-      const picture = el("div", { class: "tool-group", role: "group", "aria-label": "Picture" });
-      const freeze = iconButton("freeze", "Freeze", {
+      const picture = el("div", { class: "tool-group", role: "group", "aria-label": msg("toolbar.picture") });
+      const freeze = iconButton("freeze", msg("toolbar.freeze"), {
         class: "freeze",
         "data-testid": "freeze",
         "aria-pressed": "false",
-        title: "Pause everyone on the current frame",
+        title: msg("toolbar.freeze.title"),
       });
       this.freezeButton = freeze.button;
       this.freezeLabel = freeze.label;
       this.freezeButton.addEventListener("click", () => layer.toggleFreeze());
-      this.snapshotButton = iconButton("snapshot", "Snapshot", {
+      this.snapshotButton = iconButton("snapshot", msg("toolbar.snapshot"), {
         "data-testid": "snapshot",
-        title: "Save the picture with its marks as a PNG",
+        title: msg("toolbar.snapshot.title"),
       }).button;
       this.snapshotButton.addEventListener("click", () => layer.takeSnapshot());
       picture.append(this.freezeButton, this.snapshotButton);
       bar.append(picture);
     }
     this.status = el("p", { class: "hint annotation-status", "data-testid": "annotation-status", "aria-live": "polite" });
-    host.append(bar, this.status);
+    host.append(toggle, bar, this.status);
     this.update();
   }
 
   /** A group of buttons, one per choice (`data-<kind>` its id), the current one pressed. */
-  _choices(items, { kind, buttonClass, group, current, pick, sample = false }) {
+  _choices(items, { kind, buttonClass, group, current, pick, sample = false, glyph = false }) {
     const node = el("div", { class: group.class, role: "group", "aria-label": group.label });
     const buttons = new Map();
     for (const item of items) {
@@ -162,6 +192,8 @@ export class Toolbar {
       });
       // A line of the width itself, drawn by the stylesheet.
       if (sample) b.append(el("span", { class: "width-sample", "aria-hidden": "true" }));
+      // A letter at the size (relative), drawn by the stylesheet.
+      if (glyph) b.append(el("span", { class: "text-size-sample", "aria-hidden": "true", text: "A" }));
       b.addEventListener("click", () => pick(item.value));
       buttons.set(item.value, b);
       node.append(b);
@@ -185,6 +217,11 @@ export class Toolbar {
     for (const [value, b] of this.widthButtons) b.setAttribute("aria-pressed", String(value === width));
   }
 
+  setTextSize(size) {
+    this.textSize = size;
+    for (const [value, b] of this.textSizeButtons) b.setAttribute("aria-pressed", String(value === size));
+  }
+
   /** Enables what can be done now: undo with own marks, clear with any, freeze while idle. */
   update() {
     if (!this.undoButton) return;
@@ -198,12 +235,14 @@ export class Toolbar {
       const busy = freezeFrame.busy;
       this.freezeButton.setAttribute("aria-pressed", String(frozen));
       this.freezeButton.disabled = busy;
-      this.freezeLabel.textContent = busy ? (frozen ? "Resuming…" : "Freezing…") : frozen ? "Resume live" : "Freeze";
-      this.freezeButton.title = frozen ? "Return everyone to the live picture" : "Pause everyone on the current frame";
+      const label = busy ? (frozen ? "toolbar.resuming" : "toolbar.freezing") : frozen ? "toolbar.resume" : "toolbar.freeze";
+      setText(this.freezeLabel, msg(label));
+      setAttr(this.freezeButton, "title", msg(frozen ? "toolbar.resume.title" : "toolbar.freeze.title"));
     }
   }
 
+  /** The toolbar's status line: a msg() (or "" to clear). */
   say(text) {
-    if (this.status) this.status.textContent = text;
+    if (this.status) setText(this.status, text);
   }
 }

@@ -1,34 +1,41 @@
 // Small DOM helpers shared by the pages. Everything user- or server-provided goes through
 // textContent (never innerHTML), so chat text or names cannot inject markup.
 
+import { msg, setAttr, setText } from "./i18n.js";
+import { refusalText } from "./api.js";
 import { normaliseParticipant } from "./room.js";
 
 export const $ = (selector, root = document) => root.querySelector(selector);
 
-/** A new element: `text` sets its text, `dataset` its data-*, null/false attributes are left out. */
+/** A new element: `text` sets its text, `dataset` its data-*, null/false attributes are left out;
+ * a msg() as text or attribute (aria-label, title…) is re-written on a language switch. */
 export function el(tag, attrs = {}, children = []) {
   const node = document.createElement(tag);
   for (const [name, value] of Object.entries(attrs)) {
     if (value == null || value === false) continue;
-    if (name === "text") node.textContent = value;
+    if (name === "text") setText(node, value);
     else if (name === "dataset") Object.assign(node.dataset, value);
+    else if (typeof value === "object") setAttr(node, name, value);
     else node.setAttribute(name, value === true ? "" : String(value));
   }
   for (const child of children) node.append(child);
   return node;
 }
 
-const ROLE_LABELS = { clinic: "Clinic", surgeon: "Surgeon", observer: "Observer", admin: "Admin" };
+const ROLES = new Set(["clinic", "surgeon", "observer", "admin"]);
 
+/** A role as people read it (a msg(), see i18n.js). */
 export function roleLabel(role) {
-  return ROLE_LABELS[role] || role || "Participant";
+  return msg(ROLES.has(role) ? `role.${role}` : "role.participant");
 }
 
-/** Sets a status chip's text and tone ("ok" | "warn" | "bad" | "idle" | "live"). */
-export function setChip(el, text, tone = "idle") {
+/** Sets a status chip's text (a msg()), tone ("ok" | "warn" | "bad" | "idle" | "live") and
+ * `data-state`, the language-free state that tests and styles read. */
+export function setChip(el, text, tone = "idle", state = null) {
   if (!el) return;
-  el.textContent = text;
+  setText(el, text);
   el.dataset.tone = tone;
+  if (state) el.dataset.state = state;
 }
 
 /** Tone of an RTCPeerConnection.connectionState. */
@@ -57,7 +64,7 @@ export class Notices {
       this.items.set(key, item);
     }
     item.dataset.level = level;
-    item.textContent = text;
+    setText(item, text);
     item.setAttribute("role", level === "error" ? "alert" : "status");
     return item;
   }
@@ -79,17 +86,18 @@ export function showFatal(error) {
   const chips = $("#chips");
   if (chips) chips.hidden = true;
   panel.hidden = false;
-  $("#fatal-title", panel).textContent = error.title || "Something went wrong.";
-  $("#fatal-detail", panel).textContent = error.detail || error.message || String(error);
+  const title = error.title || msg("error.title");
+  setText($("#fatal-title", panel), title);
+  setText($("#fatal-detail", panel), error.detail || error.message || String(error));
   const link = $("#fatal-link", panel);
   if (error.redirect) {
     link.href = error.redirect;
-    link.textContent = "Open the right page";
+    setText(link, msg("error.openRightPage"));
     link.hidden = false;
   } else {
     link.hidden = true;
   }
-  document.title = `EndoLink – ${error.title || "error"}`;
+  setText(document.querySelector("title"), msg("title.withPart", { part: title }));
   panel.focus?.();
 }
 
@@ -108,7 +116,7 @@ export function renderPresence(list, participants, you, { reconnecting = false }
     li.dataset.identity = p.identity;
     const badge = document.createElement("span");
     badge.className = "role-badge";
-    badge.textContent = roleLabel(p.role);
+    setText(badge, roleLabel(p.role));
     const name = document.createElement("span");
     name.className = "who";
     name.textContent = p.name || p.identity;
@@ -116,12 +124,12 @@ export function renderPresence(list, participants, you, { reconnecting = false }
     if (you && p.identity === you) {
       const me = document.createElement("span");
       me.className = "me";
-      me.textContent = "(you)";
+      setText(me, msg("presence.you"));
       li.append(me);
     } else if (reconnecting || p.reconnecting) {
       const status = document.createElement("span");
       status.className = "presence-status";
-      status.textContent = "reconnecting…";
+      setText(status, msg("presence.reconnecting"));
       li.append(status);
     }
     list.append(li);
@@ -129,13 +137,13 @@ export function renderPresence(list, participants, you, { reconnecting = false }
   if (!people.length) {
     const li = document.createElement("li");
     li.className = "empty";
-    li.textContent = "Nobody connected yet.";
+    setText(li, msg("presence.nobody"));
     list.append(li);
   }
   return people;
 }
 
-/** "clinic-1a2b3c4d" → "Clinic"; with a participants list, uses names when known. */
+/** "clinic-1a2b3c4d" → the role's label (a msg()); with a participants list, names when known. */
 export function describer(getParticipants) {
   return (identity, role) => {
     const p = (getParticipants() || []).map(normaliseParticipant).find((x) => x && x.identity === identity);
@@ -150,27 +158,28 @@ export function bindRoomChip(room, chip, notices) {
   room.addEventListener("state", (event) => {
     const { state } = event.detail;
     if (state === "open") {
-      setChip(chip, "room: connected", "ok");
+      setChip(chip, msg("room.connected"), "ok", "connected");
       notices.clear("room");
     } else if (state === "connecting") {
-      setChip(chip, "room: connecting", "warn");
+      setChip(chip, msg("room.connecting"), "warn", "connecting");
     } else if (state === "reconnecting") {
-      setChip(chip, "room: reconnecting", "warn");
+      setChip(chip, msg("room.reconnecting"), "warn", "reconnecting");
     } else {
-      setChip(chip, "room: closed", "idle");
+      setChip(chip, msg("room.closed"), "idle", "closed");
     }
   });
   room.addEventListener("error", (event) => {
     const { code, reason } = event.detail || {};
-    notices.show("room-error", `Server: ${reason || code || "error"}`, "error");
+    notices.show("room-error", refusalText({ status: 400, code, reason }), "error");
     setTimeout(() => notices.clear("room-error"), 10000);
   });
 }
 
-export function formatTime(iso) {
+/** A server time (ISO text or Unix seconds) as a msg() parameter, formatted in the page's language. */
+export function when(iso) {
   if (!iso) return "";
   const d = new Date(typeof iso === "number" ? iso * 1000 : iso);
-  return Number.isNaN(d.getTime()) ? String(iso) : d.toLocaleString();
+  return Number.isNaN(d.getTime()) ? String(iso) : { date: d.getTime() };
 }
 
 /** Seconds as "m:ss" or "h:mm:ss". */
@@ -182,9 +191,20 @@ export function clock(seconds) {
   return h ? `${h}:${String(m).padStart(2, "0")}:${sec}` : `${m}:${sec}`;
 }
 
-/** A duration: tenths of a second under a minute, else a clock. */
+/** A duration (a msg()): tenths of a second under a minute, else a clock. */
 export function duration(seconds) {
-  if (!seconds) return "0 s";
-  if (seconds < 60) return `${seconds.toFixed(1)} s`;
-  return clock(seconds);
+  if (seconds >= 60) return msg("time.clock", { clock: clock(seconds) });
+  const tenths = { minimumFractionDigits: seconds ? 1 : 0, maximumFractionDigits: 1 };
+  return msg("time.seconds", { n: { number: seconds || 0, options: tenths } });
+}
+
+/** A phone turned sideways: the video fills the screen's height, so bring all of it into view
+ * (the top bar stays a scroll away above it). The query matches app.css's landscape-phone rule. */
+export function keepInViewOnLandscapePhone(frame) {
+  const landscapePhone = matchMedia("(max-height: 500px) and (orientation: landscape)");
+  const follow = () => {
+    if (landscapePhone.matches) frame.scrollIntoView({ block: "start" });
+  };
+  landscapePhone.addEventListener("change", follow);
+  follow();
 }

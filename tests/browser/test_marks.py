@@ -14,17 +14,10 @@ from signaling.keys import RECORDINGS, SETTINGS
 from tests.peers import viewer, wait_until
 from tests.replay_support import at, make_recording, stroke, write_log
 
+from . import test_annotations as live
 from .conftest import Browser, LiveServer, playwright_api
-from .test_annotations import (
-    drag,
-    open_consultation,
-    picture,
-    select_tool,
-    wait_clear,
-    wait_color,
-)
 from .test_pages import start_clinic_stream
-from .test_replay import OVERLAY_PIXEL, is_green, pixel_at, wait_for
+from .test_replay import is_green, pixel_at, wait_for
 
 expect = playwright_api.expect
 
@@ -57,14 +50,16 @@ class BurnedIn:
 async def test_a_new_stream_archives_the_marks_everywhere_and_restore_brings_them_back(
     live_server: LiveServer, browser: Browser
 ) -> None:
-    consultation, clinic, surgeon, surgeon_token = await open_consultation(live_server, browser)
+    consultation, clinic, surgeon, surgeon_token = await live.open_consultation(
+        live_server, browser
+    )
     cid = consultation.id
-    s_pic = await picture(surgeon, "remote-video")
-    c_pic = await picture(clinic, "local-preview")
-    await select_tool(surgeon, "pen")
+    s_pic = await live.picture(surgeon, "remote-video")
+    c_pic = await live.picture(clinic, "local-preview")
+    await live.select_tool(surgeon, "pen")
     await surgeon.get_by_test_id("color-magenta").click()
-    await drag(surgeon, s_pic, STROKE)
-    await wait_color(clinic, c_pic, ON_STROKE, MAGENTA)
+    await live.drag(surgeon, s_pic, STROKE)
+    await live.wait_color(clinic, c_pic, ON_STROKE, MAGENTA)
     restore = surgeon.get_by_test_id("restore-marks")
     await expect(restore).to_be_hidden()
 
@@ -79,7 +74,7 @@ async def test_a_new_stream_archives_the_marks_everywhere_and_restore_brings_the
         await expect(clinic.get_by_test_id("start-stream")).to_be_enabled(timeout=10_000)
         await start_clinic_stream(clinic)
         for page, pic in ((surgeon, s_pic), (clinic, c_pic)):
-            await wait_clear(page, pic, ON_STROKE, timeout=10_000)
+            await live.wait_clear(page, pic, ON_STROKE, timeout=10_000)
         await expect(restore).to_be_visible()
         await expect(surgeon.get_by_test_id("annotation-status")).to_contain_text("put away")
         archived_at = time.monotonic()
@@ -88,7 +83,7 @@ async def test_a_new_stream_archives_the_marks_everywhere_and_restore_brings_the
 
         await restore.click()
         for page, pic in ((surgeon, s_pic), (clinic, c_pic)):
-            await wait_color(page, pic, ON_STROKE, MAGENTA, timeout=10_000)
+            await live.wait_color(page, pic, ON_STROKE, MAGENTA, timeout=10_000)
         await expect(restore).to_be_hidden()
         restored_at = time.monotonic()
         assert await wait_until(lambda: any(burned.since(restored_at)), 15), "not burned in"
@@ -97,7 +92,7 @@ async def test_a_new_stream_archives_the_marks_everywhere_and_restore_brings_the
 async def test_the_freeze_ends_everywhere_when_the_surgeon_who_froze_leaves(
     live_server: LiveServer, browser: Browser
 ) -> None:
-    _, clinic, surgeon, _ = await open_consultation(live_server, browser)
+    _, clinic, surgeon, _ = await live.open_consultation(live_server, browser)
     await surgeon.get_by_test_id("freeze").click()
     await expect(clinic.get_by_test_id("frozen-badge")).to_be_visible(timeout=8_000)
     await surgeon.close()  # the surgeon leaves (the page goes: an explicit leave)
@@ -105,48 +100,51 @@ async def test_the_freeze_ends_everywhere_when_the_surgeon_who_froze_leaves(
     await expect(clinic.get_by_text("the surgeon who froze it has left")).to_be_visible()
 
 
+async def open_recording(live_server: LiveServer, browser: Browser, entries, **recording):  # type: ignore[no-untyped-def]
+    """A consultation with one recording (``make_recording`` arguments) and the annotation log
+    ``entries(made)``, open on the replay page; returns the page and the recording."""
+    app = live_server.app
+    consultation = await live_server.consultation(consent=True)
+    data = app[SETTINGS].data_dir
+    made = await make_recording(data, app[RECORDINGS].index, consultation.id, **recording)
+    write_log(data, consultation.id, entries(made))
+    token = live_server.token("surgeon", consultation.id)
+    page = await browser.open(live_server.url("replay", token), "replay")
+    await page.get_by_test_id("recording-item").first.get_by_role("button").click()
+    return page, made
+
+
 async def test_the_replay_shows_the_marks_on_the_session_they_were_drawn_on(
     live_server: LiveServer, browser: Browser
 ) -> None:
-    app = live_server.app
-    consultation = await live_server.consultation(consent=True, title="Two pictures")
-    cid = consultation.id
-    data = app[SETTINGS].data_dir
-    made = await make_recording(data, app[RECORDINGS].index, cid, segments=(6.0,))
-    write_log(
-        data,
-        cid,
-        [
+    def entries(made):  # type: ignore[no-untyped-def]
+        return [
             at(made, 1.0, op="add", by="surgeon-test", annotation=stroke()),
             at(made, 2.5, op="archive", by=None, count=1),
             at(made, 4.0, op="restore", by="surgeon-test", annotations=[stroke()]),
-        ],
-    )
-    page = await browser.open(live_server.url("replay", live_server.token("surgeon", cid)), "r")
-    await page.get_by_test_id("recording-item").first.get_by_role("button").click()
-    await wait_for(
-        page, "() => document.querySelector('[data-testid=\"replay-video\"]').readyState >= 2"
-    )
+        ]
+
+    page, _ = await open_recording(live_server, browser, entries, segments=(6.0,))
+    ready = "() => document.querySelector('[data-testid=\"replay-video\"]').readyState >= 2"
+    await wait_for(page, ready)
     for t, present in [(1.8, True), (3.2, False), (0.5, False), (4.8, True)]:
         sample = await pixel_at(page, t)
         assert is_green(sample["rgba"]) is present, (t, sample)
-    assert OVERLAY_PIXEL  # the same probe as the replay tests
 
 
 @pytest.mark.timeout(240)  # making the recording is slow on a loaded 2-core machine
 async def test_an_export_shows_the_time_left_and_can_be_cancelled(
     live_server: LiveServer, browser: Browser
 ) -> None:
-    app = live_server.app
-    consultation = await live_server.consultation(consent=True, title="Long export")
-    cid = consultation.id
-    data = app[SETTINGS].data_dir
-    made = await make_recording(data, app[RECORDINGS].index, cid, segments=(40.0,), size=(640, 368))
-    write_log(data, cid, [at(made, 1.0, op="add", by="surgeon-test", annotation=stroke())])
+    def entries(made):  # type: ignore[no-untyped-def]
+        return [at(made, 1.0, op="add", by="surgeon-test", annotation=stroke())]
+
+    # 30 s at 720p (1 s encoded once and repeated): still running when cancelled.
+    page, made = await open_recording(
+        live_server, browser, entries, segments=(30.0,), size=(1280, 720), loop_s=1.0
+    )
     files = sorted(made.directory.glob("*.webm"))
     original = [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
-    page = await browser.open(live_server.url("replay", live_server.token("surgeon", cid)), "r")
-    await page.get_by_test_id("recording-item").first.get_by_role("button").click()
     await expect(page.get_by_test_id("download")).to_be_enabled()
     await page.get_by_test_id("export-annotated").click()
     state = page.get_by_test_id("export-state")

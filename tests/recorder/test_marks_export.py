@@ -5,40 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import av
 import numpy as np
-import pytest
 
 from recorder.annotation_log import read_annotation_log
 from recorder.burnin import DRAW_FIRST, BurnIn
 from recorder.export import ExportSource, export_annotated
-from recorder.index import RecordingIndex
 from recorder.jobs import ExportJobs, JobState
 from recorder.timeline import build_timeline
 from relay.annotations import Annotation
 from relay.overlay import draw_yuv420
 from relay.rendition import plane_array
-from signaling.db.store import DB_FILENAME, ConsultationStore
 from tests.peers import wait_until
-from tests.replay_support import Made, at, make_recording, stroke, write_log
+from tests.replay_support import Made, at, stroke, write_log
 
-from .test_export import PROBE, SIZE, frames_rgb, is_green
-
-
-@pytest.fixture
-async def recorded(tmp_path: Path) -> AsyncIterator[tuple[Path, Made]]:
-    data = tmp_path / "data"
-    store = ConsultationStore(data / DB_FILENAME)
-    consultation = await store.create("marks", "VP8", consent_by="Dr. A", recorded_by="t")
-    await store.close()
-    index = RecordingIndex(data / DB_FILENAME)
-    try:
-        yield data, await make_recording(data, index, consultation.id, segments=(4.0,), size=SIZE)
-    finally:
-        await index.close()
+from .test_export import PROBE, frames_rgb, is_green
+from .test_export import recorded as recorded  # the 3 s recording fixture
 
 
 def log_with_archive(data: Path, made: Made) -> Path:
@@ -68,7 +52,7 @@ async def test_archived_marks_leave_the_timeline_and_the_export_until_restored(
 
     output = data / "archive.mp4"
     await asyncio.to_thread(
-        export_annotated, [ExportSource(made.segment_path(), 0.0, 120)], timeline, output
+        export_annotated, [ExportSource(made.segment_path(), 0.0, 90)], timeline, output
     )
     x, y = PROBE
     for t, rgb in frames_rgb(output):
@@ -113,7 +97,7 @@ async def test_a_cancelled_export_stops_removes_its_files_and_leaves_the_recordi
     timeline = build_timeline(read_annotation_log(log_with_archive(data, made)), made.manifest)
     original = hashlib.sha256(made.segment_path().read_bytes()).hexdigest()
     # A long input (the segment ten times) so the export is still running when cancelled.
-    sources = [ExportSource(made.segment_path(), 4.0 * n, 120) for n in range(10)]
+    sources = [ExportSource(made.segment_path(), 3.0 * n, 90) for n in range(10)]
     jobs = ExportJobs()
     try:
         job = jobs.start(made.id, made.directory, "surgeon-test", lambda: (sources, timeline))

@@ -145,13 +145,21 @@ async def test_a_clinic_reconnecting_within_the_offline_window_keeps_the_marks(
             assert router.board.archived == () and feed.sessions == 1
 
 
+async def frozen_by_the_surgeon(
+    client: TestClient, make_token: MakeToken, cid: str
+) -> tuple[ClientWebSocketResponse, str, ClientWebSocketResponse]:
+    """Surgeon and clinic in the room, the picture frozen by the surgeon (clinic told)."""
+    (surgeon, surgeon_id), (clinic, _) = await room(client, make_token, cid, "surgeon", "clinic")
+    await surgeon.send_json({"type": "freeze", "frozen": True})
+    assert (await next_of(clinic, "freeze"))["frozen"] is True
+    return surgeon, surgeon_id, clinic
+
+
 async def test_the_freeze_ends_when_the_surgeon_who_froze_leaves(
     client: TestClient, make_token: MakeToken, consultation: Consultation
 ) -> None:
     cid = consultation.id
-    (surgeon, surgeon_id), (clinic, _) = await room(client, make_token, cid, "surgeon", "clinic")
-    await surgeon.send_json({"type": "freeze", "frozen": True})
-    assert (await next_of(clinic, "freeze"))["frozen"] is True
+    surgeon, surgeon_id, clinic = await frozen_by_the_surgeon(client, make_token, cid)
     await surgeon.close()  # an explicit leave (1000): released at once
     released = await next_of(clinic, "freeze", timeout=2.0)
     assert released == {
@@ -171,9 +179,7 @@ async def test_a_lost_surgeon_keeps_the_freeze_until_the_reconnect_grace_ends(
     client: TestClient, make_token: MakeToken, consultation: Consultation
 ) -> None:
     cid = consultation.id
-    (surgeon, surgeon_id), (clinic, _) = await room(client, make_token, cid, "surgeon", "clinic")
-    await surgeon.send_json({"type": "freeze", "frozen": True})
-    assert (await next_of(clinic, "freeze"))["frozen"] is True
+    surgeon, surgeon_id, clinic = await frozen_by_the_surgeon(client, make_token, cid)
     await surgeon.close(code=4000)  # the page's "reconnecting" close: a lost connection
     presence = await next_of(clinic, "presence")
     held = [p for p in presence["participants"] if p["identity"] == surgeon_id]

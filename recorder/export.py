@@ -1,15 +1,19 @@
 """Annotated export: a recording re-encoded as one H.264 MP4 with the marks burned in.
 
-Every segment file is decoded (PyAV), each video frame gets the marks visible at its recording
-time drawn into it (``relay/overlay.py``, the live burn-in's drawing, on the 4:2:0 planes), and is
-encoded with libx264 (yuv420p, CRF 20, ``veryfast``) into an MP4 whose index sits in front
-(``+faststart``: it plays while downloading). The clinic's microphone and the surgeon's talk-back
-are decoded and mixed into one AAC track (Opus in MP4 is not what most players expect, and a
-second track is one most players never play). During a freeze the picture holds the frame shown
+Every segment file is decoded (PyAV), each video frame gets the marks visible at its recording time
+drawn into it (``relay/overlay.py``, the live burn-in's drawing, on the 4:2:0 planes), and is
+encoded with libx264 (yuv420p, CRF 20, fast settings: ``X264_OPTIONS``) into an MP4 whose index sits
+in front (``+faststart``: it plays while downloading). The clinic's microphone and the surgeon's
+talk-back are decoded and mixed into one AAC track (Opus in MP4 is not what most players expect, and
+a second track is one most players never play). During a freeze the picture holds the frame shown
 when the surgeon froze it (the live rendition's rule), with the marks drawn during the freeze.
 
 Segments are joined end to end (the time a publisher was away is not reproduced as black video);
 each segment's marks are placed with its own ``offset_s`` on the recording clock.
+
+Speed (docs/benchmarks.md, ``python -m bench.export``): frames without marks go to the encoder
+as decoded, marks that stay on screen are drawn once and composited (``recorder/burnin.py``), the
+decoder and the encoder use both cores.
 
 Blocking and CPU-heavy: ``recorder/jobs.py`` runs it in a worker thread.
 """
@@ -17,19 +21,17 @@ Blocking and CPU-heavy: ``recorder/jobs.py`` runs it in a worker thread.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
 import av
 import numpy as np
 
 from persistence.files import Sync, move_into_place
-from relay.overlay import draw_yuv420
-from relay.rendition import plane_array
 
+from .burnin import BurnIn
 from .timeline import FreezeSpan, Timeline
 
 VIDEO_TIME_BASE = Fraction(1, 90_000)
@@ -37,8 +39,15 @@ AUDIO_RATE = 48_000
 AAC_FRAME = 1024
 AUDIO_SETTLE_S = 2.0
 "Audio older than this behind the newest demuxed packet is final: mixed, encoded, written."
-X264_OPTIONS = {"crf": "20", "preset": "veryfast"}
-ENCODER_THREADS = 2
+X264_OPTIONS = {"crf": "20", "preset": "ultrafast", "x264-params": "deblock=1,0:cabac=1"}
+"""CRF 20 keeps mucosal texture and the marks' edges visually lossless at 720p. ``ultrafast``
+with its two costly omissions put back — the in-loop deblocking filter (without it flat, dark
+areas turn blocky) and CABAC (~20 % smaller files) — costs ~11 ms of CPU per 720p frame against
+~15 for ``superfast`` and ~25 for ``veryfast`` (the old setting), at the same SSIM to the source
+(0.985; docs/benchmarks.md). The files are larger (~4.8 against ~3.3 Mbit/s): fine for a
+download, and what buys the ≥ 2× real-time export on two cores."""
+THREADS = 2
+"Decoder and encoder threads each: the machine's two cores (the job runs at a lower priority)."
 
 
 class ExportCancelled(Exception):
@@ -124,19 +133,22 @@ def export_annotated(
     output: Path,
     on_progress: Callable[[float], None] = lambda fraction: None,
     cancelled: Callable[[], bool] = lambda: False,
+    x264: Mapping[str, str] = X264_OPTIONS,
 ) -> ExportResult:
     """Write ``output`` (MP4). Blocking and CPU-heavy: call it in a worker thread. The file
-    appears only when complete (written as ``<output>.partial`` first)."""
+    appears only when complete (written as ``<output>.partial`` first); ``cancelled`` is asked
+    before every packet, so a cancel ends the export within one frame's work and leaves no file."""
     width, height = _first_size(sources)
     partial = output.with_name(output.name + ".partial")
     expected = sum(s.frames for s in sources)
     result = ExportResult(width=width, height=height)
     out = av.open(str(partial), "w", format="mp4", options={"movflags": "+faststart"})
     try:
-        video = out.add_stream("libx264", rate=30, options=dict(X264_OPTIONS))
+        video = out.add_stream("libx264", rate=30, options=dict(x264))
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         video.codec_context.time_base = VIDEO_TIME_BASE
-        video.codec_context.thread_count = ENCODER_THREADS
+        video.codec_context.thread_count = THREADS
+        burn_in = BurnIn(width, height)
         video.time_base = VIDEO_TIME_BASE
         audio = out.add_stream("aac", rate=AUDIO_RATE, layout="stereo")
         audio.bit_rate = 128_000
@@ -167,6 +179,8 @@ def export_annotated(
             end_s = shift
             with av.open(str(source.path)) as container:
                 streams = [s for s in container.streams if s.type in ("video", "audio")]
+                for stream in container.streams.video:
+                    stream.thread_type, stream.thread_count = "AUTO", THREADS
                 resamplers = {
                     s.index: av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_RATE)
                     for s in streams
@@ -201,7 +215,7 @@ def export_annotated(
                         elif frozen is None or frozen[0] is not span:
                             frozen = (span, frame)
                         shown = frozen[1] if frozen is not None else frame
-                        picture = _burn_in(shown, width, height, timeline.visible(t_recording))
+                        picture = burn_in.frame(shown, timeline.visible(t_recording))
                         pts = max(last_pts + 1, int(round((shift + t_file) * 90_000)))
                         last_pts = pts
                         picture.pts = pts
@@ -230,16 +244,3 @@ def export_annotated(
     result.bytes = output.stat().st_size
     on_progress(1.0)
     return result
-
-
-def _burn_in(frame: av.VideoFrame, width: int, height: int, marks: Sequence[Any]) -> av.VideoFrame:
-    """A new yuv420p frame of the output size with ``marks`` drawn in (never draws on the decoded
-    frame itself: it may be the decoder's reference picture, or the held freeze frame)."""
-    source = frame.reformat(width=width, height=height, format="yuv420p")
-    picture = av.VideoFrame(width, height, "yuv420p")
-    planes = [plane_array(p) for p in picture.planes]
-    for target, plane in zip(planes, source.planes, strict=True):
-        np.copyto(target, plane_array(plane))
-    if marks:
-        draw_yuv420(planes, marks)
-    return picture

@@ -1,7 +1,10 @@
 """Export jobs: annotated exports (``recorder/export.py``) run in the background.
 
 ``ExportJobs`` runs exports one at a time in a worker thread (never on the event loop), at a lower
-CPU priority than the live relay, with progress (0–100 %) readable at any time. The result is
+CPU priority than the live relay, with progress (0–100 %) and an estimate of the time left readable
+at any time. A job can be cancelled: queued, it never starts; running, the export stops within a
+packet's work (``CANCEL_WAIT_S`` bounds the wait), its partial file is removed and the recording
+is never touched (an export only reads it). The result is
 stored beside the recording: ``<recording>/exports/<job>.mp4`` (written as ``.partial`` and
 renamed when complete) plus ``<job>.json`` (state, who asked, when, size).
 """
@@ -35,6 +38,10 @@ EXPORTS_DIR = "exports"
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{12}")
 NICE = 10
 "Export threads run this much nicer than the server: the live relay keeps its CPU."
+CANCEL_WAIT_S = 5.0
+"How long ``cancel`` waits for a running export to stop (one packet's work, normally ms)."
+ETA_AFTER = 2.0
+"Progress (%) before the time left is estimated: the first frames say little about the rest."
 
 
 class JobState(StrEnum):
@@ -42,6 +49,11 @@ class JobState(StrEnum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    CANCELLED = "cancelled"
+    "Someone cancelled it: no file was made."
+
+
+_ACTIVE = (JobState.QUEUED, JobState.RUNNING)
 
 
 @dataclass
@@ -59,6 +71,18 @@ class ExportJob:
     error: str | None = None
     directory: Path = field(default=Path("."), repr=False)
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    _ended: threading.Event = field(default_factory=threading.Event, repr=False)
+    "Set once the worker is done with the job (finished, failed, cancelled or never started)."
+    _running_since: float | None = field(default=None, repr=False)
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the speed so far; None before ``ETA_AFTER`` % or when not running."""
+        since = self._running_since
+        if self.state is not JobState.RUNNING or since is None or self.progress < ETA_AFTER:
+            return None
+        elapsed = time.monotonic() - since
+        return max(0.0, elapsed * (100.0 - self.progress) / self.progress)
 
     @property
     def file(self) -> Path:
@@ -76,6 +100,7 @@ class ExportJob:
             "created_at": self.created_at,
             "state": str(self.state),
             "progress": round(self.progress, 1),
+            "eta_s": None if self.eta_s is None else round(self.eta_s),
             "finished_at": self.finished_at,
             "bytes": self.bytes,
             "duration_s": self.duration_s,
@@ -113,7 +138,7 @@ class ExportJob:
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if job.state in (JobState.QUEUED, JobState.RUNNING):
+        if job.state in _ACTIVE:
             job.state, job.error = JobState.FAILED, "the server stopped during the export"
         if job.state is JobState.DONE and not job.file.is_file():
             job.state, job.error = JobState.FAILED, "the exported file is gone"
@@ -147,10 +172,7 @@ class ExportJobs:
         if self._closed:
             raise RuntimeError("the server is stopping")
         for job in self._jobs.values():
-            if job.recording_id == recording_id and job.state in (
-                JobState.QUEUED,
-                JobState.RUNNING,
-            ):
+            if job.recording_id == recording_id and job.state in _ACTIVE:
                 return job
         job = ExportJob(
             id=secrets.token_urlsafe(9),
@@ -167,6 +189,14 @@ class ExportJobs:
         """A job of this server run (None: look on disk with ``ExportJob.load``)."""
         return self._jobs.get(job_id)
 
+    def cancel(self, job: ExportJob) -> bool:
+        """Stop ``job`` (blocking, at most ``CANCEL_WAIT_S``: call it off the loop); whether it is
+        over. A job that already ended is left as it is."""
+        if job.state not in _ACTIVE:
+            return True
+        job._cancel.set()
+        return job._ended.wait(CANCEL_WAIT_S)
+
     def close(self, wait: bool = True) -> None:
         """Cancel running and queued exports (their partial files are removed)."""
         self._closed = True
@@ -177,9 +207,18 @@ class ExportJobs:
     def _run(
         self, job: ExportJob, prepare: Callable[[], tuple[list[ExportSource], Timeline]]
     ) -> None:
+        try:
+            self._export(job, prepare)
+        finally:
+            job._ended.set()
+
+    def _export(
+        self, job: ExportJob, prepare: Callable[[], tuple[list[ExportSource], Timeline]]
+    ) -> None:
         if job._cancel.is_set():
+            self._cancelled(job)
             return
-        started = time.monotonic()
+        started = job._running_since = time.monotonic()
         job.state = JobState.RUNNING
         try:
             job.save()
@@ -202,7 +241,8 @@ class ExportJobs:
                 time.monotonic() - started,
             )
         except ExportCancelled:
-            job.state, job.error = JobState.FAILED, "cancelled: the server is stopping"
+            self._cancelled(job)
+            return
         except Exception as exc:
             logger.exception("Export %s of recording %s failed", job.id, job.recording_id)
             job.state, job.error = JobState.FAILED, f"{type(exc).__name__}: {exc}"
@@ -210,6 +250,17 @@ class ExportJobs:
             job.finished_at = utc_now_iso()
             with contextlib.suppress(OSError):
                 job.save()
+
+    def _cancelled(self, job: ExportJob) -> None:
+        """Cancelled by someone, or by the server stopping (then it failed)."""
+        if self._closed:
+            job.state, job.error = JobState.FAILED, "cancelled: the server is stopping"
+        else:
+            job.state = JobState.CANCELLED
+            logger.info("Export %s of recording %s cancelled", job.id, job.recording_id)
+        job.finished_at = utc_now_iso()
+        with contextlib.suppress(OSError):
+            job.save()
 
 
 def _lower_priority() -> None:

@@ -272,6 +272,10 @@ class RecordingLibrary:
             raise Unavailable("unknown export job")
         return job
 
+    async def cancel_export(self, job: ExportJob) -> bool:
+        """Stop ``job`` (waits a few seconds at most, off the loop); whether it is over."""
+        return await asyncio.to_thread(self._exports.cancel, job)
+
     async def export_file(self, job: ExportJob) -> Path | None:
         """The finished MP4 of ``job``; None until it is done (or if it is gone)."""
         done = job.done and await asyncio.to_thread(job.file.is_file)

@@ -23,11 +23,15 @@ class LogOp(StrEnum):
     CLEAR = "clear"
     FREEZE = "freeze"
     RESUME = "resume"
+    ARCHIVE = "archive"
+    "A new stream session took every mark off the picture (``count``; ``by`` is null)."
+    RESTORE = "restore"
+    "The surgeon put the archived marks back (``annotations``: each as restored)."
     CHAT = "chat"
     "A chat message (``text``, the sender's ``name`` and ``role``): the chat history and replay."
 
 
-_PAYLOAD_AFTER_BY = (LogOp.FREEZE, LogOp.RESUME)
+_PAYLOAD_AFTER_BY = (LogOp.FREEZE, LogOp.RESUME, LogOp.ARCHIVE)
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,13 @@ the wall clock agrees with). Otherwise
 (no video yet, a gap between segments, a recording still open whose manifest does not know its
 pts yet) the server wall clock places it: ``ts - started_at``. Times of one mark never go back.
 
-A mark is visible from its ``add`` until its ``remove``, a ``clear``, or ``fade_s`` after its last
-update (what ``AnnotationBoard`` does live). Marks still visible when the recording starts are
-included (their first times are negative). Pen strokes stream as ``update``s that each carry every
-point so far; to keep the answer small, each track stores a few full *shapes* and its versions as
-``[t, shape index, point count]`` (a version draws the first ``point count`` points of its shape).
+A mark is visible from its ``add`` until its ``remove``, a ``clear``, an ``archive`` (a new stream
+session took it off the picture) or ``fade_s`` after its last update (what ``AnnotationBoard`` does
+live); a ``restore`` brings archived marks back as new tracks. Marks still visible when the
+recording starts are included (their first times are negative). Pen strokes stream as ``update``s
+that each carry every point so far; to keep the answer small, each track stores a few full *shapes*
+and its versions as ``[t, shape index, point count]`` (a version draws the first ``point count``
+points of its shape).
 
 Chat messages in the log are listed at their recording time (``Timeline.chat``), those sent during
 the recording (a second of slack at each end).
@@ -67,7 +69,8 @@ class MarkTrack:
     "(recording time, shape index, point count), in time order."
     end_t: float | None = None
     end: str | None = None
-    "Why it went away: ``remove`` (or undo), ``clear``, ``fade``; None = still visible at the end."
+    """Why it went away: ``remove`` (or undo), ``clear``, ``archive``, ``fade``; None = still
+    visible at the end."""
     _raw: list[tuple[float, dict[str, Any]]] = field(default_factory=list, repr=False)
     _marks: dict[tuple[int, int], Annotation] = field(default_factory=dict, repr=False)
 
@@ -304,27 +307,29 @@ def build_timeline(
             fade_end = _fade_end(track)
             if fade_end is not None and fade_end <= t:
                 close(track, fade_end, "fade")
-        if op in (LogOp.ADD, LogOp.UPDATE):
-            data = _annotation(entry.payload.get("annotation"))
-            if data is None:
-                continue
-            key = (data["author"], data["id"])
-            current = live.get(key)
-            if current is not None and op is LogOp.ADD:
-                close(current, t, "remove")  # same id again after a loss: a new mark
-                current = None
-            if current is None:
-                current = MarkTrack(data["author"], data["id"], data["author_name"])
-                live[key] = current
-                tracks.append(current)
-            current._raw.append((t, data))
+        if op in (LogOp.ADD, LogOp.UPDATE, LogOp.RESTORE):
+            restored = entry.payload.get("annotations")
+            changed = restored if op is LogOp.RESTORE and isinstance(restored, list) else []
+            for data in map(_annotation, changed or [entry.payload.get("annotation")]):
+                if data is None:
+                    continue
+                key = (data["author"], data["id"])
+                current = live.get(key)
+                if current is not None and op is not LogOp.UPDATE:
+                    close(current, t, "remove")  # same id again after a loss: a new mark
+                    current = None
+                if current is None:
+                    current = MarkTrack(data["author"], data["id"], data["author_name"])
+                    live[key] = current
+                    tracks.append(current)
+                current._raw.append((t, data))
         elif op is LogOp.REMOVE and by is not None and isinstance(entry.payload.get("id"), str):
             removed = live.get((by, entry.payload["id"]))
             if removed is not None:
                 close(removed, t, "remove")
-        elif op is LogOp.CLEAR:
+        elif op in (LogOp.CLEAR, LogOp.ARCHIVE):
             for track in list(live.values()):
-                close(track, t, "clear")
+                close(track, t, str(op))
         elif op is LogOp.FREEZE:
             if frozen is not None:
                 frozen.end_t = t

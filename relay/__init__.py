@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .producer import Producer
     from .relay import FeedEvent, Relay, RelayConfig
     from .rendition import Rendition
-    from .router import Router
+    from .router import Router, StreamSession
 
 _MODULE_OF = {
     **dict.fromkeys(
@@ -45,7 +45,7 @@ _MODULE_OF = {
     "Producer": "producer",
     **dict.fromkeys(("FeedEvent", "Relay", "RelayConfig"), "relay"),
     "Rendition": "rendition",
-    "Router": "router",
+    **dict.fromkeys(("Router", "StreamSession"), "router"),
 }
 
 
@@ -86,5 +86,6 @@ __all__ = [
     "RouterClosed",
     "RouterFull",
     "SdpInvalid",
+    "StreamSession",
     "Tool",
 ]

@@ -194,6 +194,8 @@ class AnnotationBoard:
         self._marks: dict[tuple[str, str], Annotation] = {}
         self._snapshot: tuple[Annotation, ...] = ()
         self.freeze: Freeze | None = None
+        self.archived: tuple[Annotation, ...] = ()
+        "The marks of the previous stream session, until restored (``archive``/``restore``)."
         self.version = 0
         "Bumped on every change, so a renderer can tell its cached picture is stale."
 
@@ -235,6 +237,36 @@ class AnnotationBoard:
         self._marks.clear()
         self._publish()
         return count
+
+    def archive(self, now: float) -> tuple[Annotation, ...]:
+        """A new stream session began: the marks leave the picture but can be restored. A
+        session that ends with no marks keeps the archive of the one before it."""
+        self._prune(now)
+        archived = tuple(self._marks.values())
+        if archived:
+            self.archived = archived
+            self._marks.clear()
+            self._publish()
+        return archived
+
+    def restore(self, now: float) -> tuple[Annotation, ...]:
+        """Put the archived marks back (a fading one starts its fade again); those whose id
+        their author has used since, or past the board's limits, stay out."""
+        self._prune(now)
+        restored = []
+        for old in self.archived:
+            mark = Annotation(old.mark, old.author, old.created_at, now, old.media_pts)
+            if mark.key in self._marks or len(self._marks) >= MAX_MARKS:
+                continue
+            try:
+                self._ensure_room(len(mark.mark.points))
+            except AnnotationError:
+                continue
+            self._marks[mark.key] = mark
+            restored.append(mark)
+        self.archived = ()
+        self._publish()
+        return tuple(restored)
 
     def visible(self, now: float) -> tuple[Annotation, ...]:
         """Marks to show at ``now``, oldest first; safe to call from any thread."""

@@ -51,6 +51,7 @@ class Feed:
         timeout_s: float,
         on_state: Callable[[Feed], None],
         label: str,
+        session_gap_s: float = 60.0,
     ) -> None:
         self.name = name
         self.label = f"{label} feed:{name}"
@@ -64,6 +65,12 @@ class Feed:
         self.reason: OfflineReason | None = None
         "Set while offline after a publisher; None while live or before anyone published."
         self._ended_by: Peer | None = None
+        self.sessions = 0
+        "Stream sessions begun (see ``begins_session``)."
+        self._last_identity: str | None = None
+        self._gone_at: float | None = None
+        "When the last publisher went (monotonic), while nobody publishes."
+        self._session_gap_s = session_gap_s
         self._timeout_s = timeout_s
         self._on_state = on_state
         self._watchdog: asyncio.Task[None] | None = None
@@ -72,8 +79,29 @@ class Feed:
     def identity(self) -> str | None:
         return self.publisher.identity if self.publisher else None
 
+    def begins_session(self, identity: str) -> bool:
+        """Whether a publish by ``identity`` begins a new stream session — a new picture, on
+        which the previous session's marks do not belong. It does when nobody publishes and the
+        last publisher ended its session (Stop), or someone else publishes now, or the feed was
+        lost for ``session_gap_s`` or longer (the recording's offline window). A page reload, a
+        reconnect or a network change within that window continues the session."""
+        if self.publisher is not None:
+            return False  # the same publisher on a new connection
+        gone = self._gone_at is not None and time.monotonic() - self._gone_at >= self._session_gap_s
+        begins = (
+            self.sessions == 0
+            or self.reason is OfflineReason.ENDED
+            or identity != self._last_identity
+            or gone
+        )
+        if begins:
+            self.sessions += 1
+        self._last_identity = identity
+        return begins
+
     def set_publisher(self, peer: Peer) -> None:
         self.publisher = peer
+        self._gone_at = None
         if self._watchdog is None:
             self._watchdog = asyncio.ensure_future(self._watch())
 
@@ -86,6 +114,7 @@ class Feed:
         if self.publisher is not peer:
             return  # an older, replaced connection
         self.publisher = None
+        self._gone_at = time.monotonic()
         for producer in self.producers.values():
             producer.detach()
         self.transcoding.close()

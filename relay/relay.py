@@ -18,7 +18,7 @@ from aiortc import RTCConfiguration, RTCIceServer
 from . import forwarding
 from .feed import Feed, FeedState, OfflineReason, RelayMode
 from .ids import ConsultationId, FeedName
-from .router import Router
+from .router import Router, StreamSession
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,9 @@ class RelayConfig:
     "``transcode`` runs the naive per-viewer-encoding relay, for benchmarks only."
     router_idle_s: float = 60.0
     "A Router without peers and WebSocket participants this long is closed and forgotten."
+    session_gap_s: float = 60.0
+    """A clinic whose feed was lost and that publishes again within this long continues its
+    stream session (its marks stay); later, it begins a new one (the recording's offline window)."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class Relay:
         self.config = config
         self.routers: dict[ConsultationId, Router] = {}
         self.on_feed_event: Callable[[FeedEvent], None] = lambda event: None
+        self.on_stream_session: Callable[[StreamSession], None] = lambda session: None
         self.attended: Callable[[ConsultationId], bool] = lambda cid: False
         self._idle_since: dict[ConsultationId, float] = {}
         self._reaper: asyncio.Task[None] | None = None
@@ -81,6 +85,8 @@ class Relay:
                 self.config.publisher_kbps,
                 lambda feed: self._feed_changed(cid, feed),
                 self.config.mode,
+                self.config.session_gap_s,
+                lambda session: self.on_stream_session(session),
             )
             self.routers[cid] = router
             if self._reaper is None:

@@ -47,6 +47,7 @@ from signaling.settings import Settings
 from signaling.ws import handler as websocket
 from signaling.ws.chat import ChatHistory
 from signaling.ws.hub import Hub
+from signaling.ws.marks import BoardKeeper
 from signaling.ws.messages import FeedUpdate, RecordingUpdate
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def create_app(settings: Settings) -> web.Application:
     app[INVITES] = InviteBook(settings.data_dir / DB_FILENAME)
     app[FAILED_JOINS] = FailureBudget()
     app[NETCHECK_BUDGET] = FailureBudget(netcheck.BUDGET_BURST, netcheck.BUDGET_REFILL_S)
-    app[HUB] = Hub()
+    app[HUB] = Hub(reconnect_grace_s=settings.reconnect_grace_s)
     app[ANNOTATION_LOGS] = AnnotationLogs(settings.data_dir)
     app[CHAT_HISTORY] = ChatHistory(settings.data_dir)
     ice_servers = app[ICE_SERVERS] = IceServers(settings)
@@ -81,6 +82,7 @@ def create_app(settings: Settings) -> web.Application:
             publisher_kbps=settings.publisher_kbps,
             mode=RelayMode(settings.relay_mode),
             router_idle_s=settings.router_idle_s,
+            session_gap_s=settings.recording_offline_s,
         )
     )
     app[RECORDINGS] = _recordings(settings, app[STORE], app[HUB], app[RELAY])
@@ -119,6 +121,9 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
 
     relay = app[RELAY]
     relay.on_feed_event = on_feed_event
+    keeper = BoardKeeper(hub, relay, app[ANNOTATION_LOGS])
+    relay.on_stream_session = keeper.on_stream_session
+    hub.on_gone = keeper.on_gone
     relay.attended = hub.has_participants
     recordings.on_event = on_recording_event
     await recordings.start()

@@ -82,6 +82,9 @@ class Settings:
     "Seconds a consultation's media Router may go without peers or WebSocket participants."
     recording_offline_s: float = 60.0
     "Seconds the endoscope feed may stay offline and still continue the same recording."
+    reconnect_grace_s: float = 15.0
+    """Seconds a participant whose connection broke shows as reconnecting (and keeps a freeze it
+    made) before it counts as gone."""
     recording_min_free_mb: int = 500
     "Free disk space (MiB) below which recording stops, with an alert to participants."
     extra: dict[str, Any] = field(default_factory=dict, compare=False)

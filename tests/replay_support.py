@@ -74,8 +74,11 @@ def encoded_opus(packets: int) -> list[bytes]:
     return out[:packets]
 
 
-async def write_segment(path: Path, seconds: float, size: tuple[int, int]):
-    video = encoded_vp8(int(seconds * FPS), size)
+async def write_segment(path: Path, seconds: float, size: tuple[int, int], loop_s: float = 0.0):
+    """``loop_s``: encode only that many seconds and repeat them (a long recording made fast)."""
+    frames = int(seconds * FPS)
+    encoded = encoded_vp8(min(frames, int(loop_s * FPS)) if loop_s else frames, size)
+    video = [encoded[n % len(encoded)] for n in range(frames)]
     audio = encoded_opus(int(seconds * 50))
     frames = sorted(
         [(n / FPS, Track.VIDEO, d, n * 90_000 // FPS, k) for n, (d, k) in enumerate(video)]
@@ -117,6 +120,7 @@ async def make_recording(
     gap_s: float = 2.0,
     started: float | None = None,
     participants: list[dict[str, Any]] | None = None,
+    loop_s: float = 0.0,
 ) -> Made:
     """A finished recording of ``len(segments)`` segments (seconds each, ``gap_s`` apart)."""
     started = time.time() - 600 if started is None else started
@@ -144,7 +148,7 @@ async def make_recording(
     pts = VIDEO_PTS_START
     for seq, seconds in enumerate(segments, start=1):
         name = segment_filename(seq, ".webm")
-        result, frames = await write_segment(directory / name, seconds, size)
+        result, frames = await write_segment(directory / name, seconds, size, loop_s)
         chain = chain_next(chain, result.sha256)
         duration = round(result.duration_s(), 3)
         manifest.segments.append(

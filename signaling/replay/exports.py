@@ -1,5 +1,6 @@
 """Annotated exports over HTTP: start one (202 + its status URL), follow its progress, fetch the
-MP4. The jobs themselves run in the recorder (``recorder/jobs.py``, through the library)."""
+MP4, cancel it. The jobs themselves run in the recorder (``recorder/jobs.py``, through the
+library)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from recorder.index import RecordingRow
-from recorder.jobs import ExportJob
+from recorder.jobs import ExportJob, JobState
 from signaling.db.audit import AuditAction
 from signaling.http.errors import ApiError
 from signaling.keys import REPLAY
@@ -35,6 +36,19 @@ async def get_export(request: web.Request) -> web.Response:
     _, row = await authorised(request)
     job = await _job(request, row)
     return web.json_response({"job": _job_json(job)}, headers={"Cache-Control": "no-store"})
+
+
+async def cancel_export(request: web.Request) -> web.Response:
+    """DELETE: a queued or running export stops (its partial file removed, the recording
+    untouched); answers once it has, with the job (``cancelled``). A finished one: 409."""
+    grant, row = await authorised(request)
+    job = await _job(request, row)
+    if job.state not in (JobState.QUEUED, JobState.RUNNING):
+        raise ApiError(409, "not-running", f"the export is already {job.state}")
+    if not await request.app[REPLAY].library.cancel_export(job):
+        raise ApiError(503, "still-stopping", "the export is still stopping: ask again shortly")
+    await audit.record(request, grant, row, AuditAction.EXPORT, f"job {job.id} cancelled")
+    return web.json_response({"job": _job_json(job)})
 
 
 async def get_export_file(request: web.Request) -> web.StreamResponse:

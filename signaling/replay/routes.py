@@ -11,6 +11,7 @@ thumbnails, download of the originals, annotated exports, and the audit trail (d
     GET  /api/recordings/{id}/download                      original (or a zip)   download.py
     POST /api/recordings/{id}/exports                       → 202 {job}           exports.py
     GET  /api/recordings/{id}/exports/{job}[/file]          progress / the MP4    exports.py
+    DELETE /api/recordings/{id}/exports/{job}               cancel → 200 {job}    exports.py
     GET  /api/consultations/{cid}/audit                     the audit trail       audit.py
 
 Who may replay what is ``access.py``; what is stored is asked of ``recorder.library``.
@@ -36,4 +37,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/recordings/{rid}/exports", exports.start_export)
     app.router.add_get("/api/recordings/{rid}/exports/{job}", exports.get_export)
     app.router.add_get("/api/recordings/{rid}/exports/{job}/file", exports.get_export_file)
+    app.router.add_delete("/api/recordings/{rid}/exports/{job}", exports.cancel_export)
     app.router.add_get("/api/consultations/{cid}/audit", audit.get_audit)

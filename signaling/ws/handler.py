@@ -283,6 +283,7 @@ def _welcome(request: web.Request, grant: Grant, consultation: Consultation, nam
         [a.to_json() for a in board.visible(time.time())],
         _freeze_state(consultation.id, board),
         RecordingUpdate.of(request.app[RECORDINGS].state(consultation.id)),
+        len(board.archived),
     )
 
 
@@ -384,7 +385,8 @@ async def _on_auth(connection: Connection, message: AuthMessage) -> None:
 async def _on_annotation(connection: Connection, message: AnnotationMessage) -> None:
     """Apply one op to the board, then tell everyone (the sender too, so every page draws what
     the server accepted) and append it to the timeline."""
-    if not _may_draw(connection, lead_only=message.op is AnnotationOp.CLEAR):
+    lead_only = message.op in (AnnotationOp.CLEAR, AnnotationOp.RESTORE)
+    if not _may_draw(connection, lead_only):
         return
     router = connection.router()
     author, now, media_pts = connection.participant.identity, time.time(), router.media_pts()
@@ -425,6 +427,11 @@ def _apply(
         if removed is None:
             raise AnnotationError("you have no mark to undo")
         return AnnotationUpdate(AnnotationOp.REMOVE, author, id=removed.mark.id)
+    if message.op is AnnotationOp.RESTORE:
+        if not board.archived:
+            raise AnnotationError("there are no previous marks to restore")
+        restored = [a.to_json() for a in board.restore(now)]
+        return AnnotationUpdate(message.op, author, annotations=restored)
     board.clear()
     return AnnotationUpdate(message.op, author)
 

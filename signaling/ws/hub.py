@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,6 +142,9 @@ class Hub:
         self._sockets: set[web.WebSocketResponse] = set()
         self._closing: set[asyncio.Task[None]] = set()
         self.close_timeout_s = close_timeout_s
+        self.on_gone: Callable[[ConsultationId, str], None] = lambda cid, identity: None
+        """Someone is no longer in the consultation: left, dropped, or not back within the
+        reconnect grace (never for a replaced connection, nor at shutdown)."""
 
     def track(self, ws: web.WebSocketResponse) -> None:
         """Remember a socket from its upgrade on, so shutdown also closes unauthenticated ones."""
@@ -195,6 +199,8 @@ class Hub:
             return
         if not (lost and self._hold(cid, participant)):
             logger.info("Hub [consultation:%s] %s left (a device)", cid, participant.identity)
+            if not lost and not self.devices(cid, participant.identity):
+                self.on_gone(cid, participant.identity)
         self._announce(cid)
 
     def has_participants(self, cid: ConsultationId) -> bool:
@@ -285,6 +291,8 @@ class Hub:
             return
         if lost:
             self._hold(cid, participant)  # only if it was the person's last device
+        elif announce and not self.devices(cid, participant.identity):
+            self.on_gone(cid, participant.identity)  # not the oldest of too many devices
         task = asyncio.get_running_loop().create_task(
             close_socket(participant.ws, code, reason, self.close_timeout_s)
         )
@@ -337,6 +345,7 @@ class Hub:
     def _give_up(self, cid: ConsultationId, identity: str) -> None:
         if self._forget(cid, identity):
             logger.info("Hub [consultation:%s] %s did not come back", cid, identity)
+            self.on_gone(cid, identity)
             self._announce(cid)
 
     def _announce(self, cid: ConsultationId, exclude: Participant | None = None) -> None:

@@ -96,6 +96,8 @@ class Welcome(ServerMessage):
     annotations: list[JsonObject]
     freeze: FreezeState
     recording: RecordingUpdate
+    archived: int = 0
+    "Marks of the previous stream session that ``restore`` can put back."
 
 
 @dataclass(frozen=True)
@@ -165,20 +167,22 @@ class Pong(ServerMessage):
 @dataclass(frozen=True)
 class AnnotationUpdate(ServerMessage):
     """An accepted op: ``add``/``update`` carry the ``annotation``, ``remove`` the ``id``,
-    ``clear`` neither (absent, not null)."""
+    ``clear`` neither (absent, not null); ``archive`` (a new stream session, ``by`` null) the
+    ``count`` of marks archived, ``restore`` the restored ``annotations``."""
 
     TYPE = "annotation"
     op: str
-    by: str
+    by: str | None
     annotation: JsonObject | None = None
     id: str | None = None
+    annotations: list[JsonObject] | None = None
+    count: int | None = None
 
     def body(self) -> JsonObject:
         change: JsonObject = {}
-        if self.annotation is not None:
-            change["annotation"] = self.annotation
-        if self.id is not None:
-            change["id"] = self.id
+        for name in ("annotation", "id", "annotations", "count"):
+            if getattr(self, name) is not None:
+                change[name] = getattr(self, name)
         return {"op": self.op, **change, "by": self.by}
 
 
@@ -193,9 +197,12 @@ class PointerMove(ServerMessage):
 
 @dataclass(frozen=True)
 class FreezeUpdate(FreezeState, ServerMessage):
-    """The freeze state with ``by`` = who froze or resumed (in ``welcome``: who froze)."""
+    """The freeze state with ``by`` = who froze or resumed (in ``welcome``: who froze), and why
+    the server released it: ``left`` (the surgeon who froze left), ``new-stream`` (a new stream
+    session), null (the surgeon resumed)."""
 
     TYPE = "freeze"
+    reason: str | None = None
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,8 @@ class AnnotationOp(StrEnum):
     REMOVE = "remove"
     UNDO = "undo"
     CLEAR = "clear"
+    RESTORE = "restore"
+    "Put back the marks the last new stream session archived (the surgeon only)."
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,10 @@ def test_an_annotation_update_carries_only_what_its_op_changed() -> None:
         "op": "clear",
         "by": "s",
     }
+    archived = AnnotationUpdate("archive", None, count=2).to_json()
+    assert archived == {"type": "annotation", "op": "archive", "count": 2, "by": None}
+    restored = AnnotationUpdate("restore", "s", annotations=[mark]).to_json()
+    assert restored == {"type": "annotation", "op": "restore", "annotations": [mark], "by": "s"}
 
 
 def test_welcome_nests_the_recording_message_and_plain_freeze_state() -> None:
@@ -84,6 +88,15 @@ def test_welcome_nests_the_recording_message_and_plain_freeze_state() -> None:
             "reason": None,
             "segment": None,
         },
+        "archived": 0,
     }
     resumed = FreezeUpdate(False, None, "surgeon-1").to_json()
-    assert resumed == {"type": "freeze", "frozen": False, "snapshot": None, "by": "surgeon-1"}
+    assert resumed == {
+        "type": "freeze",
+        "frozen": False,
+        "snapshot": None,
+        "by": "surgeon-1",
+        "reason": None,
+    }
+    released = FreezeUpdate(False, None, "surgeon-1", "left").to_json()
+    assert released["reason"] == "left"

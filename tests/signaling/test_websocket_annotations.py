@@ -140,13 +140,14 @@ async def test_the_pointer_goes_to_everyone_but_the_sender_and_is_never_stored(
 ) -> None:
     cid = consultation.id
     (surgeon, _), (clinic, clinic_id) = await room(client, make_token, cid, "surgeon", "clinic")
-    await clinic.send_json({"type": "pointer", "x": 0.25, "y": 0.75})
+    await clinic.send_json({"type": "pointer", "x": 0.25, "y": 0.75, "color": "#ffd600"})
     await clinic.send_json({"type": "pointer", "x": None, "y": None})
     assert await next_of(surgeon, "pointer") == {
         "type": "pointer",
         "from": clinic_id,
         "x": 0.25,
         "y": 0.75,
+        "color": "#ffd600",
         "v": 1,
     }
     assert (await next_of(surgeon, "pointer"))["x"] is None
@@ -187,6 +188,7 @@ async def test_freeze_with_a_stored_snapshot_and_resume(
         "frozen": False,
         "snapshot": None,
         "by": surgeon_id,
+        "reason": None,
         "v": 1,
     }
     await surgeon.close()

@@ -18,7 +18,7 @@ import { Drafts } from "./drafts.js";
 import { drawMark } from "./drawing.js";
 import { FreezeFrame } from "./freeze.js";
 import { backingSize, intrinsicSize, pictureRect } from "./geometry.js";
-import { msg } from "./i18n.js";
+import { msg, t } from "./i18n.js";
 import { Input } from "./input.js";
 import { SnapshotGallery, canvasToPng, uploadSnapshot } from "./snapshots.js";
 import { Toolbar } from "./toolbar.js";
@@ -28,6 +28,9 @@ import { el } from "./ui.js";
 export { Sender } from "./input.js";
 
 const CLEARED_BY_OTHER = msg("annotations.clearedBySurgeon");
+// `_onAnnotation` names its message `msg`: these build the texts it shows.
+const archivedText = (count) => msg("marks.archived", { count });
+const restoredText = (count) => msg("marks.restored", { count });
 
 /**
  * The annotation overlay of one page.
@@ -123,6 +126,12 @@ export class AnnotationLayer {
     this.toolbar.say(msg("annotations.cleared"));
   }
 
+  /** The surgeon puts the previous stream session's marks back on the picture. */
+  restoreMarks() {
+    if (!this.isLead || this.board.archived === 0) return;
+    if (this.room.send({ type: "annotation", op: "restore" })) this.toolbar.say(msg("marks.restoring"));
+  }
+
   toggleFreeze() {
     return this.freezeFrame.toggle();
   }
@@ -181,6 +190,8 @@ export class AnnotationLayer {
     room.addEventListener("pointer", (e) => this._onPointer(e.detail));
     room.addEventListener("freeze", (e) => {
       this._applyFreeze(e.detail);
+      const reason = e.detail?.reason;
+      if (reason === "left" || reason === "new-stream") this.notices?.show("freeze", t(`freeze.released_${reason.replace("-", "_")}`), "info");
       this._trace("freeze", e.detail);
     });
     room.addEventListener("snapshot", (e) => this.gallery?.add(e.detail.snapshot));
@@ -199,7 +210,7 @@ export class AnnotationLayer {
       this.canDraw = false; // the room knows better than the session we loaded
       this._applyTool(null);
     }
-    this.board.load(msg.annotations);
+    this.board.load(msg.annotations, msg.archived);
     this.drafts.resend(); // a reconnect: what the server does not hold of ours
     this._applyFreeze(msg.freeze && typeof msg.freeze === "object" ? msg.freeze : { frozen: false });
   }
@@ -212,8 +223,10 @@ export class AnnotationLayer {
       // Our stroke in progress went with everyone's marks.
       this.drafts.dropAll();
       this.input.abandonMark();
-      if (msg.by !== this.room.you) this.toolbar.say(CLEARED_BY_OTHER);
+      if (own.archived) this.toolbar.say(archivedText(own.archived));
+      else if (msg.by !== this.room.you) this.toolbar.say(CLEARED_BY_OTHER);
     }
+    if (own.restored != null) this.toolbar.say(restoredText(own.restored));
     this.toolbar.update();
     this.invalidate();
     this._trace("annotation", msg);

@@ -46,11 +46,13 @@ export class Board {
     this.pointers = new Map(); // identity → {x, y, at, color}
     this.localPointer = null;
     this.freeze = { frozen: false, snapshot: null, by: null };
+    this.archived = 0; // marks of the previous stream session the surgeon can restore
   }
 
   /** The marks of a `welcome`: the whole board, replacing what was shown. */
-  load(annotations) {
+  load(annotations, archived = 0) {
     this.marks.clear();
+    this.archived = typeof archived === "number" ? archived : 0;
     const now = performance.now();
     for (const a of Array.isArray(annotations) ? annotations : []) this.store(a, now, true);
   }
@@ -89,6 +91,18 @@ export class Board {
     if (op === "clear") {
       this.marks.clear();
       return { cleared: true };
+    }
+    if (op === "archive") {
+      // A new stream session: the marks belong to the old picture (restorable, kept in the replay).
+      this.marks.clear();
+      this.archived = typeof msg.count === "number" ? msg.count : 0;
+      return { cleared: true, archived: this.archived };
+    }
+    if (op === "restore" && Array.isArray(msg.annotations)) {
+      const now = performance.now();
+      for (const a of msg.annotations) this.store(a, now);
+      this.archived = 0;
+      return { restored: msg.annotations.length };
     }
     return {};
   }

@@ -1,6 +1,7 @@
 // The replay page's downloads: the original recording (one file, or a zip of its parts) and the
 // export with the marks burned in (an MP4 made by a server job, polled until it is ready).
-// Files come with the Bearer token, so they are fetched and saved through blob: URLs.
+// Files come with the Bearer token, so they are fetched and saved through blob: URLs. A running
+// export shows its progress and the time left, and can be cancelled (DELETE on its status URL).
 
 import { apiFetch, refusalText } from "./api.js";
 import { msg, setText } from "./i18n.js";
@@ -22,11 +23,13 @@ export class Export {
       download: $("#download"),
       button: $("#export"),
       progress: $("#export-progress"),
+      cancel: $("#export-cancel"),
       state: $("#export-state"),
       link: $("#export-link"),
     };
     this.els.download.addEventListener("click", () => this._downloadOriginal());
     this.els.button.addEventListener("click", () => this._start());
+    this.els.cancel.addEventListener("click", () => this._cancel());
     this.els.link.addEventListener("click", (event) => {
       event.preventDefault();
       if (this.job?.url) this._save(this.job.url, `endolink-${this.detail.recording.id}-annotated.mp4`, this.els.link);
@@ -41,6 +44,7 @@ export class Export {
     els.progress.hidden = true;
     setText(els.state, "");
     els.link.hidden = true;
+    els.cancel.hidden = true;
     els.button.disabled = false;
   }
 
@@ -97,33 +101,71 @@ export class Export {
       els.progress.hidden = true;
       return;
     }
-    // Polls while this recording stays open.
-    while (this.detail?.recording.id === detail.recording.id) {
-      this.job = job;
-      els.progress.value = job.progress || 0;
-      els.progress.setAttribute("aria-valuenow", String(job.progress || 0));
-      if (job.state === "done") {
-        setText(els.state, msg("export.ready"));
-        els.link.hidden = false;
-        els.button.disabled = false;
-        return;
-      }
-      if (job.state === "failed") {
-        els.state.dataset.detail = job.error || "";
-        setText(els.state, msg("export.failed"));
-        els.button.disabled = false;
-        return;
-      }
-      const percent = { number: (job.progress || 0) / 100, options: { style: "percent" } };
-      setText(els.state, job.state === "queued" ? msg("export.queued") : msg("export.progress", { percent }));
+    els.cancel.hidden = false;
+    els.cancel.disabled = false;
+    // Polls while this recording stays open and the job runs.
+    while (this.detail?.recording.id === detail.recording.id && !this._show(job)) {
       await new Promise((r) => setTimeout(r, EXPORT_POLL_MS));
+      if (this.job?.state === "cancelled") return; // the cancel's answer was shown
       try {
         job = await this._job(job.status_url);
       } catch (err) {
         setText(els.state, msg("export.lost", { why: refusalText(err) }));
         els.button.disabled = false;
+        els.cancel.hidden = true;
         return;
       }
     }
   }
+
+  /** Shows `job`; true once it has ended (done, failed or cancelled). */
+  _show(job) {
+    const els = this.els;
+    this.job = job;
+    els.progress.value = job.progress || 0;
+    els.progress.setAttribute("aria-valuenow", String(job.progress || 0));
+    const ended = ["done", "failed", "cancelled"].includes(job.state);
+    if (ended) {
+      els.button.disabled = false;
+      els.cancel.hidden = true;
+    }
+    const percent = { number: (job.progress || 0) / 100, options: { style: "percent" } };
+    if (job.state === "done") {
+      setText(els.state, msg("export.ready"));
+      els.link.hidden = false;
+    } else if (job.state === "failed") {
+      els.state.dataset.detail = job.error || "";
+      setText(els.state, msg("export.failed"));
+    } else if (job.state === "cancelled") {
+      els.progress.hidden = true;
+      setText(els.state, msg("export.cancelled"));
+    } else if (job.state === "queued") {
+      setText(els.state, msg("export.queued"));
+    } else if (job.eta_s == null) {
+      setText(els.state, msg("export.progress", { percent }));
+    } else {
+      setText(els.state, msg("export.eta", { percent, time: timeLeft(job.eta_s) }));
+    }
+    return ended;
+  }
+
+  async _cancel() {
+    const els = this.els;
+    if (!this.job) return;
+    els.cancel.disabled = true;
+    setText(els.state, msg("export.cancelling"));
+    try {
+      this._show(await this._job(this.job.status_url, "DELETE"));
+    } catch (err) {
+      els.cancel.disabled = false;
+      setText(els.state, msg("export.cancel_failed", { why: refusalText(err) }));
+    }
+  }
+}
+
+/** "2 minutes" / "40 seconds" (rounded up to 5 s), formatted in the page's language. */
+function timeLeft(seconds) {
+  if (seconds >= 60) return { number: Math.ceil(seconds / 60), options: { style: "unit", unit: "minute", unitDisplay: "long" } };
+  const rounded = Math.max(5, Math.ceil(seconds / 5) * 5);
+  return { number: rounded, options: { style: "unit", unit: "second", unitDisplay: "long" } };
 }

@@ -17,6 +17,7 @@ const ICONS = {
   pointer: "M12 12m-3 0a3 3 0 1 0 6 0a3 3 0 1 0 -6 0M12 3v3M12 18v3M3 12h3M18 12h3",
   undo: "M9 7L4 12l5 5M4 12h10a6 6 0 0 1 0 12",
   clear: "M5 7h14M10 7V4h4v3M7 7l1 13h8l1-13",
+  restore: "M4 12a8 8 0 1 0 3-6.2M4 4v5h5",
   freeze: "M8 5v14M16 5v14",
   snapshot: "M4 8h4l2-3h4l2 3h4v11H4zM12 10a3.5 3.5 0 1 0 0.01 0z",
   tools: "M4 7h10M18 7h2M4 17h2M10 17h10M16 5v4M8 15v4",
@@ -140,7 +141,14 @@ export class Toolbar {
     if (layer.isLead) {
       this.clearButton = iconButton("clear", msg("toolbar.clear"), { "data-testid": "clear", title: msg("toolbar.clear.title") }).button;
       this.clearButton.addEventListener("click", () => layer.clear());
-      actions.append(this.clearButton);
+      const restore = iconButton("restore", msg("marks.restore"), {
+        "data-testid": "restore-marks",
+        title: msg("marks.restore_title"),
+        hidden: "",
+      });
+      this.restoreButton = restore.button;
+      this.restoreButton.addEventListener("click", () => layer.restoreMarks());
+      actions.append(this.clearButton, this.restoreButton);
     }
     bar.append(tools, colors.group, widths.group, textSizes.group, fade, actions);
 
@@ -221,6 +229,7 @@ export class Toolbar {
     const drafting = drafts.items.size > 0;
     this.undoButton.disabled = !(drafting || board.hasOwnMarks());
     if (this.clearButton) this.clearButton.disabled = board.marks.size === 0 && !drafting;
+    if (this.restoreButton) this.restoreButton.hidden = board.archived === 0;
     if (this.freezeButton) {
       const frozen = board.freeze.frozen;
       const busy = freezeFrame.busy;

@@ -1,0 +1,62 @@
+"""What the server itself does to a consultation's board, so marks stay with their picture.
+
+* A new stream session of the endoscope feed (``relay.StreamSession``: the clinic stopped and
+  started again, or came back after the offline window) archives the marks and releases a freeze:
+  every page is told (``annotation`` ``archive``, ``freeze`` with reason ``new-stream``) and the
+  annotation log keeps it, so the replay shows the marks on the session they were drawn on and the
+  annotated export leaves them off the next one. The surgeon can put them back (``restore``,
+  ``signaling/ws/handler.py``).
+* The surgeon who froze the picture leaves (``Hub.on_gone``: an explicit leave at once, a lost
+  connection when its reconnect grace ends): the freeze is released (reason ``left``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from persistence.times import utc_iso
+from recorder.annotation_log import AnnotationLogs
+from recorder.log_entry import LogEntry, LogOp
+from relay import ConsultationId, Relay, StreamSession
+from signaling.ws.hub import Hub
+from signaling.ws.messages import AnnotationUpdate, FreezeUpdate
+
+logger = logging.getLogger(__name__)
+
+ARCHIVE = "archive"
+LEFT = "left"
+NEW_STREAM = "new-stream"
+
+
+class BoardKeeper:
+    """Wired by the app to ``Relay.on_stream_session`` and ``Hub.on_gone``."""
+
+    def __init__(self, hub: Hub, relay: Relay, logs: AnnotationLogs) -> None:
+        self.hub, self.relay, self.logs = hub, relay, logs
+
+    def on_stream_session(self, session: StreamSession) -> None:
+        if session.archived:
+            count = len(session.archived)
+            self.hub.broadcast(session.cid, AnnotationUpdate(ARCHIVE, None, count=count))
+            self._log(session.cid, LogOp.ARCHIVE, None, {"count": count})
+        if session.released is not None:
+            self._released(session.cid, session.released.by, NEW_STREAM)
+
+    def on_gone(self, cid: ConsultationId, identity: str) -> None:
+        router = self.relay.find(cid)
+        if router is None or router.board.freeze is None or router.board.freeze.by != identity:
+            return
+        router.board.set_freeze(None)
+        logger.info("BoardKeeper [consultation:%s] freeze released: the surgeon left", cid)
+        self._released(cid, identity, LEFT)
+
+    def _released(self, cid: ConsultationId, by: str, reason: str) -> None:
+        self.hub.broadcast(cid, FreezeUpdate(False, None, by, reason))
+        self._log(cid, LogOp.RESUME, by, {"snapshot_id": None, "reason": reason})
+
+    def _log(self, cid: ConsultationId, op: LogOp, by: str | None, payload: Any) -> None:
+        router = self.relay.find(cid)
+        pts = router.media_pts() if router is not None else None
+        self.logs.get(cid).append(LogEntry(op, utc_iso(time.time()), pts, by, payload))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -255,7 +255,7 @@ class AnnotationBoard:
         self._prune(now)
         restored = []
         for old in self.archived:
-            mark = Annotation(old.mark, old.author, old.created_at, now, old.media_pts)
+            mark = replace(old, updated_at=now)  # its author's name and times stay
             if mark.key in self._marks or len(self._marks) >= MAX_MARKS:
                 continue
             try:

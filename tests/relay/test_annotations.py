@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import threading
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -210,6 +211,20 @@ def test_an_update_replaces_the_points_but_keeps_creation_time_and_media_pts() -
     assert len(updated.mark.points) == 4
     assert (updated.created_at, updated.updated_at, updated.media_pts) == (NOW, NOW + 1, 90_000)
     assert board.visible(NOW + 1) == (updated,)
+
+
+def test_archived_marks_come_back_with_their_author_and_name() -> None:
+    board = AnnotationBoard()
+    named = replace(annotation(), author_name="Dr Kim")
+    board.add(named)
+    assert board.archive(NOW + 1) == (named,) and board.visible(NOW + 1) == ()
+    [restored] = board.restore(NOW + 2)
+    assert (restored.author, restored.author_name, restored.updated_at) == (
+        "surgeon-1",
+        "Dr Kim",
+        NOW + 2,
+    )
+    assert board.visible(NOW + 2) == (restored,)
 
 
 def test_nobody_can_update_or_remove_someone_elses_mark() -> None:

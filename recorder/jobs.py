@@ -158,6 +158,8 @@ class ExportJobs:
         )
         self._jobs: dict[str, ExportJob] = {}
         self._closed = False
+        self._lock = threading.Lock()
+        "Orders a cancel of a queued job against the worker taking it up."
 
     def start(
         self,
@@ -172,7 +174,8 @@ class ExportJobs:
         if self._closed:
             raise RuntimeError("the server is stopping")
         for job in self._jobs.values():
-            if job.recording_id == recording_id and job.state in _ACTIVE:
+            cancelled = job._cancel.is_set()
+            if job.recording_id == recording_id and job.state in _ACTIVE and not cancelled:
                 return job
         job = ExportJob(
             id=secrets.token_urlsafe(9),
@@ -192,9 +195,14 @@ class ExportJobs:
     def cancel(self, job: ExportJob) -> bool:
         """Stop ``job`` (blocking, at most ``CANCEL_WAIT_S``: call it off the loop); whether it is
         over. A job that already ended is left as it is."""
-        if job.state not in _ACTIVE:
-            return True
-        job._cancel.set()
+        with self._lock:
+            if job.state not in _ACTIVE:
+                return True
+            job._cancel.set()
+            if job.state is JobState.QUEUED:  # the worker is busy with another: end it here
+                self._cancelled(job)
+                job._ended.set()
+                return True
         return job._ended.wait(CANCEL_WAIT_S)
 
     def close(self, wait: bool = True) -> None:
@@ -215,11 +223,13 @@ class ExportJobs:
     def _export(
         self, job: ExportJob, prepare: Callable[[], tuple[list[ExportSource], Timeline]]
     ) -> None:
-        if job._cancel.is_set():
-            self._cancelled(job)
-            return
+        with self._lock:
+            if job._cancel.is_set():
+                if job.state is JobState.QUEUED:  # else cancel() has already ended it
+                    self._cancelled(job)
+                return
+            job.state = JobState.RUNNING
         started = job._running_since = time.monotonic()
-        job.state = JobState.RUNNING
         try:
             job.save()
             sources, timeline = prepare()

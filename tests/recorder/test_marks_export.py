@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from pathlib import Path
 
 import av
@@ -113,5 +114,30 @@ async def test_a_cancelled_export_stops_removes_its_files_and_leaves_the_recordi
         again = jobs.start(made.id, made.directory, "surgeon-test", lambda: (sources, timeline))
         assert again.id != job.id  # a cancelled job is not handed back
         assert await asyncio.to_thread(jobs.cancel, again)
+    finally:
+        await asyncio.to_thread(jobs.close)
+
+
+async def test_a_queued_export_is_cancelled_at_once_and_not_handed_back(
+    recorded: tuple[Path, Made],
+) -> None:
+    """One worker: a job waiting behind another ends when cancelled, not when its turn comes."""
+    data, made = recorded
+    timeline = build_timeline(read_annotation_log(log_with_archive(data, made)), made.manifest)
+    sources = [ExportSource(made.segment_path(), 3.0 * n, 90) for n in range(10)]
+    jobs = ExportJobs()
+    try:
+        running = jobs.start(made.id, made.directory, "surgeon-test", lambda: (sources, timeline))
+        queued = jobs.start("other", made.directory, "surgeon-test", lambda: (sources, timeline))
+        assert queued.state is JobState.QUEUED
+        started = time.monotonic()
+        assert await asyncio.to_thread(jobs.cancel, queued)
+        assert time.monotonic() - started < 1.0
+        assert queued.state is JobState.CANCELLED
+        again = jobs.start("other", made.directory, "surgeon-test", lambda: (sources, timeline))
+        assert again.id != queued.id and again.state is JobState.QUEUED
+        assert await asyncio.to_thread(jobs.cancel, again)
+        assert await asyncio.to_thread(jobs.cancel, running)
+        assert running.state is JobState.CANCELLED
     finally:
         await asyncio.to_thread(jobs.close)

@@ -106,9 +106,12 @@ async def download(request: web.Request) -> web.StreamResponse:
     )
     response.content_length = size
     await response.prepare(request)
-    for offset in range(0, size, CHUNK_BYTES):  # write() waits for the socket to drain
-        await response.write(_NOISE[offset : min(size, offset + CHUNK_BYTES)])
-    await response.write_eof()
+    try:
+        for offset in range(0, size, CHUNK_BYTES):  # write() waits for the socket to drain
+            await response.write(_NOISE[offset : min(size, offset + CHUNK_BYTES)])
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the page gave up on a slow link (or closed): nobody left to answer
     return response
 
 
@@ -118,10 +121,14 @@ async def upload(request: web.Request) -> web.Response:
         raise _too_large("uploads")
     _spend(request, grant)
     received = 0
-    async for chunk in request.content.iter_chunked(CHUNK_BYTES):
-        received += len(chunk)
-        if received > MAX_BYTES:
-            raise _too_large("uploads")
+    try:
+        async for chunk in request.content.iter_chunked(CHUNK_BYTES):
+            received += len(chunk)
+            if received > MAX_BYTES:
+                raise _too_large("uploads")
+    except ConnectionError:
+        # The page gave up on a slow link (or closed): a plain answer nobody reads, no traceback.
+        raise ApiError(400, "cut-short", "the upload was cut short") from None
     return web.json_response({"received": received}, headers={"Cache-Control": "no-store"})
 
 

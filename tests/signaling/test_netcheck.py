@@ -3,7 +3,9 @@ per-identity budget, and the thresholds it derives from the publisher bitrate se
 
 from __future__ import annotations
 
+import asyncio
 import io
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -166,3 +168,28 @@ async def test_refused_requests_do_not_spend_the_budget(
         response = await client.get(url(cid, f"/download?bytes={MAX_BYTES + 1}"), headers=clinic)
         assert response.status == 413
     assert (await client.get(url(cid), headers=clinic)).status == 200
+
+
+async def test_an_upload_cut_short_by_the_page_ends_quietly(
+    client: TestClient,
+    make_token: MakeToken,
+    consultation: Consultation,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """netcheck.js aborts a transfer that takes too long on a slow link: no traceback follows."""
+    cid = consultation.id
+    _, writer = await asyncio.open_connection(client.host, client.port)
+    head = (
+        f"POST {url(cid, '/upload')} HTTP/1.1\r\nHost: {client.host}\r\n"
+        f"Authorization: Bearer {make_token('clinic', cid)}\r\n"
+        f"Content-Length: {MAX_BYTES}\r\n\r\n"
+    )
+    writer.write(head.encode() + b"x" * 65_536)
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+    response = await client.get(url(cid), headers=bearer(make_token("clinic", cid)))
+    assert response.status == 200  # the server carries on
+    await asyncio.sleep(0.2)  # the handler sees the lost connection
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]

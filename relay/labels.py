@@ -3,9 +3,10 @@
 OpenCV's Hershey fonts know ASCII only, so Korean and Mongolian (Cyrillic) text came out as
 ``?``. Labels are shaped by Pillow's Raqm layout (HarfBuzz + FriBiDi, in the PyPI wheel) with
 Noto Sans CJK from Debian's ``fonts-noto-cjk`` (Hangul, Cyrillic and Latin in one face), rendered
-once per (text, size) into an 8-bit coverage patch kept in a bounded LRU, and alpha-blended into
-a plane with numpy on every frame. Everything here runs in the burn-in and export worker threads,
-never on the event loop; the lock only guards the cache and FreeType (a miss renders under it).
+once per (text, size) into an 8-bit coverage patch kept in an LRU bounded in count and bytes, and
+alpha-blended into a plane with numpy on every frame. Everything here runs in the burn-in and
+export worker threads, never on the event loop. One lock guards the cache (a hit never waits for
+a render), another FreeType (faces are not thread-safe): a miss renders outside the cache lock.
 """
 
 from __future__ import annotations
@@ -24,9 +25,13 @@ FONT_PATH = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
 CAP_HEIGHT_EM = 0.733
 "Noto Sans CJK's capital height as a fraction of its em: a label's cap height sets its size."
 MAX_LABELS = 256
-"Patches kept (each a few KiB to a few hundred KiB); the oldest unused one goes first."
+"Patches kept (most a few KiB to a few hundred KiB); the oldest unused one goes first."
+MAX_CACHE_BYTES = 64 * 1024 * 1024
+"And at most this much memory: 200 large characters make a patch of megabytes."
 MAX_SIZE_PX = 512
 "Font sizes are capped: a mark's width is bounded, but a frame could be huge."
+MAX_WIDTH_PX = 4096
+"A patch is cut at this width (no frame is wider): past it the text is off the picture anyway."
 
 
 class FontMissing(RuntimeError):
@@ -49,16 +54,32 @@ class Label:
         object.__setattr__(self, "alpha16", self.alpha.astype(np.uint16))
         object.__setattr__(self, "rest16", 255 - self.alpha16)
 
+    @property
+    def nbytes(self) -> int:
+        return self.alpha.nbytes + self.alpha16.nbytes + self.rest16.nbytes
+
 
 class LabelCache:
     """Rendered labels by (text, font size in px), least recently used dropped first."""
 
-    def __init__(self, font_path: Path = FONT_PATH, capacity: int = MAX_LABELS) -> None:
+    def __init__(
+        self,
+        font_path: Path = FONT_PATH,
+        capacity: int = MAX_LABELS,
+        max_bytes: int = MAX_CACHE_BYTES,
+    ) -> None:
         self._font_path = font_path
         self._capacity = capacity
+        self._max_bytes = max_bytes
         self._labels: OrderedDict[tuple[str, int], Label] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
-        self.misses = 0
+        self._render_lock = threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the cached patches."""
+        return self._bytes
 
     def label(self, text: str, cap_height_px: float) -> Label:
         size = max(4, min(MAX_SIZE_PX, round(cap_height_px / CAP_HEIGHT_EM)))
@@ -68,11 +89,16 @@ class LabelCache:
             if found is not None:
                 self._labels.move_to_end(key)
                 return found
-            self.misses += 1
+        with self._render_lock:
             label = _render(self._font(size), text)
-            self._labels[key] = label
-            if len(self._labels) > self._capacity:
-                self._labels.popitem(last=False)
+        with self._lock:
+            if key not in self._labels:  # another thread may have rendered it meanwhile
+                self._labels[key] = label
+                self._bytes += label.nbytes
+            while self._labels and (
+                len(self._labels) > self._capacity or self._bytes > self._max_bytes
+            ):
+                self._bytes -= self._labels.popitem(last=False)[1].nbytes
             return label
 
     def _font(self, size: int) -> ImageFont.FreeTypeFont:
@@ -91,6 +117,7 @@ def _render(font: ImageFont.FreeTypeFont, text: str) -> Label:
     left, top, right, bottom = (int(v) for v in font.getbbox(text, anchor="ls"))
     if right <= left or bottom <= top:  # only spaces
         return Label(np.zeros((0, 0), np.uint8), 0, 0)
+    right = min(right, left + MAX_WIDTH_PX)
     image = Image.new("L", (right - left, bottom - top), 0)
     ImageDraw.Draw(image).text((-left, -top), text, fill=255, font=font, anchor="ls")
     return Label(np.asarray(image, np.uint8), left, top)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from relay.annotations import Annotation
+from relay.labels import MAX_WIDTH_PX, LabelCache
 from relay.overlay import bgr, draw_bgr, draw_yuv420, yuv
 
 W, H = 640, 360
@@ -123,8 +124,20 @@ def test_a_label_from_an_older_log_keeps_its_size_of_six_line_widths() -> None:
     assert (drawn(old) == drawn(same)).all()
 
 
-def test_non_ascii_text_is_drawn_as_question_marks() -> None:
+def test_accented_latin_text_is_drawn() -> None:
     assert drawn(make("text", [[0.1, 0.5]], text="é")).any()
+
+
+def test_the_label_cache_is_bounded_in_memory_and_cuts_wide_patches() -> None:
+    """A drawer sending many long, large labels must not grow the burn-in's memory."""
+    cache = LabelCache(capacity=1000, max_bytes=8 * 1024 * 1024)
+    wide = cache.label("내시경 Дуран " * 16, cap_height_px=300)
+    assert wide.alpha.shape[1] <= MAX_WIDTH_PX and wide.alpha.any()
+    for n in range(12):
+        cache.label(f"{n} " + "Дуран " * 30, cap_height_px=300)
+        assert cache.nbytes <= 8 * 1024 * 1024
+    again = cache.label("Дуран", cap_height_px=20)
+    assert cache.label("Дуран", cap_height_px=20) is again  # a hit: the same patch
 
 
 def test_line_width_follows_the_frame_height() -> None:

@@ -369,7 +369,7 @@ async def _on_stats(connection: Connection, message: StatsMessage) -> None:
     p = connection.participant
     connection.hub.broadcast(
         connection.cid,
-        Stats(p.identity, p.role, message.stats),
+        Stats(p.identity, p.device, p.role, message.stats),
         exclude=p,
     )
 

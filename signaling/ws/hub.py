@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -88,6 +89,8 @@ class Participant:
     role: Role
     ws: web.WebSocketResponse
     joined_at: str = field(default_factory=utc_now_iso)
+    device: str = field(default_factory=lambda: secrets.token_hex(4))
+    "Tells one person's devices apart in what each sends (stats): random, never shown."
     messages: TokenBucket = field(
         default_factory=lambda: TokenBucket(MESSAGES_PER_S, MESSAGE_BURST), repr=False
     )

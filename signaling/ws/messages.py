@@ -146,8 +146,11 @@ class ChatHistoryMessage(ServerMessage):
 
 @dataclass(frozen=True)
 class Stats(ServerMessage):
+    """One device's media numbers: ``device`` keeps a person's laptop and tablet apart."""
+
     TYPE = "stats"
     sender: str
+    device: str
     role: Role
     stats: dict[str, float | str]
 

@@ -149,6 +149,13 @@ async def test_stats_fan_out_excludes_sender(
     while msg["type"] == "presence":
         msg = json.loads((await clinic.receive(timeout=3)).data)
     assert msg["type"] == "pong"  # the sender's own stats never came back
+    # The same person on a second device: the others tell the two devices' numbers apart.
+    second, _ = await join(client, cid, make_token("clinic", cid, identity=received["from"]))
+    await second.send_json({"type": "stats", "stats": stats})
+    other_device = await next_of(surgeon, "stats")
+    assert other_device["from"] == received["from"]
+    assert len(other_device["device"]) == 8 and other_device["device"] != received["device"]
+    await second.close()
     await clinic.close()
     await surgeon.close()
 

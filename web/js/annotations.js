@@ -18,7 +18,7 @@ import { Drafts } from "./drafts.js";
 import { drawMark } from "./drawing.js";
 import { FreezeFrame } from "./freeze.js";
 import { backingSize, intrinsicSize, pictureRect } from "./geometry.js";
-import { msg, t } from "./i18n.js";
+import { msg } from "./i18n.js";
 import { Input } from "./input.js";
 import { SnapshotGallery, canvasToPng, uploadSnapshot } from "./snapshots.js";
 import { Toolbar } from "./toolbar.js";
@@ -191,7 +191,7 @@ export class AnnotationLayer {
     room.addEventListener("freeze", (e) => {
       this._applyFreeze(e.detail);
       const reason = e.detail?.reason;
-      if (reason === "left" || reason === "new-stream") this.notices?.show("freeze", t(`freeze.released_${reason.replace("-", "_")}`), "info");
+      if (reason === "left" || reason === "new-stream") this.notices?.show("freeze", msg(`freeze.released_${reason.replace("-", "_")}`), "info");
       this._trace("freeze", e.detail);
     });
     room.addEventListener("snapshot", (e) => this.gallery?.add(e.detail.snapshot));

@@ -246,10 +246,10 @@ export class RemoteStatsBoard {
     // A sender that stopped (stream stopped, page closed) must not leave numbers that look live.
     setInterval(() => {
       const now = Date.now();
-      for (const [from, block] of this.blocks) {
+      for (const [key, block] of this.blocks) {
         if (now - Number(block.dataset.updated || 0) > staleMs) {
           block.remove();
-          this.blocks.delete(from);
+          this.blocks.delete(key);
         }
       }
     }, 1000);
@@ -257,13 +257,15 @@ export class RemoteStatsBoard {
 
   update(msg) {
     if (!msg || !msg.from || !msg.stats || typeof msg.stats !== "object") return;
-    let block = this.blocks.get(msg.from);
+    // One block per device: a person watching on a laptop and drawing on a tablet has two links.
+    const key = `${msg.from}/${msg.device ?? ""}`;
+    let block = this.blocks.get(key);
     if (!block) {
       block = document.createElement("div");
       block.className = "remote-stats";
       block.dataset.from = msg.from;
       this.container.append(block);
-      this.blocks.set(msg.from, block);
+      this.blocks.set(key, block);
     }
     const sends = ["outbound", "send"].includes(msg.stats.direction);
     const label = { key: sends ? "stats.sends" : "stats.receives", params: { who: this.describe(msg.from, msg.role) } };

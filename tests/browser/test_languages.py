@@ -45,6 +45,8 @@ ALLOWED = {
 # Names and ids this test (and tests/replay_support.py) made, in Latin letters on purpose.
 TITLE = "Kim Lee"
 MADE_HERE = {"Kim", "Lee", "Dr", "Paper", "Test", "clinic-test", "surgeon-test"}
+# The participants' names: not conftest's role-named links ("Surgeon" reads as English text).
+NAMES = {Role.CLINIC: "Dr Lee", Role.SURGEON: "Dr Kim"}
 FILE_NAME = re.compile(r"^[\w-]+\.(json|mp4|webm|mkv|ogg|png|zip):?$")
 
 # Every piece of text a person sees or hears from a screen reader: visible text nodes, and the
@@ -116,12 +118,12 @@ async def test_live_pages_have_no_english(
     consultation = await live_server.consultation(consent=True, title=TITLE)
     clinic = await browser.open(
         f"{live_server.base_url}/clinic?lang={language}#token="
-        + live_server.token(Role.CLINIC, consultation.id),
+        + live_server.token(Role.CLINIC, consultation.id, name=NAMES[Role.CLINIC]),
         "clinic",
     )
     surgeon = await browser.open(
         f"{live_server.base_url}/surgeon?lang={language}#token="
-        + live_server.token(Role.SURGEON, consultation.id),
+        + live_server.token(Role.SURGEON, consultation.id, name=NAMES[Role.SURGEON]),
         "surgeon",
     )
     await expect(clinic.locator("html")).to_have_attribute("lang", language)
@@ -155,7 +157,7 @@ async def test_replay_with_a_recording_open_has_no_english(
     )
     page = await browser.open(
         f"{live_server.base_url}/replay?lang={language}#token="
-        + live_server.token("surgeon", consultation.id),
+        + live_server.token("surgeon", consultation.id, name=NAMES[Role.SURGEON]),
         "replay",
     )
     await page.get_by_test_id("recording-item").first.get_by_role("button").click()
@@ -185,10 +187,16 @@ async def test_the_picker_switches_in_place_and_is_remembered(
 ) -> None:
     consultation = await live_server.consultation(consent=True, title=TITLE)
     clinic = await browser.open(
-        live_server.url("clinic", live_server.token(Role.CLINIC, consultation.id)), "clinic"
+        live_server.url(
+            "clinic", live_server.token(Role.CLINIC, consultation.id, name=NAMES[Role.CLINIC])
+        ),
+        "clinic",
     )
     surgeon = await browser.open(
-        live_server.url("surgeon", live_server.token(Role.SURGEON, consultation.id)), "surgeon"
+        live_server.url(
+            "surgeon", live_server.token(Role.SURGEON, consultation.id, name=NAMES[Role.SURGEON])
+        ),
+        "surgeon",
     )
     await start_clinic_stream(clinic)
     await expect(surgeon.get_by_test_id("publisher-state")).to_have_attribute("data-state", "live")
@@ -222,7 +230,7 @@ async def test_an_unknown_language_code_is_reported_and_the_page_works(
     live_server: LiveServer, browser: Browser
 ) -> None:
     consultation = await live_server.consultation(consent=True, title=TITLE)
-    token = live_server.token(Role.SURGEON, consultation.id)
+    token = live_server.token(Role.SURGEON, consultation.id, name=NAMES[Role.SURGEON])
     page = await browser.open(f"{live_server.base_url}/surgeon?lang=xx#token={token}", "surgeon")
     notice = page.get_by_test_id("language-notice")
     await expect(notice).to_be_visible()

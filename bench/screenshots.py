@@ -28,14 +28,25 @@ from bench.serverproc import ServerProcess, endolink
 
 LANGUAGES = ("ko", "mn")
 SIZES = ((1440, 900, False), (768, 1024, True), (390, 844, True))  # width, height, touch
-TITLE = "EndoLink"
+TITLE = "비강 내시경 · Хамрын дуран"
+NAMES = ("--clinic-name", "Бат-Эрдэнэ", "--surgeon-name", "김민준")
+"Who the pictures show in the room: a Mongolian doctor, a Korean surgeon."
 PAGE_TIMEOUT_MS = 20_000
 
 
 def create_consultation(data_dir: Path, port: int) -> dict[str, str]:
     """A consultation with consent on record; its short links (clinic, surgeon, replay)."""
     created = endolink(
-        data_dir, port, "consult", "create", "--title", TITLE, "--consent-by", "Dr", "--json"
+        data_dir,
+        port,
+        "consult",
+        "create",
+        "--title",
+        TITLE,
+        "--consent-by",
+        "Dr",
+        *NAMES,
+        "--json",
     )
     return dict(json.loads(created)["links"])
 
@@ -86,8 +97,15 @@ async def live_pages(browser: Browser, links: dict[str, str], size: tuple[int, i
 
 
 async def draw_arrow(surgeon: Page) -> None:
-    """An arrow across the middle of the picture, as a surgeon would point at something."""
+    """An arrow across the middle of the picture, as a surgeon would point at something (on a
+    small screen the tools fold behind a Tools button: opened to pick, folded again to draw)."""
+    toggle = surgeon.get_by_test_id("tools-toggle")
+    folded = await toggle.is_visible()
+    if folded:
+        await toggle.click()
     await surgeon.get_by_test_id("tool-arrow").click()
+    if folded:
+        await toggle.click()
     box = await surgeon.get_by_test_id("remote-video").bounding_box()
     if not box:
         return

@@ -33,6 +33,7 @@ from signaling.keys import (
     HUB,
     ICE_SERVERS,
     INVITES,
+    METRICS,
     NETCHECK_BUDGET,
     RECORDINGS,
     RELAY,
@@ -41,6 +42,10 @@ from signaling.keys import (
     STORE,
     TOKENS,
 )
+from signaling.ops import routes as ops
+from signaling.ops.live import LiveCollector
+from signaling.ops.metrics import Metrics
+from signaling.ops.routes import metrics_middleware
 from signaling.replay import routes as replay
 from signaling.replay.state import ReplayState
 from signaling.settings import Settings
@@ -48,7 +53,7 @@ from signaling.ws import handler as websocket
 from signaling.ws.chat import ChatHistory
 from signaling.ws.hub import Hub
 from signaling.ws.marks import BoardKeeper
-from signaling.ws.messages import FeedUpdate, RecordingUpdate
+from signaling.ws.messages import FeedUpdate, RecordingUpdate, Restarting
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +62,9 @@ WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 def create_app(settings: Settings) -> web.Application:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = web.Application(client_max_size=settings.max_sdp_bytes, middlewares=[error_middleware])
+    app = web.Application(
+        client_max_size=settings.max_sdp_bytes, middlewares=[metrics_middleware, error_middleware]
+    )
     app[SETTINGS] = settings
     secret = settings.secret or load_or_create_secret(settings.data_dir)
     app[TOKENS] = TokenIssuer(secret)
@@ -91,6 +98,7 @@ def create_app(settings: Settings) -> web.Application:
         MediaTokens(secret),
         AuditTrail(settings.data_dir / DB_FILENAME),
     )
+    app[METRICS] = Metrics(LiveCollector(app[RELAY], app[HUB], app[RECORDINGS]), app[HUB])
     install_access_log_redaction()
     app.cleanup_ctx.append(_media_ctx)
     app.on_shutdown.append(_close_websockets)
@@ -99,6 +107,7 @@ def create_app(settings: Settings) -> web.Application:
     snapshots.add_routes(app)
     netcheck.add_routes(app)
     replay.add_routes(app)
+    ops.add_routes(app)
     whip.add_routes(app)
     websocket.add_routes(app)
     pages.add_routes(app, WEB_DIR)
@@ -159,4 +168,6 @@ def _recordings(settings: Settings, store: ConsultationStore, hub: Hub, relay: R
 
 
 async def _close_websockets(app: web.Application) -> None:
-    await app[HUB].close_all(code=1001, reason="server shutting down")
+    """Every page is told the server is restarting (in its own language), then its socket
+    closes with 1001; ``/readyz`` answers 503 from here on."""
+    await app[HUB].close_all(code=1001, reason="server restarting", farewell=Restarting())

@@ -15,6 +15,7 @@ from signaling.auth.turn import IceServers
 from signaling.db.invites import InviteBook
 from signaling.db.store import ConsultationStore
 from signaling.http.throttle import FailureBudget
+from signaling.ops.metrics import Metrics
 from signaling.replay.state import ReplayState
 from signaling.settings import Settings
 from signaling.ws.chat import ChatHistory
@@ -33,4 +34,5 @@ ICE_SERVERS = web.AppKey("ice_servers", IceServers)
 INVITES = web.AppKey("invites", InviteBook)
 FAILED_JOINS = web.AppKey("failed_joins", FailureBudget)
 NETCHECK_BUDGET = web.AppKey("netcheck_budget", FailureBudget)
+METRICS = web.AppKey("metrics", Metrics)
 GRANT = web.RequestKey("grant", Grant)

@@ -14,7 +14,10 @@ from typing import Any
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 _STANDARD = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
-"Attributes every LogRecord has: anything else was passed as ``extra=`` and is kept."
+"Attributes every LogRecord has: anything else was passed as ``extra=`` and is kept..."
+_RAW_REQUEST = frozenset({"first_request_line", "request_header", "response_header"})
+"""...but for aiohttp's access-log extras holding the raw request: the message carries the same
+text after the redaction filters (query-string tokens, short-link codes) ran on it."""
 
 
 class JsonFormatter(logging.Formatter):
@@ -28,7 +31,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         for key, value in vars(record).items():
-            if key not in _STANDARD and key not in entry:
+            if key not in _STANDARD and key not in _RAW_REQUEST and key not in entry:
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)

@@ -4,8 +4,10 @@ streams to a real viewer and pages are connected."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from aiohttp import ClientWebSocketResponse
@@ -174,3 +176,13 @@ async def test_metrics_move_during_a_live_session(
 async def _read_until_closed(ws: ClientWebSocketResponse) -> None:
     while not ws.closed:
         await ws.receive()
+
+
+def test_the_dashboard_and_the_operations_doc_name_only_metrics_the_server_has() -> None:
+    root = Path(__file__).resolve().parents[2]
+    source = "".join(p.read_text() for p in (root / "signaling" / "ops").glob("*.py"))
+    for doc in ("grafana-endolink.json", "operations.md"):
+        named = set(re.findall(r"endolink_[a-z_]+", (root / "docs" / doc).read_text()))
+        assert named, doc
+        unknown = {n for n in named if f'"{n.removesuffix("_total")}"' not in source}
+        assert not unknown, f"{doc} names metrics the server does not have: {sorted(unknown)}"

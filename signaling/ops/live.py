@@ -143,36 +143,34 @@ class LiveCollector(Collector):
         yield sessions
 
     def _feeds(self, now: float) -> Iterator[Metric]:
-        f = _FeedFamilies()
+        f = _families(FEED_FAMILIES)
         for cid, router in sorted(self._relay.routers.items()):
-            f.viewers.add_metric([cid], router.viewer_count())
+            f["viewers"].add_metric([cid], router.viewer_count())
             for name, feed in router.feeds.items():
                 labels = [cid, str(name)]
-                f.live.add_metric(labels, 1 if str(feed.state) == "live" else 0)
+                f["live"].add_metric(labels, 1 if str(feed.state) == "live" else 0)
                 for kind, producer in feed.producers.items():
                     track = [*labels, kind]
-                    f.frames.add_metric(track, producer.frames)
-                    f.bytes.add_metric(track, producer.bytes)
+                    f["frames"].add_metric(track, producer.frames)
+                    f["bytes"].add_metric(track, producer.bytes)
                     key = tuple(track)
                     bps = 8 * self._rates.rate(("bytes", *key), producer.bytes, now)
-                    f.bitrate.add_metric(track, bps)
+                    f["bitrate"].add_metric(track, bps)
                     if kind == "video":
-                        f.fps.add_metric(
+                        f["fps"].add_metric(
                             labels, self._rates.rate(("frames", *key), producer.frames, now)
                         )
-                        f.keyframes.add_metric(labels, producer.keyframes)
-                        f.requests.add_metric(labels, producer.keyframe_requests)
+                        f["keyframes"].add_metric(labels, producer.keyframes)
+                        f["requests"].add_metric(labels, producer.keyframe_requests)
                 self._feed_transport(f, router, feed, labels)
-        yield from f
+        yield from f.values()
 
-    def _feed_transport(
-        self, f: _FeedFamilies, router: Router, feed: Feed, labels: list[str]
-    ) -> None:
+    def _feed_transport(self, f: Families, router: Router, feed: Feed, labels: list[str]) -> None:
         publisher = feed.publisher
         found = self._sessions.get(publisher.id) if publisher is not None else None
         if found is not None:
-            f.received.add_metric(labels, found.packets_received)
-            f.lost.add_metric(labels, found.packets_lost)
+            f["received"].add_metric(labels, found.packets_received)
+            f["lost"].add_metric(labels, found.packets_lost)
         viewers = [
             s
             for p in list(router.peers.values())
@@ -182,40 +180,21 @@ class LiveCollector(Collector):
         rtts = [s.rtt_s for s in viewers if s.rtt_s is not None]
         losses = [s.fraction_lost for s in viewers if s.fraction_lost is not None]
         if rtts:
-            f.rtt.add_metric(labels, max(rtts))
+            f["rtt"].add_metric(labels, max(rtts))
         if losses:
-            f.loss.add_metric(labels, max(losses))
+            f["loss"].add_metric(labels, max(losses))
 
     def _recording(self) -> Iterator[Metric]:
-        active = GaugeMetricFamily(
-            "endolink_recording_segment_open",
-            "1 while a recording segment is being written",
-            labels=["consultation"],
-        )
-        muxed = GaugeMetricFamily(
-            "endolink_recording_segment_bytes",
-            "Bytes written to the open segment",
-            labels=["consultation"],
-        )
-        dropped = GaugeMetricFamily(
-            "endolink_recording_segment_dropped_frames",
-            "Frames the open segment lost (any cause)",
-            labels=["consultation"],
-        )
-        backlog = GaugeMetricFamily(
-            "endolink_recording_backlog_frames",
-            "Frames queued for the writer thread: how far the disk lags",
-            labels=["consultation"],
-        )
+        r = _families(RECORDING_FAMILIES)
         for cid in sorted(self._relay.routers):
             recorder = self._recordings.active(cid)
             progress = recorder.progress() if recorder is not None else None
-            active.add_metric([cid], 0 if progress is None else 1)
+            r["open"].add_metric([cid], 0 if progress is None else 1)
             if progress is not None:
-                muxed.add_metric([cid], progress.muxed_bytes)
-                dropped.add_metric([cid], progress.dropped_frames)
-                backlog.add_metric([cid], progress.backlog_frames)
-        yield from (active, muxed, dropped, backlog)
+                r["bytes"].add_metric([cid], progress.muxed_bytes)
+                r["dropped"].add_metric([cid], progress.dropped_frames)
+                r["backlog"].add_metric([cid], progress.backlog_frames)
+        yield from r.values()
         if self._disk_free is not None:
             yield GaugeMetricFamily(
                 "endolink_disk_free_bytes",
@@ -249,63 +228,41 @@ class LiveCollector(Collector):
         yield ops
 
 
-class _FeedFamilies:
-    """The per-feed metric families of one scrape."""
+Families = dict[str, GaugeMetricFamily | CounterMetricFamily]
+_G, _C = GaugeMetricFamily, CounterMetricFamily
+_CID = ("consultation",)
+FEED_FAMILIES = (
+    ("viewers", _G, "endolink_viewers", "WHEP viewer sessions per consultation", _CID),
+    ("live", _G, "endolink_feed_live", "1 while the feed's publisher sends media", FEED),
+    ("frames", _C, "endolink_feed_frames", "Encoded frames received from the publisher", TRACK),
+    ("bytes", _C, "endolink_feed_bytes", "Encoded bytes received from the publisher", TRACK),
+    ("fps", _G, "endolink_feed_fps", "Video frames/s arriving, between two scrapes", FEED),
+    ("bitrate", _G, "endolink_feed_bitrate_bps", "Bits/s arriving, between two scrapes", TRACK),
+    ("keyframes", _C, "endolink_feed_keyframes", "Video keyframes received", FEED),
+    ("requests", _C, "endolink_feed_keyframe_requests", "PLIs sent to the publisher", FEED),
+    ("received", _C, "endolink_feed_packets_received", "RTP packets, this publisher", FEED),
+    ("lost", _C, "endolink_feed_packets_lost", "RTP packets lost, this publisher", FEED),
+    ("rtt", _G, "endolink_feed_viewer_rtt_seconds", "RTT of the worst viewer session", FEED),
+    ("loss", _G, "endolink_feed_viewer_loss_ratio", "Loss of the worst viewer session", FEED),
+)
+RECORDING_FAMILIES = (
+    ("open", _G, "endolink_recording_segment_open", "1 while a segment is written", _CID),
+    ("bytes", _G, "endolink_recording_segment_bytes", "Bytes in the open segment", _CID),
+    ("dropped", _G, "endolink_recording_segment_dropped_frames", "Frames it lost", _CID),
+    ("backlog", _G, "endolink_recording_backlog_frames", "Frames queued for the disk", _CID),
+)
+"""Per scrape, by short name: (key, family type, metric name, help, labels). The full meaning
+of each is in docs/operations.md."""
 
-    def __init__(self) -> None:
-        self.viewers = GaugeMetricFamily(
-            "endolink_viewers", "WHEP viewer sessions per consultation", labels=["consultation"]
-        )
-        self.live = GaugeMetricFamily(
-            "endolink_feed_live", "1 while the feed's publisher sends media", labels=FEED
-        )
-        self.frames = CounterMetricFamily(
-            "endolink_feed_frames", "Encoded frames received from the publisher", labels=TRACK
-        )
-        self.bytes = CounterMetricFamily(
-            "endolink_feed_bytes", "Encoded bytes received from the publisher", labels=TRACK
-        )
-        self.fps = GaugeMetricFamily(
-            "endolink_feed_fps",
-            "Video frames per second arriving (between two scrapes)",
-            labels=FEED,
-        )
-        self.bitrate = GaugeMetricFamily(
-            "endolink_feed_bitrate_bps",
-            "Bits per second arriving (between two scrapes)",
-            labels=TRACK,
-        )
-        self.keyframes = CounterMetricFamily(
-            "endolink_feed_keyframes", "Video keyframes received", labels=FEED
-        )
-        self.requests = CounterMetricFamily(
-            "endolink_feed_keyframe_requests",
-            "Keyframe requests (PLI) sent to the publisher",
-            labels=FEED,
-        )
-        self.received = CounterMetricFamily(
-            "endolink_feed_packets_received",
-            "RTP packets received from the current publisher session",
-            labels=FEED,
-        )
-        self.lost = CounterMetricFamily(
-            "endolink_feed_packets_lost",
-            "RTP packets lost from the current publisher session",
-            labels=FEED,
-        )
-        self.rtt = GaugeMetricFamily(
-            "endolink_feed_viewer_rtt_seconds",
-            "Round-trip time of the worst viewer session",
-            labels=FEED,
-        )
-        self.loss = GaugeMetricFamily(
-            "endolink_feed_viewer_loss_ratio",
-            "Loss reported by the worst viewer session",
-            labels=FEED,
-        )
 
-    def __iter__(self) -> Iterator[Metric]:
-        return iter(vars(self).values())
+def _families(
+    spec: tuple[
+        tuple[str, type[GaugeMetricFamily] | type[CounterMetricFamily], str, str, tuple[str, ...]],
+        ...,
+    ],
+) -> Families:
+    """One scrape's empty metric families, by short name."""
+    return {key: kind(name, text, labels=list(labels)) for key, kind, name, text, labels in spec}
 
 
 async def _session_stats(peer: Peer) -> SessionStats | None:

@@ -23,6 +23,7 @@ from tests.conftest import MakeToken, bearer, error_of
 from tests.peers import publisher, viewer
 from tests.signaling.test_websocket import closed_with, join, next_of
 
+ROLES = ("surgeon", "clinic", "observer")
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
@@ -102,15 +103,11 @@ async def test_metrics_move_during_a_live_session(
     client: TestClient, make_token: MakeToken, consultation: Consultation
 ) -> None:
     cid = consultation.id
-    surgeon, _ = await join(client, cid, make_token("surgeon", cid))
-    clinic_page, _ = await join(client, cid, make_token("clinic", cid))
-    observer, _ = await join(client, cid, make_token("observer", cid))
-    await surgeon.send_json({"type": "chat", "text": "ready"})
-    await next_of(surgeon, "chat")
+    pages = [(await join(client, cid, make_token(role, cid)))[0] for role in ROLES]
+    await pages[0].send_json({"type": "chat", "text": "ready"})
+    await next_of(pages[0], "chat")
     # Pages read all the time (aiohttp answers the server's heartbeat pings while reading).
-    readers = [
-        asyncio.ensure_future(_read_until_closed(ws)) for ws in (surgeon, clinic_page, observer)
-    ]
+    readers = [asyncio.ensure_future(_read_until_closed(ws)) for ws in pages]
     whip, whep = str(client.make_url(f"/whip/{cid}")), str(client.make_url(f"/whep/{cid}"))
     async with (
         publisher(whip, make_token("clinic", cid)),
@@ -138,7 +135,7 @@ async def test_metrics_move_during_a_live_session(
         )
         assert value(second, "endolink_viewers", consultation=cid) == 1
         assert value(second, "endolink_consultations_live") == 1
-        for role in ("surgeon", "clinic", "observer"):
+        for role in ROLES:
             assert value(second, "endolink_participants", role=role) == 1
         assert value(second, "endolink_sessions", role="publisher", state="connected") == 1
         assert value(second, "endolink_sessions", role="viewer", state="connected") == 1
@@ -168,7 +165,7 @@ async def test_metrics_move_during_a_live_session(
             await asyncio.sleep(0.5)
             rtt = value(await scrape(client), "endolink_feed_viewer_rtt_seconds", **feed)
         assert rtt is not None and 0 <= rtt < 1
-    for ws in (surgeon, clinic_page, observer):
+    for ws in pages:
         await ws.close()
     await asyncio.wait_for(asyncio.gather(*readers), 5)
 

@@ -5,8 +5,9 @@
                             [--json out.json] [--keep]
 
 Per consultation (consent on file, so every one records): a publisher (``bench.publisher``, its
-own process: the stamped pattern, VP8), ``--viewers`` light viewers (``bench.loadgen``, one
-process per consultation: frames timestamped and hashed, never decoded) and a surgeon page's
+own process, started 4 at a time: the stamped pattern, VP8), ``--viewers`` light viewers
+(``bench.loadgen.LoadGen``, the viewers of ``--group`` consultations in one process: frames
+timestamped and hashed, never decoded) and a surgeon page's
 WebSocket (in this process: reads everything, sends a ``stats`` message every 2 s as a page
 does). The server is ``bench.serverproc.ServerProcess``. Every ``--every`` s the server's
 ``/metrics`` is scraped (RSS, open fds, CPU, asyncio tasks, threads, sessions, HTTP answers) and
@@ -32,13 +33,15 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from .common import free_port, percentile, proc_sample
+from .common import emit, free_port, loopback_only, percentile, proc_sample, stdin_lines
 from .fanout import PYTHON, Child, Consultation, Processes, machine, make_consultation
 from .serverproc import ServerProcess
 
 STATS_EVERY_S = 2.0
 "How often each page sends its ``stats`` message (the pages send theirs every 2 s)."
 START_TIMEOUT_S = 180.0
+START_BATCH = 4
+"Publishers started together, each batch once the one before streams."
 
 
 class Page:
@@ -147,21 +150,56 @@ async def run(cfg: argparse.Namespace, work: Path) -> dict[str, Any]:
 async def _start_clients(
     cfg: argparse.Namespace, procs: Processes, base: str, consults: list[Consultation]
 ) -> tuple[list[dict[str, Any]], list[tuple[Child, dict[str, Any]]]]:
+    """Publishers a few at a time (20 processes importing aiortc at once starve the machine
+    long enough for the server to close the first ones as silent), then the viewer groups."""
     size = ["--width", str(cfg.width), "--height", str(cfg.height)]
-    publishers = []
-    for i, c in enumerate(consults):
-        argv = [PYTHON, "-m", "bench.publisher", "--whip", f"{base}/whip/{c.id}"]
-        argv += ["--token", c.clinic, "--fps", str(cfg.fps), "--bitrate", str(cfg.bitrate), *size]
-        publishers.append(await procs.start(f"publisher{i}", argv))
-    readies = await asyncio.gather(*(p.read_event(START_TIMEOUT_S) for p in publishers))
+    readies: list[dict[str, Any]] = []
+    for first in range(0, len(consults), START_BATCH):
+        batch = []
+        for i, c in enumerate(consults[first : first + START_BATCH], first):
+            argv = [PYTHON, "-m", "bench.publisher", "--whip", f"{base}/whip/{c.id}", "--token"]
+            argv += [c.clinic, "--fps", str(cfg.fps), "--bitrate", str(cfg.bitrate), *size]
+            batch.append(await procs.start(f"publisher{i}", argv))
+        readies += await asyncio.gather(*(p.read_event(START_TIMEOUT_S) for p in batch))
+    specs = [
+        [
+            *("--whep", f"{base}/whep/{c.id}", "--token", c.viewer, "--publisher", r["control"]),
+            *("--light", str(cfg.viewers), "--name", f"lg{i}", "--ready-timeout", "60", *size),
+        ]
+        for i, (c, r) in enumerate(zip(consults, readies, strict=True))
+    ]
     loadgens = []
-    for i, (c, ready) in enumerate(zip(consults, readies, strict=True)):
-        argv = [PYTHON, "-m", "bench.loadgen", "--whep", f"{base}/whep/{c.id}", "--token"]
-        argv += [c.viewer, "--publisher", ready["control"], "--light", str(cfg.viewers)]
-        argv += ["--name", f"lg{i}", "--ready-timeout", "60", *size]
-        loadgens.append(await procs.start(f"loadgen{i}", argv))
-    ready_viewers = await asyncio.gather(*(lg.read_event(START_TIMEOUT_S) for lg in loadgens))
-    return list(readies), list(zip(loadgens, ready_viewers, strict=True))
+    for first in range(0, len(specs), cfg.group):
+        group = specs[first : first + cfg.group]
+        argv = [PYTHON, "-m", "bench.loadrun", "_viewers", json.dumps(group)]
+        child = await procs.start(f"viewers{first // cfg.group}", argv)
+        loadgens += [(child, await child.read_event(START_TIMEOUT_S)) for _ in group]
+    return readies, loadgens
+
+
+async def viewer_group(specs: list[list[str]]) -> None:
+    """``_viewers``: one ``bench.loadgen.LoadGen`` per consultation, all in this process; one
+    ``ready`` per LoadGen, and for ``report T0 T1`` one report per LoadGen, in order."""
+    from relay import recovery
+
+    from . import loadgen
+
+    loopback_only()
+    generators = [loadgen.LoadGen(loadgen.parse_args(argv)) for argv in specs]
+    recovery.use(generators[0].args.recovery)
+    try:
+        for generator in generators:  # one at a time: each emits its own ``ready``
+            await generator.start()
+        async for command in stdin_lines():
+            words = command.split()
+            if words[0] == "report":
+                for generator in generators:
+                    emit(await generator.report(float(words[1]), float(words[2])))
+            elif words[0] == "quit":
+                break
+    finally:
+        for generator in generators:
+            await asyncio.wait_for(generator.close(), 30)
 
 
 async def _measure(
@@ -184,6 +222,7 @@ async def _measure(
             **await scrape(http, server.base_url),
         }
         sample["proc"] = proc_sample(pid)
+        sample["loadavg"] = float(Path("/proc/loadavg").read_text().split()[0])
         text = sample.pop("text")
         samples.append(sample)
         print(
@@ -197,10 +236,18 @@ async def _measure(
             break
         await asyncio.sleep(min(cfg.every, max(0.0, end - time.time())))
     t1 = time.time()
-    for child, _ in loadgens:
+    groups: list[Child] = []
+    for child, _ in loadgens:  # in order, each once
+        if not any(child is known for known in groups):
+            groups.append(child)
+    for child in groups:
         child.send(f"report {t_start + warmup_s} {t1}")
-    reports = await asyncio.gather(*(child.read_event(120) for child, _ in loadgens))
-    viewers = [v for r in reports for v in r["viewers"]]
+
+    async def reports(child: Child) -> list[dict[str, Any]]:
+        return [await child.read_event(120) for entry, _ in loadgens if entry is child]
+
+    found = await asyncio.gather(*(reports(child) for child in groups))
+    viewers = [v for group in found for r in group for v in r["viewers"]]
     return summarise(cfg, samples, viewers, loadgens, pages, warmup_s, text)
 
 
@@ -220,6 +267,7 @@ def summarise(
         "viewer:connected": cfg.consultations * cfg.viewers,
     }
     fps = [v["fps"] for v in viewers]
+    latencies = [ms for v in viewers for ms in v["hash_latency_ms"]]
     span = last["elapsed_s"] - warm["elapsed_s"]
 
     def trend(key: str, scale: float = 1.0) -> list[float]:
@@ -253,11 +301,19 @@ def summarise(
             round(percentile([v["longest_gap_ms"] or 0 for v in viewers], 50) or 0),
             round(max((v["longest_gap_ms"] or 0 for v in viewers), default=0)),
         ],
+        "latency_ms_p50_p99": [
+            round(percentile(latencies, 50) or 0, 1),
+            round(percentile(latencies, 99) or 0, 1),
+        ],
         "server_cpu_pct": round(100 * (last["cpu_s"] - warm["cpu_s"]) / span, 1) if span else None,
         "rss_mb_warm_end": trend("rss_bytes", 2**20),
         "fds_warm_end": trend("fds"),
         "tasks_warm_end": trend("tasks"),
         "threads_warm_end": trend("threads"),
+        "machine_loadavg_min_max": [
+            min(s["loadavg"] for s in samples),
+            max(s["loadavg"] for s in samples),
+        ],
         "rss_mb_max": round(max(s.get("rss_bytes", 0) for s in samples) / 2**20, 1),
         "ws_messages_in_out": [last.get("ws_in"), last.get("ws_out")],
         "recordings_open_at_end": last.get("recordings"),
@@ -307,7 +363,15 @@ def table(result: dict[str, Any]) -> str:
             f"{result['viewers_with_a_freeze']}",
         ),
         ("longest gap ms p50 / max", str(result["longest_gap_ms_p50_max"])),
+        (
+            "frame latency ms p50 / p99 (publisher stamp → viewer)",
+            str(result["latency_ms_p50_p99"]),
+        ),
         ("server CPU % of one core (after warm-up)", str(result["server_cpu_pct"])),
+        (
+            "machine load average (2 cores, shared) min / max",
+            str(result["machine_loadavg_min_max"]),
+        ),
         ("server RSS MB warm → end (max)", f"{result['rss_mb_warm_end']} ({result['rss_mb_max']})"),
         ("open fds warm → end", str(result["fds_warm_end"])),
         ("asyncio tasks warm → end", str(result["tasks_warm_end"])),
@@ -330,6 +394,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--viewers", type=int, default=2, help="light viewers per consultation")
     parser.add_argument("--every", type=float, default=10.0, help="seconds between samples")
+    parser.add_argument(
+        "--group", type=int, default=5, help="consultations whose viewers share one process"
+    )
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--fps", type=int, default=15)
@@ -340,6 +407,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["_viewers"]:
+        asyncio.run(viewer_group(json.loads(argv[1])))
+        return 0
     cfg = parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="endolink-loadrun-"))
     print(f"load run: {cfg.consultations} consultations, {cfg.minutes:g} min; work dir {work}")

@@ -188,8 +188,7 @@ async def viewer_group(specs: list[list[str]]) -> None:
     generators = [loadgen.LoadGen(loadgen.parse_args(argv)) for argv in specs]
     recovery.use(generators[0].args.recovery)
     try:
-        for generator in generators:  # one at a time: each emits its own ``ready``
-            await generator.start()
+        await asyncio.gather(*(g.start() for g in generators))  # each emits its ``ready``
         async for command in stdin_lines():
             words = command.split()
             if words[0] == "report":

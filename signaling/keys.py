@@ -11,10 +11,11 @@ from recorder.annotation_log import AnnotationLogs
 from recorder.recordings import Recordings
 from relay import Relay
 from signaling.auth.grants import Grant, TokenIssuer
+from signaling.auth.revocations import Revocations
 from signaling.auth.turn import IceServers
 from signaling.db.invites import InviteBook
 from signaling.db.store import ConsultationStore
-from signaling.http.throttle import FailureBudget
+from signaling.http.throttle import FailureBudget, Throttle
 from signaling.replay.state import ReplayState
 from signaling.settings import Settings
 from signaling.ws.chat import ChatHistory
@@ -33,4 +34,6 @@ ICE_SERVERS = web.AppKey("ice_servers", IceServers)
 INVITES = web.AppKey("invites", InviteBook)
 FAILED_JOINS = web.AppKey("failed_joins", FailureBudget)
 NETCHECK_BUDGET = web.AppKey("netcheck_budget", FailureBudget)
+REVOCATIONS = web.AppKey("revocations", Revocations)
+THROTTLE = web.AppKey("throttle", Throttle)
 GRANT = web.RequestKey("grant", Grant)

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from persistence.times import utc_iso
 from relay import ConsultationId
 from signaling.auth.grants import Role
 from signaling.auth.invites import INVITE_ROLES, issue_invite, token_for, with_links
@@ -24,12 +25,14 @@ from signaling.auth.request import authenticate, path_cid
 from signaling.db.invites import InviteRecord
 from signaling.db.store import DEFAULT_TITLE, Consultation, ConsultationStore, UnknownConsultation
 from signaling.http.errors import ApiError
+from signaling.http.throttle import client_address, too_many
 from signaling.keys import (
     FAILED_JOINS,
     HUB,
     ICE_SERVERS,
     INVITES,
     RECORDINGS,
+    REVOCATIONS,
     SETTINGS,
     STORE,
     TOKENS,
@@ -57,6 +60,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/consultations/{cid}/consent", record_consent)
     app.router.add_post("/api/consultations/{cid}/invites", create_invite)
     app.router.add_delete("/api/consultations/{cid}/invites/{invite}", revoke_invite)
+    app.router.add_post("/api/consultations/{cid}/revoke", revoke_consultation)
     app.router.add_post("/api/join", join)
     app.router.add_get("/api/consultations/{cid}/recording", get_recording)
     app.router.add_post("/api/consultations/{cid}/recording", set_recording)
@@ -65,7 +69,7 @@ def add_routes(app: web.Application) -> None:
 
 async def create_consultation(request: web.Request) -> web.Response:
     grant = authenticate(request)
-    grant.ensure_admin()
+    grant.ensure_admin_everywhere()
     body = await _json_body(request, {"title", "consent_by", "video_codec", *NAME_FIELDS})
     names = {
         role: _name(body, key) for key, role in NAME_FIELDS.items() if body.get(key) is not None
@@ -111,9 +115,7 @@ async def record_consent(request: web.Request) -> web.Response:
 
 async def create_invite(request: web.Request) -> web.Response:
     cid = path_cid(request)
-    grant = authenticate(request)
-    grant.ensure_admin()
-    grant.ensure_member(cid)
+    authenticate(request).ensure_admin_of(cid)
     body = await _json_body(request, {"role", "ttl_s", "name"})
     role_name = _required(body, "role", str)
     if role_name not in INVITE_ROLES:
@@ -138,33 +140,46 @@ async def create_invite(request: web.Request) -> web.Response:
 
 
 async def revoke_invite(request: web.Request) -> web.Response:
-    """Withdraw an invite: its short link stops opening (a page already open keeps its token
-    until the invite's expiry)."""
+    """Withdraw an invite: its short link stops opening, and whoever joined through it loses
+    their access at once (their token refused, their sockets and media sessions ended)."""
     cid = path_cid(request)
-    grant = authenticate(request)
-    grant.ensure_admin()
-    grant.ensure_member(cid)
+    authenticate(request).ensure_admin_of(cid)
     book = request.app[INVITES]
     invite = await book.get(request.match_info["invite"])
     if invite is None or invite.consultation_id != cid:
         raise ApiError(404, "not-found", "unknown invite")
     await book.revoke(invite.id)
+    await request.app[REVOCATIONS].refresh()
     return web.json_response((await book.get(invite.id) or invite).to_json())
+
+
+async def revoke_consultation(request: web.Request) -> web.Response:
+    """Withdraw every link of a consultation and every token issued for it until now (the
+    caller's own included): sockets close with 4410, media sessions end. The consultation
+    stays; new invites work (docs/architecture.md, "Withdrawing access")."""
+    cid = path_cid(request)
+    authenticate(request).ensure_admin_of(cid)
+    await find_consultation(request.app[STORE], cid)
+    invites = await request.app[INVITES].revoke_all(cid)
+    revoked_at = await request.app[STORE].revoke_access(cid)
+    await request.app[REVOCATIONS].refresh()
+    return web.json_response(
+        {"consultation": cid, "revoked_at": utc_iso(revoked_at), "invites_withdrawn": invites}
+    )
 
 
 async def join(request: web.Request) -> web.Response:
     """A short link's code → its token and page. Failed lookups are rate-limited per client
     address; the code is never logged (the error middleware logs only the path)."""
     budget = request.app[FAILED_JOINS]
-    client = request.remote or "unknown"
+    client = client_address(request)
     wait_s = budget.retry_after(client)
     if wait_s:
-        raise ApiError(
-            429,
+        raise too_many(
             "too-many-attempts",
             f"Too many links that did not work were tried from this network. "
             f"Wait {wait_s} seconds, then open the link again.",
-            {"Retry-After": str(wait_s)},
+            wait_s,
         )
     code = _required(await _json_body(request, {"code"}), "code", str)
     invite = await request.app[INVITES].find(code)

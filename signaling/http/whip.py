@@ -23,7 +23,8 @@ from signaling.auth.grants import Grant
 from signaling.auth.request import authenticate, path_cid
 from signaling.db.store import Consultation
 from signaling.http.errors import ApiError
-from signaling.keys import GRANT, ICE_SERVERS, RELAY, SETTINGS, STORE
+from signaling.http.throttle import client_address
+from signaling.keys import GRANT, ICE_SERVERS, RELAY, SETTINGS, STORE, THROTTLE
 from signaling.settings import IceServer
 
 logger = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ async def _accept_offer(request: web.Request) -> tuple[Grant, Consultation, str]
     consultation = await _consultation(request, grant)
     if request.content_type != SDP:
         raise ApiError(415, "unsupported-media-type", f"send the offer as Content-Type: {SDP}")
+    request.app[THROTTLE].take_session(grant.identity, client_address(request))
     return grant, consultation, await _read_body(request)
 
 

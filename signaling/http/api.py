@@ -25,6 +25,7 @@ from signaling.auth.request import authenticate, path_cid
 from signaling.db.invites import InviteRecord
 from signaling.db.store import DEFAULT_TITLE, Consultation, ConsultationStore, UnknownConsultation
 from signaling.http.errors import ApiError
+from signaling.http.serving import read_body
 from signaling.http.throttle import client_address, too_many
 from signaling.keys import (
     FAILED_JOINS,
@@ -272,7 +273,7 @@ async def find_consultation(store: ConsultationStore, cid: ConsultationId) -> Co
 async def _json_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
     """The body as a JSON object (an empty body counts as ``{}``); unknown keys are refused so
     a misspelt field fails loudly instead of being silently ignored."""
-    raw = await request.read()  # raises 413 past client_max_size
+    raw = await read_body(request, request.app[SETTINGS].body_timeout_s)  # 413 past the limit
     if not raw.strip():
         return {}
     try:

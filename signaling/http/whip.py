@@ -23,6 +23,7 @@ from signaling.auth.grants import Grant
 from signaling.auth.request import authenticate, path_cid
 from signaling.db.store import Consultation
 from signaling.http.errors import ApiError
+from signaling.http.serving import read_body
 from signaling.http.throttle import client_address
 from signaling.keys import GRANT, ICE_SERVERS, RELAY, SETTINGS, STORE, THROTTLE
 from signaling.settings import IceServer
@@ -145,10 +146,11 @@ async def _consultation(request: web.Request, grant: Grant) -> Consultation:
 
 
 async def _read_body(request: web.Request) -> str:
-    limit = request.app[SETTINGS].max_sdp_bytes
+    settings = request.app[SETTINGS]
+    limit = settings.max_sdp_bytes
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "too-large", f"body larger than {limit} bytes")
-    raw = await request.read()
+    raw = await read_body(request, settings.body_timeout_s)
     if len(raw) > limit:
         raise ApiError(413, "too-large", f"body larger than {limit} bytes")
     try:

@@ -258,6 +258,7 @@ async def get_identity(request: web.Request) -> web.Response:
             "may_replay": grant.may_replay,
             "expires_at": grant.expires_at,
             "ice_servers": [server.to_json() for server in ice_servers],
+            "replay_idle_s": request.app[SETTINGS].replay_idle_s,
         }
     )
 

@@ -13,8 +13,8 @@ is read with no deadline at all. Here:
 
 ``GuardedRunner`` is ``web.AppRunner`` making its protocol objects that way; ``run_app`` is
 ``web.run_app`` (signals, cleanup) on it. The subclassing reads aiohttp's private
-``RequestHandler`` state (``_request_count``, ``_waiter``, ``_upgraded``) and ``Server``'s constructor arguments; ``tests/signaling/test_slowloris.py``
-checks them on every upgrade.
+``RequestHandler`` state (``_request_count``, ``_waiter``, ``_upgraded``) and ``Server``'s
+constructor arguments; ``tests/signaling/test_slowloris.py`` checks them on every upgrade.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ class TokenInvalid(Exception):
     """The token is missing, malformed, badly signed or expired (HTTP 401)."""
 
     code = "unauthorized"
+    close_code = 4401
 
 
 class TokenWithdrawn(TokenInvalid):
@@ -40,6 +41,7 @@ class TokenWithdrawn(TokenInvalid):
     it was issued (HTTP 401 ``access-withdrawn``, WebSocket close 4410)."""
 
     code = "access-withdrawn"
+    close_code = 4410
 
 
 class Forbidden(Exception):

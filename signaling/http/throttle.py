@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
@@ -23,6 +24,8 @@ from aiohttp.typedefs import Middleware
 from signaling.auth.grants import TokenInvalid
 from signaling.auth.media_tokens import MEDIA_QUERY
 from signaling.http.errors import ApiError, Handler
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -107,6 +110,17 @@ class Throttle:
 
     def auth_failed(self, address: str) -> None:
         self.auth_failures.spend(address)
+
+    def verify(self, request: web.Request, check: Callable[[], T]) -> T:
+        """``check()``, a token verification outside the middleware (the WebSocket's ``auth``
+        message), under the same budget: refused while over it, a refusal counted."""
+        address = client_address(request)
+        self.check_auth(address)
+        try:
+            return check()
+        except TokenInvalid:
+            self.auth_failed(address)
+            raise
 
     def take_session(self, identity: str, address: str) -> None:
         """Count one WHIP/WHEP offer, or refuse it (nothing counted) when either is over."""

@@ -38,12 +38,11 @@ from relay import (
     Relay,
     Router,
 )
-from signaling.auth.grants import Forbidden, Grant, TokenInvalid, TokenWithdrawn
+from signaling.auth.grants import Forbidden, Grant, TokenInvalid
 from signaling.auth.request import authenticate, path_cid
 from signaling.db.store import Consultation, valid_consultation_id
 from signaling.http.errors import ApiError
 from signaling.http.snapshots import snapshot_url
-from signaling.http.throttle import client_address
 from signaling.keys import (
     ANNOTATION_LOGS,
     CHAT_HISTORY,
@@ -58,7 +57,6 @@ from signaling.keys import (
 from signaling.ws.chat import ChatHistory
 from signaling.ws.hub import (
     ANNOTATION_OPS_PER_S,
-    CLOSE_WITHDRAWN,
     POINTER_MOVES_PER_S,
     Hub,
     Participant,
@@ -236,20 +234,17 @@ async def _authenticate(
 ) -> tuple[Grant, str | None]:
     """Bearer header if sent (clients that can set headers), else the first message (browsers,
     with the name typed on the page, if any)."""
-    throttle, address = request.app[THROTTLE], client_address(request)
+    throttle = request.app[THROTTLE]
     try:
         if hdrs.AUTHORIZATION in request.headers:
-            throttle.check_auth(address)
-            return authenticate(request), None
+            return throttle.verify(request, lambda: authenticate(request)), None
         message = await _auth_message(request, ws)
-        throttle.check_auth(address)
-        return request.app[TOKENS].verify(message.token), message.name
-    except ApiError as exc:  # too many failures from this address
+        verify = request.app[TOKENS].verify
+        return throttle.verify(request, lambda: verify(message.token)), message.name
+    except ApiError as exc:  # too many refused tokens from this address
         raise Rejected(CLOSE_FLOOD, exc.reason) from None
     except TokenInvalid as exc:
-        throttle.auth_failed(address)
-        code = CLOSE_WITHDRAWN if isinstance(exc, TokenWithdrawn) else CLOSE_UNAUTHORIZED
-        raise Rejected(code, str(exc)) from None
+        raise Rejected(exc.close_code, str(exc)) from None
 
 
 async def _auth_message(request: web.Request, ws: web.WebSocketResponse) -> AuthMessage:

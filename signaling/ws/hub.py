@@ -27,7 +27,7 @@ from aiohttp import web
 
 from persistence.times import utc_now_iso
 from relay import ConsultationId
-from signaling.auth.grants import Role
+from signaling.auth.grants import Role, TokenWithdrawn
 from signaling.ws.messages import Presence, ServerMessage
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ CLOSE_REPLACED = 4409
 "The oldest device of a person who opened the link on more than ``MAX_DEVICES`` devices."
 REPLACED_REASON = f"this link is open on more than {MAX_DEVICES} devices; this one was closed"
 CLOSE_TOO_SLOW = 1008
-CLOSE_WITHDRAWN = 4410
+CLOSE_WITHDRAWN = TokenWithdrawn.close_code
 "Access withdrawn: the consultation's links, or this person's link (signaling/auth/revocations.py)."
 
 

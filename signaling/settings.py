@@ -98,7 +98,8 @@ class Settings:
     header_timeout_s: float = 10.0
     "Seconds a client may take to send a request's headers (from its first byte); then cut."
     body_timeout_s: float = 30.0
-    "Seconds a client may take to send a request body (JSON, SDP); then 408 and the connection cut."
+    """Seconds a client may take to send a request body (plus 1 s per 64 KiB a large one
+    declares); then 408 and the connection cut."""
     replay_idle_s: float = 900.0
     "Seconds without interaction after which the replay page logs off (forgets its tokens)."
     extra: dict[str, Any] = field(default_factory=dict, compare=False)

@@ -8,8 +8,9 @@ is read with no deadline at all. Here:
 - **headers**: ``GuardedRequestHandler`` arms a timer at the first byte of a request's headers and
   cancels it when aiohttp has parsed them; at ``header_timeout_s`` it answers 408 and closes. An
   idle keep-alive connection (no byte sent) keeps aiohttp's own timer;
-- **bodies**: ``read_body`` reads one with ``asyncio.timeout(body_timeout_s)``; past it the
-  answer is 408 and aiohttp closes the connection after ``LINGERING_S``.
+- **bodies**: ``body_deadline`` (``read_body``) reads one under ``asyncio.timeout``
+  (``body_timeout_s``, more for a declared large body); past it the answer is 408 and aiohttp
+  closes the connection after ``LINGERING_S``.
 
 ``GuardedRunner`` is ``web.AppRunner`` making its protocol objects that way; ``run_app`` is
 ``web.run_app`` (signals, cleanup) on it. The subclassing reads aiohttp's private
@@ -24,7 +25,7 @@ import contextlib
 import json
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
@@ -34,6 +35,8 @@ from signaling.http.errors import ApiError
 
 logger = logging.getLogger(__name__)
 
+MIN_BODY_BYTES_PER_S = 64 * 1024
+"The slowest upload a large body is given time for (0.5 Mbit/s), on top of the body timeout."
 LINGERING_S = 2.0
 "How long aiohttp keeps reading a body the handler did not read (aiohttp's default is 10 s)."
 _TOO_SLOW = json.dumps(
@@ -140,13 +143,21 @@ def run_app(
         asyncio.run(serve())
 
 
-async def read_body(request: web.Request, timeout_s: float) -> bytes:
-    """The whole body (aiohttp's ``client_max_size`` applies), or 408 when it does not arrive
-    within ``timeout_s``."""
+@contextlib.asynccontextmanager
+async def body_deadline(request: web.Request, timeout_s: float) -> AsyncIterator[None]:
+    """Around reading a request body: 408 when it is not in within ``timeout_s``, plus the time a
+    declared large body (a snapshot, a network-test upload) needs at ``MIN_BODY_BYTES_PER_S``."""
+    allowed_s = timeout_s + (request.content_length or 0) / MIN_BODY_BYTES_PER_S
     try:
-        async with asyncio.timeout(timeout_s):
-            return await request.read()
+        async with asyncio.timeout(allowed_s):
+            yield
     except TimeoutError:
         raise ApiError(
-            408, "too-slow", f"the request body did not arrive within {timeout_s:g} s"
+            408, "too-slow", f"the request body did not arrive within {allowed_s:g} s"
         ) from None
+
+
+async def read_body(request: web.Request, timeout_s: float) -> bytes:
+    """The whole body (aiohttp's ``client_max_size`` applies) under ``body_deadline``."""
+    async with body_deadline(request, timeout_s):
+        return await request.read()

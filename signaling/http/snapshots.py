@@ -21,6 +21,7 @@ from relay import ConsultationId
 from signaling.auth.request import authenticate, path_cid
 from signaling.http.api import find_consultation
 from signaling.http.errors import ApiError
+from signaling.http.serving import body_deadline
 from signaling.keys import HUB, SETTINGS, STORE
 from signaling.ws.messages import SnapshotAdded
 
@@ -60,7 +61,8 @@ async def upload_snapshot(request: web.Request) -> web.Response:
     await find_consultation(request.app[STORE], cid)
     if request.content_type != PNG:
         raise ApiError(415, "unsupported-media-type", f"send the snapshot as Content-Type: {PNG}")
-    data = await _read_limited(request, MAX_SNAPSHOT_BYTES)
+    async with body_deadline(request, request.app[SETTINGS].body_timeout_s):
+        data = await _read_limited(request, MAX_SNAPSHOT_BYTES)
     if not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
         raise ApiError(400, "bad-image", "body is not a PNG image")
     try:

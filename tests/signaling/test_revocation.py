@@ -176,3 +176,10 @@ async def test_an_admin_token_for_one_consultation_cannot_create_others(
     assert await error_of(other, 403) == "forbidden"
     listed = await client.get("/api/recordings", headers=scoped)
     assert listed.status == 200
+
+
+def test_consult_revoke_takes_a_link_or_a_consultation(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    base = ["consult", "revoke", "--data-dir", str(tmp_path)]
+    assert main(base) == 2
+    assert main([*base, "http://h/j/aaaa-bbbb-cccc", "--consultation", "abcdef123"]) == 2
+    assert main([*base, "--consultation", "abcdef123"]) == 1  # no database there: one line

@@ -26,6 +26,12 @@ if TYPE_CHECKING:
     from aiortc import RTCPeerConnection
 
 LOOPBACK = "127.0.0.1"
+LOAD_LIMITS = {
+    "ENDOLINK_SESSION_LIMIT_PER_IDENTITY": "100000,0.001",
+    "ENDOLINK_SESSION_LIMIT_PER_ADDRESS": "100000,0.001",
+}
+"""Server settings for load runs: a load generator opens every session from one address (often
+with one link) at once, far past the session-offer limits a clinic needs (README)."""
 STAMP_ROWS = 32
 """Rows left out of picture comparisons: the 20-row stamp and the macroblock row it spills into."""
 FREEZE_MS = 200.0

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from . import fanout
-from .common import LOOPBACK, STAMP_ROWS, loopback_only, percentile, proc_sample, ssim
+from .common import LOAD_LIMITS, LOOPBACK, STAMP_ROWS, loopback_only, percentile, proc_sample, ssim
 from .fanout import (
     PYTHON,
     Child,
@@ -129,6 +129,7 @@ async def start_stack(
         "ENDOLINK_MAX_VIEWERS": str(viewers + 10),
         "ENDOLINK_HOST": LOOPBACK,
         "PYTHONUNBUFFERED": "1",
+        **LOAD_LIMITS,
     }
     serve = [PYTHON, "-m", "bench.endurance", "_serve", str(tasks_file), "serve"]
     serve += ["--data-dir", str(work / "data"), "--port", str(port)]

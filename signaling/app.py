@@ -24,10 +24,13 @@ from signaling.db.audit import AuditTrail
 from signaling.db.invites import InviteBook
 from signaling.db.store import DB_FILENAME, ConsultationStore
 from signaling.http import api, netcheck, pages, snapshots, whip
+from signaling.http.audit_edge import refused_token_middleware
 from signaling.http.errors import error_middleware
+from signaling.http.refusals import RefusedTokens
 from signaling.http.throttle import FailureBudget
 from signaling.keys import (
     ANNOTATION_LOGS,
+    AUDIT,
     CHAT_HISTORY,
     FAILED_JOINS,
     HUB,
@@ -35,6 +38,7 @@ from signaling.keys import (
     INVITES,
     NETCHECK_BUDGET,
     RECORDINGS,
+    REFUSED_TOKENS,
     RELAY,
     REPLAY,
     SETTINGS,
@@ -45,6 +49,7 @@ from signaling.replay import routes as replay
 from signaling.replay.state import ReplayState
 from signaling.settings import Settings
 from signaling.ws import handler as websocket
+from signaling.ws.audit import RoomAudit
 from signaling.ws.chat import ChatHistory
 from signaling.ws.hub import Hub
 from signaling.ws.marks import BoardKeeper
@@ -57,7 +62,8 @@ WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 def create_app(settings: Settings) -> web.Application:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = web.Application(client_max_size=settings.max_sdp_bytes, middlewares=[error_middleware])
+    middlewares = [error_middleware, refused_token_middleware]
+    app = web.Application(client_max_size=settings.max_sdp_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
     secret = settings.secret or load_or_create_secret(settings.data_dir)
     app[TOKENS] = TokenIssuer(secret)
@@ -66,6 +72,9 @@ def create_app(settings: Settings) -> web.Application:
     app[FAILED_JOINS] = FailureBudget()
     app[NETCHECK_BUDGET] = FailureBudget(netcheck.BUDGET_BURST, netcheck.BUDGET_REFILL_S)
     app[HUB] = Hub(reconnect_grace_s=settings.reconnect_grace_s)
+    app[AUDIT] = AuditTrail(settings.data_dir / DB_FILENAME)
+    app[REFUSED_TOKENS] = RefusedTokens(app[AUDIT])
+    RoomAudit(app[HUB], app[AUDIT]).install()
     app[ANNOTATION_LOGS] = AnnotationLogs(settings.data_dir)
     app[CHAT_HISTORY] = ChatHistory(settings.data_dir)
     ice_servers = app[ICE_SERVERS] = IceServers(settings)
@@ -89,7 +98,6 @@ def create_app(settings: Settings) -> web.Application:
     app[REPLAY] = ReplayState(
         RecordingLibrary(settings.data_dir, app[RECORDINGS].index),
         MediaTokens(secret),
-        AuditTrail(settings.data_dir / DB_FILENAME),
     )
     install_access_log_redaction()
     app.cleanup_ctx.append(_media_ctx)
@@ -131,6 +139,8 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[REPLAY].close()
     await recordings.close()
     await relay.close()
+    app[REFUSED_TOKENS].flush()
+    await app[AUDIT].close()  # after everything that writes to it (sockets, sessions)
     await recordings.index.close()
     await app[ANNOTATION_LOGS].close()
     await app[INVITES].close()

@@ -19,7 +19,9 @@ from aiohttp import web
 from recorder.snapshots import SNAPSHOT_ID, Snapshot, SnapshotStore, TooManySnapshots
 from relay import ConsultationId
 from signaling.auth.request import authenticate, path_cid
+from signaling.db.audit import AuditAction
 from signaling.http.api import find_consultation
+from signaling.http.audit_edge import record_action
 from signaling.http.errors import ApiError
 from signaling.keys import HUB, SETTINGS, STORE
 from signaling.ws.messages import SnapshotAdded
@@ -68,6 +70,7 @@ async def upload_snapshot(request: web.Request) -> web.Response:
     except TooManySnapshots as exc:
         raise ApiError(409, "too-many-snapshots", str(exc)) from None
     logger.info("Snapshot %s stored [consultation:%s] (%d bytes)", snapshot.id, cid, len(data))
+    await record_action(request, grant, cid, AuditAction.SNAPSHOT, f"snapshot {snapshot.id}")
     body = snapshot_json(cid, snapshot)
     request.app[HUB].broadcast(cid, SnapshotAdded(body))
     return web.json_response(body, status=201)

@@ -7,6 +7,11 @@ packet's work (``CANCEL_WAIT_S`` bounds the wait), its partial file is removed a
 is never touched (an export only reads it). The result is
 stored beside the recording: ``<recording>/exports/<job>.mp4`` (written as ``.partial`` and
 renamed when complete) plus ``<job>.json`` (state, who asked, when, size).
+
+Retention: one export per recording and kind (annotated is the only kind). When an export is
+done, the recording's earlier exports (done, failed or cancelled) are removed — their MP4 and
+their ``.json`` — so a recording exported again does not pile up copies; a failed new export
+leaves the previous one in place.
 """
 
 from __future__ import annotations
@@ -173,7 +178,7 @@ class ExportJobs:
         recording already being exported gets that job back instead of a second one."""
         if self._closed:
             raise RuntimeError("the server is stopping")
-        for job in self._jobs.values():
+        for job in list(self._jobs.values()):  # the worker may forget a replaced job meanwhile
             cancelled = job._cancel.is_set()
             if job.recording_id == recording_id and job.state in _ACTIVE and not cancelled:
                 return job
@@ -242,6 +247,7 @@ class ExportJobs:
             job.finished_at = utc_now_iso()
             job.save(state=JobState.DONE, progress=100.0)
             job.progress, job.state = 100.0, JobState.DONE
+            self._replace_older(job)
             logger.info(
                 "Export %s of recording %s done: %d frames, %.1f s of video in %.1f s",
                 job.id,
@@ -260,6 +266,20 @@ class ExportJobs:
             job.finished_at = utc_now_iso()
             with contextlib.suppress(OSError):
                 job.save()
+
+    def _replace_older(self, job: ExportJob) -> None:
+        """Remove the recording's other exports (none of them is active: ``start`` hands an
+        active one back instead of making a second)."""
+        for path in job.directory.glob("*.json"):
+            other = path.stem
+            if other == job.id or not JOB_ID.fullmatch(other):
+                continue
+            with self._lock:
+                self._jobs.pop(other, None)
+            for file in (job.directory / f"{other}.mp4", path):
+                with contextlib.suppress(FileNotFoundError):
+                    file.unlink()
+            logger.info("Export %s of recording %s replaced by %s", other, job.recording_id, job.id)
 
     def _cancelled(self, job: ExportJob) -> None:
         """Cancelled by someone, or by the server stopping (then it failed)."""

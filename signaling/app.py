@@ -96,7 +96,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[RECORDINGS] = _recordings(settings, app[STORE], app[HUB], app[RELAY])
     app[REPLAY] = ReplayState(
-        RecordingLibrary(settings.data_dir, app[RECORDINGS].index),
+        RecordingLibrary(settings.data_dir, app[RECORDINGS].index, settings.recording_min_free_mb),
         MediaTokens(secret),
     )
     install_access_log_redaction()

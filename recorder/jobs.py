@@ -116,7 +116,7 @@ class ExportJob:
         """Write ``<job>.json`` atomically (blocking), with ``changes`` applied to the file only
         (a finished job is saved first and only then shown finished, so a client that saw it
         done finds it done on disk too)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         data = {**self.to_json(), **{k: str(v) if k == "state" else v for k, v in changes.items()}}
         write_json_atomic(self.directory / f"{self.id}.json", data, sync=Sync.NONE)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from aiohttp import web
 from aiortc import RTCIceServer
 
+from persistence.files import PRIVATE_DIR, make_private
 from recorder.annotation_log import AnnotationLogs
 from recorder.config import RecorderConfig
 from recorder.consultation import ConsultationInfo
@@ -61,7 +62,9 @@ WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 
 def create_app(settings: Settings) -> web.Application:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    if fixed := make_private(settings.data_dir):  # an installation from before, or a tool
+        logger.warning("%d files or directories in the data dir made private to this user", fixed)
     middlewares = [error_middleware, refused_token_middleware]
     app = web.Application(client_max_size=settings.max_sdp_bytes, middlewares=middlewares)
     app[SETTINGS] = settings

@@ -206,6 +206,7 @@ def _serve(args: argparse.Namespace) -> int:
     from signaling.keys import INVITES, STORE
 
     settings = _settings(args, host=args.host, port=args.port, tls=True if args.tls else None)
+    os.umask(0o077)  # the process's own (not create_app's): what SQLite and PyAV make is private
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",

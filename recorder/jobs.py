@@ -246,8 +246,8 @@ class ExportJobs:
             job.bytes, job.duration_s = result.bytes, result.duration_s
             job.finished_at = utc_now_iso()
             job.save(state=JobState.DONE, progress=100.0)
+            self._replace_older(job)  # before it shows done: whoever sees it done sees them gone
             job.progress, job.state = 100.0, JobState.DONE
-            self._replace_older(job)
             logger.info(
                 "Export %s of recording %s done: %d frames, %.1f s of video in %.1f s",
                 job.id,

@@ -277,8 +277,10 @@ class ExportJobs:
             with self._lock:
                 self._jobs.pop(other, None)
             for file in (job.directory / f"{other}.mp4", path):
-                with contextlib.suppress(FileNotFoundError):
-                    file.unlink()
+                try:
+                    file.unlink(missing_ok=True)
+                except OSError as exc:  # the new export stands; the old one stays behind
+                    logger.warning("Export %s could not be removed: %s", other, exc)
             logger.info("Export %s of recording %s replaced by %s", other, job.recording_id, job.id)
 
     def _cancelled(self, job: ExportJob) -> None:

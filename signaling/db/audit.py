@@ -198,9 +198,6 @@ class AuditTrail:
         self._room = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closed = False
-        self._head: Head | None = None
-        "The newest entry written; read from the database by the first batch."
-        self._consultation_heads: dict[str, str] = {}
 
     def submit(self, record: AuditRecord) -> asyncio.Future[int]:
         """Queue ``record`` now (never blocks, never drops); the future gives its ``seq``."""
@@ -283,52 +280,52 @@ class AuditTrail:
             if not future.done():
                 future.set_result(seq)
 
-    def _load(self, db: sqlite3.Connection) -> Head:
-        """The newest entry in the database: where the chain goes on."""
-        row = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-        return Head(0, GENESIS) if row is None else Head(int(row[0]), row[1] or GENESIS)
-
     def _append(self, db: sqlite3.Connection, records: list[AuditRecord]) -> list[int]:
-        """Number, chain and insert ``records`` in one transaction; then the head file."""
-        head, heads = self._head or self._load(db), dict[str, str]()
-        rows = []
-        for record in records:
-            cid = record.consultation_id
-            previous = None if cid is None else heads.get(cid) or self._consultation_head(db, cid)
-            fields = (
-                head.seq + 1,
-                cid,
-                record.at,
-                record.identity,
-                record.name,
-                record.role,
-                str(record.action),
-                record.recording_id,
-                record.detail,
-                record.count,
-                head.hash,
-                previous,
-            )
-            head = Head(head.seq + 1, entry_hash(fields))
-            rows.append((*fields, head.hash))
-            if cid is not None:
-                heads[cid] = head.hash
-        with db:
+        """Number, chain and insert ``records`` in one transaction, then rewrite the head file.
+        The heads are read inside the write lock (``BEGIN IMMEDIATE``), never cached, so another
+        process appending too (a CLI) cannot fork the chain."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            head = Head(0, GENESIS) if row is None else Head(int(row[0]), row[1] or GENESIS)
+            heads: dict[str, str] = {}
+            rows = []
+            for record in records:
+                cid = record.consultation_id
+                if cid is not None and cid not in heads:
+                    heads[cid] = _consultation_head(db, cid)
+                fields = (
+                    head.seq + 1,
+                    cid,
+                    record.at,
+                    record.identity,
+                    record.name,
+                    record.role,
+                    str(record.action),
+                    record.recording_id,
+                    record.detail,
+                    record.count,
+                    head.hash,
+                    None if cid is None else heads[cid],
+                )
+                head = Head(head.seq + 1, entry_hash(fields))
+                rows.append((*fields, head.hash))
+                if cid is not None:
+                    heads[cid] = head.hash
             db.executemany(_INSERT, rows)
-        self._head = head
-        self._consultation_heads.update(heads)
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
         write_anchor(self.anchor, head)
         return [row[0] for row in rows]
 
-    def _consultation_head(self, db: sqlite3.Connection, cid: str) -> str:
-        known = self._consultation_heads.get(cid)
-        if known is None:
-            row = db.execute(
-                "SELECT hash FROM audit WHERE consultation_id = ? ORDER BY seq DESC LIMIT 1",
-                (cid,),
-            ).fetchone()
-            known = GENESIS if row is None else row[0]
-        return known
+
+def _consultation_head(db: sqlite3.Connection, cid: str) -> str:
+    row = db.execute(
+        "SELECT hash FROM audit WHERE consultation_id = ? ORDER BY seq DESC LIMIT 1", (cid,)
+    ).fetchone()
+    return GENESIS if row is None else str(row[0])
 
 
 def verify_database(db: sqlite3.Connection, anchor: Path) -> Verdict:

@@ -196,6 +196,19 @@ async def test_writes_are_batched_and_in_order(tmp_path: Path) -> None:
     print(f"2000 audit entries in {elapsed:.3f} s: {2000 / elapsed:.0f} entries/s")
 
 
+async def test_two_writers_on_one_file_keep_one_chain(tmp_path: Path) -> None:
+    """The server and, say, a CLI appending at the same time: heads are read under the lock."""
+    server, cli = AuditTrail(tmp_path / DB_FILENAME), AuditTrail(tmp_path / DB_FILENAME)
+    for n in range(20):
+        writer = (server, cli)[n % 3 == 0]
+        record = AuditRecord(CIDS[n % 2], "s", "", "surgeon", AuditAction.VIEW, detail=str(n))
+        await writer.record(record)
+    verdict = await server.verify()
+    assert verdict.ok and verdict.entries == 20, verdict
+    for trail in (server, cli):
+        await trail.close()
+
+
 # -- what a real consultation writes -----------------------------------------------------------
 
 

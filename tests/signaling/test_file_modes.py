@@ -6,6 +6,7 @@ mark, a snapshot, an export — and every directory is 0700, every file 0600."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import stat
 import subprocess
@@ -26,9 +27,19 @@ from tests.signaling.test_websocket_annotations import add
 
 
 def modes(root: Path) -> dict[str, int]:
+    """Every path's mode (a temporary file may vanish while the server runs)."""
+    found = {}
+    for path in [root, *root.rglob("*")]:
+        with contextlib.suppress(FileNotFoundError):
+            found[str(path.relative_to(root))] = stat.S_IMODE(path.lstat().st_mode)
+    return found
+
+
+def not_private(root: Path, found: dict[str, int]) -> dict[str, str]:
     return {
-        str(path.relative_to(root)): stat.S_IMODE(path.lstat().st_mode)
-        for path in [root, *root.rglob("*")]
+        name: oct(mode)
+        for name, mode in found.items()
+        if mode != (0o700 if (root / name).is_dir() else 0o600)
     }
 
 
@@ -92,6 +103,9 @@ async def test_the_data_dir_is_private_whatever_the_umask(
             return bool(state == "done")
 
         await until(exported, 30)
+        running = modes(data)  # SQLite's -wal and -shm exist only while it runs
+        assert {f"{DB_FILENAME}-wal", f"{DB_FILENAME}-shm"} <= set(running)
+        assert not_private(data, running) == {}
     assert server.stop() == 0
 
     found = modes(data)
@@ -107,9 +121,4 @@ async def test_the_data_dir_is_private_whatever_the_umask(
     for kind in ("snapshots/", "recordings/", "exports/", "certs/"):
         assert any(kind in name for name in found), kind
     assert any(name.endswith("-key.pem") for name in found)
-    wrong = {
-        name: oct(mode)
-        for name, mode in found.items()
-        if mode != (0o700 if (data / name).is_dir() else 0o600)
-    }
-    assert wrong == {}
+    assert not_private(data, found) == {}

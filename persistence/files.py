@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
@@ -31,10 +34,14 @@ def make_private(root: Path) -> int:
     alone, never followed); how many were changed. Blocking: at start-up."""
     changed = 0
     for path, mode in _tree(root):
-        with contextlib.suppress(FileNotFoundError):
+        try:
             if path.lstat().st_mode & 0o777 != mode:
                 os.chmod(path, mode)
                 changed += 1
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # another user's file: the operator has to fix it
+            logger.warning("could not make %s private: %s", path, exc.strerror)
     return changed
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from aiohttp import ClientError, web
 
-from signaling import running
+from signaling import cli_audit, running
 from signaling.auth.grants import ANY_CONSULTATION, Role
 from signaling.auth.invites import issue_token, with_links
 from signaling.auth.names import name_argument
@@ -148,6 +148,7 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("recording", nargs="?", help="recording id (default: every recording)")
     verify.add_argument("--json", action="store_true", help="print the results as JSON")
     verify.set_defaults(handler=_recordings_verify)
+    cli_audit.add_commands(commands, common, lambda message: CliError(message, exit_code=2))
     return parser
 
 
@@ -158,6 +159,7 @@ def _serve(args: argparse.Namespace) -> int:
     from signaling.keys import INVITES, STORE
 
     settings = settings_of(args, host=args.host, port=args.port, tls=True if args.tls else None)
+    os.umask(0o077)  # the process's own (not create_app's): what SQLite and PyAV make is private
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",

@@ -86,7 +86,8 @@ class Settings:
     """Seconds a participant whose connection broke shows as reconnecting (and keeps a freeze it
     made) before it counts as gone."""
     recording_min_free_mb: int = 500
-    "Free disk space (MiB) below which recording stops, with an alert to participants."
+    """Free disk space (MiB) below which recording stops, with an alert to participants, and new
+    snapshots and exports are refused (507)."""
     auth_failure_limit: tuple[int, float] = (30, 2.0)
     """Failed authentications (bad, expired or withdrawn tokens) per source address:
     ``BURST,REFILL_S`` — 30 at once, then one more every 2 s; past it token-bearing requests

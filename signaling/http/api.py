@@ -22,8 +22,10 @@ from signaling.auth.grants import Role
 from signaling.auth.invites import INVITE_ROLES, issue_invite, token_for, with_links
 from signaling.auth.names import InvalidName, display_name
 from signaling.auth.request import authenticate, path_cid
+from signaling.db.audit import AuditAction
 from signaling.db.invites import InviteRecord
 from signaling.db.store import DEFAULT_TITLE, Consultation, ConsultationStore, UnknownConsultation
+from signaling.http.audit_edge import record_action
 from signaling.http.errors import ApiError
 from signaling.http.serving import read_body
 from signaling.http.throttle import client_address, too_many
@@ -110,6 +112,7 @@ async def record_consent(request: web.Request) -> web.Response:
             )
         except UnknownConsultation as exc:
             raise _not_found() from exc
+    await record_action(request, grant, cid, AuditAction.CONSENT, f"method {method}")
     request.app[HUB].broadcast(cid, ConsentUpdate(consent.to_json()))
     return web.json_response(consent.to_json(), status=201)
 
@@ -144,12 +147,14 @@ async def revoke_invite(request: web.Request) -> web.Response:
     """Withdraw an invite: its short link stops opening, and whoever joined through it loses
     their access at once (their token refused, their sockets and media sessions ended)."""
     cid = path_cid(request)
-    authenticate(request).ensure_admin_of(cid)
+    grant = authenticate(request)
+    grant.ensure_admin_of(cid)
     book = request.app[INVITES]
     invite = await book.get(request.match_info["invite"])
     if invite is None or invite.consultation_id != cid:
         raise ApiError(404, "not-found", "unknown invite")
     await book.revoke(invite.id)
+    await record_action(request, grant, cid, AuditAction.REVOKE, f"{invite.role} link {invite.id}")
     await request.app[REVOCATIONS].refresh()
     return web.json_response((await book.get(invite.id) or invite).to_json())
 
@@ -159,10 +164,12 @@ async def revoke_consultation(request: web.Request) -> web.Response:
     caller's own included): sockets close with 4410, media sessions end. The consultation
     stays; new invites work (docs/architecture.md, "Withdrawing access")."""
     cid = path_cid(request)
-    authenticate(request).ensure_admin_of(cid)
+    grant = authenticate(request)
+    grant.ensure_admin_of(cid)
     await find_consultation(request.app[STORE], cid)
     invites = await request.app[INVITES].revoke_all(cid)
     revoked_at = await request.app[STORE].revoke_access(cid)
+    await record_action(request, grant, cid, AuditAction.REVOKE, f"every link ({invites} open)")
     await request.app[REVOCATIONS].refresh()
     return web.json_response(
         {"consultation": cid, "revoked_at": utc_iso(revoked_at), "invites_withdrawn": invites}
@@ -235,6 +242,7 @@ async def set_recording(request: web.Request) -> web.Response:
     except UnknownConsultation as exc:
         raise _not_found() from exc
     await request.app[RECORDINGS].set_enabled(cid, enabled)
+    await record_action(request, grant, cid, AuditAction.RECORDING, "on" if enabled else "off")
     return web.json_response(_recording_json(request, cid, enabled))
 
 

@@ -21,11 +21,11 @@ from typing import TypeVar
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
 
-from signaling.auth.grants import TokenInvalid
+from signaling.auth.grants import Grant, TokenInvalid
 from signaling.auth.media_tokens import MEDIA_QUERY
 from signaling.http.errors import ApiError, Handler
 
-T = TypeVar("T")
+A = TypeVar("A")
 
 
 @dataclass
@@ -111,13 +111,13 @@ class Throttle:
     def auth_failed(self, address: str) -> None:
         self.auth_failures.spend(address)
 
-    def verify(self, request: web.Request, check: Callable[[], T]) -> T:
-        """``check()``, a token verification outside the middleware (the WebSocket's ``auth``
-        message), under the same budget: refused while over it, a refusal counted."""
+    def verify(self, request: web.Request, check: Callable[[A], Grant], argument: A) -> Grant:
+        """``check(argument)``, a token verification outside the middleware (the WebSocket's),
+        under the same budget: refused while over it, a refusal counted."""
         address = client_address(request)
         self.check_auth(address)
         try:
-            return check()
+            return check(argument)
         except TokenInvalid:
             self.auth_failed(address)
             raise

@@ -4,6 +4,7 @@ media sessions, tokens (401), links (410) — while new links keep working."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from typing import Any
 
@@ -12,7 +13,8 @@ from aiohttp.test_utils import TestClient
 
 from signaling.auth.revocations import REFRESH_S
 from signaling.cli import main
-from signaling.keys import RELAY
+from signaling.db.store import DB_FILENAME
+from signaling.keys import RELAY, SETTINGS
 from signaling.settings import Settings
 from signaling.ws.hub import CLOSE_WITHDRAWN
 from tests.conftest import MakeToken, bearer, error_of, join
@@ -153,6 +155,11 @@ async def test_who_may_withdraw_a_consultation(
     assert await error_of(unknown, 404) == "not-found"
     scoped = bearer(make_token("admin", cid))
     assert (await client.post(path, headers=scoped)).status == 200
+    with sqlite3.connect(client.app[SETTINGS].data_dir / DB_FILENAME) as db:
+        audited = db.execute(
+            "SELECT consultation_id, role, detail FROM audit WHERE action = 'revoke'"
+        ).fetchall()
+    assert audited == [(cid, "admin", "every link (4 open)")]
     # The scoped admin token was issued for the consultation before now: withdrawn with it.
     assert await error_of(await client.post(path, headers=scoped), 401) == "access-withdrawn"
 

@@ -13,10 +13,10 @@ from enum import StrEnum
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.exceptions import OperationError
-from aiortc.sdp import candidate_from_sdp
 
 from .errors import MediaUnsupported, SdpInvalid
 from .liveness import Liveness
+from .sdp import parse_candidate
 
 logger = logging.getLogger(__name__)
 
@@ -93,10 +93,7 @@ class Peer:
         mid = re.search(r"^a=mid:(\S+)", sdpfrag, re.M)
         added = 0
         for line in re.findall(r"^a=candidate:(.+?)\s*$", sdpfrag, re.M):
-            try:
-                candidate = candidate_from_sdp(line)
-            except (ValueError, IndexError) as exc:
-                raise SdpInvalid(f"malformed candidate line: {exc}") from exc
+            candidate = parse_candidate(line)
             candidate.sdpMid = mid.group(1) if mid else None
             candidate.sdpMLineIndex = 0 if mid is None else None
             await self.pc.addIceCandidate(candidate)

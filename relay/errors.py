@@ -5,7 +5,8 @@
     ├── SdpInvalid          400  offer is not parseable SDP or breaks WHIP rules
     ├── MediaUnsupported    406  no usable codec / unsupported track layout
     ├── FeedBusy            409  another identity already publishes this feed
-    ├── RouterFull          503  viewer limit reached (Retry-After)
+    ├── TooManySessions     429  one identity holds too many sessions (Retry-After)
+    ├── RouterFull          503  a consultation's or the server's limit reached (Retry-After)
     └── RouterClosed        404  consultation's media router is gone
 """
 
@@ -34,6 +35,11 @@ class MediaUnsupported(RelayError):
 class FeedBusy(RelayError):
     status = 409
     code = "feed-busy"
+
+
+class TooManySessions(RelayError):
+    status = 429
+    code = "too-many-sessions"
 
 
 class RouterFull(RelayError):

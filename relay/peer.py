@@ -8,6 +8,7 @@ import asyncio
 import logging
 import re
 import secrets
+import time
 from collections.abc import Callable
 from enum import StrEnum
 
@@ -52,6 +53,8 @@ class Peer:
         self.label = f"{label} {role}:{self.id[:6]}"
         self.pc = RTCPeerConnection(configuration)
         self.answer_sdp = ""
+        self.connected = False
+        'Whether the connection ever reached "connected" (until then the session is pending).'
         self._on_closed: list[Callable[[Peer], object]] = []
         self._closing: asyncio.Task[None] | None = None
         self.pc.on("connectionstatechange", self._on_state)
@@ -65,6 +68,29 @@ class Peer:
         without a goodbye: killed, unplugged, out of Wi-Fi range), long before aiortc would."""
         liveness = Liveness(self.pc, timeout_s, lambda _: self.close_soon(), self.label)
         self.on_closed(lambda _: liveness.stop())
+
+    def require_connection(self, deadline_s: float) -> None:
+        """Close this session unless it connects within ``deadline_s``: an offer that never
+        connects (no usable candidate, a client gone, a hostile one) must not hold its slot."""
+        handle = asyncio.get_running_loop().call_later(deadline_s, self._deadline, deadline_s)
+        self.on_closed(lambda _: handle.cancel())
+
+    def _deadline(self, deadline_s: float) -> None:
+        if not self.connected:
+            logger.info("Peer(%s) not connected within %g s: closing", self.label, deadline_s)
+            self.close_soon()
+
+    def end_at(self, expires_at: float, on_expiry: Callable[[Peer], object]) -> None:
+        """Close this session at ``expires_at`` (UNIX time: its token's expiry), after
+        ``on_expiry(peer)``: media lives no longer than the access that opened it."""
+        delay = max(0.0, expires_at - time.time())
+        handle = asyncio.get_running_loop().call_later(delay, self._expired, on_expiry)
+        self.on_closed(lambda _: handle.cancel())
+
+    def _expired(self, on_expiry: Callable[[Peer], object]) -> None:
+        logger.info("Peer(%s) token expired: closing", self.label)
+        on_expiry(self)
+        self.close_soon()
 
     @property
     def state(self) -> str:
@@ -102,6 +128,8 @@ class Peer:
 
     def _on_state(self) -> None:
         logger.info("Peer(%s) connection %s", self.label, self.pc.connectionState)
+        if self.pc.connectionState == "connected":
+            self.connected = True
         if self.pc.connectionState in ("failed", "closed"):
             self.close_soon()
 

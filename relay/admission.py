@@ -82,6 +82,3 @@ class Admission:
     def sessions(self, cid: ConsultationId) -> list[Peer]:
         """The consultation's sessions, connected or not, including offers being answered."""
         return [peer for peer, c in self._peers.items() if c == cid]
-
-    def __len__(self) -> int:
-        return len(self._peers)

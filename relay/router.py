@@ -90,7 +90,7 @@ class Router:
             for name in FeedName
         }
         self._on_session = on_session
-        self._admission = admission or Admission(SessionLimits())
+        self._admission = admission if admission is not None else Admission(SessionLimits())
         "Shared by every Router of the Relay: the per-identity and server-wide session limits."
         self._publishing = {name: asyncio.Lock() for name in FeedName}
         "Held from a publish's busy check until its Peer is the feed's publisher: one at a time."

@@ -93,7 +93,9 @@ async def test_malformed_trickled_candidates_are_4xx_without_a_traceback(
     body: str,
 ) -> None:
     token = make_token("surgeon", consultation.id)
-    answer = await post(client, f"/whep/{consultation.id}", token, await offer(direction="recvonly"))
+    answer = await post(
+        client, f"/whep/{consultation.id}", token, await offer(direction="recvonly")
+    )
     assert answer.status == 201
     response = await client.patch(
         answer.headers["Location"],

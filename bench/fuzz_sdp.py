@@ -263,8 +263,9 @@ def main() -> None:
             target = Target(server.url, cid, token)
             try:
                 fuzz(target, args.examples)
-            finally:
-                print(table(target.outcomes))
+            except AssertionError as exc:  # hypothesis has printed the shrunk failing input
+                print(f"FAILED: {exc!r}")
+            print(table(target.outcomes))
         finally:
             if target is not None:
                 target.close()

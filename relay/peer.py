@@ -107,8 +107,9 @@ class Peer:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         except OperationError as exc:
             raise MediaUnsupported(f"no common codec: {exc}") from exc
-        except (ValueError, AssertionError) as exc:
-            raise SdpInvalid(f"offer rejected: {exc}") from exc
+        except (ValueError, AssertionError, IndexError, KeyError, AttributeError) as exc:
+            # aiortc's own checks (asserts, lookups) on an offer parse_offer let through
+            raise SdpInvalid(f"offer rejected: {exc.__class__.__name__}") from exc
 
     async def add_candidates(self, sdpfrag: str) -> int:
         """Trickled candidates (RFC 8840 sdpfrag). Returns how many were added."""
@@ -152,6 +153,8 @@ class Peer:
             )
             _lingering.add(closing)
             closing.add_done_callback(_forget)
+        except Exception as exc:  # a connection an offer left half set up (aiortc bug)
+            logger.warning("Peer(%s) close failed: %s", self.label, exc.__class__.__name__)
         finally:
             callbacks, self._on_closed = self._on_closed, []
             for callback in callbacks:

@@ -49,6 +49,8 @@ def parse_offer(sdp: str, sending: bool) -> SessionDescription:
             raise SdpInvalid(f"{media.kind} section lacks a DTLS fingerprint")
         if not media.rtcp_mux:
             raise SdpInvalid(f"{media.kind} section must use rtcp-mux")
+        if media.msid is not None and " " in media.msid and len(media.msid.split()) != 2:
+            raise SdpInvalid(f"{media.kind} section's a=msid must be: stream-id track-id")
     return description
 
 

@@ -94,7 +94,7 @@ async def test_one_identity_posting_twice_at_once_keeps_exactly_one_publisher(
         token = make_token("clinic", cid)
         async with clinics(url(client, f"/whip/{cid}"), [token, token]) as posted:
             assert [error for _, _, error in posted] == [None, None]  # the later one replaced
-            assert await wait_until(lambda: len(publishers(client, cid)) == 1, timeout=5)
+            assert await wait_until(lambda c=cid: len(publishers(client, c)) == 1, timeout=5)
             async with viewer(url(client, f"/whep/{cid}"), make_token("surgeon", cid)) as (
                 _,
                 _,

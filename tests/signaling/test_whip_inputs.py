@@ -4,6 +4,7 @@ their families): each must end in a readable 4xx and log no error."""
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -35,6 +36,8 @@ def _mangled(sdp: str, kind: str) -> str:
         return sdp.replace("a=group:BUNDLE 0 1\r\n", "")
     if kind == "empty-mid":
         return sdp.replace("a=mid:0", "a=mid:", 1)
+    if kind == "msid-without-stream":
+        return re.sub(r"^a=msid:\S+ ", "a=msid: ", sdp, count=1, flags=re.M)
     raise AssertionError(kind)
 
 
@@ -46,6 +49,7 @@ MANGLED = [
     "bundle-names-unknown-mid",
     "no-bundle",
     "empty-mid",
+    "msid-without-stream",
 ]
 
 

@@ -17,12 +17,9 @@ from relay import FeedName, PeerRole
 from signaling.keys import RELAY, STORE
 from tests.conftest import MakeToken
 from tests.peers import ToneTrack, new_pc, viewer, wait_until
+from tests.relay.test_forwarding_flow import url
 
 TRIALS = 5
-
-
-def url(client: TestClient, path: str) -> str:
-    return str(client.make_url(path))
 
 
 @contextlib.asynccontextmanager

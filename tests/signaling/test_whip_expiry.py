@@ -12,12 +12,9 @@ from signaling.db.store import Consultation
 from signaling.keys import RELAY
 from tests.conftest import MakeToken
 from tests.peers import publisher, viewer, wait_until
+from tests.relay.test_forwarding_flow import url
 
 TTL_S = 3
-
-
-def url(client: TestClient, path: str) -> str:
-    return str(client.make_url(path))
 
 
 async def test_a_viewer_stops_receiving_when_its_token_expires(

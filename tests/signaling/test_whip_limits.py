@@ -17,19 +17,27 @@ from signaling.keys import RELAY, STORE
 from signaling.settings import Settings
 from tests.conftest import MakeToken, error_of
 from tests.peers import publisher, viewer, wait_until
+from tests.relay.test_forwarding_flow import url
 from tests.signaling.test_whip import offer, post
 
 DEADLINE_S = 1.5
-
-
-def url(client: TestClient, path: str) -> str:
-    return str(client.make_url(path))
 
 
 async def dead_offer(direction: str) -> str:
     """An offer without a single ICE candidate: its session can never connect."""
     sdp = await offer(direction=direction)
     return "".join(line for line in sdp.splitlines(True) if not line.startswith("a=candidate:"))
+
+
+async def assert_the_surgeon_sees(
+    client: TestClient, cid: str, clinic: str, make_token: MakeToken
+) -> None:
+    """A real clinic publishes with ``clinic`` and a real surgeon viewer gets 201 and frames."""
+    async with (
+        publisher(url(client, f"/whip/{cid}"), clinic),
+        viewer(url(client, f"/whep/{cid}"), make_token("surgeon", cid)) as (_, _, surgeon),
+    ):
+        assert await wait_until(lambda: len(surgeon.counters) >= 10, timeout=10)
 
 
 @pytest.fixture
@@ -87,11 +95,7 @@ async def test_one_observer_bursting_50_dead_sessions_gets_429_and_the_surgeon_s
     refused = next(a for a in answers if a.status == 429)
     assert await error_of(refused, 429) == "too-many-sessions"
     assert int(refused.headers["Retry-After"]) >= DEADLINE_S
-    async with (
-        publisher(url(client, f"/whip/{cid}"), make_token("clinic", cid)),
-        viewer(url(client, f"/whep/{cid}"), make_token("surgeon", cid)) as (_, _, surgeon),
-    ):
-        assert await wait_until(lambda: len(surgeon.counters) >= 10, timeout=10)
+    await assert_the_surgeon_sees(client, cid, make_token("clinic", cid), make_token)
 
 
 async def test_many_observers_fill_the_pending_limit_but_never_keep_the_surgeon_out(
@@ -107,11 +111,7 @@ async def test_many_observers_fill_the_pending_limit_but_never_keep_the_surgeon_
     assert statuses.count(201) == client.app[RELAY].admission.limits.pending_per_consultation
     assert set(statuses) == {201, 503}, statuses
     assert "Retry-After" in next(a for a in answers if a.status == 503).headers
-    async with (
-        publisher(url(client, f"/whip/{cid}"), make_token("clinic", cid)),
-        viewer(url(client, f"/whep/{cid}"), make_token("surgeon", cid)) as (_, _, surgeon),
-    ):
-        assert await wait_until(lambda: len(surgeon.counters) >= 10, timeout=10)
+    await assert_the_surgeon_sees(client, cid, make_token("clinic", cid), make_token)
 
 
 async def test_another_clinics_dead_publish_keeps_the_real_clinic_out_only_until_the_deadline(
@@ -132,21 +132,19 @@ async def test_another_clinics_dead_publish_keeps_the_real_clinic_out_only_until
     feed = next(iter(router.feeds.values()))
     assert await wait_until(lambda: feed.publisher is None, timeout=DEADLINE_S + 3)
     assert time.monotonic() - started <= DEADLINE_S + 1.0
-    async with (
-        publisher(url(client, f"/whip/{cid}"), clinic),
-        viewer(url(client, f"/whep/{cid}"), make_token("surgeon", cid)) as (_, _, surgeon),
-    ):
-        assert await wait_until(lambda: len(surgeon.counters) >= 10, timeout=10)
+    await assert_the_surgeon_sees(client, cid, clinic, make_token)
 
 
 async def test_a_connected_session_outlives_the_connect_deadline(
     client: TestClient, consultation: Consultation, make_token: MakeToken
 ) -> None:
     cid = consultation.id
+    clinic, observer = make_token("clinic", cid), make_token("observer", cid)
     async with (
-        publisher(url(client, f"/whip/{cid}"), make_token("clinic", cid)),
-        viewer(url(client, f"/whep/{cid}"), make_token("observer", cid)) as (_, _, seen),
+        publisher(url(client, f"/whip/{cid}"), clinic) as (_, clinic_session),
+        viewer(url(client, f"/whep/{cid}"), observer, kinds=("video",)) as (_, _, seen),
     ):
+        assert clinic_session.location is not None
         assert await wait_until(lambda: len(seen.counters) >= 5, timeout=10)
         await wait_until(lambda: False, timeout=DEADLINE_S + 0.5)
         count = len(seen.counters)

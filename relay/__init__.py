@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         RouterFull,
         SdpInvalid,
         TooManySessions,
+        TooManyTracks,
     )
     from .feed import Feed, FeedState, OfflineReason, RelayMode
     from .peer import IceRestartUnsupported, Peer, PeerRole
@@ -48,6 +49,7 @@ _MODULE_OF = {
             "RouterFull",
             "SdpInvalid",
             "TooManySessions",
+            "TooManyTracks",
         ),
         "errors",
     ),
@@ -101,5 +103,6 @@ __all__ = [
     "SessionLimits",
     "StreamSession",
     "TooManySessions",
+    "TooManyTracks",
     "Tool",
 ]

@@ -4,6 +4,7 @@
     RelayError
     ├── SdpInvalid          400  offer is not parseable SDP or breaks WHIP rules
     ├── MediaUnsupported    406  no usable codec / unsupported track layout
+    │   └── TooManyTracks   422  more than one audio or video track (RFC 9725 §4.4.2)
     ├── FeedBusy            409  another identity already publishes this feed
     ├── TooManySessions     429  one identity holds too many sessions (Retry-After)
     ├── RouterFull          503  a consultation's or the server's limit reached (Retry-After)
@@ -30,6 +31,11 @@ class SdpInvalid(RelayError):
 class MediaUnsupported(RelayError):
     status = 406
     code = "unsupported-media"
+
+
+class TooManyTracks(MediaUnsupported):
+    status = 422
+    code = "too-many-tracks"
 
 
 class FeedBusy(RelayError):

@@ -8,7 +8,7 @@ import re
 from aiortc import RTCIceCandidate
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
-from .errors import MediaUnsupported, SdpInvalid
+from .errors import MediaUnsupported, SdpInvalid, TooManyTracks
 
 SENDING = ("sendonly", "sendrecv")
 RECEIVING = ("recvonly", "sendrecv")
@@ -30,9 +30,7 @@ def parse_offer(sdp: str, sending: bool) -> SessionDescription:
         if kind not in ("audio", "video"):
             raise MediaUnsupported(f"media kind {kind!r} is not supported (audio and video only)")
         if kinds.count(kind) > 1:
-            raise MediaUnsupported(
-                f"at most one {kind} track per session (got {kinds.count(kind)})"
-            )
+            raise TooManyTracks(f"at most one {kind} track per session (got {kinds.count(kind)})")
     _check_mids(sdp, description)
     wanted = SENDING if sending else RECEIVING
     for media in description.media:

@@ -36,6 +36,11 @@ def _mangled(sdp: str, kind: str) -> str:
         return sdp.replace("a=group:BUNDLE 0 1\r\n", "")
     if kind == "empty-mid":
         return sdp.replace("a=mid:0", "a=mid:", 1)
+    if kind == "two-video-tracks":
+        video = sdp[sdp.index("m=video") : sdp.index("m=audio")]
+        return sdp.replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 0 1 2") + video.replace(
+            "a=mid:0", "a=mid:2"
+        )
     if kind == "msid-without-stream":
         return re.sub(r"^a=msid:\S+ ", "a=msid: ", sdp, count=1, flags=re.M)
     raise AssertionError(kind)
@@ -50,6 +55,7 @@ MANGLED = [
     "no-bundle",
     "empty-mid",
     "msid-without-stream",
+    "two-video-tracks",
 ]
 
 
@@ -69,6 +75,8 @@ async def test_offers_with_broken_mids_or_bundle_are_400_without_a_traceback(
     body = _mangled(await offer(direction=direction), kind)
     response = await post(client, f"/{endpoint}/{cid}", make_token(role, cid), body)
     assert response.status < 500, await response.text()
+    if kind == "two-video-tracks":  # RFC 9725 §4.4.2: 422 or 400
+        assert response.status == 422
     if response.status != 201:  # e.g. no BUNDLE at all is legal SDP
         await error_of(response, response.status)
     no_error_logged(caplog)

@@ -9,6 +9,7 @@ from pathlib import Path
 from aiohttp import web
 from aiortc import RTCIceServer
 
+from persistence.files import PRIVATE_DIR, make_private
 from recorder.annotation_log import AnnotationLogs
 from recorder.config import RecorderConfig
 from recorder.consultation import ConsultationInfo
@@ -24,10 +25,13 @@ from signaling.db.audit import AuditTrail
 from signaling.db.invites import InviteBook
 from signaling.db.store import DB_FILENAME, ConsultationStore
 from signaling.http import api, netcheck, pages, snapshots, whip
+from signaling.http.audit_edge import refused_token_middleware
 from signaling.http.errors import error_middleware
+from signaling.http.refusals import RefusedTokens
 from signaling.http.throttle import FailureBudget
 from signaling.keys import (
     ANNOTATION_LOGS,
+    AUDIT,
     CHAT_HISTORY,
     FAILED_JOINS,
     HUB,
@@ -35,6 +39,7 @@ from signaling.keys import (
     INVITES,
     NETCHECK_BUDGET,
     RECORDINGS,
+    REFUSED_TOKENS,
     RELAY,
     REPLAY,
     SETTINGS,
@@ -45,6 +50,7 @@ from signaling.replay import routes as replay
 from signaling.replay.state import ReplayState
 from signaling.settings import Settings
 from signaling.ws import handler as websocket
+from signaling.ws.audit import RoomAudit
 from signaling.ws.chat import ChatHistory
 from signaling.ws.hub import Hub
 from signaling.ws.marks import BoardKeeper
@@ -56,8 +62,11 @@ WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 
 def create_app(settings: Settings) -> web.Application:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = web.Application(client_max_size=settings.max_sdp_bytes, middlewares=[error_middleware])
+    settings.data_dir.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    if fixed := make_private(settings.data_dir):  # an installation from before, or a tool
+        logger.warning("%d files or directories in the data dir made private to this user", fixed)
+    middlewares = [error_middleware, refused_token_middleware]
+    app = web.Application(client_max_size=settings.max_sdp_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
     secret = settings.secret or load_or_create_secret(settings.data_dir)
     app[TOKENS] = TokenIssuer(secret)
@@ -66,6 +75,9 @@ def create_app(settings: Settings) -> web.Application:
     app[FAILED_JOINS] = FailureBudget()
     app[NETCHECK_BUDGET] = FailureBudget(netcheck.BUDGET_BURST, netcheck.BUDGET_REFILL_S)
     app[HUB] = Hub(reconnect_grace_s=settings.reconnect_grace_s)
+    app[AUDIT] = AuditTrail(settings.data_dir / DB_FILENAME)
+    app[REFUSED_TOKENS] = RefusedTokens(app[AUDIT])
+    RoomAudit(app[HUB], app[AUDIT]).install()
     app[ANNOTATION_LOGS] = AnnotationLogs(settings.data_dir)
     app[CHAT_HISTORY] = ChatHistory(settings.data_dir)
     ice_servers = app[ICE_SERVERS] = IceServers(settings)
@@ -94,9 +106,8 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[RECORDINGS] = _recordings(settings, app[STORE], app[HUB], app[RELAY])
     app[REPLAY] = ReplayState(
-        RecordingLibrary(settings.data_dir, app[RECORDINGS].index),
+        RecordingLibrary(settings.data_dir, app[RECORDINGS].index, settings.recording_min_free_mb),
         MediaTokens(secret),
-        AuditTrail(settings.data_dir / DB_FILENAME),
     )
     install_access_log_redaction()
     app.cleanup_ctx.append(_media_ctx)
@@ -138,6 +149,8 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[REPLAY].close()
     await recordings.close()
     await relay.close()
+    app[REFUSED_TOKENS].flush()
+    await app[AUDIT].close()  # after everything that writes to it (sockets, sessions)
     await recordings.index.close()
     await app[ANNOTATION_LOGS].close()
     await app[INVITES].close()

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aiohttp import ClientError, web
 
 from relay import ConsultationId
-from signaling import running
+from signaling import cli_audit, running
 from signaling.auth.grants import ANY_CONSULTATION, Role
 from signaling.auth.invites import INVITE_ROLES, REPLAY_PAGE, issue_invite, issue_token, with_links
 from signaling.auth.names import MAX_NAME_LENGTH, name_argument
@@ -192,6 +192,7 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("recording", nargs="?", help="recording id (default: every recording)")
     verify.add_argument("--json", action="store_true", help="print the results as JSON")
     verify.set_defaults(handler=_recordings_verify)
+    cli_audit.add_commands(commands, common, lambda message: CliError(message, exit_code=2))
     return parser
 
 
@@ -205,6 +206,7 @@ def _serve(args: argparse.Namespace) -> int:
     from signaling.keys import INVITES, STORE
 
     settings = _settings(args, host=args.host, port=args.port, tls=True if args.tls else None)
+    os.umask(0o077)  # the process's own (not create_app's): what SQLite and PyAV make is private
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",

@@ -12,8 +12,10 @@ from recorder.recordings import Recordings
 from relay import Relay
 from signaling.auth.grants import Grant, TokenIssuer
 from signaling.auth.turn import IceServers
+from signaling.db.audit import AuditTrail
 from signaling.db.invites import InviteBook
 from signaling.db.store import ConsultationStore
+from signaling.http.refusals import RefusedTokens
 from signaling.http.throttle import FailureBudget
 from signaling.replay.state import ReplayState
 from signaling.settings import Settings
@@ -33,4 +35,6 @@ ICE_SERVERS = web.AppKey("ice_servers", IceServers)
 INVITES = web.AppKey("invites", InviteBook)
 FAILED_JOINS = web.AppKey("failed_joins", FailureBudget)
 NETCHECK_BUDGET = web.AppKey("netcheck_budget", FailureBudget)
+AUDIT = web.AppKey("audit", AuditTrail)
+REFUSED_TOKENS = web.AppKey("refused_tokens", RefusedTokens)
 GRANT = web.RequestKey("grant", Grant)

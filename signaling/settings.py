@@ -97,7 +97,8 @@ class Settings:
     """Seconds a participant whose connection broke shows as reconnecting (and keeps a freeze it
     made) before it counts as gone."""
     recording_min_free_mb: int = 500
-    "Free disk space (MiB) below which recording stops, with an alert to participants."
+    """Free disk space (MiB) below which recording stops, with an alert to participants, and new
+    snapshots and exports are refused (507)."""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     "Free-form settings for tests and later features; not read from the environment."
 

@@ -21,8 +21,10 @@ from signaling.auth.grants import Role
 from signaling.auth.invites import INVITE_ROLES, issue_invite, token_for, with_links
 from signaling.auth.names import InvalidName, display_name
 from signaling.auth.request import authenticate, path_cid
+from signaling.db.audit import AuditAction
 from signaling.db.invites import InviteRecord
 from signaling.db.store import DEFAULT_TITLE, Consultation, ConsultationStore, UnknownConsultation
+from signaling.http.audit_edge import record_action
 from signaling.http.errors import ApiError
 from signaling.keys import (
     FAILED_JOINS,
@@ -105,6 +107,7 @@ async def record_consent(request: web.Request) -> web.Response:
             )
         except UnknownConsultation as exc:
             raise _not_found() from exc
+    await record_action(request, grant, cid, AuditAction.CONSENT, f"method {method}")
     request.app[HUB].broadcast(cid, ConsentUpdate(consent.to_json()))
     return web.json_response(consent.to_json(), status=201)
 
@@ -219,6 +222,7 @@ async def set_recording(request: web.Request) -> web.Response:
     except UnknownConsultation as exc:
         raise _not_found() from exc
     await request.app[RECORDINGS].set_enabled(cid, enabled)
+    await record_action(request, grant, cid, AuditAction.RECORDING, "on" if enabled else "off")
     return web.json_response(_recording_json(request, cid, enabled))
 
 

@@ -26,9 +26,10 @@ from aiohttp import hdrs, web
 from relay import FeedName, IceRestartUnsupported, Peer, PeerRole, Router
 from signaling.auth.grants import Grant, Role
 from signaling.auth.request import authenticate, path_cid
+from signaling.db.audit import AuditAction, AuditRecord
 from signaling.db.store import Consultation
 from signaling.http.errors import ApiError
-from signaling.keys import GRANT, ICE_SERVERS, RELAY, SETTINGS, STORE
+from signaling.keys import AUDIT, GRANT, ICE_SERVERS, RELAY, SETTINGS, STORE
 from signaling.settings import IceServer
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ async def publish(request: web.Request) -> web.Response:
         )
     router = _router(request, consultation)
     peer = await router.publish(feed, grant.identity, offer, expires_at=grant.expires_at)
+    await _audited(request, grant, consultation, peer, f"feed {feed}")
     return _created(request, "whip", consultation, peer)
 
 
@@ -108,6 +110,7 @@ async def view(request: web.Request) -> web.Response:
         priority=grant.role in (Role.CLINIC, Role.SURGEON),
         expires_at=grant.expires_at,
     )
+    await _audited(request, grant, consultation, peer, f"feed {feed} annotated {annotated}")
     return _created(request, "whep", consultation, peer)
 
 
@@ -182,6 +185,24 @@ async def _session(request: web.Request) -> tuple[Grant, Router, Peer]:
         raise ApiError(404, "unknown-session", "no such session")
     grant.ensure_owner(peer.identity)
     return grant, router, peer
+
+
+async def _audited(
+    request: web.Request, grant: Grant, consultation: Consultation, peer: Peer, detail: str
+) -> None:
+    """The session's start, committed before the answer, and its end whenever it comes (the
+    relay's close callback: the relay knows nothing of the trail)."""
+    publishing = peer.role is PeerRole.PUBLISHER
+    trail, cid = request.app[AUDIT], consultation.id
+    detail = f"{detail} session {peer.id[:6]}"
+
+    def entry(action: AuditAction) -> AuditRecord:
+        return AuditRecord(cid, grant.identity, grant.name, str(grant.role), action, detail=detail)
+
+    started = trail.submit(entry(AuditAction.PUBLISH if publishing else AuditAction.VIEW))
+    ended = AuditAction.PUBLISH_END if publishing else AuditAction.VIEW_END
+    peer.on_closed(lambda _: trail.submit(entry(ended)))
+    await started
 
 
 def _created(

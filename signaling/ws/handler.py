@@ -41,6 +41,7 @@ from relay import (
 from signaling.auth.grants import Forbidden, Grant, TokenInvalid
 from signaling.auth.request import authenticate, path_cid
 from signaling.db.store import Consultation, valid_consultation_id
+from signaling.http.audit_edge import note_refused_token
 from signaling.http.snapshots import snapshot_url
 from signaling.keys import (
     ANNOTATION_LOGS,
@@ -238,6 +239,7 @@ async def _authenticate(
         message = await _auth_message(request, ws)
         return request.app[TOKENS].verify(message.token), message.name
     except TokenInvalid as exc:
+        note_refused_token(request)
         raise Rejected(CLOSE_UNAUTHORIZED, str(exc)) from None
 
 

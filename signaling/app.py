@@ -17,14 +17,15 @@ from recorder.library import RecordingLibrary
 from recorder.recordings import RecordingEvent, Recordings
 from relay import ConsultationId, FeedEvent, Relay, RelayConfig, RelayMode
 from signaling.auth.grants import TokenIssuer
-from signaling.auth.media_tokens import MediaTokens, install_access_log_redaction
+from signaling.auth.media_tokens import MediaTokens
 from signaling.auth.secret import load_or_create_secret
 from signaling.auth.turn import IceServers
 from signaling.db.audit import AuditTrail
 from signaling.db.invites import InviteBook
 from signaling.db.store import DB_FILENAME, ConsultationStore
-from signaling.http import api, netcheck, pages, snapshots, whip
+from signaling.http import api, headers, netcheck, pages, snapshots, whip
 from signaling.http.errors import error_middleware
+from signaling.http.logs import install_log_hygiene
 from signaling.http.throttle import FailureBudget
 from signaling.keys import (
     ANNOTATION_LOGS,
@@ -91,7 +92,8 @@ def create_app(settings: Settings) -> web.Application:
         MediaTokens(secret),
         AuditTrail(settings.data_dir / DB_FILENAME),
     )
-    install_access_log_redaction()
+    install_log_hygiene()
+    headers.add_to(app)
     app.cleanup_ctx.append(_media_ctx)
     app.on_shutdown.append(_close_websockets)
 

@@ -8,7 +8,6 @@ middleware turns into ``{"error", "reason"}``.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ from signaling.auth.request import authenticate, path_cid
 from signaling.db.invites import InviteRecord
 from signaling.db.store import DEFAULT_TITLE, Consultation, ConsultationStore, UnknownConsultation
 from signaling.http.errors import ApiError
+from signaling.http.json_input import JsonInputError, load_json
 from signaling.keys import (
     FAILED_JOINS,
     HUB,
@@ -261,9 +261,9 @@ async def _json_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise _bad_request("request body is not valid JSON") from exc
+        body = load_json(raw)
+    except JsonInputError as exc:
+        raise _bad_request(f"request body is {exc}") from None
     if not isinstance(body, dict):
         raise _bad_request("request body must be a JSON object")
     unknown = sorted(set(body) - allowed)

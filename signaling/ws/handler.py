@@ -99,13 +99,20 @@ MAX_MESSAGE_BYTES = 64 * 1024
 HEARTBEAT_S = 2.0
 "Ping interval; a client that does not answer within half of it is dropped (~3 s in all)."
 AUTH_TIMEOUT_S = 5.0
-"Default for ``settings.extra['ws_auth_timeout_s']``: time to send the auth message."
+"""Default for ``settings.extra['ws_auth_timeout_s']``: wall-clock time from the upgrade to the
+auth message, whatever else the client sends meanwhile (pongs, pings)."""
+FRAME_DEADLINE_S = 10.0
+"""Longest wait for the next complete frame of an authenticated socket. An idle client answers
+the heartbeat's pings (each pong is a frame, and restarts aiohttp's receive timeout); a client
+trickling an unfinished frame byte by byte keeps resetting the heartbeat, so it gets no pings,
+sends no complete frame and is closed with 4408 here."""
 
 CLOSE_MALFORMED = 4400
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_UNKNOWN_CONSULTATION = 4404
-CLOSE_AUTH_TIMEOUT = 4408
+CLOSE_TIMEOUT = 4408
+"No auth message within the auth deadline, or no complete frame within ``FRAME_DEADLINE_S``."
 CLOSE_BAD_NAME = 4422
 "The name sent with ``auth`` cannot be used (empty, too long, control characters)."
 CLOSE_FLOOD = 4429
@@ -244,9 +251,10 @@ async def _authenticate(
 async def _auth_message(request: web.Request, ws: web.WebSocketResponse) -> AuthMessage:
     timeout = float(request.app[SETTINGS].extra.get("ws_auth_timeout_s", AUTH_TIMEOUT_S))
     try:
-        text = await _next_text(ws, timeout)
+        async with asyncio.timeout(timeout):  # one deadline for the whole phase: pongs or
+            text = await _next_text(ws, None)  # pings do not restart it
     except TimeoutError:
-        raise Rejected(CLOSE_AUTH_TIMEOUT, f"no auth message within {timeout:g} s") from None
+        raise Rejected(CLOSE_TIMEOUT, f"no auth message within {timeout:g} s") from None
     try:
         message = parse_client_message(text)
     except ProtocolError as exc:
@@ -330,10 +338,13 @@ async def _serve(connection: Connection) -> None:
         await _HANDLERS[type(message)](connection, message)
 
 
-async def _next_text(ws: web.WebSocketResponse, timeout: float | None = None) -> str:
-    """The next text frame; raises ``Rejected`` for binary frames, ``ClientGone`` once the
-    socket is closed."""
-    msg = await ws.receive(timeout)
+async def _next_text(ws: web.WebSocketResponse, timeout: float | None = FRAME_DEADLINE_S) -> str:
+    """The next text frame; raises ``Rejected`` for binary frames and for no complete frame
+    within ``timeout`` (pongs count), ``ClientGone`` once the socket is closed."""
+    try:
+        msg = await ws.receive(timeout)
+    except TimeoutError:
+        raise Rejected(CLOSE_TIMEOUT, f"no complete message within {timeout:g} s") from None
     if msg.type is WSMsgType.TEXT:
         text: str = msg.data
         return text

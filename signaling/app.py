@@ -23,7 +23,7 @@ from signaling.auth.turn import IceServers
 from signaling.db.audit import AuditTrail
 from signaling.db.invites import InviteBook
 from signaling.db.store import DB_FILENAME, ConsultationStore
-from signaling.http import api, headers, netcheck, pages, snapshots, whip
+from signaling.http import api, headers, netcheck, openapi, pages, snapshots, whip
 from signaling.http.errors import error_middleware
 from signaling.http.logs import install_log_hygiene
 from signaling.http.throttle import FailureBudget
@@ -97,6 +97,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_media_ctx)
     app.on_shutdown.append(_close_websockets)
 
+    openapi.add_routes(app)
     api.add_routes(app)
     snapshots.add_routes(app)
     netcheck.add_routes(app)

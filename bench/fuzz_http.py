@@ -69,8 +69,14 @@ async def main(args: argparse.Namespace) -> int:
                 )
                 http_s = time.monotonic() - started
                 started = time.monotonic()
-                ws = await ws_fuzzing.run_async(
-                    session, target, args.ws_examples, (other_cid, other_token), False
+                ws = await asyncio.to_thread(
+                    ws_fuzzing.run,
+                    loop,
+                    session,
+                    target,
+                    args.ws_examples,
+                    (other_cid, other_token),
+                    False,
                 )
                 ws_s = time.monotonic() - started
         finally:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -179,16 +180,15 @@ async def send(session: aiohttp.ClientSession, target: Target, request: FuzzRequ
         return str(status)
 
 
-def run(
-    loop: asyncio.AbstractEventLoop,
-    session: aiohttp.ClientSession,
-    target: Target,
+def fuzz(
+    strategy: st.SearchStrategy[Any],
     examples: int,
-    derandomize: bool = True,
-) -> Tally:
-    """Runs ``examples`` requests from a worker thread; every outcome and problem is tallied
-    (hypothesis stops at the first problem, after shrinking it)."""
-    tally = Tally()
+    derandomize: bool,
+    tally: Tally,
+    one: Callable[[Any], str],
+) -> None:
+    """Runs ``one`` on ``examples`` drawn values, tallying outcomes and problems; hypothesis
+    stops at the first problem, after shrinking it (the last problem is the shrunk one)."""
 
     @settings(
         max_examples=examples,
@@ -197,17 +197,33 @@ def run(
         deadline=None,
         suppress_health_check=list(HealthCheck),
     )
-    @given(requests(target))
-    def check(request: FuzzRequest) -> None:
-        future = asyncio.run_coroutine_threadsafe(send(session, target, request), loop)
+    @given(strategy)
+    def check(value: Any) -> None:
         try:
-            tally.outcomes[future.result(timeout=30)] += 1
+            tally.outcomes[one(value)] += 1
         except AssertionError as exc:
-            tally.problems.append(str(exc))
+            tally.problems.append(f"{value!r:.200}: {exc}")
             raise
 
     try:
         check()
     except AssertionError:
         pass
+
+
+def run(
+    loop: asyncio.AbstractEventLoop,
+    session: aiohttp.ClientSession,
+    target: Target,
+    examples: int,
+    derandomize: bool = True,
+) -> Tally:
+    """Runs ``examples`` requests from a worker thread (see the module doc)."""
+    tally = Tally()
+
+    def one(request: FuzzRequest) -> str:
+        future = asyncio.run_coroutine_threadsafe(send(session, target, request), loop)
+        return future.result(timeout=30)
+
+    fuzz(requests(target), examples, derandomize, tally, one)
     return tally

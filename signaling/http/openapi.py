@@ -64,6 +64,8 @@ _AUTH = (401,)
 _MEMBER = (401, 403)
 _REPLAY = (400, 401, 403, 404)
 _SESSION = (401, 403, 404, 429)
+_NETCHECK = (200, 400, *_MEMBER, 413, 429)
+"A network test transfer: a bad size, too large, or too often."
 
 
 def _query(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
@@ -86,6 +88,7 @@ def _object(required: tuple[str, ...] = (), **properties: dict[str, Any]) -> dic
 _STR = {"type": "string"}
 _NAME = {"type": "string", "minLength": 1, "maxLength": 64}
 _ANY = {"type": "object"}
+_BINARY = {"type": "string", "format": "binary"}
 
 
 def _op(
@@ -117,6 +120,20 @@ def _op(
         }
     op["security"] = [{"bearer": []}] if auth else []
     return op
+
+
+def _read(summary: str, *refusals: int) -> dict[str, Any]:
+    """A member's ``GET`` of something of the consultation ``{cid}``."""
+    return {"get": _op(summary, (200, *_MEMBER, *refusals), params=(_CID,))}
+
+
+def _media(summary: str, answer: str) -> dict[str, Any]:
+    """A recorded file with HTTP Range, by Bearer or media token."""
+    return {
+        "get": _op(
+            summary, (200, 206, *_REPLAY, 416), params=(_RID, _SEQ, _MEDIA_TOKEN), answer=answer
+        )
+    }
 
 
 def _page(summary: str, params: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
@@ -185,9 +202,7 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
             body=_CONSULTATION,
         )
     },
-    "/api/consultations/{cid}": {
-        "get": _op("the consultation (members)", (200, *_MEMBER, 404), params=(_CID,))
-    },
+    "/api/consultations/{cid}": _read("the consultation (members)", 404),
     "/api/consultations/{cid}/consent": {
         "post": _op(
             "record the patient's consent (clinic or admin)",
@@ -239,7 +254,7 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
             "store a PNG snapshot (may_annotate)",
             (201, 400, *_MEMBER, 404, 409, 413, 415),
             params=(_CID,),
-            body={"type": "string", "format": "binary"},
+            body=_BINARY,
             body_type="image/png",
         ),
     },
@@ -251,13 +266,11 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
             answer="image/png",
         )
     },
-    "/api/consultations/{cid}/netcheck": {
-        "get": _op("network test thresholds", (200, *_MEMBER, 429), params=(_CID,))
-    },
+    "/api/consultations/{cid}/netcheck": _read("network test thresholds", 429),
     "/api/consultations/{cid}/netcheck/download": {
         "get": _op(
             "download test: random bytes",
-            (200, 400, *_MEMBER, 413, 429),
+            _NETCHECK,
             params=(_CID, _query("bytes", {"type": "integer", "minimum": 0}, "how many")),
             answer="application/octet-stream",
         )
@@ -265,15 +278,13 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
     "/api/consultations/{cid}/netcheck/upload": {
         "post": _op(
             "upload test: counts the bytes",
-            (200, 400, *_MEMBER, 413, 429),
+            _NETCHECK,
             params=(_CID,),
-            body={"type": "string", "format": "binary"},
+            body=_BINARY,
             body_type="application/octet-stream",
         )
     },
-    "/api/consultations/{cid}/audit": {
-        "get": _op("the audit trail (admin)", (200, *_MEMBER, 404), params=(_CID,))
-    },
+    "/api/consultations/{cid}/audit": _read("the audit trail (admin)", 404),
     "/api/recordings": {
         "get": _op(
             "recordings the token may replay, newest first",
@@ -291,22 +302,10 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
     "/api/recordings/{rid}/media-token": {
         "get": _op("a short-lived media token for <video src>", (200, *_REPLAY), params=(_RID,))
     },
-    "/api/recordings/{rid}/media/{seq}": {
-        "get": _op(
-            "a segment's media (Range)",
-            (200, 206, *_REPLAY, 416),
-            params=(_RID, _SEQ, _MEDIA_TOKEN),
-            answer="video/webm",
-        )
-    },
-    "/api/recordings/{rid}/media/{seq}/talkback": {
-        "get": _op(
-            "a segment's talk-back audio (Range)",
-            (200, 206, *_REPLAY, 416),
-            params=(_RID, _SEQ, _MEDIA_TOKEN),
-            answer="audio/webm",
-        )
-    },
+    "/api/recordings/{rid}/media/{seq}": _media("a segment's media (Range)", "video/webm"),
+    "/api/recordings/{rid}/media/{seq}/talkback": _media(
+        "a segment's talk-back audio (Range)", "audio/webm"
+    ),
     "/api/recordings/{rid}/thumbnail.jpg": {
         "get": _op("first keyframe", (200, *_REPLAY), params=(_RID,), answer="image/jpeg")
     },

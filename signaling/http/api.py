@@ -23,7 +23,7 @@ from signaling.auth.request import authenticate, path_cid
 from signaling.db.invites import InviteRecord
 from signaling.db.store import DEFAULT_TITLE, Consultation, ConsultationStore, UnknownConsultation
 from signaling.http.errors import ApiError
-from signaling.http.json_input import JsonInputError, load_json
+from signaling.http.json_input import JsonInputError, holds_lone_surrogate, load_json
 from signaling.keys import (
     FAILED_JOINS,
     HUB,
@@ -266,6 +266,8 @@ async def _json_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
         raise _bad_request(f"request body is {exc}") from None
     if not isinstance(body, dict):
         raise _bad_request("request body must be a JSON object")
+    if holds_lone_surrogate(body):
+        raise _bad_request("request body holds text that is not Unicode (a lone surrogate)")
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise _bad_request(f"unknown field(s): {', '.join(unknown)}")

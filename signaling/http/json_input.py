@@ -4,7 +4,8 @@
 ``RecursionError`` (a 500) and, near the stack's end, could fail anywhere. The nesting depth is
 counted first, outside strings, in one regular-expression pass; NaN and Infinity (not JSON) and
 numbers past Python's digit limit are refused too. Nothing the protocol sends is deeper than
-``MAX_DEPTH``.
+``MAX_DEPTH``. ``holds_lone_surrogate`` finds ``"\\ud800"``: valid JSON, but no Unicode text
+(SQLite and PyJWT fail on it); REST bodies refuse it, WebSocket messages check their own fields.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ MAX_DEPTH = 16
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKET = re.compile(r"[\[\]{}]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class JsonInputError(ValueError):
@@ -40,6 +42,11 @@ def load_json(raw: str | bytes) -> Any:
     except (ValueError, RecursionError):
         # NaN/Infinity, integers beyond Python's digit limit.
         raise JsonInputError("not JSON: unsupported number") from None
+
+
+def holds_lone_surrogate(value: Any) -> bool:
+    """Whether a parsed value has a key or string with half a surrogate pair in it."""
+    return bool(_LONE_SURROGATE.search(json.dumps(value, ensure_ascii=False)))
 
 
 def nesting_depth(text: str) -> int:

@@ -192,6 +192,7 @@ async def test_numbers_in_queries_out_of_range_are_a_4xx(
         {"role": None},
         {"role": "surgeon", "name": 7},
         {"role": "surgeon", "name": "\ud800"},
+        {"role": "surgeon\ud800"},
     ],
 )
 async def test_wrong_json_types_and_huge_numbers_are_a_400(
@@ -212,6 +213,8 @@ async def test_wrong_json_types_and_huge_numbers_are_a_400(
 @pytest.mark.parametrize(
     "raw",
     [
+        '{"code": "\\ud800"}',  # valid JSON, no Unicode text
+        '{"\\udfff": "x"}',
         "1" * 5000,  # past Python's int digit limit
         '{"code": NaN}',
         '{"code": Infinity}',
@@ -295,3 +298,28 @@ async def test_a_bug_is_a_500_json_and_one_log_line_without_its_message(
     assert len(errors) == 1 and "KeyError at test_errors.py:" in errors[0].getMessage()
     assert "Patient" not in caplog.text and not errors[0].exc_info
     assert "\\x0aforged" in errors[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    ("field", "body"),
+    [
+        ("consultations", {"title": "Dr \ud800"}),
+        ("consultations", {"consent_by": "\udfff"}),
+        ("consent", {"confirmed_by": "\ud800", "method": "paper"}),
+    ],
+)
+async def test_a_lone_surrogate_in_a_body_is_a_400_that_quotes_nothing(
+    client: TestClient,
+    admin: dict[str, str],
+    consultation: Consultation,
+    field: str,
+    body: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Once an encoder's message from SQLite ("'utf-8' codec can't encode character...")."""
+    path = "/api/consultations" + (f"/{consultation.id}/consent" if field == "consent" else "")
+    response = await client.post(path, data=json.dumps(body), headers=admin)
+    await error_of(response, 400)
+    reason = (await response.json())["reason"]
+    assert "codec" not in reason and "\\ud800" not in reason and "surrogate" in reason
+    assert_quiet(caplog)

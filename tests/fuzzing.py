@@ -39,6 +39,11 @@ WILD = st.one_of(
     st.integers().map(str),
     st.text(max_size=300),
 )
+RANGES = st.sampled_from(
+    ["bytes=0-", "bytes=0-99", "bytes=-5", "bytes=99999999-", "bytes=5-1", "bytes=a-b", "items=0-1"]
+) | st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=30).map(
+    lambda t: "bytes=" + t
+)
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=50),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner),
@@ -54,6 +59,8 @@ class Target:
     cid: str
     tokens: dict[str, str]
     "Role → a valid token for ``cid`` (``admin``: for every consultation)."
+    rid: str | None = None
+    "A recording of ``cid``, so the replay routes are reached past the id check."
 
 
 @dataclass
@@ -112,6 +119,8 @@ def _param(param: dict[str, Any], target: Target) -> st.SearchStrategy[str]:
     schema = param["schema"]
     if param["name"] == "cid":
         return st.sampled_from([target.cid, "someoneElse1"]) | TEXT
+    if param["name"] == "rid" and target.rid is not None:
+        return st.just(target.rid) | TEXT
     if "enum" in schema:
         return st.sampled_from(schema["enum"]) | WILD
     if param["in"] == "path":
@@ -127,7 +136,9 @@ def requests(target: Target) -> st.SearchStrategy[FuzzRequest]:
         for method, op in ops.items()
         if path not in SKIPPED and "pages" not in op["tags"]
     ]
-    tokens = st.sampled_from([None, "garbage", "Bearer eyJ.e30.x", *target.tokens.values()])
+    tokens = st.sampled_from([None, "garbage", "Bearer eyJ.e30.x"]) | st.sampled_from(
+        list(target.tokens.values())
+    )
 
     @st.composite
     def build(draw: st.DrawFn) -> FuzzRequest:
@@ -152,6 +163,8 @@ def requests(target: Target) -> st.SearchStrategy[FuzzRequest]:
             headers["Content-Type"] = content_type
         if method == "patch" and draw(st.booleans()):
             headers["If-Match"] = "*"
+        if "/media/" in template and draw(st.booleans()):
+            headers["Range"] = draw(RANGES)
         encoded = urlencode(query, encoding="utf-8", errors="surrogatepass")
         return FuzzRequest(method.upper(), template, path, encoded, headers, body)
 

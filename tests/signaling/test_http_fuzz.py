@@ -1,6 +1,6 @@
 """A bounded, deterministic property-based run over the whole HTTP API (tests/fuzzing.py): right,
-wrong and missing tokens for a real consultation; no 5xx, only documented statuses, and the
-error shape on every refusal. The longer run is ``bench/fuzz_http.py``."""
+wrong and missing tokens for a real consultation and its recording; no 5xx, only documented
+statuses, and the error shape on every refusal. The longer run is ``bench/fuzz_http.py``."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from aiohttp.test_utils import TestClient
 
 from signaling.auth.grants import ANY_CONSULTATION
 from signaling.db.store import Consultation
+from signaling.keys import RECORDINGS, SETTINGS
 from tests import fuzzing
 from tests.conftest import MakeToken
+from tests.replay_support import make_recording
 from tests.signaling.test_errors import assert_quiet
 
 EXAMPLES = 300
@@ -28,7 +30,13 @@ async def test_generated_requests_are_answered_without_5xx_and_in_the_documented
 ) -> None:
     tokens = {role: make_token(role, consultation.id) for role in ("clinic", "surgeon", "observer")}
     tokens["admin"] = make_token("admin", ANY_CONSULTATION)
-    target = fuzzing.Target(str(client.make_url("")).rstrip("/"), consultation.id, tokens)
+    tokens["replaying surgeon"] = make_token("surgeon", consultation.id, may_replay=True)
+    app = client.app
+    made = await make_recording(
+        app[SETTINGS].data_dir, app[RECORDINGS].index, consultation.id, segments=(1.0,)
+    )
+    base_url = str(client.make_url("")).rstrip("/")
+    target = fuzzing.Target(base_url, consultation.id, tokens, made.id)
     loop = asyncio.get_running_loop()
     with caplog.at_level(logging.WARNING):
         async with aiohttp.ClientSession() as session:

@@ -75,6 +75,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             type(exc).__name__,
             raised_at(exc),
         )
+        if request.writer.output_size > 0 and request.transport is not None:
+            # The answer had begun (a stream, a download): a second one would corrupt it. The
+            # connection is cut, so the client sees a failure, not a short answer.
+            request.transport.abort()
+            raise ConnectionResetError("answer already started") from None
         return json_error(500, "internal-error", "the server failed to answer this request")
 
 

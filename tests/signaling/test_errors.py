@@ -11,6 +11,7 @@ import logging
 from dataclasses import replace
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
@@ -323,3 +324,25 @@ async def test_a_lone_surrogate_in_a_body_is_a_400_that_quotes_nothing(
     reason = (await response.json())["reason"]
     assert "codec" not in reason and "\\ud800" not in reason and "surrogate" in reason
     assert_quiet(caplog)
+
+
+async def test_a_bug_after_the_answer_began_cuts_the_connection_with_one_log_line(
+    aiohttp_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A second answer would corrupt the first (a stream, a download): the client sees a broken
+    transfer instead of a short one that looks complete."""
+
+    async def half(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b"first bytes")
+        raise KeyError("Dr Patient Name")
+
+    app = web.Application(middlewares=[error_middleware])
+    app.router.add_get("/api/half", half)
+    client = await aiohttp_client(app)
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await (await client.get("/api/half")).read()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "KeyError" in errors[0].getMessage()
+    assert "Patient" not in caplog.text and "Traceback" not in caplog.text

@@ -52,7 +52,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ApiError as exc:
         return _logged(request, json_error(exc.status, exc.code, exc.reason, exc.headers))
     except TokenInvalid as exc:
-        headers = {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{exc}"'}
+        # RFC 6750 quoted-string: PyJWT's messages may hold quotes ('the "exp" claim').
+        description = str(exc).replace("\\", "").replace('"', "'")
+        headers = {
+            "WWW-Authenticate": f'Bearer error="invalid_token", error_description="{description}"'
+        }
         return _logged(request, json_error(401, "unauthorized", str(exc), headers))
     except Forbidden as exc:
         return _logged(request, json_error(403, "forbidden", str(exc)))

@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 import aiohttp
+import jwt
 import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
@@ -21,7 +22,7 @@ from signaling.db.store import Consultation
 from signaling.http.errors import error_middleware
 from signaling.http.json_input import MAX_DEPTH, nesting_depth
 from signaling.settings import Settings
-from tests.conftest import MakeToken, bearer, error_of
+from tests.conftest import TEST_SECRET, MakeToken, bearer, error_of
 
 DEEP_ARRAY = "[" * 1000 + "]" * 1000
 DEEP_OBJECT = '{"a":' * 1000 + "1" + "}" * 1000
@@ -346,3 +347,14 @@ async def test_a_bug_after_the_answer_began_cuts_the_connection_with_one_log_lin
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "KeyError" in errors[0].getMessage()
     assert "Patient" not in caplog.text and "Traceback" not in caplog.text
+
+
+async def test_the_www_authenticate_description_stays_one_quoted_string(
+    client: TestClient,
+) -> None:
+    token = jwt.encode({"iss": "endolink", "sub": "x"}, TEST_SECRET, algorithm="HS256")
+    response = await client.get("/api/session", headers=bearer(token))
+    await error_of(response, 401)
+    challenge = response.headers["WWW-Authenticate"]
+    description = challenge.partition('error_description="')[2]
+    assert description.endswith('"') and '"' not in description[:-1], challenge

@@ -23,7 +23,7 @@ import aiohttp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from signaling.http.openapi import DOCUMENT
+from signaling.http.openapi import DOCUMENT, JSON
 
 SKIPPED = {"/ws/{cid}", "/api/consultations/{cid}/netcheck/download"}
 "The WebSocket has its own fuzzing (test_ws_fuzz.py); the download test answers with up to 8 MiB."
@@ -166,7 +166,8 @@ def requests(target: Target) -> st.SearchStrategy[FuzzRequest]:
         if "/media/" in template and draw(st.booleans()):
             headers["Range"] = draw(RANGES)
         encoded = urlencode(query, encoding="utf-8", errors="surrogatepass")
-        return FuzzRequest(method.upper(), template, path, encoded, headers, body)
+        verb = "HEAD" if method == "get" and draw(st.integers(0, 4)) == 0 else method.upper()
+        return FuzzRequest(verb, template, path, encoded, headers, body)
 
     return build()
 
@@ -183,11 +184,12 @@ async def send(session: aiohttp.ClientSession, target: Target, request: FuzzRequ
     ) as response:
         body = await response.read()
         status = response.status
-        documented = DOCUMENT["paths"][request.template][request.method.lower()]["responses"]
+        operation = "get" if request.method == "HEAD" else request.method.lower()
+        documented = DOCUMENT["paths"][request.template][operation]["responses"]
         where = f"{request.method} {request.path[:120]}?{request.query[:80]} -> {status}"
         assert status < 500, f"{where}: {body[:200]!r}"
         assert str(status) in documented, f"{where}: status not in the document"
-        if status >= 400 and response.content_type == "application/json":
+        if status >= 400 and request.method != "HEAD" and response.content_type == JSON:
             answer = json.loads(body)
             assert set(answer) == {"error", "reason"} and answer["reason"], where
         return str(status)

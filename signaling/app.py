@@ -18,15 +18,16 @@ from recorder.library import RecordingLibrary
 from recorder.recordings import RecordingEvent, Recordings
 from relay import ConsultationId, FeedEvent, Relay, RelayConfig, RelayMode, SessionLimits
 from signaling.auth.grants import TokenIssuer
-from signaling.auth.media_tokens import MediaTokens, install_access_log_redaction
+from signaling.auth.media_tokens import MediaTokens
 from signaling.auth.secret import load_or_create_secret
 from signaling.auth.turn import IceServers
 from signaling.db.audit import AuditTrail
 from signaling.db.invites import InviteBook
 from signaling.db.store import DB_FILENAME, ConsultationStore
-from signaling.http import api, netcheck, pages, snapshots, whip
+from signaling.http import api, headers, netcheck, openapi, pages, snapshots, whip
 from signaling.http.audit_edge import refused_token_middleware
 from signaling.http.errors import error_middleware
+from signaling.http.logs import install_log_hygiene
 from signaling.http.refusals import RefusedTokens
 from signaling.http.throttle import FailureBudget
 from signaling.keys import (
@@ -109,10 +110,12 @@ def create_app(settings: Settings) -> web.Application:
         RecordingLibrary(settings.data_dir, app[RECORDINGS].index, settings.recording_min_free_mb),
         MediaTokens(secret),
     )
-    install_access_log_redaction()
+    install_log_hygiene()
+    headers.add_to(app)
     app.cleanup_ctx.append(_media_ctx)
     app.on_shutdown.append(_close_websockets)
 
+    openapi.add_routes(app)
     api.add_routes(app)
     snapshots.add_routes(app)
     netcheck.add_routes(app)

@@ -272,6 +272,17 @@ def stun_protocols(pc: RTCPeerConnection) -> list[Any]:
     return found
 
 
+def shared_token_env(sessions: int) -> dict[str, str]:
+    """Server settings for a benchmark whose viewers all use one link: that link may hold
+    ``sessions`` sessions, all connecting at once (the session limits guard against a person
+    locking a consultation, not against a load generator)."""
+    return {
+        "ENDOLINK_MAX_VIEWERS": str(sessions),
+        "ENDOLINK_MAX_SESSIONS_PER_IDENTITY": str(sessions),
+        "ENDOLINK_MAX_PENDING_PER_IDENTITY": str(sessions),
+    }
+
+
 def free_port() -> int:
     """A TCP port nobody listens on now on the loopback (a server binds it a moment later)."""
     with socket.socket() as probe:

@@ -16,7 +16,7 @@ from recorder.consultation import ConsultationInfo
 from recorder.index import RecordingIndex
 from recorder.library import RecordingLibrary
 from recorder.recordings import RecordingEvent, Recordings
-from relay import ConsultationId, FeedEvent, Relay, RelayConfig, RelayMode
+from relay import ConsultationId, FeedEvent, Relay, RelayConfig, RelayMode, SessionLimits
 from signaling.auth.grants import TokenIssuer
 from signaling.auth.media_tokens import MediaTokens
 from signaling.auth.secret import load_or_create_secret
@@ -96,6 +96,13 @@ def create_app(settings: Settings) -> web.Application:
             mode=RelayMode(settings.relay_mode),
             router_idle_s=settings.router_idle_s,
             session_gap_s=settings.recording_offline_s,
+            limits=SessionLimits(
+                connect_deadline_s=settings.connect_deadline_s,
+                pending_per_identity=settings.max_pending_per_identity,
+                sessions_per_identity=settings.max_sessions_per_identity,
+                pending_per_consultation=settings.max_pending_per_consultation,
+                max_sessions=settings.max_sessions,
+            ),
         )
     )
     app[RECORDINGS] = _recordings(settings, app[STORE], app[HUB], app[RELAY])

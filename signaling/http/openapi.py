@@ -163,7 +163,7 @@ def _session_routes(kind: str) -> dict[str, dict[str, Any]]:
         base: {
             "post": _op(
                 f"{kind.upper()}: {publish}; answer SDP, Location, ETag, Link ice-server",
-                (201, 400, 401, 403, 404, 406, 409, 413, 415, 429, 503),
+                (201, 400, 401, 403, 404, 406, 409, 413, 415, 422, 429, 503),
                 params=(_CID, *post_params),
                 body=_SDP,
                 body_type="application/sdp",

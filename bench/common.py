@@ -26,12 +26,6 @@ if TYPE_CHECKING:
     from aiortc import RTCPeerConnection
 
 LOOPBACK = "127.0.0.1"
-LOAD_LIMITS = {
-    "ENDOLINK_SESSION_LIMIT_PER_IDENTITY": "100000,0.001",
-    "ENDOLINK_SESSION_LIMIT_PER_ADDRESS": "100000,0.001",
-}
-"""Server settings for load runs: a load generator opens every session from one address (often
-with one link) at once, far past the session-offer limits a clinic needs (README)."""
 STAMP_ROWS = 32
 """Rows left out of picture comparisons: the 20-row stamp and the macroblock row it spills into."""
 FREEZE_MS = 200.0
@@ -276,6 +270,21 @@ def stun_protocols(pc: RTCPeerConnection) -> list[Any]:
             if protocol not in found:
                 found.append(protocol)
     return found
+
+
+def shared_token_env(sessions: int) -> dict[str, str]:
+    """Server settings for a benchmark whose viewers all use one link: that link may hold
+    ``sessions`` sessions, all connecting at once (the session limits guard against a person
+    locking a consultation, and the offer rate limits against a flood, not against a load
+    generator)."""
+    return {
+        "ENDOLINK_MAX_VIEWERS": str(sessions),
+        "ENDOLINK_MAX_SESSIONS_PER_IDENTITY": str(sessions),
+        "ENDOLINK_MAX_PENDING_PER_IDENTITY": str(sessions),
+        # Offers per link and per address: every session of the run comes from one address.
+        "ENDOLINK_SESSION_LIMIT_PER_IDENTITY": f"{sessions},0.01",
+        "ENDOLINK_SESSION_LIMIT_PER_ADDRESS": f"{sessions},0.01",
+    }
 
 
 def free_port() -> int:

@@ -17,18 +17,19 @@ from recorder.consultation import ConsultationInfo
 from recorder.index import RecordingIndex
 from recorder.library import RecordingLibrary
 from recorder.recordings import RecordingEvent, Recordings
-from relay import ConsultationId, FeedEvent, Relay, RelayConfig, RelayMode
+from relay import ConsultationId, FeedEvent, Relay, RelayConfig, RelayMode, SessionLimits
 from signaling.auth.grants import TokenIssuer
-from signaling.auth.media_tokens import MediaTokens, install_access_log_redaction
+from signaling.auth.media_tokens import MediaTokens
 from signaling.auth.revocations import Revocations, Withdrawal
 from signaling.auth.secret import load_or_create_secret
 from signaling.auth.turn import IceServers
 from signaling.db.audit import AuditTrail
 from signaling.db.invites import InviteBook
 from signaling.db.store import DB_FILENAME, ConsultationStore
-from signaling.http import api, netcheck, pages, snapshots, whip
+from signaling.http import api, headers, netcheck, openapi, pages, snapshots, whip
 from signaling.http.audit_edge import refused_token_middleware
 from signaling.http.errors import error_middleware
+from signaling.http.logs import install_log_hygiene
 from signaling.http.refusals import RefusedTokens
 from signaling.http.throttle import FailureBudget, Throttle
 from signaling.keys import (
@@ -110,6 +111,13 @@ def create_app(settings: Settings) -> web.Application:
             mode=RelayMode(settings.relay_mode),
             router_idle_s=settings.router_idle_s,
             session_gap_s=settings.recording_offline_s,
+            limits=SessionLimits(
+                connect_deadline_s=settings.connect_deadline_s,
+                pending_per_identity=settings.max_pending_per_identity,
+                sessions_per_identity=settings.max_sessions_per_identity,
+                pending_per_consultation=settings.max_pending_per_consultation,
+                max_sessions=settings.max_sessions,
+            ),
         )
     )
     app[RECORDINGS] = _recordings(settings, app[STORE], app[HUB], app[RELAY])
@@ -117,10 +125,12 @@ def create_app(settings: Settings) -> web.Application:
         RecordingLibrary(settings.data_dir, app[RECORDINGS].index, settings.recording_min_free_mb),
         MediaTokens(secret),
     )
-    install_access_log_redaction()
+    install_log_hygiene()
+    headers.add_to(app)
     app.cleanup_ctx.append(_media_ctx)
     app.on_shutdown.append(_close_websockets)
 
+    openapi.add_routes(app)
     api.add_routes(app)
     snapshots.add_routes(app)
     netcheck.add_routes(app)

@@ -65,7 +65,18 @@ class Settings:
     video_codec: str = "VP8"
     "Video codec of new consultations: VP8 or H264 (constrained baseline, best for Safari)."
     max_viewers: int = 50
-    "Viewers per consultation before WHEP answers 503."
+    """Viewers per consultation (connected or connecting) before WHEP answers 503; the clinic and
+    the surgeon are never refused by it."""
+    connect_deadline_s: float = 15.0
+    "Seconds a WHIP/WHEP session may take to connect after its answer before it is closed."
+    max_pending_per_identity: int = 8
+    "Sessions one link may have connecting at once before it gets 429 (4 devices × 2)."
+    max_sessions_per_identity: int = 12
+    "Media sessions one link may hold in all (connecting or connected) before it gets 429."
+    max_pending_per_consultation: int = 20
+    "Observer sessions connecting at once in one consultation before WHEP answers 503."
+    max_sessions: int = 500
+    "Media sessions of the whole server (every consultation) before WHIP/WHEP answer 503."
     max_sdp_bytes: int = 64 * 1024
     "Largest accepted SDP offer or JSON body."
     token_ttl_s: int = 6 * 3600
@@ -148,6 +159,10 @@ def _parse(name: str, raw: str) -> Any:
     if name in (
         "port",
         "max_viewers",
+        "max_pending_per_identity",
+        "max_sessions_per_identity",
+        "max_pending_per_consultation",
+        "max_sessions",
         "max_sdp_bytes",
         "token_ttl_s",
         "recording_min_free_mb",
@@ -162,6 +177,7 @@ def _parse(name: str, raw: str) -> Any:
         "header_timeout_s",
         "body_timeout_s",
         "replay_idle_s",
+        "connect_deadline_s",
     ):
         return float(raw)
     if name in ("auth_failure_limit", "session_limit_per_identity", "session_limit_per_address"):

@@ -7,6 +7,7 @@ the Grant (``grant.ensure_publish(cid)``...), which raises ``Forbidden`` with a 
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -19,6 +20,8 @@ from relay import ConsultationId, FeedName
 
 ISSUER = "endolink"
 ALGORITHM = "HS256"
+JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+"Three base64url parts: what a token looks like before anything decodes it."
 ANY_CONSULTATION = ConsultationId("*")
 
 
@@ -223,6 +226,10 @@ class TokenIssuer:
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
     def verify(self, token: str) -> Grant:
+        if not JWT_SHAPE.fullmatch(token):
+            # PyJWT encodes the token to UTF-8 first: a lone surrogate (a JSON "\ud800" or a
+            # non-UTF-8 header byte) would escape as UnicodeEncodeError, a 500.
+            raise TokenInvalid("token rejected: not a JSON Web Token")
         try:
             claims = jwt.decode(
                 token,

@@ -8,7 +8,6 @@ middleware turns into ``{"error", "reason"}``.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ from signaling.db.invites import InviteRecord
 from signaling.db.store import DEFAULT_TITLE, Consultation, ConsultationStore, UnknownConsultation
 from signaling.http.audit_edge import record_action
 from signaling.http.errors import ApiError
+from signaling.http.json_input import JsonInputError, holds_lone_surrogate, load_json
 from signaling.http.serving import read_body
 from signaling.http.throttle import client_address, too_many
 from signaling.keys import (
@@ -286,11 +286,13 @@ async def _json_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise _bad_request("request body is not valid JSON") from exc
+        body = load_json(raw)
+    except JsonInputError as exc:
+        raise _bad_request(f"request body is {exc}") from None
     if not isinstance(body, dict):
         raise _bad_request("request body must be a JSON object")
+    if holds_lone_surrogate(body):
+        raise _bad_request("request body holds text that is not Unicode (a lone surrogate)")
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise _bad_request(f"unknown field(s): {', '.join(unknown)}")

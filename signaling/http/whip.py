@@ -7,6 +7,11 @@
     OPTIONS on all of them                   CORS preflight, Accept-Post; on an endpoint with a
                                              Bearer token also Link ice-server (RFC 9725 §4.6)
 
+A session ends when its token expires, and is closed when it has not connected within
+``ENDOLINK_CONNECT_DEADLINE_S``; how many sessions a link, a consultation and the server may hold
+is the relay's ``Admission`` (429 / 503 with Retry-After). The clinic and the surgeon are never
+kept out by observers' sessions.
+
 Who publishes what follows from the token: a clinic publishes the endoscope feed (only once the
 patient's consent is on record), a surgeon publishes talk-back audio. Anyone in the consultation
 may view; a clinic views talk-back by default.
@@ -19,7 +24,7 @@ import logging
 from aiohttp import hdrs, web
 
 from relay import FeedName, IceRestartUnsupported, Peer, PeerRole, Router
-from signaling.auth.grants import Grant
+from signaling.auth.grants import Grant, Role
 from signaling.auth.request import authenticate, path_cid
 from signaling.db.audit import AuditAction, AuditRecord
 from signaling.db.store import Consultation
@@ -81,7 +86,8 @@ async def publish(request: web.Request) -> web.Response:
             "consent-required",
             "patient consent for this remote consultation is not recorded yet",
         )
-    peer = await _router(request, consultation).publish(feed, grant.identity, offer)
+    router = _router(request, consultation)
+    peer = await router.publish(feed, grant.identity, offer, expires_at=grant.expires_at)
     await _audited(request, grant, consultation, peer, f"feed {feed}")
     return _created(request, "whip", consultation, peer)
 
@@ -98,7 +104,14 @@ async def view(request: web.Request) -> web.Response:
     if annotated == "1" and feed is not FeedName.ENDOSCOPE:
         raise ApiError(400, "bad-feed", "only the endoscope feed has an annotated rendition")
     router = _router(request, consultation)
-    peer = await router.view(feed, grant.identity, offer, annotated=annotated == "1")
+    peer = await router.view(
+        feed,
+        grant.identity,
+        offer,
+        annotated=annotated == "1",
+        priority=grant.role in (Role.CLINIC, Role.SURGEON),
+        expires_at=grant.expires_at,
+    )
     await _audited(request, grant, consultation, peer, f"feed {feed} annotated {annotated}")
     return _created(request, "whep", consultation, peer)
 

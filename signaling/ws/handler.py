@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiohttp import WebSocketError, WSCloseCode, WSMsgType, hdrs, web
+from aiohttp import WSCloseCode, hdrs, web
 
 from persistence.times import utc_iso
 from recorder.annotation_log import AnnotationLog
@@ -56,6 +56,22 @@ from signaling.keys import (
     TOKENS,
 )
 from signaling.ws.chat import ChatHistory
+from signaling.ws.frames import (
+    AUTH_TIMEOUT_S,
+    CLOSE_BAD_NAME,
+    CLOSE_FLOOD,
+    CLOSE_FORBIDDEN,
+    CLOSE_MALFORMED,
+    CLOSE_TIMEOUT,
+    CLOSE_UNAUTHORIZED,
+    CLOSE_UNKNOWN_CONSULTATION,
+    FRAME_DEADLINE_S,
+    HEARTBEAT_S,
+    MAX_MESSAGE_BYTES,
+    ClientGone,
+    Rejected,
+    next_text,
+)
 from signaling.ws.hub import (
     ANNOTATION_OPS_PER_S,
     POINTER_MOVES_PER_S,
@@ -98,42 +114,6 @@ from signaling.ws.protocol import (
 
 logger = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 64 * 1024
-HEARTBEAT_S = 2.0
-"Ping interval; a client that does not answer within half of it is dropped (~3 s in all)."
-AUTH_TIMEOUT_S = 5.0
-"Default for ``settings.extra['ws_auth_timeout_s']``: time to send the auth message."
-
-CLOSE_MALFORMED = 4400
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_UNKNOWN_CONSULTATION = 4404
-CLOSE_AUTH_TIMEOUT = 4408
-CLOSE_BAD_NAME = 4422
-"The name sent with ``auth`` cannot be used (empty, too long, control characters)."
-CLOSE_FLOOD = 4429
-
-
-class Rejected(Exception):
-    """Ends the connection with a close code and a reason the client can show."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-class ClientGone(Exception):
-    """The socket is closed: by the client, by the hub, or by aiohttp after ``error`` (an
-    oversized frame, already answered with 1009, or unanswered heartbeat pings). ``lost``: the
-    connection broke rather than its page closing it (1000, or 1001 when the page is unloaded),
-    so the others see the participant as reconnecting for a while."""
-
-    def __init__(self, error: BaseException | None = None, lost: bool = False) -> None:
-        super().__init__(error)
-        self.error = error
-        self.lost = lost
-
 
 @dataclass(frozen=True)
 class Connection:
@@ -148,6 +128,7 @@ class Connection:
     log: AnnotationLog
     chats: ChatHistory
     data_dir: Path
+    frame_deadline_s: float = FRAME_DEADLINE_S
 
     def router(self) -> Router:
         """The consultation's media side, made on first use: it owns the AnnotationBoard."""
@@ -205,6 +186,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
             log,
             chats,
             request.app[SETTINGS].data_dir,
+            float(request.app[SETTINGS].extra.get("ws_frame_deadline_s", FRAME_DEADLINE_S)),
         )
         await _until_expiry(grant, _serve(connection))
     except Rejected as exc:
@@ -250,9 +232,10 @@ async def _authenticate(
 async def _auth_message(request: web.Request, ws: web.WebSocketResponse) -> AuthMessage:
     timeout = float(request.app[SETTINGS].extra.get("ws_auth_timeout_s", AUTH_TIMEOUT_S))
     try:
-        text = await _next_text(ws, timeout)
+        async with asyncio.timeout(timeout):  # one deadline for the whole phase: pongs or
+            text = await next_text(ws, None)  # pings do not restart it
     except TimeoutError:
-        raise Rejected(CLOSE_AUTH_TIMEOUT, f"no auth message within {timeout:g} s") from None
+        raise Rejected(CLOSE_TIMEOUT, f"no auth message within {timeout:g} s") from None
     try:
         message = parse_client_message(text)
     except ProtocolError as exc:
@@ -316,7 +299,7 @@ async def _serve(connection: Connection) -> None:
     """Read until the client leaves; malformed frames and floods end the connection."""
     participant = connection.participant
     while True:
-        text = await _next_text(participant.ws)
+        text = await next_text(participant.ws, connection.frame_deadline_s)
         try:
             message = parse_client_message(text)
         except ProtocolError as exc:
@@ -334,22 +317,6 @@ async def _serve(connection: Connection) -> None:
                 connection.refuse(RATE_LIMITED, _RATE_REASONS[type(message)])
                 continue
         await _HANDLERS[type(message)](connection, message)
-
-
-async def _next_text(ws: web.WebSocketResponse, timeout: float | None = None) -> str:
-    """The next text frame; raises ``Rejected`` for binary frames, ``ClientGone`` once the
-    socket is closed."""
-    msg = await ws.receive(timeout)
-    if msg.type is WSMsgType.TEXT:
-        text: str = msg.data
-        return text
-    if msg.type is WSMsgType.BINARY:
-        raise Rejected(WSCloseCode.UNSUPPORTED_DATA, "binary frames are not accepted")
-    if msg.type is WSMsgType.CLOSE:
-        raise ClientGone(lost=msg.data not in (WSCloseCode.OK, WSCloseCode.GOING_AWAY))
-    if msg.type is WSMsgType.ERROR:  # a protocol violation is no lost connection
-        raise ClientGone(msg.data, lost=not isinstance(msg.data, WebSocketError))
-    raise ClientGone(lost=True)  # the TCP connection ended without a close frame
 
 
 def _who(participant: Participant | None) -> str:

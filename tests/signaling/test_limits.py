@@ -32,6 +32,17 @@ async def refused_after(client: TestClient, attempts: int, request) -> int:  # t
     return attempts
 
 
+async def offer_and_hang_up(client: TestClient, cid: str, sdp: str, token: str):  # type: ignore[no-untyped-def]
+    """A WHEP offer; a session it made is ended at once, so only the offer rate counts (the
+    limits on sessions held at once are tests/signaling/test_whip_limits.py's)."""
+    response = await client.post(
+        f"/whep/{cid}", data=sdp, headers={"Content-Type": "application/sdp", **bearer(token)}
+    )
+    if response.status == 201:
+        await (await client.delete(response.headers["Location"], headers=bearer(token))).release()
+    return response
+
+
 async def test_bad_token_guesses_hit_429_after_the_burst(
     client: TestClient, make_token: MakeToken, consultation: Consultation
 ) -> None:
@@ -77,10 +88,8 @@ async def test_one_identity_cannot_open_200_sessions(
     cid, token = consultation.id, make_token("observer", consultation.id)
     sdp = await offer(kinds=("video",), direction="recvonly")
 
-    def view(n: int):  # type: ignore[no-untyped-def]
-        return client.post(
-            f"/whep/{cid}", data=sdp, headers={"Content-Type": "application/sdp", **bearer(token)}
-        )
+    async def view(n: int):  # type: ignore[no-untyped-def]
+        return await offer_and_hang_up(client, cid, sdp, token)
 
     allowed = await refused_after(client, 200, view)
     assert allowed == Settings().session_limit_per_identity[0]
@@ -97,12 +106,10 @@ async def test_one_address_is_limited_across_identities(aiohttp_client, settings
     sdp = await offer(kinds=("video",), direction="recvonly")
     tokens = client.app[TOKENS]
 
-    def view(n: int):  # type: ignore[no-untyped-def]
+    async def view(n: int):  # type: ignore[no-untyped-def]
         # A new identity each time.
         token = tokens.issue(Grant.for_role(Role.OBSERVER, cid, new_identity(Role.OBSERVER), 60))
-        return client.post(
-            f"/whep/{cid}", data=sdp, headers={"Content-Type": "application/sdp", **bearer(token)}
-        )
+        return await offer_and_hang_up(client, cid, sdp, token)
 
     assert await refused_after(client, 20, view) == 5
 

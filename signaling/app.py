@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from recorder.recordings import RecordingEvent, Recordings
 from relay import ConsultationId, FeedEvent, Relay, RelayConfig, RelayMode, SessionLimits
 from signaling.auth.grants import TokenIssuer
 from signaling.auth.media_tokens import MediaTokens
+from signaling.auth.revocations import Revocations, Withdrawal
 from signaling.auth.secret import load_or_create_secret
 from signaling.auth.turn import IceServers
 from signaling.db.audit import AuditTrail
@@ -29,7 +31,7 @@ from signaling.http.audit_edge import refused_token_middleware
 from signaling.http.errors import error_middleware
 from signaling.http.logs import install_log_hygiene
 from signaling.http.refusals import RefusedTokens
-from signaling.http.throttle import FailureBudget
+from signaling.http.throttle import FailureBudget, Throttle
 from signaling.keys import (
     ANNOTATION_LOGS,
     AUDIT,
@@ -43,8 +45,10 @@ from signaling.keys import (
     REFUSED_TOKENS,
     RELAY,
     REPLAY,
+    REVOCATIONS,
     SETTINGS,
     STORE,
+    THROTTLE,
     TOKENS,
 )
 from signaling.replay import routes as replay
@@ -66,13 +70,24 @@ def create_app(settings: Settings) -> web.Application:
     settings.data_dir.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     if fixed := make_private(settings.data_dir):  # an installation from before, or a tool
         logger.warning("%d files or directories in the data dir made private to this user", fixed)
-    middlewares = [error_middleware, refused_token_middleware]
+    throttle = Throttle(
+        settings.auth_failure_limit,
+        settings.session_limit_per_identity,
+        settings.session_limit_per_address,
+    )
+    middlewares = [error_middleware, refused_token_middleware, throttle.middleware()]
     app = web.Application(client_max_size=settings.max_sdp_bytes, middlewares=middlewares)
+    app[THROTTLE] = throttle
     app[SETTINGS] = settings
     secret = settings.secret or load_or_create_secret(settings.data_dir)
-    app[TOKENS] = TokenIssuer(secret)
-    app[STORE] = ConsultationStore(settings.data_dir / DB_FILENAME)
-    app[INVITES] = InviteBook(settings.data_dir / DB_FILENAME)
+    store = app[STORE] = ConsultationStore(settings.data_dir / DB_FILENAME)
+    invites = app[INVITES] = InviteBook(settings.data_dir / DB_FILENAME)
+
+    async def withdrawn() -> tuple[dict[ConsultationId, float], set[tuple[ConsultationId, str]]]:
+        return await store.access_revocations(), await invites.withdrawn_identities()
+
+    app[REVOCATIONS] = Revocations(withdrawn)
+    app[TOKENS] = TokenIssuer(secret, app[REVOCATIONS].refusal)
     app[FAILED_JOINS] = FailureBudget()
     app[NETCHECK_BUDGET] = FailureBudget(netcheck.BUDGET_BURST, netcheck.BUDGET_REFILL_S)
     app[HUB] = Hub(reconnect_grace_s=settings.reconnect_grace_s)
@@ -147,8 +162,28 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     hub.on_gone = keeper.on_gone
     relay.attended = hub.has_participants
     recordings.on_event = on_recording_event
+    revocations = app[REVOCATIONS]
+    ending: set[asyncio.Task[bool]] = set()
+
+    def on_withdrawn(withdrawal: Withdrawal) -> None:
+        """End what a withdrawal took the access of: its sockets (4410) and media sessions."""
+        hub.withdraw(withdrawal.cid, withdrawal.identity, withdrawal.reason)
+        router = relay.find(withdrawal.cid)
+        if router is None:
+            return
+        for peer in list(router.peers.values()):
+            if withdrawal.identity in (None, peer.identity):
+                task = asyncio.get_running_loop().create_task(router.end_session(peer.id))
+                ending.add(task)
+                task.add_done_callback(ending.discard)
+
+    revocations.on_withdrawn = on_withdrawn
+    await revocations.refresh(announce=False)
+    refreshing = asyncio.get_running_loop().create_task(revocations.keep_fresh())
     await recordings.start()
     yield
+    refreshing.cancel()
+    await asyncio.gather(refreshing, *ending, return_exceptions=True)
     await app[REPLAY].close()
     await recordings.close()
     await relay.close()

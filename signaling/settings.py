@@ -99,6 +99,21 @@ class Settings:
     recording_min_free_mb: int = 500
     """Free disk space (MiB) below which recording stops, with an alert to participants, and new
     snapshots and exports are refused (507)."""
+    auth_failure_limit: tuple[int, float] = (30, 2.0)
+    """Failed authentications (bad, expired or withdrawn tokens) per source address:
+    ``BURST,REFILL_S`` — 30 at once, then one more every 2 s; past it token-bearing requests
+    from that address get 429 with ``Retry-After``."""
+    session_limit_per_identity: tuple[int, float] = (20, 3.0)
+    "WHIP/WHEP session offers per identity (one link, all its devices): ``BURST,REFILL_S``."
+    session_limit_per_address: tuple[int, float] = (100, 0.5)
+    "WHIP/WHEP session offers per source address (a hospital behind one NAT): ``BURST,REFILL_S``."
+    header_timeout_s: float = 10.0
+    "Seconds a client may take to send a request's headers (from its first byte); then cut."
+    body_timeout_s: float = 30.0
+    """Seconds a client may take to send a request body (plus 1 s per 64 KiB a large one
+    declares); then 408 and the connection cut."""
+    replay_idle_s: float = 900.0
+    "Seconds without interaction after which the replay page logs off (forgets its tokens)."
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     "Free-form settings for tests and later features; not read from the environment."
 
@@ -159,9 +174,14 @@ def _parse(name: str, raw: str) -> Any:
         "peer_timeout_s",
         "recording_offline_s",
         "router_idle_s",
+        "header_timeout_s",
+        "body_timeout_s",
+        "replay_idle_s",
         "connect_deadline_s",
     ):
         return float(raw)
+    if name in ("auth_failure_limit", "session_limit_per_identity", "session_limit_per_address"):
+        return parse_limit(name, raw)
     if name in ("tls", "relay_turn"):
         return raw.strip().lower() in ("1", "true", "yes", "on")
     if name == "ice_servers":
@@ -184,6 +204,20 @@ def _parse(name: str, raw: str) -> Any:
             raise ValueError(f"ENDOLINK_RELAY_MODE must be forward or transcode, not {raw!r}")
         return raw
     return raw
+
+
+def parse_limit(name: str, raw: str) -> tuple[int, float]:
+    """``BURST,REFILL_S`` (e.g. ``30,2``): a burst of at least 1 and a positive refill time."""
+    burst, _, refill = raw.partition(",")
+    try:
+        limit = (int(burst), float(refill))
+    except ValueError:
+        limit = (0, 0.0)
+    if limit[0] < 1 or not limit[1] > 0:
+        raise ValueError(
+            f"ENDOLINK_{name.upper()} must be BURST,REFILL_S such as 30,2 (got {raw!r})"
+        )
+    return limit
 
 
 def parse_ice_server(spec: str) -> IceServer:

@@ -57,7 +57,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         headers = {
             "WWW-Authenticate": f'Bearer error="invalid_token", error_description="{description}"'
         }
-        return _logged(request, json_error(401, "unauthorized", str(exc), headers))
+        return _logged(request, json_error(401, exc.code, str(exc), headers))
     except Forbidden as exc:
         return _logged(request, json_error(403, "forbidden", str(exc)))
     except RelayError as exc:

@@ -33,6 +33,7 @@ _REASONS = {
     403: "The token does not allow this",
     404: "Unknown consultation, recording, session or file",
     406: "No codec in common",
+    408: "The request body arrived too slowly",
     409: "Conflict with the current state",
     410: "The link was withdrawn or has expired",
     412: "If-Match does not match the session",
@@ -102,9 +103,12 @@ def _op(
     auth: bool = True,
     tag: str = "api",
 ) -> dict[str, Any]:
-    """One operation; ``statuses`` lists every status it answers (the first is success)."""
+    """One operation; ``statuses`` lists every status it answers (the first is success). Any
+    request may also get 429 (a token presented from an address over its failure budget,
+    signaling/http/throttle.py), and one with a body 408 (sent too slowly)."""
     responses: dict[str, Any] = {}
-    for status in statuses:
+    slow = (408,) if body is not None else ()
+    for status in dict.fromkeys((*statuses, *slow, 429)):
         if status < 300:
             content = {answer: {"schema": _ANY if answer == JSON else _STR}} if answer else {}
             responses[str(status)] = {"description": _REASONS[status], "content": content}
@@ -229,6 +233,13 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
             "withdraw an invite (admin)",
             (200, *_MEMBER, 404),
             params=(_CID, {**_JOB, "name": "invite"}),
+        )
+    },
+    "/api/consultations/{cid}/revoke": {
+        "post": _op(
+            "withdraw every link and token of the consultation (its admin)",
+            (200, *_MEMBER, 404),
+            params=(_CID,),
         )
     },
     "/api/join": {

@@ -32,6 +32,7 @@ from signaling.db.audit import AuditAction
 from signaling.http.api import find_consultation
 from signaling.http.audit_edge import record_action
 from signaling.http.errors import ApiError
+from signaling.http.serving import body_deadline
 from signaling.keys import HUB, SETTINGS, STORE
 from signaling.ws.messages import SnapshotAdded
 
@@ -71,7 +72,8 @@ async def upload_snapshot(request: web.Request) -> web.Response:
     await find_consultation(request.app[STORE], cid)
     if request.content_type != PNG:
         raise ApiError(415, "unsupported-media-type", f"send the snapshot as Content-Type: {PNG}")
-    data = await _read_limited(request, MAX_SNAPSHOT_BYTES)
+    async with body_deadline(request, request.app[SETTINGS].body_timeout_s):
+        data = await _read_limited(request, MAX_SNAPSHOT_BYTES)
     try:
         check_png(data)  # the declared size, before anyone decodes it (a browser would)
     except BadImage as exc:

@@ -29,7 +29,9 @@ from signaling.auth.request import authenticate, path_cid
 from signaling.db.audit import AuditAction, AuditRecord
 from signaling.db.store import Consultation
 from signaling.http.errors import ApiError
-from signaling.keys import AUDIT, GRANT, ICE_SERVERS, RELAY, SETTINGS, STORE
+from signaling.http.serving import read_body
+from signaling.http.throttle import client_address
+from signaling.keys import AUDIT, GRANT, ICE_SERVERS, RELAY, SETTINGS, STORE, THROTTLE
 from signaling.settings import IceServer
 
 logger = logging.getLogger(__name__)
@@ -146,6 +148,7 @@ async def _accept_offer(request: web.Request) -> tuple[Grant, Consultation, str]
     consultation = await _consultation(request, grant)
     if request.content_type != SDP:
         raise ApiError(415, "unsupported-media-type", f"send the offer as Content-Type: {SDP}")
+    request.app[THROTTLE].take_session(grant.identity, client_address(request))
     return grant, consultation, await _read_body(request)
 
 
@@ -159,10 +162,11 @@ async def _consultation(request: web.Request, grant: Grant) -> Consultation:
 
 
 async def _read_body(request: web.Request) -> str:
-    limit = request.app[SETTINGS].max_sdp_bytes
+    settings = request.app[SETTINGS]
+    limit = settings.max_sdp_bytes
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "too-large", f"body larger than {limit} bytes")
-    raw = await request.read()
+    raw = await read_body(request, settings.body_timeout_s)
     if len(raw) > limit:
         raise ApiError(413, "too-large", f"body larger than {limit} bytes")
     try:

@@ -42,6 +42,7 @@ from signaling.auth.grants import Forbidden, Grant, TokenInvalid
 from signaling.auth.request import authenticate, path_cid
 from signaling.db.store import Consultation, valid_consultation_id
 from signaling.http.audit_edge import note_refused_token
+from signaling.http.errors import ApiError
 from signaling.http.snapshots import snapshot_url
 from signaling.keys import (
     ANNOTATION_LOGS,
@@ -51,6 +52,7 @@ from signaling.keys import (
     RELAY,
     SETTINGS,
     STORE,
+    THROTTLE,
     TOKENS,
 )
 from signaling.ws.chat import ChatHistory
@@ -213,16 +215,18 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
 async def _authenticate(
     request: web.Request, ws: web.WebSocketResponse
 ) -> tuple[Grant, str | None]:
-    """Bearer header if sent (clients that can set headers), else the first message (browsers,
-    with the name typed on the page, if any)."""
+    """The Bearer header if sent, else the first message (browsers; with a name typed there)."""
+    throttle = request.app[THROTTLE]
     try:
         if hdrs.AUTHORIZATION in request.headers:
-            return authenticate(request), None
+            return throttle.verify(request, authenticate, request), None
         message = await _auth_message(request, ws)
-        return request.app[TOKENS].verify(message.token), message.name
+        return throttle.verify(request, request.app[TOKENS].verify, message.token), message.name
+    except ApiError as exc:  # too many refused tokens from this address
+        raise Rejected(CLOSE_FLOOD, exc.reason) from None
     except TokenInvalid as exc:
         note_refused_token(request)
-        raise Rejected(CLOSE_UNAUTHORIZED, str(exc)) from None
+        raise Rejected(exc.close_code, str(exc)) from None
 
 
 async def _auth_message(request: web.Request, ws: web.WebSocketResponse) -> AuthMessage:

@@ -27,7 +27,7 @@ from aiohttp import web
 
 from persistence.times import utc_now_iso
 from relay import ConsultationId
-from signaling.auth.grants import Role
+from signaling.auth.grants import Role, TokenWithdrawn
 from signaling.ws.messages import Presence, ServerMessage
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,8 @@ CLOSE_REPLACED = 4409
 "The oldest device of a person who opened the link on more than ``MAX_DEVICES`` devices."
 REPLACED_REASON = f"this link is open on more than {MAX_DEVICES} devices; this one was closed"
 CLOSE_TOO_SLOW = 1008
+CLOSE_WITHDRAWN = TokenWithdrawn.close_code
+"Access withdrawn: the consultation's links, or this person's link (signaling/auth/revocations.py)."
 
 
 @dataclass
@@ -266,6 +268,17 @@ class Hub:
             *(close_socket(ws, code, reason, self.close_timeout_s) for ws in sockets),
             *self._closing,
         )
+
+    def withdraw(self, cid: ConsultationId, identity: str | None, reason: str) -> int:
+        """Close (4410, ``reason``) every socket of ``cid`` — or of one ``identity`` in it —
+        whose access was withdrawn; nobody is held as reconnecting. How many were closed."""
+        for held in list(self._reconnecting.get(cid, {})):
+            if identity in (None, held) and self._forget(cid, held):
+                self.on_gone(cid, held)
+        dropped = [p for p in self._devices(cid) if identity in (None, p.identity)]
+        for participant in dropped:
+            self._drop(cid, participant, CLOSE_WITHDRAWN, reason)
+        return len(dropped)
 
     def _enqueue(self, cid: ConsultationId, participant: Participant, data: str) -> None:
         try:

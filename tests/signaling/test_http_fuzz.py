@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 
 import aiohttp
 import pytest
@@ -14,12 +15,26 @@ from aiohttp.test_utils import TestClient
 from signaling.auth.grants import ANY_CONSULTATION
 from signaling.db.store import Consultation
 from signaling.keys import RECORDINGS, SETTINGS
+from signaling.settings import Settings
 from tests import fuzzing
 from tests.conftest import MakeToken
 from tests.replay_support import make_recording
 from tests.signaling.test_errors import assert_quiet
 
 EXAMPLES = 300
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Hundreds of wrong tokens and offers from one address: past the rate limits every answer
+    would be 429 and the run would reach no handler (tests/signaling/test_limits.py tests them)."""
+    lots = (100_000, 0.001)
+    return replace(
+        settings,
+        auth_failure_limit=lots,
+        session_limit_per_identity=lots,
+        session_limit_per_address=lots,
+    )
 
 
 async def test_generated_requests_are_answered_without_5xx_and_in_the_documented_shape(

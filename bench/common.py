@@ -272,6 +272,21 @@ def stun_protocols(pc: RTCPeerConnection) -> list[Any]:
     return found
 
 
+def shared_token_env(sessions: int) -> dict[str, str]:
+    """Server settings for a benchmark whose viewers all use one link: that link may hold
+    ``sessions`` sessions, all connecting at once (the session limits guard against a person
+    locking a consultation, and the offer rate limits against a flood, not against a load
+    generator)."""
+    return {
+        "ENDOLINK_MAX_VIEWERS": str(sessions),
+        "ENDOLINK_MAX_SESSIONS_PER_IDENTITY": str(sessions),
+        "ENDOLINK_MAX_PENDING_PER_IDENTITY": str(sessions),
+        # Offers per link and per address: every session of the run comes from one address.
+        "ENDOLINK_SESSION_LIMIT_PER_IDENTITY": f"{sessions},0.01",
+        "ENDOLINK_SESSION_LIMIT_PER_ADDRESS": f"{sessions},0.01",
+    }
+
+
 def free_port() -> int:
     """A TCP port nobody listens on now on the loopback (a server binds it a moment later)."""
     with socket.socket() as probe:

@@ -44,7 +44,15 @@ from pathlib import Path
 from typing import Any
 
 from . import fanout
-from .common import LOOPBACK, STAMP_ROWS, loopback_only, percentile, proc_sample, ssim
+from .common import (
+    LOOPBACK,
+    STAMP_ROWS,
+    loopback_only,
+    percentile,
+    proc_sample,
+    shared_token_env,
+    ssim,
+)
 from .fanout import (
     PYTHON,
     Child,
@@ -126,7 +134,7 @@ async def start_stack(
     env = {
         "ENDOLINK_ICE_HOST_ADDRESSES": LOOPBACK,
         "ENDOLINK_RELAY_MODE": "forward",
-        "ENDOLINK_MAX_VIEWERS": str(viewers + 10),
+        **shared_token_env(viewers + 10),
         "ENDOLINK_HOST": LOOPBACK,
         "PYTHONUNBUFFERED": "1",
     }

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .common import LOOPBACK, cpu_percent, free_port, percentile, proc_sample
+from .common import LOOPBACK, cpu_percent, free_port, percentile, proc_sample, shared_token_env
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -317,7 +317,7 @@ async def run_scenario(
     env = {
         "ENDOLINK_ICE_HOST_ADDRESSES": LOOPBACK,
         "ENDOLINK_RELAY_MODE": sc.mode,
-        "ENDOLINK_MAX_VIEWERS": str(sc.viewers + joins + 10),
+        **shared_token_env(sc.viewers + joins + 10),
         "ENDOLINK_HOST": LOOPBACK,
         "PYTHONUNBUFFERED": "1",
     }

@@ -4,17 +4,56 @@ never a partial one.
 The data goes to a temporary file beside the target (same file system, so the rename is atomic),
 which then replaces it. How much survives a power loss is each caller's choice (``Sync``): a
 manifest must, a thumbnail can be made again.
+
+Everything in the data directory is private to the service user (patients' names, pictures and
+video): files are made 0600 here whatever the umask, ``endolink serve`` sets the umask to 077
+for what libraries write (SQLite, PyAV), and ``make_private`` fixes what an older version or
+another tool left readable.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
+
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+
+
+def make_private(root: Path) -> int:
+    """Directories 0700 and files 0600 under ``root`` (itself included; symbolic links are left
+    alone, never followed); how many were changed. Blocking: at start-up."""
+    changed = 0
+    for path, mode in _tree(root):
+        try:
+            if path.lstat().st_mode & 0o777 != mode:
+                os.chmod(path, mode)
+                changed += 1
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # another user's file: the operator has to fix it
+            logger.warning("could not make %s private: %s", path, exc.strerror)
+    return changed
+
+
+def _tree(root: Path) -> Iterator[tuple[Path, int]]:
+    yield root, PRIVATE_DIR
+    for directory, dirs, files in os.walk(root):
+        for name in dirs:
+            if not os.path.islink(os.path.join(directory, name)):
+                yield Path(directory, name), PRIVATE_DIR
+        for name in files:
+            if not os.path.islink(os.path.join(directory, name)):
+                yield Path(directory, name), PRIVATE_FILE
 
 
 class Sync(Enum):
@@ -62,12 +101,13 @@ def write_bytes_atomic(
     The temporary file is ``<target><suffix>`` (a crash leaves at most that one behind), unless
     ``mode`` is given: then it is a private file with a unique name (``.<target>-XXXX``, mode
     0600, so a secret is never readable by others, even briefly), given ``mode`` before it is
-    renamed. ``overwrite=False`` never replaces an existing file: it links the new one into place
-    and raises ``FileExistsError`` if another writer won.
+    renamed. Without ``mode`` the file is 0600 as well (``PRIVATE_FILE``). ``overwrite=False``
+    never replaces an existing file: it links the new one into place and raises
+    ``FileExistsError`` if another writer won.
     """
     if mode is None:
         temporary = target.with_name(target.name + suffix)
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
     else:
         fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}-")
         temporary = Path(name)

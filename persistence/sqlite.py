@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import sqlite3
 import threading
@@ -18,6 +19,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+
+from persistence.files import PRIVATE_DIR, PRIVATE_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +60,9 @@ class Database:
     """A connection to ``path`` (created if missing) with the owners' tables up to date."""
 
     def __init__(self, path: Path, *schemas: Migrations) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+        # Made private before SQLite opens it: its -wal and -shm files take the file's mode.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE))
         self.path = path
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, timeout=BUSY_TIMEOUT_S)

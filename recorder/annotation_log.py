@@ -123,8 +123,8 @@ class AnnotationLog:
 def _open_for_append(path: Path) -> BinaryIO:
     """Open the log; a torn last line (the process died mid-write) is ended first, so it costs
     only itself, not the next entry too."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    file = path.open("ab+")
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    file = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "ab+")
     if file.tell() > 0:
         file.seek(-1, os.SEEK_END)
         if file.read(1) != b"\n":

@@ -7,6 +7,11 @@ packet's work (``CANCEL_WAIT_S`` bounds the wait), its partial file is removed a
 is never touched (an export only reads it). The result is
 stored beside the recording: ``<recording>/exports/<job>.mp4`` (written as ``.partial`` and
 renamed when complete) plus ``<job>.json`` (state, who asked, when, size).
+
+Retention: one export per recording and kind (annotated is the only kind). When an export is
+done, the recording's earlier exports (done, failed or cancelled) are removed — their MP4 and
+their ``.json`` — so a recording exported again does not pile up copies; a failed new export
+leaves the previous one in place.
 """
 
 from __future__ import annotations
@@ -111,7 +116,7 @@ class ExportJob:
         """Write ``<job>.json`` atomically (blocking), with ``changes`` applied to the file only
         (a finished job is saved first and only then shown finished, so a client that saw it
         done finds it done on disk too)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         data = {**self.to_json(), **{k: str(v) if k == "state" else v for k, v in changes.items()}}
         write_json_atomic(self.directory / f"{self.id}.json", data, sync=Sync.NONE)
 
@@ -173,7 +178,7 @@ class ExportJobs:
         recording already being exported gets that job back instead of a second one."""
         if self._closed:
             raise RuntimeError("the server is stopping")
-        for job in self._jobs.values():
+        for job in list(self._jobs.values()):  # the worker may forget a replaced job meanwhile
             cancelled = job._cancel.is_set()
             if job.recording_id == recording_id and job.state in _ACTIVE and not cancelled:
                 return job
@@ -241,6 +246,7 @@ class ExportJobs:
             job.bytes, job.duration_s = result.bytes, result.duration_s
             job.finished_at = utc_now_iso()
             job.save(state=JobState.DONE, progress=100.0)
+            self._replace_older(job)  # before it shows done: whoever sees it done sees them gone
             job.progress, job.state = 100.0, JobState.DONE
             logger.info(
                 "Export %s of recording %s done: %d frames, %.1f s of video in %.1f s",
@@ -260,6 +266,22 @@ class ExportJobs:
             job.finished_at = utc_now_iso()
             with contextlib.suppress(OSError):
                 job.save()
+
+    def _replace_older(self, job: ExportJob) -> None:
+        """Remove the recording's other exports (none of them is active: ``start`` hands an
+        active one back instead of making a second)."""
+        for path in job.directory.glob("*.json"):
+            other = path.stem
+            if other == job.id or not JOB_ID.fullmatch(other):
+                continue
+            with self._lock:
+                self._jobs.pop(other, None)
+            for file in (job.directory / f"{other}.mp4", path):
+                try:
+                    file.unlink(missing_ok=True)
+                except OSError as exc:  # the new export stands; the old one stays behind
+                    logger.warning("Export %s could not be removed: %s", other, exc)
+            logger.info("Export %s of recording %s replaced by %s", other, job.recording_id, job.id)
 
     def _cancelled(self, job: ExportJob) -> None:
         """Cancelled by someone, or by the server stopping (then it failed)."""

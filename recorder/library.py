@@ -30,7 +30,7 @@ from .index import RecordingIndex, RecordingRow, SegmentRow
 from .jobs import JOB_ID, ExportJob, ExportJobs, exports_dir
 from .manifest import MANIFEST, Manifest, read_manifest, recording_dir, valid_recording_id
 from .snapshots import Snapshot, SnapshotStore
-from .storage import consultation_dir
+from .storage import check_free_space, consultation_dir
 from .thumbnail import THUMBNAIL, extract_talkback, make_thumbnail, talkback_filename
 from .timeline import RecordingClock, Timeline, build_timeline
 from .verify import RecordingCheck, verify_recording
@@ -68,8 +68,10 @@ def _segment_path(directory: Path, name: str | None) -> Path | None:
 class RecordingLibrary:
     """The stored recordings of one data directory, read side (``Recordings`` writes them)."""
 
-    def __init__(self, data_dir: Path, index: RecordingIndex) -> None:
+    def __init__(self, data_dir: Path, index: RecordingIndex, min_free_mb: int = 0) -> None:
         self._data_dir = data_dir
+        self._min_free_mb = min_free_mb
+        "The free-disk floor a new export must leave."
         self._index = index
         self._snapshots = SnapshotStore(data_dir)
         self._exports = ExportJobs()
@@ -236,6 +238,10 @@ class RecordingLibrary:
     @staticmethod
     def has_video(row: RecordingRow) -> bool:
         return any(s.frames or s.status == "open" for s in row.segments)
+
+    async def check_export_space(self) -> None:
+        """``DiskFull`` when the data dir is below its floor: no new export then."""
+        await asyncio.to_thread(check_free_space, self._data_dir, self._min_free_mb)
 
     def start_export(self, row: RecordingRow, requested_by: str) -> ExportJob:
         """Queue an annotated export (returns at once; ``RuntimeError`` while stopping). The

@@ -71,7 +71,7 @@ def recover_recording(
     """Recover an unfinished recording, closing it unless its last media is younger than
     ``resumable_s``: returns the manifest it wrote (save it to the index)."""
     directory = recording_dir(data_dir, row.id)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         (directory / (MANIFEST + ".tmp")).unlink()
     manifest = read_manifest(directory) or _manifest_from_index(row)

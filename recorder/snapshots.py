@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import secrets
+import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,13 +23,19 @@ from persistence.files import Sync, write_bytes_atomic, write_json_atomic
 from persistence.times import utc_iso, utc_now_iso
 from relay import ConsultationId
 
-from .storage import consultation_dir
+from .storage import check_free_space, consultation_dir
 
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_ID = re.compile(r"[A-Za-z0-9_-]{16}")
 MAX_SNAPSHOTS = 500
 "Per consultation: bounds the disk a consultation can fill (500 × 8 MiB)."
+MAX_SIDE = 8192
+"Pixels, each way: an 8 MiB PNG can declare 60000 × 60000 (3.6 GB once a browser decodes it)."
+MAX_DECODED_BYTES = 64 * 1024 * 1024
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+"Samples per pixel of each PNG colour type."
 
 
 @dataclass(frozen=True)
@@ -41,16 +48,44 @@ class Snapshot:
         return asdict(self)
 
 
+class BadImage(ValueError):
+    """Not a PNG whose header can be read (HTTP 400)."""
+
+
+class ImageTooLarge(ValueError):
+    """A PNG declaring more pixels than a snapshot may have (HTTP 413)."""
+
+
+def check_png(data: bytes) -> tuple[int, int]:
+    """The width and height a PNG declares in its IHDR, read without decoding anything; raises
+    ``BadImage`` or ``ImageTooLarge`` (beyond ``MAX_SIDE`` or ``MAX_DECODED_BYTES``)."""
+    if not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR" or len(data) < 26:
+        raise BadImage("body is not a PNG image")
+    length, width, height, depth, colour = struct.unpack(">I4xIIBB", data[8:26])
+    channels = _CHANNELS.get(colour)
+    if length != 13 or channels is None or depth not in (1, 2, 4, 8, 16) or not width or not height:
+        raise BadImage("the PNG header is not valid")
+    decoded = width * height * channels * depth // 8
+    if width > MAX_SIDE or height > MAX_SIDE or decoded > MAX_DECODED_BYTES:
+        raise ImageTooLarge(
+            f"the picture is {width} × {height} pixels: snapshots are at most {MAX_SIDE} pixels "
+            f"each way and {MAX_DECODED_BYTES // (1024 * 1024)} MiB once decoded"
+        )
+    return width, height
+
+
 class TooManySnapshots(Exception):
     def __init__(self) -> None:
         super().__init__(f"a consultation keeps at most {MAX_SNAPSHOTS} snapshots")
 
 
 class SnapshotStore:
-    """The snapshots of every consultation under one data directory."""
+    """The snapshots of every consultation under one data directory; new ones only while the
+    disk keeps ``min_free_mb`` MiB free (``DiskFull``)."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, min_free_mb: int = 0) -> None:
         self._data_dir = data_dir
+        self._min_free_mb = min_free_mb
 
     def directory(self, cid: ConsultationId) -> Path:
         return consultation_dir(self._data_dir, cid) / "snapshots"
@@ -69,7 +104,8 @@ class SnapshotStore:
         self, cid: ConsultationId, by: str, png: bytes, at: float | None = None
     ) -> Snapshot:
         """Store a new snapshot taken by ``by`` (now, or at Unix time ``at``). Raises
-        ``TooManySnapshots`` when the consultation has ``MAX_SNAPSHOTS`` already."""
+        ``TooManySnapshots`` when the consultation has ``MAX_SNAPSHOTS`` already, ``DiskFull``
+        below the floor."""
         snapshot = Snapshot(
             secrets.token_urlsafe(12), by, utc_now_iso() if at is None else utc_iso(at)
         )
@@ -79,7 +115,8 @@ class SnapshotStore:
     def _write(self, cid: ConsultationId, snapshot: Snapshot, png: bytes) -> None:
         """Image first, then its metadata (which is what lists it), each written atomically."""
         directory = self.directory(cid)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        check_free_space(directory, self._min_free_mb)
         if sum(1 for _ in directory.glob("*.json")) >= MAX_SNAPSHOTS:
             raise TooManySnapshots
         write_bytes_atomic(self.path(cid, snapshot.id), png, suffix=".partial", sync=Sync.FILE)

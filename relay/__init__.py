@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .ids import ConsultationId, FeedName
 
 if TYPE_CHECKING:
+    from .admission import Admission, SessionLimits
     from .annotations import Annotation, AnnotationBoard, AnnotationError, Freeze, Mark, Tool
     from .consumer import Consumer
     from .errors import (
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
         RouterClosed,
         RouterFull,
         SdpInvalid,
+        TooManySessions,
+        TooManyTracks,
     )
     from .feed import Feed, FeedState, OfflineReason, RelayMode
     from .peer import IceRestartUnsupported, Peer, PeerRole
@@ -31,13 +34,23 @@ if TYPE_CHECKING:
     from .router import Router, StreamSession
 
 _MODULE_OF = {
+    **dict.fromkeys(("Admission", "SessionLimits"), "admission"),
     **dict.fromkeys(
         ("Annotation", "AnnotationBoard", "AnnotationError", "Freeze", "Mark", "Tool"),
         "annotations",
     ),
     "Consumer": "consumer",
     **dict.fromkeys(
-        ("FeedBusy", "MediaUnsupported", "RelayError", "RouterClosed", "RouterFull", "SdpInvalid"),
+        (
+            "FeedBusy",
+            "MediaUnsupported",
+            "RelayError",
+            "RouterClosed",
+            "RouterFull",
+            "SdpInvalid",
+            "TooManySessions",
+            "TooManyTracks",
+        ),
         "errors",
     ),
     **dict.fromkeys(("Feed", "FeedState", "OfflineReason", "RelayMode"), "feed"),
@@ -59,6 +72,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Admission",
     "Annotation",
     "AnnotationBoard",
     "AnnotationError",
@@ -86,6 +100,9 @@ __all__ = [
     "RouterClosed",
     "RouterFull",
     "SdpInvalid",
+    "SessionLimits",
     "StreamSession",
+    "TooManySessions",
+    "TooManyTracks",
     "Tool",
 ]

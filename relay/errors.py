@@ -4,8 +4,10 @@
     RelayError
     ├── SdpInvalid          400  offer is not parseable SDP or breaks WHIP rules
     ├── MediaUnsupported    406  no usable codec / unsupported track layout
+    │   └── TooManyTracks   422  more than one audio or video track (RFC 9725 §4.4.2)
     ├── FeedBusy            409  another identity already publishes this feed
-    ├── RouterFull          503  viewer limit reached (Retry-After)
+    ├── TooManySessions     429  one identity holds too many sessions (Retry-After)
+    ├── RouterFull          503  a consultation's or the server's limit reached (Retry-After)
     └── RouterClosed        404  consultation's media router is gone
 """
 
@@ -31,9 +33,19 @@ class MediaUnsupported(RelayError):
     code = "unsupported-media"
 
 
+class TooManyTracks(MediaUnsupported):
+    status = 422
+    code = "too-many-tracks"
+
+
 class FeedBusy(RelayError):
     status = 409
     code = "feed-busy"
+
+
+class TooManySessions(RelayError):
+    status = 429
+    code = "too-many-sessions"
 
 
 class RouterFull(RelayError):

@@ -8,15 +8,16 @@ import asyncio
 import logging
 import re
 import secrets
+import time
 from collections.abc import Callable
 from enum import StrEnum
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.exceptions import OperationError
-from aiortc.sdp import candidate_from_sdp
 
 from .errors import MediaUnsupported, SdpInvalid
 from .liveness import Liveness
+from .sdp import parse_candidate
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class Peer:
         self.label = f"{label} {role}:{self.id[:6]}"
         self.pc = RTCPeerConnection(configuration)
         self.answer_sdp = ""
+        self.connected = False
+        'Whether the connection ever reached "connected" (until then the session is pending).'
         self._on_closed: list[Callable[[Peer], object]] = []
         self._closing: asyncio.Task[None] | None = None
         self.pc.on("connectionstatechange", self._on_state)
@@ -65,6 +68,29 @@ class Peer:
         without a goodbye: killed, unplugged, out of Wi-Fi range), long before aiortc would."""
         liveness = Liveness(self.pc, timeout_s, lambda _: self.close_soon(), self.label)
         self.on_closed(lambda _: liveness.stop())
+
+    def require_connection(self, deadline_s: float) -> None:
+        """Close this session unless it connects within ``deadline_s``: an offer that never
+        connects (no usable candidate, a client gone, a hostile one) must not hold its slot."""
+        handle = asyncio.get_running_loop().call_later(deadline_s, self._deadline, deadline_s)
+        self.on_closed(lambda _: handle.cancel())
+
+    def _deadline(self, deadline_s: float) -> None:
+        if not self.connected:
+            logger.info("Peer(%s) not connected within %g s: closing", self.label, deadline_s)
+            self.close_soon()
+
+    def end_at(self, expires_at: float, on_expiry: Callable[[Peer], object]) -> None:
+        """Close this session at ``expires_at`` (UNIX time: its token's expiry), after
+        ``on_expiry(peer)``: media lives no longer than the access that opened it."""
+        delay = max(0.0, expires_at - time.time())
+        handle = asyncio.get_running_loop().call_later(delay, self._expired, on_expiry)
+        self.on_closed(lambda _: handle.cancel())
+
+    def _expired(self, on_expiry: Callable[[Peer], object]) -> None:
+        logger.info("Peer(%s) token expired: closing", self.label)
+        on_expiry(self)
+        self.close_soon()
 
     @property
     def state(self) -> str:
@@ -81,8 +107,9 @@ class Peer:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         except OperationError as exc:
             raise MediaUnsupported(f"no common codec: {exc}") from exc
-        except (ValueError, AssertionError) as exc:
-            raise SdpInvalid(f"offer rejected: {exc}") from exc
+        except (ValueError, AssertionError, IndexError, KeyError, AttributeError) as exc:
+            # aiortc's own checks (asserts, lookups) on an offer parse_offer let through
+            raise SdpInvalid(f"offer rejected: {exc.__class__.__name__}") from exc
 
     async def add_candidates(self, sdpfrag: str) -> int:
         """Trickled candidates (RFC 8840 sdpfrag). Returns how many were added."""
@@ -93,10 +120,7 @@ class Peer:
         mid = re.search(r"^a=mid:(\S+)", sdpfrag, re.M)
         added = 0
         for line in re.findall(r"^a=candidate:(.+?)\s*$", sdpfrag, re.M):
-            try:
-                candidate = candidate_from_sdp(line)
-            except (ValueError, IndexError) as exc:
-                raise SdpInvalid(f"malformed candidate line: {exc}") from exc
+            candidate = parse_candidate(line)
             candidate.sdpMid = mid.group(1) if mid else None
             candidate.sdpMLineIndex = 0 if mid is None else None
             await self.pc.addIceCandidate(candidate)
@@ -105,6 +129,8 @@ class Peer:
 
     def _on_state(self) -> None:
         logger.info("Peer(%s) connection %s", self.label, self.pc.connectionState)
+        if self.pc.connectionState == "connected":
+            self.connected = True
         if self.pc.connectionState in ("failed", "closed"):
             self.close_soon()
 
@@ -127,6 +153,8 @@ class Peer:
             )
             _lingering.add(closing)
             closing.add_done_callback(_forget)
+        except Exception as exc:  # a connection an offer left half set up (aiortc bug)
+            logger.warning("Peer(%s) close failed: %s", self.label, exc.__class__.__name__)
         finally:
             callbacks, self._on_closed = self._on_closed, []
             for callback in callbacks:

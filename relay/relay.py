@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from aiortc import RTCConfiguration, RTCIceServer
 
 from . import forwarding
+from .admission import Admission, SessionLimits
 from .feed import Feed, FeedState, OfflineReason, RelayMode
 from .ids import ConsultationId, FeedName
 from .router import Router, StreamSession
@@ -42,6 +43,8 @@ class RelayConfig:
     "``transcode`` runs the naive per-viewer-encoding relay, for benchmarks only."
     router_idle_s: float = 60.0
     "A Router without peers and WebSocket participants this long is closed and forgotten."
+    limits: SessionLimits = SessionLimits()
+    "Connect deadline and session limits per identity, consultation and server (admission.py)."
     session_gap_s: float = 60.0
     """A clinic whose feed was lost and that publishes again within this long continues its
     stream session (its marks stay); later, it begins a new one (the recording's offline window)."""
@@ -68,6 +71,7 @@ class Relay:
         self.on_feed_event: Callable[[FeedEvent], None] = lambda event: None
         self.on_stream_session: Callable[[StreamSession], None] = lambda session: None
         self.attended: Callable[[ConsultationId], bool] = lambda cid: False
+        self.admission = Admission(config.limits)
         self._idle_since: dict[ConsultationId, float] = {}
         self._reaper: asyncio.Task[None] | None = None
         forwarding.use_host_addresses(config.host_addresses)
@@ -89,6 +93,7 @@ class Relay:
                 self.config.mode,
                 self.config.session_gap_s,
                 lambda session: self.on_stream_session(session),
+                self.admission,
             )
             self.routers[cid] = router
             if self._reaper is None:

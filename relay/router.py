@@ -29,6 +29,7 @@ from aiortc import RTCConfiguration, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamTrack
 
 from . import forwarding
+from .admission import Admission, SessionLimits
 from .annotations import Annotation, AnnotationBoard, Freeze
 from .codecs import preferences
 from .consumer import Consumer
@@ -71,6 +72,7 @@ class Router:
         mode: RelayMode = RelayMode.FORWARD,
         session_gap_s: float = 60.0,
         on_session: Callable[[StreamSession], None] = lambda session: None,
+        admission: Admission | None = None,
     ) -> None:
         self.cid = cid
         self.mode = mode
@@ -88,6 +90,10 @@ class Router:
             for name in FeedName
         }
         self._on_session = on_session
+        self._admission = admission if admission is not None else Admission(SessionLimits())
+        "Shared by every Router of the Relay: the per-identity and server-wide session limits."
+        self._publishing = {name: asyncio.Lock() for name in FeedName}
+        "Held from a publish's busy check until its Peer is the feed's publisher: one at a time."
         self.peers: dict[str, Peer] = {}
         self.board = AnnotationBoard()
         self.closed = False
@@ -98,13 +104,21 @@ class Router:
 
     # -- publishing --------------------------------------------------------------------------
 
-    async def publish(self, feed_name: FeedName, identity: str, offer: str) -> Peer:
+    async def publish(
+        self, feed_name: FeedName, identity: str, offer: str, expires_at: float | None = None
+    ) -> Peer:
         """WHIP: attach a publisher's tracks to ``feed_name``. The same identity reconnecting
-        replaces its previous connection; anyone else gets 409 while the feed has a publisher."""
+        replaces its previous connection; anyone else gets 409 while the feed has a publisher.
+        Publishes of one feed run one at a time (the busy check and the install must not be
+        split by the negotiation's awaits: two clinics posting at once would both get 201).
+        ``expires_at`` (UNIX time): the session ends then (its token's expiry)."""
         with self._negotiation():
-            return await self._publish(feed_name, identity, offer)
+            async with self._publishing[feed_name]:
+                return await self._publish(feed_name, identity, offer, expires_at)
 
-    async def _publish(self, feed_name: FeedName, identity: str, offer: str) -> Peer:
+    async def _publish(
+        self, feed_name: FeedName, identity: str, offer: str, expires_at: float | None
+    ) -> Peer:
         self._ensure_open()
         feed = self.feeds[feed_name]
         description = parse_offer(offer, sending=True)
@@ -116,9 +130,15 @@ class Router:
         self._ensure_codecs(description, kinds)
         previous = feed.publisher
         if previous is not None and previous.identity != identity:
-            raise FeedBusy(f"the {feed_name} feed already has a publisher")
-
+            if previous.connected:
+                raise FeedBusy(f"the {feed_name} feed already has a publisher")
+            raise FeedBusy(
+                f"another device is connecting to the {feed_name} feed",
+                headers=self._admission.limits.retry_after,
+            )
+        self._admission.admit(self.cid, identity, priority=True)
         peer = Peer(PeerRole.PUBLISHER, feed_name, identity, self._configuration(), self.label)
+        self._admission.register(self.cid, peer)
         taps: list[forwarding.ReceiverTap] = []
 
         def close_taps(_: Peer) -> None:
@@ -150,7 +170,7 @@ class Router:
                 "Router(%s) %s publisher replaced by a new connection", self.label, feed_name
             )
             await self.close_peer(previous.id)
-        self._adopt(peer, answer)
+        self._adopt(peer, answer, expires_at, feed.end)
         for producer in feed.producers.values():
             producer.attach(self._pli_sender(peer, producer.kind))
         if self.mode is RelayMode.TRANSCODE:
@@ -193,15 +213,31 @@ class Router:
     # -- viewing -----------------------------------------------------------------------------
 
     async def view(
-        self, feed_name: FeedName, identity: str, offer: str, annotated: bool = False
+        self,
+        feed_name: FeedName,
+        identity: str,
+        offer: str,
+        annotated: bool = False,
+        priority: bool = False,
+        expires_at: float | None = None,
     ) -> Peer:
         """WHEP: a viewer receives the feed's tracks, before or after the publisher goes live.
-        ``annotated``: the endoscope video comes from the burn-in Rendition (audio stays raw)."""
+        ``annotated``: the endoscope video comes from the burn-in Rendition (audio stays raw).
+        ``priority``: one of the people the consultation is for (clinic, surgeon), never kept
+        out by the viewer limit or the consultation's pending limit (``Admission``)."""
         with self._negotiation():
-            return await self._add_viewer(feed_name, identity, offer, annotated)
+            return await self._add_viewer(
+                feed_name, identity, offer, annotated, priority, expires_at
+            )
 
     async def _add_viewer(
-        self, feed_name: FeedName, identity: str, offer: str, annotated: bool
+        self,
+        feed_name: FeedName,
+        identity: str,
+        offer: str,
+        annotated: bool,
+        priority: bool,
+        expires_at: float | None,
     ) -> Peer:
         self._ensure_open()
         if annotated and (
@@ -214,13 +250,15 @@ class Router:
         if not kinds:
             raise MediaUnsupported(f"the {feed_name} feed has {' and '.join(feed_name.kinds)} only")
         self._ensure_codecs(description, kinds)
-        if self.viewer_count() >= self._max_viewers:
+        viewers = self._admission.sessions(self.cid)
+        if not priority and sum(p.role is PeerRole.VIEWER for p in viewers) >= self._max_viewers:
             raise RouterFull(
                 f"this consultation already has {self._max_viewers} viewers",
                 headers={"Retry-After": "10"},
             )
-
+        self._admission.admit(self.cid, identity, priority)
         peer = Peer(PeerRole.VIEWER, feed_name, identity, self._configuration(), self.label)
+        self._admission.register(self.cid, peer)
         consumers: list[MediaStreamTrack] = []
         try:
             for media in description.media:
@@ -244,7 +282,7 @@ class Router:
         peer.on_closed(stop_consumers)
         if annotated:
             peer.on_closed(lambda _: self._release_rendition())
-        self._adopt(peer, answer)
+        self._adopt(peer, answer, expires_at)
         return peer
 
     def _prepare_viewer_transceiver(
@@ -292,11 +330,22 @@ class Router:
 
     # -- sessions ----------------------------------------------------------------------------
 
-    def _adopt(self, peer: Peer, answer: str) -> None:
+    def _adopt(
+        self,
+        peer: Peer,
+        answer: str,
+        expires_at: float | None,
+        on_expiry: Callable[[Peer], object] = lambda peer: None,
+    ) -> None:
+        """The session exists: it must connect within the connect deadline, stays while it is
+        heard from, and ends at ``expires_at`` (after ``on_expiry``) at the latest."""
         peer.answer_sdp = answer
         self.peers[peer.id] = peer
         peer.on_closed(lambda p: self.peers.pop(p.id, None))
         peer.watch(self._peer_timeout_s)
+        peer.require_connection(self._admission.limits.connect_deadline_s)
+        if expires_at is not None:
+            peer.end_at(expires_at, on_expiry)
         logger.info("Router(%s) %s %s session %s", self.label, peer.role, peer.feed, peer.id[:6])
 
     def _ensure_codecs(self, description: Any, kinds: set[str]) -> None:

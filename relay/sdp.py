@@ -3,12 +3,16 @@ WHIP/WHEP error (400 / 406) instead of an exception deep inside the peer connect
 
 from __future__ import annotations
 
-from aiortc.sdp import SessionDescription
+import re
 
-from .errors import MediaUnsupported, SdpInvalid
+from aiortc import RTCIceCandidate
+from aiortc.sdp import SessionDescription, candidate_from_sdp
+
+from .errors import MediaUnsupported, SdpInvalid, TooManyTracks
 
 SENDING = ("sendonly", "sendrecv")
 RECEIVING = ("recvonly", "sendrecv")
+CANDIDATE_TYPES = ("host", "srflx", "prflx", "relay")
 
 
 def parse_offer(sdp: str, sending: bool) -> SessionDescription:
@@ -26,9 +30,8 @@ def parse_offer(sdp: str, sending: bool) -> SessionDescription:
         if kind not in ("audio", "video"):
             raise MediaUnsupported(f"media kind {kind!r} is not supported (audio and video only)")
         if kinds.count(kind) > 1:
-            raise MediaUnsupported(
-                f"at most one {kind} track per session (got {kinds.count(kind)})"
-            )
+            raise TooManyTracks(f"at most one {kind} track per session (got {kinds.count(kind)})")
+    _check_mids(sdp, description)
     wanted = SENDING if sending else RECEIVING
     for media in description.media:
         if media.direction not in wanted:
@@ -44,7 +47,50 @@ def parse_offer(sdp: str, sending: bool) -> SessionDescription:
             raise SdpInvalid(f"{media.kind} section lacks a DTLS fingerprint")
         if not media.rtcp_mux:
             raise SdpInvalid(f"{media.kind} section must use rtcp-mux")
+        if media.msid is not None and " " in media.msid and len(media.msid.split()) != 2:
+            raise SdpInvalid(f"{media.kind} section's a=msid must be: stream-id track-id")
     return description
+
+
+def _check_mids(sdp: str, description: SessionDescription) -> None:
+    """Every media section names one distinct ``a=mid``, and a BUNDLE group (RFC 9725 uses
+    max-bundle) holds exactly those mids: aiortc looks transports up by mid and fails with an
+    AttributeError deep in the answer otherwise."""
+    sections = re.split(r"^m=", sdp, flags=re.M)[1:]
+    for section in sections:
+        if len(re.findall(r"^a=mid:", section, re.M)) != 1:
+            raise SdpInvalid("each media section needs exactly one a=mid line")
+    mids = [media.rtp.muxId for media in description.media]
+    if not all(mids):
+        raise SdpInvalid("a media section has an empty a=mid")
+    if len(set(mids)) != len(mids):
+        raise SdpInvalid("two media sections share one a=mid")
+    for group in description.group:
+        if group.semantic == "BUNDLE" and sorted(group.items) != sorted(mids):
+            raise SdpInvalid("the BUNDLE group must list every media section's a=mid, once")
+
+
+def parse_candidate(line: str) -> RTCIceCandidate:
+    """One trickled ``a=candidate:`` value (RFC 8839 §5.1), checked field by field: aiortc's
+    ``candidate_from_sdp`` asserts on a short line and converts numbers unguarded."""
+    bits = line.split()
+    if len(bits) < 8 or bits[6] != "typ":
+        raise SdpInvalid(
+            "a candidate needs: foundation component transport priority address port typ type"
+        )
+    component, priority, port = bits[1], bits[3], bits[5]
+    if not (component.isdigit() and priority.isdigit() and port.isdigit()):
+        raise SdpInvalid("a candidate's component, priority and port must be numbers")
+    if not (1 <= int(component) <= 256 and int(priority) < 2**32 and 0 < int(port) < 65536):
+        raise SdpInvalid("a candidate's component, priority or port is out of range")
+    if bits[2].lower() not in ("udp", "tcp") or bits[7] not in CANDIDATE_TYPES:
+        raise SdpInvalid(f"a candidate must be udp or tcp and of type {', '.join(CANDIDATE_TYPES)}")
+    if len(bits) % 2:
+        raise SdpInvalid("a candidate's extensions must come as name value pairs")
+    rport = dict(zip(bits[8::2], bits[9::2], strict=True)).get("rport")
+    if rport is not None and not (rport.isdigit() and int(rport) < 65536):
+        raise SdpInvalid("a candidate's rport must be a port number")
+    return candidate_from_sdp(line)
 
 
 def offered_codecs(description: SessionDescription, kind: str) -> set[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,25 +10,31 @@ from pathlib import Path
 from aiohttp import web
 from aiortc import RTCIceServer
 
+from persistence.files import PRIVATE_DIR, make_private
 from recorder.annotation_log import AnnotationLogs
 from recorder.config import RecorderConfig
 from recorder.consultation import ConsultationInfo
 from recorder.index import RecordingIndex
 from recorder.library import RecordingLibrary
 from recorder.recordings import RecordingEvent, Recordings
-from relay import ConsultationId, FeedEvent, Relay, RelayConfig, RelayMode
+from relay import ConsultationId, FeedEvent, Relay, RelayConfig, RelayMode, SessionLimits
 from signaling.auth.grants import TokenIssuer
-from signaling.auth.media_tokens import MediaTokens, install_access_log_redaction
+from signaling.auth.media_tokens import MediaTokens
+from signaling.auth.revocations import Revocations, Withdrawal
 from signaling.auth.secret import load_or_create_secret
 from signaling.auth.turn import IceServers
 from signaling.db.audit import AuditTrail
 from signaling.db.invites import InviteBook
 from signaling.db.store import DB_FILENAME, ConsultationStore
-from signaling.http import api, netcheck, pages, snapshots, whip
+from signaling.http import api, headers, netcheck, openapi, pages, snapshots, whip
+from signaling.http.audit_edge import refused_token_middleware
 from signaling.http.errors import error_middleware
-from signaling.http.throttle import FailureBudget
+from signaling.http.logs import install_log_hygiene
+from signaling.http.refusals import RefusedTokens
+from signaling.http.throttle import FailureBudget, Throttle
 from signaling.keys import (
     ANNOTATION_LOGS,
+    AUDIT,
     CHAT_HISTORY,
     FAILED_JOINS,
     HUB,
@@ -36,10 +43,13 @@ from signaling.keys import (
     METRICS,
     NETCHECK_BUDGET,
     RECORDINGS,
+    REFUSED_TOKENS,
     RELAY,
     REPLAY,
+    REVOCATIONS,
     SETTINGS,
     STORE,
+    THROTTLE,
     TOKENS,
 )
 from signaling.ops import routes as ops
@@ -50,6 +60,7 @@ from signaling.replay import routes as replay
 from signaling.replay.state import ReplayState
 from signaling.settings import Settings
 from signaling.ws import handler as websocket
+from signaling.ws.audit import RoomAudit
 from signaling.ws.chat import ChatHistory
 from signaling.ws.hub import Hub
 from signaling.ws.marks import BoardKeeper
@@ -61,18 +72,38 @@ WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 
 def create_app(settings: Settings) -> web.Application:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = web.Application(
-        client_max_size=settings.max_sdp_bytes, middlewares=[metrics_middleware, error_middleware]
+    settings.data_dir.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    if fixed := make_private(settings.data_dir):  # an installation from before, or a tool
+        logger.warning("%d files or directories in the data dir made private to this user", fixed)
+    throttle = Throttle(
+        settings.auth_failure_limit,
+        settings.session_limit_per_identity,
+        settings.session_limit_per_address,
     )
+    middlewares = [
+        metrics_middleware,
+        error_middleware,
+        refused_token_middleware,
+        throttle.middleware(),
+    ]
+    app = web.Application(client_max_size=settings.max_sdp_bytes, middlewares=middlewares)
+    app[THROTTLE] = throttle
     app[SETTINGS] = settings
     secret = settings.secret or load_or_create_secret(settings.data_dir)
-    app[TOKENS] = TokenIssuer(secret)
-    app[STORE] = ConsultationStore(settings.data_dir / DB_FILENAME)
-    app[INVITES] = InviteBook(settings.data_dir / DB_FILENAME)
+    store = app[STORE] = ConsultationStore(settings.data_dir / DB_FILENAME)
+    invites = app[INVITES] = InviteBook(settings.data_dir / DB_FILENAME)
+
+    async def withdrawn() -> tuple[dict[ConsultationId, float], set[tuple[ConsultationId, str]]]:
+        return await store.access_revocations(), await invites.withdrawn_identities()
+
+    app[REVOCATIONS] = Revocations(withdrawn)
+    app[TOKENS] = TokenIssuer(secret, app[REVOCATIONS].refusal)
     app[FAILED_JOINS] = FailureBudget()
     app[NETCHECK_BUDGET] = FailureBudget(netcheck.BUDGET_BURST, netcheck.BUDGET_REFILL_S)
     app[HUB] = Hub(reconnect_grace_s=settings.reconnect_grace_s)
+    app[AUDIT] = AuditTrail(settings.data_dir / DB_FILENAME)
+    app[REFUSED_TOKENS] = RefusedTokens(app[AUDIT])
+    RoomAudit(app[HUB], app[AUDIT]).install()
     app[ANNOTATION_LOGS] = AnnotationLogs(settings.data_dir)
     app[CHAT_HISTORY] = ChatHistory(settings.data_dir)
     ice_servers = app[ICE_SERVERS] = IceServers(settings)
@@ -90,19 +121,27 @@ def create_app(settings: Settings) -> web.Application:
             mode=RelayMode(settings.relay_mode),
             router_idle_s=settings.router_idle_s,
             session_gap_s=settings.recording_offline_s,
+            limits=SessionLimits(
+                connect_deadline_s=settings.connect_deadline_s,
+                pending_per_identity=settings.max_pending_per_identity,
+                sessions_per_identity=settings.max_sessions_per_identity,
+                pending_per_consultation=settings.max_pending_per_consultation,
+                max_sessions=settings.max_sessions,
+            ),
         )
     )
     app[RECORDINGS] = _recordings(settings, app[STORE], app[HUB], app[RELAY])
     app[REPLAY] = ReplayState(
-        RecordingLibrary(settings.data_dir, app[RECORDINGS].index),
+        RecordingLibrary(settings.data_dir, app[RECORDINGS].index, settings.recording_min_free_mb),
         MediaTokens(secret),
-        AuditTrail(settings.data_dir / DB_FILENAME),
     )
     app[METRICS] = Metrics(LiveCollector(app[RELAY], app[HUB], app[RECORDINGS]), app[HUB])
-    install_access_log_redaction()
+    install_log_hygiene()
+    headers.add_to(app)
     app.cleanup_ctx.append(_media_ctx)
     app.on_shutdown.append(_close_websockets)
 
+    openapi.add_routes(app)
     api.add_routes(app)
     snapshots.add_routes(app)
     netcheck.add_routes(app)
@@ -135,11 +174,33 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     hub.on_gone = keeper.on_gone
     relay.attended = hub.has_participants
     recordings.on_event = on_recording_event
+    revocations = app[REVOCATIONS]
+    ending: set[asyncio.Task[bool]] = set()
+
+    def on_withdrawn(withdrawal: Withdrawal) -> None:
+        """End what a withdrawal took the access of: its sockets (4410) and media sessions."""
+        hub.withdraw(withdrawal.cid, withdrawal.identity, withdrawal.reason)
+        router = relay.find(withdrawal.cid)
+        if router is None:
+            return
+        for peer in list(router.peers.values()):
+            if withdrawal.identity in (None, peer.identity):
+                task = asyncio.get_running_loop().create_task(router.end_session(peer.id))
+                ending.add(task)
+                task.add_done_callback(ending.discard)
+
+    revocations.on_withdrawn = on_withdrawn
+    await revocations.refresh(announce=False)
+    refreshing = asyncio.get_running_loop().create_task(revocations.keep_fresh())
     await recordings.start()
     yield
+    refreshing.cancel()
+    await asyncio.gather(refreshing, *ending, return_exceptions=True)
     await app[REPLAY].close()
     await recordings.close()
     await relay.close()
+    app[REFUSED_TOKENS].flush()
+    await app[AUDIT].close()  # after everything that writes to it (sockets, sessions)
     await recordings.index.close()
     await app[ANNOTATION_LOGS].close()
     await app[INVITES].close()

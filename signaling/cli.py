@@ -12,25 +12,33 @@ import asyncio
 import json
 import logging
 import os
-import re
 import socket
 import sqlite3
 import ssl
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from aiohttp import ClientError, web
 
-from relay import ConsultationId
-from signaling import running
+from signaling import cli_audit, running
 from signaling.auth.grants import ANY_CONSULTATION, Role
-from signaling.auth.invites import INVITE_ROLES, REPLAY_PAGE, issue_invite, issue_token, with_links
-from signaling.auth.names import MAX_NAME_LENGTH, name_argument
+from signaling.auth.invites import issue_token, with_links
+from signaling.auth.names import name_argument
 from signaling.auth.secret import token_issuer
-from signaling.db.invites import InviteBook
-from signaling.db.store import DB_FILENAME, DEFAULT_TITLE, Consultation, ConsultationStore
+from signaling.cli_consult import (
+    CLI_IDENTITY,
+    CliError,
+    add_consult_commands,
+    existing,
+    parse_duration,
+    print_consultation,
+    require_database,
+    settings_of,
+    with_store,
+)
+from signaling.db.store import DB_FILENAME
 from signaling.settings import Settings
 from signaling.tls import make_certificates, ssl_context
 
@@ -41,19 +49,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-CLI_IDENTITY = "cli"
 DEMO_TITLE = "Demo consultation"
 DEMO_CONSENT = "demo (paper form on file)"
-_DURATION = re.compile(r"(\d+)([smhd]?)")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-class CliError(Exception):
-    """An expected failure: reported as one line, exit code ``exit_code``."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,16 +68,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"endolink: error: {exc}", file=sys.stderr)
         return 1
     return code
-
-
-def parse_duration(text: str) -> int:
-    """``3600``, ``90s``, ``30m``, ``6h`` or ``7d`` → seconds."""
-    match = _DURATION.fullmatch(text.strip().lower())
-    if not match or int(match[1]) == 0:
-        raise argparse.ArgumentTypeError(
-            f"invalid duration {text!r}: use seconds or a number with s, m, h or d (e.g. 6h)"
-        )
-    return int(match[1]) * _UNIT_SECONDS[match[2]]
 
 
 def default_hostnames(host: str | None = None) -> list[str]:
@@ -112,38 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(handler=_serve)
 
-    consult = commands.add_parser("consult", help="manage consultations")
-    consult_commands = consult.add_subparsers(dest="action", required=True, metavar="ACTION")
-    create = consult_commands.add_parser(
-        "create", parents=[common], help="create a consultation and print its invite links"
-    )
-    create.add_argument("--title", default=DEFAULT_TITLE)
-    create.add_argument("--consent-by", help="who confirmed consent on paper beforehand")
-    create.add_argument("--codec", choices=("VP8", "H264"), help="video codec (default VP8)")
-    create.add_argument("--json", action="store_true", help="print the API's JSON answer")
-    create.add_argument(
-        "--no-recording", action="store_true", help="switch recording off for this consultation"
-    )
-    for role in INVITE_ROLES:
-        name_help = f"who the {role} link is for (≤ {MAX_NAME_LENGTH} characters)"
-        create.add_argument(f"--{role}-name", type=name_argument, help=name_help)
-    create.set_defaults(handler=_consult_create)
-    invite = consult_commands.add_parser(
-        "invite", parents=[common], help="print one more invite link for a consultation"
-    )
-    invite.add_argument("--consultation", required=True, help="consultation id")
-    invite.add_argument("--role", required=True, choices=[str(r) for r in INVITE_ROLES])
-    invite.add_argument(
-        "--replay", action="store_true", help="a link to the recordings (surgeon links only)"
-    )
-    invite.add_argument("--ttl", type=parse_duration, help="lifetime: 3600, 30m, 6h (default 6h)")
-    invite.add_argument("--name", type=name_argument, help="who the link is for (else asked)")
-    invite.set_defaults(handler=_consult_invite)
-    revoke = consult_commands.add_parser(
-        "revoke", parents=[common], help="withdraw an invite link: it stops opening"
-    )
-    revoke.add_argument("link", help="the link (…/j/xxxx-xxxx-xxxx) or its code")
-    revoke.set_defaults(handler=_consult_revoke)
+    add_consult_commands(commands, common)
 
     token = commands.add_parser("token", parents=[common], help="print a token (JWT)")
     token.add_argument("--consultation", help="consultation id (admins: omit or * for all)")
@@ -192,20 +148,19 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("recording", nargs="?", help="recording id (default: every recording)")
     verify.add_argument("--json", action="store_true", help="print the results as JSON")
     verify.set_defaults(handler=_recordings_verify)
+    cli_audit.add_commands(commands, common, lambda message: CliError(message, exit_code=2))
     return parser
-
-
-def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
-    return Settings.from_env(data_dir=args.data_dir, **overrides)
 
 
 def _serve(args: argparse.Namespace) -> int:
     # Imported here: the media stack is slow to import and other commands do not need it.
     from signaling.app import create_app
+    from signaling.http import serving
     from signaling.keys import INVITES, STORE
     from signaling.ops.logs import configure_logging
 
-    settings = _settings(args, host=args.host, port=args.port, tls=True if args.tls else None)
+    settings = settings_of(args, host=args.host, port=args.port, tls=True if args.tls else None)
+    os.umask(0o077)  # the process's own (not create_app's): what SQLite and PyAV make is private
     configure_logging(settings.log_format)
     tls_context = _server_tls(settings) if settings.tls else None
     app = create_app(settings)
@@ -218,7 +173,7 @@ def _serve(args: argparse.Namespace) -> int:
                 consent_by=DEMO_CONSENT,
                 recorded_by=CLI_IDENTITY,
             )
-            _print_consultation(
+            print_consultation(
                 await with_links(
                     app[INVITES], settings.base_url, consultation, settings.token_ttl_s
                 )
@@ -238,14 +193,14 @@ def _serve(args: argparse.Namespace) -> int:
 
         app.on_startup.append(create_demo)
 
-    def listening(_: str) -> None:
+    def listening() -> None:
         # run_app calls this once the sockets are bound: only then is the URL worth printing.
         running.record(settings)
         print(f"EndoLink server: {settings.base_url}  (Ctrl+C to stop)", flush=True)
 
     try:
-        web.run_app(
-            app, host=settings.host, port=settings.port, ssl_context=tls_context, print=listening
+        serving.run_app(
+            app, settings.host, settings.port, settings.header_timeout_s, tls_context, listening
         )
     finally:
         running.forget(settings)
@@ -261,74 +216,15 @@ def _server_tls(settings: Settings) -> ssl.SSLContext:
     return ssl_context(settings.cert_path, settings.key_path)
 
 
-def _consult_create(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-
-    async def create(store: ConsultationStore, book: InviteBook) -> dict[str, Any]:
-        consultation = await store.create(
-            title=args.title,
-            video_codec=args.codec or settings.video_codec,
-            consent_by=args.consent_by,
-            recorded_by=CLI_IDENTITY,
-        )
-        if args.no_recording:
-            await store.set_recording_enabled(consultation.id, False)
-        url = running.public_url(settings)
-        names = {r: n for r in INVITE_ROLES if (n := getattr(args, f"{r}_name")) is not None}
-        return await with_links(book, url, consultation, settings.token_ttl_s, names)
-
-    answer = _with_invites(settings, create)
-    if args.json:
-        print(json.dumps(answer, indent=2))
-    else:
-        _print_consultation(answer)
-    return 0
-
-
-def _consult_invite(args: argparse.Namespace) -> int:
-    role = Role(args.role)
-    if args.replay and role is not Role.SURGEON:
-        raise CliError("--replay links are surgeon links: use --role surgeon", exit_code=2)
-    settings = _settings(args)
-    _require_database(settings, args.consultation)
-
-    async def invite(store: ConsultationStore, book: InviteBook) -> str:
-        await _existing(store, args.consultation)
-        page = REPLAY_PAGE if args.replay else None
-        ttl_s = args.ttl or settings.token_ttl_s
-        url = running.public_url(settings)
-        cid, name = args.consultation, args.name or ""
-        return (await issue_invite(book, url, cid, role, ttl_s, page, name)).link
-
-    print(_with_invites(settings, invite), flush=True)
-    return 0
-
-
-def _consult_revoke(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    code = args.link.rstrip("/").rpartition("/j/")[2]  # a whole link, or the code alone
-
-    async def revoke(store: ConsultationStore, book: InviteBook) -> str:
-        invite = await book.find(code)
-        if invite is None:
-            raise CliError("no invite has this link (check that it was copied whole)")
-        await book.revoke(invite.id)
-        cid = invite.consultation_id
-        return f"withdrawn: {invite.role} link ({invite.page} page) of consultation {cid}"
-
-    print(_with_invites(settings, revoke), flush=True)
-    return 0
-
-
 def _token(args: argparse.Namespace) -> int:
     role = Role(args.role)
     cid = args.consultation or ANY_CONSULTATION
     if cid == ANY_CONSULTATION and role is not Role.ADMIN:
         raise CliError(f"--consultation is required for role {role}", exit_code=2)
-    settings = _settings(args)
+    settings = settings_of(args)
     if cid != ANY_CONSULTATION:
-        _require_database(settings, cid)
-        _with_store(settings, lambda store: _existing(store, cid))
+        require_database(settings, cid)
+        with_store(settings, lambda store: existing(store, cid))
     ttl_s = args.ttl or settings.token_ttl_s
     token, _ = issue_token(token_issuer(settings), role, cid, ttl_s, name=args.name or "")
     print(token)
@@ -336,7 +232,7 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _certs(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_of(args)
     ca_cert, server_cert, server_key = make_certificates(
         settings.certs_dir, args.hostname or default_hostnames()
     )
@@ -378,7 +274,7 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _recordings_list(args: argparse.Namespace) -> int:
-    rows = _with_index(_settings(args), lambda index: index.list(args.consultation))
+    rows = _with_index(settings_of(args), lambda index: index.list(args.consultation))
     if args.json:
         print(json.dumps([row.to_json() for row in rows], indent=2))
         return 0
@@ -401,7 +297,7 @@ def _recordings_verify(args: argparse.Namespace) -> int:
 
     if args.recording is not None and not valid_recording_id(args.recording):
         raise CliError(f"not a recording id: {args.recording!r}", exit_code=2)
-    settings = _settings(args)
+    settings = settings_of(args)
 
     async def verify(index: RecordingIndex) -> list[RecordingCheck]:
         if args.recording is None:
@@ -441,49 +337,3 @@ def _with_index(settings: Settings, work: Callable[[RecordingIndex], Awaitable[T
             await index.close()
 
     return asyncio.run(run())
-
-
-def _with_store(settings: Settings, work: Callable[[ConsultationStore], Awaitable[T]]) -> T:
-    async def run() -> T:
-        store = ConsultationStore(settings.data_dir / DB_FILENAME)
-        try:
-            return await work(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
-
-
-def _with_invites(
-    settings: Settings, work: Callable[[ConsultationStore, InviteBook], Awaitable[T]]
-) -> T:
-    async def both(store: ConsultationStore) -> T:
-        book = InviteBook(store.path)
-        try:
-            return await work(store, book)
-        finally:
-            await book.close()
-
-    return _with_store(settings, both)
-
-
-def _require_database(settings: Settings, cid: ConsultationId) -> None:
-    if not (settings.data_dir / DB_FILENAME).exists():
-        raise CliError(f"unknown consultation {cid!r}: no database in {settings.data_dir}")
-
-
-async def _existing(store: ConsultationStore, cid: ConsultationId) -> Consultation:
-    consultation = await store.get(cid)
-    if consultation is None:
-        raise CliError(f"unknown consultation {cid!r} in {store.path}")
-    return consultation
-
-
-def _print_consultation(answer: dict[str, Any]) -> None:
-    consent = answer["consent"]
-    print(f"Consultation {answer['id']}: {answer['title']} ({answer['video_codec']})")
-    print(f"  consent: {'recorded (' + consent['method'] + ')' if consent else 'not recorded'}")
-    width = max(len(role) for role in answer["links"]) + 1
-    for role, link in answer["links"].items():
-        print(f"  {role + ':':<{width}} {link}")
-    sys.stdout.flush()

@@ -11,10 +11,13 @@ from recorder.annotation_log import AnnotationLogs
 from recorder.recordings import Recordings
 from relay import Relay
 from signaling.auth.grants import Grant, TokenIssuer
+from signaling.auth.revocations import Revocations
 from signaling.auth.turn import IceServers
+from signaling.db.audit import AuditTrail
 from signaling.db.invites import InviteBook
 from signaling.db.store import ConsultationStore
-from signaling.http.throttle import FailureBudget
+from signaling.http.refusals import RefusedTokens
+from signaling.http.throttle import FailureBudget, Throttle
 from signaling.ops.metrics import Metrics
 from signaling.replay.state import ReplayState
 from signaling.settings import Settings
@@ -35,4 +38,8 @@ INVITES = web.AppKey("invites", InviteBook)
 FAILED_JOINS = web.AppKey("failed_joins", FailureBudget)
 NETCHECK_BUDGET = web.AppKey("netcheck_budget", FailureBudget)
 METRICS = web.AppKey("metrics", Metrics)
+AUDIT = web.AppKey("audit", AuditTrail)
+REFUSED_TOKENS = web.AppKey("refused_tokens", RefusedTokens)
+REVOCATIONS = web.AppKey("revocations", Revocations)
+THROTTLE = web.AppKey("throttle", Throttle)
 GRANT = web.RequestKey("grant", Grant)

@@ -65,7 +65,18 @@ class Settings:
     video_codec: str = "VP8"
     "Video codec of new consultations: VP8 or H264 (constrained baseline, best for Safari)."
     max_viewers: int = 50
-    "Viewers per consultation before WHEP answers 503."
+    """Viewers per consultation (connected or connecting) before WHEP answers 503; the clinic and
+    the surgeon are never refused by it."""
+    connect_deadline_s: float = 15.0
+    "Seconds a WHIP/WHEP session may take to connect after its answer before it is closed."
+    max_pending_per_identity: int = 8
+    "Sessions one link may have connecting at once before it gets 429 (4 devices × 2)."
+    max_sessions_per_identity: int = 12
+    "Media sessions one link may hold in all (connecting or connected) before it gets 429."
+    max_pending_per_consultation: int = 20
+    "Observer sessions connecting at once in one consultation before WHEP answers 503."
+    max_sessions: int = 500
+    "Media sessions of the whole server (every consultation) before WHIP/WHEP answer 503."
     max_sdp_bytes: int = 64 * 1024
     "Largest accepted SDP offer or JSON body."
     token_ttl_s: int = 6 * 3600
@@ -86,7 +97,23 @@ class Settings:
     """Seconds a participant whose connection broke shows as reconnecting (and keeps a freeze it
     made) before it counts as gone."""
     recording_min_free_mb: int = 500
-    "Free disk space (MiB) below which recording stops, with an alert to participants."
+    """Free disk space (MiB) below which recording stops, with an alert to participants, and new
+    snapshots and exports are refused (507)."""
+    auth_failure_limit: tuple[int, float] = (30, 2.0)
+    """Failed authentications (bad, expired or withdrawn tokens) per source address:
+    ``BURST,REFILL_S`` — 30 at once, then one more every 2 s; past it token-bearing requests
+    from that address get 429 with ``Retry-After``."""
+    session_limit_per_identity: tuple[int, float] = (20, 3.0)
+    "WHIP/WHEP session offers per identity (one link, all its devices): ``BURST,REFILL_S``."
+    session_limit_per_address: tuple[int, float] = (100, 0.5)
+    "WHIP/WHEP session offers per source address (a hospital behind one NAT): ``BURST,REFILL_S``."
+    header_timeout_s: float = 10.0
+    "Seconds a client may take to send a request's headers (from its first byte); then cut."
+    body_timeout_s: float = 30.0
+    """Seconds a client may take to send a request body (plus 1 s per 64 KiB a large one
+    declares); then 408 and the connection cut."""
+    replay_idle_s: float = 900.0
+    "Seconds without interaction after which the replay page logs off (forgets its tokens)."
     metrics_token: str | None = field(default=None, repr=False)
     """Bearer token that may read ``/metrics``; unset: only loopback clients not behind a proxy
     (docs/operations.md). Never logged."""
@@ -137,14 +164,29 @@ def _parse(name: str, raw: str) -> Any:
     if name in (
         "port",
         "max_viewers",
+        "max_pending_per_identity",
+        "max_sessions_per_identity",
+        "max_pending_per_consultation",
+        "max_sessions",
         "max_sdp_bytes",
         "token_ttl_s",
         "recording_min_free_mb",
         "turn_ttl_s",
     ):
         return int(raw)
-    if name in ("publisher_timeout_s", "peer_timeout_s", "recording_offline_s", "router_idle_s"):
+    if name in (
+        "publisher_timeout_s",
+        "peer_timeout_s",
+        "recording_offline_s",
+        "router_idle_s",
+        "header_timeout_s",
+        "body_timeout_s",
+        "replay_idle_s",
+        "connect_deadline_s",
+    ):
         return float(raw)
+    if name in ("auth_failure_limit", "session_limit_per_identity", "session_limit_per_address"):
+        return parse_limit(name, raw)
     if name in ("tls", "relay_turn"):
         return raw.strip().lower() in ("1", "true", "yes", "on")
     if name == "ice_servers":
@@ -171,6 +213,20 @@ def _parse(name: str, raw: str) -> Any:
             raise ValueError(f"ENDOLINK_RELAY_MODE must be forward or transcode, not {raw!r}")
         return raw
     return raw
+
+
+def parse_limit(name: str, raw: str) -> tuple[int, float]:
+    """``BURST,REFILL_S`` (e.g. ``30,2``): a burst of at least 1 and a positive refill time."""
+    burst, _, refill = raw.partition(",")
+    try:
+        limit = (int(burst), float(refill))
+    except ValueError:
+        limit = (0, 0.0)
+    if limit[0] < 1 or not limit[1] > 0:
+        raise ValueError(
+            f"ENDOLINK_{name.upper()} must be BURST,REFILL_S such as 30,2 (got {raw!r})"
+        )
+    return limit
 
 
 def parse_ice_server(spec: str) -> IceServer:

@@ -43,7 +43,7 @@ def make_certificates(certs_dir: Path, hostnames: list[str]) -> tuple[Path, Path
     names = list(dict.fromkeys(h.strip() for h in hostnames if h.strip()))
     if not names:
         raise ValueError("at least one hostname is needed for the server certificate")
-    certs_dir.mkdir(parents=True, exist_ok=True)
+    certs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     ca_cert, ca_key = _load_or_create_ca(certs_dir, names[0])
 
     key = ec.generate_private_key(ec.SECP256R1())

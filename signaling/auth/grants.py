@@ -7,9 +7,11 @@ the Grant (``grant.ensure_publish(cid)``...), which raises ``Forbidden`` with a 
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import jwt
@@ -18,6 +20,8 @@ from relay import ConsultationId, FeedName
 
 ISSUER = "endolink"
 ALGORITHM = "HS256"
+JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+"Three base64url parts: what a token looks like before anything decodes it."
 ANY_CONSULTATION = ConsultationId("*")
 
 
@@ -30,6 +34,17 @@ class Role(StrEnum):
 
 class TokenInvalid(Exception):
     """The token is missing, malformed, badly signed or expired (HTTP 401)."""
+
+    code = "unauthorized"
+    close_code = 4401
+
+
+class TokenWithdrawn(TokenInvalid):
+    """The token was good, but its consultation's links (or its own link) were withdrawn since
+    it was issued (HTTP 401 ``access-withdrawn``, WebSocket close 4410)."""
+
+    code = "access-withdrawn"
+    close_code = 4410
 
 
 class Forbidden(Exception):
@@ -52,6 +67,9 @@ class Grant:
     may_replay: bool
     expires_at: int
     name: str = ""
+    issued_at: float = field(default=0.0, compare=False)
+    """When the token was signed (claim ``iat``, sub-second), set by ``verify``: revocations
+    compare against it. Not part of the rights, so not compared."""
 
     @classmethod
     def for_role(
@@ -154,17 +172,43 @@ class Grant:
         if self.role is not Role.ADMIN:
             raise Forbidden("admin token required")
 
+    def ensure_admin_of(self, cid: ConsultationId) -> None:
+        """Manage one consultation's access (invites, withdrawal): the coordinator's admin token
+        for it or for every consultation. Withdrawing is not the surgeon's or the clinic's: it
+        ends their own access too, and only the coordinator can issue the new links."""
+        self.ensure_admin()
+        self.ensure_member(cid)
+
+    def ensure_admin_everywhere(self) -> None:
+        """Acts beyond any one consultation (creating one): an admin token scoped to one
+        consultation must not reach further."""
+        self.ensure_admin()
+        if self.cid != ANY_CONSULTATION:
+            raise Forbidden(
+                "this admin token is for one consultation only; "
+                "creating consultations needs an admin token for every consultation"
+            )
+
+
+Refusal = Callable[[Grant], "str | None"]
+"Why a correctly signed token is no longer honoured (withdrawn), or None."
+
 
 class TokenIssuer:
-    """Signs and verifies tokens with one shared secret."""
+    """Signs and verifies tokens with one shared secret. ``refusal`` is asked after the
+    signature and expiry checks: the one place a withdrawn token is refused, for HTTP and
+    WebSocket alike (``signaling/auth/revocations.py``; an in-memory lookup, no query)."""
 
-    def __init__(self, secret: str) -> None:
+    def __init__(self, secret: str, refusal: Refusal | None = None) -> None:
         if len(secret) < 32:
             raise ValueError("token secret must be at least 32 characters")
         self._secret = secret
+        self.refusal: Refusal = refusal or (lambda grant: None)
 
     def issue(self, grant: Grant) -> str:
-        now = int(time.time())
+        # ``iat`` as a float: a token minted in the same second as a revocation, but after it,
+        # must still count as newer (RFC 7519 NumericDate allows fractions).
+        now = time.time()
         claims = {
             "iss": ISSUER,
             "sub": grant.identity,
@@ -175,13 +219,17 @@ class TokenIssuer:
             "ann": grant.may_annotate,
             "rep": grant.may_replay,
             "iat": now,
-            "nbf": now - 5,
+            "nbf": int(now) - 5,
             "exp": grant.expires_at,
             "jti": secrets.token_urlsafe(8),
         }
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
     def verify(self, token: str) -> Grant:
+        if not JWT_SHAPE.fullmatch(token):
+            # PyJWT encodes the token to UTF-8 first: a lone surrogate (a JSON "\ud800" or a
+            # non-UTF-8 header byte) would escape as UnicodeEncodeError, a 500.
+            raise TokenInvalid("token rejected: not a JSON Web Token")
         try:
             claims = jwt.decode(
                 token,
@@ -195,7 +243,7 @@ class TokenIssuer:
         except jwt.PyJWTError as exc:
             raise TokenInvalid(f"token rejected: {exc}") from exc
         try:
-            return Grant(
+            grant = Grant(
                 identity=str(claims["sub"]),
                 cid=ConsultationId(str(claims["cid"])),
                 role=Role(claims["role"]),
@@ -204,9 +252,14 @@ class TokenIssuer:
                 may_replay=bool(claims.get("rep", False)),
                 expires_at=int(claims["exp"]),
                 name=str(claims.get("name", "")),
+                issued_at=float(claims["iat"]),
             )
         except (ValueError, TypeError) as exc:
             raise TokenInvalid(f"token claims malformed: {exc}") from exc
+        refusal = self.refusal(grant)
+        if refusal is not None:
+            raise TokenWithdrawn(refusal)
+        return grant
 
 
 def new_identity(role: Role) -> str:

@@ -11,7 +11,7 @@ puts the answer in the media URL as ``?t=``. The token:
 * names one recording (``rid``) and is refused on any other recording's media;
 * lives ``MEDIA_TOKEN_TTL_S`` (5 minutes) at most: a copied URL soon stops working;
 * is accepted as ``?t=`` on the media routes only (``GET /api/recordings/{id}/media/{segment}``
-  and its ``/talkback``), and the access log redacts it (``install_access_log_redaction``) — the
+  and its ``/talkback``), and the access log redacts it (``signaling/http/logs.py``) — the
   error middleware logs paths without queries.
 """
 
@@ -19,15 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
-import re
 import time
 from dataclasses import dataclass
 
 import jwt
 
 from signaling.auth.grants import Grant, Role, TokenInvalid
-from signaling.auth.invite_codes import redact_invite_code
 
 MEDIA_TOKEN_TTL_S = 300
 AUDIENCE = "endolink-media"
@@ -84,31 +81,3 @@ class MediaTokens:
             raise TokenInvalid("media token expired: ask for a new one") from exc
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise TokenInvalid("media token rejected") from exc
-
-
-_TOKEN_IN_QUERY = re.compile(r"([?&]t=)[^&\s\"]*")
-
-
-class _RedactMediaTokens(logging.Filter):
-    """Blanks ``t=<token>`` in aiohttp access log lines (the request line holds the query), and
-    short links' codes (``/j/<code>``) while at it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:
-            return True
-        redacted = redact_invite_code(_TOKEN_IN_QUERY.sub(r"\1<redacted>", message))
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        return True
-
-
-_FILTER = _RedactMediaTokens()
-
-
-def install_access_log_redaction() -> None:
-    """Idempotent: every app made in this process shares the one filter."""
-    access = logging.getLogger("aiohttp.access")
-    if _FILTER not in access.filters:
-        access.addFilter(_FILTER)

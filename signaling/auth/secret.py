@@ -26,7 +26,7 @@ def load_or_create_secret(data_dir: Path) -> str:
     """
     path = data_dir / SECRET_FILENAME
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         fresh = secrets.token_urlsafe(SECRET_BYTES).encode("ascii")
         try:
             write_bytes_atomic(path, fresh, mode=0o600, overwrite=False, sync=Sync.NONE)

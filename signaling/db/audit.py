@@ -1,22 +1,62 @@
-"""The consultation audit trail: who replayed, downloaded or exported which recording, and when.
+"""The audit trail: who joined, published, watched, drew, froze, recorded, replayed, downloaded,
+exported or revoked what in a consultation, and which tokens were refused — tamper-evident.
 
-One append-only table (``audit``, declared and migrated here), written and read on its own
-connection to the server's SQLite file. Rows are never updated or deleted by the server. Queries
-run in a worker thread; a failed audit write fails the request that caused it (no silent replay).
+One append-only table (``audit``, declared and migrated here) in the server's SQLite file, each
+entry chained by hash to the one before it in the whole trail and in its consultation
+(``audit_chain.py``: what is hashed, the head file, the limits). Rows are never updated or
+deleted by the server. Entries hold identities, roles and display names (the trail is for admins:
+a clinician reviewing a consultation needs to read who watched), never a token.
+
+One writer task appends entries in batches — one transaction (one fsync) per batch, then the head
+file — so hashes are computed in submission order and a pen stroke never costs an fsync of its
+own. ``record`` waits for room when ``MAX_BACKLOG`` entries are queued (backpressure on the
+request or socket that causes them) and, for HTTP actions, until its entry is committed: a failed
+audit write fails the request (no silent replay). ``submit`` is for callbacks that cannot wait
+(a socket that closed, a media session that ended, a mark broadcast): it never drops and never
+blocks; what it queues follows from events already admitted and rate-limited (a leave per join, a
+session end per session, at most 30 annotation ops a second per participant), and the writer
+commits thousands of entries a second. Nothing is ever dropped: a database error is logged with
+the entries it lost and fails whoever awaits them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import sqlite3
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from persistence.sqlite import Database, Migrations
+from persistence.sqlite import BUSY_TIMEOUT_S, Database, Migrations
 from persistence.times import utc_now_iso
 
-# Step 1 was user_version 3 of the old single list in signaling/db/store.py.
+from .audit_chain import (
+    ANCHOR_FILENAME,
+    GENESIS,
+    HASHED_COLUMNS,
+    Head,
+    Verdict,
+    entry_hash,
+    read_anchor,
+    verify,
+    write_anchor,
+)
+
+logger = logging.getLogger(__name__)
+
+_ACTIONS = (
+    "'join', 'leave', 'publish', 'publish-end', 'view', 'view-end', 'annotation', 'snapshot', "
+    "'freeze', 'unfreeze', 'consent', 'recording', 'replay', 'download', 'export', "
+    "'export-download', 'revoke', 'refused-token'"
+)
+# Step 1 was user_version 3 of the old single list in signaling/db/store.py. Step 2 rebuilds the
+# table (SQLite cannot change a CHECK) with the chain's columns; the rows it copies are chained
+# right after it, when the trail is opened (``_chain_unhashed``). No foreign keys: the trail
+# outlives what it names (and may name no consultation: a refused token).
 _STEPS: tuple[str, ...] = (
     """
     CREATE TABLE audit (
@@ -33,25 +73,94 @@ _STEPS: tuple[str, ...] = (
     );
     CREATE INDEX audit_by_consultation ON audit (consultation_id, seq);
     """,
+    f"""
+    CREATE TABLE audit_chained (
+        seq             INTEGER PRIMARY KEY,
+        consultation_id TEXT,
+        at              TEXT NOT NULL,
+        identity        TEXT NOT NULL,
+        name            TEXT NOT NULL DEFAULT '',
+        role            TEXT NOT NULL,
+        action          TEXT NOT NULL CHECK (action IN ({_ACTIONS})),
+        recording_id    TEXT,
+        detail          TEXT,
+        count           INTEGER NOT NULL DEFAULT 1,
+        prev_hash       TEXT,
+        consultation_prev_hash TEXT,
+        hash            TEXT
+    );
+    INSERT INTO audit_chained
+        (seq, consultation_id, at, identity, name, role, action, recording_id, detail)
+        SELECT seq, consultation_id, at, identity, name, role, action, recording_id, detail
+        FROM audit ORDER BY seq;
+    DROP TABLE audit;
+    ALTER TABLE audit_chained RENAME TO audit;
+    CREATE INDEX audit_by_consultation ON audit (consultation_id, seq);
+    """,
 )
 SCHEMA = Migrations("audit", _STEPS, legacy=(3,))
 
+MAX_BACKLOG = 1024
+"Entries queued before ``record`` waits for the writer."
+BATCH = 256
+"Entries written in one transaction at most."
+PAGE = 500
+"Entries per page of a consultation's trail, by default (and ``MAX_PAGE`` at most)."
+MAX_PAGE = 1000
+
 
 class AuditAction(StrEnum):
+    JOIN = "join"
+    "A device of a person opened the consultation's WebSocket."
+    LEAVE = "leave"
+    "That device's WebSocket ended (detail: how)."
+    PUBLISH = "publish"
+    "A WHIP session was created (detail: feed, session)."
+    PUBLISH_END = "publish-end"
+    VIEW = "view"
+    "A WHEP session was created (detail: feed, session, annotated)."
+    VIEW_END = "view-end"
+    ANNOTATION = "annotation"
+    "A mark was added, removed or undone, the board cleared, archived or restored (not updates)."
+    SNAPSHOT = "snapshot"
+    FREEZE = "freeze"
+    UNFREEZE = "unfreeze"
+    CONSENT = "consent"
+    RECORDING = "recording"
+    "The recording switch was set (detail: on/off)."
     REPLAY = "replay"
     "A replay page was given access to the media (a media token, or a Bearer read from byte 0)."
     DOWNLOAD = "download"
     "The original recording files were downloaded."
     EXPORT = "export"
-    "An annotated export was started."
+    "An annotated export was started or cancelled."
     EXPORT_DOWNLOAD = "export-download"
     "An annotated export's MP4 was downloaded."
+    REVOKE = "revoke"
+    "A consultation's access was revoked."
+    REFUSED_TOKEN = "refused-token"
+    "Requests with a bad token from one address within a minute (``count``); no consultation."
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """An entry to append (the writer numbers and chains it)."""
+
+    consultation_id: str | None
+    identity: str
+    name: str
+    role: str
+    action: AuditAction
+    recording_id: str | None = None
+    detail: str | None = None
+    count: int = 1
+    at: str = field(default_factory=utc_now_iso)
 
 
 @dataclass(frozen=True)
 class AuditEntry:
     seq: int
-    consultation_id: str
+    consultation_id: str | None
     at: str
     identity: str
     name: str
@@ -59,56 +168,197 @@ class AuditEntry:
     action: str
     recording_id: str | None
     detail: str | None
+    count: int
+    prev_hash: str | None
+    consultation_prev_hash: str | None
+    hash: str | None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-_COLUMNS = "consultation_id, at, identity, name, role, action, recording_id, detail"
+_COLUMNS = ", ".join((*HASHED_COLUMNS, "hash"))
+_INSERT = f"INSERT INTO audit ({_COLUMNS}) VALUES ({', '.join('?' * (len(HASHED_COLUMNS) + 1))})"
 
 
 class AuditTrail:
-    def __init__(self, path: Path) -> None:
+    """The trail in ``path``'s database, its head file beside it (``anchor``)."""
+
+    def __init__(self, path: Path, anchor: Path | None = None) -> None:
         self._db = Database(path, SCHEMA)
+        self._reader = Database(path)
+        "Reads and verification: WAL readers never wait for the writer's transaction."
+        self.anchor = anchor or path.parent / ANCHOR_FILENAME
+        if read_anchor(self.anchor) is None:  # once: later, an unhashed row is a finding
+            with contextlib.closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)) as db:
+                head = _chain_unhashed(db)
+            if head is not None:
+                write_anchor(self.anchor, head)
+        self._queue: asyncio.Queue[tuple[AuditRecord, asyncio.Future[int]] | None] = asyncio.Queue()
+        self._room = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closed = False
 
-    async def record(
-        self,
-        consultation_id: str,
-        identity: str,
-        name: str,
-        role: str,
-        action: AuditAction,
-        recording_id: str | None = None,
-        detail: str | None = None,
-    ) -> None:
-        row = (
-            consultation_id,
-            utc_now_iso(),
-            identity,
-            name,
-            role,
-            str(action),
-            recording_id,
-            detail,
-        )
+    def submit(self, record: AuditRecord) -> asyncio.Future[int]:
+        """Queue ``record`` now (never blocks, never drops); the future gives its ``seq``."""
+        if self._closed:
+            raise RuntimeError("the audit trail is closed")
+        loop = asyncio.get_running_loop()
+        if self._writer is None:
+            self._writer = loop.create_task(self._write(), name="audit-writer")
+        future: asyncio.Future[int] = loop.create_future()
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())  # the writer logs
+        self._queue.put_nowait((record, future))
+        return future
 
-        def insert(db: sqlite3.Connection) -> None:
-            with db:
-                db.execute(f"INSERT INTO audit ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+    async def record(self, record: AuditRecord, durable: bool = True) -> None:
+        """Queue ``record`` once there is room; with ``durable``, return once it is committed
+        (raises if it could not be)."""
+        while self._queue.qsize() >= MAX_BACKLOG:
+            self._room.clear()
+            await self._room.wait()
+        future = self.submit(record)
+        if durable:
+            await asyncio.shield(future)
 
-        await self._db.run(insert)
-
-    async def trail(self, consultation_id: str) -> list[AuditEntry]:
-        """Every row of a consultation, oldest first."""
+    async def trail(
+        self, consultation_id: str, after: int = 0, limit: int = PAGE
+    ) -> list[AuditEntry]:
+        """A page of a consultation's entries, oldest first: those after ``seq`` ``after``."""
 
         def select(db: sqlite3.Connection) -> list[AuditEntry]:
             rows = db.execute(
-                f"SELECT seq, {_COLUMNS} FROM audit WHERE consultation_id = ? ORDER BY seq",
-                (consultation_id,),
+                f"SELECT {_COLUMNS} FROM audit WHERE consultation_id = ? AND seq > ?"
+                " ORDER BY seq LIMIT ?",
+                (consultation_id, after, limit),
             ).fetchall()
             return [AuditEntry(*row) for row in rows]
 
-        return await self._db.run(select)
+        return await self._reader.run(select)
+
+    async def verify(self) -> Verdict:
+        """The whole trail checked (``audit_chain.verify``), in a worker thread."""
+        return await self._reader.run(lambda db: verify_database(db, self.anchor))
 
     async def close(self) -> None:
+        """Write what is queued, then stop; idempotent."""
+        self._closed = True
+        if self._writer is not None:
+            self._queue.put_nowait(None)
+            await self._writer
+            self._writer = None
         await self._db.close()
+        await self._reader.close()
+
+    async def _write(self) -> None:
+        """The one writer: batch after batch, in submission order."""
+        while True:
+            item = await self._queue.get()
+            batch = []
+            while item is not None:
+                batch.append(item)
+                if len(batch) >= BATCH or self._queue.empty():
+                    break
+                item = self._queue.get_nowait()
+            if batch:
+                await self._commit(batch)
+            self._room.set()
+            if item is None:
+                return
+
+    async def _commit(self, batch: list[tuple[AuditRecord, asyncio.Future[int]]]) -> None:
+        records = [record for record, _ in batch]
+        try:
+            seqs = await self._db.run(lambda db: self._append(db, records))
+        except Exception as exc:
+            logger.exception("Audit trail: %d entries could not be written", len(batch))
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), seq in zip(batch, seqs, strict=True):
+            if not future.done():
+                future.set_result(seq)
+
+    def _append(self, db: sqlite3.Connection, records: list[AuditRecord]) -> list[int]:
+        """Number, chain and insert ``records`` in one transaction, then rewrite the head file.
+        The heads are read inside the write lock (``BEGIN IMMEDIATE``), never cached, so another
+        process appending too (a CLI) cannot fork the chain."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            head = Head(0, GENESIS) if row is None else Head(int(row[0]), row[1] or GENESIS)
+            heads: dict[str, str] = {}
+            rows = []
+            for record in records:
+                cid = record.consultation_id
+                if cid is not None and cid not in heads:
+                    heads[cid] = _consultation_head(db, cid)
+                fields = (
+                    head.seq + 1,
+                    cid,
+                    record.at,
+                    record.identity,
+                    record.name,
+                    record.role,
+                    str(record.action),
+                    record.recording_id,
+                    record.detail,
+                    record.count,
+                    head.hash,
+                    None if cid is None else heads[cid],
+                )
+                head = Head(head.seq + 1, entry_hash(fields))
+                rows.append((*fields, head.hash))
+                if cid is not None:
+                    heads[cid] = head.hash
+            db.executemany(_INSERT, rows)
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
+        write_anchor(self.anchor, head)
+        return [row[0] for row in rows]
+
+
+def _consultation_head(db: sqlite3.Connection, cid: str) -> str:
+    row = db.execute(
+        "SELECT hash FROM audit WHERE consultation_id = ? ORDER BY seq DESC LIMIT 1", (cid,)
+    ).fetchone()
+    return GENESIS if row is None else str(row[0])
+
+
+def verify_database(db: sqlite3.Connection, anchor: Path) -> Verdict:
+    """Verify the trail in ``db`` against the head file ``anchor`` (read first: see ``verify``)."""
+    head = read_anchor(anchor)
+    with db:  # one read transaction: one consistent picture of the table
+        db.execute("BEGIN")
+        return verify(_rows(db), head)
+
+
+def _rows(db: sqlite3.Connection) -> Iterator[tuple[Any, ...]]:
+    yield from db.execute(f"SELECT {_COLUMNS} FROM audit ORDER BY seq")
+
+
+def _chain_unhashed(db: sqlite3.Connection) -> Head | None:
+    """Chain the rows the migration copied, if no row has a hash yet; the new head, if any."""
+    if db.execute("SELECT 1 FROM audit WHERE hash IS NOT NULL LIMIT 1").fetchone():
+        return None
+    rows = db.execute(f"SELECT {', '.join(HASHED_COLUMNS)} FROM audit ORDER BY seq").fetchall()
+    if not rows:
+        return None
+    previous, heads, updates = GENESIS, dict[str, str](), []
+    for row in rows:
+        cid = row[1]
+        fields = (*row[:-2], previous, None if cid is None else heads.get(cid, GENESIS))
+        previous = entry_hash(fields)
+        if cid is not None:
+            heads[cid] = previous
+        updates.append((fields[-2], fields[-1], previous, row[0]))
+    with db:
+        db.executemany(
+            "UPDATE audit SET prev_hash = ?, consultation_prev_hash = ?, hash = ? WHERE seq = ?",
+            updates,
+        )
+    logger.info("Audit trail: %d earlier entries chained", len(rows))
+    return Head(rows[-1][0], previous)

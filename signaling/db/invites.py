@@ -147,6 +147,34 @@ class InviteBook:
 
         return await self._db.run(update)
 
+    async def revoke_all(self, cid: ConsultationId) -> int:
+        """Withdraw every invite of a consultation not withdrawn yet; how many."""
+
+        def update(db: sqlite3.Connection) -> int:
+            with db:
+                return db.execute(
+                    "UPDATE invites SET revoked_at = ? WHERE consultation_id = ?"
+                    " AND revoked_at IS NULL",
+                    (utc_now_iso(), cid),
+                ).rowcount
+
+        return await self._db.run(update)
+
+    async def withdrawn_identities(self) -> set[tuple[ConsultationId, str]]:
+        """(consultation, identity) of every withdrawn invite whose tokens could still be
+        valid: an invite's identity is its own, so it names exactly the tokens its link gave."""
+        now = int(time.time())
+
+        def select(db: sqlite3.Connection) -> set[tuple[ConsultationId, str]]:
+            rows = db.execute(
+                "SELECT consultation_id, identity FROM invites"
+                " WHERE revoked_at IS NOT NULL AND expires_at > ?",
+                (now,),
+            ).fetchall()
+            return {(ConsultationId(cid), identity) for cid, identity in rows}
+
+        return await self._db.run(select)
+
     async def close(self) -> None:
         await self._db.close()
 

@@ -11,6 +11,7 @@ import logging
 import re
 import secrets
 import sqlite3
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,11 @@ _STEPS: tuple[str, ...] = (
     """
     ALTER TABLE consultations
         ADD COLUMN recording_enabled INTEGER NOT NULL DEFAULT 1 CHECK (recording_enabled IN (0, 1));
+    """,
+    # 3: withdrawn access: every token issued for the consultation up to this time (Unix
+    # seconds, sub-second) is refused (signaling/auth/revocations.py).
+    """
+    ALTER TABLE consultations ADD COLUMN access_revoked_at REAL;
     """,
 )
 SCHEMA = Migrations("consultations", _STEPS, legacy=(1, 2))
@@ -239,6 +245,36 @@ class ConsultationStore:
         if not await self._db.run(update):
             raise UnknownConsultation(cid)
         logger.info("recording %s for consultation %s", "enabled" if enabled else "disabled", cid)
+
+    async def revoke_access(self, cid: str) -> float:
+        """Withdraw every token issued for the consultation until now; the time it took effect
+        (Unix seconds). Tokens issued later work. ``UnknownConsultation`` for an unknown id."""
+        if not valid_consultation_id(cid):
+            raise UnknownConsultation(cid)
+        now = time.time()
+
+        def update(db: sqlite3.Connection) -> int:
+            with db:
+                return db.execute(
+                    "UPDATE consultations SET access_revoked_at = ? WHERE id = ?", (now, cid)
+                ).rowcount
+
+        if not await self._db.run(update):
+            raise UnknownConsultation(cid)
+        logger.info("access to consultation %s withdrawn", cid)
+        return now
+
+    async def access_revocations(self) -> dict[ConsultationId, float]:
+        """Each consultation whose access was ever withdrawn, with the latest time."""
+
+        def select(db: sqlite3.Connection) -> dict[ConsultationId, float]:
+            rows = db.execute(
+                "SELECT id, access_revoked_at FROM consultations"
+                " WHERE access_revoked_at IS NOT NULL"
+            ).fetchall()
+            return {ConsultationId(cid): float(at) for cid, at in rows}
+
+        return await self._db.run(select)
 
     async def close(self) -> None:
         """Idempotent: the app's cleanup and a CLI command may both call it."""

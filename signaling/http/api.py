@@ -8,7 +8,6 @@ middleware turns into ``{"error", "reason"}``.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,20 +15,27 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from persistence.times import utc_iso
 from relay import ConsultationId
 from signaling.auth.grants import Role
 from signaling.auth.invites import INVITE_ROLES, issue_invite, token_for, with_links
 from signaling.auth.names import InvalidName, display_name
 from signaling.auth.request import authenticate, path_cid
+from signaling.db.audit import AuditAction
 from signaling.db.invites import InviteRecord
 from signaling.db.store import DEFAULT_TITLE, Consultation, ConsultationStore, UnknownConsultation
+from signaling.http.audit_edge import record_action
 from signaling.http.errors import ApiError
+from signaling.http.json_input import JsonInputError, holds_lone_surrogate, load_json
+from signaling.http.serving import read_body
+from signaling.http.throttle import client_address, too_many
 from signaling.keys import (
     FAILED_JOINS,
     HUB,
     ICE_SERVERS,
     INVITES,
     RECORDINGS,
+    REVOCATIONS,
     SETTINGS,
     STORE,
     TOKENS,
@@ -57,6 +63,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/consultations/{cid}/consent", record_consent)
     app.router.add_post("/api/consultations/{cid}/invites", create_invite)
     app.router.add_delete("/api/consultations/{cid}/invites/{invite}", revoke_invite)
+    app.router.add_post("/api/consultations/{cid}/revoke", revoke_consultation)
     app.router.add_post("/api/join", join)
     app.router.add_get("/api/consultations/{cid}/recording", get_recording)
     app.router.add_post("/api/consultations/{cid}/recording", set_recording)
@@ -65,7 +72,7 @@ def add_routes(app: web.Application) -> None:
 
 async def create_consultation(request: web.Request) -> web.Response:
     grant = authenticate(request)
-    grant.ensure_admin()
+    grant.ensure_admin_everywhere()
     body = await _json_body(request, {"title", "consent_by", "video_codec", *NAME_FIELDS})
     names = {
         role: _name(body, key) for key, role in NAME_FIELDS.items() if body.get(key) is not None
@@ -105,15 +112,14 @@ async def record_consent(request: web.Request) -> web.Response:
             )
         except UnknownConsultation as exc:
             raise _not_found() from exc
+    await record_action(request, grant, cid, AuditAction.CONSENT, f"method {method}")
     request.app[HUB].broadcast(cid, ConsentUpdate(consent.to_json()))
     return web.json_response(consent.to_json(), status=201)
 
 
 async def create_invite(request: web.Request) -> web.Response:
     cid = path_cid(request)
-    grant = authenticate(request)
-    grant.ensure_admin()
-    grant.ensure_member(cid)
+    authenticate(request).ensure_admin_of(cid)
     body = await _json_body(request, {"role", "ttl_s", "name"})
     role_name = _required(body, "role", str)
     if role_name not in INVITE_ROLES:
@@ -138,33 +144,50 @@ async def create_invite(request: web.Request) -> web.Response:
 
 
 async def revoke_invite(request: web.Request) -> web.Response:
-    """Withdraw an invite: its short link stops opening (a page already open keeps its token
-    until the invite's expiry)."""
+    """Withdraw an invite: its short link stops opening, and whoever joined through it loses
+    their access at once (their token refused, their sockets and media sessions ended)."""
     cid = path_cid(request)
     grant = authenticate(request)
-    grant.ensure_admin()
-    grant.ensure_member(cid)
+    grant.ensure_admin_of(cid)
     book = request.app[INVITES]
     invite = await book.get(request.match_info["invite"])
     if invite is None or invite.consultation_id != cid:
         raise ApiError(404, "not-found", "unknown invite")
     await book.revoke(invite.id)
+    await record_action(request, grant, cid, AuditAction.REVOKE, f"{invite.role} link {invite.id}")
+    await request.app[REVOCATIONS].refresh()
     return web.json_response((await book.get(invite.id) or invite).to_json())
+
+
+async def revoke_consultation(request: web.Request) -> web.Response:
+    """Withdraw every link of a consultation and every token issued for it until now (the
+    caller's own included): sockets close with 4410, media sessions end. The consultation
+    stays; new invites work (docs/architecture.md, "Withdrawing access")."""
+    cid = path_cid(request)
+    grant = authenticate(request)
+    grant.ensure_admin_of(cid)
+    await find_consultation(request.app[STORE], cid)
+    invites = await request.app[INVITES].revoke_all(cid)
+    revoked_at = await request.app[STORE].revoke_access(cid)
+    await record_action(request, grant, cid, AuditAction.REVOKE, f"every link ({invites} open)")
+    await request.app[REVOCATIONS].refresh()
+    return web.json_response(
+        {"consultation": cid, "revoked_at": utc_iso(revoked_at), "invites_withdrawn": invites}
+    )
 
 
 async def join(request: web.Request) -> web.Response:
     """A short link's code → its token and page. Failed lookups are rate-limited per client
     address; the code is never logged (the error middleware logs only the path)."""
     budget = request.app[FAILED_JOINS]
-    client = request.remote or "unknown"
+    client = client_address(request)
     wait_s = budget.retry_after(client)
     if wait_s:
-        raise ApiError(
-            429,
+        raise too_many(
             "too-many-attempts",
             f"Too many links that did not work were tried from this network. "
             f"Wait {wait_s} seconds, then open the link again.",
-            {"Retry-After": str(wait_s)},
+            wait_s,
         )
     code = _required(await _json_body(request, {"code"}), "code", str)
     invite = await request.app[INVITES].find(code)
@@ -219,6 +242,7 @@ async def set_recording(request: web.Request) -> web.Response:
     except UnknownConsultation as exc:
         raise _not_found() from exc
     await request.app[RECORDINGS].set_enabled(cid, enabled)
+    await record_action(request, grant, cid, AuditAction.RECORDING, "on" if enabled else "off")
     return web.json_response(_recording_json(request, cid, enabled))
 
 
@@ -242,6 +266,7 @@ async def get_identity(request: web.Request) -> web.Response:
             "may_replay": grant.may_replay,
             "expires_at": grant.expires_at,
             "ice_servers": [server.to_json() for server in ice_servers],
+            "replay_idle_s": request.app[SETTINGS].replay_idle_s,
         }
     )
 
@@ -257,15 +282,17 @@ async def find_consultation(store: ConsultationStore, cid: ConsultationId) -> Co
 async def _json_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
     """The body as a JSON object (an empty body counts as ``{}``); unknown keys are refused so
     a misspelt field fails loudly instead of being silently ignored."""
-    raw = await request.read()  # raises 413 past client_max_size
+    raw = await read_body(request, request.app[SETTINGS].body_timeout_s)  # 413 past the limit
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise _bad_request("request body is not valid JSON") from exc
+        body = load_json(raw)
+    except JsonInputError as exc:
+        raise _bad_request(f"request body is {exc}") from None
     if not isinstance(body, dict):
         raise _bad_request("request body must be a JSON object")
+    if holds_lone_surrogate(body):
+        raise _bad_request("request body holds text that is not Unicode (a lone surrogate)")
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise _bad_request(f"unknown field(s): {', '.join(unknown)}")

@@ -3,6 +3,12 @@
 Handlers raise ``ApiError`` (or let ``TokenInvalid`` / ``Forbidden`` / relay errors / the recording
 library's ``Unavailable`` escape); the middleware turns them into the right status, logs them
 without tokens or patient data, and keeps every other consultation running.
+
+Anything else is a bug, and stays one: it is answered ``500 {"error": "internal-error"}`` (the
+same shape, a generic reason) and logged as ONE ``ERROR`` line naming the exception type and
+where it was raised, never the message or a traceback (their values may hold a token, a name or
+a header). The property-based runs (tests/signaling/test_http_fuzz.py) fail on any 5xx, so this
+catches nothing silently; it only keeps patient data out of the log.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from aiohttp import web
 from recorder.library import Unavailable
 from relay.errors import RelayError
 from signaling.auth.grants import Forbidden, TokenInvalid
-from signaling.auth.invite_codes import redact_invite_code
+from signaling.http.logs import loggable, raised_at
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +52,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ApiError as exc:
         return _logged(request, json_error(exc.status, exc.code, exc.reason, exc.headers))
     except TokenInvalid as exc:
-        headers = {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{exc}"'}
-        return _logged(request, json_error(401, "unauthorized", str(exc), headers))
+        # RFC 6750 quoted-string: PyJWT's messages may hold quotes ('the "exp" claim').
+        description = str(exc).replace("\\", "").replace('"', "'")
+        headers = {
+            "WWW-Authenticate": f'Bearer error="invalid_token", error_description="{description}"'
+        }
+        return _logged(request, json_error(401, exc.code, str(exc), headers))
     except Forbidden as exc:
         return _logged(request, json_error(403, "forbidden", str(exc)))
     except RelayError as exc:
@@ -61,6 +71,20 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
         return _logged(request, json_error(exc.status, _code_for(exc.status), exc.reason, headers))
+    except Exception as exc:  # a bug: see the module doc
+        logger.error(
+            "%s %s -> 500 %s at %s",
+            request.method,
+            loggable(request.path),
+            type(exc).__name__,
+            raised_at(exc),
+        )
+        if request.writer.output_size > 0 and request.transport is not None:
+            # The answer had begun (a stream, a download): a second one would corrupt it. The
+            # connection is cut, so the client sees a failure, not a short answer.
+            request.transport.abort()
+            raise ConnectionResetError("answer already started") from None
+        return json_error(500, "internal-error", "the server failed to answer this request")
 
 
 def _code_for(status: int) -> str:
@@ -68,8 +92,9 @@ def _code_for(status: int) -> str:
 
 
 def _logged(request: web.Request, response: web.Response) -> web.Response:
-    # request.path never holds a token (tokens travel in headers or URL fragments), but a short
-    # link's path holds its code.
-    path = redact_invite_code(request.path)
-    logger.info("%s %s -> %d %s", request.method, path, response.status, response.text)
+    # request.path is decoded: a %0a in it would start a forged log line (see logs.loggable).
+    path = loggable(request.path)
+    logger.info(
+        "%s %s -> %d %s", request.method, path, response.status, loggable(response.text or "")
+    )
     return response

@@ -23,6 +23,7 @@ from aiohttp import web
 from signaling.auth.grants import Grant
 from signaling.auth.request import authenticate, path_cid
 from signaling.http.errors import ApiError
+from signaling.http.serving import body_deadline
 from signaling.keys import NETCHECK_BUDGET, SETTINGS
 
 MAX_BYTES = 2 * 1024 * 1024
@@ -122,10 +123,11 @@ async def upload(request: web.Request) -> web.Response:
     _spend(request, grant)
     received = 0
     try:
-        async for chunk in request.content.iter_chunked(CHUNK_BYTES):
-            received += len(chunk)
-            if received > MAX_BYTES:
-                raise _too_large("uploads")
+        async with body_deadline(request, request.app[SETTINGS].body_timeout_s):
+            async for chunk in request.content.iter_chunked(CHUNK_BYTES):
+                received += len(chunk)
+                if received > MAX_BYTES:
+                    raise _too_large("uploads")
     except ConnectionError:
         # The page gave up on a slow link (or closed): a plain answer nobody reads, no traceback.
         raise ApiError(400, "cut-short", "the upload was cut short") from None

@@ -56,7 +56,6 @@ def security_headers(request: web.Request, html: bool) -> dict[str, str]:
     headers = {
         "Referrer-Policy": "no-referrer",
         "Permissions-Policy": PERMISSIONS_POLICY,
-        "X-Content-Type-Options": "nosniff",
         "X-Frame-Options": "DENY",
         "Cross-Origin-Opener-Policy": "same-origin",
         "Content-Security-Policy": content_security_policy(request.host),

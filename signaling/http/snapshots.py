@@ -16,18 +16,29 @@ from typing import Any
 
 from aiohttp import web
 
-from recorder.snapshots import SNAPSHOT_ID, Snapshot, SnapshotStore, TooManySnapshots
+from recorder.snapshots import (
+    SNAPSHOT_ID,
+    BadImage,
+    ImageTooLarge,
+    Snapshot,
+    SnapshotStore,
+    TooManySnapshots,
+    check_png,
+)
+from recorder.storage import DiskFull
 from relay import ConsultationId
 from signaling.auth.request import authenticate, path_cid
+from signaling.db.audit import AuditAction
 from signaling.http.api import find_consultation
+from signaling.http.audit_edge import record_action
 from signaling.http.errors import ApiError
+from signaling.http.serving import body_deadline
 from signaling.keys import HUB, SETTINGS, STORE
 from signaling.ws.messages import SnapshotAdded
 
 logger = logging.getLogger(__name__)
 
 PNG = "image/png"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_SNAPSHOT_BYTES = 8 * 1024 * 1024
 CHUNK_BYTES = 64 * 1024
 
@@ -50,7 +61,8 @@ def snapshot_json(cid: ConsultationId, snapshot: Snapshot) -> dict[str, Any]:
 
 
 def _store(request: web.Request) -> SnapshotStore:
-    return SnapshotStore(request.app[SETTINGS].data_dir)
+    settings = request.app[SETTINGS]
+    return SnapshotStore(settings.data_dir, settings.recording_min_free_mb)
 
 
 async def upload_snapshot(request: web.Request) -> web.Response:
@@ -60,14 +72,22 @@ async def upload_snapshot(request: web.Request) -> web.Response:
     await find_consultation(request.app[STORE], cid)
     if request.content_type != PNG:
         raise ApiError(415, "unsupported-media-type", f"send the snapshot as Content-Type: {PNG}")
-    data = await _read_limited(request, MAX_SNAPSHOT_BYTES)
-    if not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
-        raise ApiError(400, "bad-image", "body is not a PNG image")
+    async with body_deadline(request, request.app[SETTINGS].body_timeout_s):
+        data = await _read_limited(request, MAX_SNAPSHOT_BYTES)
+    try:
+        check_png(data)  # the declared size, before anyone decodes it (a browser would)
+    except BadImage as exc:
+        raise ApiError(400, "bad-image", str(exc)) from None
+    except ImageTooLarge as exc:
+        raise ApiError(413, "image-too-large", str(exc)) from None
     try:
         snapshot = await _store(request).add(cid, grant.identity, data)
     except TooManySnapshots as exc:
         raise ApiError(409, "too-many-snapshots", str(exc)) from None
+    except DiskFull as exc:
+        raise ApiError(507, "disk-full", str(exc)) from None
     logger.info("Snapshot %s stored [consultation:%s] (%d bytes)", snapshot.id, cid, len(data))
+    await record_action(request, grant, cid, AuditAction.SNAPSHOT, f"snapshot {snapshot.id}")
     body = snapshot_json(cid, snapshot)
     request.app[HUB].broadcast(cid, SnapshotAdded(body))
     return web.json_response(body, status=201)

@@ -1,5 +1,7 @@
-"""A token bucket per client: failed short-link lookups per address (``POST /api/join``), and
-the network check's requests per identity (``signaling/http/netcheck.py``).
+"""A token bucket per client, and the edge's rate limits built on it: failed short-link lookups
+per address (``POST /api/join``), the network check's requests per identity
+(``signaling/http/netcheck.py``), failed authentications per address and WHIP/WHEP session
+offers per identity and per address (``Throttle``).
 
 Sixty bits of code are out of reach of guessing anyway; the bucket keeps a scanner from even
 trying, and from filling the log. Memory is bounded: past ``max_clients`` addresses the least
@@ -14,6 +16,16 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Middleware
+
+from signaling.auth.grants import Grant, TokenInvalid
+from signaling.auth.media_tokens import MEDIA_QUERY
+from signaling.http.errors import ApiError, Handler
+
+A = TypeVar("A")
 
 
 @dataclass
@@ -66,3 +78,90 @@ class FailureBudget:
             del self._buckets[client]
             return None
         return bucket
+
+
+class Throttle:
+    """The edge's rate limits, each a ``FailureBudget`` (bounded memory): failed
+    authentications per source address, and WHIP/WHEP session offers per identity and per
+    address (``ENDOLINK_AUTH_FAILURE_LIMIT``, ``ENDOLINK_SESSION_LIMIT_PER_*``). Over a limit the
+    answer is 429 with ``Retry-After`` and a reason a person can act on."""
+
+    def __init__(
+        self,
+        auth_failures: tuple[int, float],
+        sessions_per_identity: tuple[int, float],
+        sessions_per_address: tuple[int, float],
+    ) -> None:
+        self.auth_failures = FailureBudget(*auth_failures)
+        self.sessions_by_identity = FailureBudget(*sessions_per_identity)
+        self.sessions_by_address = FailureBudget(*sessions_per_address)
+
+    def check_auth(self, address: str) -> None:
+        """Before a presented token is checked: refuse while ``address`` is over its budget of
+        failures (so a valid token guessed meanwhile is refused too: guessing stays slow)."""
+        wait_s = self.auth_failures.retry_after(address)
+        if wait_s:
+            raise too_many(
+                "too-many-attempts",
+                "Too many links or sign-ins that did not work came from this network. "
+                f"Wait {wait_s} seconds, then try again.",
+                wait_s,
+            )
+
+    def auth_failed(self, address: str) -> None:
+        self.auth_failures.spend(address)
+
+    def verify(self, request: web.Request, check: Callable[[A], Grant], argument: A) -> Grant:
+        """``check(argument)``, a token verification outside the middleware (the WebSocket's),
+        under the same budget: refused while over it, a refusal counted."""
+        address = client_address(request)
+        self.check_auth(address)
+        try:
+            return check(argument)
+        except TokenInvalid:
+            self.auth_failed(address)
+            raise
+
+    def take_session(self, identity: str, address: str) -> None:
+        """Count one WHIP/WHEP offer, or refuse it (nothing counted) when either is over."""
+        wait_s = max(
+            self.sessions_by_identity.retry_after(identity),
+            self.sessions_by_address.retry_after(address),
+        )
+        if wait_s:
+            raise too_many(
+                "rate-limited",
+                "Too many video connections were started in a short time. "
+                f"Wait {wait_s} seconds; the page tries again by itself.",
+                wait_s,
+            )
+        self.sessions_by_identity.spend(identity)
+        self.sessions_by_address.spend(address)
+
+    def middleware(self) -> Middleware:
+        """Counts every request whose presented token (Bearer header, or a media token ``?t=``)
+        was refused, and refuses such requests from an address over its budget."""
+
+        @web.middleware
+        async def throttle(request: web.Request, handler: Handler) -> web.StreamResponse:
+            presented = hdrs.AUTHORIZATION in request.headers or MEDIA_QUERY in request.query
+            address = client_address(request)
+            if presented:
+                self.check_auth(address)
+            try:
+                return await handler(request)
+            except TokenInvalid:
+                if presented:
+                    self.auth_failed(address)
+                raise
+
+        return throttle
+
+
+def client_address(request: web.Request) -> str:
+    """The peer address limits are kept by (behind a reverse proxy: the proxy's)."""
+    return request.remote or "unknown"
+
+
+def too_many(code: str, reason: str, wait_s: int) -> ApiError:
+    return ApiError(429, code, reason, {"Retry-After": str(wait_s)})

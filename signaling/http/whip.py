@@ -7,6 +7,11 @@
     OPTIONS on all of them                   CORS preflight, Accept-Post; on an endpoint with a
                                              Bearer token also Link ice-server (RFC 9725 §4.6)
 
+A session ends when its token expires, and is closed when it has not connected within
+``ENDOLINK_CONNECT_DEADLINE_S``; how many sessions a link, a consultation and the server may hold
+is the relay's ``Admission`` (429 / 503 with Retry-After). The clinic and the surgeon are never
+kept out by observers' sessions.
+
 Who publishes what follows from the token: a clinic publishes the endoscope feed (only once the
 patient's consent is on record), a surgeon publishes talk-back audio. Anyone in the consultation
 may view; a clinic views talk-back by default.
@@ -19,11 +24,14 @@ import logging
 from aiohttp import hdrs, web
 
 from relay import FeedName, IceRestartUnsupported, Peer, PeerRole, Router
-from signaling.auth.grants import Grant
+from signaling.auth.grants import Grant, Role
 from signaling.auth.request import authenticate, path_cid
+from signaling.db.audit import AuditAction, AuditRecord
 from signaling.db.store import Consultation
 from signaling.http.errors import ApiError
-from signaling.keys import GRANT, ICE_SERVERS, RELAY, SETTINGS, STORE
+from signaling.http.serving import read_body
+from signaling.http.throttle import client_address
+from signaling.keys import AUDIT, GRANT, ICE_SERVERS, RELAY, SETTINGS, STORE, THROTTLE
 from signaling.settings import IceServer
 
 logger = logging.getLogger(__name__)
@@ -78,7 +86,9 @@ async def publish(request: web.Request) -> web.Response:
             "consent-required",
             "patient consent for this remote consultation is not recorded yet",
         )
-    peer = await _router(request, consultation).publish(feed, grant.identity, offer)
+    router = _router(request, consultation)
+    peer = await router.publish(feed, grant.identity, offer, expires_at=grant.expires_at)
+    await _audited(request, grant, consultation, peer, f"feed {feed}")
     return _created(request, "whip", consultation, peer)
 
 
@@ -94,7 +104,15 @@ async def view(request: web.Request) -> web.Response:
     if annotated == "1" and feed is not FeedName.ENDOSCOPE:
         raise ApiError(400, "bad-feed", "only the endoscope feed has an annotated rendition")
     router = _router(request, consultation)
-    peer = await router.view(feed, grant.identity, offer, annotated=annotated == "1")
+    peer = await router.view(
+        feed,
+        grant.identity,
+        offer,
+        annotated=annotated == "1",
+        priority=grant.role in (Role.CLINIC, Role.SURGEON),
+        expires_at=grant.expires_at,
+    )
+    await _audited(request, grant, consultation, peer, f"feed {feed} annotated {annotated}")
     return _created(request, "whep", consultation, peer)
 
 
@@ -130,6 +148,7 @@ async def _accept_offer(request: web.Request) -> tuple[Grant, Consultation, str]
     consultation = await _consultation(request, grant)
     if request.content_type != SDP:
         raise ApiError(415, "unsupported-media-type", f"send the offer as Content-Type: {SDP}")
+    request.app[THROTTLE].take_session(grant.identity, client_address(request))
     return grant, consultation, await _read_body(request)
 
 
@@ -143,10 +162,11 @@ async def _consultation(request: web.Request, grant: Grant) -> Consultation:
 
 
 async def _read_body(request: web.Request) -> str:
-    limit = request.app[SETTINGS].max_sdp_bytes
+    settings = request.app[SETTINGS]
+    limit = settings.max_sdp_bytes
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "too-large", f"body larger than {limit} bytes")
-    raw = await request.read()
+    raw = await read_body(request, settings.body_timeout_s)
     if len(raw) > limit:
         raise ApiError(413, "too-large", f"body larger than {limit} bytes")
     try:
@@ -169,6 +189,24 @@ async def _session(request: web.Request) -> tuple[Grant, Router, Peer]:
         raise ApiError(404, "unknown-session", "no such session")
     grant.ensure_owner(peer.identity)
     return grant, router, peer
+
+
+async def _audited(
+    request: web.Request, grant: Grant, consultation: Consultation, peer: Peer, detail: str
+) -> None:
+    """The session's start, committed before the answer, and its end whenever it comes (the
+    relay's close callback: the relay knows nothing of the trail)."""
+    publishing = peer.role is PeerRole.PUBLISHER
+    trail, cid = request.app[AUDIT], consultation.id
+    detail = f"{detail} session {peer.id[:6]}"
+
+    def entry(action: AuditAction) -> AuditRecord:
+        return AuditRecord(cid, grant.identity, grant.name, str(grant.role), action, detail=detail)
+
+    started = trail.submit(entry(AuditAction.PUBLISH if publishing else AuditAction.VIEW))
+    ended = AuditAction.PUBLISH_END if publishing else AuditAction.VIEW_END
+    peer.on_closed(lambda _: trail.submit(entry(ended)))
+    await started
 
 
 def _created(

@@ -4,7 +4,7 @@ manifest, integrity, the segments to play, the annotation timeline and the snaps
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -18,6 +18,8 @@ from signaling.http.snapshots import snapshot_json
 from signaling.keys import REPLAY
 from signaling.replay.access import authorised
 from signaling.replay.media import MIME_TYPES
+
+DAY_S = 86400.0
 
 
 async def list_recordings(request: web.Request) -> web.Response:
@@ -46,21 +48,22 @@ async def list_recordings(request: web.Request) -> web.Response:
 
 
 def _date_bound(value: str | None, name: str, end: bool) -> float | None:
-    """``YYYY-MM-DD`` (a whole UTC day: ``until`` includes it) or an ISO 8601 date-time."""
+    """``YYYY-MM-DD`` (a whole UTC day: ``until`` includes it) or an ISO 8601 date-time. Seconds
+    are added to the timestamp, not a day to the date: ``until=9999-12-31`` has no next day."""
     if value is None or value == "":
         return None
     try:
         if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
-            day = datetime.fromisoformat(value).replace(tzinfo=UTC)
-            return (day + timedelta(days=1) if end else day).timestamp()
+            day = datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp()
+            return day + DAY_S if end else day
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp()
+    except (ValueError, OverflowError):
         raise ApiError(
             400, "bad-request", f"{name} must be a date (YYYY-MM-DD) or ISO 8601 time"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 def _within(started_at: str, since: float | None, until: float | None) -> bool:

@@ -10,6 +10,7 @@ from aiohttp import hdrs, web
 
 from recorder.index import RecordingRow
 from recorder.jobs import ExportJob, JobState
+from recorder.storage import DiskFull
 from signaling.db.audit import AuditAction
 from signaling.http.errors import ApiError
 from signaling.keys import REPLAY
@@ -23,6 +24,10 @@ async def start_export(request: web.Request) -> web.Response:
     library = request.app[REPLAY].library
     if not library.has_video(row):
         raise ApiError(409, "nothing-to-export", "the recording has no video")
+    try:
+        await library.check_export_space()
+    except DiskFull as exc:
+        raise ApiError(507, "disk-full", str(exc)) from None
     try:
         job = library.start_export(row, grant.identity)
     except RuntimeError as exc:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiohttp import WebSocketError, WSCloseCode, WSMsgType, hdrs, web
+from aiohttp import WSCloseCode, hdrs, web
 
 from persistence.times import utc_iso
 from recorder.annotation_log import AnnotationLog
@@ -41,6 +41,8 @@ from relay import (
 from signaling.auth.grants import Forbidden, Grant, TokenInvalid
 from signaling.auth.request import authenticate, path_cid
 from signaling.db.store import Consultation, valid_consultation_id
+from signaling.http.audit_edge import note_refused_token
+from signaling.http.errors import ApiError
 from signaling.http.snapshots import snapshot_url
 from signaling.keys import (
     ANNOTATION_LOGS,
@@ -50,9 +52,26 @@ from signaling.keys import (
     RELAY,
     SETTINGS,
     STORE,
+    THROTTLE,
     TOKENS,
 )
 from signaling.ws.chat import ChatHistory
+from signaling.ws.frames import (
+    AUTH_TIMEOUT_S,
+    CLOSE_BAD_NAME,
+    CLOSE_FLOOD,
+    CLOSE_FORBIDDEN,
+    CLOSE_MALFORMED,
+    CLOSE_TIMEOUT,
+    CLOSE_UNAUTHORIZED,
+    CLOSE_UNKNOWN_CONSULTATION,
+    FRAME_DEADLINE_S,
+    HEARTBEAT_S,
+    MAX_MESSAGE_BYTES,
+    ClientGone,
+    Rejected,
+    next_text,
+)
 from signaling.ws.hub import (
     ANNOTATION_OPS_PER_S,
     POINTER_MOVES_PER_S,
@@ -95,42 +114,6 @@ from signaling.ws.protocol import (
 
 logger = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 64 * 1024
-HEARTBEAT_S = 2.0
-"Ping interval; a client that does not answer within half of it is dropped (~3 s in all)."
-AUTH_TIMEOUT_S = 5.0
-"Default for ``settings.extra['ws_auth_timeout_s']``: time to send the auth message."
-
-CLOSE_MALFORMED = 4400
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_UNKNOWN_CONSULTATION = 4404
-CLOSE_AUTH_TIMEOUT = 4408
-CLOSE_BAD_NAME = 4422
-"The name sent with ``auth`` cannot be used (empty, too long, control characters)."
-CLOSE_FLOOD = 4429
-
-
-class Rejected(Exception):
-    """Ends the connection with a close code and a reason the client can show."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-class ClientGone(Exception):
-    """The socket is closed: by the client, by the hub, or by aiohttp after ``error`` (an
-    oversized frame, already answered with 1009, or unanswered heartbeat pings). ``lost``: the
-    connection broke rather than its page closing it (1000, or 1001 when the page is unloaded),
-    so the others see the participant as reconnecting for a while."""
-
-    def __init__(self, error: BaseException | None = None, lost: bool = False) -> None:
-        super().__init__(error)
-        self.error = error
-        self.lost = lost
-
 
 @dataclass(frozen=True)
 class Connection:
@@ -145,6 +128,7 @@ class Connection:
     log: AnnotationLog
     chats: ChatHistory
     data_dir: Path
+    frame_deadline_s: float = FRAME_DEADLINE_S
 
     def router(self) -> Router:
         """The consultation's media side, made on first use: it owns the AnnotationBoard."""
@@ -203,6 +187,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
             log,
             chats,
             request.app[SETTINGS].data_dir,
+            float(request.app[SETTINGS].extra.get("ws_frame_deadline_s", FRAME_DEADLINE_S)),
         )
         await _until_expiry(grant, _serve(connection))
     except Rejected as exc:
@@ -231,23 +216,27 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
 async def _authenticate(
     request: web.Request, ws: web.WebSocketResponse
 ) -> tuple[Grant, str | None]:
-    """Bearer header if sent (clients that can set headers), else the first message (browsers,
-    with the name typed on the page, if any)."""
+    """The Bearer header if sent, else the first message (browsers; with a name typed there)."""
+    throttle = request.app[THROTTLE]
     try:
         if hdrs.AUTHORIZATION in request.headers:
-            return authenticate(request), None
+            return throttle.verify(request, authenticate, request), None
         message = await _auth_message(request, ws)
-        return request.app[TOKENS].verify(message.token), message.name
+        return throttle.verify(request, request.app[TOKENS].verify, message.token), message.name
+    except ApiError as exc:  # too many refused tokens from this address
+        raise Rejected(CLOSE_FLOOD, exc.reason) from None
     except TokenInvalid as exc:
-        raise Rejected(CLOSE_UNAUTHORIZED, str(exc)) from None
+        note_refused_token(request)
+        raise Rejected(exc.close_code, str(exc)) from None
 
 
 async def _auth_message(request: web.Request, ws: web.WebSocketResponse) -> AuthMessage:
     timeout = float(request.app[SETTINGS].extra.get("ws_auth_timeout_s", AUTH_TIMEOUT_S))
     try:
-        text = await _next_text(ws, timeout)
+        async with asyncio.timeout(timeout):  # one deadline for the whole phase: pongs or
+            text = await next_text(ws, None)  # pings do not restart it
     except TimeoutError:
-        raise Rejected(CLOSE_AUTH_TIMEOUT, f"no auth message within {timeout:g} s") from None
+        raise Rejected(CLOSE_TIMEOUT, f"no auth message within {timeout:g} s") from None
     try:
         message = parse_client_message(text)
     except ProtocolError as exc:
@@ -311,7 +300,7 @@ async def _serve(connection: Connection) -> None:
     """Read until the client leaves; malformed frames and floods end the connection."""
     participant = connection.participant
     while True:
-        text = await _next_text(participant.ws)
+        text = await next_text(participant.ws, connection.frame_deadline_s)
         try:
             message = parse_client_message(text)
         except ProtocolError as exc:
@@ -330,22 +319,6 @@ async def _serve(connection: Connection) -> None:
                 continue
         connection.hub.counts.received[type(message).__name__.removesuffix("Message").lower()] += 1
         await _HANDLERS[type(message)](connection, message)
-
-
-async def _next_text(ws: web.WebSocketResponse, timeout: float | None = None) -> str:
-    """The next text frame; raises ``Rejected`` for binary frames, ``ClientGone`` once the
-    socket is closed."""
-    msg = await ws.receive(timeout)
-    if msg.type is WSMsgType.TEXT:
-        text: str = msg.data
-        return text
-    if msg.type is WSMsgType.BINARY:
-        raise Rejected(WSCloseCode.UNSUPPORTED_DATA, "binary frames are not accepted")
-    if msg.type is WSMsgType.CLOSE:
-        raise ClientGone(lost=msg.data not in (WSCloseCode.OK, WSCloseCode.GOING_AWAY))
-    if msg.type is WSMsgType.ERROR:  # a protocol violation is no lost connection
-        raise ClientGone(msg.data, lost=not isinstance(msg.data, WebSocketError))
-    raise ClientGone(lost=True)  # the TCP connection ended without a close frame
 
 
 def _who(participant: Participant | None) -> str:

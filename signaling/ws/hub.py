@@ -28,7 +28,7 @@ from aiohttp import web
 
 from persistence.times import utc_now_iso
 from relay import ConsultationId
-from signaling.auth.grants import Role
+from signaling.auth.grants import Role, TokenWithdrawn
 from signaling.ws.messages import Presence, ServerMessage
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,8 @@ CLOSE_REPLACED = 4409
 "The oldest device of a person who opened the link on more than ``MAX_DEVICES`` devices."
 REPLACED_REASON = f"this link is open on more than {MAX_DEVICES} devices; this one was closed"
 CLOSE_TOO_SLOW = 1008
+CLOSE_WITHDRAWN = TokenWithdrawn.close_code
+"Access withdrawn: the consultation's links, or this person's link (signaling/auth/revocations.py)."
 FAREWELL_S = 1.0
 "At shutdown, how long the last message (``restarting``) may take to reach every page."
 
@@ -167,6 +169,12 @@ class Hub:
         self.on_gone: Callable[[ConsultationId, str], None] = lambda cid, identity: None
         """Someone is no longer in the consultation: left, dropped, or not back within the
         reconnect grace (never for a replaced connection, nor at shutdown)."""
+        self.on_device: Callable[[ConsultationId, Participant, str | None], None] = (
+            lambda cid, participant, left: None
+        )
+        "A device joined (``None``) or left (how, in words): the audit trail."
+        self.on_broadcast: Callable[[ConsultationId, ServerMessage], None] = lambda c, m: None
+        "Every message told to a whole room: the audit trail reads the board's changes."
 
     def track(self, ws: web.WebSocketResponse) -> None:
         """Remember a socket from its upgrade on, so shutdown also closes unauthenticated ones."""
@@ -186,6 +194,7 @@ class Hub:
         connected = self._consultations.setdefault(cid, {})
         devices = connected.setdefault(participant.identity, [])
         devices.append(participant)
+        self.on_device(cid, participant, None)
         participant.writer = asyncio.get_running_loop().create_task(
             self._write(cid, participant), name=f"ws-writer {cid} {participant.identity}"
         )
@@ -207,6 +216,11 @@ class Hub:
         )
         self._announce(cid, exclude=participant)
 
+    def person(self, cid: ConsultationId, identity: str) -> Participant | None:
+        """The newest connected device of ``identity`` (its name and role), if any."""
+        devices = self._consultations.get(cid, {}).get(identity)
+        return devices[-1] if devices else None
+
     def devices(self, cid: ConsultationId, identity: str) -> int:
         """How many devices of ``identity`` are connected."""
         return len(self._consultations.get(cid, {}).get(identity, ()))
@@ -217,7 +231,7 @@ class Hub:
         ``reconnect_grace_s`` when it was the person's last device, so the others read
         "reconnecting", not "left", while a phone changes network. The caller closes the
         socket."""
-        if not self._remove(cid, participant):
+        if not self._remove(cid, participant, "connection lost" if lost else "closed"):
             return
         if not (lost and self._hold(cid, participant)):
             logger.info("Hub [consultation:%s] %s left (a device)", cid, participant.identity)
@@ -248,6 +262,7 @@ class Hub:
     ) -> None:
         """Queue ``message`` (stamped ``v: 1``) for everyone in ``cid`` but ``exclude``; never
         blocks, never raises because of one participant."""
+        self.on_broadcast(cid, message)
         data = _encode(message)
         for participant in self._devices(cid):
             if participant is not exclude:
@@ -290,13 +305,24 @@ class Hub:
                 self._forget(cid, identity)
         for cid in list(self._consultations):
             for participant in self._devices(cid):
-                self._remove(cid, participant)
+                self._remove(cid, participant, reason)
                 sockets.add(participant.ws)
         logger.info("Hub closing %d sockets: %s", len(sockets), reason)
         await asyncio.gather(
             *(close_socket(ws, code, reason, self.close_timeout_s) for ws in sockets),
             *self._closing,
         )
+
+    def withdraw(self, cid: ConsultationId, identity: str | None, reason: str) -> int:
+        """Close (4410, ``reason``) every socket of ``cid`` — or of one ``identity`` in it —
+        whose access was withdrawn; nobody is held as reconnecting. How many were closed."""
+        for held in list(self._reconnecting.get(cid, {})):
+            if identity in (None, held) and self._forget(cid, held):
+                self.on_gone(cid, held)
+        dropped = [p for p in self._devices(cid) if identity in (None, p.identity)]
+        for participant in dropped:
+            self._drop(cid, participant, CLOSE_WITHDRAWN, reason)
+        return len(dropped)
 
     def _enqueue(self, cid: ConsultationId, participant: Participant, data: str) -> None:
         try:
@@ -336,7 +362,7 @@ class Hub:
         """Remove a participant the server gives up on and close its socket in the background;
         its handler then sees the socket closed and leaves (a no-op by then). A ``lost`` one
         (its connection broke) is held as reconnecting, as in ``leave``."""
-        if not self._remove(cid, participant):
+        if not self._remove(cid, participant, reason):
             return
         if lost:
             self._hold(cid, participant)  # only if it was the person's last device
@@ -353,12 +379,13 @@ class Hub:
     def _devices(self, cid: ConsultationId) -> list[Participant]:
         return [p for devices in self._consultations.get(cid, {}).values() for p in devices]
 
-    def _remove(self, cid: ConsultationId, participant: Participant) -> bool:
+    def _remove(self, cid: ConsultationId, participant: Participant, how: str) -> bool:
         connected = self._consultations.get(cid, {})
         devices = connected.get(participant.identity, [])
         if not any(d is participant for d in devices):
             return False
         devices.remove(participant)  # eq=False: by object identity
+        self.on_device(cid, participant, how)
         if not devices:
             del connected[participant.identity]
         if not connected:

@@ -7,7 +7,6 @@ never quote the client's values, so they are safe to log. Unknown keys are dropp
 
 from __future__ import annotations
 
-import json
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from recorder.snapshots import SNAPSHOT_ID
 from relay import AnnotationError, FeedName, Mark
 from relay.annotations import COLOR, MARK_ID, coordinate
 from signaling.auth.names import InvalidName, display_name
+from signaling.http.json_input import JsonInputError, load_json
 
 MALFORMED = "malformed"
 "Not JSON, not an object, or no string ``type``: the socket is closed with 4400."
@@ -146,16 +146,9 @@ def parse_client_message(raw: str) -> ClientMessage:
 
 def _load_json(raw: str) -> Any:
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise ProtocolError(MALFORMED, f"not JSON: {exc.msg} at character {exc.pos}") from None
-    except (ValueError, RecursionError):
-        # NaN/Infinity, integers beyond Python's digit limit, nesting deeper than the stack.
-        raise ProtocolError(MALFORMED, "not JSON: unsupported number or nesting") from None
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+        return load_json(raw)
+    except JsonInputError as exc:
+        raise ProtocolError(MALFORMED, str(exc)) from None
 
 
 def _auth(data: dict[str, Any]) -> AuthMessage:

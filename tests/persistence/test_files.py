@@ -172,3 +172,25 @@ def test_fsync_dir_is_best_effort(tmp_path: Path, fsyncs: list[str]) -> None:
     fsync_dir(tmp_path)
     fsync_dir(tmp_path / "missing")  # a file system that refuses: nothing to do, no error
     assert fsyncs == ["dir"]
+
+
+def test_files_are_private_whatever_the_umask_and_older_ones_are_made_private(
+    tmp_path: Path,
+) -> None:
+    root, outside = tmp_path / "data", tmp_path / "outside.txt"
+    previous = os.umask(0o022)
+    try:
+        (root / "recordings" / "r1").mkdir(parents=True)
+        (root / "recordings" / "r1" / "segment-001.webm").write_bytes(b"old")
+        outside.write_text("not ours")
+        (root / "link").symlink_to(outside)
+        write_bytes_atomic(root / "new.json", b"{}", sync=Sync.NONE)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((root / "new.json").stat().st_mode) == 0o600
+    assert files.make_private(root) == 4  # data, recordings, r1, the segment
+    for path in (root, root / "recordings", root / "recordings" / "r1"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    assert stat.S_IMODE((root / "recordings" / "r1" / "segment-001.webm").stat().st_mode) == 0o600
+    assert stat.S_IMODE(outside.stat().st_mode) == 0o644  # a link is never followed
+    assert files.make_private(root) == 0

@@ -6,15 +6,27 @@ import asyncio
 import gc
 import threading
 import time
+from dataclasses import replace
 
+import pytest
 from aiohttp.test_utils import TestClient
 from aiortc import RTCPeerConnection
 
 from signaling.db.store import Consultation
 from signaling.keys import RELAY, STORE
+from signaling.settings import Settings
 from tests.conftest import MakeToken, bearer
 from tests.peers import publisher, viewer, wait_until
 from tests.relay.test_forwarding_flow import url
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """100 join/leave cycles of one link within seconds: far faster than any page reconnects,
+    so past the session-offer limits (tests/signaling/test_limits.py tests those)."""
+    return replace(
+        settings, session_limit_per_identity=(200, 1.0), session_limit_per_address=(200, 1.0)
+    )
 
 
 async def next_feed_event(ws, state: str, timeout: float = 10) -> dict:  # type: ignore[no-untyped-def]

@@ -32,14 +32,14 @@ def test_data_channels_are_refused_with_406() -> None:
         raise AssertionError("expected 406")
 
 
-def test_two_video_tracks_are_refused_with_406() -> None:
+def test_two_video_tracks_are_refused_with_422() -> None:
     media = MINIMAL[MINIMAL.index("m=video") :].replace("a=mid:0", "a=mid:1")
     try:
         parse_offer(MINIMAL + media, sending=True)
     except MediaUnsupported as exc:
-        assert "at most one video" in str(exc)
+        assert "at most one video" in str(exc) and exc.status == 422
     else:
-        raise AssertionError("expected 406")
+        raise AssertionError("expected 422")
 
 
 def test_missing_rtcp_mux_is_400() -> None:

@@ -384,6 +384,7 @@ async def test_the_session_describes_the_token(
         "may_replay": grant.may_replay,
         "expires_at": grant.expires_at,
         "ice_servers": [],
+        "replay_idle_s": 900.0,
     }
 
 

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from signaling.auth.names import MAX_NAME_LENGTH, InvalidName, display_name
 from signaling.db.store import Consultation
-from signaling.ws.handler import CLOSE_BAD_NAME
+from signaling.ws.frames import CLOSE_BAD_NAME
 from tests.conftest import MakeToken, error_of, join
 from tests.signaling.test_cli import invite_of, run
 from tests.signaling.test_websocket import closed_with, next_of

@@ -26,6 +26,7 @@ from recorder.snapshots import Snapshot, SnapshotStore
 from recorder.storage import consultation_dir
 from signaling.auth import media_tokens
 from signaling.db.store import Consultation
+from signaling.http.logs import install_log_hygiene
 from signaling.keys import RECORDINGS, SETTINGS, STORE
 from tests.conftest import MakeToken, bearer
 from tests.peers import wait_until
@@ -313,7 +314,7 @@ async def test_media_tokens_are_scoped_short_lived_and_only_for_media(
 
 
 def test_the_access_log_never_shows_a_media_token(caplog: pytest.LogCaptureFixture) -> None:
-    media_tokens.install_access_log_redaction()
+    install_log_hygiene()
     with caplog.at_level(logging.INFO, logger="aiohttp.access"):
         logging.getLogger("aiohttp.access").info(
             '127.0.0.1 "GET /api/recordings/x/media/1?t=eyJsecret.part.sig HTTP/1.1" 206'

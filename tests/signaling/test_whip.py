@@ -281,18 +281,23 @@ async def test_same_identity_publishing_again_replaces_its_old_session(
     assert [p.id for p in router.peers.values()] == [second.headers["Location"].rsplit("/", 1)[1]]
 
 
-async def test_viewers_beyond_the_limit_get_503_with_retry_after(
+async def test_observers_beyond_the_limit_get_503_with_retry_after_but_the_surgeon_gets_in(
     aiohttp_client, settings: Settings, play_offer: str
 ) -> None:
     client = await aiohttp_client(create_app(settings.with_overrides(max_viewers=1)))
     consultation = await client.app[STORE].create("t", "VP8")
-    token = client.app[TOKENS].issue(Grant.for_role(Role.SURGEON, consultation.id, "s", 60))
+    token = client.app[TOKENS].issue(Grant.for_role(Role.OBSERVER, consultation.id, "o", 60))
     assert (await post(client, f"/whep/{consultation.id}", token, play_offer)).status == 201
     response = await post(
         client, f"/whep/{consultation.id}", token, await offer(direction="recvonly")
     )
     assert response.status == 503
     assert response.headers["Retry-After"]
+    surgeon = client.app[TOKENS].issue(Grant.for_role(Role.SURGEON, consultation.id, "s", 60))
+    response = await post(
+        client, f"/whep/{consultation.id}", surgeon, await offer(direction="recvonly")
+    )
+    assert response.status == 201
 
 
 async def test_unknown_feed_is_400(

@@ -284,8 +284,8 @@ function onPublisherState(publisher, detail) {
   } else if (phase === "refused" || phase === "expired") {
     const reason = error?.reason || error?.message || "";
     const consentMissing = error?.code === "consent-required" || (error?.status === 403 && /consent/i.test(reason));
-    const why = phase === "expired" ? msg("error.link-expired") : consentMissing ? msg("error.consent-required") : refusalText(error);
-    notices.show("publish", msg("clinic.refused", { why }), "error");
+    const why = consentMissing ? msg("error.consent-required") : refusalText(error);
+    notices.show("publish", phase === "expired" ? msg("media.linkExpired") : msg("clinic.refused", { why }), "error");
     showConnectionState("clinic", connectionState === "new" ? "refused" : connectionState);
     state.streaming = false;
     state.publisher = null;

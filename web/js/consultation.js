@@ -77,8 +77,9 @@ export function joinRoom({ page, session, token, notices, video, galleryHost = n
     if (event.detail.from !== room.you) board.update(event.detail);
   });
   room.addEventListener("fatal", (event) => {
-    if (event.detail.code === 4409) {
-      notices.show("room", msg("room.tooManyDevices"), "error");
+    const closedHere = { 4409: "room.tooManyDevices", 4410: "room.withdrawn" }[event.detail.code];
+    if (closedHere) {
+      notices.show("room", msg(closedHere), "error");
       setChip(roomChip, msg("room.closedHere"), "idle", "closed");
       return;
     }

@@ -8,6 +8,19 @@ import { WhipClient, WhipError } from "./whip.js";
 const REFUSED_RETRY_MS = [5000, 10000, 15000];
 const DISCONNECTED_GRACE_MS = 3000;
 const STALE_AFTER_OUTAGE_MS = 2000;
+const EXPIRY_GRACE_MS = 500; // the server ends the session at the token's expiry: let it go first
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** When the session's token expires (ms since the epoch, from its JWT `exp`), or null. */
+function tokenExpiryMs(token) {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const exp = JSON.parse(atob(payload)).exp;
+    return Number.isFinite(exp) ? exp * 1000 : null;
+  } catch {
+    return null;
+  }
+}
 
 /** How to go on after a failed request: "network" (wait for the server), "server" (5xx: a
  * short back-off), "slow" (429, or 503 + Retry-After: told to wait) or "refused" (retrying
@@ -33,6 +46,7 @@ export class Session extends EventTarget {
     this.error = null;
     this._retryTimer = null;
     this._graceTimer = null;
+    this._expiryTimer = null;
     this.everConnected = false;
     this.replacedByServer = false; // a publisher's new session replaces its old one on the server
     this._onServerState = (event) => {
@@ -89,7 +103,7 @@ export class Session extends EventTarget {
       this.attempt = 0;
       this.error = null;
       this._emit("connected");
-    } else if (state === "failed") {
+    } else if (state === "failed" || state === "closed") {
       this._emit("failed");
       if (this.wanted) this._retry("the media connection failed");
     } else if (state === "disconnected") {
@@ -115,6 +129,7 @@ export class Session extends EventTarget {
    * short back-off when it answers with an error, after Retry-After when it asks us to wait.
    */
   _retry(reason, kind = "network", retryAfterS = null) {
+    if (this._tokenExpired()) return;
     clearTimeout(this._retryTimer);
     const generation = this.generation;
     const attempt = this.attempt++;
@@ -140,7 +155,7 @@ export class Session extends EventTarget {
    * session: a viewer DELETEs its old one without waiting; a publisher leaves it to the server,
    * which replaces it when the new one arrives.
    */
-  async _teardown({ forGood = false } = {}) {
+  async _teardown({ forGood = false, silent = false } = {}) {
     clearTimeout(this._retryTimer);
     clearTimeout(this._graceTimer);
     const { pc, client } = this;
@@ -149,7 +164,7 @@ export class Session extends EventTarget {
     this.monitor?.stop();
     this.monitor = null;
     if (client && forGood) await client.stop();
-    else if (client && this.replacedByServer) client.forget();
+    else if (client && (this.replacedByServer || silent)) client.forget();
     else if (client) client.stop();
     if (pc) pc.close();
   }
@@ -159,13 +174,41 @@ export class Session extends EventTarget {
     this.wanted = true;
     this.attempt = 0;
     serverLink.addEventListener("state", this._onServerState);
+    this._armExpiry();
     return this.connect();
+  }
+
+  /** The server ends media when its token expires; the page then says the link has expired
+   * (phase "expired") instead of reconnecting with a token that can only be refused. */
+  _armExpiry() {
+    clearTimeout(this._expiryTimer);
+    const at = tokenExpiryMs(this.token);
+    if (at === null) return;
+    const delay = Math.min(MAX_TIMER_MS, Math.max(0, at - Date.now()) + EXPIRY_GRACE_MS);
+    this._expiryTimer = setTimeout(() => {
+      if (!this._tokenExpired()) this._armExpiry();
+    }, delay);
+  }
+
+  /** Ends the session as expired if its token is past its expiry; whether it did. */
+  _tokenExpired() {
+    const at = tokenExpiryMs(this.token);
+    if (!this.wanted || at === null || Date.now() < at) return false;
+    this._log("token expired: session ended");
+    this.wanted = false;
+    this.generation += 1;
+    serverLink.removeEventListener("state", this._onServerState);
+    this._teardown({ silent: true });
+    this.error = null;
+    this._emit("expired");
+    return true;
   }
 
   /** Ends the session for good (until start() is called again). */
   async stop() {
     this.wanted = false;
     this.generation += 1;
+    clearTimeout(this._expiryTimer);
     serverLink.removeEventListener("state", this._onServerState);
     await this._teardown({ forGood: true });
     this.error = null;

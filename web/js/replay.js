@@ -6,13 +6,16 @@ import { apiFetch, refusalText } from "./api.js";
 import { consentMethod } from "./consent.js";
 import { Export } from "./export.js";
 import { hasText, msg, setAttr, setText } from "./i18n.js";
+import { watchIdle } from "./idle.js";
+import { serverLink } from "./link.js";
 import { Overlay } from "./overlay.js";
 import { startPage } from "./page.js";
 import { Player } from "./player.js";
 import { RecordingList } from "./recordings.js";
+import { forgetToken } from "./session.js";
 import { SnapshotGallery } from "./snapshots.js";
 import { Timeline } from "./timeline.js";
-import { $, Notices, clock, duration, el, roleLabel, setChip, when } from "./ui.js";
+import { $, Notices, clock, duration, el, roleLabel, setChip, showFatal, when } from "./ui.js";
 
 /** A recording's status (and why it stopped) in plain words. */
 function statusText(rec) {
@@ -71,11 +74,25 @@ class ReplayPage {
 
   async start() {
     const session = this.session;
+    const video = this.player.video;
+    watchIdle({ idleS: session.replay_idle_s, busy: () => !video.paused && !video.ended, onIdle: () => this.logOff() });
     setChip($("#role-chip"), roleLabel(session.role), "idle");
     $("#filter-consultation-row").hidden = !(session.role === "admin" && session.consultation === "*");
     await this.list.load();
     const wanted = new URLSearchParams(location.search).get("recording");
     if (wanted && this.list.has(wanted)) await this.open(wanted);
+  }
+
+  /** After `replay_idle_s` without interaction: stop playing, forget both tokens, say why. */
+  logOff() {
+    this.player.reset();
+    this.player.detail = null; // nothing for its error recovery to reload
+    this.player.media = null;
+    for (const holder of [this, this.player, this.list, this.overlay, this.export]) holder.token = null;
+    forgetToken("replay");
+    serverLink.configure(null);
+    const minutes = { number: Math.max(1, Math.round(this.session.replay_idle_s / 60)) };
+    showFatal({ title: msg("replay.idle.title"), detail: msg("replay.idle.detail", { minutes }) });
   }
 
   /** A participant's name: as the recording, its marks or its chat name them, else the role. */

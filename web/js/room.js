@@ -15,7 +15,7 @@
 import { QUICK_RETRY_MS, jitter, pick, serverLink } from "./link.js";
 
 // Close codes that end the room for good; the pages say why (catalogue keys room.close.<code>).
-const FATAL_CLOSE = new Set([4400, 4401, 4403, 4404, 4409]);
+const FATAL_CLOSE = new Set([4400, 4401, 4403, 4404, 4409, 4410]);
 const NAME_REFUSED = 4422;
 const REFUSED_RETRY_MS = [2000, 4000, 8000, 15000];
 const PING_INTERVAL_MS = 10000;

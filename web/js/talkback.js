@@ -120,7 +120,8 @@ async function startTalk() {
     } else if (phase === "retrying" || phase === "unstable") {
       setChip(els.talkChip, TALK_LOST, "warn", "reconnecting");
     } else if (phase === "refused" || phase === "expired") {
-      notices.show("talk", msg("talk.refusedNotice", { why: refusalText(error) }), "error");
+      const text = phase === "expired" ? msg("media.linkExpired") : msg("talk.refusedNotice", { why: refusalText(error) });
+      notices.show("talk", text, "error");
       setChip(els.talkChip, msg("talk.refused"), "bad", "refused");
       stopTalk({ keepChip: true });
     } else if (connectionState === "failed") {

@@ -1,0 +1,65 @@
+"""``endolink audit verify``: check the audit trail's hash chains and head file (exit 0 when
+intact, 1 naming the first bad entry). Reads the database read-only, so it may run beside the
+server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from signaling.db.audit import verify_database
+from signaling.db.audit_chain import ANCHOR_FILENAME
+from signaling.db.store import DB_FILENAME, valid_consultation_id
+from signaling.settings import Settings
+
+
+def add_commands(
+    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    common: argparse.ArgumentParser,
+    error: Callable[[str], Exception],
+) -> None:
+    """``audit verify [--consultation CID] [--json]``; ``error(message)`` makes a usage error."""
+    audit = commands.add_parser("audit", help="check the audit trail")
+    actions = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
+    verify = actions.add_parser(
+        "verify",
+        parents=[common],
+        help="check every entry's hash and links and the head file (exit 1 on any problem)",
+    )
+    verify.add_argument(
+        "--consultation", help="also count this consultation's entries (the whole trail is checked)"
+    )
+    verify.add_argument("--json", action="store_true", help="print the result as JSON")
+    verify.set_defaults(handler=lambda args: _verify(args, error))
+
+
+def _verify(args: argparse.Namespace, error: Callable[[str], Exception]) -> int:
+    cid = args.consultation
+    if cid is not None and not valid_consultation_id(cid):
+        raise error(f"not a consultation id: {cid!r}")
+    data_dir = Settings.from_env(data_dir=args.data_dir).data_dir
+    database = data_dir / DB_FILENAME
+    if not database.is_file():
+        raise error(f"no database in {data_dir}")
+    db = sqlite3.connect(f"{Path(database).resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        verdict = verify_database(db, data_dir / ANCHOR_FILENAME)
+        count = None
+        if cid is not None:
+            query = "SELECT COUNT(*) FROM audit WHERE consultation_id = ?"
+            count = int(db.execute(query, (cid,)).fetchone()[0])
+    finally:
+        db.close()
+    if args.json:
+        print(json.dumps({**verdict.to_json(), "consultation_entries": count}))
+    elif verdict.ok:
+        head = f"entry {verdict.head.seq} {verdict.head.hash}" if verdict.head else "empty"
+        print(f"audit trail intact: {verdict.entries} entries, head {head}")
+    else:
+        print(f"audit trail NOT intact: first bad entry {verdict.seq}: {verdict.problem}")
+    if count is not None and not args.json:
+        print(f"consultation {cid}: {count} entries")
+    return 0 if verdict.ok else 1

@@ -1,0 +1,183 @@
+"""No lock-out: sessions that never connect are closed at the connect deadline, one identity
+cannot fill a consultation, and the clinic and the surgeon always get in (the audit's attacks,
+replayed with offers that carry no ICE candidate)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from signaling.app import create_app
+from signaling.db.store import Consultation
+from signaling.keys import RELAY, STORE
+from signaling.settings import Settings
+from tests.conftest import MakeToken, error_of
+from tests.peers import publisher, viewer, wait_until
+from tests.relay.test_forwarding_flow import url
+from tests.signaling.test_whip import offer, post
+
+DEADLINE_S = 1.5
+
+
+async def dead_offer(direction: str) -> str:
+    """An offer without a single ICE candidate: its session can never connect."""
+    sdp = await offer(direction=direction)
+    return "".join(line for line in sdp.splitlines(True) if not line.startswith("a=candidate:"))
+
+
+async def assert_the_surgeon_sees(
+    client: TestClient, cid: str, clinic: str, make_token: MakeToken
+) -> None:
+    """A real clinic publishes with ``clinic`` and a real surgeon viewer gets 201 and frames."""
+    async with (
+        publisher(url(client, f"/whip/{cid}"), clinic),
+        viewer(url(client, f"/whep/{cid}"), make_token("surgeon", cid)) as (_, _, surgeon),
+    ):
+        assert await wait_until(lambda: len(surgeon.counters) >= 10, timeout=10)
+
+
+@pytest.fixture
+async def client(aiohttp_client, settings: Settings) -> TestClient:
+    return await aiohttp_client(create_app(settings.with_overrides(connect_deadline_s=DEADLINE_S)))
+
+
+@pytest.fixture
+async def consultation(client: TestClient) -> Consultation:
+    return await client.app[STORE].create("t", "VP8", consent_by="Dr. Bat", recorded_by="x")
+
+
+async def test_a_session_that_never_connects_frees_its_slot_at_the_deadline(
+    aiohttp_client,
+    settings: Settings,
+    make_token: MakeToken,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    app = create_app(settings.with_overrides(connect_deadline_s=DEADLINE_S, max_viewers=1))
+    client = await aiohttp_client(app)
+    cid = (await client.app[STORE].create("t", "VP8")).id
+    token = make_token("observer", cid)
+    first = await post(client, f"/whep/{cid}", token, await dead_offer("recvonly"))
+    answered = time.monotonic()
+    assert first.status == 201
+    other = make_token("observer", cid)
+    assert (
+        await error_of(
+            await post(client, f"/whep/{cid}", other, await offer(direction="recvonly")), 503
+        )
+        == "full"
+    )
+    router = client.app[RELAY].find(cid)
+    assert router is not None
+    assert await wait_until(lambda: router.viewer_count() == 0, timeout=DEADLINE_S + 3)
+    held_s = time.monotonic() - answered
+    assert DEADLINE_S - 0.1 <= held_s <= DEADLINE_S + 1.0, held_s
+    again = await post(client, f"/whep/{cid}", other, await offer(direction="recvonly"))
+    assert again.status == 201
+    lines = [r.getMessage() for r in caplog.records if "not connected within" in r.getMessage()]
+    assert len(lines) == 1 and token not in caplog.text and other not in caplog.text
+
+
+async def test_one_observer_bursting_50_dead_sessions_gets_429_and_the_surgeon_still_sees(
+    client: TestClient, consultation: Consultation, make_token: MakeToken
+) -> None:
+    cid = consultation.id
+    observer = make_token("observer", cid)
+    offers = [await dead_offer("recvonly") for _ in range(50)]
+    answers = await asyncio.gather(*(post(client, f"/whep/{cid}", observer, o) for o in offers))
+    statuses = [a.status for a in answers]
+    limit = client.app[RELAY].admission.limits.pending_per_identity
+    assert statuses.count(201) == limit and statuses.count(429) == 50 - limit, statuses
+    refused = next(a for a in answers if a.status == 429)
+    assert await error_of(refused, 429) == "too-many-sessions"
+    assert int(refused.headers["Retry-After"]) >= DEADLINE_S
+    await assert_the_surgeon_sees(client, cid, make_token("clinic", cid), make_token)
+
+
+async def test_many_observers_fill_the_pending_limit_but_never_keep_the_surgeon_out(
+    client: TestClient, consultation: Consultation, make_token: MakeToken
+) -> None:
+    cid = consultation.id
+    observers = [make_token("observer", cid) for _ in range(4)]
+    offers = [await dead_offer("recvonly") for _ in range(32)]
+    answers = await asyncio.gather(
+        *(post(client, f"/whep/{cid}", observers[i % 4], o) for i, o in enumerate(offers))
+    )
+    statuses = [a.status for a in answers]
+    assert statuses.count(201) == client.app[RELAY].admission.limits.pending_per_consultation
+    assert set(statuses) == {201, 503}, statuses
+    assert "Retry-After" in next(a for a in answers if a.status == 503).headers
+    await assert_the_surgeon_sees(client, cid, make_token("clinic", cid), make_token)
+
+
+async def test_another_clinics_dead_publish_keeps_the_real_clinic_out_only_until_the_deadline(
+    client: TestClient, consultation: Consultation, make_token: MakeToken
+) -> None:
+    cid = consultation.id
+    squatter = await post(
+        client, f"/whip/{cid}", make_token("clinic", cid), await dead_offer("sendonly")
+    )
+    assert squatter.status == 201
+    started = time.monotonic()
+    clinic = make_token("clinic", cid)
+    busy = await post(client, f"/whip/{cid}", clinic, await offer())
+    assert await error_of(busy, 409) == "feed-busy"
+    assert busy.headers["Retry-After"]
+    router = client.app[RELAY].find(cid)
+    assert router is not None
+    feed = next(iter(router.feeds.values()))
+    assert await wait_until(lambda: feed.publisher is None, timeout=DEADLINE_S + 3)
+    assert time.monotonic() - started <= DEADLINE_S + 1.0
+    await assert_the_surgeon_sees(client, cid, clinic, make_token)
+
+
+async def test_a_connected_session_outlives_the_connect_deadline(
+    client: TestClient, consultation: Consultation, make_token: MakeToken
+) -> None:
+    cid = consultation.id
+    clinic, observer = make_token("clinic", cid), make_token("observer", cid)
+    async with (
+        publisher(url(client, f"/whip/{cid}"), clinic) as (_, clinic_session),
+        viewer(url(client, f"/whep/{cid}"), observer, kinds=("video",)) as (_, _, seen),
+    ):
+        assert clinic_session.location is not None
+        assert await wait_until(lambda: len(seen.counters) >= 5, timeout=10)
+        await wait_until(lambda: False, timeout=DEADLINE_S + 0.5)
+        count = len(seen.counters)
+        assert await wait_until(lambda: len(seen.counters) >= count + 10, timeout=5)
+        router = client.app[RELAY].find(cid)
+        assert router is not None and len(router.peers) == 2
+
+
+async def test_one_link_holds_at_most_its_session_limit(
+    aiohttp_client, settings: Settings, make_token: MakeToken
+) -> None:
+    app = create_app(
+        settings.with_overrides(max_sessions_per_identity=3, max_pending_per_identity=8)
+    )
+    client = await aiohttp_client(app)
+    cid = (await client.app[STORE].create("t", "VP8")).id
+    token = make_token("observer", cid)
+    statuses = [
+        (await post(client, f"/whep/{cid}", token, await dead_offer("recvonly"))).status
+        for _ in range(4)
+    ]
+    assert statuses == [201, 201, 201, 429]
+
+
+async def test_the_server_wide_cap_answers_503(
+    aiohttp_client, settings: Settings, make_token: MakeToken
+) -> None:
+    client = await aiohttp_client(create_app(settings.with_overrides(max_sessions=2)))
+    store = client.app[STORE]
+    cids = [(await store.create(f"t{i}", "VP8")).id for i in range(3)]
+    answers = [
+        await post(client, f"/whep/{cid}", make_token("surgeon", cid), await dead_offer("recvonly"))
+        for cid in cids
+    ]
+    assert [a.status for a in answers] == [201, 201, 503]
+    assert await error_of(answers[2], 503) == "full" and answers[2].headers["Retry-After"]

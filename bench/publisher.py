@@ -30,6 +30,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSession
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from client.testpattern import TestPatternTrack
+from relay import forwarding
 from relay.codecs import is_keyframe, preferences
 
 from .common import (
@@ -247,6 +248,7 @@ class Publisher:
         if self.proxy is not None:
             answer = self.proxy.answer(answer)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        forwarding.keep_consent(self.pc)  # a late answer from a busy server is consent too
         await asyncio.wait_for(self.connected.wait(), timeout=20)
         if self.proxy is not None:
             self.proxy.impair = True
@@ -322,6 +324,7 @@ class Publisher:
         answer, location = await post_sdp(whip, token, pc.localDescription.sdp)
         self.again.append((pc, track, location, token))
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        forwarding.keep_consent(pc)
         await asyncio.wait_for(connected.wait(), timeout=20)
 
     async def _frames(self, request: web.Request) -> web.Response:

@@ -31,6 +31,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from signaling.http.client_address import ClientAccessLogger
 from signaling.http.errors import ApiError
 
 logger = logging.getLogger(__name__)
@@ -130,7 +131,12 @@ def run_app(
     """Serve until SIGINT/SIGTERM, as ``web.run_app`` does; ``listening`` once bound."""
 
     async def serve() -> None:
-        runner = GuardedRunner(app, header_timeout_s=header_timeout_s, handle_signals=True)
+        runner = GuardedRunner(
+            app,
+            header_timeout_s=header_timeout_s,
+            handle_signals=True,
+            access_log_class=ClientAccessLogger,
+        )
         await runner.setup()
         try:
             await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()

@@ -30,9 +30,9 @@ from signaling.auth.grants import Grant, Role, TokenWithdrawn
 from signaling.auth.request import authenticate, path_cid
 from signaling.db.audit import AuditAction, AuditRecord
 from signaling.db.store import Consultation
+from signaling.http.client_address import client_address
 from signaling.http.errors import ApiError
 from signaling.http.serving import read_body
-from signaling.http.throttle import client_address
 from signaling.keys import (
     AUDIT,
     GRANT,

@@ -48,14 +48,18 @@ async def refused_token_addresses(client: TestClient) -> set[str]:
     return {str(detail).split(":")[0] for (detail,) in rows if detail != "barrier"}
 
 
+async def burst(client: TestClient, forwarded_for: str) -> list[int]:
+    """One more guess than the budget, each with ``forwarded_for`` (``{n}``: the guess's number)."""
+    return [await guess(client, forwarded_for.format(n=n)) for n in range(BURST + 1)]
+
+
 async def test_x_forwarded_for_names_the_client_behind_a_trusted_proxy(
     aiohttp_client, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:  # type: ignore[no-untyped-def]
     client = await served(aiohttp_client, settings, ("127.0.0.1",))
     with caplog.at_level(logging.INFO, logger="aiohttp.access"):
         # The left part is the client's own writing (it varies); the proxy appended the address.
-        statuses = [await guess(client, f"10.9.9.{n}, {CLIENT}") for n in range(BURST + 1)]
-        assert statuses == [401] * BURST + [429]
+        assert await burst(client, "10.9.9.{n}, " + CLIENT) == [401] * BURST + [429]
         assert await guess(client, NEIGHBOUR) == 401  # the next person behind the proxy
     access = lines(caplog, "aiohttp.access")
     assert access[0].startswith(f"{CLIENT} ") and access[-1].startswith(f"{NEIGHBOUR} ")
@@ -67,8 +71,8 @@ async def test_a_spoofed_x_forwarded_for_from_an_untrusted_peer_is_ignored(
 ) -> None:  # type: ignore[no-untyped-def]
     client = await served(aiohttp_client, settings, ("10.0.0.2",))
     with caplog.at_level(logging.INFO, logger="aiohttp.access"):
-        statuses = [await guess(client, f"198.51.100.{n}") for n in range(BURST + 1)]
-    assert statuses == [401] * BURST + [429]  # a new made-up address each time: no new budget
+        # A new made-up address each time, and yet no new budget.
+        assert await burst(client, "198.51.100.{n}") == [401] * BURST + [429]
     assert all(line.startswith("127.0.0.1 ") for line in lines(caplog, "aiohttp.access"))
     assert await refused_token_addresses(client) == {"from 127.0.0.1"}
 

@@ -34,7 +34,7 @@ from .manifest import (
     segment_filename,
     write_manifest,
 )
-from .segment import LiveSegment
+from .segment import LiveSegment, SegmentProgress
 from .writer import CONTAINERS
 
 logger = logging.getLogger(__name__)
@@ -89,6 +89,10 @@ class Recorder:
     @property
     def segment_open(self) -> bool:
         return self._live is not None
+
+    def progress(self) -> SegmentProgress | None:
+        """The open segment's progress (``/metrics``), or None between segments."""
+        return self._live.progress() if self._live else None
 
     @property
     def segment_seq(self) -> int | None:

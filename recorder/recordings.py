@@ -207,7 +207,7 @@ class Recordings:
         if info is None or not info.recording_enabled:
             logger.info("consultation %s is live, recording is switched off", cid)
             return None
-        if await self._low_disk():
+        if await self.low_disk():
             logger.warning("consultation %s is live but the disk is nearly full: no recording", cid)
             self._announce(cid, RecordingState.STOPPED, None, reason=str(StopReason.LOW_DISK))
             return None
@@ -297,12 +297,13 @@ class Recordings:
                 continue
             for cid, recorder in list(self._active.items()):
                 recorder.note_participants(self._participants(cid))
-            if await self._low_disk():
+            if await self.low_disk():
                 for cid in list(self._active):
                     logger.warning("free disk space below the floor: recording of %s stops", cid)
                     self._spawn(cid, self._stop(cid, StopReason.LOW_DISK))
 
-    async def _low_disk(self) -> bool:
+    async def low_disk(self) -> bool:
+        """Below the free-space floor (or unknown): no recording starts; ``/readyz`` says so."""
         try:
             free = await asyncio.to_thread(disk_free_bytes, self.root)
         except OSError:

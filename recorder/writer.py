@@ -117,6 +117,8 @@ class WriterResult:
     last_pts: list[int | None] = field(default_factory=lambda: [None, None, None])
     "File timestamps, in each track's clock (90 kHz video, 48 kHz audio)."
     video_bytes: int = 0
+    muxed_bytes: int = 0
+    "Frame bytes of every track muxed so far (read while it records, for ``/metrics``)."
     dimensions: tuple[int, int] | None = None
     bytes: int = 0
     sha256: str | None = None
@@ -185,6 +187,10 @@ class SegmentWriter:
     def backlog(self) -> int:
         return self._queue.qsize()
 
+    @property
+    def muxed_bytes(self) -> int:
+        return self._result.muxed_bytes
+
     def close(self) -> concurrent.futures.Future[WriterResult]:
         """Write what is queued, finish the file, hash it. Safe to call more than once."""
         if not self._closing:
@@ -252,6 +258,7 @@ class SegmentWriter:
             logger.warning("SegmentWriter(%s) %s frame refused: %s", self.path.name, track, exc)
             return
         result.packets[track] += 1
+        result.muxed_bytes += len(data)
         if result.first_pts[track] is None:
             result.first_pts[track] = pts
         result.last_pts[track] = pts

@@ -38,6 +38,8 @@ class Producer:
         self.bytes = 0
         self.keyframes = 0
         self.discontinuities = 0
+        self.keyframe_requests = 0
+        "Keyframe requests (PLI) sent to the publisher, after rate limiting (``/metrics``)."
         self.last_frame_at: float | None = None
         self.dimensions: tuple[int, int] | None = None
         self.clock_origin: float | None = None
@@ -165,6 +167,7 @@ class Producer:
     def _send_keyframe_request(self) -> None:
         if self._send_pli is not None and self._send_pli():
             self._last_request_at = time.monotonic()
+            self.keyframe_requests += 1
             logger.debug("Producer(%s) keyframe requested", self.label)
 
     def close(self) -> None:

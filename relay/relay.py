@@ -66,6 +66,8 @@ class Relay:
     def __init__(self, config: RelayConfig) -> None:
         self.config = config
         self.routers: dict[ConsultationId, Router] = {}
+        self.closed = False
+        "Set once the relay starts closing (shutdown): ``/readyz`` answers 503."
         self.on_feed_event: Callable[[FeedEvent], None] = lambda event: None
         self.on_stream_session: Callable[[StreamSession], None] = lambda session: None
         self.attended: Callable[[ConsultationId], bool] = lambda cid: False
@@ -130,6 +132,7 @@ class Relay:
         self._reaper = None
 
     async def close(self) -> None:
+        self.closed = True
         if self._reaper is not None:
             self._reaper.cancel()
             self._reaper = None

@@ -41,6 +41,7 @@ from signaling.keys import (
     HUB,
     ICE_SERVERS,
     INVITES,
+    METRICS,
     NETCHECK_BUDGET,
     RECORDINGS,
     REFUSED_TOKENS,
@@ -52,6 +53,10 @@ from signaling.keys import (
     THROTTLE,
     TOKENS,
 )
+from signaling.ops import routes as ops
+from signaling.ops.live import LiveCollector
+from signaling.ops.metrics import Metrics
+from signaling.ops.routes import metrics_middleware
 from signaling.replay import routes as replay
 from signaling.replay.state import ReplayState
 from signaling.settings import Settings
@@ -60,7 +65,7 @@ from signaling.ws.audit import RoomAudit
 from signaling.ws.chat import ChatHistory
 from signaling.ws.hub import Hub
 from signaling.ws.marks import BoardKeeper
-from signaling.ws.messages import FeedUpdate, RecordingUpdate
+from signaling.ws.messages import FeedUpdate, RecordingUpdate, Restarting
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +81,12 @@ def create_app(settings: Settings) -> web.Application:
         settings.session_limit_per_identity,
         settings.session_limit_per_address,
     )
-    middlewares = [error_middleware, refused_token_middleware, throttle.middleware()]
+    middlewares = [
+        metrics_middleware,
+        error_middleware,
+        refused_token_middleware,
+        throttle.middleware(),
+    ]
     app = web.Application(client_max_size=settings.max_sdp_bytes, middlewares=middlewares)
     app[THROTTLE] = throttle
     app[TRUSTED_PROXIES] = trusted_networks(settings.trusted_proxies)
@@ -127,6 +137,7 @@ def create_app(settings: Settings) -> web.Application:
         RecordingLibrary(settings.data_dir, app[RECORDINGS].index, settings.recording_min_free_mb),
         MediaTokens(secret),
     )
+    app[METRICS] = Metrics(LiveCollector(app[RELAY], app[HUB], app[RECORDINGS]), app[HUB])
     install_log_hygiene()
     headers.add_to(app)
     app.cleanup_ctx.append(_media_ctx)
@@ -137,6 +148,7 @@ def create_app(settings: Settings) -> web.Application:
     snapshots.add_routes(app)
     netcheck.add_routes(app)
     replay.add_routes(app)
+    ops.add_routes(app)
     whip.add_routes(app)
     websocket.add_routes(app)
     pages.add_routes(app, WEB_DIR)
@@ -219,4 +231,6 @@ def _recordings(settings: Settings, store: ConsultationStore, hub: Hub, relay: R
 
 
 async def _close_websockets(app: web.Application) -> None:
-    await app[HUB].close_all(code=1001, reason="server shutting down")
+    """Every page is told the server is restarting (in its own language), then its socket
+    closes with 1001; ``/readyz`` answers 503 from here on."""
+    await app[HUB].close_all(code=1001, reason="server restarting", farewell=Restarting())

@@ -168,13 +168,10 @@ def _serve(args: argparse.Namespace) -> int:
     from signaling.app import create_app
     from signaling.http import serving
     from signaling.keys import INVITES, STORE
+    from signaling.ops.logs import configure_logging
 
     settings = settings_of(args, host=args.host, port=args.port, tls=True if args.tls else None)
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    configure_logging(settings.log_format)
     tls_context = _server_tls(settings) if settings.tls else None
     app = create_app(settings)
     if args.demo:

@@ -18,6 +18,7 @@ from signaling.db.invites import InviteBook
 from signaling.db.store import ConsultationStore
 from signaling.http.refusals import RefusedTokens
 from signaling.http.throttle import FailureBudget, Throttle
+from signaling.ops.metrics import Metrics
 from signaling.replay.state import ReplayState
 from signaling.settings import Settings
 from signaling.ws.chat import ChatHistory
@@ -36,6 +37,7 @@ ICE_SERVERS = web.AppKey("ice_servers", IceServers)
 INVITES = web.AppKey("invites", InviteBook)
 FAILED_JOINS = web.AppKey("failed_joins", FailureBudget)
 NETCHECK_BUDGET = web.AppKey("netcheck_budget", FailureBudget)
+METRICS = web.AppKey("metrics", Metrics)
 AUDIT = web.AppKey("audit", AuditTrail)
 REFUSED_TOKENS = web.AppKey("refused_tokens", RefusedTokens)
 REVOCATIONS = web.AppKey("revocations", Revocations)

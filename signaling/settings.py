@@ -118,6 +118,11 @@ class Settings:
     declares); then 408 and the connection cut."""
     replay_idle_s: float = 900.0
     "Seconds without interaction after which the replay page logs off (forgets its tokens)."
+    metrics_token: str | None = field(default=None, repr=False)
+    """Bearer token that may read ``/metrics``; unset: only loopback clients not behind a proxy
+    (docs/operations.md). Never logged."""
+    log_format: str = "text"
+    "``text`` (one readable line per event) or ``json`` (one JSON object per line)."
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     "Free-form settings for tests and later features; not read from the environment."
 
@@ -205,6 +210,10 @@ def _parse(name: str, raw: str) -> Any:
         return parse_turn_urls(raw)
     if name == "video_codec":
         return normalise_codec(raw)
+    if name == "log_format":
+        if raw not in ("text", "json"):
+            raise ValueError(f"ENDOLINK_LOG_FORMAT must be text or json, not {raw!r}")
+        return raw
     if name == "relay_mode":
         if raw not in ("forward", "transcode"):
             raise ValueError(f"ENDOLINK_RELAY_MODE must be forward or transcode, not {raw!r}")

@@ -172,6 +172,10 @@ class ConsultationStore:
         logger.info("consultation %s created (%s)", c.id, c.video_codec)
         return replace(c, consent=consent)
 
+    async def ping(self) -> None:
+        """Read the database once; raises ``sqlite3.Error`` when it cannot (``/readyz``)."""
+        await self._db.run(lambda db: db.execute("SELECT 1 FROM consultations LIMIT 1").fetchall())
+
     async def get(self, cid: str) -> Consultation | None:
         if not valid_consultation_id(cid):
             return None

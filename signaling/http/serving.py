@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import ssl
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -128,20 +129,26 @@ def run_app(
     ssl_context: ssl.SSLContext | None,
     listening: Callable[[], None],
 ) -> None:
-    """Serve until SIGINT/SIGTERM, as ``web.run_app`` does; ``listening`` once bound."""
+    """Serve until SIGINT/SIGTERM, as ``web.run_app`` does; ``listening`` once bound.
+
+    The signal only ends the wait: the cleanup (the pages told, sockets closed with 1001,
+    recordings finalised: docs/closures.md) runs while every other task is still alive.
+    (aiohttp's ``handle_signals`` raises out of the loop instead, and ``asyncio.run`` then
+    cancels every task at once: WebSockets cut with 1000, nobody told.)"""
 
     async def serve() -> None:
         runner = GuardedRunner(
-            app,
-            header_timeout_s=header_timeout_s,
-            handle_signals=True,
-            access_log_class=ClientAccessLogger,
+            app, header_timeout_s=header_timeout_s, access_log_class=ClientAccessLogger
         )
         await runner.setup()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
         try:
             await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
             listening()
-            await asyncio.Event().wait()  # until a signal ends the loop
+            await stop.wait()
         finally:
             await runner.cleanup()
 

@@ -139,6 +139,7 @@ class Connection:
 
     def refuse(self, code: str, reason: str) -> None:
         """An ``error`` to this sender only (reasons never quote the client's values)."""
+        self.hub.counts.refused[code] += 1
         logger.info(
             "WebSocket [consultation:%s] %s message refused (%s): %s",
             self.cid,
@@ -316,6 +317,7 @@ async def _serve(connection: Connection) -> None:
             if own_limit is not None:
                 connection.refuse(RATE_LIMITED, _RATE_REASONS[type(message)])
                 continue
+        connection.hub.counts.received[type(message).__name__.removesuffix("Message").lower()] += 1
         await _HANDLERS[type(message)](connection, message)
 
 
@@ -369,6 +371,7 @@ async def _on_annotation(connection: Connection, message: AnnotationMessage) -> 
         connection.refuse(INVALID, str(exc))
         return
     connection.hub.broadcast(connection.cid, accepted)
+    connection.hub.counts.annotation_ops[str(accepted.op)] += 1
     change = {k: v for k, v in accepted.body().items() if k not in ("op", "by")}
     connection.log.append(LogEntry(LogOp(accepted.op), utc_iso(now), media_pts, author, change))
 

@@ -14,6 +14,7 @@ others.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -55,6 +56,21 @@ REPLACED_REASON = f"this link is open on more than {MAX_DEVICES} devices; this o
 CLOSE_TOO_SLOW = 1008
 CLOSE_WITHDRAWN = TokenWithdrawn.close_code
 "Access withdrawn: the consultation's links, or this person's link (signaling/auth/revocations.py)."
+FAREWELL_S = 1.0
+"At shutdown, how long the last message (``restarting``) may take to reach every page."
+
+
+@dataclass
+class MessageCounts:
+    """What went through the hub since start, for ``/metrics`` (read at scrape time)."""
+
+    received: collections.Counter[str] = field(default_factory=collections.Counter)
+    "Client messages accepted by the parser, by type."
+    sent: int = 0
+    refused: collections.Counter[str] = field(default_factory=collections.Counter)
+    "Client messages answered with an ``error``, by its code."
+    annotation_ops: collections.Counter[str] = field(default_factory=collections.Counter)
+    "Annotation ops applied to a board, by op."
 
 
 @dataclass
@@ -147,6 +163,9 @@ class Hub:
         self._sockets: set[web.WebSocketResponse] = set()
         self._closing: set[asyncio.Task[None]] = set()
         self.close_timeout_s = close_timeout_s
+        self.counts = MessageCounts()
+        self.closing = False
+        "Set when shutdown begins (``close_all``): ``/readyz`` answers 503 from then on."
         self.on_gone: Callable[[ConsultationId, str], None] = lambda cid, identity: None
         """Someone is no longer in the consultation: left, dropped, or not back within the
         reconnect grace (never for a replaced connection, nor at shutdown)."""
@@ -253,8 +272,33 @@ class Hub:
         """Queue ``message`` for one participant, in order with the broadcasts it receives."""
         self._enqueue(cid, participant, _encode(message))
 
-    async def close_all(self, code: int, reason: str) -> None:
-        """Close every socket, joined or still authenticating (app shutdown)."""
+    def census(self) -> dict[ConsultationId, collections.Counter[str]]:
+        """Connected devices per consultation and role (``/metrics``); no identities."""
+        return {
+            cid: collections.Counter(str(p.role) for p in self._devices(cid))
+            for cid in self._consultations
+        }
+
+    @property
+    def sockets(self) -> int:
+        """Open WebSockets, joined or still authenticating."""
+        return len(self._sockets)
+
+    async def close_all(
+        self, code: int, reason: str, farewell: ServerMessage | None = None
+    ) -> None:
+        """Close every socket, joined or still authenticating (app shutdown). ``farewell`` is
+        sent to every joined page first, so it can say why in words (a bounded wait)."""
+        self.closing = True
+        if farewell is not None:
+            data = _encode(farewell)
+            joined = [p for cid in self._consultations for p in self._devices(cid)]
+            for participant in joined:
+                with contextlib.suppress(asyncio.QueueFull):
+                    participant.outbox.put_nowait(data)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FAREWELL_S):
+                    await asyncio.gather(*(p.outbox.join() for p in joined))
         sockets = set(self._sockets)
         for cid, held in list(self._reconnecting.items()):
             for identity in list(held):
@@ -298,6 +342,8 @@ class Hub:
             while True:
                 data = await participant.outbox.get()
                 await participant.ws.send_str(data)
+                participant.outbox.task_done()
+                self.counts.sent += 1
         except ConnectionError:
             self._drop(cid, participant, 1011, "connection lost", lost=True)
         except Exception:

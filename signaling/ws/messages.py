@@ -168,6 +168,14 @@ class Pong(ServerMessage):
 
 
 @dataclass(frozen=True)
+class Restarting(ServerMessage):
+    """The server is stopping (SIGTERM): sent just before every socket closes with 1001, so the
+    pages say "the server is restarting" instead of "connection lost"."""
+
+    TYPE = "restarting"
+
+
+@dataclass(frozen=True)
 class AnnotationUpdate(ServerMessage):
     """An accepted op: ``add``/``update`` carry the ``annotation``, ``remove`` the ``id``,
     ``clear`` neither (absent, not null); ``archive`` (a new stream session, ``by`` null) the

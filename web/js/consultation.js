@@ -63,7 +63,12 @@ export function joinRoom({ page, session, token, notices, video, galleryHost = n
   room.addEventListener("state", (event) => {
     if (event.detail.state === "reconnecting") present(known, true);
   });
-  room.addEventListener("welcome", (event) => present(event.detail.participants));
+  room.addEventListener("welcome", (event) => {
+    notices.clear("restarting");
+    present(event.detail.participants);
+  });
+  // Sent just before a planned restart closes the socket: say so instead of "connection lost".
+  room.addEventListener("restarting", () => notices.show("restarting", msg("room.serverRestarting"), "info"));
   room.addEventListener("presence", (event) => {
     present(event.detail.participants);
     board.retain(new Set(people.map((p) => p.identity)));

@@ -1,0 +1,1 @@
+"""Operating the server: health, readiness, Prometheus metrics, log format (docs/operations.md)."""

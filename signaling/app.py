@@ -28,6 +28,7 @@ from signaling.db.invites import InviteBook
 from signaling.db.store import DB_FILENAME, ConsultationStore
 from signaling.http import api, headers, netcheck, openapi, pages, snapshots, whip
 from signaling.http.audit_edge import refused_token_middleware
+from signaling.http.client_address import TRUSTED_PROXIES, trusted_networks
 from signaling.http.errors import error_middleware
 from signaling.http.logs import install_log_hygiene
 from signaling.http.refusals import RefusedTokens
@@ -88,6 +89,7 @@ def create_app(settings: Settings) -> web.Application:
     ]
     app = web.Application(client_max_size=settings.max_sdp_bytes, middlewares=middlewares)
     app[THROTTLE] = throttle
+    app[TRUSTED_PROXIES] = trusted_networks(settings.trusted_proxies)
     app[SETTINGS] = settings
     secret = settings.secret or load_or_create_secret(settings.data_dir)
     store = app[STORE] = ConsultationStore(settings.data_dir / DB_FILENAME)

@@ -25,10 +25,11 @@ from signaling.db.audit import AuditAction
 from signaling.db.invites import InviteRecord
 from signaling.db.store import DEFAULT_TITLE, Consultation, ConsultationStore, UnknownConsultation
 from signaling.http.audit_edge import record_action
+from signaling.http.client_address import client_address
 from signaling.http.errors import ApiError
 from signaling.http.json_input import JsonInputError, holds_lone_surrogate, load_json
 from signaling.http.serving import read_body
-from signaling.http.throttle import client_address, too_many
+from signaling.http.throttle import too_many
 from signaling.keys import (
     FAILED_JOINS,
     HUB,

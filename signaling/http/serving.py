@@ -32,6 +32,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from signaling.http.client_address import ClientAccessLogger
 from signaling.http.errors import ApiError
 
 logger = logging.getLogger(__name__)
@@ -136,7 +137,9 @@ def run_app(
     cancels every task at once: WebSockets cut with 1000, nobody told.)"""
 
     async def serve() -> None:
-        runner = GuardedRunner(app, header_timeout_s=header_timeout_s)
+        runner = GuardedRunner(
+            app, header_timeout_s=header_timeout_s, access_log_class=ClientAccessLogger
+        )
         await runner.setup()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

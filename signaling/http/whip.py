@@ -7,7 +7,9 @@
     OPTIONS on all of them                   CORS preflight, Accept-Post; on an endpoint with a
                                              Bearer token also Link ice-server (RFC 9725 §4.6)
 
-A session ends when its token expires, and is closed when it has not connected within
+A session ends when its token expires, and when its access is withdrawn: a withdrawal ends the
+sessions the Router has; one whose offer was still being answered is checked again once it is
+(``_still_granted``). It is closed when it has not connected within
 ``ENDOLINK_CONNECT_DEADLINE_S``; how many sessions a link, a consultation and the server may hold
 is the relay's ``Admission`` (429 / 503 with Retry-After). The clinic and the surgeon are never
 kept out by observers' sessions.
@@ -24,14 +26,23 @@ import logging
 from aiohttp import hdrs, web
 
 from relay import FeedName, IceRestartUnsupported, Peer, PeerRole, Router
-from signaling.auth.grants import Grant, Role
+from signaling.auth.grants import Grant, Role, TokenWithdrawn
 from signaling.auth.request import authenticate, path_cid
 from signaling.db.audit import AuditAction, AuditRecord
 from signaling.db.store import Consultation
+from signaling.http.client_address import client_address
 from signaling.http.errors import ApiError
 from signaling.http.serving import read_body
-from signaling.http.throttle import client_address
-from signaling.keys import AUDIT, GRANT, ICE_SERVERS, RELAY, SETTINGS, STORE, THROTTLE
+from signaling.keys import (
+    AUDIT,
+    GRANT,
+    ICE_SERVERS,
+    RELAY,
+    REVOCATIONS,
+    SETTINGS,
+    STORE,
+    THROTTLE,
+)
 from signaling.settings import IceServer
 
 logger = logging.getLogger(__name__)
@@ -89,6 +100,7 @@ async def publish(request: web.Request) -> web.Response:
     router = _router(request, consultation)
     peer = await router.publish(feed, grant.identity, offer, expires_at=grant.expires_at)
     await _audited(request, grant, consultation, peer, f"feed {feed}")
+    await _still_granted(request, grant, router, peer)
     return _created(request, "whip", consultation, peer)
 
 
@@ -113,6 +125,7 @@ async def view(request: web.Request) -> web.Response:
         expires_at=grant.expires_at,
     )
     await _audited(request, grant, consultation, peer, f"feed {feed} annotated {annotated}")
+    await _still_granted(request, grant, router, peer)
     return _created(request, "whep", consultation, peer)
 
 
@@ -207,6 +220,15 @@ async def _audited(
     ended = AuditAction.PUBLISH_END if publishing else AuditAction.VIEW_END
     peer.on_closed(lambda _: trail.submit(entry(ended)))
     await started
+
+
+async def _still_granted(request: web.Request, grant: Grant, router: Router, peer: Peer) -> None:
+    """The token was checked before the offer was answered. A withdrawal meanwhile ended only
+    the sessions the Router had then, not this one: end it and refuse as the token now is."""
+    refusal = request.app[REVOCATIONS].refusal(grant)
+    if refusal is not None:
+        await router.end_session(peer.id)
+        raise TokenWithdrawn(refusal)
 
 
 def _created(

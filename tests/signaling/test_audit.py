@@ -5,6 +5,7 @@ edited, inserted or deleted entry and a cut-off tail in a real database file."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import shutil
 import sqlite3
 import time
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from recorder.snapshots import SnapshotStore
 from signaling.cli import main
 from signaling.db.audit import AuditAction, AuditRecord, AuditTrail
 from signaling.db.audit_chain import ANCHOR_FILENAME, HASHED_COLUMNS, entry_hash
@@ -21,7 +23,7 @@ from signaling.db.store import DB_FILENAME, Consultation
 from signaling.keys import AUDIT, REFUSED_TOKENS, SETTINGS
 from tests.conftest import MakeToken, bearer
 from tests.peers import publisher
-from tests.signaling.test_snapshots import upload
+from tests.signaling.test_snapshots import PNG_BYTES, upload
 from tests.signaling.test_websocket import join, next_of
 from tests.signaling.test_websocket_annotations import add
 
@@ -326,3 +328,30 @@ async def test_refused_tokens_are_counted_not_flooded_into_the_trail(
         (None, 20, "from 127.0.0.1: GET /ws/{cid} (more within a minute)"),
         (None, 1, "barrier"),
     ]
+
+
+async def test_a_snapshot_changed_on_disk_is_found_against_its_audit_entry(
+    client: TestClient,
+    consultation: Consultation,
+    make_token: MakeToken,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The ``snapshot`` entry carries the PNG's SHA-256; ``audit verify --files`` re-hashes."""
+    surgeon, data_dir = make_token("surgeon", consultation.id), client.app[SETTINGS].data_dir
+    stored = await upload(client, consultation.id, surgeon)
+    assert stored.status == 201
+    sid = (await stored.json())["id"]
+    with sqlite3.connect(data_dir / DB_FILENAME) as db:
+        (detail,) = db.execute("SELECT detail FROM audit WHERE action = 'snapshot'").fetchone()
+    assert detail == f"snapshot {sid} sha256 {hashlib.sha256(PNG_BYTES).hexdigest()}"
+    code, out = verify(data_dir, capsys, "--files")
+    assert code == 0 and "snapshot files: 1 of 1 match the trail" in out
+
+    png = SnapshotStore(data_dir).path(consultation.id, sid)
+    png.write_bytes(PNG_BYTES[:-1] + bytes([PNG_BYTES[-1] ^ 1]))  # one flipped bit
+    code, out = verify(data_dir, capsys, "--files")
+    assert code == 1 and f"snapshot {sid} of consultation {consultation.id}: MODIFIED" in out
+    assert verify(data_dir, capsys)[0] == 0  # the chain itself is intact: --files looks further
+    png.unlink()
+    code, out = verify(data_dir, capsys, "--files", "--json")
+    assert code == 1 and '"status": "MISSING"' in out

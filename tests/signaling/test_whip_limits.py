@@ -12,12 +12,12 @@ import pytest
 from aiohttp.test_utils import TestClient
 from aiortc import RTCSessionDescription
 
+from client.testpattern import TestPatternTrack
 from signaling.app import create_app
 from signaling.db.store import Consultation
 from signaling.keys import RELAY, STORE
 from signaling.settings import Settings
 from tests.conftest import MakeToken, error_of
-from client.testpattern import TestPatternTrack
 from tests.peers import new_pc, publisher, viewer, wait_until
 from tests.relay.test_forwarding_flow import url
 from tests.signaling.test_whip import offer, post

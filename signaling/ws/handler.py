@@ -57,7 +57,6 @@ from signaling.keys import (
 )
 from signaling.ws.chat import ChatHistory
 from signaling.ws.frames import (
-    AUTH_TIMEOUT_S,
     CLOSE_BAD_NAME,
     CLOSE_FLOOD,
     CLOSE_FORBIDDEN,
@@ -65,7 +64,6 @@ from signaling.ws.frames import (
     CLOSE_TIMEOUT,
     CLOSE_UNAUTHORIZED,
     CLOSE_UNKNOWN_CONSULTATION,
-    FRAME_DEADLINE_S,
     HEARTBEAT_S,
     MAX_MESSAGE_BYTES,
     ClientGone,
@@ -128,7 +126,7 @@ class Connection:
     log: AnnotationLog
     chats: ChatHistory
     data_dir: Path
-    frame_deadline_s: float = FRAME_DEADLINE_S
+    frame_deadline_s: float
 
     def router(self) -> Router:
         """The consultation's media side, made on first use: it owns the AnnotationBoard."""
@@ -187,7 +185,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
             log,
             chats,
             request.app[SETTINGS].data_dir,
-            float(request.app[SETTINGS].extra.get("ws_frame_deadline_s", FRAME_DEADLINE_S)),
+            request.app[SETTINGS].ws_frame_deadline_s,
         )
         await _until_expiry(grant, _serve(connection))
     except Rejected as exc:
@@ -231,7 +229,7 @@ async def _authenticate(
 
 
 async def _auth_message(request: web.Request, ws: web.WebSocketResponse) -> AuthMessage:
-    timeout = float(request.app[SETTINGS].extra.get("ws_auth_timeout_s", AUTH_TIMEOUT_S))
+    timeout = request.app[SETTINGS].ws_auth_timeout_s
     try:
         async with asyncio.timeout(timeout):  # one deadline for the whole phase: pongs or
             text = await next_text(ws, None)  # pings do not restart it

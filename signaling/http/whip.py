@@ -30,7 +30,7 @@ from signaling.auth.grants import Grant, Role, TokenWithdrawn
 from signaling.auth.request import authenticate, path_cid
 from signaling.db.audit import AuditAction, AuditRecord
 from signaling.db.store import Consultation
-from signaling.http.client_address import client_address
+from signaling.http.client_address import limit_key
 from signaling.http.errors import ApiError
 from signaling.http.serving import read_body
 from signaling.keys import (
@@ -161,7 +161,7 @@ async def _accept_offer(request: web.Request) -> tuple[Grant, Consultation, str]
     consultation = await _consultation(request, grant)
     if request.content_type != SDP:
         raise ApiError(415, "unsupported-media-type", f"send the offer as Content-Type: {SDP}")
-    request.app[THROTTLE].take_session(grant.identity, client_address(request))
+    request.app[THROTTLE].take_session(grant.identity, limit_key(request))
     return grant, consultation, await _read_body(request)
 
 

@@ -168,8 +168,13 @@ class Peer:
             logger.warning("Peer(%s) close failed: %s", self.label, exc.__class__.__name__)
         finally:
             callbacks, self._on_closed = self._on_closed, []
-            for callback in callbacks:
-                callback(self)
+            for callback in callbacks:  # each one: a failing one must not skip the others
+                try:
+                    callback(self)
+                except Exception as exc:
+                    logger.warning(
+                        "Peer(%s) close callback failed: %s", self.label, exc.__class__.__name__
+                    )
 
 
 def _forget(closing: asyncio.Future[None]) -> None:

@@ -112,6 +112,8 @@ VERIFY_CAP = 20_000
 "Entries hashed in one step of verification at most (about 0.2 s): per audit page, at most."
 RECHECK_S = 600.0
 "The whole trail is checked from its first entry at start-up and this often (``check_all``)."
+CHECK_PAUSE_S = 0.1
+"Between two steps of a full check: hashing holds the GIL, and the loop forwards media."
 
 
 class AuditAction(StrEnum):
@@ -264,10 +266,12 @@ class AuditTrail:
 
     async def check_all(self, every_s: float = RECHECK_S) -> None:
         """Check the whole trail from its first entry now and every ``every_s`` (until
-        cancelled), a step at a time so the reader is free between steps for pages."""
+        cancelled), a step at a time so the reader is free between steps for pages, with a pause
+        between steps so the event loop gets the GIL."""
         while True:
             verdict = await self._step(START)
             while verdict.ok and not verdict.complete:
+                await asyncio.sleep(CHECK_PAUSE_S)
                 verdict = await self._step(verdict.checked)
             async with self._checking:
                 if not verdict.ok or verdict.checked.seq >= self._checked.seq:

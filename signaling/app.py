@@ -194,10 +194,12 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     revocations.on_withdrawn = on_withdrawn
     await revocations.refresh(announce=False)
     refreshing = asyncio.get_running_loop().create_task(revocations.keep_fresh())
+    checking = asyncio.get_running_loop().create_task(app[AUDIT].check_all())
     await recordings.start()
     yield
     refreshing.cancel()
-    await asyncio.gather(refreshing, *ending, return_exceptions=True)
+    checking.cancel()
+    await asyncio.gather(refreshing, checking, *ending, return_exceptions=True)
     await app[REPLAY].close()
     await recordings.close()
     await relay.close()

@@ -116,6 +116,12 @@ class Settings:
     body_timeout_s: float = 30.0
     """Seconds a client may take to send a request body (plus 1 s per 64 KiB a large one
     declares); then 408 and the connection cut."""
+    ws_auth_timeout_s: float = 5.0
+    """Seconds from a WebSocket's upgrade to its auth message, whatever else the client sends
+    meanwhile (pongs, pings); then it is closed with 4408."""
+    ws_frame_deadline_s: float = 10.0
+    """Longest wait for the next complete frame of an authenticated WebSocket (an idle page
+    answers the heartbeat's pings; one trickling an unfinished frame gets none); then 4408."""
     replay_idle_s: float = 900.0
     "Seconds without interaction after which the replay page logs off (forgets its tokens)."
     metrics_token: str | None = field(default=None, repr=False)
@@ -185,6 +191,8 @@ def _parse(name: str, raw: str) -> Any:
         "router_idle_s",
         "header_timeout_s",
         "body_timeout_s",
+        "ws_auth_timeout_s",
+        "ws_frame_deadline_s",
         "replay_idle_s",
         "connect_deadline_s",
     ):

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from recorder.snapshots import SnapshotStore
 from signaling.cli import main
+from signaling.db import audit, audit_chain
 from signaling.db.audit import AuditAction, AuditRecord, AuditTrail
 from signaling.db.audit_chain import ANCHOR_FILENAME, HASHED_COLUMNS, entry_hash
 from signaling.db.store import DB_FILENAME, Consultation
@@ -288,6 +289,63 @@ async def test_a_consultation_is_audited_from_join_to_leave_without_a_token(
     for query in ("after=-1", "limit=0", "limit=1001", "after=9999999999999", "limit=x"):
         bad = await client.get(f"/api/consultations/{cid}/audit?{query}", headers=admin)
         assert bad.status == 400, query
+
+
+async def test_an_audit_page_hashes_only_the_entries_added_since_the_last_check(
+    client: TestClient,
+    consultation: Consultation,
+    admin: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Paging never re-hashes the whole trail; an edit to an entry checked before is found by
+    ``endolink audit verify`` (and the next full check), not by the page."""
+    trail, cid = client.app[AUDIT], consultation.id
+
+    async def add_entries(count: int) -> None:
+        for n in range(count):
+            record = AuditRecord(cid, f"viewer-{n}", "", "observer", AuditAction.VIEW)
+            await trail.record(record)
+
+    await add_entries(40)
+    first = (await audit_of(client, cid, admin))["verified"]
+    assert first["ok"] and first["complete"], first
+    hashes = 0
+    real_hash = audit_chain.entry_hash
+
+    def counted(fields: Any) -> str:
+        nonlocal hashes
+        hashes += 1
+        return real_hash(fields)
+
+    monkeypatch.setattr(audit_chain, "entry_hash", counted)
+    await add_entries(7)
+    second = (await audit_of(client, cid, admin))["verified"]
+    assert hashes == 7
+    assert second["ok"] and second["complete"] and second["entries"] == first["entries"] + 7
+
+    monkeypatch.setattr(audit, "VERIFY_CAP", 5)  # the work per page is capped
+    await add_entries(8)
+    capped = (await audit_of(client, cid, admin))["verified"]
+    assert hashes == 12 and not capped["complete"] and capped["ok"]
+    assert capped["head"]["seq"] == second["head"]["seq"] + 5
+    rest = (await audit_of(client, cid, admin))["verified"]
+    assert hashes == 15 and rest["complete"] and rest["ok"]
+
+    data_dir = client.app[SETTINGS].data_dir
+    edit(data_dir, "UPDATE audit SET identity = 'someone-else' WHERE seq = 3")
+    assert (await audit_of(client, cid, admin))["verified"]["ok"]  # checked before: not re-hashed
+    code, out = verify(data_dir, capsys)
+    assert code == 1 and "entry 3 was changed" in out
+    full = await trail.verify()
+    assert not full.ok and full.seq == 3
+    checking = asyncio.get_running_loop().create_task(trail.check_all())  # the periodic pass
+    deadline = time.monotonic() + 5
+    while (page := (await audit_of(client, cid, admin))["verified"])["ok"]:
+        assert time.monotonic() < deadline, "the full check never found the edit"
+        await asyncio.sleep(0.02)
+    checking.cancel()
+    assert page["seq"] == 3 and "entry 3 was changed" in page["problem"]
 
 
 async def wait_until_feed(ws: Any, state: str) -> None:

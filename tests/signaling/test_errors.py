@@ -31,7 +31,7 @@ DEEP_OBJECT = '{"a":' * 1000 + "1" + "}" * 1000
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    return replace(settings, extra={"ws_auth_timeout_s": 1.0})
+    return replace(settings, ws_auth_timeout_s=1.0)
 
 
 def assert_quiet(caplog: pytest.LogCaptureFixture) -> None:

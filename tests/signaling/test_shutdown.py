@@ -12,6 +12,7 @@ import json
 import signal
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +45,23 @@ async def page(ws: aiohttp.ClientWebSocketResponse) -> tuple[list[str], int | No
             return types, ws.close_code, ""
 
 
+async def serving(
+    data: Path, log: Path, processes: list[Process], title: str
+) -> tuple[Server, str, Callable[[Role], str]]:
+    """A real ``endolink serve`` on ``data`` holding one consultation, ready: (server, its
+    id, ``token(role)``)."""
+    cid, token = await consultation_on_disk(data, title)
+    server = Server(data, log)
+    processes.append(server)
+    await asyncio.to_thread(server.wait_ready)
+    return server, cid, token
+
+
 async def test_sigterm_tells_pages_finalises_the_recording_and_exits_0(
     tmp_path: Path, processes: list[Process]
 ) -> None:
     data, log = tmp_path / "data", tmp_path / "server.log"
-    cid, token = await consultation_on_disk(data, "shutdown")
-    server = Server(data, log)
-    processes.append(server)
-    await asyncio.to_thread(server.wait_ready)
+    server, cid, token = await serving(data, log, processes, "shutdown")
     clinic = token(Role.CLINIC)
     async with aiohttp.ClientSession() as http:
         headers = {"Authorization": f"Bearer {token(Role.SURGEON)}"}
@@ -137,10 +147,7 @@ async def test_an_upload_in_flight_delays_neither_the_recordings_end_nor_the_exi
     """aiohttp waits 60 s for running requests by default (here: uploads held half-way):
     recordings end before that wait, and the wait is ``SHUTDOWN_GRACE_S``."""
     data, log = tmp_path / "data", tmp_path / "server.log"
-    cid, token = await consultation_on_disk(data, "slow download")
-    server = Server(data, log)
-    processes.append(server)
-    await asyncio.to_thread(server.wait_ready)
+    server, cid, token = await serving(data, log, processes, "uploads in flight")
     clinic = token(Role.CLINIC)
     async with publishing(f"{server.url}/whip/{cid}", clinic):
         await until_recording(server.url, cid, clinic)

@@ -52,6 +52,8 @@ def _verify(args: argparse.Namespace, error: Callable[[str], Exception]) -> int:
         raise error(f"no database in {data_dir}")
     db = sqlite3.connect(f"{Path(database).resolve().as_uri()}?mode=ro", uri=True)
     try:
+        if not _has_trail(db):
+            return _no_trail((data_dir / ANCHOR_FILENAME).exists(), args.json)
         verdict = verify_database(db, data_dir / ANCHOR_FILENAME)
         count = None
         if cid is not None:
@@ -77,3 +79,21 @@ def _verify(args: argparse.Namespace, error: Callable[[str], Exception]) -> int:
             print(f"snapshot {check.snapshot_id} of consultation {check.cid}: {check.status}")
         print(f"snapshot files: {len(files) - len(bad_files)} of {len(files)} match the trail")
     return 0 if verdict.ok and not bad_files else 1
+
+
+def _has_trail(db: sqlite3.Connection) -> bool:
+    found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit'")
+    return found.fetchone() is not None
+
+
+def _no_trail(had_one: bool, as_json: bool) -> int:
+    """No audit table: a data directory no server ran on yet, or (with a head file) one whose
+    table was dropped."""
+    problem = "the audit table is missing but its head file is not" if had_one else None
+    if as_json:
+        print(json.dumps({"ok": not had_one, "entries": 0, "problem": problem}))
+    elif had_one:
+        print(f"audit trail NOT intact: {problem}")
+    else:
+        print("no audit trail yet: the server has not run on this data directory")
+    return 1 if had_one else 0

@@ -58,6 +58,16 @@ def client_address(request: web.Request) -> str:
     return known
 
 
+def limit_key(request: web.Request) -> str:
+    """The client as per-address limits and the refused-token audit count it: an IPv6 client by
+    its /64 (one host gets a whole /64 and picks addresses from it at will)."""
+    client = client_address(request)
+    address = _address(client)
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return client
+
+
 class ClientAccessLogger(AccessLogger):
     """aiohttp's access log, naming the client (``client_address``) rather than the proxy."""
 

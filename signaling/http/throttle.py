@@ -23,7 +23,7 @@ from aiohttp.typedefs import Middleware
 
 from signaling.auth.grants import Grant, TokenInvalid
 from signaling.auth.media_tokens import MEDIA_QUERY
-from signaling.http.client_address import client_address
+from signaling.http.client_address import limit_key
 from signaling.http.errors import ApiError, Handler
 
 A = TypeVar("A")
@@ -118,7 +118,7 @@ class Throttle:
         try:
             return check(argument)
         except TokenInvalid:
-            self.auth_failed(client_address(request))
+            self.auth_failed(limit_key(request))
             raise
 
     def take_session(self, identity: str, address: str) -> None:
@@ -144,7 +144,7 @@ class Throttle:
         @web.middleware
         async def throttle(request: web.Request, handler: Handler) -> web.StreamResponse:
             presented = hdrs.AUTHORIZATION in request.headers or MEDIA_QUERY in request.query
-            address = client_address(request)  # also for the access log, whatever the route
+            address = limit_key(request)  # also names the client in the access log
             try:
                 return await handler(request)
             except TokenInvalid:

@@ -30,7 +30,7 @@ from signaling.auth.grants import Grant, Role, TokenWithdrawn
 from signaling.auth.request import authenticate, path_cid
 from signaling.db.audit import AuditAction, AuditRecord
 from signaling.db.store import Consultation
-from signaling.http.client_address import client_address
+from signaling.http.client_address import limit_key
 from signaling.http.errors import ApiError
 from signaling.http.serving import read_body
 from signaling.keys import (
@@ -99,7 +99,7 @@ async def publish(request: web.Request) -> web.Response:
         )
     router = _router(request, consultation)
     peer = await router.publish(feed, grant.identity, offer, expires_at=grant.expires_at)
-    await _audited(request, grant, consultation, peer, f"feed {feed}")
+    await _audited(request, grant, consultation, router, peer, f"feed {feed}")
     await _still_granted(request, grant, router, peer)
     return _created(request, "whip", consultation, peer)
 
@@ -124,7 +124,7 @@ async def view(request: web.Request) -> web.Response:
         priority=grant.role in (Role.CLINIC, Role.SURGEON),
         expires_at=grant.expires_at,
     )
-    await _audited(request, grant, consultation, peer, f"feed {feed} annotated {annotated}")
+    await _audited(request, grant, consultation, router, peer, f"feed {feed} annotated {annotated}")
     await _still_granted(request, grant, router, peer)
     return _created(request, "whep", consultation, peer)
 
@@ -161,7 +161,7 @@ async def _accept_offer(request: web.Request) -> tuple[Grant, Consultation, str]
     consultation = await _consultation(request, grant)
     if request.content_type != SDP:
         raise ApiError(415, "unsupported-media-type", f"send the offer as Content-Type: {SDP}")
-    request.app[THROTTLE].take_session(grant.identity, client_address(request))
+    request.app[THROTTLE].take_session(grant.identity, limit_key(request))
     return grant, consultation, await _read_body(request)
 
 
@@ -205,7 +205,12 @@ async def _session(request: web.Request) -> tuple[Grant, Router, Peer]:
 
 
 async def _audited(
-    request: web.Request, grant: Grant, consultation: Consultation, peer: Peer, detail: str
+    request: web.Request,
+    grant: Grant,
+    consultation: Consultation,
+    router: Router,
+    peer: Peer,
+    detail: str,
 ) -> None:
     """The session's start, committed before the answer, and its end whenever it comes (the
     relay's close callback: the relay knows nothing of the trail)."""
@@ -216,10 +221,15 @@ async def _audited(
     def entry(action: AuditAction) -> AuditRecord:
         return AuditRecord(cid, grant.identity, grant.name, str(grant.role), action, detail=detail)
 
-    started = trail.submit(entry(AuditAction.PUBLISH if publishing else AuditAction.VIEW))
     ended = AuditAction.PUBLISH_END if publishing else AuditAction.VIEW_END
+    try:
+        await trail.submit(entry(AuditAction.PUBLISH if publishing else AuditAction.VIEW))
+    except Exception as exc:  # no session the trail does not know of
+        await router.end_session(peer.id)
+        raise ApiError(
+            503, "unavailable", "the server could not record this session; try again shortly"
+        ) from exc
     peer.on_closed(lambda _: trail.submit(entry(ended)))
-    await started
 
 
 async def _still_granted(request: web.Request, grant: Grant, router: Router, peer: Peer) -> None:

@@ -355,3 +355,15 @@ async def test_a_snapshot_changed_on_disk_is_found_against_its_audit_entry(
     png.unlink()
     code, out = verify(data_dir, capsys, "--files", "--json")
     assert code == 1 and '"status": "MISSING"' in out
+
+
+def test_a_data_directory_no_server_ran_on_has_no_trail_yet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["consult", "create", "--title", "x", "--data-dir", str(tmp_path)]) == 0
+    capsys.readouterr()
+    code, out = verify(tmp_path, capsys)
+    assert code == 0 and out.startswith("no audit trail yet")
+    (tmp_path / ANCHOR_FILENAME).write_text("{}")  # a head file, but the table is gone
+    code, out = verify(tmp_path, capsys)
+    assert code == 1 and "NOT intact: the audit table is missing" in out

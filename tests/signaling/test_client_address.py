@@ -94,3 +94,19 @@ def test_trusted_proxies_are_parsed_and_nonsense_refused() -> None:
     assert Settings.from_env({}).trusted_proxies == ()
     with pytest.raises(ValueError, match="ENDOLINK_TRUSTED_PROXIES"):
         Settings.from_env({"ENDOLINK_TRUSTED_PROXIES": "proxy.example"})
+
+
+async def test_an_ipv6_client_is_counted_by_its_64(
+    aiohttp_client, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    client = await served(aiohttp_client, settings, ("127.0.0.1",))
+    with caplog.at_level(logging.INFO, logger="aiohttp.access"):
+        # A new address from the same /64 each time: one budget. Another /64: its own.
+        assert await burst(client, "2001:db8:1:2::{n:x}") == [401] * BURST + [429]
+        assert await guess(client, "2001:db8:1:3::1") == 401
+    assert lines(caplog, "aiohttp.access")[0].startswith("2001:db8:1:2::0 ")  # logged in full
+    await refused_token_addresses(client)  # flushed and written
+    with sqlite3.connect(client.app[SETTINGS].data_dir / DB_FILENAME) as db:
+        rows = db.execute("SELECT detail FROM audit WHERE action = 'refused-token'").fetchall()
+    details = " ".join(str(detail) for (detail,) in rows)
+    assert "from 2001:db8:1:2::/64" in details and "from 2001:db8:1:3::/64" in details

@@ -201,6 +201,16 @@ async def test_the_cli_withdraws_a_consultation_of_a_running_server(
     assert time.monotonic() - started < REFRESH_S + 2
     refused = await client.get("/api/session", headers=bearer(surgeon))
     assert await error_of(refused, 401) == "access-withdrawn"
+    link = made["links"]["observer"]
+    assert await asyncio.to_thread(main, ["consult", "revoke", link, *args[-2:]]) == 0
+    with sqlite3.connect(settings.data_dir / DB_FILENAME) as db:
+        audited = db.execute(
+            "SELECT consultation_id, identity, role, detail FROM audit WHERE action = 'revoke'"
+        ).fetchall()
+    assert [row[:3] for row in audited] == [(cid, "cli", "admin")] * 2
+    assert audited[0][3] == "every link (4 open)" and audited[1][3].startswith("observer link ")
+    verify = ["audit", "verify", "--data-dir", str(settings.data_dir)]
+    assert await asyncio.to_thread(main, verify) == 0  # the CLI's entries chain with the server's
 
 
 async def test_who_may_withdraw_a_consultation(

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from signaling.app import create_app
 from signaling.db.store import Consultation
-from signaling.keys import RELAY, STORE
+from signaling.keys import AUDIT, RELAY, STORE
 from signaling.settings import Settings
 from tests.conftest import MakeToken, error_of
 from tests.peers import publisher, viewer, wait_until
@@ -181,3 +181,18 @@ async def test_the_server_wide_cap_answers_503(
     ]
     assert [a.status for a in answers] == [201, 201, 503]
     assert await error_of(answers[2], 503) == "full" and answers[2].headers["Retry-After"]
+
+
+async def test_a_session_the_audit_trail_cannot_record_is_ended_and_refused(
+    client: TestClient, consultation: Consultation, make_token: MakeToken
+) -> None:
+    await client.app[AUDIT].close()  # e.g. the disk failed under the trail
+    answer = await post(
+        client,
+        f"/whep/{consultation.id}",
+        make_token("surgeon", consultation.id),
+        await offer(direction="recvonly"),
+    )
+    assert await error_of(answer, 503) == "unavailable"
+    router = client.app[RELAY].find(consultation.id)
+    assert router is None or await wait_until(lambda: not router.peers, timeout=3)

@@ -13,11 +13,19 @@ closes it at the connect deadline. The limits (docs/closures.md, "Session limits
 A *priority* session — the consultation's clinic or surgeon, decided by the app — is never
 refused by a consultation limit, only by its own identity's limits and the server's: observers
 cannot keep the people the consultation is for out of it.
+
+A feed has one publisher. A pending publisher of one identity keeps another identity out (409)
+for one connect deadline, counted from the first such refusal — re-posting does not renew it.
+After that the next other identity's publish takes the feed (the pending session is closed) and
+the identity that held it may not publish that feed for ``2 ×`` the deadline (429): a second
+clinic link re-posting a never-connecting offer cannot keep the real clinic off the feed
+(``hold``, ``ensure_may_publish``; docs/closures.md, "One publisher per feed").
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 from .errors import RouterFull, TooManySessions
@@ -38,13 +46,21 @@ class SessionLimits:
     @property
     def retry_after(self) -> dict[str, str]:
         """Pending sessions are gone within the connect deadline: try again after it."""
-        return {"Retry-After": str(max(1, math.ceil(self.connect_deadline_s)))}
+        return retry_after(self.connect_deadline_s)
+
+
+def retry_after(seconds: float) -> dict[str, str]:
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
 class Admission:
     def __init__(self, limits: SessionLimits) -> None:
         self.limits = limits
         self._peers: dict[Peer, ConsultationId] = {}
+        self._holds: dict[tuple[ConsultationId, str], tuple[str, float]] = {}
+        "(consultation, feed) → the identity whose pending publisher keeps others out, since."
+        self._cooling: dict[tuple[ConsultationId, str, str], float] = {}
+        "(consultation, feed, identity) → until when that identity may not publish the feed."
 
     def admit(self, cid: ConsultationId, identity: str, priority: bool) -> None:
         """Raise if one more session of ``identity`` in ``cid`` would break a limit."""
@@ -69,6 +85,33 @@ class Admission:
         if self.pending(cid) >= limits.pending_per_consultation:
             raise RouterFull(
                 "too many sessions of this consultation are connecting", headers=limits.retry_after
+            )
+
+    def hold(self, cid: ConsultationId, feed: str, holder: str) -> float:
+        """A pending publisher of ``holder`` keeps another identity out of ``feed``: the seconds
+        left of its one connect deadline, counted from the first refusal; 0 once it is spent,
+        and then ``holder`` cools down (the caller replaces its session)."""
+        now, deadline = time.monotonic(), self.limits.connect_deadline_s
+        held = self._holds.get((cid, feed))
+        if held is None or held[0] != holder or now - held[1] >= 2 * deadline:  # a new hold
+            held = self._holds[(cid, feed)] = (holder, now)
+        left = held[1] + deadline - now
+        if left > 0:
+            return left
+        del self._holds[(cid, feed)]
+        self._cooling[(cid, feed, holder)] = now + 2 * deadline
+        return 0.0
+
+    def ensure_may_publish(self, cid: ConsultationId, feed: str, identity: str) -> None:
+        """Raise 429 while ``identity`` cools down from holding ``feed`` without connecting."""
+        now = time.monotonic()
+        self._cooling = {key: until for key, until in self._cooling.items() if until > now}
+        until = self._cooling.get((cid, feed, identity))
+        if until is not None:
+            raise TooManySessions(
+                f"this link's last connection to the {feed} feed never connected while another "
+                "device waited for it: try again later",
+                headers=retry_after(until - now),
             )
 
     def register(self, cid: ConsultationId, peer: Peer) -> None:

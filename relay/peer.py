@@ -22,6 +22,10 @@ from .sdp import parse_candidate
 
 logger = logging.getLogger(__name__)
 
+MAX_CANDIDATES_PER_PATCH = 16
+MAX_CANDIDATES_PER_SESSION = 64
+"""A browser trickles a handful per network interface. Each candidate is a connectivity check sent
+where the client says (and a ``.local`` one an mDNS query awaited for up to a second): bounded."""
 CLOSE_TIMEOUT_S = 2.0
 """How long closing may hold up its caller (a DELETE, a Router closing). aioice frees a TURN
 allocation first and, with coturn gone, retries for ~63 s; the close then finishes unawaited."""
@@ -55,6 +59,7 @@ class Peer:
         self.pc = RTCPeerConnection(configuration)
         self.answer_sdp = ""
         self.connected = False
+        self._trickled = 0
         'Whether the connection ever reached "connected" (until then the session is pending).'
         self._on_closed: list[Callable[[Peer], object]] = []
         self._closing: asyncio.Task[None] | None = None
@@ -120,9 +125,15 @@ class Peer:
         if remote is not None and ufrag and f"a=ice-ufrag:{ufrag.group(1)}" not in remote.sdp:
             raise IceRestartUnsupported("ICE restart is not supported; start a new session")
         mid = re.search(r"^a=mid:(\S+)", sdpfrag, re.M)
+        lines = re.findall(r"^a=candidate:(.+?)\s*$", sdpfrag, re.M)
+        if len(lines) > MAX_CANDIDATES_PER_PATCH:
+            raise SdpInvalid(f"at most {MAX_CANDIDATES_PER_PATCH} candidates per PATCH")
+        if self._trickled + len(lines) > MAX_CANDIDATES_PER_SESSION:
+            raise SdpInvalid(f"at most {MAX_CANDIDATES_PER_SESSION} candidates per session")
+        candidates = [parse_candidate(line) for line in lines]
+        self._trickled += len(candidates)
         added = 0
-        for line in re.findall(r"^a=candidate:(.+?)\s*$", sdpfrag, re.M):
-            candidate = parse_candidate(line)
+        for candidate in candidates:
             candidate.sdpMid = mid.group(1) if mid else None
             candidate.sdpMLineIndex = 0 if mid is None else None
             await self.pc.addIceCandidate(candidate)
@@ -159,8 +170,13 @@ class Peer:
             logger.warning("Peer(%s) close failed: %s", self.label, exc.__class__.__name__)
         finally:
             callbacks, self._on_closed = self._on_closed, []
-            for callback in callbacks:
-                callback(self)
+            for callback in callbacks:  # each one: a failing one must not skip the others
+                try:
+                    callback(self)
+                except Exception as exc:
+                    logger.warning(
+                        "Peer(%s) close callback failed: %s", self.label, exc.__class__.__name__
+                    )
 
 
 def _forget(closing: asyncio.Future[None]) -> None:

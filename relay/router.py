@@ -29,7 +29,7 @@ from aiortc import RTCConfiguration, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamTrack
 
 from . import forwarding
-from .admission import Admission, SessionLimits
+from .admission import Admission, SessionLimits, retry_after
 from .annotations import Annotation, AnnotationBoard, Freeze
 from .codecs import preferences
 from .consumer import Consumer
@@ -108,7 +108,8 @@ class Router:
         self, feed_name: FeedName, identity: str, offer: str, expires_at: float | None = None
     ) -> Peer:
         """WHIP: attach a publisher's tracks to ``feed_name``. The same identity reconnecting
-        replaces its previous connection; anyone else gets 409 while the feed has a publisher.
+        replaces its previous connection; anyone else gets 409 while the feed has a publisher
+        (a pending one only for a connect deadline: ``Admission.hold``).
         Publishes of one feed run one at a time (the busy check and the install must not be
         split by the negotiation's awaits: two clinics posting at once would both get 201).
         ``expires_at`` (UNIX time): the session ends then (its token's expiry)."""
@@ -128,14 +129,17 @@ class Router:
         if feed_name.kinds[0] not in kinds:
             raise MediaUnsupported(f"the {feed_name} feed needs a {feed_name.kinds[0]} track")
         self._ensure_codecs(description, kinds)
+        self._admission.ensure_may_publish(self.cid, feed_name, identity)
         previous = feed.publisher
         if previous is not None and previous.identity != identity:
             if previous.connected:
                 raise FeedBusy(f"the {feed_name} feed already has a publisher")
-            raise FeedBusy(
-                f"another device is connecting to the {feed_name} feed",
-                headers=self._admission.limits.retry_after,
-            )
+            left = self._admission.hold(self.cid, feed_name, previous.identity)
+            if left > 0:
+                raise FeedBusy(
+                    f"another device is connecting to the {feed_name} feed",
+                    headers=retry_after(left),
+                )
         self._admission.admit(self.cid, identity, priority=True)
         peer = Peer(PeerRole.PUBLISHER, feed_name, identity, self._configuration(), self.label)
         self._admission.register(self.cid, peer)

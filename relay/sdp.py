@@ -3,6 +3,7 @@ WHIP/WHEP error (400 / 406) instead of an exception deep inside the peer connect
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 from aiortc import RTCIceCandidate
@@ -13,6 +14,10 @@ from .errors import MediaUnsupported, SdpInvalid, TooManyTracks
 SENDING = ("sendonly", "sendrecv")
 RECEIVING = ("recvonly", "sendrecv")
 CANDIDATE_TYPES = ("host", "srflx", "prflx", "relay")
+_NUMBER = re.compile(r"[0-9]{1,10}")
+"ASCII digits only: ``str.isdigit`` also takes ``²``, which ``int`` then refuses."
+_MDNS_NAME = re.compile(r"[A-Za-z0-9-]{1,63}\.local", re.ASCII)
+"A browser hides its host address behind ``<uuid>.local`` (RFC 8839 §5.1, mDNS)."
 
 
 def parse_offer(sdp: str, sending: bool) -> SessionDescription:
@@ -79,18 +84,30 @@ def parse_candidate(line: str) -> RTCIceCandidate:
             "a candidate needs: foundation component transport priority address port typ type"
         )
     component, priority, port = bits[1], bits[3], bits[5]
-    if not (component.isdigit() and priority.isdigit() and port.isdigit()):
+    if not all(_NUMBER.fullmatch(number) for number in (component, priority, port)):
         raise SdpInvalid("a candidate's component, priority and port must be numbers")
     if not (1 <= int(component) <= 256 and int(priority) < 2**32 and 0 < int(port) < 65536):
         raise SdpInvalid("a candidate's component, priority or port is out of range")
     if bits[2].lower() not in ("udp", "tcp") or bits[7] not in CANDIDATE_TYPES:
         raise SdpInvalid(f"a candidate must be udp or tcp and of type {', '.join(CANDIDATE_TYPES)}")
+    if not _is_address(bits[4]):
+        raise SdpInvalid("a candidate's address must be an IP address or an mDNS .local name")
     if len(bits) % 2:
         raise SdpInvalid("a candidate's extensions must come as name value pairs")
     rport = dict(zip(bits[8::2], bits[9::2], strict=True)).get("rport")
-    if rport is not None and not (rport.isdigit() and int(rport) < 65536):
+    if rport is not None and not (_NUMBER.fullmatch(rport) and int(rport) < 65536):
         raise SdpInvalid("a candidate's rport must be a port number")
     return candidate_from_sdp(line)
+
+
+def _is_address(text: str) -> bool:
+    if _MDNS_NAME.fullmatch(text):
+        return True
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def offered_codecs(description: SessionDescription, kind: str) -> set[str]:

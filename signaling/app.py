@@ -28,6 +28,7 @@ from signaling.db.invites import InviteBook
 from signaling.db.store import DB_FILENAME, ConsultationStore
 from signaling.http import api, headers, netcheck, openapi, pages, snapshots, whip
 from signaling.http.audit_edge import refused_token_middleware
+from signaling.http.client_address import TRUSTED_PROXIES, trusted_networks
 from signaling.http.errors import error_middleware
 from signaling.http.logs import install_log_hygiene
 from signaling.http.refusals import RefusedTokens
@@ -88,6 +89,7 @@ def create_app(settings: Settings) -> web.Application:
     ]
     app = web.Application(client_max_size=settings.max_sdp_bytes, middlewares=middlewares)
     app[THROTTLE] = throttle
+    app[TRUSTED_PROXIES] = trusted_networks(settings.trusted_proxies)
     app[SETTINGS] = settings
     secret = settings.secret or load_or_create_secret(settings.data_dir)
     store = app[STORE] = ConsultationStore(settings.data_dir / DB_FILENAME)
@@ -139,7 +141,7 @@ def create_app(settings: Settings) -> web.Application:
     install_log_hygiene()
     headers.add_to(app)
     app.cleanup_ctx.append(_media_ctx)
-    app.on_shutdown.append(_close_websockets)
+    app.on_shutdown.append(_on_shutdown)
 
     openapi.add_routes(app)
     api.add_routes(app)
@@ -156,7 +158,7 @@ def create_app(settings: Settings) -> web.Application:
 async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     """Feed events go to the WebSocket hub; on shutdown every peer connection is closed and
     every annotation log written out. Recordings follow the feeds: recovered at start-up, ended
-    cleanly before the relay closes."""
+    cleanly by ``_on_shutdown``, before the relay closes."""
     hub = app[HUB]
     recordings = app[RECORDINGS]
 
@@ -192,12 +194,13 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     revocations.on_withdrawn = on_withdrawn
     await revocations.refresh(announce=False)
     refreshing = asyncio.get_running_loop().create_task(revocations.keep_fresh())
+    checking = asyncio.get_running_loop().create_task(app[AUDIT].check_all())
     await recordings.start()
     yield
     refreshing.cancel()
-    await asyncio.gather(refreshing, *ending, return_exceptions=True)
+    checking.cancel()
+    await asyncio.gather(refreshing, checking, *ending, return_exceptions=True)
     await app[REPLAY].close()
-    await recordings.close()
     await relay.close()
     app[REFUSED_TOKENS].flush()
     await app[AUDIT].close()  # after everything that writes to it (sockets, sessions)
@@ -228,7 +231,9 @@ def _recordings(settings: Settings, store: ConsultationStore, hub: Hub, relay: R
     )
 
 
-async def _close_websockets(app: web.Application) -> None:
+async def _on_shutdown(app: web.Application) -> None:
     """Every page is told the server is restarting (in its own language), then its socket
-    closes with 1001; ``/readyz`` answers 503 from here on."""
+    closes with 1001; ``/readyz`` answers 503 from here on. Then every recording's open segment
+    ends, before aiohttp waits for the requests still running (a replay stream, a download)."""
     await app[HUB].close_all(code=1001, reason="server restarting", farewell=Restarting())
+    await app[RECORDINGS].close()

@@ -59,6 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else 2
+    # Whatever a command makes (a fresh data dir, the database SQLite creates, certificates,
+    # the audit head, what PyAV writes) is the service user's alone, whatever umask the shell
+    # had; restored after, for callers running a command in their own process.
+    umask = os.umask(0o077)
     try:
         code: int = args.handler(args)
     except CliError as exc:
@@ -67,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, sqlite3.Error) as exc:
         print(f"endolink: error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        os.umask(umask)
     return code
 
 
@@ -114,6 +120,11 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         help="name or IP the server is reached by (repeatable; default: this machine's names)",
     )
+    certs.add_argument(
+        "--new-ca",
+        action="store_true",
+        help="make a new local CA (for names the old one was not made for; devices trust it anew)",
+    )
     certs.set_defaults(handler=_certs)
 
     publish = commands.add_parser(
@@ -160,7 +171,6 @@ def _serve(args: argparse.Namespace) -> int:
     from signaling.ops.logs import configure_logging
 
     settings = settings_of(args, host=args.host, port=args.port, tls=True if args.tls else None)
-    os.umask(0o077)  # the process's own (not create_app's): what SQLite and PyAV make is private
     configure_logging(settings.log_format)
     tls_context = _server_tls(settings) if settings.tls else None
     app = create_app(settings)
@@ -234,7 +244,7 @@ def _token(args: argparse.Namespace) -> int:
 def _certs(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     ca_cert, server_cert, server_key = make_certificates(
-        settings.certs_dir, args.hostname or default_hostnames()
+        settings.certs_dir, args.hostname or default_hostnames(), new_ca=args.new_ca
     )
     print(f"CA certificate:     {ca_cert}")
     print(f"server certificate: {server_cert}")

@@ -1,6 +1,6 @@
 """``endolink audit verify``: check the audit trail's hash chains and head file (exit 0 when
-intact, 1 naming the first bad entry). Reads the database read-only, so it may run beside the
-server."""
+intact, 1 naming the first bad entry); with ``--files`` also every snapshot PNG against the hash
+its audit entry recorded. Reads the database read-only, so it may run beside the server."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from signaling.db.audit import verify_database
 from signaling.db.audit_chain import ANCHOR_FILENAME
+from signaling.db.snapshot_audit import check_snapshot_files
 from signaling.db.store import DB_FILENAME, valid_consultation_id
 from signaling.settings import Settings
 
@@ -32,6 +33,11 @@ def add_commands(
     verify.add_argument(
         "--consultation", help="also count this consultation's entries (the whole trail is checked)"
     )
+    verify.add_argument(
+        "--files",
+        action="store_true",
+        help="also re-hash every snapshot PNG against its audit entry (MODIFIED, MISSING: exit 1)",
+    )
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
     verify.set_defaults(handler=lambda args: _verify(args, error))
 
@@ -46,15 +52,21 @@ def _verify(args: argparse.Namespace, error: Callable[[str], Exception]) -> int:
         raise error(f"no database in {data_dir}")
     db = sqlite3.connect(f"{Path(database).resolve().as_uri()}?mode=ro", uri=True)
     try:
+        if not _has_trail(db):
+            return _no_trail((data_dir / ANCHOR_FILENAME).exists(), args.json)
         verdict = verify_database(db, data_dir / ANCHOR_FILENAME)
         count = None
         if cid is not None:
             query = "SELECT COUNT(*) FROM audit WHERE consultation_id = ?"
             count = int(db.execute(query, (cid,)).fetchone()[0])
+        files = check_snapshot_files(db, data_dir) if args.files else []
     finally:
         db.close()
+    bad_files = [check for check in files if check.status != "OK"]
     if args.json:
-        print(json.dumps({**verdict.to_json(), "consultation_entries": count}))
+        found = [vars(check) for check in bad_files] if args.files else None
+        extra = {"consultation_entries": count, "snapshot_files": found}
+        print(json.dumps({**verdict.to_json(), **extra}))
     elif verdict.ok:
         head = f"entry {verdict.head.seq} {verdict.head.hash}" if verdict.head else "empty"
         print(f"audit trail intact: {verdict.entries} entries, head {head}")
@@ -62,4 +74,26 @@ def _verify(args: argparse.Namespace, error: Callable[[str], Exception]) -> int:
         print(f"audit trail NOT intact: first bad entry {verdict.seq}: {verdict.problem}")
     if count is not None and not args.json:
         print(f"consultation {cid}: {count} entries")
-    return 0 if verdict.ok else 1
+    if args.files and not args.json:
+        for check in bad_files:
+            print(f"snapshot {check.snapshot_id} of consultation {check.cid}: {check.status}")
+        print(f"snapshot files: {len(files) - len(bad_files)} of {len(files)} match the trail")
+    return 0 if verdict.ok and not bad_files else 1
+
+
+def _has_trail(db: sqlite3.Connection) -> bool:
+    found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit'")
+    return found.fetchone() is not None
+
+
+def _no_trail(had_one: bool, as_json: bool) -> int:
+    """No audit table: a data directory no server ran on yet, or (with a head file) one whose
+    table was dropped."""
+    problem = "the audit table is missing but its head file is not" if had_one else None
+    if as_json:
+        print(json.dumps({"ok": not had_one, "entries": 0, "problem": problem}))
+    elif had_one:
+        print(f"audit trail NOT intact: {problem}")
+    else:
+        print("no audit trail yet: the server has not run on this data directory")
+    return 1 if had_one else 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import re
 import sys
@@ -17,6 +18,7 @@ from signaling import running
 from signaling.auth.grants import Role
 from signaling.auth.invites import INVITE_ROLES, REPLAY_PAGE, issue_invite, with_links
 from signaling.auth.names import MAX_NAME_LENGTH, name_argument
+from signaling.db.audit import AuditAction, AuditRecord, AuditTrail
 from signaling.db.invites import InviteBook
 from signaling.db.store import DB_FILENAME, DEFAULT_TITLE, Consultation, ConsultationStore
 from signaling.settings import Settings
@@ -155,6 +157,7 @@ def _consult_revoke(args: argparse.Namespace) -> int:
             raise CliError("no invite has this link (check that it was copied whole)")
         await book.revoke(invite.id)
         cid = invite.consultation_id
+        await _audit_revocation(settings, cid, f"{invite.role} link {invite.id}")
         return f"withdrawn: {invite.role} link ({invite.page} page) of consultation {cid}"
 
     print(with_invites(settings, revoke), flush=True)
@@ -166,6 +169,7 @@ def _revoke_consultation(settings: Settings, cid: ConsultationId) -> int:
         await existing(store, cid)
         count = await book.revoke_all(cid)  # first: a link must not outlive the tokens' refusal
         await store.revoke_access(cid)
+        await _audit_revocation(settings, cid, f"every link ({count} open)")
         return (
             f"withdrawn: every link of consultation {cid} ({count} not withdrawn before) and every"
             f" token issued for it until now; new links made from now on work"
@@ -173,6 +177,17 @@ def _revoke_consultation(settings: Settings, cid: ConsultationId) -> int:
 
     print(with_invites(settings, revoke), flush=True)
     return 0
+
+
+async def _audit_revocation(settings: Settings, cid: str, detail: str) -> None:
+    """The same entry the HTTP routes write, by the operator's account (``cli``)."""
+    trail = AuditTrail(settings.data_dir / DB_FILENAME)
+    try:
+        await trail.record(
+            AuditRecord(cid, "cli", getpass.getuser(), "admin", AuditAction.REVOKE, detail=detail)
+        )
+    finally:
+        await trail.close()
 
 
 def with_store(settings: Settings, work: Callable[[ConsultationStore], Awaitable[T]]) -> T:

@@ -6,6 +6,7 @@ Settings are read from ``ENDOLINK_*`` environment variables and overridden by co
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -107,11 +108,20 @@ class Settings:
     "WHIP/WHEP session offers per identity (one link, all its devices): ``BURST,REFILL_S``."
     session_limit_per_address: tuple[int, float] = (100, 0.5)
     "WHIP/WHEP session offers per source address (a hospital behind one NAT): ``BURST,REFILL_S``."
+    trusted_proxies: tuple[str, ...] = ()
+    """Reverse proxies (addresses or networks, comma-separated) whose ``X-Forwarded-For`` names
+    the client for per-address limits, the audit and the access log; empty: the TCP peer."""
     header_timeout_s: float = 10.0
     "Seconds a client may take to send a request's headers (from its first byte); then cut."
     body_timeout_s: float = 30.0
     """Seconds a client may take to send a request body (plus 1 s per 64 KiB a large one
     declares); then 408 and the connection cut."""
+    ws_auth_timeout_s: float = 5.0
+    """Seconds from a WebSocket's upgrade to its auth message, whatever else the client sends
+    meanwhile (pongs, pings); then it is closed with 4408."""
+    ws_frame_deadline_s: float = 10.0
+    """Longest wait for the next complete frame of an authenticated WebSocket (an idle page
+    answers the heartbeat's pings; one trickling an unfinished frame gets none); then 4408."""
     replay_idle_s: float = 900.0
     "Seconds without interaction after which the replay page logs off (forgets its tokens)."
     metrics_token: str | None = field(default=None, repr=False)
@@ -181,6 +191,8 @@ def _parse(name: str, raw: str) -> Any:
         "router_idle_s",
         "header_timeout_s",
         "body_timeout_s",
+        "ws_auth_timeout_s",
+        "ws_frame_deadline_s",
         "replay_idle_s",
         "connect_deadline_s",
     ):
@@ -200,6 +212,8 @@ def _parse(name: str, raw: str) -> Any:
         return (start, floor, ceiling)
     if name == "ice_host_addresses":
         return tuple(raw.split())
+    if name == "trusted_proxies":
+        return parse_trusted_proxies(raw)
     if name == "turn_urls":
         return parse_turn_urls(raw)
     if name == "video_codec":
@@ -227,6 +241,20 @@ def parse_limit(name: str, raw: str) -> tuple[int, float]:
             f"ENDOLINK_{name.upper()} must be BURST,REFILL_S such as 30,2 (got {raw!r})"
         )
     return limit
+
+
+def parse_trusted_proxies(raw: str) -> tuple[str, ...]:
+    """``10.0.0.2, 10.0.1.0/24``: each an IP address or network, checked here (at start)."""
+    proxies = tuple(entry.strip() for entry in raw.split(",") if entry.strip())
+    for proxy in proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ValueError(
+                "ENDOLINK_TRUSTED_PROXIES must be IP addresses or networks separated by commas "
+                f"(got {proxy!r})"
+            ) from None
+    return proxies
 
 
 def parse_ice_server(spec: str) -> IceServer:

@@ -4,6 +4,13 @@ Browsers only grant camera and microphone access on secure origins, so a clinic 
 server by LAN address needs HTTPS. Trusting one local CA on each device (instead of clicking
 through a self-signed warning) keeps certificate errors meaningful; the CA is kept and reused
 when the server certificate is renewed, so devices trust it once.
+
+The CA's key stays in ``<data>/certs``. So that a thief of it cannot mint certificates for other
+sites that every device trusting the CA would accept, the CA carries a critical Name Constraints
+extension permitting only the names and addresses it was made for: a certificate for any other
+name fails verification (OpenSSL, browsers). A certificate for a name outside them needs a new CA
+(``endolink certs --new-ca``), which every device must trust again; a CA made before the
+constraints existed is reused as it is until then.
 """
 
 from __future__ import annotations
@@ -34,17 +41,20 @@ SERVER_VALIDITY = timedelta(days=825)
 BACKDATE = timedelta(hours=1)
 
 
-def make_certificates(certs_dir: Path, hostnames: list[str]) -> tuple[Path, Path, Path]:
-    """Create (or reuse) the CA and issue a new server certificate for ``hostnames``.
+def make_certificates(
+    certs_dir: Path, hostnames: list[str], *, new_ca: bool = False
+) -> tuple[Path, Path, Path]:
+    """Create (or reuse, unless ``new_ca``) the CA and issue a new server certificate for
+    ``hostnames``.
 
     Returns ``(ca.pem, server.pem, server-key.pem)``. Entries that parse as IP addresses become
-    IP subject alternative names, the others DNS names.
+    IP subject alternative names, the others DNS names. A reused CA must permit every name.
     """
     names = list(dict.fromkeys(h.strip() for h in hostnames if h.strip()))
     if not names:
         raise ValueError("at least one hostname is needed for the server certificate")
     certs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    ca_cert, ca_key = _load_or_create_ca(certs_dir, names[0])
+    ca_cert, ca_key = _load_or_create_ca(certs_dir, names, new_ca)
 
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.now(UTC)
@@ -85,10 +95,10 @@ def ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
 
 
 def _load_or_create_ca(
-    certs_dir: Path, hostname: str
+    certs_dir: Path, names: list[str], new_ca: bool
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     cert_path, key_path = certs_dir / CA_CERT, certs_dir / CA_KEY
-    if cert_path.exists() or key_path.exists():
+    if not new_ca and (cert_path.exists() or key_path.exists()):
         if not (cert_path.exists() and key_path.exists()):
             raise FileNotFoundError(
                 f"{cert_path} and {key_path} must both exist: restore the missing one, "
@@ -98,13 +108,20 @@ def _load_or_create_ca(
         ca_key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
         if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
             raise ValueError(f"{key_path} is not an EndoLink CA key (expected EC)")
+        outside = [n for n in names if not _permitted(ca_cert, _general_name(n))]
+        if outside:
+            raise ValueError(
+                "the local CA may only certify the names it was made for, "
+                f"not {', '.join(outside)}: run `endolink certs --new-ca` with every name "
+                "(every device must then trust the new CA again)"
+            )
         return ca_cert, ca_key
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "EndoLink"),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"EndoLink local CA ({hostname})"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"EndoLink local CA ({names[0]})"),
         ]
     )
     now = datetime.now(UTC)
@@ -118,6 +135,7 @@ def _load_or_create_ca(
         .not_valid_after(now + CA_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_key_usage(cert_sign=True), critical=True)
+        .add_extension(_name_constraints(names), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
         .sign(key, hashes.SHA256())
     )
@@ -139,6 +157,36 @@ def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
         encipher_only=False,
         decipher_only=False,
     )
+
+
+def _name_constraints(names: list[str]) -> x509.NameConstraints:
+    """Only these names (and DNS names below them) and exactly these addresses."""
+    subtrees: list[x509.GeneralName] = []
+    for name in names:
+        general = _general_name(name)
+        if isinstance(general, x509.IPAddress):
+            general = x509.IPAddress(ipaddress.ip_network(general.value))
+        subtrees.append(general)
+    return x509.NameConstraints(permitted_subtrees=subtrees, excluded_subtrees=None)
+
+
+def _permitted(ca_cert: x509.Certificate, name: x509.GeneralName) -> bool:
+    """Whether ``ca_cert`` may certify ``name`` (a CA without constraints: anything)."""
+    try:
+        constraints = ca_cert.extensions.get_extension_for_class(x509.NameConstraints).value
+    except x509.ExtensionNotFound:
+        return True
+    for subtree in constraints.permitted_subtrees or ():
+        if isinstance(name, x509.IPAddress) and isinstance(subtree, x509.IPAddress):
+            network = subtree.value
+            if isinstance(network, ipaddress.IPv4Network | ipaddress.IPv6Network):
+                if name.value in network:
+                    return True
+        elif isinstance(name, x509.DNSName) and isinstance(subtree, x509.DNSName):
+            base = subtree.value.lower().lstrip(".")
+            if name.value.lower() == base or name.value.lower().endswith("." + base):
+                return True
+    return False
 
 
 def _general_name(name: str) -> x509.GeneralName:

@@ -83,6 +83,9 @@ def _config(directory: Path, port: int, secret: str) -> Path:
         f"pidfile={directory / 'turn.pid'}",
         f"userdb={directory / 'turndb'}",
         "fingerprint",
+        # docs/deployment.md's per-user limits, so the tests run under them
+        "user-quota=8",
+        "max-bps=750000",
         "verbose",
     ]
     path = directory / "turnserver.conf"

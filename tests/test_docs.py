@@ -13,6 +13,9 @@ README = (ROOT / "README.md").read_text()
 def test_every_setting_is_documented_in_the_readme() -> None:
     missing = [env for env, _ in SETTINGS if f"`{env}`" not in README]
     assert not missing, f"undocumented settings: {missing}"
+    rows = [line.split("|")[1].strip() for line in README.splitlines() if line.startswith("| `")]
+    twice = sorted({row for row in rows if rows.count(row) > 1})
+    assert not twice, f"settings table rows listed twice: {twice}"
 
 
 def test_ci_runs_exactly_the_readmes_test_command() -> None:

@@ -10,6 +10,9 @@ puts the answer in the media URL as ``?t=``. The token:
   is never accepted as a media token;
 * names one recording (``rid``) and is refused on any other recording's media;
 * lives ``MEDIA_TOKEN_TTL_S`` (5 minutes) at most: a copied URL soon stops working;
+* is refused once its consultation's access (or its identity's link) is withdrawn after it was
+  made, like the Bearer token it came from (``signaling/replay/access.py`` asks the revocations,
+  for the recording's consultation);
 * is accepted as ``?t=`` on the media routes only (``GET /api/recordings/{id}/media/{segment}``
   and its ``/talkback``), and the access log redacts it (``signaling/http/logs.py``) — the
   error middleware logs paths without queries.
@@ -42,6 +45,7 @@ class MediaGrant:
     identity: str
     role: Role
     expires_at: int
+    issued_at: float
 
 
 class MediaTokens:
@@ -51,8 +55,9 @@ class MediaTokens:
 
     def issue(self, grant: Grant, recording_id: str) -> tuple[str, int]:
         """(token, expiry as Unix seconds): never past the Bearer token's own expiry."""
-        now = int(time.time())
-        expires = min(now + self.ttl_s, grant.expires_at)
+        # ``iat`` sub-second, as for Bearer tokens: compared with a withdrawal's time.
+        now = time.time()
+        expires = min(int(now) + self.ttl_s, grant.expires_at)
         claims = {
             "iss": ISSUER,
             "aud": AUDIENCE,
@@ -75,7 +80,11 @@ class MediaTokens:
                 options={"require": ["exp", "iat", "sub", "rid", "role"]},
             )
             return MediaGrant(
-                str(claims["rid"]), str(claims["sub"]), Role(claims["role"]), int(claims["exp"])
+                str(claims["rid"]),
+                str(claims["sub"]),
+                Role(claims["role"]),
+                int(claims["exp"]),
+                float(claims["iat"]),
             )
         except jwt.ExpiredSignatureError as exc:
             raise TokenInvalid("media token expired: ask for a new one") from exc

@@ -61,10 +61,15 @@ class Revocations:
 
     def refusal(self, grant: Grant) -> str | None:
         """Why ``grant``'s token is no longer honoured, or None (``TokenIssuer.refusal``)."""
-        revoked_at = self._consultations.get(grant.cid)
-        if revoked_at is not None and grant.issued_at <= revoked_at:
+        return self.withdrawn(grant.cid, grant.identity, grant.issued_at)
+
+    def withdrawn(self, cid: ConsultationId, identity: str, issued_at: float) -> str | None:
+        """Why a token ``identity`` was given for ``cid`` at ``issued_at`` is no longer honoured,
+        or None; also asked of media tokens (their recording's consultation)."""
+        revoked_at = self._consultations.get(cid)
+        if revoked_at is not None and issued_at <= revoked_at:
             return CONSULTATION_WITHDRAWN
-        if (grant.cid, grant.identity) in self._identities:
+        if (cid, identity) in self._identities:
             return LINK_WITHDRAWN
         return None
 

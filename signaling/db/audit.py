@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -38,6 +37,8 @@ from .audit_chain import (
     ANCHOR_FILENAME,
     GENESIS,
     HASHED_COLUMNS,
+    START,
+    Checked,
     Head,
     Verdict,
     entry_hash,
@@ -107,6 +108,12 @@ BATCH = 256
 PAGE = 500
 "Entries per page of a consultation's trail, by default (and ``MAX_PAGE`` at most)."
 MAX_PAGE = 1000
+VERIFY_CAP = 20_000
+"Entries hashed in one step of verification at most (about 0.2 s): per audit page, at most."
+RECHECK_S = 600.0
+"The whole trail is checked from its first entry at start-up and this often (``check_all``)."
+CHECK_PAUSE_S = 0.1
+"Between two steps of a full check: hashing holds the GIL, and the loop forwards media."
 
 
 class AuditAction(StrEnum):
@@ -198,6 +205,11 @@ class AuditTrail:
         self._room = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closed = False
+        self._checking = asyncio.Lock()
+        self._checked = START
+        "How far the trail is verified: ``verify_new`` resumes here."
+        self._problem: Verdict | None = None
+        "The first problem found; reported until a restart (a trail does not heal)."
 
     def submit(self, record: AuditRecord) -> asyncio.Future[int]:
         """Queue ``record`` now (never blocks, never drops); the future gives its ``seq``."""
@@ -239,6 +251,43 @@ class AuditTrail:
     async def verify(self) -> Verdict:
         """The whole trail checked (``audit_chain.verify``), in a worker thread."""
         return await self._reader.run(lambda db: verify_database(db, self.anchor))
+
+    async def verify_new(self) -> Verdict:
+        """The entries added since the last check, at most ``VERIFY_CAP`` of them (then
+        ``complete`` is false): what the audit route reports, without re-hashing the trail on
+        every page. A change to an entry checked before is found by the next full check
+        (``check_all``) and by ``endolink audit verify``."""
+        async with self._checking:
+            if self._problem is not None:
+                return self._problem
+            verdict = await self._step(self._checked)
+            self._note(verdict)
+            return verdict
+
+    async def check_all(self, every_s: float = RECHECK_S) -> None:
+        """Check the whole trail from its first entry now and every ``every_s`` (until
+        cancelled), a step at a time so the reader is free between steps for pages, with a pause
+        between steps so the event loop gets the GIL."""
+        while True:
+            verdict = await self._step(START)
+            while verdict.ok and not verdict.complete:
+                await asyncio.sleep(CHECK_PAUSE_S)
+                verdict = await self._step(verdict.checked)
+            async with self._checking:
+                if not verdict.ok or verdict.checked.seq >= self._checked.seq:
+                    self._note(verdict)
+            await asyncio.sleep(every_s)
+
+    async def _step(self, start: Checked) -> Verdict:
+        return await self._reader.run(
+            lambda db: verify_database(db, self.anchor, start, VERIFY_CAP)
+        )
+
+    def _note(self, verdict: Verdict) -> None:
+        if verdict.ok:
+            self._checked = verdict.checked
+        elif self._problem is None:
+            self._problem = verdict
 
     async def close(self) -> None:
         """Write what is queued, then stop; idempotent."""
@@ -328,16 +377,19 @@ def _consultation_head(db: sqlite3.Connection, cid: str) -> str:
     return GENESIS if row is None else str(row[0])
 
 
-def verify_database(db: sqlite3.Connection, anchor: Path) -> Verdict:
-    """Verify the trail in ``db`` against the head file ``anchor`` (read first: see ``verify``)."""
+def verify_database(
+    db: sqlite3.Connection, anchor: Path, start: Checked = START, limit: int | None = None
+) -> Verdict:
+    """Verify the trail in ``db`` against the head file ``anchor`` (read first: see ``verify``):
+    the entries after ``start``, at most ``limit`` of them."""
     head = read_anchor(anchor)
     with db:  # one read transaction: one consistent picture of the table
         db.execute("BEGIN")
-        return verify(_rows(db), head)
-
-
-def _rows(db: sqlite3.Connection) -> Iterator[tuple[Any, ...]]:
-    yield from db.execute(f"SELECT {_COLUMNS} FROM audit ORDER BY seq")
+        query = f"SELECT {_COLUMNS} FROM audit WHERE seq > ? ORDER BY seq"
+        if limit is None:
+            return verify(db.execute(query, (start.seq,)), head, start)
+        rows = db.execute(f"{query} LIMIT ?", (start.seq, limit)).fetchall()
+        return verify(rows, head, start, end=len(rows) < limit)
 
 
 def _chain_unhashed(db: sqlite3.Connection) -> Head | None:

@@ -23,8 +23,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,20 @@ def read_anchor(path: Path) -> Head | None:
 
 
 @dataclass(frozen=True)
+class Checked:
+    """How far the chains are verified: the state a later ``verify`` resumes from."""
+
+    seq: int = 0
+    hash: str = GENESIS
+    entries: int = 0
+    heads: Mapping[str, str] = field(default_factory=dict)
+    "Each consultation's newest verified hash."
+
+
+START = Checked()
+
+
+@dataclass(frozen=True)
 class Verdict:
     """What ``verify`` found: intact, or the first bad entry and what is wrong with it."""
 
@@ -89,6 +103,10 @@ class Verdict:
     seq: int | None = None
     "The first bad entry (for a deleted tail: the newest entry the head file names)."
     problem: str | None = None
+    complete: bool = True
+    "False when the check stopped early (a cap): entries after ``head`` are not checked yet."
+    checked: Checked = START
+    "Where the next check resumes (the last good entry)."
 
     @property
     def ok(self) -> bool:
@@ -102,17 +120,25 @@ class Verdict:
             "head": head,
             "seq": self.seq,
             "problem": self.problem,
+            "complete": self.complete,
         }
 
 
-def verify(rows: Iterable[Sequence[Any]], anchor: Head | None) -> Verdict:
-    """Check every entry (``HASHED_COLUMNS`` + ``hash``, in ``seq`` order): its own hash, its
-    link to the previous entry of the trail and of its consultation; then the head file. Stops
-    at the first problem. Read ``anchor`` *before* the rows: the writer updates it only after a
-    commit, so an entry it names is always in a later read of the database."""
-    previous, last_seq, entries = GENESIS, 0, 0
-    heads: dict[str, str] = {}
-    anchored: str | None = None
+def verify(
+    rows: Iterable[Sequence[Any]],
+    anchor: Head | None,
+    start: Checked = START,
+    end: bool = True,
+) -> Verdict:
+    """Check every entry (``HASHED_COLUMNS`` + ``hash``, in ``seq`` order) after ``start``: its
+    own hash, its link to the previous entry of the trail and of its consultation; then, when the
+    rows reach the ``end`` of the trail, the head file. Stops at the first problem. Read
+    ``anchor`` *before* the rows: the writer updates it only after a commit, so an entry it names
+    is always in a later read of the database. Resuming from ``start`` trusts the entries before
+    it (a head file naming one of those is not compared: a full check from ``START`` is)."""
+    previous, last_seq, entries = start.hash, start.seq, start.entries
+    heads = dict(start.heads)
+    anchored = start.hash if anchor is not None and anchor.seq == start.seq else None
     for row in rows:
         *fields, stored = row
         seq, cid = int(fields[0]), fields[1]
@@ -143,6 +169,9 @@ def verify(rows: Iterable[Sequence[Any]], anchor: Head | None) -> Verdict:
         if cid is not None:
             heads[cid] = stored
     head = Head(last_seq, previous) if entries else None
+    checked = Checked(last_seq, previous, entries, heads)
+    if not end:
+        return Verdict(entries, head, complete=False, checked=checked)
     if anchor is None:
         if entries:
             return Verdict(
@@ -161,7 +190,7 @@ def verify(rows: Iterable[Sequence[Any]], anchor: Head | None) -> Verdict:
             f"the trail ends at entry {last_seq} but entry {anchor.seq} was written: entries at "
             "the end were deleted",
         )
-    if anchored != anchor.hash:
+    if anchor.seq >= start.seq and anchored != anchor.hash:
         return Verdict(
             entries,
             head,
@@ -169,8 +198,9 @@ def verify(rows: Iterable[Sequence[Any]], anchor: Head | None) -> Verdict:
             f"entry {anchor.seq} is not the entry written as number {anchor.seq}: the trail was "
             "rewritten from there",
         )
-    return Verdict(entries, head)
+    return Verdict(entries, head, checked=checked)
 
 
 def _bad(entries: int, last_seq: int, previous: str, seq: int, problem: str) -> Verdict:
+    """The verdict on a bad entry ``seq`` (those before it are good)."""
     return Verdict(entries, Head(last_seq, previous) if entries else None, seq, problem)

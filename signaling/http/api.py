@@ -25,10 +25,11 @@ from signaling.db.audit import AuditAction
 from signaling.db.invites import InviteRecord
 from signaling.db.store import DEFAULT_TITLE, Consultation, ConsultationStore, UnknownConsultation
 from signaling.http.audit_edge import record_action
+from signaling.http.client_address import limit_key
 from signaling.http.errors import ApiError
 from signaling.http.json_input import JsonInputError, holds_lone_surrogate, load_json
 from signaling.http.serving import read_body
-from signaling.http.throttle import client_address, too_many
+from signaling.http.throttle import too_many
 from signaling.keys import (
     FAILED_JOINS,
     HUB,
@@ -178,21 +179,28 @@ async def revoke_consultation(request: web.Request) -> web.Response:
 
 async def join(request: web.Request) -> web.Response:
     """A short link's code → its token and page. Failed lookups are rate-limited per client
-    address; the code is never logged (the error middleware logs only the path)."""
+    address: over its budget an address gets 429 for every code that does not work, but a
+    working link still opens (a hospital behind one NAT is not locked out by one mistyped link;
+    sixty bits of code stay out of reach of guessing either way). The code is never logged (the
+    error middleware logs only the path)."""
     budget = request.app[FAILED_JOINS]
-    client = client_address(request)
-    wait_s = budget.retry_after(client)
-    if wait_s:
-        raise too_many(
-            "too-many-attempts",
-            f"Too many links that did not work were tried from this network. "
-            f"Wait {wait_s} seconds, then open the link again.",
-            wait_s,
-        )
-    code = _required(await _json_body(request, {"code"}), "code", str)
+    client = limit_key(request)
+    try:
+        code = _required(await _json_body(request, {"code"}), "code", str)
+    except ApiError:
+        budget.spend(client)
+        raise
     invite = await request.app[INVITES].find(code)
     if invite is None or invite.revoked_at is not None or invite.expired():
+        wait_s = budget.retry_after(client)
         budget.spend(client)
+        if wait_s:
+            raise too_many(
+                "too-many-attempts",
+                f"Too many links that did not work were tried from this network. "
+                f"Wait {wait_s} seconds, then open the link again.",
+                wait_s,
+            )
         raise _join_refusal(invite)
     return web.json_response(
         {

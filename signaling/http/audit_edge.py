@@ -8,6 +8,7 @@ from aiohttp import web
 
 from signaling.auth.grants import Grant, TokenInvalid
 from signaling.db.audit import AuditAction, AuditRecord
+from signaling.http.client_address import limit_key
 from signaling.http.errors import Handler
 from signaling.keys import AUDIT, REFUSED_TOKENS
 
@@ -32,7 +33,7 @@ def note_refused_token(request: web.Request) -> None:
     raw path or the token, says where."""
     route = request.match_info.route.resource
     where = f"{request.method} {route.canonical if route is not None else 'unknown path'}"
-    request.app[REFUSED_TOKENS].refused(request.remote or "unknown", where)
+    request.app[REFUSED_TOKENS].refused(limit_key(request), where)
 
 
 @web.middleware

@@ -1,21 +1,28 @@
 """Serving the app, with the read deadlines aiohttp lacks: a slowloris client is cut early.
 
 aiohttp (3.13, 3.14) has no header-read timeout: its only connection timer is the keep-alive one
-(``keepalive_timeout``, 3630 s since 3.12, armed at connection start and between requests), so a
-client sending its headers one byte at a time holds a connection and its task for an hour; a body
-is read with no deadline at all. Here:
+(``keepalive_timeout``, 3630 s by default since 3.12), so a client sending its headers one byte
+at a time, or nothing at all, holds a connection and its task for an hour; a body is read with
+no deadline at all. Here:
 
-- **headers**: ``GuardedRequestHandler`` arms a timer at the first byte of a request's headers and
-  cancels it when aiohttp has parsed them; at ``header_timeout_s`` it answers 408 and closes. An
-  idle keep-alive connection (no byte sent) keeps aiohttp's own timer;
+- **headers**: ``GuardedRequestHandler`` arms a timer when a request's headers are due — at the
+  connection's start, and at the first byte of each later request, including one whose first
+  bytes came with the end of the request before (``Framing``) — and cancels it when aiohttp has
+  parsed them; at ``header_timeout_s`` it answers 408 and closes (a connection that sent nothing
+  is just closed);
+- **idle keep-alive**: a connection between two requests, no byte sent, is closed after
+  ``KEEPALIVE_S`` (aiohttp's own timer; ``web.run_app``'s value);
 - **bodies**: ``body_deadline`` (``read_body``) reads one under ``asyncio.timeout``
   (``body_timeout_s``, more for a declared large body); past it the answer is 408 and aiohttp
-  closes the connection after ``LINGERING_S``.
+  closes the connection after ``LINGERING_S``;
+- **shutdown**: requests still running when the server stops (a replay stream, a download) get
+  ``SHUTDOWN_GRACE_S`` to finish, then are cancelled (aiohttp waits 60 s).
 
 ``GuardedRunner`` is ``web.AppRunner`` making its protocol objects that way; ``run_app`` is
 ``web.run_app`` (signals, cleanup) on it. The subclassing reads aiohttp's private
-``RequestHandler`` state (``_request_count``, ``_waiter``, ``_upgraded``) and ``Server``'s
-constructor arguments; ``tests/signaling/test_slowloris.py`` checks them on every upgrade.
+``RequestHandler`` state (``_request_count``, ``_messages``, ``_waiter``, ``_upgraded``) and
+``Server``'s constructor arguments; ``tests/signaling/test_slowloris.py`` checks them on every
+upgrade.
 """
 
 from __future__ import annotations
@@ -29,9 +36,10 @@ import ssl
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.web_protocol import RequestHandler
 
+from signaling.http.client_address import ClientAccessLogger
 from signaling.http.errors import ApiError
 
 logger = logging.getLogger(__name__)
@@ -40,35 +48,110 @@ MIN_BODY_BYTES_PER_S = 64 * 1024
 "The slowest upload a large body is given time for (0.5 Mbit/s), on top of the body timeout."
 LINGERING_S = 2.0
 "How long aiohttp keeps reading a body the handler did not read (aiohttp's default is 10 s)."
+KEEPALIVE_S = 75.0
+"How long an idle connection between two requests is kept (aiohttp's default is 3630 s)."
+SHUTDOWN_GRACE_S = 5.0
+"""At shutdown, how long requests still running are waited for before they are cancelled
+(aiohttp's default is 60 s); recordings are finalised before this wait (docs/closures.md)."""
 _TOO_SLOW = json.dumps(
     {"error": "too-slow", "reason": "the request headers arrived too slowly; send them again"}
 ).encode()
 
 
+class Framing:
+    """Where a connection's bytes stand between requests: inside a request's header block or
+    not. aiohttp's C parser keeps this to itself, and a packet that ends one request may carry
+    the first bytes of the next (pipelining). Header blocks (up to the blank line) and
+    ``Content-Length`` bodies are followed; anything else (a chunked body, an upgrade, a parse
+    error) ends the following: ``known`` turns False for the rest of the connection."""
+
+    def __init__(self) -> None:
+        self.known = True
+        self.in_headers = False
+        self._carry = b""  # the last bytes of a header block not complete yet
+        self._body_left = 0
+
+    def feed(self, data: bytes, messages: list[Any]) -> None:
+        """``data`` as received, and the messages aiohttp's parser made of it (its C or its
+        Python ``RawRequestMessage``, or its note of a parse error, which has no ``chunked``)."""
+        if not self.known:
+            return
+        pos = min(self._body_left, len(data))
+        self._body_left -= pos
+        for message in messages:
+            if getattr(message, "chunked", True) or message.upgrade:
+                self.known = False
+                return
+            if not self.in_headers:
+                pos = _past_blank_lines(data, pos)
+            end = (self._carry + data[pos:]).find(b"\r\n\r\n")
+            if end < 0:  # a block ended otherwise than llhttp's and ours agree on
+                self.known = False
+                return
+            pos += end + 4 - len(self._carry)
+            self._carry, self.in_headers = b"", False
+            length = int(message.headers.get(hdrs.CONTENT_LENGTH) or 0)  # checked by the parser
+            taken = min(length, len(data) - pos)
+            pos += taken
+            self._body_left = length - taken
+        if self._body_left == 0:
+            rest = data[pos:] if self.in_headers else data[_past_blank_lines(data, pos) :]
+            if rest:
+                self.in_headers = True
+                self._carry = (self._carry + rest)[-3:]
+
+
+def _past_blank_lines(data: bytes, pos: int) -> int:
+    """Past the CR/LF bytes a client may send between requests (RFC 9112 2.2)."""
+    return len(data) - len(data[pos:].lstrip(b"\r\n"))
+
+
 class GuardedRequestHandler(RequestHandler):
-    """aiohttp's protocol object plus a deadline for each request's headers."""
+    """aiohttp's protocol object plus a deadline for each request's headers, from the moment
+    they are due: the connection's start, or the first byte of a later request."""
 
     def __init__(self, *args: Any, header_timeout_s: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timeout_s = header_timeout_s
         self._header_deadline: asyncio.TimerHandle | None = None
+        self._framing = Framing()
+        self._silent = True
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._arm_deadline()  # a connection that never sends a byte is cut too
 
     def data_received(self, data: bytes) -> None:
-        # Waiting for the next request: not in a handler, not reading a body left unread
-        # (aiohttp's lingering), not a WebSocket.
-        awaiting_headers = self._waiter is not None and not self._waiter.done()
-        parsed = self._request_count
+        awaiting = self._awaiting_headers()
+        before = self._request_count
         super().data_received(data)
-        if self._request_count != parsed or self._upgraded:
+        self._silent = self._silent and not data
+        parsed = self._request_count - before
+        if self._upgraded:
+            self._framing.known = False
             self._cancel_deadline()
-        elif awaiting_headers and self._header_deadline is None:
-            self._header_deadline = self._loop.call_later(
-                self._header_timeout_s, self._headers_too_slow
-            )
+            return
+        new = [message for message, _ in list(self._messages)[len(self._messages) - parsed :]]
+        self._framing.feed(data, new)
+        if parsed:
+            self._cancel_deadline()
+        if self._framing.in_headers if self._framing.known else awaiting and not parsed:
+            self._arm_deadline()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._cancel_deadline()
         super().connection_lost(exc)
+
+    def _awaiting_headers(self) -> bool:
+        """Waiting for the next request: not in a handler, not reading a body left unread
+        (aiohttp's lingering), not a WebSocket."""
+        return self._waiter is not None and not self._waiter.done()
+
+    def _arm_deadline(self) -> None:
+        if self._header_deadline is None:
+            self._header_deadline = self._loop.call_later(
+                self._header_timeout_s, self._headers_too_slow
+            )
 
     def _cancel_deadline(self) -> None:
         if self._header_deadline is not None:
@@ -78,6 +161,13 @@ class GuardedRequestHandler(RequestHandler):
     def _headers_too_slow(self) -> None:
         self._header_deadline = None
         if self.transport is None:
+            return
+        if not self._awaiting_headers():  # a pipelined request waits for the one before it
+            self._arm_deadline()
+            return
+        if self._silent:
+            logger.debug("nothing sent within %g s: connection closed", self._header_timeout_s)
+            self.force_close()
             return
         logger.warning(
             "request headers not complete within %g s: connection closed", self._header_timeout_s
@@ -102,10 +192,16 @@ class GuardedServer(web.Server):
 
 
 class GuardedRunner(web.AppRunner):
-    """``web.AppRunner`` whose connections have the header deadline."""
+    """``web.AppRunner`` whose connections have the header deadline and this module's timers."""
 
     def __init__(self, app: web.Application, *, header_timeout_s: float, **kwargs: Any) -> None:
-        super().__init__(app, lingering_time=LINGERING_S, **kwargs)
+        super().__init__(
+            app,
+            lingering_time=LINGERING_S,
+            keepalive_timeout=KEEPALIVE_S,
+            shutdown_timeout=SHUTDOWN_GRACE_S,
+            **kwargs,
+        )
         self._header_timeout_s = header_timeout_s
 
     async def _make_server(self) -> web.Server:
@@ -136,7 +232,9 @@ def run_app(
     cancels every task at once: WebSockets cut with 1000, nobody told.)"""
 
     async def serve() -> None:
-        runner = GuardedRunner(app, header_timeout_s=header_timeout_s)
+        runner = GuardedRunner(
+            app, header_timeout_s=header_timeout_s, access_log_class=ClientAccessLogger
+        )
         await runner.setup()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -11,6 +11,7 @@ app-wide body limit is 64 KiB, so uploads are read with their own limit.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -29,6 +30,7 @@ from recorder.storage import DiskFull
 from relay import ConsultationId
 from signaling.auth.request import authenticate, path_cid
 from signaling.db.audit import AuditAction
+from signaling.db.snapshot_audit import snapshot_detail
 from signaling.http.api import find_consultation
 from signaling.http.audit_edge import record_action
 from signaling.http.errors import ApiError
@@ -87,7 +89,9 @@ async def upload_snapshot(request: web.Request) -> web.Response:
     except DiskFull as exc:
         raise ApiError(507, "disk-full", str(exc)) from None
     logger.info("Snapshot %s stored [consultation:%s] (%d bytes)", snapshot.id, cid, len(data))
-    await record_action(request, grant, cid, AuditAction.SNAPSHOT, f"snapshot {snapshot.id}")
+    # The PNG's hash in the chained trail: a later edit of the file shows (`audit verify --files`).
+    detail = snapshot_detail(snapshot.id, hashlib.sha256(data).hexdigest())
+    await record_action(request, grant, cid, AuditAction.SNAPSHOT, detail)
     body = snapshot_json(cid, snapshot)
     request.app[HUB].broadcast(cid, SnapshotAdded(body))
     return web.json_response(body, status=201)

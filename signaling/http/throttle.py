@@ -23,6 +23,7 @@ from aiohttp.typedefs import Middleware
 
 from signaling.auth.grants import Grant, TokenInvalid
 from signaling.auth.media_tokens import MEDIA_QUERY
+from signaling.http.client_address import limit_key
 from signaling.http.errors import ApiError, Handler
 
 A = TypeVar("A")
@@ -96,30 +97,28 @@ class Throttle:
         self.sessions_by_identity = FailureBudget(*sessions_per_identity)
         self.sessions_by_address = FailureBudget(*sessions_per_address)
 
-    def check_auth(self, address: str) -> None:
-        """Before a presented token is checked: refuse while ``address`` is over its budget of
-        failures (so a valid token guessed meanwhile is refused too: guessing stays slow)."""
+    def auth_failed(self, address: str) -> None:
+        """Count one refused token from ``address``; over its budget, answer 429 rather than
+        the refusal. Only refused tokens are answered so: a valid token from an address over
+        the budget is served, or one sender of bad tokens behind a hospital's NAT (or a proxy)
+        would lock everyone there out."""
         wait_s = self.auth_failures.retry_after(address)
+        self.auth_failures.spend(address)
         if wait_s:
             raise too_many(
                 "too-many-attempts",
                 "Too many links or sign-ins that did not work came from this network. "
                 f"Wait {wait_s} seconds, then try again.",
                 wait_s,
-            )
-
-    def auth_failed(self, address: str) -> None:
-        self.auth_failures.spend(address)
+            ) from None
 
     def verify(self, request: web.Request, check: Callable[[A], Grant], argument: A) -> Grant:
         """``check(argument)``, a token verification outside the middleware (the WebSocket's),
-        under the same budget: refused while over it, a refusal counted."""
-        address = client_address(request)
-        self.check_auth(address)
+        under the same budget: a refusal counted, and a 429 once over it."""
         try:
             return check(argument)
         except TokenInvalid:
-            self.auth_failed(address)
+            self.auth_failed(limit_key(request))
             raise
 
     def take_session(self, identity: str, address: str) -> None:
@@ -140,14 +139,12 @@ class Throttle:
 
     def middleware(self) -> Middleware:
         """Counts every request whose presented token (Bearer header, or a media token ``?t=``)
-        was refused, and refuses such requests from an address over its budget."""
+        was refused; past the budget such a refusal is a 429."""
 
         @web.middleware
         async def throttle(request: web.Request, handler: Handler) -> web.StreamResponse:
             presented = hdrs.AUTHORIZATION in request.headers or MEDIA_QUERY in request.query
-            address = client_address(request)
-            if presented:
-                self.check_auth(address)
+            address = limit_key(request)  # also names the client in the access log
             try:
                 return await handler(request)
             except TokenInvalid:
@@ -156,11 +153,6 @@ class Throttle:
                 raise
 
         return throttle
-
-
-def client_address(request: web.Request) -> str:
-    """The peer address limits are kept by (behind a reverse proxy: the proxy's)."""
-    return request.remote or "unknown"
 
 
 def too_many(code: str, reason: str, wait_s: int) -> ApiError:

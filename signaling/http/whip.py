@@ -7,7 +7,9 @@
     OPTIONS on all of them                   CORS preflight, Accept-Post; on an endpoint with a
                                              Bearer token also Link ice-server (RFC 9725 §4.6)
 
-A session ends when its token expires, and is closed when it has not connected within
+A session ends when its token expires, and when its access is withdrawn: a withdrawal ends the
+sessions the Router has; one whose offer was still being answered is checked again once it is
+(``_still_granted``). It is closed when it has not connected within
 ``ENDOLINK_CONNECT_DEADLINE_S``; how many sessions a link, a consultation and the server may hold
 is the relay's ``Admission`` (429 / 503 with Retry-After). The clinic and the surgeon are never
 kept out by observers' sessions.
@@ -24,14 +26,23 @@ import logging
 from aiohttp import hdrs, web
 
 from relay import FeedName, IceRestartUnsupported, Peer, PeerRole, Router
-from signaling.auth.grants import Grant, Role
+from signaling.auth.grants import Grant, Role, TokenWithdrawn
 from signaling.auth.request import authenticate, path_cid
 from signaling.db.audit import AuditAction, AuditRecord
 from signaling.db.store import Consultation
+from signaling.http.client_address import limit_key
 from signaling.http.errors import ApiError
 from signaling.http.serving import read_body
-from signaling.http.throttle import client_address
-from signaling.keys import AUDIT, GRANT, ICE_SERVERS, RELAY, SETTINGS, STORE, THROTTLE
+from signaling.keys import (
+    AUDIT,
+    GRANT,
+    ICE_SERVERS,
+    RELAY,
+    REVOCATIONS,
+    SETTINGS,
+    STORE,
+    THROTTLE,
+)
 from signaling.settings import IceServer
 
 logger = logging.getLogger(__name__)
@@ -88,7 +99,8 @@ async def publish(request: web.Request) -> web.Response:
         )
     router = _router(request, consultation)
     peer = await router.publish(feed, grant.identity, offer, expires_at=grant.expires_at)
-    await _audited(request, grant, consultation, peer, f"feed {feed}")
+    await _audited(request, grant, consultation, router, peer, f"feed {feed}")
+    await _still_granted(request, grant, router, peer)
     return _created(request, "whip", consultation, peer)
 
 
@@ -112,7 +124,8 @@ async def view(request: web.Request) -> web.Response:
         priority=grant.role in (Role.CLINIC, Role.SURGEON),
         expires_at=grant.expires_at,
     )
-    await _audited(request, grant, consultation, peer, f"feed {feed} annotated {annotated}")
+    await _audited(request, grant, consultation, router, peer, f"feed {feed} annotated {annotated}")
+    await _still_granted(request, grant, router, peer)
     return _created(request, "whep", consultation, peer)
 
 
@@ -148,7 +161,7 @@ async def _accept_offer(request: web.Request) -> tuple[Grant, Consultation, str]
     consultation = await _consultation(request, grant)
     if request.content_type != SDP:
         raise ApiError(415, "unsupported-media-type", f"send the offer as Content-Type: {SDP}")
-    request.app[THROTTLE].take_session(grant.identity, client_address(request))
+    request.app[THROTTLE].take_session(grant.identity, limit_key(request))
     return grant, consultation, await _read_body(request)
 
 
@@ -192,7 +205,12 @@ async def _session(request: web.Request) -> tuple[Grant, Router, Peer]:
 
 
 async def _audited(
-    request: web.Request, grant: Grant, consultation: Consultation, peer: Peer, detail: str
+    request: web.Request,
+    grant: Grant,
+    consultation: Consultation,
+    router: Router,
+    peer: Peer,
+    detail: str,
 ) -> None:
     """The session's start, committed before the answer, and its end whenever it comes (the
     relay's close callback: the relay knows nothing of the trail)."""
@@ -203,10 +221,24 @@ async def _audited(
     def entry(action: AuditAction) -> AuditRecord:
         return AuditRecord(cid, grant.identity, grant.name, str(grant.role), action, detail=detail)
 
-    started = trail.submit(entry(AuditAction.PUBLISH if publishing else AuditAction.VIEW))
     ended = AuditAction.PUBLISH_END if publishing else AuditAction.VIEW_END
+    try:
+        await trail.submit(entry(AuditAction.PUBLISH if publishing else AuditAction.VIEW))
+    except Exception as exc:  # no session the trail does not know of
+        await router.end_session(peer.id)
+        raise ApiError(
+            503, "unavailable", "the server could not record this session; try again shortly"
+        ) from exc
     peer.on_closed(lambda _: trail.submit(entry(ended)))
-    await started
+
+
+async def _still_granted(request: web.Request, grant: Grant, router: Router, peer: Peer) -> None:
+    """The token was checked before the offer was answered. A withdrawal meanwhile ended only
+    the sessions the Router had then, not this one: end it and refuse as the token now is."""
+    refusal = request.app[REVOCATIONS].refusal(grant)
+    if refusal is not None:
+        await router.end_session(peer.id)
+        raise TokenWithdrawn(refusal)
 
 
 def _created(

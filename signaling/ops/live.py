@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from aiortc.stats import RTCInboundRtpStreamStats, RTCRemoteInboundRtpStreamStats
@@ -113,34 +114,33 @@ class LiveCollector(Collector):
             "Consultations with media or a connected page now",
             value=len(live),
         )
-        by_role = GaugeMetricFamily(
-            "endolink_participants", "Connected devices (pages) by role", labels=["role"]
-        )
-        totals: dict[str, int] = {}
+        totals: Counter[tuple[str, ...]] = Counter()
         for roles in census.values():
-            for role, count in roles.items():
-                totals[role] = totals.get(role, 0) + count
-        for role, count in sorted(totals.items()):
-            by_role.add_metric([role], count)
-        yield by_role
+            totals.update({(role,): count for role, count in roles.items()})
+        yield _labelled(
+            GaugeMetricFamily(
+                "endolink_participants", "Connected devices (pages) by role", labels=["role"]
+            ),
+            totals,
+        )
         yield GaugeMetricFamily(
             "endolink_websockets",
             "Open WebSockets, joined or authenticating",
             value=self._hub.sockets,
         )
-        sessions = GaugeMetricFamily(
-            "endolink_sessions",
-            "WHIP/WHEP sessions by role and connection state",
-            labels=["role", "state"],
+        counted: Counter[tuple[str, ...]] = Counter(
+            (str(peer.role), peer.state)
+            for router in list(self._relay.routers.values())
+            for peer in list(router.peers.values())
         )
-        counted: dict[tuple[str, str], int] = {}
-        for router in list(self._relay.routers.values()):
-            for peer in list(router.peers.values()):
-                key = (str(peer.role), peer.state)
-                counted[key] = counted.get(key, 0) + 1
-        for (role, state), count in sorted(counted.items()):
-            sessions.add_metric([role, state], count)
-        yield sessions
+        yield _labelled(
+            GaugeMetricFamily(
+                "endolink_sessions",
+                "WHIP/WHEP sessions by role and connection state",
+                labels=["role", "state"],
+            ),
+            counted,
+        )
 
     def _feeds(self, now: float) -> Iterator[Metric]:
         f = _families(FEED_FAMILIES)
@@ -209,23 +209,32 @@ class LiveCollector(Collector):
 
     def _messages(self) -> Iterator[Metric]:
         counts = self._hub.counts
-        received = CounterMetricFamily(
-            "endolink_ws_messages_received",
-            "WebSocket messages from pages, by type",
-            labels=["type"],
+        yield _labelled(
+            CounterMetricFamily(
+                "endolink_ws_messages_received",
+                "WebSocket messages from pages, by type",
+                labels=["type"],
+            ),
+            {(kind,): count for kind, count in counts.received.items()},
         )
-        for kind, count in sorted(counts.received.items()):
-            received.add_metric([kind], count)
-        yield received
         yield CounterMetricFamily(
             "endolink_ws_messages_sent", "WebSocket messages sent to pages", value=counts.sent
         )
-        ops = CounterMetricFamily(
-            "endolink_annotation_ops", "Annotation ops applied, by op", labels=["op"]
+        yield _labelled(
+            CounterMetricFamily(
+                "endolink_annotation_ops", "Annotation ops applied, by op", labels=["op"]
+            ),
+            {(op,): count for op, count in counts.annotation_ops.items()},
         )
-        for op, count in sorted(counts.annotation_ops.items()):
-            ops.add_metric([op], count)
-        yield ops
+
+
+def _labelled(
+    family: GaugeMetricFamily | CounterMetricFamily, counts: Mapping[tuple[str, ...], int]
+) -> Metric:
+    """``family`` with one sample per label values, in a stable order."""
+    for labels, count in sorted(counts.items()):
+        family.add_metric(list(labels), count)
+    return family
 
 
 Families = dict[str, GaugeMetricFamily | CounterMetricFamily]

@@ -1,9 +1,12 @@
 """``/healthz``, ``/readyz`` and ``/metrics``, and the middleware that counts every answer.
 
-Health needs no token and says nothing sensitive (no path, no id, no version). ``/metrics`` is
-read with ``ENDOLINK_METRICS_TOKEN`` as a bearer token; without that setting only a client on
-the loopback interface that did not come through a proxy may read it, so a server bound to a
-public address never shows it to the world by default (docs/operations.md).
+Health needs no token and says nothing sensitive (no path, no id, no version); ``/readyz``'s
+database and disk probe runs once at a time, its answer reused for a second (``Readiness``).
+``/metrics`` is read with ``ENDOLINK_METRICS_TOKEN`` as a bearer token (a wrong one spends the
+address's failed-authentication budget); without that setting only a server listening on a
+loopback address, with no trusted proxy set, serves it, and only to a loopback client that did
+not come through a proxy: a proxy that adds no ``X-Forwarded-For`` (nginx's bare
+``proxy_pass``) cannot be told from a local client (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -13,23 +16,28 @@ import hmac
 import ipaddress
 import logging
 import sqlite3
+import time
 
 from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from recorder.recordings import Recordings
+from signaling.db.store import ConsultationStore
+from signaling.http.client_address import client_address
 from signaling.http.errors import ApiError, Handler
-from signaling.keys import HUB, METRICS, RECORDINGS, RELAY, SETTINGS, STORE
+from signaling.keys import HUB, METRICS, RECORDINGS, RELAY, SETTINGS, STORE, THROTTLE
 from signaling.ops.metrics import error_kind
 
 logger = logging.getLogger(__name__)
 
 DATABASE_TIMEOUT_S = 2.0
+PROBE_FRESH_S = 1.0
 _PROXY_HEADERS = (hdrs.FORWARDED, hdrs.X_FORWARDED_FOR, "X-Real-IP")
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/readyz", Readiness(app[STORE], app[RECORDINGS]).readyz)
     app.router.add_get("/metrics", metrics)
 
 
@@ -57,24 +65,69 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def readyz(request: web.Request) -> web.Response:
-    """Ready to serve consultations: database readable, disk above the recording floor, and
-    not shutting down. 503 names what is not ready, in words."""
-    app = request.app
-    problems: dict[str, str] = {}
-    try:
-        async with asyncio.timeout(DATABASE_TIMEOUT_S):
-            await app[STORE].ping()
-    except (sqlite3.Error, TimeoutError) as exc:
-        logger.warning("readyz: database not readable (%s)", type(exc).__name__)
-        problems["database"] = "the database cannot be read"
-    if await app[RECORDINGS].low_disk():
-        problems["disk"] = "free disk space is below the recording floor"
-    if app[RELAY].closed or app[HUB].closing:
-        problems["server"] = "the server is shutting down"
-    checks = {name: problems.get(name, "ok") for name in ("database", "disk", "server")}
-    body = {"status": "not-ready" if problems else "ready", "checks": checks}
-    return web.json_response(body, status=503 if problems else 200)
+class Readiness:
+    """``/readyz``. Its database ping and ``statvfs`` run in the executor every request shares:
+    one probe runs at a time and its answer serves every request for ``PROBE_FRESH_S``, and a
+    ping the database has not answered stays the only one until it returns, so probes against a
+    stuck database cannot pile threads up there."""
+
+    def __init__(self, store: ConsultationStore, recordings: Recordings) -> None:
+        self._store = store
+        self._recordings = recordings
+        self._ping: asyncio.Future[None] | None = None
+        self._probe: asyncio.Future[dict[str, str]] | None = None
+        self._problems: dict[str, str] = {}
+        self._probed_at = -PROBE_FRESH_S
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """Ready to serve consultations: database readable, disk above the recording floor,
+        and not shutting down. 503 names what is not ready, in words."""
+        problems = dict(await self._problems_now())
+        if request.app[RELAY].closed or request.app[HUB].closing:
+            problems["server"] = "the server is shutting down"
+        checks = {name: problems.get(name, "ok") for name in ("database", "disk", "server")}
+        body = {"status": "not-ready" if problems else "ready", "checks": checks}
+        return web.json_response(body, status=503 if problems else 200)
+
+    async def _problems_now(self) -> dict[str, str]:
+        if time.monotonic() - self._probed_at < PROBE_FRESH_S:
+            return self._problems
+        if self._probe is None:
+            self._probe = asyncio.ensure_future(self._run_probe())
+        return await asyncio.shield(self._probe)  # a client leaving does not end it
+
+    async def _run_probe(self) -> dict[str, str]:
+        try:
+            problems: dict[str, str] = {}
+            if database := await self._database():
+                problems["database"] = database
+            if await self._recordings.low_disk():
+                problems["disk"] = "free disk space is below the recording floor"
+            self._problems, self._probed_at = problems, time.monotonic()
+            return problems
+        finally:
+            self._probe = None
+
+    async def _database(self) -> str | None:
+        """What is wrong with the database, in words, or None."""
+        if self._ping is None:
+            self._ping = asyncio.ensure_future(self._store.ping())
+            self._ping.add_done_callback(self._pinged)
+        try:
+            async with asyncio.timeout(DATABASE_TIMEOUT_S):
+                await asyncio.shield(self._ping)
+        except TimeoutError:
+            logger.warning("readyz: the database did not answer within %g s", DATABASE_TIMEOUT_S)
+            return "the database is slow to answer"
+        except sqlite3.Error as exc:
+            logger.warning("readyz: database not readable (%s)", type(exc).__name__)
+            return "the database cannot be read"
+        return None
+
+    def _pinged(self, ping: asyncio.Future[None]) -> None:
+        self._ping = None
+        if not ping.cancelled():
+            ping.exception()  # read here too: a ping that failed after its probe gave up
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -84,10 +137,12 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def _ensure_may_read(request: web.Request) -> None:
-    token = request.app[SETTINGS].metrics_token
-    if token:
+    settings = request.app[SETTINGS]
+    if settings.metrics_token:
         given = request.headers.get(hdrs.AUTHORIZATION, "").encode("utf-8", "surrogateescape")
-        if not hmac.compare_digest(given, f"Bearer {token}".encode()):
+        if not hmac.compare_digest(given, f"Bearer {settings.metrics_token}".encode()):
+            if hdrs.AUTHORIZATION in request.headers:  # a guess: 429 once over the budget
+                request.app[THROTTLE].auth_failed(client_address(request))
             raise ApiError(
                 401,
                 "unauthorized",
@@ -95,6 +150,13 @@ def _ensure_may_read(request: web.Request) -> None:
                 {"WWW-Authenticate": 'Bearer realm="metrics"'},
             )
         return
+    if not _loopback(settings.host) or settings.trusted_proxies:
+        raise ApiError(
+            403,
+            "forbidden",
+            "this server is reachable from other machines (or through a proxy), so metrics need "
+            "a token: set ENDOLINK_METRICS_TOKEN and scrape with it as a bearer token",
+        )
     if not _loopback(request.remote) or any(h in request.headers for h in _PROXY_HEADERS):
         raise ApiError(
             403,
@@ -104,8 +166,10 @@ def _ensure_may_read(request: web.Request) -> None:
         )
 
 
-def _loopback(remote: str | None) -> bool:
+def _loopback(address: str | None) -> bool:
+    if address == "localhost":
+        return True
     try:
-        return remote is not None and ipaddress.ip_address(remote).is_loopback
-    except ValueError:  # a Unix socket has no address
+        return address is not None and ipaddress.ip_address(address).is_loopback
+    except ValueError:  # a Unix socket, or a host name
         return False

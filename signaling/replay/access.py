@@ -11,12 +11,12 @@ from __future__ import annotations
 from aiohttp import hdrs, web
 
 from recorder.index import RecordingRow
-from signaling.auth.grants import Forbidden, Grant, TokenInvalid
+from signaling.auth.grants import Forbidden, Grant, TokenInvalid, TokenWithdrawn
 from signaling.auth.media_tokens import MEDIA_QUERY
 from signaling.auth.request import authenticate
 from signaling.db.audit import AuditAction
 from signaling.http.errors import ApiError
-from signaling.keys import REPLAY
+from signaling.keys import REPLAY, REVOCATIONS
 from signaling.replay import audit
 
 
@@ -53,7 +53,13 @@ async def media_access(request: web.Request) -> RecordingRow:
         rid = _valid_id(request)
         if media.recording_id != rid:
             raise Forbidden("this media token is for another recording")
-        return await request.app[REPLAY].library.recording(rid)
+        row = await request.app[REPLAY].library.recording(rid)
+        refusal = request.app[REVOCATIONS].withdrawn(
+            row.consultation_id, media.identity, media.issued_at
+        )
+        if refusal is not None:
+            raise TokenWithdrawn(refusal)
+        return row
     raise TokenInvalid("missing bearer token (or media token from .../media-token)")
 
 

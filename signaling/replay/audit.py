@@ -1,5 +1,7 @@
 """The audit trail over HTTP: what the replay routes record (``record``), and admins reading a
-consultation's trail a page at a time, with whether the whole trail is intact."""
+consultation's trail a page at a time, with whether the trail is intact (``verified``: the entries
+added since the last page's check, on top of a full check at start-up and every ten minutes;
+``AuditTrail.verify_new``)."""
 
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ async def get_audit(request: web.Request) -> web.Response:
         raise ApiError(400, "bad-request", f"limit must be 1 to {MAX_PAGE}")
     trail = request.app[AUDIT]
     page = await trail.trail(cid, after, limit)
-    verdict = await trail.verify()
+    verdict = await trail.verify_new()
     return web.json_response(
         {
             "audit": [entry.to_json() for entry in page],

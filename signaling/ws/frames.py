@@ -3,9 +3,12 @@ frame (``next_text``). Everything that ends a connection is ``Rejected`` (a clos
 reason the page can show) or ``ClientGone``.
 
 Two deadlines, neither of which the client can stretch: the auth phase has one wall-clock
-deadline (``AUTH_TIMEOUT_S``; aiohttp's receive timeout restarts at every pong, so a client
-answering pings once held an unauthenticated socket for ever), and an authenticated socket must
-complete a frame within ``FRAME_DEADLINE_S``.
+deadline (``ENDOLINK_WS_AUTH_TIMEOUT_S``; aiohttp's receive timeout restarts at every pong, so a
+client answering pings once held an unauthenticated socket for ever), and an authenticated socket
+must complete a frame within ``ENDOLINK_WS_FRAME_DEADLINE_S``: an idle client answers the
+heartbeat's pings (each pong is a frame, and restarts aiohttp's receive timeout); a client
+trickling an unfinished frame byte by byte keeps resetting the heartbeat, so it gets no pings,
+sends no complete frame and is closed with 4408.
 """
 
 from __future__ import annotations
@@ -15,22 +18,13 @@ from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 MAX_MESSAGE_BYTES = 64 * 1024
 HEARTBEAT_S = 2.0
 "Ping interval; a client that does not answer within half of it is dropped (~3 s in all)."
-AUTH_TIMEOUT_S = 5.0
-"""Default for ``settings.extra['ws_auth_timeout_s']``: wall-clock time from the upgrade to the
-auth message, whatever else the client sends meanwhile (pongs, pings)."""
-FRAME_DEADLINE_S = 10.0
-"""Default for ``settings.extra['ws_frame_deadline_s']``: longest wait for the next complete
-frame of an authenticated socket. An idle client answers the heartbeat's pings (each pong is a
-frame, and restarts aiohttp's receive timeout); a client trickling an unfinished frame byte by
-byte keeps resetting the heartbeat, so it gets no pings, sends no complete frame and is closed
-with 4408 here."""
 
 CLOSE_MALFORMED = 4400
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_UNKNOWN_CONSULTATION = 4404
 CLOSE_TIMEOUT = 4408
-"No auth message within the auth deadline, or no complete frame within ``FRAME_DEADLINE_S``."
+"No auth message within the auth deadline, or no complete frame within the frame deadline."
 CLOSE_BAD_NAME = 4422
 "The name sent with ``auth`` cannot be used (empty, too long, control characters)."
 CLOSE_FLOOD = 4429

@@ -6,11 +6,10 @@ of a refused handshake, but they do get the close code and reason. Messages are 
 
 Annotation ops and pointer moves have their own rate limits (a pen stroke streams as updates):
 over them a message is refused with ``rate-limited``, and each refusal also counts against the
-general allowance, so a client that keeps flooding is still closed with 4429. Accepted annotation
-ops change the Router's AnnotationBoard (what the burned-in rendition draws), go to everyone and
-are appended to the consultation's annotation log. Joining makes no media state: the Router is
-made by the first mark or freeze (or by media), and ``welcome`` shows an empty board and offline
-feeds while there is none.
+general allowance, so a client that keeps flooding is still closed with 4429. The board's
+messages (annotation ops, pointer moves, freezes) are handled in ``annotations``, the others
+here. Joining makes no media state: the Router is made by the first mark or freeze (or by media),
+and ``welcome`` shows an empty board and offline feeds while there is none.
 """
 
 from __future__ import annotations
@@ -19,31 +18,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from aiohttp import WSCloseCode, hdrs, web
 
-from persistence.times import utc_iso
-from recorder.annotation_log import AnnotationLog
-from recorder.log_entry import LogEntry, LogOp
-from recorder.snapshots import SnapshotStore
-from relay import (
-    Annotation,
-    AnnotationBoard,
-    AnnotationError,
-    ConsultationId,
-    Freeze,
-    Relay,
-    Router,
-)
+from relay import AnnotationBoard, ConsultationId
 from signaling.auth.grants import Forbidden, Grant, TokenInvalid
 from signaling.auth.request import authenticate, path_cid
 from signaling.db.store import Consultation, valid_consultation_id
 from signaling.http.audit_edge import note_refused_token
 from signaling.http.errors import ApiError
-from signaling.http.snapshots import snapshot_url
 from signaling.keys import (
     ANNOTATION_LOGS,
     CHAT_HISTORY,
@@ -55,9 +39,9 @@ from signaling.keys import (
     THROTTLE,
     TOKENS,
 )
-from signaling.ws.chat import ChatHistory
+from signaling.ws.annotations import freeze_state, on_annotation, on_freeze, on_pointer
+from signaling.ws.connection import Connection
 from signaling.ws.frames import (
-    AUTH_TIMEOUT_S,
     CLOSE_BAD_NAME,
     CLOSE_FLOOD,
     CLOSE_FORBIDDEN,
@@ -65,7 +49,6 @@ from signaling.ws.frames import (
     CLOSE_TIMEOUT,
     CLOSE_UNAUTHORIZED,
     CLOSE_UNKNOWN_CONSULTATION,
-    FRAME_DEADLINE_S,
     HEARTBEAT_S,
     MAX_MESSAGE_BYTES,
     ClientGone,
@@ -75,32 +58,24 @@ from signaling.ws.frames import (
 from signaling.ws.hub import (
     ANNOTATION_OPS_PER_S,
     POINTER_MOVES_PER_S,
-    Hub,
     Participant,
     TokenBucket,
     close_socket,
 )
 from signaling.ws.messages import (
-    AnnotationUpdate,
     ChatHistoryMessage,
     ErrorReply,
-    FreezeState,
-    FreezeUpdate,
-    PointerMove,
     Pong,
     RecordingUpdate,
-    ServerMessage,
     Stats,
     Welcome,
     You,
 )
 from signaling.ws.protocol import (
     BAD_NAME,
-    FORBIDDEN,
     INVALID,
     RATE_LIMITED,
     AnnotationMessage,
-    AnnotationOp,
     AuthMessage,
     ChatMessage,
     ClientMessage,
@@ -113,41 +88,6 @@ from signaling.ws.protocol import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Connection:
-    """What a message handler needs: where it is and on whose behalf."""
-
-    hub: Hub
-    cid: ConsultationId
-    participant: Participant
-    grant: Grant
-    relay: Relay
-    video_codec: str
-    log: AnnotationLog
-    chats: ChatHistory
-    data_dir: Path
-    frame_deadline_s: float = FRAME_DEADLINE_S
-
-    def router(self) -> Router:
-        """The consultation's media side, made on first use: it owns the AnnotationBoard."""
-        return self.relay.router(self.cid, self.video_codec)
-
-    def reply(self, message: ServerMessage) -> None:
-        self.hub.send(self.cid, self.participant, message)
-
-    def refuse(self, code: str, reason: str) -> None:
-        """An ``error`` to this sender only (reasons never quote the client's values)."""
-        self.hub.counts.refused[code] += 1
-        logger.info(
-            "WebSocket [consultation:%s] %s message refused (%s): %s",
-            self.cid,
-            self.participant.identity,
-            code,
-            reason,
-        )
-        self.reply(ErrorReply(code, reason))
 
 
 def add_routes(app: web.Application) -> None:
@@ -187,7 +127,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
             log,
             chats,
             request.app[SETTINGS].data_dir,
-            float(request.app[SETTINGS].extra.get("ws_frame_deadline_s", FRAME_DEADLINE_S)),
+            request.app[SETTINGS].ws_frame_deadline_s,
         )
         await _until_expiry(grant, _serve(connection))
     except Rejected as exc:
@@ -231,7 +171,7 @@ async def _authenticate(
 
 
 async def _auth_message(request: web.Request, ws: web.WebSocketResponse) -> AuthMessage:
-    timeout = float(request.app[SETTINGS].extra.get("ws_auth_timeout_s", AUTH_TIMEOUT_S))
+    timeout = request.app[SETTINGS].ws_auth_timeout_s
     try:
         async with asyncio.timeout(timeout):  # one deadline for the whole phase: pongs or
             text = await next_text(ws, None)  # pings do not restart it
@@ -271,20 +211,10 @@ def _welcome(request: web.Request, grant: Grant, consultation: Consultation, nam
         relay.feed_states(consultation.id),
         consultation.consent.to_json() if consultation.consent else None,
         [a.to_json() for a in board.visible(time.time())],
-        _freeze_state(consultation.id, board),
+        freeze_state(consultation.id, board),
         RecordingUpdate.of(request.app[RECORDINGS].state(consultation.id)),
         len(board.archived),
     )
-
-
-def _freeze_state(cid: ConsultationId, board: AnnotationBoard) -> FreezeState:
-    freeze = board.freeze
-    if freeze is None:
-        return FreezeState(False, None, None)
-    snapshot = None
-    if freeze.snapshot_id is not None:
-        snapshot = {"id": freeze.snapshot_id, "url": snapshot_url(cid, freeze.snapshot_id)}
-    return FreezeState(True, snapshot, freeze.by)
 
 
 async def _until_expiry(grant: Grant, serving: Coroutine[Any, Any, None]) -> None:
@@ -357,108 +287,14 @@ async def _on_auth(connection: Connection, message: AuthMessage) -> None:
     connection.reply(ErrorReply(INVALID, "already authenticated"))
 
 
-async def _on_annotation(connection: Connection, message: AnnotationMessage) -> None:
-    """Apply one op to the board, then tell everyone (the sender too, so every page draws what
-    the server accepted) and append it to the timeline."""
-    lead_only = message.op in (AnnotationOp.CLEAR, AnnotationOp.RESTORE)
-    if not _may_draw(connection, lead_only):
-        return
-    router = connection.router()
-    author, now, media_pts = connection.participant.identity, time.time(), router.media_pts()
-    try:
-        accepted = _apply(router.board, message, connection.participant, now, media_pts)
-    except AnnotationError as exc:
-        connection.refuse(INVALID, str(exc))
-        return
-    connection.hub.broadcast(connection.cid, accepted)
-    connection.hub.counts.annotation_ops[str(accepted.op)] += 1
-    change = {k: v for k, v in accepted.body().items() if k not in ("op", "by")}
-    connection.log.append(LogEntry(LogOp(accepted.op), utc_iso(now), media_pts, author, change))
-
-
-def _apply(
-    board: AnnotationBoard,
-    message: AnnotationMessage,
-    participant: Participant,
-    now: float,
-    media_pts: int | None,
-) -> AnnotationUpdate:
-    """The op as announced. Undo is announced as the ``remove`` of the mark it took away, so
-    pages and the replay only know add/update/remove/clear. Marks belong to the person (the
-    identity), whichever of their devices drew them."""
-    author = participant.identity
-    if message.op is AnnotationOp.ADD:
-        assert message.mark is not None
-        added = board.add(Annotation(message.mark, author, now, now, media_pts, participant.name))
-        return AnnotationUpdate(message.op, author, annotation=added.to_json())
-    if message.op is AnnotationOp.UPDATE:
-        assert message.mark is not None
-        updated = board.update(message.mark, author, now)
-        return AnnotationUpdate(message.op, author, annotation=updated.to_json())
-    if message.op is AnnotationOp.REMOVE:
-        assert message.id is not None
-        return AnnotationUpdate(message.op, author, id=board.remove(message.id, author).mark.id)
-    if message.op is AnnotationOp.UNDO:
-        removed = board.undo(author, now)
-        if removed is None:
-            raise AnnotationError("you have no mark to undo")
-        return AnnotationUpdate(AnnotationOp.REMOVE, author, id=removed.mark.id)
-    if message.op is AnnotationOp.RESTORE:
-        if not board.archived:
-            raise AnnotationError("there are no previous marks to restore")
-        restored = [a.to_json() for a in board.restore(now)]
-        return AnnotationUpdate(message.op, author, annotations=restored)
-    board.clear()
-    return AnnotationUpdate(message.op, author)
-
-
-async def _on_pointer(connection: Connection, message: PointerMessage) -> None:
-    """Fire-and-forget: to everyone else, never stored."""
-    if _may_draw(connection, lead_only=False):
-        pointer = PointerMove(connection.participant.identity, message.x, message.y, message.color)
-        connection.hub.broadcast(connection.cid, pointer, exclude=connection.participant)
-
-
-async def _on_freeze(connection: Connection, message: FreezeMessage) -> None:
-    if not _may_draw(connection, lead_only=True):
-        return
-    snapshot_id = message.snapshot_id
-    if snapshot_id is not None and not await SnapshotStore(connection.data_dir).exists(
-        connection.cid, snapshot_id
-    ):
-        connection.refuse(INVALID, "freeze.snapshot_id names no snapshot of this consultation")
-        return
-    router = connection.router()
-    board, by, now = router.board, connection.participant.identity, time.time()
-    board.set_freeze(Freeze(by, now, snapshot_id) if message.frozen else None)
-    state = _freeze_state(connection.cid, board)
-    connection.hub.broadcast(connection.cid, FreezeUpdate(state.frozen, state.snapshot, by))
-    kind = LogOp.FREEZE if message.frozen else LogOp.RESUME
-    payload = {"snapshot_id": snapshot_id}
-    connection.log.append(LogEntry(kind, utc_iso(now), router.media_pts(), by, payload))
-
-
-def _may_draw(connection: Connection, lead_only: bool) -> bool:
-    """Drawing and pointing need ``may_annotate``; clear and freeze also need to lead the
-    consultation. A refusal is answered with ``forbidden``."""
-    try:
-        connection.grant.ensure_annotate(connection.cid)
-        if lead_only:
-            connection.grant.ensure_lead(connection.cid)
-    except Forbidden as exc:
-        connection.refuse(FORBIDDEN, str(exc))
-        return False
-    return True
-
-
 _HANDLERS: dict[type[ClientMessage], Callable[[Connection, Any], Awaitable[None]]] = {
     ChatMessage: _on_chat,
     StatsMessage: _on_stats,
     PingMessage: _on_ping,
     AuthMessage: _on_auth,
-    AnnotationMessage: _on_annotation,
-    PointerMessage: _on_pointer,
-    FreezeMessage: _on_freeze,
+    AnnotationMessage: on_annotation,
+    PointerMessage: on_pointer,
+    FreezeMessage: on_freeze,
 }
 _OWN_LIMITS: dict[type[ClientMessage], Callable[[Participant], TokenBucket]] = {
     AnnotationMessage: lambda p: p.annotation_ops,

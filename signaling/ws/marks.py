@@ -5,7 +5,7 @@
   every page is told (``annotation`` ``archive``, ``freeze`` with reason ``new-stream``) and the
   annotation log keeps it, so the replay shows the marks on the session they were drawn on and the
   annotated export leaves them off the next one. The surgeon can put them back (``restore``,
-  ``signaling/ws/handler.py``).
+  ``signaling/ws/annotations.py``).
 * The surgeon who froze the picture leaves (``Hub.on_gone``: an explicit leave at once, a lost
   connection when its reconnect grace ends): the freeze is released (reason ``left``).
 """

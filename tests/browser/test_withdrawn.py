@@ -25,7 +25,9 @@ async def test_the_surgeon_page_says_its_links_were_withdrawn(
     await live_server.app[STORE].revoke_access(consultation.id)
     await live_server.app[REVOCATIONS].refresh()
     notices = page.get_by_test_id("notices")
-    await expect(notices).to_contain_text("links were withdrawn", timeout=5_000)
+    await expect(notices).to_contain_text(
+        "access to this consultation was withdrawn", timeout=5_000
+    )
     await expect(notices).to_contain_text("Ask the consultation coordinator for a new link")
     await expect(chip).to_have_attribute("data-state", "closed")
     browser.console.clear()  # the refusals that follow the withdrawal are the expected ones

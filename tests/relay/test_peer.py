@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from relay.peer import rewrite_host_candidates
+import pytest
+from aiortc import RTCConfiguration
+
+from relay.peer import Peer, PeerRole, rewrite_host_candidates
 
 
 def test_announced_address_replaces_host_candidates_and_connection_line() -> None:
@@ -15,3 +18,19 @@ def test_announced_address_replaces_host_candidates_and_connection_line() -> Non
     assert "a=candidate:1 1 udp 2130706431 203.0.113.9 50123 typ host" in rewritten
     assert "198.51.100.7 50123 typ srflx" in rewritten
     assert "c=IN IP4 203.0.113.9" in rewritten
+
+
+async def test_a_failing_close_callback_does_not_skip_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    peer = Peer(PeerRole.VIEWER, "endoscope", "surgeon-1", RTCConfiguration(), "consultation:x")
+    told: list[str] = []
+
+    def failing(_: Peer) -> None:
+        raise RuntimeError("the audit trail is closed")
+
+    peer.on_closed(failing)
+    peer.on_closed(lambda closed: told.append(closed.id))
+    await peer.close()
+    assert told == [peer.id]
+    assert "close callback failed: RuntimeError" in caplog.text

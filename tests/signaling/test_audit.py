@@ -5,6 +5,7 @@ edited, inserted or deleted entry and a cut-off tail in a real database file."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import shutil
 import sqlite3
 import time
@@ -14,14 +15,16 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from recorder.snapshots import SnapshotStore
 from signaling.cli import main
+from signaling.db import audit, audit_chain
 from signaling.db.audit import AuditAction, AuditRecord, AuditTrail
 from signaling.db.audit_chain import ANCHOR_FILENAME, HASHED_COLUMNS, entry_hash
 from signaling.db.store import DB_FILENAME, Consultation
 from signaling.keys import AUDIT, REFUSED_TOKENS, SETTINGS
 from tests.conftest import MakeToken, bearer
 from tests.peers import publisher
-from tests.signaling.test_snapshots import upload
+from tests.signaling.test_snapshots import PNG_BYTES, upload
 from tests.signaling.test_websocket import join, next_of
 from tests.signaling.test_websocket_annotations import add
 
@@ -288,6 +291,63 @@ async def test_a_consultation_is_audited_from_join_to_leave_without_a_token(
         assert bad.status == 400, query
 
 
+async def test_an_audit_page_hashes_only_the_entries_added_since_the_last_check(
+    client: TestClient,
+    consultation: Consultation,
+    admin: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Paging never re-hashes the whole trail; an edit to an entry checked before is found by
+    ``endolink audit verify`` (and the next full check), not by the page."""
+    trail, cid = client.app[AUDIT], consultation.id
+
+    async def add_entries(count: int) -> None:
+        for n in range(count):
+            record = AuditRecord(cid, f"viewer-{n}", "", "observer", AuditAction.VIEW)
+            await trail.record(record)
+
+    await add_entries(40)
+    first = (await audit_of(client, cid, admin))["verified"]
+    assert first["ok"] and first["complete"], first
+    hashes = 0
+    real_hash = audit_chain.entry_hash
+
+    def counted(fields: Any) -> str:
+        nonlocal hashes
+        hashes += 1
+        return real_hash(fields)
+
+    monkeypatch.setattr(audit_chain, "entry_hash", counted)
+    await add_entries(7)
+    second = (await audit_of(client, cid, admin))["verified"]
+    assert hashes == 7
+    assert second["ok"] and second["complete"] and second["entries"] == first["entries"] + 7
+
+    monkeypatch.setattr(audit, "VERIFY_CAP", 5)  # the work per page is capped
+    await add_entries(8)
+    capped = (await audit_of(client, cid, admin))["verified"]
+    assert hashes == 12 and not capped["complete"] and capped["ok"]
+    assert capped["head"]["seq"] == second["head"]["seq"] + 5
+    rest = (await audit_of(client, cid, admin))["verified"]
+    assert hashes == 15 and rest["complete"] and rest["ok"]
+
+    data_dir = client.app[SETTINGS].data_dir
+    edit(data_dir, "UPDATE audit SET identity = 'someone-else' WHERE seq = 3")
+    assert (await audit_of(client, cid, admin))["verified"]["ok"]  # checked before: not re-hashed
+    code, out = verify(data_dir, capsys)
+    assert code == 1 and "entry 3 was changed" in out
+    full = await trail.verify()
+    assert not full.ok and full.seq == 3
+    checking = asyncio.get_running_loop().create_task(trail.check_all())  # the periodic pass
+    deadline = time.monotonic() + 5
+    while (page := (await audit_of(client, cid, admin))["verified"])["ok"]:
+        assert time.monotonic() < deadline, "the full check never found the edit"
+        await asyncio.sleep(0.02)
+    checking.cancel()
+    assert page["seq"] == 3 and "entry 3 was changed" in page["problem"]
+
+
 async def wait_until_feed(ws: Any, state: str) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -326,3 +386,42 @@ async def test_refused_tokens_are_counted_not_flooded_into_the_trail(
         (None, 20, "from 127.0.0.1: GET /ws/{cid} (more within a minute)"),
         (None, 1, "barrier"),
     ]
+
+
+async def test_a_snapshot_changed_on_disk_is_found_against_its_audit_entry(
+    client: TestClient,
+    consultation: Consultation,
+    make_token: MakeToken,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The ``snapshot`` entry carries the PNG's SHA-256; ``audit verify --files`` re-hashes."""
+    surgeon, data_dir = make_token("surgeon", consultation.id), client.app[SETTINGS].data_dir
+    stored = await upload(client, consultation.id, surgeon)
+    assert stored.status == 201
+    sid = (await stored.json())["id"]
+    with sqlite3.connect(data_dir / DB_FILENAME) as db:
+        (detail,) = db.execute("SELECT detail FROM audit WHERE action = 'snapshot'").fetchone()
+    assert detail == f"snapshot {sid} sha256 {hashlib.sha256(PNG_BYTES).hexdigest()}"
+    code, out = verify(data_dir, capsys, "--files")
+    assert code == 0 and "snapshot files: 1 of 1 match the trail" in out
+
+    png = SnapshotStore(data_dir).path(consultation.id, sid)
+    png.write_bytes(PNG_BYTES[:-1] + bytes([PNG_BYTES[-1] ^ 1]))  # one flipped bit
+    code, out = verify(data_dir, capsys, "--files")
+    assert code == 1 and f"snapshot {sid} of consultation {consultation.id}: MODIFIED" in out
+    assert verify(data_dir, capsys)[0] == 0  # the chain itself is intact: --files looks further
+    png.unlink()
+    code, out = verify(data_dir, capsys, "--files", "--json")
+    assert code == 1 and '"status": "MISSING"' in out
+
+
+def test_a_data_directory_no_server_ran_on_has_no_trail_yet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["consult", "create", "--title", "x", "--data-dir", str(tmp_path)]) == 0
+    capsys.readouterr()
+    code, out = verify(tmp_path, capsys)
+    assert code == 0 and out.startswith("no audit trail yet")
+    (tmp_path / ANCHOR_FILENAME).write_text("{}")  # a head file, but the table is gone
+    code, out = verify(tmp_path, capsys)
+    assert code == 1 and "NOT intact: the audit table is missing" in out

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -30,7 +31,7 @@ DEEP_OBJECT = '{"a":' * 1000 + "1" + "}" * 1000
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    return replace(settings, extra={"ws_auth_timeout_s": 1.0})
+    return replace(settings, ws_auth_timeout_s=1.0)
 
 
 def assert_quiet(caplog: pytest.LogCaptureFixture) -> None:
@@ -119,6 +120,31 @@ def test_nesting_is_counted_outside_strings_only() -> None:
     assert nesting_depth('{"a": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\\"[["}') == 1
     assert nesting_depth('{"points": [[0.1, 0.2], [0.3, 0.4]]}') == 3
     assert nesting_depth("[" * (MAX_DEPTH + 1)) == MAX_DEPTH + 1
+
+
+UNTERMINATED_ESCAPES = '"' + '\\"' * 30_000
+"""Quotes that never close, each escaped: with a backtracking string pattern every quote rescanned
+to the end (64 KiB took 41 s on the event loop)."""
+
+
+def test_counting_nesting_is_one_pass_whatever_the_quotes() -> None:
+    start = time.perf_counter()
+    assert nesting_depth(UNTERMINATED_ESCAPES) == 0
+    assert nesting_depth("[" + UNTERMINATED_ESCAPES + "]") == 1
+    assert time.perf_counter() - start < 0.2
+
+
+async def test_an_unterminated_string_of_escaped_quotes_is_answered_at_once(
+    client: TestClient, consultation: Consultation, caplog: pytest.LogCaptureFixture
+) -> None:
+    start = time.perf_counter()
+    response = await client.post("/api/join", data=UNTERMINATED_ESCAPES)
+    assert await error_of(response, 400) == "bad-request"
+    socket = await client.ws_connect(f"/ws/{consultation.id}")
+    await socket.send_str(UNTERMINATED_ESCAPES)
+    assert (await socket.receive(timeout=5)).type is WSMsgType.CLOSE
+    assert time.perf_counter() - start < 2
+    assert_quiet(caplog)
 
 
 @pytest.mark.parametrize(

@@ -122,3 +122,21 @@ async def test_the_data_dir_is_private_whatever_the_umask(
         assert any(kind in name for name in found), kind
     assert any(name.endswith("-key.pem") for name in found)
     assert not_private(data, found) == {}
+
+
+def test_every_cli_command_makes_private_files_whatever_the_umask(tmp_path: Path) -> None:
+    """Not only ``serve``: ``consult create`` on a fresh data dir under umask 022 (the secret, the
+    database SQLite creates, the audit head) and ``certs`` leave nothing readable by others."""
+    data = tmp_path / "fresh"
+    previous = os.umask(0o022)
+    try:
+        for command in (["consult", "create", "--title", "Modes"], ["certs"]):
+            run = [sys.executable, "-m", "signaling", *command, "--data-dir", str(data)]
+            done = subprocess.run(run, env=clean_env(), capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+    finally:
+        os.umask(previous)
+    found = modes(data)
+    assert {DB_FILENAME, "certs/ca-key.pem"} <= set(found)
+    public = {"certs/ca.pem", "certs/server.pem"}  # certificates are public by design (0644)
+    assert not_private(data, {k: v for k, v in found.items() if k not in public}) == {}

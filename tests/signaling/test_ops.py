@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from signaling.app import create_app
 from signaling.db.store import Consultation
-from signaling.keys import HUB
+from signaling.keys import HUB, STORE
 from signaling.settings import Settings
 from signaling.ws.messages import Restarting
 from tests.conftest import MakeToken, bearer, error_of
@@ -74,6 +74,43 @@ async def test_readyz_refuses_below_the_recording_disk_floor(
     assert str(settings.data_dir) not in await response.text()
 
 
+async def test_readyz_probes_a_stuck_database_once_whatever_the_number_of_requests(
+    client: TestClient,
+) -> None:
+    """200 probes while the database's connection is held (a write that does not end): one
+    ping in flight, all answered 503 within the ping's bound, then ready once it is free."""
+    store = client.app[STORE]
+    ping = store.ping
+    in_flight, most = 0, 0
+
+    async def counted() -> None:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            await ping()
+        finally:
+            in_flight -= 1
+
+    store.ping = counted  # type: ignore[method-assign]  # the real ping, counted
+    held = store._db._lock  # what every query of the store takes, in its thread
+    held.acquire()
+    try:
+        async with asyncio.timeout(20):
+            answers = await asyncio.gather(*(client.get("/readyz") for _ in range(200)))
+            bodies = [(r.status, await r.json()) for r in answers]
+    finally:
+        held.release()
+    assert most == 1, most
+    assert {status for status, _ in bodies} == {503}
+    assert {body["checks"]["database"] for _, body in bodies} == {"the database is slow to answer"}
+    deadline = time.monotonic() + 10
+    while (response := await client.get("/readyz")).status != 200:
+        assert time.monotonic() < deadline, await response.text()
+        await asyncio.sleep(0.2)
+    assert most == 1 and in_flight == 0
+
+
 async def test_shutdown_tells_pages_the_server_is_restarting_then_closes_1001(
     client: TestClient, make_token: MakeToken, consultation: Consultation
 ) -> None:
@@ -87,6 +124,36 @@ async def test_metrics_are_for_loopback_only_without_a_token(client: TestClient)
     await scrape(client)
     proxied = await client.get("/metrics", headers={"X-Forwarded-For": "203.0.113.9"})
     assert await error_of(proxied, 403) == "forbidden"
+
+
+@pytest.mark.parametrize(
+    "overrides", [{"host": "0.0.0.0"}, {"host": "::"}, {"trusted_proxies": ("127.0.0.1",)}]
+)
+async def test_metrics_need_a_token_once_the_server_is_reachable_from_elsewhere(
+    aiohttp_client, settings: Settings, overrides: dict[str, object]
+) -> None:
+    """Bound to every interface, or behind a proxy: a same-host proxy that adds no
+    X-Forwarded-For would otherwise pass every visitor off as this machine."""
+    client = await aiohttp_client(create_app(replace(settings, **overrides)))
+    response = await client.get("/metrics")
+    assert await error_of(response, 403) == "forbidden"
+    assert "ENDOLINK_METRICS_TOKEN" in (await response.json())["reason"]
+
+
+async def test_wrong_metrics_tokens_spend_the_failed_authentication_budget(
+    aiohttp_client, settings: Settings
+) -> None:
+    app = create_app(
+        replace(settings, metrics_token="s3cret-metrics", auth_failure_limit=(3, 60.0))
+    )
+    client = await aiohttp_client(app)
+    for _ in range(3):
+        wrong = await client.get("/metrics", headers=bearer("guess"))
+        assert await error_of(wrong, 401) == "unauthorized"
+    refused = await client.get("/metrics", headers=bearer("guess"))
+    assert await error_of(refused, 429) == "too-many-attempts"
+    assert int(refused.headers["Retry-After"]) > 0
+    await scrape(client, **bearer("s3cret-metrics"))  # the right one still reads
 
 
 @pytest.mark.parametrize("given", [None, "Bearer wrong", "s3cret-metrics"])

@@ -11,15 +11,18 @@ from typing import Any
 from aiohttp import ClientWebSocketResponse
 from aiohttp.test_utils import TestClient
 
+from relay import FeedName
 from signaling.auth.revocations import REFRESH_S
 from signaling.cli import main
 from signaling.db.store import DB_FILENAME
-from signaling.keys import RELAY, SETTINGS
+from signaling.keys import RECORDINGS, RELAY, SETTINGS
 from signaling.settings import Settings
 from signaling.ws.hub import CLOSE_WITHDRAWN
 from tests.conftest import MakeToken, bearer, error_of, join
 from tests.peers import Received, publisher, viewer, wait_until
+from tests.replay_support import make_recording
 from tests.signaling.test_websocket import closed_with, next_of
+from tests.signaling.test_whip import offer
 
 
 async def create(client: TestClient, admin: dict[str, str]) -> dict[str, Any]:
@@ -125,6 +128,65 @@ async def test_revoking_one_link_ends_only_its_participant(
     assert (await client.get("/api/session", headers=bearer(surgeon))).status == 200
 
 
+async def test_a_media_token_made_before_a_withdrawal_is_refused(
+    client: TestClient, admin: dict[str, str], make_token: MakeToken
+) -> None:
+    """The 5-minute ``?t=`` token of a replay is withdrawn with the access it came from: the
+    consultation's (made before its withdrawal), or its link's (its identity withdrawn)."""
+    made = await create(client, admin)
+    cid = made["id"]
+    data, index = client.app[SETTINGS].data_dir, client.app[RECORDINGS].index
+    recording = await make_recording(data, index, cid, segments=(1.0,))
+
+    async def media_url(token: str) -> str:
+        path = f"/api/recordings/{recording.id}/media-token"
+        answer = await client.get(path, headers=bearer(token))
+        assert answer.status == 200, await answer.text()
+        return str((await answer.json())["media"][0]["url"])
+
+    invite = await client.post(
+        f"/api/consultations/{cid}/invites", json={"role": "surgeon"}, headers=admin
+    )
+    link = await invite.json()
+    linked = await media_url((await join(client, link["link"]))["token"])
+    assert (await client.get(linked)).status == 200
+    path = f"/api/consultations/{cid}/invites/{link['id']}"
+    assert (await client.delete(path, headers=admin)).status == 200
+    refused = await client.get(linked)
+    assert refused.status == 401 and await error_of(refused, 401) == "access-withdrawn"
+
+    before = await media_url(make_token("surgeon", cid))
+    assert (await client.get(before)).status == 200
+    assert (await client.post(f"/api/consultations/{cid}/revoke", headers=admin)).status == 200
+    refused = await client.get(before)
+    assert refused.status == 401 and await error_of(refused, 401) == "access-withdrawn"
+    assert "withdrawn" in (await refused.json())["reason"]
+    after = await media_url(make_token("surgeon", cid))  # a token issued since: honoured
+    assert (await client.get(after)).status == 200
+
+
+async def test_an_offer_being_answered_when_access_is_withdrawn_gets_no_session(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    """The window between a WHIP POST's token check and its session joining the Router: the
+    withdrawal happens while the offer waits for the feed (held here, as a publish in progress
+    holds it) and the answer is a 401, not a session that lives until the token expires."""
+    made = await create(client, admin)
+    cid = made["id"]
+    clinic = (await join(client, made["links"]["clinic"]))["token"]
+    sdp = await offer()
+    router = client.app[RELAY].router(cid, "VP8")
+    headers = {"Content-Type": "application/sdp", **bearer(clinic)}
+    async with router._publishing[FeedName.ENDOSCOPE]:
+        posting = asyncio.ensure_future(client.post(f"/whip/{cid}", data=sdp, headers=headers))
+        assert await wait_until(lambda: router._negotiating > 0, timeout=5)
+        revoked = await client.post(f"/api/consultations/{cid}/revoke", headers=admin)
+        assert revoked.status == 200
+    answer = await asyncio.wait_for(posting, 20)
+    assert await error_of(answer, 401) == "access-withdrawn"
+    assert await wait_until(lambda: not router.peers, timeout=3)
+
+
 async def test_the_cli_withdraws_a_consultation_of_a_running_server(
     client: TestClient, admin: dict[str, str], settings: Settings
 ) -> None:
@@ -139,6 +201,16 @@ async def test_the_cli_withdraws_a_consultation_of_a_running_server(
     assert time.monotonic() - started < REFRESH_S + 2
     refused = await client.get("/api/session", headers=bearer(surgeon))
     assert await error_of(refused, 401) == "access-withdrawn"
+    link = made["links"]["observer"]
+    assert await asyncio.to_thread(main, ["consult", "revoke", link, *args[-2:]]) == 0
+    with sqlite3.connect(settings.data_dir / DB_FILENAME) as db:
+        audited = db.execute(
+            "SELECT consultation_id, identity, role, detail FROM audit WHERE action = 'revoke'"
+        ).fetchall()
+    assert [row[:3] for row in audited] == [(cid, "cli", "admin")] * 2
+    assert audited[0][3] == "every link (4 open)" and audited[1][3].startswith("observer link ")
+    verify = ["audit", "verify", "--data-dir", str(settings.data_dir)]
+    assert await asyncio.to_thread(main, verify) == 0  # the CLI's entries chain with the server's
 
 
 async def test_who_may_withdraw_a_consultation(

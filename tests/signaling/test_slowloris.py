@@ -89,11 +89,70 @@ def test_slow_headers_and_slow_bodies_are_cut(tmp_path: Path, processes: list[Pr
     assert normal_request_works(server.port)
 
 
+def until_closed(sock: socket.socket, budget_s: float) -> tuple[float, bytes]:
+    """Reads until the server closes (or ``budget_s``): (seconds it took, what it answered)."""
+    began = time.monotonic()
+    answer = b""
+    sock.settimeout(0.1)
+    while time.monotonic() - began < budget_s:
+        try:
+            data = sock.recv(4096)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            break
+        if not data:
+            break
+        answer += data
+    return time.monotonic() - began, answer
+
+
+def test_a_connection_that_sends_nothing_is_closed_at_the_header_timeout(
+    tmp_path: Path, processes: list[Process]
+) -> None:
+    """Not an hour later (aiohttp's keep-alive default): the deadline runs from the connection's
+    start."""
+    server = Server(
+        tmp_path / "data", tmp_path / "server.log", ENDOLINK_HEADER_TIMEOUT_S=str(TIMEOUT_S)
+    )
+    processes.append(server)
+    server.wait_ready()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        took, answer = until_closed(sock, 30)
+    assert TIMEOUT_S - 0.2 < took < TIMEOUT_S + SLACK_S and answer == b"", (took, answer)
+
+
+def test_a_request_begun_in_the_packet_of_the_one_before_is_cut_at_the_header_timeout(
+    tmp_path: Path, processes: list[Process]
+) -> None:
+    """Pipelined: a complete request (without, then with a body) and the first header bytes of
+    the next in one packet, then silence; the first is answered, the second cut with 408."""
+    server = Server(
+        tmp_path / "data", tmp_path / "server.log", ENDOLINK_HEADER_TIMEOUT_S=str(TIMEOUT_S)
+    )
+    processes.append(server)
+    server.wait_ready()
+    body = b'{"code": "nothing"}'
+    firsts = (
+        b"GET /api/session HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /api/join HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body,
+    )
+    for first in firsts:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(first + b"GET /api/session HTTP/1.1\r\nX-Slow: a")
+            took, answer = until_closed(sock, 30)
+        assert took < TIMEOUT_S + SLACK_S, (took, answer)
+        assert answer.startswith(b"HTTP/1.1 4") and answer.count(b"HTTP/1.1 ") == 2, answer
+        assert b"HTTP/1.1 408" in answer and b'"too-slow"' in answer
+
+
 def test_an_idle_keep_alive_connection_is_not_a_slow_request(
     tmp_path: Path, processes: list[Process]
 ) -> None:
     """The header deadline starts at a request's first byte: a browser's open connection
-    between two requests waits as aiohttp lets it."""
+    between two requests (after one with a body too) waits as aiohttp lets it."""
     server = Server(
         tmp_path / "data", tmp_path / "server.log", ENDOLINK_HEADER_TIMEOUT_S=str(TIMEOUT_S)
     )
@@ -102,8 +161,15 @@ def test_an_idle_keep_alive_connection_is_not_a_slow_request(
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
     with sock:
         request = b"GET /api/session HTTP/1.1\r\nHost: x\r\n\r\n"
-        sock.sendall(request)
-        assert sock.recv(4096).startswith(b"HTTP/1.1 401")
-        time.sleep(TIMEOUT_S + SLACK_S)
+        body = b'{"code": "nothing"}'
+        post = (
+            b"POST /api/join HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        for sent in (request, post):
+            sock.sendall(sent)
+            assert sock.recv(4096).startswith(b"HTTP/1.1 4")
+            time.sleep(TIMEOUT_S + SLACK_S)
         sock.sendall(request)
         assert sock.recv(4096).startswith(b"HTTP/1.1 401")

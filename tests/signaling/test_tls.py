@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from signaling.tls import make_certificates, ssl_context
 
@@ -122,7 +124,7 @@ def test_a_second_run_reuses_the_ca_and_issues_a_new_server_certificate(
     tmp_path: Path, certs: tuple[Path, Path, Path]
 ) -> None:
     ca_before, server_before = certs[0].read_bytes(), load(certs[1])
-    ca_cert, server_cert, _ = make_certificates(tmp_path / "certs", ["new-name.local"])
+    ca_cert, server_cert, _ = make_certificates(tmp_path / "certs", ["endoscopy-cart.local"])
     assert ca_cert.read_bytes() == ca_before
     server = load(server_cert)
     assert server.serial_number != server_before.serial_number
@@ -145,3 +147,67 @@ def test_no_hostname_is_refused(tmp_path: Path) -> None:
 def test_missing_certificate_files_say_how_to_make_them(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="endolink certs"):
         ssl_context(tmp_path / "server.pem", tmp_path / "server-key.pem")
+
+
+def forged(certs_dir: Path, name: str) -> tuple[Path, Path]:
+    """What a thief of ca-key.pem would make: a server certificate for ``name``, signed by the
+    CA (written beside the real files, for ``ssl_context``)."""
+    ca_key = serialization.load_pem_private_key((certs_dir / "ca-key.pem").read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    general: x509.GeneralName
+    try:
+        general = x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        general = x509.DNSName(name)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(load(certs_dir / "ca.pem").subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([general]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_path, key_path = certs_dir / "forged.pem", certs_dir / "forged-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.mark.parametrize("name", ["bank.example", "10.1.2.3", "localhost.bank.example"])
+def test_a_certificate_the_stolen_ca_key_makes_for_another_name_fails_verification(
+    certs: tuple[Path, Path, Path], name: str
+) -> None:
+    ca_cert, server_cert, server_key = certs
+    constraints = load(ca_cert).extensions.get_extension_for_class(x509.NameConstraints)
+    assert constraints.critical
+    client = ssl.create_default_context(cafile=ca_cert)
+    with pytest.raises(ssl.SSLCertVerificationError, match="(?i)name constraint|permitted"):
+        handshake(ssl_context(*forged(ca_cert.parent, name)), client, name)
+    assert handshake(ssl_context(server_cert, server_key), client, "endoscopy-cart.local")
+
+
+def test_a_name_the_ca_was_not_made_for_needs_a_new_ca(
+    tmp_path: Path, certs: tuple[Path, Path, Path]
+) -> None:
+    ca_before = certs[0].read_bytes()
+    with pytest.raises(ValueError, match="--new-ca"):
+        make_certificates(tmp_path / "certs", ["localhost", "new-name.local"])
+    assert certs[0].read_bytes() == ca_before
+    ca_cert, server_cert, server_key = make_certificates(
+        tmp_path / "certs", ["localhost", "new-name.local"], new_ca=True
+    )
+    assert ca_cert.read_bytes() != ca_before
+    client = ssl.create_default_context(cafile=ca_cert)
+    assert handshake(ssl_context(server_cert, server_key), client, "new-name.local")

@@ -23,7 +23,7 @@ AUTH_TIMEOUT_S = 0.3
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    return replace(settings, extra={"ws_auth_timeout_s": AUTH_TIMEOUT_S})
+    return replace(settings, ws_auth_timeout_s=AUTH_TIMEOUT_S)
 
 
 async def connect(

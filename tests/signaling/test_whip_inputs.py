@@ -93,6 +93,9 @@ BAD_CANDIDATES = [
     "a=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 99999999 typ host\r\n",
     "a=mid:9\r\na=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host\r\n",
     "a=candidate:1 1 udp 2130706431 not-an-address 50000 typ host\r\n",
+    "a=mid:0\r\na=candidate:1 \u00b2 udp 2130706431 127.0.0.1 50000 typ host\r\n",
+    "a=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 \u0665 typ host\r\n",
+    "a=mid:0\r\na=candidate:1 1 udp 2130706431 victim.example.com 50000 typ host\r\n",
 ]
 
 
@@ -117,4 +120,36 @@ async def test_malformed_trickled_candidates_are_4xx_without_a_traceback(
     assert response.status < 500, await response.text()
     if response.status != 204:
         await error_of(response, response.status)
+    no_error_logged(caplog)
+
+
+async def test_candidates_are_bounded_per_patch_and_per_session(
+    client: TestClient,
+    consultation: Consultation,
+    make_token: MakeToken,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    token = make_token("surgeon", consultation.id)
+    answer = await post(
+        client, f"/whep/{consultation.id}", token, await offer(direction="recvonly")
+    )
+    assert answer.status == 201
+    headers = {**FRAG, **bearer(token), "If-Match": answer.headers["ETag"]}
+
+    def frag(count: int, first_port: int) -> str:
+        lines = (
+            f"a=candidate:{i} 1 udp 2130706431 192.0.2.1 {first_port + i} typ host\r\n"
+            for i in range(count)
+        )
+        return "a=mid:0\r\n" + "".join(lines)
+
+    response = await client.patch(answer.headers["Location"], data=frag(17, 40000), headers=headers)
+    assert "per PATCH" in (await response.json())["reason"] and response.status == 400
+    for batch in range(4):
+        response = await client.patch(
+            answer.headers["Location"], data=frag(16, 41000 + 16 * batch), headers=headers
+        )
+        assert response.status == 204, await response.text()
+    response = await client.patch(answer.headers["Location"], data=frag(1, 42000), headers=headers)
+    assert "per session" in (await response.json())["reason"] and response.status == 400
     no_error_logged(caplog)

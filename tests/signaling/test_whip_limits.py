@@ -10,13 +10,15 @@ import time
 
 import pytest
 from aiohttp.test_utils import TestClient
+from aiortc import RTCSessionDescription
 
+from client.testpattern import TestPatternTrack
 from signaling.app import create_app
 from signaling.db.store import Consultation
-from signaling.keys import RELAY, STORE
+from signaling.keys import AUDIT, RELAY, STORE
 from signaling.settings import Settings
 from tests.conftest import MakeToken, error_of
-from tests.peers import publisher, viewer, wait_until
+from tests.peers import new_pc, publisher, viewer, wait_until
 from tests.relay.test_forwarding_flow import url
 from tests.signaling.test_whip import offer, post
 
@@ -135,6 +137,53 @@ async def test_another_clinics_dead_publish_keeps_the_real_clinic_out_only_until
     await assert_the_surgeon_sees(client, cid, clinic, make_token)
 
 
+async def test_a_second_clinic_link_re_posting_dead_offers_cannot_keep_the_real_clinic_off(
+    client: TestClient, consultation: Consultation, make_token: MakeToken
+) -> None:
+    """The squatter renews its never-connecting publish every 0.3 s (and so re-posts the moment
+    any deadline fires); the real clinic retries as the page does, after ``Retry-After``: it
+    gets the feed one connect deadline after its first refusal, and the squatter gets 429."""
+    cid = consultation.id
+    whip = f"/whip/{cid}"
+    squatter, clinic = make_token("clinic", cid), make_token("clinic", cid)
+    assert (await post(client, whip, squatter, await dead_offer("sendonly"))).status == 201
+    squatted: list[tuple[int, dict[str, str]]] = []
+    stop = asyncio.Event()
+
+    async def squat() -> None:
+        while not stop.is_set():
+            answer = await post(client, whip, squatter, await dead_offer("sendonly"))
+            squatted.append((answer.status, await answer.json() if answer.status >= 400 else {}))
+            await asyncio.sleep(0.3)
+
+    squatting = asyncio.get_running_loop().create_task(squat())
+    pc = new_pc()
+    pc.addTransceiver(TestPatternTrack(), direction="sendonly")
+    try:
+        await pc.setLocalDescription(await pc.createOffer())
+        started, refusals = time.monotonic(), []
+        while (answer := await post(client, whip, clinic, pc.localDescription.sdp)).status != 201:
+            assert time.monotonic() - started < 4 * DEADLINE_S, refusals
+            refusals.append(answer.status)
+            await asyncio.sleep(int(answer.headers["Retry-After"]))
+        took_s = time.monotonic() - started
+        assert refusals and set(refusals) == {409}, refusals
+        assert took_s <= DEADLINE_S + 1.5, took_s  # one deadline (Retry-After rounds it up)
+        await pc.setRemoteDescription(RTCSessionDescription(await answer.text(), "answer"))
+        assert await wait_until(lambda: pc.connectionState == "connected", timeout=10)
+        async with viewer(url(client, f"/whep/{cid}"), make_token("surgeon", cid)) as seen:
+            assert await wait_until(lambda: len(seen[2].counters) >= 10, timeout=10)
+        await wait_until(lambda: False, timeout=2 * DEADLINE_S + 0.5)  # the squatter cools down
+    finally:
+        stop.set()
+        await squatting
+        await pc.close()
+    assert pc.connectionState == "closed"
+    refused = [body for status, body in squatted if status == 429]
+    assert refused and "never connected" in refused[0]["reason"], squatted
+    assert squatted[-1][0] == 409  # after its cool-down: the feed has a connected publisher
+
+
 async def test_a_connected_session_outlives_the_connect_deadline(
     client: TestClient, consultation: Consultation, make_token: MakeToken
 ) -> None:
@@ -181,3 +230,18 @@ async def test_the_server_wide_cap_answers_503(
     ]
     assert [a.status for a in answers] == [201, 201, 503]
     assert await error_of(answers[2], 503) == "full" and answers[2].headers["Retry-After"]
+
+
+async def test_a_session_the_audit_trail_cannot_record_is_ended_and_refused(
+    client: TestClient, consultation: Consultation, make_token: MakeToken
+) -> None:
+    await client.app[AUDIT].close()  # e.g. the disk failed under the trail
+    answer = await post(
+        client,
+        f"/whep/{consultation.id}",
+        make_token("surgeon", consultation.id),
+        await offer(direction="recvonly"),
+    )
+    assert await error_of(answer, 503) == "unavailable"
+    router = client.app[RELAY].find(consultation.id)
+    assert router is None or await wait_until(lambda: not router.peers, timeout=3)

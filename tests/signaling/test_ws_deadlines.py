@@ -28,8 +28,9 @@ FRAME_DEADLINE_S = 3.0
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    extra = {"ws_auth_timeout_s": AUTH_DEADLINE_S, "ws_frame_deadline_s": FRAME_DEADLINE_S}
-    return replace(settings, extra=extra)
+    return replace(
+        settings, ws_auth_timeout_s=AUTH_DEADLINE_S, ws_frame_deadline_s=FRAME_DEADLINE_S
+    )
 
 
 async def ping_answering_client(client: TestClient, cid: str) -> tuple[int, float, int]:
@@ -131,3 +132,11 @@ async def test_an_idle_authenticated_socket_that_answers_pings_stays(
                 assert msg.type is WSMsgType.TEXT, msg
     assert not ws.closed
     await ws.close()
+
+
+def test_the_deadlines_are_read_from_the_environment() -> None:
+    env = {"ENDOLINK_WS_AUTH_TIMEOUT_S": "2.5", "ENDOLINK_WS_FRAME_DEADLINE_S": "7"}
+    settings = Settings.from_env(env)
+    assert (settings.ws_auth_timeout_s, settings.ws_frame_deadline_s) == (2.5, 7.0)
+    defaults = Settings.from_env({})
+    assert (defaults.ws_auth_timeout_s, defaults.ws_frame_deadline_s) == (5.0, 10.0)

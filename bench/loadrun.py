@@ -1,11 +1,13 @@
 """Load run: many consultations at once on one real server for minutes, watched through /metrics.
 
     python -m bench.loadrun [--consultations 20] [--minutes 5] [--viewers 2] [--every 10]
-                            [--width 320] [--height 240] [--fps 15] [--bitrate 300000]
+                            [--share 5] [--width 320] [--height 240] [--fps 15]
+                            [--bitrate 300000]
                             [--json out.json] [--keep]
 
-Per consultation (consent on file, so every one records): a publisher (``bench.publisher``, its
-own process, started 4 at a time: the stamped pattern, VP8), ``--viewers`` light viewers
+Per consultation (consent on file, so every one records): a publisher WHIP session
+(``bench.publisher``: the stamped pattern, VP8; the sessions of ``--share`` consultations share
+one process and one encoder, processes started 4 at a time), ``--viewers`` light viewers
 (``bench.loadgen.LoadGen``, the viewers of ``--group`` consultations in one process: frames
 timestamped and hashed, never decoded) and a surgeon page's
 WebSocket (in this process: reads everything, sends a ``stats`` message every 2 s as a page
@@ -136,10 +138,10 @@ async def run(cfg: argparse.Namespace, work: Path) -> dict[str, Any]:
         await server.wait_accepting(60)
         assert server.process is not None
         async with aiohttp.ClientSession() as http:
-            publishers, loadgens = await _start_clients(cfg, procs, server.base_url, consults)
+            _, loadgens = await _start_clients(cfg, procs, server.base_url, consults)
             for page in pages:
                 page.start(http)
-            return await _measure(cfg, http, server, publishers, loadgens, pages)
+            return await _measure(cfg, http, server, procs, loadgens, pages)
     finally:
         for page in pages:
             await page.close()
@@ -150,17 +152,24 @@ async def run(cfg: argparse.Namespace, work: Path) -> dict[str, Any]:
 async def _start_clients(
     cfg: argparse.Namespace, procs: Processes, base: str, consults: list[Consultation]
 ) -> tuple[list[dict[str, Any]], list[tuple[Child, dict[str, Any]]]]:
-    """Publishers a few at a time (20 processes importing aiortc at once starve the machine
-    long enough for the server to close the first ones as silent), then the viewer groups."""
+    """Publisher processes a few at a time (20 processes importing aiortc at once starve the
+    machine long enough for the server to close the first ones as silent), then the viewer
+    groups. A publisher process serves ``--share`` consultations with one encoder (``--also``):
+    20 encoders in 20 processes took a core of this 2-core machine and starved the server."""
     size = ["--width", str(cfg.width), "--height", str(cfg.height)]
+    groups = [consults[i : i + cfg.share] for i in range(0, len(consults), cfg.share)]
     readies: list[dict[str, Any]] = []
-    for first in range(0, len(consults), START_BATCH):
+    for first in range(0, len(groups), START_BATCH):
         batch = []
-        for i, c in enumerate(consults[first : first + START_BATCH], first):
-            argv = [PYTHON, "-m", "bench.publisher", "--whip", f"{base}/whip/{c.id}", "--token"]
-            argv += [c.clinic, "--fps", str(cfg.fps), "--bitrate", str(cfg.bitrate), *size]
-            batch.append(await procs.start(f"publisher{i}", argv))
-        readies += await asyncio.gather(*(p.read_event(START_TIMEOUT_S) for p in batch))
+        for i, group in enumerate(groups[first : first + START_BATCH], first):
+            argv = [PYTHON, "-m", "bench.publisher", "--whip", f"{base}/whip/{group[0].id}"]
+            argv += ["--token", group[0].clinic, "--fps", str(cfg.fps)]
+            argv += ["--bitrate", str(cfg.bitrate), *size]
+            for c in group[1:]:
+                argv += ["--also", f"{base}/whip/{c.id}", c.clinic]
+            batch.append((await procs.start(f"publisher{i}", argv), len(group)))
+        ready = await asyncio.gather(*(p.read_event(START_TIMEOUT_S) for p, _ in batch))
+        readies += [r for r, (_, n) in zip(ready, batch, strict=True) for _ in range(n)]
     specs = [
         [
             *("--whep", f"{base}/whep/{c.id}", "--token", c.viewer, "--publisher", r["control"]),
@@ -205,7 +214,7 @@ async def _measure(
     cfg: argparse.Namespace,
     http: aiohttp.ClientSession,
     server: ServerProcess,
-    publishers: list[dict[str, Any]],
+    procs: Processes,
     loadgens: list[tuple[Child, dict[str, Any]]],
     pages: list[Page],
 ) -> dict[str, Any]:
@@ -221,6 +230,7 @@ async def _measure(
             **await scrape(http, server.base_url),
         }
         sample["proc"] = proc_sample(pid)
+        sample["clients_cpu_s"] = _clients_cpu_s(procs)
         sample["loadavg"] = float(Path("/proc/loadavg").read_text().split()[0])
         text = sample.pop("text")
         samples.append(sample)
@@ -248,6 +258,16 @@ async def _measure(
     found = await asyncio.gather(*(reports(child) for child in groups))
     viewers = [v for group in found for r in group for v in r["viewers"]]
     return summarise(cfg, samples, viewers, loadgens, pages, warmup_s, text)
+
+
+def _clients_cpu_s(procs: Processes) -> dict[str, float]:
+    """CPU seconds of the harness's own processes (publishers, viewers) so far: what they take
+    from the cores the server shares with them."""
+    found: dict[str, float] = {}
+    for child in procs.children:
+        kind = child.name.rstrip("0123456789")
+        found[kind] = found.get(kind, 0.0) + ((proc_sample(child.pid) or {}).get("cpu_s") or 0.0)
+    return found
 
 
 def summarise(
@@ -305,6 +325,12 @@ def summarise(
             round(percentile(latencies, 99) or 0, 1),
         ],
         "server_cpu_pct": round(100 * (last["cpu_s"] - warm["cpu_s"]) / span, 1) if span else None,
+        "clients_cpu_pct": {
+            kind: round(100 * (cpu_s - warm["clients_cpu_s"].get(kind, 0.0)) / span, 1)
+            for kind, cpu_s in last["clients_cpu_s"].items()
+        }
+        if span
+        else None,
         "rss_mb_warm_end": trend("rss_bytes", 2**20),
         "fds_warm_end": trend("fds"),
         "tasks_warm_end": trend("tasks"),
@@ -367,6 +393,7 @@ def table(result: dict[str, Any]) -> str:
             str(result["latency_ms_p50_p99"]),
         ),
         ("server CPU % of one core (after warm-up)", str(result["server_cpu_pct"])),
+        ("harness processes' CPU % of one core", json.dumps(result["clients_cpu_pct"])),
         (
             "machine load average (2 cores, shared) min / max",
             str(result["machine_loadavg_min_max"]),
@@ -395,6 +422,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--every", type=float, default=10.0, help="seconds between samples")
     parser.add_argument(
         "--group", type=int, default=5, help="consultations whose viewers share one process"
+    )
+    parser.add_argument(
+        "--share", type=int, default=5, help="consultations whose publishers share one encoder"
     )
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--height", type=int, default=240)

@@ -3,7 +3,7 @@ own encoder, records every encoded frame it produced (hash, frame counter, stamp
 answers one DIRECT offer (no server in between) carrying the very same encoded frames, so the
 harness can subtract what a direct connection costs from what the relay path costs.
 
-    python -m bench.publisher --whip URL --token T [--codec VP8]
+    python -m bench.publisher --whip URL --token T [--codec VP8] [--also WHIP TOKEN ...]
                               [--loss 0.01 --rtt-ms 150 | --impairment bursty10 --rtt-ms 150]
 
 stdout: ``{"event": "ready", "control": URL}`` once frames flow, then one JSON line per command.
@@ -30,6 +30,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSession
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from client.testpattern import TestPatternTrack
+from relay import forwarding
 from relay.codecs import is_keyframe, preferences
 
 from .common import (
@@ -209,6 +210,8 @@ class Publisher:
         self.location: str | None = None
         self.keyframe_requests: list[float] = []
         self.direct: list[tuple[RTCPeerConnection, DirectTrack]] = []
+        self.again: list[tuple[RTCPeerConnection, DirectTrack, str | None, str]] = []
+        "``--also`` sessions: connection, track, WHIP resource, token."
         self.proxy: ImpairmentProxy | None = None
         self.runner: web.AppRunner | None = None
         self.control_url = ""
@@ -245,6 +248,7 @@ class Publisher:
         if self.proxy is not None:
             answer = self.proxy.answer(answer)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        forwarding.keep_consent(self.pc)  # a late answer from a busy server is consent too
         await asyncio.wait_for(self.connected.wait(), timeout=20)
         if self.proxy is not None:
             self.proxy.impair = True
@@ -254,6 +258,8 @@ class Publisher:
             await asyncio.sleep(0.05)
         if not self.log.frames:
             raise RuntimeError("the encoder produced no frame within 10 s")
+        for whip, token in self.args.also:
+            await self._publish_again(whip, token)
 
     async def _post_offer(self, offer: str) -> tuple[str, str | None]:
         """WHIP POST, retried while the server is still starting (connection refused)."""
@@ -279,9 +285,9 @@ class Publisher:
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.control_url = f"http://{LOOPBACK}:{port}"
 
-    async def _direct(self, request: web.Request) -> web.Response:
-        """A probe's offer for a direct connection: same encoded frames, no server."""
-        offer = await request.text()
+    def _packet_connection(self) -> tuple[RTCPeerConnection, DirectTrack]:
+        """A connection that sends this publisher's encoded frames again, without encoding; a
+        keyframe request on it reaches the one encoder."""
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         track = DirectTrack(self._force_keyframe)
         transceiver = pc.addTransceiver(track, direction="sendonly")
@@ -291,11 +297,35 @@ class Publisher:
         self.log.listeners.append(
             lambda data, ts, key: loop.call_soon_threadsafe(track.push, data, ts, key)
         )
+        return pc, track
+
+    async def _direct(self, request: web.Request) -> web.Response:
+        """A probe's offer for a direct connection: same encoded frames, no server."""
+        offer = await request.text()
+        pc, track = self._packet_connection()
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         await pc.setLocalDescription(await pc.createAnswer())
         self.direct.append((pc, track))
         answer = pc.localDescription.sdp
         return web.Response(status=201, text=answer, content_type="application/sdp")
+
+    async def _publish_again(self, whip: str, token: str) -> None:
+        """``--also``: one more WHIP session (another consultation) carrying the same encoded
+        frames, so N publishers cost one encoder, not N (a load run measures the server)."""
+        pc, track = self._packet_connection()
+        connected = asyncio.Event()
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            if pc.connectionState == "connected":
+                connected.set()
+
+        await pc.setLocalDescription(await pc.createOffer())
+        answer, location = await post_sdp(whip, token, pc.localDescription.sdp)
+        self.again.append((pc, track, location, token))
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        forwarding.keep_consent(pc)
+        await asyncio.wait_for(connected.wait(), timeout=20)
 
     async def _frames(self, request: web.Request) -> web.Response:
         with self.log.lock:
@@ -316,12 +346,18 @@ class Publisher:
             "bitrate_pinned": bool(self.args.bitrate),
             "proxy": self.proxy.stats() if self.proxy else None,
             "connection": self.pc.connectionState,
+            "connections_also": [pc.connectionState for pc, *_ in self.again],
             "process": proc_sample(os.getpid()),
         }
 
     async def close(self) -> None:
         for pc, track in self.direct:
             track.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pc.close(), 5)
+        for pc, track, location, token in self.again:
+            track.stop()
+            await delete_session(location, token)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(pc.close(), 5)
         await delete_session(self.location, self.args.token)
@@ -358,6 +394,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument(
         "--bitrate", type=int, default=1_500_000, help="pin the encoder (0: follow REMB)"
+    )
+    parser.add_argument(
+        "--also",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("WHIP", "TOKEN"),
+        help="publish the same encoded frames on one more WHIP session (repeatable)",
     )
     add_impairment_args(parser)
     return parser.parse_args(argv)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -197,6 +198,9 @@ class ImpairmentProxy:
     "Loss applies only once this is set (after the connection is up); delay applies always."
     client: tuple[str, int] | None = None
     server: tuple[str, int] | None = None
+    late_answers_s: float = 0.0
+    """Extra delay on the client's STUN answers only, outside the delay line (``math.inf`` drops
+    them): a far end whose event loop lags answers consent checks late while media flows."""
 
     def __post_init__(self) -> None:
         seed = self.impairment.seed
@@ -249,6 +253,10 @@ class ImpairmentProxy:
             direction.stats.dropped += 1
             return
         direction.stats.count(data)
+        if upstream and self.late_answers_s and _is_stun_answer(data):
+            if self.late_answers_s != math.inf:
+                asyncio.get_running_loop().call_later(self.late_answers_s, out.sendto, data, target)
+            return
         if not self.impairment.delay_s and not self.impairment.jitter_s:
             out.sendto(data, target)
         else:
@@ -267,6 +275,11 @@ class ImpairmentProxy:
         for transport in (self._near, self._far):
             if transport is not None:
                 transport.close()
+
+
+def _is_stun_answer(data: bytes) -> bool:
+    """A STUN success or error response (RFC 7983: first byte 0–3; class bits C1 of the type)."""
+    return len(data) >= 20 and data[0] < 4 and bool(data[0] & 0x01)
 
 
 class _Side(asyncio.DatagramProtocol):

@@ -17,13 +17,18 @@ clinic's encoded stream untouched we hook three private seams, each covered by t
 addresses only (loopback included: aioice skips 127.0.0.1, which a loopback-only host needs).
 
 Liveness (``relay/liveness.py``) reads two more: the DTLS transport's received-packet counter, and
-aioice's nominated candidate pairs, on which it sends its own STUN binding requests.
+aioice's nominated candidate pairs, on which it sends its own STUN binding requests. The same
+binding requests replace aioice's consent check (``keep_consent``), which closed live peers whose
+answers were merely late.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import random
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -315,24 +320,72 @@ def packets_received(pc: RTCPeerConnection) -> int:
 
 
 async def probe(pc: RTCPeerConnection) -> bool:
-    """One STUN binding request on each nominated candidate pair, no retransmission (what aioice's
-    consent check sends every 5 s). Every ICE agent must answer it, whether or not media flows.
-    True if any pair answered within aioice's 0.5 s transaction timeout."""
+    """One STUN binding request on each nominated candidate pair, no retransmission. Every ICE
+    agent must answer it, whether or not media flows. True if any pair answered within aioice's
+    0.5 s transaction timeout."""
     answered = False
     for dtls in _dtls_transports(pc):
-        connection: aioice.ice.Connection = dtls.transport._connection
-        if connection.remote_password is None:
-            continue
-        for pair in list(connection._nominated.values()):
-            request = connection.build_request(pair, nominate=False)
-            try:
-                await pair.protocol.request(
-                    request,
-                    pair.remote_addr,
-                    integrity_key=connection.remote_password.encode("utf8"),
-                    retransmissions=0,
-                )
-                answered = True
-            except (aioice.stun.TransactionError, ConnectionError, OSError):
-                continue
+        answered = await _answered(dtls.transport._connection, 0) or answered
     return answered
+
+
+async def _answered(connection: aioice.ice.Connection, retransmissions: int) -> bool:
+    """A binding request on each nominated pair of ``connection``; True if any pair answered.
+    aioice drops an answer that arrives after its transaction gave up, so how late an answer may
+    be is set by ``retransmissions`` (0.5 s, then doubling)."""
+    if connection.remote_password is None:
+        return False
+    answered = False
+    for pair in list(connection._nominated.values()):
+        request = connection.build_request(pair, nominate=False)
+        try:
+            await pair.protocol.request(
+                request,
+                pair.remote_addr,
+                integrity_key=connection.remote_password.encode("utf8"),
+                retransmissions=retransmissions,
+            )
+            answered = True
+        except (aioice.stun.TransactionError, ConnectionError, OSError):
+            continue
+    return answered
+
+
+# -- consent freshness (RFC 7675) -----------------------------------------------------------------
+
+CONSENT_INTERVAL_S = 5.0
+"A consent check every 5 s ± 20 % (aioice's and RFC 7675's cadence)."
+CONSENT_EXPIRY_S = 30.0
+"RFC 7675: consent expires when no authenticated answer has arrived for 30 s."
+CONSENT_RETRANSMISSIONS = 2
+"A check waits 0.5 + 1 + 2 s: an answer up to 3.5 s late is consent (aioice: 0.5 s, no retry)."
+
+
+def keep_consent(pc: RTCPeerConnection) -> None:
+    """Replace aioice's consent check on ``pc``'s ICE connections (call after
+    ``setRemoteDescription``, before they connect).
+
+    aioice sends one request every ~5 s with no retransmission, gives up on it after 0.5 s and
+    closes the connection after 6 such misses in a row: a live peer whose answers are merely late
+    (its event loop, or ours, lagging on a busy host) is cut off while its media still flows.
+    Here a late answer still counts, and the connection closes only when no answer at all has
+    arrived for ``CONSENT_EXPIRY_S`` — RFC 7675's rule, whose purpose (stop sending to a
+    destination that no longer wants it) is kept. A peer that vanished is closed much sooner by
+    ``relay.liveness``.
+    """
+    for dtls in _dtls_transports(pc):
+        connection = dtls.transport._connection
+        connection.query_consent = functools.partial(_query_consent, connection)  # type: ignore[method-assign]
+
+
+async def _query_consent(connection: aioice.ice.Connection) -> None:
+    consented = time.monotonic()
+    while True:
+        await asyncio.sleep(CONSENT_INTERVAL_S * (0.8 + 0.4 * random.random()))
+        if await _answered(connection, CONSENT_RETRANSMISSIONS):
+            consented = time.monotonic()
+        elif (silent_s := time.monotonic() - consented) > CONSENT_EXPIRY_S:
+            logger.info("%s consent to send expired: no answer for %.0f s", connection, silent_s)
+            connection._query_consent_task = None  # aioice's close() would cancel this very task
+            await connection.close()
+            return

@@ -15,6 +15,7 @@ from enum import StrEnum
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.exceptions import OperationError
 
+from . import forwarding
 from .errors import MediaUnsupported, SdpInvalid
 from .liveness import Liveness
 from .sdp import parse_candidate
@@ -115,6 +116,7 @@ class Peer:
         except (ValueError, AssertionError, IndexError, KeyError, AttributeError) as exc:
             # aiortc's own checks (asserts, lookups) on an offer parse_offer let through
             raise SdpInvalid(f"offer rejected: {exc.__class__.__name__}") from exc
+        forwarding.keep_consent(self.pc)  # before the connection's ICE checks can finish
 
     async def add_candidates(self, sdpfrag: str) -> int:
         """Trickled candidates (RFC 8840 sdpfrag). Returns how many were added."""

@@ -98,6 +98,30 @@ _STEPS: tuple[str, ...] = (
     ALTER TABLE audit_chained RENAME TO audit;
     CREATE INDEX audit_by_consultation ON audit (consultation_id, seq);
     """,
+    # Step 3: the records actions (DICOM export, the FHIR Bundle, patient details). The table is
+    # rebuilt as in step 2; every column, hashes included, is copied, so the chains still hold.
+    f"""
+    CREATE TABLE audit_records (
+        seq             INTEGER PRIMARY KEY,
+        consultation_id TEXT,
+        at              TEXT NOT NULL,
+        identity        TEXT NOT NULL,
+        name            TEXT NOT NULL DEFAULT '',
+        role            TEXT NOT NULL,
+        action          TEXT NOT NULL
+            CHECK (action IN ({_ACTIONS}, 'dicom-export', 'fhir', 'patient')),
+        recording_id    TEXT,
+        detail          TEXT,
+        count           INTEGER NOT NULL DEFAULT 1,
+        prev_hash       TEXT,
+        consultation_prev_hash TEXT,
+        hash            TEXT
+    );
+    INSERT INTO audit_records SELECT * FROM audit ORDER BY seq;
+    DROP TABLE audit;
+    ALTER TABLE audit_records RENAME TO audit;
+    CREATE INDEX audit_by_consultation ON audit (consultation_id, seq);
+    """,
 )
 SCHEMA = Migrations("audit", _STEPS, legacy=(3,))
 
@@ -147,6 +171,12 @@ class AuditAction(StrEnum):
     "A consultation's access was revoked."
     REFUSED_TOKEN = "refused-token"
     "Requests with a bad token from one address within a minute (``count``); no consultation."
+    DICOM_EXPORT = "dicom-export"
+    "A recording was exported as DICOM (detail: out dir or PACS target kind, no patient data)."
+    FHIR = "fhir"
+    "A recording's FHIR Bundle (which holds the patient's details) was read."
+    PATIENT = "patient"
+    "The patient's details were recorded or read (detail: which; never the values)."
 
 
 @dataclass(frozen=True)
@@ -243,6 +273,28 @@ class AuditTrail:
                 f"SELECT {_COLUMNS} FROM audit WHERE consultation_id = ? AND seq > ?"
                 " ORDER BY seq LIMIT ?",
                 (consultation_id, after, limit),
+            ).fetchall()
+            return [AuditEntry(*row) for row in rows]
+
+        return await self._reader.run(select)
+
+    async def actions(
+        self,
+        consultation_id: str,
+        actions: tuple[AuditAction, ...],
+        recording_id: str | None = None,
+        limit: int = MAX_PAGE,
+    ) -> list[AuditEntry]:
+        """A consultation's entries of these ``actions`` (of one recording, if given), oldest
+        first, at most ``limit``."""
+        which = " AND recording_id = ?" if recording_id is not None else ""
+        values = (recording_id,) if recording_id is not None else ()
+
+        def select(db: sqlite3.Connection) -> list[AuditEntry]:
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM audit WHERE consultation_id = ?"
+                f" AND action IN ({', '.join('?' * len(actions))}){which} ORDER BY seq LIMIT ?",
+                (consultation_id, *map(str, actions), *values, limit),
             ).fetchall()
             return [AuditEntry(*row) for row in rows]
 

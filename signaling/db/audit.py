@@ -54,6 +54,29 @@ _ACTIONS = (
     "'freeze', 'unfreeze', 'consent', 'recording', 'replay', 'download', 'export', "
     "'export-download', 'revoke', 'refused-token'"
 )
+
+
+def _chained_table(name: str, actions: str) -> str:
+    """The trail's table since step 2, under ``name``, allowing ``actions`` (SQL literals)."""
+    return f"""
+    CREATE TABLE {name} (
+        seq             INTEGER PRIMARY KEY,
+        consultation_id TEXT,
+        at              TEXT NOT NULL,
+        identity        TEXT NOT NULL,
+        name            TEXT NOT NULL DEFAULT '',
+        role            TEXT NOT NULL,
+        action          TEXT NOT NULL CHECK (action IN ({actions})),
+        recording_id    TEXT,
+        detail          TEXT,
+        count           INTEGER NOT NULL DEFAULT 1,
+        prev_hash       TEXT,
+        consultation_prev_hash TEXT,
+        hash            TEXT
+    );
+"""
+
+
 # Step 1 was user_version 3 of the old single list in signaling/db/store.py. Step 2 rebuilds the
 # table (SQLite cannot change a CHECK) with the chain's columns; the rows it copies are chained
 # right after it, when the trail is opened (``_chain_unhashed``). No foreign keys: the trail
@@ -74,22 +97,8 @@ _STEPS: tuple[str, ...] = (
     );
     CREATE INDEX audit_by_consultation ON audit (consultation_id, seq);
     """,
-    f"""
-    CREATE TABLE audit_chained (
-        seq             INTEGER PRIMARY KEY,
-        consultation_id TEXT,
-        at              TEXT NOT NULL,
-        identity        TEXT NOT NULL,
-        name            TEXT NOT NULL DEFAULT '',
-        role            TEXT NOT NULL,
-        action          TEXT NOT NULL CHECK (action IN ({_ACTIONS})),
-        recording_id    TEXT,
-        detail          TEXT,
-        count           INTEGER NOT NULL DEFAULT 1,
-        prev_hash       TEXT,
-        consultation_prev_hash TEXT,
-        hash            TEXT
-    );
+    _chained_table("audit_chained", _ACTIONS)
+    + """
     INSERT INTO audit_chained
         (seq, consultation_id, at, identity, name, role, action, recording_id, detail)
         SELECT seq, consultation_id, at, identity, name, role, action, recording_id, detail
@@ -100,23 +109,8 @@ _STEPS: tuple[str, ...] = (
     """,
     # Step 3: the records actions (DICOM export, the FHIR Bundle, patient details). The table is
     # rebuilt as in step 2; every column, hashes included, is copied, so the chains still hold.
-    f"""
-    CREATE TABLE audit_records (
-        seq             INTEGER PRIMARY KEY,
-        consultation_id TEXT,
-        at              TEXT NOT NULL,
-        identity        TEXT NOT NULL,
-        name            TEXT NOT NULL DEFAULT '',
-        role            TEXT NOT NULL,
-        action          TEXT NOT NULL
-            CHECK (action IN ({_ACTIONS}, 'dicom-export', 'fhir', 'patient')),
-        recording_id    TEXT,
-        detail          TEXT,
-        count           INTEGER NOT NULL DEFAULT 1,
-        prev_hash       TEXT,
-        consultation_prev_hash TEXT,
-        hash            TEXT
-    );
+    _chained_table("audit_records", f"{_ACTIONS}, 'dicom-export', 'fhir', 'patient'")
+    + """
     INSERT INTO audit_records SELECT * FROM audit ORDER BY seq;
     DROP TABLE audit;
     ALTER TABLE audit_records RENAME TO audit;

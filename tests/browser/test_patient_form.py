@@ -18,9 +18,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
 FITS = """() => {
   const vw = window.innerWidth;
-  const form = [...document.querySelectorAll('#patient-form input, #patient-form select, #patient-form button')];
+  const form = [...document.querySelectorAll('#patient-form :is(input, select, button)')];
   const outside = form.filter((el) => { const b = el.getBoundingClientRect();
-    return b.width === 0 || b.left < -0.5 || b.right > vw + 0.5; }).map((el) => el.id || el.dataset.testid);
+    return b.width === 0 || b.left < -0.5 || b.right > vw + 0.5; })
+    .map((el) => el.id || el.dataset.testid);
   return {scrollWidth: document.documentElement.scrollWidth, vw, outside};
 }"""
 

@@ -124,8 +124,9 @@ def bundle(facts: RecordFacts) -> JSON:
         entries.append(
             (_urn("consent", f"{rid}:{i}"), consent_resource(consent, patient_url, latest))
         )
+    identities = f"{facts.base_url}/identities"  # this server's namespace of token identities
     for entry in facts.audit:
-        event = audit_event(entry, documents, patient_url)
+        event = audit_event(entry, documents, patient_url, identities)
         entries.append((_urn("audit", f"{rid}:{entry.seq}"), event))
     return {
         "resourceType": "Bundle",
@@ -251,9 +252,11 @@ def consent_resource(consent: Consent, patient_url: str, latest: bool) -> JSON:
     }
 
 
-def audit_event(entry: AuditEntry, documents: Sequence[str], patient_url: str) -> JSON:
+def audit_event(
+    entry: AuditEntry, documents: Sequence[str], patient_url: str, identities: str
+) -> JSON:
     """BALP's shape: type/subtype, action, recorded, outcome success, the user agent (identity
-    as identifier, role as text) and EndoLink as the server agent and source."""
+    as identifier in ``identities``, role as text) and EndoLink as the server agent and source."""
     kind, subtype = _AUDIT_KINDS[AuditAction(entry.action)]
     event: JSON = {"resourceType": "AuditEvent", "type": kind}
     if subtype is not None:
@@ -291,7 +294,7 @@ def audit_event(entry: AuditEntry, documents: Sequence[str], patient_url: str) -
                     ]
                 },
                 "role": [{"text": entry.role}],
-                "who": {"identifier": {"value": entry.identity}},
+                "who": {"identifier": {"system": identities, "value": entry.identity}},
                 "requestor": True,
             },
             {

@@ -1,0 +1,292 @@
+"""What ``endolink publish`` sends: a file played at its own rate (forever with ``loop``), a V4L2
+capture card or an RTSP camera, read by PyAV in a thread of its own (never on the event loop).
+
+Why not aiortc's ``MediaPlayer``: with ``loop`` it starts the timestamps again at 0 on every pass,
+so its pacing (by timestamp) stops after the first pass and its reader decodes the file as fast
+as it can into an unbounded queue; and it opens a new decoding generator for every frame, so at
+the end of a file whose decoder holds frames back (H.264) the decoder is drained twice, raises
+``EOFError``, and playback ends instead of looping. Here one thread demuxes and decodes each
+pass in one go, keeps the timestamps growing across passes (video 90 kHz, audio 48 kHz, one
+clock for both), and releases each frame when its time has come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fractions
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import av
+import av.container
+from aiortc.mediastreams import VIDEO_CLOCK_RATE, MediaStreamError, MediaStreamTrack
+
+from client.testpattern import TestPatternTrack
+
+logger = logging.getLogger(__name__)
+
+AUDIO_RATE = 48000
+AUDIO_FRAME = 960
+"Audio goes out as 20 ms of 48 kHz stereo s16, what aiortc's Opus encoder takes."
+VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
+AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
+MAX_LATE_S = 0.5
+"A file frame this late (slow disk or CPU) moves the schedule instead of a burst to catch up."
+OPEN_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 10.0
+RTSP_TRANSPORTS = ("tcp", "udp")
+"TCP: interleaved in the RTSP connection (through firewalls, no loss); UDP: lower latency."
+INPUT_FORMATS = ("mjpeg", "yuyv422", "h264")
+"Capture-card formats FFmpeg's v4l2 input can ask for (``v4l2-ctl --list-formats-ext``)."
+
+
+class SourceError(Exception):
+    """The source cannot be opened or stopped delivering (one readable line)."""
+
+
+class MediaSource:
+    """A file, device or stream with at most one ``video`` and one ``audio`` track.
+
+    ``live`` sources (devices, RTSP) deliver frames as they come; files are paced by their own
+    timestamps. ``error`` says why a source ended early (None: the file simply ended)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        format: str | None = None,
+        options: dict[str, str] | None = None,
+        loop: bool = False,
+        live: bool = False,
+    ) -> None:
+        try:
+            self._container = av.open(
+                url,
+                format=format,
+                options=options or {},
+                timeout=(OPEN_TIMEOUT_S, READ_TIMEOUT_S),
+            )
+        except av.FFmpegError as exc:
+            raise SourceError(f"cannot open {url}: {_reason(exc)}") from exc
+        except OSError as exc:
+            raise SourceError(f"cannot open {url}: {exc.strerror or exc}") from exc
+        streams = self._container.streams
+        self._streams: list[Any] = [*streams.video[:1], *streams.audio[:1]]
+        self.video = _SourceTrack(self, "video") if streams.video else None
+        self.audio = _SourceTrack(self, "audio") if streams.audio else None
+        self.error: str | None = None
+        self._loop, self._live = loop, live
+        self._quit = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._tracks = [t for t in (self.video, self.audio) if t is not None]
+
+    def start(self) -> None:
+        """Start reading (once; the tracks call it on their first ``recv``)."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run,
+                args=(asyncio.get_running_loop(),),
+                name="publish-source",
+                daemon=True,
+            )
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop reading; the thread ends within one read timeout and closes the source."""
+        self._quit.set()
+        if self._thread is None:
+            self._container.close()
+
+    def _run(self, loop: asyncio.AbstractEventLoop) -> None:
+        clock = _Clock(paced=not self._live)
+        try:
+            while not self._quit.is_set():
+                for frame in self._one_pass(clock):
+                    if not clock.wait(frame, self._quit):
+                        return
+                    self._deliver(loop, frame)
+                if not self._loop or self._quit.is_set():
+                    return
+                self._container.seek(0)
+                for stream in self._streams:
+                    stream.codec_context.flush_buffers()
+                clock.next_pass()
+        except (av.FFmpegError, OSError) as exc:
+            self.error = _reason(exc)
+        except RuntimeError:  # the event loop is gone: nobody to deliver to
+            return
+        finally:
+            self._container.close()
+            for track in self._tracks:
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(track.queue.put_nowait, None)
+
+    def _one_pass(self, clock: _Clock) -> Iterator[av.VideoFrame | av.AudioFrame]:
+        """Every frame of one pass (one run of a live source), timestamps set by ``clock``."""
+        resampler = av.AudioResampler("s16", "stereo", AUDIO_RATE, AUDIO_FRAME)
+        packets = self._container.demux(*self._streams)
+        while not self._quit.is_set():
+            try:
+                packet = next(packets)
+                decoded = packet.decode()
+            except StopIteration:
+                return
+            except av.error.InvalidDataError:
+                continue  # a damaged packet: the decoder resynchronises at the next keyframe
+            except av.FFmpegError as exc:
+                if exc.errno != errno.EAGAIN:
+                    raise
+                time.sleep(0.01)  # a device with no frame ready yet
+                packets = self._container.demux(*self._streams)
+                continue
+            for frame in decoded:
+                if isinstance(frame, av.VideoFrame):
+                    yield clock.video(frame)
+                elif isinstance(frame, av.AudioFrame):
+                    yield from (clock.audio(chunk) for chunk in resampler.resample(frame))
+
+    def _deliver(
+        self, loop: asyncio.AbstractEventLoop, frame: av.VideoFrame | av.AudioFrame
+    ) -> None:
+        track = self.video if isinstance(frame, av.VideoFrame) else self.audio
+        if track is not None:
+            loop.call_soon_threadsafe(track.queue.put_nowait, frame)
+
+
+class _Clock:
+    """Timestamps that keep growing across passes and the schedule that releases frames.
+
+    A pass's frames are placed after the end of the previous pass (its last frame plus that
+    frame's duration, audio or video whichever ends later); video pts in 90 kHz, audio in samples
+    at 48 kHz, both counted from the first timestamp of the source."""
+
+    def __init__(self, paced: bool) -> None:
+        self._paced = paced
+        self._origin: float | None = None
+        self._offset = 0.0
+        self._end = 0.0
+        self._last_video = -1
+        self._step = 0.0
+        "A video frame's duration: its own, else the last gap between frames."
+        self._next_sample = 0
+        self._start: float | None = None
+
+    def _seconds(self, frame: av.VideoFrame | av.AudioFrame, duration: float) -> float:
+        if frame.pts is None or frame.time_base is None:
+            return self._end + self._offset  # no timestamp: right after the previous frame
+        t = float(frame.pts * frame.time_base)
+        if self._origin is None:
+            self._origin = t
+        t -= self._origin
+        self._end = max(self._end, t + duration)
+        return self._offset + t
+
+    def video(self, frame: av.VideoFrame) -> av.VideoFrame:
+        own = frame.duration and frame.time_base is not None
+        if own:
+            self._step = float(frame.duration * frame.time_base)
+        seconds = self._seconds(frame, self._step)
+        pts = max(round(seconds * VIDEO_CLOCK_RATE), self._last_video + 1)
+        if not own and self._last_video >= 0 and pts - self._last_video < VIDEO_CLOCK_RATE:
+            self._step = (pts - self._last_video) / VIDEO_CLOCK_RATE
+        frame.pts, frame.time_base, self._last_video = pts, VIDEO_TIME_BASE, pts
+        # Decoded frames come tagged as keyframes; aiortc's VP8 encoder would honour the tag and
+        # send every frame as a keyframe (2–3× the bitrate).
+        frame.pict_type = av.video.frame.PictureType.NONE
+        return frame
+
+    def audio(self, frame: av.AudioFrame) -> av.AudioFrame:
+        seconds = self._seconds(frame, frame.samples / AUDIO_RATE)
+        pts = max(round(seconds * AUDIO_RATE), self._next_sample)
+        frame.pts, frame.time_base = pts, AUDIO_TIME_BASE
+        self._next_sample = pts + frame.samples
+        return frame
+
+    def next_pass(self) -> None:
+        # A clip too short to have a length still moves on (no pass at infinite speed).
+        self._offset += max(self._end, 0.001)
+        self._end = 0.0
+
+    def wait(self, frame: av.VideoFrame | av.AudioFrame, quit: threading.Event) -> bool:
+        """Hold a file's frame until its time (False: asked to quit meanwhile)."""
+        if not self._paced or frame.time is None:
+            return not quit.is_set()
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now - frame.time
+        late = now - (self._start + frame.time)
+        if late > MAX_LATE_S:
+            self._start += late
+        return not quit.wait(max(0.0, -late))
+
+
+class _SourceTrack(MediaStreamTrack):
+    def __init__(self, source: MediaSource, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.queue: asyncio.Queue[av.VideoFrame | av.AudioFrame | None] = asyncio.Queue()
+        self._source = source
+
+    async def recv(self) -> av.VideoFrame | av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        self._source.start()
+        frame = await self.queue.get()
+        if frame is None:
+            self.queue.put_nowait(None)
+            raise MediaStreamError
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self._source.stop()
+
+
+def _reason(exc: Exception) -> str:
+    """FFmpeg's own words without the errno prefix and the repeated file name."""
+    if isinstance(exc, (av.FFmpegError, OSError)) and exc.strerror:
+        return str(exc.strerror)
+    return str(exc)
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """How to open a source: ``loop`` for files; size, rate and pixel format for a V4L2 card
+    (None: the card's defaults); the RTSP transport."""
+
+    loop: bool = False
+    video_size: str | None = None
+    framerate: str | None = None
+    input_format: str | None = None
+    rtsp_transport: str = "tcp"
+
+    def device(self) -> dict[str, str]:
+        """FFmpeg v4l2 input options."""
+        options = {
+            "video_size": self.video_size,
+            "framerate": self.framerate,
+            "input_format": self.input_format,
+        }
+        return {name: value for name, value in options.items() if value}
+
+
+def open_source(
+    source: str, options: SourceOptions
+) -> tuple[MediaStreamTrack | None, MediaStreamTrack | None]:
+    """(video, audio) tracks for a file, a V4L2 device, an RTSP URL or ``testpattern``."""
+    if source == "testpattern":
+        return TestPatternTrack(), None
+    if source.startswith("/dev/"):
+        media = MediaSource(source, format="v4l2", options=options.device(), live=True)
+    elif source.startswith(("rtsp://", "rtsps://")):
+        rtsp = {"rtsp_transport": options.rtsp_transport, "fflags": "nobuffer"}
+        media = MediaSource(source, format="rtsp", options=rtsp, live=True)
+    else:
+        media = MediaSource(source, loop=options.loop)
+    return media.video, media.audio

@@ -20,13 +20,13 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import av
 import av.container
 from aiortc.mediastreams import VIDEO_CLOCK_RATE, MediaStreamError, MediaStreamTrack
 
+from client.options import SourceOptions
 from client.testpattern import TestPatternTrack
 
 logger = logging.getLogger(__name__)
@@ -40,10 +40,6 @@ MAX_LATE_S = 0.5
 "A file frame this late (slow disk or CPU) moves the schedule instead of a burst to catch up."
 OPEN_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 10.0
-RTSP_TRANSPORTS = ("tcp", "udp")
-"TCP: interleaved in the RTSP connection (through firewalls, no loss); UDP: lower latency."
-INPUT_FORMATS = ("mjpeg", "yuyv422", "h264")
-"Capture-card formats FFmpeg's v4l2 input can ask for (``v4l2-ctl --list-formats-ext``)."
 
 
 class SourceError(Exception):
@@ -188,8 +184,8 @@ class _Clock:
         return self._offset + t
 
     def video(self, frame: av.VideoFrame) -> av.VideoFrame:
-        own = frame.duration and frame.time_base is not None
-        if own:
+        own = bool(frame.duration) and frame.time_base is not None
+        if frame.duration and frame.time_base is not None:
             self._step = float(frame.duration * frame.time_base)
         seconds = self._seconds(frame, self._step)
         pts = max(round(seconds * VIDEO_CLOCK_RATE), self._last_video + 1)
@@ -253,27 +249,6 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, (av.FFmpegError, OSError)) and exc.strerror:
         return str(exc.strerror)
     return str(exc)
-
-
-@dataclass(frozen=True)
-class SourceOptions:
-    """How to open a source: ``loop`` for files; size, rate and pixel format for a V4L2 card
-    (None: the card's defaults); the RTSP transport."""
-
-    loop: bool = False
-    video_size: str | None = None
-    framerate: str | None = None
-    input_format: str | None = None
-    rtsp_transport: str = "tcp"
-
-    def device(self) -> dict[str, str]:
-        """FFmpeg v4l2 input options."""
-        options = {
-            "video_size": self.video_size,
-            "framerate": self.framerate,
-            "input_format": self.input_format,
-        }
-        return {name: value for name, value in options.items() if value}
 
 
 def open_source(

@@ -23,7 +23,8 @@ from aiortc import (
     RTCSessionDescription,
 )
 
-from client.source import SourceOptions, open_source
+from client.options import SourceOptions
+from client.source import open_source
 
 logger = logging.getLogger(__name__)
 

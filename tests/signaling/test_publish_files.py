@@ -9,13 +9,15 @@ import asyncio
 import contextlib
 import time
 from fractions import Fraction
+from itertools import pairwise
 from pathlib import Path
 
 import av
 import pytest
 from aiohttp.test_utils import TestClient
 
-from client.source import AUDIO_RATE, MediaSource, SourceOptions
+from client.options import SourceOptions
+from client.source import AUDIO_RATE, MediaSource
 from client.whip import publish_source
 from signaling.keys import STORE
 from tests.clips import stamped_clip
@@ -73,7 +75,10 @@ async def test_a_looped_file_arrives_at_its_own_rate_pass_after_pass(
             )
         )
         try:
-            passes = lambda: sum(b < a for a, b in zip(seen.counters, seen.counters[1:]))  # noqa: E731
+
+            def passes() -> int:  # the counter starts again at each pass
+                return sum(b < a for a, b in pairwise(seen.counters))
+
             assert await wait_until(lambda: passes() >= PASSES or publishing.done(), 40)
             assert not publishing.done(), "the publisher hung up at the end of the clip"
         finally:
@@ -109,7 +114,7 @@ async def test_a_looped_source_keeps_its_timestamps_and_schedule_across_passes(
         source.video.stop()
     elapsed = time.monotonic() - started
     period = 1 / float(fps)
-    steps = [b - a for a, b in zip(video, video[1:])]
+    steps = [b - a for a, b in pairwise(video)]
     # Between passes: the pass lasts as long as its longer stream (an audio track a few
     # milliseconds longer than the video, as encoders pad it, delays the next pass that much).
     boundaries = steps[CLIP_FRAMES - 1 :: CLIP_FRAMES]
@@ -118,5 +123,5 @@ async def test_a_looped_source_keeps_its_timestamps_and_schedule_across_passes(
     assert all(period - 0.002 < step < period + 0.05 for step in boundaries), boundaries
     assert abs(elapsed - video[-1]) < 0.25, f"paced: {elapsed:.2f} s for {video[-1]:.2f} s"
     if audio:
-        assert samples and all(b[0] >= a[0] + a[1] for a, b in zip(samples, samples[1:]))
+        assert samples and all(b[0] >= a[0] + a[1] for a, b in pairwise(samples))
         assert samples[-1][0] / AUDIO_RATE > (PASSES - 1) * CLIP_FRAMES * period

@@ -20,14 +20,14 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import av
 import av.container
 from aiortc.mediastreams import VIDEO_CLOCK_RATE, MediaStreamError, MediaStreamTrack
 
 from client.options import SourceOptions
-from client.testpattern import TestPatternTrack
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +38,14 @@ VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
 AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
 MAX_LATE_S = 0.5
 "A file frame this late (slow disk or CPU) moves the schedule instead of a burst to catch up."
+PASSTHROUGH_CODECS = ("h264", "vp8")
+"Codecs a consultation may use, so a live source in one of them can be sent without re-encoding."
 OPEN_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 10.0
+
+
+if TYPE_CHECKING:
+    from client.reconnect import Media
 
 
 class SourceError(Exception):
@@ -68,10 +74,8 @@ class MediaSource:
                 options=options or {},
                 timeout=(OPEN_TIMEOUT_S, READ_TIMEOUT_S),
             )
-        except av.FFmpegError as exc:
-            raise SourceError(f"cannot open {url}: {_reason(exc)}") from exc
-        except OSError as exc:
-            raise SourceError(f"cannot open {url}: {exc.strerror or exc}") from exc
+        except (av.FFmpegError, OSError) as exc:
+            raise SourceError(f"cannot open {shown(url)}: {_reason(exc)}") from exc
         streams = self._container.streams
         self._streams: list[Any] = [*streams.video[:1], *streams.audio[:1]]
         self.video = _SourceTrack(self, "video") if streams.video else None
@@ -81,6 +85,12 @@ class MediaSource:
         self._quit = threading.Event()
         self._thread: threading.Thread | None = None
         self._tracks = [t for t in (self.video, self.audio) if t is not None]
+        video_codec = streams.video[0].codec_context.name if streams.video else None
+        self._passthrough = video_codec if live and video_codec in PASSTHROUGH_CODECS else None
+        "A live source's codec that can be sent without re-encoding (files are always decoded:"
+        " aiortc ignores a viewer's keyframe request for packets, and a file's keyframes are rare)."
+        self._send_packets: bool | None = None if self._passthrough else False
+        "True: video packets go out as they are; False: decoded; None: not known yet (dropped)."
 
     def start(self) -> None:
         """Start reading (once; the tracks call it on their first ``recv``)."""
@@ -115,6 +125,7 @@ class MediaSource:
                 clock.next_pass()
         except (av.FFmpegError, OSError) as exc:
             self.error = _reason(exc)
+            logger.warning("the source stopped: %s", self.error)
         except RuntimeError:  # the event loop is gone: nobody to deliver to
             return
         finally:
@@ -123,13 +134,48 @@ class MediaSource:
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(track.queue.put_nowait, None)
 
-    def _one_pass(self, clock: _Clock) -> Iterator[av.VideoFrame | av.AudioFrame]:
+    def negotiated(self, codec: str) -> str | None:
+        """The session's answer chose ``codec`` for video: send the source's packets as they are
+        if it is theirs, decode and let aiortc encode otherwise. A line to tell the person
+        publishing, the first time and whenever it changes (None otherwise)."""
+        if self._passthrough is None:
+            return None
+        send_packets = codec.lower() == self._passthrough
+        if send_packets is self._send_packets:
+            return None
+        self._send_packets = send_packets
+        source = self._passthrough.upper()
+        if send_packets:
+            return f"sending the source's {source} as it is (no re-encoding)"
+        return f"re-encoding the source's {source} as {codec} (this consultation's codec)"
+
+    def _with_parameter_sets(self, packet: av.Packet[Any]) -> av.Packet[Any]:
+        """An H.264 keyframe with SPS/PPS in front (cameras often give them only in the RTSP
+        SDP, which FFmpeg keeps as extradata): a viewer can start decoding at any keyframe."""
+        extradata = packet.stream.codec_context.extradata
+        if (
+            self._passthrough != "h264"
+            or not packet.is_keyframe
+            or not extradata
+            or not extradata.startswith((b"\x00\x00\x01", b"\x00\x00\x00\x01"))
+            or extradata in (data := bytes(packet))
+        ):
+            return packet
+        framed = av.Packet(extradata + data)
+        framed.pts, framed.time_base = packet.pts, packet.time_base
+        return framed
+
+    def _one_pass(self, clock: _Clock) -> Iterator[Media]:
         """Every frame of one pass (one run of a live source), timestamps set by ``clock``."""
         resampler = av.AudioResampler("s16", "stereo", AUDIO_RATE, AUDIO_FRAME)
         packets = self._container.demux(*self._streams)
         while not self._quit.is_set():
             try:
                 packet = next(packets)
+                if packet.stream.type == "video" and self._send_packets is not False:
+                    if self._send_packets and packet.size and packet.pts is not None:
+                        yield clock.packet(self._with_parameter_sets(packet))
+                    continue  # sent as is, or dropped until the first answer names the codec
                 decoded = packet.decode()
             except StopIteration:
                 return
@@ -147,10 +193,8 @@ class MediaSource:
                 elif isinstance(frame, av.AudioFrame):
                     yield from (clock.audio(chunk) for chunk in resampler.resample(frame))
 
-    def _deliver(
-        self, loop: asyncio.AbstractEventLoop, frame: av.VideoFrame | av.AudioFrame
-    ) -> None:
-        track = self.video if isinstance(frame, av.VideoFrame) else self.audio
+    def _deliver(self, loop: asyncio.AbstractEventLoop, frame: Media) -> None:
+        track = self.audio if isinstance(frame, av.AudioFrame) else self.video
         if track is not None:
             loop.call_soon_threadsafe(track.queue.put_nowait, frame)
 
@@ -173,7 +217,7 @@ class _Clock:
         self._next_sample = 0
         self._start: float | None = None
 
-    def _seconds(self, frame: av.VideoFrame | av.AudioFrame, duration: float) -> float:
+    def _seconds(self, frame: Media, duration: float) -> float:
         if frame.pts is None or frame.time_base is None:
             return self._end + self._offset  # no timestamp: right after the previous frame
         t = float(frame.pts * frame.time_base)
@@ -209,9 +253,16 @@ class _Clock:
         self._offset += max(self._end, 0.001)
         self._end = 0.0
 
-    def wait(self, frame: av.VideoFrame | av.AudioFrame, quit: threading.Event) -> bool:
+    def packet(self, packet: av.Packet[Any]) -> av.Packet[Any]:
+        """A live source's encoded video frame, its pts on the 90 kHz clock from the source's
+        first timestamp (not forced to grow: H.264 with B-frames has pts out of decode order)."""
+        seconds = self._seconds(packet, 0.0)
+        packet.pts, packet.time_base = round(seconds * VIDEO_CLOCK_RATE), VIDEO_TIME_BASE
+        return packet
+
+    def wait(self, frame: Media, quit: threading.Event) -> bool:
         """Hold a file's frame until its time (False: asked to quit meanwhile)."""
-        if not self._paced or frame.time is None:
+        if not self._paced or isinstance(frame, av.Packet) or frame.time is None:
             return not quit.is_set()
         now = time.monotonic()
         if self._start is None:
@@ -226,10 +277,10 @@ class _SourceTrack(MediaStreamTrack):
     def __init__(self, source: MediaSource, kind: str) -> None:
         super().__init__()
         self.kind = kind
-        self.queue: asyncio.Queue[av.VideoFrame | av.AudioFrame | None] = asyncio.Queue()
+        self.queue: asyncio.Queue[Media | None] = asyncio.Queue()
         self._source = source
 
-    async def recv(self) -> av.VideoFrame | av.AudioFrame:
+    async def recv(self) -> Media:
         if self.readyState != "live":
             raise MediaStreamError
         self._source.start()
@@ -244,6 +295,14 @@ class _SourceTrack(MediaStreamTrack):
         self._source.stop()
 
 
+def shown(source: str) -> str:
+    """``source`` fit for the console: a camera URL without its user name and password."""
+    parts = urlsplit(source)
+    if not parts.scheme or "@" not in parts.netloc:
+        return source
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
 def _reason(exc: Exception) -> str:
     """FFmpeg's own words without the errno prefix and the repeated file name."""
     if isinstance(exc, (av.FFmpegError, OSError)) and exc.strerror:
@@ -251,12 +310,8 @@ def _reason(exc: Exception) -> str:
     return str(exc)
 
 
-def open_source(
-    source: str, options: SourceOptions
-) -> tuple[MediaStreamTrack | None, MediaStreamTrack | None]:
-    """(video, audio) tracks for a file, a V4L2 device, an RTSP URL or ``testpattern``."""
-    if source == "testpattern":
-        return TestPatternTrack(), None
+def open_source(source: str, options: SourceOptions) -> MediaSource:
+    """A file, a V4L2 device (``/dev/…``) or an RTSP URL, with a video stream."""
     if source.startswith("/dev/"):
         media = MediaSource(source, format="v4l2", options=options.device(), live=True)
     elif source.startswith(("rtsp://", "rtsps://")):
@@ -264,4 +319,7 @@ def open_source(
         media = MediaSource(source, format="rtsp", options=rtsp, live=True)
     else:
         media = MediaSource(source, loop=options.loop)
-    return media.video, media.audio
+    if media.video is None:
+        media.stop()
+        raise SourceError(f"{shown(source)} has no video stream")
+    return media

@@ -24,7 +24,8 @@ from aiortc import (
 )
 
 from client.options import SourceOptions
-from client.source import open_source
+from client.source import SourceError, open_source, shown
+from client.testpattern import TestPatternTrack
 
 logger = logging.getLogger(__name__)
 
@@ -152,12 +153,14 @@ async def publish_source(
     connection is followed by a fresh session (client/reconnect.py), with fresh ICE servers."""
     from client.reconnect import LiveSource, keep_publishing  # it imports this module
 
-    video, audio = open_source(source, options or SourceOptions())
-    if video is None:
-        raise WhipError(0, f"{source} has no video stream")
-    sources = [LiveSource(video, VIDEO_BACKLOG)]
-    if audio is not None:
-        sources.append(LiveSource(audio, AUDIO_BACKLOG))
+    media = None if source == "testpattern" else open_source(source, options or SourceOptions())
+    if media is None:
+        sources = [LiveSource(TestPatternTrack(), VIDEO_BACKLOG)]
+    else:
+        assert media.video is not None  # open_source refuses a source without video
+        sources = [LiveSource(media.video, VIDEO_BACKLOG, media.negotiated)]
+        if media.audio is not None:
+            sources.append(LiveSource(media.audio, AUDIO_BACKLOG))
 
     async def new_pc(client: WhipClient) -> RTCPeerConnection:
         # Only what the endpoint offers (never aiortc's default public STUN server).
@@ -173,10 +176,12 @@ async def publish_source(
             new_pc,
             lambda: WhipClient(url, token),
             stop,
-            f"publishing {source} to {url} (Ctrl-C to stop)",
+            f"publishing {shown(source)} to {url} (Ctrl-C to stop)",
         )
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             running.remove_signal_handler(sig)
         for live in sources:
             live.close()
+    if media is not None and media.error is not None:
+        raise SourceError(f"the source stopped: {media.error}")

@@ -2,7 +2,7 @@
 
 Runs under Debian's /usr/bin/python3 (python3-gi; the project's venv cannot import gi), so it
 imports only the stdlib and gi. Usage: ``rtsp_source.py PORT CODEC [FPS]`` with CODEC ``h264`` or
-``vp8``; it prints ``ready rtsp://127.0.0.1:PORT/scope`` once listening and serves until killed.
+``vp8``; it prints ``ready rtsp://127.0.0.1:PORT/scope`` once listening, serves until SIGTERM.
 The stream is 640×360 at FPS with a keyframe every second, H.264 constrained baseline (what a
 browser negotiates) with SPS/PPS in band, like an IP camera's sub-stream.
 """

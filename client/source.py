@@ -40,6 +40,16 @@ MAX_LATE_S = 0.5
 "A file frame this late (slow disk or CPU) moves the schedule instead of a burst to catch up."
 PASSTHROUGH_CODECS = ("h264", "vp8")
 "Codecs a consultation may use, so a live source in one of them can be sent without re-encoding."
+DEVICE_HINTS = {
+    errno.ENOENT: "no such device (is the capture card plugged in? ls /dev/video*)",
+    errno.EBUSY: "the device is busy (another program is capturing from it)",
+    errno.EACCES: "permission denied (add this user to the video group)",
+    errno.ENOTTY: "not a video capture device",
+    errno.EINVAL: "the card does not take this size, rate or format (v4l2-ctl --list-formats-ext)",
+}
+"What to do about a capture card that does not open, for the person at the tower."
+REOPEN_S = 1.0
+"A live source that went away is tried again this often."
 OPEN_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 10.0
 
@@ -67,17 +77,9 @@ class MediaSource:
         loop: bool = False,
         live: bool = False,
     ) -> None:
-        try:
-            self._container = av.open(
-                url,
-                format=format,
-                options=options or {},
-                timeout=(OPEN_TIMEOUT_S, READ_TIMEOUT_S),
-            )
-        except (av.FFmpegError, OSError) as exc:
-            raise SourceError(f"cannot open {shown(url)}: {_reason(exc)}") from exc
+        self._url, self._format, self._options = url, format, options or {}
+        self._open()
         streams = self._container.streams
-        self._streams: list[Any] = [*streams.video[:1], *streams.audio[:1]]
         self.video = _SourceTrack(self, "video") if streams.video else None
         self.audio = _SourceTrack(self, "audio") if streams.audio else None
         self.error: str | None = None
@@ -91,6 +93,20 @@ class MediaSource:
         " aiortc ignores a viewer's keyframe request for packets, and a file's keyframes are rare)."
         self._send_packets: bool | None = None if self._passthrough else False
         "True: video packets go out as they are; False: decoded; None: not known yet (dropped)."
+
+    def _open(self) -> None:
+        try:
+            self._container = av.open(
+                self._url,
+                format=self._format,
+                options=self._options,
+                timeout=(OPEN_TIMEOUT_S, READ_TIMEOUT_S),
+            )
+        except (av.FFmpegError, OSError) as exc:
+            hint = DEVICE_HINTS.get(exc.errno or 0) if self._format == "v4l2" else None
+            raise SourceError(f"cannot open {shown(self._url)}: {hint or _reason(exc)}") from exc
+        streams = self._container.streams
+        self._streams: list[Any] = [*streams.video[:1], *streams.audio[:1]]
 
     def start(self) -> None:
         """Start reading (once; the tracks call it on their first ``recv``)."""
@@ -113,16 +129,27 @@ class MediaSource:
         clock = _Clock(paced=not self._live)
         try:
             while not self._quit.is_set():
-                for frame in self._one_pass(clock):
-                    if not clock.wait(frame, self._quit):
-                        return
-                    self._deliver(loop, frame)
-                if not self._loop or self._quit.is_set():
+                try:
+                    for frame in self._one_pass(clock):
+                        if not clock.wait(frame, self._quit):
+                            return
+                        self._deliver(loop, frame)
+                except (av.FFmpegError, OSError) as exc:
+                    if not self._live:
+                        raise
+                    lost = _reason(exc)
+                else:
+                    lost = "the stream ended"
+                if self._quit.is_set() or not (self._live or self._loop):
                     return
-                self._container.seek(0)
-                for stream in self._streams:
-                    stream.codec_context.flush_buffers()
-                clock.next_pass()
+                if self._live:
+                    if not self._reopen(lost):
+                        return
+                else:
+                    self._container.seek(0)
+                    for stream in self._streams:
+                        stream.codec_context.flush_buffers()
+                clock.next_pass(live=self._live)
         except (av.FFmpegError, OSError) as exc:
             self.error = _reason(exc)
             logger.warning("the source stopped: %s", self.error)
@@ -133,6 +160,21 @@ class MediaSource:
             for track in self._tracks:
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(track.queue.put_nowait, None)
+
+    def _reopen(self, reason: str) -> bool:
+        """A camera or card that went away is opened again about every second until it is back
+        (True) or publishing stops (False): a tower's feed comes back by itself."""
+        self._container.close()
+        print(f"the source was lost ({reason}) — opening it again every second", flush=True)
+        lost_at = time.monotonic()
+        while not self._quit.wait(REOPEN_S):
+            try:
+                self._open()
+            except SourceError:
+                continue
+            print(f"the source is back after {time.monotonic() - lost_at:.1f} s", flush=True)
+            return True
+        return False
 
     def negotiated(self, codec: str) -> str | None:
         """The session's answer chose ``codec`` for video: send the source's packets as they are
@@ -216,6 +258,8 @@ class _Clock:
         "A video frame's duration: its own, else the last gap between frames."
         self._next_sample = 0
         self._start: float | None = None
+        self._live_start: float | None = None
+        "When the source's first timestamp came (a reopened live source continues from it)."
 
     def _seconds(self, frame: Media, duration: float) -> float:
         if frame.pts is None or frame.time_base is None:
@@ -223,6 +267,7 @@ class _Clock:
         t = float(frame.pts * frame.time_base)
         if self._origin is None:
             self._origin = t
+            self._live_start = self._live_start or time.monotonic() - self._offset
         t -= self._origin
         self._end = max(self._end, t + duration)
         return self._offset + t
@@ -248,9 +293,14 @@ class _Clock:
         self._next_sample = pts + frame.samples
         return frame
 
-    def next_pass(self) -> None:
-        # A clip too short to have a length still moves on (no pass at infinite speed).
-        self._offset += max(self._end, 0.001)
+    def next_pass(self, live: bool) -> None:
+        """A file starts again after its end (a clip too short to have a length still moves
+        on); a live source that was opened again goes on from now, its timestamps from anew."""
+        if live:
+            self._origin = None
+            self._offset = (time.monotonic() - self._live_start) if self._live_start else 0.0
+        else:
+            self._offset += max(self._end, 0.001)
         self._end = 0.0
 
     def packet(self, packet: av.Packet[Any]) -> av.Packet[Any]:

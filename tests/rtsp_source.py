@@ -18,8 +18,8 @@ from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
 ENCODERS = {
     "h264": (
-        "x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} bitrate=1500"
-        " ! video/x-h264,profile=constrained-baseline"
+        "openh264enc bitrate=1500000 gop-size={fps} complexity=low"
+        " ! h264parse ! video/x-h264,profile=constrained-baseline"
         " ! rtph264pay name=pay0 pt=96 config-interval=-1"
     ),
     "vp8": (

@@ -9,6 +9,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
 
 import av
@@ -30,22 +31,51 @@ SLOW = 0.75
 "Received rate at least this share of the camera's (the viewer decodes on a shared 2-core box)."
 FAST = 1.15
 
-StartCamera = Callable[[str], str]
+StartCamera = Callable[..., tuple[str, Process]]
+RECOVERY_S = 5.0
 
 
 @pytest.fixture
 def camera(tmp_path: Path, processes: list[Process]) -> StartCamera:
-    """camera(codec) → the URL of a local RTSP camera serving a moving pattern in ``codec``."""
+    """camera(codec, port=None) → (URL, process) of a local RTSP camera serving a moving pattern
+    in ``codec``."""
 
-    def start(codec: str) -> str:
-        port = free_port()
+    def start(codec: str, port: int | None = None) -> tuple[str, Process]:
         script = str(REPO_ROOT / "tests" / "rtsp_source.py")
-        command = [SYSTEM_PYTHON, script, str(port), codec, str(CAMERA_FPS)]
+        command = [SYSTEM_PYTHON, script, str(port or free_port()), codec, str(CAMERA_FPS)]
         source = Process(command, tmp_path / "camera.log", dict(os.environ))
         processes.append(source)
-        return source.wait_for("ready", 20).split()[1]
+        url = source.wait_for("ready", 20).split()[1]
+        playable(url)
+        return url, source
 
     return start
+
+
+async def start_publisher(
+    client: TestClient, make_token: MakeToken, codec: str, rtsp: str, transport: str, log: Path
+) -> tuple[str, Process]:
+    """A consultation in ``codec`` and ``endolink publish RTSP --rtsp-transport TRANSPORT``."""
+    consultation = await client.app[STORE].create(
+        title="Tower", video_codec=codec, consent_by="Dr. Bat", recorded_by="t"
+    )
+    cid = consultation.id
+    command = publish_command(str(client.make_url(f"/whip/{cid}")), make_token("clinic", cid), rtsp)
+    return cid, Process([*command, "--rtsp-transport", transport], log, clean_env())
+
+
+def playable(url: str, timeout: float = 20.0) -> None:
+    """Wait until the camera serves its stream (a loaded machine may take a while to start the
+    encoder: GStreamer answers 503 meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            av.open(url, format="rtsp", options={"rtsp_transport": "tcp"}, timeout=5).close()
+            return
+        except av.FFmpegError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -74,14 +104,9 @@ async def test_an_rtsp_camera_reaches_the_viewer_at_its_own_rate(
     transport: str,
     says: str,
 ) -> None:
-    consultation = await client.app[STORE].create(
-        title="Tower", video_codec=consultation_codec, consent_by="Dr. Bat", recorded_by="t"
-    )
-    cid = consultation.id
-    rtsp = camera(camera_codec)
-    command = publish_command(str(client.make_url(f"/whip/{cid}")), make_token("clinic", cid), rtsp)
-    publisher = Process(
-        [*command, "--rtsp-transport", transport], tmp_path / "publish.log", clean_env()
+    rtsp, _ = camera(camera_codec)
+    cid, publisher = await start_publisher(
+        client, make_token, consultation_codec, rtsp, transport, tmp_path / "publish.log"
     )
     processes.append(publisher)
     await asyncio.to_thread(publisher.wait_for, says, 30)
@@ -109,4 +134,39 @@ async def test_an_rtsp_camera_reaches_the_viewer_at_its_own_rate(
     assert sizes == {(640, 360)}
     assert SLOW * CAMERA_FPS <= received_fps <= FAST * CAMERA_FPS
     assert "@" not in "\n".join(publisher.output())
+    assert publisher.stop() == 0
+
+
+async def test_a_camera_that_restarts_is_opened_again_and_its_picture_comes_back(
+    client: TestClient,
+    make_token: MakeToken,
+    camera: StartCamera,
+    processes: list[Process],
+    tmp_path: Path,
+) -> None:
+    rtsp, first = camera("h264")
+    cid, publisher = await start_publisher(
+        client, make_token, "H264", rtsp, "tcp", tmp_path / "publish.log"
+    )
+    processes.append(publisher)
+    await asyncio.to_thread(publisher.wait_for, "publishing", 30)
+    arrivals: list[float] = []
+    token = make_token("surgeon", cid)
+    async with viewer(str(client.make_url(f"/whep/{cid}")), token, ("video",)) as (_, _, seen):
+        seen.on_video.append(lambda frame: arrivals.append(time.monotonic()))
+        assert await wait_until(lambda: len(arrivals) > 10, 15)
+        first.kill()
+        killed_at = time.monotonic()
+        await asyncio.to_thread(publisher.wait_for, "the source was lost", 15)
+        camera("h264", int(rtsp.rsplit(":", 1)[1].split("/")[0]))
+        back_at = time.monotonic()
+        await asyncio.to_thread(publisher.wait_for, "the source is back", 10)
+        assert await wait_until(lambda: arrivals[-1] > back_at, RECOVERY_S)
+        after = next(t for t in arrivals if t > back_at)
+        gap = max(b - a for a, b in pairwise(arrivals))
+        print(
+            f"camera down {back_at - killed_at:.1f} s (its start-up included); picture back "
+            f"{after - back_at:.2f} s after it served again; no picture for {gap:.1f} s"
+        )
+        assert await wait_until(lambda: len([t for t in arrivals if t > back_at]) > 30, 5)
     assert publisher.stop() == 0

@@ -312,12 +312,11 @@ async def test_4_4_4_an_offer_with_setup_active_is_answered_passive(
     assert "a=setup:passive" in session.answer and "a=setup:active" not in session.answer
 
 
-async def test_4_4_5_server_is_full_ice_and_answers_with_every_candidate(
+async def test_4_4_5_server_is_full_ice(
     client: TestClient, consultation: Consultation, make_token: MakeToken, kind: str
 ) -> None:
     session = await open_session(client, kind, consultation.id, make_token)
     assert "a=ice-lite" not in session.answer
-    assert "a=candidate:" in session.answer and "a=end-of-candidates" in session.answer
 
 
 # -- 4.5 – 4.9 ------------------------------------------------------------------------------

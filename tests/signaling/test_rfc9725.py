@@ -9,7 +9,7 @@ with a traceback."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -47,7 +47,7 @@ SIDES = {
 
 
 @pytest.fixture(autouse=True)
-def quiet_log(caplog: pytest.LogCaptureFixture) -> object:
+def quiet_log(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """Every conformance test: no ERROR line and no traceback, through the app's shutdown."""
     yield
     assert_quiet(caplog)
@@ -447,9 +447,7 @@ async def test_5_session_urls_are_unguessable(
     assert len(ids) == 3
 
 
-async def test_5_posts_are_rate_limited_per_identity(
-    aiohttp_client, settings: Settings
-) -> None:  # type: ignore[no-untyped-def]
+async def test_5_posts_are_rate_limited_per_identity(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
     limited = settings.with_overrides(session_limit_per_identity=(3, 60.0))
     client = await aiohttp_client(create_app(limited))
     consultation = await client.app[STORE].create("t", "VP8", consent_by="A", recorded_by="x")

@@ -125,7 +125,6 @@ async def test_4_2_delete_revokes_consent_at_once(client: TestClient, trickling:
     assert await wait_until(lambda: trickling.pc.connectionState != "connected", 5.0)
 
 
-
 async def test_4_3_1_patch_with_another_content_type_is_4xx(
     client: TestClient, trickling: Trickling
 ) -> None:
@@ -148,7 +147,17 @@ async def test_4_3_1_patch_with_another_content_type_is_4xx(
         "a=mid:0\r\n  indented=line\r\n",
         "\x00\x01\x02",
     ],
-    ids=["text", "short", "port-word", "port-range", "address", "odd-ext", "rport", "indent", "nul"],
+    ids=[
+        "text",
+        "short",
+        "port-word",
+        "port-range",
+        "address",
+        "odd-ext",
+        "rport",
+        "indent",
+        "nul",
+    ],
 )
 async def test_4_3_1_malformed_fragment_is_400(
     client: TestClient, trickling: Trickling, body: str

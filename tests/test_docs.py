@@ -42,7 +42,8 @@ def test_the_rfc9725_table_names_every_conformance_test_and_only_existing_ones()
         if not re.search(rf"^(async )?def {test}\(", (ROOT / file).read_text(), re.M)
     ]
     assert not missing, f"docs/rfc9725.md names tests that do not exist: {missing}"
-    for file in ("tests/signaling/test_rfc9725.py", "tests/signaling/test_rfc9725_ice.py"):
+    for part in ("", "_ice", "_policy"):
+        file = f"tests/signaling/test_rfc9725{part}.py"
         written = re.findall(r"^(?:async )?def (test_\w+)\(", (ROOT / file).read_text(), re.M)
         unlisted = [test for test in written if (file, test) not in named]
         assert written and not unlisted, f"{file}: not in docs/rfc9725.md: {unlisted}"

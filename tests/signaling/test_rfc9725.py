@@ -1,7 +1,7 @@
 """RFC 9725 (WHIP) to the letter, one test per MUST and SHOULD that binds a server, named after
 its section; ``[whep]`` runs the same check where draft-ietf-wish-whep says the same of a WHEP
-endpoint. The ICE sections (4.3.x) are in test_rfc9725_ice.py, 4.5–5 in test_rfc9725_policy.py. docs/rfc9725.md lists every
-requirement with its test (tests/test_docs.py holds the two together).
+endpoint. The ICE sections (4.3.x) are in test_rfc9725_ice.py, 4.5–5 in test_rfc9725_policy.py.
+docs/rfc9725.md lists every requirement with its test (tests/test_docs.py holds the two together).
 
 Real app on 127.0.0.1, real aiortc offers; after every test nothing was logged at ERROR or
 with a traceback."""

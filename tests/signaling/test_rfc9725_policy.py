@@ -100,7 +100,10 @@ async def test_4_7_requests_without_a_bearer_token_are_401_with_www_authenticate
         for auth in ({}, {"Authorization": "Bearer not-a-token"}):
             response = await client.request(method, path, headers={**headers, **auth}, data=data)
             await error_of(response, 401)
-            assert response.headers["WWW-Authenticate"].startswith("Bearer"), (method, path)
+            challenge = response.headers["WWW-Authenticate"]
+            assert challenge.startswith("Bearer"), (method, path)
+            # RFC 6750 §3.1: no credentials → no error code; a wrong token → invalid_token.
+            assert ('error="invalid_token"' in challenge) == bool(auth), (method, path, challenge)
     assert (await client.get(session.location, headers=bearer(session.token))).status == 204
 
 

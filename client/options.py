@@ -3,7 +3,7 @@ can offer the choices without importing PyAV."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 RTSP_TRANSPORTS = ("tcp", "udp")
 "TCP: interleaved in the RTSP connection (through firewalls, no loss); UDP: lower latency."
@@ -21,6 +21,11 @@ class SourceOptions:
     framerate: str | None = None
     input_format: str | None = None
     rtsp_transport: str = "tcp"
+
+    @classmethod
+    def of(cls, values: object) -> SourceOptions:
+        """From an object with these names as attributes (the parsed command line)."""
+        return cls(**{field.name: getattr(values, field.name) for field in fields(cls)})
 
     def device(self) -> dict[str, str]:
         """FFmpeg v4l2 input options."""

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import av
-import av.container
 from aiortc.mediastreams import VIDEO_CLOCK_RATE, MediaStreamError, MediaStreamTrack
 
 from client.options import SourceOptions
@@ -51,7 +50,8 @@ DEVICE_HINTS = {
 REOPEN_S = 1.0
 "A live source that went away is tried again this often."
 OPEN_TIMEOUT_S = 10.0
-READ_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 5.0
+"A camera silent this long counts as gone (then it is opened again)."
 
 
 if TYPE_CHECKING:

@@ -308,13 +308,7 @@ def _publish(args: argparse.Namespace) -> int:
 
     if not args.token:
         raise CliError("publish needs --token or $ENDOLINK_TOKEN (a clinic token)")
-    options = SourceOptions(
-        loop=args.loop,
-        video_size=args.video_size,
-        framerate=args.framerate,
-        input_format=args.input_format,
-        rtsp_transport=args.rtsp_transport,
-    )
+    options = SourceOptions.of(args)
     try:
         asyncio.run(
             publish_source(args.url, args.token, args.source, options, relay_only=args.relay_only)

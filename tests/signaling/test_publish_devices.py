@@ -27,10 +27,7 @@ def test_the_capture_card_options_become_ffmpegs_v4l2_options() -> None:
         ["publish", "--url", URL, "/dev/video0"]
         + ["--video-size", "1920X1080", "--framerate", "29.97", "--input-format", "mjpeg"]
     )
-    options = SourceOptions(
-        video_size=args.video_size, framerate=args.framerate, input_format=args.input_format
-    )
-    assert options.device() == {
+    assert SourceOptions.of(args).device() == {
         "video_size": "1920x1080",
         "framerate": "29.97",
         "input_format": "mjpeg",

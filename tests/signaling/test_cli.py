@@ -303,7 +303,7 @@ def test_a_refused_publish_is_a_one_line_error(
     from client import whip as whip_client
 
     async def refused(
-        url: str, token: str, source: str, *, loop: bool = False, relay_only: bool = False
+        url: str, token: str, source: str, options: object = None, *, relay_only: bool = False
     ) -> None:
         raise whip_client.WhipError(403, "token is for another consultation")
 

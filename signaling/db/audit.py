@@ -276,18 +276,26 @@ class AuditTrail:
         self,
         consultation_id: str,
         actions: tuple[AuditAction, ...],
+        *,
         recording_id: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
         limit: int = MAX_PAGE,
     ) -> list[AuditEntry]:
-        """A consultation's entries of these ``actions`` (of one recording, if given), oldest
+        """A consultation's entries of these ``actions`` — of one recording, and from ``since``
+        to ``until`` (ISO UTC as ``at`` is written, so they compare as text), if given — oldest
         first, at most ``limit``."""
-        which = " AND recording_id = ?" if recording_id is not None else ""
-        values = (recording_id,) if recording_id is not None else ()
+        where, values = [], []
+        for clause, value in (("recording_id =", recording_id), ("at >=", since), ("at <=", until)):
+            if value is not None:
+                where.append(f" AND {clause} ?")
+                values.append(value)
 
         def select(db: sqlite3.Connection) -> list[AuditEntry]:
             rows = db.execute(
                 f"SELECT {_COLUMNS} FROM audit WHERE consultation_id = ?"
-                f" AND action IN ({', '.join('?' * len(actions))}){which} ORDER BY seq LIMIT ?",
+                f" AND action IN ({', '.join('?' * len(actions))}){''.join(where)}"
+                " ORDER BY seq LIMIT ?",
                 (consultation_id, *map(str, actions), *values, limit),
             ).fetchall()
             return [AuditEntry(*row) for row in rows]

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 from fhir.resources.R4B.bundle import Bundle
 
-from persistence.times import parse_utc_iso, utc_now_iso
+from persistence.times import utc_now_iso
 from signaling.auth.request import authenticate
 from signaling.db.audit import AuditAction, AuditEntry
 from signaling.http.audit_edge import record_action
@@ -56,10 +56,10 @@ async def get_bundle(request: web.Request) -> web.Response:
     sha1, size = await asyncio.to_thread(digest, sent)
     await record_action(request, grant, cid, AuditAction.FHIR, "bundle", rid)
     trail = request.app[AUDIT]
-    entries = await trail.actions(cid, RECORDING_ACTIONS, rid)
-    views = await trail.actions(cid, (AuditAction.VIEW,))
-    start, end = parse_utc_iso(row.started_at), row.ended_at and parse_utc_iso(row.ended_at)
-    live = [e for e in views if start <= parse_utc_iso(e.at) <= (end or float("inf"))]
+    entries = await trail.actions(cid, RECORDING_ACTIONS, recording_id=rid)
+    live = await trail.actions(
+        cid, (AuditAction.VIEW,), since=row.started_at, until=row.ended_at
+    )  # who watched live while it was recorded
     exported = [e.at for e in entries if e.action == AuditAction.DICOM_EXPORT]
     facts = RecordFacts(
         base_url=request.app[SETTINGS].base_url.rstrip("/"),

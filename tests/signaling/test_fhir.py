@@ -13,6 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from fhir.resources.R4B.bundle import Bundle
 
+from persistence.times import utc_iso
 from recorder.dicom_uids import study_instance_uid
 from signaling.db.audit import AuditAction, AuditRecord
 from signaling.keys import AUDIT, STORE
@@ -146,10 +147,16 @@ async def test_a_dicom_export_adds_the_study_reference_and_an_export_event(
 ) -> None:
     admin = make_token("admin", world.a.id)
     assert (await put_patient(world, world.a.id, admin, PATIENT)).status == 200
+    trail = world.client.app[AUDIT]
+    for at in (world.rec.started - 60, world.rec.started + 0.5):  # before and while recording
+        view = AuditRecord(
+            world.a.id, "observer-x", "Obs", "observer", AuditAction.VIEW, at=utc_iso(at)
+        )
+        await trail.record(view)
     record = AuditRecord(
         world.a.id, "admin-x", "", "admin", AuditAction.DICOM_EXPORT, world.rec.id, "stow-rs"
     )
-    await world.client.app[AUDIT].record(record)
+    await trail.record(record)
     data = await (await fhir(world, admin)).json()
     Bundle.model_validate(data)
     video, study = resources(data, "DocumentReference")
@@ -158,8 +165,11 @@ async def test_a_dicom_export_adds_the_study_reference_and_an_export_event(
     assert study["content"][0]["format"]["code"] == "1.2.840.10008.5.1.4.1.1.77.1.1.1"
     video_url = next(e["fullUrl"] for e in data["entry"] if e["resource"] == video)
     assert study["relatesTo"] == [{"code": "transforms", "target": {"reference": video_url}}]
-    export = resources(data, "AuditEvent")[0]
+    live, export, read = resources(data, "AuditEvent")
+    assert live["entity"][0]["detail"][0]["valueString"] == "view"
+    assert live["recorded"] == utc_iso(world.rec.started + 0.5)
     assert export["type"]["code"] == "110106" and len(export["entity"]) == 3
+    assert read["subtype"][0]["code"] == "read"
 
 
 async def test_only_the_coordinator_reads_the_bundle(world: World, make_token: MakeToken) -> None:

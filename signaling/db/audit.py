@@ -54,6 +54,9 @@ _ACTIONS = (
     "'freeze', 'unfreeze', 'consent', 'recording', 'replay', 'download', 'export', "
     "'export-download', 'revoke', 'refused-token'"
 )
+# Step 3 widens the CHECK for the hospital-record actions (issue 11: dicom-export; fhir and
+# patient, named in the same plan, so one rebuild serves both).
+_ACTIONS_3 = f"{_ACTIONS}, 'dicom-export', 'fhir', 'patient'"
 # Step 1 was user_version 3 of the old single list in signaling/db/store.py. Step 2 rebuilds the
 # table (SQLite cannot change a CHECK) with the chain's columns; the rows it copies are chained
 # right after it, when the trail is opened (``_chain_unhashed``). No foreign keys: the trail
@@ -96,6 +99,27 @@ _STEPS: tuple[str, ...] = (
         FROM audit ORDER BY seq;
     DROP TABLE audit;
     ALTER TABLE audit_chained RENAME TO audit;
+    CREATE INDEX audit_by_consultation ON audit (consultation_id, seq);
+    """,
+    f"""
+    CREATE TABLE audit_widened (
+        seq             INTEGER PRIMARY KEY,
+        consultation_id TEXT,
+        at              TEXT NOT NULL,
+        identity        TEXT NOT NULL,
+        name            TEXT NOT NULL DEFAULT '',
+        role            TEXT NOT NULL,
+        action          TEXT NOT NULL CHECK (action IN ({_ACTIONS_3})),
+        recording_id    TEXT,
+        detail          TEXT,
+        count           INTEGER NOT NULL DEFAULT 1,
+        prev_hash       TEXT,
+        consultation_prev_hash TEXT,
+        hash            TEXT
+    );
+    INSERT INTO audit_widened SELECT * FROM audit ORDER BY seq;
+    DROP TABLE audit;
+    ALTER TABLE audit_widened RENAME TO audit;
     CREATE INDEX audit_by_consultation ON audit (consultation_id, seq);
     """,
 )
@@ -147,6 +171,8 @@ class AuditAction(StrEnum):
     "A consultation's access was revoked."
     REFUSED_TOKEN = "refused-token"
     "Requests with a bad token from one address within a minute (``count``); no consultation."
+    DICOM_EXPORT = "dicom-export"
+    "A DICOM export was started (detail: the job, and zip or the archive's kind; no patient data)."
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,10 @@ class StoreTarget:
             contexts.add((meta.MediaStorageSOPClassUID, meta.TransferSyntaxUID))
         for sop_class, syntax in sorted(contexts):
             ae.add_requested_context(sop_class, syntax)
+        try:  # pynetdicom leaks its socket (and logs errors) when it cannot connect: ask first
+            socket.create_connection((self.host, self.port), CONNECT_TIMEOUT_S).close()
+        except OSError as exc:
+            raise JobFailed(f"{self.where()} could not be reached ({_words(exc)})") from None
         association = ae.associate(self.host, self.port, ae_title=self.called)
         if not association.is_established:
             raise JobFailed(f"{self.where()} could not be reached or refused the association")
@@ -139,4 +144,6 @@ def _words(exc: BaseException) -> str:
         return exc.os_error.strerror or "connection failed"
     if isinstance(exc, TimeoutError):
         return "no answer in time"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
     return type(exc).__name__

@@ -1,6 +1,7 @@
-"""Recordings made for the replay tests without peers: the real SegmentWriter muxes VP8 (or H.264)
-frames of the stamped test pattern (and silent Opus) into segment files, with a manifest and index rows
-exactly like the recorder's, and an annotation log with marks at known recording times.
+"""Recordings made for the replay tests without peers: the real SegmentWriter muxes VP8 (or
+H.264) frames of the stamped test pattern (and silent Opus) into segment files, with a manifest
+and index rows exactly like the recorder's, and an annotation log with marks at known recording
+times.
 
 Recording time ``t`` of an op is placed through ``media_pts`` (``VIDEO_PTS_START + t * 90000``),
 as the live server logs it, and its ``ts`` agrees with it on the wall clock.

@@ -31,10 +31,12 @@ STOP_TIMEOUT_S = 10.0
 
 @dataclass(frozen=True)
 class Orthanc:
+    """One running Orthanc: its process, where it answers, where it logs."""
+
+    process: subprocess.Popen[bytes]
     http_port: int
     dicom_port: int
     log_dir: Path
-    process: subprocess.Popen[bytes]
 
     @property
     def url(self) -> str:
@@ -93,7 +95,7 @@ def running_orthanc(directory: Path) -> Iterator[Orthanc]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    orthanc = Orthanc(http_port, dicom_port, log_dir, process)
+    orthanc = Orthanc(process, http_port, dicom_port, log_dir)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:

@@ -43,14 +43,14 @@ FPS = 30
 GREEN = "#00e676"
 
 
-def encoded_vp8(frames: int, size: tuple[int, int], keyframe_every: int = FPS) -> list:
+def encoded_pattern(
+    encoder: av.CodecContext, frames: int, size: tuple[int, int], keyframe_every: int = FPS
+) -> list:
+    """(data, keyframe) of ``frames`` frames of the stamped test pattern through ``encoder``."""
     pattern = TestPatternTrack(*size)
-    encoder = av.CodecContext.create("libvpx", "w")
     encoder.width, encoder.height = size
     encoder.pix_fmt = "yuv420p"
     encoder.time_base = fractions.Fraction(1, FPS)
-    encoder.bit_rate = 1_500_000
-    encoder.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
     out = []
     for n in range(frames):
         frame = pattern.frame(n, 0)
@@ -61,27 +61,21 @@ def encoded_vp8(frames: int, size: tuple[int, int], keyframe_every: int = FPS) -
     return out
 
 
-def encoded_h264(
-    frames: int, size: tuple[int, int], profile: str = "high", keyframe_every: int = FPS
-) -> list:
-    """(Annex B access unit, keyframe) of the test pattern, as a tower (``high``) or a browser
-    (``baseline``: WebRTC's Constrained Baseline) would send it."""
-    pattern = TestPatternTrack(*size)
+def encoded_vp8(frames: int, size: tuple[int, int], keyframe_every: int = FPS) -> list:
+    encoder = av.CodecContext.create("libvpx", "w")
+    encoder.bit_rate = 1_500_000
+    encoder.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+    return encoded_pattern(encoder, frames, size, keyframe_every)
+
+
+def encoded_h264(frames: int, size: tuple[int, int], profile: str = "high") -> list:
+    """Annex-B access units as a tower (``high``) or a browser (``baseline``: WebRTC's
+    Constrained Baseline) would send them."""
     encoder = av.CodecContext.create("libx264", "w")
-    encoder.width, encoder.height = size
-    encoder.pix_fmt = "yuv420p"
-    encoder.time_base = fractions.Fraction(1, FPS)
     # x264 signals the least profile its tools fit: ultrafast's are Constrained Baseline's.
     preset = "ultrafast" if profile == "baseline" else "veryfast"
     encoder.options = {"profile": profile, "preset": preset, "tune": "zerolatency"}
-    out = []
-    for n in range(frames):
-        frame = pattern.frame(n, 0)
-        frame.pts = n
-        if n % keyframe_every == 0:
-            frame.pict_type = av.video.frame.PictureType.I
-        out += [(bytes(p), p.is_keyframe) for p in encoder.encode(frame)]
-    return out
+    return encoded_pattern(encoder, frames, size)
 
 
 def encoded_opus(packets: int) -> list[bytes]:

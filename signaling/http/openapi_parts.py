@@ -19,7 +19,6 @@ REASONS = {
     401: "No token, or an invalid or expired one",
     403: "The token does not allow this",
     404: "Unknown consultation, recording, session or file",
-    406: "No codec in common",
     408: "The request body arrived too slowly",
     409: "Conflict with the current state",
     410: "The link was withdrawn or has expired",
@@ -27,7 +26,8 @@ REASONS = {
     413: "Body too large",
     415: "Wrong Content-Type",
     416: "Range not satisfiable",
-    422: "Unprocessable: ICE restart, or details a DICOM export needs are missing",
+    422: "Unprocessable: no codec or track layout in common, an ICE restart, or details a DICOM "
+    "export needs are missing",
     428: "If-Match is required",
     429: "Too many requests: see Retry-After",
     503: "Full or busy: try again later",

@@ -1,5 +1,5 @@
 """The ``endolink`` command: run the server, create consultations and their invite links, issue
-tokens and certificates, publish a file or camera, list and verify recordings.
+tokens and certificates, publish a file or camera, list and verify recordings, write them as DICOM.
 
 Exit codes: 0 success, 2 usage error, 1 runtime error (one readable line on stderr, no traceback).
 Tokens are printed to stdout only, never logged.
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, TypeVar
 from aiohttp import ClientError, web
 
 from client.options import INPUT_FORMATS, RTSP_TRANSPORTS
-from signaling import cli_audit, running
+from signaling import cli_audit, cli_records, running
 from signaling.auth.grants import ANY_CONSULTATION, Role
 from signaling.auth.invites import issue_token, with_links
 from signaling.auth.names import name_argument
@@ -181,7 +181,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     publish.set_defaults(handler=_publish)
 
-    recordings = commands.add_parser("recordings", help="list and verify recordings")
+    recordings = commands.add_parser(
+        "recordings", help="list and verify recordings, write them as DICOM"
+    )
     recording_commands = recordings.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = recording_commands.add_parser("list", parents=[common], help="list recordings")
     listing.add_argument("--consultation", help="only this consultation's recordings")
@@ -195,6 +197,7 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("recording", nargs="?", help="recording id (default: every recording)")
     verify.add_argument("--json", action="store_true", help="print the results as JSON")
     verify.set_defaults(handler=_recordings_verify)
+    cli_records.add_commands(recording_commands, common)
     cli_audit.add_commands(commands, common, lambda message: CliError(message, exit_code=2))
     return parser
 

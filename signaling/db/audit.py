@@ -54,12 +54,14 @@ _ACTIONS = (
     "'freeze', 'unfreeze', 'consent', 'recording', 'replay', 'download', 'export', "
     "'export-download', 'revoke', 'refused-token'"
 )
+# Step 3 widens the CHECK for the hospital-record actions (issue 11: dicom-export; fhir and
+# patient, named in the same plan, so one rebuild serves both).
+_ACTIONS_3 = f"{_ACTIONS}, 'dicom-export', 'fhir', 'patient'"
 
 
 def _chained_table(name: str, actions: str) -> str:
-    """The trail's table since step 2, under ``name``, allowing ``actions`` (SQL literals)."""
-    return f"""
-    CREATE TABLE {name} (
+    """The chained trail's table (steps 2 and 3 differ only in the actions allowed)."""
+    return f"""CREATE TABLE {name} (
         seq             INTEGER PRIMARY KEY,
         consultation_id TEXT,
         at              TEXT NOT NULL,
@@ -73,8 +75,7 @@ def _chained_table(name: str, actions: str) -> str:
         prev_hash       TEXT,
         consultation_prev_hash TEXT,
         hash            TEXT
-    );
-"""
+    );"""
 
 
 # Step 1 was user_version 3 of the old single list in signaling/db/store.py. Step 2 rebuilds the
@@ -97,8 +98,8 @@ _STEPS: tuple[str, ...] = (
     );
     CREATE INDEX audit_by_consultation ON audit (consultation_id, seq);
     """,
-    _chained_table("audit_chained", _ACTIONS)
-    + """
+    f"""
+    {_chained_table("audit_chained", _ACTIONS)}
     INSERT INTO audit_chained
         (seq, consultation_id, at, identity, name, role, action, recording_id, detail)
         SELECT seq, consultation_id, at, identity, name, role, action, recording_id, detail
@@ -107,13 +108,11 @@ _STEPS: tuple[str, ...] = (
     ALTER TABLE audit_chained RENAME TO audit;
     CREATE INDEX audit_by_consultation ON audit (consultation_id, seq);
     """,
-    # Step 3: the records actions (DICOM export, the FHIR Bundle, patient details). The table is
-    # rebuilt as in step 2; every column, hashes included, is copied, so the chains still hold.
-    _chained_table("audit_records", f"{_ACTIONS}, 'dicom-export', 'fhir', 'patient'")
-    + """
-    INSERT INTO audit_records SELECT * FROM audit ORDER BY seq;
+    f"""
+    {_chained_table("audit_widened", _ACTIONS_3)}
+    INSERT INTO audit_widened SELECT * FROM audit ORDER BY seq;
     DROP TABLE audit;
-    ALTER TABLE audit_records RENAME TO audit;
+    ALTER TABLE audit_widened RENAME TO audit;
     CREATE INDEX audit_by_consultation ON audit (consultation_id, seq);
     """,
 )
@@ -166,7 +165,7 @@ class AuditAction(StrEnum):
     REFUSED_TOKEN = "refused-token"
     "Requests with a bad token from one address within a minute (``count``); no consultation."
     DICOM_EXPORT = "dicom-export"
-    "A recording was exported as DICOM (detail: out dir or PACS target kind, no patient data)."
+    "A DICOM export was started (detail: the job, and zip or the archive's kind; no patient data)."
     FHIR = "fhir"
     "A recording's FHIR Bundle (which holds the patient's details) was read."
     PATIENT = "patient"

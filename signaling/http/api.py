@@ -351,6 +351,11 @@ async def _json_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
     return body
 
 
+async def json_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
+    """``_json_body`` for the edge's other modules (the replay routes' DICOM export)."""
+    return await _json_body(request, allowed)
+
+
 def _optional(body: dict[str, Any], key: str, kind: type[T]) -> T | None:
     """``body[key]`` if it has the right JSON type; ``null`` counts as absent."""
     value = body.get(key)

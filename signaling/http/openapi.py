@@ -62,6 +62,20 @@ _CONSULTATION = json_object(
     observer_name=NAME,
 )
 _SDP = {"type": "string", "description": "an SDP offer (RFC 9725)"}
+_PATIENT = json_object(
+    ("patient_id",),
+    patient_id=NAME,
+    issuer=STR,
+    family_name=STR,
+    given_names=STR,
+    birth_date={"type": ["string", "null"], "description": "YYYY-MM-DD"},
+    sex={"type": "string", "enum": ["female", "male", "other", "unknown"]},
+)
+_DICOM_EXPORT = json_object(
+    burned_in={"type": "boolean"},
+    send={"type": ["string", "null"], "enum": ["stow", "c-store", None]},
+    patient={"oneOf": [_PATIENT, {"type": "null"}]},
+)
 _WHEP_QUERY = (
     query("feed", {"type": "string", "enum": ["endoscope", "talkback"]}),
     query("annotated", {"type": "string", "enum": ["0", "1"]}),
@@ -293,7 +307,19 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "/api/recordings/{rid}/exports/{job}/file": {
         "get": operation(
-            "the exported MP4", (200, *REPLAY, 409), params=(RID, JOB), answer="video/mp4"
+            "the exported MP4 (annotated) or ZIP (DICOM)",
+            (200, *REPLAY, 409),
+            params=(RID, JOB),
+            answer="application/octet-stream",
+        )
+    },
+    "/api/recordings/{rid}/dicom": {
+        "post": operation(
+            "start a DICOM export (Video Endoscopic Image, stills, annotations sidecar), "
+            "optionally sent to the archive; follow it at the export status URL",
+            (202, *REPLAY, 408, 409, 413, 422, 503, 507),
+            params=(RID,),
+            body=_DICOM_EXPORT,
         )
     },
     **_session_routes("whip"),

@@ -75,7 +75,7 @@ def add_consult_commands(
     for role in INVITE_ROLES:
         name_help = f"who the {role} link is for (≤ {MAX_NAME_LENGTH} characters)"
         create.add_argument(f"--{role}-name", type=name_argument, help=name_help)
-    _patient_arguments(create)
+    patient_arguments(create)
     create.set_defaults(handler=_consult_create)
     patient = consult_commands.add_parser(
         "patient",
@@ -83,7 +83,7 @@ def add_consult_commands(
         help="record the patient's details for the hospital record (DICOM, FHIR)",
     )
     patient.add_argument("consultation", help="consultation id")
-    _patient_arguments(patient)
+    patient_arguments(patient)
     patient.set_defaults(handler=_consult_patient)
     invite = consult_commands.add_parser(
         "invite", parents=[common], help="print one more invite link for a consultation"
@@ -110,10 +110,12 @@ def add_consult_commands(
     revoke.set_defaults(handler=_consult_revoke)
 
 
-def _patient_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "patient", "the patient's details for the hospital record (never logged nor shown live)"
-    )
+def patient_arguments(
+    parser: argparse.ArgumentParser,
+    description: str = "the patient's details for the hospital record (never logged nor shown)",
+) -> None:
+    """``--patient-id --patient-issuer …``: the same options wherever a command takes them."""
+    group = parser.add_argument_group("patient", description)
     group.add_argument("--patient-id", help="the hospital's patient identifier")
     group.add_argument("--patient-issuer", help="who issued it (hospital name, OID or URI)")
     group.add_argument("--patient-family-name")
@@ -122,7 +124,7 @@ def _patient_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--patient-sex", choices=SEXES)
 
 
-def _patient_of(args: argparse.Namespace) -> Patient | None:
+def patient_of(args: argparse.Namespace) -> Patient | None:
     """The ``--patient-*`` options as details; None when none was given."""
     values = {f: getattr(args, f"patient_{f.removeprefix('patient_')}") for f in _PATIENT_KEYS}
     if all(v is None for v in values.values()):
@@ -145,7 +147,7 @@ async def _record_patient(
 
 
 def _consult_patient(args: argparse.Namespace) -> int:
-    patient = _patient_of(args)
+    patient = patient_of(args)
     if patient is None:
         raise CliError("give the patient's details: at least --patient-id", exit_code=2)
     settings = settings_of(args)
@@ -162,7 +164,7 @@ def _consult_patient(args: argparse.Namespace) -> int:
 
 def _consult_create(args: argparse.Namespace) -> int:
     settings = settings_of(args)
-    patient = _patient_of(args)
+    patient = patient_of(args)
 
     async def create(store: ConsultationStore, book: InviteBook) -> dict[str, Any]:
         consultation = await store.create(

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import logging
+import zipfile
 from typing import Any
 
+import pydicom
 import pytest
 from aiohttp.test_utils import TestClient
 from fhir.resources.R4B.bundle import Bundle
@@ -19,6 +22,7 @@ from signaling.db.audit import AuditAction, AuditRecord
 from signaling.keys import AUDIT, STORE
 from tests.conftest import MakeToken, bearer
 from tests.replay_support import Made
+from tests.signaling.test_dicom_export import finished_job
 from tests.signaling.test_replay import World, make_world
 
 PATIENT = {
@@ -170,6 +174,27 @@ async def test_a_dicom_export_adds_the_study_reference_and_an_export_event(
     assert live["recorded"] == utc_iso(world.rec.started + 0.5)
     assert export["type"]["code"] == "110106" and len(export["entity"]) == 3
     assert read["subtype"][0]["code"] == "read"
+
+
+async def test_the_study_reference_names_the_study_the_dicom_export_wrote(
+    world: World, make_token: MakeToken
+) -> None:
+    admin = make_token("admin", world.a.id)
+    assert (await put_patient(world, world.a.id, admin, PATIENT)).status == 200
+    assert len(resources(await (await fhir(world, admin)).json(), "DocumentReference")) == 1
+    started = await world.client.post(
+        f"/api/recordings/{world.rec.id}/dicom", json={}, headers=bearer(admin)
+    )
+    job = await finished_job(world.client, admin, started)
+    assert job["state"] == "done", job
+    zipped = await world.client.get(f"{started.headers['Location']}/file", headers=bearer(admin))
+    with zipfile.ZipFile(io.BytesIO(await zipped.read())) as archive:
+        video = pydicom.dcmread(io.BytesIO(archive.read("video/001.dcm")))
+    data = await (await fhir(world, admin)).json()
+    Bundle.model_validate(data)
+    study = resources(data, "DocumentReference")[1]
+    assert study["masterIdentifier"]["value"] == f"urn:oid:{video.StudyInstanceUID}"
+    assert video.PatientID == PATIENT["patient_id"]
 
 
 async def test_only_the_coordinator_reads_the_bundle(world: World, make_token: MakeToken) -> None:

@@ -153,7 +153,9 @@ class Session:
     def close(self) -> None:
         """End the session on the server (DELETE the resource), then stop the pipeline."""
         if self.location:
-            request = urllib.request.Request(self.location, method="DELETE", headers=self._headers())
+            request = urllib.request.Request(
+                self.location, method="DELETE", headers=self._headers()
+            )
             try:
                 urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S).close()
             except OSError as exc:
@@ -199,7 +201,9 @@ class StampedPattern:
         bar = self.block * 4
         left = counter * 4 % (self.width - bar)
         right = self.width - bar - left
-        rows = (bytes([y]) * left + bytes([235 - y]) * bar + bytes([y]) * right for y in self.shades)
+        rows = (
+            bytes([y]) * left + bytes([235 - y]) * bar + bytes([y]) * right for y in self.shades
+        )
         return stamp * self.block + b"".join(rows) + self.chroma
 
 
@@ -223,6 +227,7 @@ class Player:
             return
         decode = Gst.ElementFactory.make("decodebin")
         decode.connect("pad-added", self._decoded_pad)
+        decode.connect("deep-element-added", _ask_for_keyframes)
         self.pipeline.add(decode)
         decode.sync_state_with_parent()
         pad.link(decode.get_static_pad("sink"))
@@ -258,9 +263,17 @@ class Player:
             "height": self.size[1] if self.size else None,
             "fps": round((self.frames - 1) / span, 1) if span > 0 else 0.0,
             "distinct_stamps": len(set(self.counters)),
-            "in_order": all(b > a for a, b in zip(self.counters, self.counters[1:])),
+            "in_order": all(b > a for a, b in zip(self.counters, self.counters[1:], strict=False)),
             "median_age_ms": ages[len(ages) // 2] if ages else None,
         }
+
+
+def _ask_for_keyframes(_: Any, __: Any, element: Any) -> None:
+    """A depayloader that lost packets asks the sender for a keyframe (RTCP PLI) and drops what
+    cannot be decoded until it comes; GStreamer 1.22 does neither by default."""
+    if element.find_property("request-keyframe") is not None:
+        element.set_property("request-keyframe", True)
+        element.set_property("wait-for-keyframe", True)
 
 
 def log(text: str) -> None:
@@ -316,7 +329,9 @@ def run(args: argparse.Namespace) -> int:
         GLib.timeout_add(5, pattern.push_due)
     loop.run()
     session.close()
-    report: dict[str, Any] = player.report() if player else {"frames_sent": pattern and pattern.counter}
+    report: dict[str, Any] = (
+        player.report() if player else {"frames_sent": pattern.counter if pattern else None}
+    )
     report["connected"] = session.connected_at is not None
     if session.failure:
         report["error"] = session.failure

@@ -116,11 +116,12 @@ async def publisher(
     relay_only: bool = False,
     proxy: ImpairmentProxy | None = None,
     certificate: RTCCertificate | None = None,
+    size: tuple[int, int] = (1280, 720),
 ) -> AsyncIterator[tuple[RTCPeerConnection, WhipClient]]:
     client = whip_client(endpoint, token, proxy)
     pc = await configured_pc(client, relay_only, certificate)
     if video:
-        pc.addTransceiver(TestPatternTrack(), direction="sendonly")
+        pc.addTransceiver(TestPatternTrack(*size), direction="sendonly")
     if audio:
         pc.addTransceiver(ToneTrack(), direction="sendonly")
     try:

@@ -25,8 +25,8 @@ CLIENT = "GStreamer 1.22 webrtcbin"
 SYSTEM_PYTHON = "/usr/bin/python3"
 DRIVER = str(REPO_ROOT / "client" / "gst_whip.py")
 WIDTH, HEIGHT, FPS, KBPS = 640, 360, 30, 800
-"""What the GStreamer publisher sends (the aiortc publisher sends TestPatternTrack's 1280×720):
-small enough that its encoder keeps up on a busy 2-core machine."""
+"""What the publishers send (the GStreamer one and aiortc's TestPatternTrack): small enough that
+the encoders keep up on a busy 2-core machine (aiortc's x264 runs the medium preset)."""
 PLAY_S = 8.0
 CODECS = ("VP8", "H264")
 
@@ -102,7 +102,7 @@ async def test_gstreamer_webrtcbin_publishes_and_aiortc_decodes_every_frame(
         *("--width", str(WIDTH), "--height", str(HEIGHT), "--fps", str(FPS), "--kbps", str(KBPS)),
     )
     try:
-        await asyncio.to_thread(gst.wait_for, '"connected"', 20)
+        await asyncio.to_thread(gst.wait_for, '{"state": "connected"}', 20)
         url = running.url("whep", codec)
         async with viewer(url, consultation.surgeon, kinds=("video",)) as (_, _, received):
             assert await wait_until(lambda: received.counters, timeout=10), "no frame decoded"
@@ -128,7 +128,10 @@ async def test_gstreamer_webrtcbin_publishes_and_aiortc_decodes_every_frame(
 async def test_gstreamer_webrtcbin_plays_an_aiortc_publisher(running: Running, codec: str) -> None:
     consultation = running.consultations[codec]
     url = running.url("whip", codec)
-    async with publisher(url, consultation.clinic, audio=False) as (clinic, _):
+    async with publisher(url, consultation.clinic, audio=False, size=(WIDTH, HEIGHT)) as (
+        clinic,
+        _,
+    ):
         assert await wait_until(lambda: clinic.connectionState == "connected", timeout=10)
         gst = gst_whip(
             running,
@@ -141,7 +144,7 @@ async def test_gstreamer_webrtcbin_plays_an_aiortc_publisher(running: Running, c
         finally:
             gst.kill()
     assert result["connected"] is True and "error" not in result, result
-    assert (result["width"], result["height"]) == (1280, 720), result
+    assert (result["width"], result["height"]) == (WIDTH, HEIGHT), result
     assert result["in_order"] is True, result
     assert result["distinct_stamps"] == result["frames"], result
     assert isinstance(result["fps"], float) and result["fps"] >= 20, result

@@ -11,7 +11,10 @@ no EndoLink import — so a hospital can copy it next to its pipeline and run it
       ``client/testpattern.py`` (64 blocks along the top: frame counter, wall-clock ms), so a
       viewer can check which frames arrived and how late.
   play URL --token T [--seconds N]
-      decodes the feed and prints one JSON line: frames, size, frame rate, the stamps read.
+      decodes the feed; its report counts frames, size, frame rate and the stamps it read.
+
+Standard output is JSON lines: ``{"state": "connected"}`` once ICE and DTLS are up, then the
+report when it ends (``--seconds`` after connecting, Ctrl-C, or an error: exit status 1).
 
 No trickle ICE: the offer goes out when candidate gathering is complete. DTLS: webrtcbin's
 certificate is RSA-2048; EndoLink's relay accepts it (``relay/dtls.py``).
@@ -40,6 +43,7 @@ STAMP_BITS = 64
 COUNTER_BITS = 24
 CLOCK_MASK = (1 << 40) - 1
 HTTP_TIMEOUT_S = 10
+CONNECT_TIMEOUT_S = 30
 RTP_CAPS = {
     "VP8": "application/x-rtp,media=video,encoding-name=VP8,payload=96,clock-rate=90000",
     "H264": "application/x-rtp,media=video,encoding-name=H264,payload=102,clock-rate=90000",
@@ -61,8 +65,9 @@ ENCODERS = {
 class Session:
     """One webrtcbin and its WHIP/WHEP resource: offer when gathered, POST, apply the answer."""
 
-    def __init__(self, pipeline: Any, url: str, token: str, loop: Any) -> None:
+    def __init__(self, pipeline: Any, url: str, token: str, loop: Any, seconds: float) -> None:
         self.pipeline, self.url, self.token, self.loop = pipeline, url, token, loop
+        self.seconds = seconds
         self.webrtc = pipeline.get_by_name("webrtc")
         self.location: str | None = None
         self.offered = False
@@ -75,6 +80,7 @@ class Session:
         bus = pipeline.get_bus()
         bus.add_signal_watch()
         bus.connect("message::error", self._error)
+        GLib.timeout_add_seconds(CONNECT_TIMEOUT_S, self._connect_deadline)
 
     def gather_on(self, addresses: list[str]) -> None:
         """Candidates on these local addresses only. libnice pins each host candidate to its
@@ -137,8 +143,15 @@ class Session:
         if state == GstWebRTC.WebRTCPeerConnectionState.CONNECTED:
             self.connected_at = time.monotonic()
             print(json.dumps({"state": "connected"}), flush=True)
+            if self.seconds > 0:
+                GLib.idle_add(GLib.timeout_add, int(self.seconds * 1000), _quit, self.loop)
         elif state == GstWebRTC.WebRTCPeerConnectionState.FAILED:
             GLib.idle_add(self.fail, "ICE/DTLS failed")
+
+    def _connect_deadline(self) -> bool:
+        if self.connected_at is None:
+            self.fail(f"not connected within {CONNECT_TIMEOUT_S} s")
+        return False
 
     def _error(self, _: Any, message: Any) -> None:
         error, debug = message.parse_error()
@@ -305,7 +318,7 @@ def run(args: argparse.Namespace) -> int:
     loop = GLib.MainLoop()
     playing = args.command == "play"
     pipeline = Gst.parse_launch(PLAY_PIPELINE if playing else publish_pipeline(args))
-    session = Session(pipeline, args.url, args.token, loop)
+    session = Session(pipeline, args.url, args.token, loop, args.seconds)
     if args.ice_address:
         session.gather_on(args.ice_address)
     player = Player(pipeline) if playing else None
@@ -321,8 +334,6 @@ def run(args: argparse.Namespace) -> int:
             pattern = StampedPattern(appsrc, args.width, args.height, args.fps)
     for signum in (signal.SIGINT, signal.SIGTERM):
         GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signum, _quit, loop)
-    if args.seconds > 0:
-        GLib.timeout_add(int(args.seconds * 1000), _quit, loop)
     pipeline.set_state(Gst.State.PLAYING)
     if pattern is not None:
         pattern.start = time.monotonic()
@@ -356,7 +367,12 @@ def main(argv: list[str] | None = None) -> int:
         command = commands.add_parser(name, help=help_text)
         command.add_argument("url", help="the WHIP (/whip/ID) or WHEP (/whep/ID) endpoint")
         command.add_argument("--token", required=True, help="the Bearer token of the link")
-        command.add_argument("--seconds", type=float, default=0, help="stop after (0: Ctrl-C)")
+        command.add_argument(
+            "--seconds",
+            type=float,
+            default=0,
+            help="stop this long after connecting (0: at Ctrl-C)",
+        )
         command.add_argument(
             "--ice-address",
             action="append",

@@ -28,6 +28,7 @@ WIDTH, HEIGHT, FPS, KBPS = 640, 360, 30, 800
 """What the publishers send (the GStreamer one and aiortc's TestPatternTrack): small enough that
 the encoders keep up on a busy 2-core machine (aiortc's x264 runs the medium preset)."""
 PLAY_S = 8.0
+"How long the player plays after connecting."
 CODECS = ("VP8", "H264")
 
 
@@ -140,7 +141,7 @@ async def test_gstreamer_webrtcbin_plays_an_aiortc_publisher(running: Running, c
             *("--token", consultation.surgeon, "--seconds", str(PLAY_S)),
         )
         try:
-            result = await asyncio.to_thread(report, gst, PLAY_S + 20)
+            result = await asyncio.to_thread(report, gst, PLAY_S + 40)
         finally:
             gst.kill()
     assert result["connected"] is True and "error" not in result, result
@@ -148,4 +149,4 @@ async def test_gstreamer_webrtcbin_plays_an_aiortc_publisher(running: Running, c
     assert result["in_order"] is True, result
     assert result["distinct_stamps"] == result["frames"], result
     assert isinstance(result["fps"], float) and result["fps"] >= 20, result
-    assert isinstance(result["frames"], int) and result["frames"] >= 20 * (PLAY_S - 3), result
+    assert isinstance(result["frames"], int) and result["frames"] >= 20 * (PLAY_S - 2), result

@@ -295,7 +295,7 @@ def log(text: str) -> None:
 
 def publish_pipeline(args: argparse.Namespace) -> str:
     if args.source:
-        source = f"{args.source} ! videoconvert ! videoscale"
+        source = f"{args.source} ! videoconvert ! videoscale ! videorate"
     else:
         source = "appsrc name=pattern is-live=true format=time"
     raw = f"video/x-raw,format=I420,width={args.width},height={args.height},framerate={args.fps}/1"

@@ -7,15 +7,12 @@ the RSA peer the server: the handshake works only if the relay offers an ECDHE-R
 from __future__ import annotations
 
 import asyncio
-import datetime
 import time
 
 import pytest
 from aiohttp.test_utils import TestClient
 from aiortc import RTCCertificate, RTCSessionDescription
-from aiortc.rtcdtlstransport import SRTPProtectionProfile
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from aiortc.rtcdtlstransport import SRTPProtectionProfile, generate_certificate
 from cryptography.hazmat.primitives.asymmetric import rsa
 from OpenSSL import SSL
 
@@ -36,19 +33,9 @@ class RsaCertificate(RTCCertificate):
 
     def __init__(self) -> None:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "gstreamer")])
-        now = datetime.datetime.now(tz=datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .sign(key, hashes.SHA256())
-        )
-        super().__init__(key, cert)  # type: ignore[arg-type]  # aiortc's hint says EC only
+        # aiortc's self-signed certificate maker, given an RSA key (its hints say EC only)
+        cert = generate_certificate(key)  # type: ignore[arg-type]
+        super().__init__(key, cert)  # type: ignore[arg-type]
 
     def _create_ssl_context(self, srtp_profiles: list[SRTPProtectionProfile]) -> SSL.Context:
         context = super()._create_ssl_context(srtp_profiles)

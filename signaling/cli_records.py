@@ -15,12 +15,10 @@ import asyncio
 import getpass
 from pathlib import Path
 
-from signaling.cli_consult import CliError, settings_of
+from signaling.cli_consult import CliError, patient_arguments, patient_of, settings_of
 from signaling.db.audit import AuditAction, AuditRecord, AuditTrail
-from signaling.db.patients import SEXES, InvalidPatient, Patient, PatientRegister
+from signaling.db.patients import Patient, PatientRegister
 from signaling.db.store import DB_FILENAME
-
-_PATIENT_OPTIONS = ("patient_id", "issuer", "family_name", "given_names", "birth_date", "sex")
 
 
 def add_commands(
@@ -44,15 +42,7 @@ def add_commands(
         choices=("stow", "c-store"),
         help="also send the files to the archive (ENDOLINK_PACS_STOW_URL / ENDOLINK_PACS_DICOM)",
     )
-    patient = dicom.add_argument_group(
-        "patient", "the patient's details (default: those recorded for the consultation)"
-    )
-    patient.add_argument("--patient-id", help="the hospital's patient identifier")
-    patient.add_argument("--issuer", help="who issued the patient identifier")
-    patient.add_argument("--family-name")
-    patient.add_argument("--given-names")
-    patient.add_argument("--birth-date", help="YYYY-MM-DD")
-    patient.add_argument("--sex", choices=SEXES)
+    patient_arguments(dicom, "the patient's details (default: those recorded for the consultation)")
     dicom.set_defaults(handler=_dicom)
 
 
@@ -115,12 +105,9 @@ def _dicom(args: argparse.Namespace) -> int:
 async def _patient(args: argparse.Namespace, database: Path, cid: str) -> Patient:
     from signaling.replay.dicom import NO_PATIENT
 
-    given = {name: getattr(args, name) for name in _PATIENT_OPTIONS if getattr(args, name)}
-    if given:
-        try:
-            return Patient.from_json(given)
-        except InvalidPatient as exc:
-            raise CliError(str(exc), exit_code=2) from None
+    given = patient_of(args)
+    if given is not None:
+        return given
     register = PatientRegister(database)
     try:
         record = await register.latest(cid)

@@ -166,6 +166,10 @@ class AuditAction(StrEnum):
     "Requests with a bad token from one address within a minute (``count``); no consultation."
     DICOM_EXPORT = "dicom-export"
     "A DICOM export was started (detail: the job, and zip or the archive's kind; no patient data)."
+    FHIR = "fhir"
+    "A recording's FHIR Bundle (which holds the patient's details) was read."
+    PATIENT = "patient"
+    "The patient's details were recorded or read (detail: which; never the values)."
 
 
 @dataclass(frozen=True)
@@ -262,6 +266,36 @@ class AuditTrail:
                 f"SELECT {_COLUMNS} FROM audit WHERE consultation_id = ? AND seq > ?"
                 " ORDER BY seq LIMIT ?",
                 (consultation_id, after, limit),
+            ).fetchall()
+            return [AuditEntry(*row) for row in rows]
+
+        return await self._reader.run(select)
+
+    async def actions(
+        self,
+        consultation_id: str,
+        actions: tuple[AuditAction, ...],
+        *,
+        recording_id: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int = MAX_PAGE,
+    ) -> list[AuditEntry]:
+        """A consultation's entries of these ``actions`` — of one recording, and from ``since``
+        to ``until`` (ISO UTC as ``at`` is written, so they compare as text), if given — oldest
+        first, at most ``limit``."""
+        where, values = [], []
+        for clause, value in (("recording_id =", recording_id), ("at >=", since), ("at <=", until)):
+            if value is not None:
+                where.append(f" AND {clause} ?")
+                values.append(value)
+
+        def select(db: sqlite3.Connection) -> list[AuditEntry]:
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM audit WHERE consultation_id = ?"
+                f" AND action IN ({', '.join('?' * len(actions))}){''.join(where)}"
+                " ORDER BY seq LIMIT ?",
+                (consultation_id, *map(str, actions), *values, limit),
             ).fetchall()
             return [AuditEntry(*row) for row in rows]
 

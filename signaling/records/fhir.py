@@ -186,7 +186,7 @@ def video_reference(facts: RecordFacts, patient_url: str) -> JSON:
 
 def dicom_reference(facts: RecordFacts, patient_url: str, video_url: str) -> JSON:
     row = facts.recording
-    uid = study_instance_uid(row.id)
+    uid = study_instance_uid(row.id, facts.patient.issuer, facts.patient.patient_id)
     return {
         "resourceType": "DocumentReference",
         "masterIdentifier": {"system": "urn:dicom:uid", "value": f"urn:oid:{uid}"},

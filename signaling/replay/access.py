@@ -3,7 +3,9 @@ member of the recording's consultation whose token carries ``may_replay``; the m
 take a short-lived media token (``?t=``) made for one recording.
 
 Checks run in this order: token (401), id shape (400, before anything touches the index or the
-disk), replay right (403), recording exists (404), consultation matches (403).
+disk), replay right (403), recording exists (404), consultation matches (403). What writes or
+sends the patient's identity (the DICOM export) is the coordinator's (``admin_authorised``): the
+replay right is not enough, the surgeon's live link carries it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,16 @@ async def authorised(request: web.Request) -> tuple[Grant, RecordingRow]:
     grant.ensure_replay_somewhere()
     row = await request.app[REPLAY].library.recording(rid)
     grant.ensure_replay(row.consultation_id)
+    return grant, row
+
+
+async def admin_authorised(request: web.Request) -> tuple[Grant, RecordingRow]:
+    """An admin token covering the recording's consultation, checked in the same order."""
+    grant = authenticate(request)
+    rid = _valid_id(request)
+    grant.ensure_admin()
+    row = await request.app[REPLAY].library.recording(rid)
+    grant.ensure_admin_of(row.consultation_id)
     return grant, row
 
 

@@ -164,7 +164,7 @@ async def test_a_dicom_export_adds_the_study_reference_and_an_export_event(
     data = await (await fhir(world, admin)).json()
     Bundle.model_validate(data)
     video, study = resources(data, "DocumentReference")
-    uid = study_instance_uid(world.rec.id)
+    uid = study_instance_uid(world.rec.id, PATIENT["issuer"], PATIENT["patient_id"])
     assert study["masterIdentifier"] == {"system": "urn:dicom:uid", "value": f"urn:oid:{uid}"}
     assert study["content"][0]["format"]["code"] == "1.2.840.10008.5.1.4.1.1.77.1.1.1"
     video_url = next(e["fullUrl"] for e in data["entry"] if e["resource"] == video)

@@ -3,7 +3,7 @@ URL, the same as an annotated export's: ``/api/recordings/{id}/exports/{job}``, 
 the ZIP), optionally sending the files to the hospital archive configured in the settings.
 
 The export writes the patient's identity and files a study under a patient id: it is the
-coordinator's, an admin token covering the consultation (``admin_authorised``), as are the job's
+coordinator's, an admin token covering the consultation (``admin=True``), as are the job's
 status, ZIP and cancel. Body: ``{"burned_in": bool, "send": "stow" | "c-store" | null,
 "patient": {...} | null}``. The patient's details come from the body (recorded in the
 consultation's register first, audited ``patient``), else from the register; without either the
@@ -37,7 +37,7 @@ from signaling.http.audit_edge import record_action
 from signaling.http.errors import ApiError
 from signaling.keys import AUDIT, PATIENTS, REPLAY, SETTINGS
 from signaling.replay import audit
-from signaling.replay.access import admin_authorised
+from signaling.replay.access import authorised
 from signaling.replay.exports import job_json
 from signaling.settings import SENDS, Settings
 
@@ -66,7 +66,7 @@ def stored_detail(send: str) -> str:
 
 
 async def start_dicom_export(request: web.Request) -> web.Response:
-    grant, row = await admin_authorised(request)
+    grant, row = await authorised(request, admin=True)
     body = await json_body(request, {"burned_in", "send", "patient"})
     burned_in = body.get("burned_in", False)
     if not isinstance(burned_in, bool):

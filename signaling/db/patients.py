@@ -101,7 +101,7 @@ class Patient:
             if group > MAX_PART:
                 raise InvalidPatient(
                     f"family_name and given_names together must be at most {MAX_PART - 1}"
-                    f" characters (DICOM keeps the whole name in {MAX_PART}; these are {group - 1})",
+                    f" characters (DICOM holds the whole name in {MAX_PART}): {group - 1} given",
                     "name-too-long",
                 )
         if self.birth_date is not None:

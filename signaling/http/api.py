@@ -79,9 +79,7 @@ def add_routes(app: web.Application) -> None:
 async def create_consultation(request: web.Request) -> web.Response:
     grant = authenticate(request)
     grant.ensure_admin_everywhere()
-    body = await json_body(
-        request, {"title", "consent_by", "video_codec", "patient", *NAME_FIELDS}
-    )
+    body = await json_body(request, {"title", "consent_by", "video_codec", "patient", *NAME_FIELDS})
     names = {
         role: _name(body, key) for key, role in NAME_FIELDS.items() if body.get(key) is not None
     }

@@ -98,7 +98,11 @@ async def test_details_are_never_logged(
         ({"patient_id": "a\\b"}, "backslashes", "forbidden-character"),
         ({"patient_id": "a\nb"}, "control characters", "forbidden-character"),
         ({"patient_id": 42}, "patient_id must be a string", "invalid"),
-        ({"patient_id": "1", "family_name": "Kim^Lee"}, "must not contain ^", "forbidden-character"),
+        (
+            {"patient_id": "1", "family_name": "Kim^Lee"},
+            "must not contain ^",
+            "forbidden-character",
+        ),
         ({"patient_id": "1", "given_names": "a=b"}, "must not contain ^", "forbidden-character"),
         ({"patient_id": "1", "birth_date": "12.04.1961"}, "a date like", "birth-date"),
         ({"patient_id": "1", "birth_date": "2999-01-01"}, "a past date", "birth-date"),

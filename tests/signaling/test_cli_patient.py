@@ -122,9 +122,17 @@ def test_consult_patient_needs_a_file_and_a_known_consultation(
     assert code == 1 and "unknown consultation" in err
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["consult", "create"], ["recordings", "dicom", "20260101T000000Z-abcdefgh", "--out", "d"]],
+    ids=["consult-create", "recordings-dicom"],
+)
 def test_the_old_value_options_are_gone(
-    capsys: pytest.CaptureFixture[str], where: tuple[str, str]
+    capsys: pytest.CaptureFixture[str], where: tuple[str, str], command: list[str]
 ) -> None:
-    """Values on the command line would show in ``ps``: the options no longer exist."""
-    code, _, err = run(capsys, "consult", "create", "--patient-id", "MRN-1", *where)
+    """Values on the command line would show in ``ps``: the options no longer exist, and every
+    command that takes the details offers the file."""
+    code, _, err = run(capsys, *command, "--patient-id", "MRN-1", *where)
     assert code == 2 and "unrecognized arguments" in err
+    code, out, _ = run(capsys, *command, "--help")
+    assert code == 0 and "--patient-file PATH" in out

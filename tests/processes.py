@@ -114,12 +114,14 @@ class Server(Process):
         self.wait_for("EndoLink server:", timeout)
 
 
-async def consultation_on_disk(data_dir: Path, title: str) -> tuple[str, Callable[[Role], str]]:
-    """A consultation with consent on file, made in ``data_dir`` before any server runs there,
-    and ``token(role)``: a 1-hour token for that role, as the server will accept it."""
+async def consultation_on_disk(
+    data_dir: Path, title: str, codec: str = "VP8"
+) -> tuple[str, Callable[[Role], str]]:
+    """A ``codec`` consultation with consent on file, made in ``data_dir`` before any server runs
+    there, and ``token(role)``: a 1-hour token for that role, as the server will accept it."""
     store = ConsultationStore(data_dir / DB_FILENAME)
     try:
-        consultation = await store.create(title, "VP8", consent_by="Dr. A", recorded_by="t")
+        consultation = await store.create(title, codec, consent_by="Dr. A", recorded_by="t")
     finally:
         await store.close()
     issuer = token_issuer(Settings(data_dir=data_dir))

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from signaling.auth.grants import Role
-from tests.processes import Server, consultation_on_disk
+from tests.processes import Process, Server, clean_env, consultation_on_disk
 
 
 @dataclass(frozen=True)
@@ -49,3 +53,26 @@ async def served(tmp_path: Path, codec: str) -> AsyncIterator[Served]:
 def python_module(module: str, *args: str) -> list[str]:
     """A helper module of the tests run by this interpreter, in a process of its own."""
     return [sys.executable, "-m", module, *args]
+
+
+NODE = "/usr/bin/node"
+JS_DIR = Path(__file__).resolve().parent / "js"
+"The npm clients (werift, @roamhq/wrtc); scripts/test installs them with ``npm ci``."
+
+
+def node_client(script: str, args: list[str], token: str, log: Path) -> Process:
+    """``node js/<script> args...`` with the token in ``$ENDOLINK_TOKEN`` (not on its command
+    line); it prints one JSON line with what it saw (``result``)."""
+    if not (JS_DIR / "node_modules").is_dir():
+        pytest.fail(f"no {JS_DIR / 'node_modules'}: run scripts/test (npm ci there) first")
+    return Process([NODE, str(JS_DIR / script), *args], log, clean_env(ENDOLINK_TOKEN=token))
+
+
+def result(process: Process, timeout: float) -> dict[str, Any]:
+    """The JSON line a node client prints when it is done."""
+    found: dict[str, Any] = json.loads(process.wait_for("{", timeout))
+    return found
+
+
+def increasing(counters: list[int]) -> bool:
+    return all(b > a for a, b in zip(counters, counters[1:], strict=False))

@@ -13,7 +13,7 @@ import pytest
 
 from signaling.auth.grants import Role
 from signaling.cli import main as endolink
-from tests.interop.support import python_module, served
+from tests.interop.support import increasing, python_module, served
 from tests.peers import viewer, wait_until
 from tests.processes import Process, clean_env
 
@@ -30,7 +30,7 @@ def ffmpeg_publisher(
     url: str, token: str, log: Path, cert_key: tuple[Path, Path] | None
 ) -> Process:
     extra = [str(p) for p in cert_key] if cert_key else []
-    command = python_module("tests.interop.ffmpeg_whip", url, token, str(SECONDS), *extra)
+    command = python_module("tests.interop.encoder", "whip", url, token, str(SECONDS), *extra)
     return Process(command, log, clean_env())
 
 
@@ -60,7 +60,7 @@ async def test_ffmpeg_publishes_h264_with_a_p256_certificate(
             assert arrived, (len(received.counters), pc.connectionState, s.log_text()[-2000:])
         publisher.kill()
     counters = received.counters
-    assert all(b > a for a, b in zip(counters, counters[1:])), counters
+    assert increasing(counters), counters
     assert counters[-1] - counters[0] >= FRAMES - 1
     assert received.sizes == {(640, 480)}
     assert P224_WARNING not in s.log_text()

@@ -1,0 +1,132 @@
+// werift (npm, WebRTC in pure TypeScript) publishing to or playing from EndoLink, for tests/interop:
+//   ENDOLINK_TOKEN=... node werift.js publish URL CODEC SECONDS
+//   ENDOLINK_TOKEN=... node werift.js play URL CODEC SECONDS FRAMES OUT
+// CODEC: VP8 or H264. werift has no encoder: publish forwards RTP it is sent on UDP (it prints
+// "rtp 127.0.0.1:PORT" once connected) with its own SSRC, payload type and SRTP. play reassembles
+// the received RTP into frames and writes them to OUT (VP8: IVF; H.264: Annex-B) for the test
+// to decode. Prints one JSON line: {status, reason, connected, forwarded | frames, keyframes}.
+"use strict";
+
+const dgram = require("node:dgram");
+const fs = require("node:fs");
+const {
+  MediaStreamTrack,
+  RTCPeerConnection,
+  RTCRtpCodecParameters,
+  dePacketizeRtpPackets,
+} = require("werift");
+const { connect, connected, hangUp, report, sleep } = require("./whip");
+
+const FEEDBACK = [{ type: "nack" }, { type: "nack", parameter: "pli" }];
+const CODECS = {
+  VP8: { mimeType: "video/VP8", clockRate: 90000, rtcpFeedback: FEEDBACK },
+  H264: {
+    mimeType: "video/H264",
+    clockRate: 90000,
+    rtcpFeedback: FEEDBACK,
+    parameters: "profile-level-id=42e01f;packetization-mode=1;level-asymmetry-allowed=1",
+  },
+};
+
+async function publish(pc, url, seconds) {
+  const track = new MediaStreamTrack({ kind: "video" });
+  pc.addTransceiver(track, { direction: "sendonly" });
+  const session = await connect(pc, url);
+  if (session.status !== 201) {
+    return session;
+  }
+  const up = await connected(pc, 10000);
+  const socket = dgram.createSocket("udp4");
+  let forwarded = 0;
+  socket.on("message", (packet) => {
+    track.writeRtp(packet);
+    forwarded += 1;
+  });
+  await new Promise((resolve) => socket.bind(0, "127.0.0.1", resolve));
+  process.stdout.write(`rtp 127.0.0.1:${socket.address().port}\n`);
+  await sleep(up ? seconds * 1000 : 0);
+  socket.close();
+  await hangUp(session.location);
+  return { status: 201, connected: up, forwarded };
+}
+
+async function play(pc, url, codec, seconds, frames, out) {
+  const got = { frames: [], keyframes: 0 };
+  let packets = [];
+  pc.addTransceiver("video", { direction: "recvonly" }).onTrack.subscribe((track) => {
+    track.onReceiveRtp.subscribe((rtp) => {
+      packets.push(rtp);
+      if (!rtp.header.marker) {
+        return;
+      }
+      const frame = packets.filter((p) => p.header.timestamp === rtp.header.timestamp);
+      frame.sort((a, b) => ((a.header.sequenceNumber - b.header.sequenceNumber + 98304) % 65536) - 32768);
+      packets = [];
+      const { data, isKeyframe } = dePacketizeRtpPackets(codec === "VP8" ? "vp8" : "MPEG4/ISO/AVC", frame);
+      if (isKeyframe || got.keyframes > 0) {
+        got.keyframes += isKeyframe ? 1 : 0;
+        got.frames.push(data);
+      }
+    });
+  });
+  const session = await connect(pc, url);
+  if (session.status !== 201) {
+    return session;
+  }
+  const up = await connected(pc, 10000);
+  const deadline = Date.now() + seconds * 1000;
+  while (up && got.frames.length < frames && Date.now() < deadline) {
+    await sleep(50);
+  }
+  await hangUp(session.location);
+  fs.writeFileSync(out, codec === "VP8" ? ivf(got.frames) : Buffer.concat(got.frames));
+  return { status: 201, connected: up, frames: got.frames.length, keyframes: got.keyframes };
+}
+
+// VP8 frames in an IVF file (the size is read from the first keyframe's header).
+function ivf(frames) {
+  const header = Buffer.alloc(32);
+  header.write("DKIF", 0);
+  header.writeUInt16LE(32, 6);
+  header.write("VP80", 8);
+  if (frames.length > 0) {
+    header.writeUInt16LE(frames[0].readUInt16LE(6) & 0x3fff, 12);
+    header.writeUInt16LE(frames[0].readUInt16LE(8) & 0x3fff, 14);
+  }
+  header.writeUInt32LE(30, 16);
+  header.writeUInt32LE(1, 20);
+  header.writeUInt32LE(frames.length, 24);
+  const parts = [header];
+  frames.forEach((frame, index) => {
+    const frameHeader = Buffer.alloc(12);
+    frameHeader.writeUInt32LE(frame.length, 0);
+    frameHeader.writeBigUInt64LE(BigInt(index), 4);
+    parts.push(frameHeader, frame);
+  });
+  return Buffer.concat(parts);
+}
+
+async function main() {
+  const [mode, url, codec, seconds, frames, out] = process.argv.slice(2);
+  const pc = new RTCPeerConnection({
+    iceServers: [],
+    // The test server listens on loopback only; werift leaves 127.0.0.1 out of its candidates.
+    iceAdditionalHostAddresses: ["127.0.0.1"],
+    codecs: { video: [new RTCRtpCodecParameters(CODECS[codec])], audio: [] },
+  });
+  try {
+    const result =
+      mode === "publish"
+        ? await publish(pc, url, Number(seconds))
+        : await play(pc, url, codec, Number(seconds), Number(frames), out);
+    report(result);
+    process.exitCode = result.status === 201 ? 0 : 1;
+  } finally {
+    await pc.close();
+  }
+}
+
+main().catch((error) => {
+  report({ status: 0, reason: String(error) });
+  process.exit(2);
+});

@@ -30,7 +30,9 @@ FRAMES_DECODED_JS = """() => {
   if (!pc) return 0;
   return pc.getStats().then((report) => {
     let decoded = 0;
-    report.forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "video") decoded = s.framesDecoded; });
+    report.forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "video") decoded = s.framesDecoded;
+    });
     return decoded;
   });
 }"""

@@ -19,7 +19,7 @@ from tests.processes import Process, clean_env
 
 pytestmark = pytest.mark.timeout(90)
 
-SECONDS = 12.0
+SECONDS = 20.0
 "How long the FFmpeg process publishes; the test is done well before unless frames stall."
 FRAMES = 90
 "Stamped frames the viewer must decode (3 s at 30 fps)."

@@ -37,18 +37,19 @@ async def test_werift_publishes(codec: str, tmp_path: Path, processes: list[Proc
     async with served(tmp_path, codec) as s:
         client = node_client(
             "werift.js",
-            ["publish", s.endpoint("whip"), codec, "15"],
+            ["publish", s.endpoint("whip"), codec, "40"],
             s.token(Role.CLINIC),
             tmp_path / "js.log",
         )
         processes.append(client)
         address = (await asyncio.to_thread(client.wait_for, "rtp ", 20)).split()[1]
         source = Process(
-            python_module("tests.interop.encoder", "rtp", address, codec, "15"),
+            python_module("tests.interop.encoder", "rtp", address, codec, "30"),
             tmp_path / "encoder.log",
             clean_env(),
         )
         processes.append(source)
+        await asyncio.to_thread(source.wait_for, "opened", 30)  # FFmpeg loads slowly under load
         async with viewer(s.endpoint("whep"), s.token(Role.SURGEON), kinds=("video",)) as (
             _,
             _,

@@ -26,7 +26,7 @@ async def test_wrtc_publishes_vp8(tmp_path: Path, processes: list[Process]) -> N
     async with served(tmp_path, "VP8") as s:
         client = node_client(
             "wrtc.js",
-            ["publish", s.endpoint("whip"), "15"],
+            ["publish", s.endpoint("whip"), "30"],
             s.token(Role.CLINIC),
             tmp_path / "js.log",
         )

@@ -7,7 +7,8 @@ Runs ``pytest tests/interop`` with this module as a plugin (``-p bench.interop``
 carrying ``@pytest.mark.interop(client=…, role=…, codec=…)`` becomes one row (a test with several
 such marks, several rows) with its outcome and its node id as the command that re-runs it. Tests
 without the mark (a limit being confirmed, a helper check) run too but make no row. The table is
-written even when some rows fail; the exit code is pytest's.
+written when every test ran, even if some failed (not after an interruption or a usage error);
+the exit code is pytest's.
 """
 
 from __future__ import annotations
@@ -197,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, RESULTS_ENV: str(results)}
         run = [sys.executable, "-m", "pytest", "-p", "bench.interop", "-q", "tests/interop"]
         code = subprocess.run([*run, *pytest_args], cwd=ROOT, env=env).returncode
-        if not results.exists():
-            print(f"pytest ended ({code}) before any result was recorded", file=sys.stderr)
+        if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) or not results.exists():
+            print(f"pytest did not finish (exit code {code}): table unchanged", file=sys.stderr)
             return code or 1
         rows = [Row(**r) for r in json.loads(results.read_text())]
     args.out.write_text(markdown(rows, versions(), time.strftime("%Y-%m-%d")))

@@ -98,17 +98,7 @@ def make_dtls_client_certificate(out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "EndoLink DTLS client")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + DTLS_VALIDITY)
-        .sign(key, hashes.SHA256())
-    )
+    cert = _self_signed(key, name, DTLS_VALIDITY).sign(key, hashes.SHA256())
     cert_path, key_path = out_dir / DTLS_CERT, out_dir / DTLS_KEY
     _write(key_path, _key_pem(key), private=True)
     _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), private=False)
@@ -156,15 +146,8 @@ def _load_or_create_ca(
             x509.NameAttribute(NameOID.COMMON_NAME, f"EndoLink local CA ({names[0]})"),
         ]
     )
-    now = datetime.now(UTC)
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + CA_VALIDITY)
+        _self_signed(key, name, CA_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_key_usage(cert_sign=True), critical=True)
         .add_extension(_name_constraints(names), critical=True)
@@ -175,6 +158,22 @@ def _load_or_create_ca(
     _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), private=False)
     logger.info("new local CA written to %s", cert_path)
     return cert, key
+
+
+def _self_signed(
+    key: ec.EllipticCurvePrivateKey, name: x509.Name, validity: timedelta
+) -> x509.CertificateBuilder:
+    """A certificate of ``key`` issued by itself, valid from a little before now."""
+    now = datetime.now(UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + validity)
+    )
 
 
 def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Page, async_playwright
 
-from bench.browser_publish import write_y4m
-from bench.chromium import CHROMIUM, CHROMIUM_ARGS
+from bench.browser_publish import with_camera, write_y4m
 from bench.common import NAMED_LINKS, free_port
 from bench.serverproc import endolink
 from tests.peers import viewer, wait_until
@@ -65,11 +64,7 @@ async def test_chromium_publishes_and_plays(codec: str, tmp_path: Path) -> None:
     try:
         await asyncio.to_thread(server.wait_ready)
         async with async_playwright() as pw:
-            browser = await pw.chromium.launch(
-                executable_path=str(CHROMIUM),
-                headless=True,
-                args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={y4m}"],
-            )
+            browser = await with_camera(pw, y4m)
             try:
                 clinic, surgeon = await browser.new_page(), await browser.new_page()
                 await clinic.goto(links["clinic"])

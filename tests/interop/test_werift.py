@@ -14,8 +14,14 @@ import pytest
 
 from client.testpattern import read_stamp
 from signaling.auth.grants import Role
-from tests.interop.support import increasing, node_client, python_module, result, served
-from tests.peers import publisher, viewer, wait_until
+from tests.interop.support import (
+    frames_in_order,
+    increasing,
+    python_module,
+    result,
+    served,
+)
+from tests.peers import publisher
 from tests.processes import Process, clean_env
 
 pytestmark = pytest.mark.timeout(90)
@@ -35,13 +41,7 @@ def interop(role: str) -> list[object]:
 @pytest.mark.parametrize("codec", interop("publish"))
 async def test_werift_publishes(codec: str, tmp_path: Path, processes: list[Process]) -> None:
     async with served(tmp_path, codec) as s:
-        client = node_client(
-            "werift.js",
-            ["publish", s.endpoint("whip"), codec, "40"],
-            s.token(Role.CLINIC),
-            tmp_path / "js.log",
-        )
-        processes.append(client)
+        client = s.node("werift.js", Role.CLINIC, "publish", s.endpoint("whip"), codec, "40")
         address = (await asyncio.to_thread(client.wait_for, "rtp ", 20)).split()[1]
         source = Process(
             python_module("tests.interop.encoder", "rtp", address, codec, "30"),
@@ -50,29 +50,16 @@ async def test_werift_publishes(codec: str, tmp_path: Path, processes: list[Proc
         )
         processes.append(source)
         await asyncio.to_thread(source.wait_for, "opened", 30)  # FFmpeg loads slowly under load
-        async with viewer(s.endpoint("whep"), s.token(Role.SURGEON), kinds=("video",)) as (
-            _,
-            _,
-            received,
-        ):
-            arrived = await wait_until(lambda: len(received.counters) >= FRAMES, 25)
-            assert arrived, (len(received.counters), client.output(), s.log_text()[-2000:])
-    assert increasing(received.counters), received.counters
-    assert received.sizes == {(640, 480)}
+        await frames_in_order(s, FRAMES, (640, 480), client.output)
 
 
 @pytest.mark.parametrize("codec", interop("play"))
-async def test_werift_plays(codec: str, tmp_path: Path, processes: list[Process]) -> None:
+async def test_werift_plays(codec: str, tmp_path: Path) -> None:
     out = tmp_path / ("frames.ivf" if codec == "VP8" else "frames.h264")
     async with served(tmp_path, codec) as s:
         async with publisher(s.endpoint("whip"), s.token(Role.CLINIC), audio=False):
-            client = node_client(
-                "werift.js",
-                ["play", s.endpoint("whep"), codec, "20", str(FRAMES), str(out)],
-                s.token(Role.SURGEON),
-                tmp_path / "js.log",
-            )
-            processes.append(client)
+            play = ("play", s.endpoint("whep"), codec, "20", str(FRAMES), str(out))
+            client = s.node("werift.js", Role.SURGEON, *play)
             seen = await asyncio.to_thread(result, client, 40)
     assert seen["status"] == 201 and seen["connected"], seen
     assert seen["frames"] >= FRAMES and seen["keyframes"] >= 1, seen

@@ -15,7 +15,7 @@ const {
   RTCRtpCodecParameters,
   dePacketizeRtpPackets,
 } = require("werift");
-const { connect, connected, hangUp, report, sleep } = require("./whip");
+const { connect, connected, hangUp, playUntil, run, sleep } = require("./whip");
 
 const FEEDBACK = [{ type: "nack" }, { type: "nack", parameter: "pli" }];
 const CODECS = {
@@ -69,16 +69,10 @@ async function play(pc, url, codec, seconds, frames, out) {
       }
     });
   });
-  const session = await connect(pc, url);
+  const { session, up } = await playUntil(pc, url, seconds, () => got.frames.length >= frames);
   if (session.status !== 201) {
     return session;
   }
-  const up = await connected(pc, 10000);
-  const deadline = Date.now() + seconds * 1000;
-  while (up && got.frames.length < frames && Date.now() < deadline) {
-    await sleep(50);
-  }
-  await hangUp(session.location);
   fs.writeFileSync(out, codec === "VP8" ? ivf(got.frames) : Buffer.concat(got.frames));
   return { status: 201, connected: up, frames: got.frames.length, keyframes: got.keyframes };
 }
@@ -106,27 +100,15 @@ function ivf(frames) {
   return Buffer.concat(parts);
 }
 
-async function main() {
-  const [mode, url, codec, seconds, frames, out] = process.argv.slice(2);
-  const pc = new RTCPeerConnection({
-    iceServers: [],
-    // The test server listens on loopback only; werift leaves 127.0.0.1 out of its candidates.
-    iceAdditionalHostAddresses: ["127.0.0.1"],
-    codecs: { video: [new RTCRtpCodecParameters(CODECS[codec])], audio: [] },
-  });
-  try {
-    const result =
-      mode === "publish"
-        ? await publish(pc, url, Number(seconds))
-        : await play(pc, url, codec, Number(seconds), Number(frames), out);
-    report(result);
-    process.exitCode = result.status === 201 ? 0 : 1;
-  } finally {
-    await pc.close();
-  }
-}
-
-main().catch((error) => {
-  report({ status: 0, reason: String(error) });
-  process.exit(2);
+const [mode, url, codec, seconds, frames, out] = process.argv.slice(2);
+const pc = new RTCPeerConnection({
+  iceServers: [],
+  // The test server listens on loopback only; werift leaves 127.0.0.1 out of its candidates.
+  iceAdditionalHostAddresses: ["127.0.0.1"],
+  codecs: { video: [new RTCRtpCodecParameters(CODECS[codec])], audio: [] },
 });
+run(pc, () =>
+  mode === "publish"
+    ? publish(pc, url, Number(seconds))
+    : play(pc, url, codec, Number(seconds), Number(frames), out),
+);

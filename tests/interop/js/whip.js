@@ -56,6 +56,22 @@ async function connected(pc, timeoutMs) {
   return pc.connectionState === "connected";
 }
 
+// Plays: opens the session, waits until done() or `seconds` pass, hangs up. Resolves to
+// { session, up } (session: what connect() said; up: whether the connection came up).
+async function playUntil(pc, url, seconds, done) {
+  const session = await connect(pc, url);
+  if (session.status !== 201) {
+    return { session, up: false };
+  }
+  const up = await connected(pc, 10000);
+  const deadline = Date.now() + seconds * 1000;
+  while (up && !done() && Date.now() < deadline) {
+    await sleep(50);
+  }
+  await hangUp(session.location);
+  return { session, up };
+}
+
 function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -64,4 +80,19 @@ function report(result) {
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }
 
-module.exports = { connect, connected, hangUp, report, sleep };
+// Runs a client's work on pc and prints its result as one JSON line; exit code 0 for a session
+// the server accepted (201), 1 for a refusal, 2 for an error.
+function run(pc, work) {
+  work()
+    .then((result) => {
+      report(result);
+      process.exitCode = result.status === 201 ? 0 : 1;
+    })
+    .catch((error) => {
+      report({ status: 0, reason: String(error) });
+      process.exitCode = 2;
+    })
+    .finally(() => pc.close());
+}
+
+module.exports = { connect, connected, hangUp, playUntil, run, sleep };

@@ -7,7 +7,7 @@
 "use strict";
 
 const { RTCPeerConnection, nonstandard } = require("@roamhq/wrtc");
-const { connect, connected, hangUp, report, sleep } = require("./whip");
+const { connect, connected, hangUp, playUntil, run, sleep } = require("./whip");
 const { i420Frame, readCounter } = require("./stamp");
 
 const WIDTH = 640;
@@ -49,36 +49,18 @@ async function play(pc, url, seconds, frames) {
     sinks.push(sink);
   };
   pc.addTransceiver("video", { direction: "recvonly" });
-  const session = await connect(pc, url);
+  const { session, up } = await playUntil(pc, url, seconds, () => seen.counters.length >= frames);
   if (session.status !== 201) {
     return session;
   }
-  const up = await connected(pc, 10000);
-  const deadline = Date.now() + seconds * 1000;
-  while (up && seen.counters.length < frames && Date.now() < deadline) {
-    await sleep(50);
-  }
   sinks.forEach((sink) => sink.stop());
-  await hangUp(session.location);
   return { status: 201, connected: up, frames: seen.counters.length, ...seen };
 }
 
-async function main() {
-  const [mode, url, seconds, frames] = process.argv.slice(2);
-  const pc = new RTCPeerConnection({ iceServers: [] });
-  try {
-    const result =
-      mode === "publish"
-        ? await publish(pc, url, Number(seconds))
-        : await play(pc, url, Number(seconds), Number(frames));
-    report(result);
-    process.exitCode = result.status === 201 ? 0 : 1;
-  } finally {
-    pc.close();
-  }
-}
-
-main().catch((error) => {
-  report({ status: 0, reason: String(error) });
-  process.exit(2);
-});
+const [mode, url, seconds, frames] = process.argv.slice(2);
+const pc = new RTCPeerConnection({ iceServers: [] });
+run(pc, () =>
+  mode === "publish"
+    ? publish(pc, url, Number(seconds))
+    : play(pc, url, Number(seconds), Number(frames)),
+);

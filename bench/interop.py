@@ -43,7 +43,7 @@ KNOWN_LIMITS = """\
 - FFmpeg's `whip` muxer sends H.264 only (and Opus), and uses only the **first** host candidate
   of the answer: set `ENDOLINK_ICE_HOST_ADDRESSES` so that the address FFmpeg reaches comes first.
 - **libwebrtc in @roamhq/wrtc** has no H.264: on an H.264 consultation its offer is refused with
-  406 and the reason ("this consultation uses H264 for video; the offer does not include it").
+  422 and the reason ("this consultation uses H264 for video; the offer does not include it").
   Shown by
   `tests/interop/test_wrtc.py::test_wrtc_is_told_in_words_that_an_h264_consultation_needs_h264`.
 - **GStreamer before 1.24** (Debian 12 has 1.22) has no `whipsink`/`whipclientsink`: hospital

@@ -3,7 +3,9 @@
 
     RelayError
     ├── SdpInvalid          400  offer is not parseable SDP or breaks WHIP rules
-    ├── MediaUnsupported    406  no usable codec / unsupported track layout
+    ├── MediaUnsupported    422  no usable codec / unsupported track layout: the whole offer is
+    │   │                        refused, never a partial answer (RFC 9725 §4.4.3; not 406,
+    │   │                        which the WHEP draft gives to a server's counter-offer)
     │   └── TooManyTracks   422  more than one audio or video track (RFC 9725 §4.4.2)
     ├── FeedBusy            409  another identity already publishes this feed
     ├── TooManySessions     429  one identity holds too many sessions (Retry-After)
@@ -29,12 +31,11 @@ class SdpInvalid(RelayError):
 
 
 class MediaUnsupported(RelayError):
-    status = 406
+    status = 422
     code = "unsupported-media"
 
 
 class TooManyTracks(MediaUnsupported):
-    status = 422
     code = "too-many-tracks"
 
 

@@ -18,7 +18,7 @@ from aiortc.exceptions import OperationError
 from . import forwarding
 from .errors import MediaUnsupported, SdpInvalid
 from .liveness import Liveness
-from .sdp import parse_candidate
+from .sdp import check_sdpfrag, parse_candidate
 
 logger = logging.getLogger(__name__)
 
@@ -119,26 +119,30 @@ class Peer:
         forwarding.keep_consent(self.pc)  # before the connection's ICE checks can finish
 
     async def add_candidates(self, sdpfrag: str) -> int:
-        """Trickled candidates (RFC 8840 sdpfrag). Returns how many were added."""
-        remote = self.pc.remoteDescription
-        ufrag = re.search(r"^a=ice-ufrag:(\S+)", sdpfrag, re.M)
-        if remote is not None and ufrag and f"a=ice-ufrag:{ufrag.group(1)}" not in remote.sdp:
-            raise IceRestartUnsupported("ICE restart is not supported; start a new session")
+        """Trickled candidates (RFC 8840 sdpfrag). Returns how many were added: well-formed
+        ones the relay cannot use are left out (RFC 9725 §4.3.2), a malformed one refuses the
+        whole fragment (400). New ICE credentials ask for an ICE restart (§4.3.3), which aiortc
+        cannot do: refused, and the session goes on as it was."""
+        check_sdpfrag(sdpfrag)
+        remote = self.pc.remoteDescription.sdp if self.pc.remoteDescription else ""
+        for name in ("ice-ufrag", "ice-pwd"):
+            sent = re.findall(rf"^a={name}:(\S+)", sdpfrag, re.M)
+            if remote and set(sent) - set(re.findall(rf"^a={name}:(\S+)", remote, re.M)):
+                raise IceRestartUnsupported("ICE restart is not supported; start a new session")
         mid = re.search(r"^a=mid:(\S+)", sdpfrag, re.M)
         lines = re.findall(r"^a=candidate:(.+?)\s*$", sdpfrag, re.M)
         if len(lines) > MAX_CANDIDATES_PER_PATCH:
             raise SdpInvalid(f"at most {MAX_CANDIDATES_PER_PATCH} candidates per PATCH")
         if self._trickled + len(lines) > MAX_CANDIDATES_PER_SESSION:
             raise SdpInvalid(f"at most {MAX_CANDIDATES_PER_SESSION} candidates per session")
-        candidates = [parse_candidate(line) for line in lines]
-        self._trickled += len(candidates)
-        added = 0
+        parsed = [parse_candidate(line) for line in lines]
+        self._trickled += len(lines)
+        candidates = [candidate for candidate in parsed if candidate is not None]
         for candidate in candidates:
             candidate.sdpMid = mid.group(1) if mid else None
             candidate.sdpMLineIndex = 0 if mid is None else None
             await self.pc.addIceCandidate(candidate)
-            added += 1
-        return added
+        return len(candidates)
 
     def _on_state(self) -> None:
         logger.info("Peer(%s) connection %s", self.label, self.pc.connectionState)

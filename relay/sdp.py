@@ -1,5 +1,5 @@
 """Offer checks done before aiortc sees an SDP, so a hostile or broken offer gets a precise
-WHIP/WHEP error (400 / 406) instead of an exception deep inside the peer connection."""
+WHIP/WHEP error (400 / 422) instead of an exception deep inside the peer connection."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ _NUMBER = re.compile(r"[0-9]{1,10}")
 "ASCII digits only: ``str.isdigit`` also takes ``²``, which ``int`` then refuses."
 _MDNS_NAME = re.compile(r"[A-Za-z0-9-]{1,63}\.local", re.ASCII)
 "A browser hides its host address behind ``<uuid>.local`` (RFC 8839 §5.1, mDNS)."
+_HOST_NAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9-]{1,63}\.)*[A-Za-z0-9-]{1,63}\.?", re.ASCII)
+"An RFC 8839 connection-address may be a fully qualified domain name (the relay resolves none)."
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`{|}~A-Za-z0-9]{1,32}", re.ASCII)
+"An RFC 4566 token: what a transport or candidate type may be, known or not."
+_SDP_LINE = re.compile(r"[a-z]=\S.*", re.ASCII)
 
 
 def parse_offer(sdp: str, sending: bool) -> SessionDescription:
@@ -75,9 +80,20 @@ def _check_mids(sdp: str, description: SessionDescription) -> None:
             raise SdpInvalid("the BUNDLE group must list every media section's a=mid, once")
 
 
-def parse_candidate(line: str) -> RTCIceCandidate:
+def check_sdpfrag(sdpfrag: str) -> None:
+    """An ``application/trickle-ice-sdpfrag`` body (RFC 8840 §9) is SDP lines, ``x=value``
+    each: anything else is malformed, which RFC 9725 §4.3.1 answers with a 4xx."""
+    for line in sdpfrag.splitlines():
+        if line.strip() and not _SDP_LINE.fullmatch(line.rstrip()):
+            raise SdpInvalid("not an SDP fragment: every line must read type=value (a=...)")
+
+
+def parse_candidate(line: str) -> RTCIceCandidate | None:
     """One trickled ``a=candidate:`` value (RFC 8839 §5.1), checked field by field: aiortc's
-    ``candidate_from_sdp`` asserts on a short line and converts numbers unguarded."""
+    ``candidate_from_sdp`` asserts on a short line and converts numbers unguarded. A malformed
+    one raises ``SdpInvalid``; a well-formed one the relay cannot use (a transport other than
+    UDP/TCP, a type it does not know, a host name it will not resolve) is ``None``: RFC 9725
+    §4.3.2 discards it silently and goes on with the rest of the PATCH."""
     bits = line.split()
     if len(bits) < 8 or bits[6] != "typ":
         raise SdpInvalid(
@@ -88,16 +104,18 @@ def parse_candidate(line: str) -> RTCIceCandidate:
         raise SdpInvalid("a candidate's component, priority and port must be numbers")
     if not (1 <= int(component) <= 256 and int(priority) < 2**32 and 0 < int(port) < 65536):
         raise SdpInvalid("a candidate's component, priority or port is out of range")
-    if bits[2].lower() not in ("udp", "tcp") or bits[7] not in CANDIDATE_TYPES:
-        raise SdpInvalid(f"a candidate must be udp or tcp and of type {', '.join(CANDIDATE_TYPES)}")
-    if not _is_address(bits[4]):
-        raise SdpInvalid("a candidate's address must be an IP address or an mDNS .local name")
+    if not all(_TOKEN.fullmatch(bit) for bit in (bits[0], bits[2], bits[7])):
+        raise SdpInvalid("a candidate's foundation, transport and type must be plain tokens")
+    address = bits[4]
+    if not (_is_address(address) or _HOST_NAME.fullmatch(address)):
+        raise SdpInvalid("a candidate's address must be an IP address or a host name")
     if len(bits) % 2:
         raise SdpInvalid("a candidate's extensions must come as name value pairs")
     rport = dict(zip(bits[8::2], bits[9::2], strict=True)).get("rport")
     if rport is not None and not (_NUMBER.fullmatch(rport) and int(rport) < 65536):
         raise SdpInvalid("a candidate's rport must be a port number")
-    return candidate_from_sdp(line)
+    usable = bits[2].lower() in ("udp", "tcp") and bits[7] in CANDIDATE_TYPES
+    return candidate_from_sdp(line) if usable and _is_address(address) else None
 
 
 def _is_address(text: str) -> bool:

@@ -25,6 +25,7 @@ from signaling.auth.secret import load_or_create_secret
 from signaling.auth.turn import IceServers
 from signaling.db.audit import AuditTrail
 from signaling.db.invites import InviteBook
+from signaling.db.patients import PatientRegister
 from signaling.db.store import DB_FILENAME, ConsultationStore
 from signaling.http import api, headers, netcheck, openapi, pages, snapshots, whip
 from signaling.http.audit_edge import refused_token_middleware
@@ -43,6 +44,7 @@ from signaling.keys import (
     INVITES,
     METRICS,
     NETCHECK_BUDGET,
+    PATIENTS,
     RECORDINGS,
     REFUSED_TOKENS,
     RELAY,
@@ -94,6 +96,7 @@ def create_app(settings: Settings) -> web.Application:
     secret = settings.secret or load_or_create_secret(settings.data_dir)
     store = app[STORE] = ConsultationStore(settings.data_dir / DB_FILENAME)
     invites = app[INVITES] = InviteBook(settings.data_dir / DB_FILENAME)
+    app[PATIENTS] = PatientRegister(settings.data_dir / DB_FILENAME)
 
     async def withdrawn() -> tuple[dict[ConsultationId, float], set[tuple[ConsultationId, str]]]:
         return await store.access_revocations(), await invites.withdrawn_identities()
@@ -207,6 +210,7 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     await recordings.index.close()
     await app[ANNOTATION_LOGS].close()
     await app[INVITES].close()
+    await app[PATIENTS].close()
     await app[STORE].close()
 
 

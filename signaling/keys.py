@@ -15,6 +15,7 @@ from signaling.auth.revocations import Revocations
 from signaling.auth.turn import IceServers
 from signaling.db.audit import AuditTrail
 from signaling.db.invites import InviteBook
+from signaling.db.patients import PatientRegister
 from signaling.db.store import ConsultationStore
 from signaling.http.refusals import RefusedTokens
 from signaling.http.throttle import FailureBudget, Throttle
@@ -35,6 +36,7 @@ RECORDINGS = web.AppKey("recordings", Recordings)
 REPLAY = web.AppKey("replay", ReplayState)
 ICE_SERVERS = web.AppKey("ice_servers", IceServers)
 INVITES = web.AppKey("invites", InviteBook)
+PATIENTS = web.AppKey("patients", PatientRegister)
 FAILED_JOINS = web.AppKey("failed_joins", FailureBudget)
 NETCHECK_BUDGET = web.AppKey("netcheck_budget", FailureBudget)
 METRICS = web.AppKey("metrics", Metrics)

@@ -39,6 +39,11 @@ class TokenInvalid(Exception):
     close_code = 4401
 
 
+class TokenMissing(TokenInvalid):
+    """The request carries no credentials at all: RFC 6750 §3.1 answers it without an error
+    code (a client learns it must authenticate, not that a token was wrong)."""
+
+
 class TokenWithdrawn(TokenInvalid):
     """The token was good, but its consultation's links (or its own link) were withdrawn since
     it was issued (HTTP 401 ``access-withdrawn``, WebSocket close 4410)."""

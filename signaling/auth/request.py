@@ -11,7 +11,7 @@ import logging
 from aiohttp import hdrs, web
 
 from relay import ConsultationId
-from signaling.auth.grants import Grant, TokenInvalid
+from signaling.auth.grants import Grant, TokenInvalid, TokenMissing
 from signaling.keys import GRANT, TOKENS
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def bearer_token(request: web.Request) -> str:
                 "tokens in the URL are refused (they leak into logs): "
                 "send an Authorization: Bearer header"
             )
-        raise TokenInvalid("missing bearer token")
+        raise TokenMissing("missing bearer token")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer":
         raise TokenInvalid("authorization scheme must be Bearer")

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from recorder.library import Unavailable
 from relay.errors import RelayError
-from signaling.auth.grants import Forbidden, TokenInvalid
+from signaling.auth.grants import Forbidden, TokenInvalid, TokenMissing
 from signaling.http.logs import loggable, raised_at
 
 logger = logging.getLogger(__name__)
@@ -54,9 +54,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except TokenInvalid as exc:
         # RFC 6750 quoted-string: PyJWT's messages may hold quotes ('the "exp" claim').
         description = str(exc).replace("\\", "").replace('"', "'")
-        headers = {
-            "WWW-Authenticate": f'Bearer error="invalid_token", error_description="{description}"'
-        }
+        challenge = (
+            "Bearer"
+            if isinstance(exc, TokenMissing)
+            else f'Bearer error="invalid_token", error_description="{description}"'
+        )
+        headers = {"WWW-Authenticate": challenge}
         return _logged(request, json_error(401, exc.code, str(exc), headers))
     except Forbidden as exc:
         return _logged(request, json_error(403, "forbidden", str(exc)))

@@ -64,15 +64,22 @@ def _session_routes(kind: str) -> dict[str, dict[str, Any]]:
         base: {
             "post": operation(
                 f"{kind.upper()}: {publish}; answer SDP, Location, ETag, Link ice-server",
-                (201, 400, 401, 403, 404, 406, 409, 413, 415, 422, 429, 503),
+                (201, 400, 401, 403, 404, 409, 413, 415, 422, 429, 503),
                 params=(CID, *post_params),
                 body=_SDP,
                 body_type="application/sdp",
                 answer="application/sdp",
             ),
+            "get": operation(
+                "no content (RFC 9725 §4.1); Content-Type application/sdp says what POST takes "
+                "(HEAD too: WHEP discoverability)",
+                (200, *MEMBER, 404),
+                params=(CID,),
+                answer="",
+            ),
             "options": operation(
                 "CORS preflight; with a Bearer token also Link ice-server (RFC 9725 §4.6)",
-                (204, 401, 403),
+                (200, 401, 403),
                 params=(CID,),
                 answer="",
                 auth=False,
@@ -88,8 +95,14 @@ def _session_routes(kind: str) -> dict[str, dict[str, Any]]:
                 answer="",
             ),
             "delete": operation("end the session", (200, *SESSION), params=(CID, SID), answer=""),
+            "get": operation(
+                "no content while the session lasts (RFC 9725 §4.1; HEAD too)",
+                (204, *SESSION),
+                params=(CID, SID),
+                answer="",
+            ),
             "options": operation(
-                "CORS preflight", (204,), params=(CID, SID), answer="", auth=False
+                "CORS preflight", (200,), params=(CID, SID), answer="", auth=False
             ),
         },
     }

@@ -4,8 +4,13 @@
     POST   /whep/{cid}?feed=endoscope|talkback   (?annotated=1: the endoscope with marks burned in)
     PATCH  /whip|whep/{cid}/sessions/{sid}   trickle-ice-sdpfrag → 204 (ICE restart → 422)
     DELETE /whip|whep/{cid}/sessions/{sid}   → 200
-    OPTIONS on all of them                   CORS preflight, Accept-Post; on an endpoint with a
-                                             Bearer token also Link ice-server (RFC 9725 §4.6)
+    GET, HEAD on all of them                 2xx with no content (RFC 9725 §4.1): an endpoint 200
+                                             with Content-Type application/sdp (the WHEP draft's
+                                             discoverability), a session 204
+    OPTIONS on all of them                   200, CORS preflight, Accept-Post; on an endpoint with
+                                             a Bearer token also Link ice-server (RFC 9725 §4.6)
+
+How each requirement of RFC 9725 is met, and the test that shows it: docs/rfc9725.md.
 
 A session ends when its token expires, and when its access is withdrawn: a withdrawal ends the
 sessions the Router has; one whose offer was still being answered is checked again once it is
@@ -59,6 +64,8 @@ def add_routes(app: web.Application) -> None:
     for kind in ("whip", "whep"):
         app.router.add_route("OPTIONS", f"/{kind}/{{cid}}", preflight)
         app.router.add_route("OPTIONS", f"/{kind}/{{cid}}/sessions/{{sid}}", preflight)
+        app.router.add_get(f"/{kind}/{{cid}}", describe_endpoint)
+        app.router.add_get(f"/{kind}/{{cid}}/sessions/{{sid}}", describe_session)
         app.router.add_patch(f"/{kind}/{{cid}}/sessions/{{sid}}", patch_session)
         app.router.add_delete(f"/{kind}/{{cid}}/sessions/{{sid}}", delete_session)
     app.router.add_post("/whip/{cid}", publish)
@@ -71,10 +78,10 @@ async def preflight(request: web.Request) -> web.Response:
     the answer carries freshly minted TURN credentials (aiortc cannot trickle, so a client needs
     them before it gathers)."""
     response = web.Response(
-        status=204,
+        status=200,
         headers={
             **CORS,
-            "Access-Control-Allow-Methods": "POST, PATCH, DELETE, OPTIONS",
+            "Access-Control-Allow-Methods": "GET, HEAD, POST, PATCH, DELETE, OPTIONS",
             "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
             "Access-Control-Max-Age": "600",
             "Accept-Post": SDP,
@@ -86,6 +93,22 @@ async def preflight(request: web.Request) -> web.Response:
         grant.ensure_member(path_cid(request))
         _add_ice_server_links(request, response, grant)
     return response
+
+
+async def describe_endpoint(request: web.Request) -> web.Response:
+    """GET or HEAD on an endpoint: it has no representation, so 2xx with no content (RFC 9725
+    §4.1). The Content-Type says what a POST takes: a WHEP player may HEAD a URL to learn that
+    it is a WHEP endpoint (draft-ietf-wish-whep, discoverability)."""
+    grant = authenticate(request)
+    await _consultation(request, grant)
+    headers = {**CORS, "Accept-Post": SDP, hdrs.CONTENT_TYPE: SDP, hdrs.CONTENT_LENGTH: "0"}
+    return web.Response(status=200, headers=headers)
+
+
+async def describe_session(request: web.Request) -> web.Response:
+    """GET or HEAD on a session: 204 (RFC 9725 §4.1), for its owner, while it lasts."""
+    await _session(request)
+    return web.Response(status=204, headers={**CORS, "Accept-Patch": SDPFRAG})
 
 
 async def publish(request: web.Request) -> web.Response:

@@ -1,6 +1,6 @@
 """libwebrtc through @roamhq/wrtc (npm; libwebrtc built into the package) against a real
 ``endolink serve``: it publishes VP8 that an aiortc viewer decodes in order, plays the relay's VP8
-with the stamps intact, and is refused with a readable 406 on an H.264 consultation (this
+with the stamps intact, and is refused with a readable 422 on an H.264 consultation (this
 libwebrtc has no H.264)."""
 
 from __future__ import annotations
@@ -43,6 +43,6 @@ async def test_wrtc_is_told_in_words_that_an_h264_consultation_needs_h264(tmp_pa
     async with served(tmp_path, "H264") as s:
         client = s.node("wrtc.js", Role.CLINIC, "publish", s.endpoint("whip"), "5")
         refused = await asyncio.to_thread(result, client, 30)
-    assert refused["status"] == 406, refused
+    assert refused["status"] == 422, refused  # RFC 9725 §4.4.3: an offer not taken whole
     assert "H264" in refused["reason"] or "H.264" in refused["reason"], refused
     assert "Traceback" not in s.log_text()

@@ -1,4 +1,4 @@
-"""Offer vetting: any text either parses into a usable offer or raises a RelayError (400/406)."""
+"""Offer vetting: any text either parses into a usable offer or raises a RelayError (400/422)."""
 
 from __future__ import annotations
 
@@ -22,14 +22,14 @@ def test_a_minimal_browser_like_offer_is_accepted() -> None:
     assert [m.kind for m in parse_offer(MINIMAL, sending=True).media] == ["video"]
 
 
-def test_data_channels_are_refused_with_406() -> None:
+def test_data_channels_are_refused_with_422() -> None:
     offer = MINIMAL.replace("m=video 9 UDP/TLS/RTP/SAVPF 96", "m=application 9 UDP/DTLS/SCTP 5000")
     try:
         parse_offer(offer, sending=True)
     except MediaUnsupported as exc:
-        assert "application" in str(exc)
+        assert "application" in str(exc) and exc.status == 422
     else:
-        raise AssertionError("expected 406")
+        raise AssertionError("expected 422")
 
 
 def test_two_video_tracks_are_refused_with_422() -> None:

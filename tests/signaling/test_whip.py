@@ -88,7 +88,7 @@ async def test_options_preflight_advertises_sdp_and_cors(
     client: TestClient, consultation: Consultation
 ) -> None:
     response = await client.options(f"/whip/{consultation.id}")
-    assert response.status == 204
+    assert response.status == 200
     assert response.headers["Accept-Post"] == "application/sdp"
     assert "Location" in response.headers["Access-Control-Expose-Headers"]
     assert "Authorization" in response.headers["Access-Control-Allow-Headers"]
@@ -222,26 +222,26 @@ async def test_unknown_consultation_is_404(
     assert response.status == 404
 
 
-async def test_get_on_the_endpoint_is_405_with_allow(
+async def test_put_on_the_endpoint_is_405_with_allow(
     client: TestClient, consultation: Consultation
 ) -> None:
-    response = await client.get(f"/whip/{consultation.id}")
+    response = await client.put(f"/whip/{consultation.id}")
     assert response.status == 405
     assert "POST" in response.headers["Allow"]
 
 
-async def test_endoscope_without_video_is_406(
+async def test_endoscope_without_video_is_422(
     client: TestClient, consultation: Consultation, make_token: MakeToken
 ) -> None:
     cid = consultation.id
     response = await post(
         client, f"/whip/{cid}", make_token("clinic", cid), await offer(("audio",))
     )
-    assert response.status == 406
+    assert response.status == 422
     assert "video" in (await response.json())["reason"]
 
 
-async def test_viewer_without_the_consultation_codec_is_406(
+async def test_viewer_without_the_consultation_codec_is_422(
     client: TestClient, consultation: Consultation, make_token: MakeToken
 ) -> None:
     cid = consultation.id
@@ -253,7 +253,7 @@ async def test_viewer_without_the_consultation_codec_is_406(
         client, f"/whep/{cid}", make_token("surgeon", cid), pc.localDescription.sdp
     )
     await pc.close()
-    assert response.status == 406
+    assert response.status == 422
     assert "VP8" in (await response.json())["reason"]
 
 

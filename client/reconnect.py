@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.sdp import SessionDescription
 from aiortc.stats import RTCTransportStats
 from av.frame import Frame
 from av.packet import Packet
@@ -38,7 +39,7 @@ from client.whip import WhipClient, WhipError
 
 if TYPE_CHECKING:
     Media = Frame | Packet[Any]
-    "What a source track yields: a raw frame, or an encoded packet (files opened without decoding)."
+    "What a source track yields: a decoded frame, or an encoded packet (a live source sent as is)."
 
 PROBE_S = 1.0
 "Pause between attempts while the server is unreachable (±20 % jitter)."
@@ -54,8 +55,15 @@ class LiveSource:
     """Reads a source track all the time and hands its frames to the current session's track,
     keeping at most ``backlog`` of them (the oldest are dropped while no session reads)."""
 
-    def __init__(self, source: MediaStreamTrack, backlog: int) -> None:
+    def __init__(
+        self,
+        source: MediaStreamTrack,
+        backlog: int,
+        negotiated: Callable[[str], str | None] = lambda codec: None,
+    ) -> None:
         self.kind = source.kind
+        self.negotiated = negotiated
+        "Told each session's codec for this kind; returns a line for the console, if any."
         self.ended = asyncio.Event()
         self._source = source
         self._backlog = backlog
@@ -157,6 +165,13 @@ async def _start(
     except BaseException:
         await pc.close()
         raise
+    answer = SessionDescription.parse(pc.remoteDescription.sdp)
+    for source in sources:
+        for media in answer.media:
+            if media.kind == source.kind and media.rtp.codecs and media.port:
+                line = source.negotiated(media.rtp.codecs[0].name)
+                if line:
+                    _say(line)
     return pc
 
 

@@ -11,12 +11,10 @@ import json
 import logging
 import re
 import signal
-import time
 from collections.abc import Iterable
 from urllib.parse import urljoin
 
 import aiohttp
-import av
 from aiortc import (
     RTCConfiguration,
     RTCIceServer,
@@ -24,9 +22,9 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
-from aiortc.contrib.media import MediaPlayer
-from aiortc.mediastreams import MediaStreamTrack
 
+from client.options import SourceOptions
+from client.source import SourceError, open_source, shown
 from client.testpattern import TestPatternTrack
 
 logger = logging.getLogger(__name__)
@@ -143,84 +141,26 @@ def _is_turn(server: RTCIceServer) -> bool:
     return any(url.startswith(("turn:", "turns:")) for url in urls)
 
 
-class _SourceVideo(MediaStreamTrack):
-    """Video of a file, device or RTSP source, fixed up for sending.
-
-    Decoded frames arrive tagged as keyframes; aiortc's VP8 encoder would honour that and send
-    every frame as a keyframe (2–3× the bitrate): the tag is cleared. And aiortc's MediaPlayer
-    starts a looped file's video pts again at 0 on every pass and, without an audio track, stops
-    pacing it after the first one (frames come as fast as they decode): pts are kept growing
-    and frames are paced to them."""
-
-    kind = "video"
-
-    def __init__(self, source: MediaStreamTrack) -> None:
-        super().__init__()
-        self._source = source
-        self._offset = 0
-        self._last: int | None = None
-        self._step = 1
-        self._start: float | None = None
-
-    async def recv(self) -> av.VideoFrame:
-        frame = await self._source.recv()
-        if not isinstance(frame, av.VideoFrame):
-            raise TypeError("the source of a video track must give video frames")
-        frame.pict_type = av.video.frame.PictureType.NONE
-        if frame.pts is None or frame.time_base is None:
-            return frame
-        pts = frame.pts + self._offset
-        if self._last is not None:
-            if pts <= self._last:  # a looped file started again
-                self._offset += self._last + self._step - pts
-                pts = self._last + self._step
-            else:
-                self._step = pts - self._last
-        self._last = frame.pts = pts
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now - float(pts * frame.time_base)
-        delay = self._start + float(pts * frame.time_base) - now
-        if delay > 0:
-            await asyncio.sleep(delay)
-        return frame
-
-    def stop(self) -> None:
-        super().stop()
-        self._source.stop()
-
-
-def open_source(
-    source: str, loop: bool = False
-) -> tuple[MediaStreamTrack | None, MediaStreamTrack | None]:
-    """(video, audio) tracks for a file, a V4L2 device, an RTSP URL or ``testpattern``."""
-    if source == "testpattern":
-        return TestPatternTrack(), None
-    if source.startswith("/dev/video"):
-        player = MediaPlayer(
-            source, format="v4l2", options={"video_size": "1280x720", "framerate": "30"}
-        )
-    elif source.startswith(("rtsp://", "rtsps://")):
-        player = MediaPlayer(source, options={"rtsp_transport": "tcp", "fflags": "nobuffer"})
-    else:
-        player = MediaPlayer(source, loop=loop)
-    video = _SourceVideo(player.video) if player.video else None
-    return video, player.audio
-
-
 async def publish_source(
-    url: str, token: str, source: str, *, loop: bool = False, relay_only: bool = False
+    url: str,
+    token: str,
+    source: str,
+    options: SourceOptions | None = None,
+    *,
+    relay_only: bool = False,
 ) -> None:
     """Publish ``source`` to a WHIP endpoint until interrupted or the source ends; a lost
     connection is followed by a fresh session (client/reconnect.py), with fresh ICE servers."""
     from client.reconnect import LiveSource, keep_publishing  # it imports this module
 
-    video, audio = open_source(source, loop)
-    if video is None:
-        raise WhipError(0, f"{source} has no video stream")
-    sources = [LiveSource(video, VIDEO_BACKLOG)]
-    if audio is not None:
-        sources.append(LiveSource(audio, AUDIO_BACKLOG))
+    media = None if source == "testpattern" else open_source(source, options or SourceOptions())
+    if media is None:
+        sources = [LiveSource(TestPatternTrack(), VIDEO_BACKLOG)]
+    else:
+        assert media.video is not None  # open_source refuses a source without video
+        sources = [LiveSource(media.video, VIDEO_BACKLOG, media.negotiated)]
+        if media.audio is not None:
+            sources.append(LiveSource(media.audio, AUDIO_BACKLOG))
 
     async def new_pc(client: WhipClient) -> RTCPeerConnection:
         # Only what the endpoint offers (never aiortc's default public STUN server).
@@ -236,10 +176,12 @@ async def publish_source(
             new_pc,
             lambda: WhipClient(url, token),
             stop,
-            f"publishing {source} to {url} (Ctrl-C to stop)",
+            f"publishing {shown(source)} to {url} (Ctrl-C to stop)",
         )
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             running.remove_signal_handler(sig)
         for live in sources:
             live.close()
+    if media is not None and media.error is not None:
+        raise SourceError(f"the source stopped: {media.error}")

@@ -35,12 +35,33 @@ def h264_dimensions(frame: bytes) -> tuple[int, int] | None:
     return None
 
 
+def length_prefixed_to_annexb(sample: bytes) -> bytes:
+    """An MP4 sample (NAL units each after a 4-byte length) as an Annex-B access unit."""
+    out, i = bytearray(), 0
+    while i + 4 <= len(sample):
+        size = int.from_bytes(sample[i : i + 4], "big")
+        out += b"\x00\x00\x00\x01" + sample[i + 4 : i + 4 + size]
+        i += 4 + size
+    return bytes(out)
+
+
+def h264_profile_level(frame: bytes) -> tuple[int, int] | None:
+    """``(profile_idc, level_idc)`` of the first SPS of an Annex-B access unit: what the stream
+    itself says it is (a recorded MP4's header may not, docs/recording.md)."""
+    for nal in _annexb_nals(frame):
+        if len(nal) >= 4 and nal[0] & 0x1F == H264_SPS:
+            return nal[1], nal[3]
+    return None
+
+
 def _annexb_nals(frame: bytes) -> list[bytes]:
     starts = []
     i = frame.find(b"\x00\x00\x01")
     while i != -1:
         starts.append(i + 3)
         i = frame.find(b"\x00\x00\x01", i + 3)
+    if not starts:
+        return []
     ends = [s - 3 for s in starts[1:]] + [len(frame)]
     return [frame[s:e].rstrip(b"\x00") for s, e in zip(starts, ends, strict=True)]
 

@@ -1,14 +1,19 @@
-"""Export jobs: annotated exports (``recorder/export.py``) run in the background.
+"""Export jobs: annotated exports (``recorder/export.py``) and DICOM exports
+(``recorder/dicom_export.py``) run in the background.
 
 ``ExportJobs`` runs exports one at a time in a worker thread (never on the event loop), at a lower
 CPU priority than the live relay, with progress (0–100 %) and an estimate of the time left readable
 at any time. A job can be cancelled: queued, it never starts; running, the export stops within a
 packet's work (``CANCEL_WAIT_S`` bounds the wait), its partial file is removed and the recording
 is never touched (an export only reads it). The result is
-stored beside the recording: ``<recording>/exports/<job>.mp4`` (written as ``.partial`` and
-renamed when complete) plus ``<job>.json`` (state, who asked, when, size).
+stored beside the recording: ``<recording>/exports/<job>.mp4`` (annotated) or ``<job>.zip``
+(DICOM; written as ``.partial`` and renamed when complete) plus ``<job>.json`` (state, who asked,
+when, size, and the kind's own result such as the archive's answer).
 
-Retention: one export per recording and kind (annotated is the only kind). When an export is
+A foreseeable failure (an archive that cannot be reached, a file too large for DICOM) is a
+``JobFailed``: its message is the job's readable error and one warning line, no traceback.
+
+Retention: one export per recording and kind (``annotated``, ``dicom``). When an export is
 done, the recording's earlier exports (done, failed or cancelled) are removed — their MP4 and
 their ``.json`` — so a recording exported again does not pile up copies; a failed new export
 leaves the previous one in place.
@@ -49,6 +54,20 @@ ETA_AFTER = 2.0
 "Progress (%) before the time left is estimated: the first frames say little about the rest."
 
 
+class JobKind(StrEnum):
+    ANNOTATED = "annotated"
+    "The recording re-encoded with the marks burned in (MP4)."
+    DICOM = "dicom"
+    "The recording as DICOM objects for a hospital archive (ZIP, and sent if asked)."
+
+
+_SUFFIX = {JobKind.ANNOTATED: ".mp4", JobKind.DICOM: ".zip"}
+
+
+class JobFailed(Exception):
+    """A failure foreseen by the job's work: the message is for a person, no traceback logged."""
+
+
 class JobState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -61,12 +80,23 @@ class JobState(StrEnum):
 _ACTIVE = (JobState.QUEUED, JobState.RUNNING)
 
 
+@dataclass(frozen=True)
+class JobOutcome:
+    """What a job's work made: the file's size, the video's length, the kind's own result."""
+
+    bytes: int
+    duration_s: float | None = None
+    frames: int = 0
+    result: dict[str, Any] | None = None
+
+
 @dataclass
 class ExportJob:
     id: str
     recording_id: str
     requested_by: str
     created_at: str
+    kind: JobKind = JobKind.ANNOTATED
     state: JobState = JobState.QUEUED
     progress: float = 0.0
     "0–100 %."
@@ -74,6 +104,8 @@ class ExportJob:
     bytes: int | None = None
     duration_s: float | None = None
     error: str | None = None
+    result: dict[str, Any] | None = None
+    "The kind's own result (DICOM: the instances made, where they were sent)."
     directory: Path = field(default=Path("."), repr=False)
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     _ended: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -91,7 +123,15 @@ class ExportJob:
 
     @property
     def file(self) -> Path:
-        return self.directory / f"{self.id}.mp4"
+        return self.directory / f"{self.id}{_SUFFIX[self.kind]}"
+
+    def report(self, fraction: float) -> None:
+        """Progress from the work, 0–1."""
+        self.progress = 100.0 * fraction
+
+    def cancelled(self) -> bool:
+        """Asked by the work between steps: stop (raise ``ExportCancelled``) when True."""
+        return self._cancel.is_set()
 
     @property
     def done(self) -> bool:
@@ -101,6 +141,7 @@ class ExportJob:
         return {
             "id": self.id,
             "recording_id": self.recording_id,
+            "kind": str(self.kind),
             "requested_by": self.requested_by,
             "created_at": self.created_at,
             "state": str(self.state),
@@ -110,6 +151,7 @@ class ExportJob:
             "bytes": self.bytes,
             "duration_s": self.duration_s,
             "error": self.error,
+            "result": self.result,
         }
 
     def save(self, **changes: Any) -> None:
@@ -133,12 +175,14 @@ class ExportJob:
                 recording_id=data["recording_id"],
                 requested_by=data["requested_by"],
                 created_at=data["created_at"],
+                kind=JobKind(data.get("kind", JobKind.ANNOTATED)),
                 state=JobState(data["state"]),
                 progress=float(data.get("progress", 0.0)),
                 finished_at=data.get("finished_at"),
                 bytes=data.get("bytes"),
                 duration_s=data.get("duration_s"),
                 error=data.get("error"),
+                result=data.get("result"),
                 directory=directory,
             )
         except (OSError, ValueError, KeyError, TypeError):
@@ -173,24 +217,45 @@ class ExportJobs:
         requested_by: str,
         prepare: Callable[[], tuple[list[ExportSource], Timeline]],
     ) -> ExportJob:
-        """Queue an export (returns at once). ``prepare`` runs in the worker and returns the
-        sources and timeline (reading the manifest and the annotation log is file work too). A
-        recording already being exported gets that job back instead of a second one."""
+        """Queue an annotated export (returns at once). ``prepare`` runs in the worker and
+        returns the sources and timeline (reading the manifest and the annotation log is file
+        work too)."""
+
+        def work(job: ExportJob) -> JobOutcome:
+            sources, timeline = prepare()
+            result = export_annotated(sources, timeline, job.file, job.report, job.cancelled)
+            return JobOutcome(result.bytes, result.duration_s, result.frames)
+
+        return self.start_work(recording_id, recording_directory, requested_by, work)
+
+    def start_work(
+        self,
+        recording_id: str,
+        recording_directory: Path,
+        requested_by: str,
+        work: Callable[[ExportJob], JobOutcome],
+        kind: JobKind = JobKind.ANNOTATED,
+    ) -> ExportJob:
+        """Queue ``work`` (run in the worker: it writes ``job.file``, reports progress and asks
+        ``job.cancelled()``). A recording already being exported to this kind gets that job back
+        instead of a second one."""
         if self._closed:
             raise RuntimeError("the server is stopping")
         for job in list(self._jobs.values()):  # the worker may forget a replaced job meanwhile
             cancelled = job._cancel.is_set()
-            if job.recording_id == recording_id and job.state in _ACTIVE and not cancelled:
+            same = job.recording_id == recording_id and job.kind is kind
+            if same and job.state in _ACTIVE and not cancelled:
                 return job
         job = ExportJob(
             id=secrets.token_urlsafe(9),
             recording_id=recording_id,
             requested_by=requested_by,
             created_at=utc_now_iso(),
+            kind=kind,
             directory=exports_dir(recording_directory),
         )
         self._jobs[job.id] = job
-        self._pool.submit(self._run, job, prepare)
+        self._pool.submit(self._run, job, work)
         return job
 
     def get(self, job_id: str) -> ExportJob | None:
@@ -217,17 +282,13 @@ class ExportJobs:
             job._cancel.set()
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
-    def _run(
-        self, job: ExportJob, prepare: Callable[[], tuple[list[ExportSource], Timeline]]
-    ) -> None:
+    def _run(self, job: ExportJob, work: Callable[[ExportJob], JobOutcome]) -> None:
         try:
-            self._export(job, prepare)
+            self._export(job, work)
         finally:
             job._ended.set()
 
-    def _export(
-        self, job: ExportJob, prepare: Callable[[], tuple[list[ExportSource], Timeline]]
-    ) -> None:
+    def _export(self, job: ExportJob, work: Callable[[ExportJob], JobOutcome]) -> None:
         with self._lock:
             if job._cancel.is_set():
                 if job.state is JobState.QUEUED:  # else cancel() has already ended it
@@ -237,28 +298,28 @@ class ExportJobs:
         started = job._running_since = time.monotonic()
         try:
             job.save()
-            sources, timeline = prepare()
-
-            def progress(fraction: float) -> None:
-                job.progress = 100.0 * fraction
-
-            result = export_annotated(sources, timeline, job.file, progress, job._cancel.is_set)
-            job.bytes, job.duration_s = result.bytes, result.duration_s
+            outcome = work(job)
+            job.bytes, job.duration_s = outcome.bytes, outcome.duration_s
+            job.result = outcome.result
             job.finished_at = utc_now_iso()
             job.save(state=JobState.DONE, progress=100.0)
             self._replace_older(job)  # before it shows done: whoever sees it done sees them gone
             job.progress, job.state = 100.0, JobState.DONE
             logger.info(
-                "Export %s of recording %s done: %d frames, %.1f s of video in %.1f s",
+                "Export %s (%s) of recording %s done: %d frames, %.1f s of video in %.1f s",
                 job.id,
+                job.kind,
                 job.recording_id,
-                result.frames,
-                result.duration_s,
+                outcome.frames,
+                outcome.duration_s or 0.0,
                 time.monotonic() - started,
             )
         except ExportCancelled:
             self._cancelled(job)
             return
+        except JobFailed as exc:
+            logger.warning("Export %s of recording %s failed: %s", job.id, job.recording_id, exc)
+            job.state, job.error = JobState.FAILED, str(exc)
         except Exception as exc:
             logger.exception("Export %s of recording %s failed", job.id, job.recording_id)
             job.state, job.error = JobState.FAILED, f"{type(exc).__name__}: {exc}"
@@ -274,9 +335,13 @@ class ExportJobs:
             other = path.stem
             if other == job.id or not JOB_ID.fullmatch(other):
                 continue
+            earlier = ExportJob.load(job.directory, other)
+            if earlier is not None and earlier.kind is not job.kind:
+                continue
             with self._lock:
                 self._jobs.pop(other, None)
-            for file in (job.directory / f"{other}.mp4", path):
+            files = [job.directory / f"{other}{suffix}" for suffix in _SUFFIX.values()]
+            for file in (*files, path):
                 try:
                     file.unlink(missing_ok=True)
                 except OSError as exc:  # the new export stands; the old one stays behind

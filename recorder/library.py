@@ -2,7 +2,7 @@
 never needs the recorder's layout — the index rows, a manifest, which file of a segment plays,
 whether the files are intact, the annotation timeline and snapshots on the recording clock, the
 talk-back track and thumbnail (made once, kept beside the recording), the files to download, and
-the annotated export jobs.
+the export jobs (annotated, and DICOM for a hospital archive).
 
 Every file name it opens comes from the index (checked against the recorder's own shapes) or is
 made here, never from request text. Disk, hashing and PyAV work run in worker threads; the event
@@ -16,18 +16,21 @@ import logging
 import math
 import os
 import re
+import shutil
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from relay import ConsultationId
 
 from .annotation_log import FILENAME as ANNOTATION_LOG
 from .annotation_log import read_annotation_log
+from .dicom_export import DicomPlan, SegmentSource, StillSource, export_dicom, zip_directory
+from .dicom_study import Study
 from .export import ExportSource
 from .index import RecordingIndex, RecordingRow, SegmentRow
-from .jobs import JOB_ID, ExportJob, ExportJobs, exports_dir
+from .jobs import JOB_ID, ExportJob, ExportJobs, JobKind, JobOutcome, exports_dir
 from .manifest import MANIFEST, Manifest, read_manifest, recording_dir, valid_recording_id
 from .snapshots import Snapshot, SnapshotStore
 from .storage import check_free_space, consultation_dir
@@ -40,6 +43,15 @@ logger = logging.getLogger(__name__)
 INTEGRITY_CACHE = 256
 "Recordings whose last verification is kept (re-hashing a long recording takes seconds)."
 _SEGMENT_FILE = re.compile(r"segment-[0-9]{3}(?:\.repaired)?\.(webm|mp4)")
+
+
+class Archive(Protocol):
+    """Where a DICOM export is sent (``recorder/dicom_send.py``: STOW-RS or C-STORE)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    def send(self, files: list[Path]) -> dict[str, Any]: ...
 
 
 class Unavailable(LookupError):
@@ -263,6 +275,61 @@ class RecordingLibrary:
             return sources, self._timeline(row, manifest)
 
         return self._exports.start(row.id, directory, requested_by, prepare)
+
+    # -- DICOM export ----------------------------------------------------------------------------
+
+    async def dicom_stills(self, row: RecordingRow, manifest: Manifest | None) -> list[StillSource]:
+        """The snapshots taken during the recording, as the DICOM export's stills."""
+        taken = await self.snapshots(row, manifest)
+        return [
+            StillSource(self._snapshots.path(row.consultation_id, s.id), s.created_at, t)
+            for s, t in taken
+        ]
+
+    def dicom_plan(
+        self,
+        row: RecordingRow,
+        patient: Mapping[str, str | None],
+        stills: list[StillSource],
+        burned_in: bool = False,
+    ) -> DicomPlan:
+        """What a DICOM export of ``row`` reads (blocking: the manifest, the log, the files)."""
+        directory = self._directory(row.id)
+        manifest = read_manifest(directory)
+        if manifest is None:
+            raise Unavailable("the recording's manifest is missing")
+        rows = {s.seq: s for s in row.segments}
+        segments = [
+            SegmentSource(s.seq, path, s.offset_s, s.started_at, s.frames)
+            for s in manifest.segments
+            if s.seq in rows and (path := playable_file(directory, rows[s.seq])) is not None
+        ]
+        title = str(manifest.consultation.get("title") or "")
+        study = Study(row.id, title, manifest.started_at, patient)
+        return DicomPlan(study, segments, stills, self._timeline(row, manifest), burned_in)
+
+    def start_dicom_export(
+        self,
+        row: RecordingRow,
+        requested_by: str,
+        plan: Callable[[], DicomPlan],
+        archive: Archive | None = None,
+    ) -> ExportJob:
+        """Queue a DICOM export (returns at once): the files are written, sent to ``archive``
+        if given, and kept as the job's ZIP. ``plan`` runs in the worker."""
+
+        def work(job: ExportJob) -> JobOutcome:
+            out = job.directory / f"{job.id}.d"
+            try:
+                result = export_dicom(plan(), out, job.report, job.cancelled)
+                sent = archive.send(result.files) if archive is not None else {}
+                size = zip_directory(out, job.file)
+            finally:
+                shutil.rmtree(out, ignore_errors=True)
+            return JobOutcome(size, result.duration_s, result.frames, result.to_json() | sent)
+
+        directory = self._directory(row.id)
+        return self._exports.start_work(row.id, directory, requested_by, work, JobKind.DICOM)
 
     async def export_job(self, row: RecordingRow, job_id: str) -> ExportJob:
         """A job of this recording, of this server run or found on disk. ``ValueError`` for a

@@ -15,7 +15,7 @@ from enum import StrEnum
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.exceptions import OperationError
 
-from . import forwarding
+from . import dtls, forwarding
 from .errors import MediaUnsupported, SdpInvalid
 from .liveness import Liveness
 from .sdp import check_sdpfrag, parse_candidate
@@ -57,6 +57,7 @@ class Peer:
         self.identity = identity
         self.label = f"{label} {role}:{self.id[:6]}"
         self.pc = RTCPeerConnection(configuration)
+        dtls.accept_rsa_peers(self.pc)
         self.answer_sdp = ""
         self.connected = False
         self._trickled = 0

@@ -59,6 +59,7 @@ from signaling.ops import routes as ops
 from signaling.ops.live import LiveCollector
 from signaling.ops.metrics import Metrics
 from signaling.ops.routes import metrics_middleware
+from signaling.records import routes as records
 from signaling.replay import routes as replay
 from signaling.replay.state import ReplayState
 from signaling.settings import Settings
@@ -151,6 +152,7 @@ def create_app(settings: Settings) -> web.Application:
     snapshots.add_routes(app)
     netcheck.add_routes(app)
     replay.add_routes(app)
+    records.add_routes(app)
     ops.add_routes(app)
     whip.add_routes(app)
     websocket.add_routes(app)

@@ -1,5 +1,5 @@
 """The ``endolink`` command: run the server, create consultations and their invite links, issue
-tokens and certificates, publish a file or camera, list and verify recordings.
+tokens and certificates, publish a file or camera, list and verify recordings, write them as DICOM.
 
 Exit codes: 0 success, 2 usage error, 1 runtime error (one readable line on stderr, no traceback).
 Tokens are printed to stdout only, never logged.
@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 from aiohttp import ClientError, web
 
-from signaling import cli_audit, running
+from client.options import INPUT_FORMATS, RTSP_TRANSPORTS
+from signaling import cli_audit, cli_records, running
 from signaling.auth.grants import ANY_CONSULTATION, Role
 from signaling.auth.invites import issue_token, with_links
 from signaling.auth.names import name_argument
@@ -134,7 +135,18 @@ def _parser() -> argparse.ArgumentParser:
     certs.set_defaults(handler=_certs)
 
     publish = commands.add_parser(
-        "publish", parents=[common], help="publish a video file or device over WHIP"
+        "publish",
+        parents=[common],
+        help="publish a video file, capture card or RTSP camera over WHIP",
+        description="Publish SOURCE as the clinic's endoscope feed until Ctrl-C (a file: until\n"
+        "its end, or forever with --loop). A lost connection is retried every second.",
+        epilog="examples:\n"
+        "  endolink publish --url URL --loop scope.mp4\n"
+        "  endolink publish --url URL /dev/video0 --video-size 1920x1080 --framerate 30"
+        " --input-format mjpeg\n"
+        "  endolink publish --url URL rtsp://192.168.1.20:554/stream1 --rtsp-transport udp\n"
+        "the clinic token comes from $ENDOLINK_TOKEN (or --token)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     publish.add_argument("--url", required=True, help="WHIP endpoint, e.g. .../whip/CID")
     publish.add_argument(
@@ -142,16 +154,42 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("ENDOLINK_TOKEN"),
         help="clinic token (default $ENDOLINK_TOKEN: keeps it out of `ps` and shell history)",
     )
-    publish.add_argument("--loop", action="store_true", help="restart the file at its end")
+    publish.add_argument(
+        "--loop", action="store_true", help="file: start again at its end, forever"
+    )
     publish.add_argument(
         "--relay-only",
         action="store_true",
         help="send through the server's TURN relay only (checks the path through a firewall)",
     )
-    publish.add_argument("source", help="media file, or a device such as /dev/video0")
+    card = publish.add_argument_group("capture card (/dev/videoN; default: the card's own)")
+    card.add_argument(
+        "--video-size", metavar="WxH", type=_video_size, help="WIDTHxHEIGHT, e.g. 1920x1080"
+    )
+    card.add_argument(
+        "--framerate", metavar="FPS", type=_framerate, help="frames per second, e.g. 30"
+    )
+    card.add_argument(
+        "--input-format",
+        choices=INPUT_FORMATS,
+        help="what the card sends: mjpeg, yuyv422 (raw) or h264",
+    )
+    publish.add_argument(
+        "--rtsp-transport",
+        choices=RTSP_TRANSPORTS,
+        default="tcp",
+        help="RTSP camera: tcp (default: through firewalls, no loss) or udp (lower latency)",
+    )
+    publish.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="a video file, a capture card (/dev/video0), rtsp://... or testpattern",
+    )
     publish.set_defaults(handler=_publish)
 
-    recordings = commands.add_parser("recordings", help="list and verify recordings")
+    recordings = commands.add_parser(
+        "recordings", help="list and verify recordings, write them as DICOM"
+    )
     recording_commands = recordings.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = recording_commands.add_parser("list", parents=[common], help="list recordings")
     listing.add_argument("--consultation", help="only this consultation's recordings")
@@ -165,6 +203,7 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("recording", nargs="?", help="recording id (default: every recording)")
     verify.add_argument("--json", action="store_true", help="print the results as JSON")
     verify.set_defaults(handler=_recordings_verify)
+    cli_records.add_commands(recording_commands, common)
     cli_audit.add_commands(commands, common, lambda message: CliError(message, exit_code=2))
     return parser
 
@@ -287,21 +326,41 @@ def _dtls_client_certificate(out_dir: Path) -> int:
 
 def _publish(args: argparse.Namespace) -> int:
     # Imported here: the media stack is slow to import and other commands do not need it.
+    from client.options import SourceOptions
+    from client.source import SourceError
     from client.whip import WhipError, publish_source
 
     if not args.token:
         raise CliError("publish needs --token or $ENDOLINK_TOKEN (a clinic token)")
+    options = SourceOptions.of(args)
     try:
         asyncio.run(
-            publish_source(
-                args.url, args.token, args.source, loop=args.loop, relay_only=args.relay_only
-            )
+            publish_source(args.url, args.token, args.source, options, relay_only=args.relay_only)
         )
+    except SourceError as exc:
+        raise CliError(str(exc)) from exc
     except (WhipError, ClientError) as exc:
         raise CliError(f"publishing failed: {exc}") from exc
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _video_size(text: str) -> str:
+    width, x, height = text.lower().partition("x")
+    if not (x and width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
+        raise argparse.ArgumentTypeError(f"not WIDTHxHEIGHT: {text!r}")
+    return f"{int(width)}x{int(height)}"
+
+
+def _framerate(text: str) -> str:
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = 0.0
+    if not 0 < rate <= 240:
+        raise argparse.ArgumentTypeError(f"not a frame rate: {text!r}")
+    return text
 
 
 def _recordings_list(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
-"""``endolink consult`` (create a consultation, one more invite link, withdraw links) and what
-the CLI's commands share: ``CliError``, durations, settings and the database helpers.
+"""``endolink consult`` (create a consultation, one more invite link, withdraw links, the
+patient's details) and what the CLI's commands share: ``CliError``, durations, settings and the
+database helpers.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from signaling.auth.invites import INVITE_ROLES, REPLAY_PAGE, issue_invite, with
 from signaling.auth.names import MAX_NAME_LENGTH, name_argument
 from signaling.db.audit import AuditAction, AuditRecord, AuditTrail
 from signaling.db.invites import InviteBook
+from signaling.db.patients import SEXES, InvalidPatient, Patient, PatientRegister
 from signaling.db.store import DB_FILENAME, DEFAULT_TITLE, Consultation, ConsultationStore
 from signaling.settings import Settings
 
@@ -28,6 +30,7 @@ T = TypeVar("T")
 CLI_IDENTITY = "cli"
 _DURATION = re.compile(r"(\d+)([smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_PATIENT_KEYS = ("patient_id", "issuer", "family_name", "given_names", "birth_date", "sex")
 
 
 class CliError(Exception):
@@ -56,7 +59,7 @@ def add_consult_commands(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
     common: argparse.ArgumentParser,
 ) -> None:
-    """``endolink consult create|invite|revoke``."""
+    """``endolink consult create|invite|revoke|patient``."""
     consult = commands.add_parser("consult", help="manage consultations")
     consult_commands = consult.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = consult_commands.add_parser(
@@ -72,7 +75,16 @@ def add_consult_commands(
     for role in INVITE_ROLES:
         name_help = f"who the {role} link is for (≤ {MAX_NAME_LENGTH} characters)"
         create.add_argument(f"--{role}-name", type=name_argument, help=name_help)
+    patient_arguments(create)
     create.set_defaults(handler=_consult_create)
+    patient = consult_commands.add_parser(
+        "patient",
+        parents=[common],
+        help="record the patient's details for the hospital record (DICOM, FHIR)",
+    )
+    patient.add_argument("consultation", help="consultation id")
+    patient_arguments(patient)
+    patient.set_defaults(handler=_consult_patient)
     invite = consult_commands.add_parser(
         "invite", parents=[common], help="print one more invite link for a consultation"
     )
@@ -98,8 +110,61 @@ def add_consult_commands(
     revoke.set_defaults(handler=_consult_revoke)
 
 
+def patient_arguments(
+    parser: argparse.ArgumentParser,
+    description: str = "the patient's details for the hospital record (never logged nor shown)",
+) -> None:
+    """``--patient-id --patient-issuer …``: the same options wherever a command takes them."""
+    group = parser.add_argument_group("patient", description)
+    group.add_argument("--patient-id", help="the hospital's patient identifier")
+    group.add_argument("--patient-issuer", help="who issued it (hospital name, OID or URI)")
+    group.add_argument("--patient-family-name")
+    group.add_argument("--patient-given-names")
+    group.add_argument("--patient-birth-date", help="YYYY-MM-DD")
+    group.add_argument("--patient-sex", choices=SEXES)
+
+
+def patient_of(args: argparse.Namespace) -> Patient | None:
+    """The ``--patient-*`` options as details; None when none was given."""
+    values = {f: getattr(args, f"patient_{f.removeprefix('patient_')}") for f in _PATIENT_KEYS}
+    if all(v is None for v in values.values()):
+        return None
+    try:
+        return Patient.from_json({k: v for k, v in values.items() if v is not None})
+    except InvalidPatient as exc:
+        raise CliError(f"patient details: {exc}", exit_code=2) from None
+
+
+async def _record_patient(
+    settings: Settings, store: ConsultationStore, cid: ConsultationId, patient: Patient
+) -> None:
+    register = PatientRegister(store.path)
+    try:
+        await register.record(cid, patient, CLI_IDENTITY)
+    finally:
+        await register.close()
+    await _audit(settings, cid, AuditAction.PATIENT, "recorded")
+
+
+def _consult_patient(args: argparse.Namespace) -> int:
+    patient = patient_of(args)
+    if patient is None:
+        raise CliError("give the patient's details: at least --patient-id", exit_code=2)
+    settings = settings_of(args)
+    require_database(settings, args.consultation)
+
+    async def record(store: ConsultationStore) -> str:
+        await existing(store, args.consultation)
+        await _record_patient(settings, store, args.consultation, patient)
+        return f"patient details recorded for consultation {args.consultation}"
+
+    print(with_store(settings, record), flush=True)
+    return 0
+
+
 def _consult_create(args: argparse.Namespace) -> int:
     settings = settings_of(args)
+    patient = patient_of(args)
 
     async def create(store: ConsultationStore, book: InviteBook) -> dict[str, Any]:
         consultation = await store.create(
@@ -110,6 +175,8 @@ def _consult_create(args: argparse.Namespace) -> int:
         )
         if args.no_recording:
             await store.set_recording_enabled(consultation.id, False)
+        if patient is not None:
+            await _record_patient(settings, store, consultation.id, patient)
         url = running.public_url(settings)
         names = {r: n for r in INVITE_ROLES if (n := getattr(args, f"{r}_name")) is not None}
         return await with_links(book, url, consultation, settings.token_ttl_s, names)
@@ -157,7 +224,7 @@ def _consult_revoke(args: argparse.Namespace) -> int:
             raise CliError("no invite has this link (check that it was copied whole)")
         await book.revoke(invite.id)
         cid = invite.consultation_id
-        await _audit_revocation(settings, cid, f"{invite.role} link {invite.id}")
+        await _audit(settings, cid, AuditAction.REVOKE, f"{invite.role} link {invite.id}")
         return f"withdrawn: {invite.role} link ({invite.page} page) of consultation {cid}"
 
     print(with_invites(settings, revoke), flush=True)
@@ -169,7 +236,7 @@ def _revoke_consultation(settings: Settings, cid: ConsultationId) -> int:
         await existing(store, cid)
         count = await book.revoke_all(cid)  # first: a link must not outlive the tokens' refusal
         await store.revoke_access(cid)
-        await _audit_revocation(settings, cid, f"every link ({count} open)")
+        await _audit(settings, cid, AuditAction.REVOKE, f"every link ({count} open)")
         return (
             f"withdrawn: every link of consultation {cid} ({count} not withdrawn before) and every"
             f" token issued for it until now; new links made from now on work"
@@ -179,12 +246,12 @@ def _revoke_consultation(settings: Settings, cid: ConsultationId) -> int:
     return 0
 
 
-async def _audit_revocation(settings: Settings, cid: str, detail: str) -> None:
+async def _audit(settings: Settings, cid: str, action: AuditAction, detail: str) -> None:
     """The same entry the HTTP routes write, by the operator's account (``cli``)."""
     trail = AuditTrail(settings.data_dir / DB_FILENAME)
     try:
         await trail.record(
-            AuditRecord(cid, "cli", getpass.getuser(), "admin", AuditAction.REVOKE, detail=detail)
+            AuditRecord(cid, CLI_IDENTITY, getpass.getuser(), "admin", action, detail=detail)
         )
     finally:
         await trail.close()

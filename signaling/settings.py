@@ -127,6 +127,14 @@ class Settings:
     metrics_token: str | None = field(default=None, repr=False)
     """Bearer token that may read ``/metrics``; unset: only loopback clients not behind a proxy
     (docs/operations.md). Never logged."""
+    pacs_stow_url: str | None = field(default=None, repr=False)
+    """DICOMweb root of the hospital archive for ``send: stow`` (e.g.
+    ``https://pacs.example.org/dicom-web``; user:password in the URL for HTTP Basic). Never
+    logged."""
+    pacs_dicom: tuple[str, str, int] | None = None
+    "The archive for ``send: c-store``: ``AET@host:port`` (its AE title, host, port)."
+    dicom_ae_title: str = "ENDOLINK"
+    "Our AE title when we C-STORE to the archive (up to 16 characters, no backslash)."
     log_format: str = "text"
     "``text`` (one readable line per event) or ``json`` (one JSON object per line)."
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -222,6 +230,10 @@ def _parse(name: str, raw: str) -> Any:
         if raw not in ("text", "json"):
             raise ValueError(f"ENDOLINK_LOG_FORMAT must be text or json, not {raw!r}")
         return raw
+    if name == "pacs_dicom":
+        return parse_dicom_address(raw)
+    if name == "dicom_ae_title":
+        return parse_ae_title(name, raw)
     if name == "relay_mode":
         if raw not in ("forward", "transcode"):
             raise ValueError(f"ENDOLINK_RELAY_MODE must be forward or transcode, not {raw!r}")
@@ -241,6 +253,23 @@ def parse_limit(name: str, raw: str) -> tuple[int, float]:
             f"ENDOLINK_{name.upper()} must be BURST,REFILL_S such as 30,2 (got {raw!r})"
         )
     return limit
+
+
+def parse_ae_title(name: str, raw: str) -> str:
+    """An AE title: 1–16 characters, printable, no backslash (PS3.5 AE)."""
+    title = raw.strip()
+    if not 0 < len(title) <= 16 or "\\" in title or not title.isprintable():
+        raise ValueError(f"ENDOLINK_{name.upper()} must be an AE title of 1 to 16 characters")
+    return title
+
+
+def parse_dicom_address(raw: str) -> tuple[str, str, int]:
+    """``AET@host:port`` → (AE title, host, port)."""
+    title, _, address = raw.strip().partition("@")
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"ENDOLINK_PACS_DICOM must be AET@host:port (got {raw!r})")
+    return parse_ae_title("pacs_dicom", title), host.strip("[]"), int(port)
 
 
 def parse_trusted_proxies(raw: str) -> tuple[str, ...]:

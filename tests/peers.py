@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 
 import av
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCCertificate, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AUDIO_PTIME, MediaStreamError, MediaStreamTrack
 
 from bench.common import post_sdp
 from bench.udpproxy import ImpairmentProxy
 from client.testpattern import TestPatternTrack, read_stamp, stamp_age_ms
 from client.whip import WhipClient
+from relay.dtls import use_certificate
 
 SAMPLE_RATE = 48000
 
@@ -94,10 +95,16 @@ def whip_client(endpoint: str, token: str, proxy: ImpairmentProxy | None) -> Whi
     )
 
 
-async def configured_pc(client: WhipClient, relay_only: bool) -> RTCPeerConnection:
+async def configured_pc(
+    client: WhipClient, relay_only: bool, certificate: RTCCertificate | None = None
+) -> RTCPeerConnection:
     """Relay-only peers take the endpoint's ICE servers (OPTIONS, like ``endolink publish``);
-    the others gather host candidates only, on loopback."""
-    return RTCPeerConnection(await client.configuration(relay_only)) if relay_only else new_pc()
+    the others gather host candidates only, on loopback. ``certificate``: the peer's DTLS
+    certificate in place of aiortc's own (an ECDSA P-256 one)."""
+    pc = RTCPeerConnection(await client.configuration(relay_only)) if relay_only else new_pc()
+    if certificate is not None:
+        use_certificate(pc, certificate)
+    return pc
 
 
 @contextlib.asynccontextmanager
@@ -108,11 +115,13 @@ async def publisher(
     audio: bool = True,
     relay_only: bool = False,
     proxy: ImpairmentProxy | None = None,
+    certificate: RTCCertificate | None = None,
+    size: tuple[int, int] = (1280, 720),
 ) -> AsyncIterator[tuple[RTCPeerConnection, WhipClient]]:
     client = whip_client(endpoint, token, proxy)
-    pc = await configured_pc(client, relay_only)
+    pc = await configured_pc(client, relay_only, certificate)
     if video:
-        pc.addTransceiver(TestPatternTrack(), direction="sendonly")
+        pc.addTransceiver(TestPatternTrack(*size), direction="sendonly")
     if audio:
         pc.addTransceiver(ToneTrack(), direction="sendonly")
     try:
@@ -130,9 +139,10 @@ async def viewer(
     kinds: tuple[str, ...] = ("video", "audio"),
     relay_only: bool = False,
     proxy: ImpairmentProxy | None = None,
+    certificate: RTCCertificate | None = None,
 ) -> AsyncIterator[tuple[RTCPeerConnection, WhipClient, Received]]:
     client = whip_client(endpoint, token, proxy)
-    pc = await configured_pc(client, relay_only)
+    pc = await configured_pc(client, relay_only, certificate)
     received = Received()
     tasks: list[asyncio.Task[None]] = []
 

@@ -115,13 +115,13 @@ class Server(Process):
 
 
 async def consultation_on_disk(
-    data_dir: Path, title: str, codec: str = "VP8"
+    data_dir: Path, title: str, video_codec: str = "VP8"
 ) -> tuple[str, Callable[[Role], str]]:
-    """A ``codec`` consultation with consent on file, made in ``data_dir`` before any server runs
-    there, and ``token(role)``: a 1-hour token for that role, as the server will accept it."""
+    """A consultation with consent on file, made in ``data_dir`` before any server runs there,
+    and ``token(role)``: a 1-hour token for that role, as the server will accept it."""
     store = ConsultationStore(data_dir / DB_FILENAME)
     try:
-        consultation = await store.create(title, codec, consent_by="Dr. A", recorded_by="t")
+        consultation = await store.create(title, video_codec, consent_by="Dr. A", recorded_by="t")
     finally:
         await store.close()
     issuer = token_issuer(Settings(data_dir=data_dir))

@@ -1,6 +1,7 @@
-"""Recordings made for the replay tests without peers: the real SegmentWriter muxes VP8 frames of
-the stamped test pattern (and silent Opus) into segment files, with a manifest and index rows
-exactly like the recorder's, and an annotation log with marks at known recording times.
+"""Recordings made for the replay tests without peers: the real SegmentWriter muxes VP8 (or
+H.264) frames of the stamped test pattern (and silent Opus) into segment files, with a manifest
+and index rows exactly like the recorder's, and an annotation log with marks at known recording
+times.
 
 Recording time ``t`` of an op is placed through ``media_pts`` (``VIDEO_PTS_START + t * 90000``),
 as the live server logs it, and its ``ts`` agrees with it on the wall clock.
@@ -35,21 +36,21 @@ from recorder.manifest import (
     write_manifest,
 )
 from recorder.storage import consultation_dir
-from recorder.writer import SegmentWriter, Track
+from recorder.writer import CONTAINERS, SegmentWriter, Track
 
 VIDEO_PTS_START = 900_000
 FPS = 30
 GREEN = "#00e676"
 
 
-def encoded_vp8(frames: int, size: tuple[int, int], keyframe_every: int = FPS) -> list:
+def encoded_pattern(
+    encoder: av.CodecContext, frames: int, size: tuple[int, int], keyframe_every: int = FPS
+) -> list:
+    """(data, keyframe) of ``frames`` frames of the stamped test pattern through ``encoder``."""
     pattern = TestPatternTrack(*size)
-    encoder = av.CodecContext.create("libvpx", "w")
     encoder.width, encoder.height = size
     encoder.pix_fmt = "yuv420p"
     encoder.time_base = fractions.Fraction(1, FPS)
-    encoder.bit_rate = 1_500_000
-    encoder.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
     out = []
     for n in range(frames):
         frame = pattern.frame(n, 0)
@@ -58,6 +59,23 @@ def encoded_vp8(frames: int, size: tuple[int, int], keyframe_every: int = FPS) -
             frame.pict_type = av.video.frame.PictureType.I
         out += [(bytes(p), p.is_keyframe) for p in encoder.encode(frame)]
     return out
+
+
+def encoded_vp8(frames: int, size: tuple[int, int], keyframe_every: int = FPS) -> list:
+    encoder = av.CodecContext.create("libvpx", "w")
+    encoder.bit_rate = 1_500_000
+    encoder.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+    return encoded_pattern(encoder, frames, size, keyframe_every)
+
+
+def encoded_h264(frames: int, size: tuple[int, int], profile: str = "high") -> list:
+    """Annex-B access units as a tower (``high``) or a browser (``baseline``: WebRTC's
+    Constrained Baseline) would send them."""
+    encoder = av.CodecContext.create("libx264", "w")
+    # x264 signals the least profile its tools fit: ultrafast's are Constrained Baseline's.
+    preset = "ultrafast" if profile == "baseline" else "veryfast"
+    encoder.options = {"profile": profile, "preset": preset, "tune": "zerolatency"}
+    return encoded_pattern(encoder, frames, size)
 
 
 def encoded_opus(packets: int) -> list[bytes]:
@@ -74,10 +92,18 @@ def encoded_opus(packets: int) -> list[bytes]:
     return out[:packets]
 
 
-async def write_segment(path: Path, seconds: float, size: tuple[int, int], loop_s: float = 0.0):
+async def write_segment(
+    path: Path,
+    seconds: float,
+    size: tuple[int, int],
+    loop_s: float = 0.0,
+    codec: str = "VP8",
+    profile: str = "high",
+):
     """``loop_s``: encode only that many seconds and repeat them (a long recording made fast)."""
     frames = int(seconds * FPS)
-    encoded = encoded_vp8(min(frames, int(loop_s * FPS)) if loop_s else frames, size)
+    count = min(frames, int(loop_s * FPS)) if loop_s else frames
+    encoded = encoded_vp8(count, size) if codec == "VP8" else encoded_h264(count, size, profile)
     video = [encoded[n % len(encoded)] for n in range(frames)]
     audio = encoded_opus(int(seconds * 50))
     frames = sorted(
@@ -86,7 +112,7 @@ async def write_segment(path: Path, seconds: float, size: tuple[int, int], loop_
         + [(n * 0.02, Track.TALKBACK, d, n * 960, True) for n, d in enumerate(audio)],
         key=lambda f: (f[0], f[1]),
     )
-    writer = SegmentWriter(path, "VP8", on_error=lambda message: None, queue_frames=100_000)
+    writer = SegmentWriter(path, codec, on_error=lambda message: None, queue_frames=100_000)
     writer.start()
     for _, track, data, pts, keyframe in frames:
         assert writer.submit(track, data, pts, keyframe)
@@ -121,8 +147,11 @@ async def make_recording(
     started: float | None = None,
     participants: list[dict[str, Any]] | None = None,
     loop_s: float = 0.0,
+    codec: str = "VP8",
+    profile: str = "high",
 ) -> Made:
-    """A finished recording of ``len(segments)`` segments (seconds each, ``gap_s`` apart)."""
+    """A finished recording of ``len(segments)`` segments (seconds each, ``gap_s`` apart);
+    ``codec`` H264 with ``profile`` high or baseline."""
     started = time.time() - 600 if started is None else started
     rid = new_recording_id(started)
     directory = recording_dir(data_dir, rid)
@@ -132,9 +161,9 @@ async def make_recording(
         consultation={"id": cid, "title": title},
         status=RecordingStatus.COMPLETE,
         started_at=utc_iso(started),
-        container="webm",
-        mime_type="video/webm",
-        video_codec="VP8",
+        container=CONTAINERS[codec].format,
+        mime_type=CONTAINERS[codec].mime_type,
+        video_codec=codec,
         keyframe_interval_s=1.0,
         stop_reason="feed-offline",
         participants=participants
@@ -147,8 +176,10 @@ async def make_recording(
     offset = 0.0
     pts = VIDEO_PTS_START
     for seq, seconds in enumerate(segments, start=1):
-        name = segment_filename(seq, ".webm")
-        result, frames = await write_segment(directory / name, seconds, size, loop_s)
+        name = segment_filename(seq, CONTAINERS[codec].extension)
+        result, frames = await write_segment(
+            directory / name, seconds, size, loop_s, codec, profile
+        )
         chain = chain_next(chain, result.sha256)
         duration = round(result.duration_s(), 3)
         manifest.segments.append(

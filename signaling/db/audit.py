@@ -54,6 +54,30 @@ _ACTIONS = (
     "'freeze', 'unfreeze', 'consent', 'recording', 'replay', 'download', 'export', "
     "'export-download', 'revoke', 'refused-token'"
 )
+# Step 3 widens the CHECK for the hospital-record actions (issue 11: dicom-export; fhir and
+# patient, named in the same plan, so one rebuild serves both).
+_ACTIONS_3 = f"{_ACTIONS}, 'dicom-export', 'fhir', 'patient'"
+
+
+def _chained_table(name: str, actions: str) -> str:
+    """The chained trail's table (steps 2 and 3 differ only in the actions allowed)."""
+    return f"""CREATE TABLE {name} (
+        seq             INTEGER PRIMARY KEY,
+        consultation_id TEXT,
+        at              TEXT NOT NULL,
+        identity        TEXT NOT NULL,
+        name            TEXT NOT NULL DEFAULT '',
+        role            TEXT NOT NULL,
+        action          TEXT NOT NULL CHECK (action IN ({actions})),
+        recording_id    TEXT,
+        detail          TEXT,
+        count           INTEGER NOT NULL DEFAULT 1,
+        prev_hash       TEXT,
+        consultation_prev_hash TEXT,
+        hash            TEXT
+    );"""
+
+
 # Step 1 was user_version 3 of the old single list in signaling/db/store.py. Step 2 rebuilds the
 # table (SQLite cannot change a CHECK) with the chain's columns; the rows it copies are chained
 # right after it, when the trail is opened (``_chain_unhashed``). No foreign keys: the trail
@@ -75,27 +99,20 @@ _STEPS: tuple[str, ...] = (
     CREATE INDEX audit_by_consultation ON audit (consultation_id, seq);
     """,
     f"""
-    CREATE TABLE audit_chained (
-        seq             INTEGER PRIMARY KEY,
-        consultation_id TEXT,
-        at              TEXT NOT NULL,
-        identity        TEXT NOT NULL,
-        name            TEXT NOT NULL DEFAULT '',
-        role            TEXT NOT NULL,
-        action          TEXT NOT NULL CHECK (action IN ({_ACTIONS})),
-        recording_id    TEXT,
-        detail          TEXT,
-        count           INTEGER NOT NULL DEFAULT 1,
-        prev_hash       TEXT,
-        consultation_prev_hash TEXT,
-        hash            TEXT
-    );
+    {_chained_table("audit_chained", _ACTIONS)}
     INSERT INTO audit_chained
         (seq, consultation_id, at, identity, name, role, action, recording_id, detail)
         SELECT seq, consultation_id, at, identity, name, role, action, recording_id, detail
         FROM audit ORDER BY seq;
     DROP TABLE audit;
     ALTER TABLE audit_chained RENAME TO audit;
+    CREATE INDEX audit_by_consultation ON audit (consultation_id, seq);
+    """,
+    f"""
+    {_chained_table("audit_widened", _ACTIONS_3)}
+    INSERT INTO audit_widened SELECT * FROM audit ORDER BY seq;
+    DROP TABLE audit;
+    ALTER TABLE audit_widened RENAME TO audit;
     CREATE INDEX audit_by_consultation ON audit (consultation_id, seq);
     """,
 )
@@ -147,6 +164,12 @@ class AuditAction(StrEnum):
     "A consultation's access was revoked."
     REFUSED_TOKEN = "refused-token"
     "Requests with a bad token from one address within a minute (``count``); no consultation."
+    DICOM_EXPORT = "dicom-export"
+    "A DICOM export was started (detail: the job, and zip or the archive's kind; no patient data)."
+    FHIR = "fhir"
+    "A recording's FHIR Bundle (which holds the patient's details) was read."
+    PATIENT = "patient"
+    "The patient's details were recorded or read (detail: which; never the values)."
 
 
 @dataclass(frozen=True)
@@ -243,6 +266,36 @@ class AuditTrail:
                 f"SELECT {_COLUMNS} FROM audit WHERE consultation_id = ? AND seq > ?"
                 " ORDER BY seq LIMIT ?",
                 (consultation_id, after, limit),
+            ).fetchall()
+            return [AuditEntry(*row) for row in rows]
+
+        return await self._reader.run(select)
+
+    async def actions(
+        self,
+        consultation_id: str,
+        actions: tuple[AuditAction, ...],
+        *,
+        recording_id: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int = MAX_PAGE,
+    ) -> list[AuditEntry]:
+        """A consultation's entries of these ``actions`` — of one recording, and from ``since``
+        to ``until`` (ISO UTC as ``at`` is written, so they compare as text), if given — oldest
+        first, at most ``limit``."""
+        where, values = [], []
+        for clause, value in (("recording_id =", recording_id), ("at >=", since), ("at <=", until)):
+            if value is not None:
+                where.append(f" AND {clause} ?")
+                values.append(value)
+
+        def select(db: sqlite3.Connection) -> list[AuditEntry]:
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM audit WHERE consultation_id = ?"
+                f" AND action IN ({', '.join('?' * len(actions))}){''.join(where)}"
+                " ORDER BY seq LIMIT ?",
+                (consultation_id, *map(str, actions), *values, limit),
             ).fetchall()
             return [AuditEntry(*row) for row in rows]
 

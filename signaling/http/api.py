@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import fields
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -23,6 +24,7 @@ from signaling.auth.names import InvalidName, display_name
 from signaling.auth.request import authenticate, path_cid
 from signaling.db.audit import AuditAction
 from signaling.db.invites import InviteRecord
+from signaling.db.patients import InvalidPatient, Patient
 from signaling.db.store import DEFAULT_TITLE, Consultation, ConsultationStore, UnknownConsultation
 from signaling.http.audit_edge import record_action
 from signaling.http.client_address import limit_key
@@ -35,6 +37,7 @@ from signaling.keys import (
     HUB,
     ICE_SERVERS,
     INVITES,
+    PATIENTS,
     RECORDINGS,
     REVOCATIONS,
     SETTINGS,
@@ -69,15 +72,20 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/consultations/{cid}/recording", get_recording)
     app.router.add_post("/api/consultations/{cid}/recording", set_recording)
     app.router.add_get("/api/session", get_identity)
+    app.router.add_put("/api/consultations/{cid}/patient", set_patient)
+    app.router.add_get("/api/consultations/{cid}/patient", get_patient)
 
 
 async def create_consultation(request: web.Request) -> web.Response:
     grant = authenticate(request)
     grant.ensure_admin_everywhere()
-    body = await _json_body(request, {"title", "consent_by", "video_codec", *NAME_FIELDS})
+    body = await _json_body(
+        request, {"title", "consent_by", "video_codec", "patient", *NAME_FIELDS}
+    )
     names = {
         role: _name(body, key) for key, role in NAME_FIELDS.items() if body.get(key) is not None
     }
+    patient = _patient(body["patient"]) if body.get("patient") is not None else None
     settings = request.app[SETTINGS]
     with _invalid_input():
         consultation = await request.app[STORE].create(
@@ -86,6 +94,9 @@ async def create_consultation(request: web.Request) -> web.Response:
             consent_by=_optional(body, "consent_by", str),
             recorded_by=grant.identity,
         )
+    if patient is not None:
+        await request.app[PATIENTS].record(consultation.id, patient, grant.identity)
+        await record_action(request, grant, consultation.id, AuditAction.PATIENT, "recorded")
     answer = await with_links(
         request.app[INVITES], settings.base_url, consultation, settings.token_ttl_s, names
     )
@@ -116,6 +127,39 @@ async def record_consent(request: web.Request) -> web.Response:
     await record_action(request, grant, cid, AuditAction.CONSENT, f"method {method}")
     request.app[HUB].broadcast(cid, ConsentUpdate(consent.to_json()))
     return web.json_response(consent.to_json(), status=201)
+
+
+async def set_patient(request: web.Request) -> web.Response:
+    """The patient's details for the hospital record (the coordinator's): they supersede earlier
+    ones. Never logged; the audit entry says only that they were recorded."""
+    cid = path_cid(request)
+    grant = authenticate(request)
+    grant.ensure_admin_of(cid)
+    patient = _patient(await _json_body(request, {f.name for f in fields(Patient)}))
+    await find_consultation(request.app[STORE], cid)
+    record = await request.app[PATIENTS].record(cid, patient, grant.identity)
+    await record_action(request, grant, cid, AuditAction.PATIENT, "recorded")
+    return web.json_response({"patient": record.to_json()})
+
+
+async def get_patient(request: web.Request) -> web.Response:
+    """The current details (``null`` when none were given): the coordinator's admin token only.
+    The replay right is not enough: the surgeon's live link carries it, and the patient's
+    identity stays off the live side (docs/architecture.md, "Into the hospital record")."""
+    cid = path_cid(request)
+    grant = authenticate(request)
+    grant.ensure_admin_of(cid)
+    await find_consultation(request.app[STORE], cid)
+    record = await request.app[PATIENTS].latest(cid)
+    await record_action(request, grant, cid, AuditAction.PATIENT, "read")
+    return web.json_response({"patient": record.to_json() if record else None})
+
+
+def _patient(body: Any) -> Patient:
+    try:
+        return Patient.from_json(body)
+    except InvalidPatient as exc:
+        raise _bad_request(str(exc)) from None
 
 
 async def create_invite(request: web.Request) -> web.Response:
@@ -305,6 +349,11 @@ async def _json_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
     if unknown:
         raise _bad_request(f"unknown field(s): {', '.join(unknown)}")
     return body
+
+
+async def json_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
+    """``_json_body`` for the edge's other modules (the replay routes' DICOM export)."""
+    return await _json_body(request, allowed)
 
 
 def _optional(body: dict[str, Any], key: str, kind: type[T]) -> T | None:

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from recorder.snapshots import SNAPSHOT_ID
 from signaling.auth.invites import INVITE_ROLES
+from signaling.db.patients import MAX_PART, SEXES
 from signaling.http.openapi_parts import (
     AUTH,
     BINARY,
@@ -41,8 +42,19 @@ from signaling.http.openapi_parts import (
     query,
 )
 
+_TEXT = {"type": "string", "maxLength": MAX_PART}
+_PATIENT = json_object(
+    ("patient_id",),
+    patient_id={"type": "string", "minLength": 1, "maxLength": MAX_PART},
+    issuer=_TEXT,
+    family_name=_TEXT,
+    given_names=_TEXT,
+    birth_date={"type": "string", "format": "date"},
+    sex={"type": "string", "enum": list(SEXES)},
+)
 _CONSULTATION = json_object(
     title=STR,
+    patient=_PATIENT,
     consent_by=STR,
     video_codec={"type": "string", "enum": ["VP8", "H264"]},
     clinic_name=NAME,
@@ -50,6 +62,20 @@ _CONSULTATION = json_object(
     observer_name=NAME,
 )
 _SDP = {"type": "string", "description": "an SDP offer (RFC 9725)"}
+_PATIENT = json_object(
+    ("patient_id",),
+    patient_id=NAME,
+    issuer=STR,
+    family_name=STR,
+    given_names=STR,
+    birth_date={"type": ["string", "null"], "description": "YYYY-MM-DD"},
+    sex={"type": "string", "enum": ["female", "male", "other", "unknown"]},
+)
+_DICOM_EXPORT = json_object(
+    burned_in={"type": "boolean"},
+    send={"type": ["string", "null"], "enum": ["stow", "c-store", None]},
+    patient={"oneOf": [_PATIENT, {"type": "null"}]},
+)
 _WHEP_QUERY = (
     query("feed", {"type": "string", "enum": ["endoscope", "talkback"]}),
     query("annotated", {"type": "string", "enum": ["0", "1"]}),
@@ -126,6 +152,19 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
             params=(CID,),
             body=json_object(("confirmed_by", "method"), confirmed_by=STR, method=STR),
         )
+    },
+    "/api/consultations/{cid}/patient": {
+        "put": operation(
+            "record the patient's details for the hospital record (its admin)",
+            (200, 400, *MEMBER, 404, 413),
+            params=(CID,),
+            body=_PATIENT,
+        ),
+        "get": operation(
+            "the patient's details, null when none were given (its admin)",
+            (200, *MEMBER, 404),
+            params=(CID,),
+        ),
     },
     "/api/consultations/{cid}/invites": {
         "post": operation(
@@ -247,6 +286,14 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
             "the original file(s)", (200, *REPLAY), params=(RID,), answer="application/zip"
         )
     },
+    "/api/recordings/{rid}/fhir": {
+        "get": operation(
+            "the recording as a FHIR R4 Bundle for the hospital record (an admin of it)",
+            (200, *REPLAY, 422),
+            params=(RID,),
+            answer="application/fhir+json",
+        )
+    },
     "/api/recordings/{rid}/exports": {
         "post": operation(
             "start an annotated export (it replaces the recording's earlier one)",
@@ -260,7 +307,19 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "/api/recordings/{rid}/exports/{job}/file": {
         "get": operation(
-            "the exported MP4", (200, *REPLAY, 409), params=(RID, JOB), answer="video/mp4"
+            "the exported MP4 (annotated) or ZIP (DICOM)",
+            (200, *REPLAY, 409),
+            params=(RID, JOB),
+            answer="application/octet-stream",
+        )
+    },
+    "/api/recordings/{rid}/dicom": {
+        "post": operation(
+            "start a DICOM export (Video Endoscopic Image, stills, annotations sidecar), "
+            "optionally sent to the archive; follow it at the export status URL",
+            (202, *REPLAY, 408, 409, 413, 422, 503, 507),
+            params=(RID,),
+            body=_DICOM_EXPORT,
         )
     },
     **_session_routes("whip"),

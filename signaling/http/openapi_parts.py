@@ -26,7 +26,8 @@ REASONS = {
     413: "Body too large",
     415: "Wrong Content-Type",
     416: "Range not satisfiable",
-    422: "Unprocessable: no codec or track layout in common, or an ICE restart",
+    422: "Unprocessable: no codec or track layout in common, an ICE restart, or the patient's"
+    " details a hospital record (DICOM, FHIR) needs are missing",
     428: "If-Match is required",
     429: "Too many requests: see Retry-After",
     503: "Full or busy: try again later",

@@ -7,17 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import io
 import logging
 import shutil
 import threading
 import zipfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from aiohttp import hdrs, web
 
+from recorder.index import RecordingRow
+from recorder.library import RecordingLibrary
 from signaling.db.audit import AuditAction
 from signaling.keys import REPLAY
 from signaling.replay import audit
@@ -40,17 +44,68 @@ def attachment_headers(content_type: str, filename: str) -> dict[str, str]:
     }
 
 
-async def download(request: web.Request) -> web.StreamResponse:
-    grant, row = await authorised(request)
-    library = request.app[REPLAY].library
+@dataclass(frozen=True)
+class Download:
+    """What ``GET .../download`` sends: one original file, or a zip of ``entries``."""
+
+    content_type: str
+    filename: str
+    entries: list[tuple[str, Path]]
+
+    @property
+    def zipped(self) -> bool:
+        return self.content_type == "application/zip"
+
+
+async def download_of(library: RecordingLibrary, row: RecordingRow) -> Download:
     files = await library.originals(row)
-    await audit.record(request, grant, row, AuditAction.DOWNLOAD, ", ".join(p.name for p in files))
     if len(files) == 1:
         mime_type, filename = MIME_TYPES[row.container], f"endolink-{row.id}{files[0].suffix}"
-        return web.FileResponse(files[0], headers=attachment_headers(mime_type, filename))
+        return Download(mime_type, filename, [(files[0].name, files[0])])
     manifest = library.manifest_file(row)
     entries = [(manifest.name, manifest)] + [(p.name, p) for p in files]
-    return await _stream_zip(request, f"endolink-{row.id}.zip", entries)
+    return Download("application/zip", f"endolink-{row.id}.zip", entries)
+
+
+def digest(download: Download) -> tuple[bytes, int]:
+    """SHA-1 and length of exactly the bytes the download sends (the zip is deterministic: its
+    entries carry the files' modification times). Blocking: reads every byte; run in a thread."""
+    sha1 = hashlib.sha1(usedforsecurity=False)
+    counter = _Hashing(sha1)
+    if download.zipped:
+        _write_zip(counter, download.entries)
+    else:
+        with download.entries[0][1].open("rb") as source:
+            while chunk := source.read(ZIP_CHUNK):
+                counter.write(chunk)
+    return sha1.digest(), counter.size
+
+
+async def download(request: web.Request) -> web.StreamResponse:
+    grant, row = await authorised(request)
+    sent = await download_of(request.app[REPLAY].library, row)
+    names = [name for name, _ in sent.entries[1:]] if sent.zipped else [sent.entries[0][0]]
+    await audit.record(request, grant, row, AuditAction.DOWNLOAD, ", ".join(names))
+    if not sent.zipped:
+        headers = attachment_headers(sent.content_type, sent.filename)
+        return web.FileResponse(sent.entries[0][1], headers=headers)
+    return await _stream_zip(request, sent.filename, sent.entries)
+
+
+class _Hashing(io.RawIOBase):
+    """A write-only sink that only hashes and counts."""
+
+    def __init__(self, sha1: Any) -> None:
+        self._sha1 = sha1
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._sha1.update(data)
+        self.size += len(data)
+        return len(data)
 
 
 class _ChunkWriter(io.RawIOBase):
@@ -95,14 +150,7 @@ async def _stream_zip(
 
     def produce() -> None:
         try:
-            with zipfile.ZipFile(writer, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-                for name, path in entries:
-                    info = zipfile.ZipInfo(name, _zip_time(path))
-                    with (
-                        path.open("rb") as source,
-                        archive.open(info, "w", force_zip64=True) as sink,
-                    ):
-                        shutil.copyfileobj(source, sink, ZIP_CHUNK)
+            _write_zip(writer, entries)
             writer.finish()
         except OSError as exc:
             if not writer.aborted:
@@ -124,6 +172,14 @@ async def _stream_zip(
             writer.slots.release()  # unblock the producer so it sees ``aborted`` and stops
     await response.write_eof()
     return response
+
+
+def _write_zip(sink: io.RawIOBase, entries: list[tuple[str, Path]]) -> None:
+    with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, path in entries:
+            info = zipfile.ZipInfo(name, _zip_time(path))
+            with path.open("rb") as source, archive.open(info, "w", force_zip64=True) as out:
+                shutil.copyfileobj(source, out, ZIP_CHUNK)
 
 
 def _zip_time(path: Path) -> tuple[int, int, int, int, int, int]:

@@ -1,6 +1,6 @@
 """Annotated exports over HTTP: start one (202 + its status URL), follow its progress, fetch the
-MP4, cancel it. The jobs themselves run in the recorder (``recorder/jobs.py``, through the
-library)."""
+MP4, cancel it; the same status, file and cancel routes serve DICOM exports (``dicom.py``). The
+jobs themselves run in the recorder (``recorder/jobs.py``, through the library)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from recorder.index import RecordingRow
-from recorder.jobs import ExportJob, JobState
+from recorder.jobs import ExportJob, JobKind, JobState
 from recorder.storage import DiskFull
 from signaling.db.audit import AuditAction
 from signaling.http.errors import ApiError
@@ -33,14 +33,14 @@ async def start_export(request: web.Request) -> web.Response:
     except RuntimeError as exc:
         raise ApiError(503, "unavailable", str(exc)) from None
     await audit.record(request, grant, row, AuditAction.EXPORT, f"job {job.id}")
-    body = _job_json(job)
+    body = job_json(job)
     return web.json_response({"job": body}, status=202, headers={hdrs.LOCATION: body["status_url"]})
 
 
 async def get_export(request: web.Request) -> web.Response:
     _, row = await authorised(request)
     job = await _job(request, row)
-    return web.json_response({"job": _job_json(job)}, headers={"Cache-Control": "no-store"})
+    return web.json_response({"job": job_json(job)}, headers={"Cache-Control": "no-store"})
 
 
 async def cancel_export(request: web.Request) -> web.Response:
@@ -53,7 +53,7 @@ async def cancel_export(request: web.Request) -> web.Response:
     if not await request.app[REPLAY].library.cancel_export(job):
         raise ApiError(503, "still-stopping", "the export is still stopping: ask again shortly")
     await audit.record(request, grant, row, AuditAction.EXPORT, f"job {job.id} cancelled")
-    return web.json_response({"job": _job_json(job)})
+    return web.json_response({"job": job_json(job)})
 
 
 async def get_export_file(request: web.Request) -> web.StreamResponse:
@@ -63,8 +63,11 @@ async def get_export_file(request: web.Request) -> web.StreamResponse:
     if file is None:
         raise ApiError(409, "not-ready", f"the export is {job.state}")
     await audit.record(request, grant, row, AuditAction.EXPORT_DOWNLOAD, f"job {job.id}")
-    filename = f"endolink-{row.id}-annotated.mp4"
-    return web.FileResponse(file, headers=attachment_headers("video/mp4", filename))
+    if job.kind is JobKind.DICOM:
+        content_type, filename = "application/zip", f"endolink-{row.id}-dicom.zip"
+    else:
+        content_type, filename = "video/mp4", f"endolink-{row.id}-annotated.mp4"
+    return web.FileResponse(file, headers=attachment_headers(content_type, filename))
 
 
 async def _job(request: web.Request, row: RecordingRow) -> ExportJob:
@@ -74,6 +77,6 @@ async def _job(request: web.Request, row: RecordingRow) -> ExportJob:
         raise ApiError(400, "bad-request", str(exc)) from None
 
 
-def _job_json(job: ExportJob) -> dict[str, Any]:
+def job_json(job: ExportJob) -> dict[str, Any]:
     base = f"/api/recordings/{job.recording_id}/exports/{job.id}"
     return {**job.to_json(), "status_url": base, "url": f"{base}/file" if job.done else None}

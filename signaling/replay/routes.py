@@ -12,6 +12,7 @@ thumbnails, download of the originals, annotated exports, and the audit trail (d
     POST /api/recordings/{id}/exports                       → 202 {job}           exports.py
     GET  /api/recordings/{id}/exports/{job}[/file]          progress / the MP4    exports.py
     DELETE /api/recordings/{id}/exports/{job}               cancel → 200 {job}    exports.py
+    POST /api/recordings/{id}/dicom                         → 202 {job} (DICOM)   dicom.py
     GET  /api/consultations/{cid}/audit                     the audit trail       audit.py
 
 Who may replay what is ``access.py``; what is stored is asked of ``recorder.library``.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from signaling.replay import access, audit, catalogue, download, exports, media
+from signaling.replay import access, audit, catalogue, dicom, download, exports, media
 
 
 def add_routes(app: web.Application) -> None:
@@ -38,4 +39,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/recordings/{rid}/exports/{job}", exports.get_export)
     app.router.add_get("/api/recordings/{rid}/exports/{job}/file", exports.get_export_file)
     app.router.add_delete("/api/recordings/{rid}/exports/{job}", exports.cancel_export)
+    app.router.add_post("/api/recordings/{rid}/dicom", dicom.start_dicom_export)
     app.router.add_get("/api/consultations/{cid}/audit", audit.get_audit)

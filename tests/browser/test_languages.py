@@ -36,6 +36,8 @@ ALLOWED = {
     "Enter",
     "Esc",
     "API",
+    "DICOM",  # the names of the hospital's record formats (the landing page's patient section)
+    "FHIR",
     "Chrome",
     "Edge",
     "Firefox",

@@ -35,6 +35,7 @@ from aiortc.mediastreams import AUDIO_PTIME, MediaStreamTrack
 from client.testpattern import TestPatternTrack, read_stamp
 from client.whip import WhipClient
 from tests.peers import new_pc
+from tests.replay_support import encoded_pattern
 
 FFPROBE = "/usr/bin/ffprobe"
 SAMPLE_RATE = 48000
@@ -218,20 +219,9 @@ def _onsets(chunks: list[tuple[float, np.ndarray]]) -> list[float]:
 
 def encoded_vp8(frames: int, size: tuple[int, int] = (320, 192), keyframe_every: int = 15) -> list:
     """(data, keyframe) of ``frames`` VP8 frames of the test pattern, encoded with PyAV."""
-    pattern = TestPatternTrack(*size)
     encoder = av.CodecContext.create("libvpx", "w")
-    encoder.width, encoder.height = size
-    encoder.pix_fmt = "yuv420p"
-    encoder.time_base = fractions.Fraction(1, 30)
     encoder.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
-    out = []
-    for n in range(frames):
-        frame = pattern.frame(n, 0)
-        frame.pts = n
-        if n % keyframe_every == 0:
-            frame.pict_type = av.video.frame.PictureType.I
-        out += [(bytes(p), p.is_keyframe) for p in encoder.encode(frame)]
-    return out
+    return encoded_pattern(encoder, frames, size, keyframe_every)
 
 
 def encoded_opus(packets: int) -> list[bytes]:

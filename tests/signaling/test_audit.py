@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from persistence.sqlite import Database, Migrations
 from recorder.snapshots import SnapshotStore
 from signaling.cli import main
 from signaling.db import audit, audit_chain
@@ -178,6 +179,29 @@ async def test_the_trail_goes_on_after_a_restart_and_entries_of_an_old_database_
     assert verify(old, capsys)[0] == 1
     await AuditTrail(old / DB_FILENAME).close()
     code, out = verify(old, capsys)
+    assert code == 0 and "intact: 8 entries" in out
+
+
+async def test_a_trail_of_schema_step_2_keeps_its_chains_and_takes_the_records_actions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Step 3 rebuilds the table for ``dicom-export``, ``fhir`` and ``patient``: every row and
+    hash is carried over, so the trail still verifies, and the new actions can be written."""
+    data_dir = tmp_path / "data"
+    await write_trail(data_dir, 5)
+    step2 = tmp_path / "step2"
+    step2.mkdir()
+    database = Database(step2 / DB_FILENAME, Migrations("audit", audit.SCHEMA.steps[:2], (3,)))
+    await database.close()
+    with sqlite3.connect(step2 / DB_FILENAME) as db:
+        db.execute("ATTACH DATABASE ? AS now", (str(data_dir / DB_FILENAME),))
+        db.execute("INSERT INTO audit SELECT * FROM now.audit")
+    shutil.copy(data_dir / ANCHOR_FILENAME, step2 / ANCHOR_FILENAME)
+    trail = AuditTrail(step2 / DB_FILENAME)
+    for action in (AuditAction.DICOM_EXPORT, AuditAction.FHIR, AuditAction.PATIENT):
+        await trail.record(AuditRecord(CIDS[0], "admin-1", "", "admin", action, "rec-1"))
+    await trail.close()
+    code, out = verify(step2, capsys)
     assert code == 0 and "intact: 8 entries" in out
 
 

@@ -27,7 +27,9 @@ from bench.common import free_port
 from signaling.auth.grants import ANY_CONSULTATION, Grant, Role, TokenIssuer
 from signaling.auth.secret import load_or_create_secret
 from signaling.cli import main, parse_duration
+from signaling.db.audit import AuditTrail
 from signaling.db.invites import InviteBook, InviteRecord
+from signaling.db.patients import PatientRecord, PatientRegister
 from signaling.db.store import DB_FILENAME, valid_consultation_id
 from signaling.settings import SETTINGS
 
@@ -315,7 +317,7 @@ def test_a_refused_publish_is_a_one_line_error(
     from client import whip as whip_client
 
     async def refused(
-        url: str, token: str, source: str, *, loop: bool = False, relay_only: bool = False
+        url: str, token: str, source: str, options: object = None, *, relay_only: bool = False
     ) -> None:
         raise whip_client.WhipError(403, "token is for another consultation")
 
@@ -539,3 +541,47 @@ def test_printed_links_use_the_public_url(
     assert all(
         link_parts(link)[0] == "https://endolink.example.org" for link in answer["links"].values()
     )
+
+
+def test_consult_create_and_consult_patient_record_the_patients_details(
+    capsys: pytest.CaptureFixture[str], data_dir: Path
+) -> None:
+    where = ("--data-dir", str(data_dir))
+    details = ("--patient-id", "MRN-7", "--patient-issuer", "Hospital A")
+    names = ("--patient-family-name", "Dorj", "--patient-given-names", "Bat Erdene")
+    born = ("--patient-birth-date", "1970-01-02", "--patient-sex", "male")
+    code, out, err = run(capsys, "consult", "create", "--json", *details, *names, *born, *where)
+    assert (code, err) == (0, "")
+    cid = json.loads(out)["id"]
+    assert "Dorj" not in out and "MRN-7" not in out  # the answer is the links, as the API's
+    code, out, err = run(capsys, "consult", "patient", cid, "--patient-id", "MRN-8", *where)
+    assert (code, err) == (0, "") and "MRN-8" not in out
+
+    async def stored() -> tuple[list[PatientRecord], list[str]]:
+        register = PatientRegister(data_dir / DB_FILENAME)
+        trail = AuditTrail(data_dir / DB_FILENAME)
+        try:
+            entries = await trail.trail(cid)
+            return await register.history(cid), [f"{e.action} {e.detail}" for e in entries]
+        finally:
+            await register.close()
+            await trail.close()
+
+    history, audit = asyncio.run(stored())
+    assert [r.patient.patient_id for r in history] == ["MRN-7", "MRN-8"]
+    first = history[0].patient
+    assert (first.issuer, first.family_name, first.given_names) == (
+        "Hospital A",
+        "Dorj",
+        "Bat Erdene",
+    )
+    assert (first.birth_date, first.sex, history[0].recorded_by) == ("1970-01-02", "male", "cli")
+    assert audit == ["patient recorded", "patient recorded"]
+
+    bad = ("--patient-id", "MRN-9", "--patient-birth-date", "2999-01-01")
+    code, _, err = run(capsys, "consult", "patient", cid, *bad, *where)
+    assert code == 2 and "birth_date" in err and "2999" not in err
+    code, _, err = run(capsys, "consult", "patient", cid, *where)
+    assert code == 2 and "--patient-id" in err
+    code, _, err = run(capsys, "consult", "patient", "nope-nope-nope", "--patient-id", "X", *where)
+    assert code == 1 and "unknown consultation" in err

@@ -17,6 +17,7 @@ from bench.outage import measure
 from relay import FeedName, FeedState
 from signaling.db.store import Consultation
 from signaling.keys import RELAY
+from tests.clips import stamped_clip
 from tests.conftest import MakeToken
 from tests.peers import wait_until
 from tests.processes import Process, clean_env, publish_command
@@ -38,18 +39,22 @@ async def test_publishing_resumes_within_seconds_of_a_restarted_server(tmp_path:
     assert "token" not in said.lower() and "Bearer" not in said
 
 
+@pytest.mark.parametrize("looped_file", [False, True], ids=["testpattern", "looped-file"])
 async def test_a_session_the_server_closed_is_replaced_by_a_fresh_one(
     client: TestClient,
     make_token: MakeToken,
     consultation: Consultation,
     tmp_path: Path,
     processes: list[Process],
+    looped_file: bool,
 ) -> None:
     cid = consultation.id
     url = str(client.make_url(f"/whip/{cid}"))
-    publisher = Process(
-        publish_command(url, make_token("clinic", cid)), tmp_path / "log", clean_env()
-    )
+    command = publish_command(url, make_token("clinic", cid))
+    if looped_file:  # an H.264 MP4 tower recording, sent again and again
+        clip = stamped_clip(tmp_path / "scope.mp4", 30, "H264")
+        command = [*publish_command(url, make_token("clinic", cid), str(clip)), "--loop"]
+    publisher = Process(command, tmp_path / "log", clean_env())
     processes.append(publisher)
     await asyncio.to_thread(publisher.wait_for, "publishing", 30)
     feed = client.app[RELAY].find(cid).feeds[FeedName.ENDOSCOPE]  # type: ignore[union-attr]

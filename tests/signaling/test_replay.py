@@ -52,6 +52,11 @@ class World:
 
 @pytest.fixture
 async def world(client: TestClient) -> World:
+    return await make_world(client)
+
+
+async def make_world(client: TestClient) -> World:
+    """Consultations A and B with their recordings (also the FHIR tests' world)."""
     store = client.app[STORE]
     a = await store.create("Colonoscopy review", "VP8", consent_by="Dr. A", recorded_by="t")
     b = await store.create("Other", "VP8", consent_by="Dr. B", recorded_by="t")

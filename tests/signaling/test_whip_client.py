@@ -4,40 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from fractions import Fraction
 from pathlib import Path
 
-import av
 from aiohttp.test_utils import TestClient
 
-from client.testpattern import TestPatternTrack
 from client.whip import WhipError, publish_source
 from signaling.db.store import Consultation
+from tests.clips import stamped_clip
 from tests.conftest import MakeToken
 from tests.peers import viewer, wait_until
 from tests.relay.test_forwarding_flow import url
-
-
-def stamped_file(path: Path, frames: int) -> Path:
-    """A VP8/WebM file whose frames carry the test pattern's counter stamp."""
-    pattern = TestPatternTrack(640, 360)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libvpx", rate=30)
-        stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
-        stream.bit_rate = 1_500_000
-        for i in range(frames):
-            frame = pattern.frame(i, 0)
-            frame.pts, frame.time_base = i, Fraction(1, 30)
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
-    return path
 
 
 async def test_a_video_file_is_published_and_every_frame_reaches_the_viewer_in_order(
     client: TestClient, consultation: Consultation, make_token: MakeToken, tmp_path: Path
 ) -> None:
     cid = consultation.id
-    source = stamped_file(tmp_path / "scope.webm", frames=60)
+    source = stamped_clip(tmp_path / "scope.webm", frames=60)
     async with viewer(url(client, f"/whep/{cid}"), make_token("surgeon", cid)) as (_, _, seen):
         publishing = asyncio.ensure_future(
             publish_source(url(client, f"/whip/{cid}"), make_token("clinic", cid), str(source))

@@ -1,0 +1,1 @@
+"""Into the hospital record: a recording as a FHIR Bundle (``fhir.py``, ``routes.py``)."""

@@ -64,9 +64,7 @@ async def test_werift_plays(codec: str, tmp_path: Path) -> None:
     assert seen["status"] == 201 and seen["connected"], seen
     assert seen["frames"] >= FRAMES and seen["keyframes"] >= 1, seen
     counters, sizes = await asyncio.to_thread(decoded, out)
-    # The script reassembles frames without a jitter buffer: a packet lost or late on a loaded
-    # machine breaks its frame and the ones referring to it until the next keyframe.
-    assert len(counters) >= FRAMES // 2, (len(counters), seen)
+    assert len(counters) >= FRAMES - 1, (len(counters), seen)  # the script drops broken frames
     assert increasing(counters), counters
     assert sizes == {(1280, 720)}
 

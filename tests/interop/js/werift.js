@@ -51,8 +51,10 @@ async function publish(pc, url, seconds) {
 }
 
 async function play(pc, url, codec, seconds, frames, out) {
-  const got = { frames: [], keyframes: 0 };
+  const got = { frames: [], keyframes: 0, dropped: 0 };
   let packets = [];
+  let expected = null; // the sequence number after the last frame's marker packet
+  let broken = true; // a frame was incomplete: drop the ones after it until a keyframe
   pc.addTransceiver("video", { direction: "recvonly" }).onTrack.subscribe((track) => {
     track.onReceiveRtp.subscribe((rtp) => {
       packets.push(rtp);
@@ -62,11 +64,20 @@ async function play(pc, url, codec, seconds, frames, out) {
       const frame = packets.filter((p) => p.header.timestamp === rtp.header.timestamp);
       frame.sort((a, b) => ((a.header.sequenceNumber - b.header.sequenceNumber + 98304) % 65536) - 32768);
       packets = [];
+      // No jitter buffer here: a frame is whole when its packets follow the last marker without
+      // a gap (a lost or late packet breaks it, and every frame after it until a keyframe).
+      const numbers = frame.map((p) => p.header.sequenceNumber);
+      const whole =
+        numbers[0] === expected && numbers.every((n, i) => i === 0 || n === (numbers[i - 1] + 1) % 65536);
+      expected = (rtp.header.sequenceNumber + 1) % 65536;
       const { data, isKeyframe } = dePacketizeRtpPackets(codec === "VP8" ? "vp8" : "MPEG4/ISO/AVC", frame);
-      if (isKeyframe || got.keyframes > 0) {
-        got.keyframes += isKeyframe ? 1 : 0;
-        got.frames.push(data);
+      broken = !whole || (broken && !isKeyframe);
+      if (broken) {
+        got.dropped += 1;
+        return;
       }
+      got.keyframes += isKeyframe ? 1 : 0;
+      got.frames.push(data);
     });
   });
   const { session, up } = await playUntil(pc, url, seconds, () => got.frames.length >= frames);
@@ -74,7 +85,8 @@ async function play(pc, url, codec, seconds, frames, out) {
     return session;
   }
   fs.writeFileSync(out, codec === "VP8" ? ivf(got.frames) : Buffer.concat(got.frames));
-  return { status: 201, connected: up, frames: got.frames.length, keyframes: got.keyframes };
+  const { keyframes, dropped } = got;
+  return { status: 201, connected: up, frames: got.frames.length, keyframes, dropped };
 }
 
 // VP8 frames in an IVF file (the size is read from the first keyframe's header).

@@ -26,11 +26,10 @@ import contextlib
 import logging
 import sqlite3
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from persistence.sqlite import BUSY_TIMEOUT_S, Database, Migrations
+from persistence.sqlite import BUSY_TIMEOUT_S, Database
 from persistence.times import utc_now_iso
 
 from .audit_chain import (
@@ -47,76 +46,12 @@ from .audit_chain import (
     write_anchor,
 )
 
+# AuditAction is imported from here by the edge (one place to name the trail's API).
+from .audit_schema import SCHEMA as SCHEMA
+from .audit_schema import AuditAction as AuditAction
+
 logger = logging.getLogger(__name__)
 
-_ACTIONS = (
-    "'join', 'leave', 'publish', 'publish-end', 'view', 'view-end', 'annotation', 'snapshot', "
-    "'freeze', 'unfreeze', 'consent', 'recording', 'replay', 'download', 'export', "
-    "'export-download', 'revoke', 'refused-token'"
-)
-# Step 3 widens the CHECK for the hospital-record actions (issue 11: dicom-export; fhir and
-# patient, named in the same plan, so one rebuild serves both).
-_ACTIONS_3 = f"{_ACTIONS}, 'dicom-export', 'fhir', 'patient'"
-
-
-def _chained_table(name: str, actions: str) -> str:
-    """The chained trail's table (steps 2 and 3 differ only in the actions allowed)."""
-    return f"""CREATE TABLE {name} (
-        seq             INTEGER PRIMARY KEY,
-        consultation_id TEXT,
-        at              TEXT NOT NULL,
-        identity        TEXT NOT NULL,
-        name            TEXT NOT NULL DEFAULT '',
-        role            TEXT NOT NULL,
-        action          TEXT NOT NULL CHECK (action IN ({actions})),
-        recording_id    TEXT,
-        detail          TEXT,
-        count           INTEGER NOT NULL DEFAULT 1,
-        prev_hash       TEXT,
-        consultation_prev_hash TEXT,
-        hash            TEXT
-    );"""
-
-
-# Step 1 was user_version 3 of the old single list in signaling/db/store.py. Step 2 rebuilds the
-# table (SQLite cannot change a CHECK) with the chain's columns; the rows it copies are chained
-# right after it, when the trail is opened (``_chain_unhashed``). No foreign keys: the trail
-# outlives what it names (and may name no consultation: a refused token).
-_STEPS: tuple[str, ...] = (
-    """
-    CREATE TABLE audit (
-        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
-        consultation_id TEXT NOT NULL REFERENCES consultations (id),
-        at              TEXT NOT NULL,
-        identity        TEXT NOT NULL,
-        name            TEXT NOT NULL DEFAULT '',
-        role            TEXT NOT NULL,
-        action          TEXT NOT NULL
-            CHECK (action IN ('replay', 'download', 'export', 'export-download')),
-        recording_id    TEXT REFERENCES recordings (id),
-        detail          TEXT
-    );
-    CREATE INDEX audit_by_consultation ON audit (consultation_id, seq);
-    """,
-    f"""
-    {_chained_table("audit_chained", _ACTIONS)}
-    INSERT INTO audit_chained
-        (seq, consultation_id, at, identity, name, role, action, recording_id, detail)
-        SELECT seq, consultation_id, at, identity, name, role, action, recording_id, detail
-        FROM audit ORDER BY seq;
-    DROP TABLE audit;
-    ALTER TABLE audit_chained RENAME TO audit;
-    CREATE INDEX audit_by_consultation ON audit (consultation_id, seq);
-    """,
-    f"""
-    {_chained_table("audit_widened", _ACTIONS_3)}
-    INSERT INTO audit_widened SELECT * FROM audit ORDER BY seq;
-    DROP TABLE audit;
-    ALTER TABLE audit_widened RENAME TO audit;
-    CREATE INDEX audit_by_consultation ON audit (consultation_id, seq);
-    """,
-)
-SCHEMA = Migrations("audit", _STEPS, legacy=(3,))
 
 MAX_BACKLOG = 1024
 "Entries queued before ``record`` waits for the writer."
@@ -131,45 +66,6 @@ RECHECK_S = 600.0
 "The whole trail is checked from its first entry at start-up and this often (``check_all``)."
 CHECK_PAUSE_S = 0.1
 "Between two steps of a full check: hashing holds the GIL, and the loop forwards media."
-
-
-class AuditAction(StrEnum):
-    JOIN = "join"
-    "A device of a person opened the consultation's WebSocket."
-    LEAVE = "leave"
-    "That device's WebSocket ended (detail: how)."
-    PUBLISH = "publish"
-    "A WHIP session was created (detail: feed, session)."
-    PUBLISH_END = "publish-end"
-    VIEW = "view"
-    "A WHEP session was created (detail: feed, session, annotated)."
-    VIEW_END = "view-end"
-    ANNOTATION = "annotation"
-    "A mark was added, removed or undone, the board cleared, archived or restored (not updates)."
-    SNAPSHOT = "snapshot"
-    FREEZE = "freeze"
-    UNFREEZE = "unfreeze"
-    CONSENT = "consent"
-    RECORDING = "recording"
-    "The recording switch was set (detail: on/off)."
-    REPLAY = "replay"
-    "A replay page was given access to the media (a media token, or a Bearer read from byte 0)."
-    DOWNLOAD = "download"
-    "The original recording files were downloaded."
-    EXPORT = "export"
-    "An annotated export was started or cancelled."
-    EXPORT_DOWNLOAD = "export-download"
-    "An annotated export's MP4 was downloaded."
-    REVOKE = "revoke"
-    "A consultation's access was revoked."
-    REFUSED_TOKEN = "refused-token"
-    "Requests with a bad token from one address within a minute (``count``); no consultation."
-    DICOM_EXPORT = "dicom-export"
-    "A DICOM export was started (detail: the job, and zip or the archive's kind; no patient data)."
-    FHIR = "fhir"
-    "A recording's FHIR Bundle (which holds the patient's details) was read."
-    PATIENT = "patient"
-    "The patient's details were recorded or read (detail: which; never the values)."
 
 
 @dataclass(frozen=True)

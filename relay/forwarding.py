@@ -16,6 +16,9 @@ clinic's encoded stream untouched we hook three private seams, each covered by t
 ``aioice.ice.get_host_addresses`` is also wrapped so the relay can gather candidates on configured
 addresses only (loopback included: aioice skips 127.0.0.1, which a loopback-only host needs).
 
+A failed DTLS handshake is explained from the peer certificate the handshake got
+(``RTCDtlsTransport._ssl``): aiortc keeps only a debug line, often with an empty error.
+
 Liveness (``relay/liveness.py``) reads two more: the DTLS transport's received-packet counter, and
 aioice's nominated candidate pairs, on which it sends its own STUN binding requests. The same
 binding requests replace aioice's consent check (``keep_consent``), which closed live peers whose
@@ -46,6 +49,7 @@ from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_add
 from av.frame import Frame
 from av.packet import Packet
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from .consumer import Consumer
 from .recovery import LossRecovery, is_stale
@@ -308,6 +312,25 @@ def _dtls_transports(pc: RTCPeerConnection) -> set[RTCDtlsTransport]:
     if pc.sctp is not None:
         transports.add(pc.sctp.transport)
     return transports
+
+
+USABLE_CURVES = ("secp256r1", "secp384r1", "secp521r1")
+"The curves the relay's OpenSSL accepts for a peer's DTLS key (P-224 is not among them)."
+
+
+def dtls_failure(pc: RTCPeerConnection) -> str | None:
+    """Why ``pc``'s DTLS handshake failed, when the peer's certificate says it; else None."""
+    for dtls in _dtls_transports(pc):
+        if dtls.state != "failed" or dtls._ssl is None:
+            continue
+        peer = dtls._ssl.get_peer_certificate(as_cryptography=True)
+        key = peer.public_key() if peer is not None else None
+        if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name not in USABLE_CURVES:
+            return (
+                f"peer DTLS certificate on an unsupported curve ({key.curve.name}; FFmpeg/GnuTLS"
+                " P-224): give FFmpeg a P-256 cert_file/key_file (endolink certs --dtls-client)"
+            )
+    return None
 
 
 def packets_received(pc: RTCPeerConnection) -> int:

@@ -49,7 +49,6 @@ from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_add
 from av.frame import Frame
 from av.packet import Packet
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from .consumer import Consumer
 from .recovery import LossRecovery, is_stale
@@ -306,7 +305,7 @@ _aioice_host_addresses = aioice.ice.get_host_addresses
 # -- liveness -------------------------------------------------------------------------------------
 
 
-def _dtls_transports(pc: RTCPeerConnection) -> set[RTCDtlsTransport]:
+def dtls_transports(pc: RTCPeerConnection) -> set[RTCDtlsTransport]:
     """The DTLS transports under ``pc`` (one when BUNDLE is used, as every browser does)."""
     transports = {t.receiver.transport for t in pc.getTransceivers() if t.receiver.transport}
     if pc.sctp is not None:
@@ -314,31 +313,12 @@ def _dtls_transports(pc: RTCPeerConnection) -> set[RTCDtlsTransport]:
     return transports
 
 
-USABLE_CURVES = ("secp256r1", "secp384r1", "secp521r1")
-"The curves the relay's OpenSSL accepts for a peer's DTLS key (P-224 is not among them)."
-
-
-def dtls_failure(pc: RTCPeerConnection) -> str | None:
-    """Why ``pc``'s DTLS handshake failed, when the peer's certificate says it; else None."""
-    for dtls in _dtls_transports(pc):
-        if dtls.state != "failed" or dtls._ssl is None:
-            continue
-        peer = dtls._ssl.get_peer_certificate(as_cryptography=True)
-        key = peer.public_key() if peer is not None else None
-        if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name not in USABLE_CURVES:
-            return (
-                f"peer DTLS certificate on an unsupported curve ({key.curve.name}; FFmpeg/GnuTLS"
-                " P-224): give FFmpeg a P-256 cert_file/key_file (endolink certs --dtls-client)"
-            )
-    return None
-
-
 def packets_received(pc: RTCPeerConnection) -> int:
     """Every datagram the peer sent us past ICE: DTLS, SRTP (media), SRTCP (reports, NACK, PLI,
     REMB) and SCTP (data channels). Read on a timer, never counted per packet by us."""
     return sum(
         dtls._RTCDtlsTransport__rx_packets  # type: ignore[attr-defined]
-        for dtls in _dtls_transports(pc)
+        for dtls in dtls_transports(pc)
     )
 
 
@@ -347,7 +327,7 @@ async def probe(pc: RTCPeerConnection) -> bool:
     agent must answer it, whether or not media flows. True if any pair answered within aioice's
     0.5 s transaction timeout."""
     answered = False
-    for dtls in _dtls_transports(pc):
+    for dtls in dtls_transports(pc):
         answered = await _answered(dtls.transport._connection, 0) or answered
     return answered
 
@@ -396,7 +376,7 @@ def keep_consent(pc: RTCPeerConnection) -> None:
     destination that no longer wants it) is kept. A peer that vanished is closed much sooner by
     ``relay.liveness``.
     """
-    for dtls in _dtls_transports(pc):
+    for dtls in dtls_transports(pc):
         connection = dtls.transport._connection
         connection.query_consent = functools.partial(_query_consent, connection)  # type: ignore[method-assign]
 

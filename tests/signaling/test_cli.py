@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from bench.common import free_port
 from signaling.auth.grants import ANY_CONSULTATION, Grant, Role, TokenIssuer
@@ -228,6 +229,19 @@ def test_certs_makes_a_ca_and_a_server_certificate_for_the_given_names(
     sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.DNSName) == ["cart.local"]
     assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["10.0.0.7"]
+
+
+def test_certs_dtls_client_makes_a_p256_certificate_for_ffmpeg(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, _ = run(capsys, "certs", "--dtls-client", str(tmp_path / "kit"))
+    assert code == 0
+    cert_path, key_path = tmp_path / "kit" / "dtls-cert.pem", tmp_path / "kit" / "dtls-key.pem"
+    assert f"-cert_file {cert_path} -key_file {key_path}" in out
+    key = x509.load_pem_x509_certificate(cert_path.read_bytes()).public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1"
+    assert key_path.stat().st_mode & 0o777 == 0o600
+    assert not (tmp_path / "kit" / "ca.pem").exists()
 
 
 def test_certs_defaults_to_this_machines_names(

@@ -2,8 +2,8 @@
 (the same files the ``POST /api/recordings/{id}/dicom`` job makes, written straight into DIR
 instead of a ZIP), optionally sent to the archive (``--send stow|c-store``).
 
-The patient's details come from the options (``--patient-id`` and the rest), else from the
-consultation's register. They go into the files only: nothing printed or logged names the
+The patient's details come from ``--patient-file`` (JSON, ``-`` for standard input), else from
+the consultation's register. They go into the files only: nothing printed or logged names the
 patient, and the audit entry (by the operator's account, like ``revoke``) says where the files
 went.
 """
@@ -114,7 +114,7 @@ async def _patient(args: argparse.Namespace, database: Path, cid: str) -> Patien
     finally:
         await register.close()
     if record is None:
-        raise CliError(f"{NO_PATIENT} (--patient-id)", exit_code=2)
+        raise CliError(f"{NO_PATIENT} (--patient-file)", exit_code=2)
     return record.patient
 
 

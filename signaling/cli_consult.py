@@ -12,6 +12,7 @@ import json
 import re
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from relay import ConsultationId
@@ -21,7 +22,7 @@ from signaling.auth.invites import INVITE_ROLES, REPLAY_PAGE, issue_invite, with
 from signaling.auth.names import MAX_NAME_LENGTH, name_argument
 from signaling.db.audit import AuditAction, AuditRecord, AuditTrail
 from signaling.db.invites import InviteBook
-from signaling.db.patients import SEXES, InvalidPatient, Patient, PatientRegister
+from signaling.db.patients import InvalidPatient, Patient, PatientRegister
 from signaling.db.store import DB_FILENAME, DEFAULT_TITLE, Consultation, ConsultationStore
 from signaling.settings import Settings
 
@@ -30,7 +31,6 @@ T = TypeVar("T")
 CLI_IDENTITY = "cli"
 _DURATION = re.compile(r"(\d+)([smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_PATIENT_KEYS = ("patient_id", "issuer", "family_name", "given_names", "birth_date", "sex")
 
 
 class CliError(Exception):
@@ -114,25 +114,43 @@ def patient_arguments(
     parser: argparse.ArgumentParser,
     description: str = "the patient's details for the hospital record (never logged nor shown)",
 ) -> None:
-    """``--patient-id --patient-issuer …``: the same options wherever a command takes them."""
+    """``--patient-file PATH``: the same option wherever a command takes the patient's details.
+    A file, not values on the command line: those show in ``ps`` and the shell's history."""
     group = parser.add_argument_group("patient", description)
-    group.add_argument("--patient-id", help="the hospital's patient identifier")
-    group.add_argument("--patient-issuer", help="who issued it (hospital name, OID or URI)")
-    group.add_argument("--patient-family-name")
-    group.add_argument("--patient-given-names")
-    group.add_argument("--patient-birth-date", help="YYYY-MM-DD")
-    group.add_argument("--patient-sex", choices=SEXES)
+    group.add_argument(
+        "--patient-file",
+        metavar="PATH",
+        help='a JSON file like {"patient_id": "…", "issuer": "…", "family_name": "…",'
+        ' "given_names": "…", "birth_date": "YYYY-MM-DD", "sex": "female|male|other|unknown"}'
+        " (only patient_id is required); - reads it from standard input",
+    )
 
 
 def patient_of(args: argparse.Namespace) -> Patient | None:
-    """The ``--patient-*`` options as details; None when none was given."""
-    values = {f: getattr(args, f"patient_{f.removeprefix('patient_')}") for f in _PATIENT_KEYS}
-    if all(v is None for v in values.values()):
+    """The details in ``--patient-file``; None without the option. Errors name the file and what
+    is wrong with it, never its content."""
+    path = args.patient_file
+    if path is None:
         return None
+    where = "standard input" if path == "-" else path
     try:
-        return Patient.from_json({k: v for k, v in values.items() if v is not None})
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        body = json.loads(text)
+    except OSError as exc:
+        raise CliError(
+            f"cannot read the patient file {where}: {exc.strerror}", exit_code=2
+        ) from None
+    except UnicodeDecodeError:
+        raise CliError(f"the patient file {where} is not UTF-8 text", exit_code=2) from None
+    except json.JSONDecodeError as exc:
+        raise CliError(
+            f"the patient file {where} is not JSON (line {exc.lineno}, column {exc.colno})",
+            exit_code=2,
+        ) from None
+    try:
+        return Patient.from_json(body)
     except InvalidPatient as exc:
-        raise CliError(f"patient details: {exc}", exit_code=2) from None
+        raise CliError(f"patient details in {where}: {exc}", exit_code=2) from None
 
 
 async def record_patient(settings: Settings, cid: str, patient: Patient) -> None:
@@ -148,7 +166,10 @@ async def record_patient(settings: Settings, cid: str, patient: Patient) -> None
 def _consult_patient(args: argparse.Namespace) -> int:
     patient = patient_of(args)
     if patient is None:
-        raise CliError("give the patient's details: at least --patient-id", exit_code=2)
+        raise CliError(
+            "give the patient's details: --patient-file PATH (JSON with at least patient_id)",
+            exit_code=2,
+        )
     settings = settings_of(args)
     require_database(settings, args.consultation)
 

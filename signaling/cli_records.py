@@ -2,8 +2,8 @@
 (the same files the ``POST /api/recordings/{id}/dicom`` job makes, written straight into DIR
 instead of a ZIP), optionally sent to the archive (``--send stow|c-store``).
 
-The patient's details come from the options (``--patient-id`` and the rest; recorded in the
-consultation's register first, audited ``patient``, as over HTTP), else from the register.
+The patient's details come from ``--patient-file`` (JSON, ``-`` for standard input; recorded in
+the consultation's register first, audited ``patient``, as over HTTP), else from the register.
 Nothing printed or logged names the patient; the audit entries (by the operator's account, like
 ``revoke``) say where the files went, and ``stored in the archive (…)`` once the archive took them.
 """
@@ -129,5 +129,5 @@ async def _patient(args: argparse.Namespace, settings: Settings, cid: str) -> Pa
     finally:
         await register.close()
     if record is None:
-        raise CliError(f"{no_patient(cid)}; or give --patient-id", exit_code=2)
+        raise CliError(f"{no_patient(cid)}; or give --patient-file", exit_code=2)
     return record.patient

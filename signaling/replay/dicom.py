@@ -36,6 +36,7 @@ from signaling.http.api import json_body
 from signaling.http.audit_edge import record_action
 from signaling.http.errors import ApiError
 from signaling.keys import AUDIT, PATIENTS, REPLAY, SETTINGS
+from signaling.records.fhir import STORED_IN_ARCHIVE
 from signaling.replay import audit
 from signaling.replay.access import authorised
 from signaling.replay.exports import job_json
@@ -62,7 +63,7 @@ def archive_for(settings: Settings, send: str | None) -> Archive | None:
 
 def stored_detail(send: str) -> str:
     """The audit detail of objects the archive accepted (the FHIR study reference looks for it)."""
-    return f"stored in the archive ({send})"
+    return f"{STORED_IN_ARCHIVE} ({send})"
 
 
 async def start_dicom_export(request: web.Request) -> web.Response:

@@ -153,15 +153,14 @@ def patient_of(args: argparse.Namespace) -> Patient | None:
         raise CliError(f"patient details in {where}: {exc}", exit_code=2) from None
 
 
-async def _record_patient(
-    settings: Settings, store: ConsultationStore, cid: ConsultationId, patient: Patient
-) -> None:
-    register = PatientRegister(store.path)
+async def record_patient(settings: Settings, cid: str, patient: Patient) -> None:
+    """Into the consultation's register, audited (``patient``, never the values)."""
+    register = PatientRegister(settings.data_dir / DB_FILENAME)
     try:
         await register.record(cid, patient, CLI_IDENTITY)
     finally:
         await register.close()
-    await _audit(settings, cid, AuditAction.PATIENT, "recorded")
+    await audit(settings, cid, AuditAction.PATIENT, "recorded")
 
 
 def _consult_patient(args: argparse.Namespace) -> int:
@@ -176,7 +175,7 @@ def _consult_patient(args: argparse.Namespace) -> int:
 
     async def record(store: ConsultationStore) -> str:
         await existing(store, args.consultation)
-        await _record_patient(settings, store, args.consultation, patient)
+        await record_patient(settings, args.consultation, patient)
         return f"patient details recorded for consultation {args.consultation}"
 
     print(with_store(settings, record), flush=True)
@@ -197,7 +196,7 @@ def _consult_create(args: argparse.Namespace) -> int:
         if args.no_recording:
             await store.set_recording_enabled(consultation.id, False)
         if patient is not None:
-            await _record_patient(settings, store, consultation.id, patient)
+            await record_patient(settings, consultation.id, patient)
         url = running.public_url(settings)
         names = {r: n for r in INVITE_ROLES if (n := getattr(args, f"{r}_name")) is not None}
         return await with_links(book, url, consultation, settings.token_ttl_s, names)
@@ -245,7 +244,7 @@ def _consult_revoke(args: argparse.Namespace) -> int:
             raise CliError("no invite has this link (check that it was copied whole)")
         await book.revoke(invite.id)
         cid = invite.consultation_id
-        await _audit(settings, cid, AuditAction.REVOKE, f"{invite.role} link {invite.id}")
+        await audit(settings, cid, AuditAction.REVOKE, f"{invite.role} link {invite.id}")
         return f"withdrawn: {invite.role} link ({invite.page} page) of consultation {cid}"
 
     print(with_invites(settings, revoke), flush=True)
@@ -257,7 +256,7 @@ def _revoke_consultation(settings: Settings, cid: ConsultationId) -> int:
         await existing(store, cid)
         count = await book.revoke_all(cid)  # first: a link must not outlive the tokens' refusal
         await store.revoke_access(cid)
-        await _audit(settings, cid, AuditAction.REVOKE, f"every link ({count} open)")
+        await audit(settings, cid, AuditAction.REVOKE, f"every link ({count} open)")
         return (
             f"withdrawn: every link of consultation {cid} ({count} not withdrawn before) and every"
             f" token issued for it until now; new links made from now on work"
@@ -267,12 +266,19 @@ def _revoke_consultation(settings: Settings, cid: ConsultationId) -> int:
     return 0
 
 
-async def _audit(settings: Settings, cid: str, action: AuditAction, detail: str) -> None:
+async def audit(
+    settings: Settings,
+    cid: str,
+    action: AuditAction,
+    detail: str,
+    recording_id: str | None = None,
+) -> None:
     """The same entry the HTTP routes write, by the operator's account (``cli``)."""
     trail = AuditTrail(settings.data_dir / DB_FILENAME)
     try:
+        user = getpass.getuser()
         await trail.record(
-            AuditRecord(cid, CLI_IDENTITY, getpass.getuser(), "admin", action, detail=detail)
+            AuditRecord(cid, CLI_IDENTITY, user, "admin", action, recording_id, detail)
         )
     finally:
         await trail.close()

@@ -29,6 +29,8 @@ from signaling.db.store import UnknownConsultation, valid_consultation_id
 
 logger = logging.getLogger(__name__)
 
+PATIENT_NEEDED = "patient-details-needed"
+"The API's code when a hospital record (DICOM, FHIR) is asked for and no patient is known."
 SEXES = ("female", "male", "other", "unknown")
 "FHIR's AdministrativeGender codes; DICOM's Patient's Sex maps them to F, M, O and empty."
 MAX_PART = 64
@@ -55,6 +57,14 @@ SCHEMA = Migrations("patients", _STEPS)
 _FIELDS = ("patient_id", "issuer", "family_name", "given_names", "birth_date", "sex")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _NAME_FORBIDDEN = re.compile(r"[\^=\\]")
+
+
+def no_patient(cid: str) -> str:
+    """The one sentence saying what is missing (``PATIENT_NEEDED``) and where to give it."""
+    return (
+        "the patient's details are needed for the hospital record: give at least patient_id "
+        f"(PUT /api/consultations/{cid}/patient, or endolink consult patient)"
+    )
 
 
 class InvalidPatient(ValueError):

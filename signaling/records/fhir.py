@@ -209,7 +209,7 @@ def dicom_reference(
 ) -> JSON:
     """``stored``: the audit entry of the archive's acceptance (its detail says which one)."""
     row = facts.recording
-    uid = study_instance_uid(row.id)
+    uid = study_instance_uid(row.id, facts.patient.issuer, facts.patient.patient_id)
     return {
         "resourceType": "DocumentReference",
         "masterIdentifier": {"system": "urn:dicom:uid", "value": f"urn:oid:{uid}"},

@@ -28,6 +28,7 @@ from fhir.resources.R4B.bundle import Bundle
 from persistence.times import utc_now_iso
 from signaling.auth.request import authenticate
 from signaling.db.audit import AuditAction, AuditEntry
+from signaling.db.patients import PATIENT_NEEDED, no_patient
 from signaling.http.audit_edge import record_action
 from signaling.http.errors import ApiError
 from signaling.keys import AUDIT, PATIENTS, REPLAY, SETTINGS, STORE
@@ -35,10 +36,6 @@ from signaling.records.fhir import RECORDING_ACTIONS, RecordFacts, VideoFile, bu
 from signaling.replay.download import Download, digest, download_of
 
 FHIR_JSON = "application/fhir+json"
-NO_PATIENT = (
-    "the patient's details are needed for the hospital record: give at least patient_id "
-    "(PUT /api/consultations/{cid}/patient, or endolink consult patient)"
-)
 
 
 class DigestCache:
@@ -88,7 +85,7 @@ async def get_bundle(request: web.Request, digests: DigestCache) -> web.Response
     grant.ensure_admin_of(cid)
     details = await request.app[PATIENTS].latest(cid)
     if details is None:
-        raise ApiError(422, "patient-details-needed", NO_PATIENT.replace("{cid}", cid))
+        raise ApiError(422, PATIENT_NEEDED, no_patient(cid))
     sent = await download_of(library, row)
     sha1, size = await asyncio.to_thread(digests.digest, rid, sent, row.ended_at is not None)
     await record_action(request, grant, cid, AuditAction.FHIR, "bundle", rid)

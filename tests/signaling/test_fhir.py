@@ -186,7 +186,7 @@ async def test_only_an_archived_dicom_study_gets_a_reference_and_live_views_are_
     assert data["identifier"] == first["identifier"]  # the same Bundle, newer content
     assert data["meta"]["lastUpdated"] == data["timestamp"] > first["meta"]["lastUpdated"]
     video, study = resources(data, "DocumentReference")
-    uid = study_instance_uid(world.rec.id)
+    uid = study_instance_uid(world.rec.id, PATIENT["issuer"], PATIENT["patient_id"])
     assert study["masterIdentifier"] == {"system": "urn:dicom:uid", "value": f"urn:oid:{uid}"}
     assert study["content"][0]["format"]["code"] == "1.2.840.10008.5.1.4.1.1.77.1.1.1"
     assert study["description"].endswith("stored in the archive (stow)")

@@ -10,6 +10,9 @@ from __future__ import annotations
 from relay.codecs import h264_nal_types, vp8_dimensions
 
 H264_SPS = 7
+H264_PPS = 8
+_H264_SLICES = {1, 5}
+"NAL unit types of a coded picture (non-IDR and IDR slices)."
 _HIGH_PROFILES = {100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135}
 
 
@@ -52,6 +55,23 @@ def h264_profile_level(frame: bytes) -> tuple[int, int] | None:
         if len(nal) >= 4 and nal[0] & 0x1F == H264_SPS:
             return nal[1], nal[3]
     return None
+
+
+def h264_has_picture(frame: bytes) -> bool:
+    """Whether an Annex-B access unit holds a picture (not only parameter sets or SEI)."""
+    return not _H264_SLICES.isdisjoint(h264_nal_types(frame))
+
+
+def h264_parameter_sets(frame: bytes) -> bytes:
+    """The first SPS and PPS of an Annex-B access unit, as Annex-B (start codes in front), or
+    ``b""`` unless it carries both: what an MP4's header (avcC) is built from."""
+    found: dict[int, bytes] = {}
+    for nal in _annexb_nals(frame):
+        if nal and nal[0] & 0x1F in (H264_SPS, H264_PPS):
+            found.setdefault(nal[0] & 0x1F, b"\x00\x00\x00\x01" + nal)
+    if len(found) < 2:
+        return b""
+    return found[H264_SPS] + found[H264_PPS]
 
 
 def _annexb_nals(frame: bytes) -> list[bytes]:

@@ -31,6 +31,7 @@ from persistence.times import parse_utc_iso, utc_iso
 from relay import Consumer, FeedName, Producer, Router
 from relay.codecs import is_keyframe
 
+from .bitstream import h264_has_picture, h264_parameter_sets
 from .config import RecorderConfig
 from .manifest import Segment, SegmentStatus
 from .writer import SegmentWriter, Track, WriterResult
@@ -40,6 +41,8 @@ logger = logging.getLogger(__name__)
 EARLY_AUDIO_FRAMES = 100
 "Audio frames (both tracks, ~1 s) kept while the segment waits for its first video keyframe."
 REALIGN_S = 0.02
+HELD_BYTES = 65_536
+"Most bytes of H.264 units without a picture held for the next picture (parameter sets, SEI)."
 "An audio track whose arrival mapping moved by more than this is re-aligned to the video."
 
 
@@ -108,6 +111,8 @@ class LiveSegment:
         )
         self._start_s: dict[Track, float] = {}
         self._preroll = 0
+        self._parameter_sets = b""
+        "H.264 parameter sets waiting for the picture they go with (``_access_unit``)."
         self._awaiting_keyframe = False
         self._behind = False
         self._last_keyframe_at = 0.0
@@ -139,23 +144,50 @@ class LiveSegment:
         pts = packet.pts
         if pts is None or self._handed_over or self._new_connection():
             return
+        data = bytes(packet)
+        if track is Track.VIDEO and self._codec == "H264":
+            data = self._access_unit(data)
         if self._video_pts_start is None:
             if track is not Track.VIDEO:
                 # The timeline starts at the first video keyframe, which may arrive after audio
                 # captured later than it (a keyframe is big and slow): keep ~1 s to place then.
                 self._early_audio.append((track, packet))
                 return
+            if not self._starts_file(data):
+                return
             self._video_pts_start = self.entry.video_pts_start = pts
             self._offsets[track] = -pts
             self._preroll = self._taps[track].frames_dropped  # frames before the first keyframe
-            self._submit(track, packet, pts)
+            self._submit(track, data, pts)
             early, self._early_audio = self._early_audio, collections.deque()
             for audio_track, audio in early:
                 self._on_packet(audio_track, audio)
             return
-        self._submit(track, packet, pts)
+        if data:
+            self._submit(track, data, pts)
 
-    def _submit(self, track: Track, packet: av.Packet[Any], pts: int) -> None:
+    def _access_unit(self, data: bytes) -> bytes:
+        """H.264 SPS and PPS sent in an access unit of their own (some hardware encoders do) go
+        in front of the next picture, which is returned; until then ``b""``. An MP4 sample is
+        one picture, and the file's header is built from its first keyframe's SPS and PPS."""
+        if not h264_has_picture(data):
+            kept = self._parameter_sets if len(self._parameter_sets) < HELD_BYTES else b""
+            self._parameter_sets = kept + data
+            return b""
+        data, self._parameter_sets = self._parameter_sets + data, b""
+        return data
+
+    def _starts_file(self, data: bytes) -> bool:
+        """Whether the file can start with this video frame: a keyframe, and for H.264 one with
+        its SPS and PPS (without them the MP4's header is empty and the file does not open)."""
+        if not data or not is_keyframe(self._codec, data):
+            return False
+        if self._codec == "H264" and not h264_parameter_sets(data):
+            self._producers[Track.VIDEO].request_keyframe()
+            return False
+        return True
+
+    def _submit(self, track: Track, data: bytes, pts: int) -> None:
         offset = self._offsets[track] if track is Track.VIDEO else self._audio_offset(track)
         if offset is None:
             return
@@ -165,7 +197,6 @@ class LiveSegment:
             if last is not None:
                 self.dropped[track] += 1  # overlapped by a re-alignment
             return
-        data = bytes(packet)
         keyframe = track is not Track.VIDEO or is_keyframe(self._codec, data)
         if track is Track.VIDEO:
             if keyframe:

@@ -32,7 +32,7 @@ from av.stream import Disposition
 
 from persistence.files import fsync_dir
 
-from .bitstream import video_dimensions
+from .bitstream import h264_parameter_sets, video_dimensions
 from .integrity import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -231,10 +231,9 @@ class SegmentWriter:
     def _write(self, track: Track, data: bytes, pts: int, keyframe: bool) -> None:
         result = self._result
         if self._container is None:
-            if track is not Track.VIDEO or not keyframe:
+            if track is not Track.VIDEO or not keyframe or not self._open_container(data):
                 result.dropped[track] += 1  # nothing plays before the first keyframe
                 return
-            self._open_container(data)
         last = result.last_pts[track]
         if last is not None and pts <= last:
             result.dropped[track] += 1
@@ -265,13 +264,16 @@ class SegmentWriter:
         if track is Track.VIDEO:
             result.video_bytes += len(data)
 
-    def _open_container(self, keyframe: bytes) -> None:
+    def _open_container(self, keyframe: bytes) -> bool:
+        """The file starts with this keyframe, or not at all (False). Its H.264 header (avcC:
+        profile, level, picture size) is what PyAV's muxer extracts from the first frame's SPS
+        and PPS, so a keyframe without them would leave a header that no reader opens."""
         fmt = self.container_format
         dimensions = video_dimensions(fmt.codec, keyframe)
-        if dimensions is None:
-            logger.warning("SegmentWriter(%s) keyframe without a size", self.path.name)
-        self._result.dimensions = dimensions
-        width, height = dimensions or (640, 480)
+        if dimensions is None or (fmt.codec == "H264" and not h264_parameter_sets(keyframe)):
+            logger.warning("SegmentWriter(%s) keyframe without parameter sets", self.path.name)
+            return False
+        self._result.dimensions = width, height = dimensions
         container = av.open(
             str(self.path), "w", format=fmt.format, container_options=dict(fmt.options)
         )
@@ -289,6 +291,7 @@ class SegmentWriter:
         streams[Track.TALKBACK].disposition = Disposition(0)
         self._container = container
         self._streams = streams
+        return True
 
     def _maybe_fsync(self) -> None:
         now = time.monotonic()

@@ -22,7 +22,7 @@ import math
 import statistics
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +30,7 @@ import aiohttp
 import av
 import numpy as np
 from aiortc import RTCPeerConnection
-from aiortc.mediastreams import AUDIO_PTIME, MediaStreamTrack
+from aiortc.mediastreams import AUDIO_PTIME, MediaStreamError, MediaStreamTrack
 
 from client.testpattern import TestPatternTrack, read_stamp
 from client.whip import WhipClient
@@ -90,18 +90,72 @@ class ClickTrack(MediaStreamTrack):
         return frame
 
 
+class EncodedTrack(MediaStreamTrack):
+    """Access units encoded before the session (e.g. ``encoded_h264``: a tower's High profile
+    or a browser's Constrained Baseline), sent as they are at ``fps``: aiortc packs an
+    ``av.Packet`` without re-encoding, so the stream's own SPS reaches the relay. With
+    ``separate_parameter_sets`` each keyframe's SPS and PPS go one timestamp ahead, in an access
+    unit of their own, as some hardware encoders send them. Ends after the last unit."""
+
+    kind = "video"
+
+    def __init__(
+        self, units: list[tuple[bytes, bool]], fps: int = 30, separate_parameter_sets: bool = False
+    ) -> None:
+        super().__init__()
+        self._units = units
+        self._fps = fps
+        self._separate = separate_parameter_sets
+        self._next = 0
+        self._pending: list[av.Packet] = []
+        self._start: float | None = None
+
+    async def recv(self) -> av.Packet:
+        if self._pending:
+            return self._pending.pop()
+        if self._next >= len(self._units):
+            self.stop()
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        delay = self._start + self._next / self._fps - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        data, keyframe = self._units[self._next]
+        pts = self._next * 90000 // self._fps + 1
+        self._next += 1
+        if not (keyframe and self._separate):
+            return _packet(data, pts)
+        nals = [n.rstrip(b"\x00") for n in data.split(b"\x00\x00\x01")[1:]]
+        sets = [n for n in nals if n[0] & 0x1F in (7, 8)]
+        self._pending = [_packet(_annexb(n for n in nals if n not in sets), pts)]
+        return _packet(_annexb(sets), pts - 1)
+
+
+def _annexb(nals: Iterable[bytes]) -> bytes:
+    return b"".join(b"\x00\x00\x00\x01" + nal for nal in nals)
+
+
+def _packet(data: bytes, pts: int) -> av.Packet:
+    packet = av.Packet(data)
+    packet.pts, packet.time_base = pts, fractions.Fraction(1, 90000)
+    return packet
+
+
 @contextlib.asynccontextmanager
 async def publishing(
     endpoint: str,
     token: str,
-    video: bool = True,
+    video: bool | MediaStreamTrack = True,
     hz: float = 1000.0,
     size: tuple[int, int] = (1280, 720),
 ) -> AsyncIterator[RTCPeerConnection]:
-    """A WHIP publisher: the stamped test pattern (unless ``video=False``) and clicks."""
+    """A WHIP publisher: the stamped test pattern (or the ``video`` track given; none if
+    ``video=False``) and clicks."""
     pc = new_pc()
     if video:
-        pc.addTransceiver(CapturePatternTrack(*size), direction="sendonly")
+        track = CapturePatternTrack(*size) if video is True else video
+        pc.addTransceiver(track, direction="sendonly")
     pc.addTransceiver(ClickTrack(hz), direction="sendonly")
     client = WhipClient(endpoint, token)
     try:

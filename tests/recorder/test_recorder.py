@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient
+from aiortc.mediastreams import MediaStreamTrack
 
 from persistence.times import parse_utc_iso
 from recorder.manifest import MANIFEST, Manifest, SegmentStatus
@@ -37,13 +38,16 @@ async def record_session(
     make_token: MakeToken,
     seconds: float = SECONDS,
     size: tuple[int, int] = (1280, 720),
+    video: bool | MediaStreamTrack = True,
 ) -> tuple[Manifest, Path, float]:
     """Publish for ``seconds`` after the recording started; returns the manifest once the
     segment is closed, the segment file and the wall-clock time the recording ran: from the
-    arrival of its first video frame (``started_at``) to the clinic hanging up."""
+    arrival of its first video frame (``started_at``) to the clinic hanging up. ``video``: the
+    clinic's video track (default: the stamped pattern at ``size``, encoded by aiortc)."""
     recordings: Recordings = client.app[RECORDINGS]
+    clinic = make_token("clinic", cid)
     async with (
-        publishing(url(client, f"/whip/{cid}"), make_token("clinic", cid), size=size),
+        publishing(url(client, f"/whip/{cid}"), clinic, video=video, size=size),
         publishing(url(client, f"/whip/{cid}"), make_token("surgeon", cid), video=False, hz=600),
     ):
         assert await wait_until(

@@ -38,6 +38,7 @@ from aiortc.stats import RTCTransportStats
 from av.frame import Frame
 from av.packet import Packet
 
+from client.buffer import FrameBuffer
 from client.whip import WhipClient, WhipError
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ MAX_RETRY_AFTER_S = 30.0
 
 class LiveSource:
     """Reads a source track all the time and hands its frames to the current session's track,
-    keeping at most ``backlog`` of them (the oldest are dropped while no session reads)."""
+    keeping at most ``backlog`` of them while no session reads (``FrameBuffer``'s drop rule)."""
 
     def __init__(
         self,
@@ -72,8 +73,7 @@ class LiveSource:
         "Told each session's codec for this kind; returns a line for the console, if any."
         self.ended = asyncio.Event()
         self._source = source
-        self._backlog = backlog
-        self._queue: asyncio.Queue[Media | None] = asyncio.Queue()
+        self._queue = FrameBuffer(backlog)
         self._task = asyncio.ensure_future(self._pump())
 
     async def _pump(self) -> None:
@@ -85,9 +85,7 @@ class LiveSource:
             self.ended.set()
 
     def _put(self, frame: Media | None) -> None:
-        while self._queue.qsize() >= self._backlog:
-            self._queue.get_nowait()
-        self._queue.put_nowait(frame)
+        self._queue.put(frame)
 
     def track(self) -> MediaStreamTrack:
         """A track for a new session: it starts from the frames still waiting (the present)."""
@@ -96,7 +94,7 @@ class LiveSource:
     async def next_frame(self) -> Media:
         frame = await self._queue.get()
         if frame is None:
-            self._put(None)  # every later session ends too
+            self._queue.unget(None)  # every later session ends too
             raise MediaStreamError
         return frame
 
@@ -169,7 +167,7 @@ class _Backoff:
         self._failures = 0
 
     def next(self) -> float:
-        pause = min(BACKOFF_FIRST_S * 2 ** min(self._failures, 8), BACKOFF_MAX_S)
+        pause = min(BACKOFF_FIRST_S * 2.0 ** min(self._failures, 8), BACKOFF_MAX_S)
         self._failures += 1
         return min(pause * random.uniform(0.8, 1.2), BACKOFF_MAX_S)
 

@@ -17,7 +17,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from client.options import SourceOptions
-from client.source import AUDIO_RATE, MediaSource
+from client.clock import AUDIO_RATE
+from client.source import MediaSource
 from client.whip import publish_source
 from signaling.keys import STORE
 from tests.clips import stamped_clip

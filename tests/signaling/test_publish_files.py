@@ -16,8 +16,8 @@ import av
 import pytest
 from aiohttp.test_utils import TestClient
 
-from client.options import SourceOptions
 from client.clock import AUDIO_RATE
+from client.options import SourceOptions
 from client.source import MediaSource
 from client.whip import publish_source
 from signaling.keys import STORE

@@ -93,9 +93,11 @@ async def test_a_connection_that_never_comes_up_is_retried_after_growing_pauses(
     gaps = [round(b - a, 2) for a, b in pairwise(offers)]
     print(f"offers {gaps} s apart; said {said}")
     assert len(offers) == ATTEMPTS, gaps
-    assert all(later > earlier * 1.3 for earlier, later in pairwise(gaps)), gaps
-    assert 0.7 < gaps[0] < 2.0
-    assert pauses(said, "could not connect, trying again in")[:3] == [1, 2, 4]
+    # Pauses of 1, 2 and 4 s ±20 %, each gap plus one attempt (offer, ICE, failing DTLS).
+    for gap, (low, high) in zip(gaps, [(0.8, 2.0), (1.6, 3.2), (3.2, 5.8)], strict=True):
+        assert low <= gap <= high, gaps
+    said_pauses = pauses(said, "could not connect, trying again in")
+    assert said_pauses[:2] == [1, 2] and 3 <= said_pauses[2] <= 5, said
     assert not any("connection lost" in line or "publishing" in line for line in said)
 
 

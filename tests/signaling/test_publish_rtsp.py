@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from itertools import pairwise
 from pathlib import Path
 
@@ -67,6 +67,26 @@ async def start_publisher(
     cid = consultation.id
     command = publish_command(str(client.make_url(f"/whip/{cid}")), make_token("clinic", cid), rtsp)
     return cid, Process([*command, "--rtsp-transport", transport], log, clean_env())
+
+
+Tower = Callable[[str, str], Awaitable[tuple[str, str, Process]]]
+
+
+@pytest.fixture
+def tower(
+    client: TestClient, make_token: MakeToken, processes: list[Process], tmp_path: Path
+) -> Tower:
+    """tower(RTSP URL, codec) → (WHEP URL, surgeon token, publisher): ``endolink publish``
+    sending the camera over TCP to a new consultation in ``codec``."""
+
+    async def start(rtsp: str, codec: str) -> tuple[str, str, Process]:
+        cid, publisher = await start_publisher(
+            client, make_token, codec, rtsp, "tcp", tmp_path / "publish.log"
+        )
+        processes.append(publisher)
+        return str(client.make_url(f"/whep/{cid}")), make_token("surgeon", cid), publisher
+
+    return start
 
 
 def playable(url: str, timeout: float = 20.0) -> None:
@@ -178,27 +198,18 @@ async def test_a_camera_that_restarts_is_opened_again_and_its_picture_comes_back
 
 
 async def test_a_high_profile_camera_is_encoded_again_and_says_why(
-    client: TestClient,
-    make_token: MakeToken,
-    camera: StartCamera,
-    processes: list[Process],
-    tmp_path: Path,
+    tower: Tower, camera: StartCamera, tmp_path: Path
 ) -> None:
     # A camera's main stream: High profile with B-frames, under an H.264 consultation.
     high = stamped_clip(tmp_path / "high.mp4", 6 * CAMERA_FPS, "H264", options=HIGH)
-    rtsp, _ = camera(str(high))
-    cid, publisher = await start_publisher(
-        client, make_token, "H264", rtsp, "tcp", tmp_path / "publish.log"
-    )
-    processes.append(publisher)
+    whep, token, publisher = await tower(camera(str(high))[0], "H264")
     said = await asyncio.to_thread(publisher.wait_for, "re-encoding", 30)
     assert said.endswith(
         "re-encoding the source's H264 as H264 (High profile with B-frames; browsers need"
         " Constrained Baseline without B-frames)"
     )
     arrivals: list[float] = []
-    token = make_token("surgeon", cid)
-    async with viewer(str(client.make_url(f"/whep/{cid}")), token, ("video",)) as (_, _, seen):
+    async with viewer(whep, token, ("video",)) as (_, _, seen):
         seen.on_video.append(lambda frame: arrivals.append(time.monotonic()))
         assert await wait_until(lambda: len(arrivals) > 10, 15), "no frames from the camera"
     assert publisher.stop() == 0

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import Browser, Page, Playwright, async_playwright
 
 from bench.chromium import CHROMIUM, CHROMIUM_ARGS
 from bench.common import NAMED_LINKS
@@ -56,6 +56,15 @@ def write_y4m(path: Path, seconds: int = 4) -> None:
             out.write(b"FRAME\n")
             for plane in frame.planes:
                 out.write(bytes(plane))
+
+
+async def with_camera(pw: Playwright, y4m: Path) -> Browser:
+    """Debian's Chromium whose fake camera shows ``y4m`` (looped)."""
+    return await pw.chromium.launch(
+        executable_path=str(CHROMIUM),
+        headless=True,
+        args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={y4m}"],
+    )
 
 
 async def sample(page: Page, getter: str, kind: str, last: dict[str, float]) -> dict | None:
@@ -93,11 +102,7 @@ async def run(seconds: int, port: int) -> list[dict]:
         base = f"http://127.0.0.1:{port}"
         links = created["links"]
         async with async_playwright() as pw:
-            browser = await pw.chromium.launch(
-                executable_path=str(CHROMIUM),
-                headless=True,
-                args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={y4m}"],
-            )
+            browser = await with_camera(pw, y4m)
             try:
                 clinic = await browser.new_page()
                 surgeon = await browser.new_page()

@@ -2,29 +2,36 @@
 equipment, the SOP common attributes and the file meta (PS3.3 C.7.1.1, C.7.2.1, C.7.3.1, C.7.5.1,
 C.12.1), so the video, the stills and the burned-in copy of one recording land in one study.
 
-The study is the recording (its UID comes from ``dicom_uids.py``, so a second export names the
-study the archive already holds); it is dated when the recording started (when the endoscopy was
-imaged: a consultation may be created days before), described by the consultation's title. Each
-export makes new SOP instances (fresh UIDs): a re-export may carry corrected patient details, and
-one SOP Instance UID must never name two different contents.
+The study is the recording filed under its patient (its UID comes from ``dicom_uids.py``, from
+the recording and the patient's issuer and id, so a second export names the study the archive
+already holds); it is dated when the recording started (when the endoscopy was imaged: a
+consultation may be created days before), described by the consultation's title. SOP Instance
+UIDs are derived too, from the recording, the series, the instance number and a digest of the
+patient's details and the time zone: an identical re-export makes the same instances (the archive
+keeps one copy), a corrected one makes new ones (one UID never names two contents).
 
-Times are UTC, said so by Timezone Offset From UTC; text is UTF-8 (``ISO_IR 192``): names are
-Korean and Mongolian Cyrillic as often as Latin. The patient details are personal data: nothing
-here logs them.
+Times are the hospital's local time (``ENDOLINK_TIMEZONE``: archives match studies by local date),
+with its offset at the start of the recording in Timezone Offset From UTC, every time of the
+study written at that one offset; text is UTF-8 (``ISO_IR 192``): names are Korean and Mongolian
+Cyrillic as often as Latin. The patient details are personal data: nothing here logs them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
+from functools import cached_property
+from zoneinfo import ZoneInfo
 
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import UID, generate_uid
+from pydicom.uid import UID
 
 from persistence.times import parse_utc_iso
 
-from .dicom_uids import recording_uid, study_instance_uid
+from .dicom_uids import series_instance_uid, sop_instance_uid, study_instance_uid
 
 MODALITY = "ES"
 "Endoscopy (PS3.3 C.7.3.1.1.1): the modality of the Video and VL Endoscopic IODs."
@@ -45,10 +52,40 @@ class Study:
     "ISO 8601 UTC: when the recording started."
     patient: Mapping[str, str | None]
     "The patient's details as ``Patient.to_json()`` gives them (patient_id required)."
+    zone: str = "UTC"
+    "IANA name of the hospital's time zone (``ENDOLINK_TIMEZONE``), checked by the settings."
+
+    @property
+    def patient_key(self) -> tuple[str, str]:
+        """(issuer, patient_id): whom the study is filed under."""
+        return self.patient.get("issuer") or "", self.patient["patient_id"] or ""
 
     @property
     def uid(self) -> str:
-        return study_instance_uid(self.recording_id)
+        return study_instance_uid(self.recording_id, *self.patient_key)
+
+    @cached_property
+    def offset(self) -> timedelta:
+        """The zone's offset from UTC when the recording started (one offset for the study)."""
+        started = datetime.fromtimestamp(parse_utc_iso(self.started_at), ZoneInfo(self.zone))
+        return started.utcoffset() or timedelta(0)
+
+    @cached_property
+    def content_digest(self) -> str:
+        """What besides the media changes the instances' attributes: the patient, the zone."""
+        said = json.dumps([dict(self.patient), self.zone], sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(said.encode()).hexdigest()[:32]
+
+    def local(self, iso: str) -> tuple[str, str]:
+        """DA and TM (to the millisecond) of an ISO 8601 UTC time, at the study's offset."""
+        moment = datetime.fromtimestamp(parse_utc_iso(iso), timezone(self.offset))
+        return moment.strftime("%Y%m%d"), moment.strftime("%H%M%S.%f")[:-3]
+
+    def offset_text(self) -> str:
+        """Timezone Offset From UTC: ``+HHMM`` / ``-HHMM``."""
+        minutes = round(self.offset.total_seconds() / 60)
+        sign = "-" if minutes < 0 else "+"
+        return f"{sign}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
 
 
 @dataclass(frozen=True)
@@ -63,13 +100,7 @@ class Series:
 
     @property
     def uid(self) -> str:
-        return recording_uid(self.study.recording_id, f"series:{self.name}")
-
-
-def dicom_datetime(iso: str) -> tuple[str, str]:
-    """DA and TM (UTC, to the millisecond) of an ISO 8601 time."""
-    moment = datetime.fromtimestamp(parse_utc_iso(iso), UTC)
-    return moment.strftime("%Y%m%d"), moment.strftime("%H%M%S.%f")[:-3]
+        return series_instance_uid(self.study.recording_id, *self.study.patient_key, self.name)
 
 
 def person_name(patient: Mapping[str, str | None]) -> str:
@@ -88,17 +119,19 @@ def new_instance(
     """A dataset with the shared modules filled in; the caller adds the image and pixel data."""
     study, patient = series.study, series.study.patient
     ds = Dataset()
-    sop_instance = generate_uid()
+    sop_instance = UID(
+        sop_instance_uid(study.recording_id, series.name, instance_number, study.content_digest)
+    )
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
     ds.file_meta.MediaStorageSOPInstanceUID = sop_instance
     ds.file_meta.TransferSyntaxUID = UID(transfer_syntax)
     ds.SpecificCharacterSet = CHARSET
-    created_date, created_time = dicom_datetime(datetime.now(UTC).isoformat())
+    created_date, created_time = study.local(datetime.now(UTC).isoformat())
     ds.InstanceCreationDate, ds.InstanceCreationTime = created_date, created_time
     ds.SOPClassUID = UID(sop_class)
     ds.SOPInstanceUID = sop_instance
-    ds.TimezoneOffsetFromUTC = "+0000"
+    ds.TimezoneOffsetFromUTC = study.offset_text()
     # Patient (C.7.1.1)
     ds.PatientName = person_name(patient)
     ds.PatientID = patient["patient_id"]
@@ -108,7 +141,7 @@ def new_instance(
     ds.PatientSex = _SEX.get(patient.get("sex") or "unknown", "")
     # General Study (C.7.2.1)
     ds.StudyInstanceUID = study.uid
-    ds.StudyDate, ds.StudyTime = dicom_datetime(study.started_at)
+    ds.StudyDate, ds.StudyTime = study.local(study.started_at)
     ds.ReferringPhysicianName = ""
     ds.StudyID = ""
     ds.AccessionNumber = ""
@@ -122,7 +155,7 @@ def new_instance(
     ds.Manufacturer = MANUFACTURER
     # General Image (C.7.6.1), Acquisition Context (C.7.6.14): no coded context is known
     ds.InstanceNumber = instance_number
-    ds.ContentDate, ds.ContentTime = dicom_datetime(content_at)
+    ds.ContentDate, ds.ContentTime = study.local(content_at)
     ds.AcquisitionDateTime = ds.ContentDate + ds.ContentTime
     ds.PatientOrientation = ""
     ds.AcquisitionContextSequence = []

@@ -9,11 +9,16 @@ stream's ``profile_idc`` (dcm4che does exactly that), and the two High profile s
 the ones viewers and archives expect. Audio stays out: the talk-back is the consultation's
 conversation, not the image, and Opus is not an audio DICOM's MPEG syntaxes admit.
 
-The encapsulation. The whole MP4 is one fragment after an empty Basic Offset Table ("one fragment
-shall contain the whole MPEG-4 AVC/H.264 bit stream"); so a segment's file must stay under
-4 GiB (an hour at 8 Mbit/s is 3.6 GB). Pixel-module values describe the stream (YBR_PARTIAL_420,
-8 bits, 3 samples, Rows × Columns its picture), ``NumberOfFrames`` is the stream's frame count and
-``FrameTime`` its mean frame interval, so ``NumberOfFrames × FrameTime`` is its duration.
+The encapsulation. The fragment holds an MP4 file, not an Annex B byte stream: PS3.5 8.2.7 and
+8.2.8 (and 8.2.9, "identical to 8.2.8") say the container for the video bit stream "shall be
+MPEG-2 Transport Stream … or MPEG-4, a.k.a. MP4 container (ISO/IEC 14496-12, 14496-14)", and
+readers expect one (dcm4che's MP4Parser reads the ``ftyp``/``moov`` boxes of the pixel data for
+the frame count and rate). The whole MP4 is one fragment after an empty Basic Offset Table
+(A.4.6, the non-fragmentable syntaxes: "one fragment shall contain the whole MPEG-4 AVC/H.264 bit
+stream"); so a segment's file must stay under 4 GiB (an hour at 8 Mbit/s is 3.6 GB).
+Pixel-module values describe the stream (YBR_PARTIAL_420, 8 bits, 3 samples, Rows × Columns its
+picture), ``NumberOfFrames`` is the stream's frame count and ``FrameTime`` its mean frame
+interval, so ``NumberOfFrames × FrameTime`` is its duration.
 WebRTC's frame rate varies a little: the MP4 keeps each frame's own time, the DICOM attributes
 give the mean.
 

@@ -68,6 +68,10 @@ class JobFailed(Exception):
     """A failure foreseen by the job's work: the message is for a person, no traceback logged."""
 
 
+class JobBusy(Exception):
+    """An export of the recording to this kind runs with other parameters: the message says so."""
+
+
 class JobState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -107,6 +111,8 @@ class ExportJob:
     result: dict[str, Any] | None = None
     "The kind's own result (DICOM: the instances made, where they were sent)."
     directory: Path = field(default=Path("."), repr=False)
+    same: str = field(default="", repr=False)
+    "What makes two requests the same export (a digest of their parameters; never saved)."
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     _ended: threading.Event = field(default_factory=threading.Event, repr=False)
     "Set once the worker is done with the job (finished, failed, cancelled or never started)."
@@ -235,17 +241,18 @@ class ExportJobs:
         requested_by: str,
         work: Callable[[ExportJob], JobOutcome],
         kind: JobKind = JobKind.ANNOTATED,
+        same: str = "",
     ) -> ExportJob:
         """Queue ``work`` (run in the worker: it writes ``job.file``, reports progress and asks
         ``job.cancelled()``). A recording already being exported to this kind gets that job back
-        instead of a second one."""
+        if ``same`` (its parameters) matches, else ``JobBusy``: never a second one alongside."""
         if self._closed:
             raise RuntimeError("the server is stopping")
-        for job in list(self._jobs.values()):  # the worker may forget a replaced job meanwhile
-            cancelled = job._cancel.is_set()
-            same = job.recording_id == recording_id and job.kind is kind
-            if same and job.state in _ACTIVE and not cancelled:
-                return job
+        running = self.running(recording_id, kind)
+        if running is not None:
+            if running.same != same:
+                raise JobBusy("an export of this recording is running")
+            return running
         job = ExportJob(
             id=secrets.token_urlsafe(9),
             recording_id=recording_id,
@@ -253,10 +260,20 @@ class ExportJobs:
             created_at=utc_now_iso(),
             kind=kind,
             directory=exports_dir(recording_directory),
+            same=same,
         )
         self._jobs[job.id] = job
         self._pool.submit(self._run, job, work)
         return job
+
+    def running(self, recording_id: str, kind: JobKind) -> ExportJob | None:
+        """The recording's queued or running export to ``kind`` (not one being cancelled)."""
+        for job in list(self._jobs.values()):  # the worker may forget a replaced job meanwhile
+            cancelled = job._cancel.is_set()
+            if job.recording_id == recording_id and job.kind is kind:
+                if job.state in _ACTIVE and not cancelled:
+                    return job
+        return None
 
     def get(self, job_id: str) -> ExportJob | None:
         """A job of this server run (None: look on disk with ``ExportJob.load``)."""

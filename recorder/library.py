@@ -51,7 +51,7 @@ class Archive(Protocol):
     @property
     def kind(self) -> str: ...
 
-    def send(self, files: list[Path]) -> dict[str, Any]: ...
+    def send(self, files: list[Path], cancelled: Callable[[], bool]) -> dict[str, Any]: ...
 
 
 class Unavailable(LookupError):
@@ -292,6 +292,7 @@ class RecordingLibrary:
         patient: Mapping[str, str | None],
         stills: list[StillSource],
         burned_in: bool = False,
+        zone: str = "UTC",
     ) -> DicomPlan:
         """What a DICOM export of ``row`` reads (blocking: the manifest, the log, the files)."""
         directory = self._directory(row.id)
@@ -305,7 +306,7 @@ class RecordingLibrary:
             if s.seq in rows and (path := playable_file(directory, rows[s.seq])) is not None
         ]
         title = str(manifest.consultation.get("title") or "")
-        study = Study(row.id, title, manifest.started_at, patient)
+        study = Study(row.id, title, manifest.started_at, patient, zone)
         return DicomPlan(study, segments, stills, self._timeline(row, manifest), burned_in)
 
     def start_dicom_export(
@@ -314,22 +315,34 @@ class RecordingLibrary:
         requested_by: str,
         plan: Callable[[], DicomPlan],
         archive: Archive | None = None,
+        stored: Callable[[str], None] = lambda kind: None,
+        same: str = "",
     ) -> ExportJob:
         """Queue a DICOM export (returns at once): the files are written, sent to ``archive``
-        if given, and kept as the job's ZIP. ``plan`` runs in the worker."""
+        if given, and kept as the job's ZIP. ``plan`` runs in the worker; so does ``stored``,
+        called with the archive's kind once it has accepted every object (the signalling side
+        audits it there: the job is done only after). ``same``: see ``ExportJobs.start_work``."""
 
         def work(job: ExportJob) -> JobOutcome:
             out = job.directory / f"{job.id}.d"
             try:
                 result = export_dicom(plan(), out, job.report, job.cancelled)
-                sent = archive.send(result.files) if archive is not None else {}
+                sent: dict[str, Any] = {}
+                if archive is not None:
+                    sent = archive.send(result.files, job.cancelled)
+                    stored(archive.kind)
                 size = zip_directory(out, job.file)
             finally:
                 shutil.rmtree(out, ignore_errors=True)
             return JobOutcome(size, result.duration_s, result.frames, result.to_json() | sent)
 
         directory = self._directory(row.id)
-        return self._exports.start_work(row.id, directory, requested_by, work, JobKind.DICOM)
+        return self._exports.start_work(row.id, directory, requested_by, work, JobKind.DICOM, same)
+
+    def dicom_busy(self, row: RecordingRow, same: str) -> bool:
+        """Whether a DICOM export of ``row`` with other parameters than ``same`` is running."""
+        running = self._exports.running(row.id, JobKind.DICOM)
+        return running is not None and running.same != same
 
     async def export_job(self, row: RecordingRow, job_id: str) -> ExportJob:
         """A job of this recording, of this server run or found on disk. ``ValueError`` for a

@@ -1,5 +1,5 @@
-"""The relay's DTLS: let peers with an RSA certificate connect (written against aiortc 1.16.0,
-whose version guard is in ``relay.forwarding``).
+"""The relay's DTLS: let peers with an RSA certificate connect, and say why a handshake failed
+(written against aiortc 1.16.0, whose version guard is in ``relay.forwarding``).
 
 To a client's ``a=setup:actpass`` offer aiortc answers ``active``: the relay is the DTLS client,
 and the client's certificate decides which cipher suites it can accept as server. aiortc's
@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from aiortc import RTCCertificate, RTCPeerConnection
 from aiortc.rtcdtlstransport import SRTPProtectionProfile
+from cryptography.hazmat.primitives.asymmetric import ec
 from OpenSSL import SSL
 
-from . import forwarding  # noqa: F401 - importing it checks the aiortc version (AIORTC_VERSION)
+# Importing forwarding also checks the aiortc version (AIORTC_VERSION).
+from . import forwarding
 
 CIPHERS = b":".join(
     f"ECDHE-{key}-{cipher}".encode()
@@ -44,3 +46,22 @@ def use_certificate(pc: RTCPeerConnection, certificate: RTCCertificate) -> None:
 def accept_rsa_peers(pc: RTCPeerConnection) -> None:
     """Let ``pc`` shake hands with RSA-certificate peers as well as ECDSA ones."""
     use_certificate(pc, RelayCertificate.generateCertificate())
+
+
+USABLE_CURVES = ("secp256r1", "secp384r1", "secp521r1")
+"The curves the relay's OpenSSL accepts for a peer's DTLS key (P-224 is not among them)."
+
+
+def dtls_failure(pc: RTCPeerConnection) -> str | None:
+    """Why ``pc``'s DTLS handshake failed, when the peer's certificate says it; else None."""
+    for dtls in forwarding.dtls_transports(pc):
+        if dtls.state != "failed" or dtls._ssl is None:
+            continue
+        peer = dtls._ssl.get_peer_certificate(as_cryptography=True)
+        key = peer.public_key() if peer is not None else None
+        if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name not in USABLE_CURVES:
+            return (
+                f"peer DTLS certificate on an unsupported curve ({key.curve.name}; FFmpeg/GnuTLS"
+                " P-224): give FFmpeg a P-256 cert_file/key_file (endolink certs --dtls-client)"
+            )
+    return None

@@ -16,6 +16,9 @@ clinic's encoded stream untouched we hook three private seams, each covered by t
 ``aioice.ice.get_host_addresses`` is also wrapped so the relay can gather candidates on configured
 addresses only (loopback included: aioice skips 127.0.0.1, which a loopback-only host needs).
 
+A failed DTLS handshake is explained from the peer certificate the handshake got
+(``RTCDtlsTransport._ssl``): aiortc keeps only a debug line, often with an empty error.
+
 Liveness (``relay/liveness.py``) reads two more: the DTLS transport's received-packet counter, and
 aioice's nominated candidate pairs, on which it sends its own STUN binding requests. The same
 binding requests replace aioice's consent check (``keep_consent``), which closed live peers whose
@@ -302,7 +305,7 @@ _aioice_host_addresses = aioice.ice.get_host_addresses
 # -- liveness -------------------------------------------------------------------------------------
 
 
-def _dtls_transports(pc: RTCPeerConnection) -> set[RTCDtlsTransport]:
+def dtls_transports(pc: RTCPeerConnection) -> set[RTCDtlsTransport]:
     """The DTLS transports under ``pc`` (one when BUNDLE is used, as every browser does)."""
     transports = {t.receiver.transport for t in pc.getTransceivers() if t.receiver.transport}
     if pc.sctp is not None:
@@ -315,7 +318,7 @@ def packets_received(pc: RTCPeerConnection) -> int:
     REMB) and SCTP (data channels). Read on a timer, never counted per packet by us."""
     return sum(
         dtls._RTCDtlsTransport__rx_packets  # type: ignore[attr-defined]
-        for dtls in _dtls_transports(pc)
+        for dtls in dtls_transports(pc)
     )
 
 
@@ -324,7 +327,7 @@ async def probe(pc: RTCPeerConnection) -> bool:
     agent must answer it, whether or not media flows. True if any pair answered within aioice's
     0.5 s transaction timeout."""
     answered = False
-    for dtls in _dtls_transports(pc):
+    for dtls in dtls_transports(pc):
         answered = await _answered(dtls.transport._connection, 0) or answered
     return answered
 
@@ -373,7 +376,7 @@ def keep_consent(pc: RTCPeerConnection) -> None:
     destination that no longer wants it) is kept. A peer that vanished is closed much sooner by
     ``relay.liveness``.
     """
-    for dtls in _dtls_transports(pc):
+    for dtls in dtls_transports(pc):
         connection = dtls.transport._connection
         connection.query_consent = functools.partial(_query_consent, connection)  # type: ignore[method-assign]
 

@@ -149,6 +149,8 @@ class Peer:
         logger.info("Peer(%s) connection %s", self.label, self.pc.connectionState)
         if self.pc.connectionState == "connected":
             self.connected = True
+        if self.pc.connectionState == "failed" and (reason := dtls.dtls_failure(self.pc)):
+            logger.warning("Peer(%s) DTLS handshake failed: %s", self.label, reason)
         if self.pc.connectionState in ("failed", "closed"):
             self.close_soon()
 

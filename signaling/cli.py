@@ -40,7 +40,7 @@ from signaling.cli_consult import (
 )
 from signaling.db.store import DB_FILENAME
 from signaling.settings import Settings
-from signaling.tls import make_certificates, ssl_context
+from signaling.tls import make_certificates, make_dtls_client_certificate, ssl_context
 
 if TYPE_CHECKING:
     from recorder.index import RecordingIndex
@@ -124,6 +124,12 @@ def _parser() -> argparse.ArgumentParser:
         "--new-ca",
         action="store_true",
         help="make a new local CA (for names the old one was not made for; devices trust it anew)",
+    )
+    certs.add_argument(
+        "--dtls-client",
+        type=Path,
+        metavar="DIR",
+        help="instead: write a P-256 DTLS certificate and key for FFmpeg's whip muxer into DIR",
     )
     certs.set_defaults(handler=_certs)
 
@@ -229,6 +235,8 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _certs(args: argparse.Namespace) -> int:
+    if args.dtls_client is not None:
+        return _dtls_client_certificate(args.dtls_client)
     settings = settings_of(args)
     ca_cert, server_cert, server_key = make_certificates(
         settings.certs_dir, args.hostname or default_hostnames(), new_ca=args.new_ca
@@ -247,6 +255,19 @@ def _certs(args: argparse.Namespace) -> int:
         " Authorities > Import\n"
         f"  Android/iOS:   copy {ca_cert.name} to the device, install it as a CA certificate\n"
         f"Then run: endolink serve --tls --data-dir {settings.data_dir}"
+    )
+    return 0
+
+
+def _dtls_client_certificate(out_dir: Path) -> int:
+    cert, key = make_dtls_client_certificate(out_dir)
+    print(f"DTLS certificate: {cert}")
+    print(f"DTLS key:         {key}")
+    print(
+        "\nGive both to FFmpeg's whip muxer (its own certificate is on P-224, which EndoLink cannot"
+        " use):\n"
+        f"  ffmpeg ... -c:v libx264 -bf 0 -f whip -cert_file {cert} -key_file {key} \\\n"
+        '    -authorization "$ENDOLINK_TOKEN" https://SERVER/whip/CONSULTATION'
     )
     return 0
 

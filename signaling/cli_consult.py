@@ -12,6 +12,7 @@ import json
 import re
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from relay import ConsultationId
@@ -21,7 +22,7 @@ from signaling.auth.invites import INVITE_ROLES, REPLAY_PAGE, issue_invite, with
 from signaling.auth.names import MAX_NAME_LENGTH, name_argument
 from signaling.db.audit import AuditAction, AuditRecord, AuditTrail
 from signaling.db.invites import InviteBook
-from signaling.db.patients import SEXES, InvalidPatient, Patient, PatientRegister
+from signaling.db.patients import InvalidPatient, Patient, PatientRegister
 from signaling.db.store import DB_FILENAME, DEFAULT_TITLE, Consultation, ConsultationStore
 from signaling.settings import Settings
 
@@ -30,7 +31,6 @@ T = TypeVar("T")
 CLI_IDENTITY = "cli"
 _DURATION = re.compile(r"(\d+)([smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_PATIENT_KEYS = ("patient_id", "issuer", "family_name", "given_names", "birth_date", "sex")
 
 
 class CliError(Exception):
@@ -114,48 +114,68 @@ def patient_arguments(
     parser: argparse.ArgumentParser,
     description: str = "the patient's details for the hospital record (never logged nor shown)",
 ) -> None:
-    """``--patient-id --patient-issuer …``: the same options wherever a command takes them."""
+    """``--patient-file PATH``: the same option wherever a command takes the patient's details.
+    A file, not values on the command line: those show in ``ps`` and the shell's history."""
     group = parser.add_argument_group("patient", description)
-    group.add_argument("--patient-id", help="the hospital's patient identifier")
-    group.add_argument("--patient-issuer", help="who issued it (hospital name, OID or URI)")
-    group.add_argument("--patient-family-name")
-    group.add_argument("--patient-given-names")
-    group.add_argument("--patient-birth-date", help="YYYY-MM-DD")
-    group.add_argument("--patient-sex", choices=SEXES)
+    group.add_argument(
+        "--patient-file",
+        metavar="PATH",
+        help='a JSON file like {"patient_id": "…", "issuer": "…", "family_name": "…",'
+        ' "given_names": "…", "birth_date": "YYYY-MM-DD", "sex": "female|male|other|unknown"}'
+        " (only patient_id is required); - reads it from standard input",
+    )
 
 
 def patient_of(args: argparse.Namespace) -> Patient | None:
-    """The ``--patient-*`` options as details; None when none was given."""
-    values = {f: getattr(args, f"patient_{f.removeprefix('patient_')}") for f in _PATIENT_KEYS}
-    if all(v is None for v in values.values()):
+    """The details in ``--patient-file``; None without the option. Errors name the file and what
+    is wrong with it, never its content."""
+    path = args.patient_file
+    if path is None:
         return None
+    where = "standard input" if path == "-" else path
     try:
-        return Patient.from_json({k: v for k, v in values.items() if v is not None})
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        body = json.loads(text)
+    except OSError as exc:
+        raise CliError(
+            f"cannot read the patient file {where}: {exc.strerror}", exit_code=2
+        ) from None
+    except UnicodeDecodeError:
+        raise CliError(f"the patient file {where} is not UTF-8 text", exit_code=2) from None
+    except json.JSONDecodeError as exc:
+        raise CliError(
+            f"the patient file {where} is not JSON (line {exc.lineno}, column {exc.colno})",
+            exit_code=2,
+        ) from None
+    try:
+        return Patient.from_json(body)
     except InvalidPatient as exc:
-        raise CliError(f"patient details: {exc}", exit_code=2) from None
+        raise CliError(f"patient details in {where}: {exc}", exit_code=2) from None
 
 
-async def _record_patient(
-    settings: Settings, store: ConsultationStore, cid: ConsultationId, patient: Patient
-) -> None:
-    register = PatientRegister(store.path)
+async def record_patient(settings: Settings, cid: str, patient: Patient) -> None:
+    """Into the consultation's register, audited (``patient``, never the values)."""
+    register = PatientRegister(settings.data_dir / DB_FILENAME)
     try:
         await register.record(cid, patient, CLI_IDENTITY)
     finally:
         await register.close()
-    await _audit(settings, cid, AuditAction.PATIENT, "recorded")
+    await audit(settings, cid, AuditAction.PATIENT, "recorded")
 
 
 def _consult_patient(args: argparse.Namespace) -> int:
     patient = patient_of(args)
     if patient is None:
-        raise CliError("give the patient's details: at least --patient-id", exit_code=2)
+        raise CliError(
+            "give the patient's details: --patient-file PATH (JSON with at least patient_id)",
+            exit_code=2,
+        )
     settings = settings_of(args)
     require_database(settings, args.consultation)
 
     async def record(store: ConsultationStore) -> str:
         await existing(store, args.consultation)
-        await _record_patient(settings, store, args.consultation, patient)
+        await record_patient(settings, args.consultation, patient)
         return f"patient details recorded for consultation {args.consultation}"
 
     print(with_store(settings, record), flush=True)
@@ -176,7 +196,7 @@ def _consult_create(args: argparse.Namespace) -> int:
         if args.no_recording:
             await store.set_recording_enabled(consultation.id, False)
         if patient is not None:
-            await _record_patient(settings, store, consultation.id, patient)
+            await record_patient(settings, consultation.id, patient)
         url = running.public_url(settings)
         names = {r: n for r in INVITE_ROLES if (n := getattr(args, f"{r}_name")) is not None}
         return await with_links(book, url, consultation, settings.token_ttl_s, names)
@@ -224,7 +244,7 @@ def _consult_revoke(args: argparse.Namespace) -> int:
             raise CliError("no invite has this link (check that it was copied whole)")
         await book.revoke(invite.id)
         cid = invite.consultation_id
-        await _audit(settings, cid, AuditAction.REVOKE, f"{invite.role} link {invite.id}")
+        await audit(settings, cid, AuditAction.REVOKE, f"{invite.role} link {invite.id}")
         return f"withdrawn: {invite.role} link ({invite.page} page) of consultation {cid}"
 
     print(with_invites(settings, revoke), flush=True)
@@ -236,7 +256,7 @@ def _revoke_consultation(settings: Settings, cid: ConsultationId) -> int:
         await existing(store, cid)
         count = await book.revoke_all(cid)  # first: a link must not outlive the tokens' refusal
         await store.revoke_access(cid)
-        await _audit(settings, cid, AuditAction.REVOKE, f"every link ({count} open)")
+        await audit(settings, cid, AuditAction.REVOKE, f"every link ({count} open)")
         return (
             f"withdrawn: every link of consultation {cid} ({count} not withdrawn before) and every"
             f" token issued for it until now; new links made from now on work"
@@ -246,12 +266,19 @@ def _revoke_consultation(settings: Settings, cid: ConsultationId) -> int:
     return 0
 
 
-async def _audit(settings: Settings, cid: str, action: AuditAction, detail: str) -> None:
+async def audit(
+    settings: Settings,
+    cid: str,
+    action: AuditAction,
+    detail: str,
+    recording_id: str | None = None,
+) -> None:
     """The same entry the HTTP routes write, by the operator's account (``cli``)."""
     trail = AuditTrail(settings.data_dir / DB_FILENAME)
     try:
+        user = getpass.getuser()
         await trail.record(
-            AuditRecord(cid, CLI_IDENTITY, getpass.getuser(), "admin", action, detail=detail)
+            AuditRecord(cid, CLI_IDENTITY, user, "admin", action, recording_id, detail)
         )
     finally:
         await trail.close()

@@ -2,23 +2,30 @@
 (the same files the ``POST /api/recordings/{id}/dicom`` job makes, written straight into DIR
 instead of a ZIP), optionally sent to the archive (``--send stow|c-store``).
 
-The patient's details come from the options (``--patient-id`` and the rest), else from the
-consultation's register. They go into the files only: nothing printed or logged names the
-patient, and the audit entry (by the operator's account, like ``revoke``) says where the files
-went.
+The patient's details come from ``--patient-file`` (JSON, ``-`` for standard input; recorded in
+the consultation's register first, audited ``patient``, as over HTTP), else from the register.
+Nothing printed or logged names the patient; the audit entries (by the operator's account, like
+``revoke``) say where the files went, and ``stored in the archive (…)`` once the archive took them.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 from pathlib import Path
 
-from signaling.cli_consult import CliError, patient_arguments, patient_of, settings_of
-from signaling.db.audit import AuditAction, AuditRecord, AuditTrail
-from signaling.db.patients import Patient, PatientRegister
+from signaling.cli_consult import (
+    CliError,
+    audit,
+    patient_arguments,
+    patient_of,
+    record_patient,
+    settings_of,
+)
+from signaling.db.audit import AuditAction
+from signaling.db.patients import Patient, PatientRegister, no_patient
 from signaling.db.store import DB_FILENAME
+from signaling.settings import SENDS, Settings
 
 
 def add_commands(
@@ -39,7 +46,7 @@ def add_commands(
     )
     dicom.add_argument(
         "--send",
-        choices=("stow", "c-store"),
+        choices=SENDS,
         help="also send the files to the archive (ENDOLINK_PACS_STOW_URL / ENDOLINK_PACS_DICOM)",
     )
     patient_arguments(dicom, "the patient's details (default: those recorded for the consultation)")
@@ -53,7 +60,7 @@ def _dicom(args: argparse.Namespace) -> int:
     from recorder.jobs import JobFailed
     from recorder.library import RecordingLibrary
     from recorder.manifest import valid_recording_id
-    from signaling.replay.dicom import archive_for
+    from signaling.replay.dicom import archive_for, stored_detail
 
     if not valid_recording_id(args.recording):
         raise CliError(f"not a recording id: {args.recording!r}", exit_code=2)
@@ -73,18 +80,26 @@ def _dicom(args: argparse.Namespace) -> int:
             row = await index.get(args.recording)
             if row is None:
                 raise CliError(f"unknown recording {args.recording!r}")
-            patient = await _patient(args, database, row.consultation_id)
+            cid = row.consultation_id
+            patient = await _patient(args, settings, cid)
             stills = await library.dicom_stills(row, await library.manifest(row))
             plan = await asyncio.to_thread(
-                library.dicom_plan, row, patient.to_json(), stills, args.burned_in
+                library.dicom_plan,
+                row,
+                patient.to_json(),
+                stills,
+                args.burned_in,
+                settings.timezone,
             )
             result = await asyncio.to_thread(export_dicom, plan, args.out)
+            where = str(args.out) if archive is None else f"{args.out} + {archive.kind}"
+            await audit(settings, cid, AuditAction.DICOM_EXPORT, f"cli {where}", row.id)
             sent = ""
             if archive is not None:
-                answer = await asyncio.to_thread(archive.send, result.files)
+                answer = await asyncio.to_thread(archive.send, result.files, lambda: False)
+                detail = stored_detail(archive.kind)
+                await audit(settings, cid, AuditAction.DICOM_EXPORT, detail, row.id)
                 sent = f"; {answer['stored']} stored by the archive ({archive.kind})"
-            where = str(args.out) if archive is None else f"{args.out} + {archive.kind}"
-            await _audit(settings.data_dir / DB_FILENAME, row.consultation_id, row.id, where)
             size = sum(f.stat().st_size for f in result.files)
             return (
                 f"{len(result.files)} DICOM file(s) in {args.out} ({size / 1e6:.1f} MB): "
@@ -102,28 +117,17 @@ def _dicom(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _patient(args: argparse.Namespace, database: Path, cid: str) -> Patient:
-    from signaling.replay.dicom import NO_PATIENT
-
+async def _patient(args: argparse.Namespace, settings: Settings, cid: str) -> Patient:
+    """The options' patient (recorded in the register first), else the registered one."""
     given = patient_of(args)
     if given is not None:
+        await record_patient(settings, cid, given)
         return given
-    register = PatientRegister(database)
+    register = PatientRegister(settings.data_dir / DB_FILENAME)
     try:
         record = await register.latest(cid)
     finally:
         await register.close()
     if record is None:
-        raise CliError(f"{NO_PATIENT} (--patient-id)", exit_code=2)
+        raise CliError(f"{no_patient(cid)}; or give --patient-file", exit_code=2)
     return record.patient
-
-
-async def _audit(database: Path, cid: str, rid: str, where: str) -> None:
-    trail = AuditTrail(database)
-    try:
-        record = AuditRecord(
-            cid, "cli", getpass.getuser(), "admin", AuditAction.DICOM_EXPORT, rid, f"cli {where}"
-        )
-        await trail.record(record)
-    finally:
-        await trail.close()

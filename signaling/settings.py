@@ -11,6 +11,30 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+SENDS = ("stow", "c-store")
+"How a DICOM export reaches the archive: STOW-RS (``pacs_stow_url``) or C-STORE (``pacs_dicom``)."
+_ZONEINFO = "/zoneinfo/"
+
+
+def system_timezone() -> str:
+    """The system's IANA zone (``TZ``, else where ``/etc/localtime`` links into the zoneinfo
+    tree, else ``/etc/timezone``); UTC when none of them names a known zone."""
+    candidates = [os.environ.get("TZ", "").lstrip(":")]
+    localtime = os.path.realpath("/etc/localtime")
+    candidates.append(localtime.rpartition(_ZONEINFO)[2] if _ZONEINFO in localtime else "")
+    try:
+        candidates.append(Path("/etc/timezone").read_text(encoding="utf-8").strip())
+    except OSError:
+        pass
+    for name in candidates:
+        try:
+            return parse_timezone(name)
+        except ValueError:
+            continue
+    return "UTC"
 
 
 @dataclass(frozen=True)
@@ -135,6 +159,9 @@ class Settings:
     "The archive for ``send: c-store``: ``AET@host:port`` (its AE title, host, port)."
     dicom_ae_title: str = "ENDOLINK"
     "Our AE title when we C-STORE to the archive (up to 16 characters, no backslash)."
+    timezone: str = field(default_factory=system_timezone)
+    """IANA name of the hospital's time zone (``Asia/Seoul``): DICOM dates and times are written
+    in it, with its offset, because archives match studies by local date."""
     log_format: str = "text"
     "``text`` (one readable line per event) or ``json`` (one JSON object per line)."
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -232,6 +259,10 @@ def _parse(name: str, raw: str) -> Any:
         return raw
     if name == "pacs_dicom":
         return parse_dicom_address(raw)
+    if name == "pacs_stow_url":
+        return parse_stow_url(raw)
+    if name == "timezone":
+        return parse_timezone(raw)
     if name == "dicom_ae_title":
         return parse_ae_title(name, raw)
     if name == "relay_mode":
@@ -270,6 +301,33 @@ def parse_dicom_address(raw: str) -> tuple[str, str, int]:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"ENDOLINK_PACS_DICOM must be AET@host:port (got {raw!r})")
     return parse_ae_title("pacs_dicom", title), host.strip("[]"), int(port)
+
+
+def parse_stow_url(raw: str) -> str:
+    """An http(s) URL with a host; the error never repeats it (it may carry a password)."""
+    try:
+        parts = urlsplit(raw.strip())
+        fine = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port that is not a number
+        fine = False
+    if not fine:
+        raise ValueError(
+            "ENDOLINK_PACS_STOW_URL must be the archive's DICOMweb root as an http or https URL "
+            "with a host, e.g. https://pacs.example.org/dicom-web"
+        )
+    return raw.strip()
+
+
+def parse_timezone(raw: str) -> str:
+    """An IANA time zone name the system's zone database knows."""
+    name = raw.strip()
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"ENDOLINK_TIMEZONE must be an IANA time zone such as Asia/Seoul (got {name!r})"
+        ) from None
+    return name
 
 
 def parse_trusted_proxies(raw: str) -> tuple[str, ...]:

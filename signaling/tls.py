@@ -34,9 +34,14 @@ CA_CERT = "ca.pem"
 CA_KEY = "ca-key.pem"
 SERVER_CERT = "server.pem"
 SERVER_KEY = "server-key.pem"
+DTLS_CERT = "dtls-cert.pem"
+DTLS_KEY = "dtls-key.pem"
 CA_VALIDITY = timedelta(days=3650)
 # Browsers reject server certificates valid for longer than 825 days.
 SERVER_VALIDITY = timedelta(days=825)
+# A WebRTC peer's DTLS certificate is pinned by its SDP fingerprint, not by a CA: its validity only
+# has to outlast the kit's configuration.
+DTLS_VALIDITY = timedelta(days=3650)
 # Tolerates devices whose clock runs a little behind.
 BACKDATE = timedelta(hours=1)
 
@@ -83,6 +88,23 @@ def make_certificates(
     return certs_dir / CA_CERT, server_cert, server_key
 
 
+def make_dtls_client_certificate(out_dir: Path) -> tuple[Path, Path]:
+    """A self-signed P-256 DTLS certificate and key for hospital kit that makes its own on a curve
+    the relay cannot use: FFmpeg built on GnuTLS (the PyAV wheel's among them) picks P-224,
+    which the relay's OpenSSL refuses; ``-cert_file``/``-key_file`` give FFmpeg this one instead.
+
+    Returns ``(dtls-cert.pem, dtls-key.pem)``; an existing pair is replaced.
+    """
+    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "EndoLink DTLS client")])
+    cert = _self_signed(key, name, DTLS_VALIDITY).sign(key, hashes.SHA256())
+    cert_path, key_path = out_dir / DTLS_CERT, out_dir / DTLS_KEY
+    _write(key_path, _key_pem(key), private=True)
+    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), private=False)
+    return cert_path, key_path
+
+
 def ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
     """Server-side TLS (1.2 or newer) with the given certificate and key."""
     for path in (cert, key):
@@ -124,15 +146,8 @@ def _load_or_create_ca(
             x509.NameAttribute(NameOID.COMMON_NAME, f"EndoLink local CA ({names[0]})"),
         ]
     )
-    now = datetime.now(UTC)
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + CA_VALIDITY)
+        _self_signed(key, name, CA_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_key_usage(cert_sign=True), critical=True)
         .add_extension(_name_constraints(names), critical=True)
@@ -143,6 +158,22 @@ def _load_or_create_ca(
     _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), private=False)
     logger.info("new local CA written to %s", cert_path)
     return cert, key
+
+
+def _self_signed(
+    key: ec.EllipticCurvePrivateKey, name: x509.Name, validity: timedelta
+) -> x509.CertificateBuilder:
+    """A certificate of ``key`` issued by itself, valid from a little before now."""
+    now = datetime.now(UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + validity)
+    )
 
 
 def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:

@@ -8,7 +8,9 @@ row, the latest counts, earlier ones stay for the audit trail.
 
 Values are checked here against the strictest format they will be written in: DICOM's LO (64
 characters, no backslash) for the identifier and issuer, PN component groups (64 characters, no
-``^``, ``=`` or ``\\``) for names, DA for the birth date.
+``^``, ``=`` or ``\\``; the 64 hold the whole ``family^given`` group) for names, DA for the
+birth date. Each refusal carries a ``problem`` code the API answers with (``patient-<problem>``),
+so the coordinator's page can say it in the visitor's language.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from signaling.db.store import UnknownConsultation, valid_consultation_id
 
 logger = logging.getLogger(__name__)
 
+PATIENT_NEEDED = "patient-details-needed"
+"The API's code when a hospital record (DICOM, FHIR) is asked for and no patient is known."
 SEXES = ("female", "male", "other", "unknown")
 "FHIR's AdministrativeGender codes; DICOM's Patient's Sex maps them to F, M, O and empty."
 MAX_PART = 64
@@ -55,8 +59,33 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _NAME_FORBIDDEN = re.compile(r"[\^=\\]")
 
 
+def no_patient(cid: str) -> str:
+    """The one sentence saying what is missing (``PATIENT_NEEDED``) and where to give it."""
+    return (
+        "the patient's details are needed for the hospital record: give at least patient_id "
+        f"(PUT /api/consultations/{cid}/patient, or endolink consult patient)"
+    )
+
+
 class InvalidPatient(ValueError):
-    """A patient detail that a hospital's records could not hold; the message says which."""
+    """A patient detail that a hospital's records could not hold; the message says which,
+    ``problem`` says it as a stable code (one of ``PROBLEMS``)."""
+
+    def __init__(self, reason: str, problem: str = "invalid") -> None:
+        super().__init__(reason)
+        self.problem = problem
+
+
+PROBLEMS = (
+    "invalid",
+    "id-missing",
+    "field-too-long",
+    "forbidden-character",
+    "name-too-long",
+    "birth-date",
+    "sex",
+)
+"The refusals' codes: ``invalid`` is any other (a wrong type, an unknown field, spaces around)."
 
 
 @dataclass(frozen=True)
@@ -76,11 +105,19 @@ class Patient:
         for field, value in (("family_name", self.family_name), ("given_names", self.given_names)):
             _check_text(value, field)
             if _NAME_FORBIDDEN.search(value):
-                raise InvalidPatient(f"{field} must not contain ^, = or \\")
+                raise InvalidPatient(f"{field} must not contain ^, = or \\", "forbidden-character")
+        if self.family_name and self.given_names:
+            group = len(self.family_name) + 1 + len(self.given_names)  # DICOM PN: family^given
+            if group > MAX_PART:
+                raise InvalidPatient(
+                    f"family_name and given_names together must be at most {MAX_PART - 1}"
+                    f" characters (DICOM holds the whole name in {MAX_PART}): {group - 1} given",
+                    "name-too-long",
+                )
         if self.birth_date is not None:
             _check_birth_date(self.birth_date)
         if self.sex not in SEXES:
-            raise InvalidPatient(f"sex must be one of {', '.join(SEXES)}")
+            raise InvalidPatient(f"sex must be one of {', '.join(SEXES)}", "sex")
 
     @classmethod
     def from_json(cls, body: Any) -> Patient:
@@ -98,7 +135,7 @@ class Patient:
                 raise InvalidPatient(f"{key} must be a string")
             values[key] = value.strip()
         if "patient_id" not in values:
-            raise InvalidPatient("patient_id is required")
+            raise InvalidPatient("patient_id is required", "id-missing")
         return cls(**values)  # type: ignore[arg-type]
 
     def to_json(self) -> dict[str, Any]:
@@ -177,19 +214,21 @@ class PatientRegister:
 
 def _check_text(value: str, field: str, *, required: bool = False) -> None:
     if required and not value.strip():
-        raise InvalidPatient(f"{field} must not be empty")
+        raise InvalidPatient(f"{field} must not be empty", "id-missing")
     if value != value.strip():
         raise InvalidPatient(f"{field} must not start or end with spaces")
     if len(value) > MAX_PART:
-        raise InvalidPatient(f"{field} must be at most {MAX_PART} characters")
+        raise InvalidPatient(f"{field} must be at most {MAX_PART} characters", "field-too-long")
     if _CONTROL.search(value) or "\\" in value:
-        raise InvalidPatient(f"{field} must not contain control characters or backslashes")
+        raise InvalidPatient(
+            f"{field} must not contain control characters or backslashes", "forbidden-character"
+        )
 
 
 def _check_birth_date(value: str) -> None:
     try:
         born = date.fromisoformat(value)
     except ValueError:
-        raise InvalidPatient("birth_date must be a date like 1961-04-12") from None
+        raise InvalidPatient("birth_date must be a date like 1961-04-12", "birth-date") from None
     if len(value) != 10 or not date(1880, 1, 1) <= born <= date.today():
-        raise InvalidPatient("birth_date must be a past date like 1961-04-12")
+        raise InvalidPatient("birth_date must be a past date like 1961-04-12", "birth-date")

@@ -79,9 +79,7 @@ def add_routes(app: web.Application) -> None:
 async def create_consultation(request: web.Request) -> web.Response:
     grant = authenticate(request)
     grant.ensure_admin_everywhere()
-    body = await _json_body(
-        request, {"title", "consent_by", "video_codec", "patient", *NAME_FIELDS}
-    )
+    body = await json_body(request, {"title", "consent_by", "video_codec", "patient", *NAME_FIELDS})
     names = {
         role: _name(body, key) for key, role in NAME_FIELDS.items() if body.get(key) is not None
     }
@@ -114,7 +112,7 @@ async def record_consent(request: web.Request) -> web.Response:
     cid = path_cid(request)
     grant = authenticate(request)
     grant.ensure_record_consent(cid)
-    body = await _json_body(request, {"confirmed_by", "method"})
+    body = await json_body(request, {"confirmed_by", "method"})
     confirmed_by = _required(body, "confirmed_by", str)
     method = _required(body, "method", str)
     with _invalid_input():
@@ -135,7 +133,7 @@ async def set_patient(request: web.Request) -> web.Response:
     cid = path_cid(request)
     grant = authenticate(request)
     grant.ensure_admin_of(cid)
-    patient = _patient(await _json_body(request, {f.name for f in fields(Patient)}))
+    patient = _patient(await json_body(request, {f.name for f in fields(Patient)}))
     await find_consultation(request.app[STORE], cid)
     record = await request.app[PATIENTS].record(cid, patient, grant.identity)
     await record_action(request, grant, cid, AuditAction.PATIENT, "recorded")
@@ -158,14 +156,14 @@ async def get_patient(request: web.Request) -> web.Response:
 def _patient(body: Any) -> Patient:
     try:
         return Patient.from_json(body)
-    except InvalidPatient as exc:
-        raise _bad_request(str(exc)) from None
+    except InvalidPatient as exc:  # the code lets the coordinator's page say it in its language
+        raise ApiError(400, f"patient-{exc.problem}", str(exc)) from None
 
 
 async def create_invite(request: web.Request) -> web.Response:
     cid = path_cid(request)
     authenticate(request).ensure_admin_of(cid)
-    body = await _json_body(request, {"role", "ttl_s", "name"})
+    body = await json_body(request, {"role", "ttl_s", "name"})
     role_name = _required(body, "role", str)
     if role_name not in INVITE_ROLES:
         raise _bad_request(f"role must be one of {', '.join(INVITE_ROLES)}")
@@ -230,7 +228,7 @@ async def join(request: web.Request) -> web.Response:
     budget = request.app[FAILED_JOINS]
     client = limit_key(request)
     try:
-        code = _required(await _json_body(request, {"code"}), "code", str)
+        code = _required(await json_body(request, {"code"}), "code", str)
     except ApiError:
         budget.spend(client)
         raise
@@ -286,7 +284,7 @@ async def set_recording(request: web.Request) -> web.Response:
     cid = path_cid(request)
     grant = authenticate(request)
     grant.ensure_switch_recording(cid)
-    enabled = (await _json_body(request, {"enabled"})).get("enabled")
+    enabled = (await json_body(request, {"enabled"})).get("enabled")
     if not isinstance(enabled, bool):
         raise _bad_request("enabled must be true or false")
     try:
@@ -331,7 +329,7 @@ async def find_consultation(store: ConsultationStore, cid: ConsultationId) -> Co
     return consultation
 
 
-async def _json_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
+async def json_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
     """The body as a JSON object (an empty body counts as ``{}``); unknown keys are refused so
     a misspelt field fails loudly instead of being silently ignored."""
     raw = await read_body(request, request.app[SETTINGS].body_timeout_s)  # 413 past the limit
@@ -349,11 +347,6 @@ async def _json_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
     if unknown:
         raise _bad_request(f"unknown field(s): {', '.join(unknown)}")
     return body
-
-
-async def json_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
-    """``_json_body`` for the edge's other modules (the replay routes' DICOM export)."""
-    return await _json_body(request, allowed)
 
 
 def _optional(body: dict[str, Any], key: str, kind: type[T]) -> T | None:

@@ -302,7 +302,11 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
         )
     },
     "/api/recordings/{rid}/exports/{job}": {
-        "get": operation("an export's progress", (200, *REPLAY), params=(RID, JOB)),
+        "get": operation(
+            "an export's progress (a DICOM one: an admin of the consultation only)",
+            (200, *REPLAY),
+            params=(RID, JOB),
+        ),
         "delete": operation("cancel an export", (200, *REPLAY, 409, 503), params=(RID, JOB)),
     },
     "/api/recordings/{rid}/exports/{job}/file": {
@@ -316,7 +320,9 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
     "/api/recordings/{rid}/dicom": {
         "post": operation(
             "start a DICOM export (Video Endoscopic Image, stills, annotations sidecar), "
-            "optionally sent to the archive; follow it at the export status URL",
+            "optionally sent to the archive; follow it at the export status URL. An admin of the "
+            "consultation only (it writes the patient's identity); 409 while an export of the "
+            "recording with other parameters runs",
             (202, *REPLAY, 408, 409, 413, 422, 503, 507),
             params=(RID,),
             body=_DICOM_EXPORT,

@@ -12,14 +12,19 @@ DocumentReference, Consent, AuditEvent, Bundle) are identical in R4B, whose mode
   type LOINC 18751-8 "Endoscopy study", category LOINC 18748-4 "Diagnostic imaging study",
   context.event DICOM modality ES and SNOMED CT 423827005 "Endoscopy".
 - a second **DocumentReference** for the DICOM study (identifier ``urn:dicom:uid`` /
-  ``urn:oid:<Study Instance UID>``), only once the recording was exported to DICOM; it
-  ``transforms`` the video's reference.
-- **Consent** per consent record (IHE PCF basic shape): the latest active, earlier inactive.
-- **AuditEvent** per audit entry (IHE BALP shape): reads as RESTful read, exports as DICOM
-  "Export"; the agent is the identity (never a name), entities the document and the patient.
+  ``urn:oid:<Study Instance UID>``), only once the archive accepted it (a ``dicom-export`` audit
+  entry "stored in the archive (…)"; a started or ZIP-only export names no study an archive
+  holds); its description says where it is stored; it ``transforms`` the video's reference.
+- **Consent** per consent record (IHE PCF basic shape): the latest active, earlier inactive;
+  the patient is the performer (who grants it), who confirmed it is its ``verification``.
+- **AuditEvent** per audit entry on the recording (IHE BALP shape): reads as RESTful read,
+  exports as DICOM "Export"; the agent is the identity (never a name), entities the document
+  and the patient. Live views are not among them: who watched the live feed read no document.
 
 Every resource has a stable ``urn:uuid`` made from the recording (or entry) it describes, and
-an identifier, so a receiving system can tell a second load from new content.
+an identifier, so a receiving system can tell a second load from new content; the Bundle keeps
+its identifier and says in ``meta.lastUpdated`` (and ``timestamp``) when its content was
+assembled (every read adds its own AuditEvent, so each one is new content).
 """
 
 from __future__ import annotations
@@ -71,7 +76,6 @@ _READ = (
 )
 _EXPORT = ({"system": DCM, "code": "110106", "display": "Export"}, None)
 _AUDIT_KINDS = {
-    AuditAction.VIEW: _READ,
     AuditAction.REPLAY: _READ,
     AuditAction.DOWNLOAD: _READ,
     AuditAction.EXPORT_DOWNLOAD: _READ,
@@ -79,8 +83,10 @@ _AUDIT_KINDS = {
     AuditAction.EXPORT: _EXPORT,
     AuditAction.DICOM_EXPORT: _EXPORT,
 }
-RECORDING_ACTIONS = tuple(a for a in _AUDIT_KINDS if a is not AuditAction.VIEW)
-"The audit actions that name the recording itself; live views are matched by time."
+RECORDING_ACTIONS = tuple(_AUDIT_KINDS)
+"The audit actions on the recording itself, each an AuditEvent."
+STORED_IN_ARCHIVE = "stored in the archive"
+"How a ``dicom-export`` entry's detail starts once the archive accepted the study."
 
 
 @dataclass(frozen=True)
@@ -103,8 +109,20 @@ class RecordFacts:
     video: VideoFile
     consents: Sequence[Consent]
     audit: Sequence[AuditEntry]
-    dicom_exported_at: str | None
     assembled_at: str
+
+    @property
+    def dicom_stored(self) -> AuditEntry | None:
+        """The first time an archive accepted the recording's DICOM study, if it did."""
+        return next(
+            (
+                e
+                for e in self.audit
+                if e.action == AuditAction.DICOM_EXPORT
+                and (e.detail or "").startswith(STORED_IN_ARCHIVE)
+            ),
+            None,
+        )
 
 
 def bundle(facts: RecordFacts) -> JSON:
@@ -115,9 +133,10 @@ def bundle(facts: RecordFacts) -> JSON:
     entries = [(patient_url, patient(facts.patient))]
     entries.append((video_url, video_reference(facts, patient_url)))
     documents = [video_url]
-    if facts.dicom_exported_at is not None:
+    stored = facts.dicom_stored
+    if stored is not None:
         dicom_url = _urn("dicom", rid)
-        entries.append((dicom_url, dicom_reference(facts, patient_url, video_url)))
+        entries.append((dicom_url, dicom_reference(facts, stored, patient_url, video_url)))
         documents.append(dicom_url)
     for i, consent in enumerate(facts.consents):
         latest = i == len(facts.consents) - 1
@@ -130,6 +149,7 @@ def bundle(facts: RecordFacts) -> JSON:
         entries.append((_urn("audit", f"{rid}:{entry.seq}"), event))
     return {
         "resourceType": "Bundle",
+        "meta": {"lastUpdated": facts.assembled_at},
         "identifier": {"system": "urn:ietf:rfc:3986", "value": _urn("bundle", rid)},
         "type": "collection",
         "timestamp": facts.assembled_at,
@@ -184,17 +204,22 @@ def video_reference(facts: RecordFacts, patient_url: str) -> JSON:
     }
 
 
-def dicom_reference(facts: RecordFacts, patient_url: str, video_url: str) -> JSON:
+def dicom_reference(
+    facts: RecordFacts, stored: AuditEntry, patient_url: str, video_url: str
+) -> JSON:
+    """``stored``: the audit entry of the archive's acceptance (its detail says which one)."""
     row = facts.recording
-    uid = study_instance_uid(row.id)
+    uid = study_instance_uid(row.id, facts.patient.issuer, facts.patient.patient_id)
     return {
         "resourceType": "DocumentReference",
         "masterIdentifier": {"system": "urn:dicom:uid", "value": f"urn:oid:{uid}"},
         "status": "current",
         "docStatus": "final",
         **_document_codes(_ENDOSCOPY_STUDY, patient_url),
-        "date": facts.dicom_exported_at,
-        "description": "The recording as a DICOM study (Video Endoscopic Image Storage)",
+        "date": stored.at,
+        "description": (
+            f"The recording as a DICOM study (Video Endoscopic Image Storage), {stored.detail}"
+        ),
         "relatesTo": [{"code": "transforms", "target": {"reference": video_url}}],
         "content": [
             {
@@ -211,8 +236,9 @@ def dicom_reference(facts: RecordFacts, patient_url: str, video_url: str) -> JSO
 
 
 def consent_resource(consent: Consent, patient_url: str, latest: bool) -> JSON:
-    """IHE PCF basic consent: privacy scope, LOINC 59284-0, opt-in for treatment. Who confirmed
-    is a display only (personal data, in the Bundle and nowhere else)."""
+    """IHE PCF basic consent: privacy scope, LOINC 59284-0, opt-in for treatment. The patient
+    grants it (``performer``); who confirmed it is its ``verification``, a display only
+    (personal data, in the Bundle and nowhere else)."""
     return {
         "resourceType": "Consent",
         "status": "active" if latest else "inactive",
@@ -228,7 +254,14 @@ def consent_resource(consent: Consent, patient_url: str, latest: bool) -> JSON:
         "category": [{"coding": [{"system": LOINC, "code": "59284-0", "display": "Consent"}]}],
         "patient": {"reference": patient_url},
         "dateTime": consent.confirmed_at,
-        "performer": [{"display": consent.confirmed_by}],
+        "performer": [{"reference": patient_url}],
+        "verification": [
+            {
+                "verified": True,
+                "verifiedWith": {"display": consent.confirmed_by},
+                "verificationDate": consent.confirmed_at,
+            }
+        ],
         "sourceAttachment": {"title": _CONSENT_METHODS.get(consent.method, consent.method)},
         "policyRule": {
             "coding": [

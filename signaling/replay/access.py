@@ -3,7 +3,9 @@ member of the recording's consultation whose token carries ``may_replay``; the m
 take a short-lived media token (``?t=``) made for one recording.
 
 Checks run in this order: token (401), id shape (400, before anything touches the index or the
-disk), replay right (403), recording exists (404), consultation matches (403).
+disk), replay right (403), recording exists (404), consultation matches (403). What writes or
+sends the patient's identity (the DICOM export) is the coordinator's (``admin=True``): the
+replay right is not enough, the surgeon's live link carries it.
 """
 
 from __future__ import annotations
@@ -27,13 +29,15 @@ def _valid_id(request: web.Request) -> str:
     return rid
 
 
-async def authorised(request: web.Request) -> tuple[Grant, RecordingRow]:
-    """The caller's grant and the recording, in the order of the module doc."""
+async def authorised(request: web.Request, admin: bool = False) -> tuple[Grant, RecordingRow]:
+    """The caller's grant and the recording, in the order of the module doc; ``admin``: an admin
+    token covering the recording's consultation instead of the replay right."""
     grant = authenticate(request)
     rid = _valid_id(request)
-    grant.ensure_replay_somewhere()
+    grant.ensure_admin() if admin else grant.ensure_replay_somewhere()
     row = await request.app[REPLAY].library.recording(rid)
-    grant.ensure_replay(row.consultation_id)
+    cid = row.consultation_id
+    grant.ensure_admin_of(cid) if admin else grant.ensure_replay(cid)
     return grant, row
 
 

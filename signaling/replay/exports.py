@@ -1,6 +1,7 @@
 """Annotated exports over HTTP: start one (202 + its status URL), follow its progress, fetch the
-MP4, cancel it; the same status, file and cancel routes serve DICOM exports (``dicom.py``). The
-jobs themselves run in the recorder (``recorder/jobs.py``, through the library)."""
+MP4, cancel it; the same status, file and cancel routes serve DICOM exports (``dicom.py``), for
+an admin covering the consultation only (the ZIP holds the patient's identity). The jobs
+themselves run in the recorder (``recorder/jobs.py``, through the library)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from aiohttp import hdrs, web
 from recorder.index import RecordingRow
 from recorder.jobs import ExportJob, JobKind, JobState
 from recorder.storage import DiskFull
+from signaling.auth.grants import Grant
 from signaling.db.audit import AuditAction
 from signaling.http.errors import ApiError
 from signaling.keys import REPLAY
@@ -38,8 +40,8 @@ async def start_export(request: web.Request) -> web.Response:
 
 
 async def get_export(request: web.Request) -> web.Response:
-    _, row = await authorised(request)
-    job = await _job(request, row)
+    grant, row = await authorised(request)
+    job = await _job(request, grant, row)
     return web.json_response({"job": job_json(job)}, headers={"Cache-Control": "no-store"})
 
 
@@ -47,7 +49,7 @@ async def cancel_export(request: web.Request) -> web.Response:
     """DELETE: a queued or running export stops (its partial file removed, the recording
     untouched); answers once it has, with the job (``cancelled``). A finished one: 409."""
     grant, row = await authorised(request)
-    job = await _job(request, row)
+    job = await _job(request, grant, row)
     if job.state not in (JobState.QUEUED, JobState.RUNNING):
         raise ApiError(409, "not-running", f"the export is already {job.state}")
     if not await request.app[REPLAY].library.cancel_export(job):
@@ -58,7 +60,7 @@ async def cancel_export(request: web.Request) -> web.Response:
 
 async def get_export_file(request: web.Request) -> web.StreamResponse:
     grant, row = await authorised(request)
-    job = await _job(request, row)
+    job = await _job(request, grant, row)
     file = await request.app[REPLAY].library.export_file(job)
     if file is None:
         raise ApiError(409, "not-ready", f"the export is {job.state}")
@@ -70,11 +72,15 @@ async def get_export_file(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(file, headers=attachment_headers(content_type, filename))
 
 
-async def _job(request: web.Request, row: RecordingRow) -> ExportJob:
+async def _job(request: web.Request, grant: Grant, row: RecordingRow) -> ExportJob:
+    """The job; a DICOM one only for an admin of the consultation (403)."""
     try:
-        return await request.app[REPLAY].library.export_job(row, request.match_info["job"])
+        job = await request.app[REPLAY].library.export_job(row, request.match_info["job"])
     except ValueError as exc:
         raise ApiError(400, "bad-request", str(exc)) from None
+    if job.kind is JobKind.DICOM:
+        grant.ensure_admin_of(row.consultation_id)
+    return job
 
 
 def job_json(job: ExportJob) -> dict[str, Any]:

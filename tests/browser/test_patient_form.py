@@ -97,3 +97,24 @@ async def test_the_form_stays_hidden_from_everyone_but_the_coordinator(
         page = await harness.open(live_server.url(""), "visitor")
         await page.wait_for_load_state("networkidle")
         await expect(page.get_by_test_id("patient-panel")).to_be_hidden()
+
+
+async def test_a_refused_detail_is_said_in_the_visitors_language(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    """The server refuses ``^`` in a name (DICOM PN); a Korean coordinator reads why in Korean,
+    from the refusal's code, not the server's English reason."""
+    consultation = await live_server.consultation(consent=True)
+    async with chromium(tmp_path, locale="ko-KR") as harness:
+        token = live_server.token("admin", consultation.id)
+        page = await harness.open(live_server.url("", token), "index")
+        await expect(page.get_by_test_id("patient-panel")).to_be_visible()
+        status = page.get_by_test_id("patient-status")
+        await expect(status).to_have_attribute("data-level", "info")
+        await page.get_by_test_id("patient-id").fill("MRN-56")
+        await page.get_by_test_id("patient-family-name").fill("Kim^Lee")
+        await page.get_by_test_id("patient-save").click()
+        await expect(status).to_have_attribute("data-level", "error")
+        await expect(status).to_contain_text("^, =, \\ 문자를 쓸 수 없습니다")
+        assert "must not contain" not in (await status.text_content() or "")
+    assert await live_server.app[PATIENTS].latest(consultation.id) is None

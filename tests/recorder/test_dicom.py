@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import av
@@ -47,6 +48,10 @@ PATIENT = {
 }
 
 
+def study_uid(recording_id: str) -> str:
+    return study_instance_uid(recording_id, PATIENT["issuer"], PATIENT["patient_id"])
+
+
 class Recorded:
     def __init__(self, data: Path, index: RecordingIndex, cid: str) -> None:
         self.data, self.index, self.cid = data, index, cid
@@ -56,10 +61,17 @@ class Recorded:
         options = {"title": "Upper GI review", "size": SIZE, **options}
         return await make_recording(self.data, self.index, self.cid, **options)  # type: ignore[arg-type]
 
-    async def export(self, made: Made, out: Path, burned_in: bool = False) -> list[Path]:
+    async def export(
+        self,
+        made: Made,
+        out: Path,
+        burned_in: bool = False,
+        patient: dict[str, str] = PATIENT,
+        zone: str = "UTC",
+    ) -> list[Path]:
         row = await self.library.recording(made.id)
         stills = await self.library.dicom_stills(row, made.manifest)
-        plan = self.library.dicom_plan(row, PATIENT, stills, burned_in)
+        plan = self.library.dicom_plan(row, patient, stills, burned_in, zone)
         return export_dicom(plan, out).files
 
 
@@ -110,7 +122,7 @@ async def test_each_segment_is_a_video_endoscopic_image_whose_stream_decodes_to_
         ds = pydicom.dcmread(path)
         assert ds.SOPClassUID == VideoEndoscopicImageStorage and ds.Modality == "ES"
         assert ds.file_meta.TransferSyntaxUID == MPEG4HP41
-        assert ds.StudyInstanceUID == study_instance_uid(made.id)
+        assert ds.StudyInstanceUID == study_uid(made.id)
         assert ds.StudyDescription == "Upper GI review"
         assert str(ds.PatientName) == "Батболд^Дулам" and ds.PatientID == "MN-0042"
         assert ds.IssuerOfPatientID == "UB Central Hospital"
@@ -130,7 +142,7 @@ async def test_each_segment_is_a_video_endoscopic_image_whose_stream_decodes_to_
         assert counters == list(range(len(counters)))  # every stamped frame, in order
         assert times[-1] - times[0] + 1 / FPS == pytest.approx(duration, abs=1 / FPS)
     sidecar = json.loads((tmp_path / "out" / SIDECAR).read_text())
-    assert sidecar["study_instance_uid"] == study_instance_uid(made.id)
+    assert sidecar["study_instance_uid"] == study_uid(made.id)
     uids = {pydicom.dcmread(f).SOPInstanceUID for f in files}
     assert {i["sop_instance_uid"] for i in sidecar["instances"]} == uids
     assert "MN-0042" not in json.dumps(sidecar)  # no patient details beside the files
@@ -156,7 +168,7 @@ async def test_snapshots_become_vl_endoscopic_images_with_the_same_pixels(
     ds = pydicom.dcmread(still)
     assert ds.SOPClassUID == VLEndoscopicImageStorage and ds.Modality == "ES"
     assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
-    assert ds.SeriesNumber == 2 and ds.StudyInstanceUID == study_instance_uid(made.id)
+    assert ds.SeriesNumber == 2 and ds.StudyInstanceUID == study_uid(made.id)
     assert ds.PhotometricInterpretation == "RGB" and ds.BurnedInAnnotation == "YES"
     assert np.array_equal(ds.pixel_array, picture)
 
@@ -220,3 +232,35 @@ async def test_a_dicom_job_that_cannot_reach_the_archive_fails_readably_without_
     assert await wait_until(lambda: done.state is JobState.DONE, timeout=30), done
     assert done.file.suffix == ".zip" and done.result and done.result["instances"] == 1
     assert not job.directory.joinpath(f"{job.id}.json").exists()  # the failed one replaced
+
+
+async def test_a_re_export_makes_the_same_instances_and_another_patient_another_study(
+    recorded: Recorded, tmp_path: Path
+) -> None:
+    made = await recorded.make(segments=(1.0,))
+
+    def uids(files: list[Path]) -> list[tuple[str, str, str]]:
+        read = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+        return [(d.StudyInstanceUID, d.SeriesInstanceUID, d.SOPInstanceUID) for d in read]
+
+    first = uids(await recorded.export(made, tmp_path / "a"))
+    again = uids(await recorded.export(made, tmp_path / "b"))
+    assert again == first  # idempotent in the archive: the same objects, not duplicates
+    renamed = uids(await recorded.export(made, tmp_path / "c", patient={**PATIENT, "sex": "male"}))
+    assert renamed[0][:2] == first[0][:2] and renamed[0][2] != first[0][2]  # corrected: new SOP
+    other = uids(await recorded.export(made, tmp_path / "d", patient={"patient_id": "MN-9"}))
+    assert not {u for t in other for u in t} & {u for t in first for u in t}
+
+
+async def test_dates_and_times_are_the_hospitals_local_time_with_its_offset(
+    recorded: Recorded, tmp_path: Path
+) -> None:
+    made = await recorded.make(segments=(1.0,))
+    (utc,) = await recorded.export(made, tmp_path / "utc")
+    (seoul,) = await recorded.export(made, tmp_path / "seoul", zone="Asia/Seoul")
+    a, b = (pydicom.dcmread(f, stop_before_pixels=True) for f in (utc, seoul))
+    assert a.TimezoneOffsetFromUTC == "+0000" and b.TimezoneOffsetFromUTC == "+0900"
+    moment = datetime.strptime(a.StudyDate + a.StudyTime, "%Y%m%d%H%M%S.%f")
+    local = datetime.strptime(b.StudyDate + b.StudyTime, "%Y%m%d%H%M%S.%f")
+    assert local - moment == timedelta(hours=9)
+    assert b.SOPInstanceUID != a.SOPInstanceUID  # other attributes: another instance

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import queue
@@ -21,27 +20,23 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from bench.common import free_port
 from signaling.auth.grants import ANY_CONSULTATION, Grant, Role, TokenIssuer
 from signaling.auth.secret import load_or_create_secret
-from signaling.cli import main, parse_duration
-from signaling.db.audit import AuditTrail
-from signaling.db.invites import InviteBook, InviteRecord
-from signaling.db.patients import PatientRecord, PatientRegister
-from signaling.db.store import DB_FILENAME, valid_consultation_id
-from signaling.settings import SETTINGS
+from signaling.cli import parse_duration
+from signaling.db.store import valid_consultation_id
+
+from .cli_support import clear_environment, create_consultation, invite_of, link_parts, run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-LINK = re.compile(r"^(https?://[^/]+)/j/([0-9a-z]{4}-[0-9a-z]{4}-[0-9a-z]{4})$")
 PAGES = {"clinic": "clinic", "surgeon": "surgeon", "observer": "surgeon", "replay": "replay"}
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """ENDOLINK_* variables of the developer's shell must not change what these tests see."""
-    for variable, _ in SETTINGS:
-        monkeypatch.delenv(variable, raising=False)
+    clear_environment(monkeypatch)
 
 
 @pytest.fixture
@@ -49,42 +44,8 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def link_parts(link: str) -> tuple[str, str]:
-    """A short invite link's base URL and code."""
-    match = LINK.fullmatch(link)
-    assert match, link
-    return match[1], match[2]
-
-
-def invite_of(data_dir: Path, link: str) -> InviteRecord:
-    """The invite a printed link opens, as the server would find it."""
-
-    async def find() -> InviteRecord | None:
-        book = InviteBook(data_dir / DB_FILENAME)
-        try:
-            return await book.find(link_parts(link)[1])
-        finally:
-            await book.close()
-
-    invite = asyncio.run(find())
-    assert invite is not None, link
-    return invite
-
-
 def verify(data_dir: Path, token: str) -> Grant:
     return TokenIssuer(load_or_create_secret(data_dir)).verify(token)
-
-
-def create_consultation(capsys: pytest.CaptureFixture[str], data_dir: Path) -> dict[str, Any]:
-    code, out, _ = run(capsys, "consult", "create", "--json", "--data-dir", str(data_dir))
-    assert code == 0
-    return json.loads(out)
 
 
 def test_consult_create_json_answers_like_the_api(
@@ -268,6 +229,19 @@ def test_certs_makes_a_ca_and_a_server_certificate_for_the_given_names(
     sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.DNSName) == ["cart.local"]
     assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["10.0.0.7"]
+
+
+def test_certs_dtls_client_makes_a_p256_certificate_for_ffmpeg(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, _ = run(capsys, "certs", "--dtls-client", str(tmp_path / "kit"))
+    assert code == 0
+    cert_path, key_path = tmp_path / "kit" / "dtls-cert.pem", tmp_path / "kit" / "dtls-key.pem"
+    assert f"-cert_file {cert_path} -key_file {key_path}" in out
+    key = x509.load_pem_x509_certificate(cert_path.read_bytes()).public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1"
+    assert key_path.stat().st_mode & 0o777 == 0o600
+    assert not (tmp_path / "kit" / "ca.pem").exists()
 
 
 def test_certs_defaults_to_this_machines_names(
@@ -527,47 +501,3 @@ def test_printed_links_use_the_public_url(
     assert all(
         link_parts(link)[0] == "https://endolink.example.org" for link in answer["links"].values()
     )
-
-
-def test_consult_create_and_consult_patient_record_the_patients_details(
-    capsys: pytest.CaptureFixture[str], data_dir: Path
-) -> None:
-    where = ("--data-dir", str(data_dir))
-    details = ("--patient-id", "MRN-7", "--patient-issuer", "Hospital A")
-    names = ("--patient-family-name", "Dorj", "--patient-given-names", "Bat Erdene")
-    born = ("--patient-birth-date", "1970-01-02", "--patient-sex", "male")
-    code, out, err = run(capsys, "consult", "create", "--json", *details, *names, *born, *where)
-    assert (code, err) == (0, "")
-    cid = json.loads(out)["id"]
-    assert "Dorj" not in out and "MRN-7" not in out  # the answer is the links, as the API's
-    code, out, err = run(capsys, "consult", "patient", cid, "--patient-id", "MRN-8", *where)
-    assert (code, err) == (0, "") and "MRN-8" not in out
-
-    async def stored() -> tuple[list[PatientRecord], list[str]]:
-        register = PatientRegister(data_dir / DB_FILENAME)
-        trail = AuditTrail(data_dir / DB_FILENAME)
-        try:
-            entries = await trail.trail(cid)
-            return await register.history(cid), [f"{e.action} {e.detail}" for e in entries]
-        finally:
-            await register.close()
-            await trail.close()
-
-    history, audit = asyncio.run(stored())
-    assert [r.patient.patient_id for r in history] == ["MRN-7", "MRN-8"]
-    first = history[0].patient
-    assert (first.issuer, first.family_name, first.given_names) == (
-        "Hospital A",
-        "Dorj",
-        "Bat Erdene",
-    )
-    assert (first.birth_date, first.sex, history[0].recorded_by) == ("1970-01-02", "male", "cli")
-    assert audit == ["patient recorded", "patient recorded"]
-
-    bad = ("--patient-id", "MRN-9", "--patient-birth-date", "2999-01-01")
-    code, _, err = run(capsys, "consult", "patient", cid, *bad, *where)
-    assert code == 2 and "birth_date" in err and "2999" not in err
-    code, _, err = run(capsys, "consult", "patient", cid, *where)
-    assert code == 2 and "--patient-id" in err
-    code, _, err = run(capsys, "consult", "patient", "nope-nope-nope", "--patient-id", "X", *where)
-    assert code == 1 and "unknown consultation" in err

@@ -83,7 +83,7 @@ async def finished_job(client: TestClient, token: str, response: Any) -> dict[st
 
 def read_back(orthanc: Orthanc, made: Made) -> dict[str, Any]:
     """The study as the archive serves it: QIDO-RS for the study, WADO-RS metadata per instance."""
-    uid = study_instance_uid(made.id)
+    uid = study_instance_uid(made.id, "", PATIENT["patient_id"])
     (study,) = orthanc.get(f"/dicom-web/studies?StudyInstanceUID={uid}&includefield=00080061")
     metadata = orthanc.get(f"/dicom-web/studies/{uid}/metadata")
     classes = {m["00080016"]["Value"][0] for m in metadata}
@@ -96,6 +96,7 @@ def read_back(orthanc: Orthanc, made: Made) -> dict[str, Any]:
         "frames": frames,
         "duration_s": frames * frame_ms / 1000,
         "patient_id": video["00100020"]["Value"][0],
+        "uid": uid,
     }
 
 
@@ -103,7 +104,7 @@ async def test_stow_rs_puts_the_recording_into_the_archive_as_an_es_study(
     client: TestClient, orthanc: Orthanc, make_token: MakeToken
 ) -> None:
     cid, made = await recording(client)
-    token = make_token("surgeon", cid)
+    token = make_token("admin", cid)
     response = await client.post(
         f"/api/recordings/{made.id}/dicom",
         json={"send": "stow", "patient": PATIENT, "burned_in": False},
@@ -126,9 +127,50 @@ async def test_stow_rs_puts_the_recording_into_the_archive_as_an_es_study(
     names = zipfile.ZipFile(io.BytesIO(await zipped.read())).namelist()
     assert sorted(names) == ["annotations.json", "stills/001.dcm", "video/001.dcm"]
     trail = await client.app[AUDIT].trail(cid)
-    (entry,) = [e for e in trail if e.action == "dicom-export"]
-    assert entry.recording_id == made.id and entry.detail and entry.detail.endswith("stow")
-    assert "KR-7781" not in (entry.detail or "")
+    started, stored = [e for e in trail if e.action == "dicom-export"]
+    assert started.recording_id == made.id and (started.detail or "").endswith("stow")
+    assert stored.recording_id == made.id and stored.detail == "stored in the archive (stow)"
+    (recorded,) = [e for e in trail if e.action == "patient"]  # the override is in the register
+    assert recorded.detail == "recorded" and recorded.seq < started.seq
+    assert all("KR-7781" not in (e.detail or "") for e in trail)
+    latest = await client.app[PATIENTS].latest(cid)
+    assert latest is not None and latest.patient == Patient.from_json(PATIENT)
+
+    again = await client.post(  # the same export: the archive keeps one copy of each object
+        f"/api/recordings/{made.id}/dicom", json={"send": "stow"}, headers=bearer(token)
+    )
+    assert (await finished_job(client, token, again))["state"] == "done"
+    assert len(orthanc.get(f"/dicom-web/studies/{read_back(orthanc, made)['uid']}/instances")) == 2
+
+
+async def test_only_the_coordinator_exports_and_reads_a_dicom_job(
+    client: TestClient, make_token: MakeToken
+) -> None:
+    cid, made = await recording(client, snapshot=False)
+    url = f"/api/recordings/{made.id}/dicom"
+    for role in ("surgeon", "observer", "clinic"):
+        refused = await client.post(
+            url, json={"patient": PATIENT}, headers=bearer(make_token(role, cid))
+        )
+        assert refused.status == 403, role
+    admin = make_token("admin", cid)
+    response = await client.post(url, json={"patient": PATIENT}, headers=bearer(admin))
+    assert response.status == 202
+    status_url = response.headers["Location"]
+    busy = await client.post(
+        url, json={"patient": PATIENT, "burned_in": True}, headers=bearer(admin)
+    )
+    assert (
+        busy.status == 409
+        and (await busy.json())["reason"] == "an export of this recording is running"
+    )
+    same = await client.post(url, json={"patient": PATIENT}, headers=bearer(admin))
+    assert same.status == 202 and same.headers["Location"] == status_url
+    surgeon = bearer(make_token("surgeon", cid))  # holds the replay right: not enough
+    assert (await client.get(status_url, headers=surgeon)).status == 403
+    assert (await client.get(f"{status_url}/file", headers=surgeon)).status == 403
+    assert (await client.delete(status_url, headers=surgeon)).status == 403
+    assert (await finished_job(client, admin, response))["state"] == "done"
 
 
 async def test_c_store_from_the_command_line_with_the_registered_patient(
@@ -154,9 +196,11 @@ async def test_c_store_from_the_command_line_with_the_registered_patient(
     study = read_back(orthanc, made)
     assert study["modalities"] == ["ES"] and study["classes"] == {VideoEndoscopicImageStorage}
     assert abs(study["frames"] - made.manifest.segments[0].frames) <= 1
+    details = [e.detail for e in await client.app[AUDIT].trail(cid) if e.action == "dicom-export"]
+    assert details == [f"cli {out} + c-store", "stored in the archive (c-store)"]
 
 
-async def test_refusals_unknown_recording_no_replay_right_no_patient(
+async def test_refusals_unknown_recording_no_patient_bad_send(
     client: TestClient, make_token: MakeToken, tmp_path: Path
 ) -> None:
     cid, made = await recording(client, snapshot=False)
@@ -166,10 +210,9 @@ async def test_refusals_unknown_recording_no_replay_right_no_patient(
         "/api/recordings/20250101T000000Z-AAAAAAAA/dicom", json={}, headers=bearer(admin)
     )
     assert unknown.status == 404
-    observer = make_token("observer", cid)  # no replay right
-    assert (await client.post(url, json={}, headers=bearer(observer))).status == 403
     needed = await client.post(url, json={}, headers=bearer(admin))
     assert needed.status == 422
+    assert (await needed.json())["error"] == "patient-details-needed"
     assert "patient_id" in (await needed.json())["reason"]
     wrong = await client.post(
         url, json={"patient": {"patient_id": "a^b\\c"}}, headers=bearer(admin)
@@ -199,7 +242,7 @@ async def test_an_archive_that_cannot_be_reached_fails_the_job_readably(
     cid, made = await recording(client, snapshot=False)
     orthanc.process.terminate()
     orthanc.process.wait(10)
-    token = make_token("surgeon", cid)
+    token = make_token("admin", cid)
     with caplog.at_level(logging.INFO):
         response = await client.post(
             f"/api/recordings/{made.id}/dicom",
@@ -216,3 +259,23 @@ async def test_an_archive_that_cannot_be_reached_fails_the_job_readably(
 async def _in_thread(function: Any, *args: Any) -> Any:
     """The CLI runs its own event loop: off this one."""
     return await asyncio.to_thread(function, *args)
+
+
+def test_archive_and_time_zone_settings_are_checked_at_start() -> None:
+    env = {
+        "ENDOLINK_PACS_STOW_URL": "https://user:pw@pacs.example.org/dicom-web",
+        "ENDOLINK_PACS_DICOM": "PACS@10.0.0.5:104",
+        "ENDOLINK_TIMEZONE": "Asia/Ulaanbaatar",
+    }
+    settings = Settings.from_env(env)
+    assert settings.pacs_dicom == ("PACS", "10.0.0.5", 104)
+    assert settings.timezone == "Asia/Ulaanbaatar" and Settings.from_env({}).timezone
+    for name, wrong, said in (
+        ("ENDOLINK_PACS_STOW_URL", "ftp://user:pw@pacs/dicom-web", "http or https URL"),
+        ("ENDOLINK_PACS_STOW_URL", "https:///dicom-web", "with a host"),
+        ("ENDOLINK_PACS_DICOM", "PACS@pacs.example.org", "AET@host:port"),
+        ("ENDOLINK_TIMEZONE", "Asia/Atlantis", "IANA time zone"),
+    ):
+        with pytest.raises(ValueError, match=said) as refused:
+            Settings.from_env({name: wrong})
+        assert "pw" not in str(refused.value)  # a STOW URL's password is never repeated

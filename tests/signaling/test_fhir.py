@@ -8,7 +8,9 @@ import base64
 import hashlib
 import io
 import logging
+import os
 import zipfile
+from pathlib import Path
 from typing import Any
 
 import pydicom
@@ -20,6 +22,8 @@ from persistence.times import utc_iso
 from recorder.dicom_uids import study_instance_uid
 from signaling.db.audit import AuditAction, AuditRecord
 from signaling.keys import AUDIT, STORE
+from signaling.records.routes import DigestCache
+from signaling.replay.download import Download
 from tests.conftest import MakeToken, bearer
 from tests.replay_support import Made
 from tests.signaling.test_dicom_export import finished_job
@@ -104,12 +108,16 @@ async def test_the_bundle_validates_and_describes_the_recording_its_patient_and_
     assert video["subject"] == {"reference": patient_url}
 
     paper, page = resources(data, "Consent")
-    assert (paper["status"], paper["performer"], paper["sourceAttachment"]["title"].split()[2]) == (
-        "inactive",
-        [{"display": "Dr. A"}],
-        "paper",
-    )
-    assert page["status"] == "active" and page["performer"] == [{"display": "Dr. Bold"}]
+    assert (paper["status"], paper["sourceAttachment"]["title"].split()[2]) == ("inactive", "paper")
+    assert paper["verification"][0]["verifiedWith"] == {"display": "Dr. A"}
+    assert page["status"] == "active"
+    assert page["performer"] == [{"reference": patient_url}]  # the patient grants it
+    (check,) = page["verification"]  # who confirmed it, and when
+    assert check == {
+        "verified": True,
+        "verifiedWith": {"display": "Dr. Bold"},
+        "verificationDate": check["verificationDate"],
+    }
     assert page["scope"]["coding"][0]["code"] == "patient-privacy"
     assert page["patient"] == {"reference": patient_url}
 
@@ -143,10 +151,18 @@ async def test_a_multi_segment_recording_is_hashed_as_the_zip_its_download_sends
         "identifier": [{"use": "usual", "value": "X1"}],
         "gender": "unknown",
     }
-    assert [c["performer"] for c in resources(data, "Consent")] == [[{"display": "Dr. B"}]]
+    assert [c["verification"][0]["verifiedWith"] for c in resources(data, "Consent")] == [
+        {"display": "Dr. B"}
+    ]
 
 
-async def test_a_dicom_export_adds_the_study_reference_and_an_export_event(
+def export_entry(world: World, detail: str) -> AuditRecord:
+    return AuditRecord(
+        world.a.id, "admin-x", "", "admin", AuditAction.DICOM_EXPORT, world.rec.id, detail
+    )
+
+
+async def test_only_an_archived_dicom_study_gets_a_reference_and_live_views_are_no_reads(
     world: World, make_token: MakeToken
 ) -> None:
     admin = make_token("admin", world.a.id)
@@ -157,23 +173,31 @@ async def test_a_dicom_export_adds_the_study_reference_and_an_export_event(
             world.a.id, "observer-x", "Obs", "observer", AuditAction.VIEW, at=utc_iso(at)
         )
         await trail.record(view)
-    record = AuditRecord(
-        world.a.id, "admin-x", "", "admin", AuditAction.DICOM_EXPORT, world.rec.id, "stow-rs"
-    )
-    await trail.record(record)
+    await trail.record(export_entry(world, "job 1 stow"))  # started: nothing archived yet
+    first = await (await fhir(world, admin)).json()
+    Bundle.model_validate(first)
+    assert len(resources(first, "DocumentReference")) == 1  # no study the archive holds
+    kinds = [e["entity"][0]["detail"][0]["valueString"] for e in resources(first, "AuditEvent")]
+    assert kinds == ["dicom-export", "fhir"]  # watching the live feed read no document
+
+    await trail.record(export_entry(world, "stored in the archive (stow)"))
     data = await (await fhir(world, admin)).json()
     Bundle.model_validate(data)
+    assert data["identifier"] == first["identifier"]  # the same Bundle, newer content
+    assert data["meta"]["lastUpdated"] == data["timestamp"] > first["meta"]["lastUpdated"]
     video, study = resources(data, "DocumentReference")
-    uid = study_instance_uid(world.rec.id)
+    uid = study_instance_uid(world.rec.id, PATIENT["issuer"], PATIENT["patient_id"])
     assert study["masterIdentifier"] == {"system": "urn:dicom:uid", "value": f"urn:oid:{uid}"}
     assert study["content"][0]["format"]["code"] == "1.2.840.10008.5.1.4.1.1.77.1.1.1"
+    assert study["description"].endswith("stored in the archive (stow)")
+    stored = (await trail.trail(world.a.id))[-2]  # before this Bundle's own read
+    assert study["date"] == stored.at and stored.detail == "stored in the archive (stow)"
     video_url = next(e["fullUrl"] for e in data["entry"] if e["resource"] == video)
     assert study["relatesTo"] == [{"code": "transforms", "target": {"reference": video_url}}]
-    live, export, read = resources(data, "AuditEvent")
-    assert live["entity"][0]["detail"][0]["valueString"] == "view"
-    assert live["recorded"] == utc_iso(world.rec.started + 0.5)
-    assert export["type"]["code"] == "110106" and len(export["entity"]) == 3
-    assert read["subtype"][0]["code"] == "read"
+    started, read, archived, again = resources(data, "AuditEvent")  # in the trail's order
+    assert started["type"]["code"] == archived["type"]["code"] == "110106"
+    assert len(archived["entity"]) == 3  # video, study, patient
+    assert read["subtype"][0]["code"] == again["subtype"][0]["code"] == "read"
 
 
 async def test_the_study_reference_names_the_study_the_dicom_export_wrote(
@@ -181,7 +205,6 @@ async def test_the_study_reference_names_the_study_the_dicom_export_wrote(
 ) -> None:
     admin = make_token("admin", world.a.id)
     assert (await put_patient(world, world.a.id, admin, PATIENT)).status == 200
-    assert len(resources(await (await fhir(world, admin)).json(), "DocumentReference")) == 1
     started = await world.client.post(
         f"/api/recordings/{world.rec.id}/dicom", json={}, headers=bearer(admin)
     )
@@ -190,6 +213,8 @@ async def test_the_study_reference_names_the_study_the_dicom_export_wrote(
     zipped = await world.client.get(f"{started.headers['Location']}/file", headers=bearer(admin))
     with zipfile.ZipFile(io.BytesIO(await zipped.read())) as archive:
         video = pydicom.dcmread(io.BytesIO(archive.read("video/001.dcm")))
+    assert len(resources(await (await fhir(world, admin)).json(), "DocumentReference")) == 1
+    await world.client.app[AUDIT].record(export_entry(world, "stored in the archive (c-store)"))
     data = await (await fhir(world, admin)).json()
     Bundle.model_validate(data)
     study = resources(data, "DocumentReference")[1]
@@ -231,9 +256,14 @@ async def test_patient_details_round_trip_and_are_refused_with_a_reason(
 
     bad = await put_patient(world, world.a.id, admin, {**PATIENT, "birth_date": "12/04/1961"})
     assert bad.status == 400
+    assert (await bad.json())["error"] == "patient-birth-date"
     assert "birth_date" in (await bad.json())["reason"]
+    long = {**PATIENT, "family_name": "B" * 40, "given_names": "O" * 30}
+    refused = await (await put_patient(world, world.a.id, admin, long)).json()
+    assert refused["error"] == "patient-name-too-long" and "63" in refused["reason"]
     assert (await put_patient(world, world.a.id, admin, {"family_name": "X"})).status == 400
-    assert (await put_patient(world, world.a.id, admin, {**PATIENT, "ward": "3"})).status == 400
+    ward = await put_patient(world, world.a.id, admin, {**PATIENT, "ward": "3"})
+    assert ward.status == 400 and (await ward.json())["error"] == "bad-request"
     for role in ("surgeon", "clinic", "observer"):
         token = make_token(role, world.a.id)
         assert (await world.client.get(path, headers=bearer(token))).status == 403
@@ -272,3 +302,27 @@ async def test_a_consultation_is_created_with_its_patient(
         ).text()
     )
     assert not [s for s in SECRETS if s in caplog.text]
+
+
+def test_a_finished_recordings_digest_is_kept_until_its_files_change(tmp_path: Path) -> None:
+    """The Bundle's SHA-1 is computed once per finished recording: the cache answers while every
+    file keeps its path, size and modification time (here the bytes change behind its back, to
+    show it does not read them again), and hashes anew when one of them changes."""
+    path = tmp_path / "endolink-r.webm"
+    path.write_bytes(b"A" * 1000)
+    sent = Download("video/webm", path.name, [(path.name, path)])
+    cache = DigestCache()
+    first = cache.digest("r", sent, ended=True)
+    assert first == (hashlib.sha1(b"A" * 1000).digest(), 1000)
+    stamp = path.stat().st_mtime_ns
+    path.write_bytes(b"B" * 1000)
+    os.utime(path, ns=(stamp, stamp))
+    assert cache.digest("r", sent, ended=True) == first  # not read again
+    os.utime(path, ns=(stamp + 10**9, stamp + 10**9))
+    assert cache.digest("r", sent, ended=True) == (hashlib.sha1(b"B" * 1000).digest(), 1000)
+
+    growing = DigestCache()  # a recording still being written is never kept
+    assert growing.digest("r", sent, ended=False)[0] == hashlib.sha1(b"B" * 1000).digest()
+    path.write_bytes(b"C" * 1000)
+    os.utime(path, ns=(stamp + 10**9, stamp + 10**9))
+    assert growing.digest("r", sent, ended=False)[0] == hashlib.sha1(b"C" * 1000).digest()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from signaling.db.patients import InvalidPatient, Patient, PatientRegister
+from signaling.db.patients import PROBLEMS, InvalidPatient, Patient, PatientRegister
 from signaling.db.store import ConsultationStore, UnknownConsultation
 
 PATIENT = Patient(
@@ -90,27 +90,44 @@ async def test_details_are_never_logged(
 
 
 @pytest.mark.parametrize(
-    ("body", "reason"),
+    ("body", "reason", "problem"),
     [
-        ({}, "patient_id is required"),
-        ({"patient_id": ""}, "patient_id must not be empty"),
-        ({"patient_id": "x" * 65}, "at most 64"),
-        ({"patient_id": "a\\b"}, "backslashes"),
-        ({"patient_id": "a\nb"}, "control characters"),
-        ({"patient_id": 42}, "patient_id must be a string"),
-        ({"patient_id": "1", "family_name": "Kim^Lee"}, "must not contain ^"),
-        ({"patient_id": "1", "given_names": "a=b"}, "must not contain ^"),
-        ({"patient_id": "1", "birth_date": "12.04.1961"}, "a date like"),
-        ({"patient_id": "1", "birth_date": "2999-01-01"}, "a past date"),
-        ({"patient_id": "1", "birth_date": "19610412"}, "a past date"),
-        ({"patient_id": "1", "sex": "F"}, "sex must be one of"),
-        ({"patient_id": "1", "mrn": "2"}, "unknown patient field: mrn"),
-        (["1"], "patient must be an object"),
+        ({}, "patient_id is required", "id-missing"),
+        ({"patient_id": ""}, "patient_id must not be empty", "id-missing"),
+        ({"patient_id": "x" * 65}, "at most 64", "field-too-long"),
+        ({"patient_id": "a\\b"}, "backslashes", "forbidden-character"),
+        ({"patient_id": "a\nb"}, "control characters", "forbidden-character"),
+        ({"patient_id": 42}, "patient_id must be a string", "invalid"),
+        (
+            {"patient_id": "1", "family_name": "Kim^Lee"},
+            "must not contain ^",
+            "forbidden-character",
+        ),
+        ({"patient_id": "1", "given_names": "a=b"}, "must not contain ^", "forbidden-character"),
+        ({"patient_id": "1", "birth_date": "12.04.1961"}, "a date like", "birth-date"),
+        ({"patient_id": "1", "birth_date": "2999-01-01"}, "a past date", "birth-date"),
+        ({"patient_id": "1", "birth_date": "19610412"}, "a past date", "birth-date"),
+        ({"patient_id": "1", "sex": "F"}, "sex must be one of", "sex"),
+        ({"patient_id": "1", "mrn": "2"}, "unknown patient field: mrn", "invalid"),
+        (["1"], "patient must be an object", "invalid"),
+        (
+            {"patient_id": "1", "family_name": "K" * 32, "given_names": "S" * 32},
+            "together must be at most 63 characters",
+            "name-too-long",
+        ),
     ],
 )
-def test_bad_details_say_what_is_wrong(body: object, reason: str) -> None:
-    with pytest.raises(InvalidPatient, match=reason.replace("^", r"\^")):
+def test_bad_details_say_what_is_wrong(body: object, reason: str, problem: str) -> None:
+    with pytest.raises(InvalidPatient, match=reason.replace("^", r"\^")) as refused:
         Patient.from_json(body)
+    assert refused.value.problem == problem and problem in PROBLEMS
+
+
+def test_a_whole_dicom_name_fits_in_64_characters() -> None:
+    """PN's 64 hold ``family^given``: 31 + 1 + 32 fits, and either part alone may use all 64."""
+    Patient(patient_id="1", family_name="K" * 31, given_names="S" * 32)
+    Patient(patient_id="1", family_name="K" * 64)
+    Patient(patient_id="1", given_names="S" * 64)
 
 
 def test_details_from_json_round_trip_and_strip() -> None:

@@ -12,6 +12,16 @@ const REFUSALS = {
   403: "patient.error.forbidden",
   404: "patient.error.unknownConsultation",
 };
+// The API's 400 codes for details it refused (signaling/db/patients.py PROBLEMS); any other is
+// said by the generic patient.error.invalid, never by the server's English reason.
+const PROBLEMS = {
+  "patient-id-missing": "patient.error.missingId",
+  "patient-field-too-long": "patient.error.fieldTooLong",
+  "patient-forbidden-character": "patient.error.forbiddenCharacter",
+  "patient-name-too-long": "patient.error.nameTooLong",
+  "patient-birth-date": "patient.error.birthDate",
+  "patient-sex": "patient.error.sex",
+};
 
 /** Shows the form for an administrator token; does nothing for any other visitor. */
 export async function startPatientForm() {
@@ -77,7 +87,7 @@ async function save(token, cid, form) {
 
 function refusal(err) {
   if (REFUSALS[err?.status]) return msg(REFUSALS[err.status]);
-  if (err?.status === 400) return msg("patient.error.invalid", { reason: err.reason });
+  if (err?.status === 400) return msg(PROBLEMS[err.code] ?? "patient.error.invalid");
   return refusalText(err);
 }
 

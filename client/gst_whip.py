@@ -6,12 +6,15 @@ file stands alone — the standard library and Debian's GObject introspection (`
 no EndoLink import — so a hospital can copy it next to its pipeline and run it with
 ``/usr/bin/python3`` (the project's virtualenv cannot import ``gi``).
 
-  publish URL --token T [--codec VP8|H264] [--source 'v4l2src device=/dev/video0']
+  publish URL [--codec VP8|H264] [--source 'v4l2src device=/dev/video0']
       without --source: a test picture whose frames carry the stamp of
       ``client/testpattern.py`` (64 blocks along the top: frame counter, wall-clock ms), so a
       viewer can check which frames arrived and how late.
-  play URL --token T [--seconds N]
+  play URL [--seconds N]
       decodes the feed; its report counts frames, size, frame rate and the stamps it read.
+
+The Bearer token comes from ``$ENDOLINK_TOKEN`` (like ``endolink publish``), out of ``ps`` and
+the shell history; ``--token`` also works.
 
 Standard output is JSON lines: ``{"state": "connected"}`` once ICE and DTLS are up, then the
 report when it ends (``--seconds`` after connecting, Ctrl-C, or an error: exit status 1).
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -313,12 +317,17 @@ PLAY_PIPELINE = (
 )
 
 
+TOKEN_VARIABLE = "ENDOLINK_TOKEN"
+
+
 def run(args: argparse.Namespace) -> int:
     Gst.init(None)
     loop = GLib.MainLoop()
     playing = args.command == "play"
     pipeline = Gst.parse_launch(PLAY_PIPELINE if playing else publish_pipeline(args))
-    session = Session(pipeline, args.url, args.token, loop, args.seconds)
+    session = Session(
+        pipeline, args.url, args.token or os.environ[TOKEN_VARIABLE], loop, args.seconds
+    )
     if args.ice_address:
         session.gather_on(args.ice_address)
     player = Player(pipeline) if playing else None
@@ -366,7 +375,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, help_text in (("publish", "WHIP: send video"), ("play", "WHEP: receive video")):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("url", help="the WHIP (/whip/ID) or WHEP (/whep/ID) endpoint")
-        command.add_argument("--token", required=True, help="the Bearer token of the link")
+        command.add_argument(
+            "--token",
+            help=f"the Bearer token of the link (default ${TOKEN_VARIABLE}: keeps it out of `ps`)",
+        )
         command.add_argument(
             "--seconds",
             type=float,
@@ -385,7 +397,10 @@ def main(argv: list[str] | None = None) -> int:
     publish.add_argument("--height", type=int, default=720)
     publish.add_argument("--fps", type=int, default=30)
     publish.add_argument("--kbps", type=int, default=2500, help="video bitrate")
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    if not (args.token or os.environ.get(TOKEN_VARIABLE)):
+        parser.error(f"a token is needed: ${TOKEN_VARIABLE} (or --token)")
+    return run(args)
 
 
 if __name__ == "__main__":

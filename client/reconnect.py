@@ -1,5 +1,6 @@
 """Keep publishing through outages: ``endolink publish`` starts a fresh WHIP session whenever the
-one it has is lost, and is back within about a second of the server answering again.
+one it has is lost: at once after a session that was connected, with a growing pause (1, 2, 4 ...
+30 s) while the server cannot be reached or the connection never comes up.
 
 aiortc cannot restart ICE, so recovery is always a new ``RTCPeerConnection`` and a new WHIP POST
 (the old resource is DELETEd best-effort). A session counts as lost when its connection goes
@@ -7,10 +8,12 @@ aiortc cannot restart ICE, so recovery is always a new ``RTCPeerConnection`` and
 all has come from the server for ``SILENCE_S`` — a live server sends receiver reports for our
 streams about every second, so silence means it is gone (killed, restarted, network down).
 
-While the server is unreachable it is probed about every second with jitter (no growing
-back-off: the clinic is back as soon as the server is). Refusals end publishing with the server's
-readable reason (401, 403, 404, 400...), except "busy" answers (409, 429, 503), which are retried
-after their ``Retry-After``. A lost session's resource is the server's to free if the DELETE
+A session that was connected and is lost is replaced at once. Attempts that do not get that far
+(the server unreachable, the offer answered but ICE or DTLS failing — which can fail at once)
+wait 1, 2, 4 ... up to 30 s (±20 % jitter) between them, so a server that cannot be reached is
+not hammered; 30 s connected starts the back-off at 1 s again. Refusals end publishing with the
+server's readable reason (401, 403, 404, 400...), except "busy" answers (409, 429, 503), which are
+retried after their ``Retry-After``. A lost session's resource is the server's to free if the DELETE
 does not get through: the same clinic publishing again replaces it, and the server closes a
 silent session within seconds anyway (``relay/liveness.py``).
 
@@ -35,14 +38,18 @@ from aiortc.stats import RTCTransportStats
 from av.frame import Frame
 from av.packet import Packet
 
+from client.buffer import FrameBuffer
 from client.whip import WhipClient, WhipError
 
 if TYPE_CHECKING:
     Media = Frame | Packet[Any]
     "What a source track yields: a decoded frame, or an encoded packet (a live source sent as is)."
 
-PROBE_S = 1.0
-"Pause between attempts while the server is unreachable (±20 % jitter)."
+BACKOFF_FIRST_S = 1.0
+BACKOFF_MAX_S = 30.0
+"Pauses between attempts that did not connect: 1, 2, 4 ... 30 s (±20 % jitter)."
+STEADY_S = 30.0
+"Connected this long, a later failure starts the back-off at its first pause again."
 SILENCE_S = 3.0
 "Nothing from the server this long (it sends receiver reports about every second): lost."
 CONNECT_S = 10.0
@@ -53,7 +60,7 @@ MAX_RETRY_AFTER_S = 30.0
 
 class LiveSource:
     """Reads a source track all the time and hands its frames to the current session's track,
-    keeping at most ``backlog`` of them (the oldest are dropped while no session reads)."""
+    keeping at most ``backlog`` of them while no session reads (``FrameBuffer``'s drop rule)."""
 
     def __init__(
         self,
@@ -66,8 +73,7 @@ class LiveSource:
         "Told each session's codec for this kind; returns a line for the console, if any."
         self.ended = asyncio.Event()
         self._source = source
-        self._backlog = backlog
-        self._queue: asyncio.Queue[Media | None] = asyncio.Queue()
+        self._queue = FrameBuffer(backlog)
         self._task = asyncio.ensure_future(self._pump())
 
     async def _pump(self) -> None:
@@ -79,9 +85,7 @@ class LiveSource:
             self.ended.set()
 
     def _put(self, frame: Media | None) -> None:
-        while self._queue.qsize() >= self._backlog:
-            self._queue.get_nowait()
-        self._queue.put_nowait(frame)
+        self._queue.put(frame)
 
     def track(self) -> MediaStreamTrack:
         """A track for a new session: it starts from the frames still waiting (the present)."""
@@ -90,7 +94,7 @@ class LiveSource:
     async def next_frame(self) -> Media:
         frame = await self._queue.get()
         if frame is None:
-            self._put(None)  # every later session ends too
+            self._queue.unget(None)  # every later session ends too
             raise MediaStreamError
         return frame
 
@@ -119,35 +123,56 @@ async def keep_publishing(
     """Publish ``sources`` until ``stop`` is set or a source ends, starting a fresh session
     whenever one is lost. Raises ``WhipError`` for an answer retrying cannot change."""
     lost_at: float | None = None
-    unreachable = False
+    "When a connected session was lost (None: connected, or never yet)."
+    backoff = _Backoff()
     while not _done(stop, sources):
         client = new_client()
-        pause = PROBE_S * random.uniform(0.8, 1.2)
         try:
             pc = await _start(client, new_pc, sources)
         except WhipError as exc:
             if exc.status not in RETRY_STATUSES:
                 raise
-            pause = min(exc.retry_after or pause, MAX_RETRY_AFTER_S)
+            pause = min(exc.retry_after or backoff.next(), MAX_RETRY_AFTER_S)
             _say(f"the server is busy ({exc.reason}) — trying again in {pause:.0f} s")
         except (TimeoutError, aiohttp.ClientError, OSError):
-            if not unreachable:
-                _say("server unreachable — trying again every second")
-                unreachable = True
+            pause = backoff.next()
+            _say(f"could not reach the server, trying again in {pause:.0f} s")
         else:
-            unreachable = False
+            up_at = None
             if await _connected(pc, stop):
+                up_at = time.monotonic()
                 _say(first_words if lost_at is None else _since("reconnected after", lost_at))
                 lost_at = None
                 await _until_lost(pc, stop, sources)
             await _end(client, pc)
             if _done(stop, sources):
                 return
-            _say("connection lost — reconnecting")
-            lost_at = lost_at or time.monotonic()
-            pause = 0.0
+            if up_at is None:
+                pause = backoff.next()
+                _say(f"could not connect, trying again in {pause:.0f} s")
+            else:
+                if time.monotonic() - up_at >= STEADY_S:
+                    backoff.reset()
+                _say("connection lost — reconnecting")
+                lost_at = time.monotonic()
+                pause = 0.0
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), pause)
+
+
+class _Backoff:
+    """Growing pauses between attempts that did not connect (1, 2, 4 ... 30 s, ±20 %)."""
+
+    def __init__(self) -> None:
+        self._failures = 0
+
+    def next(self) -> float:
+        pause = min(BACKOFF_FIRST_S * 2.0 ** min(self._failures, 8), BACKOFF_MAX_S)
+        self._failures += 1
+        return min(pause * random.uniform(0.8, 1.2), BACKOFF_MAX_S)
+
+    def reset(self) -> None:
+        self._failures = 0
 
 
 async def _start(

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fractions
 import logging
 import threading
 import time
@@ -24,21 +23,18 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import av
-from aiortc.mediastreams import VIDEO_CLOCK_RATE, MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from client.buffer import FrameBuffer
+from client.clock import AUDIO_FRAME, AUDIO_RATE, Clock
 from client.options import SourceOptions
 
 logger = logging.getLogger(__name__)
 
-AUDIO_RATE = 48000
-AUDIO_FRAME = 960
-"Audio goes out as 20 ms of 48 kHz stereo s16, what aiortc's Opus encoder takes."
-VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
-AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
-MAX_LATE_S = 0.5
-"A file frame this late (slow disk or CPU) moves the schedule instead of a burst to catch up."
 PASSTHROUGH_CODECS = ("h264", "vp8")
 "Codecs a consultation may use, so a live source in one of them can be sent without re-encoding."
+BASELINE_PROFILES = ("Baseline", "Constrained Baseline")
+"H.264 profiles sent as they are: what the session negotiates (profile-level-id 42…)."
 DEVICE_HINTS = {
     errno.ENOENT: "no such device (is the capture card plugged in? ls /dev/video*)",
     errno.EBUSY: "the device is busy (another program is capturing from it)",
@@ -51,7 +47,9 @@ REOPEN_S = 1.0
 "A live source that went away is tried again this often."
 OPEN_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 5.0
-"A camera silent this long counts as gone (then it is opened again)."
+"A camera or card silent this long counts as gone (then it is opened again)."
+BUFFER_S = 2.0
+"Frames the reading thread may hand over before the event loop takes them (then the oldest go)."
 
 
 if TYPE_CHECKING:
@@ -80,19 +78,25 @@ class MediaSource:
         self._url, self._format, self._options = url, format, options or {}
         self._open()
         streams = self._container.streams
-        self.video = _SourceTrack(self, "video") if streams.video else None
-        self.audio = _SourceTrack(self, "audio") if streams.audio else None
+        fps = float(streams.video[0].average_rate or 30) if streams.video else 30.0
+        self.video = _SourceTrack(self, "video", round(BUFFER_S * fps)) if streams.video else None
+        audio_size = round(BUFFER_S * AUDIO_RATE / AUDIO_FRAME)
+        self.audio = _SourceTrack(self, "audio", audio_size) if streams.audio else None
         self.error: str | None = None
         self._loop, self._live = loop, live
         self._quit = threading.Event()
         self._thread: threading.Thread | None = None
         self._tracks = [t for t in (self.video, self.audio) if t is not None]
-        video_codec = streams.video[0].codec_context.name if streams.video else None
-        self._passthrough = video_codec if live and video_codec in PASSTHROUGH_CODECS else None
-        "A live source's codec that can be sent without re-encoding (files are always decoded:"
-        " aiortc ignores a viewer's keyframe request for packets, and a file's keyframes are rare)."
-        self._send_packets: bool | None = None if self._passthrough else False
+        self._live_codec: str | None = None
+        "A live source's video codec (files are always decoded: aiortc ignores a viewer's"
+        " keyframe request for packets, and a file's keyframes are rare)."
+        self._unfit: str | None = None
+        "Why the live H.264 cannot be sent as it is (None: it can)."
+        self._negotiated: str | None = None
+        self._said: str | None = None
+        self._send_packets: bool | None = False
         "True: video packets go out as they are; False: decoded; None: not known yet (dropped)."
+        self._decide()
 
     def _open(self) -> None:
         try:
@@ -126,7 +130,7 @@ class MediaSource:
             self._container.close()
 
     def _run(self, loop: asyncio.AbstractEventLoop) -> None:
-        clock = _Clock(paced=not self._live)
+        clock = Clock(paced=not self._live)
         try:
             while not self._quit.is_set():
                 try:
@@ -159,7 +163,7 @@ class MediaSource:
             self._container.close()
             for track in self._tracks:
                 with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(track.queue.put_nowait, None)
+                    loop.call_soon_threadsafe(track.queue.put, None)
 
     def _reopen(self, reason: str) -> bool:
         """A camera or card that went away is opened again about every second until it is back
@@ -173,30 +177,54 @@ class MediaSource:
             except SourceError:
                 continue
             print(f"the source is back after {time.monotonic() - lost_at:.1f} s", flush=True)
+            line = self._decide()  # a camera reconfigured meanwhile may send another codec
+            if line:
+                print(line, flush=True)
             return True
         return False
 
+    def _decide(self) -> str | None:
+        """Look at the (re)opened source's video: may it go out as it is? Applied to the
+        session's codec if one was negotiated (a line for the console if that changed)."""
+        video = self._container.streams.video
+        context = video[0].codec_context if self._live and video else None
+        self._live_codec = context.name if context is not None else None
+        self._unfit = unfit_for_passthrough(context) if context is not None else None
+        if self._negotiated is not None:
+            return self.negotiated(self._negotiated)
+        fit = self._live_codec in PASSTHROUGH_CODECS and self._unfit is None
+        self._send_packets = None if fit else False
+        return None
+
     def negotiated(self, codec: str) -> str | None:
-        """The session's answer chose ``codec`` for video: send the source's packets as they are
-        if it is theirs, decode and let aiortc encode otherwise. A line to tell the person
-        publishing, the first time and whenever it changes (None otherwise)."""
-        if self._passthrough is None:
+        """The session's answer chose ``codec`` for video: send a live source's packets as they
+        are if they are in it and fit (see ``unfit_for_passthrough``), decode and let aiortc
+        encode otherwise. A line for the person publishing that says which and why, the first
+        time and whenever it changes (None otherwise)."""
+        if self._live_codec is None:
             return None
-        send_packets = codec.lower() == self._passthrough
-        if send_packets is self._send_packets:
+        self._negotiated = codec
+        if self._live_codec not in PASSTHROUGH_CODECS or codec.lower() != self._live_codec:
+            why: str | None = "this consultation's codec"
+        else:
+            why = self._unfit
+        self._send_packets = why is None
+        source = self._live_codec.upper()
+        if why is None:
+            line = f"sending the source's {source} as it is (no re-encoding)"
+        else:
+            line = f"re-encoding the source's {source} as {codec} ({why})"
+        if line == self._said:
             return None
-        self._send_packets = send_packets
-        source = self._passthrough.upper()
-        if send_packets:
-            return f"sending the source's {source} as it is (no re-encoding)"
-        return f"re-encoding the source's {source} as {codec} (this consultation's codec)"
+        self._said = line
+        return line
 
     def _with_parameter_sets(self, packet: av.Packet[Any]) -> av.Packet[Any]:
         """An H.264 keyframe with SPS/PPS in front (cameras often give them only in the RTSP
         SDP, which FFmpeg keeps as extradata): a viewer can start decoding at any keyframe."""
         extradata = packet.stream.codec_context.extradata
         if (
-            self._passthrough != "h264"
+            self._live_codec != "h264"
             or not packet.is_keyframe
             or not extradata
             or not extradata.startswith((b"\x00\x00\x01", b"\x00\x00\x00\x01"))
@@ -207,13 +235,15 @@ class MediaSource:
         framed.pts, framed.time_base = packet.pts, packet.time_base
         return framed
 
-    def _one_pass(self, clock: _Clock) -> Iterator[Media]:
+    def _one_pass(self, clock: Clock) -> Iterator[Media]:
         """Every frame of one pass (one run of a live source), timestamps set by ``clock``."""
         resampler = av.AudioResampler("s16", "stereo", AUDIO_RATE, AUDIO_FRAME)
         packets = self._container.demux(*self._streams)
+        heard = time.monotonic()
         while not self._quit.is_set():
             try:
                 packet = next(packets)
+                heard = time.monotonic()
                 if packet.stream.type == "video" and self._send_packets is not False:
                     if self._send_packets and packet.size and packet.pts is not None:
                         yield clock.packet(self._with_parameter_sets(packet))
@@ -226,6 +256,8 @@ class MediaSource:
             except av.FFmpegError as exc:
                 if exc.errno != errno.EAGAIN:
                     raise
+                if time.monotonic() - heard > READ_TIMEOUT_S:  # a card stuck on "not yet"
+                    raise TimeoutError(errno.ETIMEDOUT, "no picture for a while") from exc
                 time.sleep(0.01)  # a device with no frame ready yet
                 packets = self._container.demux(*self._streams)
                 continue
@@ -238,96 +270,15 @@ class MediaSource:
     def _deliver(self, loop: asyncio.AbstractEventLoop, frame: Media) -> None:
         track = self.audio if isinstance(frame, av.AudioFrame) else self.video
         if track is not None:
-            loop.call_soon_threadsafe(track.queue.put_nowait, frame)
-
-
-class _Clock:
-    """Timestamps that keep growing across passes and the schedule that releases frames.
-
-    A pass's frames are placed after the end of the previous pass (its last frame plus that
-    frame's duration, audio or video whichever ends later); video pts in 90 kHz, audio in samples
-    at 48 kHz, both counted from the first timestamp of the source."""
-
-    def __init__(self, paced: bool) -> None:
-        self._paced = paced
-        self._origin: float | None = None
-        self._offset = 0.0
-        self._end = 0.0
-        self._last_video = -1
-        self._step = 0.0
-        "A video frame's duration: its own, else the last gap between frames."
-        self._next_sample = 0
-        self._start: float | None = None
-        self._live_start: float | None = None
-        "When the source's first timestamp came (a reopened live source continues from it)."
-
-    def _seconds(self, frame: Media, duration: float) -> float:
-        if frame.pts is None or frame.time_base is None:
-            return self._end + self._offset  # no timestamp: right after the previous frame
-        t = float(frame.pts * frame.time_base)
-        if self._origin is None:
-            self._origin = t
-            self._live_start = self._live_start or time.monotonic() - self._offset
-        t -= self._origin
-        self._end = max(self._end, t + duration)
-        return self._offset + t
-
-    def video(self, frame: av.VideoFrame) -> av.VideoFrame:
-        own = bool(frame.duration) and frame.time_base is not None
-        if frame.duration and frame.time_base is not None:
-            self._step = float(frame.duration * frame.time_base)
-        seconds = self._seconds(frame, self._step)
-        pts = max(round(seconds * VIDEO_CLOCK_RATE), self._last_video + 1)
-        if not own and self._last_video >= 0 and pts - self._last_video < VIDEO_CLOCK_RATE:
-            self._step = (pts - self._last_video) / VIDEO_CLOCK_RATE
-        frame.pts, frame.time_base, self._last_video = pts, VIDEO_TIME_BASE, pts
-        # Decoded frames come tagged as keyframes; aiortc's VP8 encoder would honour the tag and
-        # send every frame as a keyframe (2–3× the bitrate).
-        frame.pict_type = av.video.frame.PictureType.NONE
-        return frame
-
-    def audio(self, frame: av.AudioFrame) -> av.AudioFrame:
-        seconds = self._seconds(frame, frame.samples / AUDIO_RATE)
-        pts = max(round(seconds * AUDIO_RATE), self._next_sample)
-        frame.pts, frame.time_base = pts, AUDIO_TIME_BASE
-        self._next_sample = pts + frame.samples
-        return frame
-
-    def next_pass(self, live: bool) -> None:
-        """A file starts again after its end (a clip too short to have a length still moves
-        on); a live source that was opened again goes on from now, its timestamps from anew."""
-        if live:
-            self._origin = None
-            self._offset = (time.monotonic() - self._live_start) if self._live_start else 0.0
-        else:
-            self._offset += max(self._end, 0.001)
-        self._end = 0.0
-
-    def packet(self, packet: av.Packet[Any]) -> av.Packet[Any]:
-        """A live source's encoded video frame, its pts on the 90 kHz clock from the source's
-        first timestamp (not forced to grow: H.264 with B-frames has pts out of decode order)."""
-        seconds = self._seconds(packet, 0.0)
-        packet.pts, packet.time_base = round(seconds * VIDEO_CLOCK_RATE), VIDEO_TIME_BASE
-        return packet
-
-    def wait(self, frame: Media, quit: threading.Event) -> bool:
-        """Hold a file's frame until its time (False: asked to quit meanwhile)."""
-        if not self._paced or isinstance(frame, av.Packet) or frame.time is None:
-            return not quit.is_set()
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now - frame.time
-        late = now - (self._start + frame.time)
-        if late > MAX_LATE_S:
-            self._start += late
-        return not quit.wait(max(0.0, -late))
+            loop.call_soon_threadsafe(track.queue.put, frame)
 
 
 class _SourceTrack(MediaStreamTrack):
-    def __init__(self, source: MediaSource, kind: str) -> None:
+    def __init__(self, source: MediaSource, kind: str, size: int) -> None:
         super().__init__()
         self.kind = kind
-        self.queue: asyncio.Queue[Media | None] = asyncio.Queue()
+        self.queue = FrameBuffer(size)
+        "Bounded: a starved event loop loses the oldest frames, never memory without end."
         self._source = source
 
     async def recv(self) -> Media:
@@ -336,13 +287,29 @@ class _SourceTrack(MediaStreamTrack):
         self._source.start()
         frame = await self.queue.get()
         if frame is None:
-            self.queue.put_nowait(None)
+            self.queue.unget(None)
             raise MediaStreamError
         return frame
 
     def stop(self) -> None:
         super().stop()
         self._source.stop()
+
+
+def unfit_for_passthrough(context: Any) -> str | None:
+    """Why a live stream cannot go out as it is under the Constrained Baseline profile-level-id
+    a session negotiates for H.264 (None: it can): another profile (High, Main) or B-frames make
+    browsers and hardware decoders stutter or fail, so such a camera is decoded and encoded."""
+    if context.name != "h264":
+        return None
+    faults = []
+    if context.profile not in BASELINE_PROFILES:
+        faults.append(f"{context.profile or 'unknown'} profile")
+    if context.has_b_frames:
+        faults.append("B-frames")
+    if not faults:
+        return None
+    return " with ".join(faults) + "; browsers need Constrained Baseline without B-frames"
 
 
 def shown(source: str) -> str:

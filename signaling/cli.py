@@ -20,10 +20,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from aiohttp import ClientError, web
+from aiohttp import web
 
-from client.options import INPUT_FORMATS, RTSP_TRANSPORTS
-from signaling import cli_audit, cli_records, running
+from signaling import cli_audit, cli_publish, cli_records, running
 from signaling.auth.grants import ANY_CONSULTATION, Role
 from signaling.auth.invites import issue_token, with_links
 from signaling.auth.names import name_argument
@@ -134,58 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     certs.set_defaults(handler=_certs)
 
-    publish = commands.add_parser(
-        "publish",
-        parents=[common],
-        help="publish a video file, capture card or RTSP camera over WHIP",
-        description="Publish SOURCE as the clinic's endoscope feed until Ctrl-C (a file: until\n"
-        "its end, or forever with --loop). A lost connection is retried every second.",
-        epilog="examples:\n"
-        "  endolink publish --url URL --loop scope.mp4\n"
-        "  endolink publish --url URL /dev/video0 --video-size 1920x1080 --framerate 30"
-        " --input-format mjpeg\n"
-        "  endolink publish --url URL rtsp://192.168.1.20:554/stream1 --rtsp-transport udp\n"
-        "the clinic token comes from $ENDOLINK_TOKEN (or --token)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    publish.add_argument("--url", required=True, help="WHIP endpoint, e.g. .../whip/CID")
-    publish.add_argument(
-        "--token",
-        default=os.environ.get("ENDOLINK_TOKEN"),
-        help="clinic token (default $ENDOLINK_TOKEN: keeps it out of `ps` and shell history)",
-    )
-    publish.add_argument(
-        "--loop", action="store_true", help="file: start again at its end, forever"
-    )
-    publish.add_argument(
-        "--relay-only",
-        action="store_true",
-        help="send through the server's TURN relay only (checks the path through a firewall)",
-    )
-    card = publish.add_argument_group("capture card (/dev/videoN; default: the card's own)")
-    card.add_argument(
-        "--video-size", metavar="WxH", type=_video_size, help="WIDTHxHEIGHT, e.g. 1920x1080"
-    )
-    card.add_argument(
-        "--framerate", metavar="FPS", type=_framerate, help="frames per second, e.g. 30"
-    )
-    card.add_argument(
-        "--input-format",
-        choices=INPUT_FORMATS,
-        help="what the card sends: mjpeg, yuyv422 (raw) or h264",
-    )
-    publish.add_argument(
-        "--rtsp-transport",
-        choices=RTSP_TRANSPORTS,
-        default="tcp",
-        help="RTSP camera: tcp (default: through firewalls, no loss) or udp (lower latency)",
-    )
-    publish.add_argument(
-        "source",
-        metavar="SOURCE",
-        help="a video file, a capture card (/dev/video0), rtsp://... or testpattern",
-    )
-    publish.set_defaults(handler=_publish)
+    cli_publish.add_command(commands, common)
 
     recordings = commands.add_parser(
         "recordings", help="list and verify recordings, write them as DICOM"
@@ -322,45 +270,6 @@ def _dtls_client_certificate(out_dir: Path) -> int:
         '    -authorization "$ENDOLINK_TOKEN" https://SERVER/whip/CONSULTATION'
     )
     return 0
-
-
-def _publish(args: argparse.Namespace) -> int:
-    # Imported here: the media stack is slow to import and other commands do not need it.
-    from client.options import SourceOptions
-    from client.source import SourceError
-    from client.whip import WhipError, publish_source
-
-    if not args.token:
-        raise CliError("publish needs --token or $ENDOLINK_TOKEN (a clinic token)")
-    options = SourceOptions.of(args)
-    try:
-        asyncio.run(
-            publish_source(args.url, args.token, args.source, options, relay_only=args.relay_only)
-        )
-    except SourceError as exc:
-        raise CliError(str(exc)) from exc
-    except (WhipError, ClientError) as exc:
-        raise CliError(f"publishing failed: {exc}") from exc
-    except KeyboardInterrupt:
-        return 130
-    return 0
-
-
-def _video_size(text: str) -> str:
-    width, x, height = text.lower().partition("x")
-    if not (x and width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
-        raise argparse.ArgumentTypeError(f"not WIDTHxHEIGHT: {text!r}")
-    return f"{int(width)}x{int(height)}"
-
-
-def _framerate(text: str) -> str:
-    try:
-        rate = float(text)
-    except ValueError:
-        rate = 0.0
-    if not 0 < rate <= 240:
-        raise argparse.ArgumentTypeError(f"not a frame rate: {text!r}")
-    return text
 
 
 def _recordings_list(args: argparse.Namespace) -> int:

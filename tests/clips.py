@@ -17,13 +17,19 @@ SAMPLE_RATE = 48000
 
 
 def stamped_clip(
-    path: Path, frames: int, codec: str = "VP8", fps: Fraction = Fraction(30), audio: bool = False
+    path: Path,
+    frames: int,
+    codec: str = "VP8",
+    fps: Fraction = Fraction(30),
+    audio: bool = False,
+    options: dict[str, str] | None = None,
 ) -> Path:
     """``frames`` 640×360 frames at ``fps`` (counter = index), optionally with a 440 Hz tone as
-    long as the video; the container follows ``path``'s suffix (.webm, .mp4, .mkv)."""
+    long as the video; the container follows ``path``'s suffix (.webm, .mp4, .mkv). ``options``
+    go to the encoder (libx264: ``{"profile": "high", "bf": "3"}`` for a High-profile camera)."""
     pattern = TestPatternTrack(640, 360)
     with av.open(str(path), "w") as container:
-        video = container.add_stream(ENCODERS[codec], rate=fps)
+        video = container.add_stream(ENCODERS[codec], rate=fps, options=options or {})
         video.width, video.height, video.pix_fmt = 640, 360, "yuv420p"
         video.bit_rate = 1_500_000
         sound = container.add_stream("libopus", rate=SAMPLE_RATE) if audio else None

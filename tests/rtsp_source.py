@@ -4,7 +4,9 @@ Runs under Debian's /usr/bin/python3 (python3-gi; the project's venv cannot impo
 imports only the stdlib and gi. Usage: ``rtsp_source.py PORT CODEC [FPS]`` with CODEC ``h264`` or
 ``vp8``; it prints ``ready rtsp://127.0.0.1:PORT/scope`` once listening, serves until SIGTERM.
 The stream is 640×360 at FPS with a keyframe every second, H.264 constrained baseline (what a
-browser negotiates) with SPS/PPS in band, like an IP camera's sub-stream.
+browser negotiates) with SPS/PPS in band, like an IP camera's sub-stream. CODEC may instead be an
+MP4 file with H.264 in it (any profile, e.g. High with B-frames, which Debian's GStreamer cannot
+encode): its stream is served as it is, at its own rate.
 """
 
 import signal
@@ -37,10 +39,16 @@ def main() -> None:
     server.set_address("127.0.0.1")
     server.set_service(port)
     factory = GstRtspServer.RTSPMediaFactory()
-    factory.set_launch(
-        f"( videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=360,"
-        f"framerate={fps}/1 ! videoconvert ! " + ENCODERS[codec].format(fps=fps) + " )"
-    )
+    if codec.endswith(".mp4"):
+        factory.set_launch(
+            f"( filesrc location={codec} ! qtdemux ! h264parse"
+            " ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+        )
+    else:
+        factory.set_launch(
+            f"( videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=360,"
+            f"framerate={fps}/1 ! videoconvert ! " + ENCODERS[codec].format(fps=fps) + " )"
+        )
     factory.set_shared(True)
     server.get_mount_points().add_factory("/scope", factory)
     if server.attach(None) == 0:

@@ -66,10 +66,11 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         server.stop()
 
 
-def gst_whip(running: Running, *args: str) -> Process:
-    """The driver as a hospital runs it, on loopback (``--ice-address``: see its docstring)."""
+def gst_whip(running: Running, token: str, *args: str) -> Process:
+    """The driver as a hospital runs it, the token in ``$ENDOLINK_TOKEN`` (never on the command
+    line, where ``ps`` shows it), on loopback (``--ice-address``: see its docstring)."""
     command = [SYSTEM_PYTHON, DRIVER, *args, "--ice-address", "127.0.0.1"]
-    return Process(command, running.log_dir / "gst_whip.log", clean_env())
+    return Process(command, running.log_dir / "gst_whip.log", clean_env(ENDOLINK_TOKEN=token))
 
 
 def report(process: Process, timeout: float) -> dict[str, object]:
@@ -94,10 +95,9 @@ async def test_gstreamer_webrtcbin_publishes_and_aiortc_decodes_every_frame(
     consultation = running.consultations[codec]
     gst = gst_whip(
         running,
+        consultation.clinic,
         "publish",
         running.url("whip", codec),
-        "--token",
-        consultation.clinic,
         "--codec",
         codec,
         *("--width", str(WIDTH), "--height", str(HEIGHT), "--fps", str(FPS), "--kbps", str(KBPS)),
@@ -136,9 +136,11 @@ async def test_gstreamer_webrtcbin_plays_an_aiortc_publisher(running: Running, c
         assert await wait_until(lambda: clinic.connectionState == "connected", timeout=10)
         gst = gst_whip(
             running,
+            consultation.surgeon,
             "play",
             running.url("whep", codec),
-            *("--token", consultation.surgeon, "--seconds", str(PLAY_S)),
+            "--seconds",
+            str(PLAY_S),
         )
         try:
             result = await asyncio.to_thread(report, gst, PLAY_S + 40)

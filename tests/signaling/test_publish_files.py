@@ -16,8 +16,9 @@ import av
 import pytest
 from aiohttp.test_utils import TestClient
 
+from client.clock import AUDIO_RATE
 from client.options import SourceOptions
-from client.source import AUDIO_RATE, MediaSource
+from client.source import MediaSource
 from client.whip import publish_source
 from signaling.keys import STORE
 from tests.clips import stamped_clip

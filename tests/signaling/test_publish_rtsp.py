@@ -1,14 +1,15 @@
 """``endolink publish rtsp://…`` against a real RTSP camera the test starts (GStreamer's RTSP
 server, ``tests/rtsp_source.py`` under Debian's python3): frames reach an aiortc viewer at the
 camera's rate over TCP and UDP. A camera in the consultation's codec is sent as it is; another
-codec is decoded and encoded again — the publisher's CPU time shows the difference."""
+codec, or H.264 that browsers do not take as it is (High profile, B-frames), is decoded and
+encoded again — the publisher's CPU time shows the difference."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from itertools import pairwise
 from pathlib import Path
 
@@ -17,7 +18,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from bench.common import free_port
+from client.source import unfit_for_passthrough
 from signaling.keys import STORE
+from tests.clips import stamped_clip
 from tests.conftest import MakeToken
 from tests.peers import viewer, wait_until
 from tests.processes import REPO_ROOT, Process, clean_env, publish_command
@@ -32,13 +35,15 @@ SLOW = 0.75
 FAST = 1.15
 
 StartCamera = Callable[..., tuple[str, Process]]
+HIGH = {"profile": "high", "bf": "3", "g": str(CAMERA_FPS)}
+"libx264 options for a camera's main stream: High profile, B-frames, a keyframe every second."
 RECOVERY_S = 5.0
 
 
 @pytest.fixture
 def camera(tmp_path: Path, processes: list[Process]) -> StartCamera:
     """camera(codec, port=None) → (URL, process) of a local RTSP camera serving a moving pattern
-    in ``codec``."""
+    in ``codec`` (or an MP4 file's H.264 as it is)."""
 
     def start(codec: str, port: int | None = None) -> tuple[str, Process]:
         script = str(REPO_ROOT / "tests" / "rtsp_source.py")
@@ -62,6 +67,26 @@ async def start_publisher(
     cid = consultation.id
     command = publish_command(str(client.make_url(f"/whip/{cid}")), make_token("clinic", cid), rtsp)
     return cid, Process([*command, "--rtsp-transport", transport], log, clean_env())
+
+
+Tower = Callable[[str, str], Awaitable[tuple[str, str, Process]]]
+
+
+@pytest.fixture
+def tower(
+    client: TestClient, make_token: MakeToken, processes: list[Process], tmp_path: Path
+) -> Tower:
+    """tower(RTSP URL, codec) → (WHEP URL, surgeon token, publisher): ``endolink publish``
+    sending the camera over TCP to a new consultation in ``codec``."""
+
+    async def start(rtsp: str, codec: str) -> tuple[str, str, Process]:
+        cid, publisher = await start_publisher(
+            client, make_token, codec, rtsp, "tcp", tmp_path / "publish.log"
+        )
+        processes.append(publisher)
+        return str(client.make_url(f"/whep/{cid}")), make_token("surgeon", cid), publisher
+
+    return start
 
 
 def playable(url: str, timeout: float = 20.0) -> None:
@@ -170,3 +195,38 @@ async def test_a_camera_that_restarts_is_opened_again_and_its_picture_comes_back
         )
         assert await wait_until(lambda: len([t for t in arrivals if t > back_at]) > 30, 5)
     assert publisher.stop() == 0
+
+
+async def test_a_high_profile_camera_is_encoded_again_and_says_why(
+    tower: Tower, camera: StartCamera, tmp_path: Path
+) -> None:
+    # A camera's main stream: High profile with B-frames, under an H.264 consultation.
+    high = stamped_clip(tmp_path / "high.mp4", 6 * CAMERA_FPS, "H264", options=HIGH)
+    whep, token, publisher = await tower(camera(str(high))[0], "H264")
+    said = await asyncio.to_thread(publisher.wait_for, "re-encoding", 30)
+    assert said.endswith(
+        "re-encoding the source's H264 as H264 (High profile with B-frames; browsers need"
+        " Constrained Baseline without B-frames)"
+    )
+    arrivals: list[float] = []
+    async with viewer(whep, token, ("video",)) as (_, _, seen):
+        seen.on_video.append(lambda frame: arrivals.append(time.monotonic()))
+        assert await wait_until(lambda: len(arrivals) > 10, 15), "no frames from the camera"
+    assert publisher.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "unfit"),
+    [
+        pytest.param({"profile": "baseline"}, None, id="constrained-baseline"),
+        pytest.param({"profile": "main", "bf": "0"}, "Main profile;", id="main"),
+        pytest.param(HIGH, "High profile with B-frames;", id="high-b-frames"),
+    ],
+)
+def test_only_baseline_h264_without_b_frames_may_go_out_as_it_is(
+    tmp_path: Path, options: dict[str, str], unfit: str | None
+) -> None:
+    clip = stamped_clip(tmp_path / "camera.mp4", CAMERA_FPS, "H264", options=options)
+    with av.open(str(clip)) as container:
+        why = unfit_for_passthrough(container.streams.video[0].codec_context)
+    assert why is None if unfit is None else why is not None and why.startswith(unfit)

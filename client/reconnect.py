@@ -1,6 +1,6 @@
 """Keep publishing through outages: ``endolink publish`` starts a fresh WHIP session whenever the
 one it has is lost: at once after a session that was connected, with a growing pause (1, 2, 4 ...
-30 s) while the server cannot be reached or the connection never comes up.
+8 s) while the server cannot be reached or the connection never comes up.
 
 aiortc cannot restart ICE, so recovery is always a new ``RTCPeerConnection`` and a new WHIP POST
 (the old resource is DELETEd best-effort). A session counts as lost when its connection goes
@@ -10,7 +10,7 @@ streams about every second, so silence means it is gone (killed, restarted, netw
 
 A session that was connected and is lost is replaced at once. Attempts that do not get that far
 (the server unreachable, the offer answered but ICE or DTLS failing — which can fail at once)
-wait 1, 2, 4 ... up to 30 s (±20 % jitter) between them, so a server that cannot be reached is
+wait 1, 2, 4 ... up to 8 s (±20 % jitter) between them, so a server that cannot be reached is
 not hammered; 30 s connected starts the back-off at 1 s again. Refusals end publishing with the
 server's readable reason (401, 403, 404, 400...), except "busy" answers (409, 429, 503), which are
 retried after their ``Retry-After``. A lost session's resource is the server's to free if the DELETE
@@ -46,8 +46,10 @@ if TYPE_CHECKING:
     "What a source track yields: a decoded frame, or an encoded packet (a live source sent as is)."
 
 BACKOFF_FIRST_S = 1.0
-BACKOFF_MAX_S = 30.0
-"Pauses between attempts that did not connect: 1, 2, 4 ... 30 s (±20 % jitter)."
+BACKOFF_MAX_S = 8.0
+"""Pauses between attempts that did not connect: 1, 2, 4, 8 s (±20 % jitter). Short, as the pages'
+(15 s): once the server is back the endoscope returns within a pause, and one failed offer
+every 8 s costs a server nothing."""
 STEADY_S = 30.0
 "Connected this long, a later failure starts the back-off at its first pause again."
 SILENCE_S = 3.0
@@ -161,7 +163,7 @@ async def keep_publishing(
 
 
 class _Backoff:
-    """Growing pauses between attempts that did not connect (1, 2, 4 ... 30 s, ±20 %)."""
+    """Growing pauses between attempts that did not connect (1, 2, 4, 8 s, ±20 %)."""
 
     def __init__(self) -> None:
         self._failures = 0

@@ -10,6 +10,7 @@ kept in ``schema_versions``, so no module has to know another's tables.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -61,8 +62,12 @@ class Database:
 
     def __init__(self, path: Path, *schemas: Migrations) -> None:
         path.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
-        # Made private before SQLite opens it: its -wal and -shm files take the file's mode.
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE))
+        # Made private before SQLite opens it: its -wal and -shm files take the file's mode. Only
+        # a new file: closing any descriptor of a file drops every POSIX lock this process holds
+        # on it, those of SQLite's connections already open included; a CLI command would then
+        # see no other reader, checkpoint and delete the WAL under a running server.
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
         self.path = path
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, timeout=BUSY_TIMEOUT_S)

@@ -543,9 +543,10 @@ async def test_freeze_shows_the_same_still_everywhere_with_marks(
     await expect(freeze).to_have_attribute("aria-pressed", "true")
     await expect(freeze).to_contain_text("Resume live")
     # Every page stops at once on its own picture, then shows the surgeon's stored still.
+    # Null-safe: a page that just opened (the observer below) has no annotations yet.
     shown = (
-        "() => { const a = window.endolink.annotations;"
-        " return a.frozenShown && a.frozenSnapshot !== null; }"
+        "() => { const a = window.endolink && window.endolink.annotations;"
+        " return !!a && a.frozenShown != null && a.frozenSnapshot !== null; }"
     )
     for page in (surgeon, clinic):
         await page.wait_for_function(shown, timeout=8_000)

@@ -15,6 +15,9 @@ generator per direction, so a run is reproducible for a seed (given the same pac
 * **Delay**: a fixed one-way delay (RTT/2) plus an optional uniform jitter in ``[0, jitter_s]``.
   The delay line is FIFO: a packet never leaves before the one sent before it in the same
   direction (like a queue on a real path), so jitter bunches packets but never reorders them.
+* **Rate**: an optional cap per direction (``up_limit``, ``down_limit``: a token bucket with a
+  drop-tail queue, ``bench.shaper``), applied before the delay line like a narrow access link;
+  ``cap()`` changes it while packets flow.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from .common import LOOPBACK, host_candidates, rewrite_candidate_port
+from .shaper import RateLimit, Shaper
 
 
 @dataclass(frozen=True)
@@ -158,9 +162,10 @@ class _Direction:
     the order of equal deadlines, so one timer per packet could reorder a jittered burst).
     """
 
-    def __init__(self, impairment: Impairment, seed: int) -> None:
+    def __init__(self, impairment: Impairment, seed: int, limit: RateLimit | None) -> None:
         self.impairment = impairment
         self.model = LossModel(impairment.loss, impairment.burst, seed)
+        self.shaper = Shaper(limit)
         self._jitter_rng = random.Random(seed + 7919)
         self.stats = DirectionStats()
         self._line: deque[tuple[float, bytes, asyncio.DatagramTransport, tuple[str, int]]] = deque()
@@ -189,6 +194,7 @@ class _Direction:
         if self._timer is not None:
             self._timer.cancel()
         self._line.clear()
+        self.shaper.close()
 
 
 @dataclass
@@ -201,11 +207,15 @@ class ImpairmentProxy:
     late_answers_s: float = 0.0
     """Extra delay on the client's STUN answers only, outside the delay line (``math.inf`` drops
     them): a far end whose event loop lags answers consent checks late while media flows."""
+    up_limit: RateLimit | None = None
+    "A cap on client → server (a publisher's uplink); applies from the first packet."
+    down_limit: RateLimit | None = None
+    "A cap on server → client (a viewer's downlink)."
 
     def __post_init__(self) -> None:
         seed = self.impairment.seed
-        self._up = _Direction(self.impairment, seed * 2)
-        self._down = _Direction(self.impairment, seed * 2 + 1)
+        self._up = _Direction(self.impairment, seed * 2, self.up_limit)
+        self._down = _Direction(self.impairment, seed * 2 + 1, self.down_limit)
         self._near: asyncio.DatagramTransport | None = None
         self._far: asyncio.DatagramTransport | None = None
 
@@ -216,6 +226,12 @@ class ImpairmentProxy:
     @property
     def down(self) -> DirectionStats:
         return self._down.stats
+
+    def cap(self, up: RateLimit | None = None, down: RateLimit | None = None) -> None:
+        """Set (or, with ``None``, lift) both directions' caps while packets flow."""
+        self.up_limit, self.down_limit = up, down
+        self._up.shaper.limit = up
+        self._down.shaper.limit = down
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -258,15 +274,15 @@ class ImpairmentProxy:
                 asyncio.get_running_loop().call_later(self.late_answers_s, out.sendto, data, target)
             return
         if not self.impairment.delay_s and not self.impairment.jitter_s:
-            out.sendto(data, target)
+            direction.shaper.submit(data, lambda d: _send(out, d, target))
         else:
-            direction.send(data, out, target)
+            direction.shaper.submit(data, lambda d: direction.send(d, out, target))
 
     def stats(self) -> dict[str, object]:
         return {
             "impairment": self.impairment.describe(),
-            "up": vars(self.up),
-            "down": vars(self.down),
+            "up": vars(self.up) | {"shaper": vars(self._up.shaper.stats)},
+            "down": vars(self.down) | {"shaper": vars(self._down.shaper.stats)},
         }
 
     def close(self) -> None:
@@ -275,6 +291,11 @@ class ImpairmentProxy:
         for transport in (self._near, self._far):
             if transport is not None:
                 transport.close()
+
+
+def _send(out: asyncio.DatagramTransport, data: bytes, target: tuple[str, int]) -> None:
+    if not out.is_closing():  # a shaped packet may leave after the proxy closed
+        out.sendto(data, target)
 
 
 def _is_stun_answer(data: bytes) -> bool:

@@ -155,14 +155,20 @@ class RenditionRun:
     "The encoded picture's width and height."
 
 
-async def run_rendition(
-    codec: str, stream: list[bytes], count: int, seconds: float
-) -> RenditionRun:
+def bench_source(codec: str, count: int) -> tuple[Producer, AnnotationBoard]:
+    """A publisher-less source Producer and a board with ``count`` marks."""
     source = Producer("video", codec, "bench")
     source.attach(lambda: True)
     board = AnnotationBoard()
     for annotation in marks(count):
         board.add(annotation)
+    return source, board
+
+
+async def run_rendition(
+    codec: str, stream: list[bytes], count: int, seconds: float
+) -> RenditionRun:
+    source, board = bench_source(codec, count)
     rendition = Rendition(source, board, "bench")
     try:
         return await measure(source, rendition, stream, seconds)

@@ -21,11 +21,9 @@ import argparse
 import asyncio
 import os
 
-from relay.annotations import AnnotationBoard
 from relay.ladder import Ladder, Quality
-from relay.producer import Producer
 
-from .burnin import FPS, RenditionRun, marks, measure, print_table, source_stream
+from .burnin import FPS, RenditionRun, bench_source, measure, print_table, source_stream
 
 RENDITIONS = ((True, Quality.ORIGINAL), (False, Quality.P540), (False, Quality.P360))
 "(annotated, quality), the baseline first."
@@ -35,11 +33,7 @@ async def run(
     codec: str, stream: list[bytes], annotated: bool, quality: Quality, count: int, seconds: float
 ) -> RenditionRun:
     """One rendition of a fresh Ladder, measured alone (no other worker competes for a core)."""
-    source = Producer("video", codec, "bench")
-    source.attach(lambda: True)
-    board = AnnotationBoard()
-    for annotation in marks(count):
-        board.add(annotation)
+    source, board = bench_source(codec, count)
     ladder = Ladder(source, board, "bench")
     ladder.producer(annotated, quality)
     try:

@@ -107,7 +107,7 @@ class Rendition:
         self.cpu_s = 0.0
         "CPU time of the worker thread: decoding, drawing and encoding."
         self._board = board
-        self._rung = rung
+        self.rung = rung
         self.size: tuple[int, int] | None = None
         "The encoded picture's width and height, once the first frame is shown."
         self._stopped = False
@@ -233,9 +233,9 @@ class Rendition:
 
     def _scaled(self, frame: av.VideoFrame) -> av.VideoFrame:
         """The rung's size (a new picture, never the decoder's), or ``frame`` itself."""
-        if self._rung is None:
+        if self.rung is None:
             return frame
-        width, height = self._rung.size(frame.width, frame.height)
+        width, height = self.rung.size(frame.width, frame.height)
         if (width, height) == (frame.width, frame.height):
             return frame
         return frame.reformat(width, height, "yuv420p", interpolation=SCALER)
@@ -244,7 +244,7 @@ class Rendition:
         size = (picture.width, picture.height)
         if self._encoder is None or (self._encoder.width, self._encoder.height) != size:
             # its first frame is a keyframe
-            kbps = self._rung.kbps if self._rung is not None else None
+            kbps = self.rung.kbps if self.rung is not None else None
             self._encoder = new_encoder(self.codec, *size, kbps)
             self.size = size
         picture.pts = pts

@@ -5,14 +5,15 @@ time (on the event loop, like the receiver tap) to a real ``relay.ladder.Ladder`
 runs on its own with one viewer of its Producer: the annotated original (today's burn-in, with
 ``--marks`` marks: the baseline), then the plain 540p and 360p rungs. Per codec and rendition:
 output size, kbit/s achieved against the rung's target, the worker thread's CPU (thread time /
-wall, % of one core), CPU ms per encoded frame (decode, scale, draw, encode; the decode of skipped
-frames included), and the frames skipped as stale. Targets (issue 9): a 540p VP8 rung ≤ 35 % of a
-core, a 360p rung ≤ 20 %.
+wall, % of one core), frames out and skipped as stale.
 
-Thread CPU time is robust to other load on the machine; frame rate and skipped frames are not
-(an oversubscribed machine starves the worker, which then skips stale frames by design).
+Then the same rendition in lockstep (``--lockstep`` frames): each frame is handed over only once
+the worker is done with the previous one, so none is skipped: CPU ms per frame (decode, scale,
+draw, encode) and what that is at 30 fps, % of one core — the cost of a rung at full rate, which
+an oversubscribed machine cannot show in real time (a starved worker skips stale frames by design,
+and resyncs). Targets (issue 9): a 540p VP8 rung ≤ 35 % of a core, a 360p rung ≤ 20 %.
 
-    python -m bench.rungs [--seconds 20] [--codec VP8|H264|both] [--marks 20]
+    python -m bench.rungs [--seconds 20] [--lockstep 600] [--codec VP8|H264|both] [--marks 20]
 """
 
 from __future__ import annotations
@@ -20,8 +21,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import time
+from dataclasses import dataclass
 
 from relay.ladder import Ladder, Quality
+from relay.producer import Producer
+from relay.rendition import Rendition
 
 from .burnin import FPS, RenditionRun, bench_source, measure, print_table, source_stream
 
@@ -29,38 +34,91 @@ RENDITIONS = ((True, Quality.ORIGINAL), (False, Quality.P540), (False, Quality.P
 "(annotated, quality), the baseline first."
 
 
+LOCKSTEP_TIMEOUT_S = 5.0
+"Longest wait for the worker to finish one frame in lockstep."
+
+
+@dataclass
+class Lockstep:
+    frames: int
+    worker_cpu_s: float
+    bytes_out: int
+
+
 async def run(
-    codec: str, stream: list[bytes], annotated: bool, quality: Quality, count: int, seconds: float
-) -> RenditionRun:
-    """One rendition of a fresh Ladder, measured alone (no other worker competes for a core)."""
-    source, board = bench_source(codec, count)
+    codec: str,
+    stream: list[bytes],
+    annotated: bool,
+    quality: Quality,
+    args: argparse.Namespace,
+) -> tuple[RenditionRun, Lockstep]:
+    """One rendition of a fresh Ladder, measured alone (no other worker competes for a core):
+    in real time, then in lockstep."""
+    source, board = bench_source(codec, args.marks)
     ladder = Ladder(source, board, "bench")
     ladder.producer(annotated, quality)
+    rendition = ladder.renditions()[(annotated, quality)]
     try:
-        return await measure(source, ladder.renditions()[(annotated, quality)], stream, seconds)
+        realtime = await measure(source, rendition, stream, args.seconds)
+        return realtime, await lockstep(source, rendition, stream, args.lockstep)
     finally:
         await ladder.close()
 
 
-def row(annotated: bool, quality: Quality, r: RenditionRun, load: float) -> tuple[object, ...]:
+async def lockstep(
+    source: Producer, rendition: Rendition, stream: list[bytes], frames: int
+) -> Lockstep:
+    """Hand ``frames`` frames over one at a time, each once the worker has shown the last
+    (their timestamps 30 fps apart, so rate control sees real time)."""
+    viewer = rendition.producer.consume("bench lockstep")
+    bytes_out = 0
+
+    async def watch() -> None:
+        nonlocal bytes_out
+        while True:
+            bytes_out += (await viewer.recv()).size
+
+    watcher = asyncio.ensure_future(watch())
+    pts = (source.last_pts or 0) + 3000
+    # start at the loop's keyframe, so the decoder needs nothing it has not seen
+    cpu, done = rendition.cpu_s, rendition.frames_encoded + rendition.frames_skipped
+    for n in range(frames):
+        source.on_frame(stream[n % len(stream)], pts + n * 3000)
+        deadline = time.monotonic() + LOCKSTEP_TIMEOUT_S
+        while rendition.frames_encoded + rendition.frames_skipped <= done + n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{rendition.label}: no frame out in {LOCKSTEP_TIMEOUT_S} s")
+            await asyncio.sleep(0.001)
+    await asyncio.sleep(0.05)  # the last packet to the viewer
+    watcher.cancel()
+    viewer.stop()
+    return Lockstep(frames, rendition.cpu_s - cpu, bytes_out)
+
+
+def row(
+    annotated: bool, quality: Quality, r: RenditionRun, step: Lockstep, load: float
+) -> tuple[object, ...]:
     width, height = r.size or (0, 0)
-    encoded = max(1, r.frames_out)
+    ms = step.worker_cpu_s * 1000 / step.frames
     return (
         r.codec,
         f"{'annotated ' if annotated else ''}{quality}",
         f"{width}×{height}",
-        round(r.bytes_out * 8 / r.seconds / 1000),
+        f"{ms:.2f}",
+        f"{ms * FPS / 10:.1f}",
+        round(step.bytes_out * 8 * FPS / step.frames / 1000),
         f"{r.worker_cpu_s / r.seconds * 100:.1f}",
-        f"{r.worker_cpu_s * 1000 / encoded:.2f}",
         f"{r.frames_out / r.seconds:.1f}",
         f"{r.skipped} of {r.frames_in}",
+        round(r.bytes_out * 8 / r.seconds / 1000),
         f"{load:.1f}",
     )
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, default=20.0, help="real-time run, each")
+    parser.add_argument("--lockstep", type=int, default=600, help="lockstep frames, each")
     parser.add_argument("--codec", choices=("VP8", "H264", "both"), default="both")
     parser.add_argument("--marks", type=int, default=20, help="marks on the annotated baseline")
     args = parser.parse_args()
@@ -69,20 +127,23 @@ async def main() -> None:
     for codec in codecs:
         stream = source_stream(codec)
         for annotated, quality in RENDITIONS:
-            result = await run(codec, stream, annotated, quality, args.marks, args.seconds)
-            rows.append(row(annotated, quality, result, os.getloadavg()[0]))
+            realtime, step = await run(codec, stream, annotated, quality, args)
+            rows.append(row(annotated, quality, realtime, step, os.getloadavg()[0]))
     print_table(
-        f"Viewer quality ladder: CPU per rung, 1280×720 {FPS} fps in, {args.seconds:g} s each "
-        f"(steady state after the first second; annotated: {args.marks} marks)",
+        f"Viewer quality ladder: CPU per rung, 1280×720 {FPS} fps in; lockstep {args.lockstep} "
+        f"frames, real time {args.seconds:g} s (after a warm-up second); annotated: "
+        f"{args.marks} marks",
         (
             "codec",
             "rendition",
             "output",
-            "kbit/s",
-            "worker CPU % of a core",
-            "CPU ms / frame",
-            "fps out",
-            "skipped (stale)",
+            "lockstep CPU ms / frame",
+            "= % of a core at 30 fps",
+            "lockstep kbit/s",
+            "real-time worker CPU %",
+            "real-time fps out",
+            "real-time skipped (stale)",
+            "real-time kbit/s",
             "load avg",
         ),
         rows,

@@ -1,17 +1,18 @@
 """CPU per rung of the viewer quality ladder, in one run.
 
-The 1280×720 30 fps stamped test pattern, encoded once like a clinic (~2 Mbit/s), is fed in real
-time (on the event loop, like the receiver tap) to a real ``relay.ladder.Ladder``; each rendition
-runs on its own with one viewer of its Producer: the annotated original (today's burn-in, with
-``--marks`` marks: the baseline), then the plain 540p and 360p rungs. Per codec and rendition:
-output size, kbit/s achieved against the rung's target, the worker thread's CPU (thread time /
-wall, % of one core), frames out and skipped as stale.
+The 1280×720 30 fps stamped test pattern, encoded once like a clinic (~2 Mbit/s), is fed (on the
+event loop, like the receiver tap) to a real ``relay.ladder.Ladder``; each rendition runs on its
+own with one viewer of its Producer: the annotated original (today's burn-in, with ``--marks``
+marks: the baseline), then the plain 540p and 360p rungs.
 
-Then the same rendition in lockstep (``--lockstep`` frames): each frame is handed over only once
-the worker is done with the previous one, so none is skipped: CPU ms per frame (decode, scale,
-draw, encode) and what that is at 30 fps, % of one core — the cost of a rung at full rate, which
-an oversubscribed machine cannot show in real time (a starved worker skips stale frames by design,
-and resyncs). Targets (issue 9): a 540p VP8 rung ≤ 35 % of a core, a 360p rung ≤ 20 %.
+1. Lockstep (``--lockstep`` frames): each frame is handed over only once the worker is done with
+   the previous one, so none is skipped: CPU ms per frame (decode, scale, draw, encode), what
+   that is at 30 fps in % of one core, and kbit/s at 30 fps against the rung's target — the cost
+   of a rung at full rate, which an oversubscribed machine cannot show in real time.
+2. Real time (``--seconds``, at 30 fps): the worker thread's CPU (thread time / wall), frames out,
+   frames skipped as stale (a starved worker skips them by design), kbit/s.
+
+Targets (issue 9): a 540p VP8 rung ≤ 35 % of a core, a 360p rung ≤ 20 %.
 
     python -m bench.rungs [--seconds 20] [--lockstep 600] [--codec VP8|H264|both] [--marks 20]
 """
@@ -53,14 +54,14 @@ async def run(
     args: argparse.Namespace,
 ) -> tuple[RenditionRun, Lockstep]:
     """One rendition of a fresh Ladder, measured alone (no other worker competes for a core):
-    in real time, then in lockstep."""
+    in lockstep, then in real time (a real-time backlog would skew the lockstep count)."""
     source, board = bench_source(codec, args.marks)
     ladder = Ladder(source, board, "bench")
     ladder.producer(annotated, quality)
     rendition = ladder.renditions()[(annotated, quality)]
     try:
-        realtime = await measure(source, rendition, stream, args.seconds)
-        return realtime, await lockstep(source, rendition, stream, args.lockstep)
+        step = await lockstep(source, rendition, stream, args.lockstep)
+        return await measure(source, rendition, stream, args.seconds), step
     finally:
         await ladder.close()
 
@@ -80,7 +81,6 @@ async def lockstep(
 
     watcher = asyncio.ensure_future(watch())
     pts = (source.last_pts or 0) + 3000
-    # start at the loop's keyframe, so the decoder needs nothing it has not seen
     cpu, done = rendition.cpu_s, rendition.frames_encoded + rendition.frames_skipped
     for n in range(frames):
         source.on_frame(stream[n % len(stream)], pts + n * 3000)

@@ -1,16 +1,21 @@
-"""Rendition: the endoscope video with the current annotations burned in (``?annotated=1``).
+"""Rendition: the endoscope video re-encoded once for a group of viewers — with the current
+annotations burned in (``?annotated=1``), scaled down to a rung of the quality ladder
+(``?quality=540p``, ``relay/ladder.py``), or both.
 
-One pipeline per consultation, for viewers that cannot draw overlays (OBS, a monitor at the
-clinic, the recorder's annotated export): a Consumer of the endoscope Producer → ONE worker
-thread that decodes every packet (later frames reference earlier ones), draws the board's visible
-marks, encodes once → a second Producer whose Consumers are the annotated viewers. So fan-out,
-keyframe gating and keyframe requests are the forwarding path's; a viewer's keyframe request
-makes the encoder's next frame a keyframe.
+One pipeline per rendition, for viewers that cannot draw overlays (OBS, a monitor at the clinic)
+or whose link cannot take the original: a Consumer of the endoscope Producer → ONE worker thread
+that decodes every packet (later frames reference earlier ones), scales it (never up), draws the
+board's visible marks (normalised coordinates, sized by the frame height: they land at the same
+place on any size), encodes once at the rung's bitrate → a second Producer whose Consumers are
+the viewers. So fan-out, keyframe gating and keyframe requests are the forwarding path's; a
+viewer's keyframe request makes the encoder's next frame a keyframe.
 
 The raw forwarded stream never waits for this: the worker has its own bounded Consumer and a
-bounded hand-off. A frame with a newer one already waiting is decoded but neither drawn nor
-encoded (stale: showing it would only add delay); if the worker cannot even decode at the source
-rate, the hand-off is flushed and decoding restarts at the next (requested) keyframe.
+bounded hand-off. A frame that waited over ``STALE_S`` with a newer one already waiting is decoded
+but neither drawn nor encoded (stale: showing it would only add delay; a frame that merely came
+in a burst of a busy event loop is still shown, or viewers of a rung lose frame rate); if the
+worker cannot even decode at the source rate, the hand-off is flushed and decoding restarts at
+the next (requested) keyframe.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -38,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 INBOX_FRAMES = 30
 "Packets handed to the worker and not yet decoded (1 s at 30 fps) before it is resynced."
+STALE_S = 0.1
+"A frame this old with a newer one waiting is skipped (three frame intervals at 30 fps)."
 KEYFRAME_INTERVAL_FRAMES = 60
 "A keyframe every ~2 s at 30 fps, besides the ones viewers ask for."
 FRAME_RATE = 30
@@ -45,17 +53,56 @@ BITRATE_720P = 2_000_000
 MIN_BITRATE = 300_000
 MAX_BITRATE = 6_000_000
 VP8_SPEED = "8"
-"libvpx ``cpu-used`` in realtime mode: higher is faster and coarser."
+"""libvpx ``cpu-used`` in realtime mode: higher is faster and coarser. Positive: libvpx picks the
+speed itself, to spend at most (16 - 8) / 16 of a frame interval encoding (so its CPU follows the
+machine's load)."""
+RUNG_VP8_SPEED = "-12"
+"""A rung's ``cpu-used``: negative is a fixed speed, so a rung's CPU does not grow on an idle
+machine (540p 5.4 ms, 360p 2.4 ms a frame; SSIM 0.958 / 0.935 against 0.959 / 0.945 with ``8``;
+docs/benchmarks.md)."""
+H264_VBV_S = 0.5
+"""libx264's rate buffer, in seconds at the target rate: the stream never exceeds its rate over
+any half second, so a rung fits a link only a little wider than it (keyframes included)."""
+SCALER = av.video.reformatter.Interpolation.AREA
+"""Scaling down: swscale's area average, no aliasing, and as cheap as its fast bilinear (720p to
+540p 0.7 ms, to 360p 0.5 ms a frame; bicubic 1.3 / 0.9 ms; docs/benchmarks.md)."""
 JOIN_TIMEOUT_S = 5.0
 TIME_BASE = Fraction(1, VIDEO_CLOCK_RATE)
 DECODERS = {"VP8": "vp8", "H264": "h264"}
+Inbox = queue.Queue["tuple[av.Packet[Any], float] | None"]
+
+
+@dataclass(frozen=True)
+class Rung:
+    """A lower rendition's size and rate: ``height`` lines (never more than the source's), the
+    source's aspect, ``kbps`` kbit/s of video."""
+
+    height: int
+    kbps: int
+
+    def size(self, width: int, height: int) -> tuple[int, int]:
+        """The rung's picture for a ``width`` × ``height`` source: never upscaled, the aspect
+        kept, both sides even (4:2:0 chroma and the encoders want them so)."""
+        if height <= self.height:
+            return width, height
+        lines = self.height - self.height % 2
+        return max(2, round(width * lines / height / 2) * 2), lines
 
 
 class Rendition:
-    """Started on construction (by the first annotated viewer), ``stop()`` after the last."""
+    """Started on construction (by its first viewer), ``stop()`` after the last. ``board``: burn
+    its marks in (None: the plain picture); ``rung``: scale down to it (None: the source's size at
+    ~2 Mbit/s per 720p)."""
 
-    def __init__(self, source: Producer, board: AnnotationBoard, label: str) -> None:
-        self.label = f"{label} annotated"
+    def __init__(
+        self,
+        source: Producer,
+        board: AnnotationBoard | None,
+        label: str,
+        rung: Rung | None = None,
+    ) -> None:
+        kind = ("annotated " if board is not None else "") + (f"{rung.height}p" if rung else "")
+        self.label = f"{label} {kind.strip() or 'original'}"
         self.codec = source.codec
         self.producer = Producer("video", source.codec, self.label)
         self.producer.attach(self._request_keyframe)
@@ -66,19 +113,31 @@ class Rendition:
         self.cpu_s = 0.0
         "CPU time of the worker thread: decoding, drawing and encoding."
         self._board = board
+        self.rung = rung
+        self.size: tuple[int, int] | None = None
+        "The encoded picture's width and height, once the first frame is shown."
         self._stopped = False
         self._loop = asyncio.get_running_loop()
-        self._inbox: queue.Queue[av.Packet[Any] | None] = queue.Queue(INBOX_FRAMES)
+        self._inbox: Inbox = queue.Queue(INBOX_FRAMES)
+        "Packets with their arrival time (``time.monotonic()``), None to stop."
         self._keyframe_wanted = threading.Event()
         # Touched by the worker thread only:
         self._encoder: av.VideoCodecContext | None = None
         self._frozen: av.VideoFrame | None = None
         self._pts = -1
         self._source = source.consume(f"{self.label} source")
-        self._thread = threading.Thread(target=self._work, name=f"burn-in {label}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._work, name=f"rendition {self.label}", daemon=True
+        )
         self._thread.start()
         self._pump = asyncio.ensure_future(self._hand_over())
         logger.info("Rendition(%s) started (%s)", self.label, self.codec)
+
+    def __repr__(self) -> str:
+        return (
+            f"Rendition({self.label}: {self.frames_decoded} decoded, {self.frames_encoded} "
+            f"encoded, {self.frames_skipped} stale skipped, {self.resyncs} resyncs)"
+        )
 
     async def stop(self) -> None:
         """Stop the pipeline and join its thread (off the loop)."""
@@ -116,7 +175,7 @@ class Rendition:
                         continue
                     waiting_for_keyframe = False
                 try:
-                    self._inbox.put_nowait(packet)
+                    self._inbox.put_nowait((packet, time.monotonic()))
                 except queue.Full:
                     # The worker cannot even decode at the source rate: skip to a keyframe.
                     _drain(self._inbox)
@@ -138,15 +197,17 @@ class Rendition:
 
     def _work(self) -> None:
         """Every packet is decoded (later frames reference it); only fresh frames are drawn on
-        and encoded: a frame with a newer one already waiting is stale."""
+        and encoded: a frame that waited ``STALE_S`` with a newer one waiting is stale."""
         decoder = av.CodecContext.create(DECODERS[self.codec], "r")
         if not isinstance(decoder, av.VideoCodecContext):
             raise TypeError(f"{DECODERS[self.codec]} is not a video decoder")
-        while (packet := self._inbox.get()) is not None:
+        decoder.thread_count = 1  # on this thread: its CPU is all in ``cpu_s``
+        while (item := self._inbox.get()) is not None:
+            packet, arrived = item
             started = time.thread_time()
             try:
                 for frame in self._decode(decoder, packet):
-                    if self._inbox.empty():
+                    if self._inbox.empty() or time.monotonic() - arrived < STALE_S:
                         self._show(frame)
                     else:
                         self.frames_skipped += 1
@@ -166,19 +227,35 @@ class Rendition:
         return [f for f in frames if isinstance(f, av.VideoFrame)]
 
     def _show(self, frame: av.VideoFrame) -> None:
-        if self._board.freeze is None:
-            self._frozen = None
-        elif self._frozen is None:
-            self._frozen = frame  # everyone stays on this picture until the surgeon resumes
-        shown = frame if self._frozen is None else self._frozen
-        picture = burned_in(shown, self._board.visible(time.time()))
+        picture = self._scaled(frame)
+        if self._board is not None:
+            if self._board.freeze is None:
+                self._frozen = None
+            elif self._frozen is None:
+                self._frozen = picture  # everyone stays on this picture until the surgeon resumes
+            shown = picture if self._frozen is None else self._frozen
+            picture = burned_in(shown, self._board.visible(time.time()))
         self._pts = max(self._pts + 1, frame.pts or 0)  # encoders need increasing pts
         self._encode(picture, self._pts)
+
+    def _scaled(self, frame: av.VideoFrame) -> av.VideoFrame:
+        """The rung's size (a new picture, never the decoder's), or ``frame`` itself."""
+        if self.rung is None:
+            return frame
+        width, height = self.rung.size(frame.width, frame.height)
+        if (width, height) == (frame.width, frame.height):
+            return frame
+        return frame.reformat(width, height, "yuv420p", interpolation=SCALER)
 
     def _encode(self, picture: av.VideoFrame, pts: int) -> None:
         size = (picture.width, picture.height)
         if self._encoder is None or (self._encoder.width, self._encoder.height) != size:
-            self._encoder = new_encoder(self.codec, *size)  # its first frame is a keyframe
+            # its first frame is a keyframe
+            if self.rung is None:
+                self._encoder = new_encoder(self.codec, *size)
+            else:
+                self._encoder = new_encoder(self.codec, *size, self.rung.kbps, RUNG_VP8_SPEED)
+            self.size = size
         picture.pts = pts
         picture.time_base = TIME_BASE
         # Encoders honour the input's picture type, and decoded keyframes arrive tagged I: reset
@@ -208,11 +285,17 @@ def burned_in(frame: av.VideoFrame, marks: Sequence[Annotation]) -> av.VideoFram
     return picture
 
 
-def new_encoder(codec: str, width: int, height: int) -> av.VideoCodecContext:
+def new_encoder(
+    codec: str, width: int, height: int, kbps: int | None = None, vp8_speed: str = VP8_SPEED
+) -> av.VideoCodecContext:
     """A realtime encoder for the consultation's codec: libvpx VP8 or libx264 constrained
-    baseline, ~2 Mbit/s at 720p (scaled by pixel count), one frame in, one packet out."""
-    bitrate = int(BITRATE_720P * width * height / (1280 * 720))
-    bitrate = max(MIN_BITRATE, min(MAX_BITRATE, bitrate))
+    baseline, one frame in, one packet out, held to its rate (CBR / VBV) at ``kbps`` kbit/s, or
+    ~2 Mbit/s at 720p scaled by pixel count."""
+    if kbps is None:
+        bitrate = int(BITRATE_720P * width * height / (1280 * 720))
+        bitrate = max(MIN_BITRATE, min(MAX_BITRATE, bitrate))
+    else:
+        bitrate = kbps * 1000
     encoder = av.CodecContext.create("libvpx" if codec == "VP8" else "libx264", "w")
     assert isinstance(encoder, av.VideoCodecContext)
     encoder.width = width
@@ -228,7 +311,7 @@ def new_encoder(codec: str, width: int, height: int) -> av.VideoCodecContext:
         encoder.qmax = 56
         encoder.options = {
             "deadline": "realtime",
-            "cpu-used": VP8_SPEED,
+            "cpu-used": vp8_speed,
             "lag-in-frames": "0",
             # minrate = maxrate = bit_rate: CBR with a 1 s buffer, as aiortc's own VP8 encoder.
             "bufsize": str(bitrate),
@@ -240,7 +323,12 @@ def new_encoder(codec: str, width: int, height: int) -> av.VideoCodecContext:
         }
     else:
         encoder.profile = "Constrained Baseline"
-        encoder.options = {"preset": "ultrafast", "tune": "zerolatency"}
+        encoder.options = {
+            "preset": "ultrafast",
+            "tune": "zerolatency",
+            "maxrate": str(bitrate),
+            "bufsize": str(int(bitrate * H264_VBV_S)),
+        }
     return encoder
 
 
@@ -252,7 +340,7 @@ def plane_array(plane: av.video.plane.VideoPlane) -> np.ndarray:
     return view
 
 
-def _drain(inbox: queue.Queue[av.Packet[Any] | None]) -> None:
+def _drain(inbox: Inbox) -> None:
     with contextlib.suppress(queue.Empty):
         while True:
             inbox.get_nowait()

@@ -52,7 +52,7 @@ class Feedback:
 
     def read(self, packet: AnyRtcpPacket) -> None:
         """One RTCP packet the sender received (after aiortc handled it)."""
-        ssrc = self._sender._ssrc  # type: ignore[attr-defined]
+        ssrc = self._sender._ssrc
         if isinstance(packet, RtcpRrPacket | RtcpSrPacket):
             for report in packet.reports:
                 if report.ssrc == ssrc:

@@ -180,3 +180,44 @@ class Selector(MediaStreamTrack):
             self._drop_target()
             self._release()
             self._wake.set()
+
+
+@dataclass(frozen=True)
+class QualityChange:
+    """What one viewer's video now is (``Router(on_quality=...)``; the app tells its pages)."""
+
+    cid: str
+    session_id: str
+    identity: str
+    quality: Quality
+    automatic: bool
+    reason: str
+    """``connection``: moved down (or up) by its feedback; ``recovered``: back on the original;
+    ``pinned``: the quality it asked for."""
+
+
+def ladder_levels(kbps: tuple[int, int]) -> list[tuple[Quality, float | None]]:
+    """The policy's levels: the original (its bitrate measured), then the rungs' video rates."""
+    return [
+        (Quality.ORIGINAL, None),
+        (Quality.P540, kbps[0] * 1000),
+        (Quality.P360, kbps[1] * 1000),
+    ]
+
+
+def automatic(
+    producer: Callable[[Quality], Producer],
+    release: Callable[[], None],
+    kbps: tuple[int, int],
+    on_change: Callable[[QualityChange], None],
+    change: Callable[[Quality, bool, str], QualityChange],
+    label: str,
+) -> Selector:
+    """A Selector over the ladder that reports each move as a QualityChange (made by ``change``
+    from the quality, automatic=True and the reason)."""
+
+    def changed(quality: Quality, _: str) -> None:
+        reason = "recovered" if quality is Quality.ORIGINAL else "connection"
+        on_change(change(quality, True, reason))
+
+    return Selector(producer, release, ladder_levels(kbps), changed, label)

@@ -55,9 +55,11 @@ async def test_remb_loss_and_rtt_of_a_real_receiver_arrive_as_samples() -> None:
     try:
         await _connect(sending, receiving)
         assert await wait_until(
-            lambda: any(s.remb_bps for s in samples)
-            and any(s.loss is not None for s in samples)
-            and any(s.rtt_s is not None for s in samples),
+            lambda: (
+                any(s.remb_bps for s in samples)
+                and any(s.loss is not None for s in samples)
+                and any(s.rtt_s is not None for s in samples)
+            ),
             timeout=20,
         ), samples
         rtts = [s.rtt_s for s in samples if s.rtt_s is not None]

@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCRtpTransceiver
@@ -298,11 +299,11 @@ class Router:
             peer.on_closed(lambda _: self.ladder.release())
         self._adopt(peer, answer, expires_at)
         if quality is not None and "video" in kinds and feed_name is FeedName.ENDOSCOPE:
-            self._on_quality(self._change(peer, quality, False, "pinned"))
+            self._report(peer, quality, False, "pinned")
         return peer
 
-    def _change(self, peer: Peer, quality: Quality, auto: bool, reason: str) -> QualityChange:
-        return QualityChange(self.cid, peer.id, peer.identity, quality, auto, reason)
+    def _report(self, peer: Peer, quality: Quality, auto: bool, reason: str) -> None:
+        self._on_quality(QualityChange(self.cid, peer.id, peer.identity, quality, auto, reason))
 
     def _prepare_viewer_transceiver(
         self, kind: str, feed: Feed, peer: Peer, annotated: bool, quality: Quality | None
@@ -316,15 +317,9 @@ class Router:
                 preferences(kind, producer.codec)
             )
             return track
+        report = partial(self._report, peer)
         consumer: Consumer | Selector = (
-            automatic(
-                lambda q: self.ladder.producer(annotated, q),
-                self.ladder.release,
-                self._ladder_kbps,
-                self._on_quality,
-                lambda q, auto, reason: self._change(peer, q, auto, reason),
-                peer.label,
-            )
+            automatic(self.ladder, annotated, self._ladder_kbps, report, peer.label)
             if video and quality is None
             else producer.consume(peer.label)
         )

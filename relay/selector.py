@@ -32,7 +32,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .codecs import VIDEO_CLOCK_RATE
 from .consumer import Consumer, ForwardedFrame
-from .ladder import Quality
+from .ladder import Ladder, Quality
 from .producer import Producer
 from .quality import QualityPolicy, Sample
 
@@ -206,18 +206,18 @@ def ladder_levels(kbps: tuple[int, int]) -> list[tuple[Quality, float | None]]:
 
 
 def automatic(
-    producer: Callable[[Quality], Producer],
-    release: Callable[[], None],
+    ladder: Ladder,
+    annotated: bool,
     kbps: tuple[int, int],
-    on_change: Callable[[QualityChange], None],
-    change: Callable[[Quality, bool, str], QualityChange],
+    report: Callable[[Quality, bool, str], None],
     label: str,
 ) -> Selector:
-    """A Selector over the ladder that reports each move as a QualityChange (made by ``change``
-    from the quality, automatic=True and the reason)."""
+    """A viewer's Selector over the ladder (plain or annotated) that reports each move as
+    ``report(quality, automatic=True, reason)``."""
 
     def changed(quality: Quality, _: str) -> None:
-        reason = "recovered" if quality is Quality.ORIGINAL else "connection"
-        on_change(change(quality, True, reason))
+        report(quality, True, "recovered" if quality is Quality.ORIGINAL else "connection")
 
-    return Selector(producer, release, ladder_levels(kbps), changed, label)
+    return Selector(
+        lambda q: ladder.producer(annotated, q), ladder.release, ladder_levels(kbps), changed, label
+    )

@@ -32,6 +32,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .codecs import VIDEO_CLOCK_RATE
 from .consumer import Consumer, ForwardedFrame
+from .ids import ConsultationId
 from .ladder import Ladder, Quality
 from .producer import Producer
 from .quality import QualityPolicy, Sample
@@ -186,7 +187,7 @@ class Selector(MediaStreamTrack):
 class QualityChange:
     """What one viewer's video now is (``Router(on_quality=...)``; the app tells its pages)."""
 
-    cid: str
+    cid: ConsultationId
     session_id: str
     identity: str
     quality: Quality

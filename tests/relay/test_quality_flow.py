@@ -24,11 +24,12 @@ from client.whip import WhipClient
 from relay import forwarding
 from relay.ids import FeedName
 from relay.ladder import Quality
-from relay.selector import QualityChange, Selector
+from relay.selector import Selector
 from signaling.db.store import Consultation
 from signaling.keys import RELAY
 from tests.conftest import MakeToken
 from tests.peers import new_pc, publisher, viewer, wait_until
+from tests.signaling.test_websocket import join, next_of
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -54,8 +55,8 @@ async def test_a_capped_viewer_moves_to_a_rung_and_the_uncapped_one_stays_bit_ex
 ) -> None:
     cid = consultation.id
     relay = client.app[RELAY]
-    changes: list[QualityChange] = []
-    relay.on_quality = changes.append
+    capped_token = make_token("surgeon", cid)
+    ws, _ = await join(client, cid, capped_token)  # the capped viewer's page
     proxy = ImpairmentProxy(down_limit=RateLimit(CAP_BPS))
     await proxy.start()
     whep = str(client.make_url(f"/whep/{cid}"))
@@ -115,11 +116,16 @@ async def test_a_capped_viewer_moves_to_a_rung_and_the_uncapped_one_stays_bit_ex
                 assert fps >= MIN_FPS, rates
                 assert (640, 360) in received.sizes or (960, 540) in received.sizes
                 assert moved_after < MOVE_S
-                # the app heard of it, for this viewer's session
-                assert any(
-                    c.session_id == _session(capped) and c.automatic and c.reason == "connection"
-                    for c in changes
-                )
+                # the viewer's page is told, for this WHEP session
+                told = await next_of(ws, "quality", timeout=5)
+                assert told == {
+                    "type": "quality",
+                    "v": 1,
+                    "session": _session(capped),
+                    "quality": str(switch.target),
+                    "automatic": True,
+                    "reason": "connection",
+                }
             uncapped_selector = [
                 p for p in router.peers.values() if p.role == "viewer"
             ]  # the capped one has left
@@ -132,6 +138,7 @@ async def test_a_capped_viewer_moves_to_a_rung_and_the_uncapped_one_stays_bit_ex
             collecting.cancel()
     finally:
         proxy.close()
+        await ws.close()
     assert len(exact) > 100, len(exact)
     assert not gaps
     assert set(exact) <= source, "the uncapped viewer received frames the clinic never sent"

@@ -119,6 +119,12 @@ class QualityPolicy(Generic[Q]):
             if level.quality == quality:
                 level.bps = bps
 
+    def adopt(self, quality: Q, now: float, reason: str) -> None:
+        """Someone else moved the viewer: take it as this policy's own move (a hold follows)."""
+        self._probe = None
+        self._move(next(i for i, level in enumerate(self.levels) if level.quality == quality), now)
+        self.reason = reason
+
     def update(self, sample: Sample) -> Q:
         """Take one sample in; answer the wanted quality (changes are effective at once)."""
         self._record(sample)

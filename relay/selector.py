@@ -96,7 +96,7 @@ class Selector(MediaStreamTrack):
     def on_sample(self, sample: Sample) -> None:
         """A sample of the viewer's RTCP (``relay.feedback.watch``)."""
         self._measure(sample.at)
-        self.want(self.policy.update(sample), self.policy.reason)
+        self._go(self.policy.update(sample), self.policy.reason)
 
     def _measure(self, now: float) -> None:
         if not self._measured:
@@ -111,6 +111,11 @@ class Selector(MediaStreamTrack):
                 self.policy.set_bitrate(quality, bps or None)
 
     def want(self, quality: Quality, reason: str) -> None:
+        """Move the viewer to ``quality`` now; its policy takes the move as its own (holds)."""
+        self.policy.adopt(quality, time.monotonic(), reason)
+        self._go(quality, reason)
+
+    def _go(self, quality: Quality, reason: str) -> None:
         """Move the viewer to ``quality`` at its next keyframe (no-op if it is on its way)."""
         if self._target is not None:
             if self._target[0] == quality:

@@ -139,3 +139,10 @@ def test_an_original_not_measured_yet_is_never_judged_by_remb() -> None:
     assert set(feed(p, 0, 10, remb_bps=300_000, loss=0.0)) == {"original"}
     p.set_bitrate("original", 1_600_000)
     assert feed(p, 10, 12, remb_bps=300_000)[-1] == "360p"
+
+
+def test_a_move_made_elsewhere_is_adopted_and_held() -> None:
+    p = policy()
+    p.adopt("360p", 5.0, "connection")
+    assert p.current == "360p"
+    assert set(feed(p, 6.0, 5.0 + HOLD_S - 0.5, remb_bps=375_000, loss=0.0)) == {"360p"}

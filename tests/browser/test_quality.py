@@ -28,11 +28,19 @@ expect = playwright_api.expect
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
 
 SIZES = {"phone": (390, 844), "desktop": (1280, 800)}
-VIDEO_SIZE = """
-() => {
+FRAMES_IN_1S = """
+() => new Promise((resolve) => {
   const v = document.querySelector('[data-testid="remote-video"]');
-  return v && v.readyState >= 2 ? [v.videoWidth, v.videoHeight] : null;
-}
+  let frames = 0;
+  const start = performance.now();
+  const tick = (now) => {
+    frames += 1;
+    if (now - start < 1000) v.requestVideoFrameCallback(tick);
+    else resolve(frames);
+  };
+  v.requestVideoFrameCallback(tick);
+  setTimeout(() => resolve(frames), 3000);
+})
 """
 VIDEO_IS = """
 ([w, h]) => {
@@ -93,6 +101,11 @@ async def moved_then_pinned(  # type: ignore[no-untyped-def]
     await expect(notice).to_contain_text("Reduced picture quality for your connection (360p)")
     await expect(badge).to_have_text("Reduced quality: 360p")
     await page.wait_for_function(VIDEO_IS, arg=[640, 360], timeout=15_000)
+    switch = next(s for selector in selectors for s in selector.switches)
+    frames = await page.evaluate(FRAMES_IN_1S)
+    moved_ms = 1000 * (switch.done_at - switch.asked_at)
+    print(f"\n{size}: moved in {moved_ms:.0f} ms, {frames} frames in the next second")
+    assert frames > 10, f"the video did not play on after the move: {frames} frames in 1 s"
 
     # the picker pins 360p: a new WHEP session with ?quality=360p, 640×360 frames
     with_quality = []
@@ -102,4 +115,3 @@ async def moved_then_pinned(  # type: ignore[no-untyped-def]
     assert any("quality=360p" in url for url in with_quality), with_quality
     await expect(notice).to_be_hidden()  # pinned: no "for your connection" notice
     await expect(badge).to_have_text("Reduced quality: 360p")
-    print(f"\n{size}: pinned 360p → {await page.evaluate(VIDEO_SIZE)}")

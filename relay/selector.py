@@ -87,6 +87,8 @@ class Selector(MediaStreamTrack):
         "Timestamp and arrival of the last frame handed out."
         self.current: ForwardedFrame | None = None
         self.switches: list[Switch] = []
+        self.on_swap: Callable[[], None] = lambda: None
+        "Called as the target's keyframe is handed out (``relay.feedback.Feedback.forget_sent``)."
 
     def _subscribe(self, quality: Quality) -> Consumer:
         return self._producer(quality).consume(f"{self.label} {quality}", self._wake.set)
@@ -164,6 +166,7 @@ class Selector(MediaStreamTrack):
         if self._last is not None and frame.timestamp <= self._last[0]:
             elapsed = max(1, round((time.monotonic() - self._last[1]) * VIDEO_CLOCK_RATE))
             self._offset = self._last[0] + elapsed - frame.timestamp
+        self.on_swap()
         done_at = time.monotonic()
         self.switches.append(Switch(previous, quality, reason, asked_at, done_at))
         logger.info(

@@ -1,6 +1,6 @@
-"""Automatic quality with real peer connections: a 720p stamped publisher, one viewer behind a
-350 kbit/s link (``bench.udpproxy.ImpairmentProxy`` with a token-bucket cap) and one beside it
-on loopback, both in automatic mode (the default).
+"""Automatic quality with real peer connections: a 720p stamped publisher (1.8 Mbit/s), one
+viewer behind a 350 kbit/s link (``bench.udpproxy.ImpairmentProxy`` with a token-bucket cap) and
+one beside it on loopback, both in automatic mode (the default).
 
 The capped viewer is moved by its own feedback to a rung, at a keyframe, with stamped frames still
 arriving, and gets a full frame rate there; the uncapped viewer stays on the original, every
@@ -43,11 +43,14 @@ CAP_BPS = 350_000
 MOVE_S = 10.0
 "The capped viewer is on a rung within this long of its first frame (measured: see the log)."
 FPS_WINDOW_S = 3.0
+EXACT_FRAMES = 50
+"The uncapped viewer's frames compared with the clinic's: a few seconds' worth, even when slow."
 PUBLISHER_BPS = 1_800_000
 "The clinic's 720p stream, pinned (aiortc's own VP8 target would follow REMB from 500 kbit/s)."
 FRAME_SHARE = 0.9
-"""On the rung the viewer gets at least 90 % of the frames the clinic sends (the issue's 25 fps
-target at a 30 fps clinic; on a loaded machine the test's own publisher may send fewer)."""
+"""On the rung the viewer gets at least 90 % of the frames the rung makes (the issue's 25 fps at
+30 fps). What the rung makes of the clinic's frames is tests/relay/test_ladder_flow.py's; on a
+loaded machine the test's own publisher may send fewer than 30 (the message says)."""
 
 
 @pytest.fixture
@@ -179,7 +182,7 @@ async def test_a_capped_viewer_moves_to_a_rung_and_the_uncapped_one_stays_bit_ex
                 )
                 print(f"capped viewer on {selector.quality}: {rates}; link {proxy.stats()['down']}")
                 assert new and all(b > a for a, b in zip(new, new[1:], strict=False))
-                assert fps >= FRAME_SHARE * source_fps, rates
+                assert rung_fps > 0 and fps >= FRAME_SHARE * rung_fps, rates
                 assert (640, 360) in received.sizes or (960, 540) in received.sizes
                 assert moved_after < MOVE_S
                 # the viewer's page is told, for this WHEP session
@@ -208,7 +211,7 @@ async def test_a_capped_viewer_moves_to_a_rung_and_the_uncapped_one_stays_bit_ex
     finally:
         proxy.close()
         await ws.close()
-    assert len(exact) > 100, len(exact)
+    assert len(exact) >= EXACT_FRAMES, len(exact)
     assert not gaps
     assert set(exact) <= source, "the uncapped viewer received frames the clinic never sent"
 

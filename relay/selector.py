@@ -90,6 +90,11 @@ class Selector(MediaStreamTrack):
         self.on_swap: Callable[[], None] = lambda: None
         "Called as the target's keyframe is handed out (``relay.feedback.Feedback.forget_sent``)."
 
+    @property
+    def pending(self) -> Quality | None:
+        """The quality the viewer is on its way to (waiting for its keyframe), if any."""
+        return self._target[0] if self._target is not None else None
+
     def _subscribe(self, quality: Quality) -> Consumer:
         return self._producer(quality).consume(f"{self.label} {quality}", self._wake.set)
 

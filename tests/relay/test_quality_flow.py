@@ -164,6 +164,7 @@ async def test_a_capped_viewer_moves_to_a_rung_and_the_uncapped_one_stays_bit_ex
                     f"swapped {1000 * (switch.done_at - switch.asked_at):.0f} ms later"
                 )
                 # frames keep arriving, stamped and in order, and at a full rate on the rung
+                assert await wait_until(lambda: selector.pending is None, timeout=MOVE_S)
                 await asyncio.sleep(1.0)
                 before = len(received.counters)
                 original = router.feeds[FeedName.ENDOSCOPE].producers["video"]

@@ -342,22 +342,36 @@ async def amain(args: argparse.Namespace) -> None:
             print(table([(run, rows)]).split("\n", 2)[2], flush=True)
             if args.verbose:
                 for s in run.seconds:
-                    print(f"  {s.t:6.1f} s {s.kbps:6.0f} kbit/s {s.height}p {s.frames} fps "
-                          f"estimate {s.estimate_kbps}", flush=True)
+                    print(
+                        f"  {s.t:6.1f} s {s.kbps:6.0f} kbit/s {s.height}p {s.frames} fps "
+                        f"estimate {s.estimate_kbps}",
+                        flush=True,
+                    )
     print(table(results))
     if args.json:
         args.json.write_text(
-            json.dumps([{"run": vars(run) | {"seconds": [vars(s) for s in run.seconds]},
-                         "rows": rows} for run, rows in results], indent=1, default=str)
+            json.dumps(
+                [
+                    {"run": vars(run) | {"seconds": [vars(s) for s in run.seconds]}, "rows": rows}
+                    for run, rows in results
+                ],
+                indent=1,
+                default=str,
+            )
         )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--publishers", nargs="+", default=["browser", "aiortc"],
-                        choices=["browser", "aiortc"])
-    parser.add_argument("--variants", nargs="+", default=["before", "chrome", "after"],
-                        choices=["before", "chrome", "after"])
+    parser.add_argument(
+        "--publishers", nargs="+", default=["browser", "aiortc"], choices=["browser", "aiortc"]
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["before", "chrome", "after"],
+        choices=["before", "chrome", "after"],
+    )
     parser.add_argument("--scale", type=float, default=1.0, help="stretch (>1) or shrink phases")
     parser.add_argument("--verbose", action="store_true", help="print every second")
     parser.add_argument("--json", type=Path, help="write every second and the table here")

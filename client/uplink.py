@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiortc import RTCRtpCodecParameters, RTCRtpSender
 from aiortc.codecs import get_encoder
@@ -137,7 +138,7 @@ class AdaptiveEncoder(Encoder):
             frame = frame.reformat(width=width, height=height, format="yuv420p")
         return self._inner.encode(frame, force_keyframe)
 
-    def pack(self, packet: Packet) -> tuple[list[bytes], int]:
+    def pack(self, packet: Packet[Any]) -> tuple[list[bytes], int]:
         if not self._passthrough_said:
             self._passthrough_said = True
             self._on_passthrough()

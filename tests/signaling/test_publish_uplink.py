@@ -66,7 +66,7 @@ def test_a_rising_rate_climbs_one_level_per_hold_and_only_with_a_margin() -> Non
     chooser.update(200, 0)
     # Just at 360p's need: not enough margin to climb.
     assert names(chooser, iter([(t, 360) for t in range(1, 10)])) == ["low"] * 9
-    steps = names(chooser, iter([(10 + t, 3000) for t in range(0, 16)]))
+    steps = names(chooser, iter([(10 + t, 3000) for t in range(16)]))
     first_up = steps.index("360p")
     assert first_up == UP_HOLD_S
     assert steps[-1] == "720p"

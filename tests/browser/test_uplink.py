@@ -1,15 +1,13 @@
 """The clinic's picture follows its uplink (web/js/uplink.js): the level choice run in Chromium over
 sequences of rates (the same cases as client/uplink.py's), the encoding each level asks for, and
-the live clinic page reporting its uplink every second without a notice on a fast link."""
+the live clinic page reporting its uplink every second, with its notice exactly while limited."""
 
 from __future__ import annotations
 
 import pytest
 
-from .conftest import Browser, LiveServer, playwright_api
+from .conftest import Browser, LiveServer
 from .test_annotations import open_consultation
-
-expect = playwright_api.expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(60)]
 
@@ -83,7 +81,14 @@ async def test_the_streaming_clinic_reports_its_uplink_every_second(
     assert all(set(e) == {"kbps", "level"} for e in events)
     assert all(e["level"] in ("720p", "540p", "360p", "low") for e in events if e["level"])
     assert any(isinstance(e["kbps"], int) and e["kbps"] > 0 for e in events)
-    debug = await clinic.evaluate("() => window.endolink.uplink")
-    assert debug["applied"] is not None
-    # A fast loopback link: no word about the upload.
-    await expect(clinic.locator("[data-key=uplink]")).to_have_count(0)
+    # Read at one instant: the word about the upload is there exactly while the link makes the
+    # picture smaller (on a loaded test machine aiortc's estimate may well say so on loopback).
+    state = await clinic.evaluate(
+        """() => ({debug: window.endolink.uplink,
+                   notice: document.querySelector("#notices [data-key=uplink]")?.textContent})"""
+    )
+    assert state["debug"]["applied"] == state["debug"]["level"]
+    if state["debug"]["limited"]:
+        assert "upload" in state["notice"]
+    else:
+        assert state["notice"] is None

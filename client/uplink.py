@@ -54,6 +54,10 @@ FLOOR_BPS = 100_000
 "Below aiortc's floors (VP8 250k, H.264 500k): a 150 kbit/s link still carries moving video."
 CEILING_BPS = {"video/vp8": 2_500_000, "video/h264": 3_000_000}
 "VP8 above aiortc's 1.5 Mbit/s so 720p (and the way up to it) is reachable."
+START_BPS = 1_500_000
+"""Where a session starts (aiortc: VP8 500k, H.264 1M): 720p from the first frame, like the
+browser's ``x-google-start-bitrate``; the relay's estimate takes it down within seconds if the
+link is narrower (its estimate rises only 8 % a second, so starting low costs ~15 s of 360p)."""
 
 
 class LevelChooser:
@@ -112,6 +116,7 @@ class AdaptiveEncoder(Encoder):
         self._chooser = LevelChooser()
         self._on_level, self._on_passthrough = on_level, on_passthrough
         self._passthrough_said = False
+        self.target_bitrate = START_BPS
 
     @property
     def target_bitrate(self) -> int:

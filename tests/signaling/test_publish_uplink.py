@@ -172,3 +172,19 @@ async def test_the_published_picture_steps_down_under_a_capped_uplink_and_back_u
 def _live(router: object) -> bool:
     feed = getattr(router, "feeds", {}).get(FeedName.ENDOSCOPE)
     return feed is not None and feed.state is FeedState.LIVE
+
+
+def test_small_moves_of_the_estimate_keep_the_codec_and_large_ones_renew_it() -> None:
+    """A new codec is a keyframe: REMB's second-by-second moves must not make one each."""
+    encoder = AdaptiveEncoder(VP8)
+    track = TestPatternTrack()
+    encoder.encode(track.frame(0, 0), force_keyframe=True)
+    codec = encoder._inner.codec  # type: ignore[attr-defined]
+    for n, rate in enumerate((1_400_000, 1_300_000, 1_600_000), start=1):
+        encoder.target_bitrate = rate
+        encoder.encode(track.frame(n, 0))
+        assert encoder._inner.codec is codec  # type: ignore[attr-defined]
+    encoder.target_bitrate = 1_000_000  # a third less
+    encoder.encode(track.frame(4, 0))
+    assert encoder._inner.codec is not codec  # type: ignore[attr-defined]
+    assert encoder._inner.codec.bit_rate == 1_000_000  # type: ignore[attr-defined]

@@ -220,13 +220,28 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
             body_type="image/png",
         ),
     },
-    "/api/consultations/{cid}/snapshots/{sid}.png": {
-        "get": operation(
-            "one snapshot",
-            (200, *MEMBER, 404),
-            params=(CID, {**SID, "schema": {"type": "string", "pattern": SNAPSHOT_ID.pattern}}),
-            answer="image/png",
+    **{
+        f"/api/consultations/{{cid}}/snapshots/{{sid}}{suffix}": {
+            "get": operation(
+                f"one {kind} ({media_type})",
+                (200, *MEMBER, 404),
+                params=(CID, {**SID, "schema": {"type": "string", "pattern": SNAPSHOT_ID.pattern}}),
+                answer=media_type,
+            )
+        }
+        for kind, suffix, media_type in (
+            ("snapshot", ".png", "image/png"),
+            ("still", ".jpg", "image/jpeg"),
         )
+    },
+    "/api/consultations/{cid}/stills": {
+        "post": operation(
+            "store a JPEG still (the clinic, in stills mode only: 409 otherwise)",
+            (201, 400, *MEMBER, 404, 409, 413, 415, 507),
+            params=(CID,),
+            body=BINARY,
+            body_type="image/jpeg",
+        ),
     },
     "/api/consultations/{cid}/netcheck": member_read("network test thresholds", 429),
     "/api/consultations/{cid}/netcheck/download": {

@@ -14,7 +14,8 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from recorder.recordings import RecordingEvent, RecordingState
-from relay import FeedEvent, FeedName, FeedState, OfflineReason
+from recorder.snapshots import SNAPSHOT, SUFFIXES
+from relay import ConsultationId, FeedEvent, FeedName, FeedState, OfflineReason
 from signaling.auth.grants import Grant, Role
 
 JsonObject = dict[str, Any]
@@ -36,6 +37,11 @@ class ServerMessage(Payload):
 
     def to_json(self) -> JsonObject:
         return {"type": self.TYPE, **self.body()}
+
+
+def snapshot_url(cid: ConsultationId, snapshot_id: str, kind: str = SNAPSHOT) -> str:
+    """Where pages fetch a stored snapshot or still (``signaling/http/snapshots.py`` serves it)."""
+    return f"/api/consultations/{cid}/snapshots/{snapshot_id}{SUFFIXES[kind]}"
 
 
 def _wire(value: object) -> object:
@@ -87,6 +93,21 @@ class RecordingUpdate(ServerMessage):
 
 
 @dataclass(frozen=True)
+class StillsUpdate(ServerMessage):
+    """Stills mode (docs/architecture.md, Stills mode): whether the clinic sends stills instead
+    of video, why (``link``: its connection is too slow; ``requested``: the surgeon asked), who
+    began it, the newest ``still`` (``{id, url}``) and ``asked``, bumped each time the surgeon
+    asks for the next still."""
+
+    TYPE = "stills"
+    active: bool
+    reason: str | None = None
+    by: str | None = None
+    still: JsonObject | None = None
+    asked: int = 0
+
+
+@dataclass(frozen=True)
 class Welcome(ServerMessage):
     TYPE = "welcome"
     you: You
@@ -98,6 +119,7 @@ class Welcome(ServerMessage):
     recording: RecordingUpdate
     archived: int = 0
     "Marks of the previous stream session that ``restore`` can put back."
+    stills: StillsUpdate = StillsUpdate(False)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import struct
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,6 +14,8 @@ import pytest
 from aiohttp import ClientWebSocketResponse
 from aiohttp.test_utils import TestClient
 
+from recorder.dicom_stills import still_instance
+from recorder.dicom_study import Series, Study
 from recorder.snapshots import BadImage, ImageTooLarge, check_jpeg
 from signaling.db.store import Consultation
 from signaling.http.snapshots import MAX_SNAPSHOT_BYTES
@@ -202,3 +205,15 @@ async def test_a_bad_or_too_large_still_is_refused_with_the_reason(
     answer = await response.json()
     assert response.status == status and answer["error"] == error and answer["reason"]
     await surgeon.close()
+
+
+def test_a_still_in_the_dicom_export_says_it_is_lossy_and_has_no_marks(tmp_path: Path) -> None:
+    path = tmp_path / "still.jpg"
+    path.write_bytes(JPEG)
+    study = Study(
+        "20250101T000000Z-AAAAAAAA", "Gastro", "2025-01-01T00:00:00Z", {"patient_id": "P1"}
+    )
+    ds = still_instance(Series(study, 2, "stills", "Snapshots"), path, 1, study.started_at)
+    assert (ds.Columns, ds.Rows) == (1280, 720)
+    assert ds.LossyImageCompression == "01" and ds.LossyImageCompressionMethod == "ISO_10918_1"
+    assert ds.BurnedInAnnotation == "NO"

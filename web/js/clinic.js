@@ -15,6 +15,7 @@ import { startPage } from "./page.js";
 import { PrecallCheck } from "./precall.js";
 import { FORCED_RELAY_NOTICE, forceRelay, iceServersFrom } from "./session.js";
 import { renderStats } from "./stats.js";
+import { ClinicStills } from "./stills.js";
 import { $, Notices, setChip, showFatal } from "./ui.js";
 import { MAX_BITRATE, UplinkFollower } from "./uplink.js";
 
@@ -45,6 +46,7 @@ const state = {
   talkback: null,
   room: null,
   annotations: null,
+  stills: null, // ClinicStills
   streaming: false, // the user pressed Start and did not press Stop
   banner: null,
   uplink: null, // UplinkFollower of the current publishing connection
@@ -70,6 +72,9 @@ window.endolink = Object.freeze({
   },
   get uplink() {
     return state.uplink?.debug ?? null;
+  },
+  get stills() {
+    return state.stills?.debug ?? null;
   },
 });
 
@@ -127,6 +132,14 @@ function setupRoom() {
   });
   state.room = room;
   state.annotations = annotations;
+  state.stills = new ClinicStills({
+    room,
+    cid: state.cid,
+    token: state.token,
+    video: $("#local-preview"),
+    videoSender: () => state.publisher?.pc?.getSenders().find((s) => s.track?.kind === "video") ?? null,
+    notices,
+  });
   room.addEventListener("welcome", (event) => {
     if ("consent" in event.detail) state.consent.show(event.detail.consent ?? null);
     const talkback = room.feeds.talkback;

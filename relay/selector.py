@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,8 +51,6 @@ STEADY_FRAMES = 3
 "The target's keyframe and two frames after it queued: it flows (a 67 ms burst at the swap)."
 STEADY_WAIT_S = 0.5
 "The longest a target's queued keyframe waits for the frames after it before the swap anyway."
-RATE_WINDOW_S = 4.0
-"The original's bitrate is measured over the last 4 s (two keyframe intervals of a browser)."
 
 
 @dataclass(frozen=True)
@@ -116,7 +113,7 @@ class Selector(MediaStreamTrack):
         now = time.monotonic()
         self.policy: QualityPolicy[Quality] = QualityPolicy(levels, now)
         self._measured = {q: producer(q) for q, bps in levels if bps is None}
-        self._bytes: deque[tuple[float, dict[Quality, int]]] = deque()
+        self._measure()
         self.quality = levels[0][0]
         self._active = self._subscribe(self.quality)
         self._target: _Target | None = None
@@ -140,20 +137,13 @@ class Selector(MediaStreamTrack):
 
     def on_sample(self, sample: Sample) -> None:
         """A sample of the viewer's RTCP (``relay.feedback.watch``)."""
-        self._measure(sample.at)
+        self._measure()
         self._go(self.policy.update(sample), self.policy.reason)
 
-    def _measure(self, now: float) -> None:
-        if not self._measured:
-            return
-        self._bytes.append((now, {q: p.bytes for q, p in self._measured.items()}))
-        while len(self._bytes) > 2 and self._bytes[1][0] <= now - RATE_WINDOW_S:
-            self._bytes.popleft()
-        (first, before), (last, after) = self._bytes[0], self._bytes[-1]
-        if last - first >= RATE_WINDOW_S / 2:
-            for quality in self._measured:
-                bps = (after[quality] - before[quality]) * 8 / (last - first)
-                self.policy.set_bitrate(quality, bps or None)
+    def _measure(self) -> None:
+        """The measured levels' bitrates now (the original's: the clinic's stream varies)."""
+        for quality, producer in self._measured.items():
+            self.policy.set_bitrate(quality, producer.bitrate())
 
     def want(self, quality: Quality, reason: str) -> None:
         """Move the viewer to ``quality`` now; its policy takes the move as its own (holds)."""

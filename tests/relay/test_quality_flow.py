@@ -43,6 +43,8 @@ CAP_BPS = 350_000
 MOVE_S = 10.0
 "The capped viewer is on a rung within this long of its first frame (measured: see the log)."
 FPS_WINDOW_S = 3.0
+ATTEMPTS = 3
+"Windows tried for one without a move of the viewer (a trial up may begin in one)."
 EXACT_FRAMES = 50
 "The uncapped viewer's frames compared with the clinic's: a few seconds' worth, even when slow."
 PUBLISHER_BPS = 1_800_000
@@ -164,24 +166,30 @@ async def test_a_capped_viewer_moves_to_a_rung_and_the_uncapped_one_stays_bit_ex
                     f"swapped {1000 * (switch.done_at - switch.asked_at):.0f} ms later"
                 )
                 # frames keep arriving, stamped and in order, and at a full rate on the rung
-                assert await wait_until(lambda: selector.pending is None, timeout=MOVE_S)
-                await asyncio.sleep(1.0)
-                before = len(received.counters)
+                # (measured over a window in which the viewer stayed on one rung)
                 original = router.feeds[FeedName.ENDOSCOPE].producers["video"]
-                rung = router.ladder.renditions()[(False, selector.quality)].producer
-                counts = original.frames, rung.frames
-                await asyncio.sleep(FPS_WINDOW_S)
+                for _ in range(ATTEMPTS):
+                    assert await wait_until(lambda: selector.pending is None, timeout=MOVE_S)
+                    await asyncio.sleep(1.0)
+                    moves, on = len(selector.switches), selector.quality
+                    rendition = router.ladder.renditions()[(False, on)]
+                    before = len(received.counters)
+                    counts = original.frames, rendition.producer.frames
+                    await asyncio.sleep(FPS_WINDOW_S)
+                    if len(selector.switches) == moves and selector.pending is None:
+                        break
                 new = received.counters[before:]
                 fps = len(new) / FPS_WINDOW_S
                 source_fps = (original.frames - counts[0]) / FPS_WINDOW_S
-                rung_fps = (rung.frames - counts[1]) / FPS_WINDOW_S
+                rung_fps = (rendition.producer.frames - counts[1]) / FPS_WINDOW_S
                 rates = (
                     f"viewer {fps:.1f}, rung {rung_fps:.1f}, clinic {source_fps:.1f} fps; "
                     f"clinic {original.keyframes} keyframes, {original.discontinuities} "
-                    f"discontinuities, {original.keyframe_requests} requests; "
-                    f"{router.ladder.renditions()[(False, selector.quality)]}"
+                    f"discontinuities, {original.keyframe_requests} requests; {rendition}; "
+                    f"moves {[(s.target, s.reason) for s in selector.switches]}"
                 )
-                print(f"capped viewer on {selector.quality}: {rates}; link {proxy.stats()['down']}")
+                print(f"capped viewer on {on}: {rates}; link {proxy.stats()['down']}")
+                assert len(selector.switches) == moves, f"the viewer kept moving: {rates}"
                 assert new and all(b > a for a, b in zip(new, new[1:], strict=False))
                 assert rung_fps > 0 and fps >= FRAME_SHARE * rung_fps, rates
                 assert (640, 360) in received.sizes or (960, 540) in received.sizes

@@ -37,12 +37,16 @@ from tests.conftest import MakeToken
 from tests.peers import ImpairedWhipClient, Received, new_pc, publisher, wait_until
 from tests.signaling.test_websocket import join, next_of
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(180)
 
 CAP_BPS = 350_000
 MOVE_S = 10.0
 "The capped viewer is on a rung within this long of its first frame (measured: see the log)."
 FPS_WINDOW_S = 3.0
+FPS_WINDOW_MAX_S = 20.0
+RUNG_FRAMES = 60
+"""The window lasts until the rung made 60 frames (3 s at 30 fps; longer, bounded, when the
+loaded machine's clinic sends 4 fps): a 90 % share of a dozen frames is noise at its edges."""
 ATTEMPTS = 3
 "Windows tried for one without a move of the viewer (a trial up may begin in one)."
 EXACT_FRAMES = 50
@@ -175,15 +179,23 @@ async def test_a_capped_viewer_moves_to_a_rung_and_the_uncapped_one_stays_bit_ex
                     rendition = router.ladder.renditions()[(False, on)]
                     before = len(received.counters)
                     counts = original.frames, rendition.producer.frames
+                    started = time.monotonic()
                     await asyncio.sleep(FPS_WINDOW_S)
+                    made, since = rendition.producer, counts[1]
+                    await wait_until(
+                        lambda made=made, since=since: made.frames - since >= RUNG_FRAMES,
+                        timeout=FPS_WINDOW_MAX_S - FPS_WINDOW_S,
+                    )
+                    window = time.monotonic() - started
                     if len(selector.switches) == moves and selector.pending is None:
                         break
                 new = received.counters[before:]
-                fps = len(new) / FPS_WINDOW_S
-                source_fps = (original.frames - counts[0]) / FPS_WINDOW_S
-                rung_fps = (rendition.producer.frames - counts[1]) / FPS_WINDOW_S
+                fps = len(new) / window
+                source_fps = (original.frames - counts[0]) / window
+                rung_fps = (rendition.producer.frames - counts[1]) / window
                 rates = (
-                    f"viewer {fps:.1f}, rung {rung_fps:.1f}, clinic {source_fps:.1f} fps; "
+                    f"viewer {fps:.1f}, rung {rung_fps:.1f}, clinic {source_fps:.1f} fps over "
+                    f"{window:.1f} s; "
                     f"clinic {original.keyframes} keyframes, {original.discontinuities} "
                     f"discontinuities, {original.keyframe_requests} requests; {rendition}; "
                     f"moves {[(s.target, s.reason) for s in selector.switches]}"

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import time
 from typing import Any
 
 import aiortc.rtcrtpsender
 import av
 import pytest
+from aiohttp import ClientWebSocketResponse, WSMsgType
 from aiohttp.test_utils import TestClient
 from aiortc.mediastreams import MediaStreamError
 
@@ -35,7 +37,7 @@ from signaling.db.store import Consultation
 from signaling.keys import RELAY
 from tests.conftest import MakeToken
 from tests.peers import ImpairedWhipClient, Received, new_pc, publisher, wait_until
-from tests.signaling.test_websocket import join, next_of
+from tests.signaling.test_websocket import join
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -127,6 +129,9 @@ async def test_a_capped_viewer_moves_to_a_rung_and_the_uncapped_one_stays_bit_ex
     relay = client.app[RELAY]
     capped_token = make_token("surgeon", cid)
     ws, _ = await join(client, cid, capped_token)  # the capped viewer's page
+    # read all along, as a browser does: it answers the heartbeat (2 s) only while reading
+    page: list[dict[str, Any]] = []
+    reading = asyncio.ensure_future(_read(ws, page))
     proxy = ImpairmentProxy(down_limit=RateLimit(CAP_BPS))
     await proxy.start()
     whep = str(client.make_url(f"/whep/{cid}"))
@@ -207,7 +212,8 @@ async def test_a_capped_viewer_moves_to_a_rung_and_the_uncapped_one_stays_bit_ex
                 assert (640, 360) in received.sizes or (960, 540) in received.sizes
                 assert moved_after < MOVE_S
                 # the viewer's page is told, for this WHEP session
-                told = await next_of(ws, "quality", timeout=5)
+                assert await wait_until(lambda: _of(page, "quality"), timeout=5), page
+                told = _of(page, "quality")[0]
                 assert told == {
                     "type": "quality",
                     "v": 1,
@@ -231,6 +237,7 @@ async def test_a_capped_viewer_moves_to_a_rung_and_the_uncapped_one_stays_bit_ex
             collecting.cancel()
     finally:
         proxy.close()
+        reading.cancel()
         await ws.close()
     assert len(exact) >= EXACT_FRAMES, len(exact)
     assert not gaps
@@ -247,3 +254,14 @@ async def _collect(tap: forwarding.Forwarded, into: set[bytes]) -> None:
         while True:
             packet = await tap.recv()  # type: ignore[attr-defined]
             into.add(hashlib.sha1(bytes(packet)).digest())
+
+
+async def _read(ws: ClientWebSocketResponse, into: list[dict[str, Any]]) -> None:
+    """The page's messages, read as they come (so its heartbeat pongs go out)."""
+    with contextlib.suppress(asyncio.CancelledError):
+        while (msg := await ws.receive()).type is WSMsgType.TEXT:
+            into.append(json.loads(msg.data))
+
+
+def _of(messages: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [m for m in messages if m["type"] == kind]

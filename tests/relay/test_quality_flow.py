@@ -230,7 +230,10 @@ async def test_a_capped_viewer_moves_to_a_rung_and_the_uncapped_one_stays_bit_ex
             ]  # the capped one has left
             assert len(uncapped_selector) == 1
             stayed = _selector(client, cid, uncapped_selector[0].id)
-            assert stayed.quality is Quality.ORIGINAL and not stayed.switches
+            assert stayed.quality is Quality.ORIGINAL and not stayed.switches, (
+                f"the uncapped viewer moved: {[(s.target, s.reason) for s in stayed.switches]}; "
+                f"its feedback: {stayed.policy.reason}, original at {original.bitrate()} bit/s"
+            )
             await uncapped.close()
             await pc.close()
             tap.stop()

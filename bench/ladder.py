@@ -1,0 +1,324 @@
+"""Narrow links: the viewer quality ladder against plain forwarding, in the same run.
+
+    python -m bench.ladder [--scenarios viewers,uplink] [--codecs VP8,H264]
+                           [--modes plain,ladder,pinned] [--seconds 35] [--warmup 10]
+                           [--json out.json] [--keep DIR]
+
+Every run starts, each by itself and stopped by pid: ``endolink serve`` (through ``bench.serve``,
+which publishes its threads' names so each rendition's CPU can be read from /proc), a publisher
+(``bench.publisher``: the stamped 720p30 test pattern, aiortc's encoder) and three viewers
+(``bench.ladder_viewer``, one process each, decoding), each through its own ``ImpairmentProxy``:
+uncapped, a 700 kbit/s downlink and a 350 kbit/s downlink.
+
+Scenarios (``--scenarios``):
+
+* ``viewers``: the publisher uncapped, its encoder pinned at ``--bitrate`` (1.5 Mbit/s);
+* ``uplink``: the publisher behind an uplink cap of ``--uplinks`` (1200 and 600 kbit/s), its
+  encoder following the relay's REMB (``--bitrate 0``), as the clinic's would.
+
+Modes (``--modes``), one run each per scenario and codec:
+
+* ``plain``: every viewer asks ``?quality=original`` (plain forwarding; before the ladder the
+  server ignores the parameter and forwards, which is the same);
+* ``ladder``: every viewer asks ``?quality=auto`` (the default: chosen by its own feedback);
+* ``pinned``: uncapped viewers pinned to ``original``, ``540p`` and ``360p``: each rung's CPU and
+  picture quality without a narrow link in the way.
+
+Measured over the window after the warm-up, per viewer: fps (distinct stamped counters shown),
+freezes over 500 ms and the longest gap, latency p50/p95 (stamp drawn by the publisher → shown,
+one host clock), sizes, the quality shown over time (bit-exact → ``original``, else the height's
+rung; and the ``EndoLink-Quality`` answer header), bit-exactness, SSIM against the regenerated
+source; per run: server CPU (whole process, and each named thread: renditions). Prints the
+tables with the issue's targets; ``docs/benchmarks.md`` has a run and how to read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import ladder_stats as stats
+from .common import CLK_TCK, LOOPBACK, cpu_percent, free_port, proc_sample, shared_token_env
+from .fanout import PYTHON, Child, Processes, machine, make_consultation, wait_port
+
+VIEWERS = (("uncapped", 0.0), ("700k", 700.0), ("350k", 350.0))
+PINNED = (("original", "original"), ("540p", "540p"), ("360p", "360p"))
+SOURCE_HEIGHT = 720
+
+
+@dataclass(frozen=True)
+class Run:
+    scenario: str  # viewers | uplink
+    mode: str  # plain | ladder | pinned
+    codec: str
+    up_kbps: float = 0.0
+
+    @property
+    def label(self) -> str:
+        up = f" uplink {self.up_kbps:g}k" if self.up_kbps else ""
+        return f"{self.scenario}{up} {self.codec} {self.mode}"
+
+    def viewers(self) -> list[tuple[str, float, str]]:
+        """(name, downlink kbit/s or 0, quality asked)."""
+        if self.mode == "pinned":
+            return [(f"pinned {name}", 0.0, quality) for name, quality in PINNED]
+        quality = "original" if self.mode == "plain" else "auto"
+        return [(name, kbps, quality) for name, kbps in VIEWERS]
+
+
+def plan(cfg: argparse.Namespace) -> list[Run]:
+    runs = []
+    scenarios = cfg.scenarios.split(",")
+    modes = cfg.modes.split(",")
+    for codec in cfg.codecs.split(","):
+        if "viewers" in scenarios:
+            runs += [Run("viewers", mode, codec) for mode in modes]
+        if "uplink" in scenarios and codec == "VP8":
+            for up in cfg.uplinks.split(","):
+                runs += [Run("uplink", m, codec, float(up)) for m in modes if m != "pinned"]
+    return runs
+
+
+# -- server threads ----------------------------------------------------------------------------
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of ``pid``."""
+    found = {}
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        with contextlib.suppress(OSError):
+            text = stat.read_text()
+            fields = text[text.rindex(")") + 2 :].split()
+            found[int(stat.parent.name)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return found
+
+
+def thread_groups(
+    before: dict[int, float], after: dict[int, float], names: dict[str, str], span: float, cid: str
+) -> dict[str, float]:
+    """% of one core per thread name over ``span`` s (the consultation id cut from names; a
+    thread born inside the window counts from 0; unnamed threads are aiortc's or the OS's)."""
+    groups: dict[str, float] = {}
+    for tid, cpu in after.items():
+        name = names.get(str(tid), "other (unnamed)").replace(cid, "…")
+        name = re.sub(r"ThreadPoolExecutor-\d+_\d+", "executor", name)
+        groups[name] = groups.get(name, 0.0) + 100 * (cpu - before.get(tid, 0.0)) / span
+    return {k: round(v, 1) for k, v in sorted(groups.items(), key=lambda kv: -kv[1]) if v >= 0.5}
+
+
+# -- one run -----------------------------------------------------------------------------------
+
+
+async def one_run(cfg: argparse.Namespace, run: Run, work: Path) -> dict[str, Any]:
+    logs = work / "logs" / run.label.replace(" ", "-")
+    logs.mkdir(parents=True, exist_ok=True)
+    procs = Processes(logs)
+    port = free_port()
+    base = f"http://{LOOPBACK}:{port}"
+    data = work / f"data-{run.label.replace(' ', '-')}"
+    consult = make_consultation(data, run.codec)
+    env = {"ENDOLINK_ICE_HOST_ADDRESSES": LOOPBACK, "ENDOLINK_HOST": LOOPBACK}
+    env |= shared_token_env(8) | {"PYTHONUNBUFFERED": "1"}
+    names_file = logs / "threads.json"
+    result: dict[str, Any] = {"run": run.label, **vars(run)}
+    try:
+        serve = [PYTHON, "-m", "bench.serve", "--thread-names", str(names_file), "--"]
+        serve += ["serve", "--data-dir", str(data), "--port", str(port)]
+        server = await procs.start("server", serve, env, stdout=False)
+        pub = [PYTHON, "-m", "bench.publisher", "--whip", f"{base}/whip/{consult.id}"]
+        pub += ["--token", consult.clinic, "--codec", run.codec]
+        pub += ["--bitrate", "0" if run.up_kbps else str(cfg.bitrate)]
+        if run.up_kbps:
+            pub += ["--up-kbps", str(run.up_kbps)]
+        publisher = await procs.start("publisher", pub)
+        await wait_port(port, server, 30)
+        control = (await publisher.read_event(60))["control"]
+        viewers: list[Child] = []
+        for name, kbps, quality in run.viewers():
+            args = [PYTHON, "-m", "bench.ladder_viewer", "--name", name, "--codec", run.codec]
+            args += ["--whep", f"{base}/whep/{consult.id}?quality={quality}"]
+            args += ["--token", consult.viewer, "--publisher", control]
+            args += ["--down-kbps", str(kbps)]
+            viewers.append(await procs.start(f"viewer-{name.replace(' ', '-')}", args))
+        readies = [await v.read_event(60) for v in viewers]
+        result["ready"] = readies
+        await asyncio.sleep(cfg.warmup)
+        cpu0, threads0 = proc_sample(server.pid), thread_cpu(server.pid)
+        t0 = time.time()
+        await asyncio.sleep(cfg.seconds)
+        t1 = time.time()
+        cpu1, threads1 = proc_sample(server.pid), thread_cpu(server.pid)
+        names = json.loads(names_file.read_text()) if names_file.exists() else {}
+        result["window"] = [t0, t1]
+        result["server_cpu"] = cpu_percent(cpu0, cpu1)
+        result["threads"] = thread_groups(threads0, threads1, names, t1 - t0, consult.id)
+        publisher.send("report")
+        pub_report = await publisher.read_event(60)
+        result["publisher"] = {
+            "target_bitrate": pub_report["target_bitrate"],
+            "kbps": _published_kbps(pub_report["frames"], t0, t1),
+            "proxy": pub_report["proxy"],
+        }
+        for v in viewers:
+            v.send(f"report {t0} {t1}")
+        result["viewers"] = [_viewer(await v.read_event(180), t0, t1) for v in viewers]
+    except Exception as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        await procs.close()
+    result["server_log"] = _rendition_lines(logs / "server.log")
+    return result
+
+
+def _published_kbps(frames: list[list[Any]], t0: float, t1: float) -> float:
+    """The publisher's encoded bitrate inside the window (frame sizes by encode time)."""
+    return sum(f[3] for f in frames if t0 <= f[5] <= t1) * 8 / (t1 - t0) / 1000
+
+
+def _viewer(report: dict[str, Any], t0: float, t1: float) -> dict[str, Any]:
+    frames = report.pop("frames")
+    summary = stats.summarise(frames, t0, t1, SOURCE_HEIGHT)
+    down = report["proxy"]["down"]["shaper"]
+    return {
+        **summary,
+        "name": report["name"],
+        "down_kbps": report["down_kbps"],
+        "quality_header": report["quality_header"],
+        "timeline": stats.timeline(
+            [f for f in frames if f[0] <= t1], report["answer_at"], SOURCE_HEIGHT
+        ),
+        "ssim": stats.ssim_by_height(report["ssim"]),
+        "ssim_samples": report["ssim"],
+        "link_kbps": down["sent_bytes"] * 8 / 1000 / max(t1 - report["answer_at"], 1e-3),
+        "link_dropped": down["dropped"],
+        "discontinuities": len([t for t in report["discontinuities"] if t0 <= t <= t1]),
+        "decode_errors": report["decode_errors"],
+    }
+
+
+def _rendition_lines(log: Path) -> list[str]:
+    """The server's log lines about renditions and quality (their start, stop and CPU)."""
+    if not log.exists():
+        return []
+    pattern = re.compile(r"Rendition|[Ll]adder|[Qq]uality")
+    return [
+        line[-300:] for line in log.read_text(errors="replace").splitlines() if pattern.search(line)
+    ][-40:]
+
+
+# -- tables ------------------------------------------------------------------------------------
+
+
+def viewer_table(results: list[dict[str, Any]]) -> str:
+    head = (
+        "| run | viewer | asked (header) | fps | freezes >500 ms (longest ms) "
+        "| latency p50 / p95 ms | sizes | quality over time (s after answer) | bit-exact "
+        "| SSIM at received size / as shown at 720p | target |"
+    )
+    lines = [head, "|" + "---|" * 11]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['run']} | error: {r['error']} |" + " |" * 9)
+            continue
+        for v in r["viewers"]:
+            lines.append(
+                f"| {r['run']} | {v['name']} | {v['quality_header'] or '–'} | {v['fps']:.1f} "
+                f"| {v['freezes_500']} ({v['longest_gap_ms']:.0f}) "
+                f"| {_num(v['latency_p50'])} / {_num(v['latency_p95'])} | {', '.join(v['sizes'])} "
+                f"| {_timeline(v['timeline'])} | {_pct(v['bit_exact'])} | {_ssim(v['ssim'])} "
+                f"| {_target(v)} |"
+            )
+    return "\n".join(lines)
+
+
+def cpu_table(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| run | publisher kbit/s | server CPU % of a core | its threads (% of a core) |",
+        "|---|---|---|---|",
+    ]
+    for r in results:
+        if "error" in r:
+            continue
+        threads = ", ".join(f"{k} {v:g}" for k, v in r["threads"].items())
+        lines.append(
+            f"| {r['run']} | {r['publisher']['kbps']:.0f} | {_num(r['server_cpu'])} | {threads} |"
+        )
+    return "\n".join(lines)
+
+
+def _target(v: dict[str, Any]) -> str:
+    if v["down_kbps"]:
+        ok = stats.meets_viewer_target(v)
+        return f"{'met' if ok else 'missed'} (≥ {stats.TARGET_FPS:g} fps, no freeze > 500 ms)"
+    if v["bit_exact"] is not None and "original" in v["shares"]:
+        return "bit-exact" if v["bit_exact"] == 1.0 else "missed: not bit-exact"
+    return "–"
+
+
+def _timeline(changes: list[list[Any]], limit: int = 6) -> str:
+    parts = [f"{q} @{t:g}" for t, q in changes[:limit]]
+    more = f" … (+{len(changes) - limit})" if len(changes) > limit else ""
+    return " → ".join(parts) + more
+
+
+def _ssim(by_height: dict[int, tuple[float, float, int]]) -> str:
+    return "; ".join(f"{h}p {a:.3f} / {b:.3f}" for h, (a, b, _) in by_height.items()) or "–"
+
+
+def _num(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0f}"
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.0f} %"
+
+
+# -- main --------------------------------------------------------------------------------------
+
+
+async def amain(cfg: argparse.Namespace) -> int:
+    results = []
+    with tempfile.TemporaryDirectory(prefix="endolink-ladder-") as tmp:
+        work = cfg.keep or Path(tmp)
+        for run in plan(cfg):
+            r = await one_run(cfg, run, work)
+            print(f"{run.label}: {r.get('error') or 'done'}", file=sys.stderr, flush=True)
+            results.append(r)
+    text = viewer_table(results) + "\n\n" + cpu_table(results)
+    print(text)
+    if cfg.json:
+        config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()}
+        info = {"machine": machine(), "config": config, "results": results, "table": text}
+        cfg.json.write_text(json.dumps(info, indent=1))
+    return 0 if all("error" not in r for r in results) else 1
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.ladder", description=__doc__)
+    p.add_argument("--scenarios", default="viewers,uplink")
+    p.add_argument("--codecs", default="VP8", help="VP8, H264 or both (the uplink runs VP8 only)")
+    p.add_argument("--modes", default="plain,ladder,pinned")
+    p.add_argument("--uplinks", default="1200,600", help="uplink caps in kbit/s")
+    p.add_argument("--bitrate", type=int, default=1_500_000, help="publisher, uncapped runs")
+    p.add_argument("--seconds", type=float, default=35.0)
+    p.add_argument("--warmup", type=float, default=10.0)
+    p.add_argument("--json", type=Path)
+    p.add_argument("--keep", type=Path, help="work here and keep the logs")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return asyncio.run(amain(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

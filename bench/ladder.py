@@ -64,8 +64,8 @@ class Run:
 
     @property
     def label(self) -> str:
-        up = f" uplink {self.up_kbps:g}k" if self.up_kbps else ""
-        return f"{self.scenario}{up} {self.codec} {self.mode}"
+        where = f"uplink {self.up_kbps:g}k" if self.up_kbps else self.scenario
+        return f"{where} {self.codec} {self.mode}"
 
     def viewers(self) -> list[tuple[str, float, str]]:
         """(name, downlink kbit/s or 0, quality asked)."""

@@ -19,6 +19,7 @@ from . import forwarding
 from .admission import Admission, SessionLimits
 from .feed import Feed, FeedState, OfflineReason, RelayMode
 from .ids import ConsultationId, FeedName
+from .ladder import DEFAULT_KBPS
 from .router import Router, StreamSession
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ class RelayConfig:
     session_gap_s: float = 60.0
     """A clinic whose feed was lost and that publishes again within this long continues its
     stream session (its marks stay); later, it begins a new one (the recording's offline window)."""
+    ladder_kbps: tuple[int, int] = DEFAULT_KBPS
+    "Video bitrates of the quality ladder's 540p and 360p rungs (kbit/s)."
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ class Relay:
                 self.config.session_gap_s,
                 lambda session: self.on_stream_session(session),
                 self.admission,
+                self.config.ladder_kbps,
             )
             self.routers[cid] = router
             if self._reaper is None:

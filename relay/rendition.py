@@ -1,11 +1,14 @@
-"""Rendition: the endoscope video with the current annotations burned in (``?annotated=1``).
+"""Rendition: the endoscope video re-encoded once for a group of viewers — with the current
+annotations burned in (``?annotated=1``), scaled down to a rung of the quality ladder
+(``?quality=540p``, ``relay/ladder.py``), or both.
 
-One pipeline per consultation, for viewers that cannot draw overlays (OBS, a monitor at the
-clinic, the recorder's annotated export): a Consumer of the endoscope Producer → ONE worker
-thread that decodes every packet (later frames reference earlier ones), draws the board's visible
-marks, encodes once → a second Producer whose Consumers are the annotated viewers. So fan-out,
-keyframe gating and keyframe requests are the forwarding path's; a viewer's keyframe request
-makes the encoder's next frame a keyframe.
+One pipeline per rendition, for viewers that cannot draw overlays (OBS, a monitor at the clinic)
+or whose link cannot take the original: a Consumer of the endoscope Producer → ONE worker thread
+that decodes every packet (later frames reference earlier ones), scales it (never up), draws the
+board's visible marks (normalised coordinates, sized by the frame height: they land at the same
+place on any size), encodes once at the rung's bitrate → a second Producer whose Consumers are
+the viewers. So fan-out, keyframe gating and keyframe requests are the forwarding path's; a
+viewer's keyframe request makes the encoder's next frame a keyframe.
 
 The raw forwarded stream never waits for this: the worker has its own bounded Consumer and a
 bounded hand-off. A frame with a newer one already waiting is decoded but neither drawn nor
@@ -22,6 +25,7 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -46,16 +50,47 @@ MIN_BITRATE = 300_000
 MAX_BITRATE = 6_000_000
 VP8_SPEED = "8"
 "libvpx ``cpu-used`` in realtime mode: higher is faster and coarser."
+H264_VBV_S = 0.5
+"""libx264's rate buffer, in seconds at the target rate: the stream never exceeds its rate over
+any half second, so a rung fits a link only a little wider than it (keyframes included)."""
+SCALER = av.video.reformatter.Interpolation.FAST_BILINEAR
+"Scaling 720p to 540p or 360p: cheapest of swscale's filters, sharp enough (docs/benchmarks.md)."
 JOIN_TIMEOUT_S = 5.0
 TIME_BASE = Fraction(1, VIDEO_CLOCK_RATE)
 DECODERS = {"VP8": "vp8", "H264": "h264"}
 
 
-class Rendition:
-    """Started on construction (by the first annotated viewer), ``stop()`` after the last."""
+@dataclass(frozen=True)
+class Rung:
+    """A lower rendition's size and rate: ``height`` lines (never more than the source's), the
+    source's aspect, ``kbps`` kbit/s of video."""
 
-    def __init__(self, source: Producer, board: AnnotationBoard, label: str) -> None:
-        self.label = f"{label} annotated"
+    height: int
+    kbps: int
+
+    def size(self, width: int, height: int) -> tuple[int, int]:
+        """The rung's picture for a ``width`` × ``height`` source: never upscaled, the aspect
+        kept, both sides even (4:2:0 chroma and the encoders want them so)."""
+        if height <= self.height:
+            return width, height
+        lines = self.height - self.height % 2
+        return max(2, round(width * lines / height / 2) * 2), lines
+
+
+class Rendition:
+    """Started on construction (by its first viewer), ``stop()`` after the last. ``board``: burn
+    its marks in (None: the plain picture); ``rung``: scale down to it (None: the source's size at
+    ~2 Mbit/s per 720p)."""
+
+    def __init__(
+        self,
+        source: Producer,
+        board: AnnotationBoard | None,
+        label: str,
+        rung: Rung | None = None,
+    ) -> None:
+        kind = ("annotated " if board is not None else "") + (f"{rung.height}p" if rung else "")
+        self.label = f"{label} {kind.strip() or 'original'}"
         self.codec = source.codec
         self.producer = Producer("video", source.codec, self.label)
         self.producer.attach(self._request_keyframe)
@@ -66,6 +101,9 @@ class Rendition:
         self.cpu_s = 0.0
         "CPU time of the worker thread: decoding, drawing and encoding."
         self._board = board
+        self._rung = rung
+        self.size: tuple[int, int] | None = None
+        "The encoded picture's width and height, once the first frame is shown."
         self._stopped = False
         self._loop = asyncio.get_running_loop()
         self._inbox: queue.Queue[av.Packet[Any] | None] = queue.Queue(INBOX_FRAMES)
@@ -75,7 +113,9 @@ class Rendition:
         self._frozen: av.VideoFrame | None = None
         self._pts = -1
         self._source = source.consume(f"{self.label} source")
-        self._thread = threading.Thread(target=self._work, name=f"burn-in {label}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._work, name=f"rendition {self.label}", daemon=True
+        )
         self._thread.start()
         self._pump = asyncio.ensure_future(self._hand_over())
         logger.info("Rendition(%s) started (%s)", self.label, self.codec)
@@ -166,19 +206,33 @@ class Rendition:
         return [f for f in frames if isinstance(f, av.VideoFrame)]
 
     def _show(self, frame: av.VideoFrame) -> None:
-        if self._board.freeze is None:
-            self._frozen = None
-        elif self._frozen is None:
-            self._frozen = frame  # everyone stays on this picture until the surgeon resumes
-        shown = frame if self._frozen is None else self._frozen
-        picture = burned_in(shown, self._board.visible(time.time()))
+        picture = self._scaled(frame)
+        if self._board is not None:
+            if self._board.freeze is None:
+                self._frozen = None
+            elif self._frozen is None:
+                self._frozen = picture  # everyone stays on this picture until the surgeon resumes
+            shown = picture if self._frozen is None else self._frozen
+            picture = burned_in(shown, self._board.visible(time.time()))
         self._pts = max(self._pts + 1, frame.pts or 0)  # encoders need increasing pts
         self._encode(picture, self._pts)
+
+    def _scaled(self, frame: av.VideoFrame) -> av.VideoFrame:
+        """The rung's size (a new picture, never the decoder's), or ``frame`` itself."""
+        if self._rung is None:
+            return frame
+        width, height = self._rung.size(frame.width, frame.height)
+        if (width, height) == (frame.width, frame.height):
+            return frame
+        return frame.reformat(width, height, "yuv420p", interpolation=SCALER)
 
     def _encode(self, picture: av.VideoFrame, pts: int) -> None:
         size = (picture.width, picture.height)
         if self._encoder is None or (self._encoder.width, self._encoder.height) != size:
-            self._encoder = new_encoder(self.codec, *size)  # its first frame is a keyframe
+            # its first frame is a keyframe
+            kbps = self._rung.kbps if self._rung is not None else None
+            self._encoder = new_encoder(self.codec, *size, kbps)
+            self.size = size
         picture.pts = pts
         picture.time_base = TIME_BASE
         # Encoders honour the input's picture type, and decoded keyframes arrive tagged I: reset
@@ -208,11 +262,17 @@ def burned_in(frame: av.VideoFrame, marks: Sequence[Annotation]) -> av.VideoFram
     return picture
 
 
-def new_encoder(codec: str, width: int, height: int) -> av.VideoCodecContext:
+def new_encoder(
+    codec: str, width: int, height: int, kbps: int | None = None
+) -> av.VideoCodecContext:
     """A realtime encoder for the consultation's codec: libvpx VP8 or libx264 constrained
-    baseline, ~2 Mbit/s at 720p (scaled by pixel count), one frame in, one packet out."""
-    bitrate = int(BITRATE_720P * width * height / (1280 * 720))
-    bitrate = max(MIN_BITRATE, min(MAX_BITRATE, bitrate))
+    baseline, one frame in, one packet out, held to its rate (CBR / VBV) at ``kbps`` kbit/s, or
+    ~2 Mbit/s at 720p scaled by pixel count."""
+    if kbps is None:
+        bitrate = int(BITRATE_720P * width * height / (1280 * 720))
+        bitrate = max(MIN_BITRATE, min(MAX_BITRATE, bitrate))
+    else:
+        bitrate = kbps * 1000
     encoder = av.CodecContext.create("libvpx" if codec == "VP8" else "libx264", "w")
     assert isinstance(encoder, av.VideoCodecContext)
     encoder.width = width
@@ -240,7 +300,12 @@ def new_encoder(codec: str, width: int, height: int) -> av.VideoCodecContext:
         }
     else:
         encoder.profile = "Constrained Baseline"
-        encoder.options = {"preset": "ultrafast", "tune": "zerolatency"}
+        encoder.options = {
+            "preset": "ultrafast",
+            "tune": "zerolatency",
+            "maxrate": str(bitrate),
+            "bufsize": str(int(bitrate * H264_VBV_S)),
+        }
     return encoder
 
 

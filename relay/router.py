@@ -3,7 +3,7 @@
 It owns the consultation's Feeds and every Peer (publisher or viewer). Publishing attaches a
 peer's receivers to the Feed's Producers through the forwarding tap; viewing takes a
 Consumer per track and hands it to the viewer's sender. Nothing is decoded or encoded — except
-by the annotated Rendition, which runs only while someone watches it.
+by the Ladder's renditions (annotated, or a lower rung), each only while someone watches it.
 
 A publish that begins a new stream session of the endoscope feed (``Feed.begins_session``: the
 clinic stopped and started again, or came back after the offline window) archives the board's
@@ -36,9 +36,8 @@ from .consumer import Consumer
 from .errors import FeedBusy, MediaUnsupported, RouterClosed, RouterFull
 from .feed import Feed, RelayMode
 from .ids import ConsultationId, FeedName
+from .ladder import DEFAULT_KBPS, Ladder, Quality
 from .peer import Peer, PeerRole
-from .producer import Producer
-from .rendition import Rendition
 from .sdp import offered_codecs, parse_offer, with_bitrate_hints
 
 logger = logging.getLogger(__name__)
@@ -73,6 +72,7 @@ class Router:
         session_gap_s: float = 60.0,
         on_session: Callable[[StreamSession], None] = lambda session: None,
         admission: Admission | None = None,
+        ladder_kbps: tuple[int, int] = DEFAULT_KBPS,
     ) -> None:
         self.cid = cid
         self.mode = mode
@@ -99,8 +99,9 @@ class Router:
         self.closed = False
         self._negotiating = 0
         "Offers being answered: their peers are not in ``peers`` yet, but the Router is in use."
-        self._rendition: Rendition | None = None
-        self._stopping: set[asyncio.Task[None]] = set()
+        self.ladder = Ladder(
+            self.feeds[FeedName.ENDOSCOPE].producers["video"], self.board, self.label, ladder_kbps
+        )
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -224,14 +225,17 @@ class Router:
         annotated: bool = False,
         priority: bool = False,
         expires_at: float | None = None,
+        quality: Quality | None = None,
     ) -> Peer:
         """WHEP: a viewer receives the feed's tracks, before or after the publisher goes live.
         ``annotated``: the endoscope video comes from the burn-in Rendition (audio stays raw).
+        ``quality``: the ladder's rendition it is pinned to; None: chosen automatically (for now
+        the original).
         ``priority``: one of the people the consultation is for (clinic, surgeon), never kept
         out by the viewer limit or the consultation's pending limit (``Admission``)."""
         with self._negotiation():
             return await self._add_viewer(
-                feed_name, identity, offer, annotated, priority, expires_at
+                feed_name, identity, offer, annotated, priority, expires_at, quality
             )
 
     async def _add_viewer(
@@ -242,12 +246,15 @@ class Router:
         annotated: bool,
         priority: bool,
         expires_at: float | None,
+        quality: Quality | None,
     ) -> Peer:
         self._ensure_open()
-        if annotated and (
-            feed_name is not FeedName.ENDOSCOPE or self.mode is not RelayMode.FORWARD
-        ):
-            raise MediaUnsupported("only the forwarded endoscope feed has an annotated rendition")
+        rendered = annotated or quality not in (None, Quality.ORIGINAL)
+        if rendered and (feed_name is not FeedName.ENDOSCOPE or self.mode is not RelayMode.FORWARD):
+            raise MediaUnsupported(
+                "only the forwarded endoscope feed has annotated or lower-quality renditions"
+            )
+        chosen = Quality.ORIGINAL if quality is None else quality
         feed = self.feeds[feed_name]
         description = parse_offer(offer, sending=False)
         kinds = {m.kind for m in description.media} & set(feed_name.kinds)
@@ -268,14 +275,14 @@ class Router:
             for media in description.media:
                 if media.kind in kinds:
                     consumers.append(
-                        self._prepare_viewer_transceiver(media.kind, feed, peer, annotated)
+                        self._prepare_viewer_transceiver(media.kind, feed, peer, annotated, chosen)
                     )
             await peer.set_offer(offer)
             answer = await peer.answer(self._announced_address)
         except BaseException:
             for consumer in consumers:
                 consumer.stop()
-            self._release_rendition()
+            self.ladder.release()
             await peer.close()
             raise
 
@@ -284,15 +291,16 @@ class Router:
                 consumer.stop()
 
         peer.on_closed(stop_consumers)
-        if annotated:
-            peer.on_closed(lambda _: self._release_rendition())
+        if rendered:
+            peer.on_closed(lambda _: self.ladder.release())
         self._adopt(peer, answer, expires_at)
         return peer
 
     def _prepare_viewer_transceiver(
-        self, kind: str, feed: Feed, peer: Peer, annotated: bool
+        self, kind: str, feed: Feed, peer: Peer, annotated: bool, quality: Quality
     ) -> MediaStreamTrack:
-        producer = self._annotated() if annotated and kind == "video" else feed.producers[kind]
+        video = kind == "video" and feed.name is FeedName.ENDOSCOPE
+        producer = self.ladder.producer(annotated, quality) if video else feed.producers[kind]
         if self.mode is RelayMode.TRANSCODE:
             track = feed.transcoding.viewer_track(kind)
             peer.pc.addTransceiver(track, direction="sendonly").setCodecPreferences(
@@ -305,23 +313,6 @@ class Router:
         forwarding.on_keyframe_request(transceiver.sender, consumer.request_keyframe)
         forwarding.share_packetization(transceiver.sender, consumer, producer.codec)
         return consumer
-
-    def _annotated(self) -> Producer:
-        """The burn-in Rendition's Producer, started by its first viewer."""
-        if self._rendition is None:
-            source = self.feeds[FeedName.ENDOSCOPE].producers["video"]
-            self._rendition = Rendition(source, self.board, self.label)
-        return self._rendition.producer
-
-    def _release_rendition(self) -> None:
-        """Stop the Rendition once its last viewer is gone (its thread is joined off the loop)."""
-        rendition = self._rendition
-        if rendition is None or rendition.producer.consumers:
-            return
-        self._rendition = None
-        task = asyncio.ensure_future(rendition.stop())
-        self._stopping.add(task)
-        task.add_done_callback(self._stopping.discard)
 
     def media_pts(self) -> int | None:
         """Where the endoscope video is: pts (90 kHz relay clock) of its latest forwarded frame."""
@@ -403,8 +394,6 @@ class Router:
     async def close(self) -> None:
         self.closed = True
         await asyncio.gather(*(peer.close() for peer in list(self.peers.values())))
-        if self._rendition is not None:
-            await self._rendition.stop()
-        await asyncio.gather(*self._stopping)
+        await self.ladder.close()
         for feed in self.feeds.values():
             feed.close()

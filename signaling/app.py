@@ -124,6 +124,7 @@ def create_app(settings: Settings) -> web.Application:
             publisher_timeout_s=settings.publisher_timeout_s,
             peer_timeout_s=settings.peer_timeout_s,
             publisher_kbps=settings.publisher_kbps,
+            ladder_kbps=settings.ladder_kbps,
             mode=RelayMode(settings.relay_mode),
             router_idle_s=settings.router_idle_s,
             session_gap_s=settings.recording_offline_s,

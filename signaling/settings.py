@@ -112,6 +112,9 @@ class Settings:
     "Seconds a connected publisher or viewer may send nothing (not even STUN) before it is closed."
     publisher_kbps: tuple[int, int, int] = (2000, 600, 4000)
     "Start, floor and ceiling bitrate (kbit/s) suggested to browser publishers of the endoscope."
+    ladder_kbps: tuple[int, int] = (700, 250)
+    """Video bitrate (kbit/s) of the viewer quality ladder's 540p and 360p rungs: they fit a 700
+    and a 350 kbit/s link with the audio beside them."""
     relay_mode: str = "forward"
     "``forward`` (the product) or ``transcode`` (aiortc's per-viewer re-encoding; benchmarks only)."
     router_idle_s: float = 60.0
@@ -245,6 +248,11 @@ def _parse(name: str, raw: str) -> Any:
                 "ENDOLINK_PUBLISHER_KBPS must be START,FLOOR,CEILING with FLOOR<=START<=CEILING"
             )
         return (start, floor, ceiling)
+    if name == "ladder_kbps":
+        high, low = (int(part) for part in raw.split(","))
+        if not 0 < low <= high:
+            raise ValueError("ENDOLINK_LADDER_KBPS must be KBPS_540P,KBPS_360P with 360P <= 540P")
+        return (high, low)
     if name == "ice_host_addresses":
         return tuple(raw.split())
     if name == "trusted_proxies":

@@ -55,7 +55,7 @@ class Looks:
 
 
 def burn_in_threads() -> int:
-    return sum(1 for t in threading.enumerate() if t.name.startswith("burn-in"))
+    return sum(1 for t in threading.enumerate() if t.name.startswith("rendition "))
 
 
 async def test_a_surgeons_stroke_reaches_the_clinic_and_is_burned_into_the_annotated_rendition(

@@ -31,24 +31,30 @@ BOX = {
 
 
 class Clinic:
-    """Encodes stamped test-pattern frames like a publisher and feeds them to a Producer."""
+    """Encodes stamped test-pattern frames like a publisher and feeds them to a Producer; a
+    keyframe request makes its next frame a keyframe."""
 
-    def __init__(self, codec: str) -> None:
+    def __init__(self, codec: str, size: tuple[int, int] = (WIDTH, HEIGHT)) -> None:
         self.producer = Producer("video", codec, "test")
         self.plis = 0
+        self._keyframe_wanted = False
         self.producer.attach(self._pli)
-        self._pattern = TestPatternTrack(WIDTH, HEIGHT)
-        self._encoder = new_encoder(codec, WIDTH, HEIGHT)
+        self._pattern = TestPatternTrack(*size)
+        self._encoder = new_encoder(codec, *size)
         self.counter = 0
 
     def _pli(self) -> bool:
         self.plis += 1
+        self._keyframe_wanted = True
         return True
 
     async def send(self, frames: int) -> None:
         for _ in range(frames):
             frame = self._pattern.frame(self.counter, int(time.time() * 1000))
             frame.pts = self.counter * 3000
+            if self._keyframe_wanted:
+                frame.pict_type = av.video.frame.PictureType.I
+                self._keyframe_wanted = False
             for packet in self._encoder.encode(frame):
                 self.producer.on_frame(bytes(packet), self.counter * 3000)
             self.counter += 1
@@ -80,7 +86,9 @@ class Player:
 
 
 def green_at(picture: np.ndarray, x: float, y: float) -> bool:
-    b, g, r = (int(c) for c in picture[int(y * HEIGHT), int(x * WIDTH)])
+    """Is the picture (of any size) the mark's green at ``x``, ``y`` (0..1 of its size)?"""
+    height, width = picture.shape[:2]
+    b, g, r = (int(c) for c in picture[int(y * height), int(x * width)])
     return g > 180 and r < 90 and b < 90
 
 
@@ -169,10 +177,10 @@ async def test_stop_joins_the_worker_and_leaves_the_source_untouched() -> None:
     clinic, board = Clinic("VP8"), AnnotationBoard()
     raw = clinic.producer.consume("raw viewer")
     rendition = Rendition(clinic.producer, board, "test")
-    assert any(t.name.startswith("burn-in") for t in threading.enumerate())
+    assert any(t.name.startswith("rendition ") for t in threading.enumerate())
     await clinic.send(5)
     await rendition.stop()
-    assert not any(t.name.startswith("burn-in") for t in threading.enumerate())
+    assert not any(t.name.startswith("rendition ") for t in threading.enumerate())
     assert clinic.producer.consumers == {raw}
     assert rendition.frames_decoded == 5
     await clinic.send(2)

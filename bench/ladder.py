@@ -46,9 +46,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import fanout
 from . import ladder_stats as stats
 from .common import CLK_TCK, LOOPBACK, cpu_percent, free_port, proc_sample, shared_token_env
-from .fanout import PYTHON, Child, Processes, machine, make_consultation, wait_port
+from .fanout import (
+    PYTHON,
+    Child,
+    Processes,
+    cli,
+    core_busy,
+    core_times,
+    machine,
+    make_consultation,
+    pinned,
+    wait_port,
+    wait_quiet,
+)
 
 VIEWERS = (("uncapped", 0.0), ("700k", 700.0), ("350k", 350.0))
 PINNED = (("original", "original"), ("540p", "540p"), ("360p", "360p"))
@@ -130,33 +143,39 @@ async def one_run(cfg: argparse.Namespace, run: Run, work: Path) -> dict[str, An
     env |= shared_token_env(8) | {"PYTHONUNBUFFERED": "1"}
     names_file = logs / "threads.json"
     result: dict[str, Any] = {"run": run.label, **vars(run)}
+    result["before"] = await wait_quiet(cfg.quiet, cfg.quiet_wait)
     try:
         serve = [PYTHON, "-m", "bench.serve", "--thread-names", str(names_file), "--"]
         serve += ["serve", "--data-dir", str(data), "--port", str(port)]
-        server = await procs.start("server", serve, env, stdout=False)
+        server = await procs.start("server", pinned(None, serve), env, stdout=False)
         pub = [PYTHON, "-m", "bench.publisher", "--whip", f"{base}/whip/{consult.id}"]
         pub += ["--token", consult.clinic, "--codec", run.codec]
         pub += ["--bitrate", "0" if run.up_kbps else str(cfg.bitrate)]
         if run.up_kbps:
             pub += ["--up-kbps", str(run.up_kbps)]
-        publisher = await procs.start("publisher", pub)
+        publisher = await procs.start("publisher", pinned(None, pub, boost=5))
         await wait_port(port, server, 30)
         control = (await publisher.read_event(60))["control"]
         viewers: list[Child] = []
         for name, kbps, quality in run.viewers():
             args = [PYTHON, "-m", "bench.ladder_viewer", "--name", name, "--codec", run.codec]
             args += ["--whep", f"{base}/whep/{consult.id}?quality={quality}"]
-            args += ["--token", consult.viewer, "--publisher", control]
+            args += ["--ws", f"ws://{LOOPBACK}:{port}/ws/{consult.id}"]
+            token = cli(data, "token", f"--consultation={consult.id}", "--role", "surgeon")
+            args += ["--token", token, "--publisher", control]
             args += ["--down-kbps", str(kbps)]
-            viewers.append(await procs.start(f"viewer-{name.replace(' ', '-')}", args))
+            viewers.append(
+                await procs.start(f"viewer-{name.replace(' ', '-')}", pinned(None, args))
+            )
         readies = [await v.read_event(60) for v in viewers]
         result["ready"] = readies
         await asyncio.sleep(cfg.warmup)
-        cpu0, threads0 = proc_sample(server.pid), thread_cpu(server.pid)
+        cpu0, threads0, cores0 = proc_sample(server.pid), thread_cpu(server.pid), core_times()
         t0 = time.time()
         await asyncio.sleep(cfg.seconds)
         t1 = time.time()
-        cpu1, threads1 = proc_sample(server.pid), thread_cpu(server.pid)
+        cpu1, threads1, cores1 = proc_sample(server.pid), thread_cpu(server.pid), core_times()
+        result["core_busy_pct"] = core_busy(cores0, cores1)
         names = json.loads(names_file.read_text()) if names_file.exists() else {}
         result["window"] = [t0, t1]
         result["server_cpu"] = cpu_percent(cpu0, cpu1)
@@ -166,6 +185,7 @@ async def one_run(cfg: argparse.Namespace, run: Run, work: Path) -> dict[str, An
         result["publisher"] = {
             "target_bitrate": pub_report["target_bitrate"],
             "kbps": _published_kbps(pub_report["frames"], t0, t1),
+            "fps": sum(1 for f in pub_report["frames"] if t0 <= f[5] <= t1) / (t1 - t0),
             "proxy": pub_report["proxy"],
         }
         for v in viewers:
@@ -193,6 +213,11 @@ def _viewer(report: dict[str, Any], t0: float, t1: float) -> dict[str, Any]:
         "name": report["name"],
         "down_kbps": report["down_kbps"],
         "quality_header": report["quality_header"],
+        "quality_events": [
+            [round(t - report["answer_at"], 2), m["quality"], m.get("reason")]
+            for t, m in report["quality_events"]
+        ],
+        "ws_errors": report["ws_errors"],
         "timeline": stats.timeline(
             [f for f in frames if f[0] <= t1], report["answer_at"], SOURCE_HEIGHT
         ),
@@ -242,15 +267,19 @@ def viewer_table(results: list[dict[str, Any]]) -> str:
 
 def cpu_table(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| run | publisher kbit/s | server CPU % of a core | its threads (% of a core) |",
-        "|---|---|---|---|",
+        "| run | publisher kbit/s, fps | server CPU % of a core | its threads (% of a core) "
+        "| cores busy in the window |",
+        "|---|---|---|---|---|",
     ]
     for r in results:
         if "error" in r:
             continue
         threads = ", ".join(f"{k} {v:g}" for k, v in r["threads"].items())
+        pub = r["publisher"]
+        busy = ", ".join(f"{v:.0f} %" for v in r["core_busy_pct"].values())
         lines.append(
-            f"| {r['run']} | {r['publisher']['kbps']:.0f} | {_num(r['server_cpu'])} | {threads} |"
+            f"| {r['run']} | {pub['kbps']:.0f}, {pub['fps']:.1f} | {_num(r['server_cpu'])} "
+            f"| {threads} | {busy} |"
         )
     return "\n".join(lines)
 
@@ -311,13 +340,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bitrate", type=int, default=1_500_000, help="publisher, uncapped runs")
     p.add_argument("--seconds", type=float, default=35.0)
     p.add_argument("--warmup", type=float, default=10.0)
+    p.add_argument(
+        "--quiet", type=float, default=50.0, help="before a run, wait until no core is busier (%%)"
+    )
+    p.add_argument("--quiet-wait", type=float, default=60.0, help="… but no longer than this (s)")
+    p.add_argument("--rt", type=int, default=0, help="SCHED_FIFO priority (see bench.fanout)")
+    p.add_argument("--nice", type=int, default=0, help="niceness (see bench.fanout)")
     p.add_argument("--json", type=Path)
     p.add_argument("--keep", type=Path, help="work here and keep the logs")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return asyncio.run(amain(parse_args(argv)))
+    cfg = parse_args(argv)
+    fanout.NICE, fanout.RT_PRIORITY = cfg.nice, cfg.rt
+    return asyncio.run(amain(cfg))
 
 
 if __name__ == "__main__":

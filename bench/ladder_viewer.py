@@ -1,6 +1,7 @@
 """One decoding WHEP viewer behind its own (optionally capped) downlink, for ``bench.ladder``.
 
-    python -m bench.ladder_viewer --whep URL?quality=auto --token T --publisher CONTROL_URL
+    python -m bench.ladder_viewer --whep URL?quality=auto --ws WS_URL --token T
+                                  --publisher CONTROL_URL
                                   [--down-kbps 700] [--codec VP8] [--name capped700]
 
 The viewer reaches the server through a ``bench.udpproxy.ImpairmentProxy`` whose server→viewer
@@ -10,7 +11,8 @@ and lets aiortc's own receiver send REMB and receiver reports (the relay's per-v
 
 Per shown frame it logs the arrival time, the stamp read from the picture (frame counter and the
 publisher's wall-clock ms: latency on one host clock), the picture size and the hash of the
-encoded frame (bit-exact against what the publisher's encoder produced); it keeps the luma of
+encoded frame (bit-exact against what the publisher's encoder produced), and the ``quality``
+messages the relay sends about its session over the consultation's WebSocket; it keeps the luma of
 one frame in ``SAMPLE_EVERY`` for SSIM against the regenerated source, computed at report time
 in a worker thread.
 
@@ -74,6 +76,10 @@ class Viewer:
         self.tap: Any = None
         self.location: str | None = None
         self.quality_header: str | None = None
+        self.quality_events: list[list[Any]] = []
+        "The server's ``quality`` messages about this session: [arrival, message]."
+        self.ws_errors: list[str] = []
+        self._listening: asyncio.Task[None] | None = None
         self.answer_at = 0.0
         self.synced = False
         self.last_pli = 0.0
@@ -104,8 +110,25 @@ class Viewer:
                 location = response.headers.get("Location")
                 self.location = urljoin(self.args.whep, location) if location else None
         self.answer_at = time.time()
+        self._listening = asyncio.ensure_future(self._listen())
         answer = self.proxy.answer(answer)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+
+    async def _listen(self) -> None:
+        """The consultation's WebSocket: the relay says there when it moves this session."""
+        headers = {"Authorization": f"Bearer {self.args.token}"}
+        session = (self.location or "").rstrip("/").rsplit("/", 1)[-1]
+        try:
+            async with aiohttp.ClientSession() as http:
+                async with http.ws_connect(self.args.ws, headers=headers, heartbeat=20) as ws:
+                    async for message in ws:
+                        if message.type != aiohttp.WSMsgType.TEXT:
+                            continue
+                        body = message.json()
+                        if body.get("type") == "quality" and body.get("session") == session:
+                            self.quality_events.append([time.time(), body])
+        except (aiohttp.ClientError, ValueError) as exc:
+            self.ws_errors.append(f"{type(exc).__name__}: {exc}")
 
     def on_frame(self, data: bytes, timestamp: int) -> None:
         if not self.synced:
@@ -154,6 +177,8 @@ class Viewer:
             "name": self.args.name,
             "down_kbps": self.args.down_kbps,
             "quality_header": self.quality_header,
+            "quality_events": self.quality_events,
+            "ws_errors": self.ws_errors,
             "answer_at": self.answer_at,
             "frames": [[*f[:5], f[5] in published] for f in self.frames],
             "ssim": ssim,
@@ -174,6 +199,8 @@ class Viewer:
         return {entry[0] for entry in body["frames"]}
 
     async def close(self) -> None:
+        if self._listening is not None:
+            self._listening.cancel()
         if self.tap is not None:
             self.tap.close()
         await delete_session(self.location, self.args.token)
@@ -206,6 +233,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--whep", required=True, help="WHEP URL, with ?quality= if wanted")
     parser.add_argument("--token", required=True)
     parser.add_argument("--publisher", required=True, help="publisher control URL")
+    parser.add_argument("--ws", required=True, help="the consultation's WebSocket URL")
     parser.add_argument("--codec", default="VP8", choices=("VP8", "H264"))
     parser.add_argument("--down-kbps", type=float, default=0.0, help="downlink cap (0: none)")
     parser.add_argument("--name", default="viewer")

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         TooManyTracks,
     )
     from .feed import Feed, FeedState, OfflineReason, RelayMode
+    from .ladder import Ladder, Quality
     from .peer import IceRestartUnsupported, Peer, PeerRole
     from .producer import Producer
     from .relay import FeedEvent, Relay, RelayConfig
@@ -54,6 +55,7 @@ _MODULE_OF = {
         "errors",
     ),
     **dict.fromkeys(("Feed", "FeedState", "OfflineReason", "RelayMode"), "feed"),
+    **dict.fromkeys(("Ladder", "Quality"), "ladder"),
     **dict.fromkeys(("IceRestartUnsupported", "Peer", "PeerRole"), "peer"),
     "Producer": "producer",
     **dict.fromkeys(("FeedEvent", "Relay", "RelayConfig"), "relay"),
@@ -85,12 +87,14 @@ __all__ = [
     "FeedState",
     "Freeze",
     "IceRestartUnsupported",
+    "Ladder",
     "Mark",
     "MediaUnsupported",
     "OfflineReason",
     "Peer",
     "PeerRole",
     "Producer",
+    "Quality",
     "Relay",
     "RelayConfig",
     "RelayError",

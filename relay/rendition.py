@@ -11,9 +11,11 @@ the viewers. So fan-out, keyframe gating and keyframe requests are the forwardin
 viewer's keyframe request makes the encoder's next frame a keyframe.
 
 The raw forwarded stream never waits for this: the worker has its own bounded Consumer and a
-bounded hand-off. A frame with a newer one already waiting is decoded but neither drawn nor
-encoded (stale: showing it would only add delay); if the worker cannot even decode at the source
-rate, the hand-off is flushed and decoding restarts at the next (requested) keyframe.
+bounded hand-off. A frame that waited over ``STALE_S`` with a newer one already waiting is decoded
+but neither drawn nor encoded (stale: showing it would only add delay; a frame that merely came
+in a burst of a busy event loop is still shown, or viewers of a rung lose frame rate); if the
+worker cannot even decode at the source rate, the hand-off is flushed and decoding restarts at
+the next (requested) keyframe.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 INBOX_FRAMES = 30
 "Packets handed to the worker and not yet decoded (1 s at 30 fps) before it is resynced."
+STALE_S = 0.1
+"A frame this old with a newer one waiting is skipped (three frame intervals at 30 fps)."
 KEYFRAME_INTERVAL_FRAMES = 60
 "A keyframe every ~2 s at 30 fps, besides the ones viewers ask for."
 FRAME_RATE = 30
@@ -53,11 +57,13 @@ VP8_SPEED = "8"
 H264_VBV_S = 0.5
 """libx264's rate buffer, in seconds at the target rate: the stream never exceeds its rate over
 any half second, so a rung fits a link only a little wider than it (keyframes included)."""
-SCALER = av.video.reformatter.Interpolation.FAST_BILINEAR
-"Scaling 720p to 540p or 360p: cheapest of swscale's filters, sharp enough (docs/benchmarks.md)."
+SCALER = av.video.reformatter.Interpolation.AREA
+"""Scaling down: swscale's area average, no aliasing, and as cheap as its fast bilinear (720p to
+540p 0.7 ms, to 360p 0.5 ms a frame; bicubic 1.3 / 0.9 ms; docs/benchmarks.md)."""
 JOIN_TIMEOUT_S = 5.0
 TIME_BASE = Fraction(1, VIDEO_CLOCK_RATE)
 DECODERS = {"VP8": "vp8", "H264": "h264"}
+Inbox = queue.Queue["tuple[av.Packet[Any], float] | None"]
 
 
 @dataclass(frozen=True)
@@ -106,7 +112,8 @@ class Rendition:
         "The encoded picture's width and height, once the first frame is shown."
         self._stopped = False
         self._loop = asyncio.get_running_loop()
-        self._inbox: queue.Queue[av.Packet[Any] | None] = queue.Queue(INBOX_FRAMES)
+        self._inbox: Inbox = queue.Queue(INBOX_FRAMES)
+        "Packets with their arrival time (``time.monotonic()``), None to stop."
         self._keyframe_wanted = threading.Event()
         # Touched by the worker thread only:
         self._encoder: av.VideoCodecContext | None = None
@@ -119,6 +126,12 @@ class Rendition:
         self._thread.start()
         self._pump = asyncio.ensure_future(self._hand_over())
         logger.info("Rendition(%s) started (%s)", self.label, self.codec)
+
+    def __repr__(self) -> str:
+        return (
+            f"Rendition({self.label}: {self.frames_decoded} decoded, {self.frames_encoded} "
+            f"encoded, {self.frames_skipped} stale skipped, {self.resyncs} resyncs)"
+        )
 
     async def stop(self) -> None:
         """Stop the pipeline and join its thread (off the loop)."""
@@ -156,7 +169,7 @@ class Rendition:
                         continue
                     waiting_for_keyframe = False
                 try:
-                    self._inbox.put_nowait(packet)
+                    self._inbox.put_nowait((packet, time.monotonic()))
                 except queue.Full:
                     # The worker cannot even decode at the source rate: skip to a keyframe.
                     _drain(self._inbox)
@@ -178,15 +191,16 @@ class Rendition:
 
     def _work(self) -> None:
         """Every packet is decoded (later frames reference it); only fresh frames are drawn on
-        and encoded: a frame with a newer one already waiting is stale."""
+        and encoded: a frame that waited ``STALE_S`` with a newer one waiting is stale."""
         decoder = av.CodecContext.create(DECODERS[self.codec], "r")
         if not isinstance(decoder, av.VideoCodecContext):
             raise TypeError(f"{DECODERS[self.codec]} is not a video decoder")
-        while (packet := self._inbox.get()) is not None:
+        while (item := self._inbox.get()) is not None:
+            packet, arrived = item
             started = time.thread_time()
             try:
                 for frame in self._decode(decoder, packet):
-                    if self._inbox.empty():
+                    if self._inbox.empty() or time.monotonic() - arrived < STALE_S:
                         self._show(frame)
                     else:
                         self.frames_skipped += 1
@@ -317,7 +331,7 @@ def plane_array(plane: av.video.plane.VideoPlane) -> np.ndarray:
     return view
 
 
-def _drain(inbox: queue.Queue[av.Packet[Any] | None]) -> None:
+def _drain(inbox: Inbox) -> None:
     with contextlib.suppress(queue.Empty):
         while True:
             inbox.get_nowait()

@@ -90,7 +90,7 @@ class AuditAction(StrEnum):
     "A WHIP session was created (detail: feed, session)."
     PUBLISH_END = "publish-end"
     VIEW = "view"
-    "A WHEP session was created (detail: feed, session, annotated)."
+    "A WHEP session was created (detail: feed, session, annotated, quality)."
     VIEW_END = "view-end"
     ANNOTATION = "annotation"
     "A mark was added, removed or undone, the board cleared, archived or restored (not updates)."

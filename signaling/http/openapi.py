@@ -79,6 +79,13 @@ _DICOM_EXPORT = json_object(
 _WHEP_QUERY = (
     query("feed", {"type": "string", "enum": ["endoscope", "talkback"]}),
     query("annotated", {"type": "string", "enum": ["0", "1"]}),
+    query(
+        "quality",
+        {"type": "string", "enum": ["auto", "original", "540p", "360p"], "default": "auto"},
+        "the endoscope video as forwarded (original) or a lower rendition (540p, 360p) of the "
+        "quality ladder, or chosen by the viewer's connection (auto); the answer's "
+        "EndoLink-Quality header repeats the choice",
+    ),
 )
 
 

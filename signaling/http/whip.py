@@ -1,7 +1,9 @@
 """WHIP (RFC 9725) publish and WHEP view endpoints.
 
     POST   /whip/{cid}                       offer → 201 answer + Location + ETag + Link ice-server
-    POST   /whep/{cid}?feed=endoscope|talkback   (?annotated=1: the endoscope with marks burned in)
+    POST   /whep/{cid}?feed=endoscope|talkback   (?annotated=1: the endoscope with marks burned in;
+                                             ?quality=auto|original|540p|360p: a rendition of
+                                             the viewer quality ladder, relay/ladder.py)
     PATCH  /whip|whep/{cid}/sessions/{sid}   trickle-ice-sdpfrag → 204 (ICE restart → 422)
     DELETE /whip|whep/{cid}/sessions/{sid}   → 200
     GET, HEAD on all of them                 2xx with no content (RFC 9725 §4.1): an endpoint 200
@@ -30,7 +32,7 @@ import logging
 
 from aiohttp import hdrs, web
 
-from relay import FeedName, IceRestartUnsupported, Peer, PeerRole, Router
+from relay import FeedName, IceRestartUnsupported, Peer, PeerRole, Quality, Router
 from signaling.auth.grants import Grant, Role, TokenWithdrawn
 from signaling.auth.request import authenticate, path_cid
 from signaling.db.audit import AuditAction, AuditRecord
@@ -56,8 +58,13 @@ SDP = "application/sdp"
 SDPFRAG = "application/trickle-ice-sdpfrag"
 CORS = {
     "Access-Control-Allow-Origin": "*",
-    "Access-Control-Expose-Headers": "Location, ETag, Link, Accept-Post, Accept-Patch",
+    "Access-Control-Expose-Headers": (
+        "Location, ETag, Link, Accept-Post, Accept-Patch, EndoLink-Quality"
+    ),
 }
+AUTO = "auto"
+"``?quality=auto`` (the default): the relay chooses the viewer's rendition from its feedback."
+QUALITIES = (AUTO, *(str(q) for q in Quality))
 
 
 def add_routes(app: web.Application) -> None:
@@ -138,6 +145,7 @@ async def view(request: web.Request) -> web.Response:
         raise ApiError(400, "bad-request", "annotated must be 0 or 1")
     if annotated == "1" and feed is not FeedName.ENDOSCOPE:
         raise ApiError(400, "bad-feed", "only the endoscope feed has an annotated rendition")
+    quality = _quality(request, feed)
     router = _router(request, consultation)
     peer = await router.view(
         feed,
@@ -146,10 +154,26 @@ async def view(request: web.Request) -> web.Response:
         annotated=annotated == "1",
         priority=grant.role in (Role.CLINIC, Role.SURGEON),
         expires_at=grant.expires_at,
+        quality=quality,
     )
-    await _audited(request, grant, consultation, router, peer, f"feed {feed} annotated {annotated}")
+    chosen = AUTO if quality is None else str(quality)
+    detail = f"feed {feed} annotated {annotated} quality {chosen}"
+    await _audited(request, grant, consultation, router, peer, detail)
     await _still_granted(request, grant, router, peer)
-    return _created(request, "whep", consultation, peer)
+    response = _created(request, "whep", consultation, peer)
+    response.headers["EndoLink-Quality"] = chosen
+    return response
+
+
+def _quality(request: web.Request, feed: FeedName) -> Quality | None:
+    """``?quality=``: a pinned rendition, or None for automatic (the default)."""
+    raw = request.query.get("quality", AUTO)
+    if raw not in QUALITIES:
+        raise ApiError(400, "bad-quality", f"quality must be one of {', '.join(QUALITIES)}")
+    quality = None if raw == AUTO else Quality(raw)
+    if quality not in (None, Quality.ORIGINAL) and feed is not FeedName.ENDOSCOPE:
+        raise ApiError(400, "bad-quality", "only the endoscope feed has lower-quality renditions")
+    return quality
 
 
 async def patch_session(request: web.Request) -> web.Response:

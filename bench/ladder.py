@@ -122,7 +122,7 @@ def thread_groups(
     thread born inside the window counts from 0; unnamed threads are aiortc's or the OS's)."""
     groups: dict[str, float] = {}
     for tid, cpu in after.items():
-        name = names.get(str(tid), "other (unnamed)").replace(cid, "…")
+        name = names.get(str(tid), "other (unnamed)").replace(f"consultation:{cid} ", "")
         name = re.sub(r"ThreadPoolExecutor-\d+_\d+", "executor", name)
         groups[name] = groups.get(name, 0.0) + 100 * (cpu - before.get(tid, 0.0)) / span
     return {k: round(v, 1) for k, v in sorted(groups.items(), key=lambda kv: -kv[1]) if v >= 0.5}
@@ -146,6 +146,10 @@ async def one_run(cfg: argparse.Namespace, run: Run, work: Path) -> dict[str, An
     result["before"] = await wait_quiet(cfg.quiet, cfg.quiet_wait)
     try:
         serve = [PYTHON, "-m", "bench.serve", "--thread-names", str(names_file), "--"]
+        if cfg.profile:
+            serve[3:3] = ["--profile-threads", "rendition", str(logs)]
+        if cfg.vp8_speed:
+            serve[3:3] = ["--vp8-speed", cfg.vp8_speed]
         serve += ["serve", "--data-dir", str(data), "--port", str(port)]
         server = await procs.start("server", pinned(None, serve), env, stdout=False)
         pub = [PYTHON, "-m", "bench.publisher", "--whip", f"{base}/whip/{consult.id}"]
@@ -196,7 +200,23 @@ async def one_run(cfg: argparse.Namespace, run: Run, work: Path) -> dict[str, An
     finally:
         await procs.close()
     result["server_log"] = _rendition_lines(logs / "server.log")
+    result["profiles"] = {p.stem: profile_summary(p) for p in sorted(logs.glob("*.prof"))}
     return result
+
+
+def profile_summary(path: Path, top: int = 8) -> dict[str, Any]:
+    """A thread's cProfile: its total time and the functions with the most own time."""
+    import pstats
+
+    table = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
+    total = sum(row[2] for row in table.values())
+    rows = sorted(table.items(), key=lambda kv: -kv[1][2])[:top]
+    return {
+        "total_s": total,
+        "top": [
+            [pstats.func_std_string(func), row[1], row[2], row[2] / total] for func, row in rows
+        ],
+    }
 
 
 def _published_kbps(frames: list[list[Any]], t0: float, t1: float) -> float:
@@ -284,6 +304,18 @@ def cpu_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def profile_table(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| run | thread | CPU s profiled | function (own time share, calls) |",
+        "|---|---|---|---|",
+    ]
+    for r in results:
+        for name, p in r.get("profiles", {}).items():
+            top = "; ".join(f"`{f}` {share:.0%} ({calls})" for f, calls, _, share in p["top"])
+            lines.append(f"| {r['run']} | {name} | {p['total_s']:.1f} | {top} |")
+    return "\n".join(lines)
+
+
 def _target(v: dict[str, Any]) -> str:
     if v["down_kbps"]:
         ok = stats.meets_viewer_target(v)
@@ -323,6 +355,8 @@ async def amain(cfg: argparse.Namespace) -> int:
             print(f"{run.label}: {r.get('error') or 'done'}", file=sys.stderr, flush=True)
             results.append(r)
     text = viewer_table(results) + "\n\n" + cpu_table(results)
+    if cfg.profile:
+        text += "\n\n" + profile_table(results)
     print(text)
     if cfg.json:
         config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()}
@@ -346,6 +380,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quiet-wait", type=float, default=60.0, help="… but no longer than this (s)")
     p.add_argument("--rt", type=int, default=0, help="SCHED_FIFO priority (see bench.fanout)")
     p.add_argument("--nice", type=int, default=0, help="niceness (see bench.fanout)")
+    p.add_argument(
+        "--profile", action="store_true", help="cProfile each rendition thread (adds overhead)"
+    )
+    p.add_argument("--vp8-speed", help="the renditions' libvpx cpu-used (default: the relay's)")
     p.add_argument("--json", type=Path)
     p.add_argument("--keep", type=Path, help="work here and keep the logs")
     return p.parse_args(argv)

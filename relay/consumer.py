@@ -39,12 +39,15 @@ class Consumer(MediaStreamTrack):
         request_keyframe: Callable[[], None],
         on_stop: Callable[[Consumer], None],
         label: str,
+        on_push: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__()
         self.kind = kind
         self.label = label
         self._request_keyframe = request_keyframe
         self._on_stop = on_stop
+        self._on_push = on_push
+        "Told after each queued frame: lets ``relay.selector`` wait on two Consumers at once."
         size = VIDEO_QUEUE_FRAMES if kind == "video" else AUDIO_QUEUE_FRAMES
         self._queue: asyncio.Queue[ForwardedFrame | None] = asyncio.Queue(maxsize=size)
         self.current: ForwardedFrame | None = None
@@ -70,6 +73,7 @@ class Consumer(MediaStreamTrack):
             self._synced = True
         self._queue.put_nowait(frame)
         self.frames_forwarded += 1
+        self._on_push()
 
     def desync(self) -> None:
         """The source lost data: hold everything until the next keyframe."""
@@ -92,6 +96,14 @@ class Consumer(MediaStreamTrack):
         else:
             self._queue.get_nowait()
             self.frames_dropped += 1
+
+    def poll(self) -> ForwardedFrame | None:
+        """The next queued frame without waiting (None: none queued, or stopped); it becomes
+        ``current``. For a reader of several Consumers (``relay.selector``), never with ``recv``."""
+        frame = None if self._queue.empty() else self._queue.get_nowait()
+        if frame is not None:
+            self.current = frame
+        return frame
 
     async def recv(self) -> av.Packet[Any]:
         """The next encoded frame. ``current`` keeps its packetization for the sender."""

@@ -33,7 +33,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import aioice.ice
 import aioice.stun
@@ -50,7 +50,7 @@ from aiortc.utils import uint16_add
 from av.frame import Frame
 from av.packet import Packet
 
-from .consumer import Consumer
+from .consumer import ForwardedFrame
 from .recovery import LossRecovery, is_stale
 
 logger = logging.getLogger(__name__)
@@ -252,6 +252,14 @@ def packetizer(codec: str) -> Encoder:
     return {"VP8": Vp8Encoder, "H264": H264Encoder}.get(codec, OpusEncoder)()
 
 
+class Forwarded(Protocol):
+    """A viewer track whose ``current`` is the frame its sender is about to send: a Consumer,
+    or the Selector that reads several (``relay.selector``)."""
+
+    @property
+    def current(self) -> ForwardedFrame | None: ...
+
+
 class SharedPacketization(Encoder):
     """Stands in for a viewer sender's encoder: hands back the payloads the Producer made once
     for all viewers, instead of every sender packetizing the same frame again.
@@ -260,7 +268,7 @@ class SharedPacketization(Encoder):
     what it received, so the Consumer's ``current`` frame is exactly the one being sent.
     """
 
-    def __init__(self, consumer: Consumer, codec: str) -> None:
+    def __init__(self, consumer: Forwarded, codec: str) -> None:
         self._consumer = consumer
         self._fallback = packetizer(codec)
 
@@ -274,7 +282,7 @@ class SharedPacketization(Encoder):
         return self._fallback.pack(packet)
 
 
-def share_packetization(sender: RTCRtpSender, consumer: Consumer, codec: str) -> None:
+def share_packetization(sender: RTCRtpSender, consumer: Forwarded, codec: str) -> None:
     sender._RTCRtpSender__encoder = SharedPacketization(consumer, codec)  # type: ignore[attr-defined]
 
 

@@ -124,8 +124,8 @@ class Producer:
 
     # -- viewer side -------------------------------------------------------------------------
 
-    def consume(self, label: str) -> Consumer:
-        consumer = Consumer(self.kind, self.request_keyframe, self._release, label)
+    def consume(self, label: str, on_push: Callable[[], None] = lambda: None) -> Consumer:
+        consumer = Consumer(self.kind, self.request_keyframe, self._release, label, on_push)
         self.consumers.add(consumer)
         if self.kind == "video":
             self.request_keyframe()

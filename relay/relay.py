@@ -21,6 +21,7 @@ from .feed import Feed, FeedState, OfflineReason, RelayMode
 from .ids import ConsultationId, FeedName
 from .ladder import DEFAULT_KBPS
 from .router import Router, StreamSession
+from .selector import QualityChange
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class Relay:
         "Set once the relay starts closing (shutdown): ``/readyz`` answers 503."
         self.on_feed_event: Callable[[FeedEvent], None] = lambda event: None
         self.on_stream_session: Callable[[StreamSession], None] = lambda session: None
+        self.on_quality: Callable[[QualityChange], None] = lambda change: None
         self.attended: Callable[[ConsultationId], bool] = lambda cid: False
         self.admission = Admission(config.limits)
         self._idle_since: dict[ConsultationId, float] = {}
@@ -98,6 +100,7 @@ class Relay:
                 lambda session: self.on_stream_session(session),
                 self.admission,
                 self.config.ladder_kbps,
+                lambda change: self.on_quality(change),
             )
             self.routers[cid] = router
             if self._reaper is None:

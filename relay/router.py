@@ -23,12 +23,13 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamTrack
 
-from . import forwarding
+from . import feedback, forwarding
 from .admission import Admission, SessionLimits, retry_after
 from .annotations import Annotation, AnnotationBoard, Freeze
 from .codecs import preferences
@@ -39,6 +40,7 @@ from .ids import ConsultationId, FeedName
 from .ladder import DEFAULT_KBPS, Ladder, Quality
 from .peer import Peer, PeerRole
 from .sdp import offered_codecs, parse_offer, with_bitrate_hints
+from .selector import QualityChange, Selector, automatic
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +75,7 @@ class Router:
         on_session: Callable[[StreamSession], None] = lambda session: None,
         admission: Admission | None = None,
         ladder_kbps: tuple[int, int] = DEFAULT_KBPS,
+        on_quality: Callable[[QualityChange], None] = lambda change: None,
     ) -> None:
         self.cid = cid
         self.mode = mode
@@ -99,6 +102,8 @@ class Router:
         self.closed = False
         self._negotiating = 0
         "Offers being answered: their peers are not in ``peers`` yet, but the Router is in use."
+        self._ladder_kbps = ladder_kbps
+        self._on_quality = on_quality
         self.ladder = Ladder(
             self.feeds[FeedName.ENDOSCOPE].producers["video"], self.board, self.label, ladder_kbps
         )
@@ -229,8 +234,8 @@ class Router:
     ) -> Peer:
         """WHEP: a viewer receives the feed's tracks, before or after the publisher goes live.
         ``annotated``: the endoscope video comes from the burn-in Rendition (audio stays raw).
-        ``quality``: the ladder's rendition it is pinned to; None: chosen automatically (for now
-        the original).
+        ``quality``: the ladder's rendition it is pinned to; None: chosen automatically by the
+        viewer's own feedback (``relay.selector``), starting on the original.
         ``priority``: one of the people the consultation is for (clinic, surgeon), never kept
         out by the viewer limit or the consultation's pending limit (``Admission``)."""
         with self._negotiation():
@@ -254,7 +259,6 @@ class Router:
             raise MediaUnsupported(
                 "only the forwarded endoscope feed has annotated or lower-quality renditions"
             )
-        chosen = Quality.ORIGINAL if quality is None else quality
         feed = self.feeds[feed_name]
         description = parse_offer(offer, sending=False)
         kinds = {m.kind for m in description.media} & set(feed_name.kinds)
@@ -275,7 +279,7 @@ class Router:
             for media in description.media:
                 if media.kind in kinds:
                     consumers.append(
-                        self._prepare_viewer_transceiver(media.kind, feed, peer, annotated, chosen)
+                        self._prepare_viewer_transceiver(media.kind, feed, peer, annotated, quality)
                     )
             await peer.set_offer(offer)
             answer = await peer.answer(self._announced_address)
@@ -294,24 +298,37 @@ class Router:
         if rendered:
             peer.on_closed(lambda _: self.ladder.release())
         self._adopt(peer, answer, expires_at)
+        if quality is not None and "video" in kinds and feed_name is FeedName.ENDOSCOPE:
+            self._report(peer, quality, False, "pinned")
         return peer
 
+    def _report(self, peer: Peer, quality: Quality, auto: bool, reason: str) -> None:
+        self._on_quality(QualityChange(self.cid, peer.id, peer.identity, quality, auto, reason))
+
     def _prepare_viewer_transceiver(
-        self, kind: str, feed: Feed, peer: Peer, annotated: bool, quality: Quality
+        self, kind: str, feed: Feed, peer: Peer, annotated: bool, quality: Quality | None
     ) -> MediaStreamTrack:
         video = kind == "video" and feed.name is FeedName.ENDOSCOPE
-        producer = self.ladder.producer(annotated, quality) if video else feed.producers[kind]
+        chosen = Quality.ORIGINAL if quality is None else quality
+        producer = self.ladder.producer(annotated, chosen) if video else feed.producers[kind]
         if self.mode is RelayMode.TRANSCODE:
             track = feed.transcoding.viewer_track(kind)
             peer.pc.addTransceiver(track, direction="sendonly").setCodecPreferences(
                 preferences(kind, producer.codec)
             )
             return track
-        consumer = producer.consume(peer.label)
+        report = partial(self._report, peer)
+        consumer: Consumer | Selector = (
+            automatic(self.ladder, annotated, self._ladder_kbps, report, peer.label)
+            if video and quality is None
+            else producer.consume(peer.label)
+        )
         transceiver = peer.pc.addTransceiver(consumer, direction="sendonly")
         transceiver.setCodecPreferences(preferences(kind, producer.codec))
         forwarding.on_keyframe_request(transceiver.sender, consumer.request_keyframe)
         forwarding.share_packetization(transceiver.sender, consumer, producer.codec)
+        if isinstance(consumer, Selector):
+            feedback.watch(transceiver.sender, consumer.on_sample)
         return consumer
 
     def media_pts(self) -> int | None:

@@ -1,0 +1,223 @@
+"""Selector: one viewer's video track in automatic quality mode.
+
+It forwards the encoded frames of one source at a time — the original or a rung of the ladder —
+and moves the viewer when ``relay.quality`` asks (fed by ``relay.feedback``): it subscribes to the
+target (starting the rung if needed; subscribing asks for a keyframe), keeps forwarding the
+current source until the target's first keyframe is queued, then swaps at that keyframe and
+stops the old subscription (``release`` stops a rung nobody uses). The viewer never waits for
+anything but that keyframe, and never receives a delta frame of the new source before it.
+
+Continuity: renditions keep the source's pts (``relay.rendition`` encodes each decoded frame at
+its own pts), so timestamps stay on one clock. But a rendition's frame leaves its encoder after
+the original's frame of the same instant was forwarded, so the keyframe swapped to can be older
+than what the viewer has; a browser drops a keyframe older than the last frame it decoded. From
+such a swap on, the target's timestamps are shifted to follow the arrival time (an offset of about
+the encoding delay), and the shift goes back to zero at the first swap that does not need it.
+Picture-ids (VP8) and parameter sets (H.264) change only at the swap keyframe: each source keeps
+its own packetization, shared by all its viewers (``relay.forwarding.share_packetization``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from .codecs import VIDEO_CLOCK_RATE
+from .consumer import Consumer, ForwardedFrame
+from .ladder import Ladder, Quality
+from .producer import Producer
+from .quality import QualityPolicy, Sample
+
+logger = logging.getLogger(__name__)
+
+RATE_WINDOW_S = 4.0
+"The original's bitrate is measured over the last 4 s (two keyframe intervals of a browser)."
+
+
+@dataclass(frozen=True)
+class Switch:
+    """One move of the viewer, for metrics and tests."""
+
+    source: Quality
+    target: Quality
+    reason: str
+    asked_at: float
+    done_at: float
+    "Monotonic time the target's keyframe was handed to the sender."
+
+
+class Selector(MediaStreamTrack):
+    kind = "video"
+
+    def __init__(
+        self,
+        producer: Callable[[Quality], Producer],
+        release: Callable[[], None],
+        levels: Sequence[tuple[Quality, float | None]],
+        on_change: Callable[[Quality, str], None],
+        label: str,
+    ) -> None:
+        """``producer``: the source of a quality (``Ladder.producer`` for this viewer's choice of
+        annotated); ``levels``: best first, with their bitrates (None: measure it);
+        ``on_change``: the viewer now gets a quality (after the swap), and why."""
+        super().__init__()
+        self.label = label
+        self._producer = producer
+        self._release = release
+        self._on_change = on_change
+        self._wake = asyncio.Event()
+        now = time.monotonic()
+        self.policy: QualityPolicy[Quality] = QualityPolicy(levels, now)
+        self._measured = {q: producer(q) for q, bps in levels if bps is None}
+        self._bytes: deque[tuple[float, dict[Quality, int]]] = deque()
+        self.quality = levels[0][0]
+        self._active = self._subscribe(self.quality)
+        self._target: tuple[Quality, Consumer, str, float] | None = None
+        self._offset = 0
+        self._last: tuple[int, float] | None = None
+        "Timestamp and arrival of the last frame handed out."
+        self.current: ForwardedFrame | None = None
+        self.switches: list[Switch] = []
+
+    def _subscribe(self, quality: Quality) -> Consumer:
+        return self._producer(quality).consume(f"{self.label} {quality}", self._wake.set)
+
+    # -- what the viewer's feedback asks ---------------------------------------------------
+
+    def on_sample(self, sample: Sample) -> None:
+        """A sample of the viewer's RTCP (``relay.feedback.watch``)."""
+        self._measure(sample.at)
+        self.want(self.policy.update(sample), self.policy.reason)
+
+    def _measure(self, now: float) -> None:
+        if not self._measured:
+            return
+        self._bytes.append((now, {q: p.bytes for q, p in self._measured.items()}))
+        while len(self._bytes) > 2 and self._bytes[1][0] <= now - RATE_WINDOW_S:
+            self._bytes.popleft()
+        (first, before), (last, after) = self._bytes[0], self._bytes[-1]
+        if last - first >= RATE_WINDOW_S / 2:
+            for quality in self._measured:
+                bps = (after[quality] - before[quality]) * 8 / (last - first)
+                self.policy.set_bitrate(quality, bps or None)
+
+    def want(self, quality: Quality, reason: str) -> None:
+        """Move the viewer to ``quality`` at its next keyframe (no-op if it is on its way)."""
+        if self._target is not None:
+            if self._target[0] == quality:
+                return
+            self._drop_target()
+        if quality == self.quality:
+            return
+        self._target = (quality, self._subscribe(quality), reason, time.monotonic())
+        logger.info("Selector(%s) %s → %s (%s)", self.label, self.quality, quality, reason)
+
+    def _drop_target(self) -> None:
+        if self._target is not None:
+            self._target[1].stop()
+            self._target = None
+            self._release()
+
+    def request_keyframe(self) -> None:
+        """The viewer's PLI/FIR goes to the source it is decoding."""
+        self._active.request_keyframe()
+
+    # -- the sender's side -------------------------------------------------------------------
+
+    async def recv(self) -> av.Packet[Any]:
+        """The next frame to send; ``current`` keeps its packetization for the sender."""
+        while self.readyState == "live":
+            frame = self._swapped() or self._active.poll()
+            if frame is not None:
+                return self._hand_out(frame)
+            self._wake.clear()
+            await self._wake.wait()
+        raise MediaStreamError
+
+    def _swapped(self) -> ForwardedFrame | None:
+        """The target's first frame (a keyframe: a Consumer starts at one), if it has come."""
+        if self._target is None:
+            return None
+        quality, consumer, reason, asked_at = self._target
+        frame = consumer.poll()
+        if frame is None:
+            return None
+        old, self._active, self._target = self._active, consumer, None
+        previous, self.quality = self.quality, quality
+        old.stop()
+        self._release()
+        self._offset = 0
+        if self._last is not None and frame.timestamp <= self._last[0]:
+            elapsed = max(1, round((time.monotonic() - self._last[1]) * VIDEO_CLOCK_RATE))
+            self._offset = self._last[0] + elapsed - frame.timestamp
+        done_at = time.monotonic()
+        self.switches.append(Switch(previous, quality, reason, asked_at, done_at))
+        logger.info(
+            "Selector(%s) on %s after %.0f ms", self.label, quality, (done_at - asked_at) * 1000
+        )
+        self._on_change(quality, reason)
+        return frame
+
+    def _hand_out(self, frame: ForwardedFrame) -> av.Packet[Any]:
+        if self._offset:
+            frame = frame._replace(timestamp=frame.timestamp + self._offset)
+        self.current = frame
+        self._last = (frame.timestamp, time.monotonic())
+        return frame.packet
+
+    def stop(self) -> None:
+        if self.readyState == "live":
+            super().stop()
+            self._active.stop()
+            self._drop_target()
+            self._release()
+            self._wake.set()
+
+
+@dataclass(frozen=True)
+class QualityChange:
+    """What one viewer's video now is (``Router(on_quality=...)``; the app tells its pages)."""
+
+    cid: str
+    session_id: str
+    identity: str
+    quality: Quality
+    automatic: bool
+    reason: str
+    """``connection``: moved down (or up) by its feedback; ``recovered``: back on the original;
+    ``pinned``: the quality it asked for."""
+
+
+def ladder_levels(kbps: tuple[int, int]) -> list[tuple[Quality, float | None]]:
+    """The policy's levels: the original (its bitrate measured), then the rungs' video rates."""
+    return [
+        (Quality.ORIGINAL, None),
+        (Quality.P540, kbps[0] * 1000),
+        (Quality.P360, kbps[1] * 1000),
+    ]
+
+
+def automatic(
+    ladder: Ladder,
+    annotated: bool,
+    kbps: tuple[int, int],
+    report: Callable[[Quality, bool, str], None],
+    label: str,
+) -> Selector:
+    """A viewer's Selector over the ladder (plain or annotated) that reports each move as
+    ``report(quality, automatic=True, reason)``."""
+
+    def changed(quality: Quality, _: str) -> None:
+        report(quality, True, "recovered" if quality is Quality.ORIGINAL else "connection")
+
+    return Selector(
+        lambda q: ladder.producer(annotated, q), ladder.release, ladder_levels(kbps), changed, label
+    )

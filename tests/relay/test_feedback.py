@@ -1,0 +1,82 @@
+"""A viewer's RTCP as samples (``relay.feedback``): the aiortc 1.16.0 seam, and real reports
+between two real peer connections on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+
+import aiortc
+import pytest
+from aiortc import RTCPeerConnection, RTCRtpSender, VideoStreamTrack
+from aiortc.rtp import RTCP_RTPFB_NACK, RtcpRtpfbPacket
+
+from relay import feedback, forwarding
+from relay.quality import Sample
+from tests.peers import new_pc, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_the_seam_is_the_one_written_against() -> None:
+    """Fails when aiortc moves what ``relay.feedback`` wraps and reads: re-check it then."""
+    assert aiortc.__version__ == forwarding.AIORTC_VERSION == "1.16.0"
+    handle = RTCRtpSender._handle_rtcp_packet
+    assert inspect.iscoroutinefunction(handle)
+    assert list(inspect.signature(handle).parameters) == ["self", "packet"]
+    source = inspect.getsource(RTCRtpSender)
+    for private in ("self.__lsr = ", "self.__lsr_time = ", "self.__packet_count += 1"):
+        assert private in source, private
+
+
+async def _connect(sender: RTCPeerConnection, receiver: RTCPeerConnection) -> None:
+    await sender.setLocalDescription(await sender.createOffer())
+    await receiver.setRemoteDescription(sender.localDescription)
+    await receiver.setLocalDescription(await receiver.createAnswer())
+    await sender.setRemoteDescription(receiver.localDescription)
+
+
+async def test_remb_loss_and_rtt_of_a_real_receiver_arrive_as_samples() -> None:
+    forwarding.use_host_addresses(("127.0.0.1",))
+    sending, receiving = new_pc(), new_pc()
+    transceiver = sending.addTransceiver(VideoStreamTrack(), direction="sendonly")
+    samples: list[Sample] = []
+    watched = feedback.watch(transceiver.sender, samples.append)
+    tasks: list[asyncio.Future[None]] = []
+
+    @receiving.on("track")
+    def on_track(track: aiortc.MediaStreamTrack) -> None:
+        async def drain() -> None:
+            while True:
+                await track.recv()
+
+        tasks.append(asyncio.ensure_future(drain()))
+
+    try:
+        await _connect(sending, receiving)
+        assert await wait_until(
+            lambda: (
+                any(s.remb_bps for s in samples)
+                and any(s.loss is not None for s in samples)
+                and any(s.rtt_s is not None for s in samples)
+            ),
+            timeout=20,
+        ), samples
+        rtts = [s.rtt_s for s in samples if s.rtt_s is not None]
+        assert all(0 <= rtt < 1 for rtt in rtts), rtts  # loopback
+        assert all(s.loss == 0 for s in samples if s.loss is not None)
+        # NACKs count, and the next report carries their share of what was sent
+        sender = transceiver.sender
+        nack = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=sender._ssrc)
+        nack.lost = [1, 2, 3]
+        await sender._handle_rtcp_packet(nack)
+        assert watched.nacked == 3
+        reports = watched.reports
+        assert await wait_until(lambda: watched.reports > reports, timeout=5)
+        assert watched.last is not None and watched.last.loss is not None
+        assert watched.last.loss > 0
+    finally:
+        for task in tasks:
+            task.cancel()
+        await sending.close()
+        await receiving.close()

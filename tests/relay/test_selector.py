@@ -1,0 +1,108 @@
+"""The automatic-quality track (``relay.selector``) over two real Producers fed frames directly:
+it swaps sources only at the target's keyframe, keeps timestamps increasing, sends the viewer's
+PLI to the source it decodes, and releases what it left."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from relay.codecs import is_keyframe
+from relay.ladder import Quality
+from relay.producer import Producer
+from relay.selector import Selector
+
+pytestmark = pytest.mark.timeout(20)
+
+KEY = b"\x10\x02\x00\x9d\x01\x2a" + b"\x80\x02\xe0\x01" + b"k" * 200
+DELTA = b"\x31\x02\x00" + b"d" * 100
+TICK = 3000
+
+
+class Source:
+    def __init__(self, name: str) -> None:
+        self.producer = Producer("video", "VP8", name)
+        self.plis = 0
+        self.producer.attach(self._pli)
+
+    def _pli(self) -> bool:
+        self.plis += 1
+        return True
+
+    def frame(self, pts: int, key: bool = False) -> None:
+        self.producer.on_frame(KEY if key else DELTA, pts)
+
+
+async def next_frame(selector: Selector) -> tuple[int, bool, Quality]:
+    await asyncio.wait_for(selector.recv(), 2)
+    assert selector.current is not None
+    return selector.current.timestamp, selector.current.keyframe, selector.quality
+
+
+async def test_it_swaps_at_the_targets_keyframe_with_increasing_timestamps() -> None:
+    original, low = Source("original"), Source("360p")
+    sources = {Quality.ORIGINAL: original, Quality.P360: low}
+    changes: list[tuple[Quality, str]] = []
+    releases = []
+    selector = Selector(
+        lambda q: sources[q].producer,
+        lambda: releases.append(1),
+        [(Quality.ORIGINAL, 1_600_000), (Quality.P360, 250_000)],
+        lambda q, reason: changes.append((q, reason)),
+        "viewer",
+    )
+    original.frame(0, key=True)
+    original.frame(TICK)
+    assert await next_frame(selector) == (0, True, Quality.ORIGINAL)
+    assert await next_frame(selector) == (TICK, False, Quality.ORIGINAL)
+
+    selector.want(Quality.P360, "connection")
+    assert low.plis == 1  # subscribing asked the target for a keyframe
+    low.frame(TICK)  # a delta frame of the target is never sent before its keyframe
+    original.frame(2 * TICK)
+    assert await next_frame(selector) == (2 * TICK, False, Quality.ORIGINAL)
+    assert changes == []
+
+    # the rung's keyframe for pts 2 ticks arrives after the original's frame of that pts
+    low.frame(2 * TICK, key=True)
+    original.frame(3 * TICK)
+    timestamp, keyframe, quality = await next_frame(selector)
+    assert keyframe and quality is Quality.P360 and timestamp > 2 * TICK
+    assert changes == [(Quality.P360, "connection")]
+    assert not original.producer.consumers, "the old subscription is stopped"
+    assert releases
+    low.frame(3 * TICK)
+    later, _, _ = await next_frame(selector)
+    assert later == timestamp + TICK, "the rung's frames follow on one clock"
+
+    selector.request_keyframe()
+    assert low.plis >= 1 and original.plis == 1  # the viewer's PLI goes to what it decodes
+
+    # back up: the original's keyframe is ahead of everything sent: no shift needed
+    selector.want(Quality.ORIGINAL, "probe")
+    original.frame(5 * TICK, key=True)
+    assert await next_frame(selector) == (5 * TICK, True, Quality.ORIGINAL)
+    assert [s.target for s in selector.switches] == [Quality.P360, Quality.ORIGINAL]
+    selector.stop()
+    assert not low.producer.consumers and not original.producer.consumers
+
+
+async def test_changing_its_mind_before_the_keyframe_drops_the_pending_target() -> None:
+    original, low = Source("original"), Source("360p")
+    sources = {Quality.ORIGINAL: original, Quality.P360: low}
+    selector = Selector(
+        lambda q: sources[q].producer,
+        lambda: None,
+        [(Quality.ORIGINAL, None), (Quality.P360, 250_000)],
+        lambda q, reason: None,
+        "viewer",
+    )
+    selector.want(Quality.P360, "connection")
+    assert low.producer.consumers
+    selector.want(Quality.ORIGINAL, "recovered")
+    assert not low.producer.consumers
+    original.frame(0, key=True)
+    assert await next_frame(selector) == (0, True, Quality.ORIGINAL)
+    assert is_keyframe("VP8", KEY) and not is_keyframe("VP8", DELTA)
+    selector.stop()

@@ -141,6 +141,12 @@ async def one_run(cfg: argparse.Namespace, run: Run, work: Path) -> dict[str, An
     consult = make_consultation(data, run.codec)
     env = {"ENDOLINK_ICE_HOST_ADDRESSES": LOOPBACK, "ENDOLINK_HOST": LOOPBACK}
     env |= shared_token_env(8) | {"PYTHONUNBUFFERED": "1"}
+    if cfg.ladder_kbps:
+        env["ENDOLINK_LADDER_KBPS"] = cfg.ladder_kbps
+    tokens = [  # one identity per viewer, made before anything runs
+        cli(data, "token", f"--consultation={consult.id}", "--role", "surgeon")
+        for _ in run.viewers()
+    ]
     names_file = logs / "threads.json"
     result: dict[str, Any] = {"run": run.label, **vars(run)}
     result["before"] = await wait_quiet(cfg.quiet, cfg.quiet_wait)
@@ -161,13 +167,13 @@ async def one_run(cfg: argparse.Namespace, run: Run, work: Path) -> dict[str, An
         await wait_port(port, server, 30)
         control = (await publisher.read_event(60))["control"]
         viewers: list[Child] = []
-        for name, kbps, quality in run.viewers():
+        for (name, kbps, quality), token in zip(run.viewers(), tokens, strict=True):
             args = [PYTHON, "-m", "bench.ladder_viewer", "--name", name, "--codec", run.codec]
             args += ["--whep", f"{base}/whep/{consult.id}?quality={quality}"]
             args += ["--ws", f"ws://{LOOPBACK}:{port}/ws/{consult.id}"]
-            token = cli(data, "token", f"--consultation={consult.id}", "--role", "surgeon")
             args += ["--token", token, "--publisher", control]
-            args += ["--down-kbps", str(kbps)]
+            args += ["--down-kbps", str(kbps), "--queue-ms", str(cfg.queue_ms)]
+            args += ["--nack", cfg.nack]
             viewers.append(
                 await procs.start(f"viewer-{name.replace(' ', '-')}", pinned(None, args))
             )
@@ -199,6 +205,8 @@ async def one_run(cfg: argparse.Namespace, run: Run, work: Path) -> dict[str, An
         result["error"] = f"{type(exc).__name__}: {exc}"
     finally:
         await procs.close()
+    for v in result.get("viewers", []):
+        v["moves"] = _moves(logs / "server.log", v.pop("session"), v.pop("answer_at"))
     result["server_log"] = _rendition_lines(logs / "server.log")
     result["profiles"] = {p.stem: profile_summary(p) for p in sorted(logs.glob("*.prof"))}
     return result
@@ -227,12 +235,15 @@ def _published_kbps(frames: list[list[Any]], t0: float, t1: float) -> float:
 def _viewer(report: dict[str, Any], t0: float, t1: float) -> dict[str, Any]:
     frames = report.pop("frames")
     summary = stats.summarise(frames, t0, t1, SOURCE_HEIGHT)
+    summary |= stats.received(report.pop("encoded"), t0, t1)
     down = report["proxy"]["down"]["shaper"]
     return {
         **summary,
         "name": report["name"],
         "down_kbps": report["down_kbps"],
         "quality_header": report["quality_header"],
+        "session": report["session"],
+        "answer_at": report["answer_at"],
         "quality_events": [
             [round(t - report["answer_at"], 2), m["quality"], m.get("reason")]
             for t, m in report["quality_events"]
@@ -245,9 +256,28 @@ def _viewer(report: dict[str, Any], t0: float, t1: float) -> dict[str, Any]:
         "ssim_samples": report["ssim"],
         "link_kbps": down["sent_bytes"] * 8 / 1000 / max(t1 - report["answer_at"], 1e-3),
         "link_dropped": down["dropped"],
+        "proxy": report["proxy"],
         "discontinuities": len([t for t in report["discontinuities"] if t0 <= t <= t1]),
         "decode_errors": report["decode_errors"],
     }
+
+
+_MOVE = re.compile(r"^(\d\d):(\d\d):(\d\d) .*Selector\(\S+ viewer:(\S+)\) (\S+) → (\S+) \((\w+)\)")
+
+
+def _moves(log: Path, session: str, answer_at: float) -> list[list[Any]]:
+    """The relay's moves of one viewer session from its log (``Selector(… viewer:ID) a → b
+    (reason)``): [[s after the answer, to, reason]], to the log's 1 s resolution."""
+    if not log.exists() or not session:
+        return []
+    day = answer_at - answer_at % 86400  # the log's clock is UTC hh:mm:ss
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        m = _MOVE.match(line)
+        if m and session.startswith(m.group(4)):
+            at = day + int(m.group(1)) * 3600 + int(m.group(2)) * 60 + int(m.group(3))
+            found.append([round(at - answer_at), m.group(6), m.group(7)])
+    return found
 
 
 def _rendition_lines(log: Path) -> list[str]:
@@ -265,24 +295,33 @@ def _rendition_lines(log: Path) -> list[str]:
 
 def viewer_table(results: list[dict[str, Any]]) -> str:
     head = (
-        "| run | viewer | asked (header) | fps | freezes >500 ms (longest ms) "
-        "| latency p50 / p95 ms | sizes | quality over time (s after answer) | bit-exact "
-        "| SSIM at received size / as shown at 720p | target |"
+        "| run | viewer | asked | fps | freezes >500 ms (longest ms) | latency p50 / p95 ms "
+        "| shown in the window | relay's moves (by reason) | video in kbit/s (keyframes, largest) "
+        "| bit-exact | SSIM at received size / as shown at 720p | target |"
     )
-    lines = [head, "|" + "---|" * 11]
+    lines = [head, "|" + "---|" * 12]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['run']} | error: {r['error']} |" + " |" * 9)
+            lines.append(f"| {r['run']} | error: {r['error']} |" + " |" * 10)
             continue
         for v in r["viewers"]:
+            shown = ", ".join(f"{q} {share:.0%}" for q, share in v["shares"].items()) or "–"
             lines.append(
                 f"| {r['run']} | {v['name']} | {v['quality_header'] or '–'} | {v['fps']:.1f} "
                 f"| {v['freezes_500']} ({v['longest_gap_ms']:.0f}) "
-                f"| {_num(v['latency_p50'])} / {_num(v['latency_p95'])} | {', '.join(v['sizes'])} "
-                f"| {_timeline(v['timeline'])} | {_pct(v['bit_exact'])} | {_ssim(v['ssim'])} "
-                f"| {_target(v)} |"
+                f"| {_num(v['latency_p50'])} / {_num(v['latency_p95'])} | {shown} "
+                f"| {_moves_cell(v['moves'])} | {v['video_kbps']:.0f} ({v['keyframes']}, "
+                f"{v['keyframe_max_bytes'] / 1000:.0f} kB) | {_pct(v['bit_exact'])} "
+                f"| {_ssim(v['ssim'])} | {_target(v)} |"
             )
     return "\n".join(lines)
+
+
+def _moves_cell(moves: list[list[Any]]) -> str:
+    reasons: dict[str, int] = {}
+    for _, _, reason in moves:
+        reasons[reason] = reasons.get(reason, 0) + 1
+    return f"{len(moves)} ({', '.join(f'{k} {n}' for k, n in reasons.items())})" if moves else "0"
 
 
 def cpu_table(results: list[dict[str, Any]]) -> str:
@@ -325,12 +364,6 @@ def _target(v: dict[str, Any]) -> str:
     return "–"
 
 
-def _timeline(changes: list[list[Any]], limit: int = 6) -> str:
-    parts = [f"{q} @{t:g}" for t, q in changes[:limit]]
-    more = f" … (+{len(changes) - limit})" if len(changes) > limit else ""
-    return " → ".join(parts) + more
-
-
 def _ssim(by_height: dict[int, tuple[float, float, int]]) -> str:
     return "; ".join(f"{h}p {a:.3f} / {b:.3f}" for h, (a, b, _) in by_height.items()) or "–"
 
@@ -371,6 +404,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--codecs", default="VP8", help="VP8, H264 or both (the uplink runs VP8 only)")
     p.add_argument("--modes", default="plain,ladder,pinned")
     p.add_argument("--uplinks", default="1200,600", help="uplink caps in kbit/s")
+    p.add_argument(
+        "--nack", default="browser", help="viewers NACK like a browser, or like the relay (relay)"
+    )
+    p.add_argument("--queue-ms", type=float, default=250.0, help="queue of each capped link")
     p.add_argument("--bitrate", type=int, default=1_500_000, help="publisher, uncapped runs")
     p.add_argument("--seconds", type=float, default=35.0)
     p.add_argument("--warmup", type=float, default=10.0)
@@ -383,6 +420,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--profile", action="store_true", help="cProfile each rendition thread (adds overhead)"
     )
+    p.add_argument("--ladder-kbps", help="the server's ENDOLINK_LADDER_KBPS (default: its own)")
     p.add_argument("--vp8-speed", help="the renditions' libvpx cpu-used (default: the relay's)")
     p.add_argument("--json", type=Path)
     p.add_argument("--keep", type=Path, help="work here and keep the logs")

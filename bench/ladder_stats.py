@@ -74,6 +74,18 @@ def summarise(frames: Sequence[Frame], t0: float, t1: float, source_height: int 
     }
 
 
+def received(encoded: Sequence[Sequence[Any]], t0: float, t1: float) -> dict[str, Any]:
+    """What arrived in [t0, t1] from ``(arrival, bytes, keyframe)`` rows: kbit/s of video and
+    the keyframes (count, largest bytes): a keyframe larger than the link's queue is lost."""
+    inside = [e for e in encoded if t0 <= e[0] <= t1]
+    keyframes = [e[1] for e in inside if e[2]]
+    return {
+        "video_kbps": sum(e[1] for e in inside) * 8 / 1000 / (t1 - t0),
+        "keyframes": len(keyframes),
+        "keyframe_max_bytes": max(keyframes, default=0),
+    }
+
+
 def meets_viewer_target(summary: dict) -> bool:
     """A capped viewer: ≥ 25 fps and no freeze over 500 ms."""
     return summary["fps"] >= TARGET_FPS and summary["freezes_500"] == 0

@@ -6,8 +6,9 @@
 
 The viewer reaches the server through a ``bench.udpproxy.ImpairmentProxy`` whose server→viewer
 direction is a token bucket of ``--down-kbps`` (none: the proxy only relays). Like a browser it
-decodes every frame on its event loop, shows nothing after a loss it gave up on until a keyframe,
-and lets aiortc's own receiver send REMB and receiver reports (the relay's per-viewer feedback).
+decodes every frame on its event loop, NACKs a loss again once per (default) RTT like
+libwebrtc (``BROWSER_NACK``), shows nothing after a loss it gave up on until a keyframe, and lets
+aiortc's own receiver send REMB and receiver reports (the relay's per-viewer feedback).
 
 Per shown frame it logs the arrival time, the stamp read from the picture (frame counter and the
 publisher's wall-clock ms: latency on one host clock), the picture size and the hash of the
@@ -38,6 +39,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from relay.codecs import is_keyframe, preferences
 from relay.forwarding import send_pli, tap_receiver
+from relay.recovery import PROFILES, Tuning
 
 from . import ladder_stats
 from .common import (
@@ -62,13 +64,40 @@ MAX_SAMPLES = 150
 MAX_PLAUSIBLE_AGE_MS = 60_000
 PLI_INTERVAL_S = 0.5
 QUALITY_HEADER = "EndoLink-Quality"
+BROWSER_NACK = Tuning(
+    renack_interval_s=0.1, give_up_s=1.0, drop_stale=True, discount_lag=True, history=512
+)
+"""How a browser's receiver repairs a loss (libwebrtc's NackRequester): a missing packet is
+NACKed again once an RTT has passed — 100 ms, its default while a receive-only stream has no RTT
+measurement — up to 10 times, then the frame is dropped and a keyframe asked for. ``relay``
+(``--nack relay``) is the relay's own receive side instead: every 40 ms, for a publisher's hop."""
+NACK = {"browser": BROWSER_NACK, "relay": PROFILES["tuned"]}
+
+
+def nack_new_losses_only(receiver: Any) -> None:
+    """aiortc's receiver NACKs *every* packet still missing whenever a new gap appears; on a
+    congested link gaps appear every few packets, so each loss is NACKed (and retransmitted)
+    many times over, and the retransmissions fill the link. A browser NACKs a loss when it
+    appears and then once per RTT (``BROWSER_NACK``): here only the new gap is NACKed at once."""
+    generator = receiver._RTCRtpReceiver__nack_generator
+    add = generator.add
+
+    def add_new_only(packet: Any) -> bool:
+        before = set(generator.missing)
+        if add(packet):
+            new = sorted(generator.missing - before)
+            if new:
+                asyncio.ensure_future(receiver._send_rtcp_nack(packet.ssrc, new))
+        return False  # aiortc itself sends nothing
+
+    generator.add = add_new_only
 
 
 class Viewer:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        limit = RateLimit(args.down_kbps * 1000) if args.down_kbps else None
+        limit = RateLimit(args.down_kbps * 1000, args.queue_ms / 1000) if args.down_kbps else None
         self.proxy = ImpairmentProxy(down_limit=limit)
         self.decoder = av.CodecContext.create("libvpx" if args.codec == "VP8" else "h264", "r")
         self.decoder.thread_count = 1
@@ -86,6 +115,8 @@ class Viewer:
         self.frames: list[tuple[float, int, float, int, int, int]] = []
         "Shown frames: (arrival, counter, latency ms, width, height, hash of the encoded frame)."
         self.samples: dict[int, np.ndarray] = {}
+        self.encoded: list[tuple[float, int, bool]] = []
+        "Every complete encoded frame received: (arrival, bytes, keyframe)."
         self.discontinuities: list[float] = []
         self.skipped = 0
         self.decode_errors = 0
@@ -96,6 +127,9 @@ class Viewer:
         transceiver.setCodecPreferences(preferences("video", self.args.codec))
         self.receiver = transceiver.receiver
         self.tap = tap_receiver(self.receiver, "video", self.on_frame, self.on_discontinuity)
+        self.tap.recovery.tuning = NACK[self.args.nack]
+        if self.args.nack == "browser":
+            nack_new_losses_only(self.receiver)
         await self.proxy.start()
         await self.pc.setLocalDescription(await self.pc.createOffer())
         offer = self.proxy.offer(self.pc.localDescription.sdp)
@@ -131,8 +165,10 @@ class Viewer:
             self.ws_errors.append(f"{type(exc).__name__}: {exc}")
 
     def on_frame(self, data: bytes, timestamp: int) -> None:
+        keyframe = is_keyframe(self.args.codec, data)
+        self.encoded.append((time.time(), len(data), keyframe))
         if not self.synced:
-            if not is_keyframe(self.args.codec, data):
+            if not keyframe:
                 self.skipped += 1
                 return
             self.synced = True
@@ -177,11 +213,13 @@ class Viewer:
             "name": self.args.name,
             "down_kbps": self.args.down_kbps,
             "quality_header": self.quality_header,
+            "session": (self.location or "").rstrip("/").rsplit("/", 1)[-1],
             "quality_events": self.quality_events,
             "ws_errors": self.ws_errors,
             "answer_at": self.answer_at,
             "frames": [[*f[:5], f[5] in published] for f in self.frames],
             "ssim": ssim,
+            "encoded": [e for e in self.encoded if t0 <= e[0] <= t1],
             "discontinuities": self.discontinuities,
             "skipped_until_keyframe": self.skipped,
             "decode_errors": self.decode_errors,
@@ -236,6 +274,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ws", required=True, help="the consultation's WebSocket URL")
     parser.add_argument("--codec", default="VP8", choices=("VP8", "H264"))
     parser.add_argument("--down-kbps", type=float, default=0.0, help="downlink cap (0: none)")
+    parser.add_argument("--queue-ms", type=float, default=250.0, help="the cap's queue")
+    parser.add_argument("--nack", choices=sorted(NACK), default="browser")
     parser.add_argument("--name", default="viewer")
     parser.add_argument("--width", type=int, default=1280, help="the source's size")
     parser.add_argument("--height", type=int, default=720)

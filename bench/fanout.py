@@ -158,6 +158,9 @@ NICE = 0
 """Niceness of every process the harness starts (``--nice``); set once by ``main``."""
 RT_PRIORITY = 0
 """``--rt``: SCHED_FIFO priority of every process the harness starts (0: normal scheduling)."""
+RT_POLICY = "-f"
+"""``chrt``'s policy for ``--rt``: ``-f`` FIFO, or ``-r`` round robin (processes of one priority
+take turns every 100 ms instead of a busy one keeping its core until it blocks)."""
 
 
 def pinned(cpu: str | None, argv: list[str], boost: int = 0) -> list[str]:
@@ -168,7 +171,7 @@ def pinned(cpu: str | None, argv: list[str], boost: int = 0) -> list[str]:
     if RT_PRIORITY:
         # real-time FIFO: other processes on a shared machine no longer preempt the benchmark
         # (the kernel still keeps 5 % of each core for them: sched_rt_runtime_us)
-        return ["chrt", "-f", str(RT_PRIORITY + (1 if boost else 0)), *argv]
+        return ["chrt", RT_POLICY, str(RT_PRIORITY + (1 if boost else 0)), *argv]
     nice = NICE - (boost if os.geteuid() == 0 else 0)
     return ["nice", "-n", str(nice), *argv] if nice else argv
 

@@ -74,11 +74,14 @@ class Run:
     mode: str  # plain | ladder | pinned
     codec: str
     up_kbps: float = 0.0
+    rungs_kbps: str = ""
+    "ENDOLINK_LADDER_KBPS for this run (empty: the server's default)."
 
     @property
     def label(self) -> str:
         where = f"uplink {self.up_kbps:g}k" if self.up_kbps else self.scenario
-        return f"{where} {self.codec} {self.mode}"
+        rungs = f" (rungs {self.rungs_kbps} kbit/s)" if self.rungs_kbps else ""
+        return f"{where} {self.codec} {self.mode}{rungs}"
 
     def viewers(self) -> list[tuple[str, float, str]]:
         """(name, downlink kbit/s or 0, quality asked)."""
@@ -92,12 +95,17 @@ def plan(cfg: argparse.Namespace) -> list[Run]:
     runs = []
     scenarios = cfg.scenarios.split(",")
     modes = cfg.modes.split(",")
+    kbps = cfg.ladder_kbps or ""
     for codec in cfg.codecs.split(","):
         if "viewers" in scenarios:
-            runs += [Run("viewers", mode, codec) for mode in modes]
+            runs += [Run("viewers", m, codec, 0.0, "" if m == "plain" else kbps) for m in modes]
         if "uplink" in scenarios and codec == "VP8":
             for up in cfg.uplinks.split(","):
-                runs += [Run("uplink", m, codec, float(up)) for m in modes if m != "pinned"]
+                runs += [
+                    Run("uplink", m, codec, float(up), "" if m == "plain" else kbps)
+                    for m in modes
+                    if m != "pinned"
+                ]
     return runs
 
 
@@ -141,8 +149,8 @@ async def one_run(cfg: argparse.Namespace, run: Run, work: Path) -> dict[str, An
     consult = make_consultation(data, run.codec)
     env = {"ENDOLINK_ICE_HOST_ADDRESSES": LOOPBACK, "ENDOLINK_HOST": LOOPBACK}
     env |= shared_token_env(8) | {"PYTHONUNBUFFERED": "1"}
-    if cfg.ladder_kbps:
-        env["ENDOLINK_LADDER_KBPS"] = cfg.ladder_kbps
+    if run.rungs_kbps:
+        env["ENDOLINK_LADDER_KBPS"] = run.rungs_kbps
     tokens = [  # one identity per viewer, made before anything runs
         cli(data, "token", f"--consultation={consult.id}", "--role", "surgeon")
         for _ in run.viewers()
@@ -163,7 +171,7 @@ async def one_run(cfg: argparse.Namespace, run: Run, work: Path) -> dict[str, An
         pub += ["--bitrate", "0" if run.up_kbps else str(cfg.bitrate)]
         if run.up_kbps:
             pub += ["--up-kbps", str(run.up_kbps)]
-        publisher = await procs.start("publisher", pinned(None, pub, boost=5))
+        publisher = await procs.start("publisher", pinned(None, pub))
         await wait_port(port, server, 30)
         control = (await publisher.read_event(60))["control"]
         viewers: list[Child] = []
@@ -415,7 +423,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--quiet", type=float, default=50.0, help="before a run, wait until no core is busier (%%)"
     )
     p.add_argument("--quiet-wait", type=float, default=60.0, help="… but no longer than this (s)")
-    p.add_argument("--rt", type=int, default=0, help="SCHED_FIFO priority (see bench.fanout)")
+    p.add_argument(
+        "--rt",
+        type=int,
+        default=0,
+        help="SCHED_RR priority of the viewers; server and publisher one above (root)",
+    )
     p.add_argument("--nice", type=int, default=0, help="niceness (see bench.fanout)")
     p.add_argument(
         "--profile", action="store_true", help="cProfile each rendition thread (adds overhead)"
@@ -429,7 +442,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
-    fanout.NICE, fanout.RT_PRIORITY = cfg.nice, cfg.rt
+    fanout.NICE, fanout.RT_PRIORITY, fanout.RT_POLICY = cfg.nice, cfg.rt, "-r"
     return asyncio.run(amain(cfg))
 
 

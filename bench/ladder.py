@@ -214,7 +214,7 @@ async def one_run(cfg: argparse.Namespace, run: Run, work: Path) -> dict[str, An
     finally:
         await procs.close()
     for v in result.get("viewers", []):
-        v["moves"] = _moves(logs / "server.log", v.pop("session"), v.pop("answer_at"))
+        v["moves"] = moves_from_log(logs / "server.log", v.pop("session"), v.pop("answer_at"))
     result["server_log"] = _rendition_lines(logs / "server.log")
     result["profiles"] = {p.stem: profile_summary(p) for p in sorted(logs.glob("*.prof"))}
     return result
@@ -273,7 +273,7 @@ def _viewer(report: dict[str, Any], t0: float, t1: float) -> dict[str, Any]:
 _MOVE = re.compile(r"^(\d\d):(\d\d):(\d\d) .*Selector\(\S+ viewer:(\S+)\) (\S+) → (\S+) \((\w+)\)")
 
 
-def _moves(log: Path, session: str, answer_at: float) -> list[list[Any]]:
+def moves_from_log(log: Path, session: str, answer_at: float) -> list[list[Any]]:
     """The relay's moves of one viewer session from its log (``Selector(… viewer:ID) a → b
     (reason)``): [[s after the answer, to, reason]], to the log's 1 s resolution."""
     if not log.exists() or not session:

@@ -290,6 +290,13 @@ def machine() -> dict[str, Any]:
     }
 
 
+def save_json(path: Path, cfg: argparse.Namespace, results: list[Any], table: str) -> None:
+    """``--json``: the machine, the configuration, every result and the printed table."""
+    config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()}
+    info = {"machine": machine(), "config": config, "results": results, "table": table}
+    path.write_text(json.dumps(info, indent=1))
+
+
 # -- one scenario ------------------------------------------------------------------------------
 
 

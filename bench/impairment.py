@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from typing import Any
 
 from . import fanout
 from .common import LONG_FREEZE_MS, LOOPBACK, percentile
-from .fanout import PYTHON, Processes, free_port, machine, make_consultation, pinned, wait_port
+from .fanout import PYTHON, Processes, free_port, make_consultation, pinned, save_json, wait_port
 
 CODEC = "VP8"
 
@@ -194,9 +193,7 @@ async def amain(cfg: argparse.Namespace) -> int:
     text = table(rows, cfg)
     print(text)
     if cfg.json:
-        config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()}
-        info = {"machine": machine(), "config": config, "results": results, "table": text}
-        cfg.json.write_text(json.dumps(info, indent=1))
+        save_json(cfg.json, cfg, results, text)
     return 0 if all("error" not in r for r in results) else 1
 
 

@@ -56,9 +56,9 @@ from .fanout import (
     cli,
     core_busy,
     core_times,
-    machine,
     make_consultation,
     pinned,
+    save_json,
     wait_port,
     wait_quiet,
 )
@@ -400,9 +400,7 @@ async def amain(cfg: argparse.Namespace) -> int:
         text += "\n\n" + profile_table(results)
     print(text)
     if cfg.json:
-        config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()}
-        info = {"machine": machine(), "config": config, "results": results, "table": text}
-        cfg.json.write_text(json.dumps(info, indent=1))
+        save_json(cfg.json, cfg, results, text)
     return 0 if all("error" not in r for r in results) else 1
 
 
@@ -423,13 +421,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--quiet", type=float, default=50.0, help="before a run, wait until no core is busier (%%)"
     )
     p.add_argument("--quiet-wait", type=float, default=60.0, help="… but no longer than this (s)")
-    p.add_argument(
-        "--rt",
-        type=int,
-        default=0,
-        help="SCHED_RR priority of the viewers; server and publisher one above (root)",
-    )
-    p.add_argument("--nice", type=int, default=0, help="niceness (see bench.fanout)")
+    p.add_argument("--rt", type=int, default=0, help="SCHED_RR priority of every process (root)")
     p.add_argument(
         "--profile", action="store_true", help="cProfile each rendition thread (adds overhead)"
     )
@@ -442,7 +434,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
-    fanout.NICE, fanout.RT_PRIORITY, fanout.RT_POLICY = cfg.nice, cfg.rt, "-r"
+    fanout.RT_PRIORITY, fanout.RT_POLICY = cfg.rt, "-r"
     return asyncio.run(amain(cfg))
 
 

@@ -136,6 +136,31 @@ def thread_groups(
     return {k: round(v, 1) for k, v in sorted(groups.items(), key=lambda kv: -kv[1]) if v >= 0.5}
 
 
+THREAD_SAMPLE_S = 0.5
+
+
+class ThreadWatch:
+    """The server's threads' CPU over the window, sampled every ``THREAD_SAMPLE_S``: a thread
+    that ends inside the window (a rung stopped after a failed trial) counts up to its last
+    sample, one born inside it from zero."""
+
+    def __init__(self, pid: int, names_file: Path) -> None:
+        self.pid = pid
+        self.names_file = names_file
+        self.first = thread_cpu(pid)
+        self.last = dict(self.first)
+        self.names: dict[str, str] = {}
+        self.sample()
+
+    def sample(self) -> None:
+        self.last.update(thread_cpu(self.pid))
+        with contextlib.suppress(OSError, ValueError):
+            self.names.update(json.loads(self.names_file.read_text()))
+
+    def groups(self, span: float, cid: str) -> dict[str, float]:
+        return thread_groups(self.first, self.last, self.names, span, cid)
+
+
 # -- one run -----------------------------------------------------------------------------------
 
 
@@ -188,16 +213,18 @@ async def one_run(cfg: argparse.Namespace, run: Run, work: Path) -> dict[str, An
         readies = [await v.read_event(60) for v in viewers]
         result["ready"] = readies
         await asyncio.sleep(cfg.warmup)
-        cpu0, threads0, cores0 = proc_sample(server.pid), thread_cpu(server.pid), core_times()
+        cpu0, cores0 = proc_sample(server.pid), core_times()
+        threads = ThreadWatch(server.pid, names_file)
         t0 = time.time()
-        await asyncio.sleep(cfg.seconds)
+        while time.time() < t0 + cfg.seconds:
+            await asyncio.sleep(THREAD_SAMPLE_S)
+            threads.sample()
         t1 = time.time()
-        cpu1, threads1, cores1 = proc_sample(server.pid), thread_cpu(server.pid), core_times()
+        cpu1, cores1 = proc_sample(server.pid), core_times()
         result["core_busy_pct"] = core_busy(cores0, cores1)
-        names = json.loads(names_file.read_text()) if names_file.exists() else {}
         result["window"] = [t0, t1]
         result["server_cpu"] = cpu_percent(cpu0, cpu1)
-        result["threads"] = thread_groups(threads0, threads1, names, t1 - t0, consult.id)
+        result["threads"] = threads.groups(t1 - t0, consult.id)
         publisher.send("report")
         pub_report = await publisher.read_event(60)
         result["publisher"] = {

@@ -76,12 +76,15 @@ class Run:
     up_kbps: float = 0.0
     rungs_kbps: str = ""
     "ENDOLINK_LADDER_KBPS for this run (empty: the server's default)."
+    vp8_speed: str = ""
+    "The renditions' libvpx cpu-used for this run (empty: the relay's)."
 
     @property
     def label(self) -> str:
         where = f"uplink {self.up_kbps:g}k" if self.up_kbps else self.scenario
         rungs = f" (rungs {self.rungs_kbps} kbit/s)" if self.rungs_kbps else ""
-        return f"{where} {self.codec} {self.mode}{rungs}"
+        speed = f" (VP8 cpu-used {self.vp8_speed})" if self.vp8_speed else ""
+        return f"{where} {self.codec} {self.mode}{rungs}{speed}"
 
     def viewers(self) -> list[tuple[str, float, str]]:
         """(name, downlink kbit/s or 0, quality asked)."""
@@ -95,17 +98,18 @@ def plan(cfg: argparse.Namespace) -> list[Run]:
     runs = []
     scenarios = cfg.scenarios.split(",")
     modes = cfg.modes.split(",")
-    kbps = cfg.ladder_kbps or ""
     for codec in cfg.codecs.split(","):
-        if "viewers" in scenarios:
-            runs += [Run("viewers", m, codec, 0.0, "" if m == "plain" else kbps) for m in modes]
+        cases = [("viewers", 0.0)] if "viewers" in scenarios else []
         if "uplink" in scenarios and codec == "VP8":
-            for up in cfg.uplinks.split(","):
-                runs += [
-                    Run("uplink", m, codec, float(up), "" if m == "plain" else kbps)
-                    for m in modes
-                    if m != "pinned"
-                ]
+            cases += [("uplink", float(up)) for up in cfg.uplinks.split(",")]
+        for scenario, up in cases:
+            for mode in modes:
+                if mode == "pinned" and up:
+                    continue
+                relay = mode != "plain"  # the rung settings only matter where rungs run
+                kbps = (cfg.ladder_kbps or "") if relay else ""
+                speed = (cfg.vp8_speed or "") if relay and codec == "VP8" else ""
+                runs.append(Run(scenario, mode, codec, up, kbps, speed))
     return runs
 
 
@@ -187,8 +191,8 @@ async def one_run(cfg: argparse.Namespace, run: Run, work: Path) -> dict[str, An
         serve = [PYTHON, "-m", "bench.serve", "--thread-names", str(names_file), "--"]
         if cfg.profile:
             serve[3:3] = ["--profile-threads", "rendition", str(logs)]
-        if cfg.vp8_speed:
-            serve[3:3] = ["--vp8-speed", cfg.vp8_speed]
+        if run.vp8_speed:
+            serve[3:3] = ["--vp8-speed", run.vp8_speed]
         serve += ["serve", "--data-dir", str(data), "--port", str(port)]
         server = await procs.start("server", pinned(None, serve), env, stdout=False)
         pub = [PYTHON, "-m", "bench.publisher", "--whip", f"{base}/whip/{consult.id}"]
@@ -352,6 +356,62 @@ def viewer_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def comparison_table(results: list[dict[str, Any]]) -> str:
+    """Plain forwarding and the ladder side by side, per scenario and viewer."""
+    runs = {(r["scenario"], r["up_kbps"], r["codec"], r["mode"]): r for r in results}
+    lines = [
+        "| scenario | viewer | plain forwarding: fps, freezes > 500 ms (longest), latency p50/p95,"
+        " shown, SSIM as shown | ladder (auto): the same | target |",
+        "|---|---|---|---|---|",
+    ]
+    for (scenario, up, codec, mode), ladder in runs.items():
+        plain = runs.get((scenario, up, codec, "plain"))
+        if mode != "ladder" or plain is None or "error" in plain or "error" in ladder:
+            continue
+        where = f"uplink {up:g}k" if up else scenario
+        for a, b in zip(plain["viewers"], ladder["viewers"], strict=True):
+            lines.append(
+                f"| {where} {codec} | {a['name']} | {_brief(a)} | {_brief(b)} | {_target(b)} |"
+            )
+    return "\n".join(lines)
+
+
+def rung_table(results: list[dict[str, Any]]) -> str:
+    """The pinned runs: each rung's picture and its rendition thread's CPU against the target."""
+    lines = [
+        "| run | quality | fps | latency p50 / p95 ms | video kbit/s (largest keyframe) "
+        "| SSIM at received size / as shown at 720p | rendition thread, % of a core | target |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        if r["mode"] != "pinned" or "error" in r:
+            continue
+        for v in r["viewers"]:
+            quality = v["name"].removeprefix("pinned ")
+            cpu = r["threads"].get(f"rendition {quality}")
+            target = stats.TARGET_RUNG_CPU.get(quality)
+            verdict = "–"
+            if target is not None and cpu is not None:
+                verdict = f"{'met' if cpu <= target else 'missed'} (≤ {target:g} %)"
+            lines.append(
+                f"| {r['run']} | {quality} | {v['fps']:.1f} | {_num(v['latency_p50'])} / "
+                f"{_num(v['latency_p95'])} | {v['video_kbps']:.0f} "
+                f"({v['keyframe_max_bytes'] / 1000:.0f} kB) | {_ssim(v['ssim'])} "
+                f"| {'–' if cpu is None else f'{cpu:g}'} | {verdict} |"
+            )
+    return "\n".join(lines)
+
+
+def _brief(v: dict[str, Any]) -> str:
+    shown = ", ".join(f"{q} {share:.0%}" for q, share in v["shares"].items()) or "nothing"
+    ssim = min((shown_ssim for _, shown_ssim, _ in v["ssim"].values()), default=None)
+    return (
+        f"{v['fps']:.1f} fps, {v['freezes_500']} ({v['longest_gap_ms'] / 1000:.1f} s), "
+        f"{_num(v['latency_p50'])}/{_num(v['latency_p95'])} ms, {shown}"
+        + (f", SSIM ≥ {ssim:.3f}" if ssim is not None else "")
+    )
+
+
 def _moves_cell(moves: list[list[Any]]) -> str:
     reasons: dict[str, int] = {}
     for _, _, reason in moves:
@@ -422,7 +482,8 @@ async def amain(cfg: argparse.Namespace) -> int:
             r = await one_run(cfg, run, work)
             print(f"{run.label}: {r.get('error') or 'done'}", file=sys.stderr, flush=True)
             results.append(r)
-    text = viewer_table(results) + "\n\n" + cpu_table(results)
+    tables = [comparison_table, rung_table, viewer_table, cpu_table]
+    text = "\n\n".join(table(results) for table in tables)
     if cfg.profile:
         text += "\n\n" + profile_table(results)
     print(text)

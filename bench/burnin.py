@@ -142,24 +142,45 @@ class RenditionRun:
     codec: str
     seconds: float
     "Steady-state window measured (after one warm-up second)."
+    frames_in: int
     frames_out: int
     skipped: int
+    "Stale frames decoded but neither drawn nor encoded, in the window."
     keyframes: int
     worker_cpu_s: float
     process_cpu_s: float
     latency_ms: list[float]
     bytes_out: int
+    size: tuple[int, int] | None
+    "The encoded picture's width and height."
 
 
-async def run_rendition(
-    codec: str, stream: list[bytes], count: int, seconds: float
-) -> RenditionRun:
+def bench_source(codec: str, count: int) -> tuple[Producer, AnnotationBoard]:
+    """A publisher-less source Producer and a board with ``count`` marks."""
     source = Producer("video", codec, "bench")
     source.attach(lambda: True)
     board = AnnotationBoard()
     for annotation in marks(count):
         board.add(annotation)
+    return source, board
+
+
+async def run_rendition(
+    codec: str, stream: list[bytes], count: int, seconds: float
+) -> RenditionRun:
+    source, board = bench_source(codec, count)
     rendition = Rendition(source, board, "bench")
+    try:
+        return await measure(source, rendition, stream, seconds)
+    finally:
+        await rendition.stop()
+
+
+async def measure(
+    source: Producer, rendition: Rendition, stream: list[bytes], seconds: float
+) -> RenditionRun:
+    """Feed ``stream`` to ``source`` in real time (30 fps, on the loop, like the receiver tap)
+    for a warm-up second and then ``seconds``, with one viewer of ``rendition``'s Producer."""
     viewer = rendition.producer.consume("bench viewer")
     fed_at: dict[int, float] = {}
     latency: list[float] = []
@@ -187,24 +208,26 @@ async def run_rendition(
 
     await feed(1.0)  # warm-up
     cpu, worker_cpu, frames_out = time.process_time(), rendition.cpu_s, rendition.frames_encoded
+    skipped, keyframes, frames_in = rendition.frames_skipped, rendition.producer.keyframes, fed
     latency.clear()
     bytes_out = 0
     await feed(1.0 + seconds)
     await asyncio.sleep(0.2)  # the last frames out
     run = RenditionRun(
-        codec=codec,
+        codec=source.codec,
         seconds=seconds,
+        frames_in=fed - frames_in,
         frames_out=rendition.frames_encoded - frames_out,
-        skipped=rendition.frames_skipped,
-        keyframes=rendition.producer.keyframes,
+        skipped=rendition.frames_skipped - skipped,
+        keyframes=rendition.producer.keyframes - keyframes,
         worker_cpu_s=rendition.cpu_s - worker_cpu,
         process_cpu_s=time.process_time() - cpu,
         latency_ms=sorted(latency),
         bytes_out=bytes_out,
+        size=rendition.size,
     )
     watcher.cancel()
     viewer.stop()
-    await rendition.stop()
     return run
 
 

@@ -53,7 +53,13 @@ BITRATE_720P = 2_000_000
 MIN_BITRATE = 300_000
 MAX_BITRATE = 6_000_000
 VP8_SPEED = "8"
-"libvpx ``cpu-used`` in realtime mode: higher is faster and coarser."
+"""libvpx ``cpu-used`` in realtime mode: higher is faster and coarser. Positive: libvpx picks the
+speed itself, to spend at most (16 - 8) / 16 of a frame interval encoding (so its CPU follows the
+machine's load)."""
+RUNG_VP8_SPEED = "-12"
+"""A rung's ``cpu-used``: negative is a fixed speed, so a rung's CPU does not grow on an idle
+machine (540p 5.4 ms, 360p 2.4 ms a frame; SSIM 0.958 / 0.935 against 0.959 / 0.945 with ``8``;
+docs/benchmarks.md)."""
 H264_VBV_S = 0.5
 """libx264's rate buffer, in seconds at the target rate: the stream never exceeds its rate over
 any half second, so a rung fits a link only a little wider than it (keyframes included)."""
@@ -107,7 +113,7 @@ class Rendition:
         self.cpu_s = 0.0
         "CPU time of the worker thread: decoding, drawing and encoding."
         self._board = board
-        self._rung = rung
+        self.rung = rung
         self.size: tuple[int, int] | None = None
         "The encoded picture's width and height, once the first frame is shown."
         self._stopped = False
@@ -195,6 +201,7 @@ class Rendition:
         decoder = av.CodecContext.create(DECODERS[self.codec], "r")
         if not isinstance(decoder, av.VideoCodecContext):
             raise TypeError(f"{DECODERS[self.codec]} is not a video decoder")
+        decoder.thread_count = 1  # on this thread: its CPU is all in ``cpu_s``
         while (item := self._inbox.get()) is not None:
             packet, arrived = item
             started = time.thread_time()
@@ -233,9 +240,9 @@ class Rendition:
 
     def _scaled(self, frame: av.VideoFrame) -> av.VideoFrame:
         """The rung's size (a new picture, never the decoder's), or ``frame`` itself."""
-        if self._rung is None:
+        if self.rung is None:
             return frame
-        width, height = self._rung.size(frame.width, frame.height)
+        width, height = self.rung.size(frame.width, frame.height)
         if (width, height) == (frame.width, frame.height):
             return frame
         return frame.reformat(width, height, "yuv420p", interpolation=SCALER)
@@ -244,8 +251,10 @@ class Rendition:
         size = (picture.width, picture.height)
         if self._encoder is None or (self._encoder.width, self._encoder.height) != size:
             # its first frame is a keyframe
-            kbps = self._rung.kbps if self._rung is not None else None
-            self._encoder = new_encoder(self.codec, *size, kbps)
+            if self.rung is None:
+                self._encoder = new_encoder(self.codec, *size)
+            else:
+                self._encoder = new_encoder(self.codec, *size, self.rung.kbps, RUNG_VP8_SPEED)
             self.size = size
         picture.pts = pts
         picture.time_base = TIME_BASE
@@ -277,7 +286,7 @@ def burned_in(frame: av.VideoFrame, marks: Sequence[Annotation]) -> av.VideoFram
 
 
 def new_encoder(
-    codec: str, width: int, height: int, kbps: int | None = None
+    codec: str, width: int, height: int, kbps: int | None = None, vp8_speed: str = VP8_SPEED
 ) -> av.VideoCodecContext:
     """A realtime encoder for the consultation's codec: libvpx VP8 or libx264 constrained
     baseline, one frame in, one packet out, held to its rate (CBR / VBV) at ``kbps`` kbit/s, or
@@ -302,7 +311,7 @@ def new_encoder(
         encoder.qmax = 56
         encoder.options = {
             "deadline": "realtime",
-            "cpu-used": VP8_SPEED,
+            "cpu-used": vp8_speed,
             "lag-in-frames": "0",
             # minrate = maxrate = bit_rate: CBR with a 1 s buffer, as aiortc's own VP8 encoder.
             "bufsize": str(bitrate),

@@ -169,24 +169,17 @@ async def test_540p_and_an_annotated_360p_and_the_rung_stops_with_its_last_viewe
 async def test_an_h264_consultation_has_its_rungs_in_h264(
     client: TestClient, make_token: MakeToken
 ) -> None:
-    consultation = await client.app[STORE].create(
-        "h264", "H264", consent_by="Dr. A", recorded_by="t"
-    )
-    cid = consultation.id
-    async with (
-        publisher(url(client, f"/whip/{cid}"), make_token("clinic", cid)),
-        viewer(url(client, f"/whep/{cid}?quality=360p"), make_token("surgeon", cid)) as (
-            pc,
-            _,
-            small,
-        ),
-    ):
-        assert await wait_until(lambda: len(small.counters) > 30, timeout=10)
+    store = client.app[STORE]
+    cid = (await store.create("h264", "H264", consent_by="Dr. A", recorded_by="t")).id
+    rung = url(client, f"/whep/{cid}?quality=360p")
+    async with publisher(url(client, f"/whip/{cid}"), make_token("clinic", cid)):
         router = client.app[RELAY].find(cid)
         assert router is not None
-        fps, clinic_fps = await rates(router, small, 3.0)
-        # aiortc's own H.264 encoder (the clinic, in this process) may not make 30 fps on a
-        # loaded machine: the rung must keep pace with whatever the clinic sends.
-        assert fps >= 0.9 * clinic_fps, f"360p H.264: {fps:.1f} of {clinic_fps:.1f} fps"
-        assert small.sizes == {(640, 360)} and in_order(small.counters)
-        assert "H264" in pc.remoteDescription.sdp and "VP8" not in pc.remoteDescription.sdp
+        async with viewer(rung, make_token("surgeon", cid)) as (pc, _, small):
+            assert await wait_until(lambda: len(small.counters) > 30, timeout=10)
+            fps, clinic_fps = await rates(router, small, 3.0)
+            # aiortc's own H.264 encoder (the clinic, in this process) may not make 30 fps on
+            # a loaded machine: the rung must keep pace with whatever the clinic sends.
+            assert fps >= 0.9 * clinic_fps, f"360p H.264: {fps:.1f} of {clinic_fps:.1f} fps"
+            assert small.sizes == {(640, 360)} and in_order(small.counters)
+            assert "H264" in pc.remoteDescription.sdp and "VP8" not in pc.remoteDescription.sdp

@@ -9,9 +9,10 @@ import sqlite3
 import pytest
 from aiohttp.test_utils import TestClient
 
+from relay.ladder import Quality
 from signaling.app import create_app
 from signaling.db.store import DB_FILENAME, Consultation
-from signaling.keys import SETTINGS, STORE
+from signaling.keys import RELAY, SETTINGS, STORE
 from signaling.settings import Settings
 from tests.conftest import MakeToken
 from tests.signaling.test_whip import offer, post
@@ -78,3 +79,29 @@ async def test_a_lower_rendition_in_transcode_mode_is_422(
     response = await post(client, f"/whep/{cid}?quality=360p", make_token("surgeon", cid), play)
     assert response.status == 422
     assert "renditions" in (await response.json())["reason"]
+
+
+def test_ladder_kbps_is_read_from_the_environment() -> None:
+    assert Settings.from_env({}).ladder_kbps == (700, 250)
+    assert Settings.from_env({"ENDOLINK_LADDER_KBPS": "900,300"}).ladder_kbps == (900, 300)
+    for bad in ("300,900", "0,0", "700", "a,b"):
+        with pytest.raises(ValueError):
+            Settings.from_env({"ENDOLINK_LADDER_KBPS": bad})
+
+
+async def test_the_rungs_run_at_the_configured_rates(
+    aiohttp_client, settings: Settings, make_token: MakeToken
+) -> None:
+    client = await aiohttp_client(create_app(settings.with_overrides(ladder_kbps=(900, 300))))
+    consultation = await client.app[STORE].create("t", "VP8", consent_by="Dr. A", recorded_by="t")
+    cid = consultation.id
+    for quality in ("540p", "360p"):
+        play = await offer(direction="recvonly")
+        response = await post(
+            client, f"/whep/{cid}?quality={quality}", make_token("surgeon", cid), play
+        )
+        assert response.status == 201
+    router = client.app[RELAY].find(cid)
+    assert router is not None
+    rates = {q: r.rung.kbps for (_, q), r in router.ladder.renditions().items() if r.rung}
+    assert rates == {Quality.P540: 900, Quality.P360: 300}

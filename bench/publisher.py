@@ -105,7 +105,7 @@ def instrument_encoders(log: EncodedLog, bitrate: int) -> None:
     def get_encoder(codec: Any) -> Any:
         encoder = original_get_encoder(codec)
         if bitrate:
-            _pin_bitrate(encoder, bitrate)
+            pin_bitrate(encoder, bitrate)
         _wrap_encode(encoder, log)
         log.encoders.append(encoder)
         return encoder
@@ -113,7 +113,9 @@ def instrument_encoders(log: EncodedLog, bitrate: int) -> None:
     aiortc.rtcrtpsender.get_encoder = get_encoder
 
 
-def _pin_bitrate(encoder: Any, bitrate: int) -> None:
+def pin_bitrate(encoder: Any, bitrate: int) -> None:
+    """Make an aiortc encoder encode at ``bitrate`` whatever REMB says (its target setter is
+    ignored)."""
     cls = type(encoder)
     setattr(encoder, f"_{cls.__name__}__target_bitrate", bitrate)
     encoder.__class__ = type(

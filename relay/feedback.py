@@ -3,7 +3,8 @@
 aiortc's ``RTCRtpSender._handle_rtcp_packet`` reads every RTCP packet a viewer sends about the
 stream it receives, and keeps little of it: REMB goes to an encoder the forwarding path does not
 use, the RTT is smoothed away, NACKs only trigger retransmissions. ``watch`` wraps that method on
-one sender (after aiortc's own handling, which is unchanged) and turns the packets into samples:
+one sender and turns the packets into samples (aiortc's own handling is unchanged, except that
+after a source swap NACKs of the old source's packets are dropped: ``Feedback.forget_sent``):
 
 * REMB (``goog-remb``): the receiver's bandwidth estimate for this sender's SSRC;
 * receiver reports: the fraction lost since the previous report, and the RTT from LSR/DLSR,
@@ -35,6 +36,10 @@ from aiortc.rtp import (
 
 from .quality import Sample
 
+FORGET_S = 2.0
+"""How long NACKs for packets sent before a source swap are ignored: long past the viewer's
+last re-NACK of them, far short of the 16-bit sequence numbers wrapping."""
+
 
 class Feedback:
     """The samples of one viewer's video sender; counters for ``/metrics`` and tests."""
@@ -49,6 +54,32 @@ class Feedback:
         self.last: Sample | None = None
         self._nacked_at_report = 0
         self._sent_at_report = 0
+        self._forgotten: frozenset[int] = frozenset()
+        self._forgotten_until = 0.0
+        self.forgotten_nacks = 0
+
+    def forget_sent(self) -> None:
+        """The viewer now decodes a new source from its keyframe (``relay.selector``): nothing
+        sent before is worth resending. On a congested link those retransmissions would only
+        crowd out the new source's keyframe."""
+        history = self._sender._RTCRtpSender__rtp_history  # type: ignore[attr-defined]
+        self._forgotten = frozenset(p.sequence_number for p in history.values())
+        self._forgotten_until = time.monotonic() + FORGET_S
+
+    def wanted(self, packet: AnyRtcpPacket) -> AnyRtcpPacket | None:
+        """``packet`` without NACKs of forgotten packets (None: nothing left of it)."""
+        if not (isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK):
+            return packet
+        if not self._forgotten or time.monotonic() > self._forgotten_until:
+            self._forgotten = frozenset()
+            return packet
+        lost = [seq for seq in packet.lost if seq not in self._forgotten]
+        self.forgotten_nacks += len(packet.lost) - len(lost)
+        if not lost:
+            return None
+        return RtcpRtpfbPacket(
+            fmt=packet.fmt, ssrc=packet.ssrc, media_ssrc=packet.media_ssrc, lost=lost
+        )
 
     def read(self, packet: AnyRtcpPacket) -> None:
         """One RTCP packet the sender received (after aiortc handled it)."""
@@ -95,8 +126,10 @@ def watch(sender: RTCRtpSender, on_sample: Callable[[Sample], None]) -> Feedback
     handle = sender._handle_rtcp_packet
 
     async def handle_and_read(packet: AnyRtcpPacket) -> None:
-        await handle(packet)
         feedback.read(packet)
+        wanted = feedback.wanted(packet)
+        if wanted is not None:
+            await handle(wanted)
 
     sender._handle_rtcp_packet = handle_and_read  # type: ignore[method-assign]
     return feedback

@@ -119,6 +119,12 @@ class QualityPolicy(Generic[Q]):
             if level.quality == quality:
                 level.bps = bps
 
+    def adopt(self, quality: Q, now: float, reason: str) -> None:
+        """Someone else moved the viewer: take it as this policy's own move (a hold follows)."""
+        self._probe = None
+        self._move(next(i for i, level in enumerate(self.levels) if level.quality == quality), now)
+        self.reason = reason
+
     def update(self, sample: Sample) -> Q:
         """Take one sample in; answer the wanted quality (changes are effective at once)."""
         self._record(sample)
@@ -195,7 +201,7 @@ class QualityPolicy(Generic[Q]):
             target = self._probe[0]  # the trial failed: back where it came from, wait longer
             self._hold_s = min(self._hold_s * 2, HOLD_MAX_S)
         else:
-            target = max(self._fitting(self._estimate(now)), self._index + 1)
+            target = self._fitting(self._estimate(now))
         self._move(target, now)
         self.reason = reason
 
@@ -210,14 +216,24 @@ class QualityPolicy(Generic[Q]):
         return min(estimates) if estimates else None
 
     def _fitting(self, estimate: float | None) -> int:
-        """The best level whose bitrate fits ``estimate`` (the lowest if none does; a level
-        whose bitrate is unknown never fits); one below the current one without an estimate."""
-        if estimate is None:
-            return self._index + 1
-        for index, level in enumerate(self.levels):
-            if level.bps is not None and level.bps <= estimate * FILL:
-                return index
-        return len(self.levels) - 1
+        """The best level below the current one, and cheaper, whose bitrate fits ``estimate``;
+        the cheapest one if none fits; the first cheaper one without an estimate. (A rung can
+        cost more than a clinic sending little: moving to it would only make things worse.)"""
+        current = self._need(self._index)
+        cheaper = [
+            index
+            for index in range(self._index + 1, len(self.levels))
+            if current is None or (self._need(index) or 0.0) < current
+        ]
+        if not cheaper:
+            return self._index
+        if estimate is not None:
+            for index in cheaper:
+                bps = self._need(index)
+                if bps is not None and bps <= estimate * FILL:
+                    return index
+            return min(cheaper, key=lambda index: self._need(index) or 0.0)
+        return cheaper[0]
 
     def _may_try_up(self, now: float) -> bool:
         if self._index == 0 or now - self._since < self._hold_s:
@@ -228,15 +244,16 @@ class QualityPolicy(Generic[Q]):
     def _up(self, now: float) -> None:
         came_from = self._index
         target = self._index - 1
-        above = self._need(target)
-        below = self._need(came_from)
-        while target > 0 and above is not None and below is not None and above <= below:
-            target -= 1  # a level no costlier than the current one is no trial at all
-            above = self._need(target)
+        while target > 0 and self._no_dearer(target - 1, target):
+            target -= 1  # a better level that costs no more: try that one instead
         remb = self._remb[-1][1] if self._remb else None
         self._move(target, now)
         self._probe = (came_from, now + PROBE_S, remb)
         self.reason = "probe"
+
+    def _no_dearer(self, better: int, worse: int) -> bool:
+        a, b = self._need(better), self._need(worse)
+        return a is not None and b is not None and a <= b
 
     def _move(self, index: int, now: float) -> None:
         self._index = max(0, min(index, len(self.levels) - 1))

@@ -328,7 +328,7 @@ class Router:
         forwarding.on_keyframe_request(transceiver.sender, consumer.request_keyframe)
         forwarding.share_packetization(transceiver.sender, consumer, producer.codec)
         if isinstance(consumer, Selector):
-            feedback.watch(transceiver.sender, consumer.on_sample)
+            consumer.on_swap = feedback.watch(transceiver.sender, consumer.on_sample).forget_sent
         return consumer
 
     def media_pts(self) -> int | None:

@@ -32,6 +32,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .codecs import VIDEO_CLOCK_RATE
 from .consumer import Consumer, ForwardedFrame
+from .ids import ConsultationId
 from .ladder import Ladder, Quality
 from .producer import Producer
 from .quality import QualityPolicy, Sample
@@ -86,6 +87,13 @@ class Selector(MediaStreamTrack):
         "Timestamp and arrival of the last frame handed out."
         self.current: ForwardedFrame | None = None
         self.switches: list[Switch] = []
+        self.on_swap: Callable[[], None] = lambda: None
+        "Called as the target's keyframe is handed out (``relay.feedback.Feedback.forget_sent``)."
+
+    @property
+    def pending(self) -> Quality | None:
+        """The quality the viewer is on its way to (waiting for its keyframe), if any."""
+        return self._target[0] if self._target is not None else None
 
     def _subscribe(self, quality: Quality) -> Consumer:
         return self._producer(quality).consume(f"{self.label} {quality}", self._wake.set)
@@ -95,7 +103,7 @@ class Selector(MediaStreamTrack):
     def on_sample(self, sample: Sample) -> None:
         """A sample of the viewer's RTCP (``relay.feedback.watch``)."""
         self._measure(sample.at)
-        self.want(self.policy.update(sample), self.policy.reason)
+        self._go(self.policy.update(sample), self.policy.reason)
 
     def _measure(self, now: float) -> None:
         if not self._measured:
@@ -110,6 +118,11 @@ class Selector(MediaStreamTrack):
                 self.policy.set_bitrate(quality, bps or None)
 
     def want(self, quality: Quality, reason: str) -> None:
+        """Move the viewer to ``quality`` now; its policy takes the move as its own (holds)."""
+        self.policy.adopt(quality, time.monotonic(), reason)
+        self._go(quality, reason)
+
+    def _go(self, quality: Quality, reason: str) -> None:
         """Move the viewer to ``quality`` at its next keyframe (no-op if it is on its way)."""
         if self._target is not None:
             if self._target[0] == quality:
@@ -158,6 +171,7 @@ class Selector(MediaStreamTrack):
         if self._last is not None and frame.timestamp <= self._last[0]:
             elapsed = max(1, round((time.monotonic() - self._last[1]) * VIDEO_CLOCK_RATE))
             self._offset = self._last[0] + elapsed - frame.timestamp
+        self.on_swap()
         done_at = time.monotonic()
         self.switches.append(Switch(previous, quality, reason, asked_at, done_at))
         logger.info(
@@ -186,7 +200,7 @@ class Selector(MediaStreamTrack):
 class QualityChange:
     """What one viewer's video now is (``Router(on_quality=...)``; the app tells its pages)."""
 
-    cid: str
+    cid: ConsultationId
     session_id: str
     identity: str
     quality: Quality

@@ -68,7 +68,7 @@ from signaling.ws.audit import RoomAudit
 from signaling.ws.chat import ChatHistory
 from signaling.ws.hub import Hub
 from signaling.ws.marks import BoardKeeper
-from signaling.ws.messages import FeedUpdate, RecordingUpdate, Restarting
+from signaling.ws.messages import FeedUpdate, QualityUpdate, RecordingUpdate, Restarting
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +177,9 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
 
     relay = app[RELAY]
     relay.on_feed_event = on_feed_event
+    relay.on_quality = lambda change: hub.send_to(
+        change.cid, change.identity, QualityUpdate.of(change)
+    )
     keeper = BoardKeeper(hub, relay, app[ANNOTATION_LOGS])
     relay.on_stream_session = keeper.on_stream_session
     hub.on_gone = keeper.on_gone

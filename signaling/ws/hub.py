@@ -272,6 +272,12 @@ class Hub:
         """Queue ``message`` for one participant, in order with the broadcasts it receives."""
         self._enqueue(cid, participant, _encode(message))
 
+    def send_to(self, cid: ConsultationId, identity: str, message: ServerMessage) -> None:
+        """Queue ``message`` for every connected device of ``identity`` (no-op if none)."""
+        data = _encode(message)
+        for participant in self._consultations.get(cid, {}).get(identity, ()):
+            self._enqueue(cid, participant, data)
+
     def census(self) -> dict[ConsultationId, collections.Counter[str]]:
         """Connected devices per consultation and role (``/metrics``); no identities."""
         return {

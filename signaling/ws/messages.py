@@ -11,11 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from recorder.recordings import RecordingEvent, RecordingState
 from relay import FeedEvent, FeedName, FeedState, OfflineReason
 from signaling.auth.grants import Grant, Role
+
+if TYPE_CHECKING:
+    from relay.selector import QualityChange
 
 JsonObject = dict[str, Any]
 
@@ -118,6 +121,23 @@ class FeedUpdate(ServerMessage):
     @classmethod
     def of(cls, event: FeedEvent) -> FeedUpdate:
         return cls(event.feed, event.state, event.identity, event.reason)
+
+
+@dataclass(frozen=True)
+class QualityUpdate(ServerMessage):
+    """What one WHEP session's video now is: sent to its viewer's connections only."""
+
+    TYPE = "quality"
+    session: str
+    quality: str
+    "``original``, ``540p`` or ``360p``."
+    automatic: bool
+    reason: str
+    "``connection`` (moved by its link), ``recovered`` (back on the original) or ``pinned``."
+
+    @classmethod
+    def of(cls, change: QualityChange) -> QualityUpdate:
+        return cls(change.session_id, change.quality, change.automatic, change.reason)
 
 
 @dataclass(frozen=True)

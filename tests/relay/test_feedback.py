@@ -25,7 +25,12 @@ def test_the_seam_is_the_one_written_against() -> None:
     assert inspect.iscoroutinefunction(handle)
     assert list(inspect.signature(handle).parameters) == ["self", "packet"]
     source = inspect.getsource(RTCRtpSender)
-    for private in ("self.__lsr = ", "self.__lsr_time = ", "self.__packet_count += 1"):
+    for private in (
+        "self.__lsr = ",
+        "self.__lsr_time = ",
+        "self.__packet_count += 1",
+        "self.__rtp_history[packet.sequence_number % RTP_HISTORY_SIZE]",
+    ):
         assert private in source, private
 
 
@@ -75,6 +80,14 @@ async def test_remb_loss_and_rtt_of_a_real_receiver_arrive_as_samples() -> None:
         assert await wait_until(lambda: watched.reports > reports, timeout=5)
         assert watched.last is not None and watched.last.loss is not None
         assert watched.last.loss > 0
+        # after a source swap, NACKs of what was sent before are not answered
+        history = sender._RTCRtpSender__rtp_history
+        old = next(iter(history.values())).sequence_number
+        watched.forget_sent()
+        stale = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=sender._ssrc)
+        stale.lost = [old]
+        await sender._handle_rtcp_packet(stale)
+        assert watched.forgotten_nacks == 1 and watched.nacked == 4
     finally:
         for task in tasks:
             task.cancel()

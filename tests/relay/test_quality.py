@@ -139,3 +139,20 @@ def test_an_original_not_measured_yet_is_never_judged_by_remb() -> None:
     assert set(feed(p, 0, 10, remb_bps=300_000, loss=0.0)) == {"original"}
     p.set_bitrate("original", 1_600_000)
     assert feed(p, 10, 12, remb_bps=300_000)[-1] == "360p"
+
+
+def test_a_move_made_elsewhere_is_adopted_and_held() -> None:
+    p = policy()
+    p.adopt("360p", 5.0, "connection")
+    assert p.current == "360p"
+    assert set(feed(p, 6.0, 5.0 + HOLD_S - 0.5, remb_bps=375_000, loss=0.0)) == {"360p"}
+
+
+def test_a_rung_dearer_than_a_thin_original_is_never_chosen() -> None:
+    """A clinic sending only 600 kbit/s: the 700 kbit/s 540p rung is no step down, and no trial
+    goes through it on the way up."""
+    p = QualityPolicy([("original", 600_000), ("540p", 700_000), ("360p", 250_000)], now=0.0)
+    feed(p, 0, 5, loss=0.0)
+    assert p.update(Sample(at=5.0, loss=0.4)) == "360p"  # 360 kbit/s arrive: 540p skipped
+    feed(p, 6.0, 6.0 + HOLD_S + 1, remb_bps=375_000, loss=0.0, rtt_s=0.02)
+    assert p.current == "original" and p.probing

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from recorder.recordings import RecordingEvent, RecordingState
 from relay import ConsultationId, FeedEvent, FeedName, FeedState, OfflineReason
+from relay.ladder import Quality
+from relay.selector import QualityChange
 from signaling.auth.grants import Grant, Role
 from signaling.ws.messages import (
     AnnotationUpdate,
@@ -12,6 +14,7 @@ from signaling.ws.messages import (
     FreezeState,
     FreezeUpdate,
     Pong,
+    QualityUpdate,
     RecordingUpdate,
     Welcome,
     You,
@@ -100,3 +103,14 @@ def test_welcome_nests_the_recording_message_and_plain_freeze_state() -> None:
     }
     released = FreezeUpdate(False, None, "surgeon-1", "left").to_json()
     assert released["reason"] == "left"
+
+
+def test_a_quality_change_goes_on_the_wire_with_its_session() -> None:
+    change = QualityChange(CID, "s1", "surgeon-1", Quality.P360, True, "connection")
+    assert QualityUpdate.of(change).to_json() == {
+        "type": "quality",
+        "session": "s1",
+        "quality": "360p",
+        "automatic": True,
+        "reason": "connection",
+    }

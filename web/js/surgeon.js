@@ -10,10 +10,12 @@ import { msg, setText } from "./i18n.js";
 import { connectWithName } from "./names.js";
 import { startPage } from "./page.js";
 import { FORCED_RELAY_NOTICE, forceRelay, iceServersFrom } from "./session.js";
+import { qualityEndpoint, setupQuality } from "./quality.js";
 import { currentTalk, setupTalk } from "./talkback.js";
 import { $, Notices, roleLabel, setChip } from "./ui.js";
 
 const STALL_MS = 2500;
+const ENDPOINT = (cid) => `/whep/${encodeURIComponent(cid)}?feed=endoscope`;
 
 const notices = new Notices($("#notices"));
 if (forceRelay()) notices.show("relay", FORCED_RELAY_NOTICE);
@@ -45,6 +47,7 @@ const state = {
   frames: 0,
   firstFrameAt: null,
   videoState: "new", // the video connection's state, or "refused"
+  quality: null, // the picker and the reduced-quality notice (quality.js)
 };
 
 // Read-only handles for diagnostics and the browser tests (no token, no patient data).
@@ -80,6 +83,18 @@ startPage({
     setupTalk({ session, cid: state.cid, token, notices });
     setupVideo();
     setupRoom();
+    state.quality = setupQuality({
+      select: $("#quality"),
+      badge: $("#quality-badge"),
+      room: state.room,
+      notices,
+      player: () => state.player,
+      reopen: (quality) => {
+        state.player.endpoint = qualityEndpoint(ENDPOINT(state.cid), quality);
+        state.player.attempt = 0;
+        state.player.connect();
+      },
+    });
     state.banner = new LinkBanner(notices, linkCondition);
     serverLink.addEventListener("state", () => updateOverlay());
     startPlayer();
@@ -261,7 +276,7 @@ function playerErrorText(player) {
 
 function startPlayer() {
   const player = new FeedPlayer({
-    endpoint: `/whep/${encodeURIComponent(state.cid)}?feed=endoscope`,
+    endpoint: ENDPOINT(state.cid),
     token: state.token,
     iceServers: iceServersFrom(state.session),
     kinds: ["video", "audio"],
@@ -277,6 +292,7 @@ function startPlayer() {
     state.videoState = connectionState;
     showVideoState();
     // Interruptions are the banner's (linkCondition); refusals get their own notice.
+    state.quality?.apply();
     if (phase === "connected") {
       notices.clear("player");
     } else if (phase === "refused" || phase === "expired") {

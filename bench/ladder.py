@@ -77,7 +77,7 @@ class Run:
     rungs_kbps: str = ""
     "ENDOLINK_LADDER_KBPS for this run (empty: the server's default)."
     vp8_speed: str = ""
-    "The renditions' libvpx cpu-used for this run (empty: the relay's)."
+    "The rungs' libvpx cpu-used for this run (empty: the relay's)."
 
     @property
     def label(self) -> str:
@@ -514,7 +514,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile", action="store_true", help="cProfile each rendition thread (adds overhead)"
     )
     p.add_argument("--ladder-kbps", help="the server's ENDOLINK_LADDER_KBPS (default: its own)")
-    p.add_argument("--vp8-speed", help="the renditions' libvpx cpu-used (default: the relay's)")
+    p.add_argument("--vp8-speed", help="the rungs' libvpx cpu-used (default: the relay's)")
     p.add_argument("--json", type=Path)
     p.add_argument("--keep", type=Path, help="work here and keep the logs")
     return p.parse_args(argv)

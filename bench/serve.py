@@ -8,7 +8,7 @@ of its threads (rewritten every 0.5 s), so a harness can read each named thread'
 ``--profile-threads PREFIX DIR``: every thread whose name starts with PREFIX runs under cProfile
 (a profiler sees its own thread only; timed in thread CPU time), its stats written to DIR when it
 ends: where a rendition worker's time goes (decode, scale, encode), measured in the real server.
-``--vp8-speed N``: the renditions' libvpx ``cpu-used`` (``relay.rendition.VP8_SPEED``) for a run
+``--vp8-speed N``: the rungs' libvpx ``cpu-used`` (``relay.rendition.RUNG_VP8_SPEED``) for a run
 that weighs encoder speed against picture quality.
 """
 
@@ -64,12 +64,12 @@ if __name__ == "__main__":
     parser.add_argument("--recovery", choices=recovery.PROFILES, default="tuned")
     parser.add_argument("--thread-names", type=Path)
     parser.add_argument("--profile-threads", nargs=2, metavar=("PREFIX", "DIR"))
-    parser.add_argument("--vp8-speed", help="libvpx cpu-used of the renditions (an experiment)")
+    parser.add_argument("--vp8-speed", help="libvpx cpu-used of the rungs (an experiment)")
     parser.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     recovery.use(args.recovery)
     if args.vp8_speed:
-        rendition.VP8_SPEED = args.vp8_speed
+        rendition.RUNG_VP8_SPEED = args.vp8_speed
     if args.thread_names is not None:
         write_thread_names(args.thread_names)
     if args.profile_threads:

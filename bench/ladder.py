@@ -78,13 +78,16 @@ class Run:
     "ENDOLINK_LADDER_KBPS for this run (empty: the server's default)."
     vp8_speed: str = ""
     "The rungs' libvpx cpu-used for this run (empty: the relay's)."
+    profiled: bool = False
+    "Rendition threads under cProfile (their CPU figures include its overhead)."
 
     @property
     def label(self) -> str:
         where = f"uplink {self.up_kbps:g}k" if self.up_kbps else self.scenario
         rungs = f" (rungs {self.rungs_kbps} kbit/s)" if self.rungs_kbps else ""
         speed = f" (VP8 cpu-used {self.vp8_speed})" if self.vp8_speed else ""
-        return f"{where} {self.codec} {self.mode}{rungs}{speed}"
+        profiled = " (cProfile)" if self.profiled else ""
+        return f"{where} {self.codec} {self.mode}{rungs}{speed}{profiled}"
 
     def viewers(self) -> list[tuple[str, float, str]]:
         """(name, downlink kbit/s or 0, quality asked)."""
@@ -109,7 +112,7 @@ def plan(cfg: argparse.Namespace) -> list[Run]:
                 relay = mode != "plain"  # the rung settings only matter where rungs run
                 kbps = (cfg.ladder_kbps or "") if relay else ""
                 speed = (cfg.vp8_speed or "") if relay and codec == "VP8" else ""
-                runs.append(Run(scenario, mode, codec, up, kbps, speed))
+                runs.append(Run(scenario, mode, codec, up, kbps, speed, cfg.profile))
     return runs
 
 
@@ -189,7 +192,7 @@ async def one_run(cfg: argparse.Namespace, run: Run, work: Path) -> dict[str, An
     result["before"] = await wait_quiet(cfg.quiet, cfg.quiet_wait)
     try:
         serve = [PYTHON, "-m", "bench.serve", "--thread-names", str(names_file), "--"]
-        if cfg.profile:
+        if run.profiled:
             serve[3:3] = ["--profile-threads", "rendition", str(logs)]
         if run.vp8_speed:
             serve[3:3] = ["--vp8-speed", run.vp8_speed]
@@ -484,7 +487,7 @@ async def amain(cfg: argparse.Namespace) -> int:
             results.append(r)
     tables = [comparison_table, rung_table, viewer_table, cpu_table]
     text = "\n\n".join(table(results) for table in tables)
-    if cfg.profile:
+    if any(r["profiled"] for r in results):
         text += "\n\n" + profile_table(results)
     print(text)
     if cfg.json:

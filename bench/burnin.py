@@ -196,14 +196,15 @@ async def measure(
     watcher = asyncio.ensure_future(watch())
     await asyncio.sleep(0.5)  # thread and codecs up
     started, fed = time.perf_counter(), 0
+    base = 0 if source.last_pts is None else source.last_pts + 3000  # after an earlier run
 
     async def feed(until_s: float) -> None:
         """Hand frames to the source Producer on the loop at 30 fps, like the receiver tap."""
         nonlocal fed
         while fed < until_s * FPS:
             await asyncio.sleep(max(0.0, started + fed / FPS - time.perf_counter()))
-            fed_at[fed * 3000] = time.perf_counter()
-            source.on_frame(stream[fed % len(stream)], fed * 3000)
+            fed_at[base + fed * 3000] = time.perf_counter()
+            source.on_frame(stream[fed % len(stream)], base + fed * 3000)
             fed += 1
 
     await feed(1.0)  # warm-up

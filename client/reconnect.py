@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from aiortc import RTCPeerConnection
+from aiortc import RTCPeerConnection, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import SessionDescription
 from aiortc.stats import RTCTransportStats
@@ -39,6 +39,7 @@ from av.frame import Frame
 from av.packet import Packet
 
 from client.buffer import FrameBuffer
+from client.uplink import follow_the_link
 from client.whip import WhipClient, WhipError
 
 if TYPE_CHECKING:
@@ -199,7 +200,13 @@ async def _start(
                 line = source.negotiated(media.rtp.codecs[0].name)
                 if line:
                     _say(line)
+                if media.kind == "video":
+                    follow_the_link(_video_sender(pc), media.rtp.codecs[0], _say)
     return pc
+
+
+def _video_sender(pc: RTCPeerConnection) -> RTCRtpSender:
+    return next(t.sender for t in pc.getTransceivers() if t.kind == "video")
 
 
 def _done(stop: asyncio.Event, sources: Sequence[LiveSource]) -> bool:

@@ -6,6 +6,9 @@ archive and viewer reads native RGB, and a 720p still is 2.7 MB. A snapshot is t
 picture (the marks, text labels included, are in its pixels), so Burned In Annotation is YES:
 a label typed during the consultation may name someone, and de-identification must look.
 
+A still (stills mode: a JPEG of the clinic's camera, no marks in it) is decoded to RGB the same
+way and says so: lossy JPEG compression, no burned-in annotation.
+
 Blocking (Pillow, pydicom): runs in the export worker.
 """
 
@@ -22,16 +25,22 @@ from .dicom_study import Series, new_instance
 
 
 def still_instance(series: Series, png: Path, instance_number: int, taken_at: str) -> Dataset:
-    """The VL Endoscopic Image of one snapshot PNG (any PNG mode, alpha dropped)."""
+    """The VL Endoscopic Image of one snapshot PNG (any PNG mode, alpha dropped) or still JPEG."""
     with Image.open(png) as image:
         rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
     ds = new_instance(
         series, VLEndoscopicImageStorage, ExplicitVRLittleEndian, instance_number, taken_at
     )
     ds.ImageType = ["DERIVED", "SECONDARY"]
-    ds.DerivationDescription = "a frame of the endoscope video with the consultation's marks"
-    ds.BurnedInAnnotation = "YES"
-    ds.LossyImageCompression = "00"
+    if png.suffix == ".jpg":
+        ds.DerivationDescription = "a frame of the clinic's camera, sent as a JPEG still"
+        ds.BurnedInAnnotation = "NO"
+        ds.LossyImageCompression = "01"
+        ds.LossyImageCompressionMethod = "ISO_10918_1"
+    else:
+        ds.DerivationDescription = "a frame of the endoscope video with the consultation's marks"
+        ds.BurnedInAnnotation = "YES"
+        ds.LossyImageCompression = "00"
     ds.SamplesPerPixel = 3
     ds.PhotometricInterpretation = "RGB"
     ds.PlanarConfiguration = 0

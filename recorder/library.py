@@ -282,7 +282,7 @@ class RecordingLibrary:
         """The snapshots taken during the recording, as the DICOM export's stills."""
         taken = await self.snapshots(row, manifest)
         return [
-            StillSource(self._snapshots.path(row.consultation_id, s.id), s.created_at, t)
+            StillSource(self._snapshots.path(row.consultation_id, s.id, s.kind), s.created_at, t)
             for s, t in taken
         ]
 

@@ -1,10 +1,12 @@
-"""Snapshots: PNG stills of the annotated endoscope picture, kept with the consultation. They are
+"""Snapshots: pictures kept with the consultation. Two kinds: a ``snapshot`` is a PNG of the
+annotated endoscope picture a surgeon took; a ``still`` is a JPEG of the clinic's camera at full
+resolution, sent in stills mode when the clinic's link cannot carry useful video. Both are
 recorded material (a freeze names one, the replay shows them on the recording clock), so they are
 stored here, beside the annotation log; the HTTP routes only check who may upload or read.
 
-Files live in ``<data>/consultations/<cid>/snapshots/`` as ``<id>.png`` plus ``<id>.json`` (who,
-when: what lists it). Ids are made here, and a file name is only ever built from a well-formed id.
-Every method does its disk work in a worker thread.
+Files live in ``<data>/consultations/<cid>/snapshots/`` as ``<id>.png`` (or ``<id>.jpg``) plus
+``<id>.json`` (who, when, kind: what lists it). Ids are made here, and a file name is only ever
+built from a well-formed id. Every async method does its disk work in a worker thread.
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ MAX_SIDE = 8192
 "Pixels, each way: an 8 MiB PNG can declare 60000 × 60000 (3.6 GB once a browser decodes it)."
 MAX_DECODED_BYTES = 64 * 1024 * 1024
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SNAPSHOT = "snapshot"
+STILL = "still"
+SUFFIXES = {SNAPSHOT: ".png", STILL: ".jpg"}
+"The file of each kind: a snapshot is a PNG, a still a JPEG."
+_JPEG_FRAMES = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+"The start-of-frame markers (baseline, progressive, lossless, arithmetic): they carry the size."
 _CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 "Samples per pixel of each PNG colour type."
 
@@ -43,17 +51,19 @@ class Snapshot:
     id: str
     by: str
     created_at: str
+    kind: str = SNAPSHOT
+    "``snapshot`` (PNG) or ``still`` (JPEG); metadata written before stills existed has none."
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
 class BadImage(ValueError):
-    """Not a PNG whose header can be read (HTTP 400)."""
+    """Not a PNG (JPEG) whose header can be read (HTTP 400)."""
 
 
 class ImageTooLarge(ValueError):
-    """A PNG declaring more pixels than a snapshot may have (HTTP 413)."""
+    """An image declaring more pixels than a snapshot may have (HTTP 413)."""
 
 
 def check_png(data: bytes) -> tuple[int, int]:
@@ -65,13 +75,45 @@ def check_png(data: bytes) -> tuple[int, int]:
     channels = _CHANNELS.get(colour)
     if length != 13 or channels is None or depth not in (1, 2, 4, 8, 16) or not width or not height:
         raise BadImage("the PNG header is not valid")
-    decoded = width * height * channels * depth // 8
+    _check_size(width, height, width * height * channels * depth // 8)
+    return width, height
+
+
+def check_jpeg(data: bytes) -> tuple[int, int]:
+    """The width and height a JPEG declares in its start-of-frame segment, read by walking the
+    marker segments without decoding; the file must end with its end-of-image marker (a cut
+    upload is refused). Raises ``BadImage`` or ``ImageTooLarge``."""
+    if not data.startswith(b"\xff\xd8\xff") or not data.endswith(b"\xff\xd9"):
+        raise BadImage("body is not a complete JPEG image")
+    at = 2
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            raise BadImage("the JPEG header is not valid")
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        (length,) = struct.unpack(">H", data[at + 2 : at + 4])
+        if marker in _JPEG_FRAMES:
+            if length < 8 or at + 10 > len(data):
+                break
+            depth, height, width, channels = struct.unpack(">BHHB", data[at + 4 : at + 10])
+            if not width or not height or channels not in (1, 3, 4) or depth not in (8, 12, 16):
+                raise BadImage("the JPEG header is not valid")
+            _check_size(width, height, width * height * channels * ((depth + 7) // 8))
+            return width, height
+        if marker == 0xDA or length < 2:  # scan data before any frame header
+            break
+        at += 2 + length
+    raise BadImage("the JPEG header is not valid")
+
+
+def _check_size(width: int, height: int, decoded: int) -> None:
     if width > MAX_SIDE or height > MAX_SIDE or decoded > MAX_DECODED_BYTES:
         raise ImageTooLarge(
             f"the picture is {width} × {height} pixels: snapshots are at most {MAX_SIDE} pixels "
             f"each way and {MAX_DECODED_BYTES // (1024 * 1024)} MiB once decoded"
         )
-    return width, height
 
 
 class TooManySnapshots(Exception):
@@ -90,36 +132,55 @@ class SnapshotStore:
     def directory(self, cid: ConsultationId) -> Path:
         return consultation_dir(self._data_dir, cid) / "snapshots"
 
-    def path(self, cid: ConsultationId, snapshot_id: str) -> Path:
-        """The PNG of a snapshot (it may not exist); a malformed id is a ValueError."""
+    def path(self, cid: ConsultationId, snapshot_id: str, kind: str = SNAPSHOT) -> Path:
+        """The image of a snapshot of ``kind`` (it may not exist); a malformed id is a
+        ValueError."""
         if not SNAPSHOT_ID.fullmatch(snapshot_id):
             raise ValueError("not a snapshot id")
-        return self.directory(cid) / f"{snapshot_id}.png"
+        return self.directory(cid) / f"{snapshot_id}{SUFFIXES[kind]}"
 
-    async def exists(self, cid: ConsultationId, snapshot_id: str) -> bool:
-        """For ``freeze`` and the image route: does this id name a stored snapshot?"""
-        return await asyncio.to_thread(self.path(cid, snapshot_id).is_file)
+    def locate(self, cid: ConsultationId, snapshot_id: str) -> Path | None:
+        """The stored image of this id, whichever kind it is (blocking: for worker threads)."""
+        for kind in SUFFIXES:
+            path = self.path(cid, snapshot_id, kind)
+            if path.is_file():
+                return path
+        return None
+
+    async def kind(self, cid: ConsultationId, snapshot_id: str) -> str | None:
+        """For ``freeze`` and the image route: the kind of the stored snapshot this id names,
+        or None."""
+        path = await asyncio.to_thread(self.locate, cid, snapshot_id)
+        if path is None:
+            return None
+        return next(kind for kind, suffix in SUFFIXES.items() if path.suffix == suffix)
 
     async def add(
-        self, cid: ConsultationId, by: str, png: bytes, at: float | None = None
+        self,
+        cid: ConsultationId,
+        by: str,
+        image: bytes,
+        at: float | None = None,
+        kind: str = SNAPSHOT,
     ) -> Snapshot:
-        """Store a new snapshot taken by ``by`` (now, or at Unix time ``at``). Raises
-        ``TooManySnapshots`` when the consultation has ``MAX_SNAPSHOTS`` already, ``DiskFull``
-        below the floor."""
+        """Store a new snapshot (PNG) or still (JPEG) taken by ``by`` (now, or at Unix time
+        ``at``). Raises ``TooManySnapshots`` when the consultation has ``MAX_SNAPSHOTS`` already,
+        ``DiskFull`` below the floor."""
         snapshot = Snapshot(
-            secrets.token_urlsafe(12), by, utc_now_iso() if at is None else utc_iso(at)
+            secrets.token_urlsafe(12), by, utc_now_iso() if at is None else utc_iso(at), kind
         )
-        await asyncio.to_thread(self._write, cid, snapshot, png)
+        await asyncio.to_thread(self._write, cid, snapshot, image)
         return snapshot
 
-    def _write(self, cid: ConsultationId, snapshot: Snapshot, png: bytes) -> None:
+    def _write(self, cid: ConsultationId, snapshot: Snapshot, image: bytes) -> None:
         """Image first, then its metadata (which is what lists it), each written atomically."""
         directory = self.directory(cid)
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         check_free_space(directory, self._min_free_mb)
         if sum(1 for _ in directory.glob("*.json")) >= MAX_SNAPSHOTS:
             raise TooManySnapshots
-        write_bytes_atomic(self.path(cid, snapshot.id), png, suffix=".partial", sync=Sync.FILE)
+        path = self.path(cid, snapshot.id, snapshot.kind)
+        write_bytes_atomic(path, image, suffix=".partial", sync=Sync.FILE)
         write_json_atomic(
             directory / f"{snapshot.id}.json", asdict(snapshot), suffix=".partial", sync=Sync.FILE
         )

@@ -178,11 +178,14 @@ class Annotation:
 
 @dataclass(frozen=True)
 class Freeze:
-    """The surgeon paused everyone on one frame (optionally a stored snapshot of it)."""
+    """The surgeon paused everyone on one frame (optionally a stored snapshot of it), or stills
+    mode shows the clinic's newest still."""
 
     by: str
     since: float
     snapshot_id: str | None
+    still: bool = False
+    "The snapshot is a still (a JPEG from the clinic's camera), not a PNG of the picture."
 
 
 class AnnotationBoard:

@@ -39,7 +39,7 @@ class RelayConfig:
     publisher_timeout_s: float = 3.0
     peer_timeout_s: float = 4.0
     "A connected peer not heard from this long has vanished: its session is closed."
-    publisher_kbps: tuple[int, int, int] = (2000, 600, 4000)
+    publisher_kbps: tuple[int, int, int] = (1500, 150, 4000)
     "Start, floor and ceiling bitrate suggested to browser publishers (x-google-*-bitrate)."
     mode: RelayMode = RelayMode.FORWARD
     "``transcode`` runs the naive per-viewer-encoding relay, for benchmarks only."

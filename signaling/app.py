@@ -27,7 +27,7 @@ from signaling.db.audit import AuditTrail
 from signaling.db.invites import InviteBook
 from signaling.db.patients import PatientRegister
 from signaling.db.store import DB_FILENAME, ConsultationStore
-from signaling.http import api, headers, netcheck, openapi, pages, snapshots, whip
+from signaling.http import api, headers, netcheck, openapi, pages, snapshots, stills, whip
 from signaling.http.audit_edge import refused_token_middleware
 from signaling.http.client_address import TRUSTED_PROXIES, trusted_networks
 from signaling.http.errors import error_middleware
@@ -51,6 +51,7 @@ from signaling.keys import (
     REPLAY,
     REVOCATIONS,
     SETTINGS,
+    STILLS,
     STORE,
     THROTTLE,
     TOKENS,
@@ -69,6 +70,7 @@ from signaling.ws.chat import ChatHistory
 from signaling.ws.hub import Hub
 from signaling.ws.marks import BoardKeeper
 from signaling.ws.messages import FeedUpdate, QualityUpdate, RecordingUpdate, Restarting
+from signaling.ws.stills import Stills
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +145,9 @@ def create_app(settings: Settings) -> web.Application:
         MediaTokens(secret),
     )
     app[METRICS] = Metrics(LiveCollector(app[RELAY], app[HUB], app[RECORDINGS]), app[HUB])
+    app[STILLS] = Stills(
+        app[HUB], app[RELAY], BoardKeeper(app[HUB], app[RELAY], app[ANNOTATION_LOGS])
+    )
     install_log_hygiene()
     headers.add_to(app)
     app.cleanup_ctx.append(_media_ctx)
@@ -151,6 +156,7 @@ def create_app(settings: Settings) -> web.Application:
     openapi.add_routes(app)
     api.add_routes(app)
     snapshots.add_routes(app)
+    stills.add_routes(app)
     netcheck.add_routes(app)
     replay.add_routes(app)
     records.add_routes(app)
@@ -167,10 +173,17 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     cleanly by ``_on_shutdown``, before the relay closes."""
     hub = app[HUB]
     recordings = app[RECORDINGS]
+    stills_mode = app[STILLS]
+    keeper = stills_mode.keeper
 
     def on_feed_event(event: FeedEvent) -> None:
         hub.broadcast(event.cid, FeedUpdate.of(event))
         recordings.on_feed_event(event)
+        stills_mode.on_feed_event(event)
+
+    def on_gone(cid: ConsultationId, identity: str) -> None:
+        keeper.on_gone(cid, identity)
+        stills_mode.on_gone(cid, identity)
 
     def on_recording_event(event: RecordingEvent) -> None:
         hub.broadcast(event.cid, RecordingUpdate.of(event))
@@ -180,9 +193,8 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     relay.on_quality = lambda change: hub.send_to(
         change.cid, change.identity, QualityUpdate.of(change)
     )
-    keeper = BoardKeeper(hub, relay, app[ANNOTATION_LOGS])
     relay.on_stream_session = keeper.on_stream_session
-    hub.on_gone = keeper.on_gone
+    hub.on_gone = on_gone
     relay.attended = hub.has_participants
     recordings.on_event = on_recording_event
     revocations = app[REVOCATIONS]

@@ -27,7 +27,9 @@ def add_command(
         help="publish a video file, capture card or RTSP camera over WHIP",
         description="Publish SOURCE as the clinic's endoscope feed until Ctrl-C (a file: until\n"
         "its end, or forever with --loop). A lost connection is retried at once, a server\n"
-        "that cannot be reached after 1, 2, 4 ... up to 30 s.",
+        "that cannot be reached after 1, 2, 4 ... up to 30 s. A re-encoded picture follows the\n"
+        "uplink (smaller at a lower rate, same frame rate); a camera sent as it is (in the\n"
+        "consultation's codec) cannot adapt: keep its own bitrate below the uplink.",
         epilog="examples:\n"
         "  endolink publish --url URL --loop scope.mp4\n"
         "  endolink publish --url URL /dev/video0 --video-size 1920x1080 --framerate 30"

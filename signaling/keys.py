@@ -24,6 +24,7 @@ from signaling.replay.state import ReplayState
 from signaling.settings import Settings
 from signaling.ws.chat import ChatHistory
 from signaling.ws.hub import Hub
+from signaling.ws.stills import Stills
 
 SETTINGS = web.AppKey("settings", Settings)
 TOKENS = web.AppKey("tokens", TokenIssuer)
@@ -44,4 +45,5 @@ AUDIT = web.AppKey("audit", AuditTrail)
 REFUSED_TOKENS = web.AppKey("refused_tokens", RefusedTokens)
 REVOCATIONS = web.AppKey("revocations", Revocations)
 THROTTLE = web.AppKey("throttle", Throttle)
+STILLS = web.AppKey("stills", Stills)
 GRANT = web.RequestKey("grant", Grant)

@@ -110,7 +110,7 @@ class Settings:
     "Seconds without media before a publisher is shown offline."
     peer_timeout_s: float = 4.0
     "Seconds a connected publisher or viewer may send nothing (not even STUN) before it is closed."
-    publisher_kbps: tuple[int, int, int] = (2000, 600, 4000)
+    publisher_kbps: tuple[int, int, int] = (1500, 150, 4000)
     "Start, floor and ceiling bitrate (kbit/s) suggested to browser publishers of the endoscope."
     ladder_kbps: tuple[int, int] = (700, 250)
     """Video bitrate (kbit/s) of the viewer quality ladder's 540p and 360p rungs: they fit a 700

@@ -1,7 +1,7 @@
-"""Snapshot PNGs checked against the audit trail: each ``snapshot`` entry carries the SHA-256 of
-the PNG as it was stored, and the entry is hash-chained, so a PNG replaced or edited on disk later
-no longer matches (``endolink audit verify --files``). Entries from before the hash was recorded
-name no hash and are not checked."""
+"""Snapshot images (PNG snapshots, JPEG stills) checked against the audit trail: each
+``snapshot`` entry carries the SHA-256 of the image as it was stored, and the entry is
+hash-chained, so an image replaced or edited on disk later no longer matches (``endolink audit
+verify --files``). Entries from before the hash was recorded name no hash and are not checked."""
 
 from __future__ import annotations
 
@@ -42,7 +42,9 @@ def check_snapshot_files(db: sqlite3.Connection, data_dir: Path) -> list[Snapsho
         if cid is None or match is None:
             continue
         try:
-            path = store.path(ConsultationId(cid), match["id"])
+            path = store.locate(ConsultationId(cid), match["id"])
+            if path is None:
+                raise FileNotFoundError(match["id"])
             status = "OK" if _sha256(path) == match["sha256"] else "MODIFIED"
         except ValueError:  # a malformed id or consultation in the entry: it names no file
             status = "MISSING"

@@ -141,6 +141,12 @@ def _session_routes(kind: str) -> dict[str, dict[str, Any]]:
     }
 
 
+def _image_upload(summary: str, media_type: str) -> dict[str, Any]:
+    """A snapshot or still upload: the body is the image itself."""
+    statuses = (201, 400, *MEMBER, 404, 409, 413, 415, 507)
+    return operation(summary, statuses, params=(CID,), body=BINARY, body_type=media_type)
+
+
 PATHS: dict[str, dict[str, dict[str, Any]]] = {
     "/api/openapi.json": {"get": operation("this document", (200,), auth=False)},
     "/api/session": {"get": operation("who the token says you are, ICE servers", (200, *AUTH))},
@@ -219,21 +225,26 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "/api/consultations/{cid}/snapshots": {
         "get": operation("the consultation's snapshots", (200, *MEMBER, 404), params=(CID,)),
-        "post": operation(
-            "store a PNG snapshot (may_annotate)",
-            (201, 400, *MEMBER, 404, 409, 413, 415, 507),
-            params=(CID,),
-            body=BINARY,
-            body_type="image/png",
-        ),
+        "post": _image_upload("store a PNG snapshot (may_annotate)", "image/png"),
     },
-    "/api/consultations/{cid}/snapshots/{sid}.png": {
-        "get": operation(
-            "one snapshot",
-            (200, *MEMBER, 404),
-            params=(CID, {**SID, "schema": {"type": "string", "pattern": SNAPSHOT_ID.pattern}}),
-            answer="image/png",
+    **{
+        f"/api/consultations/{{cid}}/snapshots/{{sid}}{suffix}": {
+            "get": operation(
+                f"one {kind} ({media_type})",
+                (200, *MEMBER, 404),
+                params=(CID, {**SID, "schema": {"type": "string", "pattern": SNAPSHOT_ID.pattern}}),
+                answer=media_type,
+            )
+        }
+        for kind, suffix, media_type in (
+            ("snapshot", ".png", "image/png"),
+            ("still", ".jpg", "image/jpeg"),
         )
+    },
+    "/api/consultations/{cid}/stills": {
+        "post": _image_upload(
+            "store a JPEG still (the clinic, in stills mode only: 409 otherwise)", "image/jpeg"
+        ),
     },
     "/api/consultations/{cid}/netcheck": member_read("network test thresholds", 429),
     "/api/consultations/{cid}/netcheck/download": {

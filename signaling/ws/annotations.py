@@ -12,13 +12,18 @@ import time
 
 from persistence.times import utc_iso
 from recorder.log_entry import LogEntry, LogOp
-from recorder.snapshots import SnapshotStore
+from recorder.snapshots import SNAPSHOT, STILL, SnapshotStore
 from relay import Annotation, AnnotationBoard, AnnotationError, ConsultationId, Freeze
 from signaling.auth.grants import Forbidden
-from signaling.http.snapshots import snapshot_url
 from signaling.ws.connection import Connection
 from signaling.ws.hub import Participant
-from signaling.ws.messages import AnnotationUpdate, FreezeState, FreezeUpdate, PointerMove
+from signaling.ws.messages import (
+    AnnotationUpdate,
+    FreezeState,
+    FreezeUpdate,
+    PointerMove,
+    snapshot_url,
+)
 from signaling.ws.protocol import (
     FORBIDDEN,
     INVALID,
@@ -36,7 +41,8 @@ def freeze_state(cid: ConsultationId, board: AnnotationBoard) -> FreezeState:
         return FreezeState(False, None, None)
     snapshot = None
     if freeze.snapshot_id is not None:
-        snapshot = {"id": freeze.snapshot_id, "url": snapshot_url(cid, freeze.snapshot_id)}
+        kind = STILL if freeze.still else SNAPSHOT
+        snapshot = {"id": freeze.snapshot_id, "url": snapshot_url(cid, freeze.snapshot_id, kind)}
     return FreezeState(True, snapshot, freeze.by)
 
 
@@ -105,15 +111,15 @@ async def on_pointer(connection: Connection, message: PointerMessage) -> None:
 async def on_freeze(connection: Connection, message: FreezeMessage) -> None:
     if not _may_draw(connection, lead_only=True):
         return
-    snapshot_id = message.snapshot_id
-    if snapshot_id is not None and not await SnapshotStore(connection.data_dir).exists(
-        connection.cid, snapshot_id
-    ):
-        connection.refuse(INVALID, "freeze.snapshot_id names no snapshot of this consultation")
-        return
+    snapshot_id, kind = message.snapshot_id, None
+    if snapshot_id is not None:
+        kind = await SnapshotStore(connection.data_dir).kind(connection.cid, snapshot_id)
+        if kind is None:
+            connection.refuse(INVALID, "freeze.snapshot_id names no snapshot of this consultation")
+            return
     router = connection.router()
     board, by, now = router.board, connection.participant.identity, time.time()
-    board.set_freeze(Freeze(by, now, snapshot_id) if message.frozen else None)
+    board.set_freeze(Freeze(by, now, snapshot_id, kind == STILL) if message.frozen else None)
     state = freeze_state(connection.cid, board)
     connection.hub.broadcast(connection.cid, FreezeUpdate(state.frozen, state.snapshot, by))
     kind = LogOp.FREEZE if message.frozen else LogOp.RESUME

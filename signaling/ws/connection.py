@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recorder.annotation_log import AnnotationLog
 from relay import ConsultationId, Relay, Router
@@ -13,6 +14,9 @@ from signaling.auth.grants import Grant
 from signaling.ws.chat import ChatHistory
 from signaling.ws.hub import Hub, Participant
 from signaling.ws.messages import ErrorReply, ServerMessage
+
+if TYPE_CHECKING:  # stills.py handles messages, so it imports this module
+    from signaling.ws.stills import Stills
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +35,7 @@ class Connection:
     chats: ChatHistory
     data_dir: Path
     frame_deadline_s: float
+    stills: Stills
 
     def router(self) -> Router:
         """The consultation's media side, made on first use: it owns the AnnotationBoard."""

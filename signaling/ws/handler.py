@@ -35,6 +35,7 @@ from signaling.keys import (
     RECORDINGS,
     RELAY,
     SETTINGS,
+    STILLS,
     STORE,
     THROTTLE,
     TOKENS,
@@ -84,8 +85,10 @@ from signaling.ws.protocol import (
     PointerMessage,
     ProtocolError,
     StatsMessage,
+    StillsRequestMessage,
     parse_client_message,
 )
+from signaling.ws.stills import on_stills_request
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +131,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
             chats,
             request.app[SETTINGS].data_dir,
             request.app[SETTINGS].ws_frame_deadline_s,
+            request.app[STILLS],
         )
         await _until_expiry(grant, _serve(connection))
     except Rejected as exc:
@@ -214,6 +218,7 @@ def _welcome(request: web.Request, grant: Grant, consultation: Consultation, nam
         freeze_state(consultation.id, board),
         RecordingUpdate.of(request.app[RECORDINGS].state(consultation.id)),
         len(board.archived),
+        request.app[STILLS].state(consultation.id),
     )
 
 
@@ -295,6 +300,7 @@ _HANDLERS: dict[type[ClientMessage], Callable[[Connection, Any], Awaitable[None]
     AnnotationMessage: on_annotation,
     PointerMessage: on_pointer,
     FreezeMessage: on_freeze,
+    StillsRequestMessage: on_stills_request,
 }
 _OWN_LIMITS: dict[type[ClientMessage], Callable[[Participant], TokenBucket]] = {
     AnnotationMessage: lambda p: p.annotation_ops,

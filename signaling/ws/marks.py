@@ -40,9 +40,9 @@ class BoardKeeper:
         if session.archived:
             count = len(session.archived)
             self.hub.broadcast(session.cid, AnnotationUpdate(ARCHIVE, None, count=count))
-            self._log(session.cid, LogOp.ARCHIVE, None, {"count": count})
+            self.log(session.cid, LogOp.ARCHIVE, None, {"count": count})
         if session.released is not None:
-            self._released(session.cid, session.released.by, NEW_STREAM)
+            self.released(session.cid, session.released.by, NEW_STREAM)
 
     def on_gone(self, cid: ConsultationId, identity: str) -> None:
         router = self.relay.find(cid)
@@ -50,13 +50,15 @@ class BoardKeeper:
             return
         router.board.set_freeze(None)
         logger.info("BoardKeeper [consultation:%s] freeze released: the surgeon left", cid)
-        self._released(cid, identity, LEFT)
+        self.released(cid, identity, LEFT)
 
-    def _released(self, cid: ConsultationId, by: str, reason: str) -> None:
+    def released(self, cid: ConsultationId, by: str | None, reason: str) -> None:
+        """Every page and the annotation log told that the freeze was released, and why."""
         self.hub.broadcast(cid, FreezeUpdate(False, None, by, reason))
-        self._log(cid, LogOp.RESUME, by, {"snapshot_id": None, "reason": reason})
+        self.log(cid, LogOp.RESUME, by, {"snapshot_id": None, "reason": reason})
 
-    def _log(self, cid: ConsultationId, op: LogOp, by: str | None, payload: Any) -> None:
+    def log(self, cid: ConsultationId, op: LogOp, by: str | None, payload: Any) -> None:
+        """One entry of the consultation's annotation log, at the feed's media time."""
         router = self.relay.find(cid)
         pts = router.media_pts() if router is not None else None
         self.logs.get(cid).append(LogEntry(op, utc_iso(time.time()), pts, by, payload))

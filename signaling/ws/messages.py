@@ -14,7 +14,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from recorder.recordings import RecordingEvent, RecordingState
-from relay import FeedEvent, FeedName, FeedState, OfflineReason
+from recorder.snapshots import SNAPSHOT, SUFFIXES
+from relay import ConsultationId, FeedEvent, FeedName, FeedState, OfflineReason
 from signaling.auth.grants import Grant, Role
 
 if TYPE_CHECKING:
@@ -39,6 +40,11 @@ class ServerMessage(Payload):
 
     def to_json(self) -> JsonObject:
         return {"type": self.TYPE, **self.body()}
+
+
+def snapshot_url(cid: ConsultationId, snapshot_id: str, kind: str = SNAPSHOT) -> str:
+    """Where pages fetch a stored snapshot or still (``signaling/http/snapshots.py`` serves it)."""
+    return f"/api/consultations/{cid}/snapshots/{snapshot_id}{SUFFIXES[kind]}"
 
 
 def _wire(value: object) -> object:
@@ -90,6 +96,21 @@ class RecordingUpdate(ServerMessage):
 
 
 @dataclass(frozen=True)
+class StillsUpdate(ServerMessage):
+    """Stills mode (docs/architecture.md, Stills mode): whether the clinic sends stills instead
+    of video, why (``link``: its connection is too slow; ``requested``: the surgeon asked), who
+    began it, the newest ``still`` (``{id, url}``) and ``asked``, bumped each time the surgeon
+    asks for the next still."""
+
+    TYPE = "stills"
+    active: bool
+    reason: str | None = None
+    by: str | None = None
+    still: JsonObject | None = None
+    asked: int = 0
+
+
+@dataclass(frozen=True)
 class Welcome(ServerMessage):
     TYPE = "welcome"
     you: You
@@ -101,6 +122,7 @@ class Welcome(ServerMessage):
     recording: RecordingUpdate
     archived: int = 0
     "Marks of the previous stream session that ``restore`` can put back."
+    stills: StillsUpdate = StillsUpdate(False)
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,15 @@ class FreezeMessage:
     "A stored snapshot of the frozen frame (only with ``frozen``)."
 
 
+@dataclass(frozen=True)
+class StillsRequestMessage:
+    """The surgeon asks for stills mode (``on``), for the next still (``next``), or for video
+    again; the clinic's page says its link is too slow (``on``) or has recovered."""
+
+    on: bool
+    next: bool = False
+
+
 ClientMessage = (
     AuthMessage
     | ChatMessage
@@ -127,6 +136,7 @@ ClientMessage = (
     | AnnotationMessage
     | PointerMessage
     | FreezeMessage
+    | StillsRequestMessage
 )
 
 
@@ -251,6 +261,15 @@ def _freeze(data: dict[str, Any]) -> FreezeMessage:
     return FreezeMessage(frozen, snapshot_id)
 
 
+def _stills_request(data: dict[str, Any]) -> StillsRequestMessage:
+    on, next_still = data.get("on"), data.get("next", False)
+    if not isinstance(on, bool):
+        raise ProtocolError(INVALID, "stills-request needs a boolean 'on'")
+    if not isinstance(next_still, bool) or (next_still and not on):
+        raise ProtocolError(INVALID, "stills-request.next must be a boolean, true only with on")
+    return StillsRequestMessage(on, next_still)
+
+
 _PARSERS: dict[str, Callable[[dict[str, Any]], ClientMessage]] = {
     "auth": _auth,
     "chat": _chat,
@@ -259,4 +278,5 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], ClientMessage]] = {
     "annotation": _annotation,
     "pointer": _pointer,
     "freeze": _freeze,
+    "stills-request": _stills_request,
 }

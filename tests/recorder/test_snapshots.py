@@ -29,8 +29,8 @@ async def test_a_snapshot_is_its_png_and_its_metadata_under_the_consultation(
         f"{snapshot.id}.json",
         f"{snapshot.id}.png",
     ]
-    assert await store.exists("c1", snapshot.id)
-    assert not await store.exists("c2", snapshot.id)
+    assert await store.kind("c1", snapshot.id) == "snapshot"
+    assert await store.kind("c2", snapshot.id) is None
     assert await store.list("c2") == []
 
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from aiohttp.test_utils import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.errors import MediaUnsupported, RelayError, SdpInvalid
 from relay.sdp import parse_offer, with_bitrate_hints
+from signaling.db.store import Consultation
+from tests.conftest import MakeToken
+from tests.peers import publisher
+from tests.relay.test_forwarding_flow import url
 
 MINIMAL = (
     "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
@@ -73,3 +78,17 @@ def test_bitrate_hints_go_on_every_video_codec_but_not_on_rtx_or_audio() -> None
     assert f"a=fmtp:99 packetization-mode=1;{hints}" in hinted
     assert "a=fmtp:98 apt=97" in hinted
     assert not any("x-google" in line and "111" in line for line in hinted)
+
+
+async def test_the_publishers_answer_carries_the_default_hints_low_floor_and_720p_start(
+    client: TestClient, consultation: Consultation, make_token: MakeToken
+) -> None:
+    """A real WHIP answer: a floor low enough that Chrome can follow a 600 or 400 kbit/s uplink
+    (``x-google-min-bitrate`` is a hard floor for its estimate), a start at 720p's rate."""
+    cid = consultation.id
+    async with publisher(url(client, f"/whip/{cid}"), make_token("clinic", cid)) as (pc, _):
+        answer = pc.remoteDescription.sdp
+    sections = {section.split()[0]: section for section in answer.split("m=")[1:]}
+    hints = "x-google-start-bitrate=1500;x-google-min-bitrate=150;x-google-max-bitrate=4000"
+    assert hints in sections["video"]
+    assert "x-google" not in sections["audio"]

@@ -92,6 +92,14 @@ def test_welcome_nests_the_recording_message_and_plain_freeze_state() -> None:
             "segment": None,
         },
         "archived": 0,
+        "stills": {
+            "type": "stills",
+            "active": False,
+            "reason": None,
+            "by": None,
+            "still": None,
+            "asked": 0,
+        },
     }
     resumed = FreezeUpdate(False, None, "surgeon-1").to_json()
     assert resumed == {

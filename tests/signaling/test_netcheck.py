@@ -42,8 +42,8 @@ async def test_any_member_gets_the_feed_needs_from_the_publisher_settings(
         assert response.headers["Cache-Control"] == "no-store"
         body = await response.json()
         assert body == feed_needs(client.app[SETTINGS].publisher_kbps)
-    # 2000 kbit/s start + audio with 25 % headroom is "good", the 600 kbit/s floor "fair".
-    assert body["upload_kbps"] == {"good": 2580, "fair": 830}
+    # 1500 kbit/s start + audio with 25 % headroom is "good", the 150 kbit/s floor "fair".
+    assert body["upload_kbps"] == {"good": 1955, "fair": 268}
     assert body["max_bytes"] == MAX_BYTES == 2 * 1024 * 1024
     assert body["rtt_ms"]["good"] < body["rtt_ms"]["fair"]
 

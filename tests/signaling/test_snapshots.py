@@ -39,7 +39,8 @@ async def test_an_uploaded_png_is_announced_listed_and_downloadable_by_members(
     response = await upload(client, cid, token)
     assert response.status == 201
     snapshot = await response.json()
-    assert set(snapshot) == {"id", "url", "by", "created_at"}
+    assert set(snapshot) == {"id", "url", "by", "created_at", "kind"}
+    assert snapshot["kind"] == "snapshot"
     assert snapshot["url"] == url(cid, f"/{snapshot['id']}.png")
     assert snapshot["by"].startswith("surgeon-") and snapshot["created_at"].endswith("+00:00")
     assert (await next_of(clinic, "snapshot"))["snapshot"] == snapshot

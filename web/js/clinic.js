@@ -15,9 +15,9 @@ import { startPage } from "./page.js";
 import { PrecallCheck } from "./precall.js";
 import { FORCED_RELAY_NOTICE, forceRelay, iceServersFrom } from "./session.js";
 import { renderStats } from "./stats.js";
+import { ClinicStills } from "./stills.js";
 import { $, Notices, setChip, showFatal } from "./ui.js";
-
-const MAX_BITRATE = 2_500_000;
+import { MAX_BITRATE, UplinkFollower } from "./uplink.js";
 
 const notices = new Notices($("#notices"));
 if (forceRelay()) notices.show("relay", FORCED_RELAY_NOTICE);
@@ -46,8 +46,10 @@ const state = {
   talkback: null,
   room: null,
   annotations: null,
+  stills: null, // ClinicStills
   streaming: false, // the user pressed Start and did not press Stop
   banner: null,
+  uplink: null, // UplinkFollower of the current publishing connection
 };
 
 // Read-only handles for diagnostics and the browser tests (no token, no patient data).
@@ -67,6 +69,12 @@ window.endolink = Object.freeze({
   },
   get precall() {
     return state.precall?.debug ?? null;
+  },
+  get uplink() {
+    return state.uplink?.debug ?? null;
+  },
+  get stills() {
+    return state.stills?.debug ?? null;
   },
 });
 
@@ -124,6 +132,14 @@ function setupRoom() {
   });
   state.room = room;
   state.annotations = annotations;
+  state.stills = new ClinicStills({
+    room,
+    cid: state.cid,
+    token: state.token,
+    video: $("#local-preview"),
+    videoSender: () => state.publisher?.pc?.getSenders().find((s) => s.track?.kind === "video") ?? null,
+    notices,
+  });
   room.addEventListener("welcome", (event) => {
     if ("consent" in event.detail) state.consent.show(event.detail.consent ?? null);
     const talkback = room.feeds.talkback;
@@ -215,6 +231,7 @@ async function startStream() {
     },
     afterAnswer: async (pc, transceivers) => {
       await tuneVideoSender(transceivers.video.sender);
+      followUplink(pc, transceivers.video.sender);
     },
     stats: endoscopeStats(state.room),
   });
@@ -228,6 +245,7 @@ async function stopStream() {
   state.streaming = false;
   const publisher = state.publisher;
   state.publisher = null;
+  followUplink(null);
   if (publisher) await publisher.stop();
   keepScreenAwake(false);
   showConnectionState("clinic", "stopped");
@@ -289,6 +307,7 @@ function onPublisherState(publisher, detail) {
     showConnectionState("clinic", connectionState === "new" ? "refused" : connectionState);
     state.streaming = false;
     state.publisher = null;
+    followUplink(null);
     keepScreenAwake(false);
     publisher.stop();
     if (consentMissing) state.consent.show(null);
@@ -296,12 +315,15 @@ function onPublisherState(publisher, detail) {
   }
 }
 
-/** 720p detail over smoothness: keep the resolution, cap the bitrate. */
+/**
+ * Start at the full picture with a ceiling; from then on the picture follows the uplink
+ * (uplink.js): frame rate first, the size the rate allows.
+ */
 async function tuneVideoSender(sender) {
   const params = sender.getParameters();
   if (!params.encodings || !params.encodings.length) return false; // before negotiation in some browsers
   params.encodings[0].maxBitrate = MAX_BITRATE;
-  params.degradationPreference = "maintain-resolution";
+  params.degradationPreference = "maintain-framerate";
   try {
     await sender.setParameters(params);
     return true;
@@ -316,6 +338,23 @@ async function tuneVideoSender(sender) {
     }
     return false;
   }
+}
+
+/** One follower per publishing connection (a reconnection brings a new one); null stops it. */
+function followUplink(pc, sender = null) {
+  state.uplink?.stop();
+  state.uplink = null;
+  notices.clear("uplink");
+  if (!pc || !sender) return;
+  state.uplink = new UplinkFollower({ pc, sender, onChange: showUplink });
+  state.uplink.start();
+}
+
+/** A calm word when the clinic's upload, not the camera, makes the picture smaller. */
+function showUplink({ level, limited }) {
+  if (!limited) notices.clear("uplink");
+  else if (level === "low") notices.show("uplink", msg("clinic.uplink.veryLow"), "info");
+  else notices.show("uplink", msg("clinic.uplink.reduced", { size: level }), "info");
 }
 
 // ---------------------------------------------------------------- talk-back

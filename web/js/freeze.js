@@ -53,7 +53,8 @@ export class FreezeFrame {
     }
     layer.frame.classList.add("frozen");
     this.badge.hidden = false;
-    this.who = msg(freeze.by && freeze.by === layer.room.you ? "freeze.byYou" : "freeze.bySurgeon");
+    const still = snapshot?.url?.endsWith(".jpg"); // stills mode: a still from the clinic
+    this.who = msg(still ? "stills.fromClinic" : freeze.by && freeze.by === layer.room.you ? "freeze.byYou" : "freeze.bySurgeon");
     if (snapshot && this.still.source === "snapshot" && this.still.id === snapshot.id) {
       this._badge("shown");
     } else {

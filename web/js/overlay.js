@@ -194,8 +194,10 @@ export class Overlay {
       const detail = this.player.detail;
       const freeze = detail.timeline.freezes[index];
       const cid = detail.recording.consultation.id;
+      // A still of stills mode is a JPEG: its URL is in the recording's snapshot list.
+      const listed = (detail.snapshots || []).find((s) => s.id === freeze.snapshot_id)?.url;
       const work = freeze.snapshot_id
-        ? fetchSnapshotBlob(`/api/consultations/${encodeURIComponent(cid)}/snapshots/${freeze.snapshot_id}.png`, this.token)
+        ? fetchSnapshotBlob(listed || `/api/consultations/${encodeURIComponent(cid)}/snapshots/${freeze.snapshot_id}.png`, this.token)
             .then((blob) => URL.createObjectURL(blob))
             .catch(() => this._captureStill(freeze.start_t))
         : this._captureStill(freeze.start_t);

@@ -3,7 +3,7 @@
 //
 //   POST /api/consultations/{cid}/snapshots            image/png → 201 {id, url, by, created_at}
 //   GET  /api/consultations/{cid}/snapshots            → {"snapshots": [...]}, oldest first
-//   GET  /api/consultations/{cid}/snapshots/{id}.png   → the image
+//   GET  /api/consultations/{cid}/snapshots/{id}.png   → the image (a still of stills mode: .jpg)
 //
 // New snapshots arrive live as `snapshot` room messages (the uploader's own included).
 
@@ -42,7 +42,8 @@ export function canvasToPng(canvas) {
 
 function fileName(snapshot) {
   const when = String(snapshot.created_at || "").replace(/[:]/g, "-").replace(/\..*$/, "");
-  return `endolink-snapshot-${when || snapshot.id}.png`;
+  const still = snapshot.kind === "still"; // stills mode: a JPEG from the clinic's camera
+  return `endolink-${still ? "still" : "snapshot"}-${when || snapshot.id}.${still ? "jpg" : "png"}`;
 }
 
 /** A snapshot's time as a msg() parameter (formatted in the page's language when shown). */

@@ -11,6 +11,7 @@ import { connectWithName } from "./names.js";
 import { startPage } from "./page.js";
 import { FORCED_RELAY_NOTICE, forceRelay, iceServersFrom } from "./session.js";
 import { qualityEndpoint, setupQuality } from "./quality.js";
+import { SurgeonStills } from "./stills.js";
 import { currentTalk, setupTalk } from "./talkback.js";
 import { $, Notices, roleLabel, setChip } from "./ui.js";
 
@@ -38,6 +39,7 @@ const state = {
   room: null,
   player: null,
   annotations: null,
+  stills: null, // SurgeonStills
   feedLive: false,
   feedLiveAt: 0,
   interrupted: false, // trouble was shown and the picture has not moved since
@@ -67,6 +69,9 @@ window.endolink = Object.freeze({
   },
   get annotations() {
     return state.annotations?.debug ?? null;
+  },
+  get stills() {
+    return state.stills?.debug ?? null;
   },
 });
 
@@ -114,6 +119,12 @@ function setupRoom() {
   });
   state.room = room;
   state.annotations = annotations;
+  state.stills = new SurgeonStills({
+    room,
+    annotations,
+    buttons: { toggle: $("#stills-toggle"), next: $("#stills-next"), show: $("#stills-show") },
+    notices,
+  });
   room.addEventListener("welcome", () => {
     const endoscope = room.feeds.endoscope;
     setFeedLive(endoscope?.state === "live", endoscope?.reason);

@@ -335,13 +335,18 @@ def _rendition_lines(log: Path) -> list[str]:
 # -- tables ------------------------------------------------------------------------------------
 
 
+def _head(*cells: str) -> list[str]:
+    """A Markdown table's header and separator lines."""
+    return ["| " + " | ".join(cells) + " |", "|" + "---|" * len(cells)]
+
+
 def viewer_table(results: list[dict[str, Any]]) -> str:
-    head = (
-        "| run | viewer | asked | fps | freezes >500 ms (longest ms) | latency p50 / p95 ms "
-        "| shown in the window | relay's moves (by reason) | video in kbit/s (keyframes, largest) "
-        "| bit-exact | SSIM at received size / as shown at 720p | target |"
+    lines = _head(
+        *("run", "viewer", "asked", "fps", "freezes >500 ms (longest ms)"),
+        *("latency p50 / p95 ms", "shown in the window", "relay's moves (by reason)"),
+        *("video in kbit/s (keyframes, largest)", "bit-exact"),
+        *("SSIM at received size / as shown at 720p", "target"),
     )
-    lines = [head, "|" + "---|" * 12]
     for r in results:
         if "error" in r:
             lines.append(f"| {r['run']} | error: {r['error']} |" + " |" * 10)
@@ -362,11 +367,11 @@ def viewer_table(results: list[dict[str, Any]]) -> str:
 def comparison_table(results: list[dict[str, Any]]) -> str:
     """Plain forwarding and the ladder side by side, per scenario and viewer."""
     runs = {(r["scenario"], r["up_kbps"], r["codec"], r["mode"]): r for r in results}
-    lines = [
-        "| scenario | viewer | plain forwarding: fps, freezes > 500 ms (longest), latency p50/p95,"
-        " shown, SSIM as shown | ladder (auto): the same | target |",
-        "|---|---|---|---|---|",
-    ]
+    lines = _head(
+        *("scenario", "viewer"),
+        "plain forwarding: fps, freezes > 500 ms (longest), latency p50/p95, shown, SSIM as shown",
+        *("ladder (auto): the same", "target"),
+    )
     for (scenario, up, codec, mode), ladder in runs.items():
         plain = runs.get((scenario, up, codec, "plain"))
         if mode != "ladder" or plain is None or "error" in plain or "error" in ladder:
@@ -381,11 +386,10 @@ def comparison_table(results: list[dict[str, Any]]) -> str:
 
 def rung_table(results: list[dict[str, Any]]) -> str:
     """The pinned runs: each rung's picture and its rendition thread's CPU against the target."""
-    lines = [
-        "| run | quality | fps | latency p50 / p95 ms | video kbit/s (largest keyframe) "
-        "| SSIM at received size / as shown at 720p | rendition thread, % of a core | target |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    lines = _head(
+        *("run", "quality", "fps", "latency p50 / p95 ms", "video kbit/s (largest keyframe)"),
+        *("SSIM at received size / as shown at 720p", "rendition thread, % of a core", "target"),
+    )
     for r in results:
         if r["mode"] != "pinned" or "error" in r:
             continue
@@ -423,11 +427,10 @@ def _moves_cell(moves: list[list[Any]]) -> str:
 
 
 def cpu_table(results: list[dict[str, Any]]) -> str:
-    lines = [
-        "| run | publisher kbit/s, fps | server CPU % of a core | its threads (% of a core) "
-        "| cores busy in the window |",
-        "|---|---|---|---|---|",
-    ]
+    lines = _head(
+        *("run", "publisher kbit/s, fps", "server CPU % of a core"),
+        *("its threads (% of a core)", "cores busy in the window"),
+    )
     for r in results:
         if "error" in r:
             continue
@@ -442,10 +445,7 @@ def cpu_table(results: list[dict[str, Any]]) -> str:
 
 
 def profile_table(results: list[dict[str, Any]]) -> str:
-    lines = [
-        "| run | thread | CPU s profiled | function (own time share, calls) |",
-        "|---|---|---|---|",
-    ]
+    lines = _head("run", "thread", "CPU s profiled", "function (own time share, calls)")
     for r in results:
         for name, p in r.get("profiles", {}).items():
             top = "; ".join(f"`{f}` {share:.0%} ({calls})" for f, calls, _, share in p["top"])

@@ -278,6 +278,9 @@ def _viewer(report: dict[str, Any], t0: float, t1: float) -> dict[str, Any]:
     frames = report.pop("frames")
     summary = stats.summarise(frames, t0, t1, SOURCE_HEIGHT)
     summary |= stats.received(report.pop("encoded"), t0, t1)
+    summary["long_freezes"] = [  # [s after the answer, ms]: beside the relay's moves
+        [round(start - report["answer_at"], 2), round(ms)] for start, ms in summary["long_freezes"]
+    ]
     down = report["proxy"]["down"]["shaper"]
     return {
         **summary,

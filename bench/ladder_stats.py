@@ -54,10 +54,14 @@ def time_shares(frames: Sequence[Frame], t0: float, t1: float, source_height: in
 
 def summarise(frames: Sequence[Frame], t0: float, t1: float, source_height: int = 720) -> dict:
     """fps (distinct stamped counters shown per second), freezes (display gaps over 500 ms,
-    the window's edges included), latency p50/p95, sizes and bit-exactness inside [t0, t1]."""
+    the window's edges included; each as [start, ms]), latency p50/p95, sizes and
+    bit-exactness inside [t0, t1]."""
     inside = [f for f in frames if t0 <= f[0] <= t1]
-    gaps = gaps_ms([f[0] for f in frames], t0, t1)
+    times = [f[0] for f in frames]
+    gaps = gaps_ms(times, t0, t1)
     long = [g for g in gaps if g > LONG_FREEZE_MS]
+    edges = [t0, *(t for t in times if t0 <= t <= t1)]
+    starts = [edges[i] for i, g in enumerate(gaps) if g > LONG_FREEZE_MS]
     latency = [f[2] for f in inside]
     sizes = sorted({f"{f[3]}x{f[4]}" for f in inside})
     exact = sum(1 for f in inside if f[5])
@@ -65,6 +69,7 @@ def summarise(frames: Sequence[Frame], t0: float, t1: float, source_height: int 
         "fps": len({f[1] for f in inside}) / (t1 - t0),
         "frames": len(inside),
         "freezes_500": len(long),
+        "long_freezes": [[start, ms] for start, ms in zip(starts, long, strict=True)],
         "longest_gap_ms": max(gaps) if gaps else None,
         "latency_p50": percentile(latency, 50),
         "latency_p95": percentile(latency, 95),

@@ -84,6 +84,8 @@ def test_a_gap_over_500_ms_is_one_freeze_and_its_length_the_longest() -> None:
     s = stats.summarise(frames, 0.0, 6.0)
     assert s["freezes_500"] == 1
     assert s["longest_gap_ms"] == pytest.approx(733, abs=2)
+    [[start, ms]] = s["long_freezes"]
+    assert start == pytest.approx(89 / 30) and ms == pytest.approx(733, abs=2)
     assert s["fps"] == pytest.approx((90 + 70) / 6.0, abs=0.2)  # 70 of the second run by 6 s
 
 

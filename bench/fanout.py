@@ -41,7 +41,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .common import LOOPBACK, cpu_percent, free_port, percentile, proc_sample, shared_token_env
+from .common import (
+    LOOPBACK,
+    ORIGINAL,
+    cpu_percent,
+    free_port,
+    percentile,
+    proc_sample,
+    shared_token_env,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -372,7 +380,7 @@ async def run_scenario(
         loadgens = []
         for i, share in enumerate([*shares, *([0] if sinks else [])]):
             sink_proc = sinks and i == len(shares)
-            args = [PYTHON, "-m", "bench.loadgen", "--whep", f"{base}/whep/{consult.id}"]
+            args = [PYTHON, "-m", "bench.loadgen", "--whep", f"{base}/whep/{consult.id}{ORIGINAL}"]
             args += ["--token", consult.viewer, "--publisher", control, "--codec", cfg.codec]
             args += ["--light", str(share), "--name", f"lg{i}"]
             args += ["--ready-timeout", str(30 + sc.viewers * 0.3)]

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from . import fanout
-from .common import LONG_FREEZE_MS, LOOPBACK, percentile
+from .common import LONG_FREEZE_MS, LOOPBACK, ORIGINAL, percentile
 from .fanout import PYTHON, Processes, free_port, make_consultation, pinned, save_json, wait_port
 
 CODEC = "VP8"
@@ -84,7 +84,7 @@ async def one_run(
         publisher = await procs.start("publisher", pinned(cfg.client_cpu, pub_args, boost=5))
         await wait_port(port, server, 30)
         control = (await publisher.read_event(60))["control"]
-        lg_args = [PYTHON, "-m", "bench.loadgen", "--whep", f"{base}/whep/{consult.id}"]
+        lg_args = [PYTHON, "-m", "bench.loadgen", "--whep", f"{base}/whep/{consult.id}{ORIGINAL}"]
         lg_args += ["--token", consult.viewer, "--publisher", control, "--codec", CODEC]
         lg_args += ["--probes", "1", "--recovery", recovery, *hop]
         loadgen = await procs.start("loadgen", pinned(cfg.client_cpu, lg_args))

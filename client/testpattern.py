@@ -27,7 +27,8 @@ TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
 
 
 class TestPatternTrack(MediaStreamTrack):
-    """``recv()`` paces frames at ``fps`` in real time; each frame is a fresh ``VideoFrame``."""
+    """``recv()`` paces frames at ``fps`` in real time; each frame is a fresh ``VideoFrame``,
+    drawn on a worker thread."""
 
     kind = "video"
     __test__ = False  # not a pytest test class, despite the name
@@ -49,7 +50,9 @@ class TestPatternTrack(MediaStreamTrack):
         delay = due - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        frame = self.frame(self.counter, int(time.time() * 1000))
+        # Drawn off the event loop (~10 ms at 720p): on a loaded machine, drawing on it slowed
+        # everything else the loop runs — in tests, the relay itself — and the frame rate.
+        frame = await asyncio.to_thread(self.frame, self.counter, int(time.time() * 1000))
         frame.pts = int(self.counter * VIDEO_CLOCK_RATE / self.fps)
         frame.time_base = TIME_BASE
         self.counter += 1

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from .producer import Producer
     from .relay import FeedEvent, Relay, RelayConfig
     from .rendition import Rendition
-    from .router import Router, StreamSession
+    from .router import Router
+    from .stream_session import StreamSession
 
 _MODULE_OF = {
     **dict.fromkeys(("Admission", "SessionLimits"), "admission"),
@@ -60,7 +61,8 @@ _MODULE_OF = {
     "Producer": "producer",
     **dict.fromkeys(("FeedEvent", "Relay", "RelayConfig"), "relay"),
     "Rendition": "rendition",
-    **dict.fromkeys(("Router", "StreamSession"), "router"),
+    "Router": "router",
+    "StreamSession": "stream_session",
 }
 
 

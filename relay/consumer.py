@@ -59,6 +59,11 @@ class Consumer(MediaStreamTrack):
     def synced(self) -> bool:
         return self._synced
 
+    @property
+    def queued(self) -> int:
+        """Frames waiting to be read (``relay.selector`` swaps to a source once it flows)."""
+        return self._queue.qsize()
+
     def push(self, frame: ForwardedFrame) -> None:
         """Called by the Producer on the event loop for every frame; never blocks."""
         if self.readyState != "live":

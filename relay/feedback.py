@@ -42,6 +42,14 @@ logger = logging.getLogger(__name__)
 FORGET_S = 2.0
 """How long NACKs for packets sent before a source swap are ignored: long past the viewer's
 last re-NACK of them, far short of the 16-bit sequence numbers wrapping."""
+RESEND_MIN_S = 0.05
+"""A packet is resent at most once per RTT (at least 50 ms), as libwebrtc's sender does. A
+receiver re-NACKing faster than a retransmission can come back (the relay's own receive tap
+re-NACKs every 40 ms) made the relay resend each lost packet ~6 times on a 350 kbit/s link whose
+queue held 250 ms: retransmissions were 80 % of what it carried, and the viewer of a rung that
+fitted got 1-10 of its 25-30 frames a second (tests/relay/test_quality_flow.py)."""
+RESENT_MEMORY = 2048
+"Resend times kept (a few seconds of a viewer's packets) before the old ones are dropped."
 FAILURE_LOG_INTERVAL_S = 60.0
 "A fault in reading viewer reports would repeat at the report rate: one log line a minute."
 
@@ -62,6 +70,10 @@ class Feedback:
         self._forgotten: frozenset[int] = frozenset()
         self._forgotten_until = 0.0
         self.forgotten_nacks = 0
+        self._resent: dict[int, float] = {}
+        self._rtt_s = 0.0
+        self.repeated_nacks = 0
+        "NACKs of a packet resent less than an RTT before: not resent again."
         self._failed_logged = -FAILURE_LOG_INTERVAL_S
 
     def forget_sent(self) -> None:
@@ -73,19 +85,34 @@ class Feedback:
         self._forgotten_until = time.monotonic() + FORGET_S
 
     def wanted(self, packet: AnyRtcpPacket) -> AnyRtcpPacket | None:
-        """``packet`` without NACKs of forgotten packets (None: nothing left of it)."""
+        """``packet`` without NACKs of forgotten packets nor of packets resent less than an RTT
+        ago (None: nothing left of it)."""
         if not (isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK):
             return packet
-        if not self._forgotten or time.monotonic() > self._forgotten_until:
+        now = time.monotonic()
+        lost = packet.lost
+        if self._forgotten and now <= self._forgotten_until:
+            lost = [seq for seq in lost if seq not in self._forgotten]
+            self.forgotten_nacks += len(packet.lost) - len(lost)
+        else:
             self._forgotten = frozenset()
+        lost = self._not_just_resent(lost, now)
+        if len(lost) == len(packet.lost):
             return packet
-        lost = [seq for seq in packet.lost if seq not in self._forgotten]
-        self.forgotten_nacks += len(packet.lost) - len(lost)
         if not lost:
             return None
         return RtcpRtpfbPacket(
             fmt=packet.fmt, ssrc=packet.ssrc, media_ssrc=packet.media_ssrc, lost=lost
         )
+
+    def _not_just_resent(self, lost: list[int], now: float) -> list[int]:
+        wait = max(RESEND_MIN_S, self._rtt_s)
+        again = [seq for seq in lost if now - self._resent.get(seq, -wait) >= wait]
+        self.repeated_nacks += len(lost) - len(again)
+        self._resent.update(dict.fromkeys(again, now))
+        if len(self._resent) > RESENT_MEMORY:
+            self._resent = {seq: at for seq, at in self._resent.items() if now - at < wait}
+        return again
 
     def read(self, packet: AnyRtcpPacket) -> None:
         """One RTCP packet the sender received (after aiortc handled it)."""
@@ -118,6 +145,7 @@ class Feedback:
         if lsr and lsr == sender._RTCRtpSender__lsr and dlsr:  # type: ignore[attr-defined]
             sent_at = sender._RTCRtpSender__lsr_time  # type: ignore[attr-defined]
             rtt = max(0.0, time.time() - sent_at - dlsr / 65536)
+            self._rtt_s = rtt
         self.reports += 1
         self._emit(Sample(at=time.monotonic(), loss=loss, rtt_s=rtt))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from fractions import Fraction
 
@@ -25,6 +26,10 @@ logger = logging.getLogger(__name__)
 KEYFRAME_REQUEST_INTERVAL_S = 0.5
 """At most two keyframe requests per keyframe round trip reach the publisher, however many viewers
 ask: a request waits this long after the previous one, unless a keyframe arrived in between."""
+RATE_WINDOW_S = 4.0
+"The bitrate is measured over the last 4 s (two keyframe intervals of a browser)."
+RATE_MIN_S = 1.0
+"Less than a second of frames says nothing yet about the rate."
 
 
 class Producer:
@@ -53,6 +58,28 @@ class Producer:
         self._last_request_at = 0.0
         self._deferred_request: asyncio.TimerHandle | None = None
         self._packetizer = packetizer(codec)
+        self._recent: deque[tuple[float, int]] = deque()
+        "(arrival, size) of the frames of the last ``RATE_WINDOW_S``."
+        self._recent_bytes = 0
+
+    def bitrate(self) -> float | None:
+        """Bits per second over the last ``RATE_WINDOW_S`` (None: too little seen yet). Kept by
+        the Producer, so a viewer arriving now knows the stream's rate at once."""
+        self._forget(time.monotonic())
+        if not self._recent:
+            return None
+        span = self._recent[-1][0] - self._recent[0][0]
+        return self._recent_bytes * 8 / span if span >= RATE_MIN_S else None
+
+    def _count(self, size: int) -> None:
+        now = time.monotonic()
+        self._recent.append((now, size))
+        self._recent_bytes += size
+        self._forget(now)
+
+    def _forget(self, now: float) -> None:
+        while self._recent and self._recent[0][0] < now - RATE_WINDOW_S:
+            self._recent_bytes -= self._recent.popleft()[1]
 
     @property
     def last_pts(self) -> int | None:
@@ -82,6 +109,7 @@ class Producer:
         self.frames += 1
         self.bytes += len(data)
         self.mark_alive()
+        self._count(len(data))
         origin = time.monotonic() - pts / self.time_base.denominator
         if self.clock_origin is None or origin < self.clock_origin:
             self.clock_origin = origin

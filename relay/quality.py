@@ -35,6 +35,11 @@ SEVERE_MARGIN = 0.5
 "REMB below half of what the quality needs: no confirmation needed, down at once."
 REMB_DOWN_S = 1.0
 "How long a (not rising) REMB must stay below the need before going down."
+REMB_WARMUP_S = 2.0
+"""A new viewer's first estimates describe its first second of media, not its link (aiortc's
+start from what it received, a browser's GCC ramps up from ~300 kbit/s): REMB is not held
+against the quality it starts on for 2 s (loss and RTT are). Known from the first sample on
+(``Producer.bitrate``), the original's rate moved viewers on loopback down on these."""
 FILL = 0.85
 """A quality fits an estimate when its bitrate is at most 0.85× of it: room for audio (Opus
 ~40–100 kbit/s), RTP/SRTP overhead and retransmissions."""
@@ -100,6 +105,7 @@ class QualityPolicy(Generic[Q]):
         self._losses: deque[tuple[float, float]] = deque()
         self._rtts: deque[tuple[float, float]] = deque()
         self._rtt_high = 0
+        self._remb_from = now + REMB_WARMUP_S
         self.reason = "start"
 
     @property
@@ -148,7 +154,8 @@ class QualityPolicy(Generic[Q]):
             self._remb.append((now, sample.remb_bps))
             need = self._need(self._index)
             falling = previous is None or sample.remb_bps <= previous
-            if need is not None and sample.remb_bps < need * NEED_MARGIN and falling:
+            low = need is not None and sample.remb_bps < need * NEED_MARGIN
+            if low and falling and now >= self._remb_from:
                 self._low_since = self._low_since if self._low_since is not None else now
             else:
                 self._low_since = None

@@ -20,8 +20,9 @@ from .admission import Admission, SessionLimits
 from .feed import Feed, FeedState, OfflineReason, RelayMode
 from .ids import ConsultationId, FeedName
 from .ladder import DEFAULT_KBPS
-from .router import Router, StreamSession
+from .router import Router
 from .selector import QualityChange
+from .stream_session import StreamSession
 
 logger = logging.getLogger(__name__)
 

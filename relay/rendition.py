@@ -13,9 +13,11 @@ viewer's keyframe request makes the encoder's next frame a keyframe.
 The raw forwarded stream never waits for this: the worker has its own bounded Consumer and a
 bounded hand-off. A frame that waited over ``STALE_S`` with a newer one already waiting is decoded
 but neither drawn nor encoded (stale: showing it would only add delay; a frame that merely came
-in a burst of a busy event loop is still shown, or viewers of a rung lose frame rate); if the
-worker cannot even decode at the source rate, the hand-off is flushed and decoding restarts at
-the next (requested) keyframe.
+in a burst of a busy event loop is still shown, or viewers of a rung lose frame rate), yet one
+frame is shown every ``SHOW_EVERY_S`` whatever its age: a starved worker that keeps pace decoding
+but stays behind would otherwise skip every frame for as long as the starvation lasts (a rung
+just started made its keyframe, then nothing for a second); if the worker cannot even decode at
+the source rate, the hand-off is flushed and decoding restarts at the next (requested) keyframe.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ INBOX_FRAMES = 30
 "Packets handed to the worker and not yet decoded (1 s at 30 fps) before it is resynced."
 STALE_S = 0.1
 "A frame this old with a newer one waiting is skipped (three frame intervals at 30 fps)."
+SHOW_EVERY_S = 0.2
+"However stale, a frame is shown when none was for this long: a rung never stops (5 fps floor)."
 KEYFRAME_INTERVAL_FRAMES = 60
 "A keyframe every ~2 s at 30 fps, besides the ones viewers ask for."
 FRAME_RATE = 30
@@ -125,6 +129,7 @@ class Rendition:
         self._encoder: av.VideoCodecContext | None = None
         self._frozen: av.VideoFrame | None = None
         self._pts = -1
+        self._shown_at = 0.0
         self._source = source.consume(f"{self.label} source")
         self._thread = threading.Thread(
             target=self._work, name=f"rendition {self.label}", daemon=True
@@ -207,7 +212,9 @@ class Rendition:
             started = time.thread_time()
             try:
                 for frame in self._decode(decoder, packet):
-                    if self._inbox.empty() or time.monotonic() - arrived < STALE_S:
+                    now = time.monotonic()
+                    if fresh(now - arrived, now - self._shown_at, not self._inbox.empty()):
+                        self._shown_at = now
                         self._show(frame)
                     else:
                         self.frames_skipped += 1
@@ -268,6 +275,12 @@ class Rendition:
         for packet in self._encoder.encode(picture):
             self.frames_encoded += 1
             self._loop.call_soon_threadsafe(self._emit, bytes(packet), pts)
+
+
+def fresh(age_s: float, since_shown_s: float, newer_waiting: bool) -> bool:
+    """Show a decoded frame that waited ``age_s``? Not when it is stale (older than ``STALE_S``
+    with a newer one waiting), unless nothing was shown for ``SHOW_EVERY_S``."""
+    return not newer_waiting or age_s < STALE_S or since_shown_s >= SHOW_EVERY_S
 
 
 def burned_in(frame: av.VideoFrame, marks: Sequence[Annotation]) -> av.VideoFrame:

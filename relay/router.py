@@ -5,10 +5,8 @@ peer's receivers to the Feed's Producers through the forwarding tap; viewing tak
 Consumer per track and hands it to the viewer's sender. Nothing is decoded or encoded — except
 by the Ladder's renditions (annotated, or a lower rung), each only while someone watches it.
 
-A publish that begins a new stream session of the endoscope feed (``Feed.begins_session``: the
-clinic stopped and started again, or came back after the offline window) archives the board's
-marks and releases a freeze before any frame of the new picture arrives, so neither the annotated
-rendition nor anything drawn from the log puts them on it; ``on_session`` tells the app.
+A publish that begins a new stream session of the endoscope feed clears the picture's marks and
+freeze before its first frame (``relay.stream_session``); ``on_session`` tells the app.
 
 It also owns the consultation's AnnotationBoard (the current marks and freeze state): the Relay
 makes a Router when media or a mark first needs it and closes it when idle, so the board lives as
@@ -20,18 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamTrack
 
-from . import feedback, forwarding
+from . import feedback, forwarding, stream_session
 from .admission import Admission, SessionLimits, retry_after
-from .annotations import Annotation, AnnotationBoard, Freeze
+from .annotations import AnnotationBoard
 from .codecs import preferences
 from .consumer import Consumer
 from .errors import FeedBusy, MediaUnsupported, RouterClosed, RouterFull
@@ -41,21 +37,9 @@ from .ladder import DEFAULT_KBPS, Ladder, Quality
 from .peer import Peer, PeerRole
 from .sdp import offered_codecs, parse_offer, with_bitrate_hints
 from .selector import QualityChange, Selector, automatic
+from .stream_session import StreamSession
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class StreamSession:
-    """A new stream session of the endoscope feed began: what left the picture with the old one."""
-
-    cid: ConsultationId
-    number: int
-    "1 for the first session of this Router, then 2, 3…"
-    archived: tuple[Annotation, ...]
-    "The marks taken off the picture (restorable: ``AnnotationBoard.restore``)."
-    released: Freeze | None
-    "The freeze that ended with the old picture, if any."
 
 
 class Router:
@@ -170,7 +154,7 @@ class Router:
             await peer.close()
             raise
         if feed_name is FeedName.ENDOSCOPE and feed.begins_session(identity):
-            self._begin_session(feed)
+            self._on_session(stream_session.begin(self.cid, self.board, feed.sessions, self.label))
         # The feed names its new publisher first, so closing the replaced connection does not
         # flash "offline" to the viewers of a clinic that merely reloaded its page.
         feed.set_publisher(peer)
@@ -199,21 +183,6 @@ class Router:
                 transceiver.receiver, transceiver.kind, producer.on_frame, producer.on_discontinuity
             )
         ]
-
-    def _begin_session(self, feed: Feed) -> None:
-        """Before the new picture's first frame: the old marks and freeze leave it."""
-        released = self.board.freeze
-        if released is not None:
-            self.board.set_freeze(None)
-        archived = self.board.archive(time.time()) if feed.sessions > 1 else ()
-        logger.info(
-            "Router(%s) stream session %d: %d marks archived%s",
-            self.label,
-            feed.sessions,
-            len(archived),
-            ", freeze released" if released else "",
-        )
-        self._on_session(StreamSession(self.cid, feed.sessions, archived, released))
 
     @staticmethod
     def _pli_sender(peer: Peer, kind: str) -> Callable[[], bool]:

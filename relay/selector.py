@@ -3,9 +3,17 @@
 It forwards the encoded frames of one source at a time — the original or a rung of the ladder —
 and moves the viewer when ``relay.quality`` asks (fed by ``relay.feedback``): it subscribes to the
 target (starting the rung if needed; subscribing asks for a keyframe), keeps forwarding the
-current source until the target's first keyframe is queued, then swaps at that keyframe and
-stops the old subscription (``release`` stops a rung nobody uses). The viewer never waits for
-anything but that keyframe, and never receives a delta frame of the new source before it.
+current source until the target flows — its first keyframe and ``STEADY_FRAMES - 1`` frames after
+it queued — then swaps at that keyframe and stops the old subscription (``release`` stops a rung
+nobody uses). The viewer never receives a delta frame of the new source before its keyframe.
+
+Why wait past the keyframe: a rung just started emits its first keyframe as soon as the clinic's
+keyframe is decoded, then creates nothing for a while under load (encoder set up, the frames that
+piled up meanwhile decoded and skipped as stale, ``relay.rendition``): swapped at that keyframe,
+a viewer went ~1 s without a frame. Frames of the target that have followed its keyframe show
+its encoder is keeping pace; until then the viewer keeps the source it has. The wait is bounded
+(``STEADY_WAIT_S`` after the keyframe): a target that only trickles still takes the viewer, away
+from a source its link does not carry.
 
 Continuity: renditions keep the source's pts (``relay.rendition`` encodes each decoded frame at
 its own pts), so timestamps stay on one clock. But a rendition's frame leaves its encoder after
@@ -20,9 +28,9 @@ its own packetization, shared by all its viewers (``relay.forwarding.share_packe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,8 +47,10 @@ from .quality import QualityPolicy, Sample
 
 logger = logging.getLogger(__name__)
 
-RATE_WINDOW_S = 4.0
-"The original's bitrate is measured over the last 4 s (two keyframe intervals of a browser)."
+STEADY_FRAMES = 3
+"The target's keyframe and two frames after it queued: it flows (a 67 ms burst at the swap)."
+STEADY_WAIT_S = 0.5
+"The longest a target's queued keyframe waits for the frames after it before the swap anyway."
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,31 @@ class Switch:
     asked_at: float
     done_at: float
     "Monotonic time the target's keyframe was handed to the sender."
+
+
+@dataclass
+class _Target:
+    """Where the viewer is going: the subscription and since when its keyframe waits."""
+
+    quality: Quality
+    consumer: Consumer
+    reason: str
+    asked_at: float
+    keyframe_at: float | None = None
+
+    def ready(self, now: float) -> bool:
+        """Its keyframe is queued and frames follow it (or the keyframe waited long enough)."""
+        if not self.consumer.queued:
+            return False
+        if self.keyframe_at is None:
+            self.keyframe_at = now
+        return self.consumer.queued >= STEADY_FRAMES or now - self.keyframe_at >= STEADY_WAIT_S
+
+    def wait_s(self, now: float) -> float | None:
+        """How long the sender may wait for a push before the bound says swap (None: no bound)."""
+        if self.keyframe_at is None:
+            return None
+        return max(0.0, self.keyframe_at + STEADY_WAIT_S - now)
 
 
 class Selector(MediaStreamTrack):
@@ -78,10 +113,10 @@ class Selector(MediaStreamTrack):
         now = time.monotonic()
         self.policy: QualityPolicy[Quality] = QualityPolicy(levels, now)
         self._measured = {q: producer(q) for q, bps in levels if bps is None}
-        self._bytes: deque[tuple[float, dict[Quality, int]]] = deque()
+        self._measure()
         self.quality = levels[0][0]
         self._active = self._subscribe(self.quality)
-        self._target: tuple[Quality, Consumer, str, float] | None = None
+        self._target: _Target | None = None
         self._offset = 0
         self._last: tuple[int, float] | None = None
         "Timestamp and arrival of the last frame handed out."
@@ -93,7 +128,7 @@ class Selector(MediaStreamTrack):
     @property
     def pending(self) -> Quality | None:
         """The quality the viewer is on its way to (waiting for its keyframe), if any."""
-        return self._target[0] if self._target is not None else None
+        return self._target.quality if self._target is not None else None
 
     def _subscribe(self, quality: Quality) -> Consumer:
         return self._producer(quality).consume(f"{self.label} {quality}", self._wake.set)
@@ -102,20 +137,13 @@ class Selector(MediaStreamTrack):
 
     def on_sample(self, sample: Sample) -> None:
         """A sample of the viewer's RTCP (``relay.feedback.watch``)."""
-        self._measure(sample.at)
+        self._measure()
         self._go(self.policy.update(sample), self.policy.reason)
 
-    def _measure(self, now: float) -> None:
-        if not self._measured:
-            return
-        self._bytes.append((now, {q: p.bytes for q, p in self._measured.items()}))
-        while len(self._bytes) > 2 and self._bytes[1][0] <= now - RATE_WINDOW_S:
-            self._bytes.popleft()
-        (first, before), (last, after) = self._bytes[0], self._bytes[-1]
-        if last - first >= RATE_WINDOW_S / 2:
-            for quality in self._measured:
-                bps = (after[quality] - before[quality]) * 8 / (last - first)
-                self.policy.set_bitrate(quality, bps or None)
+    def _measure(self) -> None:
+        """The measured levels' bitrates now (the original's: the clinic's stream varies)."""
+        for quality, producer in self._measured.items():
+            self.policy.set_bitrate(quality, producer.bitrate())
 
     def want(self, quality: Quality, reason: str) -> None:
         """Move the viewer to ``quality`` now; its policy takes the move as its own (holds)."""
@@ -125,17 +153,17 @@ class Selector(MediaStreamTrack):
     def _go(self, quality: Quality, reason: str) -> None:
         """Move the viewer to ``quality`` at its next keyframe (no-op if it is on its way)."""
         if self._target is not None:
-            if self._target[0] == quality:
+            if self._target.quality == quality:
                 return
             self._drop_target()
         if quality == self.quality:
             return
-        self._target = (quality, self._subscribe(quality), reason, time.monotonic())
+        self._target = _Target(quality, self._subscribe(quality), reason, time.monotonic())
         logger.info("Selector(%s) %s → %s (%s)", self.label, self.quality, quality, reason)
 
     def _drop_target(self) -> None:
         if self._target is not None:
-            self._target[1].stop()
+            self._target.consumer.stop()
             self._target = None
             self._release()
 
@@ -152,18 +180,20 @@ class Selector(MediaStreamTrack):
             if frame is not None:
                 return self._hand_out(frame)
             self._wake.clear()
-            await self._wake.wait()
+            bound = self._target.wait_s(time.monotonic()) if self._target is not None else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), bound)
         raise MediaStreamError
 
     def _swapped(self) -> ForwardedFrame | None:
-        """The target's first frame (a keyframe: a Consumer starts at one), if it has come."""
-        if self._target is None:
+        """The target's first frame (a keyframe: a Consumer starts at one), once it flows."""
+        target = self._target
+        if target is None or not target.ready(time.monotonic()):
             return None
-        quality, consumer, reason, asked_at = self._target
-        frame = consumer.poll()
-        if frame is None:
-            return None
-        old, self._active, self._target = self._active, consumer, None
+        frame = target.consumer.poll()
+        assert frame is not None  # ready: frames are queued
+        quality, reason = target.quality, target.reason
+        old, self._active, self._target = self._active, target.consumer, None
         previous, self.quality = self.quality, quality
         old.stop()
         self._release()
@@ -173,9 +203,12 @@ class Selector(MediaStreamTrack):
             self._offset = self._last[0] + elapsed - frame.timestamp
         self.on_swap()
         done_at = time.monotonic()
-        self.switches.append(Switch(previous, quality, reason, asked_at, done_at))
+        self.switches.append(Switch(previous, quality, reason, target.asked_at, done_at))
         logger.info(
-            "Selector(%s) on %s after %.0f ms", self.label, quality, (done_at - asked_at) * 1000
+            "Selector(%s) on %s after %.0f ms",
+            self.label,
+            quality,
+            (done_at - target.asked_at) * 1000,
         )
         self._on_change(quality, reason)
         return frame

@@ -94,6 +94,12 @@ async def test_remb_loss_and_rtt_of_a_real_receiver_arrive_as_samples() -> None:
         stale.lost = [old]
         await sender._handle_rtcp_packet(stale)
         assert watched.forgotten_nacks == 1 and watched.nacked == 3  # not loss on the new one
+        # a packet is resent at most once per RTT, however fast the viewer re-NACKs it
+        again = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=sender._ssrc)
+        again.lost = [(old + 30_000) % 65_536]
+        await sender._handle_rtcp_packet(again)
+        await sender._handle_rtcp_packet(again)
+        assert watched.nacked == 4 and watched.repeated_nacks == 1
     finally:
         for task in tasks:
             task.cancel()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
 from relay.consumer import VIDEO_QUEUE_FRAMES
 from relay.forwarding import SharedPacketization
-from relay.producer import KEYFRAME_REQUEST_INTERVAL_S, Producer
+from relay.producer import KEYFRAME_REQUEST_INTERVAL_S, RATE_MIN_S, Producer
 from tests.relay.test_codecs import VP8_DELTA, VP8_KEY
 
 
@@ -128,3 +129,20 @@ async def test_a_keyframe_answers_the_pending_request_and_the_next_one_goes_at_o
     producer.on_frame(VP8_KEY, 3000)
     producer.request_keyframe()  # e.g. the relay gave up on a lost packet: no wait
     assert publisher.plis == 2
+
+
+async def test_its_bitrate_is_known_to_a_viewer_arriving_after_a_second_of_frames() -> None:
+    """The automatic quality compares the original's rate with the rungs' from a viewer's first
+    feedback on: measured per viewer, it was unknown for ~2 s (first move to 540p, then 360p)."""
+    producer, _ = video_producer()
+    frames = round(30 * (RATE_MIN_S + 0.3))
+    producer.on_frame(VP8_DELTA, 0)
+    started = time.monotonic()
+    assert producer.bitrate() is None, "one frame says nothing about a rate"
+    for _ in range(frames):
+        await asyncio.sleep(1 / 30)
+        producer.on_frame(VP8_DELTA, producer.frames * 3000)
+    bps = producer.bitrate()
+    assert bps is not None
+    expected = (frames + 1) * len(VP8_DELTA) * 8 / (time.monotonic() - started)
+    assert 0.8 * expected < bps < 1.25 * expected, (bps, expected)

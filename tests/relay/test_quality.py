@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from relay.quality import HOLD_MAX_S, HOLD_S, PROBE_S, QualityPolicy, Sample
+from relay.quality import HOLD_MAX_S, HOLD_S, PROBE_S, REMB_WARMUP_S, QualityPolicy, Sample
 
 LEVELS = [("original", 1_600_000), ("540p", 700_000), ("360p", 250_000)]
 REPORT_S = 1.0
@@ -156,3 +156,13 @@ def test_a_rung_dearer_than_a_thin_original_is_never_chosen() -> None:
     assert p.update(Sample(at=5.0, loss=0.4)) == "360p"  # 360 kbit/s arrive: 540p skipped
     feed(p, 6.0, 6.0 + HOLD_S + 1, remb_bps=375_000, loss=0.0, rtt_s=0.02)
     assert p.current == "original" and p.probing
+
+
+def test_a_new_viewers_first_estimates_are_not_held_against_it() -> None:
+    """A receiver's first REMBs describe its first second of media (aiortc starts from what it
+    received; GCC ramps up): a viewer on loopback was moved down on them. Loss still counts."""
+    p = policy()
+    assert set(feed(p, 0, REMB_WARMUP_S, remb_bps=900_000, loss=0.0)) == {"original"}
+    assert feed(p, REMB_WARMUP_S, REMB_WARMUP_S + 2, remb_bps=900_000)[-1] == "540p"
+    q = policy()
+    assert feed(q, 0, REMB_WARMUP_S + 1, remb_bps=2_000_000, loss=0.4)[-1] != "original"

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import time
 from typing import Any
 
 import aiortc.rtcrtpsender
 import av
 import pytest
+from aiohttp import ClientWebSocketResponse, WSMsgType
 from aiohttp.test_utils import TestClient
 from aiortc.mediastreams import MediaStreamError
 
@@ -35,14 +37,20 @@ from signaling.db.store import Consultation
 from signaling.keys import RELAY
 from tests.conftest import MakeToken
 from tests.peers import ImpairedWhipClient, Received, new_pc, publisher, wait_until
-from tests.signaling.test_websocket import join, next_of
+from tests.signaling.test_websocket import join
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(180)
 
 CAP_BPS = 350_000
 MOVE_S = 10.0
 "The capped viewer is on a rung within this long of its first frame (measured: see the log)."
 FPS_WINDOW_S = 3.0
+FPS_WINDOW_MAX_S = 20.0
+RUNG_FRAMES = 60
+"""The window lasts until the rung made 60 frames (3 s at 30 fps; longer, bounded, when the
+loaded machine's clinic sends 4 fps): a 90 % share of a dozen frames is noise at its edges."""
+ATTEMPTS = 3
+"Windows tried for one without a move of the viewer (a trial up may begin in one)."
 EXACT_FRAMES = 50
 "The uncapped viewer's frames compared with the clinic's: a few seconds' worth, even when slow."
 PUBLISHER_BPS = 1_800_000
@@ -121,6 +129,9 @@ async def test_a_capped_viewer_moves_to_a_rung_and_the_uncapped_one_stays_bit_ex
     relay = client.app[RELAY]
     capped_token = make_token("surgeon", cid)
     ws, _ = await join(client, cid, capped_token)  # the capped viewer's page
+    # read all along, as a browser does: it answers the heartbeat (2 s) only while reading
+    page: list[dict[str, Any]] = []
+    reading = asyncio.ensure_future(_read(ws, page))
     proxy = ImpairmentProxy(down_limit=RateLimit(CAP_BPS))
     await proxy.start()
     whep = str(client.make_url(f"/whep/{cid}"))
@@ -164,30 +175,45 @@ async def test_a_capped_viewer_moves_to_a_rung_and_the_uncapped_one_stays_bit_ex
                     f"swapped {1000 * (switch.done_at - switch.asked_at):.0f} ms later"
                 )
                 # frames keep arriving, stamped and in order, and at a full rate on the rung
-                assert await wait_until(lambda: selector.pending is None, timeout=MOVE_S)
-                await asyncio.sleep(1.0)
-                before = len(received.counters)
+                # (measured over a window in which the viewer stayed on one rung)
                 original = router.feeds[FeedName.ENDOSCOPE].producers["video"]
-                rung = router.ladder.renditions()[(False, selector.quality)].producer
-                counts = original.frames, rung.frames
-                await asyncio.sleep(FPS_WINDOW_S)
+                for _ in range(ATTEMPTS):
+                    assert await wait_until(lambda: selector.pending is None, timeout=MOVE_S)
+                    await asyncio.sleep(1.0)
+                    moves, on = len(selector.switches), selector.quality
+                    rendition = router.ladder.renditions()[(False, on)]
+                    before = len(received.counters)
+                    counts = original.frames, rendition.producer.frames
+                    started = time.monotonic()
+                    await asyncio.sleep(FPS_WINDOW_S)
+                    made, since = rendition.producer, counts[1]
+                    await wait_until(
+                        lambda made=made, since=since: made.frames - since >= RUNG_FRAMES,
+                        timeout=FPS_WINDOW_MAX_S - FPS_WINDOW_S,
+                    )
+                    window = time.monotonic() - started
+                    if len(selector.switches) == moves and selector.pending is None:
+                        break
                 new = received.counters[before:]
-                fps = len(new) / FPS_WINDOW_S
-                source_fps = (original.frames - counts[0]) / FPS_WINDOW_S
-                rung_fps = (rung.frames - counts[1]) / FPS_WINDOW_S
+                fps = len(new) / window
+                source_fps = (original.frames - counts[0]) / window
+                rung_fps = (rendition.producer.frames - counts[1]) / window
                 rates = (
-                    f"viewer {fps:.1f}, rung {rung_fps:.1f}, clinic {source_fps:.1f} fps; "
+                    f"viewer {fps:.1f}, rung {rung_fps:.1f}, clinic {source_fps:.1f} fps over "
+                    f"{window:.1f} s; "
                     f"clinic {original.keyframes} keyframes, {original.discontinuities} "
-                    f"discontinuities, {original.keyframe_requests} requests; "
-                    f"{router.ladder.renditions()[(False, selector.quality)]}"
+                    f"discontinuities, {original.keyframe_requests} requests; {rendition}; "
+                    f"moves {[(s.target, s.reason) for s in selector.switches]}"
                 )
-                print(f"capped viewer on {selector.quality}: {rates}; link {proxy.stats()['down']}")
+                print(f"capped viewer on {on}: {rates}; link {proxy.stats()['down']}")
+                assert len(selector.switches) == moves, f"the viewer kept moving: {rates}"
                 assert new and all(b > a for a, b in zip(new, new[1:], strict=False))
                 assert rung_fps > 0 and fps >= FRAME_SHARE * rung_fps, rates
                 assert (640, 360) in received.sizes or (960, 540) in received.sizes
                 assert moved_after < MOVE_S
                 # the viewer's page is told, for this WHEP session
-                told = await next_of(ws, "quality", timeout=5)
+                assert await wait_until(lambda: _of(page, "quality"), timeout=5), page
+                told = _of(page, "quality")[0]
                 assert told == {
                     "type": "quality",
                     "v": 1,
@@ -204,13 +230,17 @@ async def test_a_capped_viewer_moves_to_a_rung_and_the_uncapped_one_stays_bit_ex
             ]  # the capped one has left
             assert len(uncapped_selector) == 1
             stayed = _selector(client, cid, uncapped_selector[0].id)
-            assert stayed.quality is Quality.ORIGINAL and not stayed.switches
+            assert stayed.quality is Quality.ORIGINAL and not stayed.switches, (
+                f"the uncapped viewer moved: {[(s.target, s.reason) for s in stayed.switches]}; "
+                f"its feedback: {stayed.policy.reason}, original at {original.bitrate()} bit/s"
+            )
             await uncapped.close()
             await pc.close()
             tap.stop()
             collecting.cancel()
     finally:
         proxy.close()
+        reading.cancel()
         await ws.close()
     assert len(exact) >= EXACT_FRAMES, len(exact)
     assert not gaps
@@ -227,3 +257,14 @@ async def _collect(tap: forwarding.Forwarded, into: set[bytes]) -> None:
         while True:
             packet = await tap.recv()  # type: ignore[attr-defined]
             into.add(hashlib.sha1(bytes(packet)).digest())
+
+
+async def _read(ws: ClientWebSocketResponse, into: list[dict[str, Any]]) -> None:
+    """The page's messages, read as they come (so its heartbeat pongs go out)."""
+    with contextlib.suppress(asyncio.CancelledError):
+        while (msg := await ws.receive()).type is WSMsgType.TEXT:
+            into.append(json.loads(msg.data))
+
+
+def _of(messages: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [m for m in messages if m["type"] == kind]

@@ -16,7 +16,7 @@ from relay.annotations import Annotation, AnnotationBoard, Freeze
 from relay.codecs import is_keyframe
 from relay.consumer import Consumer
 from relay.producer import Producer
-from relay.rendition import DECODERS, Rendition, new_encoder
+from relay.rendition import DECODERS, SHOW_EVERY_S, STALE_S, Rendition, fresh, new_encoder
 from tests import glyphs
 
 WIDTH, HEIGHT = 640, 360
@@ -205,3 +205,13 @@ async def test_hangul_and_cyrillic_labels_are_burned_in_as_glyphs_not_question_m
     finally:
         player.close()
         await rendition.stop()
+
+
+def test_a_worker_that_stays_behind_still_shows_a_frame_every_so_often() -> None:
+    """Stale frames are skipped only while the worker catches up: one that keeps pace decoding
+    but stays behind (starved of CPU) shows a frame every ``SHOW_EVERY_S``, never none."""
+    late = STALE_S * 2
+    assert fresh(late, 0.0, newer_waiting=False), "the newest frame is always shown"
+    assert fresh(STALE_S / 2, 0.0, newer_waiting=True), "a burst of the event loop is shown"
+    assert not fresh(late, SHOW_EVERY_S / 2, newer_waiting=True), "stale: skipped"
+    assert fresh(late, SHOW_EVERY_S, newer_waiting=True), "but not for longer than this"

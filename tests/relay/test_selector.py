@@ -1,6 +1,6 @@
 """The automatic-quality track (``relay.selector``) over two real Producers fed frames directly:
-it swaps sources only at the target's keyframe, keeps timestamps increasing, sends the viewer's
-PLI to the source it decodes, and releases what it left."""
+it swaps sources only at the target's keyframe once the target flows, keeps timestamps
+increasing, sends the viewer's PLI to the source it decodes, and releases what it left."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from relay.codecs import is_keyframe
 from relay.ladder import Quality
 from relay.producer import Producer
-from relay.selector import Selector
+from relay.selector import STEADY_FRAMES, STEADY_WAIT_S, Selector
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -64,17 +64,20 @@ async def test_it_swaps_at_the_targets_keyframe_with_increasing_timestamps() -> 
     assert await next_frame(selector) == (2 * TICK, False, Quality.ORIGINAL)
     assert changes == []
 
-    # the rung's keyframe for pts 2 ticks arrives after the original's frame of that pts
+    # the rung's keyframe for pts 2 ticks arrives after the original's frame of that pts, and
+    # the rung flows: two more frames follow it
     low.frame(2 * TICK, key=True)
+    low.frame(3 * TICK)
+    low.frame(4 * TICK)
     original.frame(3 * TICK)
     timestamp, keyframe, quality = await next_frame(selector)
     assert keyframe and quality is Quality.P360 and timestamp > 2 * TICK
     assert changes == [(Quality.P360, "connection")]
     assert not original.producer.consumers, "the old subscription is stopped"
     assert releases
-    low.frame(3 * TICK)
     later, _, _ = await next_frame(selector)
     assert later == timestamp + TICK, "the rung's frames follow on one clock"
+    await next_frame(selector)
 
     selector.request_keyframe()
     assert low.plis >= 1 and original.plis == 1  # the viewer's PLI goes to what it decodes
@@ -105,4 +108,58 @@ async def test_changing_its_mind_before_the_keyframe_drops_the_pending_target() 
     original.frame(0, key=True)
     assert await next_frame(selector) == (0, True, Quality.ORIGINAL)
     assert is_keyframe("VP8", KEY) and not is_keyframe("VP8", DELTA)
+    selector.stop()
+
+
+def _two_sources() -> tuple[Source, Source, Selector]:
+    original, low = Source("original"), Source("360p")
+    sources = {Quality.ORIGINAL: original, Quality.P360: low}
+    selector = Selector(
+        lambda q: sources[q].producer,
+        lambda: None,
+        [(Quality.ORIGINAL, 1_600_000), (Quality.P360, 250_000)],
+        lambda q, reason: None,
+        "viewer",
+    )
+    return original, low, selector
+
+
+async def test_a_target_that_only_made_its_keyframe_does_not_take_the_viewer_yet() -> None:
+    """A rung just started makes its keyframe, then may make nothing for a while (encoder set
+    up, stale frames skipped): swapped at that keyframe, the viewer froze ~1 s. The original
+    keeps flowing until frames follow the rung's keyframe, then they come without a wait."""
+    original, low, selector = _two_sources()
+    original.frame(0, key=True)
+    assert await next_frame(selector) == (0, True, Quality.ORIGINAL)
+    selector.want(Quality.P360, "connection")
+    low.frame(TICK, key=True)
+    for n in range(1, 4):
+        original.frame(n * TICK)
+        assert await next_frame(selector) == (n * TICK, False, Quality.ORIGINAL)
+    assert selector.pending is Quality.P360
+    for n in range(2, STEADY_FRAMES + 1):
+        low.frame(n * TICK)
+    got = [await next_frame(selector) for _ in range(STEADY_FRAMES)]
+    assert [(key, quality) for _, key, quality in got] == [(True, Quality.P360)] + [
+        (False, Quality.P360)
+    ] * (STEADY_FRAMES - 1)
+    timestamps = [timestamp for timestamp, _, _ in got]
+    assert timestamps[0] > 3 * TICK, "after everything the original gave"
+    assert timestamps == [timestamps[0] + n * TICK for n in range(STEADY_FRAMES)]
+    selector.stop()
+
+
+async def test_a_target_that_only_trickles_takes_the_viewer_after_a_bounded_wait() -> None:
+    """The original may be what the viewer's link cannot carry: its keyframe alone takes the
+    viewer once it has waited ``STEADY_WAIT_S``, even with nothing else arriving."""
+    original, low, selector = _two_sources()
+    original.frame(0, key=True)
+    assert await next_frame(selector) == (0, True, Quality.ORIGINAL)
+    selector.want(Quality.P360, "connection")
+    low.frame(TICK, key=True)
+    started = asyncio.get_running_loop().time()
+    _, keyframe, quality = await next_frame(selector)
+    waited = asyncio.get_running_loop().time() - started
+    assert keyframe and quality is Quality.P360
+    assert STEADY_WAIT_S * 0.9 <= waited < STEADY_WAIT_S + 1.0, waited
     selector.stop()

@@ -131,7 +131,12 @@ class Selector(MediaStreamTrack):
         return self._target.quality if self._target is not None else None
 
     def _subscribe(self, quality: Quality) -> Consumer:
-        return self._producer(quality).consume(f"{self.label} {quality}", self._wake.set)
+        producer = self._producer(quality)
+        if quality in self._measured:
+            # The annotated original is a rendition: once stopped and started again it is a new
+            # Producer, and the old one's rate would read "unknown" for good.
+            self._measured[quality] = producer
+        return producer.consume(f"{self.label} {quality}", self._wake.set)
 
     # -- what the viewer's feedback asks ---------------------------------------------------
 
@@ -141,9 +146,12 @@ class Selector(MediaStreamTrack):
         self._go(self.policy.update(sample), self.policy.reason)
 
     def _measure(self) -> None:
-        """The measured levels' bitrates now (the original's: the clinic's stream varies)."""
+        """The measured levels' bitrates now (the original's: the clinic's stream varies). A
+        rendition stopped while the viewer is elsewhere keeps its last known rate."""
         for quality, producer in self._measured.items():
-            self.policy.set_bitrate(quality, producer.bitrate())
+            bps = producer.bitrate()
+            if bps is not None:
+                self.policy.set_bitrate(quality, bps)
 
     def want(self, quality: Quality, reason: str) -> None:
         """Move the viewer to ``quality`` now; its policy takes the move as its own (holds)."""

@@ -163,3 +163,34 @@ async def test_a_target_that_only_trickles_takes_the_viewer_after_a_bounded_wait
     assert keyframe and quality is Quality.P360
     assert STEADY_WAIT_S * 0.9 <= waited < STEADY_WAIT_S + 1.0, waited
     selector.stop()
+
+
+async def test_a_measured_rendition_started_again_is_measured_from_its_new_producer() -> None:
+    """The annotated original is a rendition: after the viewer left it (stopped) and came back
+    (a new Producer), its rate must be read from the new one, and never forgotten meanwhile."""
+    first, low = Source("annotated original"), Source("360p")
+    current = {Quality.ORIGINAL: first, Quality.P360: low}
+    selector = Selector(
+        lambda q: current[q].producer,
+        lambda: None,
+        [(Quality.ORIGINAL, None), (Quality.P360, 250_000)],
+        lambda q, reason: None,
+        "viewer",
+    )
+    for i in range(40):  # ~1.3 s of a 300 kB/s stream: its rate becomes known
+        first.producer.on_frame(KEY if i == 0 else DELTA, i * TICK)
+        await asyncio.sleep(0.03)
+    selector._measure()
+    known = level_bps(selector, Quality.ORIGINAL)
+    assert known is not None and known > 0
+    first.producer.close()  # the viewer moved down; the rendition stopped
+    current[Quality.ORIGINAL] = second = Source("annotated original, again")
+    selector._subscribe(Quality.ORIGINAL).stop()
+    assert selector._measured[Quality.ORIGINAL] is second.producer
+    selector._measure()  # nothing measured yet on the new one: the last known rate stays
+    assert level_bps(selector, Quality.ORIGINAL) == known
+    selector.stop()
+
+
+def level_bps(selector: Selector, quality: Quality) -> float | None:
+    return next(level.bps for level in selector.policy.levels if level.quality == quality)

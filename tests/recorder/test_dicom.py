@@ -272,7 +272,9 @@ async def test_an_undecodable_still_is_left_out_with_a_note_not_the_whole_export
     made = await recorded.make(segments=(1.0,))
     png = cv2.imencode(".png", np.zeros((16, 16, 3), np.uint8))[1].tobytes()
     store = SnapshotStore(recorded.data)
-    await store.add(recorded.cid, "clinic-test", b"\xff\xd8\xff\xd9", at=made.started + 0.2, kind=STILL)
+    await store.add(
+        recorded.cid, "clinic-test", b"\xff\xd8\xff\xd9", at=made.started + 0.2, kind=STILL
+    )
     await store.add(recorded.cid, "surgeon-test", png, at=made.started + 0.5)
     files = await recorded.export(made, tmp_path / "out")
     assert [f.name for f in files if f.parent.name == "stills"] == ["001.dcm"]

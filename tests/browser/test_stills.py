@@ -260,6 +260,35 @@ async def test_stills_follow_the_clinic_uplink_down_and_back_up(
     await back_to_video(clinic, surgeon)
 
 
+# The link decision on the stills' own uploads (bytes, ms of each POST; a fixed clock `now`).
+UPLOAD_VERDICTS = """
+async () => {
+  const {LinkWatch, SUSTAIN_MS} = await import("/static/js/stills.js");
+  const watch = new LinkWatch();
+  const verdicts = [];
+  for (const [bytes, ms] of [[300_000, 8000], [300_000, 3000], [300_000, 8000], [300_000, 3000]]) {
+    verdicts.push(watch.uploaded(bytes, ms, 1000));  // 300 kbit/s, 800 kbit/s, 300, 800: no
+  }
+  verdicts.push(watch.uploaded(300_000, 3000, 1000));  // the last two at 800 kbit/s: recovered
+  verdicts.push(watch.uploaded(300_000, 3000, 1000));  // a new pair needed
+  // The estimate still low after the trickle: it gets SUSTAIN_MS to climb before "low".
+  const lows = [1000, 1000 + SUSTAIN_MS, 1000 + 2 * SUSTAIN_MS].map((t) => watch.feed(150, t));
+  return {verdicts, lows};
+}
+"""
+
+
+async def test_a_link_triggered_mode_ends_when_the_stills_upload_fast_again(
+    live_server: LiveServer, browser: Browser
+) -> None:
+    """A 100 kbit/s trickle keeps the browser's estimate low whatever the link: the stills'
+    own uploads (≥ 600 kbit/s twice running) say the link recovered."""
+    page = await browser.open(f"{live_server.base_url}/", "page")
+    result = await page.evaluate(UPLOAD_VERDICTS)
+    assert result["verdicts"] == [None, None, None, None, "high", None]
+    assert result["lows"] == [None, None, "low"]
+
+
 async def test_the_focus_measure_picks_the_sharp_frame_among_blurred_ones(
     live_server: LiveServer, browser: Browser
 ) -> None:

@@ -59,6 +59,14 @@ async def stills_state(ws: ClientWebSocketResponse, active: bool) -> dict:
     return state
 
 
+async def clinic_and_surgeon(
+    client: TestClient, make_token: MakeToken, cid: str
+) -> tuple[ClientWebSocketResponse, ClientWebSocketResponse]:
+    clinic, _ = await join(client, cid, make_token("clinic", cid))
+    surgeon, _ = await join(client, cid, make_token("surgeon", cid))
+    return clinic, surgeon
+
+
 async def newest(ws: ClientWebSocketResponse, still_id: str) -> None:
     """Waits for the ``stills`` state naming ``still_id`` the mode's newest still."""
     while ((await next_of(ws, "stills"))["still"] or {}).get("id") != still_id:
@@ -156,8 +164,7 @@ async def test_the_clinic_link_begins_and_ends_stills_mode_the_surgeon_ends_it_t
     client: TestClient, make_token: MakeToken, consultation: Consultation
 ) -> None:
     cid = consultation.id
-    clinic, _ = await join(client, cid, make_token("clinic", cid))
-    surgeon, _ = await join(client, cid, make_token("surgeon", cid))
+    clinic, surgeon = await clinic_and_surgeon(client, make_token, cid)
     state = await stills_on(clinic)
     assert state["reason"] == "link" and state["by"].startswith("clinic")
     await clinic.send_json({"type": "stills-request", "on": False})
@@ -173,11 +180,10 @@ async def test_a_new_still_never_replaces_a_freeze_that_has_marks_on_it(
     client: TestClient, make_token: MakeToken, consultation: Consultation
 ) -> None:
     cid = consultation.id
-    clinic_token = make_token("clinic", cid)
-    clinic, _ = await join(client, cid, clinic_token)
-    surgeon, _ = await join(client, cid, make_token("surgeon", cid))
+    clinic, surgeon = await clinic_and_surgeon(client, make_token, cid)
     await surgeon.send_json({"type": "freeze", "frozen": True})  # the surgeon's own freeze
     mine = await next_of(clinic, "freeze")
+    clinic_token = make_token("clinic", cid)
     await surgeon.send_json(add())
     await next_of(clinic, "annotation")
     await stills_on(clinic)  # the clinic's link is slow
@@ -204,14 +210,12 @@ async def test_a_new_still_never_replaces_a_freeze_that_has_marks_on_it(
 async def test_a_requested_mode_ends_with_its_surgeon_or_goes_back_to_the_slow_link(
     client: TestClient, make_token: MakeToken, consultation: Consultation
 ) -> None:
-    cid = consultation.id
-    clinic, _ = await join(client, cid, make_token("clinic", cid))
-    surgeon, _ = await join(client, cid, make_token("surgeon", cid))
+    clinic, surgeon = await clinic_and_surgeon(client, make_token, consultation.id)
     await stills_on(surgeon)
     await surgeon.close()  # the only surgeon leaves: back to video
     assert not (await stills_state(clinic, False))["active"]
 
-    surgeon, _ = await join(client, cid, make_token("surgeon", cid))
+    surgeon, _ = await join(client, consultation.id, make_token("surgeon", consultation.id))
     await stills_on(clinic)  # the link is slow; the surgeon then takes the mode over
     await stills_on(surgeon, next=True)
     while (await next_of(clinic, "stills"))["reason"] != "requested":

@@ -8,6 +8,7 @@ decisions run on exactly the reports the page would get. Desktop and phone (390Ã
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -236,6 +237,14 @@ async def test_stills_follow_the_clinic_uplink_down_and_back_up(
     live_server: LiveServer, browser: Browser
 ) -> None:
     consultation, clinic, surgeon, _ = await open_consultation(live_server, browser)
+    link = {"kbps": 250}  # the stills' POSTs go through an emulated slow uplink
+
+    async def throttled(route) -> None:  # type: ignore[no-untyped-def]
+        body = route.request.post_data_buffer or b""
+        await asyncio.sleep(len(body) * 8 / (link["kbps"] * 1000))
+        await route.continue_()
+
+    await clinic.route("**/api/consultations/*/stills", throttled)
     await report_uplink(clinic, 150, 3000)  # not yet sustained: still video
     assert not (await clinic.evaluate("() => window.endolink.stills"))["active"]
     await report_uplink(clinic, 150, 2600)
@@ -255,9 +264,11 @@ async def test_stills_follow_the_clinic_uplink_down_and_back_up(
     for testid in ("stills-toggle", "stills-next", "stills-show"):
         await expect(observer.get_by_test_id(testid)).to_be_hidden()
     await report_uplink(clinic, 380, 5600)  # between the thresholds: no decision
-    assert (await clinic.evaluate("() => window.endolink.stills"))["active"]
+    figures = await clinic.evaluate("() => window.endolink.stills")
+    assert figures["active"] and figures["lastBytes"] * 8 / figures["lastMs"] < 600  # slow stills
     await report_uplink(clinic, 1500, 5600)
     await back_to_video(clinic, surgeon)
+    await clinic.unroute("**/api/consultations/*/stills")
 
 
 # The link decision on the stills' own uploads (bytes, ms of each POST; a fixed clock `now`).

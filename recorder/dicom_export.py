@@ -17,6 +17,7 @@ Blocking and CPU-heavy: ``recorder/jobs.py`` runs it in the export worker.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -26,11 +27,13 @@ from typing import Any
 
 from persistence.files import Sync, move_into_place
 
-from .dicom_stills import still_instance
+from .dicom_stills import UndecodablePicture, still_instance
 from .dicom_study import Series, Study
 from .dicom_video import X264_OPTIONS, VideoStream, prepare_stream, video_instance, write_video
 from .export import ExportCancelled, ExportSource, export_annotated
 from .timeline import Timeline
+
+logger = logging.getLogger(__name__)
 
 SIDECAR = "annotations.json"
 
@@ -74,6 +77,8 @@ class DicomResult:
     frames: int = 0
     duration_s: float = 0.0
     transcoded: bool = False
+    skipped: list[str] = field(default_factory=list)
+    "Snapshots left out, with why (undecodable): one bad picture never fails the export."
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -81,6 +86,7 @@ class DicomResult:
             "frames": self.frames,
             "duration_s": round(self.duration_s, 3),
             "transcoded": self.transcoded,
+            "skipped": len(self.skipped),
         }
 
 
@@ -113,10 +119,17 @@ def export_dicom(
             result.frames += stream.frames
             result.duration_s += stream.duration_s
             result.transcoded |= stream.transcoded
-        for n, still in enumerate(plan.stills, start=1):
+        n = 0
+        for still in plan.stills:
             if cancelled():
                 raise ExportCancelled
-            ds = still_instance(stills, still.path, n, still.taken_at)
+            try:
+                ds = still_instance(stills, still.path, n + 1, still.taken_at)
+            except UndecodablePicture as exc:
+                logger.warning("DICOM export: %s left out: %s", still.path.name, exc)
+                result.skipped.append(f"{still.path.name} at {still.recording_s} s: {exc}")
+                continue
+            n += 1
             _write(result, ds, None, out_dir / "stills" / f"{n:03d}.dcm")
             result.instances[-1]["recording_s"] = still.recording_s
         if plan.burned_in:
@@ -183,6 +196,7 @@ def _write_sidecar(plan: DicomPlan, out_dir: Path, result: DicomResult) -> None:
         "instances": result.instances,
         "marks": timeline["marks"],
         "freezes": timeline["freezes"],
+        "skipped": result.skipped,
     }
     (out_dir / SIDECAR).write_text(json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n")
 

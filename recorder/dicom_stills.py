@@ -24,10 +24,20 @@ from pydicom.uid import ExplicitVRLittleEndian, VLEndoscopicImageStorage
 from .dicom_study import Series, new_instance
 
 
+class UndecodablePicture(ValueError):
+    """A stored picture Pillow cannot decode (a still stored before the stricter upload check, a
+    damaged file): the export leaves it out with a note."""
+
+
 def still_instance(series: Series, png: Path, instance_number: int, taken_at: str) -> Dataset:
-    """The VL Endoscopic Image of one snapshot PNG (any PNG mode, alpha dropped) or still JPEG."""
-    with Image.open(png) as image:
-        rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    """The VL Endoscopic Image of one snapshot PNG (any PNG mode, alpha dropped) or still JPEG;
+    ``UndecodablePicture`` when it cannot be decoded."""
+    try:
+        with Image.open(png) as image:
+            rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        why = type(exc).__name__
+        raise UndecodablePicture(f"the picture could not be decoded ({why})") from exc
     ds = new_instance(
         series, VLEndoscopicImageStorage, ExplicitVRLittleEndian, instance_number, taken_at
     )

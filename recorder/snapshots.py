@@ -31,7 +31,11 @@ logger = logging.getLogger(__name__)
 
 SNAPSHOT_ID = re.compile(r"[A-Za-z0-9_-]{16}")
 MAX_SNAPSHOTS = 500
-"Per consultation: bounds the disk a consultation can fill (500 × 8 MiB)."
+"Per consultation and kind: bounds the disk a consultation can fill (500 × 8 MiB)."
+MAX_STILLS = 1000
+"""Stills per consultation, counted apart from snapshots (a stills mode sends one every ~4 s, so
+a shared limit would soon refuse the surgeon's snapshot button): ~70 min of stills, and at the
+~0.3 MiB of a 1080p still ~300 MiB; the disk floor still applies."""
 MAX_SIDE = 8192
 "Pixels, each way: an 8 MiB PNG can declare 60000 × 60000 (3.6 GB once a browser decodes it)."
 MAX_DECODED_BYTES = 64 * 1024 * 1024
@@ -42,6 +46,13 @@ SUFFIXES = {SNAPSHOT: ".png", STILL: ".jpg"}
 "The file of each kind: a snapshot is a PNG, a still a JPEG."
 _JPEG_FRAMES = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 "The start-of-frame markers (baseline, progressive, lossless, arithmetic): they carry the size."
+_JPEG_DECODED = {0xC0, 0xC1, 0xC2}
+"""The frames a still may have: baseline, extended and progressive Huffman, what a browser's
+``canvas.toBlob`` makes and every decoder (Pillow in the DICOM export) reads."""
+JPEG_HEADER_BYTES = 256 * 1024
+JPEG_HEADER_SEGMENTS = 64
+"""How far the header walk goes before the frame header: a browser's JPEG has it within a few
+segments and KiB; the walk is Python: an 8 MiB body of fill bytes must not be walked to its end."""
 _CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 "Samples per pixel of each PNG colour type."
 
@@ -60,6 +71,10 @@ class Snapshot:
 
 class BadImage(ValueError):
     """Not a PNG (JPEG) whose header can be read (HTTP 400)."""
+
+
+class UnsupportedImage(ValueError):
+    """A JPEG of a kind stills are not (lossless, arithmetic, 12-bit, CMYK: HTTP 415)."""
 
 
 class ImageTooLarge(ValueError):
@@ -81,26 +96,32 @@ def check_png(data: bytes) -> tuple[int, int]:
 
 def check_jpeg(data: bytes) -> tuple[int, int]:
     """The width and height a JPEG declares in its start-of-frame segment, read by walking the
-    marker segments without decoding; the file must end with its end-of-image marker (a cut
-    upload is refused). Raises ``BadImage`` or ``ImageTooLarge``."""
+    marker segments without decoding, at most ``JPEG_HEADER_SEGMENTS`` segments within the first
+    ``JPEG_HEADER_BYTES``; the file must end with its end-of-image marker (a cut upload is
+    refused). Raises ``BadImage``, ``UnsupportedImage`` or ``ImageTooLarge``."""
     if not data.startswith(b"\xff\xd8\xff") or not data.endswith(b"\xff\xd9"):
         raise BadImage("body is not a complete JPEG image")
-    at = 2
-    while at + 4 <= len(data):
-        if data[at] != 0xFF:
-            raise BadImage("the JPEG header is not valid")
+    at, end = 2, min(len(data), JPEG_HEADER_BYTES)
+    for _ in range(JPEG_HEADER_SEGMENTS):
+        if at + 4 > end or data[at] != 0xFF:
+            break
+        at += len(data[at:end]) - len(data[at:end].lstrip(b"\xff")) - 1  # fill bytes
+        if at + 4 > end:
+            break
         marker = data[at + 1]
-        if marker == 0xFF:  # fill byte
-            at += 1
-            continue
         (length,) = struct.unpack(">H", data[at + 2 : at + 4])
         if marker in _JPEG_FRAMES:
             if length < 8 or at + 10 > len(data):
                 break
             depth, height, width, channels = struct.unpack(">BHHB", data[at + 4 : at + 10])
-            if not width or not height or channels not in (1, 3, 4) or depth not in (8, 12, 16):
-                raise BadImage("the JPEG header is not valid")
-            _check_size(width, height, width * height * channels * ((depth + 7) // 8))
+            if not width or not height:
+                break
+            if marker not in _JPEG_DECODED or depth != 8 or channels not in (1, 3):
+                raise UnsupportedImage(
+                    "stills are 8-bit baseline or progressive JPEGs in colour or grey, as a "
+                    "browser makes them"
+                )
+            _check_size(width, height, width * height * channels)
             return width, height
         if marker == 0xDA or length < 2:  # scan data before any frame header
             break
@@ -117,8 +138,8 @@ def _check_size(width: int, height: int, decoded: int) -> None:
 
 
 class TooManySnapshots(Exception):
-    def __init__(self) -> None:
-        super().__init__(f"a consultation keeps at most {MAX_SNAPSHOTS} snapshots")
+    def __init__(self, kind: str, limit: int) -> None:
+        super().__init__(f"a consultation keeps at most {limit} {kind}s")
 
 
 class SnapshotStore:
@@ -164,8 +185,8 @@ class SnapshotStore:
         kind: str = SNAPSHOT,
     ) -> Snapshot:
         """Store a new snapshot (PNG) or still (JPEG) taken by ``by`` (now, or at Unix time
-        ``at``). Raises ``TooManySnapshots`` when the consultation has ``MAX_SNAPSHOTS`` already,
-        ``DiskFull`` below the floor."""
+        ``at``). Raises ``TooManySnapshots`` when the consultation has ``MAX_SNAPSHOTS`` of this
+        kind already (stills: ``MAX_STILLS``), ``DiskFull`` below the floor."""
         snapshot = Snapshot(
             secrets.token_urlsafe(12), by, utc_now_iso() if at is None else utc_iso(at), kind
         )
@@ -177,8 +198,9 @@ class SnapshotStore:
         directory = self.directory(cid)
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         check_free_space(directory, self._min_free_mb)
-        if sum(1 for _ in directory.glob("*.json")) >= MAX_SNAPSHOTS:
-            raise TooManySnapshots
+        limit = MAX_STILLS if snapshot.kind == STILL else MAX_SNAPSHOTS
+        if sum(1 for _ in directory.glob(f"*{SUFFIXES[snapshot.kind]}")) >= limit:
+            raise TooManySnapshots(snapshot.kind, limit)
         path = self.path(cid, snapshot.id, snapshot.kind)
         write_bytes_atomic(path, image, suffix=".partial", sync=Sync.FILE)
         write_json_atomic(

@@ -12,6 +12,7 @@ app-wide body limit is 64 KiB, so uploads are read with their own limit.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import logging
@@ -30,6 +31,7 @@ from recorder.snapshots import (
     Snapshot,
     SnapshotStore,
     TooManySnapshots,
+    UnsupportedImage,
     check_jpeg,
     check_png,
 )
@@ -101,7 +103,11 @@ async def store_image(
     async with body_deadline(request, request.app[SETTINGS].body_timeout_s):
         data = await _read_limited(request, MAX_SNAPSHOT_BYTES)
     try:
-        check(data)  # the declared size, before anyone decodes it (a browser would)
+        # The declared size, before anyone decodes it (a browser would); a worker thread, as the
+        # header walk is Python over up to 8 MiB.
+        await asyncio.to_thread(check, data)
+    except UnsupportedImage as exc:
+        raise ApiError(415, "unsupported-image", str(exc)) from None
     except BadImage as exc:
         raise ApiError(400, "bad-image", str(exc)) from None
     except ImageTooLarge as exc:

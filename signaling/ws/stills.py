@@ -11,11 +11,14 @@ Who turns it on and off (``stills-request``):
 * the clinic's page (the endoscope's publisher): ``on`` when its link is too slow (reason
   ``link``), ``off`` when it recovered; its ``off`` never ends what the surgeon asked for.
 
-Which still is on screen: the first still of a mode is frozen at once; a later one is frozen at
-once when no surgeon is there to choose, else the surgeon's page shows it when the surgeon is not
-drawing (``web/js/stills.js``) — a new still never replaces the picture under a mark being drawn.
-Ending the mode releases a freeze on a still; the clinic stopping its stream or leaving ends a
-link-triggered mode.
+Which still is on screen: a new still is frozen at once only when nothing is frozen, or a still
+is frozen and no marks are on it (marks belong to the picture they were drawn on: a surgeon's own
+freeze, or a still with marks, stays). Otherwise it only becomes the mode's newest still, and the
+surgeon's page offers "Show the new picture" (``web/js/stills.js``).
+
+Ending: ending the mode releases a freeze on a still; the clinic stopping its stream or leaving
+ends a link-triggered mode; the surgeon who asked leaving (no other surgeon there) ends a
+requested mode, or hands it back to the clinic's link when its last report said slow.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ class Stills:
     def __init__(self, hub: Hub, relay: Relay, keeper: BoardKeeper) -> None:
         self.hub, self.relay, self.keeper = hub, relay, keeper
         self._modes: dict[ConsultationId, StillsMode] = {}
+        self._slow: dict[ConsultationId, str] = {}
+        "The clinic whose last link report said slow (``on``), per consultation."
 
     def active(self, cid: ConsultationId) -> bool:
         return cid in self._modes
@@ -76,6 +81,11 @@ class Stills:
     ) -> None:
         """Apply one ``stills-request`` (who may send it was checked) and tell everyone."""
         mode = self._modes.get(cid)
+        if reason == LINK:
+            if message.on:
+                self._slow[cid] = identity
+            else:
+                self._slow.pop(cid, None)
         if not message.on:
             if mode is None or (reason == LINK and mode.reason == REQUESTED):
                 return
@@ -93,17 +103,17 @@ class Stills:
         self.hub.broadcast(cid, self.state(cid))
 
     def on_still(self, cid: ConsultationId, snapshot: Snapshot) -> None:
-        """A still was stored: it becomes the newest, and is shown now when it is the first of
-        this mode or no surgeon is there to choose."""
+        """A still was stored: it becomes the newest, and is frozen now only when nothing is
+        frozen, or a still without marks is (never under marks: they belong to their picture)."""
         mode = self._modes.get(cid)
         router = self.relay.find(cid)
         if mode is None:
             return
         mode.still = snapshot.id
         if router is not None:
+            now = time.time()
             freeze = router.board.freeze
-            if freeze is None or not freeze.still or not self._surgeon_present(cid):
-                now = time.time()
+            if freeze is None or (freeze.still and not router.board.visible(now)):
                 router.board.set_freeze(Freeze(snapshot.by, now, snapshot.id, still=True))
                 url = snapshot_url(cid, snapshot.id, STILL)
                 snap = {"id": snapshot.id, "url": url}
@@ -112,16 +122,30 @@ class Stills:
         self.hub.broadcast(cid, self.state(cid))
 
     def on_gone(self, cid: ConsultationId, identity: str) -> None:
-        """The clinic that began a link-triggered mode left: back to video."""
+        """Someone left: the clinic that began a link-triggered mode (back to video), or the
+        surgeon who asked for stills with no other surgeon there (back to the clinic's link if
+        it last said slow, else to video)."""
+        if self._slow.get(cid) == identity:
+            del self._slow[cid]
         mode = self._modes.get(cid)
-        if mode is not None and mode.reason == LINK and mode.by == identity:
+        if mode is None or mode.by != identity:
+            return
+        if mode.reason == REQUESTED and not self._surgeon_present(cid):
+            if cid in self._slow:
+                mode.reason, mode.by = LINK, self._slow[cid]
+                self.hub.broadcast(cid, self.state(cid))
+            else:
+                self._end(cid, identity)
+        elif mode.reason == LINK:
             self._end(cid, identity)
 
     def on_feed_event(self, event: FeedEvent) -> None:
         """The clinic stopped its stream: stills mode ends with it."""
         ended = event.state is FeedState.OFFLINE and event.reason is OfflineReason.ENDED
-        if event.feed is FeedName.ENDOSCOPE and ended and event.cid in self._modes:
-            self._end(event.cid, event.identity)
+        if event.feed is FeedName.ENDOSCOPE and ended:
+            self._slow.pop(event.cid, None)
+            if event.cid in self._modes:
+                self._end(event.cid, event.identity)
 
     def _end(self, cid: ConsultationId, by: str | None) -> None:
         del self._modes[cid]

@@ -8,6 +8,7 @@ decisions run on exactly the reports the page would get. Desktop and phone (390Ã
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -236,6 +237,14 @@ async def test_stills_follow_the_clinic_uplink_down_and_back_up(
     live_server: LiveServer, browser: Browser
 ) -> None:
     consultation, clinic, surgeon, _ = await open_consultation(live_server, browser)
+    link = {"kbps": 250}  # the stills' POSTs go through an emulated slow uplink
+
+    async def throttled(route) -> None:  # type: ignore[no-untyped-def]
+        body = route.request.post_data_buffer or b""
+        await asyncio.sleep(len(body) * 8 / (link["kbps"] * 1000))
+        await route.continue_()
+
+    await clinic.route("**/api/consultations/*/stills", throttled)
     await report_uplink(clinic, 150, 3000)  # not yet sustained: still video
     assert not (await clinic.evaluate("() => window.endolink.stills"))["active"]
     await report_uplink(clinic, 150, 2600)
@@ -255,9 +264,40 @@ async def test_stills_follow_the_clinic_uplink_down_and_back_up(
     for testid in ("stills-toggle", "stills-next", "stills-show"):
         await expect(observer.get_by_test_id(testid)).to_be_hidden()
     await report_uplink(clinic, 380, 5600)  # between the thresholds: no decision
-    assert (await clinic.evaluate("() => window.endolink.stills"))["active"]
+    figures = await clinic.evaluate("() => window.endolink.stills")
+    assert figures["active"] and figures["lastBytes"] * 8 / figures["lastMs"] < 600  # slow stills
     await report_uplink(clinic, 1500, 5600)
     await back_to_video(clinic, surgeon)
+    await clinic.unroute("**/api/consultations/*/stills")
+
+
+# The link decision on the stills' own uploads (bytes, ms of each POST; a fixed clock `now`).
+UPLOAD_VERDICTS = """
+async () => {
+  const {LinkWatch, SUSTAIN_MS} = await import("/static/js/stills.js");
+  const watch = new LinkWatch();
+  const verdicts = [];
+  for (const [bytes, ms] of [[300_000, 8000], [300_000, 3000], [300_000, 8000], [300_000, 3000]]) {
+    verdicts.push(watch.uploaded(bytes, ms, 1000));  // 300 kbit/s, 800 kbit/s, 300, 800: no
+  }
+  verdicts.push(watch.uploaded(300_000, 3000, 1000));  // the last two at 800 kbit/s: recovered
+  verdicts.push(watch.uploaded(300_000, 3000, 1000));  // a new pair needed
+  // The estimate still low after the trickle: it gets SUSTAIN_MS to climb before "low".
+  const lows = [1000, 1000 + SUSTAIN_MS, 1000 + 2 * SUSTAIN_MS].map((t) => watch.feed(150, t));
+  return {verdicts, lows};
+}
+"""
+
+
+async def test_a_link_triggered_mode_ends_when_the_stills_upload_fast_again(
+    live_server: LiveServer, browser: Browser
+) -> None:
+    """A 100 kbit/s trickle keeps the browser's estimate low whatever the link: the stills'
+    own uploads (â‰¥ 600 kbit/s twice running) say the link recovered."""
+    page = await browser.open(f"{live_server.base_url}/", "page")
+    result = await page.evaluate(UPLOAD_VERDICTS)
+    assert result["verdicts"] == [None, None, None, None, "high", None]
+    assert result["lows"] == [None, None, "low"]
 
 
 async def test_the_focus_measure_picks_the_sharp_frame_among_blurred_ones(

@@ -32,7 +32,7 @@ from recorder.dicom_video import transfer_syntax_for
 from recorder.index import RecordingIndex
 from recorder.jobs import JobFailed, JobKind, JobState
 from recorder.library import RecordingLibrary
-from recorder.snapshots import SnapshotStore
+from recorder.snapshots import STILL, SnapshotStore
 from signaling.db.store import DB_FILENAME, ConsultationStore
 from tests.peers import wait_until
 from tests.replay_support import FPS, Made, at, make_recording, stroke, write_log
@@ -264,3 +264,19 @@ async def test_dates_and_times_are_the_hospitals_local_time_with_its_offset(
     local = datetime.strptime(b.StudyDate + b.StudyTime, "%Y%m%d%H%M%S.%f")
     assert local - moment == timedelta(hours=9)
     assert b.SOPInstanceUID != a.SOPInstanceUID  # other attributes: another instance
+
+
+async def test_an_undecodable_still_is_left_out_with_a_note_not_the_whole_export(
+    recorded: Recorded, tmp_path: Path
+) -> None:
+    made = await recorded.make(segments=(1.0,))
+    png = cv2.imencode(".png", np.zeros((16, 16, 3), np.uint8))[1].tobytes()
+    store = SnapshotStore(recorded.data)
+    await store.add(
+        recorded.cid, "clinic-test", b"\xff\xd8\xff\xd9", at=made.started + 0.2, kind=STILL
+    )
+    await store.add(recorded.cid, "surgeon-test", png, at=made.started + 0.5)
+    files = await recorded.export(made, tmp_path / "out")
+    assert [f.name for f in files if f.parent.name == "stills"] == ["001.dcm"]
+    (note,) = json.loads((tmp_path / "out" / SIDECAR).read_text())["skipped"]
+    assert note.endswith("the picture could not be decoded (UnidentifiedImageError)")

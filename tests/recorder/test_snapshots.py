@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from recorder import snapshots
-from recorder.snapshots import SNAPSHOT_ID, SnapshotStore, TooManySnapshots
+from recorder.snapshots import SNAPSHOT_ID, STILL, SnapshotStore, TooManySnapshots
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
 
@@ -63,3 +63,20 @@ async def test_a_full_consultation_refuses_more(
         await store.add("c1", "s", PNG)
     assert len(await store.list("c1")) == 2
     await store.add("c2", "s", PNG)  # per consultation
+
+
+async def test_stills_have_their_own_limit_and_never_use_up_the_snapshots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snapshots, "MAX_SNAPSHOTS", 2)
+    monkeypatch.setattr(snapshots, "MAX_STILLS", 3)
+    store = SnapshotStore(tmp_path)
+    for _ in range(3):
+        await store.add("c1", "clinic", b"\xff\xd8\xff\xd9", kind=STILL)
+    with pytest.raises(TooManySnapshots, match="at most 3 stills"):
+        await store.add("c1", "clinic", b"\xff\xd8\xff\xd9", kind=STILL)
+    await store.add("c1", "surgeon", PNG)  # the surgeon's snapshot button still works
+    await store.add("c1", "surgeon", PNG)
+    with pytest.raises(TooManySnapshots, match="at most 2 snapshots"):
+        await store.add("c1", "surgeon", PNG)
+    assert [s.kind for s in await store.list("c1")].count(STILL) == 3

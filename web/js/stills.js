@@ -12,7 +12,10 @@
 // One upload at a time; a slow one runs to its end unless it is older than STALE_MS. Video drops
 // to a trickle (TRICKLE: 1/4 size, 5 frames/s, 100 kbit/s) rather than stopping, so the
 // browser's estimate keeps measuring the link and the live picture returns without waiting for
-// a keyframe; it comes back when the estimate stays at or over STILLS_HIGH_KBPS for SUSTAIN_MS.
+// a keyframe; it comes back when the estimate stays at or over STILLS_HIGH_KBPS for SUSTAIN_MS,
+// or — as the estimate of a 100 kbit/s trickle cannot climb much above it (the receiver's REMB is
+// at most ~1.5× what it receives) — when the stills' own uploads show the link recovered: the
+// last RECOVER_UPLOADS each at STILLS_RECOVER_KBPS or more (bytes over the time of the POST).
 //
 // Surgeon (SurgeonStills): "Ask for stills" / "Back to video", "Next picture"; a new still
 // replaces the picture only when nobody's marks are on it and the surgeon is not drawing (the
@@ -24,6 +27,8 @@ import { msg, setText } from "./i18n.js";
 export const STILLS_LOW_KBPS = 300;
 export const STILLS_HIGH_KBPS = 450;
 export const SUSTAIN_MS = 5000;
+export const STILLS_RECOVER_KBPS = 600;
+const RECOVER_UPLOADS = 2;
 const SAMPLE_HZ = 5;
 const KEEP_MS = 2000;
 const SCORE_WIDTH = 320;
@@ -68,6 +73,7 @@ export class LinkWatch {
   constructor() {
     this.lowSince = null;
     this.highSince = null;
+    this.rates = []; // kbit/s of the last stills sent
   }
 
   /** One estimate (kbit/s or null); returns "low", "high" or null (nothing sustained yet). */
@@ -78,6 +84,17 @@ export class LinkWatch {
     if (this.lowSince != null && now - this.lowSince >= SUSTAIN_MS) return "low";
     if (this.highSince != null && now - this.highSince >= SUSTAIN_MS) return "high";
     return null;
+  }
+
+  /** One still sent (`bytes` in `ms`, the whole POST: a lower bound of the link's speed);
+   * returns "high" once each of the last RECOVER_UPLOADS ran at STILLS_RECOVER_KBPS or more.
+   * Then the estimate gets SUSTAIN_MS to climb back from the trickle before it can say "low". */
+  uploaded(bytes, ms, now = performance.now()) {
+    this.rates = [...this.rates, (bytes * 8) / Math.max(1, ms)].slice(-RECOVER_UPLOADS);
+    if (this.rates.length < RECOVER_UPLOADS || this.rates.some((kbps) => kbps < STILLS_RECOVER_KBPS)) return null;
+    this.rates = [];
+    this.lowSince = now + SUSTAIN_MS;
+    return "high";
   }
 }
 
@@ -125,6 +142,14 @@ export class ClinicStills {
     this.linkLow = verdict === "low";
     if (this.linkLow && !this.state.active && !this.held) this.room.send({ type: "stills-request", on: true });
     else if (!this.linkLow && this.state.active && this.state.reason === "link") this.room.send({ type: "stills-request", on: false });
+  }
+
+  /** A link-triggered mode ends when the stills' own uploads say the link recovered. */
+  _onUploaded(bytes, ms) {
+    if (this.watch.uploaded(bytes, ms) !== "high" || !this.state.active || this.state.reason !== "link") return;
+    this.linkLow = false;
+    this.held = false;
+    this.room.send({ type: "stills-request", on: false });
   }
 
   _apply(stills) {
@@ -184,6 +209,7 @@ export class ClinicStills {
 
   async _uploadLoop(previous) {
     await previous; // a mode ended and begun again: the old loop has finished
+    this.watch.rates = []; // only this mode's uploads judge its link
     let wait = Math.min(KEEP_MS / 2, NEXT_STILL_MS); // the first: once some frames are kept
     while (this.state.active) {
       await new Promise((resolve) => {
@@ -222,6 +248,7 @@ export class ClinicStills {
       });
       this.uploads = { ...this.uploads, sent: this.uploads.sent + 1, lastBytes: blob.size, lastMs: Math.round(performance.now() - started) };
       this.notices.clear("stills-upload");
+      this._onUploaded(blob.size, performance.now() - started);
     } catch (err) {
       this.uploads.failed += 1;
       if (this.state.active) this.notices.show("stills-upload", msg("stills.notSent", { why: refusalText(err) }), "warn");

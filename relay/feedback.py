@@ -19,6 +19,7 @@ this names aiortc's private attributes and is pinned to its version (tests check
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -36,9 +37,13 @@ from aiortc.rtp import (
 
 from .quality import Sample
 
+logger = logging.getLogger(__name__)
+
 FORGET_S = 2.0
 """How long NACKs for packets sent before a source swap are ignored: long past the viewer's
 last re-NACK of them, far short of the 16-bit sequence numbers wrapping."""
+FAILURE_LOG_INTERVAL_S = 60.0
+"A fault in reading viewer reports would repeat at the report rate: one log line a minute."
 
 
 class Feedback:
@@ -57,6 +62,7 @@ class Feedback:
         self._forgotten: frozenset[int] = frozenset()
         self._forgotten_until = 0.0
         self.forgotten_nacks = 0
+        self._failed_logged = -FAILURE_LOG_INTERVAL_S
 
     def forget_sent(self) -> None:
         """The viewer now decodes a new source from its keyframe (``relay.selector``): nothing
@@ -115,6 +121,13 @@ class Feedback:
         self.reports += 1
         self._emit(Sample(at=time.monotonic(), loss=loss, rtt_s=rtt))
 
+    def failed(self) -> None:
+        """Reading a packet (or acting on it) raised: log it, at most once a minute."""
+        now = time.monotonic()
+        if now - self._failed_logged >= FAILURE_LOG_INTERVAL_S:
+            self._failed_logged = now
+            logger.exception("Feedback: a viewer's report could not be used")
+
     def _emit(self, sample: Sample) -> None:
         self.last = sample
         self._on_sample(sample)
@@ -126,9 +139,15 @@ def watch(sender: RTCRtpSender, on_sample: Callable[[Sample], None]) -> Feedback
     handle = sender._handle_rtcp_packet
 
     async def handle_and_read(packet: AnyRtcpPacket) -> None:
-        feedback.read(packet)
+        # Read after filtering: NACKs of a swapped-out source's packets are not loss on the new
+        # one. This runs inside aiortc's DTLS receive loop, where an exception would end the
+        # viewer's connection: a fault of ours is logged, and aiortc still handles the packet.
         wanted = feedback.wanted(packet)
         if wanted is not None:
+            try:
+                feedback.read(wanted)
+            except Exception:
+                feedback.failed()
             await handle(wanted)
 
     sender._handle_rtcp_packet = handle_and_read  # type: ignore[method-assign]

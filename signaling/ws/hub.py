@@ -275,7 +275,7 @@ class Hub:
     def send_to(self, cid: ConsultationId, identity: str, message: ServerMessage) -> None:
         """Queue ``message`` for every connected device of ``identity`` (no-op if none)."""
         data = _encode(message)
-        for participant in self._consultations.get(cid, {}).get(identity, ()):
+        for participant in tuple(self._consultations.get(cid, {}).get(identity, ())):
             self._enqueue(cid, participant, data)
 
     def census(self) -> dict[ConsultationId, collections.Counter[str]]:

@@ -9,7 +9,13 @@ import inspect
 import aiortc
 import pytest
 from aiortc import RTCPeerConnection, RTCRtpSender, VideoStreamTrack
-from aiortc.rtp import RTCP_RTPFB_NACK, RtcpRtpfbPacket
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpRtpfbPacket,
+    pack_remb_fci,
+)
 
 from relay import feedback, forwarding
 from relay.quality import Sample
@@ -87,9 +93,40 @@ async def test_remb_loss_and_rtt_of_a_real_receiver_arrive_as_samples() -> None:
         stale = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=sender._ssrc)
         stale.lost = [old]
         await sender._handle_rtcp_packet(stale)
-        assert watched.forgotten_nacks == 1 and watched.nacked == 4
+        assert watched.forgotten_nacks == 1 and watched.nacked == 3  # not loss on the new one
     finally:
         for task in tasks:
             task.cancel()
         await sending.close()
         await receiving.close()
+
+
+async def test_a_fault_in_using_a_report_is_logged_and_aiortc_still_handles_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The hook runs inside aiortc's DTLS receive loop: an exception escaping it would end the
+    viewer's connection."""
+    pc = RTCPeerConnection()
+    sender = pc.addTransceiver("video", direction="sendonly").sender
+    handled: list[object] = []
+
+    async def aiortc_handles(packet: object) -> None:
+        handled.append(packet)
+
+    sender._handle_rtcp_packet = aiortc_handles  # type: ignore[method-assign]
+
+    def broken(sample: Sample) -> None:
+        raise RuntimeError("a policy bug")
+
+    feedback.watch(sender, broken)
+    remb = RtcpPsfbPacket(
+        fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=pack_remb_fci(300_000, [sender._ssrc])
+    )
+    try:
+        for _ in range(3):
+            await sender._handle_rtcp_packet(remb)
+        assert handled == [remb, remb, remb]
+        faults = [r for r in caplog.records if "could not be used" in r.getMessage()]
+        assert len(faults) == 1  # once a minute, not per report
+    finally:
+        await pc.close()

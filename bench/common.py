@@ -31,6 +31,10 @@ STAMP_ROWS = 32
 FREEZE_MS = 200.0
 LONG_FREEZE_MS = 500.0
 CLOCK_MASK = (1 << 40) - 1
+ORIGINAL = "?quality=original"
+"""A WHEP URL's suffix for the benches that measure forwarding: their viewers get the clinic's
+stream itself (bit-exact), never a rung the automatic quality may move a viewer of a loaded
+machine to."""
 
 
 # -- process plumbing --------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from . import fanout
-from .common import STAMP_ROWS, percentile, ssim
+from .common import ORIGINAL, STAMP_ROWS, percentile, ssim
 from .endurance_stack import in_process_loadgen, server_sample, start_stack, thread_names
 from .fanout import PYTHON, Consultation, Processes, machine, make_consultation, pinned
 
@@ -60,7 +60,7 @@ async def soak(
     ):
         if name == "loadgen-sinks" and not sinks:
             continue
-        args = [PYTHON, "-m", "bench.loadgen", "--whep", f"{base}/whep/{consult.id}"]
+        args = [PYTHON, "-m", "bench.loadgen", "--whep", f"{base}/whep/{consult.id}{ORIGINAL}"]
         args += ["--token", consult.viewer, "--publisher", control, "--codec", cfg.codec]
         args += ["--name", name, "--ready-timeout", str(30 + cfg.viewers * 0.3), *extra]
         loadgens.append(await procs.start(name, pinned(cfg.client_cpu, args)))
@@ -124,7 +124,7 @@ async def churn(
     server, _, base, control, tasks_file = await start_stack(
         cfg, procs, work, consult, cfg.parallel * 2
     )
-    gen = in_process_loadgen(cfg, f"{base}/whep/{consult.id}", consult.viewer, control)
+    gen = in_process_loadgen(cfg, f"{base}/whep/{consult.id}{ORIGINAL}", consult.viewer, control)
     first_frame_ms: list[float] = []
     failures: list[str] = []
     done = 0

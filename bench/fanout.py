@@ -41,7 +41,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .common import LOOPBACK, cpu_percent, free_port, percentile, proc_sample, shared_token_env
+from .common import (
+    LOOPBACK,
+    ORIGINAL,
+    cpu_percent,
+    free_port,
+    percentile,
+    proc_sample,
+    shared_token_env,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -158,6 +166,9 @@ NICE = 0
 """Niceness of every process the harness starts (``--nice``); set once by ``main``."""
 RT_PRIORITY = 0
 """``--rt``: SCHED_FIFO priority of every process the harness starts (0: normal scheduling)."""
+RT_POLICY = "-f"
+"""``chrt``'s policy for ``--rt``: ``-f`` FIFO, or ``-r`` round robin (processes of one priority
+take turns every 100 ms instead of a busy one keeping its core until it blocks)."""
 
 
 def pinned(cpu: str | None, argv: list[str], boost: int = 0) -> list[str]:
@@ -168,7 +179,7 @@ def pinned(cpu: str | None, argv: list[str], boost: int = 0) -> list[str]:
     if RT_PRIORITY:
         # real-time FIFO: other processes on a shared machine no longer preempt the benchmark
         # (the kernel still keeps 5 % of each core for them: sched_rt_runtime_us)
-        return ["chrt", "-f", str(RT_PRIORITY + (1 if boost else 0)), *argv]
+        return ["chrt", RT_POLICY, str(RT_PRIORITY + (1 if boost else 0)), *argv]
     nice = NICE - (boost if os.geteuid() == 0 else 0)
     return ["nice", "-n", str(nice), *argv] if nice else argv
 
@@ -287,6 +298,13 @@ def machine() -> dict[str, Any]:
     }
 
 
+def save_json(path: Path, cfg: argparse.Namespace, results: list[Any], table: str) -> None:
+    """``--json``: the machine, the configuration, every result and the printed table."""
+    config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()}
+    info = {"machine": machine(), "config": config, "results": results, "table": table}
+    path.write_text(json.dumps(info, indent=1))
+
+
 # -- one scenario ------------------------------------------------------------------------------
 
 
@@ -362,7 +380,7 @@ async def run_scenario(
         loadgens = []
         for i, share in enumerate([*shares, *([0] if sinks else [])]):
             sink_proc = sinks and i == len(shares)
-            args = [PYTHON, "-m", "bench.loadgen", "--whep", f"{base}/whep/{consult.id}"]
+            args = [PYTHON, "-m", "bench.loadgen", "--whep", f"{base}/whep/{consult.id}{ORIGINAL}"]
             args += ["--token", consult.viewer, "--publisher", control, "--codec", cfg.codec]
             args += ["--light", str(share), "--name", f"lg{i}"]
             args += ["--ready-timeout", str(30 + sc.viewers * 0.3)]

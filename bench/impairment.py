@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
@@ -36,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from . import fanout
-from .common import LONG_FREEZE_MS, LOOPBACK, percentile
-from .fanout import PYTHON, Processes, free_port, machine, make_consultation, pinned, wait_port
+from .common import LONG_FREEZE_MS, LOOPBACK, ORIGINAL, percentile
+from .fanout import PYTHON, Processes, free_port, make_consultation, pinned, save_json, wait_port
 
 CODEC = "VP8"
 
@@ -85,7 +84,7 @@ async def one_run(
         publisher = await procs.start("publisher", pinned(cfg.client_cpu, pub_args, boost=5))
         await wait_port(port, server, 30)
         control = (await publisher.read_event(60))["control"]
-        lg_args = [PYTHON, "-m", "bench.loadgen", "--whep", f"{base}/whep/{consult.id}"]
+        lg_args = [PYTHON, "-m", "bench.loadgen", "--whep", f"{base}/whep/{consult.id}{ORIGINAL}"]
         lg_args += ["--token", consult.viewer, "--publisher", control, "--codec", CODEC]
         lg_args += ["--probes", "1", "--recovery", recovery, *hop]
         loadgen = await procs.start("loadgen", pinned(cfg.client_cpu, lg_args))
@@ -194,9 +193,7 @@ async def amain(cfg: argparse.Namespace) -> int:
     text = table(rows, cfg)
     print(text)
     if cfg.json:
-        config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()}
-        info = {"machine": machine(), "config": config, "results": results, "table": text}
-        cfg.json.write_text(json.dumps(info, indent=1))
+        save_json(cfg.json, cfg, results, text)
     return 0 if all("error" not in r for r in results) else 1
 
 

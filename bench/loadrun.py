@@ -35,7 +35,7 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from .common import emit, free_port, loopback_only, percentile, proc_sample, stdin_lines
+from .common import ORIGINAL, emit, free_port, loopback_only, percentile, proc_sample, stdin_lines
 from .fanout import PYTHON, Child, Consultation, Processes, machine, make_consultation
 from .serverproc import ServerProcess
 
@@ -172,7 +172,14 @@ async def _start_clients(
         readies += [r for r, (_, n) in zip(ready, batch, strict=True) for _ in range(n)]
     specs = [
         [
-            *("--whep", f"{base}/whep/{c.id}", "--token", c.viewer, "--publisher", r["control"]),
+            *(
+                "--whep",
+                f"{base}/whep/{c.id}{ORIGINAL}",
+                "--token",
+                c.viewer,
+                "--publisher",
+                r["control"],
+            ),
             *("--light", str(cfg.viewers), "--name", f"lg{i}", "--ready-timeout", "60", *size),
         ]
         for i, (c, r) in enumerate(zip(consults, readies, strict=True))

@@ -5,6 +5,7 @@ harness can subtract what a direct connection costs from what the relay path cos
 
     python -m bench.publisher --whip URL --token T [--codec VP8] [--also WHIP TOKEN ...]
                               [--loss 0.01 --rtt-ms 150 | --impairment bursty10 --rtt-ms 150]
+                              [--up-kbps 1200]
 
 stdout: ``{"event": "ready", "control": URL}`` once frames flow, then one JSON line per command.
 stdin commands: ``report`` (everything recorded so far), ``quit``.
@@ -44,6 +45,7 @@ from .common import (
     proc_sample,
     stdin_lines,
 )
+from .shaper import RateLimit
 from .udpproxy import ImpairmentProxy, add_impairment_args, impairment_from_args
 
 logger = logging.getLogger("bench.publisher")
@@ -242,8 +244,9 @@ class Publisher:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         offer = self.pc.localDescription.sdp
         impairment = impairment_from_args(self.args)
-        if impairment.active:
-            self.proxy = ImpairmentProxy(impairment)
+        if impairment.active or self.args.up_kbps:
+            limit = RateLimit(self.args.up_kbps * 1000) if self.args.up_kbps else None
+            self.proxy = ImpairmentProxy(impairment, up_limit=limit)
             await self.proxy.start()
             offer = self.proxy.offer(offer)
         answer, self.location = await self._post_offer(offer)
@@ -405,6 +408,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar=("WHIP", "TOKEN"),
         help="publish the same encoded frames on one more WHIP session (repeatable)",
     )
+    parser.add_argument("--up-kbps", type=float, default=0.0, help="uplink cap (0: none)")
     add_impairment_args(parser)
     return parser.parse_args(argv)
 

@@ -232,7 +232,8 @@ async def one_run(publisher: str, variant: str, scale: float, work: Path) -> Run
     try:
         await asyncio.to_thread(server.wait_ready)
         await proxy.start()
-        whip, whep = f"{server.url}/whip/{cid}", f"{server.url}/whep/{cid}"
+        whip = f"{server.url}/whip/{cid}"
+        whep = f"{server.url}/whep/{cid}?quality=original"  # what the clinic sends, not a rung
         link = created["links"]["clinic"].replace("127.0.0.1:8080", f"127.0.0.1:{port}")
         publishing = (
             browser_publisher(link, proxy, variant, work)

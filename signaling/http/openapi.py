@@ -30,7 +30,6 @@ from signaling.http.openapi_parts import (
     REASONS,
     REPLAY,
     RID,
-    SESSION,
     SID,
     STR,
     VERSION,
@@ -40,6 +39,7 @@ from signaling.http.openapi_parts import (
     operation,
     page,
     query,
+    session_routes,
 )
 
 _TEXT = {"type": "string", "maxLength": MAX_PART}
@@ -61,7 +61,6 @@ _CONSULTATION = json_object(
     surgeon_name=NAME,
     observer_name=NAME,
 )
-_SDP = {"type": "string", "description": "an SDP offer (RFC 9725)"}
 _PATIENT = json_object(
     ("patient_id",),
     patient_id=NAME,
@@ -76,69 +75,6 @@ _DICOM_EXPORT = json_object(
     send={"type": ["string", "null"], "enum": ["stow", "c-store", None]},
     patient={"oneOf": [_PATIENT, {"type": "null"}]},
 )
-_WHEP_QUERY = (
-    query("feed", {"type": "string", "enum": ["endoscope", "talkback"]}),
-    query("annotated", {"type": "string", "enum": ["0", "1"]}),
-    query(
-        "quality",
-        {"type": "string", "enum": ["auto", "original", "540p", "360p"], "default": "auto"},
-        "the endoscope video as forwarded (original) or a lower rendition (540p, 360p) of the "
-        "quality ladder, or chosen by the viewer's connection (auto); the answer's "
-        "EndoLink-Quality header repeats the choice",
-    ),
-)
-
-
-def _session_routes(kind: str) -> dict[str, dict[str, Any]]:
-    base = f"/{kind}/{{cid}}"
-    post_params = _WHEP_QUERY if kind == "whep" else ()
-    publish = "publish (clinic: endoscope; surgeon: talk-back)" if kind == "whip" else "view"
-    return {
-        base: {
-            "post": operation(
-                f"{kind.upper()}: {publish}; answer SDP, Location, ETag, Link ice-server",
-                (201, 400, 401, 403, 404, 409, 413, 415, 422, 429, 503),
-                params=(CID, *post_params),
-                body=_SDP,
-                body_type="application/sdp",
-                answer="application/sdp",
-            ),
-            "get": operation(
-                "no content (RFC 9725 §4.1); Content-Type application/sdp says what POST takes "
-                "(HEAD too: WHEP discoverability)",
-                (200, *MEMBER, 404),
-                params=(CID,),
-                answer="",
-            ),
-            "options": operation(
-                "CORS preflight; with a Bearer token also Link ice-server (RFC 9725 §4.6)",
-                (200, 401, 403),
-                params=(CID,),
-                answer="",
-                auth=False,
-            ),
-        },
-        f"{base}/sessions/{{sid}}": {
-            "patch": operation(
-                "trickle ICE candidates (If-Match: the session ETag or *)",
-                (204, 400, 412, 413, 415, 422, 428, *SESSION),
-                params=(CID, SID),
-                body=STR,
-                body_type="application/trickle-ice-sdpfrag",
-                answer="",
-            ),
-            "delete": operation("end the session", (200, *SESSION), params=(CID, SID), answer=""),
-            "get": operation(
-                "no content while the session lasts (RFC 9725 §4.1; HEAD too)",
-                (204, *SESSION),
-                params=(CID, SID),
-                answer="",
-            ),
-            "options": operation(
-                "CORS preflight", (200,), params=(CID, SID), answer="", auth=False
-            ),
-        },
-    }
 
 
 def _image_upload(summary: str, media_type: str) -> dict[str, Any]:
@@ -346,8 +282,8 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
             body=_DICOM_EXPORT,
         )
     },
-    **_session_routes("whip"),
-    **_session_routes("whep"),
+    **session_routes("whip"),
+    **session_routes("whep"),
     "/ws/{cid}": {
         "get": operation(
             "the consultation's WebSocket (101; protocol v1 and close codes: docs/architecture.md)",

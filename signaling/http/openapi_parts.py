@@ -132,3 +132,70 @@ def page(summary: str, params: tuple[dict[str, Any], ...] = ()) -> dict[str, Any
     return operation(
         summary, (200, 404), params=params, answer="text/html", auth=False, tag="pages"
     )
+
+
+SDP = {"type": "string", "description": "an SDP offer (RFC 9725)"}
+WHEP_QUERY = (
+    query("feed", {"type": "string", "enum": ["endoscope", "talkback"]}),
+    query("annotated", {"type": "string", "enum": ["0", "1"]}),
+    query(
+        "quality",
+        {"type": "string", "enum": ["auto", "original", "540p", "360p"], "default": "auto"},
+        "the endoscope video as forwarded (original) or a lower rendition (540p, 360p) of the "
+        "quality ladder, or chosen by the viewer's connection (auto); the answer's "
+        "EndoLink-Quality header repeats the choice",
+    ),
+)
+
+
+def session_routes(kind: str) -> dict[str, dict[str, Any]]:
+    """The WHIP (``kind="whip"``) or WHEP routes: the endpoint and its sessions (RFC 9725)."""
+    base = f"/{kind}/{{cid}}"
+    post_params = WHEP_QUERY if kind == "whep" else ()
+    publish = "publish (clinic: endoscope; surgeon: talk-back)" if kind == "whip" else "view"
+    return {
+        base: {
+            "post": operation(
+                f"{kind.upper()}: {publish}; answer SDP, Location, ETag, Link ice-server",
+                (201, 400, 401, 403, 404, 409, 413, 415, 422, 429, 503),
+                params=(CID, *post_params),
+                body=SDP,
+                body_type="application/sdp",
+                answer="application/sdp",
+            ),
+            "get": operation(
+                "no content (RFC 9725 §4.1); Content-Type application/sdp says what POST takes "
+                "(HEAD too: WHEP discoverability)",
+                (200, *MEMBER, 404),
+                params=(CID,),
+                answer="",
+            ),
+            "options": operation(
+                "CORS preflight; with a Bearer token also Link ice-server (RFC 9725 §4.6)",
+                (200, 401, 403),
+                params=(CID,),
+                answer="",
+                auth=False,
+            ),
+        },
+        f"{base}/sessions/{{sid}}": {
+            "patch": operation(
+                "trickle ICE candidates (If-Match: the session ETag or *)",
+                (204, 400, 412, 413, 415, 422, 428, *SESSION),
+                params=(CID, SID),
+                body=STR,
+                body_type="application/trickle-ice-sdpfrag",
+                answer="",
+            ),
+            "delete": operation("end the session", (200, *SESSION), params=(CID, SID), answer=""),
+            "get": operation(
+                "no content while the session lasts (RFC 9725 §4.1; HEAD too)",
+                (204, *SESSION),
+                params=(CID, SID),
+                answer="",
+            ),
+            "options": operation(
+                "CORS preflight", (200,), params=(CID, SID), answer="", auth=False
+            ),
+        },
+    }

@@ -3,7 +3,9 @@ low), the clinic sends the sharpest recent frame of its camera as a JPEG, every 
 the frozen picture, the surgeon draws on it, sound keeps flowing, and video comes back.
 
 The `endolink:uplink` events uplink.js sends are dispatched here by hand (plan §5), so the link
-decisions run on exactly the reports the page would get. Desktop and phone (390×844) sizes.
+decisions run on exactly the reports the page would get; the page's own follower stays live (it
+tunes the sender and yields it to stills mode) with its reports silenced. Desktop and phone
+(390×844) sizes.
 """
 
 from __future__ import annotations
@@ -71,7 +73,21 @@ VIDEO_ENCODING = """
   const pc = window.endolink.publishPc;
   const sender = pc.getSenders().find((s) => s.track && s.track.kind === "video");
   const e = sender.getParameters().encodings[0];
-  return {scale: e.scaleResolutionDownBy ?? 1, maxBitrate: e.maxBitrate ?? null};
+  return {scale: e.scaleResolutionDownBy ?? 1, maxBitrate: e.maxBitrate ?? null,
+          maxFramerate: e.maxFramerate ?? null};
+}
+"""
+
+# The encoding uplink.js asks for at the level it holds (what the sender returns to after stills).
+UPLINK_ENCODING = """
+async () => {
+  const {LEVELS, encodingFor} = await import("/static/js/uplink.js");
+  const debug = window.endolink.uplink;
+  const level = LEVELS.find((l) => l.name === debug.applied);
+  const v = document.querySelector('[data-testid="local-preview"]');
+  const e = encodingFor(level, v.videoHeight);
+  return {scale: e.scaleResolutionDownBy, maxBitrate: e.maxBitrate, maxFramerate: null,
+          yielded: debug.yielded};
 }
 """
 
@@ -154,7 +170,11 @@ async def back_to_video(clinic, surgeon) -> None:
     await surgeon.wait_for_function(
         f"() => window.endolink.framesRendered > {frames} + 10", timeout=10_000
     )
-    assert (await clinic.evaluate(VIDEO_ENCODING))["scale"] == 1
+    # The sender is uplink.js's again, at the level it holds now, without the trickle's 5 fps.
+    await clinic.wait_for_function("() => window.endolink.uplink.applied !== null")
+    expected = await clinic.evaluate(UPLINK_ENCODING)
+    assert not expected.pop("yielded")
+    assert await clinic.evaluate(VIDEO_ENCODING) == expected
 
 
 async def camera_size(clinic) -> tuple[int, int]:
@@ -193,7 +213,9 @@ async def _requested_stills(live_server: LiveServer, browser: Browser) -> None:
         f"\nstill {camera[0]}x{camera[1]}: {figures['lastBytes']} bytes JPEG, upload "
         f"{figures['lastMs']} ms on loopback, shown {shown_after:.2f} s after asking"
     )
-    assert (await clinic.evaluate(VIDEO_ENCODING))["scale"] == 4  # video down to a trickle
+    trickle = await clinic.evaluate(VIDEO_ENCODING)  # video down to a trickle...
+    assert trickle == {"scale": 4, "maxBitrate": 100_000, "maxFramerate": 5}
+    assert (await clinic.evaluate("() => window.endolink.uplink"))["yielded"]  # ...left alone
 
     # The stored still is the JPEG both pages show.
     async with aiohttp.ClientSession() as http:
@@ -237,6 +259,8 @@ async def test_stills_follow_the_clinic_uplink_down_and_back_up(
     live_server: LiveServer, browser: Browser
 ) -> None:
     consultation, clinic, surgeon, _ = await open_consultation(live_server, browser)
+    await clinic.wait_for_function("() => window.endolink.uplink !== null")
+    await clinic.evaluate("() => window.endolink.silenceUplinkReports()")
     link = {"kbps": 250}  # the stills' POSTs go through an emulated slow uplink
 
     async def throttled(route) -> None:  # type: ignore[no-untyped-def]

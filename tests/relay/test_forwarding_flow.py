@@ -83,7 +83,7 @@ async def test_a_late_viewers_keyframe_request_reaches_the_clinic_and_it_sees_a_
             assert any(t >= joined for t in requests), "the viewer's keyframe request was lost"
 
 
-async def test_viewers_keep_their_session_when_the_clinic_reconnects(
+async def test_viewers_keep_their_session_when_the_clinic_reconnects_or_replaces_its_session(
     client: TestClient, consultation: Consultation, make_token: MakeToken
 ) -> None:
     cid = consultation.id
@@ -93,9 +93,20 @@ async def test_viewers_keep_their_session_when_the_clinic_reconnects(
             assert await wait_until(lambda: len(seen.counters) > 10, timeout=10)
         before = len(seen.counters)
         async with publisher(url(client, f"/whip/{cid}"), token):
-            assert await wait_until(lambda: len(seen.counters) > before + 10, timeout=10)
-        # the second clinic stream restarts its counter at 0: the viewer really sees the new stream
-        assert min(seen.counters[before:]) < 5
+            assert await wait_until(lambda: len(seen.counters) > before + 60, timeout=10)
+            # the second clinic stream restarts its counter at 0: the viewer sees the new stream
+            assert min(seen.counters[before:]) < 5
+            # A reload the relay has not noticed yet: the clinic publishes again while its
+            # session is still open; the new stream (its counter from 0 again) within 2 s.
+            before = len(seen.counters)
+            async with publisher(url(client, f"/whip/{cid}"), token):
+                replaced = time.monotonic()
+                assert await wait_until(lambda: min(seen.counters[before:], default=99) < 30, 10)
+                back_s = time.monotonic() - replaced
+                print(f"\nthe replacing stream seen {back_s:.2f} s after it connected")
+                assert back_s < 2.0
+                now = len(seen.counters)
+                assert await wait_until(lambda: len(seen.counters) > now + 30, timeout=5)
 
 
 async def test_h264_consultation_is_forwarded_without_transcoding(

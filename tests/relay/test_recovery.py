@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from aiortc.rtcrtpreceiver import NackGenerator
 from aiortc.rtp import RtpPacket
 
 from relay.forwarding import MarkerJitterBuffer
-from relay.recovery import PROFILES, LossRecovery, Tuning
+from relay.recovery import PROFILES, RENACK_BURST_PACKETS, LossRecovery, Tuning
 from tests.relay.test_forwarding import Frames, buffer, rtp
 
 TUNING = Tuning(renack_interval_s=0.05, give_up_s=0.25, drop_stale=True, discount_lag=True)
@@ -123,3 +125,27 @@ def test_a_late_duplicate_far_behind_does_not_reset_the_buffer() -> None:
     for seq in range(1200, 1205):
         jb.add(rtp(seq, seq * 3000, True))
     assert len(sink.frames) == 205 and sink.discontinuities == 0
+
+
+async def test_re_nacks_stay_within_their_share_of_the_packets_sent() -> None:
+    """A full uplink loses most packets: re-NACKs are held to a share of what the source sent
+    (each is a retransmission on that same link); a single loss is re-NACKed as before."""
+    tuning = Tuning(0.04, 10.0, drop_stale=True, discount_lag=True, renack_share=0.25)
+    _, fake, jb, recovery = setup(tuning)
+    t, seq = 100.0, 1
+    for n in range(150):  # 1 packet of 5 arrives, 30 frames a second, for 5 s
+        received(fake, jb, rtp(seq, n * 3000, True))
+        seq += 5
+        t = await run(recovery, t, 1 / 30)
+    renacked = sum(len(n) for n in fake.nacks)
+    allowed = 0.25 * (seq + RENACK_BURST_PACKETS)  # the share, and a fresh stream's allowance
+    assert 0.8 * allowed < renacked <= allowed, f"{renacked} re-NACKs for {seq} packets sent"
+
+    nacks = []
+    for share in (0.25, None):  # a single loss: re-NACKed as often as without a limit
+        _, fake, jb, recovery = setup(dataclasses.replace(tuning, renack_share=share))
+        for n in range(40):
+            received(fake, jb, rtp(n + 1 + (n >= 20), n * 3000, True))  # packet 21 lost
+        await run(recovery, 100.0, 0.3)
+        nacks.append(fake.nacks)
+    assert nacks[0] == nacks[1] and len(nacks[0]) >= 4

@@ -50,6 +50,7 @@ const state = {
   streaming: false, // the user pressed Start and did not press Stop
   banner: null,
   uplink: null, // UplinkFollower of the current publishing connection
+  uplinkSilent: false, // a test sends the page's uplink reports itself
 };
 
 // Read-only handles for diagnostics and the browser tests (no token, no patient data).
@@ -72,6 +73,12 @@ window.endolink = Object.freeze({
   },
   get uplink() {
     return state.uplink?.debug ?? null;
+  },
+  /** For tests that dispatch `endolink:uplink` themselves: the follower keeps tuning the sender
+   * but no longer reports (its real estimate would interleave with theirs). */
+  silenceUplinkReports() {
+    state.uplinkSilent = true;
+    if (state.uplink) state.uplink.silent = true;
   },
   get stills() {
     return state.stills?.debug ?? null;
@@ -347,7 +354,9 @@ function followUplink(pc, sender = null) {
   notices.clear("uplink");
   if (!pc || !sender) return;
   state.uplink = new UplinkFollower({ pc, sender, onChange: showUplink });
+  state.uplink.silent = state.uplinkSilent;
   state.uplink.start();
+  state.stills?.senderChanged(); // a new connection during stills mode: the trickle again
 }
 
 /** A calm word when the clinic's upload, not the camera, makes the picture smaller. */

@@ -257,28 +257,41 @@ export class ClinicStills {
     }
   }
 
-  /** Video down to a trickle while stills are sent (or back to what it was). */
+  /** A new publishing connection: its sender trickles too while the mode is on. */
+  senderChanged() {
+    if (!this.state.active) return;
+    this.saved = null;
+    this._trickle(true);
+  }
+
+  /**
+   * Video down to a trickle while stills are sent, and back. The sender has one owner at a
+   * time: `endolink:stills` is dispatched before the sender is touched, so uplink.js stops
+   * tuning it; at the end uplink.js claims it back (preventDefault) with its own current level,
+   * and only when nobody does is the encoding saved here restored.
+   */
   async _trickle(on) {
+    const event = new CustomEvent("endolink:stills", { detail: { active: on }, cancelable: true });
+    const claimed = !window.dispatchEvent(event);
     const sender = this.videoSender();
-    if (!sender) return;
-    const params = sender.getParameters();
-    const encoding = params.encodings?.[0];
+    const params = sender?.getParameters();
+    const encoding = params?.encodings?.[0];
     if (!encoding) return;
     if (on) {
       this.saved ??= { maxBitrate: encoding.maxBitrate, scaleResolutionDownBy: encoding.scaleResolutionDownBy ?? 1, maxFramerate: encoding.maxFramerate };
       Object.assign(encoding, TRICKLE);
     } else {
-      if (!this.saved) return;
-      Object.assign(encoding, this.saved);
-      if (this.saved.maxFramerate == null) delete encoding.maxFramerate;
+      const saved = this.saved;
       this.saved = null;
+      if (!saved || claimed) return;
+      Object.assign(encoding, saved);
+      if (saved.maxFramerate == null) delete encoding.maxFramerate;
     }
     try {
       await sender.setParameters(params);
     } catch {
       // Renegotiating: the publisher tunes the sender again once connected.
     }
-    window.dispatchEvent(new CustomEvent("endolink:stills", { detail: { active: on } }));
   }
 
   /** For the tests (window.endolink.stills): state and upload figures, no images. */

@@ -8,6 +8,10 @@
 // degradationPreference "maintain-framerate": at a fixed rate the frame rate matters more than
 // the size, and a smaller picture at 30 fps stays sharper than a large one at 8.
 // Every second `endolink:uplink` {kbps, level} is dispatched on window (stills listen to it).
+// The sender has one owner at a time: stills mode (stills.js) takes it with
+// `endolink:stills` {active: true} and hands it back with {active: false}, which this follower
+// claims (preventDefault) by applying its own current level; the reports go on meanwhile, so
+// stills mode hears when the link recovers.
 // The same levels and holds are in client/uplink.py (`endolink publish`).
 
 /** Highest first: a level from `minKbps` of estimate upward. */
@@ -107,16 +111,31 @@ export class UplinkFollower {
     this.applied = null;
     this.last = { kbps: null, level: null, limited: false };
     this.timer = null;
+    this.yielded = false; // stills mode owns the sender
+    this.silent = false; // no `endolink:uplink` reports (tests that send their own)
+    this.onStills = (event) => this.stills(event);
   }
 
   start() {
     if (this.timer) return;
+    window.addEventListener("endolink:stills", this.onStills);
     this.timer = setInterval(() => this.tick().catch(() => {}), SAMPLE_MS);
   }
 
   stop() {
+    window.removeEventListener("endolink:stills", this.onStills);
     clearInterval(this.timer);
     this.timer = null;
+  }
+
+  /** Stills mode takes the sender (the follower only reports), or hands it back: the follower
+   * claims it and applies the level it holds now (the link may have moved meanwhile). */
+  stills(event) {
+    this.yielded = event.detail?.active === true;
+    if (this.yielded || !this.chooser.level) return;
+    event.preventDefault();
+    this.applied = null;
+    this.apply(this.chooser.level);
   }
 
   /** The source's height, from the track's own settings (the camera, not the encoder). */
@@ -127,11 +146,11 @@ export class UplinkFollower {
   async tick() {
     const sample = uplinkSample(await this.pc.getStats());
     const level = sample.kbps == null ? this.chooser.level : this.chooser.update(sample.kbps, performance.now() / 1000);
-    if (level && level !== this.applied) await this.apply(level);
+    if (level && level !== this.applied && !this.yielded) await this.apply(level);
     const best = LEVELS.find((l) => l.height <= this.sourceHeight()) ?? LEVELS[LEVELS.length - 1];
     const limited = !!level && LEVELS.indexOf(level) > LEVELS.indexOf(best);
     const detail = { kbps: sample.kbps, level: level?.name ?? null };
-    window.dispatchEvent(new CustomEvent("endolink:uplink", { detail }));
+    if (!this.silent) window.dispatchEvent(new CustomEvent("endolink:uplink", { detail }));
     if (limited !== this.last.limited || detail.level !== this.last.level) this.onChange({ level: detail.level, limited });
     this.last = { ...sample, level: detail.level, limited };
   }
@@ -140,6 +159,7 @@ export class UplinkFollower {
     const params = this.sender.getParameters();
     if (!params.encodings?.length) return;
     Object.assign(params.encodings[0], encodingFor(level, this.sourceHeight()));
+    delete params.encodings[0].maxFramerate; // the frame rate is kept ("maintain-framerate")
     params.degradationPreference = "maintain-framerate";
     try {
       await this.sender.setParameters(params);
@@ -151,6 +171,6 @@ export class UplinkFollower {
 
   /** For diagnostics and the tests: the last sample and level (no token, no patient data). */
   get debug() {
-    return { ...this.last, applied: this.applied?.name ?? null };
+    return { ...this.last, applied: this.applied?.name ?? null, yielded: this.yielded };
   }
 }

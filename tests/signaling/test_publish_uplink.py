@@ -1,7 +1,7 @@
 """``endolink publish`` follows its uplink: the level choice from sequences of rates (pure) and
 the encoder below aiortc's floor. Behind a real capped link it is measured by ``bench.uplink``
 (docs/benchmarks.md, "Uplink adaptation"): there the picture steps down, but the relay's
-retransmission requests can still starve a full uplink (CHANGELOG, known issues)."""
+retransmission requests can still starve a full uplink (open)."""
 
 from __future__ import annotations
 

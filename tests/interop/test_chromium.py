@@ -89,7 +89,11 @@ async def test_chromium_publishes_and_plays(codec: str, tmp_path: Path) -> None:
         await asyncio.to_thread(server.stop)
     steps = [(b - a) % LOOP for a, b in zip(received.counters, received.counters[1:], strict=False)]
     assert all(0 < step < 10 for step in steps), received.counters
-    assert received.sizes == {(1280, 720)}
+    # The clinic page keeps the frame rate and lets the picture shrink when its uplink estimate
+    # or its CPU cannot carry 720p (web/js/uplink.js, "maintain-framerate"): any size of the
+    # camera's 16:9 picture up to 1280×720 is what Chromium may send.
+    assert received.sizes, "no picture"
+    assert all(w <= 1280 and h <= 720 and abs(w / h - 16 / 9) < 0.02 for w, h in received.sizes)
 
 
 async def played(page: Page, frames: int) -> bool:

@@ -35,8 +35,12 @@ class Served:
     "Node clients started with ``node``: SIGKILLed by pid when the server stops."
 
     def endpoint(self, protocol: str) -> str:
-        """``whip`` or ``whep``: the consultation's endpoint URL."""
-        return f"{self.server.url}/{protocol}/{self.cid}"
+        """``whip`` or ``whep``: the consultation's endpoint URL. Viewers pin the original: these
+        tests check what the client decodes of the clinic's own stream, frame by frame, and an
+        automatic move to a rung (which lags the original by its encode) steps back a few frames
+        (the ladder has its own tests)."""
+        query = "?quality=original" if protocol == "whep" else ""
+        return f"{self.server.url}/{protocol}/{self.cid}{query}"
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")

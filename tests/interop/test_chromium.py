@@ -73,7 +73,8 @@ async def test_chromium_publishes_and_plays(codec: str, tmp_path: Path) -> None:
                 await clinic.goto(links["clinic"])
                 await clinic.wait_for_selector("[data-testid=start-stream]:not([disabled])")
                 await clinic.click("[data-testid=start-stream]")
-                async with viewer(f"{server.url}/whep/{cid}", token, kinds=("video",)) as (
+                original = f"{server.url}/whep/{cid}?quality=original"  # the clinic's own frames
+                async with viewer(original, token, kinds=("video",)) as (
                     _,
                     _,
                     received,

@@ -46,7 +46,9 @@ class Running:
     log_dir: Path
 
     def url(self, kind: str, codec: str) -> str:
-        return f"{self.server.url}/{kind}/{self.consultations[codec].cid}"
+        """Viewers pin the original, as in ``tests.interop.support.Served.endpoint``."""
+        query = "?quality=original" if kind == "whep" else ""
+        return f"{self.server.url}/{kind}/{self.consultations[codec].cid}{query}"
 
 
 @pytest.fixture(scope="module")

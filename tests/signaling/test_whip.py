@@ -60,7 +60,8 @@ async def test_publish_answers_201_with_sdp_location_and_etag(
     assert answer.startswith("v=0") and "a=recvonly" in answer
     assert "a=candidate:" in answer and "127.0.0.1" in answer
     assert "VP8/90000" in answer and "H264" not in answer
-    assert "x-google-start-bitrate=2000" in answer  # 720p sharp from the first seconds
+    assert "x-google-start-bitrate=1500" in answer  # 720p sharp from the first seconds
+    assert "x-google-min-bitrate=150" in answer  # low enough to follow a narrow uplink down
 
 
 async def test_play_answers_201_before_the_publisher_is_live(

@@ -33,6 +33,8 @@ ARROW_HEAD_WIDTHS = 4.0
 ARROW_HEAD_MIN = 0.02
 AA_EXTRA_PX = 1.4
 "OpenCV draws an anti-aliased line of thickness t about 2·ceil(t/2) + 1.4 px wide (measured)."
+CHROMA_EXTRA_PX = 1.0
+"Chroma lines are this much wider (chroma px): the colour covers the luma line, edges and all."
 
 Color = int | tuple[int, int, int]
 
@@ -43,9 +45,11 @@ def draw_bgr(image: np.ndarray, annotations: Sequence[Annotation]) -> None:
 
 
 def draw_yuv420(planes: Sequence[np.ndarray], annotations: Sequence[Annotation]) -> None:
-    """Draw onto the Y, U and V planes (2-D arrays, possibly strided views) of a 4:2:0 picture."""
+    """Draw onto the Y, U and V planes (2-D arrays, possibly strided views) of a 4:2:0 picture.
+    Lines on the half-size chroma planes are one chroma pixel wider: a thin line there is mostly
+    anti-aliased edge, and its colour would fade to grey under the luma line (a 360p rung)."""
     for index, plane in enumerate(planes):
-        _draw_plane(plane, annotations, _yuv_component(index))
+        _draw_plane(plane, annotations, _yuv_component(index), CHROMA_EXTRA_PX if index else 0.0)
 
 
 @lru_cache(maxsize=256)
@@ -70,13 +74,16 @@ def yuv(color: str) -> tuple[int, int, int]:
 
 
 def _draw_plane(
-    plane: np.ndarray, annotations: Sequence[Annotation], color_of: Callable[[str], Color]
+    plane: np.ndarray,
+    annotations: Sequence[Annotation],
+    color_of: Callable[[str], Color],
+    extra_px: float = 0.0,
 ) -> None:
     h, w = plane.shape[:2]
     for annotation in annotations:
         mark = annotation.mark
         color = color_of(mark.color)
-        width_px = mark.width * h
+        width_px = mark.width * h + extra_px
         thickness = _thickness(width_px)
         # Pixel centres sit at +0.5: normalised x = 0 is the frame's left edge, as on a canvas.
         scaled = (np.asarray(mark.points, np.float64) * (w, h) - 0.5) * SCALE

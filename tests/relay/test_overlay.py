@@ -178,3 +178,20 @@ def test_the_yuv_planes_show_the_same_picture_as_bgr() -> None:
 def test_colours_convert_to_bgr_and_limited_range_yuv() -> None:
     assert bgr("#ff8000") == (0, 128, 255)
     assert yuv("#000000") == (16, 128, 128) and yuv("#ffffff") == (235, 128, 128)
+
+
+def test_a_thin_line_keeps_its_colour_at_360p() -> None:
+    """4:2:0 chroma is half size: a 3 px line there is mostly anti-aliased edge, and its colour
+    faded to grey under the encoder (a 360p rung, a clinic sending 640×360)."""
+    mark = Annotation.from_json(
+        {"id": "pen", "tool": "pen", "color": "#ff40ff", "width": 0.008,
+         "points": [[0.3, 0.5], [0.7, 0.5]]},
+        "surgeon-1", 0.0, None,
+    )  # fmt: skip
+    picture = np.zeros((H * 3 // 2, W), np.uint8)
+    y, u, v = yuv("#008700")  # the green of Chromium's fake camera
+    picture[:H], picture[H : H * 5 // 4], picture[H * 5 // 4 :] = y, u, v
+    draw_yuv420([picture[:H], *picture[H:].reshape(2, H // 2, W // 2)], [mark])
+    rgb = cv2.cvtColor(picture, cv2.COLOR_YUV2RGB_I420).astype(int)
+    centre = rgb[H // 2 - 1 : H // 2 + 1, W // 2]
+    assert (np.abs(centre - (0xFF, 0x40, 0xFF)).max(axis=1) < 20).all(), centre.tolist()

@@ -15,7 +15,7 @@ relay does. Each mark's place is compared with the sequence's ground truth:
 
 The baseline in the same run is what the product does today: static marks (no tracking).
 
-    python -m bench.tracking [--seconds 12] [--analysis 480x270] [--rate 15] [--size 1280x720]
+    python -m bench.tracking [--seconds 12] [--analysis 320x180] [--rate 15] [--size 1280x720]
 """
 
 from __future__ import annotations
@@ -63,10 +63,13 @@ class Run:
     track_cpu_s: float = 0.0
     scale_cpu_s: float = 0.0
 
+    def at(self, t: float) -> int:
+        """The analysed frame nearest ``t`` seconds."""
+        return min(range(len(self.times)), key=lambda k: abs(self.times[k] - t))
+
     def drift(self, method: str, t: float) -> list[float]:
         """Each mark's error at the analysed frame nearest ``t`` (marks not in view left out)."""
-        i = min(range(len(self.times)), key=lambda k: abs(self.times[k] - t))
-        values = [e[i] for e in self.errors[method].values()]
+        values = [e[self.at(t)] for e in self.errors[method].values()]
         return [v for v in values if v is not None]
 
     def lost_rate(self) -> float:
@@ -100,7 +103,7 @@ class Run:
 
 def run(
     size: tuple[int, int] = (1280, 720),
-    analysis: tuple[int, int] = (480, 270),
+    analysis: tuple[int, int] = (320, 180),
     rate: int = 15,
     seconds: float = 12.0,
     seed: int = 1,
@@ -195,7 +198,7 @@ def _size(text: str) -> tuple[int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=_size, default=(1280, 720), help="source size WxH")
-    parser.add_argument("--analysis", type=_size, default=(480, 270), help="analysis size WxH")
+    parser.add_argument("--analysis", type=_size, default=(320, 180), help="analysis size WxH")
     parser.add_argument("--rate", type=int, default=15, help="analysis frames per second")
     parser.add_argument("--seconds", type=float, default=12.0)
     parser.add_argument("--seed", type=int, default=1)

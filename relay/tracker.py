@@ -100,7 +100,7 @@ class Tracker:
                 self._marks[key] = MarkTrack(frame, points)
                 del self._pending[key]
             self._count += 1
-            if before is not None:
+            if before is not None and self._marks:
                 self._step(list(self._marks.values()), before, frame)
             return {key: self._placement(mark) for key, mark in self._marks.items()}
 

@@ -28,9 +28,9 @@ Gray = npt.NDArray[np.uint8]
 Points = npt.NDArray[np.float32]
 Matrix = npt.NDArray[np.float64]
 
-LK_WINDOW = (15, 15)
+LK_WINDOW = (11, 11)
 LK_LEVELS = 3
-LK_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03)
+LK_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 10, 0.03)
 FB_LIMIT_PX = 1.0
 """Forward–backward disagreement above which a flow vector is dropped."""
 MIN_INLIERS = 8
@@ -132,28 +132,31 @@ def _detail(image: Gray) -> npt.NDArray[np.float32]:
     """The fine texture only: lighting changes as the scope moves, the texture does not."""
     image32 = image.astype(np.float32)
     fine = cv2.GaussianBlur(image32, (0, 0), 1.5)  # below this: noise, resampling, blur
-    return np.asarray(fine - cv2.GaussianBlur(image32, (0, 0), 6.0), np.float32)
+    return np.asarray(fine - cv2.blur(image32, (13, 13)), np.float32)
 
 
-def _ncc(a: Gray, b: Gray, mask: npt.NDArray[np.bool_]) -> float:
+def _ncc(
+    x: npt.NDArray[np.float32], y: npt.NDArray[np.float32], mask: npt.NDArray[np.bool_]
+) -> float:
     """How well two views of the region agree: the median over a 3×3 grid of cells of the
-    normalised cross-correlation of their fine texture (a glare or a fold in one cell does not
-    outvote the rest)."""
-    x, y = _detail(a), _detail(b)
-    height, width = mask.shape
-    scores = []
-    for i in range(3):
-        for j in range(3):
-            rows = slice(i * height // 3, (i + 1) * height // 3)
-            cols = slice(j * width // 3, (j + 1) * width // 3)
-            cell = mask[rows, cols]
-            if cell.sum() < max(32, 0.4 * cell.size):
-                continue
-            u, v = x[rows, cols][cell], y[rows, cols][cell]
-            u, v = u - u.mean(), v - v.mean()
-            norm = float(np.sqrt((u * u).sum() * (v * v).sum()))
-            scores.append(float((u * v).sum()) / norm if norm > 1e-3 else 0.0)
-    return float(np.median(scores)) if len(scores) >= 3 else 0.0
+    normalised cross-correlation of their fine texture (``_detail``; a glare or a fold in one
+    cell does not outvote the rest)."""
+    h, w = mask.shape[0] // 3, mask.shape[1] // 3
+    m = mask[: 3 * h, : 3 * w].astype(np.float32)
+    x, y = x[: 3 * h, : 3 * w] * m, y[: 3 * h, : 3 * w] * m
+
+    def cells(a: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        return np.asarray(a.reshape(3, h, 3, w).sum(axis=(1, 3)), np.float64)
+
+    n, sx, sy = cells(m), cells(x), cells(y)
+    used = n >= max(32.0, 0.4 * h * w)
+    n = np.maximum(n, 1.0)
+    cov = cells(x * y) - sx * sy / n
+    spread = (cells(x * x) - sx * sx / n) * (cells(y * y) - sy * sy / n)
+    used &= spread > 1e-6
+    if used.sum() < 3:
+        return 0.0
+    return float(np.median(cov[used] / np.sqrt(spread[used])))
 
 
 class MarkTrack:
@@ -171,13 +174,16 @@ class MarkTrack:
         self.shown: Matrix = np.eye(3)
         """The last confident ``matrix``: where a lost mark stays, greyed."""
         self.points = self._corners_around(frame)
-        self.reference_corners = _corners(frame.gray, self.reference_mask, 60)
+        self.reference_corners = _corners(frame.gray, self.reference_mask, 40)
         self.confidence = 1.0 if len(self.points) >= MIN_INLIERS else 0.0
         self.lost = self.confidence < LOSE_BELOW
         self.streak = 0
         """Good checks in a row while lost."""
         self.misses = 0
         """Failed checks in a row while lost."""
+        self.checks = 0
+        self.ncc = 1.0
+        """The last check's cross-correlation."""
         # the whole picture it was drawn on, not only the region: far more features to match
         # (a region of smooth mucosa may have a dozen), their similarity a first guess that the
         # region's own checks then confirm or refuse
@@ -189,7 +195,7 @@ class MarkTrack:
         x0, y0, x1, y1 = self._current_rect(width, height, 0)
         if x1 - x0 < 8 or y1 - y0 < 8:
             return np.empty((0, 2), np.float32)
-        found = _corners(frame.gray[y0:y1, x0:x1], frame.valid[y0:y1, x0:x1], 40)
+        found = _corners(frame.gray[y0:y1, x0:x1], frame.valid[y0:y1, x0:x1], 30)
         return found + np.array([x0, y0], np.float32)
 
     def _current_rect(self, width: int, height: int, pad: int) -> tuple[int, int, int, int]:
@@ -207,7 +213,7 @@ class MarkTrack:
 
     def corners(self, before: Frame) -> Points:
         """The corners to follow out of ``before`` (topped up when too few are left)."""
-        if len(self.points) < 15:
+        if len(self.points) < 12:
             self.points = self._corners_around(before)
         return self.points
 
@@ -223,13 +229,17 @@ class MarkTrack:
         self.points = moved[good]
         if motion is not None:
             self.matrix = motion @ self.matrix
-        else:
+        elif not self.lost:
             check = True  # without a motion (blur, too few corners) correct from the last place
         if not check:
             if flow_inliers >= 2 * MIN_INLIERS and not self.lost:
                 self.shown = self.matrix.copy()
             return
-        ncc, inliers = self._correct(now)
+        # registration (the costly part) on every other check, or when the place is in doubt
+        self.checks += 1
+        register = self.lost or motion is None or self.checks % 2 == 0 or self.ncc < 0.85
+        ncc, inliers = self._correct(now, register)
+        self.ncc = ncc
         if self.lost:
             held = max(inliers, flow_inliers // 2) >= MIN_INLIERS
             good_check = ncc >= NCC_FOUND and held
@@ -253,9 +263,10 @@ class MarkTrack:
         self.confidence = LOSE_BELOW + 0.15
         self.shown = self.matrix.copy()
 
-    def _correct(self, now: Frame) -> tuple[float, int]:
-        """Register the reference, warped by the estimate, onto ``now``: fixes the estimate's
-        accumulated error; returns the cross-correlation after it and the inliers used."""
+    def _correct(self, now: Frame, register: bool) -> tuple[float, int]:
+        """Check the estimate: the cross-correlation of the reference, warped by it, with
+        ``now``; with ``register``, first register the two (fixes the estimate's accumulated
+        error). Returns the cross-correlation and the registration's inliers."""
         height, width = now.gray.shape
         x0, y0, x1, y1 = self._current_rect(width, height, 6)
         if x1 - x0 < 24 or y1 - y0 < 24:
@@ -271,20 +282,16 @@ class MarkTrack:
         inside = (xs >= 0) & (ys >= 0) & (xs < x1 - x0) & (ys < y1 - y0)
         p0 = p0[inside]
         p0 = np.asarray(p0[both[ys[inside], xs[inside]] > 0], np.float32)
-        if len(p0) < MIN_INLIERS:
-            return 0.0, 0
+        if not register or len(p0) < MIN_INLIERS:
+            return _ncc(_detail(warped), _detail(crop), both > 0), 0
         # the warped reference is smoother than the frame (resampled): a looser agreement
         p1, good = lk(warped, crop, p0, 2, 1.5 * FB_LIMIT_PX)
-        ncc = _ncc(warped, crop, both > 0)
         fix, inliers = _similarity(p0[good], p1[good], 1.5)
         if fix is not None and inliers >= MIN_INLIERS and _plausible(fix, 0.15, 1.15):
-            corrected = _shift(x0, y0) @ fix @ into
-            warped, mask = self._warp(_shift(-x0, -y0) @ corrected, (x1 - x0, y1 - y0))
+            self.matrix = _shift(x0, y0) @ fix @ into
+            warped, mask = self._warp(_shift(-x0, -y0) @ self.matrix, (x1 - x0, y1 - y0))
             both = np.asarray(cv2.bitwise_and(mask, now.valid[y0:y1, x0:x1]), np.uint8)
-            after = _ncc(warped, crop, both > 0)
-            if after >= ncc:
-                self.matrix, ncc = corrected, after
-        return ncc, inliers
+        return _ncc(_detail(warped), _detail(crop), both > 0), inliers
 
     def _warp(self, matrix: Matrix, size: tuple[int, int]) -> tuple[Gray, Gray]:
         image = cv2.warpAffine(self.reference, matrix[:2], size, flags=cv2.INTER_LINEAR)
@@ -320,6 +327,7 @@ class MarkTrack:
             return
         self.matrix = guess
         self.misses = 0
+        self.ncc = 0.0
         self.points = self._corners_around(now)
 
 

@@ -1,6 +1,6 @@
 """The tracker on the synthetic endoscopy sequence: marks stay on the tissue within the issue's
 bounds, lose their place while the scope is out, find it again, and are never shown confidently
-in the wrong place. Real tracker, real synthetic frames (640×360, analysed at 480×270, 15 Hz)."""
+in the wrong place. Real tracker, real synthetic frames (640×360, analysed at 320×180, 15 Hz)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from client.endoscopy import OUT_OF_VIEW_S, SyntheticEndoscopy
 from relay.tracker import Placement, Tracker
 
 SIZE = (640, 360)
-ANALYSIS = (480, 270)
+ANALYSIS = (320, 180)
 
 
 @pytest.fixture(scope="module")
@@ -107,12 +107,12 @@ def test_forget_pending_and_a_new_stream() -> None:
 
 def test_bad_input() -> None:
     tracker = Tracker(*ANALYSIS)
-    with pytest.raises(ValueError, match="480×270"):
+    with pytest.raises(ValueError, match="320×180"):
         tracker.update(np.zeros((360, 640), np.uint8), 0)
     with pytest.raises(ValueError):
-        tracker.update(np.zeros((270, 480, 3), np.uint8), 0)
+        tracker.update(np.zeros((180, 320, 3), np.uint8), 0)
     with pytest.raises(ValueError):
-        tracker.update(np.zeros((270, 480), np.float32), 0)
+        tracker.update(np.zeros((180, 320), np.float32), 0)
     for points in ([], [(float("nan"), 0.5)], [(3.0, 0.5)], [(0.5,)], "xy"):
         with pytest.raises(ValueError):
             tracker.anchor(("a", "1"), points, None)  # type: ignore[arg-type]

@@ -155,8 +155,13 @@ class Tracker:
             end = start + len(own)
             # each mark checks its place every CHECK_EVERY frames, in turn
             check = (self._count + i) % CHECK_EVERY == 0
-            mark.follow(now, moved[start:end], good[start:end], check)
+            mark.follow(now, moved[start:end], good[start:end], check, self._count)
             start = end
+        for found in marks:
+            if found.refound is not None:
+                for other in marks:
+                    other.guess_from(found)
+                found.refound = None
         lost = [m for m in marks if m.adrift]
         if lost and self._count % REDETECT_EVERY == 0:
             features = orb_features(now)

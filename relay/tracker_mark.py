@@ -182,6 +182,11 @@ class MarkTrack:
         self.misses = 0
         """Failed checks in a row while lost."""
         self.checks = 0
+        self.clock = 0
+        self.shown_at = 0
+        """``clock`` when ``shown`` was last set."""
+        self.refound: tuple[Matrix, int] | None = None
+        """Just found again: where it was last shown before, and when."""
         self.ncc = 1.0
         """The last check's cross-correlation."""
         # the whole picture it was drawn on, not only the region: far more features to match
@@ -217,11 +222,15 @@ class MarkTrack:
             self.points = self._corners_around(before)
         return self.points
 
-    def follow(self, now: Frame, moved: Points, good: npt.NDArray[np.bool_], check: bool) -> None:
+    def follow(
+        self, now: Frame, moved: Points, good: npt.NDArray[np.bool_], check: bool, clock: int
+    ) -> None:
         """Take this mark's share of the frame's flow (``corners`` moved to ``now``); with
         ``check``, or when the flow alone cannot tell, correct against the reference and check
         the place (the cross-correlation) — the only way confidence is earned. A lost mark is
-        followed all the same, out of sight, and found again after two good checks in a row."""
+        followed all the same, out of sight, and found again after two good checks in a row.
+        ``clock`` counts the tracker's frames."""
+        self.clock = clock
         xs = np.clip(moved[:, 0].astype(np.int32), 0, now.valid.shape[1] - 1)
         ys = np.clip(moved[:, 1].astype(np.int32), 0, now.valid.shape[0] - 1)
         good = good & (now.valid[ys, xs] > 0)
@@ -233,7 +242,7 @@ class MarkTrack:
             check = True  # without a motion (blur, too few corners) correct from the last place
         if not check:
             if flow_inliers >= 2 * MIN_INLIERS and not self.lost:
-                self.shown = self.matrix.copy()
+                self._show()
             return
         # registration (the costly part) on every other check, or when the place is in doubt
         self.checks += 1
@@ -254,14 +263,32 @@ class MarkTrack:
         if ncc < NCC_LOST or self.confidence < LOSE_BELOW:
             self._lose()
             return
+        self._show()
+
+    def _show(self) -> None:
         self.shown = self.matrix.copy()
+        self.shown_at = self.clock
 
     def _find(self) -> None:
+        self.refound = (self.shown, self.shown_at)
         self.lost = False
         self.streak = 0
         self.misses = 0
         self.confidence = LOSE_BELOW + 0.15
-        self.shown = self.matrix.copy()
+        self._show()
+
+    def guess_from(self, other: MarkTrack) -> None:
+        """``other`` was just found again: if both were last seen together, this lost region
+        moved the same way since (the scope moved, not the tissue) — a guess for its checks."""
+        if not self.lost or other.refound is None:
+            return
+        before, when = other.refound
+        if abs(self.shown_at - when) > 3:
+            return
+        self.matrix = other.shown @ np.linalg.inv(before) @ self.shown
+        self.misses = 0
+        self.ncc = 0.0
+        self.points = np.empty((0, 2), np.float32)
 
     def _correct(self, now: Frame, register: bool) -> tuple[float, int]:
         """Check the estimate: the cross-correlation of the reference, warped by it, with

@@ -21,6 +21,7 @@ The baseline in the same run is what the product does today: static marks (no tr
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -174,9 +175,10 @@ def table(result: Run) -> str:
                 cells.append("not in view")
                 continue
             med, top = statistics.median(values), max(values)
-            cells.append(
-                f"{med:.1f} px ({100 * med / w:.2f} %) / {top:.1f} px ({100 * top / w:.2f} %)"
-            )
+            cell = f"{med:.1f} px ({100 * med / w:.2f} %) / {top:.1f} px ({100 * top / w:.2f} %)"
+            if method == "tracked":
+                cell += f", {sum(result.lost[result.at(t)])} lost"
+            cells.append(cell)
         wrong, total = result.false_confidence(method)
         lost = f"{100 * result.lost_rate():.1f} %" if method == "tracked" else "—"
         false = f"{100 * wrong / total:.1f} % ({wrong}/{total})"
@@ -206,7 +208,10 @@ def main() -> None:
     started = time.monotonic()
     result = run(args.size, args.analysis, args.rate, args.seconds, args.seed)
     print(table(result))
-    print(f"(wall clock {time.monotonic() - started:.0f} s, including drawing the sequence)")
+    load = os.getloadavg()[0]
+    print(
+        f"(wall clock {time.monotonic() - started:.0f} s with the sequence drawn; load {load:.1f})"
+    )
 
 
 if __name__ == "__main__":

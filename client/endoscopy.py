@@ -371,5 +371,6 @@ def _highlights(width: int, height: int, seed: int) -> list[tuple[float, float, 
         soft = cv2.GaussianBlur(sprite, (0, 0), size / 10)
         x = width / 2 + rng.normal(0, 0.12) * width
         y = height / 2 + rng.normal(0, 0.12) * height
-        flecks.append((x, y, np.repeat(np.clip(600 * soft, 0, 255)[..., None], 3, 2).astype(np.uint8)))
+        white = np.clip(600 * soft, 0, 255).astype(np.uint8)  # a clipped core, a soft rim
+        flecks.append((x, y, np.repeat(white[..., None], 3, 2)))
     return flecks

@@ -106,7 +106,9 @@ class Tracker:
 
     def anchor(self, key: MarkKey, points: Sequence[tuple[float, float]], pts: int | None) -> None:
         """Track the region under ``points`` (normalised, as drawn on the frame with ``pts``;
-        None: the latest), caught up through the kept frames to now."""
+        None: the latest), caught up through the kept frames to now. That catch-up is CV work
+        (a few ms per kept frame): call it off the event loop. Anchoring a key again replaces
+        it; before any frame, the mark is anchored on the first one."""
         px = self._points(points)
         with self._lock:
             self._marks.pop(key, None)

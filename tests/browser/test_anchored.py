@@ -1,6 +1,7 @@
 """Anchored marks ("on the tissue") in real browsers: the surgeon draws on the tissue, the pages
 apply the server's ``placements`` to the frame they show (the surgeon's through its
-``media-clock``, the clinic's through the capture time of its preview), and a lost mark greys.
+``media-clock``, the clinic's through the capture time of its preview), a lost mark greys, and
+the replay moves the mark as the logged placements moved it live.
 
 The placements here are sent through the server's hub at the live relay pts (and the clinic's
 capture time of it, from its RTCP sender reports), as the tracker sends them, with a known
@@ -21,6 +22,7 @@ import pytest
 from relay.router import Router
 from signaling.keys import HUB, RELAY
 from signaling.ws.messages import ServerMessage
+from tests.replay_support import at, stroke
 
 from .conftest import Browser, LiveServer, playwright_api
 from .test_annotations import (
@@ -34,6 +36,8 @@ from .test_annotations import (
     wait_color,
     wait_marks,
 )
+from .test_marks import open_recording
+from .test_replay import is_green, pixel_at, wait_for
 
 expect = playwright_api.expect
 
@@ -149,3 +153,47 @@ async def test_the_clinic_draws_as_sent_unless_it_asks_for_the_tissue(
     await select_tool(clinic, "circle")
     await anchored.click()
     await expect(anchored).to_have_attribute("aria-pressed", "true")
+
+
+def _is_grey(rgba: list[int]) -> bool:
+    r, g, b, a = rgba
+    return a > 200 and all(abs(c - GREY[0]) < 30 for c in (r, g, b))
+
+
+async def test_the_replay_moves_an_anchored_mark_as_its_placements_did_live(
+    live_server: LiveServer, browser: Browser
+) -> None:
+    """The stroke runs along y = 0.5; from 1.5 s the placements (logged like the live ones) move
+    it down by 0.2, from 3 s it lost its place there, from 4 s nothing is anchored any more."""
+    mark = {"author": "surgeon-test", "id": "m1"}
+
+    def entries(made):  # type: ignore[no-untyped-def]
+        placed = [
+            at(made, 1.5 + i / 10, op="placements", by=None, marks=[_placed(mark, (0, 0.2), False)])
+            for i in range(15)
+        ]
+        return [
+            at(made, 1.0, op="add", by="surgeon-test", annotation={**stroke(), "anchored": True}),
+            *placed,
+            at(made, 3.0, op="placements", by=None, marks=[_placed(mark, (0, 0.2), True)]),
+            at(made, 4.0, op="placements", by=None, marks=[]),
+        ]
+
+    page, _ = await open_recording(live_server, browser, entries, segments=(6.0,))
+    ready = "() => document.querySelector('[data-testid=\"replay-video\"]').readyState >= 2"
+    await wait_for(page, ready)
+    on_stroke, moved = (0.5, 0.5), (0.5, 0.7)
+    for t, green_at, grey_at, clear_at in [
+        (1.2, on_stroke, None, moved),
+        (2.0, moved, None, on_stroke),
+        (3.5, None, moved, on_stroke),
+        (4.5, on_stroke, None, moved),
+    ]:
+        if green_at is not None:
+            sample = await pixel_at(page, t, green_at)
+            assert is_green(sample["rgba"]), (t, sample)
+        if grey_at is not None:
+            sample = await pixel_at(page, t, grey_at)
+            assert _is_grey(sample["rgba"]), (t, sample)
+        sample = await pixel_at(page, t, clear_at)
+        assert sample["rgba"][3] == 0, (t, sample)

@@ -47,7 +47,7 @@ from .decoded import (
     hand_over,
     new_decoder,
 )
-from .overlay import draw_yuv420
+from .overlay import draw_yuv420, placed
 from .producer import Producer
 
 logger = logging.getLogger(__name__)
@@ -126,7 +126,8 @@ class Rendition:
         self._keyframe_wanted = threading.Event()
         # Touched by the worker thread only:
         self._encoder: av.VideoCodecContext | None = None
-        self._frozen: av.VideoFrame | None = None
+        self._frozen: tuple[av.VideoFrame, int] | None = None
+        "The picture everyone stays on while the board is frozen, with its source pts."
         self._pts = -1
         self._shown_at = 0.0
         self._source = source.consume(f"{self.label} source")
@@ -216,9 +217,10 @@ class Rendition:
             if self._board.freeze is None:
                 self._frozen = None
             elif self._frozen is None:
-                self._frozen = picture  # everyone stays on this picture until the surgeon resumes
-            shown = picture if self._frozen is None else self._frozen
-            picture = burned_in(shown, self._board.visible(time.time()))
+                self._frozen = picture, frame.pts or 0  # until the surgeon resumes
+            shown, pts = (picture, frame.pts or 0) if self._frozen is None else self._frozen
+            marks = self._board.visible(time.time())
+            picture = burned_in(shown, placed(marks, self._board.placed_at(pts)))
         self._pts = max(self._pts + 1, frame.pts or 0)  # encoders need increasing pts
         self._encode(picture, self._pts)
 

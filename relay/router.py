@@ -27,6 +27,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from . import feedback, forwarding, stream_session
 from .admission import Admission, SessionLimits, retry_after
+from .anchoring import Anchoring
 from .annotations import AnnotationBoard
 from .codecs import preferences
 from .consumer import Consumer
@@ -96,6 +97,7 @@ class Router:
         self.ladder = Ladder(endoscope, self.board, self.label, ladder_kbps)
         self.decoded = DecodedFeed(endoscope, self.label)
         "The endoscope original decoded for the computer-vision samplers, while they sample."
+        self.anchoring = Anchoring(self.board, self.decoded, self.capture_ms, cid, self.label)
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -400,6 +402,7 @@ class Router:
         self.closed = True
         await asyncio.gather(*(peer.close() for peer in list(self.peers.values())))
         await self.ladder.close()
+        self.anchoring.close()
         await self.decoded.close()
         for feed in self.feeds.values():
             feed.close()

@@ -52,14 +52,15 @@ class Placements:
     marks: Mapping[MarkKey, Placement]
 
     def marks_json(self) -> list[dict[str, Any]]:
-        """The ``marks`` of the ``placements`` message and log entry."""
+        """The ``marks`` of the ``placements`` message and log entry (plain JSON numbers: the
+        tracker's may be numpy scalars)."""
         return [
             {
                 "author": author,
                 "id": mark_id,
-                "m": [round(v, 6) for v in p.matrix],
-                "confidence": round(p.confidence, 3),
-                "lost": p.lost,
+                "m": [round(float(v), 6) for v in p.matrix],
+                "confidence": round(float(p.confidence), 3),
+                "lost": bool(p.lost),
             }
             for (author, mark_id), p in self.marks.items()
         ]

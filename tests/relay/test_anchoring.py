@@ -14,28 +14,19 @@ import av
 import numpy as np
 
 from client.endoscopy import SyntheticEndoscopy
-from client.testpattern import stamp
 from relay.anchoring import Anchoring, Placements
 from relay.annotations import Annotation, AnnotationBoard, Mark, Tool
 from relay.decoded import DecodedFeed
 from relay.ids import ConsultationId
 from relay.overlay import ELLIPSE_SEGMENTS, LOST_COLOR, placed
 from relay.producer import Producer
-from relay.rendition import new_encoder, plane_array
+from relay.rendition import new_encoder
 from relay.tracker import Placement
-from tests.peers import wait_until
+from tests.peers import endoscopy_picture, wait_until
 from tests.relay.test_decoded import decode_threads
 
 WIDTH, HEIGHT, FPS = 640, 360, 30
 SURGEON = "surgeon-1"
-
-
-def picture(sequence: SyntheticEndoscopy, index: int) -> av.VideoFrame:
-    """Frame ``index`` of the sequence as a clinic sends it, its index stamped in the top rows."""
-    frame = av.VideoFrame.from_ndarray(sequence.frame(index).bgr, format="bgr24")
-    frame = frame.reformat(format="yuv420p")
-    stamp(plane_array(frame.planes[0]), index, 0)
-    return frame
 
 
 class EndoscopyClinic:
@@ -55,7 +46,7 @@ class EndoscopyClinic:
         return True
 
     def _encoded(self, index: int) -> list[bytes]:
-        frame = picture(self.sequence, index)
+        frame = endoscopy_picture(self.sequence, index)
         frame.pts = index * 3000
         if self._keyframe:
             frame.pict_type = av.video.frame.PictureType.I

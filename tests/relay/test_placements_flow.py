@@ -26,6 +26,7 @@ from signaling.db.store import Consultation
 from signaling.keys import RELAY, SETTINGS, STORE
 from tests.conftest import MakeToken
 from tests.peers import EndoscopyTrack, publisher, viewer, wait_until
+from tests.relay.test_consent import router_of
 from tests.relay.test_forwarding_flow import url
 from tests.signaling.test_websocket import join, next_of
 
@@ -61,9 +62,7 @@ async def endoscope_router(client: TestClient, cid: str) -> Router:
     assert await wait_until(
         lambda: (r := relay.find(cid)) is not None and r.media_pts() is not None, timeout=10
     )
-    router = relay.find(cid)
-    assert router is not None
-    return router
+    return router_of(client, cid)
 
 
 async def test_placements_reach_every_member_at_15_hz_are_logged_and_end_with_the_mark(

@@ -68,7 +68,7 @@ def test_truth_is_where_template_matching_finds_the_tissue(index: int) -> None:
         # the template's top-left sits at (q - 8) - (q - 20) = 12 in the search patch, give or
         # take the fraction of q
         assert abs(bx - 12) <= 1 and abs(by - 12) <= 1, (q, bx, by, best)
-        assert best > 0.8
+        assert best > 0.7  # the sensor noise differs from frame to frame
         assert scores[12, 12 + 6] < best - 0.1
         checked += 1
     assert checked >= 2
@@ -85,9 +85,14 @@ def test_spans_out_of_view_room_and_blur() -> None:
     assert seq.frame(out).bgr.mean() < 0.5 * seq.frame(0).bgr.mean()  # dark: the scope is out
     assert not seq.frame(room).in_view and seq.frame(room).out_of_body
     assert seq.frame(blur).blurred and seq.frame(blur).in_view
-    sharp = cv2.Laplacian(cv2.cvtColor(seq.frame(blur - 5).bgr, cv2.COLOR_BGR2GRAY), cv2.CV_64F)
-    soft = cv2.Laplacian(cv2.cvtColor(seq.frame(blur).bgr, cv2.COLOR_BGR2GRAY), cv2.CV_64F)
-    assert soft.var() < 0.5 * sharp.var()
+
+    def focus(index: int) -> float:
+        # inside the round picture (its edge stays sharp); sensor noise is added after the blur
+        # (as in a camera): measured above its grain
+        gray = cv2.cvtColor(seq.frame(index).bgr[100:260, 200:440], cv2.COLOR_BGR2GRAY)
+        return float(cv2.Laplacian(cv2.GaussianBlur(gray, (0, 0), 1), cv2.CV_64F).var())
+
+    assert focus(blur) < 0.5 * focus(blur - 5)
     assert seq.frame(int(9.5 * fps)).in_view  # back in
 
 

@@ -98,7 +98,7 @@ async def test_old_logs_read_as_entries_and_are_written_back_byte_for_byte(
     old = tmp_path / "old.jsonl"
     old.write_bytes(OLD_LOG + b'{"media_pts": 1, "by": "s-1", "op": "clear", "ts": "x"}\n')
     entries = read_annotation_log(old)
-    later = (LogOp.ARCHIVE, LogOp.RESTORE, LogOp.CHAT)  # ops that came after these logs
+    later = (LogOp.ARCHIVE, LogOp.RESTORE, LogOp.CHAT, LogOp.PLACEMENTS)  # ops added since
     older = [op for op in LogOp if op not in later]
     assert [e.kind for e in entries] == [*older, LogOp.CLEAR]
     assert entries[0].media_pts == 90000 and entries[0].by == "s-1"

@@ -24,18 +24,8 @@ from signaling.keys import HUB, RELAY
 from signaling.ws.messages import ServerMessage
 from tests.replay_support import at, stroke
 
+from . import test_annotations as live
 from .conftest import Browser, LiveServer, playwright_api
-from .test_annotations import (
-    GREEN,
-    drag,
-    lerp,
-    open_consultation,
-    picture,
-    select_tool,
-    wait_clear,
-    wait_color,
-    wait_marks,
-)
 from .test_marks import open_recording
 from .test_replay import is_green, pixel_at, wait_for
 
@@ -99,15 +89,15 @@ async def test_an_anchored_mark_follows_its_placement_on_both_pages_and_greys_wh
         page.on("websocket", lambda ws: ws.on("framesent", lambda f: sent.append(json.loads(f))))
 
     browser.context.on("page", watch)  # type: ignore[attr-defined]
-    consultation, clinic, surgeon, _ = await open_consultation(live_server, browser)
+    consultation, clinic, surgeon, _ = await live.open_consultation(live_server, browser)
     cid = consultation.id
-    s_pic = await picture(surgeon, "remote-video")
-    c_pic = await picture(clinic, "local-preview")
-    await select_tool(surgeon, "arrow")
+    s_pic = await live.picture(surgeon, "remote-video")
+    c_pic = await live.picture(clinic, "local-preview")
+    await live.select_tool(surgeon, "arrow")
     await expect(surgeon.get_by_test_id("anchored")).to_have_attribute("aria-pressed", "true")
     tail, head = (0.3, 0.45), (0.5, 0.45)
-    await drag(surgeon, s_pic, [tail, head])
-    (mark,) = await wait_marks(clinic, 1)
+    await live.drag(surgeon, s_pic, [tail, head])
+    (mark,) = await live.wait_marks(clinic, 1)
     added = [m for m in sent if m.get("type") == "annotation" and m.get("op") == "add"]
     assert added and added[0]["annotation"]["anchored"] is True, added
     router = live_server.app[RELAY].find(cid)
@@ -116,25 +106,25 @@ async def test_an_anchored_mark_follows_its_placement_on_both_pages_and_greys_wh
     # the page had no placements yet: it maps the frame it showed through its media clock alone
     assert isinstance(frame_pts, int) and abs(router.media_pts() - frame_pts) < 3 * 90_000, added
 
-    shaft = [lerp(tail, head, t) for t in (0.2, 0.5, 0.8)]
+    shaft = [live.lerp(tail, head, t) for t in (0.2, 0.5, 0.8)]
     state: dict[str, Any] = {"mark": mark, "anchored": True, "lost": False}
     sending = asyncio.ensure_future(_send_placements(live_server, cid, state))
     try:
         for page, pic in ((surgeon, s_pic), (clinic, c_pic)):
-            await wait_color(page, pic, _moved(shaft, SHIFT), GREEN, timeout=10_000)
-            await wait_clear(page, pic, shaft)
-            await wait_clear(page, pic, _moved(shaft, AHEAD_SHIFT))
+            await live.wait_color(page, pic, _moved(shaft, SHIFT), live.GREEN, timeout=10_000)
+            await live.wait_clear(page, pic, shaft)
+            await live.wait_clear(page, pic, _moved(shaft, AHEAD_SHIFT))
         state["lost"] = True
         for page, pic in ((surgeon, s_pic), (clinic, c_pic)):
-            await wait_color(page, pic, _moved(shaft, SHIFT), GREY)
+            await live.wait_color(page, pic, _moved(shaft, SHIFT), GREY)
             await page.wait_for_function(
                 "() => document.querySelector('[data-testid=\"annotation-canvas\"]')"
                 ".dataset.lost === '1'"
             )
         state["anchored"] = False  # the last anchored mark went: drawn as sent again
         for page, pic in ((surgeon, s_pic), (clinic, c_pic)):
-            await wait_color(page, pic, shaft, GREEN)
-            await wait_clear(page, pic, _moved(shaft, SHIFT))
+            await live.wait_color(page, pic, shaft, live.GREEN)
+            await live.wait_clear(page, pic, _moved(shaft, SHIFT))
     finally:
         sending.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -144,13 +134,13 @@ async def test_an_anchored_mark_follows_its_placement_on_both_pages_and_greys_wh
 async def test_the_clinic_draws_as_sent_unless_it_asks_for_the_tissue(
     live_server: LiveServer, browser: Browser
 ) -> None:
-    _, clinic, _, _ = await open_consultation(live_server, browser)
+    _, clinic, _, _ = await live.open_consultation(live_server, browser)
     anchored = clinic.get_by_test_id("anchored")
-    await select_tool(clinic, "pen")
+    await live.select_tool(clinic, "pen")
     await expect(anchored).to_have_attribute("aria-pressed", "false")
-    await select_tool(clinic, "text")
+    await live.select_tool(clinic, "text")
     await expect(anchored).to_be_hidden()
-    await select_tool(clinic, "circle")
+    await live.select_tool(clinic, "circle")
     await anchored.click()
     await expect(anchored).to_have_attribute("aria-pressed", "true")
 

@@ -73,13 +73,13 @@ def _record_rtp(pc: RTCPeerConnection, into: list[int]) -> None:
 async def test_a_viewer_is_told_its_rtp_offset_and_every_frame_it_gets_maps_to_a_relay_pts(
     client: TestClient, consultation: Consultation, make_token: MakeToken
 ) -> None:
+    forwarded: list[int] = []
+    decoded: list[tuple[int, int]] = []
+    page: list[dict[str, Any]] = []
     cid = consultation.id
     token = make_token("surgeon", cid)
     ws, _ = await join(client, cid, token)
-    page: list[dict[str, Any]] = []
     reading = asyncio.ensure_future(_read(ws, page))
-    forwarded: list[int] = []
-    decoded: list[tuple[int, int]] = []
     try:
         async with publisher(str(client.make_url(f"/whip/{cid}")), make_token("clinic", cid)):
             router = client.app[RELAY].find(cid)

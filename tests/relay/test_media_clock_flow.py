@@ -27,7 +27,7 @@ from signaling.keys import RELAY
 from tests.conftest import MakeToken
 from tests.peers import new_pc, publisher, wait_until
 from tests.relay.test_quality_flow import _of, _read, _session
-from tests.signaling.test_websocket import join
+from tests.signaling.test_websocket import join, next_of
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -100,6 +100,10 @@ async def test_a_viewer_is_told_its_rtp_offset_and_every_frame_it_gets_maps_to_a
                 assert set(told[0]) == {"type", "v", "session", "rtp_offset"}
                 assert len(told) == 1, "the offset of a viewer on the original never changes"
                 offset = told[0]["rtp_offset"]
+                # another device (or the page's WebSocket reconnecting) is told at once
+                again, _ = await join(client, cid, token)
+                assert await next_of(again, "media-clock") == told[0]
+                await again.close()
                 sent = {(t - offset) % RTP_MODULO for t in timestamps}
                 relay_pts = {pts % RTP_MODULO for pts in forwarded}
                 assert sent <= relay_pts, f"{len(sent - relay_pts)} frames map to no relay pts"

@@ -27,9 +27,11 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from . import feedback, forwarding, stream_session
 from .admission import Admission, SessionLimits, retry_after
+from .anchoring import Anchoring
 from .annotations import AnnotationBoard
 from .codecs import preferences
 from .consumer import Consumer
+from .decoded import DecodedFeed
 from .errors import FeedBusy, MediaUnsupported, RouterClosed, RouterFull
 from .feed import Feed, RelayMode
 from .ids import ConsultationId, FeedName
@@ -93,9 +95,11 @@ class Router:
         self._on_media_clock = on_media_clock
         self._media_clocks: dict[str, MediaClock] = {}
         "The latest of each viewer session: a page that reconnects its WebSocket is told again."
-        self.ladder = Ladder(
-            self.feeds[FeedName.ENDOSCOPE].producers["video"], self.board, self.label, ladder_kbps
-        )
+        endoscope = self.feeds[FeedName.ENDOSCOPE].producers["video"]
+        self.ladder = Ladder(endoscope, self.board, self.label, ladder_kbps)
+        self.decoded = DecodedFeed(endoscope, self.label)
+        "The endoscope original decoded for the computer-vision samplers, while they sample."
+        self.anchoring = Anchoring(self.board, self.decoded, self.capture_ms, cid, self.label)
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -408,5 +412,7 @@ class Router:
         self.closed = True
         await asyncio.gather(*(peer.close() for peer in list(self.peers.values())))
         await self.ladder.close()
+        self.anchoring.close()
+        await self.decoded.close()
         for feed in self.feeds.values():
             feed.close()

@@ -133,6 +133,7 @@ def create_app(settings: Settings) -> web.Application:
             peer_timeout_s=settings.peer_timeout_s,
             publisher_kbps=settings.publisher_kbps,
             ladder_kbps=settings.ladder_kbps,
+            tracking=settings.tracking,
             mode=RelayMode(settings.relay_mode),
             router_idle_s=settings.router_idle_s,
             session_gap_s=settings.recording_offline_s,
@@ -203,6 +204,7 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
         clock.cid, clock.identity, MediaClockUpdate.of(clock)
     )
     relay.on_stream_session = keeper.on_stream_session
+    relay.on_placements = keeper.on_placements
     hub.on_gone = on_gone
     relay.attended = hub.has_participants
     recordings.on_event = on_recording_event

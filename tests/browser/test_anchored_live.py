@@ -69,18 +69,24 @@ READ = """
   const pw = v.videoWidth * scale, ph = v.videoHeight * scale;
   const px = vb.left + (vb.width - pw) / 2 - ob.left, py = vb.top + (vb.height - ph) / 2 - ob.top;
   const sx = o.width / ob.width, sy = o.height / ob.height;
-  const d = o.getContext("2d").getImageData(0, 0, o.width, o.height).data;
+  // Every other pixel of the picture's rectangle only: a reading must not take frames.
+  const x0 = Math.max(0, Math.floor(px * sx)), y0 = Math.max(0, Math.floor(py * sy));
+  const cw = Math.min(o.width - x0, Math.ceil(pw * sx));
+  const ch = Math.min(o.height - y0, Math.ceil(ph * sy));
+  const d = o.getContext("2d").getImageData(x0, y0, cw, ch).data;
   const found = colors.map(() => ({n: 0, x: 0, y: 0}));
-  for (let i = 0; i < d.length; i += 4) {
-    if (d[i + 3] < 250) continue;
-    const near = (c) =>
-      Math.abs(d[i] - c[0]) + Math.abs(d[i + 1] - c[1]) + Math.abs(d[i + 2] - c[2]) < 40;
-    const k = colors.findIndex(near);
-    if (k < 0) continue;
-    const p = (i / 4) % o.width, q = Math.floor(i / 4 / o.width);
-    found[k].n += 1;
-    found[k].x += (p / sx - px) / pw;
-    found[k].y += (q / sy - py) / ph;
+  for (let q = 0; q < ch; q += 2) {
+    for (let p = 0; p < cw; p += 2) {
+      const i = 4 * (q * cw + p);
+      if (d[i + 3] < 250) continue;
+      const near = (c) =>
+        Math.abs(d[i] - c[0]) + Math.abs(d[i + 1] - c[1]) + Math.abs(d[i + 2] - c[2]) < 40;
+      const k = colors.findIndex(near);
+      if (k < 0) continue;
+      found[k].n += 1;
+      found[k].x += ((x0 + p) / sx - px) / pw;
+      found[k].y += ((y0 + q) / sy - py) / ph;
+    }
   }
   return {gray, found: found.map((f) => f.n ? {n: f.n, x: f.x / f.n, y: f.y / f.n} : null),
           lost: o.dataset.lost ?? null};
@@ -140,7 +146,7 @@ async def _seen(page: Any, truth: Truth, video: str, canvas: str) -> Seen | None
     if read is None:
         return None
     index, dark = truth.index_of(read["gray"])
-    green, grey = ((f["x"], f["y"]) if f and f["n"] > 20 else None for f in read["found"])
+    green, grey = ((f["x"], f["y"]) if f and f["n"] > 10 else None for f in read["found"])
     return Seen(index, dark, green, grey)
 
 

@@ -157,10 +157,11 @@ def _distance(a: tuple[float, float], b: tuple[float, float]) -> float:
 async def _follows(page: Any, truth: Truth, video: str, canvas: str, seconds: float) -> str:
     """Reads the page for ``seconds``; the box follows the truth from its first clear reading."""
     reference: tuple[int, tuple[float, float]] | None = None
-    errors, moved, away = [], 0.0, []
+    errors, moved, away, lost = [], 0.0, [], 0
     deadline = asyncio.get_running_loop().time() + seconds
     while asyncio.get_running_loop().time() < deadline:
         seen = await _seen(page, truth, video, canvas)
+        lost += seen is not None and seen.grey is not None
         if seen is not None and seen.index is not None and seen.green is not None:
             if reference is None:
                 reference = (seen.index, seen.green)
@@ -172,7 +173,8 @@ async def _follows(page: Any, truth: Truth, video: str, canvas: str, seconds: fl
         await asyncio.sleep(0.1)
     summary = (
         f"{len(errors)} readings, median error {statistics.median(errors or [1]):.3f}, "
-        f"truth moved up to {moved:.3f}, box moved up to {max(away, default=0):.3f}"
+        f"truth moved up to {moved:.3f}, box moved up to {max(away, default=0):.3f}; "
+        f"{lost} readings with the box lost (a relay too loaded to track?)"
     )
     assert len(errors) >= 5, summary
     assert statistics.median(errors) <= MAX_ERROR, summary

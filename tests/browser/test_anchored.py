@@ -4,24 +4,25 @@ apply the server's ``placements`` to the frame they show (the surgeon's through 
 the replay moves the mark as the logged placements moved it live.
 
 The placements here are sent through the server's hub at the live relay pts (and the clinic's
-capture time of it, from its RTCP sender reports), as the tracker sends them, with a known
-motion; each round also carries a placement of a frame 10 s ahead, which a page that maps the
-frame it shows must not apply.
+capture time of it, from its RTCP sender reports) as the relay's tracking sends them (turned off
+here), with a known motion; each round also carries a placement of a frame 10 s ahead, which a
+page that maps the frame it shows must not apply.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from relay.router import Router
 from signaling.keys import HUB, RELAY
-from signaling.ws.messages import ServerMessage
+from signaling.settings import Settings
+from signaling.ws.messages import PlacementsUpdate
 from tests.replay_support import at, stroke
 
 from . import test_annotations as live
@@ -40,14 +41,10 @@ AHEAD_PTS = 10 * 90_000
 RATE_HZ = 20
 
 
-@dataclass(frozen=True)
-class PlacementsMessage(ServerMessage):
-    """The ``placements`` message of docs/architecture.md, as the relay's tracker sends it."""
-
-    TYPE = "placements"
-    pts: int
-    capture_ms: float | None
-    marks: list[dict[str, Any]]
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The placements here are the test's own: the relay's tracking is off."""
+    return dataclasses.replace(settings, tracking=False)
 
 
 def _placed(mark: dict[str, Any], shift: tuple[float, float], lost: bool) -> dict[str, Any]:
@@ -66,11 +63,11 @@ async def _send_placements(live_server: LiveServer, cid: str, state: dict[str, A
         mark = state["mark"]
         if pts is not None:
             marks = [_placed(mark, SHIFT, state["lost"])] if state["anchored"] else []
-            hub.broadcast(cid, PlacementsMessage(pts, router.capture_ms(pts), marks))
+            hub.broadcast(cid, PlacementsUpdate(pts, router.capture_ms(pts), marks))
             if marks:
                 ahead = pts + AHEAD_PTS
                 future = [_placed(mark, AHEAD_SHIFT, False)]
-                hub.broadcast(cid, PlacementsMessage(ahead, router.capture_ms(ahead), future))
+                hub.broadcast(cid, PlacementsUpdate(ahead, router.capture_ms(ahead), future))
         await asyncio.sleep(1 / RATE_HZ)
 
 

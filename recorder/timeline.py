@@ -40,10 +40,12 @@ import bisect
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from persistence.times import parse_utc_iso
-from relay.annotations import Annotation, AnnotationError, Mark
+from relay.annotations import Annotation, AnnotationError, Mark, MarkKey
+from relay.tracker import Placement
 
 from .log_entry import LogEntry, LogOp
 from .manifest import Manifest
@@ -213,6 +215,15 @@ class Placed:
     def to_json(self) -> list[Any]:
         return [_round(self.t), self.marks]
 
+    @cached_property
+    def placements(self) -> dict[MarkKey, Placement]:
+        """As the tracker gave them (the annotated export draws through them, like the live
+        burn-in); the marks are well-formed (``_placements``)."""
+        return {
+            (p["author"], p["id"]): Placement(tuple(p["m"]), p["confidence"], p["lost"])
+            for p in self.marks
+        }
+
 
 @dataclass
 class Timeline:
@@ -233,6 +244,14 @@ class Timeline:
             if annotation is not None:
                 shown.append(annotation)
         return shown
+
+    def placed_at(self, t: float) -> Mapping[MarkKey, Placement]:
+        """Where the anchored marks were on the picture of recording time ``t``: the newest
+        placements not newer (the oldest for an earlier picture, as live and on the pages)."""
+        if not self.placements:
+            return {}
+        i = bisect.bisect_right(self.placements, t, key=lambda p: p.t) - 1
+        return self.placements[max(i, 0)].placements
 
     def freeze_at(self, t: float) -> FreezeSpan | None:
         for span in self.freezes:

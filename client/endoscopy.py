@@ -179,10 +179,10 @@ class SyntheticEndoscopy:
                 self._add_highlights(bgr, index, rng)
         if blurred and not out_of_body:
             bgr = cv2.GaussianBlur(bgr, (0, 0), self._blur_sigma(index))
-        noise = rng.integers(0, 6, (self.height // 4, self.width // 4), dtype=np.uint8)
-        bgr = cv2.add(
-            bgr, cv2.cvtColor(cv2.resize(noise, (self.width, self.height)), cv2.COLOR_GRAY2BGR)
-        )
+        # sensor noise, fresh every frame (2×2 pixel grains: a sensor's noise after demosaicing)
+        noise = rng.integers(0, 8, (self.height // 2, self.width // 2), dtype=np.uint8)
+        grains = cv2.resize(noise, (self.width, self.height), interpolation=cv2.INTER_NEAREST)
+        bgr = cv2.add(bgr, cv2.cvtColor(grains, cv2.COLOR_GRAY2BGR))
         bgr = cv2.multiply(bgr, self._vignette, scale=1 / 255)
         return SyntheticFrame(index, bgr, warp, self.in_view(index), out_of_body, blurred)
 
@@ -236,7 +236,7 @@ class SyntheticEndoscopy:
             if x0 < 0 or y0 < 0 or x0 + w > self.width or y0 + h > self.height:
                 continue
             roi = bgr[y0 : y0 + h, x0 : x0 + w]
-            cv2.scaleAdd(sprite, float(rng.uniform(0.4, 1.0)), roi, roi)
+            cv2.scaleAdd(sprite, float(rng.uniform(0.6, 1.0)), roi, roi)
 
     def _room_frame(self, index: int) -> np.ndarray:
         """The room, filmed by a scope held in a hand: slow pan and a little blur."""
@@ -371,5 +371,5 @@ def _highlights(width: int, height: int, seed: int) -> list[tuple[float, float, 
         soft = cv2.GaussianBlur(sprite, (0, 0), size / 10)
         x = width / 2 + rng.normal(0, 0.12) * width
         y = height / 2 + rng.normal(0, 0.12) * height
-        flecks.append((x, y, np.repeat((255 * soft)[..., None], 3, 2).astype(np.uint8)))
+        flecks.append((x, y, np.repeat(np.clip(600 * soft, 0, 255)[..., None], 3, 2).astype(np.uint8)))
     return flecks

@@ -20,17 +20,27 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
-from relay.tracker_mark import Frame, Gray, MarkTrack, Matrix, Points, prepare
+from relay.tracker_mark import (
+    LK_LEVELS,
+    Frame,
+    MarkTrack,
+    Matrix,
+    Points,
+    lk,
+    orb_features,
+    prepare,
+)
 
 MarkKey = tuple[str, str]
 """(author identity, mark id): mark ids are per author."""
 CLOCK_RATE = 90_000
 """The relay pts clock (Hz)."""
-REDETECT_EVERY = 2
+REDETECT_EVERY = 3
 """While a mark is lost, look for it again on every n-th frame (ORB on the whole frame)."""
+CHECK_EVERY = 2
+"""Each followed mark is checked against its reference every n-th frame (the flow in between)."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +68,6 @@ class Tracker:
         self._marks: dict[MarkKey, MarkTrack] = {}
         self._pending: dict[MarkKey, Points] = {}
         self._lock = threading.Lock()
-        self._orb = cv2.ORB.create(500, fastThreshold=5, edgeThreshold=15)
         self._count = 0
         # pixels ↔ normalised (a pixel's centre is at (x + 0.5) / width)
         self._to_norm: Matrix = np.array(
@@ -134,16 +143,25 @@ class Tracker:
         return np.asarray((self._to_px @ homogeneous.T)[:2].T, np.float32)
 
     def _step(self, marks: list[MarkTrack], before: Frame, now: Frame) -> None:
-        orb_now: tuple[Points, Gray | None] | None = None
-        if any(m.lost for m in marks) and self._count % REDETECT_EVERY == 0:
-            keypoints, descriptors = self._orb.detectAndCompute(now.gray, now.valid)
-            positions = np.array([k.pt for k in keypoints], np.float32).reshape(-1, 2)
-            orb_now = (
-                positions,
-                None if descriptors is None else np.asarray(descriptors, np.uint8),
-            )
-        for mark in marks:
-            mark.step(before, now, orb_now)
+        """One frame for these marks: one forward–backward flow for all the followed ones,
+        re-detection for the lost ones."""
+        corners = [m.corners(before) for m in marks]
+        everything = np.concatenate(corners)
+        moved, good = everything, np.zeros(len(everything), bool)
+        if len(everything):
+            moved, good = lk(before.gray, now.gray, everything, LK_LEVELS)
+        start = 0
+        for i, (mark, own) in enumerate(zip(marks, corners, strict=True)):
+            end = start + len(own)
+            # each mark checks its place every CHECK_EVERY frames, in turn
+            check = (self._count + i) % CHECK_EVERY == 0
+            mark.follow(now, moved[start:end], good[start:end], check)
+            start = end
+        lost = [m for m in marks if m.adrift]
+        if lost and self._count % REDETECT_EVERY == 0:
+            features = orb_features(now)
+            for mark in lost:
+                mark.redetect(now, features)
 
     def _placement(self, mark: MarkTrack) -> Placement:
         shown = self._to_norm @ mark.shown @ self._to_px

@@ -22,8 +22,7 @@ import numpy as np
 import pytest
 
 from client.endoscopy import OUT_OF_VIEW_S, SyntheticEndoscopy
-from relay.router import Router
-from signaling.keys import RECORDINGS, RELAY
+from signaling.keys import RECORDINGS
 
 from . import test_annotations as live
 from .conftest import Browser, LiveServer, chromium, playwright_api
@@ -239,11 +238,14 @@ async def test_a_mark_on_the_tissue_follows_the_endoscope_live_and_in_replay(
         else:
             raise AssertionError(f"{video}: the box never greyed while the scope was out")
 
-    # Replay: the recording so far, its marks moving as they moved live.
-    router = live_server.app[RELAY].find(consultation.id)
-    assert isinstance(router, Router)
-    recording = live_server.app[RECORDINGS].active(consultation.id)
-    assert recording is not None
+    # Replay: the recording (closed when the clinic stops), its marks moving as they moved live.
+    recordings = live_server.app[RECORDINGS]
+    assert recordings.active(consultation.id) is not None
+    await clinic.get_by_test_id("stop-stream").click()
+    for _ in range(100):
+        if recordings.active(consultation.id) is None:
+            break
+        await asyncio.sleep(0.1)
     token = live_server.token("surgeon", consultation.id)
     replay = await browser.open(live_server.url("replay", token), "replay")
     await replay.get_by_test_id("recording-item").first.get_by_role("button").click()

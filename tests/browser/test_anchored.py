@@ -102,6 +102,14 @@ async def test_an_anchored_mark_follows_its_placement_on_both_pages_and_greys_wh
     frame_pts = added[0].get("frame_pts")
     # the page had no placements yet: it maps the frame it showed through its media clock alone
     assert isinstance(frame_pts, int) and abs(router.media_pts() - frame_pts) < 3 * 90_000, added
+    # the frame on screen is one the relay forwarded a moment ago (the page's display delay)
+    behind = []
+    for _ in range(10):
+        shown = await surgeon.evaluate("() => window.endolink.annotations.shownPts")
+        behind.append(router.media_pts() - shown)
+        await asyncio.sleep(0.05)
+    print(f"\nthe surgeon's picture is {sorted(behind)[5] / 90:.0f} ms behind the relay")
+    assert 0 <= sorted(behind)[5] < 90_000 / 2, behind
 
     shaft = [live.lerp(tail, head, t) for t in (0.2, 0.5, 0.8)]
     state: dict[str, Any] = {"mark": mark, "anchored": True, "lost": False}
@@ -111,6 +119,9 @@ async def test_an_anchored_mark_follows_its_placement_on_both_pages_and_greys_wh
             await live.wait_color(page, pic, _moved(shaft, SHIFT), live.GREEN, timeout=10_000)
             await live.wait_clear(page, pic, shaft)
             await live.wait_clear(page, pic, _moved(shaft, AHEAD_SHIFT))
+        # the clinic's preview frame, by its capture time: about where the relay is
+        ahead = await clinic.evaluate("() => window.endolink.annotations.shownPts")
+        assert abs(ahead - router.media_pts()) < 90_000 / 2, (ahead, router.media_pts())
         state["lost"] = True
         for page, pic in ((surgeon, s_pic), (clinic, c_pic)):
             await live.wait_color(page, pic, _moved(shaft, SHIFT), GREY)

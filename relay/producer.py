@@ -138,6 +138,11 @@ class Producer:
         if not self._rebase:
             self._sender_report = (timestamp + self._pts_offset, wall_ms)
 
+    @property
+    def sender_report(self) -> tuple[int, float] | None:
+        """(pts, wall ms) of the publisher's latest RTCP sender report (None: none yet)."""
+        return self._sender_report
+
     def capture_ms(self, pts: int) -> float | None:
         """When the publisher captured the frame of ``pts``, on its wall clock (ms since the UNIX
         epoch; None before its first sender report): its page matches its own preview frames."""

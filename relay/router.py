@@ -93,6 +93,8 @@ class Router:
         self._ladder_kbps = ladder_kbps
         self._on_quality = on_quality
         self._on_media_clock = on_media_clock
+        self._media_clocks: dict[str, MediaClock] = {}
+        "The latest of each viewer session: a page that reconnects its WebSocket is told again."
         endoscope = self.feeds[FeedName.ENDOSCOPE].producers["video"]
         self.ladder = Ladder(endoscope, self.board, self.label, ladder_kbps)
         self.decoded = DecodedFeed(endoscope, self.label)
@@ -314,7 +316,15 @@ class Router:
         return consumer
 
     def _media_clock(self, peer: Peer, rtp_offset: int) -> None:
-        self._on_media_clock(MediaClock(self.cid, peer.id, peer.identity, rtp_offset))
+        clock = MediaClock(self.cid, peer.id, peer.identity, rtp_offset)
+        if peer.id not in self._media_clocks:
+            peer.on_closed(lambda p: self._media_clocks.pop(p.id, None))
+        self._media_clocks[peer.id] = clock
+        self._on_media_clock(clock)
+
+    def media_clocks(self, identity: str) -> list[MediaClock]:
+        """The media clocks of ``identity``'s viewer sessions (for its pages that join later)."""
+        return [c for c in self._media_clocks.values() if c.identity == identity]
 
     def capture_ms(self, pts: int) -> float | None:
         """When the clinic captured the endoscope frame of ``pts`` (ms since the UNIX epoch, its

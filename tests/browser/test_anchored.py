@@ -4,38 +4,29 @@ apply the server's ``placements`` to the frame they show (the surgeon's through 
 the replay moves the mark as the logged placements moved it live.
 
 The placements here are sent through the server's hub at the live relay pts (and the clinic's
-capture time of it, from its RTCP sender reports), as the tracker sends them, with a known
-motion; each round also carries a placement of a frame 10 s ahead, which a page that maps the
-frame it shows must not apply.
+capture time of it, from its RTCP sender reports) as the relay's tracking sends them (turned off
+here), with a known motion; each round also carries a placement of a frame 10 s ahead, which a
+page that maps the frame it shows must not apply.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from relay.router import Router
 from signaling.keys import HUB, RELAY
-from signaling.ws.messages import ServerMessage
+from signaling.settings import Settings
+from signaling.ws.messages import PlacementsUpdate
 from tests.replay_support import at, stroke
 
+from . import test_annotations as live
 from .conftest import Browser, LiveServer, playwright_api
-from .test_annotations import (
-    GREEN,
-    drag,
-    lerp,
-    open_consultation,
-    picture,
-    select_tool,
-    wait_clear,
-    wait_color,
-    wait_marks,
-)
 from .test_marks import open_recording
 from .test_replay import is_green, pixel_at, wait_for
 
@@ -50,14 +41,10 @@ AHEAD_PTS = 10 * 90_000
 RATE_HZ = 20
 
 
-@dataclass(frozen=True)
-class PlacementsMessage(ServerMessage):
-    """The ``placements`` message of docs/architecture.md, as the relay's tracker sends it."""
-
-    TYPE = "placements"
-    pts: int
-    capture_ms: float | None
-    marks: list[dict[str, Any]]
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The placements here are the test's own: the relay's tracking is off."""
+    return dataclasses.replace(settings, tracking=False)
 
 
 def _placed(mark: dict[str, Any], shift: tuple[float, float], lost: bool) -> dict[str, Any]:
@@ -76,11 +63,11 @@ async def _send_placements(live_server: LiveServer, cid: str, state: dict[str, A
         mark = state["mark"]
         if pts is not None:
             marks = [_placed(mark, SHIFT, state["lost"])] if state["anchored"] else []
-            hub.broadcast(cid, PlacementsMessage(pts, router.capture_ms(pts), marks))
+            hub.broadcast(cid, PlacementsUpdate(pts, router.capture_ms(pts), marks))
             if marks:
                 ahead = pts + AHEAD_PTS
                 future = [_placed(mark, AHEAD_SHIFT, False)]
-                hub.broadcast(cid, PlacementsMessage(ahead, router.capture_ms(ahead), future))
+                hub.broadcast(cid, PlacementsUpdate(ahead, router.capture_ms(ahead), future))
         await asyncio.sleep(1 / RATE_HZ)
 
 
@@ -99,15 +86,15 @@ async def test_an_anchored_mark_follows_its_placement_on_both_pages_and_greys_wh
         page.on("websocket", lambda ws: ws.on("framesent", lambda f: sent.append(json.loads(f))))
 
     browser.context.on("page", watch)  # type: ignore[attr-defined]
-    consultation, clinic, surgeon, _ = await open_consultation(live_server, browser)
+    consultation, clinic, surgeon, _ = await live.open_consultation(live_server, browser)
     cid = consultation.id
-    s_pic = await picture(surgeon, "remote-video")
-    c_pic = await picture(clinic, "local-preview")
-    await select_tool(surgeon, "arrow")
+    s_pic = await live.picture(surgeon, "remote-video")
+    c_pic = await live.picture(clinic, "local-preview")
+    await live.select_tool(surgeon, "arrow")
     await expect(surgeon.get_by_test_id("anchored")).to_have_attribute("aria-pressed", "true")
     tail, head = (0.3, 0.45), (0.5, 0.45)
-    await drag(surgeon, s_pic, [tail, head])
-    (mark,) = await wait_marks(clinic, 1)
+    await live.drag(surgeon, s_pic, [tail, head])
+    (mark,) = await live.wait_marks(clinic, 1)
     added = [m for m in sent if m.get("type") == "annotation" and m.get("op") == "add"]
     assert added and added[0]["annotation"]["anchored"] is True, added
     router = live_server.app[RELAY].find(cid)
@@ -115,26 +102,37 @@ async def test_an_anchored_mark_follows_its_placement_on_both_pages_and_greys_wh
     frame_pts = added[0].get("frame_pts")
     # the page had no placements yet: it maps the frame it showed through its media clock alone
     assert isinstance(frame_pts, int) and abs(router.media_pts() - frame_pts) < 3 * 90_000, added
+    # the frame on screen is one the relay forwarded a moment ago (the page's display delay)
+    behind = []
+    for _ in range(10):
+        shown = await surgeon.evaluate("() => window.endolink.annotations.shownPts")
+        behind.append(router.media_pts() - shown)
+        await asyncio.sleep(0.05)
+    print(f"\nthe surgeon's picture is {sorted(behind)[5] / 90:.0f} ms behind the relay")
+    assert 0 <= sorted(behind)[5] < 90_000 / 2, behind
 
-    shaft = [lerp(tail, head, t) for t in (0.2, 0.5, 0.8)]
+    shaft = [live.lerp(tail, head, t) for t in (0.2, 0.5, 0.8)]
     state: dict[str, Any] = {"mark": mark, "anchored": True, "lost": False}
     sending = asyncio.ensure_future(_send_placements(live_server, cid, state))
     try:
         for page, pic in ((surgeon, s_pic), (clinic, c_pic)):
-            await wait_color(page, pic, _moved(shaft, SHIFT), GREEN, timeout=10_000)
-            await wait_clear(page, pic, shaft)
-            await wait_clear(page, pic, _moved(shaft, AHEAD_SHIFT))
+            await live.wait_color(page, pic, _moved(shaft, SHIFT), live.GREEN, timeout=10_000)
+            await live.wait_clear(page, pic, shaft)
+            await live.wait_clear(page, pic, _moved(shaft, AHEAD_SHIFT))
+        # the clinic's preview frame, by its capture time: about where the relay is
+        ahead = await clinic.evaluate("() => window.endolink.annotations.shownPts")
+        assert abs(ahead - router.media_pts()) < 90_000 / 2, (ahead, router.media_pts())
         state["lost"] = True
         for page, pic in ((surgeon, s_pic), (clinic, c_pic)):
-            await wait_color(page, pic, _moved(shaft, SHIFT), GREY)
+            await live.wait_color(page, pic, _moved(shaft, SHIFT), GREY)
             await page.wait_for_function(
                 "() => document.querySelector('[data-testid=\"annotation-canvas\"]')"
                 ".dataset.lost === '1'"
             )
         state["anchored"] = False  # the last anchored mark went: drawn as sent again
         for page, pic in ((surgeon, s_pic), (clinic, c_pic)):
-            await wait_color(page, pic, shaft, GREEN)
-            await wait_clear(page, pic, _moved(shaft, SHIFT))
+            await live.wait_color(page, pic, shaft, live.GREEN)
+            await live.wait_clear(page, pic, _moved(shaft, SHIFT))
     finally:
         sending.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -144,13 +142,13 @@ async def test_an_anchored_mark_follows_its_placement_on_both_pages_and_greys_wh
 async def test_the_clinic_draws_as_sent_unless_it_asks_for_the_tissue(
     live_server: LiveServer, browser: Browser
 ) -> None:
-    _, clinic, _, _ = await open_consultation(live_server, browser)
+    _, clinic, _, _ = await live.open_consultation(live_server, browser)
     anchored = clinic.get_by_test_id("anchored")
-    await select_tool(clinic, "pen")
+    await live.select_tool(clinic, "pen")
     await expect(anchored).to_have_attribute("aria-pressed", "false")
-    await select_tool(clinic, "text")
+    await live.select_tool(clinic, "text")
     await expect(anchored).to_be_hidden()
-    await select_tool(clinic, "circle")
+    await live.select_tool(clinic, "circle")
     await anchored.click()
     await expect(anchored).to_have_attribute("aria-pressed", "true")
 

@@ -395,6 +395,7 @@ export class AnnotationLayer {
       canDraw: this.canDraw,
       renders: this.renders,
       picture: picture ? { ...picture } : null,
+      shownPts: this.placements.shownPts(), // relay pts of the frame on screen (placements.js)
     };
   }
 }

@@ -7,7 +7,7 @@
 // picture height (6 widths for marks without a size).
 
 import { toElement } from "./geometry.js";
-import { msg } from "./i18n.js";
+import { msg, t } from "./i18n.js";
 
 // Labels are catalogue messages (i18n.js msg()), written in the page's language where shown.
 export const TOOLS = ["pen", "arrow", "circle", "rect", "text", "pointer"].map((id) => ({
@@ -229,7 +229,6 @@ export function drawAuthor(ctx, mark, rect, name, alpha = 1) {
 // An anchored mark whose tissue the server lost (occlusion, blur, the scope out): grey, at its
 // last confident place, saying so — never shown confidently in the wrong place.
 const LOST_COLOR = "#9e9e9e";
-const LOST_TEXT = msg("anchor.lost");
 
 /** `[x, y]` (normalised) through a placement matrix [a, b, c, d, e, f]. */
 export function placePoint([x, y], [a, b, c, d, e, f]) {
@@ -262,7 +261,7 @@ export function drawPlacedMark(ctx, mark, rect, alpha, placement, name) {
   if (!placement.lost || alpha <= 0) return;
   const at = toElement(first[0], first[1], rect);
   const below = Math.max(1, mark.width * rect.height) + 2;
-  drawTag(ctx, LOST_TEXT, alpha, (width, height) => ({
+  drawTag(ctx, t("anchor.lost"), alpha, (width, height) => ({
     x: Math.min(Math.max(rect.x, at.x - width / 2), rect.x + rect.width - width),
     y: Math.min(at.y + below, rect.y + rect.height - height),
   }));

@@ -37,6 +37,11 @@ SAMPLE_EVERY_S = 0.0
 """Every fresh frame is analysed: optical flow needs small steps, and placements then go out at
 the source's rate (30 Hz for a 30 fps endoscope, never under 15 Hz at 15 fps)."""
 MAX_RATE_HZ = 30
+REANCHOR_EVERY_S = 0.3
+"""A mark whose points change (a pen stroke streaming as it is drawn) is anchored again at most
+this often (media time), and once more when it stops changing: anchoring catches up through up
+to a second of kept frames, too much to repeat for every update of a stroke (measured: the
+annotation latency's p95 doubled, bench.stroke_latency)."""
 "Placements sent per second at most (a 60 fps source is analysed fully, sent every other frame)."
 
 
@@ -76,8 +81,8 @@ class _Follower:
         self.loop = asyncio.get_running_loop()
         self.stopped = False
         self.tracker: Tracker | None = None
-        self.anchored: dict[MarkKey, tuple[Point, ...]] = {}
-        "The marks the tracker follows, with the points it anchored."
+        self.anchored: dict[MarkKey, tuple[tuple[Point, ...], int]] = {}
+        "The marks the tracker follows, with the points it anchored and the pts it did so at."
         self.sent_pts: int | None = None
         self.emptied = False
 
@@ -101,9 +106,12 @@ class _Follower:
             del self.anchored[key]
         found = self.tracker.update(gray, pts)
         for key, annotation in marks.items():
-            if self.anchored.get(key) != annotation.mark.points:
-                self.tracker.anchor(key, annotation.mark.points, annotation.frame_pts)
-                self.anchored[key] = annotation.mark.points
+            points, anchored = annotation.mark.points, self.anchored.get(key)
+            if anchored is None or (
+                anchored[0] != points and pts - anchored[1] >= REANCHOR_EVERY_S * VIDEO_CLOCK_RATE
+            ):
+                self.tracker.anchor(key, points, annotation.frame_pts)
+                self.anchored[key] = points, pts
         placements = {key: p for key, p in found.items() if key in marks}
         if not placements:
             return

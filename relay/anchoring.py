@@ -31,8 +31,9 @@ from .tracker import Placement, Tracker
 
 logger = logging.getLogger(__name__)
 
-ANALYSIS_WIDTH = 480
-"Width of the gray frames the tracker analyses (the height follows the picture's aspect)."
+ANALYSIS_WIDTH = 320
+"""Width of the gray frames the tracker analyses (the height follows the picture's aspect): the
+tracker's default analysis size, 320×180 for 16:9 (docs/benchmarks.md, tracking accuracy)."""
 SAMPLE_EVERY_S = 0.0
 """Every fresh frame is analysed: optical flow needs small steps, and placements then go out at
 the source's rate (30 Hz for a 30 fps endoscope, never under 15 Hz at 15 fps)."""

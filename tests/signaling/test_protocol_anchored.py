@@ -19,14 +19,9 @@ from signaling.ws.protocol import (
     ProtocolError,
     parse_client_message,
 )
+from tests.signaling.test_websocket_annotations import STROKE
 
-ARROW = {
-    "id": "a1",
-    "tool": "arrow",
-    "color": "#00ff00",
-    "width": 0.004,
-    "points": [[0.1, 0.2], [0.3, 0.4]],
-}
+ARROW = {**STROKE, "id": "a1", "tool": "arrow", "points": [[0.1, 0.2], [0.3, 0.4]]}
 
 
 def parse(message: Any) -> Any:

@@ -7,6 +7,9 @@ in front (``+faststart``: it plays while downloading). The clinic's microphone a
 talk-back are decoded and mixed into one AAC track (Opus in MP4 is not what most players expect, and
 a second track is one most players never play). During a freeze the picture holds the frame shown
 when the surgeon froze it (the live rendition's rule), with the marks drawn during the freeze.
+Anchored marks are drawn where the tracker put them live (the log's ``placements``, the newest
+not newer than the picture shown: ``Timeline.placed_at``), through ``relay.overlay.placed`` as the
+live burn-in does, grey where it had lost them.
 
 Segments are joined end to end (the time a publisher was away is not reproduced as black video);
 each segment's marks are placed with its own ``offset_s`` on the recording clock.
@@ -30,6 +33,7 @@ import av
 import numpy as np
 
 from persistence.files import Sync, move_into_place
+from relay.overlay import placed
 
 from .burnin import BurnIn
 from .timeline import FreezeSpan, Timeline
@@ -215,7 +219,9 @@ def export_annotated(
                         elif frozen is None or frozen[0] is not span:
                             frozen = (span, frame)
                         shown = frozen[1] if frozen is not None else frame
-                        picture = burn_in.frame(shown, timeline.visible(t_recording))
+                        t_shown = source.offset_s + float(shown.time or 0.0)
+                        marks = placed(timeline.visible(t_recording), timeline.placed_at(t_shown))
+                        picture = burn_in.frame(shown, marks)
                         pts = max(last_pts + 1, int(round((shift + t_file) * 90_000)))
                         last_pts = pts
                         picture.pts = pts

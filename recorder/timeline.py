@@ -22,6 +22,11 @@ that each carry every point so far; to keep the answer small, each track stores 
 and its versions as ``[t, shape index, point count]`` (a version draws the first ``point count``
 points of its shape).
 
+Anchored marks: each ``placements`` entry (where the tracker put every anchored mark on the frame
+of its ``media_pts``) is kept at its recording time (``Timeline.placements``), so the replay moves
+the marks as they moved live; placed by its own pts, outside the log-order rule above (the frame
+analysed is a little older than the one forwarded when the entry was written).
+
 Chat messages in the log are listed at their recording time (``Timeline.chat``), those sent during
 the recording (a second of slack at each end).
 
@@ -35,10 +40,12 @@ import bisect
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from persistence.times import parse_utc_iso
-from relay.annotations import Annotation, AnnotationError, Mark
+from relay.annotations import Annotation, AnnotationError, Mark, MarkKey
+from relay.tracker import Placement
 
 from .log_entry import LogEntry, LogOp
 from .manifest import Manifest
@@ -197,11 +204,34 @@ class ChatLine:
         }
 
 
+@dataclass(frozen=True)
+class Placed:
+    """Where the anchored marks were at recording time ``t`` (``relay.tracker.Placement`` as
+    JSON: ``{author, id, m, confidence, lost}``); none: no mark anchored from then on."""
+
+    t: float
+    marks: list[dict[str, Any]]
+
+    def to_json(self) -> list[Any]:
+        return [_round(self.t), self.marks]
+
+    @cached_property
+    def placements(self) -> dict[MarkKey, Placement]:
+        """As the tracker gave them (the annotated export draws through them, like the live
+        burn-in); the marks are well-formed (``_placements``)."""
+        return {
+            (p["author"], p["id"]): Placement(tuple(p["m"]), p["confidence"], p["lost"])
+            for p in self.marks
+        }
+
+
 @dataclass
 class Timeline:
     marks: list[MarkTrack]
     freezes: list[FreezeSpan]
     chat: list[ChatLine] = field(default_factory=list)
+    placements: list[Placed] = field(default_factory=list)
+    "In time order."
 
     def visible(self, t: float, authors: set[str] | None = None) -> list[Annotation]:
         """Marks to draw at recording time ``t``, oldest first (the burn-in's rule: a faded mark
@@ -215,6 +245,14 @@ class Timeline:
                 shown.append(annotation)
         return shown
 
+    def placed_at(self, t: float) -> Mapping[MarkKey, Placement]:
+        """Where the anchored marks were on the picture of recording time ``t``: the newest
+        placements not newer (the oldest for an earlier picture, as live and on the pages)."""
+        if not self.placements:
+            return {}
+        i = bisect.bisect_right(self.placements, t, key=lambda p: p.t) - 1
+        return self.placements[max(i, 0)].placements
+
     def freeze_at(self, t: float) -> FreezeSpan | None:
         for span in self.freezes:
             if span.covers(t):
@@ -226,6 +264,7 @@ class Timeline:
             "marks": [m.to_json() for m in self.marks],
             "freezes": [f.to_json() for f in self.freezes],
             "chat": [c.to_json() for c in self.chat],
+            "placements": [p.to_json() for p in self.placements],
         }
 
 
@@ -285,6 +324,7 @@ def build_timeline(
     tracks: list[MarkTrack] = []
     freezes: list[FreezeSpan] = []
     chat: list[ChatLine] = []
+    placements: list[Placed] = []
     frozen: FreezeSpan | None = None
     last_t = -math.inf
 
@@ -299,6 +339,9 @@ def build_timeline(
     for entry in entries:
         t = clock.of_entry(entry)
         if t is None:
+            continue
+        if entry.kind is LogOp.PLACEMENTS:
+            placements.append(Placed(t, _placements(entry.payload.get("marks"))))
             continue
         t = max(t, last_t)  # the log is in arrival order: never let a clock switch reorder it
         last_t = t
@@ -357,6 +400,7 @@ def build_timeline(
         kept,
         [f for f in freezes if overlaps(f.start_t, f.end_t)],
         [c for c in chat if -CHAT_SLACK_S <= c.t <= upper + CHAT_SLACK_S],
+        sorted((p for p in placements if p.t <= upper), key=lambda p: p.t),
     )
 
 
@@ -393,6 +437,32 @@ def _annotation(data: Any) -> dict[str, Any] | None:
     if not isinstance(name, str) or len(name) > MAX_AUTHOR_NAME:
         name = ""
     return {**mark.to_json(), "author": data["author"], "author_name": name}
+
+
+def _placements(data: Any) -> list[dict[str, Any]]:
+    """The well-formed marks of a logged ``placements`` entry (a damaged one costs only itself)."""
+    kept = []
+    for p in data if isinstance(data, list) else []:
+        m = p.get("m") if isinstance(p, Mapping) else None
+        author, mark_id = (p.get("author"), p.get("id")) if m is not None else (None, None)
+        if not (isinstance(author, str) and isinstance(mark_id, str) and isinstance(m, list)):
+            continue
+        if len(m) == 6 and all(map(_finite, m)):
+            c = p.get("confidence")
+            kept.append(
+                {
+                    "author": author,
+                    "id": mark_id,
+                    "m": [round(float(v), 5) for v in m],
+                    "confidence": round(float(c), 3) if _finite(c) else 0.0,
+                    "lost": p.get("lost") is True,
+                }
+            )
+    return kept
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _round(value: float | None) -> float | None:

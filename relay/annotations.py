@@ -15,12 +15,15 @@ to send back.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from persistence.times import utc_iso
+
+if TYPE_CHECKING:
+    from .tracker import Placement
 
 MARK_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 COLOR = re.compile(r"#[0-9a-fA-F]{6}")
@@ -41,7 +44,14 @@ MAX_MARKS = 500
 MAX_BOARD_POINTS = 50_000
 "Points over all marks of a board: bounds memory, drawing time and the size of ``welcome``."
 
+PLACED_KEPT = 90
+"Placements of the last analysed frames the board keeps for the burn-in (3 s at 30 Hz)."
+MAX_FRAME_PTS = 1 << 62
+"A page's ``frame_pts``: a relay pts (90 kHz, continuous), never negative."
+
 Point = tuple[float, float]
+MarkKey = tuple[str, str]
+"(author identity, mark id): mark ids are per author."
 
 
 class AnnotationError(ValueError):
@@ -64,6 +74,11 @@ class Tool(StrEnum):
             return 1, 1
         return 2, 2
 
+    @property
+    def anchorable(self) -> bool:
+        """Can be drawn "on the tissue" (tracked): every tool but text labels."""
+        return self is not Tool.TEXT
+
 
 @dataclass(frozen=True)
 class Mark:
@@ -80,6 +95,8 @@ class Mark:
     "Seconds after its last update until the mark disappears; None = until cleared."
     size: float | None = None
     "Text only: cap height as a fraction of the frame height; None = 6 line widths."
+    anchored: bool = False
+    "Drawn on the tissue: the server tracks it and sends where it is (``relay.anchoring``)."
 
     @property
     def cap_height(self) -> float:
@@ -111,6 +128,11 @@ class Mark:
             if tool is not Tool.TEXT:
                 raise AnnotationError("annotation.size is for the text tool only")
             size = _number(size, MIN_TEXT_SIZE, MAX_TEXT_SIZE, "annotation.size")
+        anchored = data.get("anchored", False)
+        if not isinstance(anchored, bool):
+            raise AnnotationError("annotation.anchored must be true or false")
+        if anchored and not tool.anchorable:
+            raise AnnotationError("annotation.anchored is for pen, arrow, circle and rect marks")
         return cls(
             id=mark_id,
             tool=tool,
@@ -120,6 +142,7 @@ class Mark:
             text=_text(data.get("text"), tool),
             fade_s=fade_s,
             size=size,
+            anchored=anchored,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -135,6 +158,8 @@ class Mark:
             data["text"] = self.text
         if self.size is not None:
             data["size"] = self.size
+        if self.anchored:
+            data["anchored"] = True
         return data
 
 
@@ -150,6 +175,9 @@ class Annotation:
     media_pts: int | None
     author_name: str = ""
     "The author's display name when the mark was made (pages show it beside the mark)."
+    frame_pts: int | None = None
+    """Anchored marks: the frame (relay pts) its author was looking at when drawing began, where
+    the tracker anchors it (None: the latest analysed)."""
 
     @classmethod
     def from_json(cls, data: Any, author: str, now: float, media_pts: int | None) -> Annotation:
@@ -157,7 +185,7 @@ class Annotation:
         return cls(Mark.from_json(data), author, now, now, media_pts)
 
     @property
-    def key(self) -> tuple[str, str]:
+    def key(self) -> MarkKey:
         """Ids are chosen by pages and unique per author only."""
         return self.author, self.mark.id
 
@@ -201,6 +229,10 @@ class AnnotationBoard:
         "The marks of the previous stream session, until restored (``archive``/``restore``)."
         self.version = 0
         "Bumped on every change, so a renderer can tell its cached picture is stale."
+        self.on_change: list[Callable[[], None]] = []
+        "Told (on the event loop) after every change of the marks: the tracking follows them."
+        self._placed: tuple[tuple[int, Mapping[MarkKey, Placement]], ...] = ()
+        "(pts, placements) of the latest analysed frames, oldest first; replaced, never mutated."
 
     def add(self, annotation: Annotation) -> Annotation:
         self._prune(annotation.updated_at)
@@ -219,7 +251,7 @@ class AnnotationBoard:
         self._prune(now)
         old = self._own(author, mark.id)
         self._ensure_room(len(mark.points) - len(old.mark.points))
-        new = Annotation(mark, author, old.created_at, now, old.media_pts, old.author_name)
+        new = replace(old, mark=mark, updated_at=now)
         self._marks[new.key] = new
         self._publish()
         return new
@@ -301,6 +333,28 @@ class AnnotationBoard:
     def _publish(self) -> None:
         self._snapshot = tuple(self._marks.values())
         self.version += 1
+        for callback in self.on_change:
+            callback()
+
+    def anchored(self, now: float) -> tuple[Annotation, ...]:
+        """The visible anchored marks; safe to call from any thread."""
+        return tuple(a for a in self.visible(now) if a.mark.anchored)
+
+    def place(self, pts: int, placements: Mapping[MarkKey, Placement]) -> None:
+        """Where the tracker put the anchored marks on the analysed frame of ``pts`` (any
+        thread; ``{}``: none anchored any more)."""
+        kept = self._placed if placements else ()
+        self._placed = (*kept[-(PLACED_KEPT - 1) :], (pts, placements))
+
+    def placed_at(self, pts: int | None) -> Mapping[MarkKey, Placement]:
+        """The placements of the newest analysed frame not newer than ``pts`` (None: the newest
+        of all): the burn-in draws a frame's anchored marks where the tracker saw them then, or
+        the oldest known for an older frame (as the pages do). Safe from any thread."""
+        placed = self._placed
+        for placed_pts, placements in reversed(placed):
+            if pts is None or placed_pts <= pts:
+                return placements
+        return placed[0][1] if placed else {}
 
 
 def coordinate(value: Any, what: str) -> float:

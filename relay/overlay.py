@@ -10,6 +10,9 @@ looks the same at 360p and 1080p and matches what the pages draw on their canvas
 * line width: ``width`` × frame height;
 * arrow head: 4 line widths long, at least 2 % of the frame height;
 * circle/rect: the ellipse/rectangle inscribed in the two corner points;
+* anchored marks (``placed``): through their latest placement (``relay.tracker``), lines keeping
+  their width as the pages draw them; a box or circle becomes the outline the affine makes of it;
+  a mark whose place the tracker lost is drawn grey at its last confident place;
 * text: Noto Sans CJK shaped by Raqm (Hangul, Cyrillic, Latin; ``relay/labels.py``), cap height
   ``size`` × frame height (6 line widths for a label without a size), anchored at the left end of
   its baseline; each label is rendered once per size and blended from a cache on later frames.
@@ -17,14 +20,16 @@ looks the same at 360p and 1080p and matches what the pages draw on their canvas
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from functools import lru_cache
 
 import cv2
 import numpy as np
 
-from .annotations import Annotation, Tool
+from .annotations import Annotation, MarkKey, Tool
 from .labels import LABELS, blend
+from .tracker import Placement
 
 SHIFT = 4
 "Fractional bits of the coordinates handed to OpenCV: sub-pixel precise anti-aliased edges."
@@ -36,7 +41,43 @@ AA_EXTRA_PX = 1.4
 CHROMA_EXTRA_PX = 1.0
 "Chroma lines are this much wider (chroma px): the colour covers the luma line, edges and all."
 
+LOST_COLOR = "#9e9e9e"
+"An anchored mark whose tissue the tracker lost (the pages' grey)."
+ELLIPSE_SEGMENTS = 72
+"A placed circle's outline: straight segments of 5° (smooth at any size a mark is drawn)."
+
 Color = int | tuple[int, int, int]
+
+
+def placed(
+    annotations: Sequence[Annotation], placements: Mapping[MarkKey, Placement]
+) -> list[Annotation]:
+    """The marks as this frame shows them: each anchored one with a placement moved through its
+    matrix (grey if lost), the others as drawn."""
+    return [
+        _placed(a, placements[a.key]) if a.mark.anchored and a.key in placements else a
+        for a in annotations
+    ]
+
+
+def _placed(annotation: Annotation, placement: Placement) -> Annotation:
+    mark = annotation.mark
+    points = np.asarray(mark.points, np.float64)
+    tool = mark.tool
+    if tool is Tool.RECT:
+        (x0, y0), (x1, y1) = points
+        points = np.array([(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)])
+        tool = Tool.PEN
+    elif tool is Tool.CIRCLE:
+        centre, radii = points.mean(axis=0), np.abs(points[1] - points[0]) / 2
+        angles = np.linspace(0, 2 * np.pi, ELLIPSE_SEGMENTS + 1)
+        points = centre + radii * np.column_stack([np.cos(angles), np.sin(angles)])
+        tool = Tool.PEN
+    a, b, c, d, e, f = placement.matrix
+    moved = points @ np.array([[a, d], [b, e]]) + (c, f)
+    color = LOST_COLOR if placement.lost else mark.color
+    shape = replace(mark, tool=tool, points=tuple(map(tuple, moved.tolist())), color=color)
+    return replace(annotation, mark=shape)
 
 
 def draw_bgr(image: np.ndarray, annotations: Sequence[Annotation]) -> None:

@@ -17,9 +17,11 @@ from aiortc import RTCConfiguration, RTCIceServer
 
 from . import forwarding
 from .admission import Admission, SessionLimits
+from .anchoring import Placements
 from .feed import Feed, FeedState, OfflineReason, RelayMode
 from .ids import ConsultationId, FeedName
 from .ladder import DEFAULT_KBPS
+from .media_clock import MediaClock
 from .router import Router
 from .selector import QualityChange
 from .stream_session import StreamSession
@@ -53,6 +55,8 @@ class RelayConfig:
     stream session (its marks stay); later, it begins a new one (the recording's offline window)."""
     ladder_kbps: tuple[int, int] = DEFAULT_KBPS
     "Video bitrates of the quality ladder's 540p and 360p rungs (kbit/s)."
+    tracking: bool = True
+    "Anchored marks follow the tissue (``relay.anchoring``); off: they stay where drawn."
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,8 @@ class Relay:
         self.on_feed_event: Callable[[FeedEvent], None] = lambda event: None
         self.on_stream_session: Callable[[StreamSession], None] = lambda session: None
         self.on_quality: Callable[[QualityChange], None] = lambda change: None
+        self.on_media_clock: Callable[[MediaClock], None] = lambda clock: None
+        self.on_placements: Callable[[Placements], None] = lambda placements: None
         self.attended: Callable[[ConsultationId], bool] = lambda cid: False
         self.admission = Admission(config.limits)
         self._idle_since: dict[ConsultationId, float] = {}
@@ -102,7 +108,10 @@ class Relay:
                 self.admission,
                 self.config.ladder_kbps,
                 lambda change: self.on_quality(change),
+                lambda clock: self.on_media_clock(clock),
             )
+            router.anchoring.enabled = self.config.tracking
+            router.anchoring.on_placements = lambda placements: self.on_placements(placements)
             self.routers[cid] = router
             if self._reaper is None:
                 self._reaper = asyncio.ensure_future(self._reap())

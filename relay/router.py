@@ -27,13 +27,16 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from . import feedback, forwarding, stream_session
 from .admission import Admission, SessionLimits, retry_after
+from .anchoring import Anchoring
 from .annotations import AnnotationBoard
 from .codecs import preferences
 from .consumer import Consumer
+from .decoded import DecodedFeed
 from .errors import FeedBusy, MediaUnsupported, RouterClosed, RouterFull
 from .feed import Feed, RelayMode
 from .ids import ConsultationId, FeedName
 from .ladder import DEFAULT_KBPS, Ladder, Quality
+from .media_clock import MediaClock, SenderClock
 from .peer import Peer, PeerRole
 from .sdp import offered_codecs, parse_offer, with_bitrate_hints
 from .selector import QualityChange, Selector, automatic
@@ -60,6 +63,7 @@ class Router:
         admission: Admission | None = None,
         ladder_kbps: tuple[int, int] = DEFAULT_KBPS,
         on_quality: Callable[[QualityChange], None] = lambda change: None,
+        on_media_clock: Callable[[MediaClock], None] = lambda clock: None,
     ) -> None:
         self.cid = cid
         self.mode = mode
@@ -88,9 +92,14 @@ class Router:
         "Offers being answered: their peers are not in ``peers`` yet, but the Router is in use."
         self._ladder_kbps = ladder_kbps
         self._on_quality = on_quality
-        self.ladder = Ladder(
-            self.feeds[FeedName.ENDOSCOPE].producers["video"], self.board, self.label, ladder_kbps
-        )
+        self._on_media_clock = on_media_clock
+        self._media_clocks: dict[str, MediaClock] = {}
+        "The latest of each viewer session: a page that reconnects its WebSocket is told again."
+        endoscope = self.feeds[FeedName.ENDOSCOPE].producers["video"]
+        self.ladder = Ladder(endoscope, self.board, self.label, ladder_kbps)
+        self.decoded = DecodedFeed(endoscope, self.label)
+        "The endoscope original decoded for the computer-vision samplers, while they sample."
+        self.anchoring = Anchoring(self.board, self.decoded, self.capture_ms, cid, self.label)
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -180,7 +189,11 @@ class Router:
             return []
         return [
             forwarding.tap_receiver(
-                transceiver.receiver, transceiver.kind, producer.on_frame, producer.on_discontinuity
+                transceiver.receiver,
+                transceiver.kind,
+                producer.on_frame,
+                producer.on_discontinuity,
+                producer.on_sender_report if feed.name is FeedName.ENDOSCOPE else None,
             )
         ]
 
@@ -295,10 +308,28 @@ class Router:
         transceiver = peer.pc.addTransceiver(consumer, direction="sendonly")
         transceiver.setCodecPreferences(preferences(kind, producer.codec))
         forwarding.on_keyframe_request(transceiver.sender, consumer.request_keyframe)
-        forwarding.share_packetization(transceiver.sender, consumer, producer.codec)
+        clock = partial(self._media_clock, peer)
+        on_pack = SenderClock(transceiver.sender, clock).packed if video else lambda frame: None
+        forwarding.share_packetization(transceiver.sender, consumer, producer.codec, on_pack)
         if isinstance(consumer, Selector):
             consumer.on_swap = feedback.watch(transceiver.sender, consumer.on_sample).forget_sent
         return consumer
+
+    def _media_clock(self, peer: Peer, rtp_offset: int) -> None:
+        clock = MediaClock(self.cid, peer.id, peer.identity, rtp_offset)
+        if peer.id not in self._media_clocks:
+            peer.on_closed(lambda p: self._media_clocks.pop(p.id, None))
+        self._media_clocks[peer.id] = clock
+        self._on_media_clock(clock)
+
+    def media_clocks(self, identity: str) -> list[MediaClock]:
+        """The media clocks of ``identity``'s viewer sessions (for its pages that join later)."""
+        return [c for c in self._media_clocks.values() if c.identity == identity]
+
+    def capture_ms(self, pts: int) -> float | None:
+        """When the clinic captured the endoscope frame of ``pts`` (ms since the UNIX epoch, its
+        wall clock; None while unknown): its page finds that frame among its preview's."""
+        return self.feeds[FeedName.ENDOSCOPE].producers["video"].capture_ms(pts)
 
     def media_pts(self) -> int | None:
         """Where the endoscope video is: pts (90 kHz relay clock) of its latest forwarded frame."""
@@ -381,5 +412,7 @@ class Router:
         self.closed = True
         await asyncio.gather(*(peer.close() for peer in list(self.peers.values())))
         await self.ladder.close()
+        self.anchoring.close()
+        await self.decoded.close()
         for feed in self.feeds.values():
             feed.close()

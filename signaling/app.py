@@ -69,7 +69,13 @@ from signaling.ws.audit import RoomAudit
 from signaling.ws.chat import ChatHistory
 from signaling.ws.hub import Hub
 from signaling.ws.marks import BoardKeeper
-from signaling.ws.messages import FeedUpdate, QualityUpdate, RecordingUpdate, Restarting
+from signaling.ws.messages import (
+    FeedUpdate,
+    MediaClockUpdate,
+    QualityUpdate,
+    RecordingUpdate,
+    Restarting,
+)
 from signaling.ws.stills import Stills
 
 logger = logging.getLogger(__name__)
@@ -127,6 +133,7 @@ def create_app(settings: Settings) -> web.Application:
             peer_timeout_s=settings.peer_timeout_s,
             publisher_kbps=settings.publisher_kbps,
             ladder_kbps=settings.ladder_kbps,
+            tracking=settings.tracking,
             mode=RelayMode(settings.relay_mode),
             router_idle_s=settings.router_idle_s,
             session_gap_s=settings.recording_offline_s,
@@ -193,7 +200,11 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     relay.on_quality = lambda change: hub.send_to(
         change.cid, change.identity, QualityUpdate.of(change)
     )
+    relay.on_media_clock = lambda clock: hub.send_to(
+        clock.cid, clock.identity, MediaClockUpdate.of(clock)
+    )
     relay.on_stream_session = keeper.on_stream_session
+    relay.on_placements = keeper.on_placements
     hub.on_gone = on_gone
     relay.attended = hub.has_participants
     recordings.on_event = on_recording_event

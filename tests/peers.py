@@ -14,13 +14,15 @@ from dataclasses import dataclass, field
 import av
 import numpy as np
 from aiortc import RTCCertificate, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import AUDIO_PTIME, MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import AUDIO_PTIME, MediaStreamError, MediaStreamTrack, VideoStreamTrack
 
 from bench.common import post_sdp
 from bench.udpproxy import ImpairmentProxy
-from client.testpattern import TestPatternTrack, read_stamp, stamp_age_ms
+from client.endoscopy import SyntheticEndoscopy
+from client.testpattern import TestPatternTrack, read_stamp, stamp, stamp_age_ms
 from client.whip import WhipClient
 from relay.dtls import use_certificate
+from relay.rendition import plane_array
 
 SAMPLE_RATE = 48000
 
@@ -50,6 +52,33 @@ class ToneTrack(MediaStreamTrack):
         frame.pts = self._samples
         frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
         self._samples += n
+        return frame
+
+
+def endoscopy_picture(sequence: SyntheticEndoscopy, index: int) -> av.VideoFrame:
+    """Frame ``index`` of the synthetic endoscopy sequence as a clinic sends it (yuv420p), its
+    index stamped in the top rows (``read_stamp``: the truth of every frame a viewer decodes)."""
+    frame = av.VideoFrame.from_ndarray(sequence.frame(index).bgr, format="bgr24")
+    frame = frame.reformat(format="yuv420p")
+    stamp(plane_array(frame.planes[0]), index, int(time.time() * 1000))
+    return frame
+
+
+class EndoscopyTrack(VideoStreamTrack):
+    """The synthetic endoscopy sequence in real time (its last frame held at the end); frames are
+    made in a thread, so the event loop only hands them over."""
+
+    def __init__(self, sequence: SyntheticEndoscopy) -> None:
+        super().__init__()
+        self.sequence = sequence
+        self.index = 0
+
+    async def recv(self) -> av.VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        index = min(self.index, self.sequence.count - 1)
+        self.index += 1
+        frame = await asyncio.to_thread(endoscopy_picture, self.sequence, index)
+        frame.pts, frame.time_base = pts, time_base
         return frame
 
 
@@ -117,11 +146,14 @@ async def publisher(
     proxy: ImpairmentProxy | None = None,
     certificate: RTCCertificate | None = None,
     size: tuple[int, int] = (1280, 720),
+    video_track: MediaStreamTrack | None = None,
 ) -> AsyncIterator[tuple[RTCPeerConnection, WhipClient]]:
+    """``video_track``: sent instead of the stamped test pattern of ``size``."""
     client = whip_client(endpoint, token, proxy)
     pc = await configured_pc(client, relay_only, certificate)
     if video:
-        pc.addTransceiver(TestPatternTrack(*size), direction="sendonly")
+        track = TestPatternTrack(*size) if video_track is None else video_track
+        pc.addTransceiver(track, direction="sendonly")
     if audio:
         pc.addTransceiver(ToneTrack(), direction="sendonly")
     try:

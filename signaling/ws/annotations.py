@@ -78,7 +78,10 @@ def _apply(
     author = participant.identity
     if message.op is AnnotationOp.ADD:
         assert message.mark is not None
-        added = board.add(Annotation(message.mark, author, now, now, media_pts, participant.name))
+        new = Annotation(
+            message.mark, author, now, now, media_pts, participant.name, message.frame_pts
+        )
+        added = board.add(new)
         return AnnotationUpdate(message.op, author, annotation=added.to_json())
     if message.op is AnnotationOp.UPDATE:
         assert message.mark is not None

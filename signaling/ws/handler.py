@@ -66,6 +66,7 @@ from signaling.ws.hub import (
 from signaling.ws.messages import (
     ChatHistoryMessage,
     ErrorReply,
+    MediaClockUpdate,
     Pong,
     RecordingUpdate,
     Stats,
@@ -120,6 +121,9 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
         hub.send(cid, participant, _welcome(request, grant, consultation, name))
         hub.send(cid, participant, ChatHistoryMessage(history))
         relay, log = request.app[RELAY], request.app[ANNOTATION_LOGS].get(cid)
+        if (router := relay.find(cid)) is not None:  # its video sessions, for anchored marks
+            for clock in router.media_clocks(grant.identity):
+                hub.send(cid, participant, MediaClockUpdate.of(clock))
         connection = Connection(
             hub,
             cid,

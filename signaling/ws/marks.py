@@ -6,6 +6,8 @@
   annotation log keeps it, so the replay shows the marks on the session they were drawn on and the
   annotated export leaves them off the next one. The surgeon can put them back (``restore``,
   ``signaling/ws/annotations.py``).
+* The tracker moved the anchored marks (``relay.Placements``): every page is told where they are
+  now and the annotation log keeps it (``placements``).
 * The surgeon who froze the picture leaves (``Hub.on_gone``: an explicit leave at once, a lost
   connection when its reconnect grace ends): the freeze is released (reason ``left``).
 """
@@ -14,14 +16,17 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from persistence.times import utc_iso
 from recorder.annotation_log import AnnotationLogs
 from recorder.log_entry import LogEntry, LogOp
 from relay import ConsultationId, Relay, StreamSession
 from signaling.ws.hub import Hub
-from signaling.ws.messages import AnnotationUpdate, FreezeUpdate
+from signaling.ws.messages import AnnotationUpdate, FreezeUpdate, PlacementsUpdate
+
+if TYPE_CHECKING:
+    from relay.anchoring import Placements
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +48,17 @@ class BoardKeeper:
             self.log(session.cid, LogOp.ARCHIVE, None, {"count": count})
         if session.released is not None:
             self.released(session.cid, session.released.by, NEW_STREAM)
+
+    def on_placements(self, placements: Placements) -> None:
+        """Where the anchored marks are (``Relay.on_placements``): to every page, and into the
+        annotation log at the analysed frame's pts, so the replay and the annotated export move
+        them as they moved live."""
+        message = PlacementsUpdate.of(placements)
+        self.hub.broadcast(placements.cid, message)
+        entry = LogEntry(
+            LogOp.PLACEMENTS, utc_iso(time.time()), placements.pts, None, {"marks": message.marks}
+        )
+        self.logs.get(placements.cid).append(entry)
 
     def on_gone(self, cid: ConsultationId, identity: str) -> None:
         router = self.relay.find(cid)

@@ -19,6 +19,8 @@ from relay import ConsultationId, FeedEvent, FeedName, FeedState, OfflineReason
 from signaling.auth.grants import Grant, Role
 
 if TYPE_CHECKING:
+    from relay.anchoring import Placements
+    from relay.media_clock import MediaClock
     from relay.selector import QualityChange
 
 JsonObject = dict[str, Any]
@@ -163,6 +165,21 @@ class QualityUpdate(ServerMessage):
 
 
 @dataclass(frozen=True)
+class MediaClockUpdate(ServerMessage):
+    """How one WHEP session's RTP timestamps relate to the relay pts that ``placements`` carry:
+    RTP timestamp = (pts + ``rtp_offset``) mod 2^32. Sent to its viewer's connections when known
+    and again when it changes (a quality swap)."""
+
+    TYPE = "media-clock"
+    session: str
+    rtp_offset: int
+
+    @classmethod
+    def of(cls, clock: MediaClock) -> MediaClockUpdate:
+        return cls(clock.session_id, clock.rtp_offset)
+
+
+@dataclass(frozen=True)
 class ConsentUpdate(ServerMessage):
     TYPE = "consent"
     consent: JsonObject
@@ -237,6 +254,24 @@ class AnnotationUpdate(ServerMessage):
             if getattr(self, name) is not None:
                 change[name] = getattr(self, name)
         return {"op": self.op, **change, "by": self.by}
+
+
+@dataclass(frozen=True)
+class PlacementsUpdate(ServerMessage):
+    """Where the anchored marks are on the analysed endoscope frame of ``pts`` (90 kHz relay
+    clock), captured at ``capture_ms`` on the clinic's clock (null: not known yet): each mark's
+    ``{author, id, m, confidence, lost}``, ``m`` the normalised 2×3 affine from the mark as drawn.
+    To every connection of the consultation, ≥ 15 Hz while anchored marks exist; ``marks`` empty
+    once when the last one goes."""
+
+    TYPE = "placements"
+    pts: int
+    capture_ms: float | None
+    marks: list[JsonObject]
+
+    @classmethod
+    def of(cls, placements: Placements) -> PlacementsUpdate:
+        return cls(placements.pts, placements.capture_ms, placements.marks_json())
 
 
 @dataclass(frozen=True)

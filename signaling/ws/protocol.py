@@ -15,7 +15,7 @@ from typing import Any
 
 from recorder.snapshots import SNAPSHOT_ID
 from relay import AnnotationError, FeedName, Mark
-from relay.annotations import COLOR, MARK_ID, coordinate
+from relay.annotations import COLOR, MARK_ID, MAX_FRAME_PTS, coordinate
 from signaling.auth.names import InvalidName, display_name
 from signaling.http.json_input import JsonInputError, load_json
 
@@ -34,6 +34,8 @@ RATE_LIMITED = "rate-limited"
 
 MAX_CHAT_LENGTH = 2000
 MAX_TOKEN_LENGTH = 8192
+SERVER_ONLY = frozenset({"placements"})
+"Message types only the server sends: a client sending one is refused (``forbidden``)."
 STAT_LIMITS: dict[str, float] = {
     "fps": 1000.0,
     "width": 16384.0,
@@ -101,6 +103,9 @@ class AnnotationMessage:
     "The validated drawing, for ``add`` and ``update``."
     id: str | None = None
     "The sender's mark to ``remove``."
+    frame_pts: int | None = None
+    """An anchored mark's ``add``/``update``: the relay pts of the frame its author was looking at
+    (the page's media clock), where the tracker anchors it."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,8 @@ def parse_client_message(raw: str) -> ClientMessage:
     kind = data.get("type")
     if not isinstance(kind, str):
         raise ProtocolError(MALFORMED, "message must have a string 'type'")
+    if kind in SERVER_ONLY:
+        raise ProtocolError(FORBIDDEN, f"{kind} messages are sent by the server only")
     parser = _PARSERS.get(kind)
     if parser is None:
         known = ", ".join(sorted(_PARSERS))
@@ -225,15 +232,26 @@ def _annotation(data: dict[str, Any]) -> AnnotationMessage:
     op = AnnotationOp(op)
     if op in (AnnotationOp.ADD, AnnotationOp.UPDATE):
         try:
-            return AnnotationMessage(op, mark=Mark.from_json(data.get("annotation")))
+            mark = Mark.from_json(data.get("annotation"))
         except AnnotationError as exc:
             raise ProtocolError(INVALID, str(exc)) from None
+        return AnnotationMessage(op, mark=mark, frame_pts=_frame_pts(data.get("frame_pts"), mark))
     if op is AnnotationOp.REMOVE:
         mark_id = data.get("id")
         if not isinstance(mark_id, str) or not MARK_ID.fullmatch(mark_id):
             raise ProtocolError(INVALID, "annotation remove needs the mark's 'id'")
         return AnnotationMessage(op, id=mark_id)
     return AnnotationMessage(op)
+
+
+def _frame_pts(value: Any, mark: Mark) -> int | None:
+    if value is None:
+        return None
+    if not mark.anchored:
+        raise ProtocolError(INVALID, "annotation frame_pts is only for an anchored mark")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_FRAME_PTS:
+        raise ProtocolError(INVALID, "annotation frame_pts must be a video pts (an integer >= 0)")
+    return value
 
 
 def _pointer(data: dict[str, Any]) -> PointerMessage:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,8 +135,11 @@ async def browser(live_server: LiveServer, tmp_path: Path) -> AsyncIterator[Brow
 
 
 @contextlib.asynccontextmanager
-async def chromium(tmp_path: Path, **device: object) -> AsyncIterator[Browser]:
+async def chromium(
+    tmp_path: Path, args: Sequence[str] = (), **device: object
+) -> AsyncIterator[Browser]:
     """Debian's chromium with a fresh profile in ``tmp_path``; fails the test on page errors.
+    ``args``: more command-line switches (``--use-file-for-fake-video-capture=…``);
     ``device``: context options such as ``viewport``, ``has_touch``, ``is_mobile`` (a phone)."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: ./scripts/test installs Debian's chromium package")
@@ -145,7 +148,7 @@ async def chromium(tmp_path: Path, **device: object) -> AsyncIterator[Browser]:
             str(tmp_path / "chromium-profile"),
             executable_path=str(CHROMIUM),
             headless=True,
-            args=CHROMIUM_ARGS,
+            args=[*CHROMIUM_ARGS, *args],
             **{"viewport": {"width": 1280, "height": 800}, **device},
         )
         context.set_default_timeout(10_000)

@@ -94,7 +94,8 @@ STYLE = [f"color-{c}" for c in ("green", "yellow", "cyan", "blue", "magenta", "w
     "undo",
 ]
 EVERY_TOOL = {
-    "surgeon": [*DRAWING, *STYLE, "clear", "freeze", "snapshot"],
+    # "On the tissue" shows with a tool that can anchor: the surgeon starts with the pen
+    "surgeon": [*DRAWING, "anchored", *STYLE, "clear", "freeze", "snapshot"],
     "clinic": [*DRAWING, *STYLE],
 }
 

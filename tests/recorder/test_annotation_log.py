@@ -98,7 +98,7 @@ async def test_old_logs_read_as_entries_and_are_written_back_byte_for_byte(
     old = tmp_path / "old.jsonl"
     old.write_bytes(OLD_LOG + b'{"media_pts": 1, "by": "s-1", "op": "clear", "ts": "x"}\n')
     entries = read_annotation_log(old)
-    later = (LogOp.ARCHIVE, LogOp.RESTORE, LogOp.CHAT)  # ops that came after these logs
+    later = (LogOp.ARCHIVE, LogOp.RESTORE, LogOp.CHAT, LogOp.PLACEMENTS)  # came after these logs
     older = [op for op in LogOp if op not in later]
     assert [e.kind for e in entries] == [*older, LogOp.CLEAR]
     assert entries[0].media_pts == 90000 and entries[0].by == "s-1"
@@ -124,3 +124,23 @@ def test_lines_that_are_no_entry_are_skipped_and_wrong_types_read_as_absent(
     assert read_annotation_log(path) == [
         LogEntry(LogOp.ADD, None, None, None, {"annotation": None})
     ]
+
+
+async def test_a_placements_entry_is_written_with_its_frame_and_read_back(tmp_path: Path) -> None:
+    """Where the anchored marks were on the analysed frame of ``media_pts``: the replay and the
+    annotated export move them with it."""
+    marks = [
+        {"author": "s-1", "id": "m1", "m": [1, 0, 0.1, 0, 1, 0], "confidence": 0.9, "lost": False}
+    ]
+    entry = LogEntry(
+        LogOp.PLACEMENTS, "2025-01-01T00:00:00.000+00:00", 93000, None, {"marks": marks}
+    )
+    log = AnnotationLog(tmp_path / "annotations.jsonl")
+    log.append(entry)
+    await log.close()
+    line = log.path.read_text()
+    assert line.startswith(
+        '{"ts":"2025-01-01T00:00:00.000+00:00","op":"placements","marks":[{"author":'
+    )
+    assert line.endswith('"by":null,"media_pts":93000}\n')
+    assert read_annotation_log(log.path) == [entry]

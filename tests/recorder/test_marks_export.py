@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import time
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -22,7 +23,7 @@ from relay.rendition import plane_array
 from tests.peers import wait_until
 from tests.replay_support import Made, at, stroke, write_log
 
-from .test_export import PROBE, frames_rgb, is_green
+from .test_export import PROBE, SIZE, frames_rgb, is_green
 from .test_export import recorded as recorded  # the 3 s recording fixture
 
 
@@ -141,3 +142,45 @@ async def test_a_queued_export_is_cancelled_at_once_and_not_handed_back(
         assert running.state is JobState.CANCELLED
     finally:
         await asyncio.to_thread(jobs.close)
+
+
+async def test_an_anchored_mark_is_exported_where_its_logged_placements_put_it(
+    recorded: tuple[Path, Made],
+) -> None:
+    """Added at 0.5 s on the tissue; the log says it moved down by a quarter of the picture at
+    1.5 s and that its place was lost at 2.5 s: the export draws it there, grey when lost."""
+    data, made = recorded
+    cid = made.manifest.consultation["id"]
+    mark = {**stroke(), "anchored": True}
+
+    def moved(t: float, dy: float, lost: bool = False) -> dict[str, Any]:
+        placement = {"author": "surgeon-test", "id": "m1", "m": [1, 0, 0, 0, 1, dy]}
+        marks = [{**placement, "confidence": 0.2 if lost else 0.9, "lost": lost}]
+        return at(made, t, op="placements", by=None, marks=marks)
+
+    log = write_log(
+        data,
+        cid,
+        [
+            at(made, 0.5, op="add", by="surgeon-test", annotation=mark),
+            moved(0.6, 0.0),
+            moved(1.5, 0.25),
+            moved(2.5, 0.25, lost=True),
+        ],
+    )
+    timeline = build_timeline(read_annotation_log(log), made.manifest)
+    assert [len(timeline.placed_at(t)) for t in (0.55, 1.0, 2.0)] == [1, 1, 1]
+    output = data / "anchored.mp4"
+    await asyncio.to_thread(
+        export_annotated, [ExportSource(made.segment_path(), 0.0, 90)], timeline, output
+    )
+    x, y = PROBE
+    below = y + SIZE[1] // 4
+    for t, rgb in frames_rgb(output):
+        if 0.65 < t < 1.45:
+            assert is_green(rgb[y, x]) and not is_green(rgb[below, x]), f"as drawn at {t:.2f}"
+        elif 1.55 < t < 2.45:
+            assert is_green(rgb[below, x]) and not is_green(rgb[y, x]), f"moved at {t:.2f}"
+        elif t > 2.55:
+            r, g, b = (int(c) for c in rgb[below, x])
+            assert abs(r - 158) < 30 and abs(g - 158) < 30 and abs(b - 158) < 30, f"grey at {t}"

@@ -8,6 +8,10 @@ talk-back are decoded and mixed into one AAC track (Opus in MP4 is not what most
 a second track is one most players never play). During a freeze the picture holds the frame shown
 when the surgeon froze it (the live rendition's rule), with the marks drawn during the freeze.
 
+Spans filmed outside the body (``timeline.out_of_body``, the privacy guard's) are blurred
+(``recorder/privacy_spans.py``) unless ``include_out_of_body``: blurred rather than cut, so the
+export keeps the recording's timing, its sound and the marks drawn meanwhile.
+
 Segments are joined end to end (the time a publisher was away is not reproduced as black video);
 each segment's marks are placed with its own ``offset_s`` on the recording clock.
 
@@ -32,6 +36,7 @@ import numpy as np
 from persistence.files import Sync, move_into_place
 
 from .burnin import BurnIn
+from .privacy_spans import blurred, covered
 from .timeline import FreezeSpan, Timeline
 
 VIDEO_TIME_BASE = Fraction(1, 90_000)
@@ -134,11 +139,13 @@ def export_annotated(
     on_progress: Callable[[float], None] = lambda fraction: None,
     cancelled: Callable[[], bool] = lambda: False,
     x264: Mapping[str, str] = X264_OPTIONS,
+    include_out_of_body: bool = False,
 ) -> ExportResult:
     """Write ``output`` (MP4). Blocking and CPU-heavy: call it in a worker thread. The file
     appears only when complete (written as ``<output>.partial`` first); ``cancelled`` is asked
     before every packet, so a cancel ends the export within one frame's work and leaves no file."""
     width, height = _first_size(sources)
+    hidden = [] if include_out_of_body else timeline.out_of_body
     partial = output.with_name(output.name + ".partial")
     expected = sum(s.frames for s in sources)
     result = ExportResult(width=width, height=height)
@@ -215,6 +222,8 @@ def export_annotated(
                         elif frozen is None or frozen[0] is not span:
                             frozen = (span, frame)
                         shown = frozen[1] if frozen is not None else frame
+                        if covered(hidden, t_recording):
+                            shown = blurred(shown)
                         picture = burn_in.frame(shown, timeline.visible(t_recording))
                         pts = max(last_pts + 1, int(round((shift + t_file) * 90_000)))
                         last_pts = pts

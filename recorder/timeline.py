@@ -41,7 +41,7 @@ from persistence.times import parse_utc_iso
 from relay.annotations import Annotation, AnnotationError, Mark
 
 from .log_entry import LogEntry, LogOp
-from .manifest import Manifest
+from .manifest import Manifest, OutOfBodySpan
 
 PTS_RATE = 90_000
 PTS_SLACK_S = 1.0
@@ -202,6 +202,8 @@ class Timeline:
     marks: list[MarkTrack]
     freezes: list[FreezeSpan]
     chat: list[ChatLine] = field(default_factory=list)
+    out_of_body: list[OutOfBodySpan] = field(default_factory=list)
+    "Spans filmed outside the body (the manifest's): replay blurs them, exports too by default."
 
     def visible(self, t: float, authors: set[str] | None = None) -> list[Annotation]:
         """Marks to draw at recording time ``t``, oldest first (the burn-in's rule: a faded mark
@@ -226,6 +228,7 @@ class Timeline:
             "marks": [m.to_json() for m in self.marks],
             "freezes": [f.to_json() for f in self.freezes],
             "chat": [c.to_json() for c in self.chat],
+            "out_of_body": [span.to_json() for span in self.out_of_body],
         }
 
 
@@ -357,6 +360,7 @@ def build_timeline(
         kept,
         [f for f in freezes if overlaps(f.start_t, f.end_t)],
         [c for c in chat if -CHAT_SLACK_S <= c.t <= upper + CHAT_SLACK_S],
+        list(manifest.out_of_body),
     )
 
 

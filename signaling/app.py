@@ -18,6 +18,7 @@ from recorder.index import RecordingIndex
 from recorder.library import RecordingLibrary
 from recorder.recordings import RecordingEvent, Recordings
 from relay import ConsultationId, FeedEvent, Relay, RelayConfig, RelayMode, SessionLimits
+from relay.privacy import PrivacyChange, PrivacyWatch
 from signaling.auth.grants import TokenIssuer
 from signaling.auth.media_tokens import MediaTokens
 from signaling.auth.revocations import Revocations, Withdrawal
@@ -45,6 +46,7 @@ from signaling.keys import (
     METRICS,
     NETCHECK_BUDGET,
     PATIENTS,
+    PRIVACY,
     RECORDINGS,
     REFUSED_TOKENS,
     RELAY,
@@ -69,7 +71,13 @@ from signaling.ws.audit import RoomAudit
 from signaling.ws.chat import ChatHistory
 from signaling.ws.hub import Hub
 from signaling.ws.marks import BoardKeeper
-from signaling.ws.messages import FeedUpdate, QualityUpdate, RecordingUpdate, Restarting
+from signaling.ws.messages import (
+    FeedUpdate,
+    PrivacyUpdate,
+    QualityUpdate,
+    RecordingUpdate,
+    Restarting,
+)
 from signaling.ws.stills import Stills
 
 logger = logging.getLogger(__name__)
@@ -140,6 +148,7 @@ def create_app(settings: Settings) -> web.Application:
         )
     )
     app[RECORDINGS] = _recordings(settings, app[STORE], app[HUB], app[RELAY])
+    app[PRIVACY] = PrivacyWatch(app[RELAY].find)
     app[REPLAY] = ReplayState(
         RecordingLibrary(settings.data_dir, app[RECORDINGS].index, settings.recording_min_free_mb),
         MediaTokens(secret),
@@ -175,11 +184,19 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     recordings = app[RECORDINGS]
     stills_mode = app[STILLS]
     keeper = stills_mode.keeper
+    privacy = app[PRIVACY]
+    guarding = app[SETTINGS].privacy_guard
 
     def on_feed_event(event: FeedEvent) -> None:
         hub.broadcast(event.cid, FeedUpdate.of(event))
+        if guarding:
+            privacy.on_feed_event(event)
         recordings.on_feed_event(event)
         stills_mode.on_feed_event(event)
+
+    def on_privacy(change: PrivacyChange) -> None:
+        hub.broadcast(change.cid, PrivacyUpdate(change.out_of_body))
+        recordings.on_privacy(change)
 
     def on_gone(cid: ConsultationId, identity: str) -> None:
         keeper.on_gone(cid, identity)
@@ -197,6 +214,7 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     hub.on_gone = on_gone
     relay.attended = hub.has_participants
     recordings.on_event = on_recording_event
+    privacy.on_change = on_privacy
     revocations = app[REVOCATIONS]
     ending: set[asyncio.Task[bool]] = set()
 
@@ -222,6 +240,7 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     checking.cancel()
     await asyncio.gather(refreshing, checking, *ending, return_exceptions=True)
     await app[REPLAY].close()
+    privacy.close()
     await relay.close()
     app[REFUSED_TOKENS].flush()
     await app[AUDIT].close()  # after everything that writes to it (sockets, sessions)

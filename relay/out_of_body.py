@@ -40,7 +40,7 @@ ANALYSIS_HEIGHT = 108
 
 DISC_RADIUS = 0.48
 "Radius of the analysed disc, as a fraction of the frame's smaller side."
-DARK_V = 40
+DARK_V = 55
 "HSV value below this is vignette or shadow, not picture."
 GLARE_V, GLARE_S = 235, 40
 "Specular highlights: bright and colourless."

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 
+import cv2
 import numpy as np
+import pytest
 
-from relay.out_of_body import Hysteresis, classify
+from client.endoscopy import SyntheticEndoscopy
+from relay.out_of_body import ANALYSIS_HEIGHT, ANALYSIS_WIDTH, Hysteresis, classify
 from tests.privacy_scenes import close_face, mucosa, room
 
 SAMPLES = 200
@@ -55,7 +58,9 @@ def test_classifying_a_small_frame_takes_milliseconds() -> None:
     assert per_frame_ms < 20  # ~2 ms measured; twice a second that is 0.4 % of a core
 
 
-def _spans(truth: list[tuple[float, float]], seconds: float, rate_hz: float = 2.0) -> list[list[float]]:
+def _spans(
+    truth: list[tuple[float, float]], seconds: float, rate_hz: float = 2.0
+) -> list[list[float]]:
     """Sample a sequence at ``rate_hz`` (mucosa, rooms during ``truth``) through the hysteresis."""
     hysteresis, found = Hysteresis(), []
     for k in range(int(seconds * rate_hz)):
@@ -98,3 +103,31 @@ def test_leaving_takes_a_second_of_mucosa() -> None:
     assert hysteresis.update(False, 1.5) is None
     assert hysteresis.update(False, 2.0) == 1.0
     assert not hysteresis.out_of_body
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_synthetic_endoscopy_sequence_s_room_spans_are_found(seed: int) -> None:
+    """``client/endoscopy.py`` with room frames inserted (its dark "pulled out" seconds 7–9 are
+    not out of the body: they must not start a span), sampled at 2 Hz like the guard."""
+    truth = [(3.0, 5.0), (12.0, 14.5)]
+    sequence = SyntheticEndoscopy(width=640, height=360, seconds=18.0, seed=seed, room_spans=truth)
+    hysteresis, found = Hysteresis(), []
+    wrong = 0
+    for index in range(0, sequence.count, sequence.fps // 2):
+        frame = sequence.frame(index)
+        small = cv2.resize(
+            frame.bgr, (ANALYSIS_WIDTH, ANALYSIS_HEIGHT), interpolation=cv2.INTER_AREA
+        )
+        verdict = classify(small)
+        wrong += verdict is not None and verdict.out_of_body != frame.out_of_body
+        t = index / sequence.fps
+        changed = hysteresis.update(None if verdict is None else verdict.out_of_body, t)
+        if changed is not None and hysteresis.out_of_body:
+            found.append([changed, sequence.seconds])
+        elif changed is not None:
+            found[-1][1] = changed
+    assert wrong == 0
+    assert len(found) == len(truth), found
+    for (start, end), (true_start, true_end) in zip(found, truth, strict=True):
+        assert true_start - 1.0 <= start <= true_start
+        assert abs(end - true_end) <= 1.0

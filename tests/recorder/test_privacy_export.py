@@ -25,16 +25,10 @@ from signaling.db.store import DB_FILENAME, ConsultationStore
 from tests.peers import wait_until
 from tests.replay_support import Made, make_recording
 
+from .test_dicom import PATIENT
+
 SIZE = (320, 192)
 SPAN = (1.0, 2.0)
-PATIENT = {
-    "patient_id": "KR-7",
-    "issuer": "Seoul Clinic",
-    "family_name": "Kim",
-    "given_names": "Jiwoo",
-    "birth_date": "1970-01-02",
-    "sex": "male",
-}
 
 
 class World:

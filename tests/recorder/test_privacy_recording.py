@@ -1,0 +1,93 @@
+"""End to end with real peer connections: a clinic publishes the synthetic endoscopy sequence with
+the scope pulled out into the room for a while (mucosa → room → mucosa); the privacy guard, on the
+relay's shared decoder, tells the consultation and the recording's manifest gets the span within
+a second of the truth; the segment file is as recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import hashlib
+import time
+
+import av
+from aiohttp.test_utils import TestClient
+from aiortc.mediastreams import VideoStreamTrack
+
+from client.endoscopy import SyntheticEndoscopy
+from recorder.recordings import Recordings
+from relay.privacy import PrivacyChange
+from signaling.keys import PRIVACY, RECORDINGS, STORE
+from tests.conftest import MakeToken
+
+from .test_recorder import record_session
+
+ROOM = (2.0, 4.5)
+"Seconds of the published sequence filmed in the room (the truth)."
+SIZE = (320, 180)
+FPS = 30
+
+
+class SceneTrack(VideoStreamTrack):
+    """The synthetic sequence at its own pace, with the room over ``ROOM``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sequence = SyntheticEndoscopy(*SIZE, fps=FPS, seconds=7.0, seed=2, room_spans=[ROOM])
+        self.counter = 0
+        self.start: float | None = None
+
+    async def recv(self) -> av.VideoFrame:
+        if self.start is None:
+            self.start = time.monotonic()
+        delay = self.start + self.counter / FPS - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        index = min(self.counter, self.sequence.count - 1)
+        bgr = await asyncio.to_thread(lambda: self.sequence.frame(index).bgr)
+        frame = av.VideoFrame.from_ndarray(bgr, format="bgr24")
+        frame.pts = int(self.counter * 90000 / FPS)
+        frame.time_base = fractions.Fraction(1, 90000)
+        self.counter += 1
+        return frame
+
+
+async def test_a_span_in_the_room_lands_in_the_manifest_and_the_pages_are_told(
+    client: TestClient, make_token: MakeToken
+) -> None:
+    consultation = await client.app[STORE].create(
+        "privacy", "VP8", consent_by="Dr. A", recorded_by="t"
+    )
+    cid = consultation.id
+    watch = client.app[PRIVACY]
+    told: list[bool] = []
+    cpu: list[tuple[float, int]] = []
+    original = watch.on_change
+
+    def on_change(change: PrivacyChange) -> None:
+        told.append(change.out_of_body)
+        guard = watch.guard(cid)
+        if guard is not None:
+            cpu.append((guard.cpu_s, guard.samples))
+        original(change)
+
+    watch.on_change = on_change
+    track = SceneTrack()
+    manifest, segment, _ = await record_session(
+        client, cid, make_token, seconds=6.5, size=SIZE, video=track
+    )
+    assert told[:2] == [True, False], told
+    (span,) = manifest.out_of_body
+    assert span.end_s is not None
+    print(f"span {span.start_s:.2f}–{span.end_s:.2f} s, truth {ROOM[0]}–{ROOM[1]} s")
+    # the recording starts at the first keyframe that arrived: a few hundred ms after the
+    # publisher's first frame; the span is backdated by up to one sample (0.5 s)
+    assert ROOM[0] - 1.0 <= span.start_s <= ROOM[0] + 0.5
+    assert ROOM[1] - 1.0 <= span.end_s <= ROOM[1] + 1.0
+    cpu_s, samples = cpu[-1]
+    print(f"guard: {samples} samples, {1000 * cpu_s / samples:.1f} ms of CPU each")
+    assert samples >= 8 and cpu_s / samples < 0.05
+    recordings: Recordings = client.app[RECORDINGS]
+    recorded = next(s for s in manifest.segments if s.file == segment.name)
+    assert hashlib.sha256(segment.read_bytes()).hexdigest() == recorded.sha256
+    assert recordings.active(cid) is None or not recordings.active(cid).segment_open  # type: ignore[union-attr]

@@ -8,17 +8,19 @@ from __future__ import annotations
 import asyncio
 import fractions
 import hashlib
+import json
 import time
 
 import av
+from aiohttp import ClientWebSocketResponse, WSMsgType
 from aiohttp.test_utils import TestClient
 from aiortc.mediastreams import VideoStreamTrack
 
 from client.endoscopy import SyntheticEndoscopy
-from recorder.recordings import Recordings
 from relay.privacy import PrivacyChange
-from signaling.keys import PRIVACY, RECORDINGS, STORE
+from signaling.keys import PRIVACY, STORE
 from tests.conftest import MakeToken
+from tests.signaling.test_websocket import join
 
 from .test_recorder import record_session
 
@@ -52,6 +54,12 @@ class SceneTrack(VideoStreamTrack):
         return frame
 
 
+async def _listen(ws: ClientWebSocketResponse, heard: list[dict[str, object]]) -> None:
+    async for message in ws:
+        if message.type is WSMsgType.TEXT:
+            heard.append(json.loads(message.data))
+
+
 async def test_a_span_in_the_room_lands_in_the_manifest_and_the_pages_are_told(
     client: TestClient, make_token: MakeToken
 ) -> None:
@@ -72,22 +80,33 @@ async def test_a_span_in_the_room_lands_in_the_manifest_and_the_pages_are_told(
         original(change)
 
     watch.on_change = on_change
-    track = SceneTrack()
-    manifest, segment, _ = await record_session(
-        client, cid, make_token, seconds=6.5, size=SIZE, video=track
-    )
+    surgeon, welcome = await join(client, cid, make_token("surgeon", cid))
+    assert welcome["out_of_body"] is False
+    heard: list[dict[str, object]] = []
+    listening = asyncio.ensure_future(_listen(surgeon, heard))
+    try:
+        manifest, segment, _ = await record_session(
+            client, cid, make_token, seconds=6.5, size=SIZE, video=SceneTrack()
+        )
+    finally:
+        listening.cancel()
+        await surgeon.close()
     assert told[:2] == [True, False], told
+    privacy = [m for m in heard if m["type"] == "privacy"]
+    assert [m["out_of_body"] for m in privacy][:2] == [True, False], privacy
     (span,) = manifest.out_of_body
     assert span.end_s is not None
-    print(f"span {span.start_s:.2f}–{span.end_s:.2f} s, truth {ROOM[0]}–{ROOM[1]} s")
-    # the recording starts at the first keyframe that arrived: a few hundred ms after the
-    # publisher's first frame; the span is backdated by up to one sample (0.5 s)
-    assert ROOM[0] - 1.0 <= span.start_s <= ROOM[0] + 0.5
-    assert ROOM[1] - 1.0 <= span.end_s <= ROOM[1] + 1.0
+    # The relay's clock starts at the publisher's first frame; the recording at its first
+    # keyframe in the file (video_pts_start): the truth on the recording clock.
+    first = manifest.segments[0].video_pts_start
+    assert first is not None
+    start, end = (t - first / 90_000 for t in ROOM)
+    print(f"span {span.start_s:.2f}–{span.end_s:.2f} s, truth {start:.2f}–{end:.2f} s")
+    # backdated by up to one sample (0.5 s) at the start; within a second at either end
+    assert start - 1.0 <= span.start_s <= start + 0.25
+    assert abs(span.end_s - end) <= 1.0
     cpu_s, samples = cpu[-1]
     print(f"guard: {samples} samples, {1000 * cpu_s / samples:.1f} ms of CPU each")
     assert samples >= 8 and cpu_s / samples < 0.05
-    recordings: Recordings = client.app[RECORDINGS]
     recorded = next(s for s in manifest.segments if s.file == segment.name)
     assert hashlib.sha256(segment.read_bytes()).hexdigest() == recorded.sha256
-    assert recordings.active(cid) is None or not recordings.active(cid).segment_open  # type: ignore[union-attr]

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from recorder.manifest import OutOfBodySpan, write_manifest
-from signaling.keys import AUDIT, RECORDINGS, SETTINGS
+from signaling.keys import AUDIT, HUB, RECORDINGS, SETTINGS
+from signaling.ws.messages import PrivacyUpdate
 from tests.replay_support import make_recording
 
 from .conftest import Browser, LiveServer, playwright_api
@@ -77,3 +78,28 @@ async def test_a_part_outside_the_body_is_blurred_until_the_viewer_asks(
 
     after = await page.evaluate(SEEK_AND_STATE, 5.0)
     assert not after["blurred"]
+
+
+async def test_the_live_pages_say_when_the_camera_is_outside_the_body(
+    live_server: LiveServer, browser: Browser
+) -> None:
+    """The words differ: the clinic is told the recording will blur it, the surgeon what may be
+    seen. (The guard's verdict itself is tested with real frames in tests/recorder.)"""
+    consultation = await live_server.consultation(consent=True)
+    cid = consultation.id
+    hub = live_server.app[HUB]
+    pages = {
+        role: await browser.open(live_server.url(role, live_server.token(role, cid)), role)
+        for role in ("surgeon", "clinic")
+    }
+    for page in pages.values():
+        await expect(page.get_by_test_id("room-state")).to_have_attribute("data-state", "connected")
+    hub.broadcast(cid, PrivacyUpdate(True))
+    surgeon = pages["surgeon"].locator(".notice[data-key='out-of-body']")
+    clinic = pages["clinic"].locator(".notice[data-key='out-of-body']")
+    await expect(surgeon).to_contain_text("outside the body")
+    await expect(surgeon).to_contain_text("examination room")
+    await expect(clinic).to_contain_text("blurred")
+    hub.broadcast(cid, PrivacyUpdate(False))
+    await expect(surgeon).to_have_count(0)
+    await expect(clinic).to_have_count(0)

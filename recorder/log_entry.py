@@ -29,6 +29,9 @@ class LogOp(StrEnum):
     "The surgeon put the archived marks back (``annotations``: each as restored)."
     CHAT = "chat"
     "A chat message (``text``, the sender's ``name`` and ``role``): the chat history and replay."
+    PLACEMENTS = "placements"
+    """Where the anchored marks were on the analysed frame of ``media_pts`` (``marks``: each
+    ``{author, id, m, confidence, lost}``, as the live ``placements`` message)."""
 
 
 _PAYLOAD_AFTER_BY = (LogOp.FREEZE, LogOp.RESUME, LogOp.ARCHIVE)

@@ -22,6 +22,11 @@ that each carry every point so far; to keep the answer small, each track stores 
 and its versions as ``[t, shape index, point count]`` (a version draws the first ``point count``
 points of its shape).
 
+Anchored marks: each ``placements`` entry (where the tracker put every anchored mark on the frame
+of its ``media_pts``) is kept at its recording time (``Timeline.placements``), so the replay moves
+the marks as they moved live; placed by its own pts, outside the log-order rule above (the frame
+analysed is a little older than the one forwarded when the entry was written).
+
 Chat messages in the log are listed at their recording time (``Timeline.chat``), those sent during
 the recording (a second of slack at each end).
 
@@ -197,6 +202,18 @@ class ChatLine:
         }
 
 
+@dataclass(frozen=True)
+class Placed:
+    """Where the anchored marks were at recording time ``t`` (``relay.tracker.Placement`` as
+    JSON: ``{author, id, m, confidence, lost}``); none: no mark anchored from then on."""
+
+    t: float
+    marks: list[dict[str, Any]]
+
+    def to_json(self) -> list[Any]:
+        return [_round(self.t), self.marks]
+
+
 @dataclass
 class Timeline:
     marks: list[MarkTrack]
@@ -204,6 +221,8 @@ class Timeline:
     chat: list[ChatLine] = field(default_factory=list)
     out_of_body: list[OutOfBodySpan] = field(default_factory=list)
     "Spans filmed outside the body (the manifest's): replay blurs them, exports too by default."
+    placements: list[Placed] = field(default_factory=list)
+    "In time order."
 
     def visible(self, t: float, authors: set[str] | None = None) -> list[Annotation]:
         """Marks to draw at recording time ``t``, oldest first (the burn-in's rule: a faded mark
@@ -229,6 +248,7 @@ class Timeline:
             "freezes": [f.to_json() for f in self.freezes],
             "chat": [c.to_json() for c in self.chat],
             "out_of_body": [span.to_json() for span in self.out_of_body],
+            "placements": [p.to_json() for p in self.placements],
         }
 
 
@@ -288,6 +308,7 @@ def build_timeline(
     tracks: list[MarkTrack] = []
     freezes: list[FreezeSpan] = []
     chat: list[ChatLine] = []
+    placements: list[Placed] = []
     frozen: FreezeSpan | None = None
     last_t = -math.inf
 
@@ -302,6 +323,9 @@ def build_timeline(
     for entry in entries:
         t = clock.of_entry(entry)
         if t is None:
+            continue
+        if entry.kind is LogOp.PLACEMENTS:
+            placements.append(Placed(t, _placements(entry.payload.get("marks"))))
             continue
         t = max(t, last_t)  # the log is in arrival order: never let a clock switch reorder it
         last_t = t
@@ -360,7 +384,8 @@ def build_timeline(
         kept,
         [f for f in freezes if overlaps(f.start_t, f.end_t)],
         [c for c in chat if -CHAT_SLACK_S <= c.t <= upper + CHAT_SLACK_S],
-        list(manifest.out_of_body),
+        out_of_body=list(manifest.out_of_body),
+        placements=sorted((p for p in placements if p.t <= upper), key=lambda p: p.t),
     )
 
 
@@ -397,6 +422,32 @@ def _annotation(data: Any) -> dict[str, Any] | None:
     if not isinstance(name, str) or len(name) > MAX_AUTHOR_NAME:
         name = ""
     return {**mark.to_json(), "author": data["author"], "author_name": name}
+
+
+def _placements(data: Any) -> list[dict[str, Any]]:
+    """The well-formed marks of a logged ``placements`` entry (a damaged one costs only itself)."""
+    kept = []
+    for p in data if isinstance(data, list) else []:
+        m = p.get("m") if isinstance(p, Mapping) else None
+        author, mark_id = (p.get("author"), p.get("id")) if m is not None else (None, None)
+        if not (isinstance(author, str) and isinstance(mark_id, str) and isinstance(m, list)):
+            continue
+        if len(m) == 6 and all(map(_finite, m)):
+            c = p.get("confidence")
+            kept.append(
+                {
+                    "author": author,
+                    "id": mark_id,
+                    "m": [round(float(v), 5) for v in m],
+                    "confidence": round(float(c), 3) if _finite(c) else 0.0,
+                    "lost": p.get("lost") is True,
+                }
+            )
+    return kept
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _round(value: float | None) -> float | None:

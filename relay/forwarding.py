@@ -51,6 +51,7 @@ from av.frame import Frame
 from av.packet import Packet
 
 from .consumer import ForwardedFrame
+from .media_clock import SenderReport, unwrap, watch_sender_reports
 from .recovery import LossRecovery, is_stale
 
 logger = logging.getLogger(__name__)
@@ -114,6 +115,13 @@ class MarkerJitterBuffer(JitterBuffer):
 
     def origin(self) -> int | None:
         return self._origin
+
+    def mapped(self, timestamp: int) -> int | None:
+        """A publisher RTP timestamp on the clock of the frames handed out (None: none yet)."""
+        last, origin = self._timestamps._last, self._timestamps._origin
+        if last is None or origin is None:
+            return None
+        return unwrap(timestamp, last) - origin
 
     def skip_past(self, sequence_number: int) -> None:
         """Give up on a lost packet: drop the frame that contained it, resume with what follows.
@@ -213,16 +221,27 @@ def tap_receiver(
     kind: str,
     on_frame: FrameCallback,
     on_discontinuity: Callable[[], None],
+    on_sender_report: SenderReport | None = None,
 ) -> ReceiverTap:
-    """Make ``receiver`` hand out encoded frames instead of decoding them.
+    """Make ``receiver`` hand out encoded frames instead of decoding them; ``on_sender_report``
+    (video) gets the publisher's sender reports with their RTP time on the frames' clock.
 
     Must run before the receiver starts (i.e. before the peer connection connects), which is the
     case right after ``setRemoteDescription``.
     """
     recovery = None
     if kind == "video":
-        buffer: JitterBuffer = MarkerJitterBuffer(512, on_frame, on_discontinuity)
-        recovery = LossRecovery(receiver, buffer)  # type: ignore[arg-type]
+        video = MarkerJitterBuffer(512, on_frame, on_discontinuity)
+        buffer: JitterBuffer = video
+        recovery = LossRecovery(receiver, video)
+        if on_sender_report is not None:
+            report = on_sender_report
+
+            def mapped_report(wall_ms: float, rtp_timestamp: int) -> None:
+                if (timestamp := video.mapped(rtp_timestamp)) is not None:
+                    report(wall_ms, timestamp)
+
+            watch_sender_reports(receiver, mapped_report)
     else:
         buffer = AudioPassthroughBuffer(on_frame)
     receiver._RTCRtpReceiver__jitter_buffer = buffer  # type: ignore[attr-defined]
@@ -265,12 +284,19 @@ class SharedPacketization(Encoder):
     for all viewers, instead of every sender packetizing the same frame again.
 
     aiortc's sender calls ``track.recv()`` and then, with no await in between, ``pack()`` on
-    what it received, so the Consumer's ``current`` frame is exactly the one being sent.
+    what it received, so the Consumer's ``current`` frame is exactly the one being sent;
+    ``on_pack`` sees it (``relay.media_clock.SenderClock``).
     """
 
-    def __init__(self, consumer: Forwarded, codec: str) -> None:
+    def __init__(
+        self,
+        consumer: Forwarded,
+        codec: str,
+        on_pack: Callable[[ForwardedFrame], None] = lambda frame: None,
+    ) -> None:
         self._consumer = consumer
         self._fallback = packetizer(codec)
+        self._on_pack = on_pack
 
     def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
         raise TypeError("a forwarding sender never encodes")
@@ -278,12 +304,19 @@ class SharedPacketization(Encoder):
     def pack(self, packet: Packet[Any]) -> tuple[list[bytes], int]:
         current = self._consumer.current
         if current is not None and current.packet is packet:
+            self._on_pack(current)
             return current.payloads, current.timestamp
         return self._fallback.pack(packet)
 
 
-def share_packetization(sender: RTCRtpSender, consumer: Forwarded, codec: str) -> None:
-    sender._RTCRtpSender__encoder = SharedPacketization(consumer, codec)  # type: ignore[attr-defined]
+def share_packetization(
+    sender: RTCRtpSender,
+    consumer: Forwarded,
+    codec: str,
+    on_pack: Callable[[ForwardedFrame], None] = lambda frame: None,
+) -> None:
+    shared = SharedPacketization(consumer, codec, on_pack)
+    sender._RTCRtpSender__encoder = shared  # type: ignore[attr-defined]
 
 
 def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> None:

@@ -61,6 +61,8 @@ class Producer:
         self._recent: deque[tuple[float, int]] = deque()
         "(arrival, size) of the frames of the last ``RATE_WINDOW_S``."
         self._recent_bytes = 0
+        self._sender_report: tuple[int, float] | None = None
+        "(pts, wall ms) of the publisher's latest RTCP sender report (``relay.media_clock``)."
 
     def bitrate(self) -> float | None:
         """Bits per second over the last ``RATE_WINDOW_S`` (None: too little seen yet). Kept by
@@ -92,6 +94,7 @@ class Producer:
         """A (new) publisher connection feeds this Producer from now on."""
         self._send_pli = send_pli
         self._rebase = self._last_pts is not None
+        self._sender_report = None
         self.clock_origin = None
         for consumer in self.consumers:
             consumer.desync()
@@ -128,6 +131,20 @@ class Producer:
         frame = ForwardedFrame(packet, payloads, rtp_timestamp, keyframe)
         for consumer in tuple(self.consumers):
             consumer.push(frame)
+
+    def on_sender_report(self, wall_ms: float, timestamp: int) -> None:
+        """The publisher's clock read ``wall_ms`` at ``timestamp`` (its frames' clock, as in
+        ``on_frame``). Ignored until a new connection's first frame set its offset."""
+        if not self._rebase:
+            self._sender_report = (timestamp + self._pts_offset, wall_ms)
+
+    def capture_ms(self, pts: int) -> float | None:
+        """When the publisher captured the frame of ``pts``, on its wall clock (ms since the UNIX
+        epoch; None before its first sender report): its page matches its own preview frames."""
+        if self._sender_report is None:
+            return None
+        report_pts, wall_ms = self._sender_report
+        return wall_ms + (pts - report_pts) * 1000 / self.time_base.denominator
 
     def _rebase_after_gap(self, timestamp: int) -> None:
         """A new publisher connection restarts its timestamps at 0. Viewers keep their session,

@@ -20,6 +20,7 @@ from .admission import Admission, SessionLimits
 from .feed import Feed, FeedState, OfflineReason, RelayMode
 from .ids import ConsultationId, FeedName
 from .ladder import DEFAULT_KBPS
+from .media_clock import MediaClock
 from .router import Router
 from .selector import QualityChange
 from .stream_session import StreamSession
@@ -76,6 +77,7 @@ class Relay:
         self.on_feed_event: Callable[[FeedEvent], None] = lambda event: None
         self.on_stream_session: Callable[[StreamSession], None] = lambda session: None
         self.on_quality: Callable[[QualityChange], None] = lambda change: None
+        self.on_media_clock: Callable[[MediaClock], None] = lambda clock: None
         self.attended: Callable[[ConsultationId], bool] = lambda cid: False
         self.admission = Admission(config.limits)
         self._idle_since: dict[ConsultationId, float] = {}
@@ -102,6 +104,7 @@ class Relay:
                 self.admission,
                 self.config.ladder_kbps,
                 lambda change: self.on_quality(change),
+                lambda clock: self.on_media_clock(clock),
             )
             self.routers[cid] = router
             if self._reaper is None:

@@ -35,6 +35,7 @@ from .errors import FeedBusy, MediaUnsupported, RouterClosed, RouterFull
 from .feed import Feed, RelayMode
 from .ids import ConsultationId, FeedName
 from .ladder import DEFAULT_KBPS, Ladder, Quality
+from .media_clock import MediaClock, SenderClock
 from .peer import Peer, PeerRole
 from .sdp import offered_codecs, parse_offer, with_bitrate_hints
 from .selector import QualityChange, Selector, automatic
@@ -61,6 +62,7 @@ class Router:
         admission: Admission | None = None,
         ladder_kbps: tuple[int, int] = DEFAULT_KBPS,
         on_quality: Callable[[QualityChange], None] = lambda change: None,
+        on_media_clock: Callable[[MediaClock], None] = lambda clock: None,
     ) -> None:
         self.cid = cid
         self.mode = mode
@@ -89,6 +91,7 @@ class Router:
         "Offers being answered: their peers are not in ``peers`` yet, but the Router is in use."
         self._ladder_kbps = ladder_kbps
         self._on_quality = on_quality
+        self._on_media_clock = on_media_clock
         endoscope = self.feeds[FeedName.ENDOSCOPE].producers["video"]
         self.ladder = Ladder(endoscope, self.board, self.label, ladder_kbps)
         self.decoded = DecodedFeed(endoscope, self.label)
@@ -182,7 +185,11 @@ class Router:
             return []
         return [
             forwarding.tap_receiver(
-                transceiver.receiver, transceiver.kind, producer.on_frame, producer.on_discontinuity
+                transceiver.receiver,
+                transceiver.kind,
+                producer.on_frame,
+                producer.on_discontinuity,
+                producer.on_sender_report if feed.name is FeedName.ENDOSCOPE else None,
             )
         ]
 
@@ -297,10 +304,20 @@ class Router:
         transceiver = peer.pc.addTransceiver(consumer, direction="sendonly")
         transceiver.setCodecPreferences(preferences(kind, producer.codec))
         forwarding.on_keyframe_request(transceiver.sender, consumer.request_keyframe)
-        forwarding.share_packetization(transceiver.sender, consumer, producer.codec)
+        clock = partial(self._media_clock, peer)
+        on_pack = SenderClock(transceiver.sender, clock).packed if video else lambda frame: None
+        forwarding.share_packetization(transceiver.sender, consumer, producer.codec, on_pack)
         if isinstance(consumer, Selector):
             consumer.on_swap = feedback.watch(transceiver.sender, consumer.on_sample).forget_sent
         return consumer
+
+    def _media_clock(self, peer: Peer, rtp_offset: int) -> None:
+        self._on_media_clock(MediaClock(self.cid, peer.id, peer.identity, rtp_offset))
+
+    def capture_ms(self, pts: int) -> float | None:
+        """When the clinic captured the endoscope frame of ``pts`` (ms since the UNIX epoch, its
+        wall clock; None while unknown): its page finds that frame among its preview's."""
+        return self.feeds[FeedName.ENDOSCOPE].producers["video"].capture_ms(pts)
 
     def media_pts(self) -> int | None:
         """Where the endoscope video is: pts (90 kHz relay clock) of its latest forwarded frame."""

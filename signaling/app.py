@@ -73,6 +73,7 @@ from signaling.ws.hub import Hub
 from signaling.ws.marks import BoardKeeper
 from signaling.ws.messages import (
     FeedUpdate,
+    MediaClockUpdate,
     PrivacyUpdate,
     QualityUpdate,
     RecordingUpdate,
@@ -209,6 +210,9 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     relay.on_feed_event = on_feed_event
     relay.on_quality = lambda change: hub.send_to(
         change.cid, change.identity, QualityUpdate.of(change)
+    )
+    relay.on_media_clock = lambda clock: hub.send_to(
+        clock.cid, clock.identity, MediaClockUpdate.of(clock)
     )
     relay.on_stream_session = keeper.on_stream_session
     hub.on_gone = on_gone

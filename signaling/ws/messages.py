@@ -19,6 +19,7 @@ from relay import ConsultationId, FeedEvent, FeedName, FeedState, OfflineReason
 from signaling.auth.grants import Grant, Role
 
 if TYPE_CHECKING:
+    from relay.media_clock import MediaClock
     from relay.selector import QualityChange
 
 JsonObject = dict[str, Any]
@@ -171,6 +172,21 @@ class PrivacyUpdate(ServerMessage):
 
     TYPE = "privacy"
     out_of_body: bool
+
+
+@dataclass(frozen=True)
+class MediaClockUpdate(ServerMessage):
+    """How one WHEP session's RTP timestamps relate to the relay pts that ``placements`` carry:
+    RTP timestamp = (pts + ``rtp_offset``) mod 2^32. Sent to its viewer's connections when known
+    and again when it changes (a quality swap)."""
+
+    TYPE = "media-clock"
+    session: str
+    rtp_offset: int
+
+    @classmethod
+    def of(cls, clock: MediaClock) -> MediaClockUpdate:
+        return cls(clock.session_id, clock.rtp_offset)
 
 
 @dataclass(frozen=True)

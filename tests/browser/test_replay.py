@@ -59,8 +59,9 @@ async def wait_for(page, script: str, arg=None, timeout_s: float = 10.0):  # typ
     raise AssertionError(f"timed out; last value {value!r}")
 
 
-async def pixel_at(page, t: float) -> dict:
-    """Seek to recording time ``t`` (paused) and read the overlay where the stroke runs."""
+async def pixel_at(page, t: float, point: tuple[float, float] = (0.5, 0.5)) -> dict:
+    """Seek to recording time ``t`` (paused) and read the overlay at ``point`` (normalised; by
+    default where the stroke runs)."""
     await page.evaluate(
         "(t) => { const v = document.querySelector('[data-testid=\"replay-video\"]');"
         " v.pause(); v.currentTime = t; }",
@@ -73,7 +74,7 @@ async def pixel_at(page, t: float) -> dict:
           const c = document.querySelector('[data-testid="replay-overlay"]');
           if (v.seeking || Math.abs(v.currentTime - {t}) > 0.05) return null;
           if (Math.abs(parseFloat(c.dataset.t) - v.currentTime) > 0.05) return null;
-          return ({OVERLAY_PIXEL})([0.5, 0.5]);
+          return ({OVERLAY_PIXEL})({list(point)});
         }}""",
     )
 

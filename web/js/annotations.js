@@ -15,11 +15,12 @@
 import { ApiError, failure, refusalText } from "./api.js";
 import { Board, authorName } from "./board.js";
 import { Drafts } from "./drafts.js";
-import { drawMark } from "./drawing.js";
+import { drawPlacedMark } from "./drawing.js";
 import { FreezeFrame } from "./freeze.js";
 import { backingSize, intrinsicSize, pictureRect } from "./geometry.js";
 import { msg } from "./i18n.js";
 import { Input } from "./input.js";
+import { Placements, placementOf } from "./placements.js";
 import { SnapshotGallery, canvasToPng, uploadSnapshot } from "./snapshots.js";
 import { Toolbar } from "./toolbar.js";
 import { el } from "./ui.js";
@@ -84,6 +85,7 @@ export class AnnotationLayer {
       });
     }
     this.board = new Board(this.room);
+    this.placements = new Placements({ page: this.page, video: this.video, room: this.room, onChange: () => this.invalidate() });
     this.drafts = new Drafts(this);
     this.freezeFrame = new FreezeFrame(this);
     this.toolbar = new Toolbar(this, o.toolbarHost);
@@ -147,7 +149,8 @@ export class AnnotationLayer {
     const ctx = canvas.getContext("2d");
     ctx.drawImage(source, 0, 0, size.width, size.height);
     const rect = { x: 0, y: 0, width: size.width, height: size.height };
-    for (const m of this._visibleMarks(performance.now())) drawMark(ctx, m.mark, rect, m.alpha);
+    const placed = this._placed();
+    for (const m of this._visibleMarks(performance.now())) drawPlacedMark(ctx, m.mark, rect, m.alpha, placementOf(placed, m.mark), "");
     return canvasToPng(canvas);
   }
 
@@ -321,6 +324,16 @@ export class AnnotationLayer {
     return this.board.visibleMarks(now, this.drafts.items);
   }
 
+  /** The placements of the picture shown: a frozen picture keeps those of its moment. */
+  _placed() {
+    if (!this.freezeFrame.shown()) {
+      this.frozenPlaced = undefined;
+      return this.placements.current();
+    }
+    if (this.frozenPlaced === undefined) this.frozenPlaced = this.placements.current();
+    return this.frozenPlaced;
+  }
+
   _render() {
     this.rafId = 0;
     const now = performance.now();
@@ -336,13 +349,16 @@ export class AnnotationLayer {
     if (box.width < 1 || box.height < 1) return; // not laid out (hidden): redrawn on resize
     let next = { animate: false, wakeAt: Infinity };
     const marks = this._visibleMarks(now);
+    const placed = this._placed();
     if (rect) {
       // Scale so that 1 unit = 1 CSS px, whatever the backing store's size.
       ctx.setTransform(width / box.width, 0, 0, height / box.height, 0, 0);
-      next = this.board.draw(ctx, rect, marks, now);
+      next = this.board.draw(ctx, rect, marks, now, placed);
     }
     this.renders += 1;
     this.canvas.dataset.marks = String(marks.length);
+    this.canvas.dataset.anchored = String(marks.filter((m) => placementOf(placed, m.mark)).length);
+    this.canvas.dataset.lost = String(marks.filter((m) => placementOf(placed, m.mark)?.lost).length);
     this.canvas.dataset.ready = rect ? "true" : "false";
     this.canvas.dispatchEvent(
       new CustomEvent("endolink:rendered", {

@@ -3,8 +3,9 @@
 // laser dots and this page's own, and the freeze state; and how they are drawn, fades included.
 // Protocol: docs/architecture.md, "Annotations (telestration), protocol v1 additions".
 
-import { drawAuthor, drawMark, drawPointer, pointerColor } from "./drawing.js";
+import { drawPlacedMark, drawPointer, pointerColor } from "./drawing.js";
 import { toElement } from "./geometry.js";
+import { placementOf } from "./placements.js";
 
 const FADE_OUT_MS = 1000; // a fading mark's last second, alpha 1 → 0
 // Laser dot: fully visible as long as it moves and 1.5 s after its last move (a surgeon pausing
@@ -169,10 +170,11 @@ export class Board {
   }
 
   /**
-   * Draws `marks` and the laser dots inside `rect` (CSS px units); returns whether a fade is in
-   * progress (`animate`) and when the next one starts (`wakeAt`, performance.now() time).
+   * Draws `marks` (the anchored ones where `placed`, placements.js, puts them) and the laser dots
+   * inside `rect` (CSS px units); returns whether a fade is in progress (`animate`) and when the
+   * next one starts (`wakeAt`, performance.now() time).
    */
-  draw(ctx, rect, marks, now) {
+  draw(ctx, rect, marks, now, placed = null) {
     let animate = false;
     let wakeAt = Infinity;
     ctx.save();
@@ -180,8 +182,7 @@ export class Board {
     ctx.rect(rect.x, rect.y, rect.width, rect.height);
     ctx.clip(); // marks never spill into the letterbox bars
     for (const m of marks) {
-      drawMark(ctx, m.mark, rect, m.alpha);
-      drawAuthor(ctx, m.mark, rect, authorName(m), m.alpha);
+      drawPlacedMark(ctx, m.mark, rect, m.alpha, placementOf(placed, m.mark), authorName(m));
       if (m.alpha < 1) animate = true;
       else if (m.entry?.fadeEndsAt != null) wakeAt = Math.min(wakeAt, m.entry.fadeEndsAt - Math.min(FADE_OUT_MS, m.entry.fadeMs / 2));
     }

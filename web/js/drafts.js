@@ -33,17 +33,30 @@ export class Drafts {
 
   /** A new mark in the toolbar's style, sent (`add`) at once; `finish` it when it is complete. */
   start(tool, points, extra = {}) {
-    const { color, width, fadeS } = this.layer.toolbar;
+    const { toolbar, placements } = this.layer;
+    const { color, width, fadeS } = toolbar;
     const mark = { id: this._nextId(), tool, color, width, points, fade_s: fadeS, ...extra };
     if (mark.fade_s == null) mark.fade_s = null;
-    const draft = { mark, done: false, retries: 0, timer: null };
+    const draft = { mark, done: false, retries: 0, timer: null, framePts: null };
+    if (toolbar.anchors(tool)) {
+      // On the tissue: the server anchors it on the frame shown as drawing began.
+      mark.anchored = true;
+      draft.framePts = placements.shownPts();
+    }
     this.items.set(mark.id, draft);
     this.send(draft, "add");
     return draft;
   }
 
   send(draft, op) {
-    this.ops.push({ type: "annotation", op, annotation: { ...draft.mark, points: draft.mark.points.slice() } }, `u:${draft.mark.id}`);
+    this.ops.push(this._message(draft, op), `u:${draft.mark.id}`);
+  }
+
+  _message(draft, op) {
+    const message = { type: "annotation", op, annotation: { ...draft.mark, points: draft.mark.points.slice() } };
+    // Until the server holds the mark (an `add` may coalesce into the `update` after it).
+    if (draft.framePts != null && !this._held(draft.mark.id)) message.frame_pts = draft.framePts;
+    return message;
   }
 
   finish(id) {
@@ -58,7 +71,7 @@ export class Drafts {
     this._online();
     this.ops.clear();
     for (const [id, d] of this.items) {
-      this.ops.push({ type: "annotation", op: this._held(id) ? "update" : "add", annotation: d.mark }, `u:${id}`);
+      this.send(d, this._held(id) ? "update" : "add");
       if (d.done) this._armAck(id);
     }
   }

@@ -184,7 +184,27 @@ export function drawPointer(ctx, x, y, color, rect, alpha) {
   ctx.restore();
 }
 
-const AUTHOR_FONT_PX = 12;
+const TAG_FONT_PX = 12;
+const TAG_PAD_PX = 3;
+
+/**
+ * A small dark tag with `text`, placed by `place(width, height)` → {x, y} (its top-left corner).
+ */
+function drawTag(ctx, text, alpha, place) {
+  ctx.save();
+  ctx.globalAlpha = Math.min(1, alpha);
+  ctx.font = `${TAG_FONT_PX}px sans-serif`;
+  ctx.textBaseline = "top";
+  ctx.textAlign = "left";
+  const width = ctx.measureText(text).width + 2 * TAG_PAD_PX;
+  const height = TAG_FONT_PX + 2 * TAG_PAD_PX;
+  const { x, y } = place(width, height);
+  ctx.fillStyle = "rgba(0, 0, 0, 0.6)";
+  ctx.fillRect(x, y, width, height);
+  ctx.fillStyle = "#ffffff";
+  ctx.fillText(text, x + TAG_PAD_PX, y + TAG_PAD_PX);
+  ctx.restore();
+}
 
 /**
  * The author's name in a small dark tag beside the mark, so everyone sees who drew what;
@@ -195,22 +215,55 @@ export function drawAuthor(ctx, mark, rect, name, alpha = 1) {
   if (!name || !first || alpha <= 0) return;
   const at = toElement(first[0], first[1], rect);
   const lw = Math.max(1, mark.width * rect.height);
-  ctx.save();
-  ctx.globalAlpha = Math.min(1, alpha);
-  ctx.font = `${AUTHOR_FONT_PX}px sans-serif`;
-  ctx.textBaseline = "top";
-  ctx.textAlign = "left";
-  const pad = 3;
-  const width = ctx.measureText(name).width + 2 * pad;
-  const height = AUTHOR_FONT_PX + 2 * pad;
   // Up and to the left of where the mark starts (strokes mostly run on from there), inside the
   // picture; above a text label's capitals.
-  const x = Math.max(rect.x, mark.tool === "text" ? at.x : at.x - width - lw);
-  const cap = mark.tool === "text" ? (mark.size ?? 6 * mark.width) * rect.height : 0;
-  const y = Math.max(rect.y, at.y - height - lw - cap);
-  ctx.fillStyle = "rgba(0, 0, 0, 0.6)";
-  ctx.fillRect(x, y, width, height);
-  ctx.fillStyle = "#ffffff";
-  ctx.fillText(name, x + pad, y + pad);
+  drawTag(ctx, name, alpha, (width, height) => {
+    const cap = mark.tool === "text" ? (mark.size ?? 6 * mark.width) * rect.height : 0;
+    return {
+      x: Math.max(rect.x, mark.tool === "text" ? at.x : at.x - width - lw),
+      y: Math.max(rect.y, at.y - height - lw - cap),
+    };
+  });
+}
+
+// An anchored mark whose tissue the server lost (occlusion, blur, the scope out): grey, at its
+// last confident place, saying so — never shown confidently in the wrong place.
+const LOST_COLOR = "#9e9e9e";
+const LOST_TEXT = msg("anchor.lost");
+
+/** `[x, y]` (normalised) through a placement matrix [a, b, c, d, e, f]. */
+export function placePoint([x, y], [a, b, c, d, e, f]) {
+  return [a * x + b * y + c, d * x + e * y + f];
+}
+
+/**
+ * Draws a mark with its author tag where its `placement` ({m, lost}: relay/tracker.py's
+ * normalised 2×3 matrix) puts it; as sent without one. Lines keep their width as the tissue
+ * zooms (only the geometry follows it).
+ */
+export function drawPlacedMark(ctx, mark, rect, alpha, placement, name) {
+  const points = Array.isArray(mark.points) ? mark.points : [];
+  if (!placement || !points.length) {
+    drawMark(ctx, mark, rect, alpha);
+    drawAuthor(ctx, mark, rect, name, alpha);
+    return;
+  }
+  const [a, b, c, d, e, f] = placement.m;
+  const { x, y, width: w, height: h } = rect;
+  const scale = Math.sqrt(Math.abs(a * e - b * d)) || 1;
+  const shown = { ...mark, width: mark.width / scale, ...(placement.lost ? { color: LOST_COLOR } : {}) };
+  ctx.save();
+  // The matrix in CSS px: p' = R(M(R⁻¹(p))), R the picture rectangle's normalised → px map.
+  ctx.transform(a, (d * h) / w, (b * w) / h, e, x + w * c - a * x - ((b * w) / h) * y, y + h * f - ((d * h) / w) * x - e * y);
+  drawMark(ctx, shown, rect, alpha);
   ctx.restore();
+  const first = placePoint(points[0], placement.m);
+  drawAuthor(ctx, { ...mark, points: [first] }, rect, name, alpha);
+  if (!placement.lost || alpha <= 0) return;
+  const at = toElement(first[0], first[1], rect);
+  const below = Math.max(1, mark.width * rect.height) + 2;
+  drawTag(ctx, LOST_TEXT, alpha, (width, height) => ({
+    x: Math.min(Math.max(rect.x, at.x - width / 2), rect.x + rect.width - width),
+    y: Math.min(at.y + below, rect.y + rect.height - height),
+  }));
 }

@@ -6,19 +6,32 @@
 //     state at that time (pen strokes grow as they were drawn), fading ones fading out over their
 //     last second, with drawing.js and geometry.js's picture rectangle — the same drawing as the
 //     live pages.
+//   * Anchored marks: the timeline's `placements` ([t, marks] where the tracker put them live, on
+//     the recording clock) move them as they moved live (placements.js, drawing.js).
 //   * Freezes: the player shows the frozen frame (the stored snapshot, or the recording's own
 //     frame at the freeze) with the marks drawn on it, while the sound goes on: the picture
 //     pauses as it did live.
 
-import { drawAuthor, drawMark } from "./drawing.js";
+import { drawPlacedMark } from "./drawing.js";
 import { backingSize, pictureRect } from "./geometry.js";
 import { msg, setText } from "./i18n.js";
+import { parsePlacement, placementOf } from "./placements.js";
 import { once } from "./player.js";
 import { fetchSnapshotBlob } from "./snapshots.js";
 import { $ } from "./ui.js";
 
 const FADE_OUT_S = 1; // a fading mark's last second, alpha 1 → 0 (as on the live pages)
 const STILL_TIMEOUT_MS = 8000;
+
+/** The timeline's placements, parsed once per recording: [{t, marks}], oldest first. */
+function parsePlacements(timeline) {
+  const placed = [];
+  for (const item of Array.isArray(timeline?.placements) ? timeline.placements : []) {
+    const entry = Array.isArray(item) && Number.isFinite(item[0]) ? parsePlacement({ marks: item[1] }) : null;
+    if (entry) placed.push({ ...entry, t: item[0] });
+  }
+  return placed;
+}
 
 /** The state of `mark` at `t`: {mark (drawable JSON), alpha} or null. */
 function markAt(mark, t) {
@@ -64,6 +77,7 @@ export class Overlay {
     this.renders = 0;
     this.rafId = 0;
     this.lastDrawn = [];
+    this.placed = null; // {detail, entries}: the open recording's placements, parsed
     this.frozen.addEventListener("load", () => this.invalidate());
     new ResizeObserver(() => this.invalidate()).observe(this.frame);
   }
@@ -140,13 +154,14 @@ export class Overlay {
       ctx.beginPath();
       ctx.rect(shownRect.x, shownRect.y, shownRect.width, shownRect.height);
       ctx.clip();
+      const placed = this._placedAt(detail, t);
       for (const mark of detail.timeline.marks) {
         if (this.hiddenAuthors.has(mark.author)) continue;
         const at = markAt(mark, t);
         if (!at || at.alpha <= 0) continue;
-        drawMark(ctx, at.mark, shownRect, at.alpha);
-        drawAuthor(ctx, at.mark, shownRect, mark.author_name, at.alpha);
-        drawn.push({ key: mark.key, alpha: at.alpha, author_name: mark.author_name || "" });
+        const placement = placementOf(placed, mark);
+        drawPlacedMark(ctx, at.mark, shownRect, at.alpha, placement, mark.author_name);
+        drawn.push({ key: mark.key, alpha: at.alpha, author_name: mark.author_name || "", lost: placement?.lost ?? null });
       }
       ctx.restore();
     }
@@ -154,6 +169,21 @@ export class Overlay {
     canvas.dataset.marks = String(drawn.length);
     canvas.dataset.t = t.toFixed(3);
     canvas.dataset.ready = rect ? "true" : "false";
+  }
+
+  /** The placements in force at recording time `t` (null: none, marks drawn as sent). */
+  _placedAt(detail, t) {
+    if (this.placed?.detail !== detail) this.placed = { detail, entries: parsePlacements(detail.timeline) };
+    const entries = this.placed.entries; // in time order: the last one at or before t
+    if (!entries.length || entries[0].t > t) return null;
+    let lo = 0;
+    let hi = entries.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (entries[mid].t <= t) lo = mid;
+      else hi = mid - 1;
+    }
+    return entries[lo];
   }
 
   _updateFreeze(t) {

@@ -14,6 +14,12 @@ export function qualityEndpoint(base, quality) {
   return `${base}${base.includes("?") ? "&" : "?"}quality=${encodeURIComponent(quality)}`;
 }
 
+/** The WHEP session id of a FeedPlayer's current session (null: none). */
+export function sessionOf(player) {
+  const resource = player?.client?.resource;
+  return resource ? resource.split("/").pop() : null;
+}
+
 /**
  * @param {{select: HTMLSelectElement, badge: HTMLElement, room: EventTarget, notices,
  *          player: () => any, reopen: (quality: string) => void}} options
@@ -35,11 +41,6 @@ export function setupQuality({ select, badge, room, notices, player, reopen }) {
     reopen(select.value);
   });
 
-  function currentSession() {
-    const resource = player()?.client?.resource;
-    return resource ? resource.split("/").pop() : null;
-  }
-
   function show(message) {
     const reduced = message && message.quality !== "original";
     badge.hidden = !reduced;
@@ -54,7 +55,7 @@ export function setupQuality({ select, badge, room, notices, player, reopen }) {
   }
 
   function apply() {
-    const session = currentSession();
+    const session = sessionOf(player());
     const message = session ? told.get(session) : null;
     if (!message || message === shownFor) return;
     shownFor = message;

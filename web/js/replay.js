@@ -68,7 +68,7 @@ class ReplayPage {
       recording: this.detail?.recording.id ?? null,
       segment: this.detail ? this.detail.media[player.segment]?.segment ?? null : null,
       t: this.detail ? player.time() : null,
-      marks: overlay.lastDrawn.map((m) => ({ key: m.key, alpha: m.alpha })),
+      marks: overlay.lastDrawn.map((m) => ({ key: m.key, alpha: m.alpha, lost: m.lost })),
       frozen: overlay.frozenShown,
       renders: overlay.renders,
       picture: rect ? { ...rect } : null,

@@ -10,7 +10,7 @@ import { msg, setText } from "./i18n.js";
 import { connectWithName } from "./names.js";
 import { startPage } from "./page.js";
 import { FORCED_RELAY_NOTICE, forceRelay, iceServersFrom } from "./session.js";
-import { qualityEndpoint, setupQuality } from "./quality.js";
+import { qualityEndpoint, sessionOf, setupQuality } from "./quality.js";
 import { SurgeonStills } from "./stills.js";
 import { currentTalk, setupTalk } from "./talkback.js";
 import { $, Notices, roleLabel, setChip } from "./ui.js";
@@ -119,6 +119,7 @@ function setupRoom() {
   });
   state.room = room;
   state.annotations = annotations;
+  annotations.placements.session = () => sessionOf(state.player); // its `media-clock`
   state.stills = new SurgeonStills({
     room,
     annotations,

@@ -5,6 +5,7 @@
 
 import { COLORS, FADES, TEXT_SIZES, TOOLS, WIDTHS } from "./drawing.js";
 import { msg, setAttr, setText } from "./i18n.js";
+import { ANCHORABLE } from "./placements.js";
 import { el } from "./ui.js";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -20,6 +21,7 @@ const ICONS = {
   restore: "M4 12a8 8 0 1 0 3-6.2M4 4v5h5",
   freeze: "M8 5v14M16 5v14",
   snapshot: "M4 8h4l2-3h4l2 3h4v11H4zM12 10a3.5 3.5 0 1 0 0.01 0z",
+  anchored: "M12 21s-6-5.5-6-10a6 6 0 0 1 12 0c0 4.5-6 10-6 10zM12 11m-2 0a2 2 0 1 0 4 0a2 2 0 1 0 -4 0",
   tools: "M4 7h10M18 7h2M4 17h2M10 17h10M16 5v4M8 15v4",
 };
 
@@ -55,6 +57,10 @@ export class Toolbar {
     this.width = WIDTHS[1].value;
     this.textSize = TEXT_SIZES[1].value;
     this.fadeS = null;
+    // Marks "on the tissue" follow it as the scope moves (the server tracks them): the surgeon's
+    // default; the clinic's marks stay where they are put unless it asks.
+    this.anchored = layer.page === "surgeon";
+    this.anchoredButton = null;
     this.status = null;
     this.toolButtons = new Map();
     this.colorButtons = new Map();
@@ -91,6 +97,14 @@ export class Toolbar {
       this.toolButtons.set(t.id, button);
       tools.append(button);
     }
+    this.anchoredButton = iconButton("anchored", msg("toolbar.anchored"), {
+      class: "tool anchored",
+      "data-testid": "anchored",
+      "aria-pressed": String(this.anchored),
+      title: msg("toolbar.anchored.title"),
+    }).button;
+    this.anchoredButton.addEventListener("click", () => this.setAnchored(!this.anchored));
+    tools.append(this.anchoredButton);
 
     const colors = this._choices(COLORS, {
       kind: "color",
@@ -205,6 +219,17 @@ export class Toolbar {
   showTool(tool) {
     this.tool = tool;
     for (const [id, b] of this.toolButtons) b.setAttribute("aria-pressed", String(id === tool));
+    if (this.anchoredButton) this.anchoredButton.hidden = !ANCHORABLE.has(tool);
+  }
+
+  setAnchored(on) {
+    this.anchored = on;
+    this.anchoredButton?.setAttribute("aria-pressed", String(on));
+  }
+
+  /** Whether a new mark of `tool` is drawn on the tissue. */
+  anchors(tool) {
+    return this.anchored && ANCHORABLE.has(tool);
   }
 
   setColor(color) {

@@ -4,13 +4,20 @@ to see one is audited, and only an admin of the consultation may export them unb
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from pathlib import Path
 
+import pytest
 from aiohttp.test_utils import TestClient
 
+from recorder.dicom_export import SIDECAR
 from recorder.manifest import OutOfBodySpan, write_manifest
-from signaling.keys import AUDIT
+from signaling.cli import main
+from signaling.db.patients import Patient
+from signaling.keys import AUDIT, PATIENTS, SETTINGS
 from tests.conftest import MakeToken, bearer
+from tests.recorder.test_dicom import PATIENT
 
 from .test_replay import World, make_world
 
@@ -84,3 +91,25 @@ async def test_only_an_admin_of_the_consultation_exports_the_spans_unblurred(
     trail = await client.app[AUDIT].trail(world.a.id, 0, 500)
     exports = [e.detail for e in trail if e.action == "export"]
     assert f"job {job_id}, out-of-body kept" in exports
+
+
+async def test_the_command_line_keeps_the_spans_only_when_asked_and_audits_it(
+    client: TestClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = await _world(client)
+    await client.app[PATIENTS].record(world.a.id, Patient.from_json(PATIENT), "admin-test")
+    data_dir = str(client.app[SETTINGS].data_dir)
+    for keep in (False, True):
+        out = tmp_path / f"dicom-{keep}"
+        command = ["recordings", "dicom", world.rec.id, "--out", str(out), "--data-dir", data_dir]
+        code = await asyncio.to_thread(main, [*command, *(["--include-out-of-body"] * keep)])
+        assert code == 0, capsys.readouterr().err
+        sidecar = json.loads((out / SIDECAR).read_text())
+        assert sidecar["out_of_body"] == [{"start_s": 0.5, "end_s": 1.5}]
+        assert sidecar["out_of_body_blurred"] is not keep
+    trail = await client.app[AUDIT].trail(world.a.id, 0, 500)
+    details = [e.detail for e in trail if e.action == "dicom-export"]
+    assert details == [
+        f"cli {tmp_path / 'dicom-False'}",
+        f"cli {tmp_path / 'dicom-True'}, out-of-body kept",
+    ]

@@ -10,6 +10,8 @@ import fractions
 import hashlib
 import json
 import time
+from dataclasses import replace
+from typing import Any
 
 import av
 from aiohttp import ClientWebSocketResponse, WSMsgType
@@ -17,11 +19,16 @@ from aiohttp.test_utils import TestClient
 from aiortc.mediastreams import VideoStreamTrack
 
 from client.endoscopy import SyntheticEndoscopy
+from relay import FeedName, FeedState
 from relay.privacy import PrivacyChange
-from signaling.keys import PRIVACY, STORE
+from signaling.app import create_app
+from signaling.keys import PRIVACY, RELAY, STORE
+from signaling.settings import Settings
 from tests.conftest import MakeToken
+from tests.peers import wait_until
 from tests.signaling.test_websocket import join
 
+from .media import publishing
 from .test_recorder import record_session
 
 ROOM = (2.0, 4.5)
@@ -110,3 +117,22 @@ async def test_a_span_in_the_room_lands_in_the_manifest_and_the_pages_are_told(
     assert samples >= 8 and cpu_s / samples < 0.05
     recorded = next(s for s in manifest.segments if s.file == segment.name)
     assert hashlib.sha256(segment.read_bytes()).hexdigest() == recorded.sha256
+
+
+async def test_with_the_guard_switched_off_nothing_decodes_for_it(
+    aiohttp_client: Any, settings: Settings, make_token: MakeToken
+) -> None:
+    assert Settings.from_env({"ENDOLINK_PRIVACY_GUARD": "off"}).privacy_guard is False
+    client = await aiohttp_client(create_app(replace(settings, privacy_guard=False)))
+    consultation = await client.app[STORE].create("off", "VP8", consent_by="A", recorded_by="t")
+    cid = consultation.id
+    endpoint = str(client.make_url(f"/whip/{cid}"))
+    async with publishing(endpoint, make_token("clinic", cid), video=SceneTrack(), size=SIZE):
+        router = client.app[RELAY].find(cid)
+        assert router is not None
+        assert await wait_until(
+            lambda: router.feeds[FeedName.ENDOSCOPE].state is FeedState.LIVE, 10
+        )
+        await asyncio.sleep(1.0)
+        assert client.app[PRIVACY].guard(cid) is None
+        assert not router.decoded.running

@@ -119,7 +119,7 @@ async def test_a_span_in_the_room_lands_in_the_manifest_and_the_pages_are_told(
     assert hashlib.sha256(segment.read_bytes()).hexdigest() == recorded.sha256
 
 
-async def test_with_the_guard_switched_off_nothing_decodes_for_it(
+async def test_with_the_guard_switched_off_no_privacy_sampler_runs(
     aiohttp_client: Any, settings: Settings, make_token: MakeToken
 ) -> None:
     assert Settings.from_env({"ENDOLINK_PRIVACY_GUARD": "off"}).privacy_guard is False
@@ -135,4 +135,5 @@ async def test_with_the_guard_switched_off_nothing_decodes_for_it(
         )
         await asyncio.sleep(1.0)
         assert client.app[PRIVACY].guard(cid) is None
-        assert not router.decoded.running
+        # other samplers (anchored marks, the picture guard) may decode: none is the privacy guard's
+        assert not [s for s in router.decoded.samplings if s.label.startswith("privacy")]

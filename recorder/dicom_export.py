@@ -5,6 +5,11 @@
     burned-in/001.dcm    series 3, on request: the annotated export, marks in the pixels (DERIVED)
     annotations.json     the marks and freezes on the recording clock, with the SOP instances
 
+Spans filmed outside the body (the privacy guard's, ``timeline.out_of_body``) are blurred unless
+the plan says ``include_out_of_body``: a segment that has one is transcoded with those frames
+blurred (kept, not cut: an archive's video keeps the recording's timing, and a viewer sees that
+something was hidden); the sidecar lists the spans and whether they were blurred.
+
 One instance per segment: a segment is one continuous stream (a publisher away and back starts a
 new one), each a playable whole as PS3.5 wants of a split video, in one series so a viewer lists
 them in order (Instance Number = segment number; ``annotations.json`` gives each one's offset on
@@ -31,6 +36,7 @@ from .dicom_stills import UndecodablePicture, still_instance
 from .dicom_study import Series, Study
 from .dicom_video import X264_OPTIONS, VideoStream, prepare_stream, video_instance, write_video
 from .export import ExportCancelled, ExportSource, export_annotated
+from .privacy_spans import covered
 from .timeline import Timeline
 
 logger = logging.getLogger(__name__)
@@ -47,6 +53,7 @@ class SegmentSource:
     offset_s: float
     started_at: str
     frames: int = 0
+    duration_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,17 @@ class DicomPlan:
     stills: list[StillSource]
     timeline: Timeline
     burned_in: bool = False
+    include_out_of_body: bool = False
+    "Keep the spans filmed outside the body as they are (default: blurred)."
+
+    def hider(self, segment: SegmentSource) -> Callable[[float], bool] | None:
+        """Which file times of ``segment`` to blur; None when none (it may be copied as it is)."""
+        spans = [] if self.include_out_of_body else self.timeline.out_of_body
+        end = segment.offset_s + segment.duration_s
+        start = segment.offset_s
+        if not any(s.start_s <= end and (s.end_s is None or s.end_s > start) for s in spans):
+            return None
+        return lambda t: covered(spans, segment.offset_s + t)
 
 
 @dataclass
@@ -111,7 +129,12 @@ def export_dicom(
                 report(min(0.99, (n + fraction) / steps))
 
             stream = prepare_stream(
-                segment.path, Path(work) / f"{segment.seq}.mp4", step, cancelled, segment.frames
+                segment.path,
+                Path(work) / f"{segment.seq}.mp4",
+                step,
+                cancelled,
+                segment.frames,
+                plan.hider(segment),
             )
             ds = video_instance(video, stream, segment.seq, segment.started_at)
             _write(result, ds, stream, out_dir / "video" / f"{segment.seq:03d}.dcm")
@@ -157,6 +180,7 @@ def _burned_in(
         lambda fraction: report(min(0.99, 0.5 + fraction / 2)),
         cancelled,
         {**X264_OPTIONS, "level": "4.1"},
+        plan.include_out_of_body,
     )
     stream = prepare_stream(annotated, work / "burned-in.mp4", lambda f: None, cancelled)
     originals = [(i["sop_class"], i["sop_instance_uid"]) for i in result.instances if i["video"]]
@@ -196,6 +220,8 @@ def _write_sidecar(plan: DicomPlan, out_dir: Path, result: DicomResult) -> None:
         "instances": result.instances,
         "marks": timeline["marks"],
         "freezes": timeline["freezes"],
+        "out_of_body": timeline["out_of_body"],
+        "out_of_body_blurred": not plan.include_out_of_body,
         "skipped": result.skipped,
     }
     (out_dir / SIDECAR).write_text(json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n")

@@ -43,6 +43,7 @@ from .bitstream import h264_profile_level, length_prefixed_to_annexb
 from .dicom_study import Series, new_instance
 from .export import ExportCancelled
 from .jobs import JobFailed
+from .privacy_spans import blurred
 
 X264_OPTIONS = {
     "crf": "18",
@@ -100,19 +101,21 @@ def prepare_stream(
     report: Callable[[float], None],
     cancelled: Callable[[], bool],
     expected_frames: int = 0,
+    hide: Callable[[float], bool] | None = None,
 ) -> VideoStream:
-    """Write ``target`` (MP4, video only) from a segment file: copied if its H.264 already fits,
-    else transcoded; then measured."""
+    """Write ``target`` (MP4, video only) from a segment file: copied if its H.264 already fits
+    and nothing is to be hidden, else transcoded (the frames at file times ``hide`` says
+    blurred); then measured."""
     with av.open(str(source)) as container:
         if not container.streams.video:
             raise JobFailed("a segment of the recording has no video")
         stream = container.streams.video[0]
-        fitting = _fits_as_recorded(container, stream)
+        fitting = hide is None and _fits_as_recorded(container, stream)
         container.seek(0)
         if fitting:
             _copy(container, stream, target, cancelled)
         else:
-            _transcode(container, stream, target, report, cancelled, expected_frames)
+            _transcode(container, stream, target, report, cancelled, expected_frames, hide)
     return measure(target, transcoded=not fitting)
 
 
@@ -186,8 +189,10 @@ def _transcode(
     report: Callable[[float], None],
     cancelled: Callable[[], bool],
     expected_frames: int,
+    hide: Callable[[float], bool] | None = None,
 ) -> None:
-    """Every decoded frame encoded once, at its own time (no frame dropped or repeated)."""
+    """Every decoded frame encoded once, at its own time (no frame dropped or repeated); those
+    ``hide`` names blurred."""
     stream.thread_type = "AUTO"
     ctx = stream.codec_context
     width, height = ctx.width - ctx.width % 2, ctx.height - ctx.height % 2
@@ -211,6 +216,8 @@ def _transcode(
                 if not isinstance(frame, av.VideoFrame) or frame.time is None:
                     continue
                 picture = frame.reformat(width, height, "yuv420p")
+                if hide is not None and hide(float(frame.time)):
+                    picture = blurred(picture)
                 last_pts = picture.pts = max(last_pts + 1, round(frame.time * 90_000))
                 picture.time_base = _TIME_BASE
                 picture.pict_type = av.video.frame.PictureType.NONE

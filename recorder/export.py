@@ -11,6 +11,10 @@ Anchored marks are drawn where the tracker put them live (the log's ``placements
 not newer than the picture shown: ``Timeline.placed_at``), through ``relay.overlay.placed`` as the
 live burn-in does, grey where it had lost them.
 
+Spans filmed outside the body (``timeline.out_of_body``, the privacy guard's) are blurred
+(``recorder/privacy_spans.py``) unless ``include_out_of_body``: blurred rather than cut, so the
+export keeps the recording's timing, its sound and the marks drawn meanwhile.
+
 Segments are joined end to end (the time a publisher was away is not reproduced as black video);
 each segment's marks are placed with its own ``offset_s`` on the recording clock.
 
@@ -36,6 +40,7 @@ from persistence.files import Sync, move_into_place
 from relay.overlay import placed
 
 from .burnin import BurnIn
+from .privacy_spans import blurred, covered
 from .timeline import FreezeSpan, Timeline
 
 VIDEO_TIME_BASE = Fraction(1, 90_000)
@@ -138,11 +143,13 @@ def export_annotated(
     on_progress: Callable[[float], None] = lambda fraction: None,
     cancelled: Callable[[], bool] = lambda: False,
     x264: Mapping[str, str] = X264_OPTIONS,
+    include_out_of_body: bool = False,
 ) -> ExportResult:
     """Write ``output`` (MP4). Blocking and CPU-heavy: call it in a worker thread. The file
     appears only when complete (written as ``<output>.partial`` first); ``cancelled`` is asked
     before every packet, so a cancel ends the export within one frame's work and leaves no file."""
     width, height = _first_size(sources)
+    hidden = [] if include_out_of_body else timeline.out_of_body
     partial = output.with_name(output.name + ".partial")
     expected = sum(s.frames for s in sources)
     result = ExportResult(width=width, height=height)
@@ -220,6 +227,8 @@ def export_annotated(
                             frozen = (span, frame)
                         shown = frozen[1] if frozen is not None else frame
                         t_shown = source.offset_s + float(shown.time or 0.0)
+                        if covered(hidden, t_recording):
+                            shown = blurred(shown)
                         marks = placed(timeline.visible(t_recording), timeline.placed_at(t_shown))
                         picture = burn_in.frame(shown, marks)
                         pts = max(last_pts + 1, int(round((shift + t_file) * 90_000)))

@@ -222,17 +222,28 @@ class ExportJobs:
         recording_directory: Path,
         requested_by: str,
         prepare: Callable[[], tuple[list[ExportSource], Timeline]],
+        include_out_of_body: bool = False,
     ) -> ExportJob:
         """Queue an annotated export (returns at once). ``prepare`` runs in the worker and
         returns the sources and timeline (reading the manifest and the annotation log is file
-        work too)."""
+        work too). ``include_out_of_body``: the spans filmed outside the body stay unblurred."""
 
         def work(job: ExportJob) -> JobOutcome:
             sources, timeline = prepare()
-            result = export_annotated(sources, timeline, job.file, job.report, job.cancelled)
+            result = export_annotated(
+                sources,
+                timeline,
+                job.file,
+                job.report,
+                job.cancelled,
+                include_out_of_body=include_out_of_body,
+            )
             return JobOutcome(result.bytes, result.duration_s, result.frames)
 
-        return self.start_work(recording_id, recording_directory, requested_by, work)
+        same = "out-of-body" if include_out_of_body else ""
+        return self.start_work(
+            recording_id, recording_directory, requested_by, work, JobKind.ANNOTATED, same
+        )
 
     def start_work(
         self,

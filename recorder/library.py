@@ -255,9 +255,12 @@ class RecordingLibrary:
         """``DiskFull`` when the data dir is below its floor: no new export then."""
         await asyncio.to_thread(check_free_space, self._data_dir, self._min_free_mb)
 
-    def start_export(self, row: RecordingRow, requested_by: str) -> ExportJob:
-        """Queue an annotated export (returns at once; ``RuntimeError`` while stopping). The
-        manifest, the log and the playable files are read in the export worker."""
+    def start_export(
+        self, row: RecordingRow, requested_by: str, include_out_of_body: bool = False
+    ) -> ExportJob:
+        """Queue an annotated export (returns at once; ``RuntimeError`` while stopping;
+        ``JobBusy`` while one with the other ``include_out_of_body`` runs). The manifest, the log
+        and the playable files are read in the export worker."""
         directory = self._directory(row.id)
 
         def prepare() -> tuple[list[ExportSource], Timeline]:
@@ -274,7 +277,7 @@ class RecordingLibrary:
                 raise ValueError("the recording has no media file")
             return sources, self._timeline(row, manifest)
 
-        return self._exports.start(row.id, directory, requested_by, prepare)
+        return self._exports.start(row.id, directory, requested_by, prepare, include_out_of_body)
 
     # -- DICOM export ----------------------------------------------------------------------------
 
@@ -293,6 +296,7 @@ class RecordingLibrary:
         stills: list[StillSource],
         burned_in: bool = False,
         zone: str = "UTC",
+        include_out_of_body: bool = False,
     ) -> DicomPlan:
         """What a DICOM export of ``row`` reads (blocking: the manifest, the log, the files)."""
         directory = self._directory(row.id)
@@ -301,13 +305,14 @@ class RecordingLibrary:
             raise Unavailable("the recording's manifest is missing")
         rows = {s.seq: s for s in row.segments}
         segments = [
-            SegmentSource(s.seq, path, s.offset_s, s.started_at, s.frames)
+            SegmentSource(s.seq, path, s.offset_s, s.started_at, s.frames, s.duration_s)
             for s in manifest.segments
             if s.seq in rows and (path := playable_file(directory, rows[s.seq])) is not None
         ]
         title = str(manifest.consultation.get("title") or "")
         study = Study(row.id, title, manifest.started_at, patient, zone)
-        return DicomPlan(study, segments, stills, self._timeline(row, manifest), burned_in)
+        timeline = self._timeline(row, manifest)
+        return DicomPlan(study, segments, stills, timeline, burned_in, include_out_of_body)
 
     def start_dicom_export(
         self,

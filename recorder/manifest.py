@@ -158,6 +158,26 @@ class Segment:
 
 
 @dataclass
+class OutOfBodySpan:
+    """Recording time during which the camera was outside the body (the privacy guard's verdict);
+    replay blurs it, exports leave it out. ``end_s`` None: until the end of the recording."""
+
+    start_s: float
+    end_s: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"start_s": self.start_s, "end_s": self.end_s}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> OutOfBodySpan:
+        end = data.get("end_s")
+        return cls(float(data["start_s"]), None if end is None else float(end))
+
+    def covers(self, t: float) -> bool:
+        return self.start_s <= t and (self.end_s is None or t < self.end_s)
+
+
+@dataclass
 class Manifest:
     recording_id: str
     consultation: dict[str, Any]
@@ -175,6 +195,8 @@ class Manifest:
     segments: list[Segment] = field(default_factory=list)
     writer_overflows: int = 0
     "How many times the writer thread fell behind (frames were then dropped, see ``dropped``)."
+    out_of_body: list[OutOfBodySpan] = field(default_factory=list)
+    "Spans filmed outside the body (absent in manifests made before the privacy guard)."
 
     @property
     def duration_s(self) -> float:
@@ -251,6 +273,7 @@ class Manifest:
                 "head": self.chain_head,
             },
             "writer_overflows": self.writer_overflows,
+            "out_of_body": [span.to_json() for span in self.out_of_body],
         }
 
     @classmethod
@@ -272,6 +295,7 @@ class Manifest:
             participants=list(data.get("participants", [])),
             segments=[Segment.from_json(s) for s in data.get("segments", [])],
             writer_overflows=int(data.get("writer_overflows", 0)),
+            out_of_body=[OutOfBodySpan.from_json(span) for span in data.get("out_of_body", [])],
         )
 
 

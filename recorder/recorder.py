@@ -18,6 +18,7 @@ from typing import Any
 
 from persistence.times import parse_utc_iso, utc_now_iso
 from relay import Router
+from relay.codecs import VIDEO_CLOCK_RATE
 
 from .config import RecorderConfig
 from .consultation import ConsultationInfo
@@ -34,6 +35,7 @@ from .manifest import (
     segment_filename,
     write_manifest,
 )
+from .privacy_spans import PrivacySpans
 from .segment import LiveSegment, SegmentProgress
 from .writer import CONTAINERS
 
@@ -71,7 +73,10 @@ class Recorder:
         if resumed is not None:
             self.manifest = resumed
             self._chain = resumed.chain_head or chain_genesis(self.id)
+            ends = [s.offset_s + s.duration_s for s in resumed.segments]
+            self._privacy = PrivacySpans(resumed.out_of_body, max(ends, default=0.0))
             return
+        self._privacy = PrivacySpans([], 0.0)
         self._chain = chain_genesis(self.id)
         self.manifest = Manifest(
             recording_id=self.id,
@@ -137,6 +142,8 @@ class Recorder:
             raise
         live.start()
         self._live = live
+        self._privacy.segment_started()
+        self._place_spans()
         logger.info("Recorder(%s) segment %d started", self.label, seq)
         return entry
 
@@ -160,10 +167,9 @@ class Recorder:
             entry.chain = self._chain
         if entry.seq == 1:
             self.manifest.started_at = entry.started_at
-        entry.offset_s = round(
-            max(0.0, parse_utc_iso(entry.started_at) - parse_utc_iso(self.manifest.started_at)),
-            3,
-        )
+        entry.offset_s = self._offset(entry)
+        self._privacy.segment_ended(entry.offset_s, entry.duration_s)
+        self.manifest.out_of_body = self._privacy.spans(0.0)
         self.manifest.writer_overflows += live.overflows
         await self._persist()
         logger.info(
@@ -190,6 +196,33 @@ class Recorder:
         self.manifest.ended_at = ends[-1] if ends else utc_now_iso()
         await self._persist()
         logger.info("Recorder(%s) %s (%s)", self.label, status, reason)
+
+    def note_out_of_body(self, out_of_body: bool, pts: int | None) -> None:
+        """The privacy guard's change, dated by relay ``pts`` (None: the feed ended); the
+        manifest says so at the next ``save``."""
+        live = self._live
+        file_t = None
+        if live is not None and pts is not None:
+            first = live.entry.video_pts_start
+            file_t = 0.0 if first is None else max(0.0, (pts - first) / VIDEO_CLOCK_RATE)
+        self._privacy.note(out_of_body, file_t)
+        self._place_spans()
+
+    async def save(self) -> None:
+        """Write manifest and index now (a span began or ended)."""
+        if not self.finished:
+            await self._persist()
+
+    def _place_spans(self) -> None:
+        live = self._live
+        self.manifest.out_of_body = self._privacy.spans(self._offset(live.entry) if live else 0.0)
+
+    def _offset(self, entry: Segment) -> float:
+        """Where a segment starts on the recording clock (final once it closed)."""
+        return round(
+            max(0.0, parse_utc_iso(entry.started_at) - parse_utc_iso(self.manifest.started_at)),
+            3,
+        )
 
     def note_participants(self, participants: list[dict[str, Any]]) -> None:
         """Remember everyone seen in the consultation while recording (identity, name, role)."""

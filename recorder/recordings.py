@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from relay import ConsultationId, FeedEvent, FeedName, FeedState, Router, RouterClosed
+from relay.privacy import PrivacyChange
 
 from .config import RecorderConfig
 from .consultation import ConsultationInfo
@@ -82,6 +83,8 @@ class Recordings:
         self._participants = participants
         self._active: dict[ConsultationId, Recorder] = {}
         self._states: dict[ConsultationId, RecordingEvent] = {}
+        self._outside: set[ConsultationId] = set()
+        "Consultations whose camera the privacy guard last saw outside the body."
         self._locks: dict[ConsultationId, asyncio.Lock] = {}
         self._expiry: dict[ConsultationId, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -171,6 +174,19 @@ class Recordings:
         else:
             await self._locked(cid, self._stop(cid, StopReason.DISABLED))
 
+    def on_privacy(self, change: PrivacyChange) -> None:
+        """From the privacy guard: the camera left or re-entered the body (relay pts); the
+        recording's manifest gets the span at once."""
+        if change.out_of_body:
+            self._outside.add(change.cid)
+        else:
+            self._outside.discard(change.cid)
+        recorder = self._active.get(change.cid)
+        if self._closed or recorder is None:
+            return
+        recorder.note_out_of_body(change.out_of_body, change.pts)
+        self._spawn(change.cid, recorder.save())
+
     def state(self, cid: ConsultationId) -> RecordingEvent:
         """The latest event of a consultation (for pages that join later)."""
         return self._states.get(cid) or RecordingEvent(cid, RecordingState.STOPPED, None)
@@ -194,6 +210,7 @@ class Recordings:
             expiry.cancel()
         if recorder.segment_open:
             await recorder.end_segment()  # the publisher was replaced without an offline event
+        recorder.note_out_of_body(cid in self._outside, None)
         try:
             segment = await recorder.start_segment(router, publisher)
         except RouterClosed:

@@ -48,7 +48,7 @@ from relay.annotations import Annotation, AnnotationError, Mark, MarkKey
 from relay.tracker import Placement
 
 from .log_entry import LogEntry, LogOp
-from .manifest import Manifest
+from .manifest import Manifest, OutOfBodySpan
 
 PTS_RATE = 90_000
 PTS_SLACK_S = 1.0
@@ -230,6 +230,8 @@ class Timeline:
     marks: list[MarkTrack]
     freezes: list[FreezeSpan]
     chat: list[ChatLine] = field(default_factory=list)
+    out_of_body: list[OutOfBodySpan] = field(default_factory=list)
+    "Spans filmed outside the body (the manifest's): replay blurs them, exports too by default."
     placements: list[Placed] = field(default_factory=list)
     "In time order."
 
@@ -264,6 +266,7 @@ class Timeline:
             "marks": [m.to_json() for m in self.marks],
             "freezes": [f.to_json() for f in self.freezes],
             "chat": [c.to_json() for c in self.chat],
+            "out_of_body": [span.to_json() for span in self.out_of_body],
             "placements": [p.to_json() for p in self.placements],
         }
 
@@ -400,7 +403,8 @@ def build_timeline(
         kept,
         [f for f in freezes if overlaps(f.start_t, f.end_t)],
         [c for c in chat if -CHAT_SLACK_S <= c.t <= upper + CHAT_SLACK_S],
-        sorted((p for p in placements if p.t <= upper), key=lambda p: p.t),
+        out_of_body=list(manifest.out_of_body),
+        placements=sorted((p for p in placements if p.t <= upper), key=lambda p: p.t),
     )
 
 

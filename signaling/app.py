@@ -18,6 +18,7 @@ from recorder.index import RecordingIndex
 from recorder.library import RecordingLibrary
 from recorder.recordings import RecordingEvent, Recordings
 from relay import ConsultationId, FeedEvent, Relay, RelayConfig, RelayMode, SessionLimits
+from relay.privacy import PrivacyChange, PrivacyWatch
 from signaling.auth.grants import TokenIssuer
 from signaling.auth.media_tokens import MediaTokens
 from signaling.auth.revocations import Revocations, Withdrawal
@@ -45,6 +46,7 @@ from signaling.keys import (
     METRICS,
     NETCHECK_BUDGET,
     PATIENTS,
+    PRIVACY,
     RECORDINGS,
     REFUSED_TOKENS,
     RELAY,
@@ -72,6 +74,7 @@ from signaling.ws.marks import BoardKeeper
 from signaling.ws.messages import (
     FeedUpdate,
     MediaClockUpdate,
+    PrivacyUpdate,
     QualityUpdate,
     RecordingUpdate,
     Restarting,
@@ -147,6 +150,7 @@ def create_app(settings: Settings) -> web.Application:
         )
     )
     app[RECORDINGS] = _recordings(settings, app[STORE], app[HUB], app[RELAY])
+    app[PRIVACY] = PrivacyWatch(app[RELAY].find)
     app[REPLAY] = ReplayState(
         RecordingLibrary(settings.data_dir, app[RECORDINGS].index, settings.recording_min_free_mb),
         MediaTokens(secret),
@@ -182,11 +186,19 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     recordings = app[RECORDINGS]
     stills_mode = app[STILLS]
     keeper = stills_mode.keeper
+    privacy = app[PRIVACY]
+    guarding = app[SETTINGS].privacy_guard
 
     def on_feed_event(event: FeedEvent) -> None:
         hub.broadcast(event.cid, FeedUpdate.of(event))
+        if guarding:
+            privacy.on_feed_event(event)
         recordings.on_feed_event(event)
         stills_mode.on_feed_event(event)
+
+    def on_privacy(change: PrivacyChange) -> None:
+        hub.broadcast(change.cid, PrivacyUpdate(change.out_of_body))
+        recordings.on_privacy(change)
 
     def on_gone(cid: ConsultationId, identity: str) -> None:
         keeper.on_gone(cid, identity)
@@ -208,6 +220,7 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     hub.on_gone = on_gone
     relay.attended = hub.has_participants
     recordings.on_event = on_recording_event
+    privacy.on_change = on_privacy
     revocations = app[REVOCATIONS]
     ending: set[asyncio.Task[bool]] = set()
 
@@ -233,6 +246,7 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     checking.cancel()
     await asyncio.gather(refreshing, checking, *ending, return_exceptions=True)
     await app[REPLAY].close()
+    privacy.close()
     await relay.close()
     app[REFUSED_TOKENS].flush()
     await app[AUDIT].close()  # after everything that writes to it (sockets, sessions)

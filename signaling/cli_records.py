@@ -1,6 +1,7 @@
 """``endolink recordings dicom ID --out DIR``: a recording as DICOM files for the hospital record
 (the same files the ``POST /api/recordings/{id}/dicom`` job makes, written straight into DIR
-instead of a ZIP), optionally sent to the archive (``--send stow|c-store``).
+instead of a ZIP), optionally sent to the archive (``--send stow|c-store``). The spans filmed
+outside the body are blurred unless ``--include-out-of-body`` (audited as kept).
 
 The patient's details come from ``--patient-file`` (JSON, ``-`` for standard input; recorded in
 the consultation's register first, audited ``patient``, as over HTTP), else from the register.
@@ -49,6 +50,11 @@ def add_commands(
         choices=SENDS,
         help="also send the files to the archive (ENDOLINK_PACS_STOW_URL / ENDOLINK_PACS_DICOM)",
     )
+    dicom.add_argument(
+        "--include-out-of-body",
+        action="store_true",
+        help="keep the parts filmed outside the body (the room, faces) unblurred",
+    )
     patient_arguments(dicom, "the patient's details (default: those recorded for the consultation)")
     dicom.set_defaults(handler=_dicom)
 
@@ -61,6 +67,7 @@ def _dicom(args: argparse.Namespace) -> int:
     from recorder.library import RecordingLibrary
     from recorder.manifest import valid_recording_id
     from signaling.replay.dicom import archive_for, stored_detail
+    from signaling.replay.exports import KEPT_OUT_OF_BODY
 
     if not valid_recording_id(args.recording):
         raise CliError(f"not a recording id: {args.recording!r}", exit_code=2)
@@ -90,9 +97,12 @@ def _dicom(args: argparse.Namespace) -> int:
                 stills,
                 args.burned_in,
                 settings.timezone,
+                args.include_out_of_body,
             )
             result = await asyncio.to_thread(export_dicom, plan, args.out)
             where = str(args.out) if archive is None else f"{args.out} + {archive.kind}"
+            if args.include_out_of_body:
+                where += f", {KEPT_OUT_OF_BODY}"
             await audit(settings, cid, AuditAction.DICOM_EXPORT, f"cli {where}", row.id)
             sent = ""
             if archive is not None:

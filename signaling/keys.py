@@ -10,6 +10,7 @@ from aiohttp import web
 from recorder.annotation_log import AnnotationLogs
 from recorder.recordings import Recordings
 from relay import Relay
+from relay.privacy import PrivacyWatch
 from signaling.auth.grants import Grant, TokenIssuer
 from signaling.auth.revocations import Revocations
 from signaling.auth.turn import IceServers
@@ -46,4 +47,5 @@ REFUSED_TOKENS = web.AppKey("refused_tokens", RefusedTokens)
 REVOCATIONS = web.AppKey("revocations", Revocations)
 THROTTLE = web.AppKey("throttle", Throttle)
 STILLS = web.AppKey("stills", Stills)
+PRIVACY = web.AppKey("privacy", PrivacyWatch)
 GRANT = web.RequestKey("grant", Grant)

@@ -130,6 +130,9 @@ class Settings:
     recording_min_free_mb: int = 500
     """Free disk space (MiB) below which recording stops, with an alert to participants, and new
     snapshots and exports are refused (507)."""
+    privacy_guard: bool = True
+    """Watch the endoscope for frames outside the body (the room, faces): pages are told, the
+    recording's manifest marks those spans, replay blurs them and exports leave them out."""
     auth_failure_limit: tuple[int, float] = (30, 2.0)
     """Failed authentications (bad, expired or withdrawn tokens) per source address:
     ``BURST,REFILL_S`` — 30 at once, then one more every 2 s; past it token-bearing requests
@@ -240,7 +243,7 @@ def _parse(name: str, raw: str) -> Any:
         return float(raw)
     if name in ("auth_failure_limit", "session_limit_per_identity", "session_limit_per_address"):
         return parse_limit(name, raw)
-    if name in ("tls", "relay_turn", "tracking"):
+    if name in ("tls", "relay_turn", "tracking", "privacy_guard"):
         return raw.strip().lower() in ("1", "true", "yes", "on")
     if name == "ice_servers":
         return tuple(parse_ice_server(item) for item in raw.split())

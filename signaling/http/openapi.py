@@ -70,6 +70,11 @@ _PATIENT = json_object(
     birth_date={"type": ["string", "null"], "description": "YYYY-MM-DD"},
     sex={"type": "string", "enum": ["female", "male", "other", "unknown"]},
 )
+_INCLUDE_OUT_OF_BODY = query(
+    "include_out_of_body",
+    {"type": "string", "enum": ["0", "1"]},
+    "1: keep the parts filmed outside the body unblurred (an admin of the consultation only)",
+)
 _DICOM_EXPORT = json_object(
     burned_in={"type": "boolean"},
     send={"type": ["string", "null"], "enum": ["stow", "c-store", None]},
@@ -250,9 +255,19 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "/api/recordings/{rid}/exports": {
         "post": operation(
-            "start an annotated export (it replaces the recording's earlier one)",
+            "start an annotated export (it replaces the recording's earlier one); the parts "
+            "filmed outside the body are blurred unless include_out_of_body=1 (an admin of the "
+            "consultation only)",
             (202, *REPLAY, 409, 503, 507),
+            params=(RID, _INCLUDE_OUT_OF_BODY),
+        )
+    },
+    "/api/recordings/{rid}/out-of-body": {
+        "post": operation(
+            "show a part filmed outside the body that replay blurs (audited as replay)",
+            (200, *REPLAY, 408, 413),
             params=(RID,),
+            body=json_object(("start_s",), start_s={"type": "number"}),
         )
     },
     "/api/recordings/{rid}/exports/{job}": {
@@ -278,7 +293,7 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
             "consultation only (it writes the patient's identity); 409 while an export of the "
             "recording with other parameters runs",
             (202, *REPLAY, 408, 409, 413, 422, 503, 507),
-            params=(RID,),
+            params=(RID, _INCLUDE_OUT_OF_BODY),
             body=_DICOM_EXPORT,
         )
     },

@@ -1,17 +1,18 @@
-"""DICOM export over HTTP: ``POST /api/recordings/{id}/dicom`` starts a job (202 + its status
-URL, the same as an annotated export's: ``/api/recordings/{id}/exports/{job}``, whose ``/file`` is
+"""DICOM export over HTTP: ``POST /api/recordings/{id}/dicom`` starts a job (202 + its status URL,
+the same as an annotated export's: ``/api/recordings/{id}/exports/{job}``, whose ``/file`` is
 the ZIP), optionally sending the files to the hospital archive configured in the settings.
 
 The export writes the patient's identity and files a study under a patient id: it is the
-coordinator's, an admin token covering the consultation (``admin=True``), as are the job's
-status, ZIP and cancel. Body: ``{"burned_in": bool, "send": "stow" | "c-store" | null,
+coordinator's, an admin token covering the consultation (``admin=True``), as are the job's status,
+ZIP and cancel. ``?include_out_of_body=1`` keeps the spans filmed outside the body unblurred
+(``exports.include_out_of_body``). Body: ``{"burned_in": bool, "send": "stow" | "c-store" | null,
 "patient": {...} | null}``. The patient's details come from the body (recorded in the
 consultation's register first, audited ``patient``), else from the register; without either the
-answer is 422 with what is needed. A second request while an export of the recording runs gets
-that job back when its parameters are the same, else 409. The audit entries say where the export
-went, never who the patient is: ``dicom-export`` when it starts, and ``stored in the archive
-(stow|c-store)`` once the archive has accepted every object (written from the export worker,
-before the job shows done).
+answer is 422 with what is needed. A second request while an export of the recording runs gets that
+job back when its parameters are the same, else 409. The audit entries say where the export went,
+never who the patient is: ``dicom-export`` when it starts, and ``stored in the archive
+(stow|c-store)`` once the archive has accepted every object (written from the export worker, before
+the job shows done).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from signaling.keys import AUDIT, PATIENTS, REPLAY, SETTINGS
 from signaling.records.fhir import STORED_IN_ARCHIVE
 from signaling.replay import audit
 from signaling.replay.access import authorised
-from signaling.replay.exports import job_json
+from signaling.replay.exports import KEPT_OUT_OF_BODY, include_out_of_body, job_json
 from signaling.settings import SENDS, Settings
 
 BUSY = "an export of this recording is running"
@@ -68,6 +69,7 @@ def stored_detail(send: str) -> str:
 
 async def start_dicom_export(request: web.Request) -> web.Response:
     grant, row = await authorised(request, admin=True)
+    keep = include_out_of_body(request, grant, row)
     body = await json_body(request, {"burned_in", "send", "patient"})
     burned_in = body.get("burned_in", False)
     if not isinstance(burned_in, bool):
@@ -90,7 +92,7 @@ async def start_dicom_export(request: web.Request) -> web.Response:
     except DiskFull as exc:
         raise ApiError(507, "disk-full", str(exc)) from None
     details = patient.to_json()
-    same = _same(send, details, burned_in)
+    same = _same(send, details, burned_in, keep)
     if library.dicom_busy(row, same):
         raise ApiError(409, "export-running", BUSY)
     if given is not None:
@@ -100,7 +102,7 @@ async def start_dicom_export(request: web.Request) -> web.Response:
     stills = await library.dicom_stills(row, manifest)
 
     def plan() -> Any:
-        return library.dicom_plan(row, details, stills, burned_in, settings.timezone)
+        return library.dicom_plan(row, details, stills, burned_in, settings.timezone, keep)
 
     stored = _stored_hook(request, grant, row)
     try:
@@ -110,16 +112,17 @@ async def start_dicom_export(request: web.Request) -> web.Response:
     except RuntimeError as exc:
         raise ApiError(503, "unavailable", str(exc)) from None
     where = "zip" if archive is None else archive.kind
-    await audit.record(request, grant, row, AuditAction.DICOM_EXPORT, f"job {job.id} {where}")
+    kept = f", {KEPT_OUT_OF_BODY}" if keep else ""
+    await audit.record(request, grant, row, AuditAction.DICOM_EXPORT, f"job {job.id} {where}{kept}")
     answer = job_json(job)
     return web.json_response(
         {"job": answer}, status=202, headers={hdrs.LOCATION: answer["status_url"]}
     )
 
 
-def _same(send: str | None, details: dict[str, Any], burned_in: bool) -> str:
+def _same(send: str | None, details: dict[str, Any], burned_in: bool, keep: bool) -> str:
     """A digest of the parameters: two requests with it are the same export (never saved)."""
-    said = json.dumps([send, details, burned_in], sort_keys=True, ensure_ascii=False)
+    said = json.dumps([send, details, burned_in, keep], sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(said.encode()).hexdigest()
 
 

@@ -1,7 +1,11 @@
 """Annotated exports over HTTP: start one (202 + its status URL), follow its progress, fetch the
 MP4, cancel it; the same status, file and cancel routes serve DICOM exports (``dicom.py``), for
 an admin covering the consultation only (the ZIP holds the patient's identity). The jobs
-themselves run in the recorder (``recorder/jobs.py``, through the library)."""
+themselves run in the recorder (``recorder/jobs.py``, through the library).
+
+Both blur the spans filmed outside the body unless the request says ``?include_out_of_body=1``:
+a copy that shows the room and the people in it leaves the server, so only an admin covering the
+consultation may ask (403 otherwise), and the audit entry says the spans were kept."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from recorder.index import RecordingRow
-from recorder.jobs import ExportJob, JobKind, JobState
+from recorder.jobs import ExportJob, JobBusy, JobKind, JobState
 from recorder.storage import DiskFull
 from signaling.auth.grants import Grant
 from signaling.db.audit import AuditAction
@@ -20,9 +24,24 @@ from signaling.replay import audit
 from signaling.replay.access import authorised
 from signaling.replay.download import attachment_headers
 
+KEPT_OUT_OF_BODY = "out-of-body kept"
+"Said in the audit entry of an export that keeps the spans filmed outside the body."
+
+
+def include_out_of_body(request: web.Request, grant: Grant, row: RecordingRow) -> bool:
+    """``?include_out_of_body=1`` (``0`` or absent: blurred); only an admin of the consultation
+    may keep those spans."""
+    said = request.query.get("include_out_of_body", "0")
+    if said not in ("0", "1"):
+        raise ApiError(400, "bad-request", "include_out_of_body must be 0 or 1")
+    if said == "1":
+        grant.ensure_admin_of(row.consultation_id)
+    return said == "1"
+
 
 async def start_export(request: web.Request) -> web.Response:
     grant, row = await authorised(request)
+    keep = include_out_of_body(request, grant, row)
     library = request.app[REPLAY].library
     if not library.has_video(row):
         raise ApiError(409, "nothing-to-export", "the recording has no video")
@@ -31,10 +50,13 @@ async def start_export(request: web.Request) -> web.Response:
     except DiskFull as exc:
         raise ApiError(507, "disk-full", str(exc)) from None
     try:
-        job = library.start_export(row, grant.identity)
+        job = library.start_export(row, grant.identity, keep)
+    except JobBusy as exc:
+        raise ApiError(409, "export-running", str(exc)) from None
     except RuntimeError as exc:
         raise ApiError(503, "unavailable", str(exc)) from None
-    await audit.record(request, grant, row, AuditAction.EXPORT, f"job {job.id}")
+    detail = f"job {job.id}, {KEPT_OUT_OF_BODY}" if keep else f"job {job.id}"
+    await audit.record(request, grant, row, AuditAction.EXPORT, detail)
     body = job_json(job)
     return web.json_response({"job": body}, status=202, headers={hdrs.LOCATION: body["status_url"]})
 

@@ -13,6 +13,7 @@ thumbnails, download of the originals, annotated exports, and the audit trail (d
     GET  /api/recordings/{id}/exports/{job}[/file]          progress / the MP4    exports.py
     DELETE /api/recordings/{id}/exports/{job}               cancel → 200 {job}    exports.py
     POST /api/recordings/{id}/dicom                         → 202 {job} (DICOM)   dicom.py
+    POST /api/recordings/{id}/out-of-body                   show a blurred part   privacy.py
     GET  /api/consultations/{cid}/audit                     the audit trail       audit.py
 
 Who may replay what is ``access.py``; what is stored is asked of ``recorder.library``.
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from signaling.replay import access, audit, catalogue, dicom, download, exports, media
+from signaling.replay import access, audit, catalogue, dicom, download, exports, media, privacy
 
 
 def add_routes(app: web.Application) -> None:
@@ -40,4 +41,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/recordings/{rid}/exports/{job}/file", exports.get_export_file)
     app.router.add_delete("/api/recordings/{rid}/exports/{job}", exports.cancel_export)
     app.router.add_post("/api/recordings/{rid}/dicom", dicom.start_dicom_export)
+    app.router.add_post("/api/recordings/{rid}/out-of-body", privacy.reveal_out_of_body)
     app.router.add_get("/api/consultations/{cid}/audit", audit.get_audit)

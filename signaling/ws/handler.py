@@ -32,6 +32,7 @@ from signaling.keys import (
     ANNOTATION_LOGS,
     CHAT_HISTORY,
     HUB,
+    PRIVACY,
     RECORDINGS,
     RELAY,
     SETTINGS,
@@ -223,6 +224,7 @@ def _welcome(request: web.Request, grant: Grant, consultation: Consultation, nam
         RecordingUpdate.of(request.app[RECORDINGS].state(consultation.id)),
         len(board.archived),
         request.app[STILLS].state(consultation.id),
+        request.app[PRIVACY].out_of_body(consultation.id),
     )
 
 

@@ -125,6 +125,8 @@ class Welcome(ServerMessage):
     archived: int = 0
     "Marks of the previous stream session that ``restore`` can put back."
     stills: StillsUpdate = StillsUpdate(False)
+    out_of_body: bool = False
+    "The privacy guard sees the camera outside the body (``privacy`` messages follow changes)."
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,15 @@ class QualityUpdate(ServerMessage):
     @classmethod
     def of(cls, change: QualityChange) -> QualityUpdate:
         return cls(change.session_id, change.quality, change.automatic, change.reason)
+
+
+@dataclass(frozen=True)
+class PrivacyUpdate(ServerMessage):
+    """The camera left the body (the room, faces are being filmed) or came back: pages say so in
+    plain words; the recording marks the span (``relay/privacy.py``)."""
+
+    TYPE = "privacy"
+    out_of_body: bool
 
 
 @dataclass(frozen=True)

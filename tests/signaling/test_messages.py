@@ -14,6 +14,7 @@ from signaling.ws.messages import (
     FreezeState,
     FreezeUpdate,
     Pong,
+    PrivacyUpdate,
     QualityUpdate,
     RecordingUpdate,
     Welcome,
@@ -100,7 +101,9 @@ def test_welcome_nests_the_recording_message_and_plain_freeze_state() -> None:
             "still": None,
             "asked": 0,
         },
+        "out_of_body": False,
     }
+    assert PrivacyUpdate(True).to_json() == {"type": "privacy", "out_of_body": True}
     resumed = FreezeUpdate(False, None, "surgeon-1").to_json()
     assert resumed == {
         "type": "freeze",

@@ -6,6 +6,7 @@ import { AnnotationLayer } from "./annotations.js";
 import { apiFetch, refusalText } from "./api.js";
 import { ChatPanel } from "./chat.js";
 import { hasText, msg, setText } from "./i18n.js";
+import { bindOutOfBodyNotice } from "./privacy.js";
 import { bindRecordingIndicator } from "./recording.js";
 import { Room } from "./room.js";
 import { SessionError } from "./session.js";
@@ -110,6 +111,7 @@ export function joinRoom({ page, session, token, notices, video, galleryHost = n
     describe,
   });
   bindRecordingIndicator(room, $("#recording-chip"), { cid: session.consultation, token });
+  bindOutOfBodyNotice(room, notices);
   keepInViewOnLandscapePhone($("#video-frame"));
   return { room, annotations };
 }

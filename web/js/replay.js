@@ -11,6 +11,7 @@ import { serverLink } from "./link.js";
 import { Overlay } from "./overlay.js";
 import { startPage } from "./page.js";
 import { Player } from "./player.js";
+import { PrivacyVeil } from "./privacy.js";
 import { RecordingList } from "./recordings.js";
 import { forgetToken } from "./session.js";
 import { SnapshotGallery } from "./snapshots.js";
@@ -48,7 +49,12 @@ class ReplayPage {
     const describe = (identity) => this.describe(identity);
     this.list = new RecordingList({ token, notices: this.notices, onOpen: (id) => this.open(id) });
     this.player = new Player({ token, notices: this.notices, onChange: () => this.overlay.invalidate() });
-    this.overlay = new Overlay({ player: this.player, token, describe, onTime: (t) => this.timeline.showTime(t) });
+    this.privacy = new PrivacyVeil({ token, notices: this.notices });
+    const onTime = (t) => {
+      this.timeline.showTime(t);
+      this.privacy.show(t);
+    };
+    this.overlay = new Overlay({ player: this.player, token, describe, onTime });
     this.timeline = new Timeline({ player: this.player, overlay: this.overlay, describe });
     this.export = new Export({ token, notices: this.notices });
   }
@@ -68,6 +74,7 @@ class ReplayPage {
       picture: rect ? { ...rect } : null,
       mediaTokenExpiresAt: player.media?.expiresAt ?? null,
       exportJob: this.export.job ? { ...this.export.job } : null,
+      privacy: this.privacy.debug,
       talkback: talkback.getAttribute("src") ? { paused: talkback.paused, drift: talkback.currentTime - player.video.currentTime } : null,
     };
   }
@@ -88,7 +95,7 @@ class ReplayPage {
     this.player.reset();
     this.player.detail = null; // nothing for its error recovery to reload
     this.player.media = null;
-    for (const holder of [this, this.player, this.list, this.overlay, this.export]) holder.token = null;
+    for (const holder of [this, this.player, this.list, this.overlay, this.export, this.privacy]) holder.token = null;
     forgetToken("replay");
     serverLink.configure(null);
     const minutes = { number: Math.max(1, Math.round(this.session.replay_idle_s / 60)) };
@@ -134,6 +141,7 @@ class ReplayPage {
     this._renderDetails(detail);
     this._renderIntegrity(detail.integrity);
     this.timeline.render(detail);
+    this.privacy.open(detail, this.timeline.track, this.player.totalSpan(detail));
     this._renderSnapshots(detail);
     this._renderChat(detail);
     await this.player.open(detail);

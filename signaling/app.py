@@ -45,6 +45,7 @@ from signaling.keys import (
     METRICS,
     NETCHECK_BUDGET,
     PATIENTS,
+    PICTURES,
     RECORDINGS,
     REFUSED_TOKENS,
     RELAY,
@@ -69,6 +70,7 @@ from signaling.ws.audit import RoomAudit
 from signaling.ws.chat import ChatHistory
 from signaling.ws.hub import Hub
 from signaling.ws.marks import BoardKeeper
+from signaling.ws.picture import Pictures
 from signaling.ws.messages import FeedUpdate, QualityUpdate, RecordingUpdate, Restarting
 from signaling.ws.stills import Stills
 
@@ -148,6 +150,7 @@ def create_app(settings: Settings) -> web.Application:
     app[STILLS] = Stills(
         app[HUB], app[RELAY], BoardKeeper(app[HUB], app[RELAY], app[ANNOTATION_LOGS])
     )
+    app[PICTURES] = Pictures(app[HUB], app[RELAY])
     install_log_hygiene()
     headers.add_to(app)
     app.cleanup_ctx.append(_media_ctx)
@@ -176,8 +179,12 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     stills_mode = app[STILLS]
     keeper = stills_mode.keeper
 
+    pictures = app[PICTURES] if app[SETTINGS].picture_guard else None
+
     def on_feed_event(event: FeedEvent) -> None:
         hub.broadcast(event.cid, FeedUpdate.of(event))
+        if pictures is not None:
+            pictures.on_feed_event(event)
         recordings.on_feed_event(event)
         stills_mode.on_feed_event(event)
 
@@ -222,6 +229,7 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     checking.cancel()
     await asyncio.gather(refreshing, checking, *ending, return_exceptions=True)
     await app[REPLAY].close()
+    app[PICTURES].close()
     await relay.close()
     app[REFUSED_TOKENS].flush()
     await app[AUDIT].close()  # after everything that writes to it (sockets, sessions)

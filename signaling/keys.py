@@ -24,6 +24,7 @@ from signaling.replay.state import ReplayState
 from signaling.settings import Settings
 from signaling.ws.chat import ChatHistory
 from signaling.ws.hub import Hub
+from signaling.ws.picture import Pictures
 from signaling.ws.stills import Stills
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -46,4 +47,5 @@ REFUSED_TOKENS = web.AppKey("refused_tokens", RefusedTokens)
 REVOCATIONS = web.AppKey("revocations", Revocations)
 THROTTLE = web.AppKey("throttle", Throttle)
 STILLS = web.AppKey("stills", Stills)
+PICTURES = web.AppKey("pictures", Pictures)
 GRANT = web.RequestKey("grant", Grant)

@@ -115,6 +115,9 @@ class Settings:
     ladder_kbps: tuple[int, int] = (700, 250)
     """Video bitrate (kbit/s) of the viewer quality ladder's 540p and 360p rungs: they fit a 700
     and a 350 kbit/s link with the audio beside them."""
+    picture_guard: bool = True
+    """Watch the endoscope's picture quality (focus, exposure, colour) while it is live: the clinic
+    gets a hint in plain words, the surgeon and observers a quality badge."""
     relay_mode: str = "forward"
     "``forward`` (the product) or ``transcode`` (aiortc's per-viewer re-encoding; benchmarks only)."
     router_idle_s: float = 60.0
@@ -237,7 +240,7 @@ def _parse(name: str, raw: str) -> Any:
         return float(raw)
     if name in ("auth_failure_limit", "session_limit_per_identity", "session_limit_per_address"):
         return parse_limit(name, raw)
-    if name in ("tls", "relay_turn"):
+    if name in ("tls", "relay_turn", "picture_guard"):
         return raw.strip().lower() in ("1", "true", "yes", "on")
     if name == "ice_servers":
         return tuple(parse_ice_server(item) for item in raw.split())

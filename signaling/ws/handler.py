@@ -32,6 +32,7 @@ from signaling.keys import (
     ANNOTATION_LOGS,
     CHAT_HISTORY,
     HUB,
+    PICTURES,
     RECORDINGS,
     RELAY,
     SETTINGS,
@@ -219,6 +220,7 @@ def _welcome(request: web.Request, grant: Grant, consultation: Consultation, nam
         RecordingUpdate.of(request.app[RECORDINGS].state(consultation.id)),
         len(board.archived),
         request.app[STILLS].state(consultation.id),
+        picture=request.app[PICTURES].state(consultation.id),
     )
 
 

@@ -19,6 +19,7 @@ from relay import ConsultationId, FeedEvent, FeedName, FeedState, OfflineReason
 from signaling.auth.grants import Grant, Role
 
 if TYPE_CHECKING:
+    from relay.picture_quality import Verdict
     from relay.selector import QualityChange
 
 JsonObject = dict[str, Any]
@@ -123,6 +124,8 @@ class Welcome(ServerMessage):
     archived: int = 0
     "Marks of the previous stream session that ``restore`` can put back."
     stills: StillsUpdate = StillsUpdate(False)
+    picture: PictureUpdate | None = None
+    "The picture-quality verdict while the endoscope is live (``picture`` messages follow)."
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,24 @@ class QualityUpdate(ServerMessage):
     @classmethod
     def of(cls, change: QualityChange) -> QualityUpdate:
         return cls(change.session_id, change.quality, change.automatic, change.reason)
+
+
+@dataclass(frozen=True)
+class PictureUpdate(ServerMessage):
+    """The live endoscope's picture quality (``relay/picture_quality.py``), sent when it changes
+    (at most once a second): the clinic shows a hint, the surgeon and observers a badge."""
+
+    TYPE = "picture"
+    level: str
+    "``good``, ``fair`` or ``poor``."
+    hints: list[str]
+    "What is wrong: ``blurred``, ``too-bright``, ``too-dark``, ``colour-cast``."
+    focus: float
+    "0..1: sharpness against the feed's recent best."
+
+    @classmethod
+    def of(cls, verdict: Verdict) -> PictureUpdate:
+        return cls(str(verdict.level), [str(hint) for hint in verdict.hints], verdict.focus)
 
 
 @dataclass(frozen=True)

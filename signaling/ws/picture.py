@@ -1,0 +1,46 @@
+"""The picture-quality guard's edge: one ``PictureGuard`` per consultation whose endoscope feed
+is live (``ENDOLINK_PICTURE_GUARD``); each changed verdict goes to everyone in the consultation
+as a ``picture`` message, and a late joiner finds the current one in its ``welcome``."""
+
+from __future__ import annotations
+
+from relay import ConsultationId, FeedEvent, FeedName, FeedState, Relay
+from relay.picture_guard import PictureGuard
+from relay.picture_quality import Verdict
+from signaling.ws.hub import Hub
+from signaling.ws.messages import PictureUpdate
+
+
+class Pictures:
+    def __init__(self, hub: Hub, relay: Relay) -> None:
+        self.hub, self.relay = hub, relay
+        self.guards: dict[ConsultationId, PictureGuard] = {}
+
+    def on_feed_event(self, event: FeedEvent) -> None:
+        """Guard the endoscope while it is live; an offline feed has no picture to judge."""
+        if event.feed is not FeedName.ENDOSCOPE:
+            return
+        guard = self.guards.pop(event.cid, None)
+        if event.state is not FeedState.LIVE:
+            if guard is not None:
+                guard.stop()
+            return
+        router = self.relay.find(event.cid)
+        if guard is None and router is not None and not router.closed:
+            guard = PictureGuard(
+                router.decoded, lambda verdict: self._report(event.cid, verdict), router.label
+            )
+        if guard is not None:
+            self.guards[event.cid] = guard
+
+    def state(self, cid: ConsultationId) -> PictureUpdate | None:
+        guard = self.guards.get(cid)
+        return None if guard is None else PictureUpdate.of(guard.verdict)
+
+    def close(self) -> None:
+        for guard in self.guards.values():
+            guard.stop()
+        self.guards.clear()
+
+    def _report(self, cid: ConsultationId, verdict: Verdict) -> None:
+        self.hub.broadcast(cid, PictureUpdate.of(verdict))

@@ -70,8 +70,8 @@ from signaling.ws.audit import RoomAudit
 from signaling.ws.chat import ChatHistory
 from signaling.ws.hub import Hub
 from signaling.ws.marks import BoardKeeper
-from signaling.ws.picture import Pictures
 from signaling.ws.messages import FeedUpdate, QualityUpdate, RecordingUpdate, Restarting
+from signaling.ws.picture import Pictures
 from signaling.ws.stills import Stills
 
 logger = logging.getLogger(__name__)

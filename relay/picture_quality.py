@@ -44,7 +44,7 @@ CRUSHED_LUMA = 12
 
 MIN_GAIN_LUMA = 16.0
 "A darker field is not brightened further for the focus measure (it would only amplify noise)."
-FOCUS_FLOOR = 200.0
+FOCUS_FLOOR = 120.0
 "Laplacian variance (at 320 px wide) a sharp picture of tissue reaches; a best below it is raised."
 BEST_HALF_LIFE_S = 20.0
 BLURRED_BELOW = 0.3

@@ -10,7 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
+from client.endoscopy import OUT_OF_VIEW_S, SyntheticEndoscopy
 from relay.picture_quality import (
+    OFF_S,
     ON_S,
     Hint,
     Judge,
@@ -19,7 +21,15 @@ from relay.picture_quality import (
     analysis_size,
     measure,
 )
-from tests.relay.endoscopy_frames import endoscope_frame
+
+SEQUENCE = SyntheticEndoscopy(seconds=7.0)
+SHARP = [i for i in range(0, 200, 10) if not SEQUENCE.frame(i).blurred]
+
+
+def endoscope_frame(n: int) -> np.ndarray:
+    """The ``n``-th sharp, in-view frame of the synthetic sequence."""
+    return SEQUENCE.frame(SHARP[n % len(SHARP)]).bgr
+
 
 Transform = Callable[[np.ndarray], np.ndarray]
 
@@ -100,3 +110,22 @@ def test_a_moment_of_blur_is_not_flagged_and_a_hint_goes_after_the_picture_recov
 def test_the_vignette_corners_do_not_count_as_dark() -> None:
     m = measure(small(endoscope_frame(0)))
     assert m.crushed < 0.05
+
+
+def test_on_the_synthetic_sequence_only_the_scope_out_is_flagged() -> None:
+    """Its blur bursts last under ``ON_S`` (a moment of blur is no reason to bother the clinic);
+    its out-of-view span (7-9 s: dark, defocused) reads too dark, from ``ON_S`` into it until
+    ``OFF_S`` after it."""
+    judge = Judge()
+    flagged: dict[Hint, list[float]] = {hint: [] for hint in Hint}
+    sequence = SyntheticEndoscopy()
+    for index in range(0, sequence.count, 10):  # 3 samples a second
+        at = index / sequence.fps
+        for hint in judge.add(measure(small(sequence.frame(index).bgr)), at).hints:
+            flagged[hint].append(at)
+    (start, end), *_ = OUT_OF_VIEW_S
+    assert flagged[Hint.TOO_DARK]
+    assert start + ON_S - 0.01 <= min(flagged[Hint.TOO_DARK]) <= start + ON_S + 0.4
+    assert end <= max(flagged[Hint.TOO_DARK]) <= end + OFF_S + 0.4
+    assert not flagged[Hint.BLURRED] and not flagged[Hint.TOO_BRIGHT]
+    assert not flagged[Hint.COLOUR_CAST]

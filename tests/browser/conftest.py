@@ -135,8 +135,11 @@ async def browser(live_server: LiveServer, tmp_path: Path) -> AsyncIterator[Brow
 
 
 @contextlib.asynccontextmanager
-async def chromium(tmp_path: Path, **device: object) -> AsyncIterator[Browser]:
+async def chromium(
+    tmp_path: Path, camera: Path | None = None, **device: object
+) -> AsyncIterator[Browser]:
     """Debian's chromium with a fresh profile in ``tmp_path``; fails the test on page errors.
+    ``camera``: a y4m file its fake camera loops (else Chromium's own pattern).
     ``device``: context options such as ``viewport``, ``has_touch``, ``is_mobile`` (a phone)."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: ./scripts/test installs Debian's chromium package")
@@ -145,7 +148,10 @@ async def chromium(tmp_path: Path, **device: object) -> AsyncIterator[Browser]:
             str(tmp_path / "chromium-profile"),
             executable_path=str(CHROMIUM),
             headless=True,
-            args=CHROMIUM_ARGS,
+            args=[
+                *CHROMIUM_ARGS,
+                *([f"--use-file-for-fake-video-capture={camera}"] if camera else []),
+            ],
             **{"viewport": {"width": 1280, "height": 800}, **device},
         )
         context.set_default_timeout(10_000)

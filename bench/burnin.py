@@ -29,9 +29,10 @@ import numpy as np
 from client.testpattern import TestPatternTrack
 from relay.annotations import Annotation, AnnotationBoard
 from relay.codecs import is_keyframe
+from relay.decoded import DECODERS
 from relay.overlay import draw_bgr, draw_yuv420
 from relay.producer import Producer
-from relay.rendition import DECODERS, Rendition, burned_in, new_encoder
+from relay.rendition import Rendition, burned_in, new_encoder
 
 WIDTH, HEIGHT, FPS = 1280, 720, 30
 SOURCE_SECONDS = 4

@@ -31,25 +31,27 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
 
 import av
 import numpy as np
-from aiortc.mediastreams import MediaStreamError
 
 from .annotations import Annotation, AnnotationBoard
-from .codecs import VIDEO_CLOCK_RATE, is_keyframe
+from .codecs import VIDEO_CLOCK_RATE
+from .decoded import (
+    INBOX_FRAMES,
+    JOIN_TIMEOUT_S,
+    Inbox,
+    decode,
+    drain,
+    fresh,
+    hand_over,
+    new_decoder,
+)
 from .overlay import draw_yuv420
 from .producer import Producer
 
 logger = logging.getLogger(__name__)
 
-INBOX_FRAMES = 30
-"Packets handed to the worker and not yet decoded (1 s at 30 fps) before it is resynced."
-STALE_S = 0.1
-"A frame this old with a newer one waiting is skipped (three frame intervals at 30 fps)."
-SHOW_EVERY_S = 0.2
-"However stale, a frame is shown when none was for this long: a rung never stops (5 fps floor)."
 KEYFRAME_INTERVAL_FRAMES = 60
 "A keyframe every ~2 s at 30 fps, besides the ones viewers ask for."
 FRAME_RATE = 30
@@ -70,10 +72,7 @@ any half second, so a rung fits a link only a little wider than it (keyframes in
 SCALER = av.video.reformatter.Interpolation.AREA
 """Scaling down: swscale's area average, no aliasing, and as cheap as its fast bilinear (720p to
 540p 0.7 ms, to 360p 0.5 ms a frame; bicubic 1.3 / 0.9 ms; docs/benchmarks.md)."""
-JOIN_TIMEOUT_S = 5.0
 TIME_BASE = Fraction(1, VIDEO_CLOCK_RATE)
-DECODERS = {"VP8": "vp8", "H264": "h264"}
-Inbox = queue.Queue["tuple[av.Packet[Any], float] | None"]
 
 
 @dataclass(frozen=True)
@@ -135,7 +134,9 @@ class Rendition:
             target=self._work, name=f"rendition {self.label}", daemon=True
         )
         self._thread.start()
-        self._pump = asyncio.ensure_future(self._hand_over())
+        self._pump = asyncio.ensure_future(
+            hand_over(self._source, self._inbox, self.codec, repr(self), self._resynced)
+        )
         logger.info("Rendition(%s) started (%s)", self.label, self.codec)
 
     def __repr__(self) -> str:
@@ -153,7 +154,7 @@ class Rendition:
         self._pump.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._pump
-        _drain(self._inbox)
+        drain(self._inbox)
         self._inbox.put_nowait(None)
         await asyncio.to_thread(self._thread.join, JOIN_TIMEOUT_S)
         if self._thread.is_alive():
@@ -170,24 +171,8 @@ class Rendition:
 
     # -- event loop side -----------------------------------------------------------------------
 
-    async def _hand_over(self) -> None:
-        waiting_for_keyframe = False
-        with contextlib.suppress(MediaStreamError):
-            while True:
-                packet = await self._source.recv()
-                if waiting_for_keyframe:
-                    if not is_keyframe(self.codec, bytes(packet)):
-                        continue
-                    waiting_for_keyframe = False
-                try:
-                    self._inbox.put_nowait((packet, time.monotonic()))
-                except queue.Full:
-                    # The worker cannot even decode at the source rate: skip to a keyframe.
-                    _drain(self._inbox)
-                    self.resyncs += 1
-                    waiting_for_keyframe = True
-                    self._source.request_keyframe()
-                    logger.warning("Rendition(%s) fell behind: resyncing", self.label)
+    def _resynced(self) -> None:
+        self.resyncs += 1
 
     def _request_keyframe(self) -> bool:
         """The annotated Producer's keyframe requests (viewers joining, PLI/FIR) land here."""
@@ -203,15 +188,14 @@ class Rendition:
     def _work(self) -> None:
         """Every packet is decoded (later frames reference it); only fresh frames are drawn on
         and encoded: a frame that waited ``STALE_S`` with a newer one waiting is stale."""
-        decoder = av.CodecContext.create(DECODERS[self.codec], "r")
-        if not isinstance(decoder, av.VideoCodecContext):
-            raise TypeError(f"{DECODERS[self.codec]} is not a video decoder")
-        decoder.thread_count = 1  # on this thread: its CPU is all in ``cpu_s``
+        decoder = new_decoder(self.codec)  # on this thread: its CPU is all in ``cpu_s``
         while (item := self._inbox.get()) is not None:
             packet, arrived = item
             started = time.thread_time()
             try:
-                for frame in self._decode(decoder, packet):
+                frames = decode(decoder, packet, repr(self), self._request_source_keyframe)
+                self.frames_decoded += len(frames)
+                for frame in frames:
                     now = time.monotonic()
                     if fresh(now - arrived, now - self._shown_at, not self._inbox.empty()):
                         self._shown_at = now
@@ -223,15 +207,8 @@ class Rendition:
                 self._encoder = None
             self.cpu_s += time.thread_time() - started
 
-    def _decode(self, decoder: av.VideoCodecContext, packet: av.Packet[Any]) -> list[av.VideoFrame]:
-        try:
-            frames = decoder.decode(packet)
-        except av.FFmpegError as exc:
-            logger.info("Rendition(%s) undecodable frame: %s", self.label, exc)
-            self._loop.call_soon_threadsafe(self._source.request_keyframe)
-            return []
-        self.frames_decoded += len(frames)
-        return [f for f in frames if isinstance(f, av.VideoFrame)]
+    def _request_source_keyframe(self) -> None:
+        self._loop.call_soon_threadsafe(self._source.request_keyframe)
 
     def _show(self, frame: av.VideoFrame) -> None:
         picture = self._scaled(frame)
@@ -275,12 +252,6 @@ class Rendition:
         for packet in self._encoder.encode(picture):
             self.frames_encoded += 1
             self._loop.call_soon_threadsafe(self._emit, bytes(packet), pts)
-
-
-def fresh(age_s: float, since_shown_s: float, newer_waiting: bool) -> bool:
-    """Show a decoded frame that waited ``age_s``? Not when it is stale (older than ``STALE_S``
-    with a newer one waiting), unless nothing was shown for ``SHOW_EVERY_S``."""
-    return not newer_waiting or age_s < STALE_S or since_shown_s >= SHOW_EVERY_S
 
 
 def burned_in(frame: av.VideoFrame, marks: Sequence[Annotation]) -> av.VideoFrame:
@@ -351,9 +322,3 @@ def plane_array(plane: av.video.plane.VideoPlane) -> np.ndarray:
     rows = np.frombuffer(memoryview(plane), np.uint8).reshape(plane.height, plane.line_size)
     view: np.ndarray = rows[:, : plane.width]
     return view
-
-
-def _drain(inbox: Inbox) -> None:
-    with contextlib.suppress(queue.Empty):
-        while True:
-            inbox.get_nowait()

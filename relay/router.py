@@ -30,6 +30,7 @@ from .admission import Admission, SessionLimits, retry_after
 from .annotations import AnnotationBoard
 from .codecs import preferences
 from .consumer import Consumer
+from .decoded import DecodedFeed
 from .errors import FeedBusy, MediaUnsupported, RouterClosed, RouterFull
 from .feed import Feed, RelayMode
 from .ids import ConsultationId, FeedName
@@ -88,9 +89,10 @@ class Router:
         "Offers being answered: their peers are not in ``peers`` yet, but the Router is in use."
         self._ladder_kbps = ladder_kbps
         self._on_quality = on_quality
-        self.ladder = Ladder(
-            self.feeds[FeedName.ENDOSCOPE].producers["video"], self.board, self.label, ladder_kbps
-        )
+        endoscope = self.feeds[FeedName.ENDOSCOPE].producers["video"]
+        self.ladder = Ladder(endoscope, self.board, self.label, ladder_kbps)
+        self.decoded = DecodedFeed(endoscope, self.label)
+        "The endoscope original decoded for the computer-vision samplers, while they sample."
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -381,5 +383,6 @@ class Router:
         self.closed = True
         await asyncio.gather(*(peer.close() for peer in list(self.peers.values())))
         await self.ladder.close()
+        await self.decoded.close()
         for feed in self.feeds.values():
             feed.close()

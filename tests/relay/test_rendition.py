@@ -15,8 +15,9 @@ from client.testpattern import TestPatternTrack, read_stamp
 from relay.annotations import Annotation, AnnotationBoard, Freeze
 from relay.codecs import is_keyframe
 from relay.consumer import Consumer
+from relay.decoded import DECODERS, SHOW_EVERY_S, STALE_S, fresh
 from relay.producer import Producer
-from relay.rendition import DECODERS, SHOW_EVERY_S, STALE_S, Rendition, fresh, new_encoder
+from relay.rendition import Rendition, new_encoder
 from tests import glyphs
 
 WIDTH, HEIGHT = 640, 360

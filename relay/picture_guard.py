@@ -14,10 +14,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 import av
 
+from .decoded import DecodedFeed
 from .picture_quality import GOOD, Judge, Measures, Verdict, analysis_size, measure
 
 logger = logging.getLogger(__name__)
@@ -26,23 +26,11 @@ SAMPLE_EVERY_S = 1 / 3
 REPORT_EVERY_S = 1.0
 
 
-class Stoppable(Protocol):
-    def stop(self) -> None: ...
-
-
-class FrameSource(Protocol):
-    """What ``relay.decoded.DecodedFeed`` offers: frames handed over in its decode thread."""
-
-    def sample(
-        self, every_s: float, on_frame: Callable[[av.VideoFrame, int], None], label: str
-    ) -> Stoppable: ...
-
-
 class PictureGuard:
     """One feed's verdict; ``on_verdict`` is called on the event loop when it changes."""
 
     def __init__(
-        self, source: FrameSource, on_verdict: Callable[[Verdict], None], label: str
+        self, source: DecodedFeed, on_verdict: Callable[[Verdict], None], label: str
     ) -> None:
         self.verdict = GOOD
         "As last reported."

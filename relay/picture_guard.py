@@ -37,6 +37,7 @@ class PictureGuard:
         self._latest = GOOD
         self.cpu_s = 0.0
         "CPU time spent measuring (in the decode thread)."
+        self.samples = 0
         self._on_verdict = on_verdict
         self._label = label
         self._judge = Judge()
@@ -60,6 +61,7 @@ class PictureGuard:
         width, height = analysis_size(frame.width, frame.height)
         measures = measure(frame.reformat(width, height, "bgr24").to_ndarray())
         self.cpu_s += time.thread_time() - started
+        self.samples += 1
         self._loop.call_soon_threadsafe(self._add, measures, time.monotonic())
 
     # -- event loop --------------------------------------------------------------------------

@@ -117,11 +117,13 @@ async def publisher(
     proxy: ImpairmentProxy | None = None,
     certificate: RTCCertificate | None = None,
     size: tuple[int, int] = (1280, 720),
+    track: MediaStreamTrack | None = None,
 ) -> AsyncIterator[tuple[RTCPeerConnection, WhipClient]]:
+    """``track``: the video to send instead of a ``size`` test pattern."""
     client = whip_client(endpoint, token, proxy)
     pc = await configured_pc(client, relay_only, certificate)
     if video:
-        pc.addTransceiver(TestPatternTrack(*size), direction="sendonly")
+        pc.addTransceiver(track or TestPatternTrack(*size), direction="sendonly")
     if audio:
         pc.addTransceiver(ToneTrack(), direction="sendonly")
     try:

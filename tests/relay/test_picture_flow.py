@@ -70,7 +70,8 @@ async def test_the_picture_message_says_good_then_blurred_then_good(
         fps = (decoded.frames_decoded - before[4]) / elapsed
         samples = (guard.samples - before[2]) / elapsed
         print(
-            f"\n720p at {fps:.0f} fps, {samples:.1f} samples/s, over {elapsed:.1f} s: decode thread {decoding:.1f} % of a core (shared; "
-            f"the guard included), the guard {guarding:.2f} % ({per_sample:.2f} ms a sample)"
+            f"\n720p at {fps:.0f} fps, {samples:.1f} samples/s, over {elapsed:.1f} s: "
+            f"decode thread {decoding:.1f} % of a core (shared; the guard included), "
+            f"the guard {guarding:.2f} % ({per_sample:.2f} ms a sample)"
         )
     await ws.close()

@@ -72,13 +72,21 @@ OFF_S = 1.5
 
 
 class Hint(StrEnum):
+    """What is wrong with the picture (the ``picture`` message's ``hints``), in this order."""
+
     BLURRED = "blurred"
+    "Focus under ``BLURRED_BELOW`` (a fogged or dirty lens, the scope moving)."
     TOO_BRIGHT = "too-bright"
+    "Many clipped highlights, or a washed-out mean (light too strong, tissue too close)."
     TOO_DARK = "too-dark"
+    "Many crushed shadows, or a dark mean (light too weak, the scope out of the body)."
     COLOUR_CAST = "colour-cast"
+    "The mean hue outside that of mucosa (white balance, a tinted light)."
 
 
 class Level(StrEnum):
+    """Good: no hint; fair: one mild hint; poor: several, or one far past its threshold."""
+
     GOOD = "good"
     FAIR = "fair"
     POOR = "poor"

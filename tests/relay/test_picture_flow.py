@@ -39,11 +39,11 @@ class BlurrablePattern(TestPatternTrack):
 async def test_the_picture_message_says_good_then_blurred_then_good(
     client: TestClient, consultation: Consultation, make_token: MakeToken
 ) -> None:
+    track = BlurrablePattern()
     cid = consultation.id
     token = make_token("surgeon", cid)
     ws, welcome = await join(client, cid, token)
     assert welcome["picture"] is None  # nothing live to judge
-    track = BlurrablePattern()
     whip = str(client.make_url(f"/whip/{cid}"))
     async with publisher(whip, make_token("clinic", cid), audio=False, track=track):
         assert await wait_until(lambda: cid in client.app[PICTURES].guards, 10.0)

@@ -32,6 +32,7 @@ class PictureGuard:
     def __init__(
         self, source: DecodedFeed, on_verdict: Callable[[Verdict], None], label: str
     ) -> None:
+        self.source = source
         self.verdict = GOOD
         "As last reported."
         self._latest = GOOD

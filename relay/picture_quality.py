@@ -65,6 +65,8 @@ MUCOSA_HUE_DEG = (-20.0, 75.0)
 CAST_MIN_CHROMA = 8.0
 "Mean chroma under which a picture has no colour to be cast."
 
+_SEVERE = "severe "
+"The prefix of a hint's severe form (it makes the level poor), debounced like the hint."
 ON_S = 1.0
 "A hint seen this long (continuously) is shown."
 OFF_S = 1.5
@@ -179,11 +181,10 @@ class Judge:
     best: float = 0.0
     focus: float = 1.0
     _best_at: float | None = None
-    _seen: dict[Hint, float] = field(default_factory=dict)
-    "When each hint was first seen in the current run of samples."
-    _unseen: dict[Hint, float] = field(default_factory=dict)
-    _shown: set[Hint] = field(default_factory=set)
-    _worst: dict[Hint, bool] = field(default_factory=dict)
+    _seen: dict[str, float] = field(default_factory=dict)
+    "When each condition (a hint, or a hint's severe form) was first seen in this run of samples."
+    _unseen: dict[str, float] = field(default_factory=dict)
+    _shown: set[str] = field(default_factory=set)
 
     def add(self, m: Measures, now: float) -> Verdict:
         self._rate_focus(m.sharpness, now)
@@ -201,29 +202,27 @@ class Judge:
             Hint.TOO_BRIGHT: bright,
             Hint.TOO_DARK: dark,
             Hint.COLOUR_CAST: _cast(m),
+            _SEVERE + Hint.BLURRED: self.focus < POOR_FOCUS,
+            _SEVERE + Hint.TOO_BRIGHT: m.clipped >= 2 * BRIGHT_CLIPPED,
+            _SEVERE + Hint.TOO_DARK: m.mean_luma < DARK_MEAN / 2,
         }
-        for hint, seen in present.items():
+        for condition, seen in present.items():
             if seen:
-                self._unseen.pop(hint, None)
-                if now - self._seen.setdefault(hint, now) >= ON_S:
-                    shown.add(hint)
+                self._unseen.pop(condition, None)
+                if now - self._seen.setdefault(condition, now) >= ON_S:
+                    shown.add(condition)
             else:
-                self._seen.pop(hint, None)
-                if hint in shown and now - self._unseen.setdefault(hint, now) >= OFF_S:
-                    shown.discard(hint)
-                    del self._unseen[hint]
-        self._worst = {
-            Hint.BLURRED: self.focus < POOR_FOCUS,
-            Hint.TOO_BRIGHT: m.clipped >= 2 * BRIGHT_CLIPPED,
-            Hint.TOO_DARK: m.mean_luma < DARK_MEAN / 2,
-        }
+                self._seen.pop(condition, None)
+                if condition in shown and now - self._unseen.setdefault(condition, now) >= OFF_S:
+                    shown.discard(condition)
+                    del self._unseen[condition]
         return self.verdict()
 
     def verdict(self) -> Verdict:
         hints = tuple(hint for hint in Hint if hint in self._shown)
         if not hints:
             level = Level.GOOD
-        elif len(hints) > 1 or any(self._worst.get(hint, False) for hint in hints):
+        elif len(hints) > 1 or any(_SEVERE + hint in self._shown for hint in hints):
             level = Level.POOR
         else:
             level = Level.FAIR

@@ -21,17 +21,17 @@ class Pictures:
         if event.feed is not FeedName.ENDOSCOPE:
             return
         guard = self.guards.pop(event.cid, None)
-        if event.state is not FeedState.LIVE:
-            if guard is not None:
-                guard.stop()
-            return
         router = self.relay.find(event.cid)
-        if guard is None and router is not None and not router.closed:
-            guard = PictureGuard(
-                router.decoded, lambda verdict: self._report(event.cid, verdict), router.label
-            )
-        if guard is not None:
-            self.guards[event.cid] = guard
+        source = router.decoded if router is not None and not router.closed else None
+        if guard is not None and (event.state is not FeedState.LIVE or guard.source is not source):
+            guard.stop()  # offline, or the guard of a Router closed since
+            guard = None
+        if event.state is not FeedState.LIVE or source is None:
+            return
+        if guard is None:
+            cid = event.cid
+            guard = PictureGuard(source, lambda verdict: self._report(cid, verdict), str(cid))
+        self.guards[event.cid] = guard
 
     def state(self, cid: ConsultationId) -> PictureUpdate | None:
         guard = self.guards.get(cid)

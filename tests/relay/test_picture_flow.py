@@ -5,6 +5,7 @@ decode thread; the event loop only judges. Prints the guard's and the decoder's 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import av
@@ -13,14 +14,22 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from client.testpattern import TestPatternTrack
+from relay import FeedName, FeedState
 from relay.picture_guard import PictureGuard
 from signaling.db.store import Consultation
 from signaling.keys import PICTURES, RELAY
+from signaling.settings import Settings
 from tests.conftest import MakeToken
 from tests.peers import publisher, wait_until
 from tests.signaling.test_websocket import join, next_of
 
 pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    """``ENDOLINK_PICTURE_GUARD`` as the test asks (``indirect`` parameter), on by default."""
+    return dataclasses.replace(settings, picture_guard=getattr(request, "param", True))
 
 
 class BlurrablePattern(TestPatternTrack):
@@ -62,7 +71,9 @@ async def test_the_picture_message_says_good_then_blurred_then_good(
         assert blurred["focus"] < 0.3
         track.blurred = False
         sharp = await next_of(ws, "picture", timeout=10.0)
-        assert sharp["level"] == "good" and sharp["hints"] == []
+        while sharp["hints"]:  # the level may ease (poor, then fair) on the way back
+            sharp = await next_of(ws, "picture", timeout=10.0)
+        assert sharp["level"] == "good"
         elapsed = time.monotonic() - before[3]
         decoding = 100 * (decoded.cpu_s - before[0]) / elapsed
         guarding = 100 * (guard.cpu_s - before[1]) / elapsed
@@ -75,3 +86,21 @@ async def test_the_picture_message_says_good_then_blurred_then_good(
             f"the guard {guarding:.2f} % ({per_sample:.2f} ms a sample)"
         )
     await ws.close()
+
+
+@pytest.mark.parametrize("settings", [False], indirect=True)
+async def test_with_the_guard_off_nothing_is_sampled(
+    client: TestClient, consultation: Consultation, make_token: MakeToken
+) -> None:
+    cid = consultation.id
+    whip = str(client.make_url(f"/whip/{cid}"))
+    async with publisher(whip, make_token("clinic", cid), audio=False, size=(640, 360)):
+        router = client.app[RELAY].find(cid)
+        assert router is not None
+        endoscope = router.feeds[FeedName.ENDOSCOPE]
+        assert await wait_until(lambda: endoscope.state is FeedState.LIVE, 10.0)
+        ws, welcome = await join(client, cid, make_token("surgeon", cid))
+        assert welcome["feeds"]["endoscope"]["state"] == "live"
+        assert welcome["picture"] is None
+        assert not client.app[PICTURES].guards and not router.decoded.running
+        await ws.close()

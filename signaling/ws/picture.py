@@ -31,6 +31,7 @@ class Pictures:
         if guard is None:
             cid = event.cid
             guard = PictureGuard(source, lambda verdict: self._report(cid, verdict), str(cid))
+            self._report(cid, guard.verdict)  # pages show the badge from the start
         self.guards[event.cid] = guard
 
     def state(self, cid: ConsultationId) -> PictureUpdate | None:

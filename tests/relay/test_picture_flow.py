@@ -1,6 +1,6 @@
 """The picture-quality guard with real peer connections: an aiortc publisher sends the 720p30
 test pattern sharp, then blurred, then sharp again; a surgeon's WebSocket is told ``picture``:
-good (in a late joiner's ``welcome``), then blurred, then good. The measures run in the shared
+good (as the guard begins, and in a late joiner's ``welcome``), then blurred, then good. The measures run in the shared
 decode thread; the event loop only judges. Prints the guard's and the decoder's CPU."""
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ async def test_the_picture_message_says_good_then_blurred_then_good(
     whip = str(client.make_url(f"/whip/{cid}"))
     async with publisher(whip, make_token("clinic", cid), audio=False, track=track):
         assert await wait_until(lambda: cid in client.app[PICTURES].guards, 10.0)
+        first = await next_of(ws, "picture")  # the guard began: pages show their badge
+        assert first == {"type": "picture", "v": 1, "level": "good", "hints": [], "focus": 1.0}
         guard: PictureGuard = client.app[PICTURES].guards[cid]
         decoded = client.app[RELAY].find(cid).decoded
         assert await wait_until(lambda: guard.samples > 0, 10.0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,10 +136,10 @@ async def browser(live_server: LiveServer, tmp_path: Path) -> AsyncIterator[Brow
 
 @contextlib.asynccontextmanager
 async def chromium(
-    tmp_path: Path, camera: Path | None = None, **device: object
+    tmp_path: Path, args: Sequence[str] = (), **device: object
 ) -> AsyncIterator[Browser]:
     """Debian's chromium with a fresh profile in ``tmp_path``; fails the test on page errors.
-    ``camera``: a y4m file its fake camera loops (else Chromium's own pattern).
+    ``args``: more command-line switches (``--use-file-for-fake-video-capture=…``);
     ``device``: context options such as ``viewport``, ``has_touch``, ``is_mobile`` (a phone)."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: ./scripts/test installs Debian's chromium package")
@@ -148,10 +148,7 @@ async def chromium(
             str(tmp_path / "chromium-profile"),
             executable_path=str(CHROMIUM),
             headless=True,
-            args=[
-                *CHROMIUM_ARGS,
-                *([f"--use-file-for-fake-video-capture={camera}"] if camera else []),
-            ],
+            args=[*CHROMIUM_ARGS, *args],
             **{"viewport": {"width": 1280, "height": 800}, **device},
         )
         context.set_default_timeout(10_000)

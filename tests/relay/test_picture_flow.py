@@ -1,7 +1,8 @@
 """The picture-quality guard with real peer connections: an aiortc publisher sends the 720p30
 test pattern sharp, then blurred, then sharp again; a surgeon's WebSocket is told ``picture``:
-good (as the guard begins, and in a late joiner's ``welcome``), then blurred, then good. The measures run in the shared
-decode thread; the event loop only judges. Prints the guard's and the decoder's CPU."""
+good (as the guard begins, and in a late joiner's ``welcome``), then blurred, then good. The
+measures run in the shared decode thread; the event loop only judges. Prints the guard's and the
+decoder's CPU."""
 
 from __future__ import annotations
 

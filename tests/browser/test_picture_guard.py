@@ -31,6 +31,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
 SIZE = (640, 360)
 BLUR_SIGMA = 4.0
+SHARP_SNAPSHOT = 16.0
+"""A snapshot of a sharp frame scores 22-56 (VP8 at the clinic's rate), of a blurred one 7-10
+(the source's 3 plus the codec's blocks): measured with ``sharpest.js`` on and switched off."""
 
 
 class Camera(SyntheticEndoscopy):
@@ -51,8 +54,9 @@ def blurred(bgr: np.ndarray) -> np.ndarray:
 
 
 def alternating(index: int, bgr: np.ndarray) -> np.ndarray:
-    """Three sharp frames, three blurred (100 ms each at 30 fps)."""
-    return bgr if index // 3 % 2 == 0 else blurred(bgr)
+    """Six sharp frames (200 ms at 30 fps, at least one sample of the page's 5 a second), then
+    twelve blurred: the frame on screen at a click is blurred two times in three."""
+    return bgr if index % 18 < 6 else blurred(bgr)
 
 
 def small_sharpness(bgr: np.ndarray) -> float:
@@ -123,4 +127,4 @@ async def test_the_snapshot_is_the_sharpest_recent_frame(
                 scores.append(small_sharpness(cv2.imdecode(png, cv2.IMREAD_COLOR)))
     print(f"\nsharp source {sharp:.0f}, blurred source {soft:.0f}, snapshots {scores}")
     assert len(scores) == 4
-    assert all(score > 3 * soft for score in scores), scores
+    assert all(score > SHARP_SNAPSHOT for score in scores), scores

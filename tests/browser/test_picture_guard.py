@@ -31,9 +31,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
 SIZE = (640, 360)
 BLUR_SIGMA = 4.0
-SHARP_SNAPSHOT = 16.0
-"""A snapshot of a sharp frame scores 22-56 (VP8 at the clinic's rate), of a blurred one 7-10
-(the source's 3 plus the codec's blocks): measured with ``sharpest.js`` on and switched off."""
+SHARP_SNAPSHOT = 13.0
+"""A snapshot of a sharp frame scores 18-56 (VP8 at the clinic's rate; the low end with the
+machine loaded), of a blurred one 7-10 (the source's 3 plus the codec's blocks): measured with
+``sharpest.js`` on and switched off. The threshold sits between the two."""
 
 
 class Camera(SyntheticEndoscopy):
@@ -74,6 +75,7 @@ async def test_a_blurred_source_is_flagged_on_both_pages_and_a_sharp_one_is_not(
     Camera(lambda index, bgr: blurred(bgr) if blur else bgr).write_y4m(y4m)
     async with chromium(tmp_path, [f"--use-file-for-fake-video-capture={y4m}"]) as browser:
         _, clinic, surgeon, _ = await open_consultation(live_server, browser)
+        await clinic.evaluate("() => window.endolink.silenceUplinkReports()")  # no stills mode
         badge = surgeon.get_by_test_id("picture-badge")
         await expect(badge).to_be_visible(timeout=10_000)
         if blur:
@@ -103,23 +105,32 @@ async def test_the_snapshot_is_the_sharpest_recent_frame(
     soft = small_sharpness(blurred(camera.frame(0).bgr))
     assert soft < sharp / 5
     async with chromium(tmp_path, [f"--use-file-for-fake-video-capture={y4m}"]) as browser:
-        consultation, _, surgeon, token = await open_consultation(live_server, browser)
+        consultation, clinic, surgeon, token = await open_consultation(live_server, browser)
+        # On a loaded machine the clinic's uplink may look slow: no stills mode here (a still
+        # frozen on the surgeon's page would be the snapshot's picture).
+        await clinic.evaluate("() => window.endolink.silenceUplinkReports()")
         await surgeon.wait_for_timeout(2_500)  # a full window of candidates
         button = surgeon.get_by_test_id("snapshot")
-        for taken in range(1, 5):
-            await button.click()
-            await expect(surgeon.get_by_test_id("snapshot-item")).to_have_count(taken)
-            await expect(button).to_be_enabled()
-            await surgeon.wait_for_timeout(300)
         async with aiohttp.ClientSession() as http:
             headers = {"Authorization": f"Bearer {token}"}
             base = f"{live_server.base_url}/api/consultations/{consultation.id}/snapshots"
-            async with http.get(base, headers=headers) as response:
-                listed = (await response.json())["snapshots"]
-            # Not the clinic's stills (its loaded uplink may start stills mode): the snapshots.
-            listed = [snapshot for snapshot in listed if snapshot.get("kind") != "still"]
+
+            async def snapshots() -> list[dict]:
+                async with http.get(base, headers=headers) as response:
+                    listed = (await response.json())["snapshots"]
+                return [item for item in listed if item.get("kind") != "still"]
+
+            for taken in range(1, 5):
+                assert not await surgeon.evaluate("() => window.endolink.annotations.frozenShown")
+                await button.click()
+                await expect(button).to_be_enabled()
+                for _ in range(50):  # bounded: 5 s
+                    if len(await snapshots()) == taken:
+                        break
+                    await surgeon.wait_for_timeout(100)
+                await surgeon.wait_for_timeout(300)
             scores = []
-            for snapshot in listed:
+            for snapshot in await snapshots():
                 async with http.get(
                     f"{live_server.base_url}{snapshot['url']}", headers=headers
                 ) as r:

@@ -2,7 +2,7 @@
 
 It samples the Router's shared decoder (``Router.decoded``, ``relay.decoded``) every
 ``SAMPLE_EVERY_S``: in the decode thread the frame is scaled to ``analysis_size`` and measured
-(``relay.picture_quality.measure``, about a millisecond at 320 px); the measures go to the event
+(``relay.picture_quality.measure``, about 1.5 ms of CPU at 320 px); the measures go to the event
 loop (``call_soon_threadsafe``), where the ``Judge`` turns them into a verdict. A changed verdict
 is reported at most once per ``REPORT_EVERY_S`` (the newest one, once the interval is over), so a
 page's hint never flickers faster than it can be read.
@@ -63,7 +63,8 @@ class PictureGuard:
         measures = measure(frame.reformat(width, height, "bgr24").to_ndarray())
         self.cpu_s += time.thread_time() - started
         self.samples += 1
-        self._loop.call_soon_threadsafe(self._add, measures, time.monotonic())
+        if not self._stopped:  # (a stop racing this is harmless: ``_add`` checks again)
+            self._loop.call_soon_threadsafe(self._add, measures, time.monotonic())
 
     # -- event loop --------------------------------------------------------------------------
 

@@ -22,17 +22,18 @@ export class SharpestFrames {
     this.kept = []; // {bitmap, score, at}, oldest (and sharpest) first
     this.scratch = document.createElement("canvas");
     this.busy = false;
-    this.timer = setInterval(() => this._sample(), SAMPLE_MS);
+    setInterval(() => this._sample(), SAMPLE_MS); // as long as the page: the layer is never torn down
   }
 
   /** The sharpest frame of the last WINDOW_MS ({bitmap, score}), or null (then use the video). */
   best() {
     this._expire(performance.now());
-    return this.kept[0] || null;
+    const best = this.kept[0];
+    const { videoWidth, videoHeight } = this.video;
+    return best && best.bitmap.width === videoWidth && best.bitmap.height === videoHeight ? best : null;
   }
 
-  stop() {
-    clearInterval(this.timer);
+  _clear() {
     for (const frame of this.kept.splice(0)) frame.bitmap.close();
   }
 
@@ -44,6 +45,10 @@ export class SharpestFrames {
       const bitmap = await createImageBitmap(video);
       const score = scorePicture(bitmap, this.scratch);
       const at = performance.now();
+      // A frame of another size (the clinic's sender adapts) is no candidate: a sharper but
+      // smaller picture is not a better snapshot, and focus measures of two sizes differ.
+      const resized = (frame) => frame.bitmap.width !== bitmap.width || frame.bitmap.height !== bitmap.height;
+      if (this.kept.some(resized)) this._clear();
       while (this.kept.length && this.kept.at(-1).score <= score) this.kept.pop().bitmap.close();
       this.kept.push({ bitmap, score, at });
       if (this.kept.length > MAX_KEPT) this.kept.shift().bitmap.close();

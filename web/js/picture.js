@@ -9,12 +9,17 @@ import { msg, setAttr, setText } from "./i18n.js";
 const HINTS = { blurred: "blurred", "too-bright": "tooBright", "too-dark": "tooDark", "colour-cast": "colourCast" };
 const LEVELS = ["good", "fair", "poor"];
 
-/** The picture's state from `welcome` and `picture` messages; `show(picture | null)` on a change. */
+/** The picture's state from `welcome` and `picture` messages; `show(picture | null)` on a change.
+ * Nothing is shown while the endoscope is offline or the room connection is down (the page
+ * cannot know then; `welcome` brings the current state back). */
 function follow(room, show) {
   room.addEventListener("welcome", (event) => show(valid(event.detail.picture)));
   room.addEventListener("picture", (event) => show(valid(event.detail)));
   room.addEventListener("feed", (event) => {
     if (event.detail.feed === "endoscope" && event.detail.state !== "live") show(null);
+  });
+  room.addEventListener("state", (event) => {
+    if (event.detail.state !== "open") show(null);
   });
 }
 

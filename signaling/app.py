@@ -46,6 +46,7 @@ from signaling.keys import (
     METRICS,
     NETCHECK_BUDGET,
     PATIENTS,
+    PICTURES,
     PRIVACY,
     RECORDINGS,
     REFUSED_TOKENS,
@@ -79,6 +80,7 @@ from signaling.ws.messages import (
     RecordingUpdate,
     Restarting,
 )
+from signaling.ws.picture import Pictures
 from signaling.ws.stills import Stills
 
 logger = logging.getLogger(__name__)
@@ -159,6 +161,7 @@ def create_app(settings: Settings) -> web.Application:
     app[STILLS] = Stills(
         app[HUB], app[RELAY], BoardKeeper(app[HUB], app[RELAY], app[ANNOTATION_LOGS])
     )
+    app[PICTURES] = Pictures(app[HUB], app[RELAY])
     install_log_hygiene()
     headers.add_to(app)
     app.cleanup_ctx.append(_media_ctx)
@@ -189,10 +192,14 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     privacy = app[PRIVACY]
     guarding = app[SETTINGS].privacy_guard
 
+    pictures = app[PICTURES] if app[SETTINGS].picture_guard else None
+
     def on_feed_event(event: FeedEvent) -> None:
         hub.broadcast(event.cid, FeedUpdate.of(event))
         if guarding:
             privacy.on_feed_event(event)
+        if pictures is not None:
+            pictures.on_feed_event(event)
         recordings.on_feed_event(event)
         stills_mode.on_feed_event(event)
 
@@ -247,6 +254,7 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(refreshing, checking, *ending, return_exceptions=True)
     await app[REPLAY].close()
     privacy.close()
+    app[PICTURES].close()
     await relay.close()
     app[REFUSED_TOKENS].flush()
     await app[AUDIT].close()  # after everything that writes to it (sockets, sessions)

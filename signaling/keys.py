@@ -25,6 +25,7 @@ from signaling.replay.state import ReplayState
 from signaling.settings import Settings
 from signaling.ws.chat import ChatHistory
 from signaling.ws.hub import Hub
+from signaling.ws.picture import Pictures
 from signaling.ws.stills import Stills
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -48,4 +49,5 @@ REVOCATIONS = web.AppKey("revocations", Revocations)
 THROTTLE = web.AppKey("throttle", Throttle)
 STILLS = web.AppKey("stills", Stills)
 PRIVACY = web.AppKey("privacy", PrivacyWatch)
+PICTURES = web.AppKey("pictures", Pictures)
 GRANT = web.RequestKey("grant", Grant)

@@ -118,6 +118,9 @@ class Settings:
     tracking: bool = True
     """Marks drawn "on the tissue" follow it: the relay decodes the endoscope video and tracks
     them while any exists (off: every mark stays where it was drawn)."""
+    picture_guard: bool = True
+    """Watch the endoscope's picture quality (focus, exposure, colour) while it is live: the clinic
+    gets a hint in plain words, the surgeon and observers a quality badge."""
     relay_mode: str = "forward"
     "``forward`` (the product) or ``transcode`` (aiortc's per-viewer re-encoding; benchmarks only)."
     router_idle_s: float = 60.0
@@ -243,7 +246,7 @@ def _parse(name: str, raw: str) -> Any:
         return float(raw)
     if name in ("auth_failure_limit", "session_limit_per_identity", "session_limit_per_address"):
         return parse_limit(name, raw)
-    if name in ("tls", "relay_turn", "tracking", "privacy_guard"):
+    if name in ("tls", "relay_turn", "tracking", "privacy_guard", "picture_guard"):
         return raw.strip().lower() in ("1", "true", "yes", "on")
     if name == "ice_servers":
         return tuple(parse_ice_server(item) for item in raw.split())

@@ -32,6 +32,7 @@ from signaling.keys import (
     ANNOTATION_LOGS,
     CHAT_HISTORY,
     HUB,
+    PICTURES,
     PRIVACY,
     RECORDINGS,
     RELAY,
@@ -225,6 +226,7 @@ def _welcome(request: web.Request, grant: Grant, consultation: Consultation, nam
         len(board.archived),
         request.app[STILLS].state(consultation.id),
         request.app[PRIVACY].out_of_body(consultation.id),
+        picture=request.app[PICTURES].state(consultation.id),
     )
 
 

@@ -21,6 +21,7 @@ from signaling.auth.grants import Grant, Role
 if TYPE_CHECKING:
     from relay.anchoring import Placements
     from relay.media_clock import MediaClock
+    from relay.picture_quality import Verdict
     from relay.selector import QualityChange
 
 JsonObject = dict[str, Any]
@@ -127,6 +128,8 @@ class Welcome(ServerMessage):
     stills: StillsUpdate = StillsUpdate(False)
     out_of_body: bool = False
     "The privacy guard sees the camera outside the body (``privacy`` messages follow changes)."
+    picture: PictureUpdate | None = None
+    "The picture-quality verdict while the endoscope is live (``picture`` messages follow)."
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,23 @@ class MediaClockUpdate(ServerMessage):
     @classmethod
     def of(cls, clock: MediaClock) -> MediaClockUpdate:
         return cls(clock.session_id, clock.rtp_offset)
+
+
+class PictureUpdate(ServerMessage):
+    """The live endoscope's picture quality (``relay/picture_quality.py``), sent when it changes
+    (at most once a second): the clinic shows a hint, the surgeon and observers a badge."""
+
+    TYPE = "picture"
+    level: str
+    "``good``, ``fair`` or ``poor``."
+    hints: list[str]
+    "What is wrong: ``blurred``, ``too-bright``, ``too-dark``, ``colour-cast``."
+    focus: float
+    "0..1: sharpness against the feed's recent best."
+
+    @classmethod
+    def of(cls, verdict: Verdict) -> PictureUpdate:
+        return cls(str(verdict.level), [str(hint) for hint in verdict.hints], verdict.focus)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from recorder.recordings import RecordingEvent, RecordingState
 from relay import ConsultationId, FeedEvent, FeedName, FeedState, OfflineReason
 from relay.ladder import Quality
+from relay.picture_quality import Hint, Level, Verdict
 from relay.selector import QualityChange
 from signaling.auth.grants import Grant, Role
 from signaling.ws.messages import (
@@ -13,6 +14,7 @@ from signaling.ws.messages import (
     FeedUpdate,
     FreezeState,
     FreezeUpdate,
+    PictureUpdate,
     Pong,
     PrivacyUpdate,
     QualityUpdate,
@@ -102,6 +104,7 @@ def test_welcome_nests_the_recording_message_and_plain_freeze_state() -> None:
             "asked": 0,
         },
         "out_of_body": False,
+        "picture": None,
     }
     assert PrivacyUpdate(True).to_json() == {"type": "privacy", "out_of_body": True}
     resumed = FreezeUpdate(False, None, "surgeon-1").to_json()
@@ -124,4 +127,14 @@ def test_a_quality_change_goes_on_the_wire_with_its_session() -> None:
         "quality": "360p",
         "automatic": True,
         "reason": "connection",
+    }
+
+
+def test_a_picture_update_names_its_level_and_hints_as_plain_strings() -> None:
+    verdict = Verdict(Level.POOR, (Hint.BLURRED, Hint.TOO_DARK), 0.12)
+    assert PictureUpdate.of(verdict).to_json() == {
+        "type": "picture",
+        "level": "poor",
+        "hints": ["blurred", "too-dark"],
+        "focus": 0.12,
     }

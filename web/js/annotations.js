@@ -21,6 +21,7 @@ import { backingSize, intrinsicSize, pictureRect } from "./geometry.js";
 import { msg } from "./i18n.js";
 import { Input } from "./input.js";
 import { Placements, placementOf } from "./placements.js";
+import { SharpestFrames } from "./sharpest.js";
 import { SnapshotGallery, canvasToPng, uploadSnapshot } from "./snapshots.js";
 import { Toolbar } from "./toolbar.js";
 import { el } from "./ui.js";
@@ -88,6 +89,8 @@ export class AnnotationLayer {
     this.placements = new Placements({ page: this.page, video: this.video, room: this.room, onChange: () => this.invalidate() });
     this.drafts = new Drafts(this);
     this.freezeFrame = new FreezeFrame(this);
+    // The snapshot button (the lead's) keeps the sharpest frame of the last moments.
+    if (this.isLead) this.sharpest = new SharpestFrames(this.video, () => !this.freezeFrame.shown());
     this.toolbar = new Toolbar(this, o.toolbarHost);
     this.input = new Input(this);
     // After the <video>, before the status overlay: the overlay ("offline"…) stays on top.
@@ -138,9 +141,11 @@ export class AnnotationLayer {
     return this.freezeFrame.toggle();
   }
 
-  /** The frame on screen (frozen image or live video) with every visible mark, as a PNG blob. */
+  /** The frame on screen (the frozen image, or the sharpest live frame of the last ~2 s) with every
+   * visible mark, as a PNG blob. */
   async composeSnapshot() {
-    const source = this.freezeFrame.shown() ? this.freezeFrame.canvas : this.video;
+    const live = this.sharpest?.best()?.bitmap ?? this.video;
+    const source = this.freezeFrame.shown() ? this.freezeFrame.canvas : live;
     const size = intrinsicSize(source);
     if (!size) throw failure(msg("input.noPicture"));
     const canvas = document.createElement("canvas");

@@ -12,6 +12,7 @@ import { FeedPlayer, Publisher, preferCodec } from "./media.js";
 import { msg, setText } from "./i18n.js";
 import { connectWithName } from "./names.js";
 import { startPage } from "./page.js";
+import { setupPictureHints } from "./picture.js";
 import { PrecallCheck } from "./precall.js";
 import { FORCED_RELAY_NOTICE, forceRelay, iceServersFrom } from "./session.js";
 import { renderStats } from "./stats.js";
@@ -147,6 +148,7 @@ function setupRoom() {
     videoSender: () => state.publisher?.pc?.getSenders().find((s) => s.track?.kind === "video") ?? null,
     notices,
   });
+  setupPictureHints({ room, notices });
   room.addEventListener("welcome", (event) => {
     if ("consent" in event.detail) state.consent.show(event.detail.consent ?? null);
     const talkback = room.feeds.talkback;

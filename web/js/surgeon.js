@@ -10,6 +10,7 @@ import { msg, setText } from "./i18n.js";
 import { connectWithName } from "./names.js";
 import { startPage } from "./page.js";
 import { FORCED_RELAY_NOTICE, forceRelay, iceServersFrom } from "./session.js";
+import { setupPictureBadge } from "./picture.js";
 import { qualityEndpoint, sessionOf, setupQuality } from "./quality.js";
 import { SurgeonStills } from "./stills.js";
 import { currentTalk, setupTalk } from "./talkback.js";
@@ -100,6 +101,7 @@ startPage({
         state.player.connect();
       },
     });
+    setupPictureBadge({ badge: $("#picture-badge"), room: state.room });
     state.banner = new LinkBanner(notices, linkCondition);
     serverLink.addEventListener("state", () => updateOverlay());
     startPlayer();

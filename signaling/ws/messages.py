@@ -193,6 +193,7 @@ class MediaClockUpdate(ServerMessage):
         return cls(clock.session_id, clock.rtp_offset)
 
 
+@dataclass(frozen=True)
 class PictureUpdate(ServerMessage):
     """The live endoscope's picture quality (``relay/picture_quality.py``), sent when it changes
     (at most once a second): the clinic shows a hint, the surgeon and observers a badge."""

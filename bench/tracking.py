@@ -185,7 +185,9 @@ def _pictures(
             for decoded in decoder.decode(packet):
                 # matched by pts: a frame the encoder dropped (rate control) is simply not seen
                 yield waiting.pop(int(decoded.pts or 0)), decoded.to_ndarray(format="bgr24")
-centre: tuple[float, float], size: tuple[int, int]) -> list[tuple[float, float]]:
+
+
+def _circle(centre: tuple[float, float], size: tuple[int, int]) -> list[tuple[float, float]]:
     r = MARK_RADIUS
     aspect = size[0] / size[1]
     return [

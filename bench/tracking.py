@@ -32,6 +32,7 @@ import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import av
 import cv2
@@ -172,7 +173,7 @@ def _pictures(
     encoder.width, encoder.height = sequence.width, sequence.height
     encoder.pix_fmt = "yuv420p"
     encoder.framerate = sequence.fps
-    encoder.time_base = f"1/{sequence.fps}"  # type: ignore[assignment]
+    encoder.time_base = Fraction(1, sequence.fps)
     encoder.bit_rate = kbps * 1000
     encoder.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
     decoder = av.CodecContext.create(encoder.name, "r")

@@ -286,11 +286,15 @@ class MarkTrack:
         ncc, inliers = self._correct(now, register)
         self.ncc = ncc
         if register:
-            self.inliers = inliers  # a check without registration keeps the last count
+            self.inliers = inliers or 0  # a check without registration keeps the last count
         if self.lost:
-            held = max(inliers, flow_inliers // 2) >= MIN_INLIERS
+            if inliers is None and ncc < NCC_FOUND:
+                return  # too little in sight to register: neither for nor against
+            held = max(self.inliers, flow_inliers // 2) >= MIN_INLIERS
             expected = max(NCC_REFOUND, self.confident_ncc - NCC_REFOUND_MARGIN)
-            good_check = (ncc >= NCC_FOUND and held) or (ncc >= expected and inliers >= MIN_INLIERS)
+            good_check = (ncc >= NCC_FOUND and held) or (
+                ncc >= expected and self.inliers >= MIN_INLIERS
+            )
             self.streak = self.streak + 1 if good_check else 0
             self.misses = 0 if good_check else self.misses + 1
             if self.streak >= 2:
@@ -332,10 +336,10 @@ class MarkTrack:
         self.ncc = 0.0
         self.points = np.empty((0, 2), np.float32)
 
-    def _correct(self, now: Frame, register: bool) -> tuple[float, int]:
+    def _correct(self, now: Frame, register: bool) -> tuple[float, int | None]:
         """Check the estimate against the region as drawn and, when that agrees poorly, against
         the recent view: the better of the two, its registration kept. Returns the
-        cross-correlation and the registration's inliers."""
+        cross-correlation and the registration's inliers (None: not registered)."""
         ncc, inliers, matrix = self._check(now, self.reference, register)
         if self.recent is not None and ncc < RECENT_ABOVE:
             other = self._check(now, self.recent, register)
@@ -344,14 +348,15 @@ class MarkTrack:
         self.matrix = matrix
         return ncc, inliers
 
-    def _check(self, now: Frame, view: View, register: bool) -> tuple[float, int, Matrix]:
+    def _check(self, now: Frame, view: View, register: bool) -> tuple[float, int | None, Matrix]:
         """The cross-correlation of ``view``, warped by the estimate, with ``now``; with
         ``register``, first register the two (fixes the estimate's accumulated error). Returns
-        it, the registration's inliers and the (corrected) estimate."""
+        it, the registration's inliers (None: not registered, too few corners in sight) and
+        the (corrected) estimate."""
         height, width = now.gray.shape
         x0, y0, x1, y1 = self._current_rect(width, height, 6)
         if x1 - x0 < 24 or y1 - y0 < 24:
-            return 0.0, 0, self.matrix
+            return 0.0, None, self.matrix
         size = (x1 - x0, y1 - y0)
         into = _shift(-x0, -y0) @ self.matrix @ np.linalg.inv(view.place)
         warped, mask = _warp(view, into, size)
@@ -364,7 +369,7 @@ class MarkTrack:
         p0 = p0[inside]
         p0 = np.asarray(p0[both[ys[inside], xs[inside]] > 0], np.float32)
         if not register or len(p0) < MIN_INLIERS:
-            return _ncc(_detail(warped), _detail(crop), both > 0), 0, self.matrix
+            return _ncc(_detail(warped), _detail(crop), both > 0), None, self.matrix
         # the warped view is smoother than the frame (resampled): a looser agreement
         p1, good = lk(warped, crop, p0, 2, 1.5 * FB_LIMIT_PX)
         fix, inliers = _similarity(p0[good], p1[good], 1.5)

@@ -172,11 +172,12 @@ def _pictures(
     assert isinstance(encoder, av.VideoCodecContext)
     encoder.width, encoder.height = sequence.width, sequence.height
     encoder.pix_fmt = "yuv420p"
-    encoder.framerate = sequence.fps
+    encoder.framerate = Fraction(sequence.fps)
     encoder.time_base = Fraction(1, sequence.fps)
     encoder.bit_rate = kbps * 1000
     encoder.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
     decoder = av.CodecContext.create(encoder.name, "r")
+    assert isinstance(decoder, av.VideoCodecContext)
     waiting: dict[int, SyntheticFrame] = {}
     for frame in sequence.frames():
         waiting[frame.index] = frame
@@ -185,7 +186,8 @@ def _pictures(
         for packet in encoder.encode(picture):
             for decoded in decoder.decode(packet):
                 # matched by pts: a frame the encoder dropped (rate control) is simply not seen
-                yield waiting.pop(int(decoded.pts or 0)), decoded.to_ndarray(format="bgr24")
+                bgr = decoded.to_ndarray(format="bgr24")
+                yield waiting.pop(int(decoded.pts or 0)), bgr
 
 
 def _circle(centre: tuple[float, float], size: tuple[int, int]) -> list[tuple[float, float]]:

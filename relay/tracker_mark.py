@@ -383,10 +383,10 @@ class MarkTrack:
     def _remember(self, now: Frame) -> None:
         """Keep ``now`` as the recent view (confidently tracked, high cross-correlation)."""
         height, width = now.gray.shape
-        mask = cv2.warpAffine(
+        seen = cv2.warpAffine(
             self.reference.mask, self.matrix[:2], (width, height), flags=cv2.INTER_NEAREST
         )
-        mask = np.asarray(cv2.bitwise_and(mask, now.valid), np.uint8)
+        mask = np.asarray(cv2.bitwise_and(seen, now.valid), np.uint8)
         self.recent = _view(now, mask, self.matrix.copy())
         self.recent_at = self.clock
 

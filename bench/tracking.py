@@ -16,7 +16,8 @@ relay does. Each mark's place is compared with the sequence's ground truth:
 The baseline in the same run is what the product does today: static marks (no tracking).
 
 With ``--codec vp8 --kbps 1500`` every frame of the sequence is first encoded at the source size
-(PyAV's libvpx, real-time settings as a browser sends) and decoded back, and the tracker is given
+(PyAV's libvpx at its fastest speed, no look-ahead, one thread: the same bits on every run —
+the real-time deadline adapts its speed to the machine's load) and decoded back, and the tracker is given
 the decoded frames: what the relay sees of a real feed (smoothed texture, blocking), measured
 offline, deterministic and independent of the machine's load.
 
@@ -163,7 +164,7 @@ def _pictures(
     sequence: SyntheticEndoscopy, codec: str | None, kbps: int
 ) -> Iterator[tuple[SyntheticFrame, np.ndarray]]:
     """Every frame of the sequence with the picture the tracker gets: as drawn, or encoded with
-    ``codec`` (one stream, real-time settings) and decoded back."""
+    ``codec`` (one stream, settings that give the same bits on every run) and decoded back."""
     if codec is None:
         for frame in sequence.frames():
             yield frame, frame.bgr
@@ -175,7 +176,8 @@ def _pictures(
     encoder.framerate = Fraction(sequence.fps)
     encoder.time_base = Fraction(1, sequence.fps)
     encoder.bit_rate = kbps * 1000
-    encoder.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+    encoder.thread_count = 1
+    encoder.options = {"deadline": "good", "cpu-used": "8", "lag-in-frames": "0"}
     decoder = av.CodecContext.create(encoder.name, "r")
     assert isinstance(decoder, av.VideoCodecContext)
     waiting: dict[int, SyntheticFrame] = {}

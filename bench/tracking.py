@@ -16,8 +16,8 @@ relay does. Each mark's place is compared with the sequence's ground truth:
 The baseline in the same run is what the product does today: static marks (no tracking).
 
 With ``--codec vp8 --kbps 1500`` every frame of the sequence is first encoded at the source size
-(PyAV's libvpx at its fastest speed, no look-ahead, one thread: the same bits on every run —
-the real-time deadline adapts its speed to the machine's load) and decoded back, and the tracker is given
+(PyAV's libvpx at its fastest speed, no look-ahead, one thread: the same bits on every run; the
+real-time deadline would adapt its speed to the load) and decoded back, and the tracker is given
 the decoded frames: what the relay sees of a real feed (smoothed texture, blocking), measured
 offline, deterministic and independent of the machine's load.
 

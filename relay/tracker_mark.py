@@ -9,6 +9,9 @@ Why each step is there:
   frame by the estimate): the error no longer adds up, and the normalised cross-correlation of
   the two says whether the estimate really shows the same tissue — that check is what keeps a
   mark from being shown confidently in the wrong place;
+* compressed video smooths the texture and the view turns and zooms, so the region as drawn looks
+  less and less like the current frame: a recent view, kept while confidently tracked, backs up
+  that check;
 * when the region is lost (blur, occlusion, the scope pulled out), ORB descriptors of the
   reference are matched against the whole frame; a match counts only with enough RANSAC inliers,
   a plausible scale and the same cross-correlation check.

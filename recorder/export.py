@@ -227,7 +227,8 @@ def export_annotated(
                             frozen = (span, frame)
                         shown = frozen[1] if frozen is not None else frame
                         t_shown = source.offset_s + float(shown.time or 0.0)
-                        if covered(hidden, t_recording):
+                        # a freeze may hold a room frame after its span ended
+                        if covered(hidden, t_recording) or covered(hidden, t_shown):
                             shown = blurred(shown)
                         marks = placed(timeline.visible(t_recording), timeline.placed_at(t_shown))
                         picture = burn_in.frame(shown, marks)

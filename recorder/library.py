@@ -32,6 +32,7 @@ from .export import ExportSource
 from .index import RecordingIndex, RecordingRow, SegmentRow
 from .jobs import JOB_ID, ExportJob, ExportJobs, JobKind, JobOutcome, exports_dir
 from .manifest import MANIFEST, Manifest, read_manifest, recording_dir, valid_recording_id
+from .privacy_spans import covered
 from .snapshots import Snapshot, SnapshotStore
 from .storage import check_free_space, consultation_dir
 from .thumbnail import THUMBNAIL, extract_talkback, make_thumbnail, talkback_filename
@@ -205,10 +206,13 @@ class RecordingLibrary:
     async def thumbnail(self, row: RecordingRow) -> Path:
         """A JPEG of the recording's first keyframe, made once and kept as ``thumbnail.jpg``."""
         directory = self._directory(row.id)
+        manifest = await self.manifest(row)
+        spans = manifest.out_of_body if manifest is not None else []
 
         def make(target: Path) -> bool:
-            sources = [playable_file(directory, s) for s in row.segments]
-            return make_thumbnail([p for p in sources if p is not None], target)
+            sources = [(playable_file(directory, s), s.offset_s) for s in row.segments]
+            playable = [(path, offset) for path, offset in sources if path is not None]
+            return make_thumbnail(playable, target, lambda t: covered(spans, t))
 
         return await self._made_once(row, THUMBNAIL, make, "the recording has no picture yet")
 

@@ -160,7 +160,7 @@ class Segment:
 @dataclass
 class OutOfBodySpan:
     """Recording time during which the camera was outside the body (the privacy guard's verdict);
-    replay blurs it, exports leave it out. ``end_s`` None: until the end of the recording."""
+    replay and exports blur it. ``end_s`` None: until the end of the recording."""
 
     start_s: float
     end_s: float | None = None

@@ -4,6 +4,7 @@ keyframe, scaled down, as a JPEG) and each segment's talk-back track as an audio
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -17,16 +18,23 @@ WIDTH = 320
 QUALITY = 80
 
 
-def make_thumbnail(sources: list[Path], target: Path) -> bool:
-    """Write ``target`` from the first decodable keyframe of ``sources`` (in order). Blocking
-    (PyAV, OpenCV, disk): run it in a worker thread. False if no file holds a picture yet."""
-    for path in sources:
-        image = _first_keyframe(path)
-        if image is None:
+def make_thumbnail(
+    sources: list[tuple[Path, float]], target: Path, hidden: Callable[[float], bool]
+) -> bool:
+    """Write ``target`` from the first decodable keyframe of ``sources`` (each file with its
+    offset on the recording clock, in order); a keyframe ``hidden`` at its recording time (filmed
+    outside the body: the room, faces) is blurred beyond recognition. Blocking (PyAV, OpenCV,
+    disk): run it in a worker thread. False if no file holds a picture yet."""
+    for path, offset_s in sources:
+        found = _first_keyframe(path)
+        if found is None:
             continue
+        image, t = found
         height, width = image.shape[:2]
         size = (WIDTH, max(2, round(height * WIDTH / width)))
         small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        if hidden(offset_s + t):
+            small = cv2.resize(cv2.resize(small, (8, 5), interpolation=cv2.INTER_AREA), size)
         ok, encoded = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, QUALITY])
         if not ok:
             continue
@@ -35,7 +43,7 @@ def make_thumbnail(sources: list[Path], target: Path) -> bool:
     return False
 
 
-def _first_keyframe(path: Path) -> np.ndarray | None:
+def _first_keyframe(path: Path) -> tuple[np.ndarray, float] | None:
     with contextlib.suppress(av.FFmpegError, OSError, ValueError, IndexError):
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -43,7 +51,7 @@ def _first_keyframe(path: Path) -> np.ndarray | None:
             stream = container.streams.video[0]
             stream.codec_context.skip_frame = "NONKEY"
             for frame in container.decode(stream):
-                return frame.to_ndarray(format="bgr24")
+                return frame.to_ndarray(format="bgr24"), float(frame.time or 0.0)
     return None
 
 

@@ -1,15 +1,16 @@
 """Anchoring: marks drawn "on the tissue" follow it — the live half of ``relay.tracker``.
 
 Per Router, and only while the board holds a visible anchored mark: the shared decoder
-(``Router.decoded``) hands every fresh endoscope frame to the decode thread, which downscales it
-to gray at the tracker's analysis size (``ANALYSIS_WIDTH``), brings the Tracker in step with the
-board — a new anchored mark is anchored on the frame its author was looking at (``frame_pts``),
-one whose points changed (a pen stroke growing) is anchored again, one gone (removed, undone,
-cleared, archived, faded) is forgotten — and runs it. Each analysed frame's placements go to the
-board (the burned-in rendition draws through them, ``AnnotationBoard.placed_at``) and, at most
-``MAX_RATE_HZ`` times a second, to the event loop as a ``Placements`` (the app sends it to every
-connection of the consultation and logs it). When the last anchored mark goes, sampling stops and
-one empty ``Placements`` says so. Nothing here runs on the event loop but the bookkeeping.
+(``Router.decoded``) hands fresh endoscope frames (``SAMPLE_EVERY_S``) to the decode thread, which
+downscales them to gray at the tracker's analysis size (``ANALYSIS_WIDTH``), brings the Tracker in
+step with the board — a new anchored mark is anchored on the frame its author was looking at
+(``frame_pts``), one whose points changed (a pen stroke growing) is anchored again, one gone
+(removed, undone, cleared, archived, faded) is forgotten — and runs it. Each analysed frame's
+placements go to the board (the burned-in rendition draws through them,
+``AnnotationBoard.placed_at``) and, at most ``MAX_RATE_HZ`` times a second, to the event loop as a
+``Placements`` (the app sends it to every connection of the consultation and logs it). When the last
+anchored mark goes, sampling stops and one empty ``Placements`` says so. Nothing here runs on the
+event loop but the bookkeeping.
 """
 
 from __future__ import annotations
@@ -35,15 +36,17 @@ ANALYSIS_WIDTH = 320
 """Width of the gray frames the tracker analyses (the height follows the picture's aspect): the
 tracker's default analysis size, 320×180 for 16:9 (docs/benchmarks.md, tracking accuracy)."""
 SAMPLE_EVERY_S = 0.0
-"""Every fresh frame is analysed: optical flow needs small steps, and placements then go out at
-the source's rate (30 Hz for a 30 fps endoscope, never under 15 Hz at 15 fps)."""
+"""Every fresh frame is analysed: placements go out at the source's rate (30 Hz for a 30 fps
+endoscope). Analysing every other frame would give exactly 15 Hz at 30 fps, and under 15 Hz as
+soon as a frame comes late or the clinic drops to 25 fps; the CPU this costs is measured at
+30 Hz (docs/benchmarks.md, tracking accuracy)."""
 MAX_RATE_HZ = 30
+"Placements sent per second at most."
 REANCHOR_EVERY_S = 0.3
 """A mark whose points change (a pen stroke streaming as it is drawn) is anchored again at most
 this often (media time), and once more when it stops changing: anchoring catches up through up
 to a second of kept frames, too much to repeat for every update of a stroke (measured: the
 annotation latency's p95 doubled, bench.stroke_latency)."""
-"Placements sent per second at most (a 60 fps source is analysed fully, sent every other frame)."
 
 
 @dataclass(frozen=True)
@@ -82,8 +85,9 @@ class _Follower:
         self.loop = asyncio.get_running_loop()
         self.stopped = False
         self.tracker: Tracker | None = None
-        self.anchored: dict[MarkKey, tuple[tuple[Point, ...], int]] = {}
-        "The marks the tracker follows, with the points it anchored and the pts it did so at."
+        self.anchored: dict[MarkKey, tuple[tuple[Point, ...], int, int]] = {}
+        """The marks the tracker follows: the points it anchored, the pts it did so at, and how far
+        (pts) the author's picture was behind the relay when the mark came."""
         self.sent_pts: int | None = None
         self.emptied = False
 
@@ -108,11 +112,16 @@ class _Follower:
         found = self.tracker.update(gray, pts)
         for key, annotation in marks.items():
             points, anchored = annotation.mark.points, self.anchored.get(key)
-            if anchored is None or (
-                anchored[0] != points and pts - anchored[1] >= REANCHOR_EVERY_S * VIDEO_CLOCK_RATE
-            ):
-                self.tracker.anchor(key, points, annotation.frame_pts)
-                self.anchored[key] = points, pts
+            if anchored is None:
+                # how far behind the relay its author's picture was: later points of the same
+                # stroke were drawn on the picture that far behind (the first frame is soon gone)
+                shown = annotation.frame_pts
+                lag = 0 if shown is None else max(0, pts - shown)
+                self.tracker.anchor(key, points, shown)
+                self.anchored[key] = points, pts, lag
+            elif anchored[0] != points and pts - anchored[1] >= REANCHOR_EVERY_S * VIDEO_CLOCK_RATE:
+                self.tracker.anchor(key, points, pts - anchored[2])
+                self.anchored[key] = points, pts, anchored[2]
         placements = {key: p for key, p in found.items() if key in marks}
         if not placements:
             return

@@ -41,6 +41,9 @@ MIN_FADE_S = 0.5
 MAX_FADE_S = 600.0
 MAX_MARKS = 500
 "Marks on one board; past this, adds are refused until marks are undone, cleared or faded."
+MAX_ANCHORED = 20
+"""Marks following the tissue at once: each costs the decode thread its own tracking (and a
+search of the picture while it is lost)."""
 MAX_BOARD_POINTS = 50_000
 "Points over all marks of a board: bounds memory, drawing time and the size of ``welcome``."
 
@@ -240,6 +243,12 @@ class AnnotationBoard:
             raise AnnotationError("you already have a mark with this id")
         if len(self._marks) >= MAX_MARKS:
             raise AnnotationError(f"the board holds at most {MAX_MARKS} marks: undo or clear")
+        if annotation.mark.anchored and sum(a.mark.anchored for a in self._marks.values()) >= (
+            MAX_ANCHORED
+        ):
+            raise AnnotationError(
+                f"at most {MAX_ANCHORED} marks follow the tissue at once: undo or clear some"
+            )
         self._ensure_room(len(annotation.mark.points))
         self._marks[annotation.key] = annotation
         self._publish()

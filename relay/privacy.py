@@ -65,6 +65,8 @@ class PrivacyGuard:
         every_s: float = SAMPLE_EVERY_S,
     ) -> None:
         self.cid = cid
+        self.source = source
+        "The decoder it samples: a guard of a Router closed since is replaced."
         self.out_of_body = False
         "As last reported on the event loop."
         self.cpu_s = 0.0
@@ -136,8 +138,11 @@ class PrivacyWatch:
         if event.feed is not FeedName.ENDOSCOPE:
             return
         live = event.state is FeedState.LIVE
+        guard = self._guards.get(event.cid)
+        router = self._router(event.cid) if live else None
+        if guard is not None and router is not None and guard.source is not router.decoded:
+            self._stop(event.cid)  # the guard of a Router closed since
         if live and event.cid not in self._guards:
-            router = self._router(event.cid)
             if router is not None and not router.closed:
                 self._guards[event.cid] = PrivacyGuard(
                     event.cid, router.decoded, self._report, self._every_s

@@ -135,7 +135,7 @@ class Settings:
     snapshots and exports are refused (507)."""
     privacy_guard: bool = True
     """Watch the endoscope for frames outside the body (the room, faces): pages are told, the
-    recording's manifest marks those spans, replay blurs them and exports leave them out."""
+    recording's manifest marks those spans, replay and exports blur them."""
     auth_failure_limit: tuple[int, float] = (30, 2.0)
     """Failed authentications (bad, expired or withdrawn tokens) per source address:
     ``BURST,REFILL_S`` — 30 at once, then one more every 2 s; past it token-bearing requests

@@ -3,6 +3,8 @@ manifest, integrity, the segments to play, the annotation timeline and the snaps
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -115,38 +117,37 @@ async def get_recording(request: web.Request) -> web.Response:
         if manifest
         else {}
     )
-    return web.json_response(
-        {
-            "recording": _summary(row, manifest),
-            "manifest": manifest.to_json() if manifest else None,
-            "integrity": check.to_json(),
-            "media": [
-                {
-                    "segment": s.seq,
-                    "url": f"{base}/media/{s.seq}",
-                    "mime_type": MIME_TYPES[row.container],
-                    "status": s.status,
-                    "started_at": s.started_at,
-                    "offset_s": s.offset_s,
-                    "duration_s": s.duration_s,
-                    "bytes": s.bytes,
-                    "repaired": s.repaired_file is not None,
-                    "talkback": f"{base}/media/{s.seq}/talkback"
-                    if talkback.get(s.seq, True) and s.status != "open"
-                    else None,
-                }
-                for s in row.segments
-            ],
-            "gaps": manifest.gaps() if manifest else [],
-            "timeline": timeline.to_json()
-            if timeline
-            else {"marks": [], "freezes": [], "chat": []},
-            "snapshots": snapshots,
-            "links": {
-                "media_token": f"{base}/media-token",
-                "thumbnail": f"{base}/thumbnail.jpg",
-                "download": f"{base}/download",
-                "exports": f"{base}/exports",
-            },
-        }
-    )
+    detail = {
+        "recording": _summary(row, manifest),
+        "manifest": manifest.to_json() if manifest else None,
+        "integrity": check.to_json(),
+        "media": [
+            {
+                "segment": s.seq,
+                "url": f"{base}/media/{s.seq}",
+                "mime_type": MIME_TYPES[row.container],
+                "status": s.status,
+                "started_at": s.started_at,
+                "offset_s": s.offset_s,
+                "duration_s": s.duration_s,
+                "bytes": s.bytes,
+                "repaired": s.repaired_file is not None,
+                "talkback": f"{base}/media/{s.seq}/talkback"
+                if talkback.get(s.seq, True) and s.status != "open"
+                else None,
+            }
+            for s in row.segments
+        ],
+        "gaps": manifest.gaps() if manifest else [],
+        "timeline": timeline.to_json() if timeline else {"marks": [], "freezes": [], "chat": []},
+        "snapshots": snapshots,
+        "links": {
+            "media_token": f"{base}/media-token",
+            "thumbnail": f"{base}/thumbnail.jpg",
+            "download": f"{base}/download",
+            "exports": f"{base}/exports",
+        },
+    }
+    # a long consultation's timeline (tracked marks) runs to megabytes: encoded off the loop
+    body = await asyncio.to_thread(json.dumps, detail)
+    return web.Response(text=body, content_type="application/json")

@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 ARCHIVE = "archive"
 LEFT = "left"
 NEW_STREAM = "new-stream"
+LOG_PLACEMENTS_EVERY = 90_000 // 10
+"""Placements go into the annotation log at most 10 times a second of media time (90 kHz), and
+whenever a mark is added, goes or is lost or found: the replay moves marks smoothly enough, and an
+hour of one tracked mark stays a few MB of log (pages get every placement live)."""
 
 
 class BoardKeeper:
@@ -40,6 +44,8 @@ class BoardKeeper:
 
     def __init__(self, hub: Hub, relay: Relay, logs: AnnotationLogs) -> None:
         self.hub, self.relay, self.logs = hub, relay, logs
+        self._logged: dict[ConsultationId, tuple[int, frozenset[tuple[str, str, bool]]]] = {}
+        "Per consultation: the pts and the marks' (author, id, lost) of the last logged placements."
 
     def on_stream_session(self, session: StreamSession) -> None:
         if session.archived:
@@ -55,6 +61,18 @@ class BoardKeeper:
         them as they moved live."""
         message = PlacementsUpdate.of(placements)
         self.hub.broadcast(placements.cid, message)
+        state = frozenset((m["author"], m["id"], m["lost"]) for m in message.marks)
+        last = self._logged.get(placements.cid)
+        if (
+            last is not None
+            and last[1] == state
+            and 0 <= placements.pts - last[0] < LOG_PLACEMENTS_EVERY
+        ):
+            return
+        if state:
+            self._logged[placements.cid] = (placements.pts, state)
+        else:
+            self._logged.pop(placements.cid, None)  # the last anchored mark went
         entry = LogEntry(
             LogOp.PLACEMENTS, utc_iso(time.time()), placements.pts, None, {"marks": message.marks}
         )

@@ -104,8 +104,8 @@ class AnnotationMessage:
     id: str | None = None
     "The sender's mark to ``remove``."
     frame_pts: int | None = None
-    """An anchored mark's ``add``/``update``: the relay pts of the frame its author was looking at
-    (the page's media clock), where the tracker anchors it."""
+    """An anchored mark's ``add``: the relay pts of the frame its author was looking at (the
+    page's media clock), where the tracker anchors it (an ``update`` keeps the add's)."""
 
 
 @dataclass(frozen=True)

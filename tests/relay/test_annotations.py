@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relay.annotations import (
+    MAX_ANCHORED,
     MAX_BOARD_POINTS,
     MAX_MARKS,
     MAX_POINTS,
@@ -268,6 +269,15 @@ def test_a_fading_mark_disappears_after_its_last_update_and_is_then_forgotten() 
     assert board.undo("surgeon-1", NOW + 3).mark.id == "kept"  # type: ignore[union-attr]
     with pytest.raises(AnnotationError):  # faded: gone for good
         board.remove(PEN["id"], "surgeon-1")
+
+
+def test_only_so_many_marks_follow_the_tissue_at_once() -> None:
+    board = AnnotationBoard()
+    for i in range(MAX_ANCHORED):
+        board.add(annotation(id=f"a{i}", anchored=True))
+    with pytest.raises(AnnotationError, match="follow the tissue"):
+        board.add(annotation(id="one-too-many", anchored=True))
+    board.add(annotation(id="still-drawn", anchored=False))  # a mark that stays put is fine
 
 
 def test_the_board_refuses_marks_beyond_its_limits() -> None:

@@ -87,14 +87,16 @@ async def test_hundred_viewer_join_leave_cycles_release_every_peer_task_and_thre
             assert await wait_until(lambda: seen.counters, timeout=10)
         await asyncio.sleep(0.5)
         threads, tasks = media_threads(), len(asyncio.all_tasks())
+        router = client.app[RELAY].find(cid)
+        assert router is not None
+        producers = [p for f in router.feeds.values() for p in f.producers.values()]
+        taps = [len(p.consumers) for p in producers]  # the guards' decoder, while the feed is live
         for _ in range(100):
             async with viewer(endpoint, token, kinds=("video",)) as (pc, _, _):
                 assert await wait_until(lambda pc=pc: pc.connectionState == "connected", 10)
         del pc  # the test's own reference to the last viewer connection
-        router = client.app[RELAY].find(cid)
-        assert router is not None
         assert await wait_until(lambda: router.viewer_count() == 0, timeout=5)
-        assert all(not p.consumers for f in router.feeds.values() for p in f.producers.values())
+        assert [len(p.consumers) for p in producers] == taps
         assert await wait_until(lambda: media_threads() <= threads, timeout=5), media_threads()
         assert await wait_until(lambda: len(asyncio.all_tasks()) <= tasks + 2, timeout=5)
         gc.collect()

@@ -125,15 +125,21 @@ async def test_placements_reach_every_member_at_15_hz_are_logged_and_end_with_th
             pass
         assert message["pts"] >= pts[-1]
         assert await placements_within(clinic, 0.5) == []
-        assert await wait_until(lambda: not router.decoded.running, timeout=2)
+        # tracking stops (the picture and privacy guards may keep the decoder running)
+        assert await wait_until(lambda: not router.anchoring.active, timeout=2)
     log = client.app[SETTINGS].data_dir / "consultations" / cid / "annotations.jsonl"
     assert await wait_until(
-        lambda: len([e for e in read_annotation_log(log) if e.kind is LogOp.PLACEMENTS]) > 45,
+        lambda: len([e for e in read_annotation_log(log) if e.kind is LogOp.PLACEMENTS]) > 25,
         timeout=3,
     )
-    logged = {e.media_pts: e for e in read_annotation_log(log) if e.kind is LogOp.PLACEMENTS}
-    assert set(pts) <= set(logged), "each message is logged at its frame's pts"
-    assert [p["id"] for p in logged[pts[0]].payload["marks"]] == ["c1"]
+    entries = [e for e in read_annotation_log(log) if e.kind is LogOp.PLACEMENTS]
+    logged = [e.media_pts for e in entries if e.media_pts is not None]
+    assert logged == sorted(logged) and len(logged) == len(entries), "at their frames' pts"
+    assert set(pts) & set(logged), "entries are messages as sent"
+    seconds = (logged[-1] - logged[0]) / 90_000
+    assert len(logged) <= 10 * seconds + 4, "at most ~10 a second (and at each change)"
+    assert [p["id"] for p in entries[0].payload["marks"]] == ["c1"]
+    assert entries[-1].payload["marks"] == [], "the mark's going is logged"
     for ws in (surgeon, clinic, observer, outsider):
         await ws.close()
 

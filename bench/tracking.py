@@ -15,7 +15,14 @@ relay does. Each mark's place is compared with the sequence's ground truth:
 
 The baseline in the same run is what the product does today: static marks (no tracking).
 
+With ``--codec vp8 --kbps 1500`` every frame of the sequence is first encoded at the source size
+(PyAV's libvpx at its fastest speed, no look-ahead, one thread: the same bits on every run; the
+real-time deadline would adapt its speed to the load) and decoded back, and the tracker is given
+the decoded frames: what the relay sees of a real feed (smoothed texture, blocking), measured
+offline, deterministic and independent of the machine's load.
+
     python -m bench.tracking [--seconds 12] [--analysis 320x180] [--rate 15] [--size 1280x720]
+                             [--codec vp8 --kbps 1500]
 """
 
 from __future__ import annotations
@@ -24,12 +31,15 @@ import argparse
 import os
 import statistics
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 
+import av
 import cv2
 import numpy as np
 
-from client.endoscopy import SyntheticEndoscopy
+from client.endoscopy import SyntheticEndoscopy, SyntheticFrame
 from relay.tracker import Placement, Tracker
 
 MARKS: tuple[tuple[float, float], ...] = (
@@ -108,20 +118,26 @@ def run(
     rate: int = 15,
     seconds: float = 12.0,
     seed: int = 1,
+    codec: str | None = None,
+    kbps: int = 1500,
 ) -> Run:
-    """One pass of the sequence: the tracker against static marks."""
+    """One pass of the sequence: the tracker against static marks (given the frames as drawn,
+    or through ``codec`` at ``kbps``)."""
     sequence = SyntheticEndoscopy(size[0], size[1], seconds=seconds, seed=seed)
     every = max(1, round(sequence.fps / rate))
+    pictures = _pictures(sequence, codec, kbps)
     tracker = Tracker(*analysis)
     result = Run(size[0], sequence.fps, rate, seconds)
     result.errors = {method: {m: [] for m in range(len(MARKS))} for method in ("tracked", "static")}
     for m, centre in enumerate(MARKS):  # anchored on the first frame to come
         tracker.anchor(("surgeon", f"m{m}"), _circle(centre, size), None)
-    for index in range(0, sequence.count, every):
-        frame = sequence.frame(index)
+    for frame, bgr in pictures:
+        index = frame.index
+        if index % every:
+            continue
         started = time.process_time()
         gray = cv2.resize(
-            cv2.cvtColor(frame.bgr, cv2.COLOR_BGR2GRAY), analysis, interpolation=cv2.INTER_AREA
+            cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), analysis, interpolation=cv2.INTER_AREA
         )
         result.scale_cpu_s += time.process_time() - started
         pts = index * 3000
@@ -142,6 +158,38 @@ def run(
                     error = float(np.hypot(dx, dy))
                 result.errors[method][m].append(error)
     return result
+
+
+def _pictures(
+    sequence: SyntheticEndoscopy, codec: str | None, kbps: int
+) -> Iterator[tuple[SyntheticFrame, np.ndarray]]:
+    """Every frame of the sequence with the picture the tracker gets: as drawn, or encoded with
+    ``codec`` (one stream, settings that give the same bits on every run) and decoded back."""
+    if codec is None:
+        for frame in sequence.frames():
+            yield frame, frame.bgr
+        return
+    encoder = av.CodecContext.create({"vp8": "libvpx"}.get(codec, codec), "w")
+    assert isinstance(encoder, av.VideoCodecContext)
+    encoder.width, encoder.height = sequence.width, sequence.height
+    encoder.pix_fmt = "yuv420p"
+    encoder.framerate = Fraction(sequence.fps)
+    encoder.time_base = Fraction(1, sequence.fps)
+    encoder.bit_rate = kbps * 1000
+    encoder.thread_count = 1
+    encoder.options = {"deadline": "good", "cpu-used": "8", "lag-in-frames": "0"}
+    decoder = av.CodecContext.create(encoder.name, "r")
+    assert isinstance(decoder, av.VideoCodecContext)
+    waiting: dict[int, SyntheticFrame] = {}
+    for frame in sequence.frames():
+        waiting[frame.index] = frame
+        picture = av.VideoFrame.from_ndarray(frame.bgr, format="bgr24").reformat(format="yuv420p")
+        picture.pts = frame.index
+        for packet in encoder.encode(picture):
+            for decoded in decoder.decode(packet):
+                # matched by pts: a frame the encoder dropped (rate control) is simply not seen
+                bgr = decoded.to_ndarray(format="bgr24")
+                yield waiting.pop(int(decoded.pts or 0)), bgr
 
 
 def _circle(centre: tuple[float, float], size: tuple[int, int]) -> list[tuple[float, float]]:
@@ -204,9 +252,13 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=15, help="analysis frames per second")
     parser.add_argument("--seconds", type=float, default=12.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--codec", choices=("vp8",), help="track the frames through this codec")
+    parser.add_argument("--kbps", type=int, default=1500, help="the codec's bit rate")
     args = parser.parse_args()
     started = time.monotonic()
-    result = run(args.size, args.analysis, args.rate, args.seconds, args.seed)
+    result = run(
+        args.size, args.analysis, args.rate, args.seconds, args.seed, args.codec, args.kbps
+    )
     print(table(result))
     load = os.getloadavg()[0]
     print(

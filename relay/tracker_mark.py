@@ -9,6 +9,9 @@ Why each step is there:
   frame by the estimate): the error no longer adds up, and the normalised cross-correlation of
   the two says whether the estimate really shows the same tissue — that check is what keeps a
   mark from being shown confidently in the wrong place;
+* compressed video smooths the texture and the view turns and zooms, so the region as drawn looks
+  less and less like the current frame: a recent view, kept while confidently tracked, backs up
+  that check;
 * when the region is lost (blur, occlusion, the scope pulled out), ORB descriptors of the
   reference are matched against the whole frame; a match counts only with enough RANSAC inliers,
   a plausible scale and the same cross-correlation check.
@@ -40,6 +43,17 @@ NCC_LOST = 0.35
 NCC_FOUND = 0.75
 """Cross-correlation with the reference: below ``NCC_LOST`` the place is wrong or unseen;
 re-detection must reach ``NCC_FOUND``."""
+NCC_REFOUND = 0.6
+NCC_REFOUND_MARGIN = 0.1
+"""Or, with its registration holding, reach what the mark reached while confidently tracked
+(compressed video never gets near a clean one) less the margin, and never below ``NCC_REFOUND``."""
+RECENT_ABOVE = 0.8
+"""A confident check reaching this cross-correlation keeps the frame as the recent view; below
+it, the check also looks at the recent view."""
+RECENT_EVERY = 8
+"""Frames between two recent views at least."""
+SUPPORT = 24
+"""Flow and registration inliers for full support."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +173,24 @@ def _ncc(
     return float(np.median(cov[used] / np.sqrt(spread[used])))
 
 
+@dataclass(frozen=True)
+class View:
+    """A picture of the region to check the estimate against: the frame it was drawn on, or a
+    recent one seen while confidently tracked (compressed video smooths the texture, and the scope
+    turns and zooms: a recent view looks far more like the current frame than the first)."""
+
+    gray: Gray
+    mask: Gray
+    """255 on the region, where the picture shows tissue."""
+    corners: Points
+    place: Matrix
+    """The first view's pixels → this view's pixels."""
+
+
+def _view(frame: Frame, mask: Gray, place: Matrix) -> View:
+    return View(frame.gray, mask, _corners(frame.gray, mask, 40), place)
+
+
 class MarkTrack:
     """A mark's region: its reference (the frame it was drawn on) and where it is now."""
 
@@ -166,15 +198,16 @@ class MarkTrack:
         height, width = frame.gray.shape
         self.box = region(points, width, height)
         x0, y0, x1, y1 = self.box
-        self.reference = frame.gray
-        self.reference_mask = np.zeros_like(frame.valid)
-        self.reference_mask[y0:y1, x0:x1] = frame.valid[y0:y1, x0:x1]
+        mask = np.zeros_like(frame.valid)
+        mask[y0:y1, x0:x1] = frame.valid[y0:y1, x0:x1]
+        self.reference = _view(frame, mask, np.eye(3))
+        self.recent: View | None = None
+        """A recent view, taken while confidently tracked with a high cross-correlation."""
         self.matrix: Matrix = np.eye(3)
         """Reference pixels → current pixels."""
         self.shown: Matrix = np.eye(3)
         """The last confident ``matrix``: where a lost mark stays, greyed."""
         self.points = self._corners_around(frame)
-        self.reference_corners = _corners(frame.gray, self.reference_mask, 40)
         self.confidence = 1.0 if len(self.points) >= MIN_INLIERS else 0.0
         self.lost = self.confidence < LOSE_BELOW
         self.streak = 0
@@ -189,6 +222,12 @@ class MarkTrack:
         """Just found again: where it was last shown before, and when."""
         self.ncc = 1.0
         """The last check's cross-correlation."""
+        self.confident_ncc = 1.0
+        """The cross-correlation its checks reach while confidently tracked (a running mean):
+        what to expect when it is found again on this video."""
+        self.inliers = len(self.reference.corners)
+        """The last registration's inliers."""
+        self.recent_at = 0
         # the whole picture it was drawn on, not only the region: far more features to match
         # (a region of smooth mucosa may have a dozen), their similarity a first guess that the
         # region's own checks then confirm or refuse
@@ -249,20 +288,30 @@ class MarkTrack:
         register = self.lost or motion is None or self.checks % 2 == 0 or self.ncc < 0.85
         ncc, inliers = self._correct(now, register)
         self.ncc = ncc
+        if register:
+            self.inliers = inliers or 0  # a check without registration keeps the last count
         if self.lost:
-            held = max(inliers, flow_inliers // 2) >= MIN_INLIERS
-            good_check = ncc >= NCC_FOUND and held
+            if inliers is None and ncc < NCC_FOUND:
+                return  # too little in sight to register: neither for nor against
+            held = max(self.inliers, flow_inliers // 2) >= MIN_INLIERS
+            expected = max(NCC_REFOUND, self.confident_ncc - NCC_REFOUND_MARGIN)
+            good_check = (ncc >= NCC_FOUND and held) or (
+                ncc >= expected and self.inliers >= MIN_INLIERS
+            )
             self.streak = self.streak + 1 if good_check else 0
             self.misses = 0 if good_check else self.misses + 1
             if self.streak >= 2:
                 self._find()
             return
-        support = min(1.0, (flow_inliers + inliers) / 24)
+        support = min(1.0, (flow_inliers + self.inliers) / SUPPORT)
         score = support * float(np.clip((ncc - NCC_LOST) / (0.8 - NCC_LOST), 0.0, 1.0))
         self.confidence = 0.5 * self.confidence + 0.5 * score
         if ncc < NCC_LOST or self.confidence < LOSE_BELOW:
             self._lose()
             return
+        self.confident_ncc = 0.9 * self.confident_ncc + 0.1 * ncc
+        if ncc >= RECENT_ABOVE and register and self.clock - self.recent_at >= RECENT_EVERY:
+            self._remember(now)
         self._show()
 
     def _show(self) -> None:
@@ -290,40 +339,59 @@ class MarkTrack:
         self.ncc = 0.0
         self.points = np.empty((0, 2), np.float32)
 
-    def _correct(self, now: Frame, register: bool) -> tuple[float, int]:
-        """Check the estimate: the cross-correlation of the reference, warped by it, with
-        ``now``; with ``register``, first register the two (fixes the estimate's accumulated
-        error). Returns the cross-correlation and the registration's inliers."""
+    def _correct(self, now: Frame, register: bool) -> tuple[float, int | None]:
+        """Check the estimate against the region as drawn and, when that agrees poorly, against
+        the recent view: the better of the two, its registration kept. Returns the
+        cross-correlation and the registration's inliers (None: not registered)."""
+        ncc, inliers, matrix = self._check(now, self.reference, register)
+        if self.recent is not None and ncc < RECENT_ABOVE:
+            other = self._check(now, self.recent, register)
+            if other[0] > ncc:
+                ncc, inliers, matrix = other
+        self.matrix = matrix
+        return ncc, inliers
+
+    def _check(self, now: Frame, view: View, register: bool) -> tuple[float, int | None, Matrix]:
+        """The cross-correlation of ``view``, warped by the estimate, with ``now``; with
+        ``register``, first register the two (fixes the estimate's accumulated error). Returns
+        it, the registration's inliers (None: not registered, too few corners in sight) and
+        the (corrected) estimate."""
         height, width = now.gray.shape
         x0, y0, x1, y1 = self._current_rect(width, height, 6)
         if x1 - x0 < 24 or y1 - y0 < 24:
-            return 0.0, 0
-        into = _shift(-x0, -y0) @ self.matrix
-        warped, mask = self._warp(into, (x1 - x0, y1 - y0))
+            return 0.0, None, self.matrix
+        size = (x1 - x0, y1 - y0)
+        into = _shift(-x0, -y0) @ self.matrix @ np.linalg.inv(view.place)
+        warped, mask = _warp(view, into, size)
         crop = now.gray[y0:y1, x0:x1]
         both = np.asarray(cv2.bitwise_and(mask, now.valid[y0:y1, x0:x1]), np.uint8)
-        # the reference's corners, seen through the estimate, where both frames show tissue
-        p0 = np.asarray(cv2.transform(self.reference_corners[:, None], into[:2]), np.float32)
-        p0 = p0.reshape(-1, 2)
+        # the view's corners, seen through the estimate, where both frames show tissue
+        p0 = np.asarray(cv2.transform(view.corners[:, None], into[:2]), np.float32).reshape(-1, 2)
         xs, ys = p0[:, 0].astype(np.int32), p0[:, 1].astype(np.int32)
-        inside = (xs >= 0) & (ys >= 0) & (xs < x1 - x0) & (ys < y1 - y0)
+        inside = (xs >= 0) & (ys >= 0) & (xs < size[0]) & (ys < size[1])
         p0 = p0[inside]
         p0 = np.asarray(p0[both[ys[inside], xs[inside]] > 0], np.float32)
         if not register or len(p0) < MIN_INLIERS:
-            return _ncc(_detail(warped), _detail(crop), both > 0), 0
-        # the warped reference is smoother than the frame (resampled): a looser agreement
+            return _ncc(_detail(warped), _detail(crop), both > 0), None, self.matrix
+        # the warped view is smoother than the frame (resampled): a looser agreement
         p1, good = lk(warped, crop, p0, 2, 1.5 * FB_LIMIT_PX)
         fix, inliers = _similarity(p0[good], p1[good], 1.5)
+        matrix = self.matrix
         if fix is not None and inliers >= MIN_INLIERS and _plausible(fix, 0.15, 1.15):
-            self.matrix = _shift(x0, y0) @ fix @ into
-            warped, mask = self._warp(_shift(-x0, -y0) @ self.matrix, (x1 - x0, y1 - y0))
+            matrix = _shift(x0, y0) @ fix @ into @ view.place
+            warped, mask = _warp(view, _shift(-x0, -y0) @ matrix @ np.linalg.inv(view.place), size)
             both = np.asarray(cv2.bitwise_and(mask, now.valid[y0:y1, x0:x1]), np.uint8)
-        return _ncc(_detail(warped), _detail(crop), both > 0), inliers
+        return _ncc(_detail(warped), _detail(crop), both > 0), inliers, matrix
 
-    def _warp(self, matrix: Matrix, size: tuple[int, int]) -> tuple[Gray, Gray]:
-        image = cv2.warpAffine(self.reference, matrix[:2], size, flags=cv2.INTER_LINEAR)
-        mask = cv2.warpAffine(self.reference_mask, matrix[:2], size, flags=cv2.INTER_NEAREST)
-        return np.asarray(image, np.uint8), np.asarray(mask, np.uint8)
+    def _remember(self, now: Frame) -> None:
+        """Keep ``now`` as the recent view (confidently tracked, high cross-correlation)."""
+        height, width = now.gray.shape
+        seen = cv2.warpAffine(
+            self.reference.mask, self.matrix[:2], (width, height), flags=cv2.INTER_NEAREST
+        )
+        mask = np.asarray(cv2.bitwise_and(seen, now.valid), np.uint8)
+        self.recent = _view(now, mask, self.matrix.copy())
+        self.recent_at = self.clock
 
     def _lose(self) -> None:
         self.lost = True
@@ -356,6 +424,12 @@ class MarkTrack:
         self.misses = 0
         self.ncc = 0.0
         self.points = self._corners_around(now)
+
+
+def _warp(view: View, matrix: Matrix, size: tuple[int, int]) -> tuple[Gray, Gray]:
+    image = cv2.warpAffine(view.gray, matrix[:2], size, flags=cv2.INTER_LINEAR)
+    mask = cv2.warpAffine(view.mask, matrix[:2], size, flags=cv2.INTER_NEAREST)
+    return np.asarray(image, np.uint8), np.asarray(mask, np.uint8)
 
 
 def _plausible(matrix: Matrix, max_angle: float, max_scale: float) -> bool:

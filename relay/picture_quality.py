@@ -44,9 +44,9 @@ CRUSHED_LUMA = 12
 
 MIN_GAIN_LUMA = 16.0
 "A darker field is not brightened further for the focus measure (it would only amplify noise)."
-FOCUS_FLOOR = 40.0
+FOCUS_FLOOR = 45.0
 """The least the best is taken to be (Laplacian variance at 320 px, gain-free). Sharp synthetic
-mucosa scores 35-300 (smooth tissue is low), the same blurred by σ ≥ 2 px and compressed under 12:
+mucosa scores 35-340 (smooth tissue is low), the same blurred by σ 6 px ~12 (its sensor grain):
 a feed blurred from its first frame reads blurred, smooth but sharp tissue does not."""
 BEST_HALF_LIFE_S = 20.0
 BLURRED_BELOW = 0.3

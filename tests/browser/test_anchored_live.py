@@ -41,8 +41,11 @@ BOX = ((0.45, 0.44), (0.55, 0.56))
 "The surgeon's box, around the middle of the picture (inside the scope's round vignette)."
 DRAW_WINDOW_S = (1.0, 3.0)
 "Drawn on a frame of this span: tracked for seconds before the scope goes out at 7 s."
-FOLLOW_S = 3.0
-"Both pages read at once for this long (a reading takes up to half a second on a loaded host)."
+FOLLOW_S = 20.0
+"""Both pages read at once for up to this long (the 12 s sequence loops), until ``READINGS`` clear
+readings (a reading takes up to half a second on a loaded host; the box is grey by design through
+a blur burst, the scope out, and until the tracker has found its place again)."""
+READINGS = 8
 MAX_ERROR = 0.04
 """Median distance (fraction of the width) of the box's centre from the truth: the tracker's 2 %
 target, plus the page applying the newest placement to a frame a few frames newer."""
@@ -160,7 +163,7 @@ async def _follows(page: Any, truth: Truth, video: str, canvas: str, seconds: fl
     reference: tuple[int, tuple[float, float]] | None = None
     errors, moved, away, lost = [], 0.0, [], 0
     deadline = asyncio.get_running_loop().time() + seconds
-    while asyncio.get_running_loop().time() < deadline:
+    while asyncio.get_running_loop().time() < deadline and len(errors) < READINGS:
         seen = await _seen(page, truth, video, canvas)
         lost += seen is not None and seen.grey is not None
         if seen is not None and seen.index is not None and seen.green is not None:

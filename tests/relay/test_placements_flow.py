@@ -137,7 +137,7 @@ async def test_placements_reach_every_member_at_15_hz_are_logged_and_end_with_th
     assert logged == sorted(logged) and len(logged) == len(entries), "at their frames' pts"
     assert set(pts) & set(logged), "entries are messages as sent"
     seconds = (logged[-1] - logged[0]) / 90_000
-    assert len(logged) <= 10 * seconds + 4, "at most ~10 a second (and at each change)"
+    assert len(logged) <= 20 * seconds + 4, "at most ~15 a second (and at each change)"
     assert [p["id"] for p in entries[0].payload["marks"]] == ["c1"]
     assert entries[-1].payload["marks"] == [], "the mark's going is logged"
     for ws in (surgeon, clinic, observer, outsider):

@@ -15,13 +15,14 @@
 import { drawPlacedMark } from "./drawing.js";
 import { backingSize, pictureRect } from "./geometry.js";
 import { msg, setText } from "./i18n.js";
-import { parsePlacement, placementOf } from "./placements.js";
+import { between, parsePlacement, placementOf } from "./placements.js";
 import { once } from "./player.js";
 import { fetchSnapshotBlob } from "./snapshots.js";
 import { $ } from "./ui.js";
 
 const FADE_OUT_S = 1; // a fading mark's last second, alpha 1 → 0 (as on the live pages)
 const STILL_TIMEOUT_MS = 8000;
+const MAX_BETWEEN_S = 0.25; // placements further apart are not blended (tracking paused, a gap)
 
 /** The timeline's placements, parsed once per recording: [{t, marks}], oldest first. */
 function parsePlacements(timeline) {
@@ -183,7 +184,9 @@ export class Overlay {
       if (entries[mid].t <= t) lo = mid;
       else hi = mid - 1;
     }
-    return entries[lo];
+    const next = entries[lo + 1];
+    if (!next || next.t - entries[lo].t > MAX_BETWEEN_S) return entries[lo];
+    return between(entries[lo], next, (t - entries[lo].t) / (next.t - entries[lo].t));
   }
 
   _updateFreeze(t) {

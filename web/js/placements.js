@@ -48,6 +48,21 @@ export function placementOf(entry, mark) {
   return entry?.marks.get(markKey(mark.author, mark.id)) ?? null;
 }
 
+/**
+ * The placements between two entries, a fraction `f` (0..1) of the way from `a` to `b`: each
+ * mark tracked in both moves linearly between its two matrices (a replay's log keeps ~15 a second:
+ * holding the older one leaves a mark behind a moving scope); any other keeps `a`'s.
+ */
+export function between(a, b, f) {
+  const marks = new Map(a.marks);
+  for (const [key, p] of a.marks) {
+    const q = b.marks.get(key);
+    if (!q || p.lost || q.lost) continue;
+    marks.set(key, { ...p, m: p.m.map((v, i) => v + (q.m[i] - v) * f) });
+  }
+  return { ...a, marks };
+}
+
 /** `pts` (mod 2^32) unwrapped to the full pts closest to `near`. */
 function unwrap(pts, near) {
   const delta = (((pts - near) % RTP_MODULO) + RTP_MODULO) % RTP_MODULO;

@@ -1,23 +1,25 @@
 """Anchoring: marks drawn "on the tissue" follow it — the live half of ``relay.tracker``.
 
 Per Router, and only while the board holds a visible anchored mark: the shared decoder
-(``Router.decoded``) hands fresh endoscope frames (``SAMPLE_EVERY_S``) to the decode thread, which
-downscales them to gray at the tracker's analysis size (``ANALYSIS_WIDTH``), brings the Tracker in
-step with the board — a new anchored mark is anchored on the frame its author was looking at
-(``frame_pts``), one whose points changed (a pen stroke growing) is anchored again, one gone
-(removed, undone, cleared, archived, faded) is forgotten — and runs it. Each analysed frame's
-placements go to the board (the burned-in rendition draws through them,
-``AnnotationBoard.placed_at``) and, at most ``MAX_RATE_HZ`` times a second, to the event loop as a
-``Placements`` (the app sends it to every connection of the consultation and logs it). When the last
-anchored mark goes, sampling stops and one empty ``Placements`` says so. Nothing here runs on the
-event loop but the bookkeeping.
+(``Router.decoded``) hands every fresh endoscope frame to the decode thread, which keeps as few as
+give ``MIN_RATE_HZ`` (``Stride``), downscales them to gray at the tracker's analysis size
+(``ANALYSIS_WIDTH``), brings the Tracker in step with the board — a new anchored mark is anchored
+on the frame its author was looking at (``frame_pts``), one whose points changed (a pen stroke
+growing) is anchored again, one gone (removed, undone, cleared, archived, faded) is forgotten — and
+runs it. Each analysed frame's placements go to the board (the burned-in rendition draws through
+them, ``AnnotationBoard.placed_at``) and, at most ``MAX_RATE_HZ`` times a second, to the event loop
+as a ``Placements`` (the app sends it to every connection of the consultation and logs it). When
+the last anchored mark goes, sampling stops and one empty ``Placements`` says so. Nothing here runs
+on the event loop but the bookkeeping.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import statistics
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,11 +37,11 @@ logger = logging.getLogger(__name__)
 ANALYSIS_WIDTH = 320
 """Width of the gray frames the tracker analyses (the height follows the picture's aspect): the
 tracker's default analysis size, 320×180 for 16:9 (docs/benchmarks.md, tracking accuracy)."""
-SAMPLE_EVERY_S = 0.0
-"""Every fresh frame is analysed: placements go out at the source's rate (30 Hz for a 30 fps
-endoscope). Analysing every other frame would give exactly 15 Hz at 30 fps, and under 15 Hz as
-soon as a frame comes late or the clinic drops to 25 fps; the CPU this costs is measured at
-30 Hz (docs/benchmarks.md, tracking accuracy)."""
+MIN_RATE_HZ = 15
+"""Frames analysed per second at least: the fewest that keep this rate, counted in frames of the
+source — every other frame at 30 fps (15 Hz), every 4th at 60 fps, every frame at 25 fps (a PAL
+tower: every other would give 12.5 Hz). Analysing all 30 costs twice the CPU for no measured gain
+in accuracy (docs/benchmarks.md, tracking accuracy)."""
 MAX_RATE_HZ = 30
 "Placements sent per second at most."
 REANCHOR_EVERY_S = 0.3
@@ -75,6 +77,35 @@ class Placements:
         ]
 
 
+class Stride:
+    """Which frames the tracker analyses: every n-th frame of the source, n the largest that keeps
+    ``MIN_RATE_HZ`` at the source's frame rate (the median interval of its recent frames' pts)."""
+
+    def __init__(self) -> None:
+        self.analysed_pts: int | None = None
+        self.frame_pts: int | None = None
+        self.intervals: deque[int] = deque(maxlen=15)
+
+    def due(self, pts: int) -> bool:
+        """Whether to analyse the frame of ``pts``: the n-th since the last one analysed, or the
+        first after a gap that long (a lost frame). A clock going back (a new stream) starts
+        over."""
+        if self.frame_pts is not None:
+            if pts > self.frame_pts:
+                self.intervals.append(pts - self.frame_pts)
+            else:
+                self.intervals.clear()
+                self.analysed_pts = None
+        self.frame_pts = pts
+        if self.analysed_pts is not None and self.intervals:
+            interval = statistics.median(self.intervals)
+            n = max(1, int(VIDEO_CLOCK_RATE / MIN_RATE_HZ / interval + 0.05))
+            if pts - self.analysed_pts < (n - 0.5) * interval:
+                return False
+        self.analysed_pts = pts
+        return True
+
+
 class _Follower:
     """One run of the tracking, from the first anchored mark to the last: its Tracker lives in
     the decode thread (``on_frame``); the loop only ever sets ``stopped``."""
@@ -90,6 +121,7 @@ class _Follower:
         (pts) the author's picture was behind the relay when the mark came."""
         self.sent_pts: int | None = None
         self.emptied = False
+        self.stride = Stride()
 
     def on_frame(self, frame: av.VideoFrame, pts: int) -> None:
         """In the decode thread: one fresh frame analysed."""
@@ -100,6 +132,8 @@ class _Follower:
             if not self.emptied:  # the last one faded: the loop stops the sampling
                 self.emptied = True
                 self.loop.call_soon_threadsafe(self.anchoring.follow)
+            return
+        if not self.stride.due(pts):
             return
         width = ANALYSIS_WIDTH
         height = max(32, round(width * frame.height / frame.width / 2) * 2)
@@ -120,7 +154,10 @@ class _Follower:
                 self.tracker.anchor(key, points, shown)
                 self.anchored[key] = points, pts, lag
             elif anchored[0] != points and pts - anchored[1] >= REANCHOR_EVERY_S * VIDEO_CLOCK_RATE:
-                self.tracker.anchor(key, points, pts - anchored[2])
+                # on the frame its author saw as these points were drawn; not known: as far
+                # behind now as the author's picture was when the mark came
+                shown = annotation.frame_pts
+                self.tracker.anchor(key, points, pts - anchored[2] if shown is None else shown)
                 self.anchored[key] = points, pts, anchored[2]
         placements = {key: p for key, p in found.items() if key in marks}
         if not placements:
@@ -172,7 +209,7 @@ class Anchoring:
         if wanted and self._sampling is None:
             self._follower = _Follower(self)
             self._sampling = self._decoded.sample(
-                SAMPLE_EVERY_S, self._follower.on_frame, f"{self.label} anchoring"
+                0.0, self._follower.on_frame, f"{self.label} anchoring"
             )
             logger.info("Anchoring(%s) tracking started", self.label)
         elif not wanted and self._sampling is not None:

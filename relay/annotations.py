@@ -179,8 +179,9 @@ class Annotation:
     author_name: str = ""
     "The author's display name when the mark was made (pages show it beside the mark)."
     frame_pts: int | None = None
-    """Anchored marks: the frame (relay pts) its author was looking at when drawing began, where
-    the tracker anchors it (None: the latest analysed)."""
+    """Anchored marks: the frame (relay pts) its author was looking at when drawing this version
+    (its ``add``: as drawing began; an ``update``: as the new points were drawn), where the
+    tracker anchors it (None: not known)."""
 
     @classmethod
     def from_json(cls, data: Any, author: str, now: float, media_pts: int | None) -> Annotation:
@@ -254,13 +255,16 @@ class AnnotationBoard:
         self._publish()
         return annotation
 
-    def update(self, mark: Mark, author: str, now: float) -> Annotation:
+    def update(
+        self, mark: Mark, author: str, now: float, frame_pts: int | None = None
+    ) -> Annotation:
         """Replace the author's mark (a pen stroke growing while drawn); it keeps its creation
-        time and media_pts."""
+        time and media_pts. ``frame_pts``: the frame its author saw as this version was drawn
+        (an anchored mark is anchored again there; None: not known)."""
         self._prune(now)
         old = self._own(author, mark.id)
         self._ensure_room(len(mark.points) - len(old.mark.points))
-        new = replace(old, mark=mark, updated_at=now)
+        new = replace(old, mark=mark, updated_at=now, frame_pts=frame_pts)
         self._marks[new.key] = new
         self._publish()
         return new

@@ -97,7 +97,7 @@ class Tracker:
             while frame.pts - self._history[0].pts > self.history_pts:
                 self._history.popleft()
             for key, points in list(self._pending.items()):
-                self._marks[key] = MarkTrack(frame, points)
+                self._keep(key, MarkTrack(frame, points))
                 del self._pending[key]
             self._count += 1
             if before is not None and self._marks:
@@ -108,7 +108,10 @@ class Tracker:
         """Track the region under ``points`` (normalised, as drawn on the frame with ``pts``;
         None: the latest), caught up through the kept frames to now. That catch-up is CV work
         (a few ms per kept frame): call it off the event loop. Anchoring a key again replaces
-        it; before any frame, the mark is anchored on the first one."""
+        it; before any frame, the mark is anchored on the first one. A region with nothing to
+        hold on to (too few corners: a flat, featureless picture) is not anchored at all: the
+        mark has no placement and stays where it was drawn, in its colour — greying it would say
+        it lost a place it never had."""
         px = self._points(points)
         with self._lock:
             self._marks.pop(key, None)
@@ -122,9 +125,17 @@ class Tracker:
                 start = older[-1] if older else 0
             frames = list(self._history)[start:]
             mark = MarkTrack(frames[0], px)
+            if not self._keep(key, mark):
+                return
             for before, now in zip(frames, frames[1:], strict=False):
                 self._step([mark], before, now)
-            self._marks[key] = mark
+
+    def _keep(self, key: MarkKey, mark: MarkTrack) -> bool:
+        """Follow ``mark`` if its region has enough to hold on to (see ``anchor``)."""
+        if mark.lost:
+            return False
+        self._marks[key] = mark
+        return True
 
     def forget(self, key: MarkKey) -> None:
         with self._lock:

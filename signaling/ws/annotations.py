@@ -85,7 +85,7 @@ def _apply(
         return AnnotationUpdate(message.op, author, annotation=added.to_json())
     if message.op is AnnotationOp.UPDATE:
         assert message.mark is not None
-        updated = board.update(message.mark, author, now)
+        updated = board.update(message.mark, author, now, message.frame_pts)
         return AnnotationUpdate(message.op, author, annotation=updated.to_json())
     if message.op is AnnotationOp.REMOVE:
         assert message.id is not None

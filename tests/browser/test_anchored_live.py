@@ -39,12 +39,17 @@ SIZE = (640, 360)
 THUMB = (64, 36)
 BOX = ((0.45, 0.44), (0.55, 0.56))
 "The surgeon's box, around the middle of the picture (inside the scope's round vignette)."
-DRAW_WINDOW_S = (1.0, 3.0)
-"Drawn on a frame of this span: tracked for seconds before the scope goes out at 7 s."
+DRAW_WINDOW_S = (2.8, 4.2)
+"""Drawn on a frame of this span: after the first blur burst (2.4 s), followed for seconds before
+the next one (5.3 s) and the scope going out (7 s)."""
+SETTLED_S = 0.6
+"""A box is anchored again on the frame its author saw as the drag ended (at most 0.3 s after its
+first anchoring): the replay is read from this long after the box appears."""
 FOLLOW_S = 20.0
 """Both pages read at once for up to this long (the 12 s sequence loops), until ``READINGS`` clear
-readings (a reading takes up to half a second on a loaded host; the box is grey by design through
-a blur burst, the scope out, and until the tracker has found its place again)."""
+readings over which the tissue moved ``MOVED`` at least (a reading takes up to half a second on a
+loaded host; the box is grey by design through a blur burst, the scope out, and until the tracker
+has found its place again)."""
 READINGS = 8
 MAX_ERROR = 0.04
 """Median distance (fraction of the width) of the box's centre from the truth: the tracker's 2 %
@@ -163,7 +168,9 @@ async def _follows(page: Any, truth: Truth, video: str, canvas: str, seconds: fl
     reference: tuple[int, tuple[float, float]] | None = None
     errors, moved, away, lost = [], 0.0, [], 0
     deadline = asyncio.get_running_loop().time() + seconds
-    while asyncio.get_running_loop().time() < deadline and len(errors) < READINGS:
+    while asyncio.get_running_loop().time() < deadline and (
+        len(errors) < READINGS or moved < MOVED
+    ):
         seen = await _seen(page, truth, video, canvas)
         lost += seen is not None and seen.grey is not None
         if seen is not None and seen.index is not None and seen.green is not None:
@@ -254,5 +261,17 @@ async def test_a_mark_on_the_tissue_follows_the_endoscope_live_and_in_replay(
     await replay.get_by_test_id("recording-item").first.get_by_role("button").click()
     ready = "() => document.querySelector('[data-testid=\"replay-video\"]').readyState >= 2"
     await wait_for(replay, ready)
+    # From the box's marker on the timeline (it was drawn seconds into the recording, however
+    # long the live part waited for the drawing span).
+    marker = replay.get_by_test_id("timeline").locator(".timeline-marker[data-kind='annotation']")
+    await marker.first.click()
     await replay.get_by_test_id("replay-video").evaluate("(v) => { v.muted = true; v.play(); }")
+    # Read from its first placement on: before it the box is drawn as sent, on the frame its
+    # author saw, not on the frame the replay shows at that moment.
+    placed = "() => (window.endolink.replay?.marks || []).some((m) => m.lost === false)"
+    await replay.wait_for_function(placed, timeout=10_000)
+    start = await replay.evaluate("() => window.endolink.replay.t")
+    await replay.wait_for_function(
+        "(t) => window.endolink.replay.t >= t", arg=start + SETTLED_S, timeout=10_000
+    )
     print(f"replay: {await _follows(replay, truth, 'replay-video', 'replay-overlay', 6.0)}")

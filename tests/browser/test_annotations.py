@@ -610,6 +610,14 @@ async def test_freeze_shows_the_same_still_everywhere_with_marks(
     await wait_color(clinic, c_pic, edges, GREEN)
 
 
+async def _frame_size(page) -> tuple[int, int]:
+    size = await page.evaluate(
+        "() => { const v = document.querySelector('[data-testid=\"remote-video\"]');"
+        " return [v.videoWidth, v.videoHeight]; }"
+    )
+    return size[0], size[1]
+
+
 async def test_snapshot_is_stored_listed_and_downloadable(
     live_server: LiveServer, browser: Browser
 ) -> None:
@@ -623,9 +631,13 @@ async def test_snapshot_is_stored_listed_and_downloadable(
     await drag(surgeon, s_pic, stroke)
     await wait_marks(surgeon, 1)
 
+    # The frame's size at the click: a loaded box may make the clinic send a smaller picture for
+    # a while (its uplink adaptation), and the snapshot is of the frame as it came.
+    sizes = {await _frame_size(surgeon)}
     await surgeon.get_by_test_id("snapshot").click()
     link = surgeon.get_by_test_id("snapshot-link")
     await expect(link).to_be_visible(timeout=10_000)
+    sizes.add(await _frame_size(surgeon))
     assert (await link.get_attribute("href")).startswith("blob:")
     items = surgeon.get_by_test_id("snapshot-item")
     await expect(items).to_have_count(1)
@@ -650,7 +662,7 @@ async def test_snapshot_is_stored_listed_and_downloadable(
     # The PNG is the full frame with the mark burned in at the drawn coordinates.
     image = cv2.imdecode(np.frombuffer(stored, np.uint8), cv2.IMREAD_COLOR)
     height, width = image.shape[:2]
-    assert (width, height) == (s_pic.frame_width, s_pic.frame_height)
+    assert (width, height) in sizes, ((width, height), sizes)
     for nx, ny in [lerp(stroke[0], stroke[1], 0.5), lerp(stroke[1], stroke[2], 0.5)]:
         b, g, r = (int(v) for v in image[round(ny * height), round(nx * width)])
         assert abs(r - GREEN[0]) + abs(g - GREEN[1]) + abs(b - GREEN[2]) <= 12, (r, g, b)

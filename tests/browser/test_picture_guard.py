@@ -83,7 +83,7 @@ async def test_a_blurred_source_is_flagged_on_both_pages_and_a_sharp_one_is_not(
                 "data-level", re.compile("fair|poor"), timeout=10_000
             )
             await expect(badge).to_have_attribute("title", "Picture quality: blurred")
-            await expect(clinic.get_by_test_id("notices")).to_contain_text(
+            await expect(clinic.get_by_test_id("picture-notes")).to_contain_text(
                 "The picture is blurred — clean the lens or hold still."
             )
             await badge.click()  # a tap says why, too (no hover on a tablet)
@@ -92,7 +92,8 @@ async def test_a_blurred_source_is_flagged_on_both_pages_and_a_sharp_one_is_not(
             await surgeon.wait_for_timeout(4_000)  # samples for longer than a hint needs
             await expect(badge).to_have_attribute("data-level", "good")
             await expect(badge).to_have_text("Picture: good")
-            await expect(clinic.get_by_test_id("notices")).not_to_contain_text("The picture is")
+            notes = clinic.get_by_test_id("picture-notes")
+            await expect(notes).not_to_contain_text("The picture is")
 
 
 async def test_the_snapshot_is_the_sharpest_recent_frame(

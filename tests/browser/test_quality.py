@@ -97,7 +97,7 @@ async def moved_then_pinned(  # type: ignore[no-untyped-def]
     assert selectors
     for selector in selectors:
         selector.want(Quality.P360, "connection")
-    notice = page.locator('#notices [data-key="quality"]')
+    notice = page.locator('#picture-notes [data-key="quality"]')
     await expect(notice).to_contain_text("Reduced picture quality for your connection (360p)")
     await expect(badge).to_have_text("Reduced quality: 360p")
     await page.wait_for_function(VIDEO_IS, arg=[640, 360], timeout=15_000)

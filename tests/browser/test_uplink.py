@@ -84,8 +84,8 @@ async def test_the_streaming_clinic_reports_its_uplink_every_second(
     # Read at one instant: the word about the upload is there exactly while the link makes the
     # picture smaller (on a loaded test machine aiortc's estimate may well say so on loopback).
     state = await clinic.evaluate(
-        """() => ({debug: window.endolink.uplink,
-                   notice: document.querySelector("#notices [data-key=uplink]")?.textContent})"""
+        """() => ({debug: window.endolink.uplink, notice: document.querySelector(
+                       "#picture-notes [data-key=uplink]")?.textContent})"""
     )
     assert state["debug"]["applied"] == state["debug"]["level"]
     if state["debug"]["limited"]:

@@ -214,6 +214,16 @@ def test_an_update_replaces_the_points_but_keeps_creation_time_and_media_pts() -
     assert board.visible(NOW + 1) == (updated,)
 
 
+def test_an_anchored_update_carries_the_frame_its_author_saw_as_it_was_drawn() -> None:
+    """An anchored mark is anchored again on each version's own frame (a box dragged, a stroke
+    growing); an update that does not say which frame is not pinned to the first one's."""
+    board = AnnotationBoard()
+    board.add(replace(annotation(), frame_pts=3_000))
+    anchored = Mark.from_json(mark(points=[*PEN["points"], [0.6, 0.5]], anchored=True))
+    assert board.update(anchored, "surgeon-1", NOW + 1, 9_000).frame_pts == 9_000
+    assert board.update(anchored, "surgeon-1", NOW + 2).frame_pts is None
+
+
 def test_archived_marks_come_back_with_their_author_and_name() -> None:
     board = AnnotationBoard()
     named = replace(annotation(), author_name="Dr Kim")

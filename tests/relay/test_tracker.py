@@ -105,6 +105,23 @@ def test_forget_pending_and_a_new_stream() -> None:
     assert set(tracker.update(_gray(sequence, 4), 10)) == {("a", "1")}
 
 
+def test_a_mark_on_a_featureless_picture_is_not_anchored() -> None:
+    """Nothing to hold on to (a flat picture): no placement, so the mark stays as drawn and in its
+    colour; one drawn on the tissue beside it is followed as usual."""
+    sequence = SyntheticEndoscopy(*SIZE, seconds=1.0)
+    tracker = Tracker(*ANALYSIS)
+    flat = np.full((ANALYSIS[1], ANALYSIS[0]), 90, np.uint8)
+    tracker.anchor(("a", "pending"), [(0.4, 0.4), (0.6, 0.6)], None)  # before any frame
+    assert tracker.update(flat, 3000) == {}
+    tracker.anchor(("a", "flat"), [(0.4, 0.4), (0.6, 0.6)], None)
+    assert tracker.update(flat, 6000) == {}
+    assert tracker.keys == frozenset()
+    tracker.update(_gray(sequence, 0), 9000)
+    tracker.anchor(("a", "tissue"), [(0.4, 0.4), (0.6, 0.6)], None)
+    placed = tracker.update(_gray(sequence, 2), 12000)
+    assert set(placed) == {("a", "tissue")} and not placed[("a", "tissue")].lost
+
+
 def test_bad_input() -> None:
     tracker = Tracker(*ANALYSIS)
     with pytest.raises(ValueError, match="320×180"):

@@ -41,6 +41,11 @@ def test_pen_arrow_circle_and_rect_may_be_anchored_on_a_frame(tool: str) -> None
     assert message.mark.to_json()["anchored"] is True
 
 
+def test_an_update_of_an_anchored_mark_says_its_frame_too() -> None:
+    message = parse({**add(frame_pts=200_000, anchored=True), "op": "update"})
+    assert message.op is AnnotationOp.UPDATE and message.frame_pts == 200_000
+
+
 def test_a_mark_is_not_anchored_unless_it_says_so_and_its_json_stays_as_before() -> None:
     message = parse(add())
     assert message == AnnotationMessage(AnnotationOp.ADD, mark=Mark.from_json(ARROW))

@@ -21,6 +21,10 @@ import { $, Notices, setChip, showFatal } from "./ui.js";
 import { MAX_BITRATE, UplinkFollower } from "./uplink.js";
 
 const notices = new Notices($("#notices"));
+// Notes about the picture itself (its quality, the camera outside the body, a reduced size) lie over
+// it: one appearing mid-consultation must not push the video down under a pen that is drawing, nor
+// the tools off a phone's screen.
+const pictureNotes = new Notices($("#picture-notes"));
 if (forceRelay()) notices.show("relay", FORCED_RELAY_NOTICE);
 const els = {
   liveBadge: $("#live-badge"),
@@ -135,6 +139,7 @@ function setupRoom() {
     session: state.session,
     token: state.token,
     notices,
+    pictureNotes,
     video: $("#local-preview"),
     onPresence: showSurgeonPresence,
   });
@@ -148,7 +153,7 @@ function setupRoom() {
     videoSender: () => state.publisher?.pc?.getSenders().find((s) => s.track?.kind === "video") ?? null,
     notices,
   });
-  setupPictureHints({ room, notices });
+  setupPictureHints({ room, notices: pictureNotes });
   room.addEventListener("welcome", (event) => {
     if ("consent" in event.detail) state.consent.show(event.detail.consent ?? null);
     const talkback = room.feeds.talkback;
@@ -353,7 +358,7 @@ async function tuneVideoSender(sender) {
 function followUplink(pc, sender = null) {
   state.uplink?.stop();
   state.uplink = null;
-  notices.clear("uplink");
+  pictureNotes.clear("uplink");
   if (!pc || !sender) return;
   state.uplink = new UplinkFollower({ pc, sender, onChange: showUplink });
   state.uplink.silent = state.uplinkSilent;
@@ -363,9 +368,9 @@ function followUplink(pc, sender = null) {
 
 /** A calm word when the clinic's upload, not the camera, makes the picture smaller. */
 function showUplink({ level, limited }) {
-  if (!limited) notices.clear("uplink");
-  else if (level === "low") notices.show("uplink", msg("clinic.uplink.veryLow"), "info");
-  else notices.show("uplink", msg("clinic.uplink.reduced", { size: level }), "info");
+  if (!limited) pictureNotes.clear("uplink");
+  else if (level === "low") pictureNotes.show("uplink", msg("clinic.uplink.veryLow"), "info");
+  else pictureNotes.show("uplink", msg("clinic.uplink.reduced", { size: level }), "info");
 }
 
 // ---------------------------------------------------------------- talk-back

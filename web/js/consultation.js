@@ -44,11 +44,12 @@ export async function loadConsultation(session, token, notices, { refusedEndsPag
 /**
  * The room of a live page with the panels every live page shows. The page adds its own
  * listeners, then calls `room.connect()`; `onPresence(people, {reconnecting})` follows the
- * presence list (while the room reconnects, who is there is not known).
+ * presence list (while the room reconnects, who is there is not known). `notices` is the page's
+ * list; `pictureNotes` the one over the picture (the camera outside the body is said there).
  *
  * @returns {{room: Room, annotations: AnnotationLayer}}
  */
-export function joinRoom({ page, session, token, notices, video, galleryHost = null, onPresence = () => {} }) {
+export function joinRoom({ page, session, token, notices, pictureNotes, video, galleryHost = null, onPresence = () => {} }) {
   const room = new Room(session.consultation, token);
   let people = [];
   const describe = describer(() => people);
@@ -111,7 +112,7 @@ export function joinRoom({ page, session, token, notices, video, galleryHost = n
     describe,
   });
   bindRecordingIndicator(room, $("#recording-chip"), { cid: session.consultation, token });
-  bindOutOfBodyNotice(room, notices);
+  bindOutOfBodyNotice(room, pictureNotes);
   keepInViewOnLandscapePhone($("#video-frame"));
   return { room, annotations };
 }

@@ -54,8 +54,12 @@ export class Drafts {
 
   _message(draft, op) {
     const message = { type: "annotation", op, annotation: { ...draft.mark, points: draft.mark.points.slice() } };
-    // Until the server holds the mark (an `add` may coalesce into the `update` after it).
-    if (draft.framePts != null && !this._held(draft.mark.id)) message.frame_pts = draft.framePts;
+    // An anchored mark's frame: the one shown as drawing began for its `add` (an `add` may
+    // coalesce into the `update` after it), then the one shown as each later version was drawn
+    // (a box being dragged, a stroke growing): the server anchors each version on its own frame.
+    if (draft.framePts != null) {
+      message.frame_pts = this._held(draft.mark.id) ? (this.layer.placements.shownPts() ?? draft.framePts) : draft.framePts;
+    }
     return message;
   }
 

@@ -20,6 +20,10 @@ const STALL_MS = 2500;
 const ENDPOINT = (cid) => `/whep/${encodeURIComponent(cid)}?feed=endoscope`;
 
 const notices = new Notices($("#notices"));
+// Notes about the picture itself (its quality, the camera outside the body, a reduced size) lie over
+// it: one appearing mid-consultation must not push the video down under a pen that is drawing, nor
+// the tools off a phone's screen.
+const pictureNotes = new Notices($("#picture-notes"));
 if (forceRelay()) notices.show("relay", FORCED_RELAY_NOTICE);
 const els = {
   video: $("#remote-video"),
@@ -93,7 +97,7 @@ startPage({
       select: $("#quality"),
       badge: $("#quality-badge"),
       room: state.room,
-      notices,
+      notices: pictureNotes,
       player: () => state.player,
       reopen: (quality) => {
         state.player.endpoint = qualityEndpoint(ENDPOINT(state.cid), quality);
@@ -116,6 +120,7 @@ function setupRoom() {
     session: state.session,
     token: state.token,
     notices,
+    pictureNotes,
     video: els.video,
     galleryHost: $('[data-testid="snapshots"]'),
   });

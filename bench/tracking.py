@@ -40,6 +40,7 @@ import cv2
 import numpy as np
 
 from client.endoscopy import SyntheticEndoscopy, SyntheticFrame
+from relay.relay import CV_THREADS
 from relay.tracker import Placement, Tracker
 
 MARKS: tuple[tuple[float, float], ...] = (
@@ -234,7 +235,8 @@ def table(result: Run) -> str:
     lines.append("")
     lines.append(
         f"CPU (process time, {result.rate} Hz analysis of a {result.fps} fps source, "
-        f"{len(MARKS)} marks): tracker {result.cpu_percent(result.track_cpu_s):.1f} % of a core, "
+        f"{len(MARKS)} marks, OpenCV threads {cv2.getNumThreads()}): "
+        f"tracker {result.cpu_percent(result.track_cpu_s):.1f} % of a core, "
         f"downscale to gray {result.cpu_percent(result.scale_cpu_s):.1f} % (decode not included)"
     )
     return "\n".join(lines)
@@ -254,7 +256,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--codec", choices=("vp8",), help="track the frames through this codec")
     parser.add_argument("--kbps", type=int, default=1500, help="the codec's bit rate")
+    parser.add_argument(
+        "--cv-threads",
+        type=int,
+        default=CV_THREADS,
+        help="OpenCV's thread pool (default: as the relay sets it; -1: OpenCV's default)",
+    )
     args = parser.parse_args()
+    cv2.setNumThreads(args.cv_threads)
     started = time.monotonic()
     result = run(
         args.size, args.analysis, args.rate, args.seconds, args.seed, args.codec, args.kbps

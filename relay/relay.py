@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import cv2
 from aiortc import RTCConfiguration, RTCIceServer
 
 from . import forwarding
@@ -68,6 +69,13 @@ class FeedEvent:
     reason: OfflineReason | None = None
 
 
+CV_THREADS = 1
+"""OpenCV's own thread pool, process-wide: off. The relay's computer vision (tracking, the picture
+and privacy guards, the burn-in) already runs per consultation on its own thread; a pool inside
+every call spins the second core and costs ~25 % more CPU time for the same work (measured,
+docs/benchmarks.md, tracking accuracy)."""
+
+
 class Relay:
     """``on_feed_event`` and ``attended`` (does the consultation have WebSocket participants?)
     are set by the app: relay/ never asks signaling/ itself."""
@@ -87,6 +95,7 @@ class Relay:
         self._idle_since: dict[ConsultationId, float] = {}
         self._reaper: asyncio.Task[None] | None = None
         forwarding.use_host_addresses(config.host_addresses)
+        cv2.setNumThreads(CV_THREADS)
 
     def router(self, cid: ConsultationId, video_codec: str) -> Router:
         """The consultation's Router, created on first use."""

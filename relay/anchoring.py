@@ -40,8 +40,9 @@ tracker's default analysis size, 320×180 for 16:9 (docs/benchmarks.md, tracking
 MIN_RATE_HZ = 15
 """Frames analysed per second at least: the fewest that keep this rate, counted in frames of the
 source — every other frame at 30 fps (15 Hz), every 4th at 60 fps, every frame at 25 fps (a PAL
-tower: every other would give 12.5 Hz). Analysing all 30 costs twice the CPU for no measured gain
-in accuracy (docs/benchmarks.md, tracking accuracy)."""
+tower: every other would give 12.5 Hz). Analysing all 30 halves the lost-track rate (a mark is
+found again sooner) for twice the CPU, over the 15 % of a core a consultation may take for
+tracking (docs/benchmarks.md, tracking accuracy)."""
 MAX_RATE_HZ = 30
 "Placements sent per second at most."
 REANCHOR_EVERY_S = 0.3

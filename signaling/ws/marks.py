@@ -34,8 +34,8 @@ ARCHIVE = "archive"
 LEFT = "left"
 NEW_STREAM = "new-stream"
 LOG_PLACEMENTS_EVERY = 90_000 // 20
-"""Placements go into the annotation log no closer than this in media time (90 kHz: every other
-placement of a 30 fps endoscope, 15 a second), and whenever a mark is added, goes or is lost or
+"""Placements go into the annotation log no closer than this in media time (90 kHz: at most 20 a
+second, so every one of the tracker's 15 a second), and whenever a mark is added, goes or is lost or
 found: the replay moves marks as live (a mark 0.1 s stale is visibly off on a moving scope), and
 an hour of one tracked mark stays ~5 MB of log (pages get every placement live)."""
 

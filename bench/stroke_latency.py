@@ -47,6 +47,7 @@ from playwright.async_api import Page, async_playwright
 
 from bench.chromium import CHROMIUM, CHROMIUM_ARGS
 from bench.common import NAMED_LINKS, free_port, percentile
+from client.endoscopy import SyntheticEndoscopy
 
 RECORD_JS = """() => {
   const canvas = document.querySelector('[data-testid="annotation-canvas"]');
@@ -232,6 +233,10 @@ def summary(values: list[float]) -> dict:
     }
 
 
+ANCHORED_JS = """() => document.querySelector('[data-testid="annotation-canvas"]')
+  ?.dataset.anchored ?? null"""
+
+
 async def run_path(
     tool: str, surgeon: Page, clinic: Page, n: int, rate: float
 ) -> dict[str, tuple[list[float], int]]:
@@ -242,6 +247,9 @@ async def run_path(
         DRIVE_JS, {"n": n, "rate": rate, "tool": tool, "pacing": pacing}
     )
     await asyncio.sleep(1.5)  # let the last messages arrive and render
+    if tool == "pen":  # how many marks the clinic draws through the relay's placements
+        anchored = await clinic.evaluate(ANCHORED_JS)
+        log(f"pen stroke: {anchored} mark(s) anchored on the clinic page after the stroke")
     c = await clinic.evaluate(TAKE_JS)
     s = await surgeon.evaluate(TAKE_JS)
     start = stamps[0]
@@ -293,9 +301,14 @@ async def run_path(
     return out
 
 
-async def run(events: int, rate: float, runs: int, port: int) -> dict:
+async def run(events: int, rate: float, runs: int, port: int, endoscopy: bool = False) -> dict:
     work = Path(tempfile.mkdtemp(prefix="endolink-stroke-"))
     data = work / "data"
+    camera: list[str] = []
+    if endoscopy:  # the surgeon's strokes are anchored: drawn on tissue, the relay tracks them
+        y4m = work / "endoscopy.y4m"
+        await asyncio.to_thread(SyntheticEndoscopy(1280, 720).write_y4m, y4m)
+        camera = [f"--use-file-for-fake-video-capture={y4m}"]
     port = port or free_port()
     created = json.loads(
         endolink(data, "consult", "create", "--consent-by", "bench", "--json", *NAMED_LINKS)
@@ -315,6 +328,7 @@ async def run(events: int, rate: float, runs: int, port: int) -> dict:
         "runs": runs,
         "paths": {},
         "load_before": os.getloadavg()[0],
+        "camera": "endoscopy" if endoscopy else "chromium",
     }
     base = f"http://127.0.0.1:{port}"
     try:
@@ -323,7 +337,7 @@ async def run(events: int, rate: float, runs: int, port: int) -> dict:
         links = created["links"]
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(
-                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+                executable_path=str(CHROMIUM), headless=True, args=[*CHROMIUM_ARGS, *camera]
             )
             try:
                 viewport = {"width": 1280, "height": 800}
@@ -456,10 +470,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--port", type=int, default=0, help="server port (0: any free port)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--endoscopy",
+        action="store_true",
+        help="the clinic films the synthetic endoscopy sequence (client/endoscopy.py), so the "
+        "surgeon's anchored strokes are tracked; default: Chromium's fake camera (a flat "
+        "colour: nothing to anchor on)",
+    )
     args = parser.parse_args()
     if args.events < 2 or args.events > 1900:
         parser.error("--events must be 2..1900 (one stroke holds at most 2000 points)")
-    results = asyncio.run(run(args.events, args.rate, args.runs, args.port))
+    results = asyncio.run(run(args.events, args.rate, args.runs, args.port, args.endoscopy))
     report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -307,7 +307,7 @@ async def run(events: int, rate: float, runs: int, port: int, endoscopy: bool = 
     camera: list[str] = []
     if endoscopy:  # the surgeon's strokes are anchored: drawn on tissue, the relay tracks them
         y4m = work / "endoscopy.y4m"
-        await asyncio.to_thread(SyntheticEndoscopy(1280, 720).write_y4m, y4m)
+        await asyncio.to_thread(SyntheticEndoscopy(640, 360).write_y4m, y4m)
         camera = [f"--use-file-for-fake-video-capture={y4m}"]
     port = port or free_port()
     created = json.loads(

@@ -151,9 +151,17 @@ def lerp(a: tuple[float, float], b: tuple[float, float], t: float) -> tuple[floa
     return a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t
 
 
+async def page_time_when(page, predicate: str, arg: dict, timeout: float) -> float:
+    """Wait for ``predicate(arg)`` in the page and return the page's own clock at that moment:
+    a busy test process reading the time afterwards would add its own delay."""
+    timed = f"(arg) => ({predicate})(arg) && performance.now()"
+    return float(await (await page.wait_for_function(timed, arg=arg, timeout=timeout)).json_value())
+
+
 async def wait_color(
     page, pic: Picture, points, color, *, radius=1.5, tolerance=24, timeout=5_000
-) -> None:
+) -> float:
+    """The page's clock (``performance.now()``, ms) when the colour was first seen there."""
     arg = {
         "points": [pic.canvas_xy(*p) for p in points],
         "color": list(color),
@@ -161,16 +169,17 @@ async def wait_color(
         "tolerance": tolerance,
     }
     try:
-        await page.wait_for_function(HAS_COLOR, arg=arg, timeout=timeout)
+        return await page_time_when(page, HAS_COLOR, arg, timeout)
     except playwright_api.TimeoutError:
         samples = await page.evaluate(SAMPLE, arg)
         raise AssertionError(f"colour {color} not at {points}: {samples}") from None
 
 
-async def wait_clear(page, pic: Picture, points, *, radius=2.0, timeout=5_000) -> None:
+async def wait_clear(page, pic: Picture, points, *, radius=2.0, timeout=5_000) -> float:
+    """The page's clock (``performance.now()``, ms) when the points were first seen clear."""
     arg = {"points": [pic.canvas_xy(*p) for p in points], "color": [0, 0, 0], "radius": radius}
     try:
-        await page.wait_for_function(IS_CLEAR, arg=arg, timeout=timeout)
+        return await page_time_when(page, IS_CLEAR, arg, timeout)
     except playwright_api.TimeoutError:
         samples = await page.evaluate(SAMPLE, arg)
         raise AssertionError(f"canvas not clear at {points}: {samples}") from None
@@ -724,16 +733,14 @@ async def test_laser_pointer_appears_on_the_other_page_and_fades(
     await surgeon.mouse.move(*s_pic.page_xy(0.6, 0.4), steps=10)
     # A ring in the author's colour (the surgeon's current one) around a white core.
     ring = pointer_radius(c_pic) + 3
-    await wait_color(clinic, c_pic, [(0.6, 0.4)], GREEN, radius=ring, timeout=3_000)
+    seen = await wait_color(clinic, c_pic, [(0.6, 0.4)], GREEN, radius=ring, timeout=3_000)
     await wait_color(clinic, c_pic, [(0.6, 0.4)], (255, 255, 255), radius=2, timeout=1_000)
-    seen = await clinic.evaluate("() => performance.now()")
     # Not stored, and it fades 1.5 s after the surgeon stops moving.
     assert (await clinic.evaluate(STATE))["pointers"] == [
         pytest.approx({"x": 0.6, "y": 0.4}, abs=2 / s_pic.width)
     ]
     assert await clinic.evaluate(MARKS) == []
-    await wait_clear(clinic, c_pic, [(0.6, 0.4)], radius=ring, timeout=4_000)
-    gone_after = await clinic.evaluate("() => performance.now()") - seen
+    gone_after = await wait_clear(clinic, c_pic, [(0.6, 0.4)], radius=ring, timeout=4_000) - seen
     assert 1_300 < gone_after < 3_000, gone_after
 
     # The clinic answers with its own pointer ("this one?"), seen on the surgeon's page.

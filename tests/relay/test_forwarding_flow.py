@@ -40,7 +40,7 @@ async def test_two_viewers_receive_every_frame_the_clinic_sends_in_order(
         # pass every frame of it on, in order, whatever that rate is.
         last_sent = pattern.counter
         sent = range(first_sent, last_sent)
-        assert len(sent) / (time.monotonic() - start) >= 15, f"the clinic sent {len(sent)} in 5 s"
+        assert len(sent) >= 25, f"the clinic sent {len(sent)} frames in 5 s"  # it streams
         assert await wait_until(
             lambda: min(max(first.counters), max(second.counters)) >= last_sent - 1, timeout=5
         )
@@ -78,6 +78,8 @@ async def test_a_late_viewers_keyframe_request_reaches_the_clinic_and_it_sees_a_
     await client.app[STORE].set_recording_enabled(cid, False)
     async with publisher(url(client, f"/whip/{cid}"), make_token("clinic", cid)) as (pc, _):
         sender = pc.getTransceivers()[0].sender
+        pattern = sender.track
+        assert isinstance(pattern, TestPatternTrack)
         requests: list[float] = []
         original = sender._send_keyframe
 
@@ -87,10 +89,10 @@ async def test_a_late_viewers_keyframe_request_reaches_the_clinic_and_it_sees_a_
 
         sender._send_keyframe = counting_send_keyframe  # type: ignore[method-assign]
         await wait_until(lambda: False, timeout=2.5)  # the stream is well past its first keyframe
-        joined = time.monotonic()
+        joined, made = time.monotonic(), pattern.counter
         async with viewer(url(client, f"/whep/{cid}"), make_token("surgeon", cid)) as (_, _, late):
             assert await wait_until(lambda: late.counters, timeout=5)
-            assert late.counters[0] > 30
+            assert made > 0 and late.counters[0] >= made, "the viewer began on a stale frame"
             assert any(t >= joined for t in requests), "the viewer's keyframe request was lost"
 
 
@@ -110,7 +112,8 @@ async def test_viewers_keep_their_session_when_the_clinic_reconnects_or_replaces
             # A reload the relay has not noticed yet: the clinic publishes again while its
             # session is still open; the new stream (its counter from 0 again) within 2 s.
             before = len(seen.counters)
-            async with publisher(url(client, f"/whip/{cid}"), token):
+            async with publisher(url(client, f"/whip/{cid}"), token) as (pc, _):
+                assert await wait_until(lambda: pc.connectionState == "connected", 10)
                 replaced = time.monotonic()
                 assert await wait_until(lambda: min(seen.counters[before:], default=99) < 30, 10)
                 back_s = time.monotonic() - replaced

@@ -194,10 +194,15 @@ async def test_a_capped_viewer_moves_to_a_rung_and_the_uncapped_one_stays_bit_ex
                     window = time.monotonic() - started
                     if len(selector.switches) == moves and selector.pending is None:
                         break
-                new = received.counters[before:]
-                fps = len(new) / window
                 source_fps = (original.frames - counts[0]) / window
                 rung_fps = (rendition.producer.frames - counts[1]) / window
+                # the viewer decodes behind the rung: give it up to a second to catch up
+                await wait_until(
+                    lambda: len(received.counters) - before >= FRAME_SHARE * rung_fps * window,
+                    timeout=1.0,
+                )
+                new = received.counters[before:]
+                fps = len(new) / window
                 rates = (
                     f"viewer {fps:.1f}, rung {rung_fps:.1f}, clinic {source_fps:.1f} fps over "
                     f"{window:.1f} s; "

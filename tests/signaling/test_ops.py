@@ -177,7 +177,7 @@ async def test_metrics_move_during_a_live_session(
     readers = [asyncio.ensure_future(_read_until_closed(ws)) for ws in pages]
     whip, whep = str(client.make_url(f"/whip/{cid}")), str(client.make_url(f"/whep/{cid}"))
     async with (
-        publisher(whip, make_token("clinic", cid)),
+        publisher(whip, make_token("clinic", cid), size=(640, 360)),  # metrics, not throughput
         viewer(whep, make_token("surgeon", cid), kinds=("video",)) as (_, _, received),
     ):
         await asyncio.wait_for(received.video_event.wait(), 15)

@@ -85,7 +85,7 @@ def sections(sdp: str) -> list[str]:
 # -- 4.1 HTTP usage --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["GET", "HEAD"])
+@pytest.mark.parametrize("method", ("GET", "HEAD"))
 async def test_4_1_get_on_endpoint_answers_2xx_without_content(
     client: TestClient, consultation: Consultation, make_token: MakeToken, kind: str, method: str
 ) -> None:
@@ -96,7 +96,7 @@ async def test_4_1_get_on_endpoint_answers_2xx_without_content(
     assert response.headers["Accept-Post"] == "application/sdp"
 
 
-@pytest.mark.parametrize("method", ["GET", "HEAD"])
+@pytest.mark.parametrize("method", ("GET", "HEAD"))
 async def test_4_1_get_on_session_answers_2xx_without_content(
     client: TestClient, consultation: Consultation, make_token: MakeToken, kind: str, method: str
 ) -> None:

@@ -27,6 +27,9 @@ from signaling.settings import Settings
 playwright_api = pytest.importorskip(
     "playwright.async_api", reason="the playwright package is not installed"
 )
+# Like the pages' default timeout (10 s): a passing check returns as soon as it holds, and a
+# state that needs a media connection or a keyframe may take longer than 5 s on a loaded box.
+playwright_api.expect.set_options(timeout=10_000)
 
 
 @dataclass

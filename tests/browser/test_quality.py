@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from relay import quality
 from relay.ladder import Quality
 from relay.peer import PeerRole
 from relay.selector import Selector
@@ -28,18 +29,19 @@ expect = playwright_api.expect
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
 
 SIZES = {"phone": (390, 844), "desktop": (1280, 800)}
-FRAMES_IN_1S = """
+PLAYS_ON = """
 () => new Promise((resolve) => {
+  // Resolves with the frames shown, as soon as 11 are (or after 5 s): a frozen video fails, a
+  // slow box only takes longer.
   const v = document.querySelector('[data-testid="remote-video"]');
   let frames = 0;
-  const start = performance.now();
-  const tick = (now) => {
+  const tick = () => {
     frames += 1;
-    if (now - start < 1000) v.requestVideoFrameCallback(tick);
-    else resolve(frames);
+    if (frames > 10) resolve(frames);
+    else v.requestVideoFrameCallback(tick);
   };
   v.requestVideoFrameCallback(tick);
-  setTimeout(() => resolve(frames), 3000);
+  setTimeout(() => resolve(frames), 5000);
 })
 """
 VIDEO_IS = """
@@ -62,8 +64,14 @@ def _selectors(live_server: LiveServer, cid: str) -> list[Selector]:
 
 @pytest.mark.parametrize("size", SIZES.values(), ids=SIZES.keys())
 async def test_an_automatic_move_is_told_and_the_picker_pins_360p(
-    live_server: LiveServer, tmp_path: Path, size: tuple[int, int]
+    live_server: LiveServer,
+    tmp_path: Path,
+    size: tuple[int, int],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Loopback never congests: after its hold the policy would try the original again, and the
+    # 360p state under test would end while the test is still reading it.
+    monkeypatch.setattr(quality, "HOLD_S", 600.0)
     consultation = await live_server.consultation(consent=True)
     cid = consultation.id
     viewport = {"viewport": {"width": size[0], "height": size[1]}}
@@ -98,14 +106,16 @@ async def moved_then_pinned(  # type: ignore[no-untyped-def]
     for selector in selectors:
         selector.want(Quality.P360, "connection")
     notice = page.locator('#picture-notes [data-key="quality"]')
-    await expect(notice).to_contain_text("Reduced picture quality for your connection (360p)")
+    await expect(notice).to_contain_text(
+        "Reduced picture quality for your connection (360p)", timeout=15_000
+    )
     await expect(badge).to_have_text("Reduced quality: 360p")
     await page.wait_for_function(VIDEO_IS, arg=[640, 360], timeout=15_000)
     switch = next(s for selector in selectors for s in selector.switches)
-    frames = await page.evaluate(FRAMES_IN_1S)
+    frames = await page.evaluate(PLAYS_ON)
     moved_ms = 1000 * (switch.done_at - switch.asked_at)
-    print(f"\n{size}: moved in {moved_ms:.0f} ms, {frames} frames in the next second")
-    assert frames > 10, f"the video did not play on after the move: {frames} frames in 1 s"
+    print(f"\n{size}: moved in {moved_ms:.0f} ms")
+    assert frames > 10, f"the video did not play on after the move: {frames} frames in 5 s"
 
     # the picker pins 360p: a new WHEP session with ?quality=360p, 640×360 frames
     with_quality = []

@@ -152,11 +152,16 @@ async def still_on_both(clinic, surgeon, stored_size: tuple[int, int]) -> str:
 
 
 async def audio_flows(surgeon) -> None:
+    """More than 20 audio packets arrive (50 a second when it flows), within 10 s."""
     first = await surgeon.evaluate(AUDIO_IN)
-    await surgeon.wait_for_timeout(1500)
-    later = await surgeon.evaluate(AUDIO_IN)
-    assert first["live"] and later["live"]
-    assert later["packets"] > first["packets"] + 20, "the clinic's sound keeps arriving"
+    assert first["live"]
+    for _ in range(40):
+        await surgeon.wait_for_timeout(250)
+        later = await surgeon.evaluate(AUDIO_IN)
+        assert later["live"]
+        if later["packets"] > first["packets"] + 20:
+            return
+    raise AssertionError("the clinic's sound stopped arriving")
 
 
 async def back_to_video(clinic, surgeon) -> None:
@@ -290,7 +295,7 @@ async def test_stills_follow_the_clinic_uplink_down_and_back_up(
     await report_uplink(clinic, 380, 5600)  # between the thresholds: no decision
     figures = await clinic.evaluate("() => window.endolink.stills")
     assert figures["active"] and figures["lastBytes"] * 8 / figures["lastMs"] < 600  # slow stills
-    await report_uplink(clinic, 1500, 5600)
+    await report_uplink(clinic, 1500, 7000)  # sustained 5 s, even with late timer ticks
     await back_to_video(clinic, surgeon)
     await clinic.unroute("**/api/consultations/*/stills")
 

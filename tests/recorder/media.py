@@ -46,6 +46,9 @@ class CapturePatternTrack(TestPatternTrack):
     """The stamped test pattern, each frame stamped with its capture time: the wall-clock moment
     its pts stands for (first frame's time + n / fps), not the moment it was drawn."""
 
+    last_stamp_s: float | None = None
+    "The stamp (s) of the newest frame handed to the encoder."
+
     async def recv(self) -> av.VideoFrame:
         if self._start is None:
             self._start, self._wall0 = time.monotonic(), time.time()
@@ -56,6 +59,7 @@ class CapturePatternTrack(TestPatternTrack):
         frame.pts = int(self.counter * 90000 / self.fps)
         frame.time_base = fractions.Fraction(1, 90000)
         self.counter += 1
+        self.last_stamp_s = self._wall0 + (self.counter - 1) / self.fps
         return frame
 
 

@@ -21,7 +21,7 @@ from signaling.settings import Settings
 from tests.conftest import MakeToken, bearer
 from tests.peers import wait_until
 
-from .media import decode, publishing
+from .media import CapturePatternTrack, decode, publishing
 
 
 def url(client: TestClient, path: str) -> str:
@@ -32,6 +32,13 @@ def on_disk(recordings: Recordings, cid: str) -> Manifest:
     recorder = recordings.active(cid)
     assert recorder is not None
     return Manifest.from_json(json.loads((recorder.directory / MANIFEST).read_text()))
+
+
+async def made(track: CapturePatternTrack, frames: int) -> None:
+    """Waits until the publisher's pattern made ``frames`` more frames (a loaded box makes them
+    more slowly than 30 a second: the segment's length is counted in frames, not seconds)."""
+    until = track.counter + frames
+    assert await wait_until(lambda: track.counter >= until, timeout=15)
 
 
 async def recording_messages(ws: ClientWebSocketResponse, into: list[dict[str, Any]]) -> None:
@@ -48,20 +55,22 @@ async def test_a_clinic_that_drops_and_returns_continues_one_recording_with_a_ma
     recordings: Recordings = client.app[RECORDINGS]
     clinic = make_token("clinic", cid)
 
-    async with publishing(url(client, f"/whip/{cid}"), clinic):
+    track = CapturePatternTrack(1280, 720)
+    async with publishing(url(client, f"/whip/{cid}"), clinic, video=track):
         assert await wait_until(
             lambda: (r := recordings.active(cid)) is not None and r.segment_open, timeout=10
         )
         recorder = recordings.active(cid)
-        await asyncio.sleep(1.5)
+        await made(track, 45)
     assert await wait_until(
         lambda: on_disk(recordings, cid).segments[0].status is SegmentStatus.CLOSED, timeout=10
     )
     assert await wait_until(lambda: recordings.state(cid).state == "paused", timeout=5)
     await asyncio.sleep(1.0)  # the clinic is away
-    async with publishing(url(client, f"/whip/{cid}"), clinic):
+    track = CapturePatternTrack(1280, 720)
+    async with publishing(url(client, f"/whip/{cid}"), clinic, video=track):
         assert await wait_until(lambda: recorder.segment_seq == 2, timeout=10)
-        await asyncio.sleep(1.5)
+        await made(track, 45)
     # segment_open stays true until manifest and index both say the segment is closed
     assert await wait_until(lambda: not recorder.segment_open, timeout=10)
 
@@ -98,16 +107,18 @@ async def test_a_reloaded_clinic_page_that_replaces_its_connection_starts_the_ne
     cid = consultation.id
     recordings: Recordings = client.app[RECORDINGS]
     clinic = make_token("clinic", cid)
-    async with publishing(url(client, f"/whip/{cid}"), clinic):
+    first_track, second_track = CapturePatternTrack(1280, 720), CapturePatternTrack(1280, 720)
+    async with publishing(url(client, f"/whip/{cid}"), clinic, video=first_track):
         assert await wait_until(
             lambda: (r := recordings.active(cid)) is not None and r.segment_open, timeout=10
         )
         recorder = recordings.active(cid)
         assert recorder is not None
-        await asyncio.sleep(1.5)
-        async with publishing(url(client, f"/whip/{cid}"), clinic):  # the reload
+        await made(first_track, 45)
+        # the reload
+        async with publishing(url(client, f"/whip/{cid}"), clinic, video=second_track):
             assert await wait_until(lambda: recorder.segment_seq == 2, timeout=10)
-            await asyncio.sleep(1.5)
+            await made(second_track, 45)
     # segment_open stays true until manifest and index both say the segment is closed
     assert await wait_until(lambda: not recorder.segment_open, timeout=10)
     assert recordings.active(cid) is recorder

@@ -16,9 +16,10 @@ from recorder.integrity import chain_genesis, chain_next, sha256_file
 from recorder.manifest import MANIFEST, Manifest
 from signaling.auth.grants import Role
 from signaling.db.store import DB_FILENAME
+from tests.peers import wait_until
 from tests.processes import Process, Server, clean_env, consultation_on_disk
 
-from .media import decode, ffprobe, publishing
+from .media import CapturePatternTrack, decode, ffprobe, publishing
 
 KILL_AFTER_S = 4.0
 
@@ -34,16 +35,21 @@ async def test_a_server_killed_mid_session_leaves_a_playable_file_and_an_interru
     server = Server(data, log)
     processes.append(server)
     await asyncio.to_thread(server.wait_ready)
-    async with publishing(f"{server.url}/whip/{cid}", clinic):
+    track = CapturePatternTrack(1280, 720)
+    async with publishing(f"{server.url}/whip/{cid}", clinic, video=track):
         deadline = time.monotonic() + 15
         files: list[Path] = []
         while not files and time.monotonic() < deadline:
             files = [f for f in data.glob("recordings/*/segment-001.webm") if f.stat().st_size]
             await asyncio.sleep(0.05)
         assert files, log.read_text()
-        await asyncio.sleep(KILL_AFTER_S)
-        killed_at = time.time()
+        # KILL_AFTER_S of video, counted in frames the publisher made (a loaded box makes them
+        # more slowly than 30 a second)
+        until = track.counter + int(KILL_AFTER_S * track.fps)
+        assert await wait_until(lambda: track.counter >= until, timeout=30)
         server.kill()
+        killed_at = track.last_stamp_s
+        assert killed_at is not None
     segment = files[0]
     directory = segment.parent
 
@@ -53,6 +59,7 @@ async def test_a_server_killed_mid_session_leaves_a_playable_file_and_an_interru
     assert decoded.errors == 0
     assert decoded.counters == sorted(decoded.counters) and len(decoded.counters) >= 80
     assert decoded.duration_s >= 3.0, f"only {decoded.duration_s:.2f} s survived"
+    # from the newest frame the publisher had made when the server died
     loss = killed_at - decoded.stamps_s[-1]
     print(f"kill -9 after {KILL_AFTER_S} s: {decoded.duration_s:.2f} s playable, lost {loss:.2f} s")
     assert loss <= 1.2

@@ -7,7 +7,6 @@ the RSA peer the server: the handshake works only if the relay offers an ECDHE-R
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -48,12 +47,14 @@ def certificate(kind: str) -> RTCCertificate:
 
 
 async def frames_arrive(received: Received) -> None:
-    """Two seconds of decoded frames: full size, in order, at the test pattern's rate."""
+    """40 more decoded frames: full size, in order, hardly any of the pattern's missing (counted
+    against the pattern's own counters, not wall time: a loaded box only makes them later)."""
     assert await wait_until(lambda: received.counters, timeout=10), "no frame decoded"
-    start, before = time.monotonic(), len(received.counters)
-    assert await wait_until(lambda: time.monotonic() - start >= 2.0, timeout=3)
-    fps = (len(received.counters) - before) / (time.monotonic() - start)
-    assert fps >= 20, f"{fps:.1f} fps"
+    before = len(received.counters)
+    assert await wait_until(lambda: len(received.counters) >= before + 40, timeout=15)
+    got = received.counters[before - 1 :]
+    made = got[-1] - got[0] + 1
+    assert len(got) >= 0.9 * made, f"{len(got)} of {made} frames arrived"
     assert received.sizes == {SIZE}
     assert all(b > a for a, b in zip(received.counters, received.counters[1:], strict=False))
 

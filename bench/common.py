@@ -13,11 +13,14 @@ import json
 import math
 import os
 import re
+import shutil
 import socket
 import sys
+import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import av
 import numpy as np
@@ -58,6 +61,21 @@ async def stdin_lines() -> AsyncIterator[str]:
         text = line.decode().strip()
         if text:
             yield text
+
+
+T = TypeVar("T")
+
+
+def run_in_work_dir(prefix: str, keep: bool, run: Callable[[Path], Coroutine[Any, Any, T]]) -> T:
+    """``asyncio.run(run(work))`` in a new temporary directory (its path printed), removed
+    afterwards unless ``keep`` (its logs)."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    print(f"work dir {work}", flush=True)
+    try:
+        return asyncio.run(run(work))
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def loopback_only() -> None:

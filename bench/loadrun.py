@@ -24,18 +24,27 @@ import argparse
 import asyncio
 import contextlib
 import json
-import shutil
 import statistics
 import sys
-import tempfile
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from .common import ORIGINAL, emit, free_port, loopback_only, percentile, proc_sample, stdin_lines
+from .common import (
+    ORIGINAL,
+    emit,
+    free_port,
+    loopback_only,
+    percentile,
+    proc_sample,
+    run_in_work_dir,
+    stdin_lines,
+)
 from .fanout import PYTHON, Child, Consultation, Processes, machine, make_consultation
 from .serverproc import ServerProcess
 
@@ -131,6 +140,26 @@ async def run(cfg: argparse.Namespace, work: Path) -> dict[str, Any]:
     data = work / "data"
     consults = [make_consultation(data, "VP8") for _ in range(cfg.consultations)]
     server = ServerProcess(data, free_port(), logs / "server.log")
+    async with loaded(cfg, server, consults, logs) as load:
+        return await _measure(cfg, load.http, server, load.procs, load.loadgens, load.pages)
+
+
+@dataclass
+class Load:
+    """What ``loaded`` started beside the server."""
+
+    http: aiohttp.ClientSession
+    procs: Processes
+    loadgens: list[tuple[Child, dict[str, Any]]]
+    pages: list[Page]
+
+
+@contextlib.asynccontextmanager
+async def loaded(
+    cfg: argparse.Namespace, server: ServerProcess, consults: list[Consultation], logs: Path
+) -> AsyncIterator[Load]:
+    """The server started, then the consultations' publishers, viewers (``cfg``: share, group,
+    viewers, fps, bitrate, width, height) and pages; on exit each is stopped, by pid."""
     procs = Processes(logs)
     pages = [Page(server.base_url, c) for c in consults]
     server.start()
@@ -141,7 +170,7 @@ async def run(cfg: argparse.Namespace, work: Path) -> dict[str, Any]:
             _, loadgens = await _start_clients(cfg, procs, server.base_url, consults)
             for page in pages:
                 page.start(http)
-            return await _measure(cfg, http, server, procs, loadgens, pages)
+            yield Load(http, procs, loadgens, pages)
     finally:
         for page in pages:
             await page.close()
@@ -448,13 +477,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(viewer_group(json.loads(argv[1])))
         return 0
     cfg = parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="endolink-loadrun-"))
-    print(f"load run: {cfg.consultations} consultations, {cfg.minutes:g} min; work dir {work}")
-    try:
-        result = asyncio.run(run(cfg, work))
-    finally:
-        if not cfg.keep:
-            shutil.rmtree(work, ignore_errors=True)
+    print(f"load run: {cfg.consultations} consultations, {cfg.minutes:g} min")
+    result = run_in_work_dir("endolink-loadrun-", cfg.keep, lambda work: run(cfg, work))
     result["machine"] = machine()
     result["table"] = table(result)
     print(result["table"])

@@ -35,12 +35,19 @@ class ServerProcess:
     (a checkout of another revision) that revision's server and pages run instead of this one."""
 
     def __init__(
-        self, data_dir: Path, port: int, log_path: Path, source: Path | None = None
+        self,
+        data_dir: Path,
+        port: int,
+        log_path: Path,
+        source: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = port
         self.log_path = log_path
         self.source = source
+        self.env = env or {}
+        "Settings (``ENDOLINK_*``) for the server beside this process's environment."
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -48,7 +55,7 @@ class ServerProcess:
         return f"http://{LOOPBACK}:{self.port}"
 
     def start(self) -> None:
-        env = {**os.environ, "ENDOLINK_ICE_HOST_ADDRESSES": LOOPBACK}
+        env = {**os.environ, "ENDOLINK_ICE_HOST_ADDRESSES": LOOPBACK, **self.env}
         if self.source is not None:
             env["PYTHONPATH"] = str(self.source)
         cmd = [sys.executable, "-m", "signaling", "serve", "--host", LOOPBACK]

@@ -234,10 +234,14 @@ def endolink_command() -> list[str]:
     return [PYTHON, "-m", "signaling"]
 
 
-def cli(data_dir: Path, *args: str) -> str:
+def cli(data_dir: Path, *args: str, source: Path | None = None) -> str:
+    """``endolink ARGS --data-dir DATA_DIR`` of this tree, or of the checkout ``source`` (another
+    revision: its own schema and tokens)."""
+    env = {**os.environ, "PYTHONPATH": str(source)} if source is not None else None
     out = subprocess.run(
         [*endolink_command(), *args, "--data-dir", str(data_dir)],
-        cwd=ROOT,
+        cwd=source or ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
@@ -254,14 +258,14 @@ class Consultation:
     viewer: str
 
 
-def make_consultation(data_dir: Path, codec: str) -> Consultation:
-    answer = json.loads(
-        cli(data_dir, "consult", "create", "--consent-by", "bench", "--json", "--codec", codec)
-    )
-    cid = answer["id"]
+def make_consultation(data_dir: Path, codec: str, source: Path | None = None) -> Consultation:
+    """A consultation with consent on file and its clinic and surgeon tokens (``source``: made
+    by that checkout's CLI)."""
+    create = ["consult", "create", "--consent-by", "bench", "--json", "--codec", codec]
+    cid = json.loads(cli(data_dir, *create, source=source))["id"]
     # ``--consultation=ID``: ids are URL-safe base64 and may start with "-"
-    clinic = cli(data_dir, "token", f"--consultation={cid}", "--role", "clinic")
-    viewer = cli(data_dir, "token", f"--consultation={cid}", "--role", "surgeon")
+    clinic = cli(data_dir, "token", f"--consultation={cid}", "--role", "clinic", source=source)
+    viewer = cli(data_dir, "token", f"--consultation={cid}", "--role", "surgeon", source=source)
     return Consultation(cid, clinic, viewer)
 
 

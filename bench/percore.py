@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import time
@@ -38,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import free_port, proc_sample, run_in_work_dir
-from .fanout import PYTHON, ROOT, Consultation, machine
+from .fanout import ROOT, machine, make_consultation
 from .loadrun import loaded, scrape
 from .serverproc import ServerProcess
 
@@ -71,41 +70,13 @@ class Measured:
     "Every publisher and viewer connected, and every consultation recording, at the end."
 
 
-def _cli(source: Path | None, data_dir: Path, *args: str) -> str:
-    """The build's own ``endolink`` command (its schema, its token format)."""
-    env = dict(os.environ)
-    if source is not None:
-        env["PYTHONPATH"] = str(source)
-    out = subprocess.run(
-        [PYTHON, "-m", "signaling", *args, "--data-dir", str(data_dir)],
-        cwd=source or ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return out.stdout.strip()
-
-
-def _consultation(source: Path | None, data_dir: Path) -> Consultation:
-    created = _cli(source, data_dir, "consult", "create", "--consent-by", "bench", "--json")
-    cid = json.loads(created)["id"]
-    token = [f"--consultation={cid}", "--role"]  # ids may start with "-"
-    return Consultation(
-        cid,
-        _cli(source, data_dir, "token", *token, "clinic"),
-        _cli(source, data_dir, "token", *token, "surgeon"),
-    )
-
-
 async def measure(
     cfg: argparse.Namespace, build: str, source: Path | None, scenario: Scenario, work: Path
 ) -> Measured:
     logs = work / f"{build.replace(' ', '-')}-{scenario}"
     logs.mkdir(parents=True)
     data = logs / "data"
-    consults = [_consultation(source, data) for _ in range(scenario.consultations)]
+    consults = [make_consultation(data, "VP8", source) for _ in range(scenario.consultations)]
     server = ServerProcess(data, free_port(), logs / "server.log", source=source, env=cfg.env)
     clients = argparse.Namespace(
         share=scenario.consultations,

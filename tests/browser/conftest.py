@@ -31,6 +31,30 @@ playwright_api = pytest.importorskip(
 # state that needs a media connection or a keyframe may take longer than 5 s on a loaded box.
 playwright_api.expect.set_options(timeout=10_000)
 
+RECORD_NOTICE = """(key) => {
+  const seen = (window.noticeTexts ??= {})[key] = [];
+  const host = document.querySelector('[data-testid="notices"]');
+  const note = () => {
+    const text = host.querySelector(`[data-key="${key}"]`)?.textContent?.trim();
+    if (text && seen.at(-1) !== text) seen.push(text);
+  };
+  new MutationObserver(note).observe(host, { childList: true, subtree: true, characterData: true });
+}"""
+
+
+async def record_notice(page, key: str) -> None:  # type: ignore[no-untyped-def]
+    """From now on the page keeps every text its notice ``key`` shows, however briefly (a
+    MutationObserver), in ``noticeTexts[key]``: a notice that a quick reconnection clears can
+    be missed by polling."""
+    await page.evaluate(RECORD_NOTICE, key)
+
+
+async def notice_shown(page, key: str, text: str, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    """Waits until the notice ``key`` has shown ``text`` since ``record_notice``."""
+    await page.wait_for_function(
+        "([key, text]) => window.noticeTexts[key].includes(text)", arg=[key, text], timeout=timeout
+    )
+
 
 @dataclass
 class LiveServer:

@@ -26,7 +26,7 @@ from bench.recovery import (
 )
 from bench.serverproc import ServerProcess
 
-from .conftest import Browser, LiveServer, chromium, playwright_api
+from .conftest import Browser, LiveServer, chromium, notice_shown, playwright_api, record_notice
 
 expect = playwright_api.expect
 
@@ -53,17 +53,6 @@ SURGEON_TOLD = f"""() => {{
     && q("presence").textContent.includes("reconnecting")
     && q("publisher-state").dataset.state === "unknown";
 }}"""
-
-# Every text the connection banner shows, however briefly (a MutationObserver in the page).
-RECORD_BANNER = """() => {
-  window.bannerTexts = [];
-  const host = document.querySelector('[data-testid="notices"]');
-  const note = () => {
-    const text = host.querySelector('[data-key="link"]')?.textContent;
-    if (text && window.bannerTexts.at(-1) !== text) window.bannerTexts.push(text);
-  };
-  new MutationObserver(note).observe(host, { childList: true, subtree: true, characterData: true });
-}"""
 
 
 def banner(page):  # type: ignore[no-untyped-def]
@@ -132,16 +121,14 @@ async def test_pages_say_what_happens_and_come_back_within_seconds_after_a_serve
         # "Reconnected." shows for 4 s from each page's own reconnection, which may come well
         # before the picture moves: each page records every text its banner shows from now on.
         for page in (surgeon, clinic):
-            await page.evaluate(RECORD_BANNER)
+            await record_notice(page, "link")
         server.start()
         answered = await server.wait_accepting()
         moving = await wait_moving(surgeon, 20)
         print(f"\nhonest states within {told_s:.2f} s; picture moving {moving - answered:.2f} s")
         assert moving - answered <= MOVING_WITHIN_S
         for page in (surgeon, clinic):
-            await page.wait_for_function(
-                "() => window.bannerTexts.includes('Reconnected.')", timeout=25_000
-            )
+            await notice_shown(page, "link", "Reconnected.", timeout=25_000)
         await expect(clinic.get_by_test_id("not-sent-badge")).to_be_hidden()
         await expect(recording).not_to_have_attribute("data-state", "unknown")
         await expect(surgeon.get_by_test_id("publisher-state")).to_have_attribute(

@@ -16,28 +16,13 @@ from signaling.auth.grants import Role
 from signaling.keys import HUB
 from signaling.ws.messages import Restarting
 
-from .conftest import Browser, LiveServer, playwright_api
+from .conftest import Browser, LiveServer, notice_shown, playwright_api, record_notice
 
 expect = playwright_api.expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
 
 CATALOGUES = Path(__file__).resolve().parents[2] / "web" / "i18n"
-
-# Records the text of every "restarting" notice the page adds, however briefly it stays.
-SEEN = """() => {
-  window.restartNotices = [];
-  const host = document.querySelector('[data-testid="notices"]');
-  new MutationObserver((records) => {
-    for (const record of records) {
-      for (const node of record.addedNodes) {
-        if (node instanceof Element && node.matches('[data-key="restarting"]')) {
-          window.restartNotices.push(node.textContent.trim());
-        }
-      }
-    }
-  }).observe(host, { childList: true, subtree: true });
-}"""
 
 
 @pytest.mark.parametrize("language", ["en", "ko"])
@@ -51,10 +36,10 @@ async def test_the_page_says_the_server_is_restarting_and_clears_it_when_back(
     room = page.get_by_test_id("room-state")
     await expect(room).to_have_attribute("data-state", "connected")
 
-    await page.evaluate(SEEN)
+    await record_notice(page, "restarting")
     await live_server.app[HUB].close_all(1001, "server restarting", farewell=Restarting())
-    await page.wait_for_function("() => window.restartNotices.length > 0", timeout=5_000)
-    assert await page.evaluate("() => window.restartNotices") == [text]
+    await notice_shown(page, "restarting", text, timeout=5_000)
+    assert await page.evaluate("() => window.noticeTexts.restarting") == [text]
     # The page reconnects and the notice goes.
     await expect(room).to_have_attribute("data-state", "connected", timeout=15_000)
     notice = page.locator('[data-testid="notices"] [data-key="restarting"]')

@@ -34,7 +34,7 @@ from aiortc.mediastreams import AUDIO_PTIME, MediaStreamError, MediaStreamTrack
 
 from client.testpattern import TestPatternTrack, read_stamp
 from client.whip import WhipClient
-from tests.peers import new_pc
+from tests.peers import new_pc, wait_until
 from tests.replay_support import encoded_pattern
 
 FFPROBE = "/usr/bin/ffprobe"
@@ -61,6 +61,13 @@ class CapturePatternTrack(TestPatternTrack):
         self.counter += 1
         self.last_stamp_s = self._wall0 + (self.counter - 1) / self.fps
         return frame
+
+
+async def made(track: CapturePatternTrack, frames: int, timeout: float = 15) -> None:
+    """Waits until the publisher's pattern made ``frames`` more frames (a loaded box makes them
+    more slowly than 30 a second: a length of video is counted in frames, not seconds)."""
+    until = track.counter + frames
+    assert await wait_until(lambda: track.counter >= until, timeout=timeout)
 
 
 class ClickTrack(MediaStreamTrack):

@@ -21,7 +21,7 @@ from signaling.settings import Settings
 from tests.conftest import MakeToken, bearer
 from tests.peers import wait_until
 
-from .media import CapturePatternTrack, decode, publishing
+from .media import CapturePatternTrack, decode, made, publishing
 
 
 def url(client: TestClient, path: str) -> str:
@@ -32,13 +32,6 @@ def on_disk(recordings: Recordings, cid: str) -> Manifest:
     recorder = recordings.active(cid)
     assert recorder is not None
     return Manifest.from_json(json.loads((recorder.directory / MANIFEST).read_text()))
-
-
-async def made(track: CapturePatternTrack, frames: int) -> None:
-    """Waits until the publisher's pattern made ``frames`` more frames (a loaded box makes them
-    more slowly than 30 a second: the segment's length is counted in frames, not seconds)."""
-    until = track.counter + frames
-    assert await wait_until(lambda: track.counter >= until, timeout=15)
 
 
 async def recording_messages(ws: ClientWebSocketResponse, into: list[dict[str, Any]]) -> None:

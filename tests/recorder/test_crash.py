@@ -16,10 +16,9 @@ from recorder.integrity import chain_genesis, chain_next, sha256_file
 from recorder.manifest import MANIFEST, Manifest
 from signaling.auth.grants import Role
 from signaling.db.store import DB_FILENAME
-from tests.peers import wait_until
 from tests.processes import Process, Server, clean_env, consultation_on_disk
 
-from .media import CapturePatternTrack, decode, ffprobe, publishing
+from .media import CapturePatternTrack, decode, ffprobe, made, publishing
 
 KILL_AFTER_S = 4.0
 
@@ -45,8 +44,7 @@ async def test_a_server_killed_mid_session_leaves_a_playable_file_and_an_interru
         assert files, log.read_text()
         # KILL_AFTER_S of video, counted in frames the publisher made (a loaded box makes them
         # more slowly than 30 a second)
-        until = track.counter + int(KILL_AFTER_S * track.fps)
-        assert await wait_until(lambda: track.counter >= until, timeout=30)
+        await made(track, int(KILL_AFTER_S * track.fps), timeout=30)
         server.kill()
         killed_at = track.last_stamp_s
         assert killed_at is not None

@@ -34,6 +34,10 @@ VIDEO_BACKLOG = 2
 AUDIO_BACKLOG = 10
 "Frames a source may hold for a session that is late to read them (audio: 200 ms)."
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=10, connect=3)
+MAX_REDIRECTS = 3
+"""A server of a cluster answers an offer for a consultation another node owns with 307 to
+it (RFC 9725 §4.5). Followed here, the token sent along: aiohttp would drop it on a redirect
+to another host. Only to http(s), and never from https down to http."""
 
 
 class WhipError(Exception):
@@ -77,22 +81,31 @@ class WhipClient:
     async def connect(self, pc: RTCPeerConnection) -> None:
         """Send ``pc``'s offer (all candidates included) and apply the answer."""
         await pc.setLocalDescription(await pc.createOffer())
+        url = self.endpoint
         async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http:
-            async with http.post(
-                self.endpoint,
-                data=pc.localDescription.sdp,
-                headers={
-                    "Authorization": f"Bearer {self.token}",
-                    "Content-Type": "application/sdp",
-                },
-            ) as response:
-                body = await response.text()
-                if response.status != 201:
-                    retry = response.headers.get("Retry-After", "")
-                    wait = float(retry) if retry.isdigit() else None
-                    raise WhipError(response.status, _reason(body), wait)
-                self.location = urljoin(self.endpoint, response.headers["Location"])
-                self.etag = response.headers.get("ETag")
+            for _ in range(MAX_REDIRECTS + 1):
+                async with http.post(
+                    url,
+                    data=pc.localDescription.sdp,
+                    headers={
+                        "Authorization": f"Bearer {self.token}",
+                        "Content-Type": "application/sdp",
+                    },
+                    allow_redirects=False,
+                ) as response:
+                    body = await response.text()
+                    if response.status in (307, 308) and "Location" in response.headers:
+                        url = _redirected(url, response.headers["Location"])
+                        continue
+                    if response.status != 201:
+                        retry = response.headers.get("Retry-After", "")
+                        wait = float(retry) if retry.isdigit() else None
+                        raise WhipError(response.status, _reason(body), wait)
+                    self.location = urljoin(url, response.headers["Location"])
+                    self.etag = response.headers.get("ETag")
+                    break
+            else:
+                raise WhipError(response.status, f"more than {MAX_REDIRECTS} redirects")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
 
     async def close(self) -> None:
@@ -106,6 +119,14 @@ class WhipClient:
             ) as response:
                 if response.status not in (200, 204, 404):
                     logger.warning("DELETE %s answered %d", location, response.status)
+
+
+def _redirected(url: str, location: str) -> str:
+    target = urljoin(url, location)
+    scheme = target.split(":", 1)[0].lower()
+    if scheme not in ("http", "https") or (url.startswith("https:") and scheme != "https"):
+        raise WhipError(0, "the server redirected the offer to a place it may not go")
+    return target
 
 
 def _reason(body: str) -> str:

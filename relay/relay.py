@@ -157,6 +157,15 @@ class Relay:
                     await router.close()
         self._reaper = None
 
+    async def drop(self, cid: ConsultationId) -> None:
+        """Close the consultation's Router now (another node serves it): its sessions end,
+        and their clients reconnect."""
+        router = self.routers.pop(cid, None)
+        self._idle_since.pop(cid, None)
+        if router is not None:
+            logger.info("Router(%s) let go: another node serves it", router.label)
+            await router.close()
+
     async def close(self) -> None:
         self.closed = True
         if self._reaper is not None:

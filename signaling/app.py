@@ -24,6 +24,7 @@ from signaling.auth.media_tokens import MediaTokens
 from signaling.auth.revocations import Revocations, Withdrawal
 from signaling.auth.secret import load_or_create_secret
 from signaling.auth.turn import IceServers
+from signaling.cluster.cluster import Cluster, NodeIdentity, connect
 from signaling.db.audit import AuditTrail
 from signaling.db.invites import InviteBook
 from signaling.db.patients import PatientRegister
@@ -39,6 +40,7 @@ from signaling.keys import (
     ANNOTATION_LOGS,
     AUDIT,
     CHAT_HISTORY,
+    CLUSTER,
     FAILED_JOINS,
     HUB,
     ICE_SERVERS,
@@ -165,6 +167,13 @@ def create_app(settings: Settings) -> web.Application:
     install_log_hygiene()
     headers.add_to(app)
     app.cleanup_ctx.append(_media_ctx)
+    if settings.redis_url:
+        app[CLUSTER] = Cluster(
+            connect(settings.redis_url),
+            NodeIdentity(settings.node_name, settings.base_url, settings.region),
+            settings.cluster_lease_s,
+        )
+        app.cleanup_ctx.append(_cluster_ctx)
     app.on_shutdown.append(_on_shutdown)
 
     openapi.add_routes(app)
@@ -263,6 +272,28 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[INVITES].close()
     await app[PATIENTS].close()
     await app[STORE].close()
+
+
+async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
+    """This node in the cluster while it serves (after the media context, so its leases are
+    let go before the relay closes). A consultation another node took over (after a
+    partition) is let go here: its pages and clients reconnect and are routed to the owner."""
+    cluster, relay, hub = app[CLUSTER], app[RELAY], app[HUB]
+    letting_go: set[asyncio.Task[None]] = set()
+    cluster.hosted = lambda: set(relay.routers) | set(hub.census())
+    cluster.sessions = lambda: sum(len(router.peers) for router in relay.routers.values())
+
+    def on_lost(cid: ConsultationId) -> None:
+        hub.moved(cid, "this consultation is served by another server now; reconnecting")
+        task = asyncio.get_running_loop().create_task(relay.drop(cid))
+        letting_go.add(task)
+        task.add_done_callback(letting_go.discard)
+
+    cluster.on_lost = on_lost
+    await cluster.start()  # Redis away at start: /readyz says so, and it is tried every beat
+    yield
+    await asyncio.gather(*letting_go, return_exceptions=True)
+    await cluster.close()
 
 
 def _recordings(settings: Settings, store: ConsultationStore, hub: Hub, relay: Relay) -> Recordings:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from aiohttp import web
 
-from signaling import cli_audit, cli_publish, cli_records, running
+from signaling import cli_audit, cli_node, cli_publish, cli_records, running
 from signaling.auth.grants import ANY_CONSULTATION, Role
 from signaling.auth.invites import issue_token, with_links
 from signaling.auth.names import name_argument
@@ -153,6 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     verify.set_defaults(handler=_recordings_verify)
     cli_records.add_commands(recording_commands, common)
     cli_audit.add_commands(commands, common, lambda message: CliError(message, exit_code=2))
+    cli_node.add_commands(commands, common)
     return parser
 
 
@@ -160,7 +161,7 @@ def _serve(args: argparse.Namespace) -> int:
     # Imported here: the media stack is slow to import and other commands do not need it.
     from signaling.app import create_app
     from signaling.http import serving
-    from signaling.keys import INVITES, STORE
+    from signaling.keys import CLUSTER, INVITES, STORE
     from signaling.ops.logs import configure_logging
 
     settings = settings_of(args, host=args.host, port=args.port, tls=True if args.tls else None)
@@ -201,9 +202,16 @@ def _serve(args: argparse.Namespace) -> int:
         running.record(settings)
         print(f"EndoLink server: {settings.base_url}  (Ctrl+C to stop)", flush=True)
 
+    cluster = app.get(CLUSTER)
     try:
         serving.run_app(
-            app, settings.host, settings.port, settings.header_timeout_s, tls_context, listening
+            app,
+            settings.host,
+            settings.port,
+            settings.header_timeout_s,
+            tls_context,
+            listening,
+            None if cluster is None else cluster.drained,
         )
     finally:
         running.forget(settings)

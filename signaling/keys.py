@@ -14,6 +14,7 @@ from relay.privacy import PrivacyWatch
 from signaling.auth.grants import Grant, TokenIssuer
 from signaling.auth.revocations import Revocations
 from signaling.auth.turn import IceServers
+from signaling.cluster.cluster import Cluster
 from signaling.db.audit import AuditTrail
 from signaling.db.invites import InviteBook
 from signaling.db.patients import PatientRegister
@@ -50,4 +51,6 @@ THROTTLE = web.AppKey("throttle", Throttle)
 STILLS = web.AppKey("stills", Stills)
 PRIVACY = web.AppKey("privacy", PrivacyWatch)
 PICTURES = web.AppKey("pictures", Pictures)
+CLUSTER = web.AppKey("cluster", Cluster)
+"Set only when ``ENDOLINK_REDIS_URL`` is: this node in a cluster."
 GRANT = web.RequestKey("grant", Grant)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,16 @@ class Settings:
     timezone: str = field(default_factory=system_timezone)
     """IANA name of the hospital's time zone (``Asia/Seoul``): DICOM dates and times are written
     in it, with its offset, because archives match studies by local date."""
+    redis_url: str | None = field(default=None, repr=False)
+    """Redis of a cluster of nodes (``redis://host:6379/0``); unset: one node on its own, nothing
+    shared (docs/deployment.md, several nodes). Never logged."""
+    node_id: str | None = None
+    "This node's name in the cluster; default: the host name and port (``host-8443``)."
+    region: str = ""
+    "Where this node is (``seoul``, ``ulaanbaatar``): new consultations asking for it go here."
+    cluster_lease_s: float = 6.0
+    """Seconds a node holds a consultation without renewing: how long after a node dies its
+    consultations can be taken over by another (its heartbeat is a third of this)."""
     log_format: str = "text"
     "``text`` (one readable line per event) or ``json`` (one JSON object per line)."
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -198,6 +209,11 @@ class Settings:
         scheme = "https" if self.tls else "http"
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def node_name(self) -> str:
+        """This node's id in a cluster."""
+        return self.node_id or f"{socket.gethostname()}-{self.port}"
 
     def with_overrides(self, **overrides: Any) -> Settings:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -242,6 +258,7 @@ def _parse(name: str, raw: str) -> Any:
         "ws_frame_deadline_s",
         "replay_idle_s",
         "connect_deadline_s",
+        "cluster_lease_s",
     ):
         return float(raw)
     if name in ("auth_failure_limit", "session_limit_per_identity", "session_limit_per_address"):
@@ -270,6 +287,10 @@ def _parse(name: str, raw: str) -> Any:
         return parse_turn_urls(raw)
     if name == "video_codec":
         return normalise_codec(raw)
+    if name == "redis_url":
+        if not raw.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("ENDOLINK_REDIS_URL must be a redis://, rediss:// or unix:// URL")
+        return raw
     if name == "log_format":
         if raw not in ("text", "json"):
             raise ValueError(f"ENDOLINK_LOG_FORMAT must be text or json, not {raw!r}")

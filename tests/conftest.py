@@ -15,7 +15,7 @@ from signaling.db.store import Consultation
 from signaling.keys import STORE, TOKENS
 from signaling.settings import Settings
 
-pytest_plugins = ["tests.processes"]  # the ``processes`` fixture
+pytest_plugins = ["tests.processes", "tests.redis_server"]  # ``processes``, ``redis_server``
 
 TEST_SECRET = "test-secret-" + "x" * 40
 OTHER_CID = "someoneElse1"

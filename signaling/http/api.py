@@ -18,10 +18,11 @@ from aiohttp import web
 
 from persistence.times import utc_iso
 from relay import ConsultationId
-from signaling.auth.grants import Role
+from signaling.auth.grants import ANY_CONSULTATION, Role
 from signaling.auth.invites import INVITE_ROLES, issue_invite, token_for, with_links
 from signaling.auth.names import InvalidName, display_name
 from signaling.auth.request import authenticate, path_cid
+from signaling.cluster.edge import owner_url, place
 from signaling.db.audit import AuditAction
 from signaling.db.invites import InviteRecord
 from signaling.db.patients import InvalidPatient, Patient
@@ -33,6 +34,7 @@ from signaling.http.json_input import JsonInputError, holds_lone_surrogate, load
 from signaling.http.serving import read_body
 from signaling.http.throttle import too_many
 from signaling.keys import (
+    CLUSTER,
     FAILED_JOINS,
     HUB,
     ICE_SERVERS,
@@ -79,7 +81,10 @@ def add_routes(app: web.Application) -> None:
 async def create_consultation(request: web.Request) -> web.Response:
     grant = authenticate(request)
     grant.ensure_admin_everywhere()
-    body = await json_body(request, {"title", "consent_by", "video_codec", "patient", *NAME_FIELDS})
+    body = await json_body(
+        request, {"title", "consent_by", "video_codec", "patient", "region", *NAME_FIELDS}
+    )
+    region = _optional(body, "region", str)
     names = {
         role: _name(body, key) for key, role in NAME_FIELDS.items() if body.get(key) is not None
     }
@@ -98,6 +103,8 @@ async def create_consultation(request: web.Request) -> web.Response:
     answer = await with_links(
         request.app[INVITES], settings.base_url, consultation, settings.token_ttl_s, names
     )
+    if (node := await place(request, consultation.id, region)) is not None:
+        answer["node"] = node
     return web.json_response(answer, status=201)
 
 
@@ -305,8 +312,14 @@ async def get_identity(request: web.Request) -> web.Response:
     """What the page needs to start: who the token says you are, and how to reach the relay."""
     grant = authenticate(request)
     ice_servers = request.app[ICE_SERVERS].for_identity(grant.identity)
+    # In a cluster: the node that serves this consultation's media, when it is another one
+    # (browsers drop the token on a redirect to another origin, so they are told beforehand).
+    cluster: dict[str, str | None] = {}
+    if request.app.get(CLUSTER) is not None and grant.cid != ANY_CONSULTATION:
+        cluster["media_url"] = await owner_url(request, grant.cid)
     return web.json_response(
         {
+            **cluster,
             "identity": grant.identity,
             "name": grant.name,
             "role": str(grant.role),

@@ -33,7 +33,7 @@ import json
 import logging
 import signal
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -223,8 +223,11 @@ def run_app(
     header_timeout_s: float,
     ssl_context: ssl.SSLContext | None,
     listening: Callable[[], None],
+    drain: Callable[[], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM, as ``web.run_app`` does; ``listening`` once bound.
+    """Serve until SIGINT/SIGTERM, as ``web.run_app`` does; ``listening`` once bound. With
+    ``drain`` (a node of a cluster), SIGTERM stops only once ``drain()`` returns (its
+    consultations ended); SIGINT, or a second SIGTERM, stops at once.
 
     The signal only ends the wait: the cleanup (the pages told, sockets closed with 1001,
     recordings finalised: docs/closures.md) runs while every other task is still alive.
@@ -238,13 +241,24 @@ def run_app(
         await runner.setup()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        draining: list[asyncio.Task[None]] = []
+
+        def on_signal(signum: int) -> None:
+            if drain is None or draining or signum == signal.SIGINT:
+                stop.set()
+                return
+            draining.append(loop.create_task(drain()))
+            draining[0].add_done_callback(lambda _: stop.set())
+
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, on_signal, signum)
         try:
             await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
             listening()
             await stop.wait()
         finally:
+            for task in draining:
+                task.cancel()
             await runner.cleanup()
 
     with contextlib.suppress(web.GracefulExit, KeyboardInterrupt):

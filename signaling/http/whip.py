@@ -35,6 +35,7 @@ from aiohttp import hdrs, web
 from relay import FeedName, IceRestartUnsupported, Peer, PeerRole, Quality, Router
 from signaling.auth.grants import Grant, Role, TokenWithdrawn
 from signaling.auth.request import authenticate, path_cid
+from signaling.cluster.edge import ensure_here
 from signaling.db.audit import AuditAction, AuditRecord
 from signaling.db.store import Consultation
 from signaling.http.client_address import limit_key
@@ -107,6 +108,7 @@ async def describe_endpoint(request: web.Request) -> web.Response:
     §4.1). The Content-Type says what a POST takes: a WHEP player may HEAD a URL to learn that
     it is a WHEP endpoint (draft-ietf-wish-whep, discoverability)."""
     grant = authenticate(request)
+    await _here(request, grant)
     await _consultation(request, grant)
     headers = {**CORS, "Accept-Post": SDP, hdrs.CONTENT_TYPE: SDP, hdrs.CONTENT_LENGTH: "0"}
     return web.Response(status=200, headers=headers)
@@ -205,11 +207,20 @@ async def delete_session(request: web.Request) -> web.Response:
 
 async def _accept_offer(request: web.Request) -> tuple[Grant, Consultation, str]:
     grant = authenticate(request)
+    await _here(request, grant)
     consultation = await _consultation(request, grant)
     if request.content_type != SDP:
         raise ApiError(415, "unsupported-media-type", f"send the offer as Content-Type: {SDP}")
     request.app[THROTTLE].take_session(grant.identity, limit_key(request))
     return grant, consultation, await _read_body(request)
+
+
+async def _here(request: web.Request, grant: Grant) -> None:
+    """In a cluster, offers for a consultation another node owns go there (307): checked after
+    the token (nobody learns where a consultation is without one), before anything else."""
+    cid = path_cid(request)
+    grant.ensure_member(cid)
+    await ensure_here(request, cid, CORS)
 
 
 async def _consultation(request: web.Request, grant: Grant) -> Consultation:

@@ -25,7 +25,7 @@ from recorder.recordings import Recordings
 from signaling.db.store import ConsultationStore
 from signaling.http.client_address import client_address
 from signaling.http.errors import ApiError, Handler
-from signaling.keys import HUB, METRICS, RECORDINGS, RELAY, SETTINGS, STORE, THROTTLE
+from signaling.keys import CLUSTER, HUB, METRICS, RECORDINGS, RELAY, SETTINGS, STORE, THROTTLE
 from signaling.ops.metrics import error_kind
 
 logger = logging.getLogger(__name__)
@@ -81,12 +81,19 @@ class Readiness:
 
     async def readyz(self, request: web.Request) -> web.Response:
         """Ready to serve consultations: database readable, disk above the recording floor,
-        and not shutting down. 503 names what is not ready, in words."""
+        and not shutting down. 503 names what is not ready, in words. In a cluster, the link
+        to Redis too: without it the node is ``degraded`` (200), its live consultations go on."""
         problems = dict(await self._problems_now())
         if request.app[RELAY].closed or request.app[HUB].closing:
             problems["server"] = "the server is shutting down"
         checks = {name: problems.get(name, "ok") for name in ("database", "disk", "server")}
-        body = {"status": "not-ready" if problems else "ready", "checks": checks}
+        body: dict[str, object] = {"status": "not-ready" if problems else "ready"}
+        if (cluster := request.app.get(CLUSTER)) is not None:
+            # Not a reason to take the node out: its live consultations go on without Redis.
+            checks["cluster"] = cluster.problem or ("draining" if cluster.draining else "ok")
+            if cluster.problem is not None and not problems:
+                body["status"] = "degraded"
+        body["checks"] = checks
         return web.json_response(body, status=503 if problems else 200)
 
     async def _problems_now(self) -> dict[str, str]:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 from persistence.times import utc_now_iso
 from relay import ConsultationId
@@ -328,6 +328,16 @@ class Hub:
         dropped = [p for p in self._devices(cid) if identity in (None, p.identity)]
         for participant in dropped:
             self._drop(cid, participant, CLOSE_WITHDRAWN, reason)
+        return len(dropped)
+
+    def moved(self, cid: ConsultationId, reason: str) -> int:
+        """Close (1012, ``reason``) every socket of ``cid``: another node serves it now, and the
+        pages reconnect to be routed there. How many were closed."""
+        for held in list(self._reconnecting.get(cid, {})):
+            self._forget(cid, held)
+        dropped = self._devices(cid)
+        for participant in dropped:
+            self._drop(cid, participant, WSCloseCode.SERVICE_RESTART, reason)
         return len(dropped)
 
     def _enqueue(self, cid: ConsultationId, participant: Participant, data: str) -> None:

@@ -11,6 +11,7 @@
 import { apiFetch, refusalText } from "./api.js";
 import { msg } from "./i18n.js";
 import { roleLabel } from "./ui.js";
+import { routeMediaThroughCluster } from "./whip.js";
 
 const STORAGE_PREFIX = "endolink.token.";
 
@@ -92,6 +93,9 @@ export async function loadSession(pageKey, roles) {
     throw sessionError(err, pageKey);
   }
   const session = await response.json();
+  // In a cluster the consultation's media may be served by another node: every offer asks
+  // which first (a redirect to another origin would lose the token).
+  if ("media_url" in session) routeMediaThroughCluster(token);
   if (roles && !roles.includes(session.role)) {
     const target = session.role === "clinic" ? "clinic" : "surgeon";
     throw new SessionError(

@@ -108,12 +108,34 @@ async function errorFrom(response) {
   return new WhipError(response.status, code, reason, Number.isFinite(retryAfter) ? retryAfter : null);
 }
 
+let locateMedia = null; // set in a cluster: resolves to the base URL of the consultation's node
+
+/**
+ * Makes every offer go to the node that serves the consultation (GET /api/session names it as
+ * `media_url`; null when it is this page's server). Called by loadSession only in a cluster.
+ */
+export function routeMediaThroughCluster(token) {
+  locateMedia = async () => {
+    try {
+      const response = await fetch("/api/session", {
+        headers: { Authorization: `Bearer ${token}` },
+        cache: "no-store",
+        credentials: "omit",
+      });
+      return response.ok ? (await response.json()).media_url || null : null;
+    } catch {
+      return null;
+    }
+  };
+}
+
 export class WhipClient {
   /**
    * @param {string} endpointUrl  e.g. "/whip/abc" or "/whep/abc?feed=talkback" (relative to the page)
    * @param {string} token        the page's Bearer token
    */
   constructor(endpointUrl, token) {
+    this.path = endpointUrl;
     this.endpoint = new URL(endpointUrl, location.href).href;
     this.token = token;
     this.resource = null; // absolute URL of the session resource (Location)
@@ -148,6 +170,7 @@ export class WhipClient {
     await pc.setLocalDescription(offer);
     await waitForIceGathering(pc);
     const sdp = pc.localDescription.sdp;
+    if (locateMedia) this.endpoint = new URL(this.path, (await locateMedia()) || location.href).href;
 
     let response;
     try {

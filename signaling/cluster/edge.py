@@ -1,0 +1,58 @@
+"""The web edge of a cluster: requests for a consultation another node owns are sent there.
+
+WHIP and WHEP answer ``307 Temporary Redirect`` to the owner (RFC 9725 §4.5 lets an endpoint
+redirect; ``endolink publish`` follows it). Browsers drop ``Authorization`` on a redirect to
+another origin, so the pages ask ``GET /api/session`` first and send their offers to the
+``media_url`` it names. A WebSocket cannot be redirected: it is bridged to the owner
+(``bridge``), so one consultation is one room whichever node a page's socket reached.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from relay import ConsultationId
+from signaling.cluster.cluster import ClusterUnavailable
+from signaling.http.errors import ApiError
+from signaling.keys import CLUSTER
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 2
+
+
+async def owner_url(request: web.Request, cid: ConsultationId) -> str | None:
+    """The base URL of the node that serves ``cid`` when that is not this one; None when this
+    node does (or there is no cluster). 503 while the cluster cannot tell."""
+    cluster = request.app.get(CLUSTER)
+    if cluster is None:
+        return None
+    try:
+        return await cluster.route(cid)
+    except ClusterUnavailable as exc:
+        raise ApiError(
+            503, "cluster-unavailable", str(exc), {"Retry-After": str(RETRY_AFTER_S)}
+        ) from None
+
+
+async def ensure_here(request: web.Request, cid: ConsultationId, headers: dict[str, str]) -> None:
+    """Serve ``cid`` here, or ``307`` to its owner with the same path and query."""
+    url = await owner_url(request, cid)
+    if url is not None:
+        raise web.HTTPTemporaryRedirect(url + request.path_qs, headers=headers)
+
+
+async def place(request: web.Request, cid: ConsultationId, region: str | None) -> str | None:
+    """Placement of a new consultation: the chosen node's id, or None without a cluster. Redis
+    away only postpones it: the first request for the consultation places it."""
+    cluster = request.app.get(CLUSTER)
+    if cluster is None:
+        return None
+    try:
+        return (await cluster.place(cid, region)).id
+    except (RedisError, OSError) as exc:
+        logger.warning("consultation %s not placed yet: %s", cid, type(exc).__name__)
+        return None

@@ -1,0 +1,55 @@
+"""EndoLink nodes of a cluster in the test's process: real apps on real loopback ports, one
+Redis (tests/redis_server.py), one signing secret, each its own data directory."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from bench.common import free_port
+from signaling.app import create_app
+from signaling.auth.grants import Grant, Role, new_identity
+from signaling.keys import CLUSTER, TOKENS
+from signaling.settings import Settings
+from tests.conftest import TEST_SECRET
+
+
+@dataclass
+class Node:
+    client: TestClient
+    url: str
+
+    def token(self, role: Role | str, cid: str) -> str:
+        role = Role(role)
+        return self.client.app[TOKENS].issue(Grant.for_role(role, cid, new_identity(role), 600))
+
+    async def beat(self) -> None:
+        await self.client.app[CLUSTER].beat()
+
+
+@contextlib.asynccontextmanager
+async def node(tmp_path: Path, name: str, redis_url: str, region: str = "") -> AsyncIterator[Node]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    settings = Settings(
+        data_dir=tmp_path / name,
+        secret=TEST_SECRET,
+        ice_host_addresses=("127.0.0.1",),
+        publisher_timeout_s=1.5,
+        port=port,
+        public_url=url,
+        redis_url=redis_url,
+        node_id=name,
+        region=region,
+        cluster_lease_s=1.5,
+    )
+    client = TestClient(TestServer(create_app(settings), host="127.0.0.1", port=port))
+    await client.start_server()
+    try:
+        yield Node(client, url)
+    finally:
+        await client.close()

@@ -1,0 +1,110 @@
+"""Any node is a door: offers for a consultation another node owns are redirected there (307),
+the media flows through the owner, and pages are told where the media is (``media_url``).
+Two real nodes in this process, one real redis-server, real peer connections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+
+from client.testpattern import TestPatternTrack
+from signaling.keys import RELAY, STORE
+from tests.peers import publisher, viewer, wait_until
+from tests.redis_server import RedisServer
+from tests.signaling.cluster.nodes import node
+
+
+async def test_offers_through_another_node_are_published_and_seen_on_the_owner(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    async with (
+        node(tmp_path, "seoul", redis_server.url, "seoul") as seoul,
+        node(tmp_path, "ulaanbaatar", redis_server.url, "ulaanbaatar") as ub,
+    ):
+        await seoul.beat()
+        # Made on the Ulaanbaatar node (its records), placed there by region.
+        created = await ub.client.post(
+            "/api/consultations",
+            json={"title": "Post-op check", "consent_by": "Dr. Bat", "region": "ulaanbaatar"},
+            headers={"Authorization": f"Bearer {ub.token('admin', '*')}"},
+        )
+        assert created.status == 201, await created.text()
+        answer = await created.json()
+        assert answer["node"] == "ulaanbaatar"
+        cid = answer["id"]
+        clinic = ub.token("clinic", cid)
+
+        # A bare WHIP POST through Seoul: 307 to the same path on the owner, token not echoed.
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                f"{seoul.url}/whip/{cid}",
+                data="v=0\r\n",
+                headers={"Authorization": f"Bearer {clinic}", "Content-Type": "application/sdp"},
+                allow_redirects=False,
+            ) as response:
+                assert response.status == 307
+                assert response.headers["Location"] == f"{ub.url}/whip/{cid}"
+                assert response.headers["Access-Control-Allow-Origin"] == "*"
+            # Without a valid token nobody learns where the consultation is.
+            async with http.post(
+                f"{seoul.url}/whip/{cid}",
+                data="v=0\r\n",
+                headers={"Authorization": "Bearer nope", "Content-Type": "application/sdp"},
+                allow_redirects=False,
+            ) as response:
+                assert response.status == 401
+            # A page on Seoul is told where the media is.
+            async with http.get(
+                f"{seoul.url}/api/session", headers={"Authorization": f"Bearer {clinic}"}
+            ) as response:
+                assert (await response.json())["media_url"] == ub.url
+
+        # The clinic and a surgeon both enter through Seoul; the media is on Ulaanbaatar.
+        async with (
+            publisher(f"{seoul.url}/whip/{cid}", clinic, audio=False) as (pc, whip),
+            viewer(f"{seoul.url}/whep/{cid}", seoul.token("surgeon", cid), ("video",)) as (
+                _,
+                whep,
+                seen,
+            ),
+        ):
+            assert whip.location is not None and whip.location.startswith(f"{ub.url}/whip/")
+            assert whep.location is not None and whep.location.startswith(f"{ub.url}/whep/")
+            pattern = pc.getTransceivers()[0].sender.track
+            assert isinstance(pattern, TestPatternTrack)
+            assert await wait_until(lambda: len(seen.counters) >= 30, timeout=15)
+            assert all(b > a for a, b in zip(seen.counters, seen.counters[1:], strict=False))
+            assert max(seen.counters) <= pattern.counter
+            assert cid in ub.client.app[RELAY].routers
+            assert cid not in seoul.client.app[RELAY].routers
+            assert await seoul.client.app[STORE].get(cid) is None  # Seoul never needed it
+
+
+async def test_readyz_says_when_redis_is_away_and_the_node_serves_on(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    async with node(tmp_path, "seoul", redis_server.url) as seoul:
+        ready = await seoul.client.get("/readyz")
+        assert ready.status == 200
+        assert (await ready.json())["checks"]["cluster"] == "ok"
+        redis_server.stop()
+        await seoul.beat()
+        ready = await seoul.client.get("/readyz")
+        body = await ready.json()
+        assert ready.status == 200 and body["status"] == "degraded"
+        assert "Redis is unreachable" in body["checks"]["cluster"]
+        # A consultation it does not host: 503 with a reason and Retry-After, not a guess.
+        token = seoul.token("clinic", "unknownCid01")
+        refused = await seoul.client.post(
+            "/whip/unknownCid01",
+            data="v=0\r\n",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"},
+        )
+        assert refused.status == 503
+        assert (await refused.json())["error"] == "cluster-unavailable"
+        assert refused.headers["Retry-After"] == "2"
+        redis_server.start()
+        await seoul.beat()
+        body = await (await seoul.client.get("/readyz")).json()
+        assert body["status"] == "ready" and body["checks"]["cluster"] == "ok"

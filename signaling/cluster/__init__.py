@@ -1,0 +1,1 @@
+"""Several EndoLink nodes as one service: who owns which consultation, and routing to the owner."""

@@ -8,12 +8,11 @@ reason on (the owner's 4401 reaches the page as 4401). The owner cannot be reach
 without a close frame (a crashed node): the page gets 1012 and reconnects, and its next
 connection is routed to the consultation's new owner.
 
-The owner names the real client from ``X-Forwarded-For`` — only if this node's address is in the
+The owner names the real client from ``X-Forwarded-For`` only if this node's address is in the
 owner's ``ENDOLINK_TRUSTED_PROXIES`` (signaling/http/client_address.py): list every node there
-(and the load balancer). The chain this node received is passed on with its peer appended, so the
-owner takes the right-most address that is no trusted proxy; whatever a client wrote left of it
-is never believed. Per-address limits and the refused-token audit then count the client, not the
-node.
+(and the load balancer), or per-address limits and the refused-token audit count the node. The
+chain received is passed on with this node's peer appended; the owner takes the right-most
+address that is no trusted proxy, so what a client wrote left of it is never believed.
 
 Nothing here logs tokens, names or messages: only the consultation id and close codes.
 """
@@ -74,8 +73,7 @@ class _Ending:
     owner: _Close
 
 
-_CLOSED = _Close(WSCloseCode.OK, "")
-"For a side that closed already: nothing is sent to it."
+_CLOSED = _Close(WSCloseCode.OK, "")  # for a side that closed already: nothing is sent
 _OWNER_GONE = _Ending(
     _Close(WSCloseCode.SERVICE_RESTART, UNREACHABLE),
     _Close(WSCloseCode.GOING_AWAY, "owner gone"),

@@ -19,6 +19,7 @@ from yarl import URL
 
 from signaling.cluster.bridge import UNREACHABLE, bridge, owner_ws_url
 from signaling.db.store import Consultation
+from signaling.http.client_address import TRUSTED_PROXIES, client_address, trusted_networks
 from signaling.ws.hub import Hub
 from tests.conftest import MakeToken
 
@@ -40,7 +41,8 @@ class Owner:
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        self.upgrades.put_nowait({**request.headers, "path_qs": request.path_qs})
+        seen = {**request.headers, "path_qs": request.path_qs, "client": client_address(request)}
+        self.upgrades.put_nowait(seen)
         while True:
             msg = await ws.receive()
             if msg.type is WSMsgType.BINARY:
@@ -105,6 +107,7 @@ async def make_door(aiohttp_server: ServerFactory) -> AsyncIterator[Callable[...
 async def owner(aiohttp_server: ServerFactory) -> tuple[Owner, str]:
     owner = Owner()
     app = web.Application()
+    app[TRUSTED_PROXIES] = trusted_networks(["127.0.0.1"])  # the door's address
     app.router.add_get("/ws/{cid}", owner.handle)
     server = await aiohttp_server(app)
     return owner, str(server.make_url("/"))
@@ -152,6 +155,9 @@ async def test_frames_both_ways_and_the_client_for_the_owner(
     assert upgrade["Authorization"] == "Bearer t0k"
     assert upgrade["X-Forwarded-For"] == "203.0.113.7, 127.0.0.1"  # the chain, then our peer
     assert upgrade["X-Forwarded-Proto"] == "http"
+    # As the owner's limits and audit name it. Here the page shares the door's 127.0.0.1, so
+    # its X-Forwarded-For stands in for a load balancer's; a real page's address is not trusted.
+    assert upgrade["client"] == "203.0.113.7"
     await ws.close()
     await door.finished()
 

@@ -20,6 +20,7 @@ from yarl import URL
 from signaling.cluster.bridge import UNREACHABLE, bridge, owner_ws_url
 from signaling.db.store import Consultation
 from signaling.http.client_address import TRUSTED_PROXIES, client_address, trusted_networks
+from signaling.ws.frames import HEARTBEAT_S
 from signaling.ws.hub import Hub
 from tests.conftest import MakeToken
 
@@ -113,9 +114,9 @@ async def owner(aiohttp_server: ServerFactory) -> tuple[Owner, str]:
     return owner, str(server.make_url("/"))
 
 
-async def closed_with(ws: ClientWebSocketResponse) -> tuple[int, str]:
+async def closed_with(ws: ClientWebSocketResponse, within: float = WAIT_S) -> tuple[int, str]:
     """The close code and reason the page sees, skipping messages still in flight."""
-    async with asyncio.timeout(WAIT_S):
+    async with asyncio.timeout(within):
         while True:
             msg = await ws.receive()
             if msg.type is WSMsgType.CLOSE:
@@ -373,3 +374,27 @@ def test_owner_urls() -> None:
     assert str(owner_ws_url("http://[::1]:8080", URL("/ws/abc"))) == "ws://[::1]:8080/ws/abc"
     with pytest.raises(ValueError):
         owner_ws_url("ftp://node-a.example", target)
+
+
+async def test_an_owner_that_stops_answering_sends_the_page_to_reconnect(
+    aiohttp_server: ServerFactory, make_door: Callable[..., Awaitable[Door]]
+) -> None:
+    """A frozen node or a partition: the TCP link stays open, the pings go unanswered (~3 s)."""
+    release = asyncio.Event()
+
+    async def frozen(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=False)
+        await ws.prepare(request)
+        await release.wait()  # reads nothing, answers nothing
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws/{cid}", frozen)
+    door = await make_door(str((await aiohttp_server(app)).make_url("/")))
+    ws = await door.connect()
+    try:
+        late = 1.5 * HEARTBEAT_S + WAIT_S  # a ping, half an interval for its pong, then slack
+        assert await closed_with(ws, late) == (WSCloseCode.SERVICE_RESTART, UNREACHABLE)
+        await door.finished()
+    finally:
+        release.set()

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
+import aiohttp
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -65,6 +66,13 @@ class Cluster:
         self._claimed: dict[ConsultationId, float] = {}
         self._cpu_mark = (time.monotonic(), _cpu_seconds())
         self._beating: asyncio.Task[None] | None = None
+        self._http: aiohttp.ClientSession | None = None
+
+    def http(self) -> aiohttp.ClientSession:
+        """One HTTP client for talking to other nodes (WebSocket bridges), made on first use."""
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+        return self._http
 
     async def start(self) -> None:
         """Register (a node started again is open for placement) and start the heartbeat."""
@@ -84,6 +92,8 @@ class Cluster:
                     await self.leases.release(cid)
                 await nodes.withdraw(self.redis, self.me.id)
         await self.redis.aclose()
+        if self._http is not None:
+            await self._http.close()
 
     def drain(self) -> None:
         """No new consultations here; the ones this node hosts go on until they end."""

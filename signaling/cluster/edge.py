@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import logging
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 from redis.exceptions import RedisError
 
 from relay import ConsultationId
+from signaling.cluster.bridge import bridge
 from signaling.cluster.cluster import ClusterUnavailable
+from signaling.db.store import valid_consultation_id
 from signaling.http.errors import ApiError
-from signaling.keys import CLUSTER
+from signaling.keys import CLUSTER, HUB
 
 logger = logging.getLogger(__name__)
 
@@ -56,3 +58,22 @@ async def place(request: web.Request, cid: ConsultationId, region: str | None) -
     except (RedisError, OSError) as exc:
         logger.warning("consultation %s not placed yet: %s", cid, type(exc).__name__)
         return None
+
+
+async def bridged(request: web.Request, cid: ConsultationId) -> web.WebSocketResponse | None:
+    """``/ws/{cid}`` of a consultation another node owns, bridged there; None to serve it here.
+    While the cluster cannot tell, the page is closed with 1013 (try again later) and a reason,
+    and reconnects."""
+    cluster = request.app.get(CLUSTER)
+    if cluster is None or not valid_consultation_id(cid):
+        return None
+    try:
+        url = await cluster.route(cid)
+    except ClusterUnavailable as exc:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=str(exc).encode())
+        return ws
+    if url is None:
+        return None
+    return await bridge(request, url, cluster.http(), tracker=request.app[HUB])

@@ -25,6 +25,7 @@ from aiohttp import WSCloseCode, hdrs, web
 from relay import AnnotationBoard, ConsultationId
 from signaling.auth.grants import Forbidden, Grant, TokenInvalid
 from signaling.auth.request import authenticate, path_cid
+from signaling.cluster.edge import bridged
 from signaling.db.store import Consultation, valid_consultation_id
 from signaling.http.audit_edge import note_refused_token
 from signaling.http.errors import ApiError
@@ -102,6 +103,8 @@ def add_routes(app: web.Application) -> None:
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     cid = path_cid(request)
+    if (elsewhere := await bridged(request, cid)) is not None:  # another node's consultation
+        return elsewhere
     label = cid if valid_consultation_id(cid) else "<invalid id>"  # never log raw URL text
     hub = request.app[HUB]
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=MAX_MESSAGE_BYTES)

@@ -18,12 +18,15 @@ from tests.redis_server import RedisServer
 LEASE_S = 0.9
 CID = ConsultationId("consultAAAA1")
 
+
 @pytest.fixture
 async def make_node(redis_server: RedisServer) -> AsyncIterator[Callable[..., object]]:
     """``await make_node(name, region, hosted)``: a started node; all closed at the end."""
     made: list[Cluster] = []
 
-    async def make(name: str, region: str = "", hosted: set[ConsultationId] | None = None) -> Cluster:
+    async def make(
+        name: str, region: str = "", hosted: set[ConsultationId] | None = None
+    ) -> Cluster:
         node = Cluster(
             connect(redis_server.url),
             NodeIdentity(name, f"http://{name}.test:8443", region),

@@ -4,12 +4,14 @@ Two real nodes in this process, one real redis-server, real peer connections."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 from client.testpattern import TestPatternTrack
-from signaling.keys import RELAY, STORE
+from signaling.keys import CLUSTER, HUB, RELAY, STORE
 from tests.peers import publisher, viewer, wait_until
 from tests.redis_server import RedisServer
 from tests.signaling.cluster.nodes import node
@@ -108,3 +110,36 @@ async def test_readyz_says_when_redis_is_away_and_the_node_serves_on(
         await seoul.beat()
         body = await (await seoul.client.get("/readyz")).json()
         assert body["status"] == "ready" and body["checks"]["cluster"] == "ok"
+
+
+async def test_a_page_on_any_node_is_in_the_owners_room(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    async with (
+        node(tmp_path, "seoul", redis_server.url, "seoul") as seoul,
+        node(tmp_path, "ulaanbaatar", redis_server.url, "ulaanbaatar") as ub,
+    ):
+        consultation = await ub.client.app[STORE].create("Post-op check", "VP8", "Dr. Bat", "t")
+        cid = consultation.id
+        await ub.client.app[CLUSTER].place(cid, "ulaanbaatar")
+        async with aiohttp.ClientSession() as http:
+            clinic = await http.ws_connect(f"{ub.url}/ws/{cid}")
+            surgeon = await http.ws_connect(f"{seoul.url}/ws/{cid}")  # bridged to Ulaanbaatar
+            for ws, role, name in ((clinic, "clinic", "Ward 3"), (surgeon, "surgeon", "Dr. Kim")):
+                await ws.send_json({"type": "auth", "token": ub.token(role, cid), "name": name})
+                assert (await next_message(ws, "welcome"))["you"]["role"] == role
+            await surgeon.send_json({"type": "chat", "text": "Hold still"})
+            chat = await next_message(clinic, "chat")
+            assert chat["text"] == "Hold still" and chat["name"] == "Dr. Kim"
+            assert ub.client.app[HUB].census()[cid]["surgeon"] == 1
+            assert cid not in seoul.client.app[HUB].census()
+            await surgeon.close()
+            await clinic.close()
+
+
+async def next_message(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, Any]:
+    async with asyncio.timeout(10):
+        while True:
+            message = await ws.receive_json()
+            if message["type"] == kind:
+                return message  # type: ignore[no-any-return]

@@ -222,13 +222,22 @@ async def post_sdp(
     headers = {"Content-Type": "application/sdp"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    from client.whip import MAX_REDIRECTS, redirect_target
+
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as http:
-        async with http.post(url, data=offer, headers=headers) as response:
-            body = await response.text()
-            if response.status != 201:
-                raise RuntimeError(f"POST {url}: HTTP {response.status}: {body[:200]}")
-            location = response.headers.get("Location")
-            return body, urljoin(url, location) if location else None
+        for _ in range(MAX_REDIRECTS + 1):  # a cluster's node redirects to the owner (307)
+            async with http.post(
+                url, data=offer, headers=headers, allow_redirects=False
+            ) as response:
+                body = await response.text()
+                if response.status in (307, 308) and "Location" in response.headers:
+                    url = redirect_target(url, response.headers["Location"])
+                    continue
+                if response.status != 201:
+                    raise RuntimeError(f"POST {url}: HTTP {response.status}: {body[:200]}")
+                location = response.headers.get("Location")
+                return body, urljoin(url, location) if location else None
+    raise RuntimeError(f"POST {url}: more than {MAX_REDIRECTS} redirects")
 
 
 async def delete_session(location: str | None, token: str | None, timeout_s: float = 5.0) -> None:

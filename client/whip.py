@@ -95,7 +95,7 @@ class WhipClient:
                 ) as response:
                     body = await response.text()
                     if response.status in (307, 308) and "Location" in response.headers:
-                        url = _redirected(url, response.headers["Location"])
+                        url = redirect_target(url, response.headers["Location"])
                         continue
                     if response.status != 201:
                         retry = response.headers.get("Retry-After", "")
@@ -121,7 +121,8 @@ class WhipClient:
                     logger.warning("DELETE %s answered %d", location, response.status)
 
 
-def _redirected(url: str, location: str) -> str:
+def redirect_target(url: str, location: str) -> str:
+    """Where a 307/308 to an offer leads; refused when it leaves http(s) or drops TLS."""
     target = urljoin(url, location)
     scheme = target.split(":", 1)[0].lower()
     if scheme not in ("http", "https") or (url.startswith("https:") and scheme != "https"):

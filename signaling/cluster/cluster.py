@@ -161,7 +161,7 @@ class Cluster:
         placed = await self.leases.placed(cid)
         if placed is not None and placed in live and not live[placed].draining:
             return live[placed]
-        choice = nodes.least_loaded(live.values())
+        choice = nodes.least_loaded(live.values(), None, await self.leases.pending(live))
         if choice is None:  # every node drains: the last resort is the one asked
             choice = live[self.me.id]
         agreed = await self.leases.place(cid, choice.id, instead_of=placed)
@@ -170,7 +170,8 @@ class Cluster:
     async def place(self, cid: ConsultationId, region: str | None) -> NodeInfo:
         """Placement of a new consultation (``region``: where most of its people are)."""
         live = [n for n in await nodes.alive(self.redis) if n.id != self.me.id] + [self.info()]
-        choice = nodes.least_loaded(live, region) or self.info()
+        pending = await self.leases.pending(n.id for n in live)
+        choice = nodes.least_loaded(live, region, pending) or self.info()
         await self.leases.place(cid, choice.id)
         return choice
 

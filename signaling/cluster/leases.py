@@ -10,6 +10,8 @@ it, so every node sends the first requests to the same place.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
 from enum import Enum
 
 from redis.asyncio import Redis
@@ -19,6 +21,9 @@ from signaling.cluster.nodes import PREFIX, text
 
 PLACEMENT_TTL_S = 24 * 3600
 "A placement nobody claimed is forgotten after a day (a consultation not started that day)."
+PENDING_S = 120.0
+"""A consultation placed on a node counts towards its load until it starts there, for this long:
+thirty consultations created in one second must not all go to the same node."""
 
 _RENEW = """
 local holder = redis.call('GET', KEYS[1])
@@ -70,6 +75,11 @@ def placed_key(cid: ConsultationId) -> str:
     return f"{PREFIX}placed:{cid}"
 
 
+def pending_key(node_id: str) -> str:
+    """The consultations placed on ``node_id`` and not started there yet (scored by time)."""
+    return f"{PREFIX}pending:{node_id}"
+
+
 class Leases:
     """This node's side of the leases: claim, renew, release, and who holds one."""
 
@@ -90,6 +100,7 @@ class Leases:
         """Claim the lease if nobody holds it; the holder afterwards (this node if it won)."""
         for _ in range(3):  # the holder's lease may expire between the two calls
             if await self._redis.set(owner_key(cid), self.node_id, nx=True, px=self._lease_ms):
+                await self._redis.zrem(pending_key(self.node_id), cid)
                 return self.node_id
             if (held := await self.holder(cid)) is not None:
                 return held
@@ -121,4 +132,21 @@ class Leases:
         result = await self._replace(
             keys=[placed_key(cid)], args=[instead_of or "", node_id, PLACEMENT_TTL_S]
         )
-        return str(result)
+        agreed = text(result)
+        now = time.time()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(pending_key(agreed), {cid: now})
+            pipe.zremrangebyscore(pending_key(agreed), "-inf", now - PENDING_S)
+            pipe.expire(pending_key(agreed), int(PENDING_S))
+            await pipe.execute()
+        return agreed
+
+    async def pending(self, node_ids: Iterable[str]) -> dict[str, int]:
+        """How many consultations were placed on each node and have not started there."""
+        ids = list(node_ids)
+        since = time.time() - PENDING_S
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for node_id in ids:
+                pipe.zcount(pending_key(node_id), since, "+inf")
+            counts = await pipe.execute()
+        return {node_id: int(n) for node_id, n in zip(ids, counts, strict=True)}

@@ -8,7 +8,7 @@ died, or lost Redis, drops out of placement by itself; nobody has to declare it 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,11 +151,19 @@ def _texts(fields: dict[bytes | str, bytes | str]) -> dict[str, str]:
     return {text(k): text(v) for k, v in fields.items()}
 
 
-def least_loaded(nodes: Iterable[NodeInfo], region: str | None = None) -> NodeInfo | None:
+def least_loaded(
+    nodes: Iterable[NodeInfo], region: str | None = None, pending: Mapping[str, int] | None = None
+) -> NodeInfo | None:
     """Where a new consultation goes: a node that is not draining, in ``region`` if one is
-    there, with the fewest consultations, then the lowest CPU, then the id (deterministic)."""
+    there, with the fewest consultations (those placed there and not started yet included:
+    ``pending``), then the lowest CPU, then the id (deterministic)."""
+    waiting = pending or {}
     open_nodes = [n for n in nodes if not n.draining]
     if region:
         local = [n for n in open_nodes if n.region == region]
         open_nodes = local or open_nodes
-    return min(open_nodes, key=lambda n: (n.consultations, n.cpu, n.id), default=None)
+    return min(
+        open_nodes,
+        key=lambda n: (n.consultations + waiting.get(n.id, 0), n.cpu, n.id),
+        default=None,
+    )

@@ -158,3 +158,14 @@ async def test_redis_away_live_consultations_go_on(make_node, redis_server) -> N
     await a.beat()
     assert a.problem is None
     assert await a.leases.holder(live) == "a"
+
+
+async def test_consultations_created_at_once_are_spread(make_node) -> None:
+    a, b, c = [await make_node(name) for name in "abc"]
+    placed = [(await a.place(ConsultationId(f"burst{i:07d}"), None)).id for i in range(30)]
+    assert {name: placed.count(name) for name in "abc"} == {"a": 10, "b": 10, "c": 10}
+    # Started on its node, a consultation is counted there by the heartbeat, not as pending.
+    first = ConsultationId("burst0000000")
+    owner = {"a": a, "b": b, "c": c}[placed[0]]
+    assert await owner.route(first) is None
+    assert (await owner.leases.pending([owner.me.id]))[owner.me.id] == 9

@@ -56,6 +56,7 @@ _CONSULTATION = json_object(
     title=STR,
     patient=_PATIENT,
     consent_by=STR,
+    region=STR,
     video_codec={"type": "string", "enum": ["VP8", "H264"]},
     clinic_name=NAME,
     surgeon_name=NAME,
@@ -90,7 +91,13 @@ def _image_upload(summary: str, media_type: str) -> dict[str, Any]:
 
 PATHS: dict[str, dict[str, dict[str, Any]]] = {
     "/api/openapi.json": {"get": operation("this document", (200,), auth=False)},
-    "/api/session": {"get": operation("who the token says you are, ICE servers", (200, *AUTH))},
+    "/api/session": {
+        "get": operation(
+            "who the token says you are, ICE servers; in a cluster media_url (the node that "
+            "serves the consultation's media, null for this one)",
+            (200, *AUTH, 503),
+        )
+    },
     "/api/consultations": {
         "post": operation(
             "create a consultation with invite links (admin)",

@@ -15,6 +15,7 @@ REASONS = {
     202: "Accepted",
     204: "No content",
     206: "Partial content (Range)",
+    307: "A cluster's node that does not own the consultation: the same request to its owner",
     400: "Bad request: a field, parameter or id is malformed",
     401: "No token, or an invalid or expired one",
     403: "The token does not allow this",
@@ -30,7 +31,7 @@ REASONS = {
     " details a hospital record (DICOM, FHIR) needs are missing",
     428: "If-Match is required",
     429: "Too many requests: see Retry-After",
-    503: "Full or busy: try again later",
+    503: "Full or busy (or a cluster that cannot tell who serves it): try again later",
     507: "Not enough free disk space on the server",
 }
 CID = {"name": "cid", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -157,7 +158,7 @@ def session_routes(kind: str) -> dict[str, dict[str, Any]]:
         base: {
             "post": operation(
                 f"{kind.upper()}: {publish}; answer SDP, Location, ETag, Link ice-server",
-                (201, 400, 401, 403, 404, 409, 413, 415, 422, 429, 503),
+                (201, 307, 400, 401, 403, 404, 409, 413, 415, 422, 429, 503),
                 params=(CID, *post_params),
                 body=SDP,
                 body_type="application/sdp",

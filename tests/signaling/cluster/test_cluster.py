@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from redis.asyncio import Redis
 
+from bench.redis_server import RedisServer
 from relay import ConsultationId
 from signaling.cluster import nodes
 from signaling.cluster.cluster import Cluster, ClusterUnavailable, NodeIdentity, connect
 from signaling.cluster.leases import owner_key
-from tests.redis_server import RedisServer
 
 LEASE_S = 0.9
 CID = ConsultationId("consultAAAA1")

@@ -10,10 +10,10 @@ from typing import Any
 
 import aiohttp
 
+from bench.redis_server import RedisServer
 from client.testpattern import TestPatternTrack
 from signaling.keys import CLUSTER, HUB, RELAY, STORE
 from tests.peers import publisher, viewer, wait_until
-from tests.redis_server import RedisServer
 from tests.signaling.cluster.nodes import node
 
 

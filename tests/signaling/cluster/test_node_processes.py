@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.redis_server import RedisServer
 from signaling.auth.grants import Role
 from tests.processes import Process, Server, clean_env, consultation_on_disk, publish_command
-from tests.redis_server import RedisServer
 
 LEASE_S = "1.5"
 

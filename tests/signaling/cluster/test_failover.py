@@ -1,0 +1,111 @@
+"""A node dies (SIGKILL) in the middle of a consultation: another node takes it over, the
+clinic's ``endolink publish`` reconnects through its door, and the media and the recording go on
+there. Real processes: a redis-server, a PostgreSQL (shared records), two ``endolink serve``
+nodes, the clinic's publisher and viewers; every one stopped by pid."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from bench.redis_server import RedisServer
+from signaling.auth.grants import ANY_CONSULTATION, Grant, Role
+from signaling.auth.secret import token_issuer
+from signaling.settings import Settings
+from tests.processes import Process, Server, clean_env, publish_command, view_command
+
+SECRET = "cluster-secret-" + "y" * 40
+LEASE_S = 3.0
+RESUME_S = 10.0
+"The issue's bound: media resume within 10 s of the clinic reconnecting."
+
+
+def start_node(tmp_path: Path, name: str, redis: RedisServer, records: str) -> Server:
+    return Server(
+        tmp_path / name,
+        tmp_path / f"{name}.log",
+        ENDOLINK_REDIS_URL=redis.url,
+        ENDOLINK_DATABASE_URL=records,
+        ENDOLINK_SECRET=SECRET,
+        ENDOLINK_NODE_ID=name,
+        ENDOLINK_REGION=name,
+        ENDOLINK_CLUSTER_LEASE_S=str(LEASE_S),
+    )
+
+
+def token(role: Role, cid: str) -> str:
+    issuer = token_issuer(Settings(secret=SECRET))
+    return issuer.issue(Grant.for_role(role, cid, f"{role}-1", 3600))
+
+
+def post_json(url: str, body: dict[str, object], bearer: str) -> dict[str, object]:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {bearer}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer: dict[str, object] = json.loads(response.read())
+        return answer
+
+
+@pytest.mark.timeout(180)
+async def test_the_owner_dies_and_another_node_takes_the_consultation_over(
+    tmp_path: Path, redis_server: RedisServer, postgres_url: str, processes: list[Process]
+) -> None:
+    ub = start_node(tmp_path, "ulaanbaatar", redis_server, postgres_url)
+    processes.append(ub)
+    seoul = start_node(tmp_path, "seoul", redis_server, postgres_url)
+    processes.append(seoul)
+    await asyncio.to_thread(ub.wait_ready)
+    await asyncio.to_thread(seoul.wait_ready)
+
+    # Created through Seoul (shared records), placed in Ulaanbaatar by its region.
+    created = post_json(
+        f"{seoul.url}/api/consultations",
+        {"title": "Post-op check", "consent_by": "Dr. Bat", "region": "ulaanbaatar"},
+        token(Role.ADMIN, ANY_CONSULTATION),
+    )
+    assert created["node"] == "ulaanbaatar"
+    cid = str(created["id"])
+
+    # The clinic and a surgeon enter through Seoul; the media is in Ulaanbaatar.
+    clinic = Process(
+        publish_command(f"{seoul.url}/whip/{cid}", token(Role.CLINIC, cid)),
+        tmp_path / "clinic.log",
+        clean_env(),
+    )
+    processes.append(clinic)
+    await asyncio.to_thread(clinic.wait_for, "publishing", 60)
+    surgeon = Process(
+        view_command(f"{seoul.url}/whep/{cid}", token(Role.SURGEON, cid)),
+        tmp_path / "surgeon.log",
+        clean_env(),
+    )
+    processes.append(surgeon)
+    await asyncio.to_thread(surgeon.wait_for, "frame ", 30)
+
+    ub.kill()  # the owner dies: no goodbye, its lease and heartbeat just stop
+    await asyncio.to_thread(clinic.wait_for, "connection lost", 30)
+    reconnected = await asyncio.to_thread(clinic.wait_for, "reconnected after", 60)
+    back_at = time.monotonic()
+    print(f"clinic: {reconnected}")
+
+    watcher = Process(
+        view_command(f"{seoul.url}/whep/{cid}", token(Role.OBSERVER, cid)),
+        tmp_path / "observer.log",
+        clean_env(),
+    )
+    processes.append(watcher)
+    await asyncio.to_thread(watcher.wait_for, "frame ", RESUME_S)
+    resumed_s = time.monotonic() - back_at
+    print(f"media resumed {resumed_s:.1f} s after the clinic reconnected")
+    assert resumed_s <= RESUME_S
+
+    with urllib.request.urlopen(f"{seoul.url}/readyz", timeout=5) as response:
+        assert json.loads(response.read())["checks"]["cluster"] == "ok"

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import socket
-import sqlite3
 import ssl
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from aiohttp import web
 
+from persistence.database import DATABASE_ERRORS
 from signaling import cli_audit, cli_publish, cli_records, running
 from signaling.auth.grants import ANY_CONSULTATION, Role
 from signaling.auth.invites import issue_token, with_links
@@ -38,7 +38,7 @@ from signaling.cli_consult import (
     settings_of,
     with_store,
 )
-from signaling.db.store import DB_FILENAME
+from signaling.db.store import DB_FILENAME, database_of
 from signaling.settings import Settings
 from signaling.tls import make_certificates, make_dtls_client_certificate, ssl_context
 
@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"endolink: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except (OSError, ValueError, sqlite3.Error) as exc:
+    except (OSError, ValueError) + DATABASE_ERRORS as exc:
         print(f"endolink: error: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -324,12 +324,11 @@ def _with_index(settings: Settings, work: Callable[[RecordingIndex], Awaitable[T
     tables if the file is older)."""
     from recorder.index import RecordingIndex
 
-    path = settings.data_dir / DB_FILENAME
-    if not path.exists():
+    if not settings.database_url and not (settings.data_dir / DB_FILENAME).exists():
         raise CliError(f"no database in {settings.data_dir}")
 
     async def run() -> T:
-        index = RecordingIndex(path)
+        index = RecordingIndex(database_of(settings))
         try:
             return await work(index)
         finally:

@@ -126,7 +126,8 @@ class PostgresDatabase:
             raise
 
     async def run(self, fn: Callable[[PgConnection], T]) -> T:
-        """``fn(connection)`` in a worker thread, alone on the connection; commit with ``with``."""
+        """``fn(connection)`` in a worker thread, alone on the connection; commit with ``with``.
+        A connection the server broke is replaced first (until ``close``)."""
 
         def locked() -> T:
             with self._lock:
@@ -137,13 +138,15 @@ class PostgresDatabase:
         return await asyncio.to_thread(locked)
 
     async def close(self) -> None:
-        """Idempotent; waits for the query in progress."""
+        """Idempotent; waits for the query in progress; never reconnects (the server may be
+        gone: shutting down must not fail for it)."""
 
-        def close(db: PgConnection) -> None:
-            self._closed = True
-            db.close()
+        def close() -> None:
+            with self._lock:
+                self._closed = True
+                self._db.close()
 
-        await self.run(close)
+        await asyncio.to_thread(close)
 
 
 def _query(sql: str, parameters: Sequence[Any]) -> tuple[str, Sequence[Any] | None]:

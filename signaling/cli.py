@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import socket
 import ssl
 import sys
@@ -49,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+_LINE_BREAK = re.compile(r"\s*\n\s*")
 DEMO_TITLE = "Demo consultation"
 DEMO_CONSENT = "demo (paper form on file)"
 
@@ -69,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"endolink: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except (OSError, ValueError) + DATABASE_ERRORS as exc:
-        print(f"endolink: error: {exc}", file=sys.stderr)
+        # One line: libpq's messages (PostgreSQL down) carry a second, indented one.
+        print(f"endolink: error: {_LINE_BREAK.sub(' ', str(exc).strip())}", file=sys.stderr)
         return 1
     finally:
         os.umask(umask)

@@ -22,10 +22,11 @@ Several nodes (``database_url``: one PostgreSQL database): the trail is one chai
 database — each writer takes the database's write lock (``BEGIN IMMEDIATE``, an advisory lock on
 PostgreSQL) before it reads the head, so nodes append in turn and never fork it. The head file
 stays per node, in its data dir: it names the newest entry *that node* wrote, and verification
-checks that the trail still holds that entry with that hash. So every node's file catches a
-rewrite of, or a cut through, what it wrote; a tail written by another node is covered by that
-node's file (run ``endolink audit verify`` on each node, or ship each node's head line to the
-external log). No head lives in the database: whoever can rewrite the database could rewrite it.
+checks that the trail still holds that entry with that hash (a node that has not written yet
+starts its file at the trail's head when it opens it). So every node's file catches a rewrite of,
+or a cut through, what it wrote; a tail written by another node is covered by that node's file
+(run ``endolink audit verify`` on each node, or ship each node's head line to the external log).
+No head lives in the database: whoever can rewrite the database could rewrite it too.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from persistence import postgres
 from persistence.database import Connection, Target, is_url, open_database
+from persistence.files import PRIVATE_DIR
 from persistence.sqlite import BUSY_TIMEOUT_S
 from persistence.times import utc_now_iso
 
@@ -128,10 +131,10 @@ class AuditTrail:
         self._reader = open_database(path)
         "Reads and verification: readers never wait for the writer's transaction."
         self.anchor = anchor or Path(path).parent / ANCHOR_FILENAME
-        # Only an SQLite file can hold entries from before the chain (PostgreSQL never did).
-        if not is_url(path) and read_anchor(self.anchor) is None:
-            with contextlib.closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)) as db:
-                head = _chain_unhashed(db)
+        if is_url(path):  # SQLite made the file's directory; this node's data dir may be new
+            self.anchor.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+        if read_anchor(self.anchor) is None:
+            head = _first_anchor(path)
             if head is not None:
                 write_anchor(self.anchor, head)
         self._queue: asyncio.Queue[tuple[AuditRecord, asyncio.Future[int]] | None] = asyncio.Queue()
@@ -298,8 +301,7 @@ class AuditTrail:
         process appending too (a CLI) cannot fork the chain."""
         db.execute("BEGIN IMMEDIATE")
         try:
-            row = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-            head = Head(0, GENESIS) if row is None else Head(int(row[0]), row[1] or GENESIS)
+            head = _head(db) or Head(0, GENESIS)
             heads: dict[str, str] = {}
             rows = []
             for record in records:
@@ -331,6 +333,24 @@ class AuditTrail:
             raise
         write_anchor(self.anchor, head)
         return [row[0] for row in rows]
+
+
+def _head(db: Connection) -> Head | None:
+    """The trail's newest entry, if any."""
+    row = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    return None if row is None else Head(int(row[0]), row[1] or GENESIS)
+
+
+def _first_anchor(path: Target) -> Head | None:
+    """What a new head file names, once (later, a missing file is a finding). SQLite: the rows
+    the migration copied from before the chain, chained now. PostgreSQL (never unchained): a
+    node that has not written yet starts its file at the shared trail's head, so its checks of
+    what other nodes wrote find no missing head file."""
+    if is_url(path):
+        with contextlib.closing(postgres.connect(str(path))) as db:
+            return _head(db)
+    with contextlib.closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)) as db:
+        return _chain_unhashed(db)
 
 
 def _consultation_head(db: Connection, cid: str) -> str:

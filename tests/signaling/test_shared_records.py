@@ -6,6 +6,7 @@ replaced; a database that goes down makes ``/readyz`` say so (503), never a 500.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +20,7 @@ from persistence.postgres import PostgresDatabase
 from recorder.index import SCHEMA as RECORDINGS
 from signaling.app import create_app
 from signaling.auth.grants import ANY_CONSULTATION, Grant, Role, new_identity
+from signaling.cli import main
 from signaling.db.audit import SCHEMA as AUDIT_SCHEMA
 from signaling.db.audit import AuditAction, AuditRecord, AuditTrail
 from signaling.db.audit_chain import ANCHOR_FILENAME, read_anchor
@@ -175,3 +177,44 @@ def test_the_url_is_read_from_the_environment_and_its_password_never_shown(
     with pytest.raises(psycopg.OperationalError) as failed:
         open_database("postgresql://endolink:s3cret@127.0.0.1:1/endolink")
     assert "s3cret" not in str(failed.value) and "s3cret" not in caplog.text
+
+
+async def test_each_node_verifies_the_shared_trail_against_its_own_head_file(
+    tmp_path: Path,
+    postgres_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Node two has written nothing: its head file starts at the trail's head when it opens the
+    trail. Cutting node one's newest entry is found by node one's file."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    writer = AuditTrail(postgres_url, one / ANCHOR_FILENAME)
+    for _ in range(5):
+        await writer.record(AuditRecord("consultA", "s", "", "surgeon", AuditAction.VIEW))
+    await writer.close()
+    await AuditTrail(postgres_url, two / ANCHOR_FILENAME).close()
+    monkeypatch.setenv("ENDOLINK_DATABASE_URL", postgres_url)
+    for data_dir in (one, two):
+        assert main(["audit", "verify", "--data-dir", str(data_dir)]) == 0
+        assert "intact: 5 entries" in capsys.readouterr().out
+    query(postgres_url, "DELETE FROM audit WHERE seq = 5")
+    assert main(["audit", "verify", "--data-dir", str(one)]) == 1
+    assert "entries at the end were deleted" in capsys.readouterr().out
+
+
+def test_the_cli_works_on_the_shared_database_and_says_so_in_one_line_when_it_is_down(
+    tmp_path: Path,
+    postgres_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ENDOLINK_DATABASE_URL", postgres_url)
+    assert main(["consult", "create", "--json", "--data-dir", str(tmp_path / "one")]) == 0
+    cid = json.loads(capsys.readouterr().out)["id"]
+    assert query(postgres_url, "SELECT id FROM consultations") == [(cid,)]
+
+    monkeypatch.setenv("ENDOLINK_DATABASE_URL", "postgresql://endolink:s3cret@127.0.0.1:1/x")
+    assert main(["consult", "create", "--data-dir", str(tmp_path / "one")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("endolink: error: ") and err.count("\n") == 1, err
+    assert "s3cret" not in err and "Traceback" not in err

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
+from persistence.postgres import PostgresDatabase
 from persistence.sqlite import Database, Migrations
 
 T = TypeVar("T")
@@ -99,7 +100,5 @@ def open_database(target: Target, *schemas: Migrations) -> Backend:
     """A connection to ``target`` with the owners' tables up to date: PostgreSQL for a URL
     (``persistence.postgres``), else the SQLite file (``persistence.sqlite``)."""
     if is_url(target):
-        from persistence.postgres import PostgresDatabase
-
         return PostgresDatabase(str(target), *schemas)
     return Database(Path(target), *schemas)

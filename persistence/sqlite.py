@@ -39,12 +39,15 @@ class Migrations:
 
     Append new steps; never edit a released one. ``legacy`` serves databases made before
     versions were kept per owner (one ``PRAGMA user_version`` for the whole file): for each
-    step, the ``user_version`` from which that step had already been applied.
+    step, the ``user_version`` from which that step had already been applied. ``postgres`` is
+    the same tables' history in PostgreSQL's dialect (``persistence.postgres``), versioned apart:
+    it starts at today's tables, so it needs none of SQLite's rebuilds.
     """
 
     owner: str
     steps: tuple[str, ...]
     legacy: tuple[int, ...] = ()
+    postgres: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not _OWNER.fullmatch(self.owner):

@@ -1,20 +1,23 @@
-"""The recordings index: the ``recordings`` and ``segments`` tables of the server's SQLite file.
+"""The recordings index: the ``recordings`` and ``segments`` tables of the server's database.
 
 This module owns those tables (``SCHEMA``, migrated when it opens the file) and reads and writes
 them on its own connection, so ``recorder`` never imports ``signaling``. Every save writes a
 recording and all its segments in one transaction, mirroring the manifest, so the index is never
 half-updated. Queries run in a worker thread.
+
+With several nodes sharing a PostgreSQL database the rows are shared, the files are not: a
+recording's segments stay in the data dir of the node that wrote them (or on storage the nodes
+share), and its ``segments.file`` names are relative to that data dir (docs/deployment.md).
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-from persistence.sqlite import Database, Migrations
+from persistence.database import Connection, Target, open_database
+from persistence.sqlite import Migrations
 from relay import ConsultationId
 
 from .manifest import Manifest, Segment
@@ -60,7 +63,45 @@ _STEPS: tuple[str, ...] = (
     );
     """,
 )
-SCHEMA = Migrations("recordings", _STEPS, legacy=(2,))
+# PostgreSQL: the same tables; REAL as double precision, counts as BIGINT.
+_POSTGRES: tuple[str, ...] = (
+    """
+    CREATE TABLE recordings (
+        id              TEXT PRIMARY KEY,
+        consultation_id TEXT NOT NULL REFERENCES consultations (id),
+        status          TEXT NOT NULL CHECK (status IN ('recording', 'complete', 'interrupted')),
+        stop_reason     TEXT,
+        started_at      TEXT NOT NULL,
+        ended_at        TEXT,
+        video_codec     TEXT NOT NULL CHECK (video_codec IN ('VP8', 'H264')),
+        container       TEXT NOT NULL CHECK (container IN ('webm', 'mp4')),
+        duration_s      DOUBLE PRECISION NOT NULL DEFAULT 0,
+        bytes           BIGINT NOT NULL DEFAULT 0,
+        chain_head      TEXT
+    );
+    CREATE INDEX recordings_by_consultation ON recordings (consultation_id, started_at);
+    CREATE INDEX recordings_by_status ON recordings (status);
+    CREATE TABLE segments (
+        recording_id    TEXT NOT NULL REFERENCES recordings (id),
+        seq             INTEGER NOT NULL CHECK (seq >= 1),
+        file            TEXT NOT NULL,
+        status          TEXT NOT NULL CHECK (status IN ('open', 'closed', 'interrupted')),
+        started_at      TEXT NOT NULL,
+        ended_at        TEXT,
+        offset_s        DOUBLE PRECISION NOT NULL DEFAULT 0,
+        duration_s      DOUBLE PRECISION NOT NULL DEFAULT 0,
+        frames          BIGINT NOT NULL DEFAULT 0,
+        bytes           BIGINT NOT NULL DEFAULT 0,
+        dropped         BIGINT NOT NULL DEFAULT 0,
+        sha256          TEXT,
+        chain           TEXT,
+        repaired_file   TEXT,
+        repaired_sha256 TEXT,
+        PRIMARY KEY (recording_id, seq)
+    );
+    """,
+)
+SCHEMA = Migrations("recordings", _STEPS, legacy=(2,), postgres=_POSTGRES)
 
 _RECORDING_COLUMNS = (
     "id, consultation_id, status, stop_reason, started_at, ended_at, video_codec, container,"
@@ -69,6 +110,15 @@ _RECORDING_COLUMNS = (
 _SEGMENT_COLUMNS = (
     "seq, file, status, started_at, ended_at, offset_s, duration_s, frames, bytes, dropped,"
     " sha256, chain, repaired_file, repaired_sha256"
+)
+
+
+# Both dialects' upsert (SQLite's INSERT OR REPLACE is not PostgreSQL's): every column replaced.
+_UPSERT_SEGMENT = (
+    f"INSERT INTO segments (recording_id, {_SEGMENT_COLUMNS})"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (recording_id, seq) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _SEGMENT_COLUMNS.split(", ") if c != "seq")
 )
 
 
@@ -134,9 +184,9 @@ class RecordingRow:
 
 
 class RecordingIndex:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Target) -> None:
         self.path = path
-        self._db = Database(path, SCHEMA)
+        self._db = open_database(path, SCHEMA)
 
     async def save(self, manifest: Manifest) -> None:
         """Insert or update the recording and all its segments, in one transaction."""
@@ -155,7 +205,7 @@ class RecordingIndex:
         )
         segments = [SegmentRow.of(s) for s in manifest.segments]
 
-        def upsert(db: sqlite3.Connection) -> None:
+        def upsert(db: Connection) -> None:
             with db:
                 db.execute(
                     f"INSERT INTO recordings ({_RECORDING_COLUMNS})"
@@ -168,16 +218,12 @@ class RecordingIndex:
                     recording,
                 )
                 for row in segments:
-                    db.execute(
-                        f"INSERT OR REPLACE INTO segments (recording_id, {_SEGMENT_COLUMNS})"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (manifest.recording_id, *asdict(row).values()),
-                    )
+                    db.execute(_UPSERT_SEGMENT, (manifest.recording_id, *asdict(row).values()))
 
         await self._db.run(upsert)
 
     async def get(self, recording_id: str) -> RecordingRow | None:
-        def select(db: sqlite3.Connection) -> RecordingRow | None:
+        def select(db: Connection) -> RecordingRow | None:
             rows = _recordings(db, "WHERE id = ?", (recording_id,))
             return rows[0] if rows else None
 
@@ -198,7 +244,7 @@ class RecordingIndex:
         return await self._db.run(lambda db: _recordings(db, "WHERE consultation_id = ?", (cid,)))
 
 
-def _recordings(db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> list[RecordingRow]:
+def _recordings(db: Connection, where: str, args: tuple[Any, ...]) -> list[RecordingRow]:
     rows = db.execute(
         f"SELECT {_RECORDING_COLUMNS} FROM recordings {where} ORDER BY started_at, id", args
     ).fetchall()

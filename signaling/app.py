@@ -10,6 +10,7 @@ from pathlib import Path
 from aiohttp import web
 from aiortc import RTCIceServer
 
+from persistence.database import describe
 from persistence.files import PRIVATE_DIR, make_private
 from recorder.annotation_log import AnnotationLogs
 from recorder.config import RecorderConfig
@@ -26,9 +27,10 @@ from signaling.auth.secret import load_or_create_secret
 from signaling.auth.turn import IceServers
 from signaling.cluster.cluster import Cluster, NodeIdentity, connect
 from signaling.db.audit import AuditTrail
+from signaling.db.audit_chain import ANCHOR_FILENAME
 from signaling.db.invites import InviteBook
 from signaling.db.patients import PatientRegister
-from signaling.db.store import DB_FILENAME, ConsultationStore
+from signaling.db.store import ConsultationStore, database_of
 from signaling.http import api, headers, netcheck, openapi, pages, snapshots, stills, whip
 from signaling.http.audit_edge import refused_token_middleware
 from signaling.http.client_address import TRUSTED_PROXIES, trusted_networks
@@ -110,9 +112,12 @@ def create_app(settings: Settings) -> web.Application:
     app[TRUSTED_PROXIES] = trusted_networks(settings.trusted_proxies)
     app[SETTINGS] = settings
     secret = settings.secret or load_or_create_secret(settings.data_dir)
-    store = app[STORE] = ConsultationStore(settings.data_dir / DB_FILENAME)
-    invites = app[INVITES] = InviteBook(settings.data_dir / DB_FILENAME)
-    app[PATIENTS] = PatientRegister(settings.data_dir / DB_FILENAME)
+    database = database_of(settings)
+    if settings.database_url:
+        logger.info("records in PostgreSQL at %s", describe(settings.database_url))
+    store = app[STORE] = ConsultationStore(database)
+    invites = app[INVITES] = InviteBook(database)
+    app[PATIENTS] = PatientRegister(database)
 
     async def withdrawn() -> tuple[dict[ConsultationId, float], set[tuple[ConsultationId, str]]]:
         return await store.access_revocations(), await invites.withdrawn_identities()
@@ -122,7 +127,7 @@ def create_app(settings: Settings) -> web.Application:
     app[FAILED_JOINS] = FailureBudget()
     app[NETCHECK_BUDGET] = FailureBudget(netcheck.BUDGET_BURST, netcheck.BUDGET_REFILL_S)
     app[HUB] = Hub(reconnect_grace_s=settings.reconnect_grace_s)
-    app[AUDIT] = AuditTrail(settings.data_dir / DB_FILENAME)
+    app[AUDIT] = AuditTrail(database, settings.data_dir / ANCHOR_FILENAME)
     app[REFUSED_TOKENS] = RefusedTokens(app[AUDIT])
     RoomAudit(app[HUB], app[AUDIT]).install()
     app[ANNOTATION_LOGS] = AnnotationLogs(settings.data_dir)
@@ -307,7 +312,7 @@ def _recordings(settings: Settings, store: ConsultationStore, hub: Hub, relay: R
 
     return Recordings(
         settings.data_dir,
-        RecordingIndex(settings.data_dir / DB_FILENAME),
+        RecordingIndex(database_of(settings)),
         RecorderConfig(
             offline_s=settings.recording_offline_s, min_free_mb=settings.recording_min_free_mb
         ),

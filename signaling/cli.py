@@ -12,8 +12,8 @@ import asyncio
 import json
 import logging
 import os
+import re
 import socket
-import sqlite3
 import ssl
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from aiohttp import web
 
+from persistence.database import DATABASE_ERRORS
 from signaling import cli_audit, cli_node, cli_publish, cli_records, running
 from signaling.auth.grants import ANY_CONSULTATION, Role
 from signaling.auth.invites import issue_token, with_links
@@ -38,7 +39,7 @@ from signaling.cli_consult import (
     settings_of,
     with_store,
 )
-from signaling.db.store import DB_FILENAME
+from signaling.db.store import DB_FILENAME, database_of
 from signaling.settings import Settings
 from signaling.tls import make_certificates, make_dtls_client_certificate, ssl_context
 
@@ -49,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+_LINE_BREAK = re.compile(r"\s*\n\s*")
 DEMO_TITLE = "Demo consultation"
 DEMO_CONSENT = "demo (paper form on file)"
 
@@ -68,8 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"endolink: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except (OSError, ValueError, sqlite3.Error) as exc:
-        print(f"endolink: error: {exc}", file=sys.stderr)
+    except (OSError, ValueError) + DATABASE_ERRORS as exc:
+        # One line: libpq's messages (PostgreSQL down) carry a second, indented one.
+        print(f"endolink: error: {_LINE_BREAK.sub(' ', str(exc).strip())}", file=sys.stderr)
         return 1
     finally:
         os.umask(umask)
@@ -332,12 +335,11 @@ def _with_index(settings: Settings, work: Callable[[RecordingIndex], Awaitable[T
     tables if the file is older)."""
     from recorder.index import RecordingIndex
 
-    path = settings.data_dir / DB_FILENAME
-    if not path.exists():
+    if not settings.database_url and not (settings.data_dir / DB_FILENAME).exists():
         raise CliError(f"no database in {settings.data_dir}")
 
     async def run() -> T:
-        index = RecordingIndex(path)
+        index = RecordingIndex(database_of(settings))
         try:
             return await work(index)
         finally:

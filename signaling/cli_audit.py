@@ -1,6 +1,7 @@
 """``endolink audit verify``: check the audit trail's hash chains and head file (exit 0 when
 intact, 1 naming the first bad entry); with ``--files`` also every snapshot PNG against the hash
-its audit entry recorded. Reads the database read-only, so it may run beside the server."""
+its audit entry recorded. Reads the database read-only, so it may run beside the server; with
+``ENDOLINK_DATABASE_URL`` it reads the shared PostgreSQL trail against this node's head file."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+from persistence import postgres
+from persistence.database import Connection
 from signaling.db.audit import verify_database
 from signaling.db.audit_chain import ANCHOR_FILENAME
 from signaling.db.snapshot_audit import check_snapshot_files
@@ -46,19 +49,26 @@ def _verify(args: argparse.Namespace, error: Callable[[str], Exception]) -> int:
     cid = args.consultation
     if cid is not None and not valid_consultation_id(cid):
         raise error(f"not a consultation id: {cid!r}")
-    data_dir = Settings.from_env(data_dir=args.data_dir).data_dir
+    settings = Settings.from_env(data_dir=args.data_dir)
+    data_dir = settings.data_dir
     database = data_dir / DB_FILENAME
-    if not database.is_file():
+    db: Connection
+    if settings.database_url:
+        db = postgres.connect(settings.database_url)
+        has_trail = "SELECT 1 WHERE to_regclass('audit') IS NOT NULL"
+    elif not database.is_file():
         raise error(f"no database in {data_dir}")
-    db = sqlite3.connect(f"{Path(database).resolve().as_uri()}?mode=ro", uri=True)
+    else:
+        db = sqlite3.connect(f"{Path(database).resolve().as_uri()}?mode=ro", uri=True)
+        has_trail = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit'"
     try:
-        if not _has_trail(db):
+        if db.execute(has_trail).fetchone() is None:
             return _no_trail((data_dir / ANCHOR_FILENAME).exists(), args.json)
         verdict = verify_database(db, data_dir / ANCHOR_FILENAME)
         count = None
         if cid is not None:
             query = "SELECT COUNT(*) FROM audit WHERE consultation_id = ?"
-            count = int(db.execute(query, (cid,)).fetchone()[0])
+            (count,) = db.execute(query, (cid,)).fetchone() or (0,)
         files = check_snapshot_files(db, data_dir) if args.files else []
     finally:
         db.close()
@@ -79,11 +89,6 @@ def _verify(args: argparse.Namespace, error: Callable[[str], Exception]) -> int:
             print(f"snapshot {check.snapshot_id} of consultation {check.cid}: {check.status}")
         print(f"snapshot files: {len(files) - len(bad_files)} of {len(files)} match the trail")
     return 0 if verdict.ok and not bad_files else 1
-
-
-def _has_trail(db: sqlite3.Connection) -> bool:
-    found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit'")
-    return found.fetchone() is not None
 
 
 def _no_trail(had_one: bool, as_json: bool) -> int:

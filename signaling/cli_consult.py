@@ -15,15 +15,23 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from persistence.database import describe
 from relay import ConsultationId
 from signaling import running
 from signaling.auth.grants import Role
 from signaling.auth.invites import INVITE_ROLES, REPLAY_PAGE, issue_invite, with_links
 from signaling.auth.names import MAX_NAME_LENGTH, name_argument
 from signaling.db.audit import AuditAction, AuditRecord, AuditTrail
+from signaling.db.audit_chain import ANCHOR_FILENAME
 from signaling.db.invites import InviteBook
 from signaling.db.patients import InvalidPatient, Patient, PatientRegister
-from signaling.db.store import DB_FILENAME, DEFAULT_TITLE, Consultation, ConsultationStore
+from signaling.db.store import (
+    DB_FILENAME,
+    DEFAULT_TITLE,
+    Consultation,
+    ConsultationStore,
+    database_of,
+)
 from signaling.settings import Settings
 
 T = TypeVar("T")
@@ -155,7 +163,7 @@ def patient_of(args: argparse.Namespace) -> Patient | None:
 
 async def record_patient(settings: Settings, cid: str, patient: Patient) -> None:
     """Into the consultation's register, audited (``patient``, never the values)."""
-    register = PatientRegister(settings.data_dir / DB_FILENAME)
+    register = PatientRegister(database_of(settings))
     try:
         await register.record(cid, patient, CLI_IDENTITY)
     finally:
@@ -274,7 +282,7 @@ async def audit(
     recording_id: str | None = None,
 ) -> None:
     """The same entry the HTTP routes write, by the operator's account (``cli``)."""
-    trail = AuditTrail(settings.data_dir / DB_FILENAME)
+    trail = AuditTrail(database_of(settings), settings.data_dir / ANCHOR_FILENAME)
     try:
         user = getpass.getuser()
         await trail.record(
@@ -286,7 +294,7 @@ async def audit(
 
 def with_store(settings: Settings, work: Callable[[ConsultationStore], Awaitable[T]]) -> T:
     async def run() -> T:
-        store = ConsultationStore(settings.data_dir / DB_FILENAME)
+        store = ConsultationStore(database_of(settings))
         try:
             return await work(store)
         finally:
@@ -309,14 +317,14 @@ def with_invites(
 
 
 def require_database(settings: Settings, cid: ConsultationId) -> None:
-    if not (settings.data_dir / DB_FILENAME).exists():
+    if not settings.database_url and not (settings.data_dir / DB_FILENAME).exists():
         raise CliError(f"unknown consultation {cid!r}: no database in {settings.data_dir}")
 
 
 async def existing(store: ConsultationStore, cid: ConsultationId) -> Consultation:
     consultation = await store.get(cid)
     if consultation is None:
-        raise CliError(f"unknown consultation {cid!r} in {store.path}")
+        raise CliError(f"unknown consultation {cid!r} in {describe(store.path)}")
     return consultation
 
 

@@ -25,7 +25,7 @@ from signaling.cli_consult import (
 )
 from signaling.db.audit import AuditAction
 from signaling.db.patients import Patient, PatientRegister, no_patient
-from signaling.db.store import DB_FILENAME
+from signaling.db.store import DB_FILENAME, database_of
 from signaling.settings import SENDS, Settings
 
 
@@ -72,8 +72,8 @@ def _dicom(args: argparse.Namespace) -> int:
     if not valid_recording_id(args.recording):
         raise CliError(f"not a recording id: {args.recording!r}", exit_code=2)
     settings = settings_of(args)
-    database = settings.data_dir / DB_FILENAME
-    if not database.exists():
+    database = database_of(settings)
+    if not settings.database_url and not (settings.data_dir / DB_FILENAME).exists():
         raise CliError(f"no database in {settings.data_dir}")
     try:
         archive = archive_for(settings, args.send)
@@ -133,7 +133,7 @@ async def _patient(args: argparse.Namespace, settings: Settings, cid: str) -> Pa
     if given is not None:
         await record_patient(settings, cid, given)
         return given
-    register = PatientRegister(settings.data_dir / DB_FILENAME)
+    register = PatientRegister(database_of(settings))
     try:
         record = await register.latest(cid)
     finally:

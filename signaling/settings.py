@@ -60,6 +60,10 @@ class IceServer:
 class Settings:
     data_dir: Path = Path("data")
     "Where the SQLite database, the signing secret and recordings live."
+    database_url: str | None = field(default=None, repr=False)
+    """``postgresql://user:password@host:5432/endolink``: keep the records (consultations,
+    consent, invites, patients, the audit trail, the recordings index) in this PostgreSQL
+    database, shared by several nodes; unset: the SQLite file in ``data_dir``. Never logged."""
     host: str = "127.0.0.1"
     "Interface the HTTP server binds to."
     port: int = 8080
@@ -297,6 +301,8 @@ def _parse(name: str, raw: str) -> Any:
         return raw
     if name == "pacs_dicom":
         return parse_dicom_address(raw)
+    if name == "database_url":
+        return parse_database_url(raw)
     if name == "pacs_stow_url":
         return parse_stow_url(raw)
     if name == "timezone":
@@ -402,6 +408,14 @@ def parse_turn_urls(raw: str) -> tuple[str, ...]:
                 f"name (got {url.split('@')[-1]!r})"
             )
     return urls
+
+
+def parse_database_url(raw: str) -> str:
+    """A ``postgresql://`` (or ``postgres://``) URL; an error never repeats it (its password)."""
+    url = raw.strip()
+    if urlsplit(url).scheme not in ("postgresql", "postgres"):
+        raise ValueError("ENDOLINK_DATABASE_URL must be a postgresql://user@host:port/database URL")
+    return url
 
 
 def normalise_codec(name: str) -> str:

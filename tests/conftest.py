@@ -15,7 +15,11 @@ from signaling.db.store import Consultation
 from signaling.keys import STORE, TOKENS
 from signaling.settings import Settings
 
-pytest_plugins = ["tests.processes", "tests.redis_server"]  # ``processes``, ``redis_server``
+pytest_plugins = [
+    "tests.processes",  # the ``processes`` fixture
+    "tests.postgres",  # ``postgres_server`` (one per session) and ``postgres_url`` (per test)
+    "tests.redis_server",  # ``redis_server`` (one per test)
+]
 
 TEST_SECRET = "test-secret-" + "x" * 40
 OTHER_CID = "someoneElse1"

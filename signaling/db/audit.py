@@ -1,7 +1,7 @@
 """The audit trail: who joined, published, watched, drew, froze, recorded, replayed, downloaded,
 exported or revoked what in a consultation, and which tokens were refused — tamper-evident.
 
-One append-only table (``audit``, declared and migrated here) in the server's SQLite file, each
+One append-only table (``audit``, declared and migrated here) in the server's database, each
 entry chained by hash to the one before it in the whole trail and in its consultation
 (``audit_chain.py``: what is hashed, the head file, the limits). Rows are never updated or
 deleted by the server. Entries hold identities, roles and display names (the trail is for admins:
@@ -17,6 +17,16 @@ blocks; what it queues follows from events already admitted and rate-limited (a 
 session end per session, at most 30 annotation ops a second per participant), and the writer
 commits thousands of entries a second. Nothing is ever dropped: a database error is logged with
 the entries it lost and fails whoever awaits them.
+
+Several nodes (``database_url``: one PostgreSQL database): the trail is one chain in the shared
+database — each writer takes the database's write lock (``BEGIN IMMEDIATE``, an advisory lock on
+PostgreSQL) before it reads the head, so nodes append in turn and never fork it. The head file
+stays per node, in its data dir: it names the newest entry *that node* wrote, and verification
+checks that the trail still holds that entry with that hash (a node that has not written yet
+starts its file at the trail's head when it opens it). So every node's file catches a rewrite of,
+or a cut through, what it wrote; a tail written by another node is covered by that node's file
+(run ``endolink audit verify`` on each node, or ship each node's head line to the external log).
+No head lives in the database: whoever can rewrite the database could rewrite it too.
 """
 
 from __future__ import annotations
@@ -29,7 +39,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from persistence.sqlite import BUSY_TIMEOUT_S, Database
+from persistence import postgres
+from persistence.database import Connection, Target, is_url, open_database
+from persistence.files import PRIVATE_DIR
+from persistence.sqlite import BUSY_TIMEOUT_S
 from persistence.times import utc_now_iso
 
 from .audit_chain import (
@@ -108,16 +121,20 @@ _INSERT = f"INSERT INTO audit ({_COLUMNS}) VALUES ({', '.join('?' * (len(HASHED_
 
 
 class AuditTrail:
-    """The trail in ``path``'s database, its head file beside it (``anchor``)."""
+    """The trail in ``path``'s database (an SQLite file or a PostgreSQL URL), its head file
+    beside the SQLite file or, for PostgreSQL, at ``anchor`` (in the node's data dir)."""
 
-    def __init__(self, path: Path, anchor: Path | None = None) -> None:
-        self._db = Database(path, SCHEMA)
-        self._reader = Database(path)
-        "Reads and verification: WAL readers never wait for the writer's transaction."
-        self.anchor = anchor or path.parent / ANCHOR_FILENAME
-        if read_anchor(self.anchor) is None:  # once: later, an unhashed row is a finding
-            with contextlib.closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)) as db:
-                head = _chain_unhashed(db)
+    def __init__(self, path: Target, anchor: Path | None = None) -> None:
+        if anchor is None and is_url(path):
+            raise ValueError("a trail on PostgreSQL needs this node's head file (anchor)")
+        self._db = open_database(path, SCHEMA)
+        self._reader = open_database(path)
+        "Reads and verification: readers never wait for the writer's transaction."
+        self.anchor = anchor or Path(path).parent / ANCHOR_FILENAME
+        if is_url(path):  # SQLite made the file's directory; this node's data dir may be new
+            self.anchor.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+        if read_anchor(self.anchor) is None:
+            head = _first_anchor(path)
             if head is not None:
                 write_anchor(self.anchor, head)
         self._queue: asyncio.Queue[tuple[AuditRecord, asyncio.Future[int]] | None] = asyncio.Queue()
@@ -157,7 +174,7 @@ class AuditTrail:
     ) -> list[AuditEntry]:
         """A page of a consultation's entries, oldest first: those after ``seq`` ``after``."""
 
-        def select(db: sqlite3.Connection) -> list[AuditEntry]:
+        def select(db: Connection) -> list[AuditEntry]:
             rows = db.execute(
                 f"SELECT {_COLUMNS} FROM audit WHERE consultation_id = ? AND seq > ?"
                 " ORDER BY seq LIMIT ?",
@@ -186,7 +203,7 @@ class AuditTrail:
                 where.append(f" AND {clause} ?")
                 values.append(value)
 
-        def select(db: sqlite3.Connection) -> list[AuditEntry]:
+        def select(db: Connection) -> list[AuditEntry]:
             rows = db.execute(
                 f"SELECT {_COLUMNS} FROM audit WHERE consultation_id = ?"
                 f" AND action IN ({', '.join('?' * len(actions))}){''.join(where)}"
@@ -278,14 +295,13 @@ class AuditTrail:
             if not future.done():
                 future.set_result(seq)
 
-    def _append(self, db: sqlite3.Connection, records: list[AuditRecord]) -> list[int]:
+    def _append(self, db: Connection, records: list[AuditRecord]) -> list[int]:
         """Number, chain and insert ``records`` in one transaction, then rewrite the head file.
         The heads are read inside the write lock (``BEGIN IMMEDIATE``), never cached, so another
         process appending too (a CLI) cannot fork the chain."""
         db.execute("BEGIN IMMEDIATE")
         try:
-            row = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-            head = Head(0, GENESIS) if row is None else Head(int(row[0]), row[1] or GENESIS)
+            head = _head(db) or Head(0, GENESIS)
             heads: dict[str, str] = {}
             rows = []
             for record in records:
@@ -319,7 +335,25 @@ class AuditTrail:
         return [row[0] for row in rows]
 
 
-def _consultation_head(db: sqlite3.Connection, cid: str) -> str:
+def _head(db: Connection) -> Head | None:
+    """The trail's newest entry, if any."""
+    row = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    return None if row is None else Head(int(row[0]), row[1] or GENESIS)
+
+
+def _first_anchor(path: Target) -> Head | None:
+    """What a new head file names, once (later, a missing file is a finding). SQLite: the rows
+    the migration copied from before the chain, chained now. PostgreSQL (never unchained): a
+    node that has not written yet starts its file at the shared trail's head, so its checks of
+    what other nodes wrote find no missing head file."""
+    if is_url(path):
+        with contextlib.closing(postgres.connect(str(path))) as db:
+            return _head(db)
+    with contextlib.closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)) as db:
+        return _chain_unhashed(db)
+
+
+def _consultation_head(db: Connection, cid: str) -> str:
     row = db.execute(
         "SELECT hash FROM audit WHERE consultation_id = ? ORDER BY seq DESC LIMIT 1", (cid,)
     ).fetchone()
@@ -327,7 +361,7 @@ def _consultation_head(db: sqlite3.Connection, cid: str) -> str:
 
 
 def verify_database(
-    db: sqlite3.Connection, anchor: Path, start: Checked = START, limit: int | None = None
+    db: Connection, anchor: Path, start: Checked = START, limit: int | None = None
 ) -> Verdict:
     """Verify the trail in ``db`` against the head file ``anchor`` (read first: see ``verify``):
     the entries after ``start``, at most ``limit`` of them."""

@@ -1,8 +1,9 @@
 """The audit trail's table and its actions: what the trail can say, and how its table grew.
 
 Kept apart from ``audit.py`` (the writer and the reader): a new action means a new migration
-step here (SQLite cannot change a CHECK, so a step rebuilds the table) and a member of
-``AuditAction`` — the two must list the same names (tests/signaling/test_audit.py).
+step here (SQLite cannot change a CHECK, so a step rebuilds the table; PostgreSQL's step
+replaces the ``audit_action_check`` constraint) and a member of ``AuditAction`` — the two must
+list the same names (tests/signaling/test_audit.py).
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ _ACTIONS = (
 _ACTIONS_3 = f"{_ACTIONS}, 'dicom-export', 'fhir', 'patient'"
 
 
-def _chained_table(name: str, actions: str) -> str:
-    """The chained trail's table (steps 2 and 3 differ only in the actions allowed)."""
+def _chained_table(name: str, actions: str, seq: str = "INTEGER") -> str:
+    """The chained trail's table (steps 2 and 3 differ only in the actions allowed; PostgreSQL's
+    ``seq`` is a BIGINT: its INTEGER has 32 bits)."""
     return f"""CREATE TABLE {name} (
-        seq             INTEGER PRIMARY KEY,
+        seq             {seq} PRIMARY KEY,
         consultation_id TEXT,
         at              TEXT NOT NULL,
         identity        TEXT NOT NULL,
@@ -78,7 +80,14 @@ _STEPS: tuple[str, ...] = (
     CREATE INDEX audit_by_consultation ON audit (consultation_id, seq);
     """,
 )
-SCHEMA = Migrations("audit", _STEPS, legacy=(3,))
+# PostgreSQL: today's table, with no unchained past to copy.
+_POSTGRES: tuple[str, ...] = (
+    f"""
+    {_chained_table("audit", _ACTIONS_3, "BIGINT")}
+    CREATE INDEX audit_by_consultation ON audit (consultation_id, seq);
+    """,
+)
+SCHEMA = Migrations("audit", _STEPS, legacy=(3,), postgres=_POSTGRES)
 
 
 class AuditAction(StrEnum):

@@ -9,13 +9,12 @@ that its link says "withdrawn" or "expired" instead of "unknown".
 from __future__ import annotations
 
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from persistence.sqlite import Database, Migrations
+from persistence.database import INTEGRITY_ERRORS, Connection, Target, open_database
+from persistence.sqlite import Migrations
 from persistence.times import utc_now_iso
 from relay import ConsultationId
 from signaling.auth.grants import Role
@@ -38,7 +37,25 @@ _STEPS: tuple[str, ...] = (
     CREATE INDEX invites_by_consultation ON invites (consultation_id);
     """,
 )
-SCHEMA = Migrations("invites", _STEPS)
+# PostgreSQL: the same table; expires_at (Unix seconds) as BIGINT, past 2038.
+_POSTGRES: tuple[str, ...] = (
+    """
+    CREATE TABLE invites (
+        id              TEXT PRIMARY KEY,
+        code_hash       TEXT NOT NULL UNIQUE,
+        consultation_id TEXT NOT NULL REFERENCES consultations (id),
+        role            TEXT NOT NULL,
+        page            TEXT NOT NULL,
+        identity        TEXT NOT NULL,
+        name            TEXT NOT NULL DEFAULT '',
+        created_at      TEXT NOT NULL,
+        expires_at      BIGINT NOT NULL,
+        revoked_at      TEXT
+    );
+    CREATE INDEX invites_by_consultation ON invites (consultation_id);
+    """,
+)
+SCHEMA = Migrations("invites", _STEPS, postgres=_POSTGRES)
 
 _COLUMNS = "id, consultation_id, role, page, identity, name, created_at, expires_at, revoked_at"
 
@@ -80,10 +97,10 @@ class InviteRecord:
 
 
 class InviteBook:
-    """The invites table on its own connection to the server's SQLite file."""
+    """The invites table on its own connection to the server's database."""
 
-    def __init__(self, path: Path) -> None:
-        self._db = Database(path, SCHEMA)
+    def __init__(self, path: Target) -> None:
+        self._db = open_database(path, SCHEMA)
 
     async def add(
         self,
@@ -107,7 +124,7 @@ class InviteBook:
             None,
         )
 
-        def insert(db: sqlite3.Connection) -> str:
+        def insert(db: Connection) -> str:
             while True:
                 code = new_code()
                 try:
@@ -118,7 +135,7 @@ class InviteBook:
                             (code_hash(normalise(code) or ""), *_row(record)),
                         )
                     return code
-                except sqlite3.IntegrityError:  # 1 in 2**60 per stored code: draw again
+                except INTEGRITY_ERRORS:  # 1 in 2**60 per stored code: draw again
                     continue
 
         return record, await self._db.run(insert)
@@ -136,7 +153,7 @@ class InviteBook:
     async def revoke(self, invite_id: str) -> bool:
         """Withdraw an invite; False if it does not exist (revoking twice keeps the first time)."""
 
-        def update(db: sqlite3.Connection) -> bool:
+        def update(db: Connection) -> bool:
             with db:
                 found = db.execute("SELECT 1 FROM invites WHERE id = ?", (invite_id,)).fetchone()
                 db.execute(
@@ -150,7 +167,7 @@ class InviteBook:
     async def revoke_all(self, cid: ConsultationId) -> int:
         """Withdraw every invite of a consultation not withdrawn yet; how many."""
 
-        def update(db: sqlite3.Connection) -> int:
+        def update(db: Connection) -> int:
             with db:
                 return db.execute(
                     "UPDATE invites SET revoked_at = ? WHERE consultation_id = ?"
@@ -165,7 +182,7 @@ class InviteBook:
         valid: an invite's identity is its own, so it names exactly the tokens its link gave."""
         now = int(time.time())
 
-        def select(db: sqlite3.Connection) -> set[tuple[ConsultationId, str]]:
+        def select(db: Connection) -> set[tuple[ConsultationId, str]]:
             rows = db.execute(
                 "SELECT consultation_id, identity FROM invites"
                 " WHERE revoked_at IS NOT NULL AND expires_at > ?",
@@ -179,7 +196,7 @@ class InviteBook:
         await self._db.close()
 
     async def _one(self, where: str, value: str) -> InviteRecord | None:
-        def select(db: sqlite3.Connection) -> InviteRecord | None:
+        def select(db: Connection) -> InviteRecord | None:
             row = db.execute(f"SELECT {_COLUMNS} FROM invites WHERE {where}", (value,)).fetchone()
             return None if row is None else InviteRecord.of(row)
 

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import logging
 import re
-import sqlite3
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 from typing import Any
 
-from persistence.sqlite import Database, Migrations
+from persistence.database import Connection, Target, open_database
+from persistence.sqlite import Migrations
 from persistence.times import utc_now_iso
 from signaling.db.store import UnknownConsultation, valid_consultation_id
 
@@ -52,7 +51,24 @@ _STEPS: tuple[str, ...] = (
     CREATE INDEX patients_by_consultation ON patients (consultation_id, seq);
     """,
 )
-SCHEMA = Migrations("patients", _STEPS)
+_POSTGRES: tuple[str, ...] = (
+    """
+    CREATE TABLE patients (
+        seq             BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        consultation_id TEXT NOT NULL REFERENCES consultations (id),
+        patient_id      TEXT NOT NULL,
+        issuer          TEXT NOT NULL DEFAULT '',
+        family_name     TEXT NOT NULL DEFAULT '',
+        given_names     TEXT NOT NULL DEFAULT '',
+        birth_date      TEXT,
+        sex             TEXT NOT NULL DEFAULT 'unknown',
+        recorded_by     TEXT NOT NULL,
+        recorded_at     TEXT NOT NULL
+    );
+    CREATE INDEX patients_by_consultation ON patients (consultation_id, seq);
+    """,
+)
+SCHEMA = Migrations("patients", _STEPS, postgres=_POSTGRES)
 
 _FIELDS = ("patient_id", "issuer", "family_name", "given_names", "birth_date", "sex")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -159,10 +175,10 @@ class PatientRecord:
 
 
 class PatientRegister:
-    """The patients' details per consultation, on the shared SQLite file."""
+    """The patients' details per consultation, on the server's database."""
 
-    def __init__(self, path: Path) -> None:
-        self._db = Database(path, SCHEMA)
+    def __init__(self, path: Target) -> None:
+        self._db = open_database(path, SCHEMA)
 
     async def record(self, cid: str, patient: Patient, recorded_by: str) -> PatientRecord:
         """Append the consultation's patient details; they supersede earlier ones."""
@@ -170,7 +186,7 @@ class PatientRegister:
             raise UnknownConsultation(cid)
         record = PatientRecord(patient, recorded_by, utc_now_iso(timespec="seconds"))
 
-        def insert(db: sqlite3.Connection) -> None:
+        def insert(db: Connection) -> None:
             with db:
                 if not db.execute("SELECT 1 FROM consultations WHERE id = ?", (cid,)).fetchone():
                     raise UnknownConsultation(cid)
@@ -201,7 +217,7 @@ class PatientRegister:
         if not valid_consultation_id(cid):
             return []
 
-        def select(db: sqlite3.Connection) -> list[PatientRecord]:
+        def select(db: Connection) -> list[PatientRecord]:
             rows = db.execute(
                 f"SELECT {', '.join(_FIELDS)}, recorded_by, recorded_at FROM patients"
                 f" WHERE consultation_id = ? {order}",

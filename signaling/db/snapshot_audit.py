@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from persistence.database import Connection
 from recorder.snapshots import SnapshotStore
 from relay import ConsultationId
 
@@ -30,7 +30,7 @@ class SnapshotCheck:
     "``OK``, ``MODIFIED`` (another hash) or ``MISSING``."
 
 
-def check_snapshot_files(db: sqlite3.Connection, data_dir: Path) -> list[SnapshotCheck]:
+def check_snapshot_files(db: Connection, data_dir: Path) -> list[SnapshotCheck]:
     """Every hashed snapshot entry against its file, in the trail's order."""
     store = SnapshotStore(data_dir)
     rows = db.execute(

@@ -1,4 +1,5 @@
-"""Consultations and their consent records, kept in one SQLite file in the data dir.
+"""Consultations and their consent records, kept in the data dir's SQLite file (or, for several
+nodes, the shared PostgreSQL database: ``persistence.database``).
 
 Queries run in a worker thread (``persistence.sqlite.Database``): the event loop that forwards
 media never waits on the disk. Consent is append-only: each confirmation is a new row (the audit
@@ -10,16 +11,15 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-import sqlite3
 import time
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
-from persistence.sqlite import Database, Migrations
+from persistence.database import Connection, Target, open_database
+from persistence.sqlite import Migrations
 from persistence.times import utc_now_iso
 from relay import ConsultationId
-from signaling.settings import normalise_codec
+from signaling.settings import Settings, normalise_codec
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,31 @@ _STEPS: tuple[str, ...] = (
     ALTER TABLE consultations ADD COLUMN access_revoked_at REAL;
     """,
 )
-SCHEMA = Migrations("consultations", _STEPS, legacy=(1, 2))
+# PostgreSQL: today's tables. ``rowid`` stands in for SQLite's implicit one (insertion order,
+# which ``list`` sorts by); REAL there is double precision here.
+_POSTGRES: tuple[str, ...] = (
+    """
+    CREATE TABLE consultations (
+        rowid       BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
+        id          TEXT PRIMARY KEY,
+        title       TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        video_codec TEXT NOT NULL CHECK (video_codec IN ('VP8', 'H264')),
+        recording_enabled INTEGER NOT NULL DEFAULT 1 CHECK (recording_enabled IN (0, 1)),
+        access_revoked_at DOUBLE PRECISION
+    );
+    CREATE TABLE consents (
+        seq             BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        consultation_id TEXT NOT NULL REFERENCES consultations (id),
+        confirmed_by    TEXT NOT NULL,
+        confirmed_at    TEXT NOT NULL,
+        method          TEXT NOT NULL CHECK (method IN ('page', 'paper')),
+        recorded_by     TEXT NOT NULL
+    );
+    CREATE INDEX consents_by_consultation ON consents (consultation_id, seq);
+    """,
+)
+SCHEMA = Migrations("consultations", _STEPS, legacy=(1, 2), postgres=_POSTGRES)
 
 # Each consultation with its latest consent (NULL columns when none was recorded yet).
 _SELECT_CONSULTATIONS = """
@@ -71,6 +95,12 @@ _SELECT_CONSULTATIONS = """
     LEFT JOIN consents AS k
       ON k.seq = (SELECT MAX(seq) FROM consents WHERE consultation_id = c.id)
 """
+
+
+def database_of(settings: Settings) -> Target:
+    """Where every owner keeps its records: the shared PostgreSQL database when
+    ``database_url`` is set (several nodes), else the data dir's SQLite file."""
+    return settings.database_url or settings.data_dir / DB_FILENAME
 
 
 class UnknownConsultation(LookupError):
@@ -135,9 +165,10 @@ def _text(value: str, what: str, *, allow_empty: bool = False) -> str:
 class ConsultationStore:
     """The persistent catalogue of consultations; safe to share by every handler of one app."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Target) -> None:
         self.path = path
-        self._db = Database(path, SCHEMA)
+        "The SQLite file or the PostgreSQL URL (``describe`` it: never print its password)."
+        self._db = open_database(path, SCHEMA)
 
     async def create(
         self,
@@ -158,7 +189,7 @@ class ConsultationStore:
         if consent_by is not None:
             consent = _new_consent(consent_by, "paper", recorded_by or "unknown")
 
-        def insert(db: sqlite3.Connection) -> None:
+        def insert(db: Connection) -> None:
             with db:
                 db.execute(
                     "INSERT INTO consultations (id, title, created_at, video_codec)"
@@ -173,14 +204,14 @@ class ConsultationStore:
         return replace(c, consent=consent)
 
     async def ping(self) -> None:
-        """Read the database once; raises ``sqlite3.Error`` when it cannot (``/readyz``)."""
+        """Read the database once; raises one of ``DATABASE_ERRORS`` if it cannot (``/readyz``)."""
         await self._db.run(lambda db: db.execute("SELECT 1 FROM consultations LIMIT 1").fetchall())
 
     async def get(self, cid: str) -> Consultation | None:
         if not valid_consultation_id(cid):
             return None
 
-        def select(db: sqlite3.Connection) -> Consultation | None:
+        def select(db: Connection) -> Consultation | None:
             row = db.execute(f"{_SELECT_CONSULTATIONS} WHERE c.id = ?", (cid,)).fetchone()
             return _consultation(row) if row else None
 
@@ -194,7 +225,7 @@ class ConsultationStore:
         if not valid_consultation_id(cid):
             raise UnknownConsultation(cid)
 
-        def insert(db: sqlite3.Connection) -> None:
+        def insert(db: Connection) -> None:
             with db:
                 if db.execute("SELECT 1 FROM consultations WHERE id = ?", (cid,)).fetchone():
                     _insert_consent(db, cid, consent)
@@ -208,7 +239,7 @@ class ConsultationStore:
     async def consent_history(self, cid: str) -> list[Consent]:
         """Every consent record of a consultation, oldest first (the audit trail)."""
 
-        def select(db: sqlite3.Connection) -> list[Consent]:
+        def select(db: Connection) -> list[Consent]:
             rows = db.execute(
                 "SELECT confirmed_by, confirmed_at, method, recorded_by FROM consents"
                 " WHERE consultation_id = ? ORDER BY seq",
@@ -223,7 +254,7 @@ class ConsultationStore:
         if not valid_consultation_id(cid):
             return None
 
-        def select(db: sqlite3.Connection) -> bool | None:
+        def select(db: Connection) -> bool | None:
             row = db.execute(
                 "SELECT recording_enabled FROM consultations WHERE id = ?", (cid,)
             ).fetchone()
@@ -235,7 +266,7 @@ class ConsultationStore:
         if not valid_consultation_id(cid):
             raise UnknownConsultation(cid)
 
-        def update(db: sqlite3.Connection) -> int:
+        def update(db: Connection) -> int:
             with db:
                 return db.execute(
                     "UPDATE consultations SET recording_enabled = ? WHERE id = ?",
@@ -253,7 +284,7 @@ class ConsultationStore:
             raise UnknownConsultation(cid)
         now = time.time()
 
-        def update(db: sqlite3.Connection) -> int:
+        def update(db: Connection) -> int:
             with db:
                 return db.execute(
                     "UPDATE consultations SET access_revoked_at = ? WHERE id = ?", (now, cid)
@@ -267,7 +298,7 @@ class ConsultationStore:
     async def access_revocations(self) -> dict[ConsultationId, float]:
         """Each consultation whose access was ever withdrawn, with the latest time."""
 
-        def select(db: sqlite3.Connection) -> dict[ConsultationId, float]:
+        def select(db: Connection) -> dict[ConsultationId, float]:
             rows = db.execute(
                 "SELECT id, access_revoked_at FROM consultations"
                 " WHERE access_revoked_at IS NOT NULL"
@@ -285,7 +316,7 @@ class ConsultationStore:
     async def list(self) -> list[Consultation]:
         """Every consultation, oldest first."""
 
-        def select(db: sqlite3.Connection) -> list[Consultation]:
+        def select(db: Connection) -> list[Consultation]:
             rows = db.execute(f"{_SELECT_CONSULTATIONS} ORDER BY c.rowid").fetchall()
             return [_consultation(row) for row in rows]
 
@@ -303,7 +334,7 @@ def _new_consent(confirmed_by: str, method: str, recorded_by: str) -> Consent:
     )
 
 
-def _insert_consent(db: sqlite3.Connection, cid: str, consent: Consent) -> None:
+def _insert_consent(db: Connection, cid: str, consent: Consent) -> None:
     db.execute(
         "INSERT INTO consents (consultation_id, confirmed_by, confirmed_at, method, recorded_by)"
         " VALUES (?, ?, ?, ?, ?)",

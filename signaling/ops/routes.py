@@ -15,12 +15,12 @@ import asyncio
 import hmac
 import ipaddress
 import logging
-import sqlite3
 import time
 
 from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from persistence.database import DATABASE_ERRORS
 from recorder.recordings import Recordings
 from signaling.db.store import ConsultationStore
 from signaling.http.client_address import client_address
@@ -126,7 +126,7 @@ class Readiness:
         except TimeoutError:
             logger.warning("readyz: the database did not answer within %g s", DATABASE_TIMEOUT_S)
             return "the database is slow to answer"
-        except sqlite3.Error as exc:
+        except DATABASE_ERRORS as exc:
             logger.warning("readyz: database not readable (%s)", type(exc).__name__)
             return "the database cannot be read"
         return None

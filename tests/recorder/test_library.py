@@ -14,7 +14,8 @@ import pytest
 from recorder.index import RecordingIndex, RecordingRow
 from recorder.library import RecordingLibrary, Unavailable, playable_file
 from recorder.snapshots import SnapshotStore
-from signaling.db.store import DB_FILENAME, ConsultationStore
+from signaling.db.store import ConsultationStore
+from tests.postgres import BACKENDS, records_target
 from tests.replay_support import Made, at, make_recording, stroke, write_log
 
 
@@ -27,13 +28,15 @@ class Shelf:
     cid: str
 
 
-@pytest.fixture
-async def shelf(tmp_path: Path) -> AsyncIterator[Shelf]:
+@pytest.fixture(params=BACKENDS)
+async def shelf(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Shelf]:
+    """A recording's files in the data dir, its rows in the SQLite file or in PostgreSQL."""
     data = tmp_path / "data"
-    store = ConsultationStore(data / DB_FILENAME)
+    records = records_target(request, tmp_path)
+    store = ConsultationStore(records)
     cid = (await store.create("library", "VP8", consent_by="Dr. A", recorded_by="t")).id
     await store.close()
-    index = RecordingIndex(data / DB_FILENAME)
+    index = RecordingIndex(records)
     library = RecordingLibrary(data, index)
     try:
         made = await make_recording(data, index, cid, segments=(1.0, 1.0))

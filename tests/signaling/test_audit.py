@@ -15,16 +15,20 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from persistence.database import Target
 from persistence.sqlite import Database, Migrations
 from recorder.snapshots import SnapshotStore
 from signaling.cli import main
 from signaling.db import audit, audit_chain
 from signaling.db.audit import AuditAction, AuditRecord, AuditTrail
 from signaling.db.audit_chain import ANCHOR_FILENAME, HASHED_COLUMNS, entry_hash
-from signaling.db.store import DB_FILENAME, Consultation
+from signaling.db.store import DB_FILENAME, Consultation, database_of
 from signaling.keys import AUDIT, REFUSED_TOKENS, SETTINGS
+from signaling.settings import Settings
 from tests.conftest import MakeToken, bearer
 from tests.peers import publisher
+from tests.postgres import BACKENDS
+from tests.postgres import query as run_sql
 from tests.signaling.test_snapshots import PNG_BYTES, upload
 from tests.signaling.test_websocket import join, next_of
 from tests.signaling.test_websocket_annotations import add
@@ -35,7 +39,7 @@ CIDS = ("consultA", "consultB")
 async def write_trail(data_dir: Path, entries: int = 10) -> None:
     """``entries`` entries alternating between two consultations, plus a refused token."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    trail = AuditTrail(data_dir / DB_FILENAME)
+    trail = AuditTrail(records(data_dir), data_dir / ANCHOR_FILENAME)
     for n in range(entries - 1):
         cid = CIDS[n % 2]
         await trail.record(
@@ -51,21 +55,28 @@ def verify(data_dir: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> t
     return code, capsys.readouterr().out
 
 
-def edit(data_dir: Path, statement: str) -> None:
-    with sqlite3.connect(data_dir / DB_FILENAME) as db:
-        db.execute(statement)
+def records(data_dir: Path) -> Target:
+    """The trail's database as the CLI finds it: ``ENDOLINK_DATABASE_URL``, else the data dir's."""
+    return database_of(Settings.from_env(data_dir=data_dir))
 
 
-def hashed(db: sqlite3.Connection, seq: int) -> tuple[Any, ...]:
-    return tuple(
-        db.execute(
-            f"SELECT {', '.join(HASHED_COLUMNS)} FROM audit WHERE seq = ?", (seq,)
-        ).fetchone()
-    )
+def edit(data_dir: Path, statement: str, *parameters: Any) -> None:
+    run_sql(records(data_dir), statement, parameters)
 
 
-@pytest.fixture
-async def trail_dir(tmp_path: Path) -> Path:
+def hashed(data_dir: Path, seq: int) -> tuple[Any, ...]:
+    select = f"SELECT {', '.join(HASHED_COLUMNS)} FROM audit WHERE seq = ?"
+    return run_sql(records(data_dir), select, (seq,))[0]
+
+
+@pytest.fixture(params=BACKENDS)
+async def trail_dir(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """A data dir with a trail of 10 entries, in its SQLite file or (``ENDOLINK_DATABASE_URL``,
+    which the CLI reads too) in PostgreSQL with the head file in the data dir."""
+    if request.param == "postgresql":
+        monkeypatch.setenv("ENDOLINK_DATABASE_URL", request.getfixturevalue("postgres_url"))
     data_dir = tmp_path / "data"
     await write_trail(data_dir)
     return data_dir
@@ -109,12 +120,14 @@ async def test_a_changed_database_file_is_found(
 async def test_an_edited_entry_with_a_recomputed_hash_breaks_the_next_link(
     trail_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with sqlite3.connect(trail_dir / DB_FILENAME) as db:
-        fields = list(hashed(db, 4))
-        fields[HASHED_COLUMNS.index("name")] = "Dr. Nobody"
-        db.execute(
-            "UPDATE audit SET name = ?, hash = ? WHERE seq = 4", (fields[4], entry_hash(fields))
-        )
+    fields = list(hashed(trail_dir, 4))
+    fields[HASHED_COLUMNS.index("name")] = "Dr. Nobody"
+    edit(
+        trail_dir,
+        "UPDATE audit SET name = ?, hash = ? WHERE seq = 4",
+        fields[4],
+        entry_hash(fields),
+    )
     code, out = verify(trail_dir, capsys)
     assert code == 1 and "first bad entry 5: entry 5 does not follow entry 4" in out
 
@@ -124,18 +137,17 @@ async def test_an_inserted_entry_is_found_even_when_well_formed(
 ) -> None:
     """The forger chains the new entry to entry 5 and renumbers those after it: their numbers
     are hashed, so the first renumbered entry no longer matches its hash."""
-    with sqlite3.connect(trail_dir / DB_FILENAME) as db:
-        for seq in range(10, 5, -1):
-            db.execute("UPDATE audit SET seq = seq + 1 WHERE seq = ?", (seq,))
-        previous, own = (  # entry 4 is the consultation's newest before it
-            db.execute("SELECT hash FROM audit WHERE seq = ?", (seq,)).fetchone()[0]
-            for seq in (5, 4)
-        )
-        fields = [6, CIDS[1], "2026-01-01T00:00:00Z", "x", "Dr. X", "surgeon", "view", None]
-        fields += [None, 1, previous, own]
-        columns = ", ".join((*HASHED_COLUMNS, "hash"))
-        marks = ", ".join("?" * (len(fields) + 1))
-        db.execute(f"INSERT INTO audit ({columns}) VALUES ({marks})", (*fields, entry_hash(fields)))
+    for seq in range(10, 5, -1):
+        edit(trail_dir, "UPDATE audit SET seq = seq + 1 WHERE seq = ?", seq)
+    previous, own = (  # entry 4 is the consultation's newest before it
+        run_sql(records(trail_dir), "SELECT hash FROM audit WHERE seq = ?", (seq,))[0][0]
+        for seq in (5, 4)
+    )
+    fields = [6, CIDS[1], "2026-01-01T00:00:00Z", "x", "Dr. X", "surgeon", "view", None]
+    fields += [None, 1, previous, own]
+    columns = ", ".join((*HASHED_COLUMNS, "hash"))
+    marks = ", ".join("?" * (len(fields) + 1))
+    edit(trail_dir, f"INSERT INTO audit ({columns}) VALUES ({marks})", *fields, entry_hash(fields))
     code, out = verify(trail_dir, capsys)
     assert code == 1 and "first bad entry 7: entry 7 was changed" in out
 
@@ -153,13 +165,14 @@ async def test_a_consultation_chain_link_is_checked_too(
     trail_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Moving an entry to another consultation (hash recomputed, global link kept)."""
-    with sqlite3.connect(trail_dir / DB_FILENAME) as db:
-        fields = list(hashed(db, 10 - 1))
-        fields[1] = CIDS[1] if fields[1] == CIDS[0] else CIDS[0]
-        db.execute(
-            "UPDATE audit SET consultation_id = ?, hash = ? WHERE seq = 9",
-            (fields[1], entry_hash(fields)),
-        )
+    fields = list(hashed(trail_dir, 10 - 1))
+    fields[1] = CIDS[1] if fields[1] == CIDS[0] else CIDS[0]
+    edit(
+        trail_dir,
+        "UPDATE audit SET consultation_id = ?, hash = ? WHERE seq = 9",
+        fields[1],
+        entry_hash(fields),
+    )
     code, out = verify(trail_dir, capsys)
     assert code == 1 and "entry 9 does not follow its consultation's previous entry" in out
 

@@ -19,6 +19,7 @@ from signaling.http.throttle import FailureBudget
 from signaling.keys import FAILED_JOINS, INVITES
 from signaling.settings import Settings
 from tests.conftest import OTHER_CID, MakeToken, bearer, error_of, join
+from tests.postgres import BACKENDS, query
 
 CODE = re.compile(r"[0-9a-hjkmnp-tv-z]{4}-[0-9a-hjkmnp-tv-z]{4}-[0-9a-hjkmnp-tv-z]{4}")
 
@@ -32,6 +33,15 @@ async def invite(
     assert response.status == 201, await response.text()
     answer: dict[str, Any] = await response.json()
     return answer
+
+
+@pytest.fixture(params=BACKENDS)
+def settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    """conftest's settings, with the records in SQLite or in a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return settings
+    url: str = request.getfixturevalue("postgres_url")
+    return settings.with_overrides(database_url=url)
 
 
 def code_of(link: str) -> str:
@@ -176,9 +186,12 @@ async def test_the_code_is_stored_hashed(
     client: TestClient, admin: dict[str, str], consultation: Consultation, settings: Settings
 ) -> None:
     code = code_of((await invite(client, admin, consultation.id))["link"])
-    raw = (settings.data_dir / "endolink.sqlite3").read_bytes()
-    for path in settings.data_dir.glob("endolink.sqlite3*"):
-        raw += path.read_bytes()
+    if settings.database_url:
+        raw = repr(query(settings.database_url, "SELECT * FROM invites")).encode()
+    else:
+        raw = (settings.data_dir / "endolink.sqlite3").read_bytes()
+        for path in settings.data_dir.glob("endolink.sqlite3*"):
+            raw += path.read_bytes()
     assert code.encode() not in raw and normalise(code).encode() not in raw  # type: ignore[union-attr]
     assert code_hash(normalise(code) or "").encode() in raw
 

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from persistence.database import Target
 from signaling.db.patients import PROBLEMS, InvalidPatient, Patient, PatientRegister
 from signaling.db.store import ConsultationStore, UnknownConsultation
+from tests.postgres import BACKENDS, records_target
 
 PATIENT = Patient(
     patient_id="UB-2026-0042",
@@ -22,13 +24,13 @@ PATIENT = Patient(
 )
 
 
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "data" / "endolink.sqlite3"
+@pytest.fixture(params=BACKENDS)
+def db_path(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
+    return records_target(request, tmp_path)
 
 
 @pytest.fixture
-async def stores(db_path: Path) -> AsyncIterator[tuple[ConsultationStore, PatientRegister]]:
+async def stores(db_path: Target) -> AsyncIterator[tuple[ConsultationStore, PatientRegister]]:
     store, register = ConsultationStore(db_path), PatientRegister(db_path)
     yield store, register
     await register.close()
@@ -36,7 +38,7 @@ async def stores(db_path: Path) -> AsyncIterator[tuple[ConsultationStore, Patien
 
 
 async def test_details_survive_a_restart_and_the_latest_counts(
-    db_path: Path, stores: tuple[ConsultationStore, PatientRegister]
+    db_path: Target, stores: tuple[ConsultationStore, PatientRegister]
 ) -> None:
     store, register = stores
     cid = (await store.create("t", "VP8")).id

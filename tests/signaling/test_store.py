@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from persistence.database import Target
 from signaling.db.store import (
     DEFAULT_TITLE,
     MAX_TEXT_LENGTH,
@@ -19,21 +19,22 @@ from signaling.db.store import (
     new_consultation_id,
     valid_consultation_id,
 )
+from tests.postgres import BACKENDS, query, records_target
+
+
+@pytest.fixture(params=BACKENDS)
+def db_path(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
+    return records_target(request, tmp_path)
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "data" / "endolink.sqlite3"
-
-
-@pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[ConsultationStore]:
+async def store(db_path: Target) -> AsyncIterator[ConsultationStore]:
     store = ConsultationStore(db_path)
     yield store
     await store.close()
 
 
-async def test_a_created_consultation_survives_a_restart(db_path: Path) -> None:
+async def test_a_created_consultation_survives_a_restart(db_path: Target) -> None:
     first = ConsultationStore(db_path)
     created = await first.create("Knee arthroscopy", "h264")
     await first.close()
@@ -161,25 +162,22 @@ async def test_to_json_matches_the_contract(store: ConsultationStore) -> None:
     assert (await store.create("u", "VP8")).to_json()["consent"] is None
 
 
-async def test_the_schema_version_is_recorded(store: ConsultationStore, db_path: Path) -> None:
-    with sqlite3.connect(db_path) as db:
-        version = "SELECT version FROM schema_versions WHERE owner = 'consultations'"
-        assert db.execute(version).fetchone()[0] == SCHEMA.version
-        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+async def test_the_schema_version_is_recorded(store: ConsultationStore, db_path: Target) -> None:
+    version = "SELECT version FROM schema_versions WHERE owner = 'consultations'"
+    expected = SCHEMA.version if isinstance(db_path, Path) else len(SCHEMA.postgres)
+    assert query(db_path, version) == [(expected,)]
+    if isinstance(db_path, Path):
+        assert query(db_path, "PRAGMA journal_mode") == [("wal",)]
 
 
-async def test_a_database_from_a_newer_version_is_refused(db_path: Path) -> None:
+async def test_a_database_from_a_newer_version_is_refused(db_path: Target) -> None:
     await ConsultationStore(db_path).close()
-    with sqlite3.connect(db_path) as db:
-        db.execute(
-            "UPDATE schema_versions SET version = ? WHERE owner = 'consultations'",
-            (SCHEMA.version + 1,),
-        )
+    query(db_path, "UPDATE schema_versions SET version = version + 1 WHERE owner = 'consultations'")
     with pytest.raises(RuntimeError, match="newer"):
         ConsultationStore(db_path)
 
 
-async def test_close_is_idempotent(db_path: Path) -> None:
+async def test_close_is_idempotent(db_path: Target) -> None:
     store = ConsultationStore(db_path)
     await store.close()
     await store.close()

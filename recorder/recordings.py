@@ -32,7 +32,7 @@ from relay.privacy import PrivacyChange
 
 from .config import RecorderConfig
 from .consultation import ConsultationInfo
-from .index import RecordingIndex
+from .index import RecordingIndex, RecordingRow
 from .manifest import Manifest, RecordingStatus, StopReason, recordings_root
 from .recorder import Recorder
 from .recovery import last_media_at, recover_recording
@@ -78,6 +78,10 @@ class Recordings:
         self.index = index
         self.config = config
         self.on_event: Callable[[RecordingEvent], None] = lambda event: None
+        self.recoverable: Callable[[RecordingRow], Awaitable[bool]] = _always
+        """Whether an unfinished recording is this server's to recover. Always, alone; in a
+        cluster (an index several nodes share) only one whose files are here and whose
+        consultation no other node serves: another node's live recording is not touched."""
         self._consultation = consultation
         self._router = router
         self._participants = participants
@@ -99,17 +103,36 @@ class Recordings:
         # Patient video: readable by the server's user only.
         await asyncio.to_thread(self.root.mkdir, mode=0o700, parents=True, exist_ok=True)
         for row in sorted(await self.index.unfinished(), key=lambda r: r.started_at):
-            try:
-                manifest = await asyncio.to_thread(
-                    recover_recording, self.data_dir, row, self.config.repair, self.config.offline_s
-                )
-            except Exception:
-                logger.exception("recovery of recording %s failed", row.id)
-                continue
-            await self.index.save(manifest)
-            if manifest.status is RecordingStatus.RECORDING:
-                await self._resume(manifest)
+            if await self.recoverable(row):
+                await self._recover(row)
         self._watch = asyncio.ensure_future(self._watch_disk())
+
+    async def adopt(self, cid: ConsultationId) -> None:
+        """This node now serves ``cid`` in place of another node (one that died, or left). A
+        recording of it left unfinished there goes on here — as a new segment after a gap, in
+        the same recording — when its files are here too (recordings on storage the nodes
+        share); otherwise it is that node's to recover when it starts again."""
+        if self._closed:
+            return
+        rows = [r for r in await self.index.unfinished() if r.consultation_id == cid]
+        for row in sorted(rows, key=lambda r: r.started_at):
+            if cid in self._active:
+                return
+            if await self.recoverable(row):
+                await self._locked(cid, self._recover(row))
+
+    async def _recover(self, row: RecordingRow) -> None:
+        """Close what a crash left open; a recording whose feed may still come back resumes."""
+        try:
+            manifest = await asyncio.to_thread(
+                recover_recording, self.data_dir, row, self.config.repair, self.config.offline_s
+            )
+        except Exception:
+            logger.exception("recovery of recording %s failed", row.id)
+            return
+        await self.index.save(manifest)
+        if manifest.status is RecordingStatus.RECORDING:
+            await self._resume(manifest)
 
     async def _resume(self, manifest: Manifest) -> None:
         """A recording the previous server process left paused waits for its feed again."""
@@ -356,3 +379,7 @@ class Recordings:
                 await work
             except Exception:
                 logger.exception("recording work for consultation %s failed", cid)
+
+
+async def _always(row: RecordingRow) -> bool:
+    return True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -15,8 +15,9 @@ from persistence.files import PRIVATE_DIR, make_private
 from recorder.annotation_log import AnnotationLogs
 from recorder.config import RecorderConfig
 from recorder.consultation import ConsultationInfo
-from recorder.index import RecordingIndex
+from recorder.index import RecordingIndex, RecordingRow
 from recorder.library import RecordingLibrary
+from recorder.manifest import recording_dir
 from recorder.recordings import RecordingEvent, Recordings
 from relay import ConsultationId, FeedEvent, Relay, RelayConfig, RelayMode, SessionLimits
 from relay.privacy import PrivacyChange, PrivacyWatch
@@ -179,6 +180,8 @@ def create_app(settings: Settings) -> web.Application:
             settings.cluster_lease_s,
         )
         app.cleanup_ctx.append(_cluster_ctx)
+        app[RECORDINGS].recoverable = _recoverable_in(app[CLUSTER], settings.data_dir)
+        app[CLUSTER].on_claimed = app[RECORDINGS].adopt
     app.on_shutdown.append(_on_shutdown)
 
     openapi.add_routes(app)
@@ -299,6 +302,18 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     await asyncio.gather(*letting_go, return_exceptions=True)
     await cluster.close()
+
+
+def _recoverable_in(cluster: Cluster, data_dir: Path) -> Callable[[RecordingRow], Awaitable[bool]]:
+    """In a cluster the recordings index is shared: a node recovers only recordings whose files
+    it has and whose consultation no other node serves (never another node's live one)."""
+
+    async def recoverable(row: RecordingRow) -> bool:
+        if not await asyncio.to_thread(recording_dir(data_dir, row.id).is_dir):
+            return False
+        return not await cluster.serves_elsewhere(row.consultation_id)
+
+    return recoverable
 
 
 def _recordings(settings: Settings, store: ConsultationStore, hub: Hub, relay: Relay) -> Recordings:

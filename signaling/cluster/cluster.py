@@ -19,7 +19,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 
 import aiohttp
@@ -60,10 +60,14 @@ class Cluster:
         self.hosted: Callable[[], Collection[ConsultationId]] = lambda: ()
         self.sessions: Callable[[], int] = lambda: 0
         self.on_lost: Callable[[ConsultationId], None] = lambda cid: None
+        self.on_claimed: Callable[[ConsultationId], Awaitable[None]] = _nothing
+        "Told, before the request that claimed it goes on, of a consultation this node took."
         self.draining = False
         self.problem: str | None = "not started"
         "What is wrong with the link to Redis, in words; None while it is fine."
         self._claimed: dict[ConsultationId, float] = {}
+        self._fresh: set[ConsultationId] = set()
+        "Claimed by this node and not yet told to ``on_claimed``."
         self._cpu_mark = (time.monotonic(), _cpu_seconds())
         self._beating: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -116,12 +120,28 @@ class Cluster:
                 return None
             raise ClusterUnavailable(self.problem)
         try:
-            return await self._route(cid)
+            url = await self._route(cid)
         except (RedisError, OSError) as exc:
             self._failed(exc)
             if cid in self.hosted():
                 return None
             raise ClusterUnavailable(self.problem or "Redis is unreachable") from None
+        if cid in self._fresh:
+            self._fresh.discard(cid)
+            try:
+                await self.on_claimed(cid)
+            except Exception:  # its recording is not resumed: a new one starts instead
+                logger.exception("taking over consultation %s", cid)
+        return url
+
+    async def serves_elsewhere(self, cid: ConsultationId) -> bool:
+        """Another node holds ``cid`` (or Redis cannot say, which counts as yes: when in
+        doubt, what may be another node's is not touched)."""
+        try:
+            holder = await self.leases.holder(cid)
+        except (RedisError, OSError):
+            return True
+        return holder not in (None, self.me.id)
 
     async def _route(self, cid: ConsultationId) -> str | None:
         holder = await self.leases.holder(cid)
@@ -144,6 +164,7 @@ class Cluster:
     def _won(self, cid: ConsultationId) -> str | None:
         """This node holds the lease now: None, the route to here."""
         self._claimed[cid] = time.monotonic()
+        self._fresh.add(cid)
         logger.info("node %s owns consultation %s", self.me.id, cid)
         return None
 
@@ -232,6 +253,10 @@ class Cluster:
         while True:
             await asyncio.sleep(self.beat_s)
             await self.beat()
+
+
+async def _nothing(cid: ConsultationId) -> None:
+    return None
 
 
 def _cpu_seconds() -> float:

@@ -1,7 +1,9 @@
 """A node dies (SIGKILL) in the middle of a consultation: another node takes it over, the
 clinic's ``endolink publish`` reconnects through its door, and the media and the recording go on
-there. Real processes: a redis-server, a PostgreSQL (shared records), two ``endolink serve``
-nodes, the clinic's publisher and viewers; every one stopped by pid."""
+there — the same recording, a new segment after the gap, since the nodes share the recordings'
+storage (here: one directory, linked into both data dirs). Real processes: a redis-server, a
+PostgreSQL (shared records), two ``endolink serve`` nodes, the clinic's publisher and viewers;
+every one stopped by pid."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import json
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,10 +57,22 @@ def post_json(url: str, body: dict[str, object], bearer: str) -> dict[str, objec
         return answer
 
 
+def get_json(url: str, bearer: str) -> dict[str, Any]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {bearer}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+        return answer
+
+
 @pytest.mark.timeout(180)
 async def test_the_owner_dies_and_another_node_takes_the_consultation_over(
     tmp_path: Path, redis_server: RedisServer, postgres_url: str, processes: list[Process]
 ) -> None:
+    shared = tmp_path / "shared-recordings"  # storage both nodes mount
+    shared.mkdir(mode=0o700)
+    for name in ("ulaanbaatar", "seoul"):
+        (tmp_path / name).mkdir(mode=0o700)
+        (tmp_path / name / "recordings").symlink_to(shared)
     ub = start_node(tmp_path, "ulaanbaatar", redis_server, postgres_url)
     processes.append(ub)
     seoul = start_node(tmp_path, "seoul", redis_server, postgres_url)
@@ -90,11 +105,13 @@ async def test_the_owner_dies_and_another_node_takes_the_consultation_over(
     processes.append(surgeon)
     await asyncio.to_thread(surgeon.wait_for, "frame ", 30)
 
+    await asyncio.to_thread(time.sleep, 2.0)  # some recording on Ulaanbaatar
     ub.kill()  # the owner dies: no goodbye, its lease and heartbeat just stop
+    killed_at = time.monotonic()
     await asyncio.to_thread(clinic.wait_for, "connection lost", 30)
     reconnected = await asyncio.to_thread(clinic.wait_for, "reconnected after", 60)
     back_at = time.monotonic()
-    print(f"clinic: {reconnected}")
+    print(f"clinic: {reconnected}, {back_at - killed_at:.1f} s after the kill")
 
     watcher = Process(
         view_command(f"{seoul.url}/whep/{cid}", token(Role.OBSERVER, cid)),
@@ -109,3 +126,15 @@ async def test_the_owner_dies_and_another_node_takes_the_consultation_over(
 
     with urllib.request.urlopen(f"{seoul.url}/readyz", timeout=5) as response:
         assert json.loads(response.read())["checks"]["cluster"] == "ok"
+
+    # One recording: Ulaanbaatar's segment (repaired by Seoul), a gap, then Seoul's segment.
+    admin = token(Role.ADMIN, ANY_CONSULTATION)
+    listed = get_json(f"{seoul.url}/api/recordings?consultation={cid}", admin)["recordings"]
+    assert len(listed) == 1, listed
+    detail = get_json(f"{seoul.url}{listed[0]['url']}", admin)
+    segments = detail["manifest"]["segments"]
+    assert len(segments) >= 2 and segments[0]["status"] != "open", segments
+    assert segments[0]["frames"] > 0 and segments[-1]["frames"] >= 0
+    gaps = detail["manifest"]["gaps"]
+    assert gaps and 0 < gaps[0]["duration_s"] < 30, gaps
+    print(f"recording: {len(segments)} segments, gap {gaps[0]['duration_s']} s")

@@ -66,6 +66,8 @@ class Cluster:
         self.problem: str | None = "not started"
         "What is wrong with the link to Redis, in words; None while it is fine."
         self._claimed: dict[ConsultationId, float] = {}
+        self.node_urls: tuple[str, ...] = ()
+        "The other live nodes' public URLs, as of the last heartbeat (the pages' CSP)."
         self._fresh: set[ConsultationId] = set()
         "Claimed by this node and not yet told to ``on_claimed``."
         self._cpu_mark = (time.monotonic(), _cpu_seconds())
@@ -218,6 +220,8 @@ class Cluster:
         try:
             if await nodes.publish(self.redis, self.info(), self.lease_s):
                 self.drain()
+            live = await nodes.alive(self.redis)
+            self.node_urls = tuple(sorted({n.url for n in live if n.id != self.me.id}))
             for cid in self._renewable():
                 renewal = await self.leases.renew(cid)
                 if renewal is Renewal.LOST:

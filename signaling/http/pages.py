@@ -10,10 +10,13 @@ revoked page) is picked up at once.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+
+from signaling.keys import CLUSTER
 
 PAGES: dict[str, str] = {
     "/": "index.html",
@@ -31,10 +34,13 @@ _HOST_RE = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5
 PERMISSIONS_POLICY = "camera=(self), microphone=(self)"
 
 
-def content_security_policy(host: str | None) -> str:
+def content_security_policy(host: str | None, nodes: Iterable[str] = ()) -> str:
+    """``nodes``: in a cluster, the other nodes' public URLs (a page's offers go to the node
+    that serves its consultation's media)."""
     connect = ["'self'"]
     if host and _HOST_RE.match(host):
         connect += [f"ws://{host}", f"wss://{host}"]
+    connect += nodes
     directives = [
         "default-src 'none'",
         "script-src 'self'",
@@ -58,12 +64,17 @@ def security_headers(request: web.Request, html: bool) -> dict[str, str]:
         "Permissions-Policy": PERMISSIONS_POLICY,
         "X-Frame-Options": "DENY",
         "Cross-Origin-Opener-Policy": "same-origin",
-        "Content-Security-Policy": content_security_policy(request.host),
+        "Content-Security-Policy": content_security_policy(request.host, _nodes(request)),
     }
     # HTML: never stored. Static modules: may be kept but always revalidated (no build step,
     # no hashed file names, so a stale module must never outlive a release).
     headers["Cache-Control"] = "no-store" if html else "no-cache"
     return headers
+
+
+def _nodes(request: web.Request) -> tuple[str, ...]:
+    cluster = request.app.get(CLUSTER)
+    return () if cluster is None else cluster.node_urls
 
 
 def add_routes(app: web.Application, web_dir: Path) -> None:

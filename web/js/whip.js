@@ -170,7 +170,7 @@ export class WhipClient {
     await pc.setLocalDescription(offer);
     await waitForIceGathering(pc);
     const sdp = pc.localDescription.sdp;
-    if (locateMedia) this.endpoint = new URL(this.path, (await locateMedia()) || location.href).href;
+    if (locateMedia) this.endpoint = new URL(this.path, (await locateMedia()) || window.location.href).href;
 
     let response;
     try {

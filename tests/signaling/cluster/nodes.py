@@ -25,14 +25,19 @@ class Node:
 
     def token(self, role: Role | str, cid: str) -> str:
         role = Role(role)
-        return self.client.app[TOKENS].issue(Grant.for_role(role, cid, new_identity(role), 600))
+        """A link's token, named after its role (pages then ask no name)."""
+        grant = Grant.for_role(role, cid, new_identity(role), 600, name=str(role).capitalize())
+        return self.client.app[TOKENS].issue(grant)
 
     async def beat(self) -> None:
         await self.client.app[CLUSTER].beat()
 
 
 @contextlib.asynccontextmanager
-async def node(tmp_path: Path, name: str, redis_url: str, region: str = "") -> AsyncIterator[Node]:
+async def node(
+    tmp_path: Path, name: str, redis_url: str, region: str = "", records: str | None = None
+) -> AsyncIterator[Node]:
+    """A node; ``records``: the shared PostgreSQL database (else its own SQLite file)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     settings = Settings(
@@ -46,6 +51,7 @@ async def node(tmp_path: Path, name: str, redis_url: str, region: str = "") -> A
         node_id=name,
         region=region,
         cluster_lease_s=1.5,
+        database_url=records,
     )
     client = TestClient(TestServer(create_app(settings), host="127.0.0.1", port=port))
     await client.start_server()

@@ -125,12 +125,12 @@ async def test_a_page_on_any_node_is_in_the_owners_room(
         async with aiohttp.ClientSession() as http:
             clinic = await http.ws_connect(f"{ub.url}/ws/{cid}")
             surgeon = await http.ws_connect(f"{seoul.url}/ws/{cid}")  # bridged to Ulaanbaatar
-            for ws, role, name in ((clinic, "clinic", "Ward 3"), (surgeon, "surgeon", "Dr. Kim")):
-                await ws.send_json({"type": "auth", "token": ub.token(role, cid), "name": name})
+            for ws, role in ((clinic, "clinic"), (surgeon, "surgeon")):
+                await ws.send_json({"type": "auth", "token": ub.token(role, cid)})
                 assert (await next_message(ws, "welcome"))["you"]["role"] == role
             await surgeon.send_json({"type": "chat", "text": "Hold still"})
             chat = await next_message(clinic, "chat")
-            assert chat["text"] == "Hold still" and chat["name"] == "Dr. Kim"
+            assert chat["text"] == "Hold still" and chat["name"] == "Surgeon"  # the link's name
             assert ub.client.app[HUB].census()[cid]["surgeon"] == 1
             assert cid not in seoul.client.app[HUB].census()
             await surgeon.close()

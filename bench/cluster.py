@@ -1,7 +1,7 @@
 """Three nodes on one Redis and one PostgreSQL: placement balance, CPU per node, failover time.
 
     python -m bench.cluster [--nodes 3] [--consultations 30] [--viewers 2] [--seconds 60]
-                            [--width 160] [--height 120] [--fps 15] [--bitrate 150000]
+                            [--width 256] [--height 144] [--fps 15] [--bitrate 150000]
                             [--failover 2] [--json out.json] [--keep]
 
 Everything is real and on 127.0.0.1: a ``redis-server`` and a PostgreSQL of the run's own
@@ -35,7 +35,7 @@ import aiohttp
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from signaling.auth.grants import ANY_CONSULTATION, Grant, Role, TokenIssuer
+from signaling.auth.grants import ANY_CONSULTATION, Grant, Role, TokenIssuer, new_identity
 
 from .common import cpu_percent, free_port, post_sdp, proc_sample, run_in_work_dir
 from .fanout import PYTHON, Child, Consultation, Processes, machine
@@ -76,7 +76,8 @@ class Cluster:
         ]
 
     def token(self, role: Role, cid: str) -> str:
-        return self.issuer.issue(Grant.for_role(role, cid, f"bench-{role}", 7200))
+        """A token of a person of its own (a link's session limit is per person)."""
+        return self.issuer.issue(Grant.for_role(role, cid, new_identity(role), 7200))
 
     async def create(
         self, http: aiohttp.ClientSession, door: ServerProcess, on: str | None = None
@@ -299,8 +300,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--group", type=int, default=10, help="consultations per viewer process")
     parser.add_argument("--share", type=int, default=10, help="consultations per encoder")
-    parser.add_argument("--width", type=int, default=160)
-    parser.add_argument("--height", type=int, default=120)
+    parser.add_argument("--width", type=int, default=256, help="a multiple of 64 (the stamp)")
+    parser.add_argument("--height", type=int, default=144)
     parser.add_argument("--fps", type=int, default=15)
     parser.add_argument("--bitrate", type=int, default=150_000)
     parser.add_argument("--failover", type=int, default=2, help="consultations on the killed node")

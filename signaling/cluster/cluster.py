@@ -34,6 +34,10 @@ from signaling.cluster.nodes import NodeInfo
 logger = logging.getLogger(__name__)
 
 
+SILENT_BEATS = 1.5
+"An owner whose last heartbeat is older than this many heartbeats is not redirected to."
+
+
 class ClusterUnavailable(Exception):
     """The cluster cannot say who serves a consultation now (Redis unreachable); try again."""
 
@@ -152,6 +156,10 @@ class Cluster:
             return None
         if holder is not None:
             owner = await nodes.read(self.redis, holder)
+            if owner is not None and time.time() - owner.seen > SILENT_BEATS * self.beat_s:
+                # Not sent to a node that has missed its heartbeats (likely dead: its entry
+                # runs out soon and it is taken over): asked again shortly, the client is.
+                raise ClusterUnavailable("the consultation's server is not answering; try again")
             if owner is not None:
                 return owner.url
             holder = await self.leases.take_over(cid, holder)  # its heartbeat ran out

@@ -23,7 +23,8 @@ from signaling.keys import CLUSTER, HUB
 
 logger = logging.getLogger(__name__)
 
-RETRY_AFTER_S = 2
+RETRY_AFTER_S = 1
+"How soon a client asks again while the cluster cannot tell who serves a consultation."
 
 
 async def owner_url(request: web.Request, cid: ConsultationId) -> str | None:

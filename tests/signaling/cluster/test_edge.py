@@ -83,6 +83,28 @@ async def test_offers_through_another_node_are_published_and_seen_on_the_owner(
             assert await seoul.client.app[STORE].get(cid) is None  # Seoul never needed it
 
 
+async def test_without_redis_a_live_consultation_goes_on(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    async with node(tmp_path, "seoul", redis_server.url) as seoul:
+        consultation = await seoul.client.app[STORE].create("Post-op check", "VP8", "Dr. Bat", "t")
+        cid = consultation.id
+        whip, whep = f"{seoul.url}/whip/{cid}", f"{seoul.url}/whep/{cid}"
+        async with (
+            publisher(whip, seoul.token("clinic", cid), audio=False),
+            viewer(whep, seoul.token("surgeon", cid), ("video",)) as (_, _, before),
+        ):
+            assert await wait_until(lambda: len(before.counters) >= 10, timeout=15)
+            redis_server.stop()
+            await seoul.beat()
+            assert (await (await seoul.client.get("/readyz")).json())["status"] == "degraded"
+            seen = len(before.counters)
+            assert await wait_until(lambda: len(before.counters) >= seen + 30, timeout=15)
+            # Someone joining the consultation this node hosts is still let in.
+            async with viewer(whep, seoul.token("observer", cid), ("video",)) as (_, _, late):
+                assert await wait_until(lambda: len(late.counters) >= 10, timeout=15)
+
+
 async def test_readyz_says_when_redis_is_away_and_the_node_serves_on(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:

@@ -176,7 +176,7 @@ def create_app(settings: Settings) -> web.Application:
     if settings.redis_url:
         app[CLUSTER] = Cluster(
             connect(settings.redis_url),
-            NodeIdentity(settings.node_name, settings.base_url, settings.region),
+            NodeIdentity(settings.node_name, settings.node_base_url, settings.region),
             settings.cluster_lease_s,
         )
         app.cleanup_ctx.append(_cluster_ctx)

@@ -184,6 +184,10 @@ class Settings:
     shared (docs/deployment.md, several nodes). Never logged."""
     node_id: str | None = None
     "This node's name in the cluster; default: the host name and port (``host-8443``)."
+    node_url: str | None = None
+    """This node's own base URL in a cluster, where other nodes send its consultations' offers
+    and pages (``https://seoul-1.example.org``); default: ``public_url``, which invite links use
+    (in a cluster, the name every node answers to)."""
     region: str = ""
     "Where this node is (``seoul``, ``ulaanbaatar``): new consultations asking for it go here."
     cluster_lease_s: float = 6.0
@@ -213,6 +217,11 @@ class Settings:
         scheme = "https" if self.tls else "http"
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def node_base_url(self) -> str:
+        """This node's own URL (``node_url``, else ``base_url``)."""
+        return self.node_url.rstrip("/") if self.node_url else self.base_url
 
     @property
     def node_name(self) -> str:

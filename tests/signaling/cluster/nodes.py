@@ -46,7 +46,8 @@ async def node(
         ice_host_addresses=("127.0.0.1",),
         publisher_timeout_s=1.5,
         port=port,
-        public_url=url,
+        public_url="https://endolink.example.org",  # invite links: the name every node has
+        node_url=url,  # this node: where the others redirect and bridge
         redis_url=redis_url,
         node_id=name,
         region=region,

@@ -14,7 +14,9 @@ import math
 import os
 import re
 import shutil
+import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -219,25 +221,15 @@ async def post_sdp(
 
     import aiohttp
 
-    headers = {"Content-Type": "application/sdp"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    from client.whip import MAX_REDIRECTS, redirect_target
+    from client.whip import post_offer
 
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as http:
-        for _ in range(MAX_REDIRECTS + 1):  # a cluster's node redirects to the owner (307)
-            async with http.post(
-                url, data=offer, headers=headers, allow_redirects=False
-            ) as response:
-                body = await response.text()
-                if response.status in (307, 308) and "Location" in response.headers:
-                    url = redirect_target(url, response.headers["Location"])
-                    continue
-                if response.status != 201:
-                    raise RuntimeError(f"POST {url}: HTTP {response.status}: {body[:200]}")
-                location = response.headers.get("Location")
-                return body, urljoin(url, location) if location else None
-    raise RuntimeError(f"POST {url}: more than {MAX_REDIRECTS} redirects")
+        answer = await post_offer(http, url, offer, headers)  # a cluster's 307 followed
+    if answer.status != 201:
+        raise RuntimeError(f"POST {answer.url}: HTTP {answer.status}: {answer.body[:200]}")
+    location = answer.headers.get("Location")
+    return answer.body, urljoin(answer.url, location) if location else None
 
 
 async def delete_session(location: str | None, token: str | None, timeout_s: float = 5.0) -> None:
@@ -316,6 +308,19 @@ def shared_token_env(sessions: int) -> dict[str, str]:
         "ENDOLINK_SESSION_LIMIT_PER_IDENTITY": f"{sessions},0.01",
         "ENDOLINK_SESSION_LIMIT_PER_ADDRESS": f"{sessions},0.01",
     }
+
+
+def stop_by_pid(process: subprocess.Popen[Any], sig: int, timeout_s: float) -> None:
+    """Ask ``process`` to end (``sig``, by its pid), SIGKILL if it has not within
+    ``timeout_s``; returns once it is gone. Nothing to do for one that has ended."""
+    if process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout_s)
 
 
 def free_port() -> int:

@@ -26,7 +26,7 @@ from typing import Any
 
 import psycopg
 
-from bench.common import free_port
+from bench.common import free_port, stop_by_pid
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 START_TIMEOUT_S = 30.0
@@ -54,13 +54,7 @@ class PostgresServer:
 
     def stop(self) -> None:
         """Fast shutdown by pid, then SIGKILL; idempotent."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(STOP_TIMEOUT_S)
+        stop_by_pid(self.process, signal.SIGINT, STOP_TIMEOUT_S)
 
     def log_text(self) -> str:
         log = self.directory / "postgres.log"

@@ -9,14 +9,13 @@ away and coming back). Started and stopped by pid (SIGTERM, then SIGKILL), every
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-from bench.common import free_port
+from bench.common import free_port, stop_by_pid
 
 REDIS_SERVER = "/usr/bin/redis-server"
 START_TIMEOUT_S = 10.0
@@ -53,14 +52,8 @@ class RedisServer:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(STOP_TIMEOUT_S)
+        if process is not None:
+            stop_by_pid(process, signal.SIGTERM, STOP_TIMEOUT_S)
 
 
 def _answers(port: int) -> bool:

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import LOOPBACK
+from bench.common import LOOPBACK, stop_by_pid
 
 STOP_TIMEOUT_S = 10.0
 
@@ -91,10 +91,5 @@ class ServerProcess:
         """SIGINT by pid (a clean shutdown), SIGKILL if it does not end in time."""
         if self.process is None:
             return
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(STOP_TIMEOUT_S)
+        stop_by_pid(self.process, signal.SIGINT, STOP_TIMEOUT_S)
         self.process = None

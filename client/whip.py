@@ -11,7 +11,8 @@ import json
 import logging
 import re
 import signal
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from urllib.parse import urljoin
 
 import aiohttp
@@ -81,32 +82,16 @@ class WhipClient:
     async def connect(self, pc: RTCPeerConnection) -> None:
         """Send ``pc``'s offer (all candidates included) and apply the answer."""
         await pc.setLocalDescription(await pc.createOffer())
-        url = self.endpoint
+        headers = {"Authorization": f"Bearer {self.token}"}
         async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http:
-            for _ in range(MAX_REDIRECTS + 1):
-                async with http.post(
-                    url,
-                    data=pc.localDescription.sdp,
-                    headers={
-                        "Authorization": f"Bearer {self.token}",
-                        "Content-Type": "application/sdp",
-                    },
-                    allow_redirects=False,
-                ) as response:
-                    body = await response.text()
-                    if response.status in (307, 308) and "Location" in response.headers:
-                        url = redirect_target(url, response.headers["Location"])
-                        continue
-                    if response.status != 201:
-                        retry = response.headers.get("Retry-After", "")
-                        wait = float(retry) if retry.isdigit() else None
-                        raise WhipError(response.status, _reason(body), wait)
-                    self.location = urljoin(url, response.headers["Location"])
-                    self.etag = response.headers.get("ETag")
-                    break
-            else:
-                raise WhipError(response.status, f"more than {MAX_REDIRECTS} redirects")
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
+            answer = await post_offer(http, self.endpoint, pc.localDescription.sdp, headers)
+        if answer.status != 201:
+            retry = answer.headers.get("Retry-After", "")
+            wait = float(retry) if retry.isdigit() else None
+            raise WhipError(answer.status, _reason(answer.body), wait)
+        self.location = urljoin(answer.url, answer.headers["Location"])
+        self.etag = answer.headers.get("ETag")
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer.body, type="answer"))
 
     async def close(self) -> None:
         """End the session on the server (DELETE). Safe to call twice."""
@@ -121,7 +106,37 @@ class WhipClient:
                     logger.warning("DELETE %s answered %d", location, response.status)
 
 
-def redirect_target(url: str, location: str) -> str:
+@dataclass(frozen=True)
+class Answer:
+    """The endpoint's answer to an offer, and the URL that gave it (after redirects)."""
+
+    status: int
+    body: str
+    headers: Mapping[str, str]
+    url: str
+
+
+async def post_offer(
+    http: aiohttp.ClientSession, url: str, sdp: str, headers: Mapping[str, str]
+) -> Answer:
+    """POST ``sdp`` to ``url``, following a cluster's 307/308 to the node that owns the
+    consultation with the same headers (the token among them)."""
+    for _ in range(MAX_REDIRECTS + 1):
+        async with http.post(
+            url,
+            data=sdp,
+            headers={**headers, "Content-Type": "application/sdp"},
+            allow_redirects=False,
+        ) as response:
+            body = await response.text()
+            if response.status in (307, 308) and "Location" in response.headers:
+                url = _redirect_target(url, response.headers["Location"])
+                continue
+            return Answer(response.status, body, response.headers.copy(), url)
+    raise WhipError(0, f"more than {MAX_REDIRECTS} redirects")
+
+
+def _redirect_target(url: str, location: str) -> str:
     """Where a 307/308 to an offer leads; refused when it leaves http(s) or drops TLS."""
     target = urljoin(url, location)
     scheme = target.split(":", 1)[0].lower()

@@ -204,17 +204,28 @@ async def _stop(pumps: tuple[asyncio.Task[_Ending], ...]) -> _Ending:
     return _CLIENT_LOST
 
 
+async def _passed_on(
+    msg: aiohttp.WSMessage, to: web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+) -> bool:
+    """A text or binary frame sent on as it is; False for anything else (a close, an error)."""
+    if msg.type is WSMsgType.TEXT:
+        await to.send_str(msg.data)
+    elif msg.type is WSMsgType.BINARY:
+        await to.send_bytes(msg.data)
+    else:
+        return False
+    return True
+
+
 async def _client_to_owner(
     client: web.WebSocketResponse, owner: aiohttp.ClientWebSocketResponse
 ) -> _Ending:
     while True:
         msg = await client.receive()
         try:
-            if msg.type is WSMsgType.TEXT:
-                await owner.send_str(msg.data)
-            elif msg.type is WSMsgType.BINARY:
-                await owner.send_bytes(msg.data)
-            elif msg.type is WSMsgType.CLOSE:  # the page closed: the owner is told the same
+            if await _passed_on(msg, owner):
+                continue
+            if msg.type is WSMsgType.CLOSE:  # the page closed: the owner is told the same
                 return _Ending(_CLOSED, _Close(_sendable(msg.data), msg.extra or ""))
             elif msg.type is WSMsgType.CLOSING:
                 return _SHUTDOWN
@@ -230,11 +241,9 @@ async def _owner_to_client(
     while True:
         msg = await owner.receive()
         try:
-            if msg.type is WSMsgType.TEXT:
-                await client.send_str(msg.data)
-            elif msg.type is WSMsgType.BINARY:
-                await client.send_bytes(msg.data)
-            elif msg.type is WSMsgType.CLOSE:  # the owner's verdict (4401...) reaches the page
+            if await _passed_on(msg, client):
+                continue
+            if msg.type is WSMsgType.CLOSE:  # the owner's verdict (4401...) reaches the page
                 return _Ending(_Close(_sendable(msg.data), msg.extra or ""), _CLOSED)
             else:  # CLOSED, ERROR: the owner went away without a word (a crash, a dead link)
                 return _OWNER_GONE

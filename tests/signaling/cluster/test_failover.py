@@ -89,20 +89,15 @@ async def test_the_owner_dies_and_another_node_takes_the_consultation_over(
     assert created["node"] == "ulaanbaatar"
     cid = str(created["id"])
 
+    def started(command: list[str], log: str) -> Process:
+        process = Process(command, tmp_path / log, clean_env())
+        processes.append(process)
+        return process
+
     # The clinic and a surgeon enter through Seoul; the media is in Ulaanbaatar.
-    clinic = Process(
-        publish_command(f"{seoul.url}/whip/{cid}", token(Role.CLINIC, cid)),
-        tmp_path / "clinic.log",
-        clean_env(),
-    )
-    processes.append(clinic)
+    clinic = started(publish_command(f"{seoul.url}/whip/{cid}", token(Role.CLINIC, cid)), "c.log")
     await asyncio.to_thread(clinic.wait_for, "publishing", 60)
-    surgeon = Process(
-        view_command(f"{seoul.url}/whep/{cid}", token(Role.SURGEON, cid)),
-        tmp_path / "surgeon.log",
-        clean_env(),
-    )
-    processes.append(surgeon)
+    surgeon = started(view_command(f"{seoul.url}/whep/{cid}", token(Role.SURGEON, cid)), "s.log")
     await asyncio.to_thread(surgeon.wait_for, "frame ", 30)
 
     await asyncio.to_thread(time.sleep, 2.0)  # some recording on Ulaanbaatar
@@ -113,12 +108,7 @@ async def test_the_owner_dies_and_another_node_takes_the_consultation_over(
     back_at = time.monotonic()
     print(f"clinic: {reconnected}, {back_at - killed_at:.1f} s after the kill")
 
-    watcher = Process(
-        view_command(f"{seoul.url}/whep/{cid}", token(Role.OBSERVER, cid)),
-        tmp_path / "observer.log",
-        clean_env(),
-    )
-    processes.append(watcher)
+    watcher = started(view_command(f"{seoul.url}/whep/{cid}", token(Role.OBSERVER, cid)), "o.log")
     await asyncio.to_thread(watcher.wait_for, "frame ", RESUME_S)
     resumed_s = time.monotonic() - back_at
     print(f"media resumed {resumed_s:.1f} s after the clinic reconnected")

@@ -62,6 +62,8 @@ _STEPS: tuple[str, ...] = (
         PRIMARY KEY (recording_id, seq)
     );
     """,
+    # 2: which node wrote the recording (a cluster's shared index: where its files are).
+    "ALTER TABLE recordings ADD COLUMN node TEXT;",
 )
 # PostgreSQL: the same tables; REAL as double precision, counts as BIGINT.
 _POSTGRES: tuple[str, ...] = (
@@ -100,12 +102,13 @@ _POSTGRES: tuple[str, ...] = (
         PRIMARY KEY (recording_id, seq)
     );
     """,
+    "ALTER TABLE recordings ADD COLUMN node TEXT;",
 )
 SCHEMA = Migrations("recordings", _STEPS, legacy=(2,), postgres=_POSTGRES)
 
 _RECORDING_COLUMNS = (
     "id, consultation_id, status, stop_reason, started_at, ended_at, video_codec, container,"
-    " duration_s, bytes, chain_head"
+    " duration_s, bytes, chain_head, node"
 )
 _SEGMENT_COLUMNS = (
     "seq, file, status, started_at, ended_at, offset_s, duration_s, frames, bytes, dropped,"
@@ -175,6 +178,8 @@ class RecordingRow:
     duration_s: float
     bytes: int
     chain_head: str | None
+    node: str | None = None
+    "The node whose data dir holds the files (in a cluster); None: this server's own."
     segments: tuple[SegmentRow, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
@@ -184,8 +189,12 @@ class RecordingRow:
 
 
 class RecordingIndex:
-    def __init__(self, path: Target) -> None:
+    """``node``: this node's id in a cluster, saved with every recording it writes (the index
+    is shared; the files stay where they were written)."""
+
+    def __init__(self, path: Target, node: str | None = None) -> None:
         self.path = path
+        self.node = node
         self._db = open_database(path, SCHEMA)
 
     async def save(self, manifest: Manifest) -> None:
@@ -202,6 +211,7 @@ class RecordingIndex:
             manifest.duration_s,
             sum(s.bytes for s in manifest.segments),
             manifest.chain_head,
+            self.node,
         )
         segments = [SegmentRow.of(s) for s in manifest.segments]
 
@@ -209,12 +219,12 @@ class RecordingIndex:
             with db:
                 db.execute(
                     f"INSERT INTO recordings ({_RECORDING_COLUMNS})"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
                     " started_at = excluded.started_at,"
                     " stop_reason = excluded.stop_reason, ended_at = excluded.ended_at,"
                     " duration_s = excluded.duration_s, bytes = excluded.bytes,"
-                    " chain_head = excluded.chain_head",
+                    " chain_head = excluded.chain_head, node = excluded.node",
                     recording,
                 )
                 for row in segments:

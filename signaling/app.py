@@ -27,6 +27,7 @@ from signaling.auth.revocations import Revocations, Withdrawal
 from signaling.auth.secret import load_or_create_secret
 from signaling.auth.turn import IceServers
 from signaling.cluster.cluster import Cluster, NodeIdentity, connect
+from signaling.cluster.proxy import recordings_on_their_node
 from signaling.db.audit import AuditTrail
 from signaling.db.audit_chain import ANCHOR_FILENAME
 from signaling.db.invites import InviteBook
@@ -108,6 +109,8 @@ def create_app(settings: Settings) -> web.Application:
         refused_token_middleware,
         throttle.middleware(),
     ]
+    if settings.redis_url:
+        middlewares.append(recordings_on_their_node)
     app = web.Application(client_max_size=settings.max_sdp_bytes, middlewares=middlewares)
     app[THROTTLE] = throttle
     app[TRUSTED_PROXIES] = trusted_networks(settings.trusted_proxies)
@@ -327,7 +330,7 @@ def _recordings(settings: Settings, store: ConsultationStore, hub: Hub, relay: R
 
     return Recordings(
         settings.data_dir,
-        RecordingIndex(database_of(settings)),
+        RecordingIndex(database_of(settings), settings.node_name if settings.redis_url else None),
         RecorderConfig(
             offline_s=settings.recording_offline_s, min_free_mb=settings.recording_min_free_mb
         ),

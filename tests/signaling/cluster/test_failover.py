@@ -20,6 +20,7 @@ from bench.redis_server import RedisServer
 from signaling.auth.grants import ANY_CONSULTATION, Grant, Role
 from signaling.auth.secret import token_issuer
 from signaling.settings import Settings
+from tests.peers import viewer, wait_until
 from tests.processes import Process, Server, clean_env, publish_command, view_command
 
 SECRET = "cluster-secret-" + "y" * 40
@@ -108,8 +109,10 @@ async def test_the_owner_dies_and_another_node_takes_the_consultation_over(
     back_at = time.monotonic()
     print(f"clinic: {reconnected}, {back_at - killed_at:.1f} s after the kill")
 
-    watcher = started(view_command(f"{seoul.url}/whep/{cid}", token(Role.OBSERVER, cid)), "o.log")
-    await asyncio.to_thread(watcher.wait_for, "frame ", RESUME_S)
+    # A viewer entering through Seoul now (in this process: no start-up of its own to time).
+    whep = f"{seoul.url}/whep/{cid}"
+    async with viewer(whep, token(Role.OBSERVER, cid), ("video",)) as (_, _, seen):
+        assert await wait_until(lambda: bool(seen.counters), RESUME_S)
     resumed_s = time.monotonic() - back_at
     print(f"media resumed {resumed_s:.1f} s after the clinic reconnected")
     assert resumed_s <= RESUME_S
@@ -121,10 +124,15 @@ async def test_the_owner_dies_and_another_node_takes_the_consultation_over(
     admin = token(Role.ADMIN, ANY_CONSULTATION)
     listed = get_json(f"{seoul.url}/api/recordings?consultation={cid}", admin)["recordings"]
     assert len(listed) == 1, listed
-    detail = get_json(f"{seoul.url}{listed[0]['url']}", admin)
-    segments = detail["manifest"]["segments"]
+
+    def detail() -> dict[str, Any]:
+        return get_json(f"{seoul.url}{listed[0]['url']}", admin)
+
+    # Seoul's segment opens at its first keyframe: asked for a moment after the media resumed.
+    assert await wait_until(lambda: len(detail()["manifest"]["segments"]) >= 2, 10)
+    segments = detail()["manifest"]["segments"]
     assert len(segments) >= 2 and segments[0]["status"] != "open", segments
     assert segments[0]["frames"] > 0 and segments[-1]["frames"] >= 0
-    gaps = detail["manifest"]["gaps"]
+    gaps = detail()["manifest"]["gaps"]
     assert gaps and 0 < gaps[0]["duration_s"] < 30, gaps
     print(f"recording: {len(segments)} segments, gap {gaps[0]['duration_s']} s")

@@ -90,14 +90,17 @@ class Producer:
 
     # -- source side -------------------------------------------------------------------------
 
-    def attach(self, send_pli: Callable[[], bool]) -> None:
-        """A (new) publisher connection feeds this Producer from now on."""
+    def attach(self, send_pli: Callable[[], bool], continuous: bool = False) -> None:
+        """A (new) publisher connection feeds this Producer from now on. ``continuous``: it goes
+        on exactly after the last frame of the previous one (``relay.upstream``'s standby
+        session taking over), so viewers keep their place instead of waiting for a keyframe."""
         self._send_pli = send_pli
         self._rebase = self._last_pts is not None
         self._sender_report = None
         self.clock_origin = None
-        for consumer in self.consumers:
-            consumer.desync()
+        if not continuous:
+            for consumer in self.consumers:
+                consumer.desync()
 
     def detach(self) -> None:
         self._send_pli = None

@@ -104,7 +104,7 @@ class Relay:
             router = Router(
                 cid,
                 video_codec,
-                lambda: RTCConfiguration(iceServers=list(self.config.ice_servers())),
+                self.configuration,
                 self.config.announced_address,
                 self.config.max_viewers,
                 self.config.publisher_timeout_s,
@@ -125,6 +125,10 @@ class Relay:
             if self._reaper is None:
                 self._reaper = asyncio.ensure_future(self._reap())
         return router
+
+    def configuration(self) -> RTCConfiguration:
+        """For a new peer connection (fresh ICE servers: minted TURN credentials expire)."""
+        return RTCConfiguration(iceServers=list(self.config.ice_servers()))
 
     def find(self, cid: ConsultationId) -> Router | None:
         return self.routers.get(cid)

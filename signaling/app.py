@@ -26,6 +26,7 @@ from signaling.auth.media_tokens import MediaTokens
 from signaling.auth.revocations import Revocations, Withdrawal
 from signaling.auth.secret import load_or_create_secret
 from signaling.auth.turn import IceServers
+from signaling.cluster.cascade import Cascades
 from signaling.cluster.cluster import Cluster, NodeIdentity, connect
 from signaling.cluster.proxy import recordings_on_their_node
 from signaling.db.audit import AuditTrail
@@ -43,6 +44,7 @@ from signaling.http.throttle import FailureBudget, Throttle
 from signaling.keys import (
     ANNOTATION_LOGS,
     AUDIT,
+    CASCADES,
     CHAT_HISTORY,
     CLUSTER,
     FAILED_JOINS,
@@ -182,6 +184,7 @@ def create_app(settings: Settings) -> web.Application:
             NodeIdentity(settings.node_name, settings.node_base_url, settings.region),
             settings.cluster_lease_s,
         )
+        app[CASCADES] = Cascades(app[CLUSTER], app[TOKENS], app[RELAY])
         app.cleanup_ctx.append(_cluster_ctx)
         app[RECORDINGS].recoverable = _recoverable_in(app[CLUSTER], settings.data_dir)
         app[CLUSTER].on_claimed = app[RECORDINGS].adopt
@@ -214,7 +217,11 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
 
     pictures = app[PICTURES] if app[SETTINGS].picture_guard else None
 
+    cascades = app.get(CASCADES)
+
     def on_feed_event(event: FeedEvent) -> None:
+        if cascades is not None and cascades.carries(event.cid):
+            return  # a feed taken from its owner: the owner guards, records and tells pages
         hub.broadcast(event.cid, FeedUpdate.of(event))
         if guarding:
             privacy.on_feed_event(event)
@@ -289,9 +296,10 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     """This node in the cluster while it serves (after the media context, so its leases are
     let go before the relay closes). A consultation another node took over (after a
     partition) is let go here: its pages and clients reconnect and are routed to the owner."""
-    cluster, relay, hub = app[CLUSTER], app[RELAY], app[HUB]
+    cluster, relay, hub, cascades = app[CLUSTER], app[RELAY], app[HUB], app[CASCADES]
     letting_go: set[asyncio.Task[None]] = set()
-    cluster.hosted = lambda: set(relay.routers) | set(hub.census())
+    # A Router fed by cascade is not hosted here: this node never holds its lease.
+    cluster.hosted = lambda: (set(relay.routers) - cascades.cids()) | set(hub.census())
     cluster.sessions = lambda: sum(len(router.peers) for router in relay.routers.values())
 
     def on_lost(cid: ConsultationId) -> None:
@@ -304,6 +312,7 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     await cluster.start()  # Redis away at start: /readyz says so, and it is tried every beat
     yield
     await asyncio.gather(*letting_go, return_exceptions=True)
+    await cascades.close()
     await cluster.close()
 
 

@@ -14,6 +14,7 @@ from relay.privacy import PrivacyWatch
 from signaling.auth.grants import Grant, TokenIssuer
 from signaling.auth.revocations import Revocations
 from signaling.auth.turn import IceServers
+from signaling.cluster.cascade import Cascades
 from signaling.cluster.cluster import Cluster
 from signaling.db.audit import AuditTrail
 from signaling.db.invites import InviteBook
@@ -53,4 +54,6 @@ PRIVACY = web.AppKey("privacy", PrivacyWatch)
 PICTURES = web.AppKey("pictures", Pictures)
 CLUSTER = web.AppKey("cluster", Cluster)
 "Set only when ``ENDOLINK_REDIS_URL`` is: this node in a cluster."
+CASCADES = web.AppKey("cascades", Cascades)
+"With ``CLUSTER``: the consultations this node serves from their owner's stream."
 GRANT = web.RequestKey("grant", Grant)

@@ -16,12 +16,13 @@ import numpy as np
 from aiortc import RTCCertificate, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AUDIO_PTIME, MediaStreamError, MediaStreamTrack, VideoStreamTrack
 
-from bench.common import post_sdp
+from bench.common import frame_hash, post_sdp
 from bench.udpproxy import ImpairmentProxy
 from client.endoscopy import SyntheticEndoscopy
 from client.testpattern import TestPatternTrack, read_stamp, stamp, stamp_age_ms
 from client.whip import WhipClient
 from relay.dtls import use_certificate
+from relay.forwarding import tap_receiver
 from relay.rendition import plane_array
 
 SAMPLE_RATE = 48000
@@ -192,6 +193,40 @@ async def viewer(
         await pc.close()
         for task in tasks:
             task.cancel()
+
+
+@dataclass
+class Encoded:
+    """What an encoded viewer received: a hash of every video frame, as sent (never decoded)."""
+
+    hashes: list[int] = field(default_factory=list)
+    discontinuities: int = 0
+
+
+@contextlib.asynccontextmanager
+async def encoded_viewer(
+    endpoint: str, token: str
+) -> AsyncIterator[tuple[RTCPeerConnection, WhipClient, Encoded]]:
+    """A WHEP video viewer that hashes each encoded frame its receiver completes (the relay's
+    own tap, ``relay.forwarding.tap_receiver``): two of them compare what they got bit for bit."""
+    client = WhipClient(endpoint, token)
+    pc = new_pc()
+    transceiver = pc.addTransceiver("video", direction="recvonly")
+    received = Encoded()
+
+    def gap() -> None:
+        received.discontinuities += 1
+
+    tap = tap_receiver(
+        transceiver.receiver, "video", lambda data, _: received.hashes.append(frame_hash(data)), gap
+    )
+    try:
+        await client.connect(pc)
+        yield pc, client, received
+    finally:
+        tap.close()
+        await client.close()
+        await pc.close()
 
 
 async def _consume(track: MediaStreamTrack, received: Received) -> None:

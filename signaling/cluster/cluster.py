@@ -121,12 +121,18 @@ class Cluster:
     async def route(self, cid: ConsultationId) -> str | None:
         """The base URL of the node that serves ``cid`` if that is another node; None when it
         is this one (which then holds the lease)."""
+        node = await self.serving(cid)
+        return None if node is None else node.url
+
+    async def serving(self, cid: ConsultationId) -> NodeInfo | None:
+        """The node that serves ``cid`` if that is another node (its region tells whether to
+        cascade, ``signaling.cluster.cascade``); None when it is this one."""
         if self.problem is not None:
             if cid in self.hosted():
                 return None
             raise ClusterUnavailable(self.problem)
         try:
-            url = await self._route(cid)
+            node = await self._route(cid)
         except (RedisError, OSError) as exc:
             self._failed(exc)
             if cid in self.hosted():
@@ -138,7 +144,7 @@ class Cluster:
                 await self.on_claimed(cid)
             except Exception:  # its recording is not resumed: a new one starts instead
                 logger.exception("taking over consultation %s", cid)
-        return url
+        return node
 
     async def serves_elsewhere(self, cid: ConsultationId) -> bool:
         """Another node holds ``cid`` (or Redis cannot say, which counts as yes: when in
@@ -149,7 +155,7 @@ class Cluster:
             return True
         return holder not in (None, self.me.id)
 
-    async def _route(self, cid: ConsultationId) -> str | None:
+    async def _route(self, cid: ConsultationId) -> NodeInfo | None:
         holder = await self.leases.holder(cid)
         if holder == self.me.id:
             self._claimed[cid] = time.monotonic()
@@ -161,28 +167,27 @@ class Cluster:
                 # runs out soon and it is taken over): asked again shortly, the client is.
                 raise ClusterUnavailable("the consultation's server is not answering; try again")
             if owner is not None:
-                return owner.url
+                return owner
             holder = await self.leases.take_over(cid, holder)  # its heartbeat ran out
             if holder is not None:
-                return self._won(cid) if holder == self.me.id else await self._url_of(holder)
+                return await self._node(cid, holder)
         target = await self._placement(cid)
         if target.id != self.me.id:
-            return target.url
-        held = await self.leases.claim(cid)
-        return self._won(cid) if held == self.me.id else await self._url_of(held)
+            return target
+        return await self._node(cid, await self.leases.claim(cid))
 
-    def _won(self, cid: ConsultationId) -> str | None:
-        """This node holds the lease now: None, the route to here."""
-        self._claimed[cid] = time.monotonic()
-        self._fresh.add(cid)
-        logger.info("node %s owns consultation %s", self.me.id, cid)
-        return None
-
-    async def _url_of(self, node_id: str) -> str | None:
+    async def _node(self, cid: ConsultationId, node_id: str) -> NodeInfo | None:
+        """The lease holder ``node_id`` just claimed or found; None when that is this node
+        (which then has just won the lease)."""
+        if node_id == self.me.id:
+            self._claimed[cid] = time.monotonic()
+            self._fresh.add(cid)
+            logger.info("node %s owns consultation %s", self.me.id, cid)
+            return None
         owner = await nodes.read(self.redis, node_id)
         if owner is None:
             raise ClusterUnavailable("the consultation's server has just changed; try again")
-        return None if owner.id == self.me.id else owner.url
+        return None if owner.id == self.me.id else owner
 
     async def _placement(self, cid: ConsultationId) -> NodeInfo:
         """Where ``cid`` goes: its recorded place while that node is alive and open, else the

@@ -14,12 +14,15 @@ import logging
 from aiohttp import WSCloseCode, web
 from redis.exceptions import RedisError
 
-from relay import ConsultationId
+from relay import ConsultationId, Router
+from relay.upstream import Upstream
 from signaling.cluster.bridge import bridge
+from signaling.cluster.cascade import configure, is_node
 from signaling.cluster.cluster import ClusterUnavailable
+from signaling.cluster.nodes import NodeInfo
 from signaling.db.store import valid_consultation_id
 from signaling.http.errors import ApiError
-from signaling.keys import CLUSTER, HUB
+from signaling.keys import CASCADES, CLUSTER, HUB
 
 logger = logging.getLogger(__name__)
 
@@ -30,15 +33,45 @@ RETRY_AFTER_S = 1
 async def owner_url(request: web.Request, cid: ConsultationId) -> str | None:
     """The base URL of the node that serves ``cid`` when that is not this one; None when this
     node does (or there is no cluster). 503 while the cluster cannot tell."""
+    node = await serving_node(request, cid)
+    return None if node is None else node.url
+
+
+async def serving_node(request: web.Request, cid: ConsultationId) -> NodeInfo | None:
+    """The node that serves ``cid`` when that is not this one (``owner_url``)."""
     cluster = request.app.get(CLUSTER)
     if cluster is None:
         return None
     try:
-        return await cluster.route(cid)
+        return await cluster.serving(cid)
     except ClusterUnavailable as exc:
         raise ApiError(
             503, "cluster-unavailable", str(exc), {"Retry-After": str(RETRY_AFTER_S)}
         ) from None
+
+
+async def cascaded(
+    request: web.Request, cid: ConsultationId, identity: str
+) -> tuple[Upstream, Router] | None:
+    """The local Router that serves ``cid``'s endoscope original from its owner when cascade
+    applies here (``signaling.cluster.cascade``); None: serve as usual (here, or 307). An
+    upstream that cannot be negotiated is logged and the viewer redirected: it still gets
+    the feed. A node's own upstream request (``identity``) is never cascaded: it must reach
+    the owner, so that nodes form no chain, nor a loop while a lease changes hands."""
+    cascades = request.app.get(CASCADES)
+    if cascades is None or is_node(identity):
+        return None
+    if cascades.find(cid) is None:
+        owner = await serving_node(request, cid)
+        if owner is None or not await cascades.applies(cid, owner):
+            return None
+    try:
+        return await cascades.router(cid)
+    except Exception as exc:
+        logger.warning(
+            "consultation %s: no upstream (%s: %s); redirecting", cid, type(exc).__name__, exc
+        )
+        return None
 
 
 async def ensure_here(request: web.Request, cid: ConsultationId, headers: dict[str, str]) -> None:
@@ -48,12 +81,17 @@ async def ensure_here(request: web.Request, cid: ConsultationId, headers: dict[s
         raise web.HTTPTemporaryRedirect(url + request.path_qs, headers=headers)
 
 
-async def place(request: web.Request, cid: ConsultationId, region: str | None) -> str | None:
+async def place(
+    request: web.Request, cid: ConsultationId, region: str | None, cascade: bool = False
+) -> str | None:
     """Placement of a new consultation: the chosen node's id, or None without a cluster. Redis
-    away only postpones it: the first request for the consultation places it."""
+    away only postpones it: the first request for the consultation places it. ``cascade``:
+    viewers reaching another node are served there from the owner's stream (``cascade.py``)."""
     cluster = request.app.get(CLUSTER)
     if cluster is None:
         return None
+    if cascade:
+        await configure(cluster, cid)
     try:
         return (await cluster.place(cid, region)).id
     except (RedisError, OSError) as exc:

@@ -82,9 +82,13 @@ async def create_consultation(request: web.Request) -> web.Response:
     grant = authenticate(request)
     grant.ensure_admin_everywhere()
     body = await json_body(
-        request, {"title", "consent_by", "video_codec", "patient", "region", *NAME_FIELDS}
+        request,
+        {"title", "consent_by", "video_codec", "patient", "region", "cascade", *NAME_FIELDS},
     )
     region = _optional(body, "region", str)
+    cascade = body.get("cascade", False)
+    if not isinstance(cascade, bool):
+        raise _bad_request("cascade must be true or false")
     names = {
         role: _name(body, key) for key, role in NAME_FIELDS.items() if body.get(key) is not None
     }
@@ -103,7 +107,7 @@ async def create_consultation(request: web.Request) -> web.Response:
     answer = await with_links(
         request.app[INVITES], settings.base_url, consultation, settings.token_ttl_s, names
     )
-    if (node := await place(request, consultation.id, region)) is not None:
+    if (node := await place(request, consultation.id, region, cascade)) is not None:
         answer["node"] = node
     return web.json_response(answer, status=201)
 

@@ -58,6 +58,7 @@ _CONSULTATION = json_object(
     consent_by=STR,
     region=STR,
     video_codec={"type": "string", "enum": ["VP8", "H264"]},
+    cascade={"type": "boolean"},
     clinic_name=NAME,
     surgeon_name=NAME,
     observer_name=NAME,

@@ -32,10 +32,10 @@ import logging
 
 from aiohttp import hdrs, web
 
-from relay import FeedName, IceRestartUnsupported, Peer, PeerRole, Quality, Router
+from relay import ConsultationId, FeedName, IceRestartUnsupported, Peer, PeerRole, Quality, Router
 from signaling.auth.grants import Grant, Role, TokenWithdrawn
 from signaling.auth.request import authenticate, path_cid
-from signaling.cluster.edge import ensure_here
+from signaling.cluster.edge import cascaded, ensure_here
 from signaling.db.audit import AuditAction, AuditRecord
 from signaling.db.store import Consultation
 from signaling.http.client_address import limit_key
@@ -43,6 +43,7 @@ from signaling.http.errors import ApiError
 from signaling.http.serving import read_body
 from signaling.keys import (
     AUDIT,
+    CASCADES,
     GRANT,
     ICE_SERVERS,
     RELAY,
@@ -131,13 +132,18 @@ async def publish(request: web.Request) -> web.Response:
         )
     router = _router(request, consultation)
     peer = await router.publish(feed, grant.identity, offer, expires_at=grant.expires_at)
-    await _audited(request, grant, consultation, router, peer, f"feed {feed}")
+    await _audited(request, grant, consultation.id, router, peer, f"feed {feed}")
     await _still_granted(request, grant, router, peer)
-    return _created(request, "whip", consultation, peer)
+    return _created(request, "whip", consultation.id, peer)
 
 
 async def view(request: web.Request) -> web.Response:
-    grant, consultation, offer = await _accept_offer(request)
+    """In a cluster, a viewer of the endoscope original on a node that does not own the
+    consultation may be served here from the owner's stream (``signaling.cluster.cascade``):
+    then only its token is checked, this node's store need not know the consultation."""
+    grant = authenticate(request)
+    cid = path_cid(request)
+    grant.ensure_member(cid)
     try:
         feed = FeedName(request.query.get("feed", grant.views))
     except ValueError:
@@ -148,23 +154,40 @@ async def view(request: web.Request) -> web.Response:
     if annotated == "1" and feed is not FeedName.ENDOSCOPE:
         raise ApiError(400, "bad-feed", "only the endoscope feed has an annotated rendition")
     quality = _quality(request, feed)
-    router = _router(request, consultation)
-    peer = await router.view(
-        feed,
-        grant.identity,
-        offer,
-        annotated=annotated == "1",
-        priority=grant.role in (Role.CLINIC, Role.SURGEON),
-        expires_at=grant.expires_at,
-        quality=quality,
-    )
+    original = feed is FeedName.ENDOSCOPE and annotated == "0" and quality in _ORIGINAL
+    cascade = await cascaded(request, cid, grant.identity) if original else None
+    if cascade is None:
+        await _here(request, grant)
+        router = _router(request, await _consultation(request, grant))
+    else:
+        router = cascade[1]
+    peer: Peer | None = None
+    try:
+        offer = await _offer(request, grant)
+        peer = await router.view(
+            feed,
+            grant.identity,
+            offer,
+            annotated=annotated == "1",
+            priority=grant.role in (Role.CLINIC, Role.SURGEON),
+            expires_at=grant.expires_at,
+            quality=quality,
+        )
+    finally:
+        if cascade is not None:
+            cascade[0].arrived(peer)
     chosen = AUTO if quality is None else str(quality)
     detail = f"feed {feed} annotated {annotated} quality {chosen}"
-    await _audited(request, grant, consultation, router, peer, detail)
+    detail += " (cascaded)" if cascade is not None else ""
+    await _audited(request, grant, cid, router, peer, detail)
     await _still_granted(request, grant, router, peer)
-    response = _created(request, "whep", consultation, peer)
+    response = _created(request, "whep", cid, peer)
     response.headers["EndoLink-Quality"] = chosen
     return response
+
+
+_ORIGINAL = (None, Quality.ORIGINAL)
+"Automatic quality starts on the original: a node serving by cascade adapts its own viewers."
 
 
 def _quality(request: web.Request, feed: FeedName) -> Quality | None:
@@ -209,10 +232,14 @@ async def _accept_offer(request: web.Request) -> tuple[Grant, Consultation, str]
     grant = authenticate(request)
     await _here(request, grant)
     consultation = await _consultation(request, grant)
+    return grant, consultation, await _offer(request, grant)
+
+
+async def _offer(request: web.Request, grant: Grant) -> str:
     if request.content_type != SDP:
         raise ApiError(415, "unsupported-media-type", f"send the offer as Content-Type: {SDP}")
     request.app[THROTTLE].take_session(grant.identity, limit_key(request))
-    return grant, consultation, await _read_body(request)
+    return await _read_body(request)
 
 
 async def _here(request: web.Request, grant: Grant) -> None:
@@ -251,9 +278,14 @@ def _router(request: web.Request, consultation: Consultation) -> Router:
 
 
 async def _session(request: web.Request) -> tuple[Grant, Router, Peer]:
+    """A session of a Router fed by cascade is found without this node's store."""
     grant = authenticate(request)
-    consultation = await _consultation(request, grant)
-    router = request.app[RELAY].find(consultation.id)
+    cid = path_cid(request)
+    cascades = request.app.get(CASCADES)
+    if cascades is None or not cascades.carries(cid):
+        await _consultation(request, grant)
+    grant.ensure_member(cid)
+    router = request.app[RELAY].find(cid)
     peer = router.peer(request.match_info["sid"]) if router else None
     expected = PeerRole.PUBLISHER if request.path.startswith("/whip/") else PeerRole.VIEWER
     if router is None or peer is None or peer.role is not expected:
@@ -265,7 +297,7 @@ async def _session(request: web.Request) -> tuple[Grant, Router, Peer]:
 async def _audited(
     request: web.Request,
     grant: Grant,
-    consultation: Consultation,
+    cid: ConsultationId,
     router: Router,
     peer: Peer,
     detail: str,
@@ -273,7 +305,7 @@ async def _audited(
     """The session's start, committed before the answer, and its end whenever it comes (the
     relay's close callback: the relay knows nothing of the trail)."""
     publishing = peer.role is PeerRole.PUBLISHER
-    trail, cid = request.app[AUDIT], consultation.id
+    trail = request.app[AUDIT]
     detail = f"{detail} session {peer.id[:6]}"
 
     def entry(action: AuditAction) -> AuditRecord:
@@ -299,10 +331,8 @@ async def _still_granted(request: web.Request, grant: Grant, router: Router, pee
         raise TokenWithdrawn(refusal)
 
 
-def _created(
-    request: web.Request, kind: str, consultation: Consultation, peer: Peer
-) -> web.Response:
-    location = f"/{kind}/{consultation.id}/sessions/{peer.id}"
+def _created(request: web.Request, kind: str, cid: ConsultationId, peer: Peer) -> web.Response:
+    location = f"/{kind}/{cid}/sessions/{peer.id}"
     headers = {**CORS, "Location": location, "ETag": peer.etag, "Accept-Patch": SDPFRAG}
     response = web.Response(status=201, text=peer.answer_sdp, content_type=SDP, headers=headers)
     _add_ice_server_links(request, response, request[GRANT])

@@ -50,6 +50,20 @@ async def serving_node(request: web.Request, cid: ConsultationId) -> NodeInfo | 
         ) from None
 
 
+async def view_url(request: web.Request, cid: ConsultationId) -> str | None:
+    """Where a page plays ``cid``'s endoscope original: None for this node (it owns the
+    consultation, or serves it by cascade), else the owner's base URL (``media_url``)."""
+    owner = await serving_node(request, cid)
+    if owner is None:
+        return None
+    cascades = request.app.get(CASCADES)
+    if cascades is not None and (
+        cascades.find(cid) is not None or await cascades.applies(cid, owner)
+    ):
+        return None
+    return owner.url
+
+
 async def cascaded(
     request: web.Request, cid: ConsultationId, identity: str
 ) -> tuple[Upstream, Router] | None:

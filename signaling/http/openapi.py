@@ -95,7 +95,8 @@ PATHS: dict[str, dict[str, dict[str, Any]]] = {
     "/api/session": {
         "get": operation(
             "who the token says you are, ICE servers; in a cluster media_url (the node that "
-            "serves the consultation's media, null for this one)",
+            "serves the consultation's media, null for this one) and view_url (where to play "
+            "the endoscope original: null for this node, which may serve it by cascade)",
             (200, *AUTH, 503),
         )
     },

@@ -108,25 +108,42 @@ async function errorFrom(response) {
   return new WhipError(response.status, code, reason, Number.isFinite(retryAfter) ? retryAfter : null);
 }
 
-let locateMedia = null; // set in a cluster: resolves to the base URL of the consultation's node
+let locateMedia = null; // set in a cluster: (path) → the base URL of the node for that offer
 
 /**
  * Makes every offer go to the node that serves the consultation (GET /api/session names it as
- * `media_url`; null when it is this page's server). Called by loadSession only in a cluster.
+ * `media_url`; null when it is this page's server). Playing the endoscope original goes to
+ * `view_url` instead: null when this page's server serves it by cascade from the owner.
+ * Called by loadSession only in a cluster.
  */
 export function routeMediaThroughCluster(token) {
-  locateMedia = async () => {
+  locateMedia = async (path) => {
     try {
       const response = await fetch("/api/session", {
         headers: { Authorization: `Bearer ${token}` },
         cache: "no-store",
         credentials: "omit",
       });
-      return response.ok ? (await response.json()).media_url || null : null;
+      if (!response.ok) return null;
+      const session = await response.json();
+      const url = playsOriginal(path) && "view_url" in session ? session.view_url : session.media_url;
+      return url || null;
     } catch {
       return null;
     }
   };
+}
+
+/** A WHEP offer for the endoscope original: no marks burned in, no rung pinned. */
+function playsOriginal(path) {
+  const url = new URL(path, window.location.href);
+  const quality = url.searchParams.get("quality");
+  return (
+    url.pathname.startsWith("/whep/") &&
+    url.searchParams.get("feed") === "endoscope" &&
+    url.searchParams.get("annotated") !== "1" &&
+    (quality === null || quality === "auto" || quality === "original")
+  );
 }
 
 export class WhipClient {
@@ -170,7 +187,7 @@ export class WhipClient {
     await pc.setLocalDescription(offer);
     await waitForIceGathering(pc);
     const sdp = pc.localDescription.sdp;
-    if (locateMedia) this.endpoint = new URL(this.path, (await locateMedia()) || window.location.href).href;
+    if (locateMedia) this.endpoint = new URL(this.path, (await locateMedia(this.path)) || window.location.href).href;
 
     let response;
     try {

@@ -85,6 +85,12 @@ async def test_seoul_viewers_get_bit_exact_frames_while_seoul_pulls_one_stream_f
         await seoul.beat()
         cid = await create(ub)
         clinic = ub.token("clinic", cid)
+        # A page on Seoul plays the original from Seoul, sends everything else to the owner.
+        session = await seoul.client.get(
+            "/api/session", headers={"Authorization": f"Bearer {seoul.token('surgeon', cid)}"}
+        )
+        body = await session.json()
+        assert body["media_url"] == ub.url and body["view_url"] is None
         async with (
             publisher(f"{ub.url}/whip/{cid}", clinic) as (clinic_pc, _),
             encoded_viewer(f"{ub.url}/whep/{cid}", ub.token("surgeon", cid)) as (_, _, at_ub),

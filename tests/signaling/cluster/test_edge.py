@@ -62,7 +62,8 @@ async def test_offers_through_another_node_are_published_and_seen_on_the_owner(
             async with http.get(
                 f"{seoul.url}/api/session", headers={"Authorization": f"Bearer {clinic}"}
             ) as response:
-                assert (await response.json())["media_url"] == ub.url
+                body = await response.json()
+                assert body["media_url"] == body["view_url"] == ub.url  # no cascade: no region
 
         # The clinic and a surgeon both enter through Seoul; the media is on Ulaanbaatar.
         async with (

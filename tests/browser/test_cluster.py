@@ -26,9 +26,11 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
 async def test_a_surgeon_on_another_node_watches_and_is_in_the_room(
     tmp_path: Path, redis_server: RedisServer, postgres_url: str
 ) -> None:
+    # The surgeon's node has no region: its page plays from the owner. In another region it
+    # would be served by cascade on its own node (tests/signaling/cluster/test_cascade.py).
     async with (
         node(tmp_path, "ulaanbaatar", redis_server.url, "ulaanbaatar", postgres_url) as ub,
-        node(tmp_path, "seoul", redis_server.url, "seoul", postgres_url) as seoul,
+        node(tmp_path, "seoul", redis_server.url, "", postgres_url) as seoul,
     ):
         consultation = await seoul.client.app[STORE].create(
             "Post-op check", "VP8", "Dr. Paper", "admin-test"

@@ -68,6 +68,8 @@ class Cluster:
                     "ENDOLINK_DATABASE_URL": records,
                     "ENDOLINK_SECRET": SECRET,
                     "ENDOLINK_NODE_ID": f"node{i}",
+                    # regions name nodes for placement here: viewers follow the 307 to the owner
+                    "ENDOLINK_CASCADE": "0",
                     "ENDOLINK_REGION": f"node{i}",
                     "ENDOLINK_CLUSTER_LEASE_S": str(LEASE_S),
                 },

@@ -184,7 +184,8 @@ def create_app(settings: Settings) -> web.Application:
             NodeIdentity(settings.node_name, settings.node_base_url, settings.region),
             settings.cluster_lease_s,
         )
-        app[CASCADES] = Cascades(app[CLUSTER], app[TOKENS], app[RELAY])
+        if settings.cascade:
+            app[CASCADES] = Cascades(app[CLUSTER], app[TOKENS], app[RELAY])
         app.cleanup_ctx.append(_cluster_ctx)
         app[RECORDINGS].recoverable = _recoverable_in(app[CLUSTER], settings.data_dir)
         app[CLUSTER].on_claimed = app[RECORDINGS].adopt
@@ -296,10 +297,11 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     """This node in the cluster while it serves (after the media context, so its leases are
     let go before the relay closes). A consultation another node took over (after a
     partition) is let go here: its pages and clients reconnect and are routed to the owner."""
-    cluster, relay, hub, cascades = app[CLUSTER], app[RELAY], app[HUB], app[CASCADES]
+    cluster, relay, hub, cascades = app[CLUSTER], app[RELAY], app[HUB], app.get(CASCADES)
     letting_go: set[asyncio.Task[None]] = set()
     # A Router fed by cascade is not hosted here: this node never holds its lease.
-    cluster.hosted = lambda: (set(relay.routers) - cascades.cids()) | set(hub.census())
+    cascaded = cascades.cids if cascades is not None else set
+    cluster.hosted = lambda: (set(relay.routers) - cascaded()) | set(hub.census())
     cluster.sessions = lambda: sum(len(router.peers) for router in relay.routers.values())
 
     def on_lost(cid: ConsultationId) -> None:
@@ -312,7 +314,8 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     await cluster.start()  # Redis away at start: /readyz says so, and it is tried every beat
     yield
     await asyncio.gather(*letting_go, return_exceptions=True)
-    await cascades.close()
+    if cascades is not None:
+        await cascades.close()
     await cluster.close()
 
 

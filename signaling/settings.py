@@ -193,6 +193,10 @@ class Settings:
     cluster_lease_s: float = 6.0
     """Seconds a node holds a consultation without renewing: how long after a node dies its
     consultations can be taken over by another (its heartbeat is a third of this)."""
+    cascade: bool = True
+    """Serve viewers of another node's consultation here, from one stream pulled from the owner,
+    when the regions differ or the consultation asks for it (docs/deployment.md, cascade);
+    off: redirect them to the owner."""
     log_format: str = "text"
     "``text`` (one readable line per event) or ``json`` (one JSON object per line)."
     extra: dict[str, Any] = field(default_factory=dict, compare=False)

@@ -15,8 +15,10 @@ share ``ENDOLINK_SECRET``. The owner ends the upstream session when that token e
 its first keyframe (``relay.upstream``): local viewers see no gap.
 
 Local viewers are checked against their token only: this node's store need not know the
-consultation (records are per node until the shared store arrives). A withdrawal recorded on
-the owner reaches their sessions here only once this node's revocations know it.
+consultation (with per-node SQLite records it does not; with the shared PostgreSQL records,
+``ENDOLINK_DATABASE_URL``, it would). A withdrawal reaches their sessions here once this node's
+revocations know it: within their refresh (2 s) with shared records, never with per-node
+SQLite records.
 """
 
 from __future__ import annotations

@@ -23,14 +23,16 @@ expect = playwright_api.expect
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
 
 
+@pytest.mark.parametrize("seoul_region", ["", "seoul"], ids=["from-the-owner", "by-cascade"])
 async def test_a_surgeon_on_another_node_watches_and_is_in_the_room(
-    tmp_path: Path, redis_server: RedisServer, postgres_url: str
+    tmp_path: Path, redis_server: RedisServer, postgres_url: str, seoul_region: str
 ) -> None:
-    # The surgeon's node has no region: its page plays from the owner. In another region it
-    # would be served by cascade on its own node (tests/signaling/cluster/test_cascade.py).
+    """The Seoul node with no region: the surgeon's page plays from the owner (its offer sent to
+    ``media_url``). In a region of its own: Seoul serves the page by cascade, from one stream it
+    pulls from Ulaanbaatar (``view_url`` null)."""
     async with (
         node(tmp_path, "ulaanbaatar", redis_server.url, "ulaanbaatar", postgres_url) as ub,
-        node(tmp_path, "seoul", redis_server.url, "", postgres_url) as seoul,
+        node(tmp_path, "seoul", redis_server.url, seoul_region, postgres_url) as seoul,
     ):
         consultation = await seoul.client.app[STORE].create(
             "Post-op check", "VP8", "Dr. Paper", "admin-test"
@@ -48,9 +50,17 @@ async def test_a_surgeon_on_another_node_watches_and_is_in_the_room(
             )
             clicked = await start_clinic_stream(clinic)
             await assert_video_plays(surgeon, "surgeon on the Seoul node", clicked)
-            router = ub.client.app[RELAY].find(cid)
-            assert router is not None  # the surgeon's session is on the owner
-            assert any(p.identity.startswith("surgeon") for p in router.peers.values())
-            assert seoul.client.app[RELAY].find(cid) is None
+            owner = ub.client.app[RELAY].find(cid)
+            assert owner is not None
+            here = seoul.client.app[RELAY].find(cid)
+            identities = [p.identity for p in owner.peers.values()]
+            if seoul_region:  # one upstream from Seoul on the owner; the surgeon's session in Seoul
+                assert here is not None
+                assert any(p.identity.startswith("surgeon") for p in here.peers.values())
+                assert sum(i.startswith("node:") for i in identities) == 1
+                assert not any(i.startswith("surgeon") for i in identities)
+            else:
+                assert here is None
+                assert any(i.startswith("surgeon") for i in identities)
             offers = [line for line in browser.console if "HTTP" in line]
             assert not offers, offers  # no refused request on the way

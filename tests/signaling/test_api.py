@@ -398,3 +398,26 @@ async def test_the_session_lists_the_configured_ice_servers(
         {"urls": ["stun:stun.example.org:3478"]},
         {"urls": ["turn:t.example.org"], "username": "u", "credential": "p"},
     ]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"region": 5}, "region must be"),
+        ({"region": ["seoul"]}, "region must be"),
+        ({"cascade": "yes"}, "cascade must be true or false"),
+        ({"cascade": 1}, "cascade must be true or false"),
+    ],
+)
+async def test_a_consultations_placement_fields_are_checked(
+    client: TestClient, admin: dict[str, str], body: dict[str, Any], reason: str
+) -> None:
+    """``region`` and ``cascade`` (a cluster's placement) are refused with a reason when of the
+    wrong type; alone, a node accepts them and has nothing to place (no ``node`` answered)."""
+    response = await client.post("/api/consultations", json=body, headers=admin)
+    assert await error_of(response, 400) == "bad-request"
+    assert reason in (await response.json())["reason"]
+    fine = await client.post(
+        "/api/consultations", json={"region": "seoul", "cascade": True}, headers=admin
+    )
+    assert fine.status == 201 and "node" not in await fine.json()

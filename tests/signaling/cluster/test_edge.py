@@ -168,3 +168,33 @@ async def next_message(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[s
             message = await ws.receive_json()
             if message["type"] == kind:
                 return message  # type: ignore[no-any-return]
+
+
+async def test_a_token_for_another_consultation_is_refused_not_redirected(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    async with (
+        node(tmp_path, "seoul", redis_server.url, "seoul") as seoul,
+        node(tmp_path, "ulaanbaatar", redis_server.url, "ulaanbaatar") as ub,
+    ):
+        mine = await ub.client.app[STORE].create("Mine", "VP8", "Dr. Bat", "t")
+        other = await ub.client.app[STORE].create("Someone else's", "VP8", "Dr. Bat", "t")
+        for made in (mine, other):
+            await ub.client.app[CLUSTER].place(made.id, "ulaanbaatar")
+        wrong_room = {"Authorization": f"Bearer {ub.token('clinic', mine.id)}"}
+        for path in (f"/whip/{other.id}", f"/whep/{other.id}"):
+            refused = await seoul.client.post(
+                path,
+                data="v=0\r\n",
+                headers={**wrong_room, "Content-Type": "application/sdp"},
+                allow_redirects=False,
+            )
+            assert refused.status == 403, path  # nobody learns where it is without a grant
+            assert "Location" not in refused.headers
+        junk = await seoul.client.post(
+            f"/whip/{mine.id}",
+            data=b"\xff\xfe not an offer",
+            headers={**wrong_room, "Content-Type": "application/sdp"},
+            allow_redirects=False,
+        )
+        assert junk.status == 307  # the owner reads the body, and refuses it (tested there)

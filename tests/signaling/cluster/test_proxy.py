@@ -55,6 +55,14 @@ async def test_a_recording_is_served_through_any_node(
                 async with http.get(f"{base}/media/1") as whole:
                     assert whole.status == 200 and await whole.read() == original
                 assert not (tmp_path / "seoul" / "recordings" / entry["id"]).exists()
+            # The writer checks the token: one for another consultation is refused there.
+            elsewhere = {"Authorization": f"Bearer {seoul.token('surgeon', 'someoneElse1')}"}
+            async with aiohttp.ClientSession(headers=elsewhere) as http:
+                async with http.get(base) as refused:
+                    assert refused.status == 403
+                    assert (await refused.json())["error"] == "forbidden"
+                async with http.get(f"{seoul.url}/api/recordings/not-a-recording-id") as junk:
+                    assert junk.status in (400, 404)  # answered here: nothing to pass on
         # Ulaanbaatar has stopped (and left the cluster): its recording cannot be had now.
         async with aiohttp.ClientSession(headers=admin) as http:
             async with http.get(base) as gone:

@@ -9,7 +9,7 @@ nodes (regions ``ulaanbaatar`` and ``seoul``, guards and recording off: the forw
 the clinic a ``bench.publisher`` (720p30 VP8 at 1.5 Mbit/s) publishing to the owner. Viewers
 are light (their RTP counted, never decoded) and enter through the Seoul node (cascade) or the
 owner (direct). Each row: CPU of each server over ``--window`` s (/proc: holds on a shared
-machine) and the viewers' lowest rate of video packets (a stalled viewer shows as a low one).
+machine) and the viewers' lowest frame rate (frames reassembled, not decoded).
 """
 
 from __future__ import annotations
@@ -40,17 +40,17 @@ SETTLE_S = 3.0
 
 
 class LightViewer:
-    """A WHEP viewer that counts the video packets it receives (no decoding)."""
+    """A WHEP viewer that counts the video frames it receives (reassembled, never decoded)."""
 
     def __init__(self) -> None:
         self.pc = RTCPeerConnection()
-        self.packets = 0
+        self.frames = 0
         transceiver = self.pc.addTransceiver("video", direction="recvonly")
         self.tap = tap_receiver(transceiver.receiver, "video", self._count, lambda: None)
         self.client: WhipClient | None = None
 
     def _count(self, data: Any, _: Any) -> None:
-        self.packets += 1
+        self.frames += 1
 
     async def start(self, endpoint: str, token: str) -> None:
         self.client = WhipClient(endpoint, token)
@@ -130,18 +130,18 @@ async def _measure(
 ) -> dict[str, Any]:
     assert owner.process is not None and seoul.process is not None
     before = [proc_sample(owner.process.pid), proc_sample(seoul.process.pid)]
-    counted = [v.packets for v in viewers]
+    counted = [v.frames for v in viewers]
     start = time.monotonic()
     await asyncio.sleep(cfg.window)
     after = [proc_sample(owner.process.pid), proc_sample(seoul.process.pid)]
     elapsed = time.monotonic() - start
-    rates = [(v.packets - n) / elapsed for v, n in zip(viewers, counted, strict=True)]
+    rates = [(v.frames - n) / elapsed for v, n in zip(viewers, counted, strict=True)]
     row = {
         "viewers": len(viewers),
         "served by": label,
         "owner CPU %": _round(cpu_percent(before[0], after[0])),
         "Seoul CPU %": _round(cpu_percent(before[1], after[1])),
-        "viewer packets/s min": _round(min(rates)) if rates else None,
+        "viewer frames/s min": _round(min(rates)) if rates else None,
     }
     print("  " + "  ".join(f"{k} {v}" for k, v in row.items()), flush=True)
     return row

@@ -34,5 +34,5 @@ def test_cascade_bench_reports_both_ways_of_serving(tmp_path: Path) -> None:
         (2, "owner"),
     ]
     assert all(r["owner CPU %"] > 0 for r in rows)
-    assert all(r["viewer packets/s min"] > 0 for r in rows[1:])
+    assert all(r["viewer frames/s min"] > 0 for r in rows[1:])
     assert "| viewers | served by |" in proc.stdout

@@ -50,18 +50,18 @@ async def serving_node(request: web.Request, cid: ConsultationId) -> NodeInfo | 
         ) from None
 
 
-async def view_url(request: web.Request, cid: ConsultationId) -> str | None:
-    """Where a page plays ``cid``'s endoscope original: None for this node (it owns the
-    consultation, or serves it by cascade), else the owner's base URL (``media_url``)."""
+async def media_urls(request: web.Request, cid: ConsultationId) -> dict[str, str | None]:
+    """What ``GET /api/session`` tells a page in a cluster, from one look at who serves
+    ``cid``: ``media_url``, the owner's base URL (None: this node), and ``view_url``, where to
+    play the endoscope original (None: this node, the owner or serving it by cascade)."""
     owner = await serving_node(request, cid)
     if owner is None:
-        return None
+        return {"media_url": None, "view_url": None}
     cascades = request.app.get(CASCADES)
-    if cascades is not None and (
+    by_cascade = cascades is not None and (
         cascades.find(cid) is not None or await cascades.applies(cid, owner)
-    ):
-        return None
-    return owner.url
+    )
+    return {"media_url": owner.url, "view_url": None if by_cascade else owner.url}
 
 
 async def cascaded(

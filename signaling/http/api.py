@@ -22,7 +22,7 @@ from signaling.auth.grants import ANY_CONSULTATION, Role
 from signaling.auth.invites import INVITE_ROLES, issue_invite, token_for, with_links
 from signaling.auth.names import InvalidName, display_name
 from signaling.auth.request import authenticate, path_cid
-from signaling.cluster.edge import owner_url, place, view_url
+from signaling.cluster.edge import media_urls, place
 from signaling.db.audit import AuditAction
 from signaling.db.invites import InviteRecord
 from signaling.db.patients import InvalidPatient, Patient
@@ -320,8 +320,7 @@ async def get_identity(request: web.Request) -> web.Response:
     # (browsers drop the token on a redirect to another origin, so they are told beforehand).
     cluster: dict[str, str | None] = {}
     if request.app.get(CLUSTER) is not None and grant.cid != ANY_CONSULTATION:
-        cluster["media_url"] = await owner_url(request, grant.cid)
-        cluster["view_url"] = await view_url(request, grant.cid)
+        cluster = await media_urls(request, grant.cid)
     return web.json_response(
         {
             **cluster,

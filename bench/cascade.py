@@ -49,7 +49,7 @@ class LightViewer:
         self.tap = tap_receiver(transceiver.receiver, "video", self._count, lambda: None)
         self.client: WhipClient | None = None
 
-    def _count(self, data: Any, _: Any) -> None:
+    def _count(self, data: Any, *_: Any) -> None:
         self.frames += 1
 
     async def start(self, endpoint: str, token: str) -> None:

@@ -164,7 +164,7 @@ class Viewer:
         except (aiohttp.ClientError, ValueError) as exc:
             self.ws_errors.append(f"{type(exc).__name__}: {exc}")
 
-    def on_frame(self, data: bytes, timestamp: int) -> None:
+    def on_frame(self, data: bytes, timestamp: int, *_: object) -> None:
         keyframe = is_keyframe(self.args.codec, data)
         self.encoded.append((time.time(), len(data), keyframe))
         if not self.synced:

@@ -105,7 +105,7 @@ class Viewer:
             self.decoder = av.CodecContext.create("libvpx" if codec == "VP8" else "h264", "r")
             self.decoder.thread_count = 1
 
-    def on_frame(self, data: bytes, timestamp: int) -> None:
+    def on_frame(self, data: bytes, timestamp: int, *_: object) -> None:
         if self.kind == "sink":
             self.arrivals.append(time.time())
             self._start_sinking()

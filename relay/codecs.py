@@ -2,12 +2,17 @@
 
 The relay never decodes, so it reads just enough of the bitstream to know where a viewer may
 start: a VP8 keyframe (frame tag P bit 0 and start code ``9d 01 2a``) or an H.264 access unit that
-carries an IDR slice (NAL type 5; browsers send SPS/PPS with it).
+carries an IDR slice (NAL type 5; browsers send SPS/PPS with it). The guards' decoder also asks
+which frames no later frame depends on (``Dependencies``), to leave them undecoded.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from aiortc import RTCRtpCodecCapability, RTCRtpReceiver
+
+from . import vp8_header
 
 VIDEO_CLOCK_RATE = 90_000
 AUDIO_CLOCK_RATE = 48_000
@@ -15,6 +20,31 @@ AUDIO_CODEC = "opus"
 VIDEO_CODECS = ("VP8", "H264")
 
 H264_IDR = 5
+H264_SLICES = range(1, 6)
+"NAL unit types of coded slices (non-IDR 1-4, IDR 5)."
+
+
+class TemporalLayer(NamedTuple):
+    """A frame's temporal layer as its sender labelled it (VP8: RFC 7741's TID and Y bits)."""
+
+    tid: int
+    "0 is the base layer; a frame never depends on a frame of a higher layer."
+    sync: bool
+    "The frame depends on base-layer frames only: a decoder may start this layer here."
+
+
+def vp8_temporal_layer(payload: bytes) -> TemporalLayer | None:
+    """The temporal layer in a VP8 RTP payload descriptor (RFC 7741, 4.2); None without one."""
+    if len(payload) < 2 or not payload[0] & 0x80:  # X: no extension octet
+        return None
+    extension, at = payload[1], 2
+    if extension & 0x80 and at < len(payload):  # I: picture id of 7 or 15 bits
+        at += 2 if payload[at] & 0x80 else 1
+    if extension & 0x40:  # L: TL0PICIDX
+        at += 1
+    if not extension & 0x20 or at >= len(payload):  # T: no TID
+        return None
+    return TemporalLayer(payload[at] >> 6, bool(payload[at] & 0x20))
 
 
 def is_keyframe(codec: str, frame: bytes) -> bool:
@@ -25,14 +55,39 @@ def is_keyframe(codec: str, frame: bytes) -> bool:
     return True  # audio: every frame is independently decodable
 
 
-def h264_nal_types(frame: bytes) -> set[int]:
-    """NAL unit types of an Annex-B access unit (aiortc's depayloader emits Annex-B)."""
-    types: set[int] = set()
+class Dependencies:
+    """Which frames of one stream, read in order, no later frame depends on: a decoder may skip
+    them and decode the rest bit-exact (VP8: ``relay.vp8_header``; H.264: every slice has
+    ``nal_ref_idc`` 0)."""
+
+    def __init__(self, codec: str) -> None:
+        self.codec = codec
+        self._vp8 = vp8_header.Vp8Stream() if codec == "VP8" else None
+
+    def droppable(self, frame: bytes) -> bool:
+        """Call for every frame of the stream, in order (VP8 carries state from frame to frame)."""
+        if self._vp8 is not None:
+            return self._vp8.droppable(frame)
+        if self.codec == "H264":
+            slices = [h for h in h264_nal_headers(frame) if h & 0x1F in H264_SLICES]
+            return bool(slices) and not any(h & 0x60 for h in slices)
+        return False
+
+
+def h264_nal_headers(frame: bytes) -> list[int]:
+    """The NAL unit header bytes of an Annex-B access unit (aiortc's depayloader emits
+    Annex-B)."""
+    headers: list[int] = []
     i = frame.find(b"\x00\x00\x01")
     while i != -1 and i + 3 < len(frame):
-        types.add(frame[i + 3] & 0x1F)
+        headers.append(frame[i + 3])
         i = frame.find(b"\x00\x00\x01", i + 3)
-    return types
+    return headers
+
+
+def h264_nal_types(frame: bytes) -> set[int]:
+    """NAL unit types of an Annex-B access unit."""
+    return {h & 0x1F for h in h264_nal_headers(frame)}
 
 
 def vp8_dimensions(frame: bytes) -> tuple[int, int] | None:

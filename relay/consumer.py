@@ -17,6 +17,8 @@ from typing import Any, NamedTuple
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from .codecs import TemporalLayer
+
 logger = logging.getLogger(__name__)
 
 VIDEO_QUEUE_FRAMES = 60
@@ -30,6 +32,8 @@ class ForwardedFrame(NamedTuple):
     payloads: list[bytes]
     timestamp: int
     keyframe: bool
+    layer: TemporalLayer | None = None
+    "Its VP8 temporal layer, when the publisher labelled it (``relay.decoded`` reads it)."
 
 
 class Consumer(MediaStreamTrack):

@@ -8,6 +8,10 @@ ONE decode thread (``thread_count`` 1, its CPU counted in ``cpu_s``) — and the
 hand-off is the Rendition's (``hand_over``): when the thread cannot decode at the source rate, the
 backlog is dropped and decoding restarts at the next (requested) keyframe.
 
+Not every frame is decoded (``relay.decode_policy``): frames nothing depends on, unless a
+sampler is due at their pts, and the higher temporal layers of a layered clinic (VP8 L1T3),
+unless a sampler wants more than the base layer's 7.5 frames a second.
+
 Samplers are called IN THE DECODE THREAD with the decoded frame and its pts (90 kHz relay clock),
 each at most every ``every_s`` of media time, and only with fresh frames (``fresh``): a thread that
 catches up decodes the backlog without analysing it. A sampler must be short (downscale first);
@@ -23,13 +27,14 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import av
 from aiortc.mediastreams import MediaStreamError
 
-from .codecs import VIDEO_CLOCK_RATE, is_keyframe
+from .codecs import VIDEO_CLOCK_RATE, TemporalLayer, is_keyframe
 from .consumer import Consumer
+from .decode_policy import DecodePolicy
 from .producer import Producer
 
 logger = logging.getLogger(__name__)
@@ -45,7 +50,18 @@ JITTER = 0.2
 ERROR_LOG_INTERVAL_S = 60.0
 JOIN_TIMEOUT_S = 5.0
 DECODERS = {"VP8": "vp8", "H264": "h264"}
-Inbox = queue.Queue["tuple[av.Packet[Any], float] | None"]
+
+
+class Handed(NamedTuple):
+    """A packet handed to a decode thread."""
+
+    packet: av.Packet[Any]
+    arrived: float
+    "``time.monotonic()`` when it was handed over."
+    layer: TemporalLayer | None
+
+
+Inbox = queue.Queue["Handed | None"]
 OnFrame = Callable[[av.VideoFrame, int], None]
 
 
@@ -79,7 +95,8 @@ async def hand_over(
                     continue
                 waiting_for_keyframe = False
             try:
-                inbox.put_nowait((packet, time.monotonic()))
+                layer = source.current.layer if source.current is not None else None
+                inbox.put_nowait(Handed(packet, time.monotonic(), layer))
             except queue.Full:
                 drain(inbox)
                 on_resync()
@@ -116,7 +133,8 @@ class Sampling:
 
     def __init__(self, feed: DecodedFeed, every_s: float, on_frame: OnFrame, label: str) -> None:
         self.label = label
-        self.every = max(0.0, every_s) * VIDEO_CLOCK_RATE * (1 - JITTER)
+        self.every_s = max(0.0, every_s)
+        self.every = self.every_s * VIDEO_CLOCK_RATE * (1 - JITTER)
         "Least pts distance between two calls."
         self.on_frame = on_frame
         self.calls = 0
@@ -128,9 +146,13 @@ class Sampling:
     def stop(self) -> None:
         self._feed._stop_sampling(self)
 
+    def due(self, pts: int) -> bool:
+        """Would a frame at ``pts`` be passed to the sampler (its interval has passed)?"""
+        return self.last_pts is None or not 0 <= pts - self.last_pts < self.every
+
     def offer(self, frame: av.VideoFrame, pts: int) -> None:
         """In the decode thread: call the sampler if its interval has passed."""
-        if self.last_pts is not None and 0 <= pts - self.last_pts < self.every:
+        if not self.due(pts):
             return
         self.last_pts = pts
         self.calls += 1
@@ -171,10 +193,18 @@ class _Worker:
 
     def _work(self) -> None:
         decoder = new_decoder(self.codec)
+        policy = DecodePolicy(self.codec, self._request_keyframe, self.feed.label)
         used_at = 0.0
         while (item := self.inbox.get()) is not None:
-            packet, arrived = item
+            packet, arrived, layer = item
             started = time.thread_time()
+            data = bytes(packet)
+            keyframe = is_keyframe(self.codec, data)
+            pts = packet.pts or 0
+            if not policy.wanted(data, pts, keyframe, layer, self.feed.samplings):
+                self.feed.frames_not_decoded += 1
+                self.feed.cpu_s += time.thread_time() - started
+                continue
             frames = decode(decoder, packet, repr(self.feed), self._request_keyframe)
             self.feed.frames_decoded += len(frames)
             for frame in frames:
@@ -201,6 +231,8 @@ class DecodedFeed:
         "Read by the decode thread: replaced, never mutated."
         self.frames_decoded = 0
         self.frames_skipped = 0
+        self.frames_not_decoded = 0
+        "Frames the decode thread left undecoded (``relay.decode_policy``)."
         self.resyncs = 0
         self.cpu_s = 0.0
         "CPU time of the decode thread(s) with their samplers: decoding and analysis."
@@ -240,9 +272,10 @@ class DecodedFeed:
         self._stopping = [t for t in self._stopping if t.is_alive()] + [self._worker.thread]
         self._worker = None
         logger.info(
-            "%s stopped: %d decoded, %d stale skipped, %d resyncs, %.1f s CPU",
+            "%s stopped: %d decoded, %d not decoded, %d stale skipped, %d resyncs, %.1f s CPU",
             self,
             self.frames_decoded,
+            self.frames_not_decoded,
             self.frames_skipped,
             self.resyncs,
             self.cpu_s,

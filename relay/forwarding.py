@@ -33,7 +33,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import aioice.ice
 import aioice.stun
@@ -50,6 +50,7 @@ from aiortc.utils import uint16_add
 from av.frame import Frame
 from av.packet import Packet
 
+from .codecs import TemporalLayer, vp8_temporal_layer
 from .consumer import ForwardedFrame
 from .media_clock import SenderReport, unwrap, watch_sender_reports
 from .recovery import LossRecovery, is_stale
@@ -62,8 +63,9 @@ if aiortc.__version__ != AIORTC_VERSION:  # pragma: no cover - guarded by the pi
         f"relay.forwarding hooks aiortc {AIORTC_VERSION} internals; found {aiortc.__version__}"
     )
 
-FrameCallback = Callable[[bytes, int], None]
-"""``(encoded_frame, timestamp)``: timestamp in the codec clock, rebased to 0 at the first frame."""
+FrameCallback = Callable[[bytes, int, TemporalLayer | None], None]
+"""``(encoded_frame, timestamp, layer)``: timestamp in the codec clock, rebased to 0 at the first
+frame; the VP8 temporal layer its sender labelled it with (None: unlabelled, or not VP8)."""
 
 
 class MarkerJitterBuffer(JitterBuffer):
@@ -78,10 +80,16 @@ class MarkerJitterBuffer(JitterBuffer):
     """
 
     def __init__(
-        self, capacity: int, on_frame: FrameCallback, on_discontinuity: Callable[[], None]
+        self,
+        capacity: int,
+        on_frame: FrameCallback,
+        on_discontinuity: Callable[[], None],
+        codec: str | None = None,
     ) -> None:
         super().__init__(capacity=capacity, is_video=True)
         self._on_frame = on_frame
+        self._layers = codec == "VP8"
+        "Read each frame's temporal layer from its first packet's payload descriptor."
         self._on_discontinuity = on_discontinuity
         self._timestamps = TimestampMapper()
         self._holding = False
@@ -111,7 +119,8 @@ class MarkerJitterBuffer(JitterBuffer):
 
     def _release(self) -> None:
         while (frame := self._next_complete_frame()) is not None:
-            self._on_frame(frame.data, self._timestamps.map(frame.timestamp))
+            layer = vp8_temporal_layer(frame.first_payload) if self._layers else None
+            self._on_frame(frame.data, self._timestamps.map(frame.timestamp), layer)
 
     def origin(self) -> int | None:
         return self._origin
@@ -152,7 +161,7 @@ class MarkerJitterBuffer(JitterBuffer):
         self._on_discontinuity()
         self._release()
 
-    def _next_complete_frame(self) -> JitterFrame | None:
+    def _next_complete_frame(self) -> Joined | None:
         packets: list[RtpPacket] = []
         timestamp: int | None = None
         origin = self._origin
@@ -196,12 +205,20 @@ class AudioPassthroughBuffer(JitterBuffer):
         if seq == self._last_seq:
             return False, None
         self._last_seq = seq
-        self._on_frame(packet._data, self._timestamps.map(packet.timestamp))  # type: ignore[attr-defined]
+        self._on_frame(packet._data, self._timestamps.map(packet.timestamp), None)  # type: ignore[attr-defined]
         return False, None
 
 
-def _joined(packets: list[RtpPacket], timestamp: int) -> JitterFrame:
-    return JitterFrame(data=b"".join(p._data for p in packets), timestamp=timestamp)  # type: ignore[attr-defined]
+class Joined(NamedTuple):
+    """A frame's depayloaded data, and the RTP payload of its first packet (its descriptor)."""
+
+    data: bytes
+    timestamp: int
+    first_payload: bytes
+
+
+def _joined(packets: list[RtpPacket], timestamp: int) -> Joined:
+    return Joined(b"".join(p._data for p in packets), timestamp, packets[0].payload)  # type: ignore[attr-defined]
 
 
 class ReceiverTap:
@@ -222,16 +239,18 @@ def tap_receiver(
     on_frame: FrameCallback,
     on_discontinuity: Callable[[], None],
     on_sender_report: SenderReport | None = None,
+    codec: str | None = None,
 ) -> ReceiverTap:
     """Make ``receiver`` hand out encoded frames instead of decoding them; ``on_sender_report``
-    (video) gets the publisher's sender reports with their RTP time on the frames' clock.
+    (video) gets the publisher's sender reports with their RTP time on the frames' clock;
+    ``codec`` "VP8" labels frames with their temporal layer.
 
     Must run before the receiver starts (i.e. before the peer connection connects), which is the
     case right after ``setRemoteDescription``.
     """
     recovery = None
     if kind == "video":
-        video = MarkerJitterBuffer(512, on_frame, on_discontinuity)
+        video = MarkerJitterBuffer(512, on_frame, on_discontinuity, codec)
         buffer: JitterBuffer = video
         recovery = LossRecovery(receiver, video)
         if on_sender_report is not None:

@@ -17,7 +17,7 @@ from fractions import Fraction
 import av
 
 from . import recovery
-from .codecs import clock_rate, is_keyframe, vp8_dimensions
+from .codecs import TemporalLayer, clock_rate, is_keyframe, vp8_dimensions
 from .consumer import Consumer, ForwardedFrame
 from .forwarding import packetizer
 
@@ -105,7 +105,7 @@ class Producer:
     def detach(self) -> None:
         self._send_pli = None
 
-    def on_frame(self, data: bytes, timestamp: int) -> None:
+    def on_frame(self, data: bytes, timestamp: int, layer: TemporalLayer | None = None) -> None:
         """An encoded frame from the publisher (called on the event loop by the receiver tap)."""
         keyframe = is_keyframe(self.codec, data)
         if self._rebase:
@@ -131,7 +131,7 @@ class Producer:
         packet.dts = pts
         packet.time_base = self.time_base
         payloads, rtp_timestamp = self._packetizer.pack(packet)
-        frame = ForwardedFrame(packet, payloads, rtp_timestamp, keyframe)
+        frame = ForwardedFrame(packet, payloads, rtp_timestamp, keyframe, layer)
         for consumer in tuple(self.consumers):
             consumer.push(frame)
 

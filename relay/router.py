@@ -194,6 +194,7 @@ class Router:
                 producer.on_frame,
                 producer.on_discontinuity,
                 producer.on_sender_report if feed.name is FeedName.ENDOSCOPE else None,
+                producer.codec,
             )
         ]
 

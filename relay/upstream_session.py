@@ -19,7 +19,7 @@ from aiortc import RTCRtpCodecCapability, RTCSessionDescription
 from aiortc.sdp import SessionDescription
 
 from . import forwarding
-from .codecs import AUDIO_CODEC, VIDEO_CODECS, is_keyframe, preferences
+from .codecs import AUDIO_CODEC, VIDEO_CODECS, TemporalLayer, is_keyframe, preferences
 from .errors import MediaUnsupported, RelayError
 from .feed import Feed
 from .ids import FeedName
@@ -96,7 +96,9 @@ class UpstreamSession:
 
         self.peer.on_closed(close_taps)
 
-    def _frame(self, producer: Producer, data: bytes, timestamp: int) -> None:
+    def _frame(
+        self, producer: Producer, data: bytes, timestamp: int, layer: TemporalLayer | None
+    ) -> None:
         digest = hash(data)
         if not self.current:
             if producer.kind != "video" or not is_keyframe(self.codec, data):
@@ -110,7 +112,7 @@ class UpstreamSession:
                 return
             del self._skip[producer.kind]
         self.recent[producer.kind].append(digest)
-        producer.on_frame(data, timestamp)
+        producer.on_frame(data, timestamp, layer)
 
     def _discontinuity(self, producer: Producer) -> None:
         if self.current:

@@ -218,7 +218,10 @@ async def encoded_viewer(
         received.discontinuities += 1
 
     tap = tap_receiver(
-        transceiver.receiver, "video", lambda data, _: received.hashes.append(frame_hash(data)), gap
+        transceiver.receiver,
+        "video",
+        lambda data, *_: received.hashes.append(frame_hash(data)),
+        gap,
     )
     try:
         await client.connect(pc)

@@ -3,6 +3,8 @@ y4m (``client/endoscopy.py``) into the clinic page, which publishes it as it wou
 
 * a blurred source: the clinic page shows the plain-words hint and the surgeon's badge says the
   picture is fair or poor, and why (blurred); a sharp source: no hint, the badge says good;
+* the clinic page sends VP8 in three temporal layers, and the guards' decoder decodes the base
+  layer only (``relay.decode_policy``);
 * the snapshot button keeps the sharpest frame of the last ~2 s: with a source alternating
   sharp and blurred frames, every snapshot is as sharp as the sharp frames.
 """
@@ -21,6 +23,7 @@ import pytest
 
 from client.endoscopy import SyntheticEndoscopy, SyntheticFrame
 from relay.picture_quality import sharpness
+from signaling.keys import RELAY
 
 from .conftest import LiveServer, chromium, playwright_api
 from .test_annotations import open_consultation
@@ -60,6 +63,14 @@ def alternating(index: int, bgr: np.ndarray) -> np.ndarray:
     return bgr if index % 18 < 6 else blurred(bgr)
 
 
+SENT_LAYERS = """() => window.endolink.publishPc.getStats().then((stats) =>
+  [...stats.values()].find((s) => s.type === "outbound-rtp" && s.kind === "video")?.scalabilityMode
+)"""
+UNDECODED_SHARE = 0.5
+"""Of Chromium's L1T3 frames three in four are above the base layer, and the guards (3 and 2
+samples a second) are content with the base layer's 7.5 frames a second: 74 % measured."""
+
+
 def small_sharpness(bgr: np.ndarray) -> float:
     gray = cv2.cvtColor(
         cv2.resize(bgr, (320, 180), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY
@@ -74,7 +85,7 @@ async def test_a_blurred_source_is_flagged_on_both_pages_and_a_sharp_one_is_not(
     y4m = tmp_path / "scope.y4m"
     Camera(lambda index, bgr: blurred(bgr) if blur else bgr).write_y4m(y4m)
     async with chromium(tmp_path, [f"--use-file-for-fake-video-capture={y4m}"]) as browser:
-        _, clinic, surgeon, _ = await open_consultation(live_server, browser)
+        consultation, clinic, surgeon, _ = await open_consultation(live_server, browser)
         await clinic.evaluate("() => window.endolink.silenceUplinkReports()")  # no stills mode
         badge = surgeon.get_by_test_id("picture-badge")
         await expect(badge).to_be_visible(timeout=10_000)
@@ -94,6 +105,11 @@ async def test_a_blurred_source_is_flagged_on_both_pages_and_a_sharp_one_is_not(
             await expect(badge).to_have_text("Picture: good")
             notes = clinic.get_by_test_id("picture-notes")
             await expect(notes).not_to_contain_text("The picture is")
+            assert await clinic.evaluate(SENT_LAYERS) == "L1T3"
+            decoded = live_server.app[RELAY].find(consultation.id).decoded
+            seen = decoded.frames_decoded + decoded.frames_not_decoded
+            print(f"\nguards' decoder: {decoded.frames_not_decoded} of {seen} frames undecoded")
+            assert seen > 60 and decoded.frames_not_decoded > UNDECODED_SHARE * seen
 
 
 async def test_the_snapshot_is_the_sharpest_recent_frame(

@@ -7,11 +7,15 @@ import asyncio
 import threading
 
 import av
+import pytest
 
 from client.testpattern import read_stamp
 from relay.codecs import VIDEO_CLOCK_RATE
 from relay.decoded import DecodedFeed
+from relay.producer import Producer
+from tests.peers import wait_until
 from tests.relay.test_rendition import HEIGHT, WIDTH, Clinic
+from tests.relay.test_vp8_header import CHROMIUM_L1T3, read_ivf
 
 
 def decode_threads() -> list[threading.Thread]:
@@ -84,3 +88,29 @@ async def test_a_failing_sampler_never_ends_the_thread() -> None:
     finally:
         await feed.close()
     assert not decode_threads()
+
+
+@pytest.mark.parametrize(("every_s", "undecoded"), [(0.2, range(6, 13)), (0.0, range(1))])
+async def test_frames_nothing_depends_on_are_decoded_only_when_a_sampler_is_due(
+    every_s: float, undecoded: range
+) -> None:
+    """Chromium's VP8 L1T3 (tests/relay/test_vp8_header.py): a sampler every 0.2 s is due for
+    few of the 12 top-layer frames, which stay undecoded; one that wants every frame gets all."""
+    producer = Producer("video", "VP8", "test")
+    producer.attach(lambda: True)
+    feed = DecodedFeed(producer, "test")
+    seen: list[int] = []
+    feed.sample(every_s, lambda frame, pts: seen.append(pts), "sampler")
+    try:
+        for index, frame in enumerate(read_ivf(CHROMIUM_L1T3)):
+            producer.on_frame(frame, index * 3000)
+            await asyncio.sleep(1 / 30)
+        assert await wait_until(
+            lambda: feed.frames_decoded + feed.frames_not_decoded == 24, timeout=3
+        )
+    finally:
+        await feed.close()
+    assert feed.frames_not_decoded in undecoded, feed.frames_not_decoded
+    assert feed.frames_decoded == 24 - feed.frames_not_decoded
+    gaps = [b - a for a, b in zip(seen, seen[1:], strict=False)]
+    assert seen and max(gaps, default=0) <= (every_s + 1 / 30) * VIDEO_CLOCK_RATE, seen

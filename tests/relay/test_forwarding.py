@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from aiortc.codecs.vpx import VpxPayloadDescriptor
 from aiortc.rtp import RtpPacket
 
+from relay.codecs import TemporalLayer
 from relay.forwarding import AudioPassthroughBuffer, MarkerJitterBuffer
 
 
@@ -16,10 +18,12 @@ def rtp(seq: int, ts: int, marker: bool, data: bytes = b"x") -> RtpPacket:
 class Frames:
     def __init__(self) -> None:
         self.frames: list[tuple[bytes, int]] = []
+        self.layers: list[TemporalLayer | None] = []
         self.discontinuities = 0
 
-    def on_frame(self, data: bytes, ts: int) -> None:
+    def on_frame(self, data: bytes, ts: int, layer: TemporalLayer | None) -> None:
         self.frames.append((data, ts))
+        self.layers.append(layer)
 
     def on_discontinuity(self) -> None:
         self.discontinuities += 1
@@ -36,6 +40,30 @@ def test_frame_is_released_on_its_marker_bit_without_waiting_for_the_next_frame(
     assert sink.frames == []
     jb.add(rtp(101, 9000, True, b"b"))
     assert sink.frames == [(b"ab", 0)]
+
+
+def test_vp8_frames_carry_the_temporal_layer_of_their_first_packet() -> None:
+    sink = Frames()
+    jb = MarkerJitterBuffer(64, sink.on_frame, sink.on_discontinuity, "VP8")
+    for seq, (tid, sync) in enumerate([(0, True), (2, False), (1, True)]):
+        packet = rtp(seq, 3000 * seq, True, b"f")
+        descriptor = VpxPayloadDescriptor(1, 0, picture_id=seq, tl0picidx=5, tid=(tid, sync))
+        packet.payload = bytes(descriptor) + b"f"
+        jb.add(packet)
+    plain = rtp(3, 9000, True)
+    plain.payload = bytes(VpxPayloadDescriptor(1, 0, picture_id=3)) + b"x"
+    jb.add(plain)
+    assert sink.layers == [
+        TemporalLayer(0, True),
+        TemporalLayer(2, False),
+        TemporalLayer(1, True),
+        None,  # a descriptor without TID
+    ]
+    assert sink.frames[-1] == (b"x", 9000)
+    h264 = Frames()
+    jb = MarkerJitterBuffer(64, h264.on_frame, h264.on_discontinuity, "H264")
+    jb.add(packet)
+    assert h264.layers == [None], "only VP8 payloads are read"
 
 
 def test_timestamps_are_rebased_to_zero_at_the_first_frame() -> None:
@@ -82,8 +110,8 @@ class OrderedSink(Frames):
         super().__init__()
         self.events: list[str] = []
 
-    def on_frame(self, data: bytes, ts: int) -> None:
-        super().on_frame(data, ts)
+    def on_frame(self, data: bytes, ts: int, layer: TemporalLayer | None) -> None:
+        super().on_frame(data, ts, layer)
         self.events.append("frame")
 
     def on_discontinuity(self) -> None:

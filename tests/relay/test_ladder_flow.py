@@ -44,7 +44,7 @@ async def encoded_viewer(endpoint: str, token: str) -> AsyncIterator[list[bytes]
     client, pc = WhipClient(endpoint, token), new_pc()
     transceiver = pc.addTransceiver("video", direction="recvonly")
     frames: list[bytes] = []
-    tap = tap_receiver(transceiver.receiver, "video", lambda data, _: frames.append(data), list)
+    tap = tap_receiver(transceiver.receiver, "video", lambda data, *_: frames.append(data), list)
     try:
         await client.connect(pc)
         yield frames

@@ -93,7 +93,7 @@ class RecoveringViewer:
             self._receiver, "video", self._on_frame, self._on_discontinuity
         )
 
-    def _on_frame(self, data: bytes, _: int) -> None:
+    def _on_frame(self, data: bytes, *_: object) -> None:
         if not self._synced:
             if not is_keyframe("VP8", data):
                 return
@@ -150,7 +150,7 @@ async def test_a_capped_viewer_moves_to_a_rung_and_the_uncapped_one_stays_bit_ex
             forwarding.tap_receiver(
                 transceiver.receiver,
                 "video",
-                lambda data, _: exact.append(hashlib.sha1(data).digest()),
+                lambda data, *_: exact.append(hashlib.sha1(data).digest()),
                 lambda: gaps.append(1),
             )
             uncapped = WhipClient(whep, make_token("surgeon", cid))

@@ -20,6 +20,8 @@ import { ClinicStills } from "./stills.js";
 import { $, Notices, setChip, showFatal } from "./ui.js";
 import { MAX_BITRATE, UplinkFollower } from "./uplink.js";
 
+const VP8_LAYERS = "L1T3";
+
 const notices = new Notices($("#notices"));
 // Notes about the picture itself (its quality, the camera outside the body, a reduced size) lie over
 // it: one appearing mid-consultation must not push the video down under a pen that is drawing, nor
@@ -241,10 +243,10 @@ async function startStream() {
     kinds: ["video", "audio"],
     configure: async (pc, transceivers) => {
       preferCodec(transceivers.video, codec);
-      await tuneVideoSender(transceivers.video.sender);
+      await tuneVideoSender(transceivers.video.sender, codec);
     },
     afterAnswer: async (pc, transceivers) => {
-      await tuneVideoSender(transceivers.video.sender);
+      await tuneVideoSender(transceivers.video.sender, codec);
       followUplink(pc, transceivers.video.sender);
     },
     stats: endoscopeStats(state.room),
@@ -331,12 +333,16 @@ function onPublisherState(publisher, detail) {
 
 /**
  * Start at the full picture with a ceiling; from then on the picture follows the uplink
- * (uplink.js): frame rate first, the size the rate allows.
+ * (uplink.js): frame rate first, the size the rate allows. VP8 goes out in three temporal
+ * layers: the server's picture and privacy guards sample a few frames a second and leave the
+ * top layer (half the frames, which nothing refers to) undecoded. A browser that refuses the
+ * layers still gets the ceiling (the retry below).
  */
-async function tuneVideoSender(sender) {
+async function tuneVideoSender(sender, codec) {
   const params = sender.getParameters();
   if (!params.encodings || !params.encodings.length) return false; // before negotiation in some browsers
   params.encodings[0].maxBitrate = MAX_BITRATE;
+  if (codec?.toUpperCase() === "VP8") params.encodings[0].scalabilityMode = VP8_LAYERS;
   params.degradationPreference = "maintain-framerate";
   try {
     await sender.setParameters(params);

@@ -72,37 +72,31 @@ def test_chromium_resends_loop_filter_deltas_and_a_change_of_them_is_not_droppab
     assert not parse(top, NO_DELTAS).droppable, "deltas that differ from those in force"  # type: ignore[union-attr]
 
 
-def test_a_stream_without_layers_has_nothing_to_skip() -> None:
-    encoder = av.CodecContext.create("libvpx", "w")
+def encode(encoder_name: str, options: dict[str, str], count: int) -> list[bytes]:
+    """``count`` frames of a moving random picture (320×180), encoded and flushed."""
+    encoder = av.CodecContext.create(encoder_name, "w")
     encoder.width, encoder.height, encoder.pix_fmt = 320, 180, "yuv420p"
     encoder.time_base = fractions.Fraction(1, 30)
-    encoder.options = {"deadline": "realtime", "lag-in-frames": "0"}
-    rng = np.random.default_rng(7)
-    base = rng.integers(0, 255, (220, 360, 3), dtype=np.uint8)
+    encoder.options = options
+    base = np.random.default_rng(7).integers(0, 255, (220, 360, 3), dtype=np.uint8)
     frames = []
-    for index in range(20):
+    for index in range(count):
         image = np.ascontiguousarray(base[index : index + 180, index : index + 320])
         picture = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p")
         picture.pts = index
         frames += [bytes(p) for p in encoder.encode(picture)]
+    return frames + [bytes(p) for p in encoder.encode(None)]
+
+
+def test_a_stream_without_layers_has_nothing_to_skip() -> None:
+    frames = encode("libvpx", {"deadline": "realtime", "lag-in-frames": "0"}, 20)
     skipped, exact = decode_skipping(frames, "VP8")
-    assert skipped == 0 and exact == len(frames)
+    assert skipped == 0 and exact == len(frames) == 20
 
 
 def test_h264_non_reference_frames_are_skipped_and_the_rest_decodes_bit_exact() -> None:
-    encoder = av.CodecContext.create("libx264", "w")
-    encoder.width, encoder.height, encoder.pix_fmt = 320, 180, "yuv420p"
-    encoder.time_base = fractions.Fraction(1, 30)
-    encoder.options = {"bframes": "2", "b-pyramid": "none", "preset": "veryfast", "threads": "1"}
-    rng = np.random.default_rng(7)
-    base = rng.integers(0, 255, (220, 360, 3), dtype=np.uint8)
-    frames = []
-    for index in range(24):
-        image = np.ascontiguousarray(base[index : index + 180, index : index + 320])
-        picture = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p")
-        picture.pts = index
-        frames += [bytes(p) for p in encoder.encode(picture)]
-    frames += [bytes(p) for p in encoder.encode(None)]
+    options = {"bframes": "2", "b-pyramid": "none", "preset": "veryfast", "threads": "1"}
+    frames = encode("libx264", options, 24)
     skipped, exact = decode_skipping(frames, "H264")
     assert skipped >= 8, "the B-frames"
     assert exact == len(frames) - skipped

@@ -73,6 +73,12 @@ class Dependencies:
             return bool(slices) and not any(h & 0x60 for h in slices)
         return False
 
+    def skipped(self) -> None:
+        """The frame last passed to ``droppable`` was not decoded although later frames may
+        depend on it (they are left out too): forget what it changed."""
+        if self._vp8 is not None:
+            self._vp8.skipped()
+
 
 def h264_nal_headers(frame: bytes) -> list[int]:
     """The NAL unit header bytes of an Annex-B access unit (aiortc's depayloader emits

@@ -1,10 +1,10 @@
 """DecodePolicy: which frames of the endoscope feed the guards' decode thread decodes.
 
 Decoding every frame of a 720p30 feed costs about 8 % of a core per consultation, while the
-picture and privacy guards look at 2 or 3 frames a second. Two kinds of frame need no decoding
-when no sampler is due for them:
+picture and privacy guards look at 2 or 3 frames a second. Two kinds of frame are not decoded:
 
-* a frame no later frame depends on (``codecs.Dependencies``, read from its header);
+* a frame no later frame depends on (``codecs.Dependencies``, read from its header), unless a
+  sampler is due at its pts;
 * a frame above the base temporal layer, when its sender labelled the layers (VP8 L1T3 from the
   clinic page: the base layer is a quarter of the frames, 7.5 a second) and every sampler is
   content with the base layer's rate (``BASE_LAYER_ENOUGH_S``). The tracker of anchored marks
@@ -29,6 +29,7 @@ BASE_LAYER_ENOUGH_S = 0.25
 SYNC_WAIT_S = 0.5
 "How long to wait for a sync frame of a layer before asking the clinic for a keyframe."
 ALL_LAYERS = 1 << 8
+"``decodable`` after a keyframe: every layer (VP8 labels at most 4)."
 
 
 class Sampler(Protocol):
@@ -70,6 +71,7 @@ class DecodePolicy:
             and layer.tid > 0
             and not self._higher_layer(layer, droppable, samplers)
         ):
+            self._dependencies.skipped()
             return False
         return not droppable or any(s.due(pts) for s in samplers)
 

@@ -84,17 +84,24 @@ class Vp8Header:
 
 
 class Vp8Stream:
-    """Reads the headers of one stream's frames in order, for the state they carry forward."""
+    """Reads the headers of one stream's frames in order, for the state they leave in the
+    decoder they reach."""
 
     def __init__(self) -> None:
         self.lf_deltas = NO_DELTAS
+        self._before = NO_DELTAS
 
     def droppable(self, frame: bytes) -> bool:
         header = parse(frame, self.lf_deltas)
         if header is None:
             return False
-        self.lf_deltas = header.lf_deltas
+        self._before, self.lf_deltas = self.lf_deltas, header.lf_deltas
         return header.droppable
+
+    def skipped(self) -> None:
+        """The last frame did not reach the decoder (a higher temporal layer left out): what it
+        changed is not in force there."""
+        self.lf_deltas = self._before
 
 
 def parse(frame: bytes, lf_deltas: tuple[int, ...] = NO_DELTAS) -> Vp8Header | None:

@@ -109,3 +109,15 @@ def test_short_or_garbled_frames_are_never_droppable() -> None:
     assert isinstance(dependencies.droppable(bytes(range(256)) * 4), bool), "never raises"
     assert not dependencies.droppable(VP8_KEY), "a keyframe is never skipped"
     assert not Dependencies("opus").droppable(b"\x00" * 10)
+
+
+def test_a_frame_left_out_leaves_the_deltas_in_force_where_they_were() -> None:
+    frames = read_ivf(CHROMIUM_L1T3)
+    stream = Vp8Stream()
+    stream.droppable(frames[0])
+    in_force = stream.lf_deltas
+    changed = bytes(frames[1])  # parse() reads it against other deltas: they "change"
+    stream.lf_deltas = NO_DELTAS
+    assert not stream.droppable(changed) and stream.lf_deltas == in_force
+    stream.skipped()
+    assert stream.lf_deltas == NO_DELTAS, "the decoder never saw the frame that set them"

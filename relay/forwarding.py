@@ -16,6 +16,11 @@ clinic's encoded stream untouched we hook three private seams, each covered by t
 ``aioice.ice.get_host_addresses`` is also wrapped so the relay can gather candidates on configured
 addresses only (loopback included: aioice skips 127.0.0.1, which a loopback-only host needs).
 
+``RTCIceTransport.start`` returns quietly on a closed transport: aiortc's
+``RTCPeerConnection.__connect`` starts the bundled ICE transport once per transceiver, so when
+ICE fails on the first and the relay closes the peer, the second start raised
+InvalidStateError in a task nobody awaits ("Task exception was never retrieved" in the log).
+
 A failed DTLS handshake is explained from the peer certificate the handshake got
 (``RTCDtlsTransport._ssl``): aiortc keeps only a debug line, often with an empty error.
 
@@ -38,7 +43,14 @@ from typing import Any, NamedTuple, Protocol
 import aioice.ice
 import aioice.stun
 import aiortc
-from aiortc import RTCDtlsTransport, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
+from aiortc import (
+    RTCDtlsTransport,
+    RTCIceParameters,
+    RTCIceTransport,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+)
 from aiortc.codecs.base import Encoder
 from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.opus import OpusEncoder
@@ -360,6 +372,17 @@ def use_host_addresses(addresses: Iterable[str]) -> None:
 
 
 _aioice_host_addresses = aioice.ice.get_host_addresses
+
+
+async def _start_unless_closed(self: RTCIceTransport, remoteParameters: RTCIceParameters) -> None:
+    """A closed transport has nothing to start (see the module)."""
+    if self.state == "closed":
+        return
+    await _aiortc_ice_start(self, remoteParameters)
+
+
+_aiortc_ice_start = RTCIceTransport.start
+RTCIceTransport.start = _start_unless_closed  # type: ignore[method-assign]
 
 
 # -- liveness -------------------------------------------------------------------------------------

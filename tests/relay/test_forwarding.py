@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from aiortc import RTCIceGatherer, RTCIceParameters, RTCIceTransport
 from aiortc.codecs.vpx import VpxPayloadDescriptor
 from aiortc.rtp import RtpPacket
 
@@ -140,3 +141,14 @@ def test_audio_packets_pass_straight_through_and_stale_ones_are_dropped() -> Non
     ab.add(rtp(6, 1920, False, b"b"))  # late: its slot already passed
     ab.add(rtp(7, 2880, False, b"c"))  # duplicate
     assert sink.frames == [(b"a", 0), (b"c", 1920)]
+
+
+async def test_starting_a_closed_ice_transport_is_quiet() -> None:
+    """aiortc starts a bundled ICE transport once per transceiver; the relay may have closed the
+    peer (ICE failed) between two of those starts."""
+    gatherer = RTCIceGatherer()
+    transport = RTCIceTransport(gatherer)
+    await transport.stop()
+    assert transport.state == "closed"
+    await transport.start(RTCIceParameters(usernameFragment="u" * 4, password="p" * 22))
+    assert transport.state == "closed"

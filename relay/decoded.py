@@ -58,6 +58,8 @@ class Handed(NamedTuple):
     packet: av.Packet[Any]
     arrived: float
     "``time.monotonic()`` when it was handed over."
+    keyframe: bool
+    "As the Producer found it (``ForwardedFrame.keyframe``)."
     layer: TemporalLayer | None
 
 
@@ -95,8 +97,9 @@ async def hand_over(
                     continue
                 waiting_for_keyframe = False
             try:
-                layer = source.current.layer if source.current is not None else None
-                inbox.put_nowait(Handed(packet, time.monotonic(), layer))
+                current = source.current
+                assert current is not None  # recv() set it
+                inbox.put_nowait(Handed(packet, time.monotonic(), current.keyframe, current.layer))
             except queue.Full:
                 drain(inbox)
                 on_resync()
@@ -196,12 +199,10 @@ class _Worker:
         policy = DecodePolicy(self.codec, self._request_keyframe, self.feed.label)
         used_at = 0.0
         while (item := self.inbox.get()) is not None:
-            packet, arrived, layer = item
+            packet, arrived, keyframe, layer = item
             started = time.thread_time()
-            data = bytes(packet)
-            keyframe = is_keyframe(self.codec, data)
             pts = packet.pts or 0
-            if not policy.wanted(data, pts, keyframe, layer, self.feed.samplings):
+            if not policy.wanted(bytes(packet), pts, keyframe, layer, self.feed.samplings):
                 self.feed.frames_not_decoded += 1
                 self.feed.cpu_s += time.thread_time() - started
                 continue

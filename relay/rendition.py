@@ -191,7 +191,7 @@ class Rendition:
         and encoded: a frame that waited ``STALE_S`` with a newer one waiting is stale."""
         decoder = new_decoder(self.codec)  # on this thread: its CPU is all in ``cpu_s``
         while (item := self._inbox.get()) is not None:
-            packet, arrived, _ = item
+            packet, arrived, *_ = item
             started = time.thread_time()
             try:
                 frames = decode(decoder, packet, repr(self), self._request_source_keyframe)

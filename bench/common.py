@@ -91,24 +91,31 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def proc_sample(pid: int) -> dict[str, float] | None:
-    """CPU seconds (user+system, all threads), RSS in MB and thread count of ``pid``."""
+    """CPU seconds (user+system) of all threads and of the main thread (a server's event loop),
+    RSS in MB and thread count of ``pid``."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
+        with open(f"/proc/{pid}/task/{pid}/stat") as f:
+            main_stat = f.read()
         with open(f"/proc/{pid}/status") as f:
             status = f.read()
     except OSError:
         return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
     rss = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
     threads = re.search(r"^Threads:\s+(\d+)", status, re.M)
     return {
         "t": time.time(),
-        "cpu_s": cpu,
+        "cpu_s": _cpu_s(stat),
+        "main_cpu_s": _cpu_s(main_stat),
         "rss_mb": int(rss.group(1)) / 1024 if rss else math.nan,
         "threads": int(threads.group(1)) if threads else 0,
     }
+
+
+def _cpu_s(stat: str) -> float:
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
 
 
 def cpu_percent(before: dict[str, float] | None, after: dict[str, float] | None) -> float | None:

@@ -1,7 +1,7 @@
 """Consultations per core: what one consultation and one extra viewer cost the server, for this
 tree and, in the same run, a baseline revision.
 
-    python -m bench.percore [--baseline REF] [--scenarios 1x2,1x6,4x2] [--seconds 30]
+    python -m bench.percore [--baseline REF] [--scenarios 1x2,1x6,4x2] [--rounds 1] [--seconds 30]
                             [--warmup 15] [--width 1280] [--height 720] [--fps 30]
                             [--bitrate 1500000] [--env NAME=VALUE ...] [--json out.json] [--keep]
 
@@ -13,7 +13,8 @@ consultations, consent on file, so every one records), ONE publisher process who
 feeds all N WHIP sessions (``bench.publisher --also``: the stamped pattern, VP8 at ``--bitrate``),
 one viewer process (``bench.loadrun _viewers``: light viewers that hash frames, never decode) and
 a surgeon page's WebSocket per consultation (``bench.loadrun.Page``). After ``--warmup`` s it
-reads the server's CPU time from /proc (user + system, every thread) over ``--seconds``.
+reads the server's CPU time from /proc (user + system, every thread) over ``--seconds``. With
+``--rounds N`` all of that is repeated N times, interleaved, and the costs use the medians.
 
 Derived, per build: a consultation's cost (the first scenario's CPU ÷ its N), the cost of an
 extra consultation (between the two scenarios with the first one's V), of an extra viewer
@@ -29,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -64,16 +66,24 @@ class Measured:
     scenario: str
     cpu_pct: float
     "Server CPU, % of one core, over the window."
+    loop_pct: float
+    "Of which its main thread: the event loop, where every packet is received and forwarded."
     threads: int
     rss_mb: float
     sessions_ok: bool
     "Every publisher and viewer connected, and every consultation recording, at the end."
+    round: int = 0
 
 
 async def measure(
-    cfg: argparse.Namespace, build: str, source: Path | None, scenario: Scenario, work: Path
+    cfg: argparse.Namespace,
+    build: str,
+    source: Path | None,
+    scenario: Scenario,
+    work: Path,
+    round_: int = 0,
 ) -> Measured:
-    logs = work / f"{build.replace(' ', '-')}-{scenario}"
+    logs = work / f"{build.replace(' ', '-')}-{scenario}-round{round_}"
     logs.mkdir(parents=True)
     data = logs / "data"
     consults = [make_consultation(data, "VP8", source) for _ in range(scenario.consultations)]
@@ -95,25 +105,31 @@ async def measure(
         after = proc_sample(server.process.pid)
         live = await scrape(load.http, server.base_url)
     assert before is not None and after is not None, "the server died"
-    cpu = 100.0 * (after["cpu_s"] - before["cpu_s"]) / (after["t"] - before["t"])
+    window = after["t"] - before["t"]
+    cpu = 100.0 * (after["cpu_s"] - before["cpu_s"]) / window
+    loop = 100.0 * (after["main_cpu_s"] - before["main_cpu_s"]) / window
     connected = sum(v for k, v in live["sessions"].items() if k.endswith(":connected"))
     all_up = (
         connected >= scenario.consultations * (1 + scenario.viewers)
         and live.get("recordings", 0) >= scenario.consultations
     )
-    measured = Measured(build, str(scenario), cpu, int(after["threads"]), after["rss_mb"], all_up)
-    print(f"  {build:>12}  {scenario}: {cpu:5.1f} % of a core", flush=True)
+    threads, rss = int(after["threads"]), after["rss_mb"]
+    measured = Measured(build, str(scenario), cpu, loop, threads, rss, all_up, round_)
+    print(f"  round {round_ + 1}  {build:>12}  {scenario}: {cpu:5.1f} % of a core", flush=True)
     return measured
 
 
 def derive(rows: list[Measured], scenarios: list[Scenario]) -> dict[str, float | None]:
-    """Per-consultation and per-viewer costs of one build from its scenarios (see module doc)."""
-    cpu = {r.scenario: r.cpu_pct for r in rows}
+    """Per-consultation and per-viewer costs of one build from its scenarios (see module doc),
+    each scenario's CPU the median of its rounds; an extra viewer also on the event loop alone
+    (its sends are there, away from the noise of the decode and recorder threads)."""
+    cpu = _medians(rows, "cpu_pct")
     first = scenarios[0]
     result: dict[str, float | None] = {
         "per_consultation_pct": cpu[str(first)] / first.consultations,
         "extra_consultation_pct": None,
         "extra_viewer_pct": None,
+        "extra_viewer_loop_pct": None,
     }
     more_consultations = [
         s for s in scenarios if s.viewers == first.viewers and s.consultations > first.consultations
@@ -127,11 +143,24 @@ def derive(rows: list[Measured], scenarios: list[Scenario]) -> dict[str, float |
     ]
     if more_viewers:
         s = more_viewers[0]
-        extra = (cpu[str(s)] - cpu[str(first)]) / ((s.viewers - first.viewers) * s.consultations)
-        result["extra_viewer_pct"] = extra
+        added = (s.viewers - first.viewers) * s.consultations
+        loop = _medians(rows, "loop_pct")
+        result["extra_viewer_pct"] = (cpu[str(s)] - cpu[str(first)]) / added
+        result["extra_viewer_loop_pct"] = (loop[str(s)] - loop[str(first)]) / added
     marginal = result["extra_consultation_pct"] or result["per_consultation_pct"]
     result["consultations_per_core"] = 100.0 / marginal if marginal and marginal > 0 else None
     return result
+
+
+def _medians(rows: list[Measured], field: str) -> dict[str, float]:
+    return {
+        s: statistics.median(getattr(r, field) for r in rows if r.scenario == s)
+        for s in _order(rows)
+    }
+
+
+def _order(rows: list[Measured]) -> list[str]:
+    return list(dict.fromkeys(r.scenario for r in rows))
 
 
 def table(rows: list[Measured], derived: dict[str, dict[str, float | None]]) -> str:
@@ -139,25 +168,33 @@ def table(rows: list[Measured], derived: dict[str, dict[str, float | None]]) -> 
         return "—" if value is None else f"{value:.2f} %"
 
     lines = [
-        "| build | scenario (consultations × viewers) | server CPU | threads | RSS | sessions |",
-        "|---|---|---|---|---|---|",
+        "| build | scenario (consultations × viewers) | server CPU (median) | each round "
+        "| event loop thread (median) | threads | RSS | sessions |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        ok = "all up" if r.sessions_ok else "MISSING"
-        lines.append(
-            f"| {r.build} | {r.scenario} | {r.cpu_pct:.1f} % | {r.threads} | "
-            f"{r.rss_mb:.0f} MB | {ok} |"
-        )
+    for scenario in _order(rows):
+        for build in derived:
+            same = [r for r in rows if r.scenario == scenario and r.build == build]
+            cpu = statistics.median(r.cpu_pct for r in same)
+            loop = statistics.median(r.loop_pct for r in same)
+            ok = "all up" if all(r.sessions_ok for r in same) else "MISSING"
+            lines.append(
+                f"| {build} | {scenario} | {cpu:.1f} % | "
+                f"{', '.join(f'{r.cpu_pct:.1f}' for r in same)} | {loop:.1f} % | "
+                f"{same[-1].threads} | {same[-1].rss_mb:.0f} MB | {ok} |"
+            )
     lines += [
         "",
-        "| build | per consultation | extra consultation | extra viewer | consultations/core |",
-        "|---|---|---|---|---|",
+        "| build | per consultation | extra consultation | extra viewer "
+        "| extra viewer, event loop | consultations/core |",
+        "|---|---|---|---|---|---|",
     ]
     for build, d in derived.items():
         per_core = d["consultations_per_core"]
         lines.append(
             f"| {build} | {pct(d['per_consultation_pct'])} | "
             f"{pct(d['extra_consultation_pct'])} | {pct(d['extra_viewer_pct'])} | "
+            f"{pct(d['extra_viewer_loop_pct'])} | "
             f"{'—' if per_core is None else f'{per_core:.1f}'} |"
         )
     return "\n".join(lines)
@@ -191,9 +228,10 @@ async def run(cfg: argparse.Namespace, work: Path) -> dict[str, Any]:
             )
         builds.append((THIS_TREE, None))
         # interleaved (A, B, A, B…): a change in the machine's load hits both builds alike
-        for scenario in cfg.scenarios:
-            for build, source in builds:
-                rows.append(await measure(cfg, build, source, scenario, work))
+        for round_ in range(cfg.rounds):
+            for scenario in cfg.scenarios:
+                for build, source in builds:
+                    rows.append(await measure(cfg, build, source, scenario, work, round_))
     derived = {
         build: derive([r for r in rows if r.build == build], cfg.scenarios) for build, _ in builds
     }
@@ -208,6 +246,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=lambda raw: [Scenario.parse(s) for s in raw.split(",")],
         default=[Scenario(1, 2), Scenario(1, 6), Scenario(4, 2)],
         help="NxV: N consultations with V viewers each (the first is the reference)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat every measurement; costs use the medians"
     )
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=15.0)

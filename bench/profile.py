@@ -17,9 +17,10 @@ from pathlib import Path
 
 STAGES: list[tuple[str, re.Pattern[str]]] = [
     # (stage, regexp on "function (file:line)" frames); first match per stack frame counts
-    ("sender loop (RTCRtpSender._run_rtp, all of it)", re.compile(r"^RTCRtpSender\._run_rtp ")),
+    ("sender loop (OutboundRtp._run or aiortc's _run_rtp, all of it)",
+     re.compile(r"^(OutboundRtp\._run|RTCRtpSender\._run_rtp) ")),
     ("  packetizing (encoder.pack / _packetize)", re.compile(r"^\S*\.(pack|_packetize\w*) ")),
-    ("  RTP header serialise", re.compile(r"^RtpPacket\.serialize ")),
+    ("  RTP header serialise", re.compile(r"^(RtpPacket\.serialize|OutboundRtp\._packets) ")),
     ("  SRTP protect (pylibsrtp)", re.compile(r"^Session\.(protect|protect_rtcp|__process) ")),
     ("  socket send (transport.sendto)", re.compile(r"sendto \(")),
     ("RTCP handling (sender + receiver)", re.compile(r"_handle_rtcp_packet |_handle_rtcp_data ")),

@@ -159,7 +159,9 @@ class SegmentWriter:
         self.path = path
         self.container_format = CONTAINERS[codec]
         self._on_error = on_error
-        self._queue: queue.Queue[_Item | None] = queue.Queue(queue_frames)
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        "Bounded by ``submit``; C-implemented, so handing a frame over costs the loop little."
+        self._queue_frames = queue_frames
         self._closing = False
         self._done: concurrent.futures.Future[WriterResult] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._run, name=f"recorder {path.name}", daemon=True)
@@ -177,11 +179,10 @@ class SegmentWriter:
     def submit(self, track: Track, data: bytes, pts: int, keyframe: bool) -> bool:
         """Queue one encoded frame (``pts`` in the file's timeline, the track's clock). Never
         blocks; False when the queue is full (the writer is behind): the frame is not written."""
-        try:
-            self._queue.put_nowait((track, data, pts, keyframe))
-            return True
-        except queue.Full:
+        if self._queue.qsize() >= self._queue_frames:
             return False
+        self._queue.put((track, data, pts, keyframe))
+        return True
 
     @property
     def backlog(self) -> int:
@@ -195,8 +196,7 @@ class SegmentWriter:
         """Write what is queued, finish the file, hash it. Safe to call more than once."""
         if not self._closing:
             self._closing = True
-            with contextlib.suppress(queue.Full):
-                self._queue.put_nowait(None)  # if full, the thread sees ``_closing`` once drained
+            self._queue.put(None)
         return self._done
 
     # -- writer thread -----------------------------------------------------------------------
@@ -218,8 +218,6 @@ class SegmentWriter:
             try:
                 item = self._queue.get(timeout=0.25)
             except queue.Empty:
-                if self._closing:
-                    return
                 self._maybe_fsync()
                 continue
             if item is None:

@@ -37,6 +37,7 @@ from .feed import Feed, RelayMode
 from .ids import ConsultationId, FeedName
 from .ladder import DEFAULT_KBPS, Ladder, Quality
 from .media_clock import MediaClock, SenderClock
+from .outbound import send_per_frame
 from .peer import Peer, PeerRole
 from .sdp import offered_codecs, parse_offer, with_bitrate_hints
 from .selector import QualityChange, Selector, automatic
@@ -312,6 +313,7 @@ class Router:
         clock = partial(self._media_clock, peer)
         on_pack = SenderClock(transceiver.sender, clock).packed if video else lambda frame: None
         forwarding.share_packetization(transceiver.sender, consumer, producer.codec, on_pack)
+        send_per_frame(transceiver.sender)
         if isinstance(consumer, Selector):
             consumer.on_swap = feedback.watch(transceiver.sender, consumer.on_sample).forget_sent
         return consumer

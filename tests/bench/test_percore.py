@@ -17,18 +17,20 @@ from bench.percore import Measured, Scenario, derive, table
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def row(scenario: str, cpu: float) -> Measured:
-    return Measured("b", scenario, cpu, threads=10, rss_mb=150.0, sessions_ok=True)
+def row(scenario: str, cpu: float, loop: float = 0.0) -> Measured:
+    return Measured("b", scenario, cpu, loop, threads=10, rss_mb=150.0, sessions_ok=True)
 
 
 def test_scenarios_parse_and_costs_are_derived_from_the_first_one() -> None:
     scenarios = [Scenario.parse(s) for s in ("1x2", "1x6", "4x2")]
     assert scenarios == [Scenario(1, 2), Scenario(1, 6), Scenario(4, 2)]
     assert Scenario.parse("3") == Scenario(3, 2)
-    derived = derive([row("1x2", 8.0), row("1x6", 10.0), row("4x2", 26.0)], scenarios)
+    rows = [row("1x2", 8.0, 5.0), row("1x6", 10.0, 6.2), row("4x2", 26.0, 17.0)]
+    derived = derive([*rows, row("1x6", 12.0, 7.0), row("1x6", 9.0, 6.0)], scenarios)
     assert derived["per_consultation_pct"] == 8.0
     assert derived["extra_consultation_pct"] == 6.0  # (26 - 8) / 3
-    assert derived["extra_viewer_pct"] == 0.5  # (10 - 8) / 4
+    assert derived["extra_viewer_pct"] == 0.5  # (10 - 8) / 4: the median of its three rounds
+    assert derived["extra_viewer_loop_pct"] == pytest.approx(0.3)  # (6.2 - 5) / 4
     assert derived["consultations_per_core"] == pytest.approx(100 / 6)
 
 
@@ -37,7 +39,7 @@ def test_one_scenario_gives_the_cost_per_consultation_only() -> None:
     assert derived["per_consultation_pct"] == 5.0
     assert derived["extra_consultation_pct"] is None and derived["extra_viewer_pct"] is None
     assert derived["consultations_per_core"] == 20.0
-    assert "| b | 5.00 % | — | — | 20.0 |" in table([row("2x2", 10.0)], {"b": derived})
+    assert "| b | 5.00 % | — | — | — | 20.0 |" in table([row("2x2", 10.0)], {"b": derived})
 
 
 @pytest.mark.timeout(300)

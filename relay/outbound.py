@@ -63,7 +63,8 @@ class OutboundRtp:
 
     def __init__(self, sender: RTCRtpSender) -> None:
         self._sender = sender
-        self._history: dict[int, Sent | RtpPacket] = sender._RTCRtpSender__rtp_history  # type: ignore[attr-defined]
+        self._history: dict[int, Sent] = sender._RTCRtpSender__rtp_history  # type: ignore[attr-defined]
+        "aiortc's dict, holding ``Sent`` instead of ``RtpPacket``: only this class writes it."
         self.frames_sent = 0
 
     def install(self) -> None:
@@ -87,9 +88,12 @@ class OutboundRtp:
                 if frame is None:
                     continue
                 timestamp = uint32_add(timestamp_origin, frame.timestamp)
-                datagrams = self._packets(payload_type, sequence_number, timestamp, frame.payloads)
+                ntp = current_ntp_time()
+                datagrams = self._packets(
+                    payload_type, sequence_number, timestamp, ntp, frame.payloads
+                )
                 await self._transmit(datagrams)
-                self._sent(timestamp, frame.payloads)
+                self._sent(timestamp, ntp, frame.payloads)
                 sequence_number = uint16_add(sequence_number, len(datagrams))
         except (asyncio.CancelledError, ConnectionError, MediaStreamError):
             pass
@@ -104,13 +108,19 @@ class OutboundRtp:
         sender._RTCRtpSender__rtp_exited.set()  # type: ignore[attr-defined]
 
     def _packets(
-        self, payload_type: int, sequence_number: int, timestamp: int, payloads: list[bytes]
+        self,
+        payload_type: int,
+        sequence_number: int,
+        timestamp: int,
+        ntp: int,
+        payloads: list[bytes],
     ) -> list[bytes]:
-        """The frame's packets, unprotected, recorded in the retransmission history."""
+        """The frame's packets, unprotected, recorded in the retransmission history; ``ntp``
+        is the send time (a frame's packets leave together)."""
         sender = self._sender
         extensions = HeaderExtensions(
             mid=sender._RTCRtpSender__mid,  # type: ignore[attr-defined]
-            abs_send_time=(current_ntp_time() >> 14) & 0x00FFFFFF,
+            abs_send_time=(ntp >> 14) & 0x00FFFFFF,
         )
         profile, value = sender._RTCRtpSender__rtp_header_extensions_map.set(extensions)  # type: ignore[attr-defined]
         first = RTP_VERSION | (HAS_EXTENSION if value else 0)
@@ -127,10 +137,10 @@ class OutboundRtp:
             sequence_number = (sequence_number + 1) & 0xFFFF
         return datagrams
 
-    def _sent(self, timestamp: int, payloads: list[bytes]) -> None:
+    def _sent(self, timestamp: int, ntp: int, payloads: list[bytes]) -> None:
         """What aiortc's sender reports (RTCP SR) and ``getStats`` read."""
         sender = self._sender
-        sender._RTCRtpSender__ntp_timestamp = current_ntp_time()  # type: ignore[attr-defined]
+        sender._RTCRtpSender__ntp_timestamp = ntp  # type: ignore[attr-defined]
         sender._RTCRtpSender__rtp_timestamp = timestamp  # type: ignore[attr-defined]
         sender._RTCRtpSender__octet_count += sum(map(len, payloads))  # type: ignore[attr-defined]
         sender._RTCRtpSender__packet_count += len(payloads)  # type: ignore[attr-defined]
@@ -162,7 +172,7 @@ class OutboundRtp:
         """A viewer NACKed ``sequence_number``: resend it, in RTX when negotiated (aiortc's
         ``_retransmit`` on the stored bytes)."""
         sent = self._history.get(sequence_number % _history_size())
-        if not isinstance(sent, Sent) or sent.sequence_number != sequence_number:
+        if sent is None or sent.sequence_number != sequence_number:
             return
         sender = self._sender
         extensions_map = sender._RTCRtpSender__rtp_header_extensions_map  # type: ignore[attr-defined]

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.source_tree import parsed
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("client", "persistence", "recorder", "relay", "signaling")
 # package -> the project packages it must never import
@@ -34,7 +36,7 @@ def modules(package: str) -> list[Path]:
 
 def imported_packages(path: Path) -> set[str]:
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(parsed(path)):
         if isinstance(node, ast.Import):
             found.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:

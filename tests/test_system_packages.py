@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.source_tree import parsed
+
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE_DIRS = ("relay", "recorder", "signaling", "client", "persistence", "bench", "tests")
 _SYSTEM_PATH = re.compile(r"^/usr/s?bin/[\w.+-]+$")
@@ -42,7 +44,7 @@ def programs_named_in_source() -> dict[str, str]:
     named: dict[str, str] = {}
     for folder in SOURCE_DIRS:
         for path in sorted((ROOT / folder).rglob("*.py")) if (ROOT / folder).exists() else []:
-            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            for node in ast.walk(parsed(path)):
                 if isinstance(node, ast.Constant) and isinstance(node.value, str):
                     if _SYSTEM_PATH.match(node.value):
                         named.setdefault(node.value, str(path.relative_to(ROOT)))

@@ -17,6 +17,7 @@ from aiortc.exceptions import OperationError
 
 from . import dtls, forwarding
 from .errors import MediaUnsupported, SdpInvalid
+from .inbound import receive_where_it_arrives
 from .liveness import Liveness
 from .sdp import check_sdpfrag, parse_candidate
 
@@ -149,6 +150,7 @@ class Peer:
         logger.info("Peer(%s) connection %s", self.label, self.pc.connectionState)
         if self.pc.connectionState == "connected":
             self.connected = True
+            receive_where_it_arrives(self.pc)
         if self.pc.connectionState == "failed" and (reason := dtls.dtls_failure(self.pc)):
             logger.warning("Peer(%s) DTLS handshake failed: %s", self.label, reason)
         if self.pc.connectionState in ("failed", "closed"):

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
 from aiortc import RTCRtpReceiver
+from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_add
 
 logger = logging.getLogger(__name__)
@@ -136,6 +138,11 @@ class LossRecovery:
     missing after ``give_up_s`` is skipped: its frame is dropped and a keyframe requested, so a
     loss costs at most about give_up + one RTT of freeze.
 
+    With nothing missing it does not tick: it waits for aiortc's NACK generator to find a gap
+    (its ``add`` returns True), then ticks from that packet on until every loss is repaired or
+    given up — a consultation's video receiver otherwise woke the event loop 50 times a second
+    for nothing.
+
     Ages are kept on a clock that only advances while the event loop is responsive: after the
     loop was blocked (a CPU-starved host, a long callback), the retransmissions that arrived
     meanwhile are still queued in the socket, and asyncio reads one datagram per loop
@@ -160,12 +167,40 @@ class LossRecovery:
         self.skipped = 0
         self._budget = (self.tuning.renack_share or 0.0) * RENACK_BURST_PACKETS  # a fresh stream
         self._max_seq: int | None = None
+        self._gap = asyncio.Event()
+        self._nack.add = self._noticing(self._nack.add)
         self._task = asyncio.ensure_future(self._run())
+
+    def _noticing(self, add: Callable[[RtpPacket], bool]) -> Callable[[RtpPacket], bool]:
+        """aiortc's ``NackGenerator.add``, which also wakes the parked loop on a new gap."""
+
+        def add_and_wake(packet: RtpPacket) -> bool:
+            missed = add(packet)
+            if missed:
+                self._gap.set()
+            return missed
+
+        return add_and_wake
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self.TICK_S)
+            if not self._nack.missing and not self._missing_since:
+                await self._park()
             await self.tick(time.monotonic())
+            await asyncio.sleep(self.TICK_S)
+
+    async def _park(self) -> None:
+        """Wait for a gap. The time parked is not time a packet was missing; the re-NACK budget
+        is what ticking would have left (``_allowed`` accrues up to a thousand packets, more
+        than fill it)."""
+        self._gap.clear()
+        await self._gap.wait()
+        self._last_tick = None
+        highest = self._nack.max_seq
+        if highest is not None and self._max_seq is not None:
+            if uint16_add(highest, -self._max_seq) >= STALE_WINDOW:
+                self._max_seq = None
+                self._budget = (self.tuning.renack_share or 0.0) * RENACK_BURST_PACKETS
 
     def _advance(self, now: float) -> float:
         elapsed = 0.0 if self._last_tick is None else now - self._last_tick

@@ -5,68 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fractions
 import inspect
 
 import aiortc
 import av
 import pytest
-from aiortc import RTCPeerConnection, RTCRtpSender
+from aiortc import RTCRtpSender
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import RTCP_RTPFB_NACK, RtcpRtpfbPacket, RtpPacket
 
-from client.testpattern import TestPatternTrack, read_stamp
+from client.testpattern import read_stamp
 from relay import forwarding, recovery
 from relay.outbound import OutboundRtp, Sent, send_per_frame
+from tests.encoded_track import FRAMES, EncodedTrack, connect, encoded_frames
 from tests.peers import new_pc, wait_until
 
 pytestmark = pytest.mark.timeout(60)
-
-FRAMES = 90
-FPS = 30
-
-
-def encoded_frames(count: int) -> list[av.Packet]:
-    """``count`` VP8 frames of the stamped test pattern (frame index in the picture)."""
-    pattern = TestPatternTrack(width=320, height=240, fps=FPS)
-    encoder = av.CodecContext.create("libvpx", "w")
-    encoder.width, encoder.height, encoder.pix_fmt = 320, 240, "yuv420p"
-    encoder.time_base = fractions.Fraction(1, FPS)
-    encoder.bit_rate = 3_000_000  # frames of several packets
-    encoder.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "qmax": "8"}
-    packets: list[av.Packet] = []
-    for index in range(count):
-        frame = pattern.frame(index, 0)
-        frame.pts, frame.time_base = index, encoder.time_base
-        packets.extend(encoder.encode(frame))
-    packets.extend(encoder.encode(None))
-    return packets
-
-
-class EncodedTrack(MediaStreamTrack):
-    """Pre-encoded frames at their frame rate, as a Consumer hands them to a viewer's sender."""
-
-    kind = "video"
-
-    def __init__(self, packets: list[av.Packet]) -> None:
-        super().__init__()
-        self._packets = list(packets)
-
-    async def recv(self) -> av.Packet:
-        if not self._packets:
-            raise MediaStreamError
-        await asyncio.sleep(1 / FPS)
-        packet = self._packets.pop(0)
-        packet.pts = packet.pts * 90_000 // FPS
-        packet.time_base = fractions.Fraction(1, 90_000)
-        return packet
-
-
-async def _connect(sending: RTCPeerConnection, receiving: RTCPeerConnection) -> None:
-    await sending.setLocalDescription(await sending.createOffer())
-    await receiving.setRemoteDescription(sending.localDescription)
-    await receiving.setLocalDescription(await receiving.createAnswer())
-    await sending.setRemoteDescription(receiving.localDescription)
 
 
 def test_the_seam_is_the_one_written_against() -> None:
@@ -107,7 +61,7 @@ async def test_stamped_frames_arrive_in_order_and_decode_with_aiortc_headers() -
         asyncio.ensure_future(read())
 
     try:
-        await _connect(sending, receiving)
+        await connect(sending, receiving)
         # aiortc's receiver hands a frame on when the next one starts: all but the last arrive
         assert await wait_until(lambda: len(stamps) >= FRAMES - 1, timeout=20), stamps
         assert stamps[: FRAMES - 1] == list(range(FRAMES - 1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 from aiortc.rtcrtpreceiver import NackGenerator
@@ -9,6 +10,7 @@ from aiortc.rtp import RtpPacket
 
 from relay.forwarding import MarkerJitterBuffer
 from relay.recovery import PROFILES, RENACK_BURST_PACKETS, LossRecovery, Tuning
+from tests.peers import wait_until
 from tests.relay.test_forwarding import Frames, buffer, rtp
 
 TUNING = Tuning(renack_interval_s=0.05, give_up_s=0.25, drop_stale=True, discount_lag=True)
@@ -47,6 +49,34 @@ async def run(recovery: LossRecovery, start: float, seconds: float) -> float:
         await recovery.tick(t)
         t += TICK
     return t
+
+
+async def test_with_nothing_missing_it_does_not_tick_and_a_gap_wakes_it() -> None:
+    fake = FakeReceiver()
+    jb = buffer(Frames())
+    recovery = LossRecovery(fake, jb, TUNING)  # on its own timer
+    ticks: list[float] = []
+    tick = recovery.tick
+
+    async def counted(wall: float) -> None:
+        ticks.append(wall)
+        await tick(wall)
+
+    recovery.tick = counted  # type: ignore[method-assign]
+    try:
+        received(fake, jb, rtp(1, 0, True))
+        await asyncio.sleep(0.2)
+        assert ticks == []
+        received(fake, jb, rtp(3, 6000, True))  # 2 lost: aiortc NACKs it, the loop wakes
+        assert await wait_until(lambda: fake.nacks == [[2]], timeout=1)  # re-NACKed at 50 ms
+        received(fake, jb, rtp(2, 3000, True))
+        await asyncio.sleep(0.1)
+        parked = len(ticks)
+        await asyncio.sleep(0.2)
+        assert len(ticks) == parked
+        assert 2 < parked < 15
+    finally:
+        recovery.close()
 
 
 async def test_a_lost_packet_is_nacked_again_until_it_arrives() -> None:

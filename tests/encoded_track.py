@@ -1,0 +1,59 @@
+"""Pre-encoded VP8 frames of the stamped test pattern, sent at their frame rate as a Consumer hands
+them to a viewer's sender, and two peer connections joined without a server."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+
+import av
+from aiortc import RTCPeerConnection
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from client.testpattern import TestPatternTrack
+
+FRAMES = 90
+FPS = 30
+
+
+def encoded_frames(count: int) -> list[av.Packet]:
+    """``count`` VP8 frames of the stamped test pattern (frame index in the picture)."""
+    pattern = TestPatternTrack(width=320, height=240, fps=FPS)
+    encoder = av.CodecContext.create("libvpx", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = 320, 240, "yuv420p"
+    encoder.time_base = fractions.Fraction(1, FPS)
+    encoder.bit_rate = 3_000_000  # frames of several packets
+    encoder.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "qmax": "8"}
+    packets: list[av.Packet] = []
+    for index in range(count):
+        frame = pattern.frame(index, 0)
+        frame.pts, frame.time_base = index, encoder.time_base
+        packets.extend(encoder.encode(frame))
+    packets.extend(encoder.encode(None))
+    return packets
+
+
+class EncodedTrack(MediaStreamTrack):
+    """Pre-encoded frames at their frame rate, as a Consumer hands them to a viewer's sender."""
+
+    kind = "video"
+
+    def __init__(self, packets: list[av.Packet]) -> None:
+        super().__init__()
+        self._packets = list(packets)
+
+    async def recv(self) -> av.Packet:
+        if not self._packets:
+            raise MediaStreamError
+        await asyncio.sleep(1 / FPS)
+        packet = self._packets.pop(0)
+        packet.pts = packet.pts * 90_000 // FPS
+        packet.time_base = fractions.Fraction(1, 90_000)
+        return packet
+
+
+async def connect(sending: RTCPeerConnection, receiving: RTCPeerConnection) -> None:
+    await sending.setLocalDescription(await sending.createOffer())
+    await receiving.setRemoteDescription(sending.localDescription)
+    await receiving.setLocalDescription(await receiving.createAnswer())
+    await sending.setRemoteDescription(receiving.localDescription)

@@ -15,12 +15,17 @@ session and given to aiortc's own ``_handle_rtp_data`` / ``_handle_rtcp_data``, 
 (``run_eagerly``): receiver statistics, REMB, NACK and PLI generation, the jitter buffers of
 ``relay.forwarding`` are aiortc's and the relay's as before. STUN, DTLS and anything arriving
 before the transport is connected take aioice's path unchanged.
+
+asyncio reads one datagram per readiness event, one turn of the event loop (an ``epoll_wait``
+and the loop's bookkeeping) each; a frame's packets arrive together, so the pair's socket is
+read until it is empty (``read_all_ready``, at most ``MAX_DATAGRAMS_PER_WAKE`` at a time).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from asyncio import selector_events
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -36,6 +41,9 @@ _resuming: set[asyncio.Task[None]] = set()
 "Handlers that did suspend (a send waiting on a TURN channel binding), until they finish."
 
 Address = tuple[Any, ...]
+
+MAX_DATAGRAMS_PER_WAKE = 32
+"Datagrams read from one socket per readiness event before the loop's other work gets a turn."
 
 
 class InboundRtp:
@@ -55,6 +63,7 @@ class InboundRtp:
             return False
         self._aioice = pair.protocol.datagram_received
         pair.protocol.datagram_received = self._datagram_received  # type: ignore[method-assign,assignment]
+        read_all_ready(pair.protocol.transport)
         return True
 
     def _datagram_received(self, data: bytes, addr: Address) -> None:
@@ -82,6 +91,37 @@ class InboundRtp:
             # aiortc's receive task would die on this; here it must not reach asyncio's
             # datagram transport, which closes the socket on an exception from its protocol
             logger.warning("InboundRtp: handling a packet failed", exc_info=True)
+
+
+def read_all_ready(transport: Any) -> bool:
+    """Make ``transport`` (asyncio's UDP transport; a TURN relay's is left alone) read every
+    datagram waiting when its socket is readable, not one: asyncio's ``_read_ready`` in a loop.
+    False if it is not such a transport or is not reading."""
+    if type(transport) is not selector_events._SelectorDatagramTransport:  # type: ignore[attr-defined]
+        return False
+    if not transport.is_reading():
+        return False
+
+    def read_ready() -> None:
+        for _ in range(MAX_DATAGRAMS_PER_WAKE):
+            if transport._conn_lost:
+                return
+            try:
+                data, addr = transport._sock.recvfrom(transport.max_size)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                transport._protocol.error_received(exc)
+                return
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                transport._fatal_error(exc, "Fatal read error on datagram transport")
+                return
+            transport._protocol.datagram_received(data, addr)
+
+    transport._add_reader(transport._sock_fd, read_ready)  # replaces asyncio's reader
+    return True
 
 
 def run_eagerly(coroutine: Coroutine[Any, Any, None]) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import socket
 from typing import Any
 
 import aioice.ice
@@ -20,7 +21,13 @@ from aiortc.rtp import is_rtcp
 
 from client.testpattern import read_stamp
 from relay import forwarding
-from relay.inbound import InboundRtp, receive_where_it_arrives, run_eagerly
+from relay.inbound import (
+    MAX_DATAGRAMS_PER_WAKE,
+    InboundRtp,
+    read_all_ready,
+    receive_where_it_arrives,
+    run_eagerly,
+)
 from tests.encoded_track import FRAMES, EncodedTrack, connect, encoded_frames
 from tests.peers import new_pc, wait_until
 
@@ -175,3 +182,40 @@ async def test_a_handler_that_fails_is_logged_not_raised_into_the_loop(
         assert await wait_until(lambda: "handling a packet failed" in caplog.text, timeout=2)
     with pytest.raises(ValueError):
         run_eagerly(failing_now())  # InboundRtp catches it, before asyncio's transport would
+
+
+class Received(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.datagrams: list[bytes] = []
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.datagrams.append(data)
+
+
+@pytest.mark.parametrize("sent", [10, MAX_DATAGRAMS_PER_WAKE + 8])
+async def test_one_readiness_event_reads_every_waiting_datagram(sent: int) -> None:
+    """A frame's packets arrive together: they are read in one turn of the loop, not one each."""
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(Received, local_addr=("127.0.0.1", 0))
+    try:
+        assert read_all_ready(transport)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            for index in range(sent):
+                client.sendto(index.to_bytes(2, "big"), transport.get_extra_info("sockname"))
+        for _ in range(1000):  # the test yields between two callbacks of the loop, never inside
+            if protocol.datagrams:
+                break
+            await asyncio.sleep(0)
+        assert len(protocol.datagrams) == min(sent, MAX_DATAGRAMS_PER_WAKE)
+        assert await wait_until(lambda: len(protocol.datagrams) == sent, timeout=2)
+        assert [int.from_bytes(d, "big") for d in protocol.datagrams] == list(range(sent))
+    finally:
+        transport.close()
+
+
+async def test_a_relayed_or_closed_transport_is_left_to_asyncio() -> None:
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(Received, local_addr=("127.0.0.1", 0))
+    transport.close()
+    assert not read_all_ready(transport)
+    assert not read_all_ready(object())

@@ -4,13 +4,14 @@ them to a viewer's sender, and two peer connections joined without a server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fractions
 
 import av
-from aiortc import RTCPeerConnection
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from client.testpattern import TestPatternTrack
+from client.testpattern import TestPatternTrack, read_stamp
 
 FRAMES = 90
 FPS = 30
@@ -57,3 +58,30 @@ async def connect(sending: RTCPeerConnection, receiving: RTCPeerConnection) -> N
     await receiving.setRemoteDescription(sending.localDescription)
     await receiving.setLocalDescription(await receiving.createAnswer())
     await sending.setRemoteDescription(receiving.localDescription)
+
+
+def send_stamped_vp8(pc: RTCPeerConnection, frames: int = FRAMES) -> RTCRtpTransceiver:
+    """A send-only transceiver of ``frames`` stamped frames, VP8 with RTX."""
+    transceiver = pc.addTransceiver(EncodedTrack(encoded_frames(frames)), "sendonly")
+    transceiver.setCodecPreferences(
+        [c for c in RTCRtpSender.getCapabilities("video").codecs if c.name in ("VP8", "rtx")]
+    )
+    return transceiver
+
+
+def collect_stamps(pc: RTCPeerConnection) -> list[int]:
+    """The stamps of the frames ``pc`` receives and aiortc decodes, in arrival order."""
+    stamps: list[int] = []
+
+    @pc.on("track")
+    def on_track(track: MediaStreamTrack) -> None:
+        async def read() -> None:
+            with contextlib.suppress(MediaStreamError):
+                while True:
+                    frame = await track.recv()
+                    assert isinstance(frame, av.VideoFrame)
+                    stamps.append(read_stamp(frame)[0])
+
+        asyncio.ensure_future(read())
+
+    return stamps

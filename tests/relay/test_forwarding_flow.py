@@ -9,6 +9,7 @@ from aiohttp.test_utils import TestClient
 
 from client.testpattern import TestPatternTrack
 from relay import FeedName
+from relay.forwarding import dtls_transports
 from signaling.app import create_app
 from signaling.auth.grants import Grant, Role
 from signaling.db.store import Consultation
@@ -52,6 +53,15 @@ async def test_two_viewers_receive_every_frame_the_clinic_sends_in_order(
             assert all(step >= 1 for step in steps), "frames arrived out of order or repeated"
             assert received.sizes == {(1280, 720)}
             assert received.audio_frames > 100 and received.audio_peak > 1000
+
+        # every session's media took the direct receive path (relay.inbound), none aioice's queue
+        router = client.app[RELAY].find(cid)
+        assert router is not None and len(router.peers) == 3
+        for peer in router.peers.values():
+            (dtls,) = dtls_transports(peer.pc)
+            pair = dtls.transport._connection._nominated[1]
+            assert "datagram_received" in vars(pair.protocol)
+            assert dtls.transport._connection._queue.empty()
 
 
 async def test_surgeon_talk_back_reaches_the_clinic(

@@ -5,21 +5,16 @@ decodes what arrives, and a lost packet is NACKed and comes back in RTX."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import socket
 from typing import Any
 
 import aioice.ice
-import av
 import pytest
-from aiortc import RTCRtpSender
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtp import is_rtcp
 
-from client.testpattern import read_stamp
 from relay import forwarding
 from relay.inbound import (
     MAX_DATAGRAMS_PER_WAKE,
@@ -28,7 +23,12 @@ from relay.inbound import (
     receive_where_it_arrives,
     run_eagerly,
 )
-from tests.encoded_track import FRAMES, EncodedTrack, connect, encoded_frames
+from tests.encoded_track import (
+    FRAMES,
+    collect_stamps,
+    connect,
+    send_stamped_vp8,
+)
 from tests.peers import new_pc, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -61,10 +61,7 @@ def test_the_seam_is_the_one_written_against() -> None:
 async def test_stamped_frames_arrive_whole_and_in_order_and_a_loss_is_recovered() -> None:
     forwarding.use_host_addresses(("127.0.0.1",))
     sending, receiving = new_pc(), new_pc()
-    transceiver = sending.addTransceiver(EncodedTrack(encoded_frames(FRAMES)), "sendonly")
-    transceiver.setCodecPreferences(
-        [c for c in RTCRtpSender.getCapabilities("video").codecs if c.name in ("VP8", "rtx")]
-    )
+    transceiver = send_stamped_vp8(sending)
     sender = transceiver.sender
     resent: list[int] = []
     retransmit = sender._retransmit
@@ -75,7 +72,7 @@ async def test_stamped_frames_arrive_whole_and_in_order_and_a_loss_is_recovered(
 
     sender._retransmit = counting_retransmit
     paths: list[InboundRtp] = []
-    stamps: list[int] = []
+    stamps = collect_stamps(receiving)
     media_seen = 0
 
     def lose_one(take: Any) -> Any:
@@ -96,17 +93,6 @@ async def test_stamped_frames_arrive_whole_and_in_order_and_a_loss_is_recovered(
             for path in paths:
                 protocol = path._dtls.transport._connection._nominated[1].protocol
                 protocol.datagram_received = lose_one(protocol.datagram_received)
-
-    @receiving.on("track")
-    def on_track(track: MediaStreamTrack) -> None:
-        async def read() -> None:
-            with contextlib.suppress(MediaStreamError):
-                while True:
-                    frame = await track.recv()
-                    assert isinstance(frame, av.VideoFrame)
-                    stamps.append(read_stamp(frame)[0])
-
-        asyncio.ensure_future(read())
 
     try:
         await connect(sending, receiving)

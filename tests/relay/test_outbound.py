@@ -4,20 +4,23 @@ through two real peer connections on loopback; aiortc's receiver decodes what ar
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 
 import aiortc
-import av
 import pytest
 from aiortc import RTCRtpSender
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import RTCP_RTPFB_NACK, RtcpRtpfbPacket, RtpPacket
 
-from client.testpattern import read_stamp
 from relay import forwarding, recovery
 from relay.outbound import OutboundRtp, Sent, send_per_frame
-from tests.encoded_track import FRAMES, EncodedTrack, connect, encoded_frames
+from tests.encoded_track import (
+    FRAMES,
+    EncodedTrack,
+    collect_stamps,
+    connect,
+    encoded_frames,
+    send_stamped_vp8,
+)
 from tests.peers import new_pc, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -41,24 +44,10 @@ def test_the_seam_is_the_one_written_against() -> None:
 async def test_stamped_frames_arrive_in_order_and_decode_with_aiortc_headers() -> None:
     forwarding.use_host_addresses(("127.0.0.1",))
     sending, receiving = new_pc(), new_pc()
-    transceiver = sending.addTransceiver(EncodedTrack(encoded_frames(FRAMES)), "sendonly")
-    transceiver.setCodecPreferences(
-        [c for c in RTCRtpSender.getCapabilities("video").codecs if c.name in ("VP8", "rtx")]
-    )
+    transceiver = send_stamped_vp8(sending)
     sender = transceiver.sender
     outbound = send_per_frame(sender)
-    stamps: list[int] = []
-
-    @receiving.on("track")
-    def on_track(track: MediaStreamTrack) -> None:
-        async def read() -> None:
-            with contextlib.suppress(MediaStreamError):
-                while True:
-                    frame = await track.recv()
-                    assert isinstance(frame, av.VideoFrame)
-                    stamps.append(read_stamp(frame)[0])
-
-        asyncio.ensure_future(read())
+    stamps = collect_stamps(receiving)
 
     try:
         await connect(sending, receiving)

@@ -79,18 +79,16 @@ class InboundRtp:
         dtls._RTCDtlsTransport__rx_packets += 1  # type: ignore[attr-defined]
         try:
             if is_rtcp(data):
-                handling = dtls._handle_rtcp_data(srtp.unprotect_rtcp(data))
+                run_eagerly(dtls._handle_rtcp_data(srtp.unprotect_rtcp(data)))
             else:
                 arrival_time_ms = current_ms()
-                handling = dtls._handle_rtp_data(srtp.unprotect(data), arrival_time_ms)
+                run_eagerly(dtls._handle_rtp_data(srtp.unprotect(data), arrival_time_ms))
         except pylibsrtp.Error:
-            return  # as aiortc: a replayed or forged packet is dropped
-        try:
-            run_eagerly(handling)
-        except Exception:
-            # aiortc's receive task would die on this; here it must not reach asyncio's
-            # datagram transport, which closes the socket on an exception from its protocol
-            logger.warning("InboundRtp: handling a packet failed", exc_info=True)
+            pass  # as aiortc: a replayed or forged packet is dropped
+        except Exception as exc:
+            # aiortc's receive task would die on this; here it must not reach the socket's
+            # reader, which runs every datagram of the pair
+            _failed(exc)
 
 
 def read_all_ready(transport: Any) -> bool:
@@ -150,10 +148,15 @@ async def _finish(coroutine: Coroutine[Any, Any, None], awaited: Any) -> None:
                 awaited = coroutine.send(None)
             except StopIteration:
                 return
-    except Exception:
-        logger.warning("InboundRtp: handling a packet failed", exc_info=True)
+    except Exception as exc:
+        _failed(exc)
     finally:
         coroutine.close()
+
+
+def _failed(exc: Exception) -> None:
+    """A packet from outside that aiortc could not handle: dropped, named, no traceback."""
+    logger.warning("InboundRtp: a packet could not be handled (%s: %s)", type(exc).__name__, exc)
 
 
 def receive_where_it_arrives(pc: RTCPeerConnection) -> list[InboundRtp]:

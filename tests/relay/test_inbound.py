@@ -115,6 +115,14 @@ async def test_stamped_frames_arrive_whole_and_in_order_and_a_loss_is_recovered(
         # sender reports (SRTCP) reached the receiver the same way
         assert receiving.getTransceivers()[0].receiver._RTCRtpReceiver__lsr
 
+        # forged SRTP and SRTCP from anyone are dropped; the socket stays open
+        handled = path.packets
+        local = connection._nominated[1].protocol.transport.get_extra_info("sockname")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as forger:
+            for forged in (b"\x80\x60" + bytes(30), b"\x80\xc8" + bytes(30), b"\x80"):
+                forger.sendto(forged, local)
+        assert await wait_until(lambda: path.packets == handled + 3, timeout=2)
+
         # STUN still reaches aioice: a binding request on the nominated pair is answered
         assert await forwarding.probe(receiving)
         assert not path.install()  # taken already
@@ -165,7 +173,9 @@ async def test_a_handler_that_fails_is_logged_not_raised_into_the_loop(
     with caplog.at_level(logging.WARNING, logger="relay.inbound"):
         run_eagerly(failing_later())
         future.set_result(None)
-        assert await wait_until(lambda: "handling a packet failed" in caplog.text, timeout=2)
+        assert await wait_until(lambda: "could not be handled" in caplog.text, timeout=2)
+    assert "ValueError: garbled" in caplog.text
+    assert "Traceback" not in caplog.text
     with pytest.raises(ValueError):
         run_eagerly(failing_now())  # InboundRtp catches it, before asyncio's transport would
 

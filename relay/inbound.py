@@ -38,7 +38,8 @@ from aiortc.rtp import is_rtcp
 logger = logging.getLogger(__name__)
 
 _resuming: set[asyncio.Task[None]] = set()
-"Handlers that did suspend (a send waiting on a TURN channel binding), until they finish."
+"""Handlers that did suspend, until they finish. None does with aiortc 1.16.0 and aioice 0.13.0
+(their sends return at once, a TURN send starts its own task): a guard, not a path in use."""
 
 Address = tuple[Any, ...]
 
@@ -85,6 +86,8 @@ class InboundRtp:
                 run_eagerly(dtls._handle_rtp_data(srtp.unprotect(data), arrival_time_ms))
         except pylibsrtp.Error:
             pass  # as aiortc: a replayed or forged packet is dropped
+        except ConnectionError:
+            pass  # an answer (NACK, RTX) to a pair closing under it: aiortc's disconnect
         except Exception as exc:
             # aiortc's receive task would die on this; here it must not reach the socket's
             # reader, which runs every datagram of the pair
@@ -102,7 +105,7 @@ def read_all_ready(transport: Any) -> bool:
 
     def read_ready() -> None:
         for _ in range(MAX_DATAGRAMS_PER_WAKE):
-            if transport._conn_lost:
+            if transport._conn_lost or transport.is_closing():
                 return
             try:
                 data, addr = transport._sock.recvfrom(transport.max_size)
@@ -136,18 +139,27 @@ def run_eagerly(coroutine: Coroutine[Any, Any, None]) -> None:
 
 async def _finish(coroutine: Coroutine[Any, Any, None], awaited: Any) -> None:
     """Drive a suspended ``coroutine`` as an ``asyncio.Task`` would: wait for the future it
-    yielded, resume it, until it returns."""
+    yielded and resume it, until it returns; cancelling this task cancels that future and
+    throws the cancellation into the coroutine."""
     try:
         while True:
-            if isinstance(awaited, asyncio.Future):
-                awaited._asyncio_future_blocking = False
-                await asyncio.wait((awaited,))
-            else:  # a bare yield (``asyncio.sleep(0)``): give the loop one turn
-                await asyncio.sleep(0)
+            future = awaited if getattr(awaited, "_asyncio_future_blocking", False) else None
             try:
-                awaited = coroutine.send(None)
-            except StopIteration:
-                return
+                if future is not None:
+                    future._asyncio_future_blocking = False
+                    await asyncio.wait((future,))
+                else:  # a bare yield (``asyncio.sleep(0)``): give the loop one turn
+                    await asyncio.sleep(0)
+            except asyncio.CancelledError as cancelled:
+                if future is not None:
+                    future.cancel()
+                awaited = coroutine.throw(cancelled)
+                continue
+            awaited = coroutine.send(None)
+    except StopIteration:
+        pass
+    except ConnectionError:
+        pass
     except Exception as exc:
         _failed(exc)
     finally:

@@ -41,6 +41,9 @@ STALE_WINDOW = 1000
 RENACK_BURST_PACKETS = 300
 """The re-NACK budget keeps at most the share of this many packets (about a second of 720p)."""
 
+PARK_REFILL_S = 1.0
+"""A LossRecovery parked this long (nothing missing) comes back with a full re-NACK budget."""
+
 
 @dataclass(frozen=True)
 class Tuning:
@@ -190,17 +193,16 @@ class LossRecovery:
             await asyncio.sleep(self.TICK_S)
 
     async def _park(self) -> None:
-        """Wait for a gap. The time parked is not time a packet was missing; the re-NACK budget
-        is what ticking would have left (``_allowed`` accrues up to a thousand packets, more
-        than fill it)."""
+        """Wait for a gap. The time parked is not time a packet was missing. The re-NACK budget
+        is what ticking would have left: after a short park ``_allowed`` accrues what was sent
+        meanwhile; after a long one (sequence numbers may have wrapped) it is full."""
         self._gap.clear()
+        parked = time.monotonic()
         await self._gap.wait()
         self._last_tick = None
-        highest = self._nack.max_seq
-        if highest is not None and self._max_seq is not None:
-            if uint16_add(highest, -self._max_seq) >= STALE_WINDOW:
-                self._max_seq = None
-                self._budget = (self.tuning.renack_share or 0.0) * RENACK_BURST_PACKETS
+        if time.monotonic() - parked >= PARK_REFILL_S:
+            self._max_seq = None
+            self._budget = (self.tuning.renack_share or 0.0) * RENACK_BURST_PACKETS
 
     def _advance(self, now: float) -> float:
         elapsed = 0.0 if self._last_tick is None else now - self._last_tick

@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import av
 import numpy as np
@@ -262,3 +263,10 @@ async def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
             return True
         await asyncio.sleep(interval)
     return bool(predicate())
+
+
+def socket_reader(transport: Any) -> str:
+    """The name of the callback the event loop runs when ``transport``'s socket is readable."""
+    selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
+    handle = selector.get_key(transport._sock_fd).data[0]
+    return str(handle._callback.__qualname__)

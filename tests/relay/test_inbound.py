@@ -29,7 +29,7 @@ from tests.encoded_track import (
     connect,
     send_stamped_vp8,
 )
-from tests.peers import new_pc, wait_until
+from tests.peers import new_pc, socket_reader, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -58,7 +58,9 @@ def test_the_seam_is_the_one_written_against() -> None:
     assert "self._queue.put_nowait((data, component))" in queued
 
 
-async def test_stamped_frames_arrive_whole_and_in_order_and_a_loss_is_recovered() -> None:
+async def test_stamped_frames_arrive_whole_and_in_order_and_a_loss_is_recovered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     forwarding.use_host_addresses(("127.0.0.1",))
     sending, receiving = new_pc(), new_pc()
     transceiver = send_stamped_vp8(sending)
@@ -107,7 +109,8 @@ async def test_stamped_frames_arrive_whole_and_in_order_and_a_loss_is_recovered(
         stats = [s for s in (await receiving.getStats()).values() if s.type == "inbound-rtp"]
         assert path.packets >= stats[0].packetsReceived - 20  # a few before it was installed
         connection = path._dtls.transport._connection
-        assert connection._queue.empty()
+        udp = connection._nominated[1].protocol.transport
+        assert socket_reader(udp) == "read_all_ready.<locals>.read_ready"
         assert forwarding.packets_received(receiving) >= path.packets
 
         # the lost packet was asked for (a NACK went out from the direct path) and resent in RTX
@@ -115,13 +118,22 @@ async def test_stamped_frames_arrive_whole_and_in_order_and_a_loss_is_recovered(
         # sender reports (SRTCP) reached the receiver the same way
         assert receiving.getTransceivers()[0].receiver._RTCRtpReceiver__lsr
 
-        # forged SRTP and SRTCP from anyone are dropped; the socket stays open
+        # forged SRTP and SRTCP from anyone are dropped quietly: nothing reaches the loop's
+        # exception handler or the log, and the socket stays open
         handled = path.packets
-        local = connection._nominated[1].protocol.transport.get_extra_info("sockname")
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as forger:
+        loop = asyncio.get_running_loop()
+        escaped: list[dict[str, Any]] = []
+        loop.set_exception_handler(lambda _, context: escaped.append(context))
+        with (
+            caplog.at_level(logging.WARNING, logger="relay.inbound"),
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as forger,
+        ):
             for forged in (b"\x80\x60" + bytes(30), b"\x80\xc8" + bytes(30), b"\x80"):
-                forger.sendto(forged, local)
-        assert await wait_until(lambda: path.packets == handled + 3, timeout=2)
+                forger.sendto(forged, udp.get_extra_info("sockname"))
+            assert await wait_until(lambda: path.packets == handled + 3, timeout=2)
+        loop.set_exception_handler(None)
+        assert escaped == [] and caplog.text == ""
+        assert not udp.is_closing()
 
         # STUN still reaches aioice: a binding request on the nominated pair is answered
         assert await forwarding.probe(receiving)

@@ -9,7 +9,7 @@ from aiortc.rtcrtpreceiver import NackGenerator
 from aiortc.rtp import RtpPacket
 
 from relay.forwarding import MarkerJitterBuffer
-from relay.recovery import PROFILES, RENACK_BURST_PACKETS, LossRecovery, Tuning
+from relay.recovery import PARK_REFILL_S, PROFILES, RENACK_BURST_PACKETS, LossRecovery, Tuning
 from tests.peers import wait_until
 from tests.relay.test_forwarding import Frames, buffer, rtp
 
@@ -54,7 +54,8 @@ async def run(recovery: LossRecovery, start: float, seconds: float) -> float:
 async def test_with_nothing_missing_it_does_not_tick_and_a_gap_wakes_it() -> None:
     fake = FakeReceiver()
     jb = buffer(Frames())
-    recovery = LossRecovery(fake, jb, TUNING)  # on its own timer
+    tuning = dataclasses.replace(TUNING, renack_share=0.25)
+    recovery = LossRecovery(fake, jb, tuning)  # on its own timer
     ticks: list[float] = []
     tick = recovery.tick
 
@@ -68,13 +69,20 @@ async def test_with_nothing_missing_it_does_not_tick_and_a_gap_wakes_it() -> Non
         await asyncio.sleep(0.2)
         assert ticks == []
         received(fake, jb, rtp(3, 6000, True))  # 2 lost: aiortc NACKs it, the loop wakes
-        assert await wait_until(lambda: fake.nacks == [[2]], timeout=1)  # re-NACKed at 50 ms
+        assert await wait_until(lambda: fake.nacks[:1] == [[2]], timeout=1)  # re-NACK at 50 ms
         received(fake, jb, rtp(2, 3000, True))
         await asyncio.sleep(0.1)
         parked = len(ticks)
         await asyncio.sleep(0.2)
         assert len(ticks) == parked
         assert 2 < parked < 15
+
+        # parked for longer than PARK_REFILL_S: a spent re-NACK budget comes back full
+        recovery._budget = 0.0
+        await asyncio.sleep(PARK_REFILL_S + 0.1 - 0.3)
+        received(fake, jb, rtp(5, 12000, True))  # 4 lost
+        assert await wait_until(lambda: len(ticks) > parked, timeout=1)
+        assert recovery._budget > 0.25 * RENACK_BURST_PACKETS - 5  # a re-NACK may have gone
     finally:
         recovery.close()
 

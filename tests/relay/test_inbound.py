@@ -19,6 +19,7 @@ from relay import forwarding
 from relay.inbound import (
     MAX_DATAGRAMS_PER_WAKE,
     InboundRtp,
+    _resuming,
     read_all_ready,
     receive_where_it_arrives,
     run_eagerly,
@@ -167,6 +168,26 @@ async def test_a_handler_that_waits_is_finished_by_a_task() -> None:
     assert results == []
     future.set_result(7)
     assert await wait_until(lambda: results == [7, 8], timeout=2), results
+
+
+async def test_cancelling_a_suspended_handler_cancels_what_it_waits_for() -> None:
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    seen: list[str] = []
+
+    async def handler() -> None:
+        try:
+            await future
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    run_eagerly(handler())
+    (task,) = _resuming
+    await asyncio.sleep(0)  # the task waits for the future now
+    task.cancel()
+    await asyncio.wait((task,))
+    assert task.cancelled() and future.cancelled() and seen == ["cancelled"]
+    assert not _resuming
 
 
 async def test_a_handler_that_fails_is_logged_not_raised_into_the_loop(

@@ -105,7 +105,7 @@ def read_all_ready(transport: Any) -> bool:
 
     def read_ready() -> None:
         for _ in range(MAX_DATAGRAMS_PER_WAKE):
-            if transport._conn_lost or transport.is_closing():
+            if transport.is_closing():  # asyncio's force-close sets it with _conn_lost
                 return
             try:
                 data, addr = transport._sock.recvfrom(transport.max_size)

@@ -168,7 +168,7 @@ class LossRecovery:
         self._clock = 0.0
         self.renacks = 0
         self.skipped = 0
-        self._budget = (self.tuning.renack_share or 0.0) * RENACK_BURST_PACKETS  # a fresh stream
+        self._budget = self._full_budget  # a fresh stream
         self._max_seq: int | None = None
         self._gap = asyncio.Event()
         self._nack.add = self._noticing(self._nack.add)
@@ -184,6 +184,11 @@ class LossRecovery:
             return missed
 
         return add_and_wake
+
+    @property
+    def _full_budget(self) -> float:
+        """The re-NACK budget of a fresh stream, and the most ``_allowed`` keeps."""
+        return (self.tuning.renack_share or 0.0) * RENACK_BURST_PACKETS
 
     async def _run(self) -> None:
         while True:
@@ -202,7 +207,7 @@ class LossRecovery:
         self._last_tick = None
         if time.monotonic() - parked >= PARK_REFILL_S:
             self._max_seq = None
-            self._budget = (self.tuning.renack_share or 0.0) * RENACK_BURST_PACKETS
+            self._budget = self._full_budget
 
     def _advance(self, now: float) -> float:
         elapsed = 0.0 if self._last_tick is None else now - self._last_tick
@@ -248,7 +253,7 @@ class LossRecovery:
         if highest is not None and self._max_seq is not None:
             sent = uint16_add(highest, -self._max_seq)
             if sent < STALE_WINDOW:
-                self._budget = min(self._budget + share * sent, share * RENACK_BURST_PACKETS)
+                self._budget = min(self._budget + share * sent, self._full_budget)
         self._max_seq = highest
         allowed = min(wanted, int(self._budget))
         self._budget -= allowed

@@ -146,21 +146,25 @@ async def test_another_clinics_dead_publish_keeps_the_real_clinic_out_only_until
 async def test_a_second_clinic_link_re_posting_dead_offers_cannot_keep_the_real_clinic_off(
     client: TestClient, consultation: Consultation, make_token: MakeToken
 ) -> None:
-    """The squatter renews its never-connecting publish every 0.3 s (and so re-posts the moment
+    """The squatter renews its never-connecting publish every 0.5 s (and so re-posts the moment
     any deadline fires); the real clinic retries as the page does, after ``Retry-After``: it
-    gets the feed one connect deadline after its first refusal, and the squatter gets 429."""
+    gets the feed one connect deadline after its first refusal, and the squatter gets 429.
+    The squatter re-posts one prepared offer: making an offer each time could, on a loaded
+    machine, leave a gap longer than the deadline, and its session would simply expire; and
+    0.5 s keeps it under the offers' rate limit (20 at once, then one per 3 s) for the test."""
     cid = consultation.id
     whip = f"/whip/{cid}"
     squatter, clinic = make_token("clinic", cid), make_token("clinic", cid)
-    assert (await post(client, whip, squatter, await dead_offer("sendonly"))).status == 201
+    dead = await dead_offer("sendonly")
+    assert (await post(client, whip, squatter, dead)).status == 201
     squatted: list[tuple[int, dict[str, str]]] = []
     stop = asyncio.Event()
 
     async def squat() -> None:
         while not stop.is_set():
-            answer = await post(client, whip, squatter, await dead_offer("sendonly"))
+            answer = await post(client, whip, squatter, dead)
             squatted.append((answer.status, await answer.json() if answer.status >= 400 else {}))
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.5)
 
     squatting = asyncio.get_running_loop().create_task(squat())
     pc = new_pc()

@@ -67,7 +67,10 @@ async def test_a_router_made_by_publishing_is_closed_when_everyone_left(
         assert await stays(relay, quiet)  # the publisher keeps it
     assert await wait_until(lambda: relay.find(cid) is None, timeout=5)
     assert router.closed
-    assert all(feed._watchdog is None for feed in router.feeds.values())
+    # the Router is let go first, then closed (its peers, then its feeds): no watchdog outlives it
+    assert await wait_until(
+        lambda: all(feed._watchdog is None for feed in router.feeds.values()), timeout=5
+    )
 
 
 async def test_a_viewer_keeps_the_router_without_a_publisher(

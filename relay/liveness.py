@@ -8,9 +8,11 @@ The signal: anything at all arriving from the peer. Two sources, read every ``CH
 
 * the DTLS transport's received-packet counter — media from a publisher, RTCP (receiver reports,
   NACK, PLI, REMB) and data-channel traffic from a viewer; free, nothing is counted per packet;
-* our own STUN binding request on the selected candidate pair every ``PROBE_S``: every ICE agent
-  must answer it (RFC 7675), with or without media, so an idle viewer (feed offline — aiortc
-  receivers send no receiver report then) or a muted talk-back publisher stays alive.
+* our own STUN binding request on the selected candidate pair every ``PROBE_S`` while nothing
+  else is heard: every ICE agent must answer it (RFC 7675), with or without media, so an idle
+  viewer (feed offline — aiortc receivers send no receiver report then) or a muted talk-back
+  publisher stays alive. A peer whose media or reports keep arriving is not probed: a probe costs
+  the server a STUN transaction (two HMACs, a timer, a parse) and says nothing more.
 
 RTCP alone is not enough: aiortc sends receiver reports only for streams it receives, and a
 browser receiving audio only reports every 2.5–7.5 s. Nothing heard for ``timeout_s`` once
@@ -85,7 +87,11 @@ class Liveness:
     async def _probe(self) -> None:
         while True:
             started = time.monotonic()
-            if self._pc.connectionState == "connected" and await forwarding.probe(self._pc):
+            if (
+                self.silent_s > 0  # the last check heard nothing
+                and self._pc.connectionState == "connected"
+                and await forwarding.probe(self._pc)
+            ):
                 self._heard()
             await asyncio.sleep(max(0.0, started + PROBE_S - time.monotonic()))
 

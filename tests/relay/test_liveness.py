@@ -7,13 +7,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 
+import pytest
 from aiohttp.test_utils import TestClient
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 
-from relay import FeedName, FeedState, PeerRole, Router
+from relay import FeedName, FeedState, PeerRole, Router, forwarding
 from signaling.db.store import Consultation
 from signaling.keys import RELAY
 from tests.conftest import MakeToken
@@ -64,8 +66,17 @@ async def test_vanished_peers_are_closed_within_seconds_and_idle_ones_are_kept(
     consultation: Consultation,
     tmp_path,  # type: ignore[no-untyped-def]
     processes: list[Process],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     cid = consultation.id
+    probed: Counter[RTCPeerConnection] = Counter()
+    probe = forwarding.probe
+
+    async def counted(pc: RTCPeerConnection) -> bool:
+        probed[pc] += 1
+        return await probe(pc)
+
+    monkeypatch.setattr(forwarding, "probe", counted)
     base = str(client.make_url("")).rstrip("/")
     log = tmp_path / "clients.log"
     env = clean_env()
@@ -87,6 +98,19 @@ async def test_vanished_peers_are_closed_within_seconds_and_idle_ones_are_kept(
         endoscope = router.feeds[FeedName.ENDOSCOPE]
         assert await wait_until(lambda: endoscope.state is FeedState.LIVE, 5)
         assert len(peers_of(router, PeerRole.VIEWER, FeedName.ENDOSCOPE)) == 1
+
+        # a peer whose media arrives is not probed; the silent talk-back is, twice a second
+        streaming, silent = (
+            next(
+                p.pc
+                for p in router.peers.values()
+                if p.role is PeerRole.PUBLISHER and p.feed == feed
+            )
+            for feed in (FeedName.ENDOSCOPE, FeedName.TALKBACK)
+        )
+        probed.clear()
+        await wait_until(lambda: False, 2.0)
+        assert probed[streaming] <= 1 and probed[silent] >= 3, (probed[streaming], probed[silent])
 
         viewing.kill()
         viewer_s = await closed_within(

@@ -8,11 +8,12 @@ The signal: anything at all arriving from the peer. Two sources, read every ``CH
 
 * the DTLS transport's received-packet counter — media from a publisher, RTCP (receiver reports,
   NACK, PLI, REMB) and data-channel traffic from a viewer; free, nothing is counted per packet;
-* our own STUN binding request on the selected candidate pair every ``PROBE_S`` while nothing
-  else is heard: every ICE agent must answer it (RFC 7675), with or without media, so an idle
-  viewer (feed offline — aiortc receivers send no receiver report then) or a muted talk-back
-  publisher stays alive. A peer whose media or reports keep arriving is not probed: a probe costs
-  the server a STUN transaction (two HMACs, a timer, a parse) and says nothing more.
+* our own STUN binding request on the selected candidate pair every ``PROBE_S`` once nothing
+  else has arrived for ``QUIET_S``: every ICE agent must answer it (RFC 7675), with or without
+  media, so an idle viewer (feed offline — aiortc receivers send no receiver report then) or a
+  muted talk-back publisher stays alive. A peer whose media or reports keep arriving is not
+  probed: a probe costs the server a STUN transaction (two HMACs, a timer, a parse) and says
+  nothing more.
 
 RTCP alone is not enough: aiortc sends receiver reports only for streams it receives, and a
 browser receiving audio only reports every 2.5–7.5 s. Nothing heard for ``timeout_s`` once
@@ -34,8 +35,11 @@ logger = logging.getLogger(__name__)
 
 CHECK_S = 0.25
 PROBE_S = 0.5
-"""Two probes a second: at 3 % loss each way a live, idle peer still answers one of the eight
-probes in a 4 s window with probability 1 − 0.06⁸."""
+"""Two probes a second while the peer is quiet: at 3 % loss each way a live, idle peer still
+answers one of the six probes between ``QUIET_S`` and a 4 s timeout with probability 1 − 0.06⁶."""
+QUIET_S = 1.0
+"""Probes start after this long without media or RTCP: a browser sends transport-wide feedback
+several times a second, an aiortc receiver a report every 0.5–1.5 s."""
 
 
 class Liveness:
@@ -56,11 +60,13 @@ class Liveness:
         """How long the peer has not been heard from, counting only time the event loop was
         responsive: after the loop was blocked (a CPU-starved host), what the peer sent meanwhile
         is still unread in the socket, and a wall-clock deadline would close live peers."""
+        self.quiet_s = 0.0
+        "As ``silent_s``, but only media and RTCP end it, not answers to our probes."
         self._packets = 0
         self._tasks = [asyncio.ensure_future(self._watch()), asyncio.ensure_future(self._probe())]
 
     def _heard(self) -> None:
-        self.silent_s = 0.0
+        self.silent_s = self.quiet_s = 0.0
 
     async def _watch(self) -> None:
         last = time.monotonic()
@@ -77,6 +83,7 @@ class Liveness:
                 self._heard()
             else:
                 self.silent_s += step
+                self.quiet_s += step
             silent_s = self.silent_s
             if silent_s > self._timeout_s:
                 logger.info("Peer(%s) silent for %.1f s: closing", self._label, silent_s)
@@ -88,11 +95,11 @@ class Liveness:
         while True:
             started = time.monotonic()
             if (
-                self.silent_s > 0  # the last check heard nothing
+                self.quiet_s >= QUIET_S
                 and self._pc.connectionState == "connected"
                 and await forwarding.probe(self._pc)
             ):
-                self._heard()
+                self.silent_s = 0.0  # heard, yet still quiet: the probes go on
             await asyncio.sleep(max(0.0, started + PROBE_S - time.monotonic()))
 
     def stop(self) -> None:

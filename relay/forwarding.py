@@ -62,6 +62,7 @@ from aiortc.utils import uint16_add
 from av.frame import Frame
 from av.packet import Packet
 
+from . import tapped
 from .codecs import TemporalLayer, vp8_temporal_layer
 from .consumer import ForwardedFrame
 from .media_clock import SenderReport, unwrap, watch_sender_reports
@@ -276,6 +277,7 @@ def tap_receiver(
     else:
         buffer = AudioPassthroughBuffer(on_frame)
     receiver._RTCRtpReceiver__jitter_buffer = buffer  # type: ignore[attr-defined]
+    tapped.tap(receiver)
     return ReceiverTap(buffer, recovery)
 
 

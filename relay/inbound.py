@@ -11,10 +11,12 @@ part of a consultation's fixed cost.
 ``InboundRtp`` takes the datagrams of the nominated candidate pair before aioice does. SRTP and
 SRTCP (first byte 128–191, RFC 7983) are counted where aiortc counts them (the DTLS transport's
 ``rx`` counters, which ``relay.liveness`` reads), unprotected with the transport's own SRTP
-session and given to aiortc's own ``_handle_rtp_data`` / ``_handle_rtcp_data``, run at once
-(``run_eagerly``): receiver statistics, REMB, NACK and PLI generation, the jitter buffers of
-``relay.forwarding`` are aiortc's and the relay's as before. STUN, DTLS and anything arriving
-before the transport is connected take aioice's path unchanged.
+session and handled at once: RTCP by aiortc's own ``_handle_rtcp_data`` (``relay.eager``), RTP
+as aiortc's ``_handle_rtp_data`` does it (parsed, routed by SSRC, MID or payload type), then by the
+receiver: a tapped one's ``relay.tapped.TappedReceiver``, any other aiortc's own coroutine.
+Receiver statistics, REMB, NACK and PLI generation, the jitter buffers of ``relay.forwarding``
+are aiortc's and the relay's as before. STUN, DTLS and anything arriving before the transport is
+connected take aioice's path unchanged.
 
 asyncio reads one datagram per readiness event, one turn of the event loop (an ``epoll_wait``
 and the loop's bookkeeping) each; a frame's packets arrive together, so the pair's socket is
@@ -23,25 +25,26 @@ read until it is empty (``read_all_ready``, at most ``MAX_DATAGRAMS_PER_WAKE`` a
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import time
 from asyncio import selector_events
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 import pylibsrtp
 from aiortc import RTCPeerConnection
-from aiortc.clock import current_ms
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
-from aiortc.rtp import is_rtcp
+from aiortc.rtp import RtpPacket, is_rtcp
+
+from .eager import run_eagerly
+from .tapped import tapped
 
 logger = logging.getLogger(__name__)
 
-_resuming: set[asyncio.Task[None]] = set()
-"""Handlers that did suspend, until they finish. None does with aiortc 1.16.0 and aioice 0.13.0
-(their sends return at once, a TURN send starts its own task): a guard, not a path in use."""
-
 Address = tuple[Any, ...]
+
+_NTP_EPOCH_MS = 2_208_988_800_000
+"aiortc's arrival clock (``aiortc.clock.current_ms``) counts from 1900, not 1970."
 
 MAX_DATAGRAMS_PER_WAKE = 32
 "Datagrams read from one socket per readiness event before the loop's other work gets a turn."
@@ -82,8 +85,7 @@ class InboundRtp:
             if is_rtcp(data):
                 run_eagerly(dtls._handle_rtcp_data(srtp.unprotect_rtcp(data)))
             else:
-                arrival_time_ms = current_ms()
-                run_eagerly(dtls._handle_rtp_data(srtp.unprotect(data), arrival_time_ms))
+                self._rtp(srtp.unprotect(data), int(time.time() * 1000) + _NTP_EPOCH_MS)
         except pylibsrtp.Error:
             pass  # as aiortc: a replayed or forged packet is dropped
         except ConnectionError:
@@ -92,6 +94,23 @@ class InboundRtp:
             # aiortc's receive task would die on this; here it must not reach the socket's
             # reader, which runs every datagram of the pair
             _failed(exc)
+
+    def _rtp(self, data: bytes, arrival_time_ms: int) -> None:
+        """aiortc's ``RTCDtlsTransport._handle_rtp_data``, except that a tapped receiver's packets
+        go to its ``relay.tapped.TappedReceiver``, a plain call."""
+        dtls = self._dtls
+        try:
+            packet = RtpPacket.parse(data, dtls._rtp_header_extensions_map)
+        except ValueError:
+            return  # as aiortc: a packet that does not parse is dropped
+        receiver = dtls._rtp_router.route_rtp(packet)
+        if receiver is None:
+            return
+        handler = tapped(receiver)
+        if handler is not None:
+            handler.handle(packet, arrival_time_ms)
+        else:
+            run_eagerly(receiver._handle_rtp_packet(packet, arrival_time_ms=arrival_time_ms))
 
 
 def read_all_ready(transport: Any) -> bool:
@@ -123,47 +142,6 @@ def read_all_ready(transport: Any) -> bool:
 
     transport._add_reader(transport._sock_fd, read_ready)  # replaces asyncio's reader
     return True
-
-
-def run_eagerly(coroutine: Coroutine[Any, Any, None]) -> None:
-    """Run ``coroutine`` now, on the caller's stack. If it suspends (awaits a future that is not
-    done), a task finishes it — what Python 3.12's eager task factory does; 3.11 has none."""
-    try:
-        awaited = coroutine.send(None)
-    except StopIteration:
-        return
-    task = asyncio.get_running_loop().create_task(_finish(coroutine, awaited))
-    _resuming.add(task)
-    task.add_done_callback(_resuming.discard)
-
-
-async def _finish(coroutine: Coroutine[Any, Any, None], awaited: Any) -> None:
-    """Drive a suspended ``coroutine`` as an ``asyncio.Task`` would: wait for the future it
-    yielded and resume it, until it returns; cancelling this task cancels that future and
-    throws the cancellation into the coroutine."""
-    try:
-        while True:
-            future = awaited if getattr(awaited, "_asyncio_future_blocking", False) else None
-            try:
-                if future is not None:
-                    future._asyncio_future_blocking = False
-                    await asyncio.wait((future,))
-                else:  # a bare yield (``asyncio.sleep(0)``): give the loop one turn
-                    await asyncio.sleep(0)
-            except asyncio.CancelledError as cancelled:
-                if future is not None:
-                    future.cancel()
-                awaited = coroutine.throw(cancelled)
-                continue
-            awaited = coroutine.send(None)
-    except StopIteration:
-        pass
-    except ConnectionError:
-        pass
-    except Exception as exc:
-        _failed(exc)
-    finally:
-        coroutine.close()
 
 
 def _failed(exc: Exception) -> None:

@@ -1,0 +1,153 @@
+"""``relay.tapped``: a tapped receiver's packets handled in one call — real VP8 frames, stamped,
+from an aiortc sender through a real peer connection, one packet lost on the way."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import Any
+
+import av
+import pytest
+from aiortc import RTCDtlsTransport, RTCRtpReceiver
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, is_rtcp, unpack_remb_fci
+
+from client.testpattern import read_stamp
+from relay import forwarding
+from relay.inbound import receive_where_it_arrives
+from relay.tapped import tapped
+from tests.encoded_track import send_stamped_vp8
+from tests.peers import new_pc, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+FRAMES = 150
+"Five seconds: aiortc's estimator sends its first REMB after three."
+
+DROPPED = 120
+"The index, among the SRTP media datagrams, of the one the test loses (then NACKed, resent)."
+
+
+def test_the_seam_is_the_one_written_against() -> None:
+    """Fails when aiortc changes what ``TappedReceiver.handle`` does in its place."""
+    assert forwarding.AIORTC_VERSION == "1.16.0"
+    handled = inspect.getsource(RTCRtpReceiver._handle_rtp_packet)
+    for line in (
+        "if not self._enabled:",
+        "remb = self.__remote_bitrate_estimator.add(",
+        "payload_size=len(packet.payload) + packet.padding_size,",
+        "if self.__rtcp_ssrc is not None and remb is not None:",
+        "self.__active_ssrc[packet.ssrc] = clock.current_datetime()",
+        "codec = self.__codecs.get(packet.payload_type)",
+        "self.__remote_streams[packet.ssrc] = StreamStatistics(codec.clockRate)",
+        "if is_rtx(codec):",
+        "if self.__nack_generator is not None and self.__nack_generator.add(packet):",
+        "packet._data = depayload(codec, packet.payload)",
+        "pli_flag, encoded_frame = self.__jitter_buffer.add(packet)",
+        "if self.__decoder_error.is_set():",
+        "await self._send_rtcp_pli(packet.ssrc)",
+    ):
+        assert line in handled, line
+    routed = inspect.getsource(RTCDtlsTransport._handle_rtp_data)
+    assert "packet = RtpPacket.parse(data, self._rtp_header_extensions_map)" in routed
+    assert "receiver = self._rtp_router.route_rtp(packet)" in routed
+
+
+async def test_media_in_one_call_rtx_by_aiortc_and_every_frame_arrives() -> None:
+    forwarding.use_host_addresses(("127.0.0.1",))
+    sending, receiving = new_pc(), new_pc()
+    sender = send_stamped_vp8(sending, FRAMES).sender
+    resent: list[int] = []
+    retransmit = sender._retransmit
+
+    async def counting_retransmit(sequence_number: int) -> None:
+        resent.append(sequence_number)
+        await retransmit(sequence_number)
+
+    sender._retransmit = counting_retransmit
+    rembs: list[int] = []
+    handle_rtcp = sender._handle_rtcp_packet
+
+    async def noting_remb(packet: Any) -> None:
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            rembs.append(unpack_remb_fci(packet.fci)[0])
+        await handle_rtcp(packet)
+
+    sender._handle_rtcp_packet = noting_remb
+
+    await sending.setLocalDescription(await sending.createOffer())
+    await receiving.setRemoteDescription(sending.localDescription)
+    receiver = receiving.getTransceivers()[0].receiver
+    frames: list[bytes] = []
+    tap = forwarding.tap_receiver(receiver, "video", lambda data, *_: frames.append(data), list)
+    handler = tapped(receiver)
+    assert handler is not None
+    by_tap: list[int] = []
+    by_aiortc: list[int] = []
+    handle = handler.handle
+
+    def counting_handle(packet: RtpPacket, arrival_time_ms: int) -> None:
+        by_tap.append(packet.payload_type)
+        handle(packet, arrival_time_ms)
+
+    handler.handle = counting_handle  # type: ignore[method-assign]
+    aiortcs = receiver._handle_rtp_packet
+
+    async def counting_aiortcs(packet: RtpPacket, arrival_time_ms: int) -> None:
+        by_aiortc.append(packet.payload_type)
+        await aiortcs(packet, arrival_time_ms)
+
+    receiver._handle_rtp_packet = counting_aiortcs
+    media_seen = 0
+
+    def lose_one(take: Any) -> Any:
+        def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
+            nonlocal media_seen
+            if 127 < data[0] < 192 and not is_rtcp(data):
+                media_seen += 1
+                if media_seen == DROPPED:
+                    return
+            take(data, addr)
+
+        return datagram_received
+
+    @receiving.on("connectionstatechange")
+    def on_state() -> None:
+        if receiving.connectionState == "connected":
+            for path in receive_where_it_arrives(receiving):
+                protocol = path._dtls.transport._connection._nominated[1].protocol
+                protocol.datagram_received = lose_one(protocol.datagram_received)
+
+    try:
+        await receiving.setLocalDescription(await receiving.createAnswer())
+        await sending.setRemoteDescription(receiving.localDescription)
+        assert await wait_until(lambda: len(frames) >= FRAMES, timeout=30), len(frames)
+        assert media_seen > DROPPED
+
+        # every frame, whole and in order, the lost packet included (NACKed, resent in RTX)
+        decoder = av.CodecContext.create("libvpx", "r")
+        stamps = [read_stamp(f)[0] for data in frames for f in decoder.decode(av.Packet(data))]
+        assert stamps == list(range(FRAMES))
+        assert resent
+
+        # every packet reached the tapped receiver; it handled the media in one call each and
+        # passed the retransmission (RTX) to aiortc's coroutine, which otherwise saw only the
+        # few packets that came before the direct path was installed
+        codecs = receiver._RTCRtpReceiver__codecs
+        (vp8,) = (pt for pt, c in codecs.items() if c.name == "VP8")
+        (rtx,) = (pt for pt, c in codecs.items() if c.name == "rtx")
+        assert vp8 in by_tap and rtx in by_tap and rtx in by_aiortc
+        assert by_aiortc.count(vp8) <= 20 and len(by_tap) >= media_seen - 21
+
+        # what aiortc keeps about the stream is kept: statistics, the active source, the REMB
+        ssrc = forwarding.media_ssrc(receiver)
+        assert ssrc in [s.source for s in receiver.getSynchronizationSources()]
+        # (read where getStats reads them: its report keeps one stream per receiver, here RTX's)
+        streams = receiver._RTCRtpReceiver__remote_streams
+        assert streams[ssrc].packets_received >= by_tap.count(vp8)
+        assert await wait_until(lambda: bool(rembs), timeout=5)
+        assert all(bitrate > 100_000 for bitrate in rembs), rembs
+    finally:
+        tap.close()
+        await asyncio.wait_for(sending.close(), 10)
+        await receiving.close()

@@ -66,6 +66,14 @@ class Track(IntEnum):
     def clock_rate(self) -> int:
         return 90_000 if self is Track.VIDEO else 48_000
 
+    @property
+    def time_base(self) -> Fraction:
+        """1 / ``clock_rate``, made once instead of a new ``Fraction`` per muxed frame."""
+        return _TIME_BASES[self]
+
+
+_TIME_BASES = {track: Fraction(1, track.clock_rate) for track in Track}
+
 
 @dataclass(frozen=True)
 class ContainerFormat:
@@ -239,7 +247,7 @@ class SegmentWriter:
         packet = av.Packet(data)
         packet.pts = pts
         packet.dts = pts
-        packet.time_base = Fraction(1, track.clock_rate)
+        packet.time_base = track.time_base
         packet.stream = self._streams[track]
         if keyframe:
             packet.is_keyframe = True

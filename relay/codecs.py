@@ -47,6 +47,38 @@ def vp8_temporal_layer(payload: bytes) -> TemporalLayer | None:
     return TemporalLayer(payload[at] >> 6, bool(payload[at] & 0x20))
 
 
+def vp8_depayload(payload: bytes) -> bytes:
+    """The VP8 data in an RTP payload: what follows its descriptor (RFC 7741, 4.2). aiortc's
+    ``vp8_depayload`` without building (and re-serialising) a descriptor object per packet: the
+    same bytes, and ``ValueError`` for the same truncated descriptors."""
+    size = len(payload)
+    if size < 1:
+        raise ValueError("VPX descriptor is too short")
+    at = 1
+    if payload[0] & 0x80:  # X: an extension octet
+        if size < 2:
+            raise ValueError("VPX descriptor has truncated extended bits")
+        extension, at = payload[1], 2
+        if extension & 0x80:  # I: picture id of 7 or 15 bits
+            if size < at + 1:
+                raise ValueError("VPX descriptor has truncated PictureID")
+            if payload[at] & 0x80:
+                if size < at + 2:
+                    raise ValueError("VPX descriptor has truncated long PictureID")
+                at += 2
+            else:
+                at += 1
+        if extension & 0x40:  # L: TL0PICIDX
+            if size < at + 1:
+                raise ValueError("VPX descriptor has truncated TL0PICIDX")
+            at += 1
+        if extension & 0x30:  # T or K: TID/Y/KEYIDX
+            if size < at + 1:
+                raise ValueError("VPX descriptor has truncated T/K")
+            at += 1
+    return payload[at:]
+
+
 def is_keyframe(codec: str, frame: bytes) -> bool:
     if codec == "VP8":
         return len(frame) >= 6 and not frame[0] & 0x01 and frame[3:6] == b"\x9d\x01\x2a"

@@ -32,11 +32,11 @@ from aiortc import RTCRtpReceiver
 from aiortc.clock import current_datetime
 from aiortc.codecs import is_rtx
 from aiortc.codecs.h264 import h264_depayload
-from aiortc.codecs.vpx import vp8_depayload
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci
 
+from .codecs import vp8_depayload
 from .eager import run_eagerly
 from .remb import RembEstimator
 
@@ -46,7 +46,8 @@ ACTIVE_REFRESH_MS = 1000
 Depayload = Callable[[bytes], bytes]
 
 _DEPAYLOAD: dict[str, Depayload] = {"VP8": vp8_depayload, "H264": h264_depayload}
-"aiortc's ``codecs.depayload``, looked up once per payload type instead of per packet."
+"""aiortc's ``codecs.depayload``, looked up once per payload type instead of per packet (VP8's
+without a descriptor object: ``relay.codecs.vp8_depayload``)."""
 
 _tapped: weakref.WeakKeyDictionary[RTCRtpReceiver, TappedReceiver] = weakref.WeakKeyDictionary()
 

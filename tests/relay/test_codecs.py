@@ -1,6 +1,18 @@
 from __future__ import annotations
 
-from relay.codecs import h264_nal_types, is_keyframe, preferences, vp8_dimensions
+import itertools
+import random
+
+import pytest
+from aiortc.codecs.vpx import vp8_depayload as aiortcs_vp8_depayload
+
+from relay.codecs import (
+    h264_nal_types,
+    is_keyframe,
+    preferences,
+    vp8_depayload,
+    vp8_dimensions,
+)
 
 VP8_KEY = bytes([0x10, 0x02, 0x00, 0x9D, 0x01, 0x2A, 0x00, 0x05, 0xD0, 0x02]) + b"\x00" * 20
 VP8_DELTA = bytes([0x31, 0x02, 0x00]) + b"\x00" * 20
@@ -29,3 +41,58 @@ def test_codec_preferences_pin_the_codec_and_keep_its_rtx() -> None:
     names = [c.mimeType for c in preferences("video", "H264")]
     assert names[-1] == "video/rtx" and set(names[:-1]) == {"video/H264"}
     assert [c.mimeType for c in preferences("audio", "opus")] == ["audio/opus"]
+
+
+def _aiortcs(payload: bytes) -> bytes | str:
+    try:
+        return aiortcs_vp8_depayload(payload)
+    except ValueError as exc:
+        return str(exc)
+
+
+def _ours(payload: bytes) -> bytes | str:
+    try:
+        return vp8_depayload(payload)
+    except ValueError as exc:
+        return str(exc)
+
+
+def test_vp8_depayload_gives_what_aiortcs_gives() -> None:
+    """Every descriptor shape (X, I with short and long picture ids, L, T, K) and every
+    truncation of it: the same data, or the same error."""
+    descriptors = []
+    for x, i, long_id, ell, t, k in itertools.product((0, 1), repeat=6):
+        if not x and (i or long_id or ell or t or k):
+            continue
+        if not i and long_id:
+            continue
+        head = bytes([0x10 | (0x80 if x else 0)])  # S, and X when extended
+        if x:
+            head += bytes([(0x80 if i else 0) | (0x40 if ell else 0) | (0x20 if t else 0)
+                           | (0x10 if k else 0)])  # fmt: skip
+        if i:
+            head += b"\x81\x23" if long_id else b"\x17"
+        if ell:
+            head += b"\x05"
+        if t or k:
+            head += b"\xa3"
+        descriptors.append(head)
+    rng = random.Random(3)
+    frame = bytes(rng.randrange(256) for _ in range(40))
+    checked = 0
+    for head in descriptors:
+        payload = head + frame
+        for cut in range(len(head) + 2):
+            assert _ours(payload[:cut]) == _aiortcs(payload[:cut]), (payload[:cut].hex(), cut)
+            checked += 1
+        assert vp8_depayload(payload) == frame
+    for _ in range(2000):
+        payload = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 8)))
+        assert _ours(payload) == _aiortcs(payload), payload.hex()
+    assert checked > 100
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x80", b"\x80\x80", b"\x80\x80\x80"])
+def test_vp8_depayload_refuses_a_truncated_descriptor(payload: bytes) -> None:
+    with pytest.raises(ValueError):
+        vp8_depayload(payload)

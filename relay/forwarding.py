@@ -58,7 +58,7 @@ from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcrtpreceiver import TimestampMapper
 from aiortc.rtp import RtpPacket
-from aiortc.utils import uint16_add
+from aiortc.utils import uint16_add, uint16_gt
 from av.frame import Frame
 from av.packet import Packet
 
@@ -106,22 +106,38 @@ class MarkerJitterBuffer(JitterBuffer):
         self._on_discontinuity = on_discontinuity
         self._timestamps = TimestampMapper()
         self._holding = False
+        self._head: tuple[int, int] | None = None
+        "(sequence number, timestamp) of the newest packet added: nothing after it is buffered."
         self.ssrc: int | None = None
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         self.ssrc = packet.ssrc
-        if is_stale(self._origin, packet.sequence_number):
+        sequence_number, timestamp = packet.sequence_number, packet.timestamp
+        if is_stale(self._origin, sequence_number):
             return False, None
         self._holding = True  # aiortc's add() ends by releasing frames: not yet
         try:
             dropped, _ = super().add(packet)
         finally:
             self._holding = False
+        head = self._head
+        if dropped or head is None or uint16_gt(sequence_number, head[0]):
+            self._head = (sequence_number, timestamp)
         if dropped:
             # aiortc dropped packets (overflow or reset): what follows may reference lost data.
             # The keyframe request goes through the Producer's rate limit (on_discontinuity),
             # so aiortc is told not to send its own PLI.
             self._on_discontinuity()
+        elif (
+            not packet.marker
+            and head is not None
+            and head[0] == (sequence_number - 1) & 0xFFFF
+            and head[1] == timestamp
+        ):
+            # The packet after the newest, of the same frame, and not its end: nothing buffered
+            # can be complete now that was not before (the search would cost one step per packet
+            # of the frame so far, for every packet of it: a keyframe's are many).
+            return False, None
         self._release()
         return False, None
 

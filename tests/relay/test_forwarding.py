@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+
+import pytest
 from aiortc import RTCIceGatherer, RTCIceParameters, RTCIceTransport
 from aiortc.codecs.vpx import VpxPayloadDescriptor
 from aiortc.rtp import RtpPacket
@@ -85,6 +88,68 @@ def test_retransmission_filling_a_gap_releases_every_frame_waiting_behind_it() -
     assert len(sink.frames) == 1
     jb.add(rtp(11, 3000, False, b"f1a"))  # the retransmission
     assert [d for d, _ in sink.frames] == [b"f0", b"f1af1b", b"f2"]
+
+
+class AlwaysSearching(MarkerJitterBuffer):
+    """The buffer as it was: it looks for complete frames after every packet."""
+
+    def add(self, packet: RtpPacket) -> tuple[bool, None]:
+        super().add(packet)
+        self._release()
+        return False, None
+
+
+def arrivals(seed: int, count: int = 3000) -> list[RtpPacket]:
+    """Frames of 1 to 40 packets (sequence numbers wrapping), arriving with losses (single and
+    in bursts) that are retransmitted late, reorderings, duplicates, markers lost, and jumps far
+    back and ahead."""
+    rng = random.Random(seed)
+    sent: list[RtpPacket] = []
+    seq, ts = 65_000, 0
+    while len(sent) < count:
+        size = rng.choice((1, 2, 5, 6, 7, 40))
+        for i in range(size):
+            marker = i == size - 1 and rng.random() > 0.02
+            sent.append(rtp(seq & 0xFFFF, ts, marker, bytes([len(sent) % 256])))
+            seq += 1
+        ts += 3000
+        if rng.random() < 0.005:
+            seq += rng.choice((-400, 700))  # a publisher restart, a burst lost beyond the buffer
+    arrived: list[RtpPacket] = []
+    late: list[tuple[int, RtpPacket]] = []
+    burst: tuple[int, int] = (0, 0)  # (packets still to lose, when they come back)
+    for index, packet in enumerate(sent):
+        roll = rng.random()
+        if not burst[0] and roll < 0.01:
+            burst = (rng.randint(2, 4), index + rng.randint(5, 40))
+        if burst[0]:  # a burst lost, retransmitted later in one go, in order
+            late.append((burst[1], packet))
+            burst = (burst[0] - 1, burst[1])
+        elif roll < 0.03:
+            late.append((index + rng.randint(1, 60), packet))  # lost, then retransmitted
+        elif roll < 0.05 and arrived:
+            arrived.insert(len(arrived) - 1, packet)  # overtakes the one before
+        else:
+            arrived.append(packet)
+            if roll > 0.99:
+                arrived.append(packet)  # a duplicate
+        arrived.extend(p for at, p in late if at == index)
+    return arrived
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_frames_leave_as_when_every_packet_searched_for_them(seed: int) -> None:
+    """Searching for complete frames only after a packet that may complete one (a marker, a
+    new timestamp, anything but the next packet after the newest) changes nothing."""
+    ours, searching = Frames(), Frames()
+    jb = buffer(ours)
+    reference = AlwaysSearching(64, searching.on_frame, searching.on_discontinuity)
+    for packet in arrivals(seed):
+        jb.add(packet)
+        reference.add(packet)
+        assert ours.frames == searching.frames  # at the same packet, not later
+    assert ours.discontinuities == searching.discontinuities > 0
+    assert len(ours.frames) > 150
 
 
 def test_frame_without_marker_bit_is_released_when_the_next_timestamp_starts() -> None:

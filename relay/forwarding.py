@@ -3,12 +3,14 @@ what it does to recover from packet loss (NACK timing, give-up deadline, retrans
 is in ``relay.recovery``.
 
 aiortc is an endpoint, not an SFU: every receiver decodes and every sender encodes. To forward the
-clinic's encoded stream untouched we hook three private seams, each covered by tests:
+clinic's encoded stream untouched we hook these private seams, each covered by tests:
 
 * ``RTCRtpReceiver.__jitter_buffer`` is replaced by a buffer that hands out each encoded frame as
   soon as its last packet (RTP marker bit) arrives, instead of waiting for the next frame's first
   packet (one frame interval, ~33 ms at 30 fps). Complete frames go to a callback; nothing is ever
   put on the receiver's decoder queue, so its decoder thread stays idle and no frame is decoded.
+* A tapped receiver's packets are handled by ``relay.tapped`` (aiortc's ``_handle_rtp_packet``
+  as one plain call), with ``relay.remb``'s bandwidth estimator in place of aiortc's.
 * ``RTCRtpReceiver._send_rtcp_pli`` asks the publisher for a keyframe.
 * ``RTCRtpSender._send_keyframe`` is where aiortc handles a viewer's PLI/FIR; on the pre-encoded
   (``av.Packet``) path it is silently ignored, so we redirect it to the relay.

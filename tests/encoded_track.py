@@ -1,17 +1,22 @@
 """Pre-encoded VP8 frames of the stamped test pattern, sent at their frame rate as a Consumer hands
-them to a viewer's sender, and two peer connections joined without a server."""
+them to a viewer's sender, two peer connections joined without a server, and one media datagram
+lost between them."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import fractions
+from collections.abc import Callable
+from typing import Any
 
 import av
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtp import is_rtcp
 
 from client.testpattern import TestPatternTrack, read_stamp
+from relay.inbound import InboundRtp, receive_where_it_arrives
 
 FRAMES = 90
 FPS = 30
@@ -85,3 +90,50 @@ def collect_stamps(pc: RTCPeerConnection) -> list[int]:
         asyncio.ensure_future(read())
 
     return stamps
+
+
+Datagrams = Callable[[bytes, tuple[Any, ...]], None]
+
+
+class OneLost:
+    """The direct receive path of a connected peer (``relay.inbound``), losing the ``dropped``-th
+    SRTP media datagram that reaches it (the sender's NACK handling then resends it)."""
+
+    def __init__(self, dropped: int) -> None:
+        self.dropped = dropped
+        self.media_seen = 0
+        "SRTP media datagrams seen, the lost one included."
+        self.sources: list[tuple[Any, ...]] = []
+        "The source address of every datagram, in arrival order."
+
+    def install(self, pc: RTCPeerConnection) -> list[InboundRtp]:
+        """Call once ``pc`` is connected."""
+        paths = receive_where_it_arrives(pc)
+        for path in paths:
+            protocol = path._dtls.transport._connection._nominated[1].protocol
+            protocol.datagram_received = self._losing(protocol.datagram_received)
+        return paths
+
+    def _losing(self, take: Datagrams) -> Datagrams:
+        def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
+            self.sources.append(addr)
+            if 127 < data[0] < 192 and not is_rtcp(data):
+                self.media_seen += 1
+                if self.media_seen == self.dropped:
+                    return
+            take(data, addr)
+
+        return datagram_received
+
+
+def count_retransmissions(sender: RTCRtpSender) -> list[int]:
+    """The sequence numbers ``sender`` is asked to resend (a viewer's NACKs), as they come."""
+    resent: list[int] = []
+    retransmit = sender._retransmit
+
+    async def counting(sequence_number: int) -> None:
+        resent.append(sequence_number)
+        await retransmit(sequence_number)
+
+    sender._retransmit = counting  # type: ignore[method-assign]
+    return resent

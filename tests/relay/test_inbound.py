@@ -13,19 +13,19 @@ from typing import Any
 import aioice.ice
 import pytest
 from aiortc.rtcdtlstransport import RTCDtlsTransport
-from aiortc.rtp import is_rtcp
 
 from relay import forwarding
 from relay.inbound import (
     MAX_DATAGRAMS_PER_WAKE,
     InboundRtp,
     read_all_ready,
-    receive_where_it_arrives,
 )
 from tests.encoded_track import (
     FRAMES,
+    OneLost,
     collect_stamps,
     connect,
+    count_retransmissions,
     send_stamped_vp8,
 )
 from tests.peers import new_pc, socket_reader, wait_until
@@ -64,38 +64,15 @@ async def test_stamped_frames_arrive_whole_and_in_order_and_a_loss_is_recovered(
     sending, receiving = new_pc(), new_pc()
     transceiver = send_stamped_vp8(sending)
     sender = transceiver.sender
-    resent: list[int] = []
-    retransmit = sender._retransmit
-
-    async def counting_retransmit(sequence_number: int) -> None:
-        resent.append(sequence_number)
-        await retransmit(sequence_number)
-
-    sender._retransmit = counting_retransmit
+    resent = count_retransmissions(sender)
     paths: list[InboundRtp] = []
     stamps = collect_stamps(receiving)
-    media_seen = 0
-    senders: list[tuple[Any, ...]] = []
-
-    def lose_one(take: Any) -> Any:
-        def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
-            nonlocal media_seen
-            senders.append(addr)
-            if 127 < data[0] < 192 and not is_rtcp(data):
-                media_seen += 1
-                if media_seen == DROPPED:
-                    return
-            take(data, addr)
-
-        return datagram_received
+    losing = OneLost(DROPPED)
 
     @receiving.on("connectionstatechange")
     def on_state() -> None:
         if receiving.connectionState == "connected":
-            paths.extend(receive_where_it_arrives(receiving))
-            for path in paths:
-                protocol = path._dtls.transport._connection._nominated[1].protocol
-                protocol.datagram_received = lose_one(protocol.datagram_received)
+            paths.extend(losing.install(receiving))
 
     try:
         await connect(sending, receiving)
@@ -104,7 +81,7 @@ async def test_stamped_frames_arrive_whole_and_in_order_and_a_loss_is_recovered(
         assert stamps[: FRAMES - 1] == list(range(FRAMES - 1))
         assert len(paths) == 1  # BUNDLE: one DTLS transport
         path = paths[0]
-        assert media_seen > DROPPED
+        assert losing.media_seen > DROPPED
 
         # the media went this way, not through aioice's queue
         stats = [s for s in (await receiving.getStats()).values() if s.type == "inbound-rtp"]
@@ -134,7 +111,7 @@ async def test_stamped_frames_arrive_whole_and_in_order_and_a_loss_is_recovered(
                 forger.sendto(forged, udp.get_extra_info("sockname"))
             # the sender's own reports may arrive meanwhile: count the forger's datagrams alone
             forged_from = forger.getsockname()
-            assert await wait_until(lambda: senders.count(forged_from) == 3, timeout=5)
+            assert await wait_until(lambda: losing.sources.count(forged_from) == 3, timeout=5)
         assert path.packets >= handled + 3
         loop.set_exception_handler(None)
         assert escaped == [] and caplog.text == ""

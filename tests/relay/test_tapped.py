@@ -10,13 +10,12 @@ from typing import Any
 import av
 import pytest
 from aiortc import RTCDtlsTransport, RTCRtpReceiver
-from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, is_rtcp, unpack_remb_fci
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, unpack_remb_fci
 
 from client.testpattern import read_stamp
 from relay import forwarding
-from relay.inbound import receive_where_it_arrives
 from relay.tapped import tapped
-from tests.encoded_track import send_stamped_vp8
+from tests.encoded_track import OneLost, count_retransmissions, send_stamped_vp8
 from tests.peers import new_pc, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -57,14 +56,7 @@ async def test_media_in_one_call_rtx_by_aiortc_and_every_frame_arrives() -> None
     forwarding.use_host_addresses(("127.0.0.1",))
     sending, receiving = new_pc(), new_pc()
     sender = send_stamped_vp8(sending, FRAMES).sender
-    resent: list[int] = []
-    retransmit = sender._retransmit
-
-    async def counting_retransmit(sequence_number: int) -> None:
-        resent.append(sequence_number)
-        await retransmit(sequence_number)
-
-    sender._retransmit = counting_retransmit
+    resent = count_retransmissions(sender)
     rembs: list[int] = []
     handle_rtcp = sender._handle_rtcp_packet
 
@@ -98,31 +90,18 @@ async def test_media_in_one_call_rtx_by_aiortc_and_every_frame_arrives() -> None
         await aiortcs(packet, arrival_time_ms)
 
     receiver._handle_rtp_packet = counting_aiortcs
-    media_seen = 0
-
-    def lose_one(take: Any) -> Any:
-        def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
-            nonlocal media_seen
-            if 127 < data[0] < 192 and not is_rtcp(data):
-                media_seen += 1
-                if media_seen == DROPPED:
-                    return
-            take(data, addr)
-
-        return datagram_received
+    losing = OneLost(DROPPED)
 
     @receiving.on("connectionstatechange")
     def on_state() -> None:
         if receiving.connectionState == "connected":
-            for path in receive_where_it_arrives(receiving):
-                protocol = path._dtls.transport._connection._nominated[1].protocol
-                protocol.datagram_received = lose_one(protocol.datagram_received)
+            losing.install(receiving)
 
     try:
         await receiving.setLocalDescription(await receiving.createAnswer())
         await sending.setRemoteDescription(receiving.localDescription)
         assert await wait_until(lambda: len(frames) >= FRAMES, timeout=30), len(frames)
-        assert media_seen > DROPPED
+        assert losing.media_seen > DROPPED
 
         # every frame, whole and in order, the lost packet included (NACKed, resent in RTX)
         decoder = av.CodecContext.create("libvpx", "r")
@@ -137,7 +116,7 @@ async def test_media_in_one_call_rtx_by_aiortc_and_every_frame_arrives() -> None
         (vp8,) = (pt for pt, c in codecs.items() if c.name == "VP8")
         (rtx,) = (pt for pt, c in codecs.items() if c.name == "rtx")
         assert vp8 in by_tap and rtx in by_tap and rtx in by_aiortc
-        assert by_aiortc.count(vp8) <= 20 and len(by_tap) >= media_seen - 21
+        assert by_aiortc.count(vp8) <= 20 and len(by_tap) >= losing.media_seen - 21
 
         # what aiortc keeps about the stream is kept: statistics, the active source, the REMB
         ssrc = forwarding.media_ssrc(receiver)

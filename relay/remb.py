@@ -6,7 +6,8 @@ runs for every video packet a publisher sends, and two of its parts cost more th
 is worth: the incoming bitrate is counted in one-millisecond buckets that are erased one Python
 iteration per millisecond of wall time (a thousand a second per publisher, whatever its packet
 rate), and the smallest recent frame period is found with a Python loop over 60 values per
-packet group. Together with the per-packet grouping, a tenth of a consultation's CPU.
+packet group. With the per-packet grouping, a tenth of the samples in a py-spy profile of one
+consultation.
 
 ``RembEstimator`` is aiortc's estimator with those three parts replaced: the window holds the
 packets in it (each is added and erased once), the minimum is the builtin ``min``, and the
@@ -15,8 +16,8 @@ are aiortc's own objects. Given the same packets it returns the same estimates:
 ``tests/relay/test_remb.py`` feeds both the same streams (bursts, congestion, gaps, reordering,
 wrap-around) and compares every return value.
 
-Arrival times must not go backwards (``relay.inbound`` reads a wall clock in whole
-milliseconds, as aiortc does); aiortc's buckets and this window differ only when they do.
+Arrival times are a wall clock in whole milliseconds (``relay.inbound``, as aiortc). Only if it
+is stepped back do aiortc's buckets and this window count differently, for one window at most.
 """
 
 from __future__ import annotations

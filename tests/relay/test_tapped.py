@@ -116,7 +116,8 @@ async def test_media_in_one_call_rtx_by_aiortc_and_every_frame_arrives() -> None
         (vp8,) = (pt for pt, c in codecs.items() if c.name == "VP8")
         (rtx,) = (pt for pt, c in codecs.items() if c.name == "rtx")
         assert vp8 in by_tap and rtx in by_tap and rtx in by_aiortc
-        assert by_aiortc.count(vp8) <= 20 and len(by_tap) >= losing.media_seen - 21
+        assert len(by_tap) >= losing.media_seen - 21
+        assert by_aiortc.count(vp8) <= len(by_tap) // 10  # however slow the install on a busy box
 
         # what aiortc keeps about the stream is kept: statistics, the active source, the REMB
         ssrc = forwarding.media_ssrc(receiver)

@@ -24,7 +24,6 @@ sends (REMB, NACK, PLI) goes through aiortc's ``_send_rtcp*`` (``relay.eager.run
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -49,7 +48,9 @@ _DEPAYLOAD: dict[str, Depayload] = {"VP8": vp8_depayload, "H264": h264_depayload
 """aiortc's ``codecs.depayload``, looked up once per payload type instead of per packet (VP8's
 without a descriptor object: ``relay.codecs.vp8_depayload``)."""
 
-_tapped: weakref.WeakKeyDictionary[RTCRtpReceiver, TappedReceiver] = weakref.WeakKeyDictionary()
+_ATTRIBUTE = "_relay_tapped"
+"""Where a receiver keeps its ``TappedReceiver``: on itself, so that the two go together (a
+registry keyed by the receiver would keep it alive through its value)."""
 
 
 class TappedReceiver:
@@ -132,11 +133,13 @@ class TappedReceiver:
 
 def tap(receiver: RTCRtpReceiver) -> TappedReceiver:
     """Handle ``receiver``'s packets with a ``TappedReceiver`` from now on (before it starts)."""
-    tapped = _tapped[receiver] = TappedReceiver(receiver)
-    return tapped
+    handler = TappedReceiver(receiver)
+    setattr(receiver, _ATTRIBUTE, handler)
+    return handler
 
 
 def tapped(receiver: object) -> TappedReceiver | None:
     """``receiver``'s ``TappedReceiver``, if it has one (``relay.inbound`` asks per packet, with
     what aiortc's RTP router found)."""
-    return _tapped.get(receiver) if isinstance(receiver, RTCRtpReceiver) else None
+    handler = getattr(receiver, _ATTRIBUTE, None)
+    return handler if isinstance(handler, TappedReceiver) else None

@@ -4,7 +4,9 @@ from an aiortc sender through a real peer connection, one packet lost on the way
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
+import weakref
 from typing import Any
 
 import av
@@ -131,3 +133,21 @@ async def test_media_in_one_call_rtx_by_aiortc_and_every_frame_arrives() -> None
         tap.close()
         await asyncio.wait_for(sending.close(), 10)
         await receiving.close()
+
+
+async def test_a_tapped_receiver_goes_with_its_connection() -> None:
+    """Nothing global keeps a tapped receiver (and its peer connection) alive once closed."""
+    sending, receiving = new_pc(), new_pc()
+    send_stamped_vp8(sending, 1)
+    await sending.setLocalDescription(await sending.createOffer())
+    await receiving.setRemoteDescription(sending.localDescription)
+    receiver = receiving.getTransceivers()[0].receiver
+    forwarding.tap_receiver(receiver, "video", lambda *_: None, list).close()
+    assert tapped(receiver) is not None
+    gone = weakref.ref(receiver), weakref.ref(receiving)
+    del receiver
+    await sending.close()
+    await receiving.close()
+    del receiving
+    gc.collect()
+    assert [ref() for ref in gone] == [None, None]

@@ -52,11 +52,12 @@ async def _finish(coroutine: Coroutine[Any, Any, None], awaited: Any) -> None:
     except ConnectionError:
         pass
     except Exception as exc:
-        _failed(exc)
+        packet_failed(exc)
     finally:
         coroutine.close()
 
 
-def _failed(exc: Exception) -> None:
-    """A handler that suspended and then failed on a packet from outside: named, no traceback."""
+def packet_failed(exc: Exception) -> None:
+    """A handler failed on a packet from outside (at once, in ``relay.inbound``, or after it
+    suspended, here): dropped, named, no traceback."""
     logger.warning("a packet could not be handled (%s: %s)", type(exc).__name__, exc)

@@ -25,7 +25,6 @@ read until it is empty (``read_all_ready``, at most ``MAX_DATAGRAMS_PER_WAKE`` a
 
 from __future__ import annotations
 
-import logging
 import time
 from asyncio import selector_events
 from collections.abc import Callable
@@ -36,10 +35,8 @@ from aiortc import RTCPeerConnection
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtp import RtpPacket, is_rtcp
 
-from .eager import run_eagerly
+from .eager import packet_failed, run_eagerly
 from .tapped import tapped
-
-logger = logging.getLogger(__name__)
 
 Address = tuple[Any, ...]
 
@@ -93,7 +90,7 @@ class InboundRtp:
         except Exception as exc:
             # aiortc's receive task would die on this; here it must not reach the socket's
             # reader, which runs every datagram of the pair
-            _failed(exc)
+            packet_failed(exc)
 
     def _rtp(self, data: bytes, arrival_time_ms: int) -> None:
         """aiortc's ``RTCDtlsTransport._handle_rtp_data``, except that a tapped receiver's packets
@@ -142,11 +139,6 @@ def read_all_ready(transport: Any) -> bool:
 
     transport._add_reader(transport._sock_fd, read_ready)  # replaces asyncio's reader
     return True
-
-
-def _failed(exc: Exception) -> None:
-    """A packet from outside that aiortc could not handle: dropped, named, no traceback."""
-    logger.warning("InboundRtp: a packet could not be handled (%s: %s)", type(exc).__name__, exc)
 
 
 def receive_where_it_arrives(pc: RTCPeerConnection) -> list[InboundRtp]:

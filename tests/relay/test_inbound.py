@@ -103,7 +103,7 @@ async def test_stamped_frames_arrive_whole_and_in_order_and_a_loss_is_recovered(
         escaped: list[dict[str, Any]] = []
         loop.set_exception_handler(lambda _, context: escaped.append(context))
         with (
-            caplog.at_level(logging.WARNING, logger="relay.inbound"),
+            caplog.at_level(logging.WARNING, logger="relay.eager"),
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as forger,
         ):
             forger.bind(("127.0.0.1", 0))

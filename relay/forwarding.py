@@ -115,14 +115,27 @@ class MarkerJitterBuffer(JitterBuffer):
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         self.ssrc = packet.ssrc
         sequence_number, timestamp = packet.sequence_number, packet.timestamp
-        if is_stale(self._origin, sequence_number):
+        head, origin = self._head, self._origin
+        if (
+            head is not None
+            and origin is not None
+            and sequence_number == (head[0] + 1) & 0xFFFF
+            and (sequence_number - origin) & 0xFFFF < self._capacity
+        ):
+            # The packet after the newest, with room for it: all aiortc's add() does is store
+            # it (it is neither stale nor misordered, and nothing overflows)
+            self._packets[sequence_number % self._capacity] = packet
+            self._head = (sequence_number, timestamp)
+            if packet.marker or head[1] != timestamp:
+                self._release()  # it may complete a frame (or end one that lost its marker)
+            return False, None
+        if is_stale(origin, sequence_number):
             return False, None
         self._holding = True  # aiortc's add() ends by releasing frames: not yet
         try:
             dropped, _ = super().add(packet)
         finally:
             self._holding = False
-        head = self._head
         if dropped or head is None or uint16_gt(sequence_number, head[0]):
             self._head = (sequence_number, timestamp)
         if dropped:
@@ -130,16 +143,6 @@ class MarkerJitterBuffer(JitterBuffer):
             # The keyframe request goes through the Producer's rate limit (on_discontinuity),
             # so aiortc is told not to send its own PLI.
             self._on_discontinuity()
-        elif (
-            not packet.marker
-            and head is not None
-            and head[0] == (sequence_number - 1) & 0xFFFF
-            and head[1] == timestamp
-        ):
-            # The packet after the newest, of the same frame, and not its end: nothing buffered
-            # can be complete now that was not before (the search would cost one step per packet
-            # of the frame so far, for every packet of it: a keyframe's are many).
-            return False, None
         self._release()
         return False, None
 

@@ -12,8 +12,9 @@ part of a consultation's fixed cost.
 SRTCP (first byte 128–191, RFC 7983) are counted where aiortc counts them (the DTLS transport's
 ``rx`` counters, which ``relay.liveness`` reads), unprotected with the transport's own SRTP
 session and handled at once: RTCP by aiortc's own ``_handle_rtcp_data`` (``relay.eager``), RTP
-as aiortc's ``_handle_rtp_data`` does it (parsed, routed by SSRC, MID or payload type), then by the
-receiver: a tapped one's ``relay.tapped.TappedReceiver``, any other aiortc's own coroutine.
+as aiortc's ``_handle_rtp_data`` does it (parsed, by ``relay.rtp_header``; routed by SSRC, MID
+or payload type), then by the receiver: a tapped one's ``relay.tapped.TappedReceiver``, any
+other aiortc's own coroutine.
 Receiver statistics, REMB, NACK and PLI generation, the jitter buffers of ``relay.forwarding``
 are aiortc's and the relay's as before. STUN, DTLS and anything arriving before the transport is
 connected take aioice's path unchanged.
@@ -33,9 +34,10 @@ from typing import Any
 import pylibsrtp
 from aiortc import RTCPeerConnection
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
-from aiortc.rtp import RtpPacket, is_rtcp
+from aiortc.rtp import is_rtcp
 
 from .eager import packet_failed, run_eagerly
+from .rtp_header import parse_rtp
 from .tapped import tapped
 
 Address = tuple[Any, ...]
@@ -97,7 +99,7 @@ class InboundRtp:
         go to its ``relay.tapped.TappedReceiver``, a plain call."""
         dtls = self._dtls
         try:
-            packet = RtpPacket.parse(data, dtls._rtp_header_extensions_map)
+            packet = parse_rtp(data, dtls._rtp_header_extensions_map)
         except ValueError:
             return  # as aiortc: a packet that does not parse is dropped
         receiver = dtls._rtp_router.route_rtp(packet)

@@ -14,7 +14,10 @@ on the receiver's own objects (bandwidth estimator, statistics, NACK generator, 
 * the bandwidth estimate, sent as REMB when it has a new value;
 * the source's "last active" time, refreshed once a second instead of per packet (aiortc's
   ``getSynchronizationSources`` keeps sources active for 10 s);
-* receiver statistics, NACKs for new gaps, the codec's depayloading, the tap's buffer;
+* receiver statistics, NACKs for new gaps, the codec's depayloading, the tap's buffer. For the
+  common packet, the one right after the highest seen, the statistics' and the NACK
+  generator's bookkeeping is done here on their fields, as their ``add`` would do it, without
+  the helper calls it makes (they cost more than the arithmetic);
 * a keyframe request when the buffer or a decoder asks for one.
 
 Packets it does not handle go to aiortc's coroutine, driven at once as before: a receiver not
@@ -24,6 +27,7 @@ sends (REMB, NACK, PLI) goes through aiortc's ``_send_rtcp*`` (``relay.eager.run
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -98,14 +102,25 @@ class TappedReceiver:
             self._refreshed_ms[ssrc] = arrival_time_ms
             self._active[ssrc] = current_datetime()
 
+        sequence_number = packet.sequence_number
         stats = self._streams.get(ssrc)
         if stats is None:
             stats = self._streams[ssrc] = StreamStatistics(codec.clockRate)
-        stats.add(packet)
+        if stats.max_seq is not None and sequence_number == (stats.max_seq + 1) & 0xFFFF:
+            _next_in_statistics(stats, packet)
+        else:
+            stats.add(packet)
 
         nack = self._nack
-        if nack is not None and nack.add(packet):
-            run_eagerly(receiver._send_rtcp_nack(ssrc, sorted(nack.missing)))
+        if nack is not None:
+            if (
+                not nack.missing
+                and nack.max_seq is not None
+                and sequence_number == (nack.max_seq + 1) & 0xFFFF
+            ):
+                nack.max_seq = sequence_number  # all aiortc's add does for the next packet
+            elif nack.add(packet):
+                run_eagerly(receiver._send_rtcp_nack(ssrc, sorted(nack.missing)))
 
         payload = packet.payload
         try:
@@ -129,6 +144,23 @@ class TappedReceiver:
             return None
         media = self._media[payload_type] = (codec, _DEPAYLOAD.get(codec.name))
         return media
+
+
+def _next_in_statistics(stats: StreamStatistics, packet: RtpPacket) -> None:
+    """aiortc's ``StreamStatistics.add`` for the packet right after the highest one seen (the
+    common case: in order, so its arrival counts towards jitter), without its helper calls."""
+    stats.packets_received += 1
+    arrival = int(time.time() * stats._clockrate)
+    sequence_number, timestamp = packet.sequence_number, packet.timestamp
+    if stats.max_seq is not None and sequence_number < stats.max_seq:
+        stats.cycles += 1 << 16
+    stats.max_seq = sequence_number
+    if timestamp != stats._last_timestamp and stats.packets_received > 1:
+        assert stats._last_arrival is not None and stats._last_timestamp is not None
+        diff = abs((arrival - stats._last_arrival) - (timestamp - stats._last_timestamp))
+        stats._jitter_q4 += diff - ((stats._jitter_q4 + 8) >> 4)
+    stats._last_arrival = arrival
+    stats._last_timestamp = timestamp
 
 
 def tap(receiver: RTCRtpReceiver) -> TappedReceiver:

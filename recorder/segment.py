@@ -8,15 +8,14 @@ at its first video keyframe, and each audio track is placed on it by that arriva
 skew left is the difference in network and encoder delay between the tracks (measured in
 docs/recording.md).
 
-Everything here runs on the event loop and only ever queues frames: muxing and disk I/O happen
-in the SegmentWriter's thread.
+Everything here runs on the event loop and only ever queues frames, as the taps push them
+(``Consumer.deliver_to``): muxing and disk I/O happen in the SegmentWriter's thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -25,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import av
-from aiortc.mediastreams import MediaStreamError
 
 from persistence.times import parse_utc_iso, utc_iso
 from relay import Consumer, FeedName, Producer, Router
 from relay.codecs import is_keyframe
+from relay.consumer import ForwardedFrame
 
 from .bitstream import h264_has_picture, h264_parameter_sets
 from .config import RecorderConfig
@@ -121,14 +120,17 @@ class LiveSegment:
 
     def start(self) -> None:
         self.writer.start()
-        self._tasks = [asyncio.ensure_future(self._pump(track)) for track in Track]
-        self._tasks.append(asyncio.ensure_future(self._request_keyframes()))
+        for track in Track:
+            self._taps[track].deliver_to(self._taking(track))
+        self._tasks = [asyncio.ensure_future(self._request_keyframes())]
 
-    async def _pump(self, track: Track) -> None:
-        consumer = self._taps[track]
-        with contextlib.suppress(MediaStreamError):
-            while True:
-                self._on_packet(track, await consumer.recv())
+    def _taking(self, track: Track) -> Callable[[ForwardedFrame], None]:
+        """What ``track``'s tap hands each frame to, in the Producer's call: no task per frame."""
+
+        def take(frame: ForwardedFrame) -> None:
+            self._on_packet(track, frame.packet)
+
+        return take
 
     async def _request_keyframes(self) -> None:
         """Keyframes at least every ``keyframe_interval_s``: clusters and fragments then start

@@ -5,6 +5,10 @@ packetizes it without encoding. Its queue is bounded. A video Consumer only ever
 keyframe, and never drops a single delta frame (aiortc numbers forwarded frames consecutively, so
 a viewer could not see the gap and would decode garbage): on overflow it flushes, waits for the
 next keyframe and asks for one.
+
+A reader that never blocks (a viewer's send loop on a UDP pair, the recorder) has its frames
+pushed instead (``deliver_to``): handed over in the Producer's call, with no queue and no task
+woken per frame.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ class Consumer(MediaStreamTrack):
         self._queue: asyncio.Queue[ForwardedFrame | None] = asyncio.Queue(maxsize=size)
         self.current: ForwardedFrame | None = None
         self._synced = kind != "video"
+        self._sink: Callable[[ForwardedFrame], None] | None = None
+        self._ended = asyncio.Event()
         self.frames_forwarded = 0
         self.frames_dropped = 0
 
@@ -80,9 +86,36 @@ class Consumer(MediaStreamTrack):
                 self._request_keyframe()
                 return
             self._synced = True
-        self._queue.put_nowait(frame)
         self.frames_forwarded += 1
+        if self._sink is not None:
+            self._hand(self._sink, frame)
+            return
+        self._queue.put_nowait(frame)
         self._on_push()
+
+    def deliver_to(self, sink: Callable[[ForwardedFrame], None]) -> None:
+        """From now on hand each frame to ``sink`` as it is pushed (it becomes ``current``),
+        first those queued; ``recv`` is not used any more (``ended`` waits for the stop).
+        ``sink`` must not block; if it raises, the Consumer stops (as a reading task would end)."""
+        self._sink = sink
+        while self._sink is sink and not self._queue.empty():
+            frame = self._queue.get_nowait()
+            if frame is not None:
+                self._hand(sink, frame)
+
+    def _hand(self, sink: Callable[[ForwardedFrame], None], frame: ForwardedFrame) -> None:
+        self.current = frame
+        try:
+            sink(frame)
+        except Exception as exc:
+            logger.warning(
+                "Consumer(%s) reader failed, stopped (%s: %s)", self.label, type(exc).__name__, exc
+            )
+            self.stop()
+
+    async def ended(self) -> None:
+        """Until the Consumer stops (a pushed reader's wait)."""
+        await self._ended.wait()
 
     def desync(self) -> None:
         """The source lost data: hold everything until the next keyframe."""
@@ -127,6 +160,8 @@ class Consumer(MediaStreamTrack):
     def stop(self) -> None:
         if self.readyState == "live":
             super().stop()
+            self._sink = None
+            self._ended.set()
             self._on_stop(self)
             while not self._queue.empty():
                 self._queue.get_nowait()

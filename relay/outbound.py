@@ -17,7 +17,13 @@ replaces ``_run_rtp`` and ``_retransmit`` on one sender and does the same work o
   the counters and timestamps of its sender reports, the DTLS transport's byte and packet
   counters, the sender's start and exit events.
 
-Everything else is aiortc's: the track is read with ``_next_encoded_frame`` (the shared
+A Consumer or Selector on a UDP pair is not read at all: it pushes each frame to ``_deliver``,
+which sends it in the Producer's call (``deliver_to``), and the loop only waits for the track to
+stop. Reading it cost a task wake, a future and four coroutine frames per frame and viewer,
+plus one more turn of the event loop before anything left. Other tracks, and any track on a
+TURN pair (aioice may wait there for a channel), are read as aiortc reads a track.
+
+Everything else is aiortc's: frames are packed by the sender's encoder (the shared
 packetization of ``relay.forwarding``), sequence numbers and timestamps start at random values,
 and the loop ends on the same exceptions with the same cleanup, so ``RTCRtpSender.stop`` works.
 """
@@ -27,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import aiortc.rtcrtpsender
 from aioice.ice import StunProtocol
@@ -39,6 +45,9 @@ from aiortc.rtcrtpsender import random_sequence_number
 from aiortc.rtp import HeaderExtensions, RtpPacket, wrap_rtx
 from aiortc.utils import random32, uint16_add, uint32_add
 
+from .consumer import Consumer, ForwardedFrame
+from .selector import Selector
+
 logger = logging.getLogger(__name__)
 
 HEADER = struct.Struct("!BBHII")
@@ -48,6 +57,8 @@ EXTENSION_HEADER = struct.Struct("!HH")
 RTP_VERSION = 0x80
 HAS_EXTENSION = 0x10
 MARKER = 0x80
+
+Address = tuple[Any, ...]
 
 
 class Sent(NamedTuple):
@@ -66,6 +77,9 @@ class OutboundRtp:
         self._history: dict[int, Sent] = sender._RTCRtpSender__rtp_history  # type: ignore[attr-defined]
         "aiortc's dict, holding ``Sent`` instead of ``RtpPacket``: only this class writes it."
         self.frames_sent = 0
+        self._sequence_number = 0
+        self._timestamp_origin = 0
+        self._payload_type = 0
 
     def install(self) -> None:
         """Take over before ``sender.send()`` starts the loop (that is, before negotiation)."""
@@ -75,26 +89,17 @@ class OutboundRtp:
     async def _run(self, codec: RTCRtpCodecParameters) -> None:
         sender = self._sender
         sender._RTCRtpSender__rtp_started.set()  # type: ignore[attr-defined]
-        sequence_number = random_sequence_number()
-        timestamp_origin = random32()
-        payload_type = codec.payloadType
-        assert payload_type is not None, "negotiated codecs have a payload type"
+        self._sequence_number = random_sequence_number()
+        self._timestamp_origin = random32()
+        assert codec.payloadType is not None, "negotiated codecs have a payload type"
+        self._payload_type = codec.payloadType
         try:
-            while True:
-                if not sender._RTCRtpSender__track:  # type: ignore[attr-defined]
-                    await asyncio.sleep(0.02)
-                    continue
-                frame = await sender._next_encoded_frame(codec)
-                if frame is None:
-                    continue
-                timestamp = uint32_add(timestamp_origin, frame.timestamp)
-                ntp = current_ntp_time()
-                datagrams = self._packets(
-                    payload_type, sequence_number, timestamp, ntp, frame.payloads
-                )
-                await self._transmit(datagrams)
-                self._sent(timestamp, ntp, frame.payloads)
-                sequence_number = uint16_add(sequence_number, len(datagrams))
+            track = sender._RTCRtpSender__track  # type: ignore[attr-defined]
+            if isinstance(track, Consumer | Selector) and self._udp() is not None:
+                track.deliver_to(self._deliver)
+                await track.ended()
+            else:
+                await self._pull(codec)
         except (asyncio.CancelledError, ConnectionError, MediaStreamError):
             pass
         except Exception:
@@ -106,6 +111,50 @@ class OutboundRtp:
             sender._RTCRtpSender__track = None  # type: ignore[attr-defined]
         sender._RTCRtpSender__encoder = None  # type: ignore[attr-defined]
         sender._RTCRtpSender__rtp_exited.set()  # type: ignore[attr-defined]
+
+    async def _pull(self, codec: RTCRtpCodecParameters) -> None:
+        """aiortc's loop: read the track, send what it gives."""
+        sender = self._sender
+        while True:
+            if not sender._RTCRtpSender__track:  # type: ignore[attr-defined]
+                await asyncio.sleep(0.02)
+                continue
+            frame = await sender._next_encoded_frame(codec)
+            if frame is not None:
+                datagrams, sent = self._frame(frame.payloads, frame.timestamp)
+                await self._transmit(datagrams)
+                self._sent(*sent)
+
+    def _deliver(self, pushed: ForwardedFrame) -> None:
+        """A frame the Consumer pushes: what ``_next_encoded_frame`` and the loop do with it,
+        sent on the pair's UDP socket at once. A closed connection stops the Consumer, which
+        ends ``_run`` as a ``ConnectionError`` ends its loop."""
+        sender = self._sender
+        if not sender._enabled:
+            return  # as aiortc: a disabled sender drops what it reads
+        encoder = sender._RTCRtpSender__encoder  # type: ignore[attr-defined]
+        payloads, timestamp = encoder.pack(pushed.packet)
+        if not payloads:
+            return
+        datagrams, sent = self._frame(payloads, timestamp)
+        try:
+            self._send_now(datagrams)
+        except ConnectionError:
+            sender._RTCRtpSender__track.stop()  # type: ignore[attr-defined]
+            return
+        self._sent(*sent)
+
+    def _frame(
+        self, payloads: list[bytes], rtp_timestamp: int
+    ) -> tuple[list[bytes], tuple[int, int, list[bytes]]]:
+        """The next frame's packets (see ``_packets``), and what ``_sent`` counts once they
+        are sent."""
+        timestamp = uint32_add(self._timestamp_origin, rtp_timestamp)
+        ntp = current_ntp_time()
+        sequence_number = self._sequence_number
+        datagrams = self._packets(self._payload_type, sequence_number, timestamp, ntp, payloads)
+        self._sequence_number = uint16_add(sequence_number, len(datagrams))
+        return datagrams, (timestamp, ntp, payloads)
 
     def _packets(
         self,
@@ -146,27 +195,53 @@ class OutboundRtp:
         sender._RTCRtpSender__packet_count += len(payloads)  # type: ignore[attr-defined]
         self.frames_sent += 1
 
-    async def _transmit(self, datagrams: list[bytes]) -> None:
-        """Protect and send: straight to the UDP socket of the nominated pair when there is one
-        (aiortc's ``RTCDtlsTransport._send_rtp`` and aioice's ``Connection.sendto``, inlined)."""
+    def _udp(self) -> tuple[asyncio.DatagramTransport, Address] | None:
+        """The UDP socket and remote address of the nominated candidate pair; None when there
+        is none yet, or it is a TURN pair (aioice sends on those in a coroutine)."""
+        dtls: RTCDtlsTransport = self._sender.transport
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None or type(pair.protocol) is not StunProtocol:
+            return None
+        return pair.protocol.transport, pair.remote_addr
+
+    def _protect(self, datagrams: list[bytes]) -> list[bytes]:
         dtls: RTCDtlsTransport = self._sender.transport
         if dtls._state != State.CONNECTED:
             raise ConnectionError("Cannot send encrypted RTP, not connected")
         protect = dtls._tx_srtp.protect
-        protected = [protect(data) for data in datagrams]
-        pair = dtls.transport._connection._nominated.get(1)
-        if pair is None:
-            raise ConnectionError("Cannot send data, not connected")
-        protocol, address = pair.protocol, pair.remote_addr
-        if type(protocol) is StunProtocol:
-            udp = protocol.transport
-            for data in protected:
-                udp.sendto(data, address)
-        else:
-            for data in protected:
-                await protocol.send_data(data, address)
+        return [protect(data) for data in datagrams]
+
+    def _count(self, protected: list[bytes]) -> None:
+        """As aiortc's DTLS transport counts what it sends (``relay.liveness`` reads it)."""
+        dtls: RTCDtlsTransport = self._sender.transport
         dtls._RTCDtlsTransport__tx_bytes += sum(map(len, protected))  # type: ignore[attr-defined]
         dtls._RTCDtlsTransport__tx_packets += len(protected)  # type: ignore[attr-defined]
+
+    def _send_now(self, datagrams: list[bytes]) -> None:
+        """Protect and send on the nominated pair's UDP socket (aiortc's
+        ``RTCDtlsTransport._send_rtp`` and aioice's ``Connection.sendto``, inlined)."""
+        protected = self._protect(datagrams)
+        udp = self._udp()
+        if udp is None:
+            raise ConnectionError("Cannot send data, not connected")
+        transport, address = udp
+        for data in protected:
+            transport.sendto(data, address)
+        self._count(protected)
+
+    async def _transmit(self, datagrams: list[bytes]) -> None:
+        """``_send_now``, or through aioice's coroutine on a TURN pair (which may wait for its
+        channel to be bound)."""
+        if self._udp() is not None:
+            self._send_now(datagrams)
+            return
+        protected = self._protect(datagrams)
+        pair = self._sender.transport.transport._connection._nominated.get(1)
+        if pair is None:
+            raise ConnectionError("Cannot send data, not connected")
+        for data in protected:
+            await pair.protocol.send_data(data, pair.remote_addr)
+        self._count(protected)
 
     async def _retransmit(self, sequence_number: int) -> None:
         """A viewer NACKed ``sequence_number``: resend it, in RTX when negotiated (aiortc's

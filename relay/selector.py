@@ -23,6 +23,9 @@ such a swap on, the target's timestamps are shifted to follow the arrival time (
 the encoding delay), and the shift goes back to zero at the first swap that does not need it.
 Picture-ids (VP8) and parameter sets (H.264) change only at the swap keyframe: each source keeps
 its own packetization, shared by all its viewers (``relay.forwarding.share_packetization``).
+
+A viewer's sender on a UDP pair does not read it: ``deliver_to`` pushes each frame as a source
+queues it, or as the bounded wait ends (a timer), with no task woken per frame (as a Consumer's).
 """
 
 from __future__ import annotations
@@ -110,6 +113,10 @@ class Selector(MediaStreamTrack):
         self._release = release
         self._on_change = on_change
         self._wake = asyncio.Event()
+        self._sink: Callable[[ForwardedFrame], None] | None = None
+        self._bound: asyncio.TimerHandle | None = None
+        "When a pushed target's bounded wait ends (``_advance`` then swaps)."
+        self._ended = asyncio.Event()
         now = time.monotonic()
         self.policy: QualityPolicy[Quality] = QualityPolicy(levels, now)
         self._measured = {q: producer(q) for q, bps in levels if bps is None}
@@ -136,7 +143,14 @@ class Selector(MediaStreamTrack):
             # The annotated original is a rendition: once stopped and started again it is a new
             # Producer, and the old one's rate would read "unknown" for good.
             self._measured[quality] = producer
-        return producer.consume(f"{self.label} {quality}", self._wake.set)
+        return producer.consume(f"{self.label} {quality}", self._pushed)
+
+    def _pushed(self) -> None:
+        """One of its sources queued a frame."""
+        if self._sink is None:
+            self._wake.set()
+        else:
+            self._advance()
 
     # -- what the viewer's feedback asks ---------------------------------------------------
 
@@ -193,6 +207,45 @@ class Selector(MediaStreamTrack):
                 await asyncio.wait_for(self._wake.wait(), bound)
         raise MediaStreamError
 
+    def deliver_to(self, sink: Callable[[ForwardedFrame], None]) -> None:
+        """As ``Consumer.deliver_to``: each frame goes to ``sink`` (it is ``current`` then) as
+        soon as ``recv`` would return it — as a source pushes it, or when a target's bounded
+        wait ends — and ``recv`` is not used any more (``ended`` waits for the stop)."""
+        self._sink = sink
+        self._advance()
+
+    def _advance(self) -> None:
+        """Hand out every frame that may go now, then wait for a push or the bound."""
+        while (sink := self._sink) is not None and self.readyState == "live":
+            frame = self._swapped() or self._active.poll()
+            if frame is None:
+                break
+            self._hand_out(frame)
+            assert self.current is not None
+            try:
+                sink(self.current)
+            except Exception as exc:
+                logger.warning(
+                    "Selector(%s) reader failed, stopped (%s: %s)",
+                    self.label,
+                    type(exc).__name__,
+                    exc,
+                )
+                self.stop()
+                return
+        target = self._target
+        wait = target.wait_s(time.monotonic()) if target is not None else None
+        if wait is not None and self._bound is None and self._sink is not None:
+            self._bound = asyncio.get_running_loop().call_later(wait, self._bound_ended)
+
+    def _bound_ended(self) -> None:
+        self._bound = None
+        self._advance()
+
+    async def ended(self) -> None:
+        """Until the Selector stops (a pushed reader's wait)."""
+        await self._ended.wait()
+
     def _swapped(self) -> ForwardedFrame | None:
         """The target's first frame (a keyframe: a Consumer starts at one), once it flows."""
         target = self._target
@@ -231,10 +284,15 @@ class Selector(MediaStreamTrack):
     def stop(self) -> None:
         if self.readyState == "live":
             super().stop()
+            self._sink = None
+            if self._bound is not None:
+                self._bound.cancel()
+                self._bound = None
             self._active.stop()
             self._drop_target()
             self._release()
             self._wake.set()
+            self._ended.set()
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,14 @@ import inspect
 import aiortc
 import pytest
 from aiortc import RTCRtpSender
+from aiortc.rtcdtlstransport import State
 from aiortc.rtp import RTCP_RTPFB_NACK, RtcpRtpfbPacket, RtpPacket
 
 from relay import forwarding, recovery
 from relay.outbound import OutboundRtp, Sent, send_per_frame
+from relay.producer import Producer
 from tests.encoded_track import (
+    FPS,
     FRAMES,
     EncodedTrack,
     collect_stamps,
@@ -100,3 +103,48 @@ async def test_an_unconnected_sender_stops_cleanly() -> None:
     outbound.install()
     await asyncio.wait_for(sending.close(), 10)
     assert outbound.frames_sent == 0
+
+
+async def test_a_consumer_pushes_its_frames_to_a_udp_pair_and_stops_quietly_when_closed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A viewer as the Router sets it up: a Producer's frames, through its Consumer, pushed to
+    the sender (no read loop, nothing queued) arrive stamped and in order; a transport that
+    stops being connected under it stops the Consumer without a warning, and the sender's
+    loop exits."""
+    forwarding.use_host_addresses(("127.0.0.1",))
+    producer = Producer("video", "VP8", "test")
+    producer.attach(lambda: True)
+    consumer = producer.consume("viewer")
+    sending, receiving = new_pc(), new_pc()
+    transceiver = sending.addTransceiver(consumer, "sendonly")
+    transceiver.setCodecPreferences(
+        [c for c in RTCRtpSender.getCapabilities("video").codecs if c.name in ("VP8", "rtx")]
+    )
+    sender = transceiver.sender
+    forwarding.share_packetization(sender, consumer, "VP8")
+    outbound = send_per_frame(sender)
+    stamps = collect_stamps(receiving)
+    frames = encoded_frames(FRAMES)
+    try:
+        await connect(sending, receiving)
+        assert await wait_until(lambda: consumer._sink == outbound._deliver, timeout=10)
+        with caplog.at_level("WARNING"):
+            for index, packet in enumerate(frames):
+                producer.on_frame(bytes(packet), index * 3000)
+                assert consumer.queued == 0
+                await asyncio.sleep(1 / FPS)
+            assert await wait_until(lambda: len(stamps) >= FRAMES - 1, timeout=20), stamps
+            assert stamps[: FRAMES - 1] == list(range(FRAMES - 1))
+            assert outbound.frames_sent == FRAMES
+
+            # DTLS fails under the viewer: aiortc's send would raise ConnectionError
+            sender.transport._set_state(State.FAILED)
+            producer.on_frame(bytes(frames[0]), FRAMES * 3000)
+            assert consumer.readyState == "ended" and consumer not in producer.consumers
+            await asyncio.wait_for(sender._RTCRtpSender__rtp_exited.wait(), 5)
+        assert outbound.frames_sent == FRAMES
+        assert not [r for r in caplog.records if r.name.startswith("relay")]
+    finally:
+        await asyncio.wait_for(sending.close(), 10)
+        await receiving.close()

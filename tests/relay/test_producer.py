@@ -8,7 +8,7 @@ import time
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
-from relay.consumer import VIDEO_QUEUE_FRAMES
+from relay.consumer import VIDEO_QUEUE_FRAMES, ForwardedFrame
 from relay.forwarding import SharedPacketization
 from relay.producer import KEYFRAME_REQUEST_INTERVAL_S, RATE_MIN_S, Producer
 from tests.relay.test_codecs import VP8_DELTA, VP8_KEY
@@ -146,3 +146,57 @@ async def test_its_bitrate_is_known_to_a_viewer_arriving_after_a_second_of_frame
     assert bps is not None
     expected = (frames + 1) * len(VP8_DELTA) * 8 / (time.monotonic() - started)
     assert 0.8 * expected < bps < 1.25 * expected, (bps, expected)
+
+
+async def test_a_pushed_consumer_hands_each_frame_over_in_the_producers_call() -> None:
+    """``deliver_to``: the frames queued before first, in order, then each frame as the
+    Producer gets it (it is ``current`` then); keyframe gating as before; ``ended`` waits for
+    the stop."""
+    producer, _ = video_producer()
+    consumer = producer.consume("viewer")
+    producer.on_frame(VP8_DELTA, 0)  # before any keyframe: dropped, as ever
+    producer.on_frame(VP8_KEY, 3000)
+    producer.on_frame(VP8_DELTA, 6000)
+    handed: list[tuple[int | None, bool]] = []
+
+    def sink(frame: ForwardedFrame) -> None:
+        handed.append((frame.packet.pts, consumer.current is frame))
+
+    consumer.deliver_to(sink)
+    assert handed == [(3000, True), (6000, True)] and consumer.queued == 0
+    producer.on_frame(VP8_DELTA, 9000)
+    assert handed[-1] == (9000, True)  # at once, not on a later turn of the loop
+    assert consumer.queued == 0 and consumer.frames_forwarded == 3 and consumer.frames_dropped == 1
+
+    ended = asyncio.ensure_future(consumer.ended())
+    await asyncio.sleep(0)
+    assert not ended.done()
+    consumer.stop()
+    await asyncio.wait_for(ended, 1)
+    producer.on_frame(VP8_KEY, 12_000)
+    assert len(handed) == 3 and consumer not in producer.consumers
+
+
+async def test_a_failing_pushed_reader_stops_its_consumer_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A reader that raises ends its own Consumer (as a reading task would end), named in one
+    warning line; the Producer's other Consumers get the frame, before and after it."""
+    producer, _ = video_producer()
+    first, failing, last = (producer.consume(name) for name in ("first", "failing", "last"))
+    got: dict[str, list[int | None]] = {"first": [], "last": []}
+    first.deliver_to(lambda frame: got["first"].append(frame.packet.pts))
+    last.deliver_to(lambda frame: got["last"].append(frame.packet.pts))
+
+    def broken(frame: ForwardedFrame) -> None:
+        raise RuntimeError("disk on fire")
+
+    failing.deliver_to(broken)
+    with caplog.at_level("WARNING", logger="relay.consumer"):
+        producer.on_frame(VP8_KEY, 0)
+        producer.on_frame(VP8_DELTA, 3000)
+    assert got == {"first": [0, 3000], "last": [0, 3000]}
+    assert failing.readyState == "ended" and failing not in producer.consumers
+    (record,) = caplog.records
+    assert "Consumer(failing) reader failed, stopped (RuntimeError: disk on fire)" in record.message
+    assert record.exc_info is None

@@ -9,9 +9,11 @@ import asyncio
 import pytest
 
 from relay.codecs import is_keyframe
+from relay.consumer import ForwardedFrame
 from relay.ladder import Quality
 from relay.producer import Producer
 from relay.selector import STEADY_FRAMES, STEADY_WAIT_S, Selector
+from tests.peers import wait_until
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -194,3 +196,60 @@ async def test_a_measured_rendition_started_again_is_measured_from_its_new_produ
 
 def level_bps(selector: Selector, quality: Quality) -> float | None:
     return next(level.bps for level in selector.policy.levels if level.quality == quality)
+
+
+async def test_a_pushed_selector_hands_frames_over_as_they_come_and_swaps_on_its_bound() -> None:
+    """``deliver_to``: each frame reaches the reader in the source's push (no ``recv``); the
+    swap at a flowing target's keyframe is the same; a target that only made its keyframe
+    takes the viewer when the bounded wait ends, on a timer, with nothing else pushed."""
+    original, low, selector = _two_sources()
+    handed: list[tuple[int, bool, Quality]] = []
+
+    def sink(frame: ForwardedFrame) -> None:
+        assert selector.current is frame
+        handed.append((frame.timestamp, frame.keyframe, selector.quality))
+
+    original.frame(0, key=True)
+    selector.deliver_to(sink)
+    assert handed == [(0, True, Quality.ORIGINAL)]  # what was queued goes at once
+    original.frame(TICK)
+    assert handed[-1] == (TICK, False, Quality.ORIGINAL)
+
+    selector.want(Quality.P360, "connection")
+    low.frame(TICK, key=True)
+    for n in range(2, STEADY_FRAMES + 1):
+        assert selector.pending is Quality.P360
+        low.frame(n * TICK)
+    assert [(key, quality) for _, key, quality in handed[2:]] == [(True, Quality.P360)] + [
+        (False, Quality.P360)
+    ] * (STEADY_FRAMES - 1)
+    assert not original.producer.consumers
+
+    selector.want(Quality.ORIGINAL, "recovered")
+    original.frame((STEADY_FRAMES + 1) * TICK, key=True)  # its keyframe, and nothing after it
+    loop = asyncio.get_running_loop()
+    started, count = loop.time(), len(handed)
+    assert await wait_until(lambda: len(handed) > count, timeout=STEADY_WAIT_S + 2)
+    waited = loop.time() - started
+    assert handed[-1][1:] == (True, Quality.ORIGINAL)
+    assert STEADY_WAIT_S * 0.9 <= waited < STEADY_WAIT_S + 1.0, waited
+
+    ended = asyncio.ensure_future(selector.ended())
+    selector.stop()
+    await asyncio.wait_for(ended, 1)
+    assert not low.producer.consumers and not original.producer.consumers
+
+
+async def test_a_failing_pushed_reader_stops_the_selector(caplog: pytest.LogCaptureFixture) -> None:
+    original, low, selector = _two_sources()
+
+    def broken(frame: ForwardedFrame) -> None:
+        raise ConnectionResetError("gone")
+
+    selector.deliver_to(broken)
+    with caplog.at_level("WARNING", logger="relay.selector"):
+        original.frame(0, key=True)
+        original.frame(TICK)  # after the stop: nobody takes it, nothing raised
+    assert selector.readyState == "ended" and not original.producer.consumers
+    (record,) = caplog.records
+    assert "Selector(viewer) reader failed, stopped (ConnectionResetError: gone)" in record.message

@@ -8,9 +8,12 @@ which frames no later frame depends on (``Dependencies``), to leave them undecod
 
 from __future__ import annotations
 
+import struct
 from typing import NamedTuple
 
 from aiortc import RTCRtpCodecCapability, RTCRtpReceiver
+from aiortc.codecs.vpx import PACKET_MAX as VP8_PACKET_MAX
+from aiortc.codecs.vpx import Vp8Encoder
 
 from . import vp8_header
 
@@ -22,6 +25,7 @@ VIDEO_CODECS = ("VP8", "H264")
 H264_IDR = 5
 H264_SLICES = range(1, 6)
 "NAL unit types of coded slices (non-IDR 1-4, IDR 5)."
+VP8_PICTURE_ID = struct.Struct("!H")
 
 
 class TemporalLayer(NamedTuple):
@@ -77,6 +81,21 @@ def vp8_depayload(payload: bytes) -> bytes:
                 raise ValueError("VPX descriptor has truncated T/K")
             at += 1
     return payload[at:]
+
+
+class Vp8Packetizer(Vp8Encoder):
+    """aiortc's VP8 packetizer (its ``pack``; nothing is encoded) with the same payloads, made
+    without a descriptor object serialised per packet: one header for the first packet of a
+    frame and one for the others, a 15-bit picture id in both (RFC 7741, 4.2)."""
+
+    @classmethod
+    def _packetize(cls, buffer: bytes, picture_id: int) -> list[bytes]:
+        picture = VP8_PICTURE_ID.pack(0x8000 | picture_id)
+        first, rest = b"\x90\x80" + picture, b"\x80\x80" + picture
+        size = VP8_PACKET_MAX - len(first)
+        return [
+            (rest if at else first) + buffer[at : at + size] for at in range(0, len(buffer), size)
+        ]
 
 
 def is_keyframe(codec: str, frame: bytes) -> bool:

@@ -56,7 +56,6 @@ from aiortc import (
 from aiortc.codecs.base import Encoder
 from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.opus import OpusEncoder
-from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcrtpreceiver import TimestampMapper
 from aiortc.rtp import RtpPacket
@@ -65,7 +64,7 @@ from av.frame import Frame
 from av.packet import Packet
 
 from . import tapped
-from .codecs import TemporalLayer, vp8_temporal_layer
+from .codecs import TemporalLayer, Vp8Packetizer, vp8_temporal_layer
 from .consumer import ForwardedFrame
 from .media_clock import SenderReport, unwrap, watch_sender_reports
 from .recovery import LossRecovery, is_stale
@@ -322,7 +321,7 @@ def send_pli(receiver: RTCRtpReceiver) -> bool:
 
 def packetizer(codec: str) -> Encoder:
     """aiortc's RTP packetizer for ``codec`` (its ``pack`` side; nothing is encoded)."""
-    return {"VP8": Vp8Encoder, "H264": H264Encoder}.get(codec, OpusEncoder)()
+    return {"VP8": Vp8Packetizer, "H264": H264Encoder}.get(codec, OpusEncoder)()
 
 
 class Forwarded(Protocol):

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import fractions
 import itertools
 import random
 
+import av
 import pytest
+from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.codecs.vpx import vp8_depayload as aiortcs_vp8_depayload
 
 from relay.codecs import (
+    Vp8Packetizer,
     h264_nal_types,
     is_keyframe,
     preferences,
@@ -96,3 +100,22 @@ def test_vp8_depayload_gives_what_aiortcs_gives() -> None:
 def test_vp8_depayload_refuses_a_truncated_descriptor(payload: bytes) -> None:
     with pytest.raises(ValueError):
         vp8_depayload(payload)
+
+
+def test_vp8_packetizer_makes_aiortcs_payloads() -> None:
+    """The same payloads and timestamps as aiortc's ``Vp8Encoder.pack``, for frames of every
+    size around a packet's edge and picture ids on every boundary (7/15 bits, the wrap)."""
+    rng = random.Random(4)
+    ours, aiortcs = Vp8Packetizer(), Vp8Encoder()
+    time_base = fractions.Fraction(1, 90_000)
+    for picture_id in (0, 1, 127, 128, 255, 256, 32_766, 32_767):
+        ours.picture_id = aiortcs.picture_id = picture_id
+        for size in (0, 1, 1295, 1296, 1297, 2592, 2593, 6000, 40_000):
+            packet = av.Packet(rng.randbytes(size))
+            packet.pts, packet.time_base = rng.randrange(1 << 32), time_base
+            assert ours.pack(packet) == aiortcs.pack(packet), (picture_id, size)
+            assert ours.picture_id == aiortcs.picture_id
+    ours.picture_id = 32_767
+    assert ours.pack(packet)[0][0][:4] == b"\x90\x80\xff\xff"  # S bit, then the 15-bit id
+    first, second = ours.pack(packet)[0][:2]
+    assert (first[:4], second[:4]) == (b"\x90\x80\x80\x00", b"\x80\x80\x80\x00")  # wrapped

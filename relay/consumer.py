@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -105,13 +105,7 @@ class Consumer(MediaStreamTrack):
 
     def _hand(self, sink: Callable[[ForwardedFrame], None], frame: ForwardedFrame) -> None:
         self.current = frame
-        try:
-            sink(frame)
-        except Exception as exc:
-            logger.warning(
-                "Consumer(%s) reader failed, stopped (%s: %s)", self.label, type(exc).__name__, exc
-            )
-            self.stop()
+        hand_over(sink, frame, self)
 
     async def ended(self) -> None:
         """Until the Consumer stops (a pushed reader's wait)."""
@@ -166,3 +160,31 @@ class Consumer(MediaStreamTrack):
             while not self._queue.empty():
                 self._queue.get_nowait()
             self._queue.put_nowait(None)  # wake a pending recv()
+
+
+class Pushing(Protocol):
+    """A track that pushes its frames to a reader (a Consumer, a Selector)."""
+
+    label: str
+
+    def stop(self) -> None: ...
+
+
+def hand_over(
+    sink: Callable[[ForwardedFrame], None], frame: ForwardedFrame, track: Pushing
+) -> bool:
+    """``sink(frame)``. A reader that raises stops ``track``, as a reading task would end, named
+    in one warning line (the Producer's other readers still get the frame). False then."""
+    try:
+        sink(frame)
+    except Exception as exc:
+        logger.warning(
+            "%s(%s) reader failed, stopped (%s: %s)",
+            type(track).__name__,
+            track.label,
+            type(exc).__name__,
+            exc,
+        )
+        track.stop()
+        return False
+    return True

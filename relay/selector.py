@@ -42,7 +42,7 @@ import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .codecs import VIDEO_CLOCK_RATE
-from .consumer import Consumer, ForwardedFrame
+from .consumer import Consumer, ForwardedFrame, hand_over
 from .ids import ConsultationId
 from .ladder import Ladder, Quality
 from .producer import Producer
@@ -222,16 +222,7 @@ class Selector(MediaStreamTrack):
                 break
             self._hand_out(frame)
             assert self.current is not None
-            try:
-                sink(self.current)
-            except Exception as exc:
-                logger.warning(
-                    "Selector(%s) reader failed, stopped (%s: %s)",
-                    self.label,
-                    type(exc).__name__,
-                    exc,
-                )
-                self.stop()
+            if not hand_over(sink, self.current, self):
                 return
         target = self._target
         wait = target.wait_s(time.monotonic()) if target is not None else None

@@ -232,13 +232,11 @@ class OutboundRtp:
     async def _transmit(self, datagrams: list[bytes]) -> None:
         """``_send_now``, or through aioice's coroutine on a TURN pair (which may wait for its
         channel to be bound)."""
-        if self._udp() is not None:
-            self._send_now(datagrams)
+        pair = self._sender.transport.transport._connection._nominated.get(1)
+        if pair is None or type(pair.protocol) is StunProtocol:
+            self._send_now(datagrams)  # which raises ConnectionError when there is no pair
             return
         protected = self._protect(datagrams)
-        pair = self._sender.transport.transport._connection._nominated.get(1)
-        if pair is None:
-            raise ConnectionError("Cannot send data, not connected")
         for data in protected:
             await pair.protocol.send_data(data, pair.remote_addr)
         self._count(protected)

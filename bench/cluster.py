@@ -37,7 +37,14 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from signaling.auth.grants import ANY_CONSULTATION, Grant, Role, TokenIssuer, new_identity
 
-from .common import cpu_percent, free_port, post_sdp, proc_sample, run_in_work_dir
+from .common import (
+    add_quality_argument,
+    cpu_percent,
+    free_port,
+    post_sdp,
+    proc_sample,
+    run_in_work_dir,
+)
 from .fanout import PYTHON, Child, Consultation, Processes, machine
 from .loadrun import START_TIMEOUT_S, _start_clients
 from .postgres import running_postgres
@@ -307,6 +314,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--fps", type=int, default=15)
     parser.add_argument("--bitrate", type=int, default=150_000)
     parser.add_argument("--failover", type=int, default=2, help="consultations on the killed node")
+    add_quality_argument(parser)
     parser.add_argument("--json", type=Path, help="write the result here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     return parser.parse_args(argv)

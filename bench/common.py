@@ -7,6 +7,7 @@ stdin and writes one JSON object per line on stdout; logs go to stderr. A child 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
 import json
@@ -40,6 +41,18 @@ ORIGINAL = "?quality=original"
 """A WHEP URL's suffix for the benches that measure forwarding: their viewers get the clinic's
 stream itself (bit-exact), never a rung the automatic quality may move a viewer of a loaded
 machine to."""
+
+
+def add_quality_argument(parser: argparse.ArgumentParser) -> None:
+    """``--quality``: what the load benches' viewers ask for. ``original`` (the default) pins
+    the clinic's stream (``ORIGINAL``); ``auto`` is what a browser asks by default, a Selector
+    that may move a viewer to a rung of the ladder."""
+    parser.add_argument(
+        "--quality",
+        choices=("original", "auto"),
+        default="original",
+        help="the viewers' ?quality= (auto: what browsers ask, through the Selector)",
+    )
 
 
 # -- process plumbing --------------------------------------------------------------------------

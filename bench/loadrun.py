@@ -36,7 +36,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from .common import (
-    ORIGINAL,
+    add_quality_argument,
     emit,
     free_port,
     loopback_only,
@@ -159,7 +159,7 @@ async def loaded(
     cfg: argparse.Namespace, server: ServerProcess, consults: list[Consultation], logs: Path
 ) -> AsyncIterator[Load]:
     """The server started, then the consultations' publishers, viewers (``cfg``: share, group,
-    viewers, fps, bitrate, width, height) and pages; on exit each is stopped, by pid."""
+    viewers, quality, fps, bitrate, width, height) and pages; on exit each is stopped, by pid."""
     procs = Processes(logs)
     pages = [Page(server.base_url, c) for c in consults]
     server.start()
@@ -203,7 +203,7 @@ async def _start_clients(
         [
             *(
                 "--whep",
-                f"{base}/whep/{c.id}{ORIGINAL}",
+                f"{base}/whep/{c.id}?quality={cfg.quality}",
                 "--token",
                 c.viewer,
                 "--publisher",
@@ -466,6 +466,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--fps", type=int, default=15)
     parser.add_argument("--bitrate", type=int, default=300_000)
+    add_quality_argument(parser)
     parser.add_argument("--json", type=Path, help="write the result here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     return parser.parse_args(argv)

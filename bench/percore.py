@@ -3,7 +3,8 @@ tree and, in the same run, a baseline revision.
 
     python -m bench.percore [--baseline REF] [--scenarios 1x2,1x6,4x2] [--rounds 1] [--seconds 30]
                             [--warmup 15] [--width 1280] [--height 720] [--fps 30]
-                            [--bitrate 1500000] [--env NAME=VALUE ...] [--json out.json] [--keep]
+                            [--bitrate 1500000] [--quality original|auto] [--env NAME=VALUE ...]
+                            [--json out.json] [--keep]
 
 Builds: the ``--baseline`` revision (checked out with ``git worktree add --detach`` into the work
 directory, its own server and CLI) and then this tree. Per build and scenario ``NxV`` (N
@@ -15,6 +16,8 @@ one viewer process (``bench.loadrun _viewers``: light viewers that hash frames, 
 a surgeon page's WebSocket per consultation (``bench.loadrun.Page``). After ``--warmup`` s it
 reads the server's CPU time from /proc (user + system, every thread) over ``--seconds``. With
 ``--rounds N`` all of that is repeated N times, interleaved, and the costs use the medians.
+The viewers pin the clinic's stream (``--quality original``); ``--quality auto`` measures what a
+browser asks by default, each viewer's video through a ``relay.selector.Selector``.
 
 Derived, per build: a consultation's cost (the first scenario's CPU ÷ its N), the cost of an
 extra consultation (between the two scenarios with the first one's V), of an extra viewer
@@ -38,7 +41,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .common import free_port, proc_sample, run_in_work_dir
+from .common import add_quality_argument, free_port, proc_sample, run_in_work_dir
 from .fanout import ROOT, machine, make_consultation
 from .loadrun import loaded, scrape
 from .serverproc import ServerProcess
@@ -92,6 +95,7 @@ async def measure(
         share=scenario.consultations,
         group=scenario.consultations,
         viewers=scenario.viewers,
+        quality=cfg.quality,
         fps=cfg.fps,
         bitrate=cfg.bitrate,
         width=cfg.width,
@@ -256,6 +260,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--height", type=int, default=720)
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--bitrate", type=int, default=1_500_000)
+    add_quality_argument(parser)
     parser.add_argument(
         "--env",
         action="append",
@@ -272,9 +277,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
-    print(f"consultations per core: {', '.join(map(str, cfg.scenarios))}")
+    print(f"consultations per core: {', '.join(map(str, cfg.scenarios))}, quality={cfg.quality}")
     started = time.monotonic()
     result = run_in_work_dir("endolink-percore-", cfg.keep, lambda work: run(cfg, work))
+    result["quality"] = cfg.quality
     result["machine"] = machine()
     result["seconds"] = round(time.monotonic() - started)
     print(result["table"])

@@ -8,10 +8,9 @@ replaces ``_run_rtp`` and ``_retransmit`` on one sender and does the same work o
 
 * the header extensions (MID, abs-send-time) are serialised once per frame, by aiortc's own
   ``HeaderExtensionsMap``, and every packet is one ``struct.pack`` of the fixed header plus them;
-* the packets of a frame are protected (SRTP) and handed to the UDP transport of the nominated
-  candidate pair in one go (a TURN pair keeps aioice's own path, which may wait for a channel).
-  One ``sendmsg`` per frame with Linux UDP segmentation offload (GSO) was tried too: no
-  measurable change on this machine's loopback, so it is not used;
+* the packets of a frame are protected (SRTP) and handed to the UDP socket of the nominated
+  candidate pair in one go, one segmented ``sendmsg`` where Linux allows it
+  (``relay.segmented``; a TURN pair keeps aioice's own path, which may wait for a channel);
 * aiortc's state is kept where aiortc and the relay read it: the retransmission history (bytes
   instead of ``RtpPacket``; ``_retransmit`` re-reads them with aiortc's parser and RTX wrapper),
   the counters and timestamps of its sender reports, the DTLS transport's byte and packet
@@ -46,6 +45,7 @@ from aiortc.rtp import HeaderExtensions, RtpPacket, wrap_rtx
 from aiortc.utils import random32, uint16_add, uint32_add
 
 from .consumer import Consumer, ForwardedFrame
+from .segmented import send_datagrams
 from .selector import Selector
 
 logger = logging.getLogger(__name__)
@@ -225,8 +225,7 @@ class OutboundRtp:
         if udp is None:
             raise ConnectionError("Cannot send data, not connected")
         transport, address = udp
-        for data in protected:
-            transport.sendto(data, address)
+        send_datagrams(transport, protected, address)
         self._count(protected)
 
     async def _transmit(self, datagrams: list[bytes]) -> None:

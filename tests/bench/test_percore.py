@@ -48,6 +48,7 @@ def test_a_short_run_measures_this_tree_beside_a_baseline(tmp_path: Path) -> Non
     command = [sys.executable, "-m", "bench.percore", "--baseline", "HEAD"]
     command += ["--scenarios", "1x1,2x1", "--warmup", "3", "--seconds", "3"]
     command += ["--width", "320", "--height", "240", "--fps", "15", "--bitrate", "300000"]
+    command += ["--quality", "auto"]  # the viewers as a browser's: through the Selector
     proc = subprocess.run(
         [*command, "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=280
     )
@@ -61,6 +62,7 @@ def test_a_short_run_measures_this_tree_beside_a_baseline(tmp_path: Path) -> Non
     ]
     assert all(r["sessions_ok"] and r["cpu_pct"] > 0 for r in result["rows"])
     assert set(result["derived"]) == {"baseline HEAD", "this tree"}
+    assert result["quality"] == "auto"
     assert "consultations/core" in proc.stdout
     worktrees = subprocess.run(
         ["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True, check=True

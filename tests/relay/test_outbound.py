@@ -15,6 +15,7 @@ from aiortc.rtp import RTCP_RTPFB_NACK, RtcpRtpfbPacket, RtpPacket
 from relay import forwarding, recovery
 from relay.outbound import OutboundRtp, Sent, send_per_frame
 from relay.producer import Producer
+from relay.segmented import segmented_sends
 from tests.encoded_track import (
     FPS,
     FRAMES,
@@ -129,6 +130,7 @@ async def test_a_consumer_pushes_its_frames_to_a_udp_pair_and_stops_quietly_when
     try:
         await connect(sending, receiving)
         assert await wait_until(lambda: consumer._sink == outbound._deliver, timeout=10)
+        segmented_before = segmented_sends()
         with caplog.at_level("WARNING"):
             for index, packet in enumerate(frames):
                 producer.on_frame(bytes(packet), index * 3000)
@@ -137,6 +139,7 @@ async def test_a_consumer_pushes_its_frames_to_a_udp_pair_and_stops_quietly_when
             assert await wait_until(lambda: len(stamps) >= FRAMES - 1, timeout=20), stamps
             assert stamps[: FRAMES - 1] == list(range(FRAMES - 1))
             assert outbound.frames_sent == FRAMES
+            assert segmented_sends() > segmented_before  # frames of several packets: one send
 
             # DTLS fails under the viewer: aiortc's send would raise ConnectionError
             sender.transport._set_state(State.FAILED)

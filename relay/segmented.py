@@ -12,7 +12,8 @@ datagrams asyncio still holds (a full socket buffer), a socket that would block 
 asyncio's ``sendto`` (which buffers them), and any other error goes to asyncio's ``sendto`` too,
 datagram by datagram, so the protocol hears of it as before. Where the kernel or the route
 refuses segmentation (``EIO`` without checksum offload, ``EINVAL``, ``ENOPROTOOPT``) it is
-switched off for the process, once, with one log line.
+switched off for the process, once, with one log line; a kernel older than the option (4.18) is
+found out before the first send.
 """
 
 from __future__ import annotations
@@ -40,10 +41,26 @@ Address = tuple[Any, ...]
 
 
 class _State:
-    enabled = sys.platform == "linux"
-    "False once the kernel refused a segmented send (and on systems other than Linux)."
+    enabled: bool | None = None
+    "Whether to segment: None until ``kernel_segments`` was asked; False once a send was refused."
     segmented_sends = 0
     "``sendmsg`` calls that carried more than one datagram (tests and benches read it)."
+
+
+def kernel_segments() -> bool:
+    """Whether this kernel knows ``UDP_SEGMENT`` (Linux 4.18 and later): asked once, by reading
+    the option on a new socket. A kernel without it would not refuse the control message but
+    ignore it, and send the whole frame as one datagram."""
+    if _State.enabled is None:
+        _State.enabled = False
+        if sys.platform == "linux":
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                try:
+                    probe.getsockopt(SOL_UDP, UDP_SEGMENT)
+                    _State.enabled = True
+                except OSError:
+                    logger.info("UDP segmentation offload unknown to this kernel: not used")
+    return _State.enabled
 
 
 def segmented_sends() -> int:
@@ -54,8 +71,8 @@ def send_datagrams(transport: Any, datagrams: list[bytes], address: Address) -> 
     """Send ``datagrams`` in order to ``address`` on asyncio's UDP ``transport``."""
     sendto = transport.sendto
     if (
-        not _State.enabled
-        or len(datagrams) < 2
+        len(datagrams) < 2
+        or not kernel_segments()
         or type(transport) is not selector_events._SelectorDatagramTransport  # type: ignore[attr-defined]
         or transport._buffer  # asyncio holds datagrams back: queue behind them
         or transport._address is not None  # a connected socket: asyncio's own path

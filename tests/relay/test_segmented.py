@@ -47,6 +47,11 @@ def test_runs_stay_within_the_kernels_limits() -> None:
     assert [end for _, end in runs(big)][-1] == 60
 
 
+def test_this_kernel_segments() -> None:
+    """Debian 12's 6.1, and anything from Linux 4.18 on; the other tests rely on it."""
+    assert segmented.kernel_segments()
+
+
 class Receiver:
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -95,15 +95,18 @@ def send_datagrams(transport: Any, datagrams: list[bytes], address: Address) -> 
                 sendto(data, address)
             return
         except OSError as exc:
-            if exc.errno in _UNSUPPORTED:
-                _State.enabled = False
-                logger.info(
-                    "UDP segmentation offload refused (%s): datagrams are sent one by one",
-                    errno.errorcode.get(exc.errno or 0, exc.errno),
-                )
-            for data in run:  # asyncio's sendto reports an error to the protocol as before
+            if exc.errno not in _UNSUPPORTED:
+                for data in run:  # asyncio's sendto reports the error to the protocol
+                    sendto(data, address)
+                continue
+            _State.enabled = False
+            logger.info(
+                "UDP segmentation offload refused (%s): datagrams are sent one by one",
+                errno.errorcode.get(exc.errno or 0, exc.errno),
+            )
+            for data in datagrams[start:]:  # the frame's later runs too: one refusal, one line
                 sendto(data, address)
-            continue
+            return
         _State.segmented_sends += 1
 
 
